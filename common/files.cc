@@ -1,0 +1,130 @@
+#include "common/files.h"
+
+#include <fcntl.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstring>
+#include <filesystem>
+#include <system_error>
+
+#include "absl/strings/str_cat.h"
+#include "crypto/random.h"
+#include "crypto/sha256.h"
+
+namespace fedrad {
+
+absl::Status ErrnoStatus(absl::string_view action, const std::string& path) {
+  const int err = errno;
+  std::string msg = absl::StrCat(action, " '", path, "': ", std::strerror(err));
+  if (err == ENOENT) return absl::NotFoundError(msg);
+  if (err == EACCES || err == EPERM) return absl::PermissionDeniedError(msg);
+  return absl::InternalError(msg);
+}
+
+absl::StatusOr<std::string> ReadFile(const std::string& path, uint64_t max_bytes) {
+  const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+  if (fd < 0) return ErrnoStatus("cannot open", path);
+  struct stat st {};
+  if (::fstat(fd, &st) != 0) {
+    absl::Status s = ErrnoStatus("cannot stat", path);
+    ::close(fd);
+    return s;
+  }
+  if (!S_ISREG(st.st_mode)) {
+    ::close(fd);
+    return absl::InvalidArgumentError(absl::StrCat("'", path, "' is not a regular file"));
+  }
+  if (static_cast<uint64_t>(st.st_size) > max_bytes) {
+    ::close(fd);
+    return absl::ResourceExhaustedError(absl::StrCat(
+        "'", path, "' is ", st.st_size, " bytes, more than the limit of ", max_bytes));
+  }
+  std::string out(static_cast<size_t>(st.st_size), '\0');
+  size_t done = 0;
+  while (done < out.size()) {
+    ssize_t n = ::read(fd, out.data() + done, out.size() - done);
+    if (n < 0 && errno == EINTR) continue;
+    if (n < 0) {
+      absl::Status s = ErrnoStatus("cannot read", path);
+      ::close(fd);
+      return s;
+    }
+    if (n == 0) break;  // Shrunk while reading.
+    done += static_cast<size_t>(n);
+  }
+  out.resize(done);
+  ::close(fd);
+  return out;
+}
+
+absl::Status SyncDirectory(const std::string& dir) {
+  const int fd = ::open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+  if (fd < 0) return ErrnoStatus("cannot open folder", dir);
+  const int rc = ::fsync(fd);
+  absl::Status s = rc == 0 ? absl::OkStatus() : ErrnoStatus("cannot fsync folder", dir);
+  ::close(fd);
+  return s;
+}
+
+absl::Status WriteFileAtomically(const std::string& path, std::string_view data,
+                                 mode_t mode) {
+  return WriteFileAtomically(path, std::vector<std::string_view>{data}, mode);
+}
+
+absl::Status WriteFileAtomically(const std::string& path,
+                                 const std::vector<std::string_view>& parts, mode_t mode) {
+  std::filesystem::path target(path);
+  const std::string dir =
+      target.has_parent_path() ? target.parent_path().string() : std::string(".");
+  absl::StatusOr<std::string> salt = crypto::SecureRandomBytes(6);
+  if (!salt.ok()) return salt.status();
+  const std::string tmp =
+      absl::StrCat(dir, "/.", target.filename().string(), ".", crypto::HexEncode(*salt), ".tmp");
+  const int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, mode);
+  if (fd < 0) return ErrnoStatus("cannot create", tmp);
+  // open() applies the umask; make the requested mode exact (keys need 0600).
+  ::fchmod(fd, mode);
+  for (std::string_view data : parts) {
+    size_t done = 0;
+    while (done < data.size()) {
+      ssize_t n = ::write(fd, data.data() + done, data.size() - done);
+      if (n < 0 && errno == EINTR) continue;
+      if (n < 0) {
+        absl::Status s = ErrnoStatus("cannot write", tmp);
+        ::close(fd);
+        ::unlink(tmp.c_str());
+        return s;
+      }
+      done += static_cast<size_t>(n);
+    }
+  }
+  if (::fsync(fd) != 0) {
+    absl::Status s = ErrnoStatus("cannot fsync", tmp);
+    ::close(fd);
+    ::unlink(tmp.c_str());
+    return s;
+  }
+  ::close(fd);
+  if (::rename(tmp.c_str(), path.c_str()) != 0) {
+    absl::Status s = ErrnoStatus("cannot rename into place", path);
+    ::unlink(tmp.c_str());
+    return s;
+  }
+  return SyncDirectory(dir);
+}
+
+absl::Status EnsureDirectory(const std::string& dir, mode_t mode) {
+  std::error_code ec;
+  std::filesystem::create_directories(dir, ec);
+  if (ec) {
+    return absl::InternalError(absl::StrCat("cannot create folder '", dir, "': ", ec.message()));
+  }
+  if (!std::filesystem::is_directory(dir, ec)) {
+    return absl::FailedPreconditionError(absl::StrCat("'", dir, "' is not a folder"));
+  }
+  return absl::OkStatus();
+}
+
+}  // namespace fedrad

@@ -1,0 +1,45 @@
+#ifndef FEDRAD_COMMON_FILES_H_
+#define FEDRAD_COMMON_FILES_H_
+
+#include <sys/types.h>
+
+#include <cstdint>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "absl/strings/string_view.h"
+
+namespace fedrad {
+
+// Reads a whole file. Refuses files larger than `max_bytes` (a hostile or
+// mistaken path must not exhaust memory).
+absl::StatusOr<std::string> ReadFile(const std::string& path,
+                                     uint64_t max_bytes = uint64_t{1} << 30);
+
+// Durably replaces `path` with `data`: writes a temporary file in the same
+// folder with permissions `mode`, fsyncs it, renames it over `path`, and
+// fsyncs the folder. After a crash `path` holds either the old or the new
+// content, never a mix.
+absl::Status WriteFileAtomically(const std::string& path, std::string_view data,
+                                 mode_t mode = 0644);
+// The same, for a file made of several pieces written one after another
+// (a header and a large body without concatenating them in memory).
+absl::Status WriteFileAtomically(const std::string& path,
+                                 const std::vector<std::string_view>& parts,
+                                 mode_t mode = 0644);
+
+// fsync() of a folder, so that a rename inside it survives a crash.
+absl::Status SyncDirectory(const std::string& dir);
+
+// Creates `dir` and its parents if missing (like mkdir -p).
+absl::Status EnsureDirectory(const std::string& dir, mode_t mode = 0755);
+
+// An absl::Status for a failed system call on `path`, from errno.
+absl::Status ErrnoStatus(absl::string_view action, const std::string& path);
+
+}  // namespace fedrad
+
+#endif  // FEDRAD_COMMON_FILES_H_

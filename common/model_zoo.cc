@@ -1,0 +1,162 @@
+#include <torch/nn/functional/activation.h>
+#include <torch/nn/functional/pooling.h>
+#include <torch/nn/modules/conv.h>
+#include <torch/nn/modules/linear.h>
+#include <torch/utils.h>
+
+#include <cstring>
+
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
+#include "common/model_zoo.h"
+#include "common/model_zoo_torch.h"
+
+namespace fedrad {
+namespace {
+
+namespace F = torch::nn::functional;
+
+// "ctnet": a small CNN for single-channel medical images. tanh rather than
+// ReLU because it trains better under DP-SGD (Papernot et al. 2021); no
+// BatchNorm because per-example gradients are undefined with it. An adaptive
+// pool makes it work for any input size from 16 up.
+class CtNetImpl : public ClassifierImpl {
+ public:
+  CtNetImpl(int in_channels, int num_classes)
+      : conv1_(register_module("conv1", torch::nn::Conv2d(
+                   torch::nn::Conv2dOptions(in_channels, 16, 5).padding(2)))),
+        conv2_(register_module("conv2", torch::nn::Conv2d(
+                   torch::nn::Conv2dOptions(16, 32, 3).padding(1)))),
+        conv3_(register_module("conv3", torch::nn::Conv2d(
+                   torch::nn::Conv2dOptions(32, 32, 3).padding(1)))),
+        fc1_(register_module("fc1", torch::nn::Linear(32 * 4 * 4, 32))),
+        fc2_(register_module("fc2", torch::nn::Linear(32, num_classes))) {}
+
+  torch::Tensor forward(torch::Tensor x) override {
+    x = F::max_pool2d(torch::tanh(conv1_->forward(x)), F::MaxPool2dFuncOptions(2));
+    x = F::max_pool2d(torch::tanh(conv2_->forward(x)), F::MaxPool2dFuncOptions(2));
+    x = torch::tanh(conv3_->forward(x));
+    x = F::adaptive_max_pool2d(x, F::AdaptiveMaxPool2dFuncOptions(4));
+    x = torch::tanh(fc1_->forward(x.flatten(1)));
+    return fc2_->forward(x);
+  }
+
+ private:
+  torch::nn::Conv2d conv1_, conv2_, conv3_;
+  torch::nn::Linear fc1_, fc2_;
+};
+
+// "tbcnn28": the end-to-end CNN of Tramèr & Boneh (ICLR 2021) for 28x28
+// images (Fashion-MNIST), as listed in shared/REFERENCES.md.
+class TbCnn28Impl : public ClassifierImpl {
+ public:
+  TbCnn28Impl(int in_channels, int num_classes)
+      : conv1_(register_module("conv1", torch::nn::Conv2d(
+                   torch::nn::Conv2dOptions(in_channels, 16, 8).stride(2).padding(2)))),
+        conv2_(register_module("conv2", torch::nn::Conv2d(
+                   torch::nn::Conv2dOptions(16, 32, 4).stride(2)))),
+        fc1_(register_module("fc1", torch::nn::Linear(32 * 4 * 4, 32))),
+        fc2_(register_module("fc2", torch::nn::Linear(32, num_classes))) {}
+
+  torch::Tensor forward(torch::Tensor x) override {
+    x = F::max_pool2d(torch::tanh(conv1_->forward(x)), F::MaxPool2dFuncOptions(2).stride(1));
+    x = F::max_pool2d(torch::tanh(conv2_->forward(x)), F::MaxPool2dFuncOptions(2).stride(1));
+    x = torch::tanh(fc1_->forward(x.flatten(1)));
+    return fc2_->forward(x);
+  }
+
+ private:
+  torch::nn::Conv2d conv1_, conv2_;
+  torch::nn::Linear fc1_, fc2_;
+};
+
+}  // namespace
+
+std::vector<std::string> KnownArchitectures() { return {"ctnet", "tbcnn28"}; }
+
+absl::Status CheckModelSpec(const ModelSpec& spec) {
+  if (spec.architecture == "ctnet") {
+    if (spec.input_size < 16) {
+      return absl::InvalidArgumentError("model 'ctnet' needs input_size of at least 16");
+    }
+    return absl::OkStatus();
+  }
+  if (spec.architecture == "tbcnn28") {
+    if (spec.input_size != 28) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "model 'tbcnn28' takes 28x28 images; the plan asks for input_size ", spec.input_size));
+    }
+    return absl::OkStatus();
+  }
+  return absl::InvalidArgumentError(absl::StrCat("unknown model architecture '", spec.architecture,
+                                                 "'; known: ", absl::StrJoin(KnownArchitectures(), ", ")));
+}
+
+absl::StatusOr<std::shared_ptr<ClassifierImpl>> CreateClassifier(const ModelSpec& spec) {
+  absl::Status s = CheckModelSpec(spec);
+  if (!s.ok()) return s;
+  if (spec.architecture == "tbcnn28") {
+    return std::shared_ptr<ClassifierImpl>(
+        std::make_shared<TbCnn28Impl>(spec.in_channels, spec.num_classes));
+  }
+  return std::shared_ptr<ClassifierImpl>(std::make_shared<CtNetImpl>(spec.in_channels, spec.num_classes));
+}
+
+Manifest ManifestOf(const torch::nn::Module& module) {
+  Manifest m;
+  for (const auto& item : module.named_parameters(/*recurse=*/true)) {
+    TensorSpec t;
+    t.name = item.key();
+    for (int64_t d : item.value().sizes()) t.shape.push_back(d);
+    m.tensors.push_back(std::move(t));
+  }
+  return m;
+}
+
+absl::Status LoadParameters(torch::nn::Module& module, const ModelParameters& parameters) {
+  Manifest own = ManifestOf(module);
+  if (!(own == parameters.manifest)) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "model parameters do not match the network: manifest ", parameters.manifest.Sha256(),
+        " vs ", own.Sha256()));
+  }
+  torch::NoGradGuard no_grad;
+  size_t offset = 0;
+  for (auto& item : module.named_parameters(true)) {
+    torch::Tensor p = item.value();
+    const size_t n = static_cast<size_t>(p.numel());
+    torch::Tensor src = torch::from_blob(const_cast<float*>(parameters.values.data() + offset),
+                                         p.sizes(), torch::kFloat32);
+    p.copy_(src);
+    offset += n;
+  }
+  return absl::OkStatus();
+}
+
+ModelParameters ExtractParameters(const torch::nn::Module& module) {
+  ModelParameters out;
+  out.manifest = ManifestOf(module);
+  out.values.resize(static_cast<size_t>(out.manifest.total_elements()));
+  size_t offset = 0;
+  for (const auto& item : module.named_parameters(true)) {
+    torch::Tensor p = item.value().detach().contiguous().to(torch::kFloat32);
+    std::memcpy(out.values.data() + offset, p.data_ptr<float>(), p.numel() * sizeof(float));
+    offset += static_cast<size_t>(p.numel());
+  }
+  return out;
+}
+
+absl::StatusOr<Manifest> ModelManifest(const ModelSpec& spec) {
+  absl::StatusOr<std::shared_ptr<ClassifierImpl>> model = CreateClassifier(spec);
+  if (!model.ok()) return model.status();
+  return ManifestOf(**model);
+}
+
+absl::StatusOr<ModelParameters> InitialParameters(const ModelSpec& spec, uint64_t seed) {
+  torch::manual_seed(seed);
+  absl::StatusOr<std::shared_ptr<ClassifierImpl>> model = CreateClassifier(spec);
+  if (!model.ok()) return model.status();
+  return ExtractParameters(**model);
+}
+
+}  // namespace fedrad

@@ -1,0 +1,30 @@
+#ifndef FEDRAD_COMMON_MODEL_ZOO_H_
+#define FEDRAD_COMMON_MODEL_ZOO_H_
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "common/plan.h"
+#include "common/tensor.h"
+
+namespace fedrad {
+
+// The networks a plan can name. Torch-free: the coordinator and tools use
+// manifests and initial parameters without seeing a torch type; code that
+// trains includes common/model_zoo_torch.h instead.
+
+std::vector<std::string> KnownArchitectures();
+
+// OK if `spec` names a known architecture with sizes it supports.
+absl::Status CheckModelSpec(const ModelSpec& spec);
+
+absl::StatusOr<Manifest> ModelManifest(const ModelSpec& spec);
+
+// Freshly initialised parameters; the same seed gives the same values.
+absl::StatusOr<ModelParameters> InitialParameters(const ModelSpec& spec, uint64_t seed);
+
+}  // namespace fedrad
+
+#endif  // FEDRAD_COMMON_MODEL_ZOO_H_

@@ -1,0 +1,43 @@
+#include "common/model_zoo.h"
+
+#include <gtest/gtest.h>
+
+namespace fedrad {
+namespace {
+
+TEST(ModelZooTest, ManifestIsStableAndSeededInitIsDeterministic) {
+  ModelSpec spec;
+  auto m = ModelManifest(spec);
+  ASSERT_TRUE(m.ok()) << m.status();
+  ASSERT_FALSE(m->tensors.empty());
+  EXPECT_EQ(m->tensors.front().name, "conv1.weight");
+  EXPECT_EQ(m->tensors.front().shape, (std::vector<int64_t>{16, 1, 5, 5}));
+  EXPECT_EQ(m->tensors.back().name, "fc2.bias");
+  auto a = InitialParameters(spec, 7);
+  auto b = InitialParameters(spec, 7);
+  auto c = InitialParameters(spec, 8);
+  ASSERT_TRUE(a.ok() && b.ok() && c.ok());
+  EXPECT_EQ(a->values, b->values);
+  EXPECT_NE(a->values, c->values);
+  EXPECT_EQ(static_cast<int64_t>(a->values.size()), m->total_elements());
+}
+
+TEST(ModelZooTest, TramerBonehCnnHasPublishedShape) {
+  ModelSpec spec{"tbcnn28", 1, 28, 10};
+  auto m = ModelManifest(spec);
+  ASSERT_TRUE(m.ok()) << m.status();
+  // conv 16 k8, conv 32 k4, linear 512->32, linear 32->10: 26,010 parameters.
+  EXPECT_EQ(m->total_elements(), 16 * 64 + 16 + 32 * 16 * 16 + 32 + 512 * 32 + 32 + 32 * 10 + 10);
+  spec.input_size = 64;
+  EXPECT_FALSE(CheckModelSpec(spec).ok());
+}
+
+TEST(ModelZooTest, UnknownArchitectureIsNamed) {
+  ModelSpec spec{"resnet999", 1, 64, 2};
+  absl::Status s = CheckModelSpec(spec);
+  ASSERT_FALSE(s.ok());
+  EXPECT_NE(s.message().find("resnet999"), std::string::npos);
+}
+
+}  // namespace
+}  // namespace fedrad

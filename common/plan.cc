@@ -1,0 +1,77 @@
+#include "common/plan.h"
+
+#include <algorithm>
+#include <set>
+
+#include "absl/strings/str_cat.h"
+#include "common/config.h"
+
+namespace fedrad {
+
+bool FederationPlan::HasSite(const std::string& site) const {
+  return std::find(sites.begin(), sites.end(), site) != sites.end();
+}
+
+bool IsValidSiteName(const std::string& name) {
+  if (name.empty() || name.size() > 64 || name[0] == '.') return false;
+  for (char c : name) {
+    const bool ok = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') ||
+                    (c >= '0' && c <= '9') || c == '-' || c == '_' || c == '.';
+    if (!ok) return false;
+  }
+  return true;
+}
+
+absl::StatusOr<FederationPlan> LoadPlan(const std::string& path) {
+  absl::StatusOr<std::unique_ptr<ConfigReader>> opened = ConfigReader::Open(path);
+  if (!opened.ok()) return opened.status();
+  ConfigReader& c = **opened;
+  FederationPlan p;
+  p.name = c.GetString("federation.name");
+  p.rounds = static_cast<int>(c.GetInt("federation.rounds", 5, 1, 100000));
+  p.min_nodes = static_cast<int>(c.GetInt("federation.min_nodes", 2, 1, 100000));
+  p.round_deadline_s = c.GetDouble("federation.round_deadline_s", 600, 1, 7 * 86400);
+  p.eval_deadline_s = c.GetDouble("federation.eval_deadline_s", 120, 1, 86400);
+  p.start_grace_s = c.GetDouble("federation.start_grace_s", 5, 0, 86400);
+  p.seed = static_cast<uint64_t>(c.GetInt("federation.seed", 1, 0, INT64_MAX));
+  p.chunk_bytes = static_cast<uint32_t>(
+      c.GetInt("federation.chunk_bytes", kMaxChunkBytes, 4096, kMaxChunkBytes));
+
+  p.model.architecture = c.GetString("model.architecture", "ctnet");
+  p.model.in_channels = static_cast<int>(c.GetInt("model.in_channels", 1, 1, 4));
+  p.model.input_size = static_cast<int>(c.GetInt("model.input_size", 64, 16, 1024));
+  p.model.num_classes = static_cast<int>(c.GetInt("model.num_classes", 2, 2, 1000));
+
+  p.training.local_epochs = static_cast<int>(c.GetInt("training.local_epochs", 1, 1, 1000));
+  p.training.batch_size = static_cast<int>(c.GetInt("training.batch_size", 32, 1, 65536));
+  p.training.learning_rate = c.GetDouble("training.learning_rate", 0.05, 1e-8, 100);
+  p.training.momentum = c.GetDouble("training.momentum", 0.9, 0, 0.999);
+
+  p.coordinator_hosts =
+      c.GetStringArray("coordinator.hosts", std::vector<std::string>{"localhost", "127.0.0.1"});
+
+  const size_t n = c.TableArraySize("site");
+  std::set<std::string> seen;
+  for (size_t i = 0; i < n; ++i) {
+    const std::string key = absl::StrCat("site[", i, "].name");
+    std::string name = c.GetString(key);
+    if (!name.empty() && !IsValidSiteName(name)) {
+      c.Fail(key, absl::StrCat("'", name, "' is not a valid site name (letters, digits, "
+                               "'-', '_', '.'; at most 64 characters)"));
+    } else if (!seen.insert(name).second) {
+      c.Fail(key, absl::StrCat("names site '", name, "' twice"));
+    }
+    p.sites.push_back(name);
+  }
+  if (n == 0) c.Fail("site", "is required: list each site as [[site]] name = \"...\"");
+  if (p.coordinator_hosts.empty()) c.Fail("coordinator.hosts", "must name at least one host");
+  if (n > 0 && static_cast<size_t>(p.min_nodes) > n) {
+    c.Fail("federation.min_nodes",
+           absl::StrCat("is ", p.min_nodes, " but the plan has only ", n, " site(s)"));
+  }
+  absl::Status s = c.Finish();
+  if (!s.ok()) return s;
+  return p;
+}
+
+}  // namespace fedrad

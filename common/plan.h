@@ -1,0 +1,64 @@
+#ifndef FEDRAD_COMMON_PLAN_H_
+#define FEDRAD_COMMON_PLAN_H_
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "absl/status/statusor.h"
+
+namespace fedrad {
+
+// Which network from the model zoo, and its input/output shape.
+struct ModelSpec {
+  std::string architecture = "ctnet";
+  int in_channels = 1;
+  int input_size = 64;
+  int num_classes = 2;
+};
+
+// Local training settings the coordinator sends with every task.
+struct TrainingSettings {
+  int local_epochs = 1;
+  int batch_size = 32;
+  double learning_rate = 0.05;
+  double momentum = 0.9;
+};
+
+// The federation plan (configs/federation.toml): who takes part, which model,
+// how many rounds. Provisioning, the coordinator and the nodes all read it.
+struct FederationPlan {
+  std::string name;
+  int rounds = 5;
+  int min_nodes = 2;
+  double round_deadline_s = 600;
+  double eval_deadline_s = 120;
+  // After min_nodes are connected, how long to wait for the remaining sites
+  // before starting a round without them.
+  double start_grace_s = 5;
+  uint64_t seed = 1;
+  uint32_t chunk_bytes = 1 << 20;
+  ModelSpec model;
+  TrainingSettings training;
+  // Host names and IP addresses nodes use to reach the coordinator; they go
+  // into its certificate.
+  std::vector<std::string> coordinator_hosts;
+  std::vector<std::string> sites;
+
+  bool HasSite(const std::string& site) const;
+};
+
+// Loads and checks a plan; errors name the file, line and field.
+absl::StatusOr<FederationPlan> LoadPlan(const std::string& path);
+
+// Site names become certificate CNs, folder names and log fields: letters,
+// digits, '-', '_' and '.', 1 to 64 characters, not starting with '.'.
+bool IsValidSiteName(const std::string& name);
+
+// Largest chunk any stream may carry, and gRPC's default message limit
+// (4 MiB) leaves room for the envelope.
+inline constexpr uint32_t kMaxChunkBytes = 1 << 20;
+
+}  // namespace fedrad
+
+#endif  // FEDRAD_COMMON_PLAN_H_

@@ -1,0 +1,56 @@
+#include "common/plan.h"
+
+#include <gtest/gtest.h>
+
+#include <filesystem>
+#include <fstream>
+
+namespace fedrad {
+namespace {
+
+std::string WritePlan(const std::string& text) {
+  std::string path = std::filesystem::temp_directory_path() /
+                     ("fedrad_plan_test_" + std::to_string(::getpid()) + ".toml");
+  std::ofstream(path) << text;
+  return path;
+}
+
+TEST(PlanTest, LoadsSitesAndDefaults) {
+  auto p = LoadPlan(WritePlan(
+      "[federation]\nname = \"demo\"\nrounds = 3\nmin_nodes = 2\n"
+      "[[site]]\nname = \"a\"\n[[site]]\nname = \"b\"\n"));
+  ASSERT_TRUE(p.ok()) << p.status();
+  EXPECT_EQ(p->name, "demo");
+  EXPECT_EQ(p->rounds, 3);
+  EXPECT_EQ(p->sites, (std::vector<std::string>{"a", "b"}));
+  EXPECT_EQ(p->model.architecture, "ctnet");
+  EXPECT_TRUE(p->HasSite("b"));
+  EXPECT_FALSE(p->HasSite("c"));
+}
+
+TEST(PlanTest, RejectsBadSitesAndImpossibleQuorum) {
+  auto dup = LoadPlan(WritePlan("[federation]\nname = \"d\"\nmin_nodes = 1\n"
+                                "[[site]]\nname = \"a\"\n[[site]]\nname = \"a\"\n"));
+  ASSERT_FALSE(dup.ok());
+  EXPECT_NE(dup.status().message().find("twice"), std::string::npos);
+  auto bad = LoadPlan(WritePlan("[federation]\nname = \"d\"\nmin_nodes = 1\n"
+                                "[[site]]\nname = \"a b/c\"\n"));
+  ASSERT_FALSE(bad.ok());
+  EXPECT_NE(bad.status().message().find("site[0].name"), std::string::npos);
+  auto quorum = LoadPlan(WritePlan("[federation]\nname = \"d\"\nmin_nodes = 3\n"
+                                   "[[site]]\nname = \"a\"\n"));
+  ASSERT_FALSE(quorum.ok());
+  EXPECT_NE(quorum.status().message().find("min_nodes"), std::string::npos);
+}
+
+TEST(PlanTest, SiteNames) {
+  EXPECT_TRUE(IsValidSiteName("hospital-a"));
+  EXPECT_TRUE(IsValidSiteName("st.marys_2"));
+  EXPECT_FALSE(IsValidSiteName(""));
+  EXPECT_FALSE(IsValidSiteName(".hidden"));
+  EXPECT_FALSE(IsValidSiteName("a/b"));
+  EXPECT_FALSE(IsValidSiteName(std::string(65, 'a')));
+}
+
+}  // namespace
+}  // namespace fedrad

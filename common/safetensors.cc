@@ -1,0 +1,136 @@
+#include "common/safetensors.h"
+
+#include <algorithm>
+#include <cstring>
+#include <limits>
+
+#include <nlohmann/json.hpp>
+
+#include "absl/strings/str_cat.h"
+#include "common/files.h"
+
+namespace fedrad {
+namespace {
+
+constexpr uint64_t kMaxHeaderBytes = 100 << 20;  // as in the reference reader
+
+absl::Status Bad(absl::string_view what, absl::string_view problem) {
+  return absl::InvalidArgumentError(absl::StrCat(what, ": not a valid safetensors file: ", problem));
+}
+
+}  // namespace
+
+std::string EncodeSafetensorsHeader(const Manifest& manifest,
+                                    const SafetensorsMetadata& metadata) {
+  nlohmann::json header = nlohmann::json::object();
+  uint64_t offset = 0;
+  for (const TensorSpec& t : manifest.tensors) {
+    const uint64_t bytes = static_cast<uint64_t>(t.numel()) * 4;
+    header[t.name] = {{"dtype", "F32"}, {"shape", t.shape}, {"data_offsets", {offset, offset + bytes}}};
+    offset += bytes;
+  }
+  if (!metadata.empty()) header["__metadata__"] = metadata;
+  std::string json = header.dump();
+  while ((8 + json.size()) % 8 != 0) json.push_back(' ');
+  std::string out(8, '\0');
+  const uint64_t n = json.size();
+  std::memcpy(out.data(), &n, 8);
+  out += json;
+  return out;
+}
+
+absl::StatusOr<SafetensorsFile> DecodeSafetensors(std::string_view bytes, absl::string_view what) {
+  if (bytes.size() < 8) return Bad(what, "shorter than its 8-byte header length");
+  uint64_t header_len;
+  std::memcpy(&header_len, bytes.data(), 8);
+  if (header_len > kMaxHeaderBytes || header_len > bytes.size() - 8) {
+    return Bad(what, absl::StrCat("header length ", header_len, " exceeds the file"));
+  }
+  nlohmann::json header = nlohmann::json::parse(bytes.substr(8, header_len), nullptr, false);
+  if (header.is_discarded() || !header.is_object()) return Bad(what, "header is not a JSON object");
+
+  struct Entry {
+    TensorSpec spec;
+    uint64_t begin, end;
+  };
+  std::vector<Entry> entries;
+  SafetensorsFile out;
+  for (auto it = header.begin(); it != header.end(); ++it) {
+    const std::string& name = it.key();
+    const nlohmann::json& v = it.value();
+    if (name == "__metadata__") {
+      if (!v.is_object()) return Bad(what, "__metadata__ is not an object");
+      for (auto m = v.begin(); m != v.end(); ++m) {
+        if (!m.value().is_string()) return Bad(what, absl::StrCat("metadata '", m.key(), "' is not a string"));
+        out.metadata[m.key()] = m.value().get<std::string>();
+      }
+      continue;
+    }
+    if (!v.is_object() || !v.contains("dtype") || !v.contains("shape") || !v.contains("data_offsets")) {
+      return Bad(what, absl::StrCat("tensor '", name, "' lacks dtype, shape or data_offsets"));
+    }
+    if (v["dtype"] != "F32") {
+      return Bad(what, absl::StrCat("tensor '", name, "' has dtype ", v["dtype"].dump(), "; only F32 is supported"));
+    }
+    const nlohmann::json& shape = v["shape"];
+    const nlohmann::json& offs = v["data_offsets"];
+    if (!shape.is_array() || shape.size() > 8 || !offs.is_array() || offs.size() != 2 ||
+        !offs[0].is_number_unsigned() || !offs[1].is_number_unsigned()) {
+      return Bad(what, absl::StrCat("tensor '", name, "' has a malformed shape or data_offsets"));
+    }
+    Entry e;
+    e.spec.name = name;
+    uint64_t numel = 1;
+    for (const nlohmann::json& d : shape) {
+      if (!d.is_number_unsigned() || d.get<uint64_t>() > (uint64_t{1} << 40)) {
+        return Bad(what, absl::StrCat("tensor '", name, "' has an invalid dimension"));
+      }
+      const uint64_t dim = d.get<uint64_t>();
+      if (dim != 0 && numel > (uint64_t{1} << 40) / dim) return Bad(what, absl::StrCat("tensor '", name, "' is too large"));
+      numel *= dim;
+      e.spec.shape.push_back(static_cast<int64_t>(dim));
+    }
+    e.begin = offs[0].get<uint64_t>();
+    e.end = offs[1].get<uint64_t>();
+    if (e.end < e.begin || e.end - e.begin != numel * 4) {
+      return Bad(what, absl::StrCat("tensor '", name, "' has data_offsets that do not match its shape"));
+    }
+    entries.push_back(std::move(e));
+  }
+  std::sort(entries.begin(), entries.end(), [](const Entry& a, const Entry& b) { return a.begin < b.begin; });
+  const uint64_t body_len = bytes.size() - 8 - header_len;
+  uint64_t expect = 0;
+  for (const Entry& e : entries) {
+    if (e.begin != expect) return Bad(what, absl::StrCat("tensor '", e.spec.name, "' overlaps or leaves a gap"));
+    expect = e.end;
+  }
+  if (expect != body_len) {
+    return Bad(what, absl::StrCat("tensors cover ", expect, " bytes but the body has ", body_len));
+  }
+  const char* body = bytes.data() + 8 + header_len;
+  out.parameters.values.resize(body_len / 4);
+  if (body_len > 0) std::memcpy(out.parameters.values.data(), body, body_len);
+  for (Entry& e : entries) out.parameters.manifest.tensors.push_back(std::move(e.spec));
+  return out;
+}
+
+absl::Status WriteSafetensorsFile(const std::string& path, const ModelParameters& parameters,
+                                  const SafetensorsMetadata& metadata) {
+  if (static_cast<int64_t>(parameters.values.size()) != parameters.manifest.total_elements()) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "writing '", path, "': ", parameters.values.size(), " values for a manifest of ",
+        parameters.manifest.total_elements()));
+  }
+  const std::string header = EncodeSafetensorsHeader(parameters.manifest, metadata);
+  std::string_view body(reinterpret_cast<const char*>(parameters.values.data()),
+                        parameters.values.size() * 4);
+  return WriteFileAtomically(path, {header, body});
+}
+
+absl::StatusOr<SafetensorsFile> ReadSafetensorsFile(const std::string& path) {
+  absl::StatusOr<std::string> bytes = ReadFile(path, uint64_t{64} << 30);
+  if (!bytes.ok()) return bytes.status();
+  return DecodeSafetensors(*bytes, path);
+}
+
+}  // namespace fedrad

@@ -1,0 +1,44 @@
+#ifndef FEDRAD_CRYPTO_SHA256_H_
+#define FEDRAD_CRYPTO_SHA256_H_
+
+#include <cstddef>
+#include <memory>
+#include <string>
+#include <string_view>
+
+#include "absl/status/statusor.h"
+
+namespace fedrad::crypto {
+
+// Incremental SHA-256. Not thread-safe; one hasher per stream of bytes.
+class Sha256 {
+ public:
+  Sha256();
+  ~Sha256();
+  Sha256(const Sha256&) = delete;
+  Sha256& operator=(const Sha256&) = delete;
+
+  void Update(const void* data, size_t size);
+  void Update(std::string_view data) { Update(data.data(), data.size()); }
+  // Returns the digest as 64 lowercase hex characters. The hasher is spent
+  // afterwards; further Update() calls start nothing new.
+  std::string FinishHex();
+
+ private:
+  struct Impl;
+  std::unique_ptr<Impl> impl_;
+};
+
+std::string Sha256Hex(std::string_view data);
+
+// Hashes a file in fixed-size blocks (memory stays O(1) in the file size).
+absl::StatusOr<std::string> Sha256File(const std::string& path);
+
+// True if `s` looks like a SHA-256 hex digest (64 lowercase hex characters).
+bool IsSha256Hex(std::string_view s);
+
+std::string HexEncode(std::string_view bytes);
+
+}  // namespace fedrad::crypto
+
+#endif  // FEDRAD_CRYPTO_SHA256_H_

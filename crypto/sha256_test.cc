@@ -1,0 +1,32 @@
+#include "crypto/sha256.h"
+
+#include <gtest/gtest.h>
+
+namespace fedrad::crypto {
+namespace {
+
+// FIPS 180-2 appendix B test vectors.
+TEST(Sha256Test, KnownVectors) {
+  EXPECT_EQ(Sha256Hex("abc"),
+            "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad");
+  EXPECT_EQ(Sha256Hex(""),
+            "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855");
+}
+
+TEST(Sha256Test, IncrementalEqualsOneShot) {
+  std::string data(100000, 'x');
+  for (size_t i = 0; i < data.size(); ++i) data[i] = static_cast<char>(i * 31);
+  Sha256 h;
+  h.Update(data.substr(0, 777));
+  h.Update(data.substr(777));
+  EXPECT_EQ(h.FinishHex(), Sha256Hex(data));
+}
+
+TEST(Sha256Test, RecognisesHexDigests) {
+  EXPECT_TRUE(IsSha256Hex(Sha256Hex("a")));
+  EXPECT_FALSE(IsSha256Hex("ABC"));
+  EXPECT_FALSE(IsSha256Hex(std::string(64, 'g')));
+}
+
+}  // namespace
+}  // namespace fedrad::crypto
