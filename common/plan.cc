@@ -50,6 +50,11 @@ absl::StatusOr<FederationPlan> LoadPlan(const std::string& path) {
   p.coordinator_hosts =
       c.GetStringArray("coordinator.hosts", std::vector<std::string>{"localhost", "127.0.0.1"});
 
+  p.coordinator_address = c.GetString("coordinator.address", "127.0.0.1:50051");
+  if (p.coordinator_address.rfind(':') == std::string::npos) {
+    c.Fail("coordinator.address", "must be host:port");
+  }
+
   const size_t n = c.TableArraySize("site");
   std::set<std::string> seen;
   for (size_t i = 0; i < n; ++i) {

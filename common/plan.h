@@ -43,6 +43,8 @@ struct FederationPlan {
   // Host names and IP addresses nodes use to reach the coordinator; they go
   // into its certificate.
   std::vector<std::string> coordinator_hosts;
+  // host:port that nodes dial; also where the provisioned coordinator listens.
+  std::string coordinator_address = "127.0.0.1:50051";
   std::vector<std::string> sites;
 
   bool HasSite(const std::string& site) const;

@@ -1,0 +1,150 @@
+#include "tools/provision.h"
+
+#include <filesystem>
+
+#include <spdlog/spdlog.h>
+
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
+#include "common/files.h"
+#include "common/plan.h"
+#include "crypto/pki.h"
+
+namespace fedrad::tools {
+namespace {
+
+namespace fs = std::filesystem;
+
+bool LooksLikeIp(const std::string& host) {
+  return !host.empty() && host.find_first_not_of("0123456789.") == std::string::npos;
+}
+
+std::string NodeToml(const std::string& site, const std::string& address,
+                     const std::string& data_root) {
+  const std::string data = data_root.empty()
+                               ? std::string("/path/to/dicom")
+                               : (fs::absolute(data_root) / site).lexically_normal().string();
+  return absl::StrCat(
+      "# fedrad node configuration for site \"", site, "\".\n",
+      "# Paths are relative to this file unless absolute.\n\n",
+      "[coordinator]\n",
+      "# Where the consortium's coordinator listens. The node always dials out.\n",
+      "address = \"", address, "\"\n\n",
+      "[tls]\n",
+      "# The site's identity is the common name of this certificate.\n",
+      "ca = \"ca.pem\"\n", "certificate = \"site.pem\"\n", "key = \"site.key\"\n\n",
+      "[data]\n",
+      "# Folder of DICOM files and the label file (header \"path,label\"; paths\n",
+      "# relative to dicom_dir). Nothing from here ever leaves this machine.\n",
+      "dicom_dir = \"", data, "\"\n", "labels = \"", data, "/labels.csv\"\n",
+      "# Share of patients held out for validation (split by patient, never by image).\n",
+      "validation_fraction = 0.2\n", "split_seed = 42\n\n",
+      "[preprocess]\n", "# CT window in Hounsfield units, mapped to [0, 1].\n",
+      "window_center = 40\n", "window_width = 400\n\n",
+      "[node]\n", "# Local state: node.db and received models.\n", "state_dir = \"state\"\n",
+      "# LibTorch threads; 0 uses every core.\n", "threads = 0\n",
+      "# Longest wait between reconnection attempts while the coordinator is away.\n",
+      "max_backoff_s = 10\n");
+}
+
+std::string CoordinatorToml(const std::string& listen) {
+  return absl::StrCat(
+      "# fedrad coordinator configuration. Paths are relative to this file.\n\n",
+      "plan = \"federation.toml\"\n",
+      "# Address and port to listen on (mutual TLS only; there is no plaintext mode).\n",
+      "listen = \"", listen, "\"\n",
+      "# state.db (SQLite) and models/ live here; keep it on durable storage.\n",
+      "state_dir = \"state\"\n",
+      "# Seconds to keep serving after the last round so nodes receive Stop.\n",
+      "linger_s = 5\n\n",
+      "[tls]\n", "ca = \"ca.pem\"\n", "certificate = \"coordinator.pem\"\n",
+      "key = \"coordinator.key\"\n");
+}
+
+absl::Status WriteKit(const std::string& dir, const std::string& ca_pem,
+                      const crypto::IssuedCertificate& cert, const std::string& cert_name,
+                      const std::string& key_name) {
+  absl::Status s = EnsureDirectory(dir);
+  if (!s.ok()) return s;
+  s = WriteFileAtomically(dir + "/ca.pem", ca_pem, 0644);
+  if (s.ok()) s = WriteFileAtomically(dir + "/" + cert_name, cert.certificate_pem, 0644);
+  if (s.ok()) s = WriteFileAtomically(dir + "/" + key_name, cert.private_key_pem, 0600);
+  return s;
+}
+
+absl::Status IssueSiteKit(const crypto::CertificateAuthority& ca, const std::string& kits_dir,
+                          const std::string& site, const std::string& address,
+                          const std::string& data_root, int validity_days) {
+  absl::StatusOr<crypto::IssuedCertificate> cert =
+      ca.Issue({site, crypto::CertificateRequest::Usage::kClient, {}, {}, validity_days});
+  if (!cert.ok()) return cert.status();
+  const std::string dir = kits_dir + "/" + site;
+  absl::Status s = WriteKit(dir, ca.certificate_pem(), *cert, "site.pem", "site.key");
+  if (s.ok()) s = WriteFileAtomically(dir + "/node.toml", NodeToml(site, address, data_root));
+  return s;
+}
+
+}  // namespace
+
+absl::Status Provision(const ProvisionOptions& options) {
+  absl::StatusOr<FederationPlan> plan = LoadPlan(options.plan_path);
+  if (!plan.ok()) return plan.status();
+  std::error_code ec;
+  if (fs::exists(options.out_dir + "/ca/ca.key", ec) && !options.force) {
+    return absl::AlreadyExistsError(absl::StrCat(
+        "'", options.out_dir, "' already holds a federation CA; refusing to replace it "
+        "(pass --force to start a new federation, or use `fedrad provision site` to add a site)"));
+  }
+  absl::StatusOr<std::unique_ptr<crypto::CertificateAuthority>> ca =
+      crypto::CertificateAuthority::Create(absl::StrCat(plan->name, " federation CA"),
+                                           options.validity_days + 365);
+  if (!ca.ok()) return ca.status();
+  absl::Status s = EnsureDirectory(options.out_dir + "/ca");
+  if (s.ok()) s = WriteFileAtomically(options.out_dir + "/ca/ca.pem", (*ca)->certificate_pem(), 0644);
+  if (s.ok()) s = WriteFileAtomically(options.out_dir + "/ca/ca.key", (*ca)->private_key_pem(), 0600);
+  if (!s.ok()) return s;
+
+  crypto::CertificateRequest server{"coordinator", crypto::CertificateRequest::Usage::kServer,
+                                    {}, {}, options.validity_days};
+  for (const std::string& host : plan->coordinator_hosts) {
+    (LooksLikeIp(host) ? server.ip_addresses : server.dns_names).push_back(host);
+  }
+  absl::StatusOr<crypto::IssuedCertificate> coord = (*ca)->Issue(server);
+  if (!coord.ok()) return coord.status();
+  const std::string coord_dir = options.out_dir + "/coordinator";
+  s = WriteKit(coord_dir, (*ca)->certificate_pem(), *coord, "coordinator.pem", "coordinator.key");
+  if (!s.ok()) return s;
+  absl::StatusOr<std::string> plan_text = ReadFile(options.plan_path);
+  if (!plan_text.ok()) return plan_text.status();
+  s = WriteFileAtomically(coord_dir + "/federation.toml", *plan_text);
+  if (s.ok()) s = WriteFileAtomically(coord_dir + "/coordinator.toml", CoordinatorToml(plan->coordinator_address));
+  if (!s.ok()) return s;
+
+  for (const std::string& site : plan->sites) {
+    s = IssueSiteKit(**ca, options.out_dir, site, plan->coordinator_address, options.data_root,
+                     options.validity_days);
+    if (!s.ok()) return s;
+  }
+  spdlog::info("provisioned federation '{}': CA, coordinator ({}) and {} site kit(s) in {}",
+               plan->name, absl::StrJoin(plan->coordinator_hosts, ", "), plan->sites.size(),
+               options.out_dir);
+  return absl::OkStatus();
+}
+
+absl::Status ProvisionSite(const std::string& kits_dir, const std::string& site,
+                           const std::string& coordinator_address, const std::string& data_root,
+                           int validity_days) {
+  if (!IsValidSiteName(site)) {
+    return absl::InvalidArgumentError(absl::StrCat("'", site, "' is not a valid site name"));
+  }
+  absl::StatusOr<std::string> cert = ReadFile(kits_dir + "/ca/ca.pem");
+  if (!cert.ok()) return cert.status();
+  absl::StatusOr<std::string> key = ReadFile(kits_dir + "/ca/ca.key");
+  if (!key.ok()) return key.status();
+  absl::StatusOr<std::unique_ptr<crypto::CertificateAuthority>> ca =
+      crypto::CertificateAuthority::Load(*cert, *key);
+  if (!ca.ok()) return ca.status();
+  return IssueSiteKit(**ca, kits_dir, site, coordinator_address, data_root, validity_days);
+}
+
+}  // namespace fedrad::tools

@@ -1,0 +1,215 @@
+#include "tools/synth.h"
+
+#include <dcmtk/dcmdata/dcdeftag.h>
+#include <dcmtk/dcmdata/dcfilefo.h>
+#include <dcmtk/dcmdata/dcuid.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstring>
+#include <random>
+#include <vector>
+
+#include <spdlog/spdlog.h>
+
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
+#include "common/files.h"
+#include "crypto/sha256.h"
+
+namespace fedrad::tools {
+namespace {
+
+// A deterministic DICOM UID: "2.25." followed by a 128-bit number derived
+// from `key` (the UUID-derived UID form of PS3.5 B.2).
+std::string DerivedUid(const std::string& key) {
+  const std::string hex = crypto::Sha256Hex(key).substr(0, 32);
+  std::vector<int> digits(hex.size());
+  for (size_t i = 0; i < hex.size(); ++i) digits[i] = std::stoi(hex.substr(i, 1), nullptr, 16);
+  std::string decimal;
+  while (!digits.empty()) {  // repeated division of a base-16 number by 10
+    int rem = 0;
+    std::vector<int> next;
+    for (int d : digits) {
+      const int cur = rem * 16 + d;
+      if (!next.empty() || cur / 10 != 0) next.push_back(cur / 10);
+      rem = cur % 10;
+    }
+    decimal.push_back(static_cast<char>('0' + rem));
+    digits = std::move(next);
+  }
+  std::reverse(decimal.begin(), decimal.end());
+  return "2.25." + decimal;
+}
+
+struct SiteStyle {
+  double noise_hu;
+  double offset_hu;
+  double prevalence;
+};
+
+SiteStyle StyleFor(int site) {
+  static const SiteStyle kStyles[] = {{12, 0, 0.45}, {22, 25, 0.6}, {32, -25, 0.75}};
+  SiteStyle s = kStyles[site % 3];
+  s.noise_hu += 4.0 * (site / 3);
+  return s;
+}
+
+void FillEllipse(std::vector<float>& hu, int n, double cx, double cy, double ax, double ay, float v) {
+  for (int y = 0; y < n; ++y) {
+    for (int x = 0; x < n; ++x) {
+      const double dx = (x - cx) / ax, dy = (y - cy) / ay;
+      if (dx * dx + dy * dy <= 1.0) hu[static_cast<size_t>(y) * n + x] = v;
+    }
+  }
+}
+
+absl::Status WriteCtSlice(const std::string& path, const std::vector<float>& hu, int n,
+                          const std::string& patient_id, const std::string& study_uid,
+                          const std::string& series_uid, const std::string& sop_uid, int instance) {
+  DcmFileFormat file;
+  DcmDataset* ds = file.getDataset();
+  std::vector<Uint16> stored(hu.size());
+  for (size_t i = 0; i < hu.size(); ++i) {
+    const long v = std::lround(std::clamp(hu[i], -1024.0f, 3071.0f)) + 1024;  // intercept -1024
+    const Sint16 s = static_cast<Sint16>(v);
+    std::memcpy(&stored[i], &s, sizeof s);
+  }
+  const std::string z = absl::StrFormat("%.1f", instance * 5.0);
+  OFCondition c = ds->putAndInsertString(DCM_SOPClassUID, UID_CTImageStorage);
+  auto put = [&](const DcmTagKey& tag, const std::string& v) {
+    if (c.good()) c = ds->putAndInsertString(tag, v.c_str());
+  };
+  put(DCM_SOPInstanceUID, sop_uid);
+  put(DCM_StudyInstanceUID, study_uid);
+  put(DCM_SeriesInstanceUID, series_uid);
+  put(DCM_Modality, "CT");
+  put(DCM_PatientID, patient_id);
+  put(DCM_PatientName, "Synthetic^" + patient_id);
+  put(DCM_StudyDate, "20260101");
+  put(DCM_SeriesNumber, "1");
+  put(DCM_InstanceNumber, std::to_string(instance));
+  put(DCM_ImageType, "ORIGINAL\\PRIMARY\\AXIAL");
+  put(DCM_PhotometricInterpretation, "MONOCHROME2");
+  put(DCM_PixelSpacing, "0.8\\0.8");
+  put(DCM_SliceThickness, "5");
+  put(DCM_ImagePositionPatient, "0\\0\\" + z);
+  put(DCM_ImageOrientationPatient, "1\\0\\0\\0\\1\\0");
+  put(DCM_RescaleIntercept, "-1024");
+  put(DCM_RescaleSlope, "1");
+  put(DCM_RescaleType, "HU");
+  put(DCM_WindowCenter, "40");
+  put(DCM_WindowWidth, "400");
+  if (c.good()) c = ds->putAndInsertUint16(DCM_SamplesPerPixel, 1);
+  if (c.good()) c = ds->putAndInsertUint16(DCM_Rows, static_cast<Uint16>(n));
+  if (c.good()) c = ds->putAndInsertUint16(DCM_Columns, static_cast<Uint16>(n));
+  if (c.good()) c = ds->putAndInsertUint16(DCM_BitsAllocated, 16);
+  if (c.good()) c = ds->putAndInsertUint16(DCM_BitsStored, 16);
+  if (c.good()) c = ds->putAndInsertUint16(DCM_HighBit, 15);
+  if (c.good()) c = ds->putAndInsertUint16(DCM_PixelRepresentation, 1);
+  if (c.good()) c = ds->putAndInsertUint16Array(DCM_PixelData, stored.data(), stored.size());
+  if (c.good()) c = file.saveFile(path.c_str(), EXS_LittleEndianExplicit);
+  if (c.bad()) {
+    return absl::InternalError(absl::StrCat("writing '", path, "': ", c.text()));
+  }
+  return absl::OkStatus();
+}
+
+}  // namespace
+
+std::string DefaultSiteName(int index) {
+  std::string suffix;
+  int i = index;
+  do {
+    suffix.insert(suffix.begin(), static_cast<char>('a' + i % 26));
+    i = i / 26 - 1;
+  } while (i >= 0);
+  return "hospital-" + suffix;
+}
+
+absl::Status WriteSyntheticCohort(const SynthOptions& o) {
+  if (o.sites < 1 || o.patients_per_site < 1 || o.images_per_patient < 1 || o.image_size < 32 ||
+      o.image_size > 2048) {
+    return absl::InvalidArgumentError("synth: sites, patients and images must be positive; size in [32, 2048]");
+  }
+  const int n = o.image_size;
+  for (int site = 0; site < o.sites; ++site) {
+    const std::string name = site < static_cast<int>(o.site_names.size()) ? o.site_names[site]
+                                                                          : DefaultSiteName(site);
+    const SiteStyle style = StyleFor(site);
+    std::mt19937_64 rng(std::stoull(
+        crypto::Sha256Hex(absl::StrCat(o.seed, "/site/", name)).substr(0, 16), nullptr, 16));
+    std::uniform_real_distribution<double> uni(0.0, 1.0);
+    std::normal_distribution<double> noise(0.0, style.noise_hu);
+    const std::string site_dir = absl::StrCat(o.out_dir, "/", name);
+    absl::Status s = EnsureDirectory(site_dir);
+    if (!s.ok()) return s;
+    std::string labels = "path,label\n";
+    int positives = 0, images = 0;
+    for (int p = 0; p < o.patients_per_site; ++p) {
+      const std::string pid = absl::StrFormat("%s-P%04d", name, p + 1);
+      const std::string study = DerivedUid(absl::StrCat(o.seed, "/study/", pid));
+      const std::string series = DerivedUid(absl::StrCat(o.seed, "/series/", pid));
+      const bool has_lesion = uni(rng) < style.prevalence;
+      // Body and anatomy per patient.
+      const double cx = n / 2.0 + (uni(rng) - 0.5) * n * 0.06;
+      const double cy = n / 2.0 + (uni(rng) - 0.5) * n * 0.06;
+      const double ax = n * (0.36 + 0.06 * uni(rng));
+      const double ay = n * (0.26 + 0.05 * uni(rng));
+      const float tissue = static_cast<float>(35 + 15 * uni(rng) + style.offset_hu);
+      // The lesion spans a range of slices; it is visible where its radius is large enough.
+      const double lesion_z = (o.images_per_patient - 1) * uni(rng);
+      const double lesion_extent = 1.2 + 1.5 * uni(rng);
+      const double lesion_r = n * (0.04 + 0.03 * uni(rng));
+      const double angle = uni(rng) * 2 * M_PI;
+      const double dist = 0.25 + 0.45 * uni(rng);
+      const double lx = cx + std::cos(angle) * ax * dist;
+      const double ly = cy + std::sin(angle) * ay * dist;
+      const double lesion_hu = 95 + 45 * uni(rng) + style.offset_hu;
+      const std::string patient_dir = absl::StrCat(site_dir, "/", pid);
+      s = EnsureDirectory(patient_dir);
+      if (!s.ok()) return s;
+      for (int k = 0; k < o.images_per_patient; ++k) {
+        std::vector<float> hu(static_cast<size_t>(n) * n, -1000.0f);
+        const double shrink = 1.0 - 0.03 * std::abs(k - (o.images_per_patient - 1) / 2.0);
+        FillEllipse(hu, n, cx, cy, ax * shrink, ay * shrink, tissue);
+        FillEllipse(hu, n, cx - ax * 0.45, cy - ay * 0.1, ax * 0.3, ay * 0.55, -850.0f);
+        FillEllipse(hu, n, cx + ax * 0.45, cy - ay * 0.1, ax * 0.3, ay * 0.55, -850.0f);
+        FillEllipse(hu, n, cx, cy + ay * 0.7, n * 0.05, n * 0.05, static_cast<float>(450 + style.offset_hu));
+        double r = 0;
+        if (has_lesion) {
+          const double dz = (k - lesion_z) / lesion_extent;
+          r = dz * dz < 1 ? lesion_r * std::sqrt(1 - dz * dz) : 0;
+        }
+        const bool visible = r >= 2.0 * n / 128.0;
+        if (visible) {
+          for (int y = 0; y < n; ++y) {
+            for (int x = 0; x < n; ++x) {
+              const double d2 = ((x - lx) * (x - lx) + (y - ly) * (y - ly)) / (r * r);
+              if (d2 < 2.25) {
+                float& v = hu[static_cast<size_t>(y) * n + x];
+                const double w = std::exp(-d2 * 1.5);
+                v = static_cast<float>(v * (1 - w) + lesion_hu * w);
+              }
+            }
+          }
+        }
+        for (float& v : hu) v += static_cast<float>(noise(rng));
+        const std::string rel = absl::StrFormat("%s/%02d.dcm", pid, k + 1);
+        s = WriteCtSlice(absl::StrCat(site_dir, "/", rel), hu, n, pid, study, series,
+                         DerivedUid(absl::StrCat(o.seed, "/sop/", pid, "/", k)), k + 1);
+        if (!s.ok()) return s;
+        absl::StrAppend(&labels, rel, ",", visible ? 1 : 0, "\n");
+        positives += visible;
+        ++images;
+      }
+    }
+    s = WriteFileAtomically(site_dir + "/labels.csv", labels);
+    if (!s.ok()) return s;
+    spdlog::info("synth: {}: {} patients, {} images, {} with a lesion (noise {} HU, offset {} HU)",
+                 name, o.patients_per_site, images, positives, style.noise_hu, style.offset_hu);
+  }
+  return absl::OkStatus();
+}
+
+}  // namespace fedrad::tools

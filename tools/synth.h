@@ -1,0 +1,34 @@
+#ifndef FEDRAD_TOOLS_SYNTH_H_
+#define FEDRAD_TOOLS_SYNTH_H_
+
+#include <cstdint>
+#include <string>
+
+#include "absl/status/status.h"
+
+namespace fedrad::tools {
+
+struct SynthOptions {
+  int sites = 3;
+  uint64_t seed = 1;
+  std::string out_dir;
+  int patients_per_site = 48;
+  int images_per_patient = 4;
+  int image_size = 128;
+  // Site names; empty means hospital-a, hospital-b, ...
+  std::vector<std::string> site_names;
+};
+
+// Writes a synthetic CT cohort: per site, <out>/<site>/<patient>/<n>.dcm
+// (int16, RescaleIntercept -1024, real DICOM via DCMTK) and
+// <out>/<site>/labels.csv. Label 1 means a lesion is visible in the slice.
+// Sites differ in noise, intensity offset and lesion prevalence (non-IID).
+// The same options always give byte-identical files.
+absl::Status WriteSyntheticCohort(const SynthOptions& options);
+
+// Site name used for index i when none is given: hospital-a, hospital-b, ...
+std::string DefaultSiteName(int index);
+
+}  // namespace fedrad::tools
+
+#endif  // FEDRAD_TOOLS_SYNTH_H_
