@@ -2,6 +2,7 @@
 #include <torch/nn/functional/pooling.h>
 #include <torch/nn/modules/conv.h>
 #include <torch/nn/modules/linear.h>
+#include <torch/nn/modules/normalization.h>
 #include <torch/utils.h>
 
 #include <cstring>
@@ -17,32 +18,41 @@ namespace {
 namespace F = torch::nn::functional;
 
 // "ctnet": a small CNN for single-channel medical images. tanh rather than
-// ReLU because it trains better under DP-SGD (Papernot et al. 2021); no
-// BatchNorm because per-example gradients are undefined with it. An adaptive
-// pool makes it work for any input size from 16 up.
+// ReLU because it trains better under DP-SGD (Papernot et al. 2021);
+// GroupNorm rather than BatchNorm because per-example gradients are undefined
+// with batch statistics. An adaptive pool makes it work for any input size
+// from 16 up.
 class CtNetImpl : public ClassifierImpl {
  public:
   CtNetImpl(int in_channels, int num_classes)
       : conv1_(register_module("conv1", torch::nn::Conv2d(
                    torch::nn::Conv2dOptions(in_channels, 16, 5).padding(2)))),
+        norm1_(register_module("norm1", torch::nn::GroupNorm(torch::nn::GroupNormOptions(4, 16)))),
         conv2_(register_module("conv2", torch::nn::Conv2d(
                    torch::nn::Conv2dOptions(16, 32, 3).padding(1)))),
+        norm2_(register_module("norm2", torch::nn::GroupNorm(torch::nn::GroupNormOptions(8, 32)))),
         conv3_(register_module("conv3", torch::nn::Conv2d(
                    torch::nn::Conv2dOptions(32, 32, 3).padding(1)))),
-        fc1_(register_module("fc1", torch::nn::Linear(32 * 4 * 4, 32))),
+        norm3_(register_module("norm3", torch::nn::GroupNorm(torch::nn::GroupNormOptions(8, 32)))),
+        fc1_(register_module("fc1", torch::nn::Linear(32, 32))),
         fc2_(register_module("fc2", torch::nn::Linear(32, num_classes))) {}
 
   torch::Tensor forward(torch::Tensor x) override {
-    x = F::max_pool2d(torch::tanh(conv1_->forward(x)), F::MaxPool2dFuncOptions(2));
-    x = F::max_pool2d(torch::tanh(conv2_->forward(x)), F::MaxPool2dFuncOptions(2));
-    x = torch::tanh(conv3_->forward(x));
-    x = F::adaptive_max_pool2d(x, F::AdaptiveMaxPool2dFuncOptions(4));
+    x = F::max_pool2d(torch::tanh(norm1_->forward(conv1_->forward(x))), F::MaxPool2dFuncOptions(2));
+    x = F::max_pool2d(torch::tanh(norm2_->forward(conv2_->forward(x))), F::MaxPool2dFuncOptions(2));
+    x = torch::tanh(norm3_->forward(conv3_->forward(x)));
+    x = F::adaptive_max_pool2d(x, F::AdaptiveMaxPool2dFuncOptions(1));
     x = torch::tanh(fc1_->forward(x.flatten(1)));
     return fc2_->forward(x);
   }
 
  private:
-  torch::nn::Conv2d conv1_, conv2_, conv3_;
+  torch::nn::Conv2d conv1_;
+  torch::nn::GroupNorm norm1_;
+  torch::nn::Conv2d conv2_;
+  torch::nn::GroupNorm norm2_;
+  torch::nn::Conv2d conv3_;
+  torch::nn::GroupNorm norm3_;
   torch::nn::Linear fc1_, fc2_;
 };
 

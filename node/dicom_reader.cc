@@ -6,6 +6,9 @@
 #include <dcmtk/dcmdata/dcxfer.h>
 #include <dcmtk/dcmimgle/dcmimage.h>
 #include <dcmtk/dcmimgle/dipixel.h>
+#include <dcmtk/oflog/oflog.h>
+
+#include <mutex>
 
 #include "absl/strings/str_cat.h"
 
@@ -42,6 +45,9 @@ std::string GetString(DcmDataset* ds, const DcmTagKey& tag) {
 }  // namespace
 
 absl::StatusOr<DicomImageFile> ReadDicomImage(const std::string& path) {
+  // DCMTK logs per-file notes to stderr; our own errors carry what matters.
+  static std::once_flag quiet;
+  std::call_once(quiet, [] { OFLog::configure(OFLogger::ERROR_LOG_LEVEL); });
   DcmFileFormat file;
   OFCondition cond = file.loadFile(path.c_str());
   if (cond.bad()) {

@@ -159,13 +159,13 @@ absl::Status WriteSyntheticCohort(const SynthOptions& o) {
       const float tissue = static_cast<float>(35 + 15 * uni(rng) + style.offset_hu);
       // The lesion spans a range of slices; it is visible where its radius is large enough.
       const double lesion_z = (o.images_per_patient - 1) * uni(rng);
-      const double lesion_extent = 1.2 + 1.5 * uni(rng);
-      const double lesion_r = n * (0.04 + 0.03 * uni(rng));
+      const double lesion_extent = o.images_per_patient * (0.3 + 0.3 * uni(rng));
+      const double lesion_r = n * (0.06 + 0.04 * uni(rng));
       const double angle = uni(rng) * 2 * M_PI;
       const double dist = 0.25 + 0.45 * uni(rng);
       const double lx = cx + std::cos(angle) * ax * dist;
       const double ly = cy + std::sin(angle) * ay * dist;
-      const double lesion_hu = 95 + 45 * uni(rng) + style.offset_hu;
+      const double lesion_hu = 130 + 50 * uni(rng) + style.offset_hu;
       const std::string patient_dir = absl::StrCat(site_dir, "/", pid);
       s = EnsureDirectory(patient_dir);
       if (!s.ok()) return s;
@@ -181,14 +181,17 @@ absl::Status WriteSyntheticCohort(const SynthOptions& o) {
           const double dz = (k - lesion_z) / lesion_extent;
           r = dz * dz < 1 ? lesion_r * std::sqrt(1 - dz * dz) : 0;
         }
-        const bool visible = r >= 2.0 * n / 128.0;
+        // Label only slices that cut the lesion well; the rest show none of it.
+        const bool visible = r >= 0.6 * lesion_r;
+        if (!visible) r = 0;
         if (visible) {
           for (int y = 0; y < n; ++y) {
             for (int x = 0; x < n; ++x) {
-              const double d2 = ((x - lx) * (x - lx) + (y - ly) * (y - ly)) / (r * r);
-              if (d2 < 2.25) {
+              // A disc with a soft rim: solid to 0.75 r, fading out by 1.25 r.
+              const double d = std::sqrt((x - lx) * (x - lx) + (y - ly) * (y - ly)) / r;
+              if (d < 1.25) {
                 float& v = hu[static_cast<size_t>(y) * n + x];
-                const double w = std::exp(-d2 * 1.5);
+                const double w = std::min(1.0, (1.25 - d) / 0.5);
                 v = static_cast<float>(v * (1 - w) + lesion_hu * w);
               }
             }

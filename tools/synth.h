@@ -12,8 +12,8 @@ struct SynthOptions {
   int sites = 3;
   uint64_t seed = 1;
   std::string out_dir;
-  int patients_per_site = 48;
-  int images_per_patient = 4;
+  int patients_per_site = 64;
+  int images_per_patient = 6;
   int image_size = 128;
   // Site names; empty means hospital-a, hospital-b, ...
   std::vector<std::string> site_names;

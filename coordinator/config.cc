@@ -1,0 +1,56 @@
+#include "coordinator/config.h"
+
+#include "absl/strings/str_cat.h"
+#include "common/config.h"
+#include "common/files.h"
+#include "common/model_zoo.h"
+#include "crypto/pki.h"
+
+namespace fedrad::coordinator {
+
+absl::StatusOr<CoordinatorConfig> LoadCoordinatorConfig(const std::string& path) {
+  absl::StatusOr<std::unique_ptr<ConfigReader>> opened = ConfigReader::Open(path);
+  if (!opened.ok()) return opened.status();
+  ConfigReader& c = **opened;
+  CoordinatorConfig out;
+  out.path = path;
+  out.plan_path = c.GetPath("plan");
+  out.listen = c.GetString("listen", "0.0.0.0:50051");
+  out.state_dir = c.GetPath("state_dir", "state");
+  out.linger_s = c.GetDouble("linger_s", 5, 0, 3600);
+  const std::string ca = c.GetPath("tls.ca");
+  const std::string cert = c.GetPath("tls.certificate");
+  const std::string key = c.GetPath("tls.key");
+  if (out.listen.rfind(':') == std::string::npos) c.Fail("listen", "must be host:port");
+  absl::Status s = c.Finish();
+  if (!s.ok()) return s;
+
+  struct { const std::string* file; const char* field; std::string* into; } files[] = {
+      {&ca, "tls.ca", &out.ca_pem},
+      {&cert, "tls.certificate", &out.certificate_pem},
+      {&key, "tls.key", &out.key_pem}};
+  for (auto& f : files) {
+    absl::StatusOr<std::string> text = ReadFile(*f.file, 1 << 20);
+    if (!text.ok()) {
+      return absl::Status(text.status().code(),
+                          absl::StrCat(path, ": field '", f.field, "': ", text.status().message()));
+    }
+    *f.into = std::move(*text);
+  }
+  s = crypto::CheckKeyMatchesCertificate(out.certificate_pem, out.key_pem,
+                                         absl::StrCat(path, ": tls.certificate"));
+  if (s.ok()) {
+    s = crypto::VerifyCertificateChain(out.certificate_pem, out.ca_pem,
+                                       absl::StrCat(path, ": tls.certificate against tls.ca"));
+  }
+  if (!s.ok()) return s;
+
+  absl::StatusOr<FederationPlan> plan = LoadPlan(out.plan_path);
+  if (!plan.ok()) return plan.status();
+  s = CheckModelSpec(plan->model);
+  if (!s.ok()) return absl::InvalidArgumentError(absl::StrCat(out.plan_path, ": [model]: ", s.message()));
+  out.plan = std::move(*plan);
+  return out;
+}
+
+}  // namespace fedrad::coordinator

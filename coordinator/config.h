@@ -1,0 +1,31 @@
+#ifndef FEDRAD_COORDINATOR_CONFIG_H_
+#define FEDRAD_COORDINATOR_CONFIG_H_
+
+#include <string>
+
+#include "absl/status/statusor.h"
+#include "common/plan.h"
+
+namespace fedrad::coordinator {
+
+// coordinator.toml, with the plan it names already loaded and checked.
+struct CoordinatorConfig {
+  std::string path;
+  std::string plan_path;
+  FederationPlan plan;
+  std::string listen;     // host:port
+  std::string state_dir;  // state.db, models/, spool/
+  double linger_s = 5;
+  std::string ca_pem;
+  std::string certificate_pem;
+  std::string key_pem;
+};
+
+// Loads coordinator.toml and everything it points to. Any problem — missing
+// file, wrong type, unknown field, a key that does not match its certificate,
+// a certificate not signed by the CA — is an error naming the file and field.
+absl::StatusOr<CoordinatorConfig> LoadCoordinatorConfig(const std::string& path);
+
+}  // namespace fedrad::coordinator
+
+#endif  // FEDRAD_COORDINATOR_CONFIG_H_

@@ -1,0 +1,408 @@
+#include "coordinator/federation_service.h"
+
+#include <fcntl.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <cmath>
+#include <cstring>
+#include <deque>
+
+#include <grpcpp/grpcpp.h>
+#include <grpcpp/security/server_credentials.h>
+#include <spdlog/spdlog.h>
+
+#include "absl/strings/str_cat.h"
+#include "common/plan.h"
+#include "crypto/sha256.h"
+#include "proto/federation.grpc.pb.h"
+
+namespace fedrad::coordinator {
+namespace {
+
+grpc::Status ToGrpc(const absl::Status& s) {
+  if (s.ok()) return grpc::Status::OK;
+  return grpc::Status(static_cast<grpc::StatusCode>(s.code()), std::string(s.message()));
+}
+
+// The caller's site: the CN of its verified client certificate.
+absl::StatusOr<std::string> CallerSite(grpc::CallbackServerContext* ctx, const RoundDriver& driver) {
+  std::shared_ptr<const grpc::AuthContext> auth = ctx->auth_context();
+  std::vector<grpc::string_ref> cn = auth ? auth->FindPropertyValues("x509_common_name")
+                                          : std::vector<grpc::string_ref>{};
+  if (cn.empty()) {
+    return absl::UnauthenticatedError("no client certificate common name");
+  }
+  std::string site(cn.front().data(), cn.front().size());
+  if (!driver.IsSite(site)) {
+    spdlog::warn("refused a call from {}: certificate CN '{}' is not a site in the plan", ctx->peer(), site);
+    return absl::PermissionDeniedError(
+        absl::StrCat("certificate CN '", site, "' is not a site in the federation plan"));
+  }
+  return site;
+}
+
+// WaitTask: a node's long-lived stream of tasks.
+class TaskStream final : public grpc::ServerWriteReactor<v1::Task>, public TaskChannel {
+ public:
+  TaskStream(RoundDriver* driver, std::string site) : driver_(driver), site_(std::move(site)) {
+    driver_->Connect(site_, this);
+  }
+
+  void Send(const v1::Task& task) override {
+    const v1::Task* next = nullptr;
+    {
+      absl::MutexLock lock(&mu_);
+      if (finish_requested_) return;
+      queue_.push_back(task);
+      if (writing_) return;
+      writing_ = true;
+      next = &queue_.front();
+    }
+    StartWrite(next);
+  }
+
+  void Close() override { RequestFinish(grpc::Status::OK); }
+
+  void OnWriteDone(bool ok) override {
+    const v1::Task* next = nullptr;
+    bool finish = false;
+    {
+      absl::MutexLock lock(&mu_);
+      queue_.pop_front();
+      if (!ok) {
+        queue_.clear();
+        finish_requested_ = true;
+      }
+      if (!queue_.empty()) {
+        next = &queue_.front();
+      } else {
+        writing_ = false;
+        finish = finish_requested_ && !finished_;
+        if (finish) finished_ = true;
+      }
+    }
+    if (next) StartWrite(next);
+    if (finish) Finish(finish_status_);
+  }
+
+  void OnCancel() override { RequestFinish(grpc::Status::CANCELLED); }
+
+  void OnDone() override {
+    driver_->Disconnect(site_, this);
+    delete this;
+  }
+
+ private:
+  void RequestFinish(grpc::Status status) {
+    {
+      absl::MutexLock lock(&mu_);
+      if (finish_requested_ && (finished_ || writing_)) return;
+      if (!finish_requested_) finish_status_ = status;
+      finish_requested_ = true;
+      if (writing_ || finished_) return;
+      finished_ = true;
+    }
+    Finish(status);
+  }
+
+  RoundDriver* driver_;
+  const std::string site_;
+  absl::Mutex mu_;
+  std::deque<v1::Task> queue_ ABSL_GUARDED_BY(mu_);  // references stay valid on push_back
+  bool writing_ ABSL_GUARDED_BY(mu_) = false;
+  bool finish_requested_ ABSL_GUARDED_BY(mu_) = false;
+  bool finished_ ABSL_GUARDED_BY(mu_) = false;
+  grpc::Status finish_status_;
+};
+
+// FetchModel: streams a model file in chunks read from disk one at a time.
+class ModelSender final : public grpc::ServerWriteReactor<v1::ModelChunk> {
+ public:
+  ModelSender(const std::string& path, uint32_t chunk_bytes) : chunk_bytes_(chunk_bytes) {
+    fd_ = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+    struct stat st {};
+    if (fd_ < 0 || ::fstat(fd_, &st) != 0) {
+      Finish(grpc::Status(grpc::StatusCode::INTERNAL, "model file unreadable"));
+      return;
+    }
+    size_ = static_cast<uint64_t>(st.st_size);
+    if (size_ == 0) {
+      Finish(grpc::Status(grpc::StatusCode::INTERNAL, "model file is empty"));
+      return;
+    }
+    Next();
+  }
+  void OnWriteDone(bool ok) override {
+    if (!ok) {
+      Finish(grpc::Status(grpc::StatusCode::CANCELLED, "model download interrupted"));
+      return;
+    }
+    Next();
+  }
+  void OnDone() override {
+    if (fd_ >= 0) ::close(fd_);
+    delete this;
+  }
+
+ private:
+  void Next() {
+    if (offset_ >= size_) {
+      Finish(grpc::Status::OK);
+      return;
+    }
+    const uint64_t n = std::min<uint64_t>(chunk_bytes_, size_ - offset_);
+    std::string* data = chunk_.mutable_data();
+    data->resize(n);
+    size_t done = 0;
+    while (done < n) {
+      ssize_t r = ::pread(fd_, data->data() + done, n - done, static_cast<off_t>(offset_ + done));
+      if (r <= 0) {
+        Finish(grpc::Status(grpc::StatusCode::INTERNAL, "model file read failed"));
+        return;
+      }
+      done += static_cast<size_t>(r);
+    }
+    chunk_.set_total_bytes(size_);
+    chunk_.set_offset(offset_);
+    offset_ += n;
+    StartWrite(&chunk_);
+  }
+
+  const uint32_t chunk_bytes_;
+  int fd_ = -1;
+  uint64_t size_ = 0;
+  uint64_t offset_ = 0;
+  v1::ModelChunk chunk_;
+};
+
+// SubmitUpdate: a header, then chunks of float32 deltas. Every chunk is
+// checked as it arrives (size, finite values) and written to a spool file;
+// the hash is checked at the end. Memory stays one chunk per upload.
+class UpdateReceiver final : public grpc::ServerReadReactor<v1::UpdateChunk> {
+ public:
+  UpdateReceiver(RoundDriver* driver, std::string site, v1::SubmitReply* reply)
+      : driver_(driver), site_(std::move(site)), reply_(reply) {
+    StartRead(&chunk_);
+  }
+
+  void OnReadDone(bool ok) override {
+    if (!ok) {
+      Complete();
+      return;
+    }
+    if (!ticket_) {
+      if (!chunk_.has_header()) {
+        Reject(absl::InvalidArgumentError("the first message must be the update header"));
+        return;
+      }
+      absl::StatusOr<UpdateTicket> t = driver_->BeginUpdate(site_, chunk_.header());
+      if (!t.ok()) {
+        spdlog::warn("refused an update from {}: {}", site_, std::string(t.status().message()));
+        Finish(ToGrpc(t.status()));
+        return;
+      }
+      ticket_ = std::move(*t);
+      fd_ = ::open(ticket_->spool_path.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+      if (fd_ < 0) {
+        Reject(absl::InternalError("coordinator cannot spool the update"));
+        return;
+      }
+      StartRead(&chunk_);
+      return;
+    }
+    if (!chunk_.has_data()) {
+      Reject(absl::InvalidArgumentError("a second header in one update"));
+      return;
+    }
+    const std::string& data = chunk_.data();
+    if (data.size() > kMaxChunkBytes || data.size() % sizeof(float) != 0 ||
+        received_ + data.size() > ticket_->expected_bytes) {
+      Reject(absl::InvalidArgumentError(absl::StrCat(
+          "malformed chunk of ", data.size(), " bytes at offset ", received_,
+          " (chunks hold whole float32 values, at most ", kMaxChunkBytes, " bytes, within the manifest's size)")));
+      return;
+    }
+    const size_t n = data.size() / sizeof(float);
+    for (size_t i = 0; i < n; ++i) {
+      float v;
+      std::memcpy(&v, data.data() + i * sizeof(float), sizeof v);
+      if (!std::isfinite(v)) {
+        Reject(absl::InvalidArgumentError(absl::StrCat(
+            "the update holds a non-finite value at parameter ", received_ / sizeof(float) + i)));
+        return;
+      }
+    }
+    hash_.Update(data);
+    size_t done = 0;
+    while (done < data.size()) {
+      ssize_t w = ::write(fd_, data.data() + done, data.size() - done);
+      if (w <= 0) {
+        Reject(absl::InternalError("coordinator cannot spool the update"));
+        return;
+      }
+      done += static_cast<size_t>(w);
+    }
+    received_ += data.size();
+    StartRead(&chunk_);
+  }
+
+  void OnDone() override {
+    if (fd_ >= 0) ::close(fd_);
+    delete this;
+  }
+
+ private:
+  void Complete() {
+    if (!ticket_) {
+      Finish(grpc::Status(grpc::StatusCode::INVALID_ARGUMENT, "empty update"));
+      return;
+    }
+    if (received_ != ticket_->expected_bytes) {
+      Reject(absl::InvalidArgumentError(absl::StrCat("the update ended after ", received_, " of ",
+                                                     ticket_->expected_bytes, " bytes")));
+      return;
+    }
+    if (hash_.FinishHex() != ticket_->update_sha256) {
+      Reject(absl::InvalidArgumentError("the update's bytes do not match its SHA-256"));
+      return;
+    }
+    ::close(fd_);
+    fd_ = -1;
+    absl::Status s = driver_->FinishUpdate(*ticket_, absl::OkStatus());
+    reply_->set_message(s.ok() ? "accepted" : std::string(s.message()));
+    Finish(ToGrpc(s));
+  }
+
+  void Reject(const absl::Status& reason) {
+    if (fd_ >= 0) {
+      ::close(fd_);
+      fd_ = -1;
+    }
+    if (ticket_) {
+      ::unlink(ticket_->spool_path.c_str());
+      (void)driver_->FinishUpdate(*ticket_, reason);
+    }
+    Finish(ToGrpc(reason));
+  }
+
+  RoundDriver* driver_;
+  const std::string site_;
+  v1::SubmitReply* reply_;
+  v1::UpdateChunk chunk_;
+  std::optional<UpdateTicket> ticket_;
+  int fd_ = -1;
+  uint64_t received_ = 0;
+  crypto::Sha256 hash_;
+};
+
+template <typename Reactor>
+Reactor* Refuse(const absl::Status& s) {
+  class Refusal : public Reactor {
+   public:
+    explicit Refusal(const grpc::Status& s) { this->Finish(s); }
+    void OnDone() override { delete this; }
+  };
+  return new Refusal(ToGrpc(s));
+}
+
+class FederationServiceImpl final : public v1::Federation::CallbackService {
+ public:
+  explicit FederationServiceImpl(RoundDriver* driver) : driver_(driver) {}
+
+  grpc::ServerUnaryReactor* Hello(grpc::CallbackServerContext* ctx, const v1::HelloRequest*,
+                                  v1::Plan* plan) override {
+    grpc::ServerUnaryReactor* reactor = ctx->DefaultReactor();
+    absl::StatusOr<std::string> site = CallerSite(ctx, *driver_);
+    if (site.ok()) driver_->FillPlan(*site, plan);
+    reactor->Finish(ToGrpc(site.status()));
+    return reactor;
+  }
+
+  grpc::ServerWriteReactor<v1::Task>* WaitTask(grpc::CallbackServerContext* ctx,
+                                               const v1::WaitTaskRequest*) override {
+    absl::StatusOr<std::string> site = CallerSite(ctx, *driver_);
+    if (!site.ok()) return Refuse<grpc::ServerWriteReactor<v1::Task>>(site.status());
+    return new TaskStream(driver_, *site);
+  }
+
+  grpc::ServerWriteReactor<v1::ModelChunk>* FetchModel(grpc::CallbackServerContext* ctx,
+                                                       const v1::FetchModelRequest* req) override {
+    absl::StatusOr<std::string> site = CallerSite(ctx, *driver_);
+    if (!site.ok()) return Refuse<grpc::ServerWriteReactor<v1::ModelChunk>>(site.status());
+    absl::StatusOr<std::string> path = driver_->ModelPath(req->sha256());
+    if (!path.ok()) return Refuse<grpc::ServerWriteReactor<v1::ModelChunk>>(path.status());
+    return new ModelSender(*path, driver_->chunk_bytes());
+  }
+
+  grpc::ServerReadReactor<v1::UpdateChunk>* SubmitUpdate(grpc::CallbackServerContext* ctx,
+                                                         v1::SubmitReply* reply) override {
+    absl::StatusOr<std::string> site = CallerSite(ctx, *driver_);
+    if (!site.ok()) return Refuse<grpc::ServerReadReactor<v1::UpdateChunk>>(site.status());
+    return new UpdateReceiver(driver_, *site, reply);
+  }
+
+  grpc::ServerUnaryReactor* SubmitEvaluation(grpc::CallbackServerContext* ctx,
+                                             const v1::Evaluation* evaluation,
+                                             v1::SubmitReply* reply) override {
+    grpc::ServerUnaryReactor* reactor = ctx->DefaultReactor();
+    absl::StatusOr<std::string> site = CallerSite(ctx, *driver_);
+    absl::Status s = site.status();
+    if (s.ok()) s = driver_->RecordEvaluation(*site, *evaluation);
+    if (!s.ok()) spdlog::warn("refused an evaluation from {}: {}", site.ok() ? *site : ctx->peer(), std::string(s.message()));
+    reply->set_message(s.ok() ? "recorded" : std::string(s.message()));
+    reactor->Finish(ToGrpc(s));
+    return reactor;
+  }
+
+ private:
+  RoundDriver* driver_;
+};
+
+}  // namespace
+
+struct CoordinatorServer::Impl {
+  std::unique_ptr<FederationServiceImpl> service;
+  std::unique_ptr<grpc::Server> server;
+  int port = 0;
+};
+
+CoordinatorServer::CoordinatorServer(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
+
+CoordinatorServer::~CoordinatorServer() { Shutdown(); }
+
+int CoordinatorServer::port() const { return impl_->port; }
+
+void CoordinatorServer::Shutdown() {
+  if (impl_->server) {
+    impl_->server->Shutdown(std::chrono::system_clock::now() + std::chrono::seconds(3));
+    impl_->server.reset();
+  }
+}
+
+absl::StatusOr<std::unique_ptr<CoordinatorServer>> CoordinatorServer::Start(
+    const CoordinatorConfig& config, RoundDriver* driver) {
+  auto impl = std::make_unique<Impl>();
+  impl->service = std::make_unique<FederationServiceImpl>(driver);
+  grpc::SslServerCredentialsOptions tls(GRPC_SSL_REQUEST_AND_REQUIRE_CLIENT_CERTIFICATE_AND_VERIFY);
+  tls.pem_root_certs = config.ca_pem;
+  tls.pem_key_cert_pairs.push_back({config.key_pem, config.certificate_pem});
+  grpc::ServerBuilder builder;
+  builder.AddListeningPort(config.listen, grpc::SslServerCredentials(tls), &impl->port);
+  builder.RegisterService(impl->service.get());
+  // Detect nodes that vanish without closing their connection, and let nodes
+  // ping an idle task stream (long local training) without being cut off.
+  builder.AddChannelArgument(GRPC_ARG_KEEPALIVE_TIME_MS, 30000);
+  builder.AddChannelArgument(GRPC_ARG_KEEPALIVE_TIMEOUT_MS, 10000);
+  builder.AddChannelArgument(GRPC_ARG_KEEPALIVE_PERMIT_WITHOUT_CALLS, 1);
+  builder.AddChannelArgument(GRPC_ARG_HTTP2_MIN_RECV_PING_INTERVAL_WITHOUT_DATA_MS, 10000);
+  builder.AddChannelArgument(GRPC_ARG_HTTP2_MAX_PING_STRIKES, 0);
+  impl->server = builder.BuildAndStart();
+  if (!impl->server || impl->port == 0) {
+    return absl::UnavailableError(absl::StrCat("cannot listen on ", config.listen,
+                                               " (address in use or not local?)"));
+  }
+  return std::unique_ptr<CoordinatorServer>(new CoordinatorServer(std::move(impl)));
+}
+
+}  // namespace fedrad::coordinator

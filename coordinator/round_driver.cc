@@ -1,0 +1,503 @@
+#include "coordinator/round_driver.h"
+
+#include <cmath>
+#include <filesystem>
+
+#include <spdlog/spdlog.h>
+
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
+#include "absl/strings/str_join.h"
+#include "common/files.h"
+#include "common/model_zoo.h"
+#include "coordinator/fedavg.h"
+#include "crypto/random.h"
+#include "crypto/sha256.h"
+#include "proto/federation.pb.h"
+
+namespace fedrad::coordinator {
+namespace {
+
+int64_t NowMs() { return absl::ToUnixMillis(absl::Now()); }
+
+constexpr int64_t kMaxExamplesPerUpdate = int64_t{1} << 40;
+
+}  // namespace
+
+absl::StatusOr<std::unique_ptr<RoundDriver>> RoundDriver::Create(const CoordinatorConfig& config) {
+  absl::Status s = EnsureDirectory(config.state_dir);
+  if (!s.ok()) return s;
+  absl::StatusOr<std::unique_ptr<StateStore>> state = StateStore::Open(config.state_dir + "/state.db");
+  if (!state.ok()) return state.status();
+  absl::StatusOr<std::unique_ptr<ModelStore>> models = ModelStore::Open(config.state_dir + "/models");
+  if (!models.ok()) return models.status();
+  absl::StatusOr<Manifest> manifest = ModelManifest(config.plan.model);
+  if (!manifest.ok()) return manifest.status();
+  std::unique_ptr<RoundDriver> driver(
+      new RoundDriver(config, std::move(*state), std::move(*models), std::move(*manifest)));
+  s = EnsureDirectory(driver->spool_dir_);
+  if (!s.ok()) return s;
+  // Spooled updates of a round that did not close belong to no round now.
+  std::error_code ec;
+  for (const auto& e : std::filesystem::directory_iterator(driver->spool_dir_, ec)) {
+    std::filesystem::remove(e.path(), ec);
+  }
+  s = driver->LoadOrCreateInitialModel();
+  if (!s.ok()) return s;
+  return driver;
+}
+
+RoundDriver::RoundDriver(CoordinatorConfig config, std::unique_ptr<StateStore> state,
+                         std::unique_ptr<ModelStore> models, Manifest manifest)
+    : config_(std::move(config)),
+      manifest_(std::move(manifest)),
+      manifest_sha256_(manifest_.Sha256()),
+      state_(std::move(state)),
+      models_(std::move(models)),
+      spool_dir_(config_.state_dir + "/spool") {}
+
+RoundDriver::~RoundDriver() = default;
+
+absl::Status RoundDriver::LoadOrCreateInitialModel() {
+  absl::StatusOr<std::optional<ModelVersion>> latest = state_->LatestModel();
+  if (!latest.ok()) return latest.status();
+  if (!latest->has_value()) {
+    absl::StatusOr<ModelParameters> init = InitialParameters(config_.plan.model, config_.plan.seed);
+    if (!init.ok()) return init.status();
+    absl::StatusOr<std::string> sha = models_->Put(
+        *init, {{"architecture", config_.plan.model.architecture},
+                {"round", "0"},
+                {"manifest_sha256", manifest_sha256_},
+                {"federation", config_.plan.name}});
+    if (!sha.ok()) return sha.status();
+    absl::Status s = state_->AddInitialModel(*sha, NowMs());
+    if (!s.ok()) return s;
+    *latest = ModelVersion{0, *sha};
+    spdlog::info("created the initial '{}' model ({} parameters), sha256 {}",
+                 config_.plan.model.architecture, manifest_.total_elements(), sha->substr(0, 12));
+  }
+  absl::StatusOr<ModelParameters> params = models_->Load((*latest)->sha256);
+  if (!params.ok()) return params.status();
+  if (!(params->manifest == manifest_)) {
+    return absl::FailedPreconditionError(absl::StrCat(
+        "the stored model of round ", (*latest)->round, " does not match the plan's model '",
+        config_.plan.model.architecture, "'; was the plan changed under an existing state_dir?"));
+  }
+  global_ = std::move(*params);
+  global_round_ = (*latest)->round;
+  absl::MutexLock lock(&mu_);
+  global_sha256_ = (*latest)->sha256;
+  return absl::OkStatus();
+}
+
+void RoundDriver::Shutdown() {
+  absl::MutexLock lock(&mu_);
+  shutdown_ = true;
+  changed_.SignalAll();
+}
+
+absl::Status RoundDriver::Run() {
+  absl::StatusOr<int> abandoned = state_->AbandonOpenRounds(NowMs());
+  if (!abandoned.ok()) return abandoned.status();
+  if (*abandoned > 0) {
+    spdlog::warn("{} round(s) left open by an earlier run were abandoned; they will be redone",
+                 *abandoned);
+  }
+  if (global_round_ > 0) {
+    spdlog::info("resuming after round {} of {}", global_round_, config_.plan.rounds);
+    absl::StatusOr<std::vector<SiteEvaluation>> evals = state_->Evaluations(global_round_);
+    if (evals.ok() && evals->empty() && WaitForNodes()) EvaluateRound(global_round_);
+  }
+  while (global_round_ < config_.plan.rounds) {
+    if (!WaitForNodes()) return absl::CancelledError("shut down while waiting for nodes");
+    absl::StatusOr<bool> applied = RunRoundAttempt(global_round_ + 1);
+    if (!applied.ok()) return applied.status();
+    if (*applied) EvaluateRound(global_round_);
+  }
+  FinishFederation();
+  return absl::OkStatus();
+}
+
+bool RoundDriver::WaitForNodes() {
+  const size_t min_nodes = static_cast<size_t>(config_.plan.min_nodes);
+  absl::MutexLock lock(&mu_);
+  bool logged = false;
+  while (true) {
+    while (!shutdown_ && connected_.size() < min_nodes) {
+      if (!logged) {
+        spdlog::info("waiting for nodes: {} of at least {} connected", connected_.size(), min_nodes);
+        logged = true;
+      }
+      changed_.WaitWithTimeout(&mu_, absl::Seconds(1));
+    }
+    if (shutdown_) return false;
+    // Give the remaining sites a moment to join before starting without them.
+    const absl::Time grace = absl::Now() + absl::Seconds(config_.plan.start_grace_s);
+    while (!shutdown_ && connected_.size() >= min_nodes &&
+           connected_.size() < config_.plan.sites.size() && absl::Now() < grace) {
+      changed_.WaitWithDeadline(&mu_, grace);
+    }
+    if (shutdown_) return false;
+    if (connected_.size() >= min_nodes) return true;
+  }
+}
+
+void RoundDriver::SendTrainTask(const std::string& site) {
+  auto channel = connected_.find(site);
+  if (channel == connected_.end() || !round_) return;
+  v1::Task task;
+  v1::TrainTask* t = task.mutable_train();
+  t->set_round(static_cast<uint32_t>(round_->round));
+  t->set_attempt(static_cast<uint32_t>(round_->attempt));
+  t->set_model_sha256(round_->base_sha256);
+  t->set_nonce(round_->nonces.at(site));
+  t->set_deadline_unix_ms(absl::ToUnixMillis(round_->deadline));
+  v1::Hyperparameters* hp = t->mutable_hyperparameters();
+  const TrainingSettings& ts = config_.plan.training;
+  hp->set_local_epochs(static_cast<uint32_t>(ts.local_epochs));
+  hp->set_batch_size(static_cast<uint32_t>(ts.batch_size));
+  hp->set_learning_rate(ts.learning_rate);
+  hp->set_momentum(ts.momentum);
+  hp->set_seed(config_.plan.seed * 1000003u + static_cast<uint64_t>(round_->round));
+  channel->second->Send(task);
+}
+
+void RoundDriver::SendEvalTask(const std::string& site) {
+  auto channel = connected_.find(site);
+  if (channel == connected_.end() || !eval_) return;
+  v1::Task task;
+  v1::EvalTask* t = task.mutable_evaluate();
+  t->set_round(static_cast<uint32_t>(eval_->round));
+  t->set_model_sha256(eval_->model_sha256);
+  t->set_nonce(eval_->nonces.at(site));
+  t->set_deadline_unix_ms(absl::ToUnixMillis(eval_->deadline));
+  channel->second->Send(task);
+}
+
+absl::StatusOr<bool> RoundDriver::RunRoundAttempt(int round) {
+  absl::StatusOr<int> attempt = state_->NextAttempt(round);
+  if (!attempt.ok()) return attempt.status();
+  OpenRound closed;
+  {
+    absl::MutexLock lock(&mu_);
+    OpenRound r;
+    r.round = round;
+    r.attempt = *attempt;
+    r.base_sha256 = global_sha256_;
+    r.deadline = absl::Now() + absl::Seconds(config_.plan.round_deadline_s);
+    for (const auto& [site, channel] : connected_) {
+      absl::StatusOr<std::string> nonce = crypto::SecureRandomBytes(16);
+      if (!nonce.ok()) return nonce.status();
+      r.nonces[site] = *nonce;
+    }
+    absl::Status s = state_->OpenRound(round, r.attempt, r.base_sha256,
+                                       static_cast<int>(r.nonces.size()), NowMs());
+    if (!s.ok()) return s;
+    round_ = std::move(r);
+    std::vector<std::string> sites;
+    for (const auto& [site, nonce] : round_->nonces) sites.push_back(site);
+    spdlog::info("round {}/{} (attempt {}): training at {} node(s): {}", round, config_.plan.rounds,
+                 round_->attempt, sites.size(), absl::StrJoin(sites, ", "));
+    for (const auto& [site, nonce] : round_->nonces) SendTrainTask(site);
+    while (!shutdown_ && round_->answered.size() < round_->nonces.size() &&
+           absl::Now() < round_->deadline) {
+      changed_.WaitWithDeadline(&mu_, round_->deadline);
+    }
+    closed = std::move(*round_);
+    round_.reset();
+    if (shutdown_) {
+      RemoveSpool(closed);
+      return absl::CancelledError("shut down during a round; it will be redone on restart");
+    }
+  }
+  const int answered = static_cast<int>(closed.answered.size());
+  const int accepted = static_cast<int>(closed.accepted.size());
+  if (accepted < config_.plan.min_nodes) {
+    const std::string note = absl::StrCat(accepted, " accepted update(s) of ", closed.nonces.size(),
+                                          " selected; min_nodes is ", config_.plan.min_nodes);
+    spdlog::warn("round {} (attempt {}) not applied: {}; retrying", round, closed.attempt, note);
+    RemoveSpool(closed);
+    absl::Status s = state_->FailRound(round, closed.attempt, answered, note, NowMs());
+    if (!s.ok()) return s;
+    return false;
+  }
+  absl::Status s = Aggregate(closed);
+  RemoveSpool(closed);
+  if (!s.ok()) return s;
+  return true;
+}
+
+absl::Status RoundDriver::Aggregate(const OpenRound& r) {
+  FedAvgAccumulator acc(global_.values.size());
+  for (const UpdateTicket& t : r.accepted) {
+    absl::Status s = acc.AddUpdateFile(t.spool_path, static_cast<double>(t.num_examples));
+    if (!s.ok()) return s;
+  }
+  absl::StatusOr<std::vector<float>> values = acc.Apply(global_.values);
+  if (!values.ok()) return values.status();
+  ModelParameters next{manifest_, std::move(*values)};
+  // The model file is durable before its row commits, and the row commits
+  // before any node hears of the model.
+  absl::StatusOr<std::string> sha = models_->Put(
+      next, {{"architecture", config_.plan.model.architecture},
+             {"round", std::to_string(r.round)},
+             {"manifest_sha256", manifest_sha256_},
+             {"federation", config_.plan.name}});
+  if (!sha.ok()) return sha.status();
+  absl::Status s = state_->ApplyRound(r.round, r.attempt, *sha,
+                                      static_cast<int>(r.answered.size()), NowMs());
+  if (!s.ok()) return s;
+  global_ = std::move(next);
+  global_round_ = r.round;
+  absl::MutexLock lock(&mu_);
+  global_sha256_ = *sha;
+  return absl::OkStatus();
+}
+
+void RoundDriver::RemoveSpool(const OpenRound& r) {
+  std::error_code ec;
+  for (const auto& [site, nonce] : r.nonces) {
+    std::filesystem::remove(absl::StrCat(spool_dir_, "/", r.round, "-", r.attempt, "-", site, ".bin"), ec);
+  }
+}
+
+void RoundDriver::EvaluateRound(int round) {
+  OpenEval done;
+  int selected = 0;
+  {
+    absl::MutexLock lock(&mu_);
+    OpenEval e;
+    e.round = round;
+    e.model_sha256 = global_sha256_;
+    e.deadline = absl::Now() + absl::Seconds(config_.plan.eval_deadline_s);
+    for (const auto& [site, channel] : connected_) {
+      absl::StatusOr<std::string> nonce = crypto::SecureRandomBytes(16);
+      if (!nonce.ok()) return;
+      e.nonces[site] = *nonce;
+    }
+    eval_ = std::move(e);
+    for (const auto& [site, nonce] : eval_->nonces) SendEvalTask(site);
+    while (!shutdown_ && eval_->results.size() < eval_->nonces.size() &&
+           absl::Now() < eval_->deadline) {
+      changed_.WaitWithDeadline(&mu_, eval_->deadline);
+    }
+    done = std::move(*eval_);
+    eval_.reset();
+    selected = static_cast<int>(done.nonces.size());
+  }
+  double loss = 0, correct = 0;
+  int64_t count = 0;
+  std::vector<std::string> per_site;
+  for (const auto& [site, e] : done.results) {
+    loss += e.loss * static_cast<double>(e.count);
+    correct += e.accuracy * static_cast<double>(e.count);
+    count += e.count;
+    per_site.push_back(absl::StrFormat("%s %.3f", site, e.accuracy));
+  }
+  const std::string agg = count > 0 ? absl::StrFormat("validation accuracy %.3f, loss %.4f on %d images",
+                                                      correct / count, loss / count, count)
+                                    : std::string("no validation figures");
+  spdlog::info("round {}/{}: {} of {} node(s) answered; {} ({}); model {}", round,
+               config_.plan.rounds, done.results.size(), selected, agg, absl::StrJoin(per_site, ", "),
+               done.model_sha256.substr(0, 12));
+}
+
+void RoundDriver::FinishFederation() {
+  absl::MutexLock lock(&mu_);
+  finished_ = true;
+  spdlog::info("federation '{}' complete after {} round(s); telling nodes to stop",
+               config_.plan.name, config_.plan.rounds);
+  v1::Task stop;
+  stop.mutable_stop()->set_reason("the federation has finished all rounds");
+  for (const auto& [site, channel] : connected_) {
+    channel->Send(stop);
+    channel->Close();
+  }
+  const absl::Time until = absl::Now() + absl::Seconds(config_.linger_s);
+  while (!shutdown_ && !connected_.empty() && absl::Now() < until) {
+    changed_.WaitWithDeadline(&mu_, until);
+  }
+}
+
+void RoundDriver::FillPlan(const std::string& site, v1::Plan* plan) const {
+  const FederationPlan& p = config_.plan;
+  plan->set_federation(p.name);
+  plan->set_site(site);
+  v1::ModelSpec* m = plan->mutable_model();
+  m->set_architecture(p.model.architecture);
+  m->set_in_channels(static_cast<uint32_t>(p.model.in_channels));
+  m->set_input_size(static_cast<uint32_t>(p.model.input_size));
+  m->set_num_classes(static_cast<uint32_t>(p.model.num_classes));
+  plan->set_manifest_sha256(manifest_sha256_);
+  plan->set_rounds(static_cast<uint32_t>(p.rounds));
+  plan->set_chunk_bytes(p.chunk_bytes);
+}
+
+void RoundDriver::Connect(const std::string& site, TaskChannel* channel) {
+  (void)state_->TouchNode(site, NowMs());
+  absl::MutexLock lock(&mu_);
+  auto it = connected_.find(site);
+  if (it != connected_.end() && it->second != channel) {
+    spdlog::info("site {} reconnected; closing its previous task stream", site);
+    it->second->Close();
+  }
+  connected_[site] = channel;
+  spdlog::info("site {} connected ({} of {} sites)", site, connected_.size(), config_.plan.sites.size());
+  if (finished_) {
+    v1::Task stop;
+    stop.mutable_stop()->set_reason("the federation has finished all rounds");
+    channel->Send(stop);
+    channel->Close();
+  } else if (round_ && round_->nonces.count(site) && !round_->answered.count(site) &&
+             !round_->in_progress.count(site)) {
+    SendTrainTask(site);  // it lost the task with its previous connection
+  } else if (eval_ && eval_->nonces.count(site) && !eval_->results.count(site)) {
+    SendEvalTask(site);
+  }
+  changed_.SignalAll();
+}
+
+void RoundDriver::Disconnect(const std::string& site, TaskChannel* channel) {
+  absl::MutexLock lock(&mu_);
+  auto it = connected_.find(site);
+  if (it != connected_.end() && it->second == channel) {
+    connected_.erase(it);
+    spdlog::info("site {} disconnected", site);
+  }
+  changed_.SignalAll();
+}
+
+absl::StatusOr<UpdateTicket> RoundDriver::BeginUpdate(const std::string& site,
+                                                      const v1::UpdateHeader& h) {
+  absl::MutexLock lock(&mu_);
+  if (!round_ || static_cast<int>(h.round()) != round_->round ||
+      static_cast<int>(h.attempt()) != round_->attempt) {
+    return absl::FailedPreconditionError(absl::StrCat(
+        "round ", h.round(), " attempt ", h.attempt(), " is not open",
+        round_ ? absl::StrCat(" (open: round ", round_->round, " attempt ", round_->attempt, ")") : ""));
+  }
+  auto nonce = round_->nonces.find(site);
+  if (nonce == round_->nonces.end()) {
+    return absl::PermissionDeniedError(absl::StrCat("site ", site, " was not selected for round ", h.round()));
+  }
+  if (h.nonce() != nonce->second) return absl::PermissionDeniedError("wrong nonce for this round");
+  if (round_->answered.count(site) || round_->in_progress.count(site)) {
+    return absl::AlreadyExistsError(absl::StrCat("site ", site, " already submitted for round ", h.round()));
+  }
+  if (h.base_model_sha256() != round_->base_sha256) {
+    return absl::FailedPreconditionError("the update was trained from a different model than this round's");
+  }
+  if (h.total_bytes() != manifest_.total_bytes()) {
+    return absl::InvalidArgumentError(absl::StrCat("update has ", h.total_bytes(),
+                                                   " bytes; the model's manifest needs ", manifest_.total_bytes()));
+  }
+  if (!crypto::IsSha256Hex(h.update_sha256())) return absl::InvalidArgumentError("update_sha256 is not a SHA-256");
+  if (h.num_examples() < 1 || h.num_examples() > static_cast<uint64_t>(kMaxExamplesPerUpdate)) {
+    return absl::InvalidArgumentError(absl::StrCat("num_examples ", h.num_examples(), " is out of range"));
+  }
+  if (!std::isfinite(h.train_loss())) return absl::InvalidArgumentError("train_loss is not finite");
+  round_->in_progress.insert(site);
+  UpdateTicket t;
+  t.round = round_->round;
+  t.attempt = round_->attempt;
+  t.site = site;
+  t.spool_path = absl::StrCat(spool_dir_, "/", t.round, "-", t.attempt, "-", site, ".bin");
+  t.expected_bytes = h.total_bytes();
+  t.update_sha256 = h.update_sha256();
+  t.num_examples = static_cast<int64_t>(h.num_examples());
+  t.train_loss = h.train_loss();
+  return t;
+}
+
+absl::Status RoundDriver::FinishUpdate(const UpdateTicket& t, const absl::Status& outcome) {
+  SubmissionRecord rec{t.site, t.update_sha256, t.num_examples, t.train_loss, outcome.ok(),
+                       std::string(outcome.message())};
+  absl::Status reply = outcome;
+  {
+    absl::MutexLock lock(&mu_);
+    const bool still_open = round_ && round_->round == t.round && round_->attempt == t.attempt;
+    if (!still_open) {
+      rec.accepted = false;
+      rec.reason = "the round closed before the update completed";
+      reply = absl::DeadlineExceededError(rec.reason);
+    } else {
+      round_->in_progress.erase(t.site);
+      round_->answered.insert(t.site);
+      if (outcome.ok()) round_->accepted.push_back(t);
+      changed_.SignalAll();
+    }
+  }
+  if (rec.accepted) {
+    spdlog::info("round {}: accepted the update of {} ({} examples, sha256 {})", t.round, t.site,
+                 t.num_examples, t.update_sha256.substr(0, 12));
+  } else {
+    spdlog::warn("round {}: rejected the update of {}: {}", t.round, t.site, rec.reason);
+  }
+  absl::Status s = state_->RecordSubmission(t.round, t.attempt, rec, NowMs());
+  if (!s.ok()) spdlog::error("cannot record a submission: {}", std::string(s.message()));
+  return reply;
+}
+
+absl::Status RoundDriver::RecordEvaluation(const std::string& site, const v1::Evaluation& e) {
+  SiteEvaluation result{site, e.loss(), e.accuracy(), static_cast<int64_t>(e.count())};
+  std::string sha;
+  {
+    absl::MutexLock lock(&mu_);
+    if (!eval_ || static_cast<int>(e.round()) != eval_->round) {
+      return absl::FailedPreconditionError(absl::StrCat("no evaluation of round ", e.round(), " is open"));
+    }
+    auto nonce = eval_->nonces.find(site);
+    if (nonce == eval_->nonces.end() || nonce->second != e.nonce()) {
+      return absl::PermissionDeniedError("wrong nonce for this evaluation");
+    }
+    if (e.model_sha256() != eval_->model_sha256) {
+      return absl::InvalidArgumentError("the evaluation is of a different model");
+    }
+    if (!std::isfinite(e.loss()) || e.loss() < 0 || !(e.accuracy() >= 0 && e.accuracy() <= 1) ||
+        e.count() > static_cast<uint64_t>(kMaxExamplesPerUpdate)) {
+      return absl::InvalidArgumentError("evaluation figures out of range");
+    }
+    if (eval_->results.count(site)) return absl::AlreadyExistsError("already evaluated");
+    eval_->results[site] = result;
+    sha = eval_->model_sha256;
+    changed_.SignalAll();
+  }
+  return state_->RecordEvaluation(static_cast<int>(e.round()), sha, result, NowMs());
+}
+
+absl::StatusOr<std::string> RoundDriver::ModelPath(const std::string& sha256) {
+  if (!crypto::IsSha256Hex(sha256)) return absl::InvalidArgumentError("not a SHA-256 model hash");
+  absl::StatusOr<bool> known = state_->HasModel(sha256);
+  if (!known.ok()) return known.status();
+  if (!*known) return absl::NotFoundError(absl::StrCat("no published model ", sha256));
+  return models_->PathFor(sha256);
+}
+
+absl::StatusOr<std::string> RoundDriver::Summary() {
+  std::string out = absl::StrFormat("\nFederation '%s': validation accuracy per round\n",
+                                    config_.plan.name);
+  absl::StrAppend(&out, absl::StrFormat("%-7s", "round"));
+  for (const std::string& site : config_.plan.sites) absl::StrAppend(&out, absl::StrFormat("%14s", site));
+  absl::StrAppend(&out, absl::StrFormat("%14s\n", "overall"));
+  for (int r = 1; r <= global_round_; ++r) {
+    absl::StatusOr<std::vector<SiteEvaluation>> evals = state_->Evaluations(r);
+    if (!evals.ok()) return evals.status();
+    absl::StrAppend(&out, absl::StrFormat("%-7d", r));
+    double correct = 0;
+    int64_t count = 0;
+    for (const std::string& site : config_.plan.sites) {
+      std::string cell = "-";
+      for (const SiteEvaluation& e : *evals) {
+        if (e.site != site) continue;
+        cell = absl::StrFormat("%.3f", e.accuracy);
+        correct += e.accuracy * static_cast<double>(e.count);
+        count += e.count;
+      }
+      absl::StrAppend(&out, absl::StrFormat("%14s", cell));
+    }
+    absl::StrAppend(&out, absl::StrFormat("%14s\n", count ? absl::StrFormat("%.3f", correct / count) : "-"));
+  }
+  return out;
+}
+
+}  // namespace fedrad::coordinator

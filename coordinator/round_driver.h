@@ -1,0 +1,146 @@
+#ifndef FEDRAD_COORDINATOR_ROUND_DRIVER_H_
+#define FEDRAD_COORDINATOR_ROUND_DRIVER_H_
+
+#include <cstdint>
+#include <map>
+#include <memory>
+#include <optional>
+#include <set>
+#include <string>
+#include <vector>
+
+#include "absl/base/thread_annotations.h"
+#include "absl/status/statusor.h"
+#include "absl/synchronization/mutex.h"
+#include "absl/time/time.h"
+#include "common/tensor.h"
+#include "coordinator/config.h"
+#include "coordinator/model_store.h"
+#include "coordinator/state_store.h"
+
+namespace fedrad::v1 {
+class Task;
+class UpdateHeader;
+class Evaluation;
+class Plan;
+}  // namespace fedrad::v1
+
+namespace fedrad::coordinator {
+
+// A connected node's WaitTask stream as the driver sees it. Both methods are
+// thread-safe and never block.
+class TaskChannel {
+ public:
+  virtual ~TaskChannel() = default;
+  virtual void Send(const v1::Task& task) = 0;
+  // Ends the stream once queued tasks are written.
+  virtual void Close() = 0;
+};
+
+// Permission to stream one update into the spool; see BeginUpdate().
+struct UpdateTicket {
+  int round = 0;
+  int attempt = 0;
+  std::string site;
+  std::string spool_path;
+  uint64_t expected_bytes = 0;
+  std::string update_sha256;
+  int64_t num_examples = 0;
+  double train_loss = 0;
+};
+
+// The coordinator's server loop: waits for nodes, opens rounds, hands out
+// train and evaluation tasks, enforces deadlines and min_nodes, folds
+// accepted updates with FedAvg, and commits each new model before telling
+// any node. Run() is called on one thread; every other method may be called
+// from gRPC reactors on any thread and never blocks on I/O for long.
+class RoundDriver {
+ public:
+  static absl::StatusOr<std::unique_ptr<RoundDriver>> Create(const CoordinatorConfig& config);
+  ~RoundDriver();
+
+  // Runs the remaining rounds, then tells connected nodes to stop. Returns
+  // OK when the federation is complete; an error if storage fails or
+  // Shutdown() was called first.
+  absl::Status Run();
+  // Makes Run() return soon (signal handler thread). The open round, if any,
+  // is abandoned and redone by the next start.
+  void Shutdown();
+
+  // --- for the gRPC service ---
+  bool IsSite(const std::string& site) const { return config_.plan.HasSite(site); }
+  void FillPlan(const std::string& site, v1::Plan* plan) const;
+  uint32_t chunk_bytes() const { return config_.plan.chunk_bytes; }
+  void Connect(const std::string& site, TaskChannel* channel);
+  void Disconnect(const std::string& site, TaskChannel* channel);
+  // Checks an update's header against the open round: known round, attempt
+  // and nonce for this site, the round's base model, the manifest's size.
+  absl::StatusOr<UpdateTicket> BeginUpdate(const std::string& site, const v1::UpdateHeader& header);
+  // Records the outcome of a streamed update (`outcome` not OK: rejected,
+  // with its message as the reason). Returns what to tell the node.
+  absl::Status FinishUpdate(const UpdateTicket& ticket, const absl::Status& outcome);
+  absl::Status RecordEvaluation(const std::string& site, const v1::Evaluation& evaluation);
+  // The file of a published model, or NotFound.
+  absl::StatusOr<std::string> ModelPath(const std::string& sha256);
+
+  // One table of every applied round with per-site and overall validation
+  // accuracy, for the end of a run.
+  absl::StatusOr<std::string> Summary();
+
+ private:
+  struct OpenRound {
+    int round = 0;
+    int attempt = 0;
+    std::string base_sha256;
+    std::map<std::string, std::string> nonces;  // selected site -> nonce
+    std::set<std::string> in_progress;
+    std::set<std::string> answered;
+    std::vector<UpdateTicket> accepted;
+    absl::Time deadline;
+  };
+  struct OpenEval {
+    int round = 0;
+    std::string model_sha256;
+    std::map<std::string, std::string> nonces;
+    std::map<std::string, SiteEvaluation> results;
+    absl::Time deadline;
+  };
+
+  RoundDriver(CoordinatorConfig config, std::unique_ptr<StateStore> state,
+              std::unique_ptr<ModelStore> models, Manifest manifest);
+
+  absl::Status LoadOrCreateInitialModel();
+  bool WaitForNodes();
+  // true: applied; false: too few answers, retry.
+  absl::StatusOr<bool> RunRoundAttempt(int round);
+  absl::Status Aggregate(const OpenRound& r);
+  void EvaluateRound(int round);
+  void FinishFederation();
+  void SendTrainTask(const std::string& site) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  void SendEvalTask(const std::string& site) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  void RemoveSpool(const OpenRound& r);
+
+  const CoordinatorConfig config_;
+  const Manifest manifest_;
+  const std::string manifest_sha256_;
+  std::unique_ptr<StateStore> state_;
+  std::unique_ptr<ModelStore> models_;
+  std::string spool_dir_;
+
+  // Owned by Run()'s thread.
+  ModelParameters global_;
+  int global_round_ = 0;
+
+  mutable absl::Mutex mu_;
+  absl::CondVar changed_;
+  std::map<std::string, TaskChannel*> connected_ ABSL_GUARDED_BY(mu_);
+  std::optional<OpenRound> round_ ABSL_GUARDED_BY(mu_);
+  std::optional<OpenEval> eval_ ABSL_GUARDED_BY(mu_);
+  std::string global_sha256_ ABSL_GUARDED_BY(mu_);
+  bool finished_ ABSL_GUARDED_BY(mu_) = false;
+  bool shutdown_ ABSL_GUARDED_BY(mu_) = false;
+};
+
+}  // namespace fedrad::coordinator
+
+#endif  // FEDRAD_COORDINATOR_ROUND_DRIVER_H_

@@ -1,0 +1,62 @@
+#include "node/node_config.h"
+
+#include "absl/strings/str_cat.h"
+#include "common/config.h"
+#include "common/files.h"
+#include "crypto/pki.h"
+
+namespace fedrad::node {
+
+absl::StatusOr<NodeConfig> LoadNodeConfig(const std::string& path) {
+  absl::StatusOr<std::unique_ptr<ConfigReader>> opened = ConfigReader::Open(path);
+  if (!opened.ok()) return opened.status();
+  ConfigReader& c = **opened;
+  NodeConfig out;
+  out.path = path;
+  out.coordinator_address = c.GetString("coordinator.address");
+  const std::string ca = c.GetPath("tls.ca");
+  const std::string cert = c.GetPath("tls.certificate");
+  const std::string key = c.GetPath("tls.key");
+  out.dicom_dir = c.GetPath("data.dicom_dir");
+  out.labels_csv = c.GetPath("data.labels");
+  out.validation_fraction = c.GetDouble("data.validation_fraction", 0.2, 0.0, 0.9);
+  out.split_seed = static_cast<uint64_t>(c.GetInt("data.split_seed", 42, 0, INT64_MAX));
+  out.preprocess.window_center = c.GetDouble("preprocess.window_center", 40, -100000, 100000);
+  out.preprocess.window_width = c.GetDouble("preprocess.window_width", 400, 1, 200000);
+  out.preprocess.use_file_window = c.GetBool("preprocess.use_file_window", false);
+  out.state_dir = c.GetPath("node.state_dir", "state");
+  out.threads = static_cast<int>(c.GetInt("node.threads", 0, 0, 1024));
+  out.max_backoff_s = c.GetDouble("node.max_backoff_s", 10, 0.1, 3600);
+  if (!out.coordinator_address.empty() && out.coordinator_address.rfind(':') == std::string::npos) {
+    c.Fail("coordinator.address", "must be host:port");
+  }
+  absl::Status s = c.Finish();
+  if (!s.ok()) return s;
+
+  struct { const std::string* file; const char* field; std::string* into; } files[] = {
+      {&ca, "tls.ca", &out.ca_pem},
+      {&cert, "tls.certificate", &out.certificate_pem},
+      {&key, "tls.key", &out.key_pem}};
+  for (auto& f : files) {
+    absl::StatusOr<std::string> text = ReadFile(*f.file, 1 << 20);
+    if (!text.ok()) {
+      return absl::Status(text.status().code(),
+                          absl::StrCat(path, ": field '", f.field, "': ", text.status().message()));
+    }
+    *f.into = std::move(*text);
+  }
+  s = crypto::CheckKeyMatchesCertificate(out.certificate_pem, out.key_pem,
+                                         absl::StrCat(path, ": tls.certificate"));
+  if (s.ok()) {
+    s = crypto::VerifyCertificateChain(out.certificate_pem, out.ca_pem,
+                                       absl::StrCat(path, ": tls.certificate against tls.ca"));
+  }
+  if (!s.ok()) return s;
+  absl::StatusOr<crypto::CertificateInfo> info =
+      crypto::ParseCertificate(out.certificate_pem, absl::StrCat(path, ": tls.certificate"));
+  if (!info.ok()) return info.status();
+  out.site = info->common_name;
+  return out;
+}
+
+}  // namespace fedrad::node

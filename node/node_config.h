@@ -1,0 +1,37 @@
+#ifndef FEDRAD_NODE_NODE_CONFIG_H_
+#define FEDRAD_NODE_NODE_CONFIG_H_
+
+#include <cstdint>
+#include <string>
+
+#include "absl/status/statusor.h"
+#include "node/preprocess.h"
+
+namespace fedrad::node {
+
+// node.toml, checked at start-up before any data is touched.
+struct NodeConfig {
+  std::string path;
+  std::string coordinator_address;
+  std::string ca_pem;
+  std::string certificate_pem;
+  std::string key_pem;
+  std::string site;  // the CN of the site certificate
+  std::string dicom_dir;
+  std::string labels_csv;
+  double validation_fraction = 0.2;
+  uint64_t split_seed = 42;
+  PreprocessSettings preprocess;  // output_size comes from the plan
+  std::string state_dir;
+  int threads = 0;
+  double max_backoff_s = 10;
+};
+
+// Loads node.toml and the files it names. Errors name the file and field:
+// missing files, wrong types, unknown fields, a key that does not match the
+// certificate, a certificate not issued by the CA in the kit.
+absl::StatusOr<NodeConfig> LoadNodeConfig(const std::string& path);
+
+}  // namespace fedrad::node
+
+#endif  // FEDRAD_NODE_NODE_CONFIG_H_

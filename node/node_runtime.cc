@@ -1,0 +1,337 @@
+#include "node/node_runtime.h"
+
+#include <chrono>
+#include <filesystem>
+#include <thread>
+
+#include <grpcpp/grpcpp.h>
+#include <spdlog/spdlog.h>
+
+#include "absl/strings/str_cat.h"
+#include "absl/time/clock.h"
+#include "absl/time/time.h"
+#include "common/files.h"
+#include "common/model_zoo.h"
+#include "common/safetensors.h"
+#include "crypto/sha256.h"
+#include "node/trainer.h"
+#include "proto/federation.grpc.pb.h"
+
+namespace fedrad::node {
+namespace {
+
+int64_t NowMs() { return absl::ToUnixMillis(absl::Now()); }
+
+absl::Status FromGrpc(const grpc::Status& s, absl::string_view what) {
+  if (s.ok()) return absl::OkStatus();
+  return absl::Status(static_cast<absl::StatusCode>(s.error_code()),
+                      absl::StrCat(what, ": ", s.error_message()));
+}
+
+std::chrono::system_clock::time_point Deadline(int64_t unix_ms) {
+  return std::chrono::system_clock::time_point(std::chrono::milliseconds(unix_ms));
+}
+
+// Errors after which retrying cannot help: the coordinator refused who we are
+// or what we run.
+bool IsPermanent(absl::StatusCode code) {
+  return code == absl::StatusCode::kPermissionDenied || code == absl::StatusCode::kUnauthenticated ||
+         code == absl::StatusCode::kFailedPrecondition || code == absl::StatusCode::kInvalidArgument;
+}
+
+// Largest model file we accept from the coordinator (the manifest's bytes
+// plus a generous header allowance).
+uint64_t MaxModelBytes(const Manifest& m) { return m.total_bytes() + (uint64_t{16} << 20); }
+
+}  // namespace
+
+struct NodeRuntime::Rpc {
+  std::shared_ptr<grpc::Channel> channel;
+  std::unique_ptr<v1::Federation::Stub> stub;
+};
+
+absl::StatusOr<std::unique_ptr<NodeRuntime>> NodeRuntime::Create(const NodeConfig& config) {
+  absl::Status s = EnsureDirectory(config.state_dir + "/models");
+  if (!s.ok()) return s;
+  absl::StatusOr<std::unique_ptr<NodeStore>> store = NodeStore::Open(config.state_dir + "/node.db");
+  if (!store.ok()) return store.status();
+  grpc::SslCredentialsOptions tls;
+  tls.pem_root_certs = config.ca_pem;
+  tls.pem_private_key = config.key_pem;
+  tls.pem_cert_chain = config.certificate_pem;
+  grpc::ChannelArguments args;
+  // Keep the idle task stream alive through NAT and firewalls while training.
+  args.SetInt(GRPC_ARG_KEEPALIVE_TIME_MS, 20000);
+  args.SetInt(GRPC_ARG_KEEPALIVE_TIMEOUT_MS, 10000);
+  args.SetInt(GRPC_ARG_KEEPALIVE_PERMIT_WITHOUT_CALLS, 1);
+  args.SetInt(GRPC_ARG_HTTP2_MAX_PINGS_WITHOUT_DATA, 0);
+  args.SetInt(GRPC_ARG_MAX_RECONNECT_BACKOFF_MS, static_cast<int>(config.max_backoff_s * 1000));
+  args.SetInt(GRPC_ARG_INITIAL_RECONNECT_BACKOFF_MS, 500);
+  auto rpc = std::make_unique<Rpc>();
+  rpc->channel = grpc::CreateCustomChannel(config.coordinator_address, grpc::SslCredentials(tls), args);
+  rpc->stub = v1::Federation::NewStub(rpc->channel);
+  if (config.threads > 0) SetTorchThreads(config.threads);
+  return std::unique_ptr<NodeRuntime>(new NodeRuntime(config, std::move(*store), std::move(rpc)));
+}
+
+NodeRuntime::NodeRuntime(NodeConfig config, std::unique_ptr<NodeStore> store, std::unique_ptr<Rpc> rpc)
+    : config_(std::move(config)), store_(std::move(store)), rpc_(std::move(rpc)) {}
+
+NodeRuntime::~NodeRuntime() = default;
+
+absl::StatusOr<JoinedPlan> NodeRuntime::Hello() {
+  grpc::ClientContext ctx;
+  ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(10));
+  v1::HelloRequest req;
+  req.set_software_version("fedrad 0.1.0");
+  v1::Plan reply;
+  grpc::Status s = rpc_->stub->Hello(&ctx, req, &reply);
+  if (!s.ok()) return FromGrpc(s, absl::StrCat("coordinator ", config_.coordinator_address));
+  JoinedPlan p;
+  p.federation = reply.federation();
+  p.site = reply.site();
+  p.model.architecture = reply.model().architecture();
+  p.model.in_channels = static_cast<int>(reply.model().in_channels());
+  p.model.input_size = static_cast<int>(reply.model().input_size());
+  p.model.num_classes = static_cast<int>(reply.model().num_classes());
+  p.manifest_sha256 = reply.manifest_sha256();
+  p.rounds = static_cast<int>(reply.rounds());
+  p.chunk_bytes = reply.chunk_bytes();
+  if (p.site != config_.site) {
+    return absl::FailedPreconditionError(absl::StrCat(
+        "the coordinator sees this node as '", p.site, "' but its certificate says '", config_.site, "'"));
+  }
+  absl::Status spec = CheckModelSpec(p.model);
+  if (!spec.ok()) {
+    return absl::FailedPreconditionError(absl::StrCat("the plan's model is not usable here: ", spec.message()));
+  }
+  if (p.chunk_bytes < 4096 || p.chunk_bytes > kMaxChunkBytes) {
+    return absl::FailedPreconditionError(absl::StrCat("the plan's chunk size ", p.chunk_bytes, " is out of range"));
+  }
+  absl::StatusOr<Manifest> manifest = ModelManifest(p.model);
+  if (!manifest.ok()) return manifest.status();
+  if (manifest->Sha256() != p.manifest_sha256) {
+    return absl::FailedPreconditionError(absl::StrCat(
+        "this node's '", p.model.architecture, "' has manifest ", manifest->Sha256().substr(0, 12),
+        " but the coordinator's has ", p.manifest_sha256.substr(0, 12), "; update fedrad on one side"));
+  }
+  if (plan_ && (plan_->model.architecture != p.model.architecture ||
+                plan_->model.input_size != p.model.input_size ||
+                plan_->model.num_classes != p.model.num_classes)) {
+    return absl::FailedPreconditionError("the federation's model changed while this node was running; restart it");
+  }
+  manifest_ = std::move(*manifest);
+  return p;
+}
+
+absl::StatusOr<JoinedPlan> NodeRuntime::Check() { return Hello(); }
+
+absl::Status NodeRuntime::PrepareData(const JoinedPlan& plan) {
+  if (data_) return absl::OkStatus();
+  PreprocessSettings settings = config_.preprocess;
+  settings.output_size = plan.model.input_size;
+  LoadReport report;
+  absl::StatusOr<ImageSet> images =
+      LoadImageSet(config_.dicom_dir, config_.labels_csv, plan.model.num_classes, settings, &report);
+  if (!images.ok()) return images.status();
+  int skipped = 0;
+  for (const auto& [reason, n] : report.skipped) {
+    spdlog::warn("skipped {} file(s): {}", n, reason);
+    skipped += n;
+  }
+  if (report.rows_without_file > 0) {
+    spdlog::warn("{} row(s) of {} name a file that does not exist", report.rows_without_file, config_.labels_csv);
+  }
+  if (report.files_without_row > 0) {
+    spdlog::warn("{} file(s) under {} have no row in the labels and were not used", report.files_without_row,
+                 config_.dicom_dir);
+  }
+  PatientSplit split = SplitByPatient(*images, config_.validation_fraction, config_.split_seed);
+  spdlog::info("data: {} images of {} patients ({} skipped); train {} images / {} patients, validation {} / {}",
+               images->count(), report.patients, skipped, split.train.count(), split.train_patients,
+               split.validation.count(), split.validation_patients);
+  if (split.train.count() == 0) {
+    return absl::FailedPreconditionError(absl::StrCat("no readable labelled images in ", config_.dicom_dir));
+  }
+  data_ = std::move(split);
+  return absl::OkStatus();
+}
+
+absl::StatusOr<ModelParameters> NodeRuntime::EnsureModel(const std::string& sha256, int64_t deadline_ms) {
+  if (!crypto::IsSha256Hex(sha256)) return absl::InvalidArgumentError("the task names no valid model hash");
+  const std::string path = absl::StrCat(config_.state_dir, "/models/", sha256, ".safetensors");
+  std::string bytes;
+  absl::StatusOr<std::string> cached = ReadFile(path, MaxModelBytes(manifest_));
+  if (cached.ok() && crypto::Sha256Hex(*cached) == sha256) {
+    bytes = std::move(*cached);
+  } else {
+    grpc::ClientContext ctx;
+    ctx.set_deadline(Deadline(deadline_ms));
+    v1::FetchModelRequest req;
+    req.set_sha256(sha256);
+    std::unique_ptr<grpc::ClientReader<v1::ModelChunk>> reader = rpc_->stub->FetchModel(&ctx, req);
+    v1::ModelChunk chunk;
+    crypto::Sha256 hash;
+    while (reader->Read(&chunk)) {
+      if (chunk.total_bytes() > MaxModelBytes(manifest_) || chunk.offset() != bytes.size() ||
+          bytes.size() + chunk.data().size() > chunk.total_bytes()) {
+        ctx.TryCancel();
+        reader->Finish();
+        return absl::DataLossError("the coordinator sent a malformed model stream");
+      }
+      if (bytes.empty()) bytes.reserve(chunk.total_bytes());
+      hash.Update(chunk.data());
+      bytes += chunk.data();
+    }
+    absl::Status s = FromGrpc(reader->Finish(), "downloading the model");
+    if (!s.ok()) return s;
+    if (hash.FinishHex() != sha256) {
+      return absl::DataLossError(absl::StrCat("the model received does not match its SHA-256 ", sha256));
+    }
+    s = WriteFileAtomically(path, bytes);
+    if (!s.ok()) return s;
+    s = store_->RecordModelReceived(sha256, NowMs());
+    if (!s.ok()) return s;
+  }
+  absl::StatusOr<SafetensorsFile> file = DecodeSafetensors(bytes, absl::StrCat("model ", sha256.substr(0, 12)));
+  if (!file.ok()) return file.status();
+  if (!(file->parameters.manifest == manifest_)) {
+    return absl::DataLossError("the model's tensors do not match the plan's manifest");
+  }
+  return std::move(file->parameters);
+}
+
+absl::Status NodeRuntime::HandleTrain(const v1::TrainTask& task) {
+  const int round = static_cast<int>(task.round());
+  const int attempt = static_cast<int>(task.attempt());
+  spdlog::info("round {} (attempt {}): training", round, attempt);
+  absl::StatusOr<ModelParameters> global = EnsureModel(task.model_sha256(), task.deadline_unix_ms());
+  if (!global.ok()) return global.status();
+  const v1::Hyperparameters& hp = task.hyperparameters();
+  LocalTrainingSettings settings;
+  settings.local_epochs = static_cast<int>(std::clamp<uint32_t>(hp.local_epochs(), 1, 1000));
+  settings.batch_size = static_cast<int>(std::clamp<uint32_t>(hp.batch_size(), 1, 65536));
+  settings.learning_rate = hp.learning_rate();
+  settings.momentum = hp.momentum();
+  settings.seed = hp.seed();
+  if (!(settings.learning_rate > 0 && settings.learning_rate <= 100) ||
+      !(settings.momentum >= 0 && settings.momentum < 1)) {
+    return absl::InvalidArgumentError("the task's hyperparameters are out of range");
+  }
+  const absl::Time start = absl::Now();
+  absl::StatusOr<TrainingOutcome> outcome = TrainLocally(plan_->model, *global, data_->train, settings);
+  if (!outcome.ok()) return outcome.status();
+  const std::string_view bytes(reinterpret_cast<const char*>(outcome->delta.data()),
+                               outcome->delta.size() * sizeof(float));
+  const std::string update_sha = crypto::Sha256Hex(bytes);
+  absl::Status s = store_->RecordUpdateSending(round, attempt, task.model_sha256(), update_sha,
+                                               outcome->examples, outcome->mean_loss, NowMs());
+  if (!s.ok()) return s;
+
+  grpc::ClientContext ctx;
+  ctx.set_deadline(Deadline(task.deadline_unix_ms()));
+  v1::SubmitReply reply;
+  std::unique_ptr<grpc::ClientWriter<v1::UpdateChunk>> writer = rpc_->stub->SubmitUpdate(&ctx, &reply);
+  v1::UpdateChunk header;
+  v1::UpdateHeader* h = header.mutable_header();
+  h->set_round(task.round());
+  h->set_attempt(task.attempt());
+  h->set_nonce(task.nonce());
+  h->set_base_model_sha256(task.model_sha256());
+  h->set_update_sha256(update_sha);
+  h->set_total_bytes(bytes.size());
+  h->set_num_examples(static_cast<uint64_t>(outcome->examples));
+  h->set_train_loss(outcome->mean_loss);
+  bool ok = writer->Write(header);
+  const size_t chunk = plan_->chunk_bytes / sizeof(float) * sizeof(float);
+  v1::UpdateChunk data;
+  for (size_t off = 0; ok && off < bytes.size(); off += chunk) {
+    data.set_data(bytes.data() + off, std::min(chunk, bytes.size() - off));
+    ok = writer->Write(data);
+  }
+  if (ok) writer->WritesDone();
+  s = FromGrpc(writer->Finish(), absl::StrCat("round ", round, " update"));
+  (void)store_->RecordUpdateOutcome(round, attempt, s.ok() ? "accepted" : std::string(s.message()));
+  if (!s.ok()) return s;
+  spdlog::info("round {}: update accepted ({} examples, loss {:.4f}, {:.1f}s)", round, outcome->examples,
+               outcome->mean_loss, absl::ToDoubleSeconds(absl::Now() - start));
+  return absl::OkStatus();
+}
+
+absl::Status NodeRuntime::HandleEval(const v1::EvalTask& task) {
+  absl::StatusOr<ModelParameters> model = EnsureModel(task.model_sha256(), task.deadline_unix_ms());
+  if (!model.ok()) return model.status();
+  absl::StatusOr<Evaluation> e = EvaluateModel(plan_->model, *model, data_->validation);
+  if (!e.ok()) return e.status();
+  absl::Status s = store_->RecordEvaluation(static_cast<int>(task.round()), task.model_sha256(), e->loss,
+                                            e->accuracy, e->count, NowMs());
+  if (!s.ok()) return s;
+  grpc::ClientContext ctx;
+  ctx.set_deadline(Deadline(task.deadline_unix_ms()));
+  v1::Evaluation msg;
+  msg.set_round(task.round());
+  msg.set_nonce(task.nonce());
+  msg.set_model_sha256(task.model_sha256());
+  msg.set_loss(e->loss);
+  msg.set_accuracy(e->accuracy);
+  msg.set_count(static_cast<uint64_t>(e->count));
+  v1::SubmitReply reply;
+  s = FromGrpc(rpc_->stub->SubmitEvaluation(&ctx, msg, &reply), "evaluation");
+  if (!s.ok()) return s;
+  spdlog::info("round {}: global model validation accuracy {:.3f}, loss {:.4f} on {} images",
+               task.round(), e->accuracy, e->loss, e->count);
+  return absl::OkStatus();
+}
+
+absl::Status NodeRuntime::Run() {
+  double backoff = 0.5;
+  bool announced = false;
+  while (true) {
+    absl::StatusOr<JoinedPlan> plan = Hello();
+    if (!plan.ok()) {
+      if (IsPermanent(plan.status().code())) return plan.status();
+      spdlog::warn("cannot reach the coordinator at {} ({}); check the address, that it is running, and that "
+                   "this kit comes from the federation's CA; retrying in {:.1f}s",
+                   config_.coordinator_address, std::string(plan.status().message()), backoff);
+      std::this_thread::sleep_for(std::chrono::duration<double>(backoff));
+      backoff = std::min(backoff * 2, config_.max_backoff_s);
+      continue;
+    }
+    plan_ = *plan;
+    if (!announced) {
+      spdlog::info("joined federation '{}' as site {}: model '{}', {} round(s)", plan_->federation,
+                   plan_->site, plan_->model.architecture, plan_->rounds);
+      announced = true;
+    }
+    absl::Status s = PrepareData(*plan_);
+    if (!s.ok()) return s;
+    backoff = 0.5;
+
+    grpc::ClientContext ctx;
+    std::unique_ptr<grpc::ClientReader<v1::Task>> reader = rpc_->stub->WaitTask(&ctx, v1::WaitTaskRequest());
+    v1::Task task;
+    while (reader->Read(&task)) {
+      absl::Status result;
+      if (task.has_stop()) {
+        spdlog::info("the coordinator says stop: {}", task.stop().reason());
+        ctx.TryCancel();
+        reader->Finish();
+        return absl::OkStatus();
+      } else if (task.has_train()) {
+        result = HandleTrain(task.train());
+      } else if (task.has_evaluate()) {
+        result = HandleEval(task.evaluate());
+      }
+      if (!result.ok()) {
+        spdlog::warn("task failed: {}", std::string(result.message()));
+        if (result.code() == absl::StatusCode::kDataLoss) continue;
+      }
+    }
+    grpc::Status end = reader->Finish();
+    spdlog::warn("task stream ended ({}); reconnecting in {:.1f}s", end.error_message(), backoff);
+    std::this_thread::sleep_for(std::chrono::duration<double>(backoff));
+    backoff = std::min(backoff * 2, config_.max_backoff_s);
+  }
+}
+
+}  // namespace fedrad::node

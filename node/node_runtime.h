@@ -1,0 +1,70 @@
+#ifndef FEDRAD_NODE_NODE_RUNTIME_H_
+#define FEDRAD_NODE_NODE_RUNTIME_H_
+
+#include <cstdint>
+#include <memory>
+#include <optional>
+#include <string>
+
+#include "absl/status/statusor.h"
+#include "common/plan.h"
+#include "common/tensor.h"
+#include "node/dataset.h"
+#include "node/node_config.h"
+#include "node/node_store.h"
+
+namespace fedrad::v1 {
+class TrainTask;
+class EvalTask;
+}  // namespace fedrad::v1
+
+namespace fedrad::node {
+
+// What the coordinator told this node in Hello.
+struct JoinedPlan {
+  std::string federation;
+  std::string site;
+  ModelSpec model;
+  std::string manifest_sha256;
+  int rounds = 0;
+  uint32_t chunk_bytes = 0;
+};
+
+// A hospital's node: dials out to the coordinator over mutual TLS, waits for
+// tasks, trains and evaluates locally, and sends only model deltas and
+// aggregate figures. Images, labels and identifiers never leave it.
+class NodeRuntime {
+ public:
+  static absl::StatusOr<std::unique_ptr<NodeRuntime>> Create(const NodeConfig& config);
+  ~NodeRuntime();
+
+  // One Hello: checks that the coordinator is reachable and accepts this
+  // site's certificate, and that both sides agree on the model.
+  absl::StatusOr<JoinedPlan> Check();
+
+  // Serves tasks until the coordinator says Stop (OK), or a permanent error
+  // (identity refused, model mismatch, unreadable data). While the
+  // coordinator is unreachable it retries with exponential backoff.
+  absl::Status Run();
+
+ private:
+  struct Rpc;
+  NodeRuntime(NodeConfig config, std::unique_ptr<NodeStore> store, std::unique_ptr<Rpc> rpc);
+
+  absl::StatusOr<JoinedPlan> Hello();
+  absl::Status PrepareData(const JoinedPlan& plan);
+  absl::StatusOr<ModelParameters> EnsureModel(const std::string& sha256, int64_t deadline_ms);
+  absl::Status HandleTrain(const v1::TrainTask& task);
+  absl::Status HandleEval(const v1::EvalTask& task);
+
+  const NodeConfig config_;
+  std::unique_ptr<NodeStore> store_;
+  std::unique_ptr<Rpc> rpc_;
+  std::optional<JoinedPlan> plan_;
+  Manifest manifest_;
+  std::optional<PatientSplit> data_;
+};
+
+}  // namespace fedrad::node
+
+#endif  // FEDRAD_NODE_NODE_RUNTIME_H_
