@@ -5,6 +5,7 @@
 
 #include "absl/status/statusor.h"
 #include "common/plan.h"
+#include "common/tls_identity.h"
 
 namespace fedrad::coordinator {
 
@@ -16,9 +17,7 @@ struct CoordinatorConfig {
   std::string listen;     // host:port
   std::string state_dir;  // state.db, models/, spool/
   double linger_s = 5;
-  std::string ca_pem;
-  std::string certificate_pem;
-  std::string key_pem;
+  TlsIdentity tls;
 };
 
 // Loads coordinator.toml and everything it points to. Any problem — missing

@@ -385,8 +385,8 @@ absl::StatusOr<std::unique_ptr<CoordinatorServer>> CoordinatorServer::Start(
   auto impl = std::make_unique<Impl>();
   impl->service = std::make_unique<FederationServiceImpl>(driver);
   grpc::SslServerCredentialsOptions tls(GRPC_SSL_REQUEST_AND_REQUIRE_CLIENT_CERTIFICATE_AND_VERIFY);
-  tls.pem_root_certs = config.ca_pem;
-  tls.pem_key_cert_pairs.push_back({config.key_pem, config.certificate_pem});
+  tls.pem_root_certs = config.tls.ca_pem;
+  tls.pem_key_cert_pairs.push_back({config.tls.key_pem, config.tls.certificate_pem});
   grpc::ServerBuilder builder;
   builder.AddListeningPort(config.listen, grpc::SslServerCredentials(tls), &impl->port);
   builder.RegisterService(impl->service.get());

@@ -142,6 +142,16 @@ bool RoundDriver::WaitForNodes() {
   }
 }
 
+absl::StatusOr<std::map<std::string, std::string>> RoundDriver::NoncesForConnectedSites() {
+  std::map<std::string, std::string> nonces;
+  for (const auto& [site, channel] : connected_) {
+    absl::StatusOr<std::string> nonce = crypto::SecureRandomBytes(16);
+    if (!nonce.ok()) return nonce.status();
+    nonces[site] = *nonce;
+  }
+  return nonces;
+}
+
 void RoundDriver::SendTrainTask(const std::string& site) {
   auto channel = connected_.find(site);
   if (channel == connected_.end() || !round_) return;
@@ -185,11 +195,9 @@ absl::StatusOr<bool> RoundDriver::RunRoundAttempt(int round) {
     r.attempt = *attempt;
     r.base_sha256 = global_sha256_;
     r.deadline = absl::Now() + absl::Seconds(config_.plan.round_deadline_s);
-    for (const auto& [site, channel] : connected_) {
-      absl::StatusOr<std::string> nonce = crypto::SecureRandomBytes(16);
-      if (!nonce.ok()) return nonce.status();
-      r.nonces[site] = *nonce;
-    }
+    absl::StatusOr<std::map<std::string, std::string>> nonces = NoncesForConnectedSites();
+    if (!nonces.ok()) return nonces.status();
+    r.nonces = std::move(*nonces);
     absl::Status s = state_->OpenRound(round, r.attempt, r.base_sha256,
                                        static_cast<int>(r.nonces.size()), NowMs());
     if (!s.ok()) return s;
@@ -270,11 +278,12 @@ void RoundDriver::EvaluateRound(int round) {
     e.round = round;
     e.model_sha256 = global_sha256_;
     e.deadline = absl::Now() + absl::Seconds(config_.plan.eval_deadline_s);
-    for (const auto& [site, channel] : connected_) {
-      absl::StatusOr<std::string> nonce = crypto::SecureRandomBytes(16);
-      if (!nonce.ok()) return;
-      e.nonces[site] = *nonce;
+    absl::StatusOr<std::map<std::string, std::string>> nonces = NoncesForConnectedSites();
+    if (!nonces.ok()) {
+      spdlog::error("cannot evaluate round {}: {}", round, std::string(nonces.status().message()));
+      return;
     }
+    e.nonces = std::move(*nonces);
     eval_ = std::move(e);
     for (const auto& [site, nonce] : eval_->nonces) SendEvalTask(site);
     while (!shutdown_ && eval_->results.size() < eval_->nonces.size() &&

@@ -116,6 +116,9 @@ class RoundDriver {
   absl::Status Aggregate(const OpenRound& r);
   void EvaluateRound(int round);
   void FinishFederation();
+  // A fresh random nonce per connected site, binding its answer to one task.
+  absl::StatusOr<std::map<std::string, std::string>> NoncesForConnectedSites()
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void SendTrainTask(const std::string& site) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void SendEvalTask(const std::string& site) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void RemoveSpool(const OpenRound& r);

@@ -289,12 +289,19 @@ absl::Status VerifyCertificateChain(const std::string& cert_pem,
                                     const std::string& ca_pem, const std::string& what) {
   absl::StatusOr<X509Ptr> cert = ReadCert(cert_pem, what);
   if (!cert.ok()) return cert.status();
-  absl::StatusOr<X509Ptr> ca = ReadCert(ca_pem, absl::StrCat(what, " (CA)"));
-  if (!ca.ok()) return ca.status();
   std::unique_ptr<X509_STORE, StoreFree> store(X509_STORE_new());
   std::unique_ptr<X509_STORE_CTX, StoreCtxFree> ctx(X509_STORE_CTX_new());
-  if (!store || !ctx || !X509_STORE_add_cert(store.get(), ca->get()) ||
-      !X509_STORE_CTX_init(ctx.get(), store.get(), cert->get(), nullptr)) {
+  if (!store || !ctx) return SslFailure("setting up certificate verification");
+  // The CA file may be a bundle (several PEM certificates); trust each.
+  BioPtr bio(BIO_new_mem_buf(ca_pem.data(), static_cast<int>(ca_pem.size())));
+  int cas = 0;
+  while (X509Ptr ca{PEM_read_bio_X509(bio.get(), nullptr, nullptr, nullptr)}) {
+    if (!X509_STORE_add_cert(store.get(), ca.get())) return SslFailure("adding a CA certificate");
+    ++cas;
+  }
+  ERR_clear_error();
+  if (cas == 0) return absl::InvalidArgumentError(absl::StrCat(what, " (CA): not a PEM certificate"));
+  if (!X509_STORE_CTX_init(ctx.get(), store.get(), cert->get(), nullptr)) {
     return SslFailure("setting up certificate verification");
   }
   if (X509_verify_cert(ctx.get()) != 1) {

@@ -40,6 +40,9 @@ TEST(PkiTest, CertificateFromAnotherCaFailsVerification) {
   absl::Status s = VerifyCertificateChain(leaf->certificate_pem, (*ca)->certificate_pem(), "leaf");
   EXPECT_FALSE(s.ok());
   EXPECT_NE(s.message().find("leaf"), std::string::npos);
+  // A bundle holding both CAs accepts it.
+  EXPECT_TRUE(VerifyCertificateChain(leaf->certificate_pem,
+                                     (*ca)->certificate_pem() + (*other)->certificate_pem(), "leaf").ok());
 }
 
 TEST(PkiTest, LoadRoundTripsAndRejectsMismatchedKey) {

@@ -42,7 +42,7 @@ int main(int argc, char** argv) {
                  config->coordinator_address, plan->site, plan->federation, plan->model.architecture);
     return 0;
   }
-  spdlog::info("site {}: connecting to {}", config->site, config->coordinator_address);
+  spdlog::info("site {}: connecting to {}", config->tls.common_name, config->coordinator_address);
   absl::Status s = (*runtime)->Run();
   if (!s.ok()) return Fail(s, 1);
   return 0;

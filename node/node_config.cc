@@ -2,8 +2,6 @@
 
 #include "absl/strings/str_cat.h"
 #include "common/config.h"
-#include "common/files.h"
-#include "crypto/pki.h"
 
 namespace fedrad::node {
 
@@ -33,29 +31,9 @@ absl::StatusOr<NodeConfig> LoadNodeConfig(const std::string& path) {
   absl::Status s = c.Finish();
   if (!s.ok()) return s;
 
-  struct { const std::string* file; const char* field; std::string* into; } files[] = {
-      {&ca, "tls.ca", &out.ca_pem},
-      {&cert, "tls.certificate", &out.certificate_pem},
-      {&key, "tls.key", &out.key_pem}};
-  for (auto& f : files) {
-    absl::StatusOr<std::string> text = ReadFile(*f.file, 1 << 20);
-    if (!text.ok()) {
-      return absl::Status(text.status().code(),
-                          absl::StrCat(path, ": field '", f.field, "': ", text.status().message()));
-    }
-    *f.into = std::move(*text);
-  }
-  s = crypto::CheckKeyMatchesCertificate(out.certificate_pem, out.key_pem,
-                                         absl::StrCat(path, ": tls.certificate"));
-  if (s.ok()) {
-    s = crypto::VerifyCertificateChain(out.certificate_pem, out.ca_pem,
-                                       absl::StrCat(path, ": tls.certificate against tls.ca"));
-  }
-  if (!s.ok()) return s;
-  absl::StatusOr<crypto::CertificateInfo> info =
-      crypto::ParseCertificate(out.certificate_pem, absl::StrCat(path, ": tls.certificate"));
-  if (!info.ok()) return info.status();
-  out.site = info->common_name;
+  absl::StatusOr<TlsIdentity> tls = LoadTlsIdentity(path, ca, cert, key);
+  if (!tls.ok()) return tls.status();
+  out.tls = std::move(*tls);
   return out;
 }
 

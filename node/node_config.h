@@ -5,6 +5,7 @@
 #include <string>
 
 #include "absl/status/statusor.h"
+#include "common/tls_identity.h"
 #include "node/preprocess.h"
 
 namespace fedrad::node {
@@ -13,10 +14,7 @@ namespace fedrad::node {
 struct NodeConfig {
   std::string path;
   std::string coordinator_address;
-  std::string ca_pem;
-  std::string certificate_pem;
-  std::string key_pem;
-  std::string site;  // the CN of the site certificate
+  TlsIdentity tls;  // tls.common_name is the site
   std::string dicom_dir;
   std::string labels_csv;
   double validation_fraction = 0.2;

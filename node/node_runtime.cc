@@ -56,9 +56,9 @@ absl::StatusOr<std::unique_ptr<NodeRuntime>> NodeRuntime::Create(const NodeConfi
   absl::StatusOr<std::unique_ptr<NodeStore>> store = NodeStore::Open(config.state_dir + "/node.db");
   if (!store.ok()) return store.status();
   grpc::SslCredentialsOptions tls;
-  tls.pem_root_certs = config.ca_pem;
-  tls.pem_private_key = config.key_pem;
-  tls.pem_cert_chain = config.certificate_pem;
+  tls.pem_root_certs = config.tls.ca_pem;
+  tls.pem_private_key = config.tls.key_pem;
+  tls.pem_cert_chain = config.tls.certificate_pem;
   grpc::ChannelArguments args;
   // Keep the idle task stream alive through NAT and firewalls while training.
   args.SetInt(GRPC_ARG_KEEPALIVE_TIME_MS, 20000);
@@ -97,9 +97,9 @@ absl::StatusOr<JoinedPlan> NodeRuntime::Hello() {
   p.manifest_sha256 = reply.manifest_sha256();
   p.rounds = static_cast<int>(reply.rounds());
   p.chunk_bytes = reply.chunk_bytes();
-  if (p.site != config_.site) {
+  if (p.site != config_.tls.common_name) {
     return absl::FailedPreconditionError(absl::StrCat(
-        "the coordinator sees this node as '", p.site, "' but its certificate says '", config_.site, "'"));
+        "the coordinator sees this node as '", p.site, "' but its certificate says '", config_.tls.common_name, "'"));
   }
   absl::Status spec = CheckModelSpec(p.model);
   if (!spec.ok()) {

@@ -1,0 +1,63 @@
+// Two nodes and a coordinator, two rounds, as separate processes over mutual
+// TLS on 127.0.0.1: the global model changes each round, and the final
+// model's SHA-256 is the same at the coordinator and at both nodes.
+#include <gtest/gtest.h>
+
+#include "common/safetensors.h"
+#include "crypto/sha256.h"
+#include "tests/harness.h"
+
+namespace fedrad::testing {
+namespace {
+
+TEST(FederationTest, TwoNodesTwoRoundsAgreeOnTheGlobalModel) {
+  const std::string dir = MakeWorkspace();
+  MiniFederation f = SetUpFederation(dir, {.sites = 2, .rounds = 2, .min_nodes = 2});
+  ASSERT_FALSE(::testing::Test::HasFailure());
+  auto coordinator = StartCoordinator(f, "coordinator.log");
+  auto a = StartNode(f, "site-a");
+  auto b = StartNode(f, "site-b");
+
+  ASSERT_EQ(coordinator->Wait(std::chrono::minutes(3)), 0) << coordinator->Log();
+  EXPECT_EQ(a->Wait(std::chrono::seconds(30)), 0) << a->Log();
+  EXPECT_EQ(b->Wait(std::chrono::seconds(30)), 0) << b->Log();
+
+  std::vector<SqlRow> models = QueryDb(f.StateDb(), "SELECT round, sha256 FROM models ORDER BY round");
+  ASSERT_EQ(models.size(), 3u);  // initial model + two rounds
+  EXPECT_NE(AsText(models[0][1]), AsText(models[1][1]));
+  EXPECT_NE(AsText(models[1][1]), AsText(models[2][1]));
+  const std::string final_sha = AsText(models[2][1]);
+
+  // The coordinator's file hashes to its name and says which round it is.
+  const std::string path = dir + "/kits/coordinator/state/models/" + final_sha + ".safetensors";
+  EXPECT_EQ(*crypto::Sha256File(path), final_sha);
+  auto file = ReadSafetensorsFile(path);
+  ASSERT_TRUE(file.ok()) << file.status();
+  EXPECT_EQ(file->metadata.at("round"), "2");
+  EXPECT_EQ(file->metadata.at("architecture"), "ctnet");
+
+  for (const std::string& site : f.sites) {
+    // Each node recorded receiving the final model, and its own copy hashes the same.
+    std::vector<SqlRow> got = QueryDb(f.NodeDb(site), "SELECT sha256 FROM models_received");
+    bool has_final = false;
+    for (const SqlRow& r : got) has_final |= AsText(r[0]) == final_sha;
+    EXPECT_TRUE(has_final) << site << " never received the final model";
+    EXPECT_EQ(*crypto::Sha256File(dir + "/kits/" + site + "/state/models/" + final_sha + ".safetensors"),
+              final_sha);
+    // Both its updates were accepted.
+    std::vector<SqlRow> sent = QueryDb(f.NodeDb(site), "SELECT outcome FROM updates_sent ORDER BY round");
+    ASSERT_EQ(sent.size(), 2u) << site;
+    for (const SqlRow& r : sent) EXPECT_EQ(AsText(r[0]), "accepted");
+  }
+  std::vector<SqlRow> rounds = QueryDb(f.StateDb(), "SELECT round, status, answered FROM rounds ORDER BY round");
+  ASSERT_EQ(rounds.size(), 2u);
+  for (const SqlRow& r : rounds) {
+    EXPECT_EQ(AsText(r[1]), "applied");
+    EXPECT_EQ(AsInt(r[2]), 2);
+  }
+  EXPECT_EQ(QueryDb(f.StateDb(), "SELECT COUNT(*) FROM evaluations WHERE round = 2")[0][0], SqlValue(int64_t{2}));
+  RemoveWorkspaceIfPassed(dir);
+}
+
+}  // namespace
+}  // namespace fedrad::testing

@@ -1,0 +1,95 @@
+#ifndef FEDRAD_TESTS_HARNESS_H_
+#define FEDRAD_TESTS_HARNESS_H_
+
+// Helpers for integration tests that run the real fedrad binaries as
+// separate processes on 127.0.0.1, with real certificates and real files.
+
+#include <sys/types.h>
+
+#include <chrono>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "common/sqlite.h"
+
+namespace fedrad::testing {
+
+// Paths of the binaries under test (set by CMake).
+std::string FedradBin();
+std::string NodeBin();
+std::string CoordinatorBin();
+
+// A child process with stdout and stderr sent to `log_path`.
+class Process {
+ public:
+  Process(std::vector<std::string> argv, std::string log_path, std::string cwd = "");
+  ~Process();  // SIGKILLs the child if it is still running
+  Process(const Process&) = delete;
+  Process& operator=(const Process&) = delete;
+
+  pid_t pid() const { return pid_; }
+  bool Running();
+  void Signal(int sig);
+  // The exit code, or 128 + signal; nullopt if still running after `timeout`.
+  std::optional<int> Wait(std::chrono::milliseconds timeout);
+  std::string Log() const;
+
+ private:
+  pid_t pid_ = -1;
+  std::optional<int> status_;
+  std::string log_path_;
+};
+
+// A fresh folder for one test, removed when the test passes.
+std::string MakeWorkspace();
+void RemoveWorkspaceIfPassed(const std::string& dir);
+
+// A TCP port that was free a moment ago on 127.0.0.1.
+int FreePort();
+
+// Runs a command to completion (with a timeout) and returns its exit code;
+// output goes to `log_path`.
+int RunCommand(const std::vector<std::string>& argv, const std::string& log_path,
+               std::chrono::milliseconds timeout = std::chrono::minutes(2));
+
+std::string ReadText(const std::string& path);
+void WriteText(const std::string& path, const std::string& text);
+
+// A provisioned federation in a workspace: plan, kits, synthetic data.
+struct MiniFederation {
+  std::string dir;
+  int port = 0;
+  std::vector<std::string> sites;
+
+  std::string CoordinatorConfig() const { return dir + "/kits/coordinator/coordinator.toml"; }
+  std::string NodeConfig(const std::string& site) const { return dir + "/kits/" + site + "/node.toml"; }
+  std::string StateDb() const { return dir + "/kits/coordinator/state/state.db"; }
+  std::string NodeDb(const std::string& site) const { return dir + "/kits/" + site + "/state/node.db"; }
+};
+
+struct MiniFederationOptions {
+  int sites = 2;
+  int rounds = 2;
+  int min_nodes = 2;
+  int local_epochs = 1;
+  int patients = 8;
+  int images = 3;
+  double round_deadline_s = 60;
+  double start_grace_s = 10;
+};
+
+// Writes a plan, synthesizes data and provisions kits with `fedrad`.
+// Fails the current test (ADD_FAILURE) and returns what it has on error.
+MiniFederation SetUpFederation(const std::string& dir, const MiniFederationOptions& options);
+
+// Starts the coordinator and waits until it listens.
+std::unique_ptr<Process> StartCoordinator(const MiniFederation& f, const std::string& log_name);
+std::unique_ptr<Process> StartNode(const MiniFederation& f, const std::string& site);
+
+// Rows of a query against a database file (opened read-write, WAL).
+std::vector<SqlRow> QueryDb(const std::string& path, const std::string& sql);
+
+}  // namespace fedrad::testing
+
+#endif  // FEDRAD_TESTS_HARNESS_H_

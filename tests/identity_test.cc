@@ -1,0 +1,116 @@
+// Mutual TLS and identity: a node whose certificate comes from another CA is
+// refused, and so is a node with a valid certificate whose CN is not a site
+// in the plan. The positive control — a provisioned site — is accepted.
+#include <sys/stat.h>
+
+#include <gtest/gtest.h>
+
+#include <filesystem>
+
+#include "crypto/pki.h"
+#include "tests/harness.h"
+
+namespace fedrad::testing {
+namespace {
+
+TEST(IdentityTest, ProvisioningWritesKeysPrivatelyWithSiteCommonNames) {
+  const std::string dir = MakeWorkspace();
+  MiniFederation f = SetUpFederation(dir, {.sites = 2});
+  for (const std::string& site : f.sites) {
+    struct stat st {};
+    ASSERT_EQ(::stat((dir + "/kits/" + site + "/site.key").c_str(), &st), 0);
+    EXPECT_EQ(st.st_mode & 0777, 0600u) << site;
+    auto info = crypto::ParseCertificate(ReadText(dir + "/kits/" + site + "/site.pem"), site);
+    ASSERT_TRUE(info.ok());
+    EXPECT_EQ(info->common_name, site);
+    EXPECT_TRUE(crypto::VerifyCertificateChain(ReadText(dir + "/kits/" + site + "/site.pem"),
+                                               ReadText(dir + "/kits/ca/ca.pem"), site).ok());
+  }
+  struct stat st {};
+  ASSERT_EQ(::stat((dir + "/kits/ca/ca.key").c_str(), &st), 0);
+  EXPECT_EQ(st.st_mode & 0777, 0600u);
+  ASSERT_EQ(::stat((dir + "/kits/coordinator/coordinator.key").c_str(), &st), 0);
+  EXPECT_EQ(st.st_mode & 0777, 0600u);
+  auto coord = crypto::ParseCertificate(ReadText(dir + "/kits/coordinator/coordinator.pem"), "c");
+  ASSERT_TRUE(coord.ok());
+  EXPECT_EQ(coord->dns_names, std::vector<std::string>{"localhost"});
+  EXPECT_EQ(coord->ip_addresses, std::vector<std::string>{"127.0.0.1"});
+  RemoveWorkspaceIfPassed(dir);
+}
+
+TEST(IdentityTest, ForeignCaAndUnknownSiteAreRefused) {
+  const std::string dir = MakeWorkspace();
+  MiniFederation f = SetUpFederation(dir, {.sites = 2});
+  ASSERT_FALSE(::testing::Test::HasFailure());
+  auto coordinator = StartCoordinator(f, "coordinator.log");
+
+  // Positive control: a provisioned site is accepted.
+  EXPECT_EQ(RunCommand({NodeBin(), "check", "--config", f.NodeConfig("site-a")}, dir + "/check-a.log"), 0)
+      << ReadText(dir + "/check-a.log");
+
+  // Another federation's kit for a site with the same name: the coordinator's
+  // TLS layer rejects the certificate before any RPC runs.
+  std::string other = dir + "/other";
+  ASSERT_EQ(RunCommand({FedradBin(), "provision", "--plan", dir + "/plan.toml", "--out", other,
+                        "--data-root", dir + "/data"},
+                       dir + "/provision-other.log"),
+            0);
+  EXPECT_NE(RunCommand({NodeBin(), "check", "--config", other + "/site-a/node.toml"}, dir + "/check-foreign.log"), 0);
+  EXPECT_EQ(ReadText(dir + "/check-foreign.log").find("ok: the coordinator"), std::string::npos);
+
+  // The node trusts both CAs (so it accepts the coordinator, and its own
+  // certificate checks out locally) but holds the other federation's
+  // certificate: only the coordinator's client verification stands in the way.
+  std::string mixed = dir + "/mixed";
+  std::filesystem::create_directories(mixed);
+  WriteText(mixed + "/ca.pem", ReadText(other + "/ca/ca.pem") + ReadText(dir + "/kits/ca/ca.pem"));
+  WriteText(mixed + "/site.pem", ReadText(other + "/site-a/site.pem"));
+  WriteText(mixed + "/site.key", ReadText(other + "/site-a/site.key"));
+  WriteText(mixed + "/node.toml", ReadText(f.NodeConfig("site-a")));
+  auto count = [](const std::string& text, const std::string& what) {
+    size_t n = 0;
+    for (size_t at = text.find(what); at != std::string::npos; at = text.find(what, at + 1)) ++n;
+    return n;
+  };
+  const size_t rejected_before = count(coordinator->Log(), "certificate verify failed");
+  EXPECT_EQ(RunCommand({NodeBin(), "check", "--config", mixed + "/node.toml"}, dir + "/check-mixed.log"), 1);
+  // The refusal happened in the coordinator's TLS handshake.
+  EXPECT_GT(count(coordinator->Log(), "certificate verify failed"), rejected_before) << coordinator->Log();
+  EXPECT_EQ(ReadText(dir + "/check-mixed.log").find("ok: the coordinator"), std::string::npos)
+      << ReadText(dir + "/check-mixed.log");
+  // With only our CA, the node's own config check names the problem.
+  WriteText(mixed + "/ca.pem", ReadText(dir + "/kits/ca/ca.pem"));
+  EXPECT_EQ(RunCommand({NodeBin(), "check", "--config", mixed + "/node.toml"}, dir + "/check-mixed2.log"), 2);
+  EXPECT_NE(ReadText(dir + "/check-mixed2.log").find("tls.certificate against tls.ca"), std::string::npos)
+      << ReadText(dir + "/check-mixed2.log");
+
+  // A valid certificate from the federation's own CA whose CN is not in the plan.
+  ASSERT_EQ(RunCommand({FedradBin(), "add-site", "--kits", dir + "/kits", "--name", "intruder", "--address",
+                        "127.0.0.1:" + std::to_string(f.port), "--data-root", dir + "/data"},
+                       dir + "/add-site.log"),
+            0)
+      << ReadText(dir + "/add-site.log");
+  std::string cfg = ReadText(dir + "/kits/intruder/node.toml");
+  cfg.replace(cfg.find("/intruder\""), 10, "/site-a\"");
+  cfg.replace(cfg.find("/intruder/labels.csv"), 20, "/site-a/labels.csv");
+  WriteText(dir + "/kits/intruder/node.toml", cfg);
+  EXPECT_EQ(RunCommand({NodeBin(), "check", "--config", dir + "/kits/intruder/node.toml"}, dir + "/check-intruder.log"), 1);
+  EXPECT_NE(ReadText(dir + "/check-intruder.log").find("certificate CN 'intruder' is not a site in the federation plan"),
+            std::string::npos)
+      << ReadText(dir + "/check-intruder.log");
+  // `run` gives up at once rather than retrying forever.
+  EXPECT_EQ(RunCommand({NodeBin(), "run", "--config", dir + "/kits/intruder/node.toml"}, dir + "/run-intruder.log",
+                       std::chrono::seconds(30)),
+            1);
+  EXPECT_NE(coordinator->Log().find("certificate CN 'intruder' is not a site in the plan"), std::string::npos);
+
+  // Neither refused node ever reached the coordinator's state.
+  for (const SqlRow& r : QueryDb(f.StateDb(), "SELECT site FROM nodes")) {
+    EXPECT_NE(AsText(r[0]), "intruder");
+  }
+  EXPECT_TRUE(coordinator->Running());
+  RemoveWorkspaceIfPassed(dir);
+}
+
+}  // namespace
+}  // namespace fedrad::testing
