@@ -28,6 +28,9 @@ void ImageSet::Append(const ImageSet& other, int64_t index) {
 absl::StatusOr<std::vector<LabelRow>> LoadLabels(const std::string& csv_path, int num_classes) {
   absl::StatusOr<std::string> text = ReadFile(csv_path, 256 << 20);
   if (!text.ok()) return absl::Status(text.status().code(), absl::StrCat("labels: ", text.status().message()));
+  if (absl::StripAsciiWhitespace(*text).empty()) {
+    return absl::InvalidArgumentError(absl::StrCat(csv_path, ": empty file; expected a header \"path,label\""));
+  }
   std::vector<LabelRow> rows;
   std::set<std::string> seen;
   int line_no = 0;
@@ -65,9 +68,6 @@ absl::StatusOr<std::vector<LabelRow>> LoadLabels(const std::string& csv_path, in
           csv_path, ":", line_no, ": path '", row.path, "' is listed twice"));
     }
     rows.push_back(std::move(row));
-  }
-  if (line_no == 0 || text->empty()) {
-    return absl::InvalidArgumentError(absl::StrCat(csv_path, ": empty file"));
   }
   return rows;
 }

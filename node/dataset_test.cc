@@ -1,0 +1,91 @@
+#include "node/dataset.h"
+
+#include <gtest/gtest.h>
+
+#include <filesystem>
+#include <fstream>
+#include <set>
+
+namespace fedrad::node {
+namespace {
+
+std::string WriteCsv(const std::string& text) {
+  std::string path = std::filesystem::temp_directory_path() /
+                     ("fedrad_labels_" + std::to_string(::getpid()) + ".csv");
+  std::ofstream(path) << text;
+  return path;
+}
+
+TEST(LabelsTest, ParsesRows) {
+  auto rows = LoadLabels(WriteCsv("path,label\na/1.dcm,0\nb/2.dcm, 1\n\n"), 2);
+  ASSERT_TRUE(rows.ok()) << rows.status();
+  ASSERT_EQ(rows->size(), 2u);
+  EXPECT_EQ((*rows)[1].path, "b/2.dcm");
+  EXPECT_EQ((*rows)[1].label, 1);
+  EXPECT_EQ((*rows)[1].line, 3);
+}
+
+TEST(LabelsTest, RejectsMalformedRowsNamingTheLine) {
+  struct Case { const char* text; const char* expect; } cases[] = {
+      {"file,class\na,0\n", ":1: the header"},
+      {"path,label\na,0\nb,2\n", ":3: label '2'"},
+      {"path,label\na,x\n", ":2: label 'x'"},
+      {"path,label\na,0,1\n", ":2: expected 2 fields"},
+      {"path,label\n../etc/passwd,0\n", ":2: path must be relative"},
+      {"path,label\n/abs,0\n", ":2: path must be relative"},
+      {"path,label\na,0\na,1\n", ":3: path 'a' is listed twice"},
+      {"", "empty"},
+  };
+  for (const Case& c : cases) {
+    auto rows = LoadLabels(WriteCsv(c.text), 2);
+    ASSERT_FALSE(rows.ok()) << c.text;
+    EXPECT_NE(rows.status().message().find(c.expect), std::string::npos)
+        << c.text << " -> " << rows.status().message();
+  }
+  EXPECT_FALSE(LoadLabels("/nonexistent/labels.csv", 2).ok());
+}
+
+ImageSet MakeSet(int patients, int images_per_patient) {
+  ImageSet s;
+  s.size = 2;
+  for (int p = 0; p < patients; ++p) {
+    for (int i = 0; i < images_per_patient; ++i) {
+      s.pixels.insert(s.pixels.end(), 4, static_cast<float>(p));
+      s.labels.push_back(p % 2);
+      s.patients.push_back("patient-" + std::to_string(p));
+    }
+  }
+  return s;
+}
+
+TEST(SplitTest, NoPatientOnBothSides) {
+  ImageSet s = MakeSet(200, 3);
+  PatientSplit split = SplitByPatient(s, 0.2, 42);
+  std::set<std::string> train(split.train.patients.begin(), split.train.patients.end());
+  for (const std::string& p : split.validation.patients) EXPECT_EQ(train.count(p), 0u) << p;
+  EXPECT_EQ(split.train.count() + split.validation.count(), s.count());
+  EXPECT_EQ(split.train_patients + split.validation_patients, 200);
+  // About the requested share (binomial, 200 patients: well within 0.1..0.3).
+  EXPECT_GT(split.validation_patients, 20);
+  EXPECT_LT(split.validation_patients, 60);
+  // Pixels travel with their labels and patients.
+  for (int64_t i = 0; i < split.validation.count(); ++i) {
+    EXPECT_EQ("patient-" + std::to_string(static_cast<int>(split.validation.pixels[i * 4])),
+              split.validation.patients[i]);
+  }
+}
+
+TEST(SplitTest, DependsOnSeedAndPatientOnlyNotOnOrder) {
+  ImageSet s = MakeSet(50, 2);
+  ImageSet reversed;
+  reversed.size = 2;
+  for (int64_t i = s.count() - 1; i >= 0; --i) reversed.Append(s, i);
+  auto val = [](const PatientSplit& sp) {
+    return std::set<std::string>(sp.validation.patients.begin(), sp.validation.patients.end());
+  };
+  EXPECT_EQ(val(SplitByPatient(s, 0.3, 7)), val(SplitByPatient(reversed, 0.3, 7)));
+  EXPECT_NE(val(SplitByPatient(s, 0.3, 7)), val(SplitByPatient(s, 0.3, 8)));
+}
+
+}  // namespace
+}  // namespace fedrad::node

@@ -1,0 +1,115 @@
+#include "node/dicom_reader.h"
+
+#include <dcmtk/dcmdata/dcdeftag.h>
+#include <dcmtk/dcmdata/dcfilefo.h>
+#include <dcmtk/dcmdata/dcuid.h>
+#include <gtest/gtest.h>
+
+#include <filesystem>
+#include <fstream>
+
+#include "node/preprocess.h"
+
+namespace fedrad::node {
+namespace {
+
+class DicomReaderTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    dir_ = std::filesystem::temp_directory_path() / ("fedrad_dicom_" + std::to_string(::getpid()));
+    std::filesystem::create_directories(dir_);
+  }
+  void TearDown() override { std::filesystem::remove_all(dir_); }
+
+  // A 3x4 CT slice with stored values 0..11 and the given rescale.
+  std::string WriteCt(const std::string& name, const char* slope, const char* intercept,
+                      bool with_pixels = true) {
+    DcmFileFormat file;
+    DcmDataset* ds = file.getDataset();
+    ds->putAndInsertString(DCM_SOPClassUID, UID_CTImageStorage);
+    ds->putAndInsertString(DCM_SOPInstanceUID, "2.25.1234");
+    ds->putAndInsertString(DCM_PatientID, "P1");
+    ds->putAndInsertString(DCM_Modality, "CT");
+    ds->putAndInsertString(DCM_PhotometricInterpretation, "MONOCHROME2");
+    ds->putAndInsertString(DCM_RescaleSlope, slope);
+    ds->putAndInsertString(DCM_RescaleIntercept, intercept);
+    ds->putAndInsertString(DCM_WindowCenter, "40");
+    ds->putAndInsertString(DCM_WindowWidth, "400");
+    ds->putAndInsertUint16(DCM_SamplesPerPixel, 1);
+    ds->putAndInsertUint16(DCM_Rows, 3);
+    ds->putAndInsertUint16(DCM_Columns, 4);
+    ds->putAndInsertUint16(DCM_BitsAllocated, 16);
+    ds->putAndInsertUint16(DCM_BitsStored, 16);
+    ds->putAndInsertUint16(DCM_HighBit, 15);
+    ds->putAndInsertUint16(DCM_PixelRepresentation, 1);
+    if (with_pixels) {
+      Uint16 px[12];
+      for (int i = 0; i < 12; ++i) px[i] = static_cast<Uint16>(i * 100);
+      ds->putAndInsertUint16Array(DCM_PixelData, px, 12);
+    }
+    std::string path = (dir_ / name).string();
+    EXPECT_TRUE(file.saveFile(path.c_str(), EXS_LittleEndianExplicit).good());
+    return path;
+  }
+  std::filesystem::path dir_;
+};
+
+TEST_F(DicomReaderTest, AppliesRescaleExactlyIncludingNonIntegerSlopes) {
+  auto f = ReadDicomImage(WriteCt("a.dcm", "1", "-1024"));
+  ASSERT_TRUE(f.ok()) << f.status();
+  EXPECT_EQ(f->patient_id, "P1");
+  EXPECT_EQ(f->modality, "CT");
+  ASSERT_EQ(f->frames.size(), 1u);
+  ASSERT_EQ(f->frames[0].rows, 3);
+  ASSERT_EQ(f->frames[0].columns, 4);
+  for (int i = 0; i < 12; ++i) EXPECT_FLOAT_EQ(f->frames[0].values[i], i * 100 - 1024.0f);
+  EXPECT_DOUBLE_EQ(*f->window_center, 40);
+
+  auto g = ReadDicomImage(WriteCt("b.dcm", "0.25", "-10.5"));
+  ASSERT_TRUE(g.ok()) << g.status();
+  for (int i = 0; i < 12; ++i) EXPECT_FLOAT_EQ(g->frames[0].values[i], i * 100 * 0.25f - 10.5f);
+}
+
+TEST_F(DicomReaderTest, NamesWhatIsWrong) {
+  auto none = ReadDicomImage(WriteCt("c.dcm", "1", "0", /*with_pixels=*/false));
+  ASSERT_FALSE(none.ok());
+  EXPECT_EQ(none.status().code(), absl::StatusCode::kUnimplemented);
+  EXPECT_NE(none.status().message().find("no image"), std::string::npos);
+
+  std::string junk = (dir_ / "junk.dcm").string();
+  std::ofstream(junk) << "this is not DICOM at all, just text";
+  auto bad = ReadDicomImage(junk);
+  ASSERT_FALSE(bad.ok());
+  EXPECT_NE(bad.status().message().find(junk), std::string::npos);
+
+  std::string empty = (dir_ / "empty.dcm").string();
+  std::ofstream(empty).close();
+  EXPECT_FALSE(ReadDicomImage(empty).ok());
+  EXPECT_FALSE(ReadDicomImage((dir_ / "missing.dcm").string()).ok());
+}
+
+TEST(PreprocessTest, WindowsToUnitRangeAndPadsToSquare) {
+  ModalityFrame frame;
+  frame.rows = 2;
+  frame.columns = 4;
+  frame.values = {-1000, -160, 40, 240, 1000, 40, 40, 40};
+  DicomImageFile file;
+  PreprocessSettings s;  // window 40/400 -> [-160, 240]
+  s.output_size = 4;
+  std::vector<float> out = PreprocessFrame(frame, file, s);
+  ASSERT_EQ(out.size(), 16u);
+  // A 2x4 image scaled 1x into 4x4 sits in rows 1-2; rows 0 and 3 are padding.
+  for (int c = 0; c < 4; ++c) {
+    EXPECT_FLOAT_EQ(out[c], 0.0f);
+    EXPECT_FLOAT_EQ(out[12 + c], 0.0f);
+  }
+  EXPECT_FLOAT_EQ(out[4 + 0], 0.0f);   // -1000 clamps to 0
+  EXPECT_FLOAT_EQ(out[4 + 1], 0.0f);   // window bottom
+  EXPECT_FLOAT_EQ(out[4 + 2], 0.5f);   // centre
+  EXPECT_FLOAT_EQ(out[4 + 3], 1.0f);   // window top
+  EXPECT_FLOAT_EQ(out[8 + 0], 1.0f);   // 1000 clamps to 1
+  EXPECT_NE(DescribePipeline(s), DescribePipeline(PreprocessSettings{}));
+}
+
+}  // namespace
+}  // namespace fedrad::node
