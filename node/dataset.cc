@@ -97,11 +97,11 @@ absl::StatusOr<ImageSet> LoadImageSet(const std::string& data_dir, const std::st
     }
     absl::StatusOr<DicomImageFile> file = ReadDicomImage(path);
     if (!file.ok()) {
-      std::string reason(file.status().message());
-      // Keep the reason, drop the path: the report counts by kind.
-      const size_t colon = reason.find("': ");
-      if (colon != std::string::npos) reason = reason.substr(colon + 3);
-      ++report->skipped[reason];
+      if (IsNoImage(file.status())) {
+        ++report->no_image;
+      } else {
+        ++report->skipped[ReasonOf(file.status())];
+      }
       continue;
     }
     // Without a PatientID the file is its own privacy unit.

@@ -40,7 +40,8 @@ struct LoadReport {
   int images_loaded = 0;               // frames, after the pipeline
   int rows_without_file = 0;
   int files_without_row = 0;
-  std::map<std::string, int> skipped;  // reason -> number of files
+  int no_image = 0;                    // DICOM objects without pixel data (SR, RT plans...)
+  std::map<std::string, int> skipped;  // reason -> number of unreadable files
   int patients = 0;
 };
 

@@ -2,18 +2,70 @@
 
 #include <dcmtk/dcmdata/dcdeftag.h>
 #include <dcmtk/dcmdata/dcfilefo.h>
+#include <dcmtk/dcmdata/dcpixel.h>
+#include <dcmtk/dcmdata/dcrledrg.h>
 #include <dcmtk/dcmdata/dcuid.h>
 #include <dcmtk/dcmdata/dcxfer.h>
 #include <dcmtk/dcmimgle/dcmimage.h>
+#include <dcmtk/dcmimage/diregist.h>  // registers colour image support
 #include <dcmtk/dcmimgle/dipixel.h>
+#include <dcmtk/dcmjpeg/djdecode.h>
+#include <dcmtk/dcmjpls/djdecode.h>
 #include <dcmtk/oflog/oflog.h>
 
+#include <filesystem>
+#include <memory>
 #include <mutex>
 
 #include "absl/strings/str_cat.h"
 
 namespace fedrad::node {
 namespace {
+
+constexpr char kNoImage[] = "no image (no pixel data)";
+
+// Registers DCMTK's decoders once per process and silences its logger: every
+// problem it reports also comes back as an OFCondition or image status, which
+// our errors carry with the file name.
+void InitDcmtk() {
+  static std::once_flag once;
+  std::call_once(once, [] {
+    OFLog::configure(OFLogger::FATAL_LOG_LEVEL);
+    DJDecoderRegistration::registerCodecs();
+    DJLSDecoderRegistration::registerCodecs();
+    DcmRLEDecoderRegistration::registerCodecs();
+  });
+}
+
+absl::Status Error(absl::StatusCode code, const std::string& path, absl::string_view reason) {
+  return absl::Status(code, absl::StrCat("'", path, "': ", reason));
+}
+
+// Transfer syntaxes DCMTK's open edition cannot decode, with the reason.
+const char* UnsupportedSyntax(E_TransferSyntax xfer) {
+  switch (xfer) {
+    case EXS_JPEG2000LosslessOnly:
+    case EXS_JPEG2000:
+    case EXS_JPEG2000MulticomponentLosslessOnly:
+    case EXS_JPEG2000Multicomponent:
+      return "JPEG 2000 is not supported (DCMTK's open edition has no JPEG 2000 decoder)";
+    case EXS_JPIPReferenced:
+    case EXS_JPIPReferencedDeflate:
+      return "JPIP-referenced pixel data is not stored in the file";
+    case EXS_MPEG2MainProfileAtMainLevel:
+    case EXS_MPEG2MainProfileAtHighLevel:
+    case EXS_MPEG4HighProfileLevel4_1:
+    case EXS_MPEG4BDcompatibleHighProfileLevel4_1:
+    case EXS_MPEG4HighProfileLevel4_2_For2DVideo:
+    case EXS_MPEG4HighProfileLevel4_2_For3DVideo:
+    case EXS_MPEG4StereoHighProfileLevel4_2:
+    case EXS_HEVCMainProfileLevel5_1:
+    case EXS_HEVCMain10ProfileLevel5_1:
+      return "video transfer syntaxes (MPEG/HEVC) are not supported";
+    default:
+      return nullptr;
+  }
+}
 
 // Applies the modality rescale in float: DCMTK's own modality transform
 // stores its result in an integer type, which would truncate non-integer
@@ -25,6 +77,7 @@ void CopyFrames(const void* data, int rows, int cols, unsigned long frames, doub
   const size_t per_frame = static_cast<size_t>(rows) * static_cast<size_t>(cols);
   for (unsigned long f = 0; f < frames; ++f) {
     ModalityFrame frame;
+    frame.index = static_cast<int>(f);
     frame.rows = rows;
     frame.columns = cols;
     frame.values.resize(per_frame);
@@ -42,55 +95,131 @@ std::string GetString(DcmDataset* ds, const DcmTagKey& tag) {
   return "";
 }
 
+// For native (uncompressed) pixel data, the length DCMTK would silently pad
+// or truncate must match Rows x Columns x Samples x Frames exactly.
+absl::Status CheckNativeLength(DcmDataset* ds, const std::string& path) {
+  Uint16 rows = 0, cols = 0, bits_allocated = 0, samples = 1;
+  ds->findAndGetUint16(DCM_Rows, rows);
+  ds->findAndGetUint16(DCM_Columns, cols);
+  ds->findAndGetUint16(DCM_BitsAllocated, bits_allocated);
+  ds->findAndGetUint16(DCM_SamplesPerPixel, samples);
+  Sint32 frames = 1;
+  if (ds->findAndGetSint32(DCM_NumberOfFrames, frames).bad() || frames < 1) frames = 1;
+  if (rows == 0 || cols == 0 || bits_allocated == 0) {
+    return Error(absl::StatusCode::kInvalidArgument, path,
+                 "Rows, Columns or BitsAllocated is missing, zero or of the wrong type");
+  }
+  DcmElement* pixel = nullptr;
+  if (ds->findAndGetElement(DCM_PixelData, pixel).bad() || pixel == nullptr) return absl::OkStatus();
+  const uint64_t have = pixel->getLength();
+  const uint64_t bits = uint64_t{rows} * cols * samples * static_cast<uint64_t>(frames) * bits_allocated;
+  const uint64_t want = (bits + 7) / 8;
+  // Odd lengths are padded to even in DICOM.
+  if (have != want && have != want + (want % 2)) {
+    return Error(absl::StatusCode::kInvalidArgument, path,
+                 absl::StrCat("pixel data has ", have, " bytes but Rows x Columns x Samples x Frames (",
+                              rows, "x", cols, "x", samples, "x", frames, ") at ", bits_allocated,
+                              " bits needs ", want));
+  }
+  return absl::OkStatus();
+}
+
 }  // namespace
 
-absl::StatusOr<DicomImageFile> ReadDicomImage(const std::string& path) {
-  // DCMTK logs per-file notes to stderr; our own errors carry what matters.
-  static std::once_flag quiet;
-  std::call_once(quiet, [] { OFLog::configure(OFLogger::ERROR_LOG_LEVEL); });
+std::string ReasonOf(const absl::Status& status) {
+  std::string m(status.message());
+  if (!m.empty() && m[0] == '\'') {
+    const size_t end = m.find("': ");
+    if (end != std::string::npos) return m.substr(end + 3);
+  }
+  return m;
+}
+
+bool IsNoImage(const absl::Status& status) {
+  return status.code() == absl::StatusCode::kUnimplemented && ReasonOf(status) == kNoImage;
+}
+
+absl::StatusOr<DicomImageFile> ReadDicomImage(const std::string& path, const DicomReadOptions& options) {
+  InitDcmtk();
+  std::error_code ec;
+  if (!std::filesystem::is_regular_file(path, ec)) {
+    return Error(absl::StatusCode::kNotFound, path, "no such file");
+  }
   DcmFileFormat file;
   OFCondition cond = file.loadFile(path.c_str());
   if (cond.bad()) {
-    return absl::InvalidArgumentError(
-        absl::StrCat("'", path, "': not a readable DICOM file: ", cond.text()));
+    return Error(absl::StatusCode::kInvalidArgument, path,
+                 absl::StrCat("not a readable DICOM file (", cond.text(), ")"));
   }
   DcmDataset* ds = file.getDataset();
   DicomImageFile out;
   out.patient_id = GetString(ds, DCM_PatientID);
   out.sop_instance_uid = GetString(ds, DCM_SOPInstanceUID);
+  out.sop_class_uid = GetString(ds, DCM_SOPClassUID);
   out.modality = GetString(ds, DCM_Modality);
+  out.photometric = GetString(ds, DCM_PhotometricInterpretation);
   const E_TransferSyntax xfer = ds->getOriginalXfer();
-  out.transfer_syntax_uid = DcmXfer(xfer).getXferID();
+  DcmXfer xfer_info(xfer);
+  out.transfer_syntax_uid = xfer_info.getXferID();
+  out.transfer_syntax_name = xfer_info.getXferName();
+  Uint16 u16 = 0;
+  if (ds->findAndGetUint16(DCM_Rows, u16).good()) out.rows = u16;
+  if (ds->findAndGetUint16(DCM_Columns, u16).good()) out.columns = u16;
+  if (ds->findAndGetUint16(DCM_BitsStored, u16).good()) out.bits_stored = u16;
+  if (ds->findAndGetUint16(DCM_PixelRepresentation, u16).good()) out.is_signed = u16 == 1;
   Float64 v;
   if (ds->findAndGetFloat64(DCM_WindowCenter, v).good()) out.window_center = v;
   if (ds->findAndGetFloat64(DCM_WindowWidth, v).good() && v > 0) out.window_width = v;
 
   if (!ds->tagExistsWithValue(DCM_PixelData)) {
-    return absl::UnimplementedError(absl::StrCat("'", path, "': no image (no pixel data)"));
+    return Error(absl::StatusCode::kUnimplemented, path, kNoImage);
   }
+  if (const char* why = UnsupportedSyntax(xfer)) {
+    return Error(absl::StatusCode::kUnimplemented, path, why);
+  }
+  if (!xfer_info.isEncapsulated()) {
+    absl::Status s = CheckNativeLength(ds, path);
+    if (!s.ok()) return s;
+  }
+  const bool color = out.photometric.rfind("MONOCHROME", 0) != 0 && out.photometric != "PALETTE COLOR";
+  if (color && !options.color_to_gray) {
+    return Error(absl::StatusCode::kUnimplemented, path,
+                 absl::StrCat("colour image (", out.photometric, ") and color_to_gray is off"));
+  }
+  out.invert = out.photometric == "MONOCHROME1";
+  if (options.header_only) return out;
+
   Float64 slope = 1.0, intercept = 0.0;
   if (ds->findAndGetFloat64(DCM_RescaleSlope, slope).bad() || slope == 0) slope = 1.0;
   if (ds->findAndGetFloat64(DCM_RescaleIntercept, intercept).bad()) intercept = 0.0;
-  DicomImage image(ds, xfer, CIF_MayDetachPixelData | CIF_IgnoreModalityTransformation, 0, 0);
-  if (image.getStatus() != EIS_Normal) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "'", path, "': cannot decode pixel data: ", DicomImage::getString(image.getStatus())));
+  auto image = std::make_unique<DicomImage>(
+      ds, xfer, CIF_MayDetachPixelData | CIF_IgnoreModalityTransformation, 0, 0);
+  if (image->getStatus() != EIS_Normal) {
+    return Error(absl::StatusCode::kInvalidArgument, path,
+                 absl::StrCat("cannot decode pixel data: ", DicomImage::getString(image->getStatus())));
   }
-  if (!image.isMonochrome()) {
-    return absl::UnimplementedError(
-        absl::StrCat("'", path, "': colour images are not supported yet"));
+  if (!image->isMonochrome()) {
+    // Luminance (ITU-R BT.601 weights) of RGB; DCMTK has already converted
+    // YBR and planar layouts to RGB.
+    std::unique_ptr<DicomImage> gray(image->createMonochromeImage());
+    if (gray == nullptr || gray->getStatus() != EIS_Normal) {
+      return Error(absl::StatusCode::kInvalidArgument, path, "cannot convert the colour image to grayscale");
+    }
+    image = std::move(gray);
+    slope = 1.0;
+    intercept = 0.0;
   }
-  const DiPixel* pixels = image.getInterData();
+  const DiPixel* pixels = image->getInterData();
   if (pixels == nullptr || pixels->getData() == nullptr) {
-    return absl::InvalidArgumentError(absl::StrCat("'", path, "': pixel data could not be read"));
+    return Error(absl::StatusCode::kInvalidArgument, path, "pixel data could not be read");
   }
-  const int rows = static_cast<int>(image.getHeight());
-  const int cols = static_cast<int>(image.getWidth());
-  const unsigned long frames = image.getFrameCount();
+  const int rows = static_cast<int>(image->getHeight());
+  const int cols = static_cast<int>(image->getWidth());
+  const unsigned long frames = image->getFrameCount();
   if (rows <= 0 || cols <= 0 || frames == 0 ||
       pixels->getCount() < static_cast<unsigned long>(rows) * cols * frames) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "'", path, "': Rows x Columns x frames disagrees with the pixel data"));
+    return Error(absl::StatusCode::kInvalidArgument, path,
+                 "Rows x Columns x frames disagrees with the decoded pixel data");
   }
   const void* data = pixels->getData();
   switch (pixels->getRepresentation()) {
@@ -101,8 +230,7 @@ absl::StatusOr<DicomImageFile> ReadDicomImage(const std::string& path) {
     case EPR_Uint32: CopyFrames<Uint32>(data, rows, cols, frames, slope, intercept, &out.frames); break;
     case EPR_Sint32: CopyFrames<Sint32>(data, rows, cols, frames, slope, intercept, &out.frames); break;
     default:
-      return absl::UnimplementedError(
-          absl::StrCat("'", path, "': unsupported internal pixel representation"));
+      return Error(absl::StatusCode::kUnimplemented, path, "unsupported internal pixel representation");
   }
   return out;
 }

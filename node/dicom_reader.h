@@ -5,6 +5,7 @@
 #include <string>
 #include <vector>
 
+#include "absl/status/status.h"
 #include "absl/status/statusor.h"
 
 namespace fedrad::node {
@@ -12,6 +13,7 @@ namespace fedrad::node {
 // One frame's modality values (after RescaleSlope/Intercept, e.g. Hounsfield
 // units for CT), row-major rows x columns.
 struct ModalityFrame {
+  int index = 0;  // frame number within the file, from 0
   int rows = 0;
   int columns = 0;
   std::vector<float> values;
@@ -22,17 +24,47 @@ struct ModalityFrame {
 struct DicomImageFile {
   std::string patient_id;
   std::string sop_instance_uid;
+  std::string sop_class_uid;
   std::string modality;
   std::string transfer_syntax_uid;
+  std::string transfer_syntax_name;
+  std::string photometric;  // as stored, e.g. MONOCHROME1, RGB, YBR_FULL_422
+  int rows = 0;
+  int columns = 0;
+  int bits_stored = 0;
+  bool is_signed = false;
+  // MONOCHROME1 stores "bright means less dense"; preprocessing inverts it
+  // after windowing so bright always means dense.
+  bool invert = false;
   std::optional<double> window_center;  // the file's own VOI, if any
   std::optional<double> window_width;
   std::vector<ModalityFrame> frames;
 };
 
-// Reads and decodes `path` with DCMTK. Errors are specific and name the file:
-// NotFound (missing), InvalidArgument (not DICOM / malformed), Unimplemented
-// (a file without pixel data, or an unsupported photometric interpretation).
-absl::StatusOr<DicomImageFile> ReadDicomImage(const std::string& path);
+struct DicomReadOptions {
+  // Colour images (RGB, YBR_*) become one luminance channel; otherwise they
+  // are refused.
+  bool color_to_gray = true;
+  // Read only the header (no pixel decoding): frames stays empty.
+  bool header_only = false;
+};
+
+// Reads and decodes `path` with DCMTK: native little/big endian (implicit or
+// explicit VR), deflated, RLE, JPEG baseline/extended/lossless and JPEG-LS.
+// Every error names the file; the reason (ReasonOf) says what was wrong:
+//   NotFound        missing file
+//   InvalidArgument not DICOM, truncated, malformed, pixel data of the wrong size
+//   Unimplemented   valid but unusable: no pixel data ("no image"), JPEG 2000,
+//                   video, colour when color_to_gray is off
+absl::StatusOr<DicomImageFile> ReadDicomImage(const std::string& path,
+                                              const DicomReadOptions& options = {});
+
+// The reason of a ReadDicomImage error without the file name, for counting.
+std::string ReasonOf(const absl::Status& status);
+
+// True for the "no image" case: a DICOM object without pixel data (a
+// structured report, an RT plan, a presentation state, a DICOMDIR).
+bool IsNoImage(const absl::Status& status);
 
 }  // namespace fedrad::node
 

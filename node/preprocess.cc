@@ -23,7 +23,8 @@ std::vector<float> PreprocessFrame(const ModalityFrame& frame, const DicomImageF
     float* out = windowed.ptr<float>(r);
     const float* in = frame.values.data() + static_cast<size_t>(r) * frame.columns;
     for (int c = 0; c < frame.columns; ++c) {
-      out[c] = static_cast<float>(std::clamp((in[c] - low) / width, 0.0, 1.0));
+      const float w = static_cast<float>(std::clamp((in[c] - low) / width, 0.0, 1.0));
+      out[c] = file.invert ? 1.0f - w : w;
     }
   }
   const int size = settings.output_size;
