@@ -95,7 +95,9 @@ absl::StatusOr<ImageSet> LoadImageSet(const std::string& data_dir, const std::st
       ++report->rows_without_file;
       continue;
     }
-    absl::StatusOr<DicomImageFile> file = ReadDicomImage(path);
+    DicomReadOptions read_options;
+    read_options.color_to_gray = settings.color_to_gray;
+    absl::StatusOr<DicomImageFile> file = ReadDicomImage(path, read_options);
     if (!file.ok()) {
       if (IsNoImage(file.status())) {
         ++report->no_image;

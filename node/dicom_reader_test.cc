@@ -8,7 +8,6 @@
 #include <filesystem>
 #include <fstream>
 
-#include "node/preprocess.h"
 
 namespace fedrad::node {
 namespace {
@@ -86,29 +85,6 @@ TEST_F(DicomReaderTest, NamesWhatIsWrong) {
   std::ofstream(empty).close();
   EXPECT_FALSE(ReadDicomImage(empty).ok());
   EXPECT_FALSE(ReadDicomImage((dir_ / "missing.dcm").string()).ok());
-}
-
-TEST(PreprocessTest, WindowsToUnitRangeAndPadsToSquare) {
-  ModalityFrame frame;
-  frame.rows = 2;
-  frame.columns = 4;
-  frame.values = {-1000, -160, 40, 240, 1000, 40, 40, 40};
-  DicomImageFile file;
-  PreprocessSettings s;  // window 40/400 -> [-160, 240]
-  s.output_size = 4;
-  std::vector<float> out = PreprocessFrame(frame, file, s);
-  ASSERT_EQ(out.size(), 16u);
-  // A 2x4 image scaled 1x into 4x4 sits in rows 1-2; rows 0 and 3 are padding.
-  for (int c = 0; c < 4; ++c) {
-    EXPECT_FLOAT_EQ(out[c], 0.0f);
-    EXPECT_FLOAT_EQ(out[12 + c], 0.0f);
-  }
-  EXPECT_FLOAT_EQ(out[4 + 0], 0.0f);   // -1000 clamps to 0
-  EXPECT_FLOAT_EQ(out[4 + 1], 0.0f);   // window bottom
-  EXPECT_FLOAT_EQ(out[4 + 2], 0.5f);   // centre
-  EXPECT_FLOAT_EQ(out[4 + 3], 1.0f);   // window top
-  EXPECT_FLOAT_EQ(out[8 + 0], 1.0f);   // 1000 clamps to 1
-  EXPECT_NE(DescribePipeline(s), DescribePipeline(PreprocessSettings{}));
 }
 
 }  // namespace

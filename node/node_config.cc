@@ -19,9 +19,7 @@ absl::StatusOr<NodeConfig> LoadNodeConfig(const std::string& path) {
   out.labels_csv = c.GetPath("data.labels");
   out.validation_fraction = c.GetDouble("data.validation_fraction", 0.2, 0.0, 0.9);
   out.split_seed = static_cast<uint64_t>(c.GetInt("data.split_seed", 42, 0, INT64_MAX));
-  out.preprocess.window_center = c.GetDouble("preprocess.window_center", 40, -100000, 100000);
-  out.preprocess.window_width = c.GetDouble("preprocess.window_width", 400, 1, 200000);
-  out.preprocess.use_file_window = c.GetBool("preprocess.use_file_window", false);
+  out.preprocess = ReadPreprocessSettings(c);
   out.state_dir = c.GetPath("node.state_dir", "state");
   out.threads = static_cast<int>(c.GetInt("node.threads", 0, 0, 1024));
   out.max_backoff_s = c.GetDouble("node.max_backoff_s", 10, 0.1, 3600);

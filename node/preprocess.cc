@@ -4,19 +4,74 @@
 
 #include <algorithm>
 #include <cmath>
+#include <map>
 
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
+#include "common/config.h"
+#include "crypto/sha256.h"
 
 namespace fedrad::node {
+namespace {
+
+const std::map<std::string, std::pair<double, double>>& Presets() {
+  static const auto* presets = new std::map<std::string, std::pair<double, double>>{
+      {"lung", {-600, 1500}},   {"mediastinum", {50, 350}}, {"bone", {400, 1800}},
+      {"brain", {40, 80}},      {"soft-tissue", {40, 400}}, {"liver", {60, 160}},
+  };
+  return *presets;
+}
+
+std::pair<double, double> WindowFor(const DicomImageFile& file, const PreprocessSettings& s) {
+  if (s.window == "file" && file.window_center && file.window_width) {
+    return {*file.window_center, *file.window_width};
+  }
+  if (absl::StatusOr<std::pair<double, double>> p = WindowPreset(s.window); p.ok()) return *p;
+  return {s.window_center, s.window_width};
+}
+
+}  // namespace
+
+absl::StatusOr<std::pair<double, double>> WindowPreset(const std::string& name) {
+  auto it = Presets().find(name);
+  if (it == Presets().end()) return absl::NotFoundError(absl::StrCat("no window preset '", name, "'"));
+  return it->second;
+}
+
+PreprocessSettings ReadPreprocessSettings(ConfigReader& c) {
+  PreprocessSettings s;
+  s.window = c.GetString("preprocess.window", "explicit");
+  if (s.window != "explicit" && s.window != "file" && !WindowPreset(s.window).ok()) {
+    std::string names;
+    for (const auto& [name, cw] : Presets()) absl::StrAppend(&names, ", ", name);
+    c.Fail("preprocess.window", absl::StrCat("is '", s.window, "'; use explicit, file", names));
+  }
+  s.window_center = c.GetDouble("preprocess.window_center", 40, -100000, 100000);
+  s.window_width = c.GetDouble("preprocess.window_width", 400, 1, 200000);
+  s.resize = c.GetString("preprocess.resize", "pad");
+  if (s.resize != "pad" && s.resize != "crop") c.Fail("preprocess.resize", "must be \"pad\" or \"crop\"");
+  s.denoise = c.GetString("preprocess.denoise", "none");
+  if (s.denoise != "none" && s.denoise != "median" && s.denoise != "gaussian") {
+    c.Fail("preprocess.denoise", "must be \"none\", \"median\" or \"gaussian\"");
+  }
+  s.denoise_size = static_cast<int>(c.GetInt("preprocess.denoise_size", 3, 3, 15));
+  if (s.denoise_size % 2 == 0) c.Fail("preprocess.denoise_size", "must be odd");
+  s.clahe = c.GetBool("preprocess.clahe", false);
+  s.clahe_clip = c.GetDouble("preprocess.clahe_clip", 2.0, 0.1, 100);
+  s.clahe_tiles = static_cast<int>(c.GetInt("preprocess.clahe_tiles", 8, 1, 64));
+  s.normalize = c.GetString("preprocess.normalize", "none");
+  if (s.normalize != "none" && s.normalize != "zscore" && s.normalize != "fixed") {
+    c.Fail("preprocess.normalize", "must be \"none\", \"zscore\" or \"fixed\"");
+  }
+  s.normalize_mean = c.GetDouble("preprocess.normalize_mean", 0.5, -1e6, 1e6);
+  s.normalize_std = c.GetDouble("preprocess.normalize_std", 0.25, 1e-9, 1e6);
+  s.color_to_gray = c.GetBool("preprocess.color_to_gray", true);
+  return s;
+}
 
 std::vector<float> PreprocessFrame(const ModalityFrame& frame, const DicomImageFile& file,
-                                   const PreprocessSettings& settings) {
-  double center = settings.window_center;
-  double width = settings.window_width;
-  if (settings.use_file_window && file.window_center && file.window_width) {
-    center = *file.window_center;
-    width = *file.window_width;
-  }
+                                   const PreprocessSettings& s) {
+  const auto [center, width] = WindowFor(file, s);
   const double low = center - width / 2;
   cv::Mat windowed(frame.rows, frame.columns, CV_32F);
   for (int r = 0; r < frame.rows; ++r) {
@@ -27,20 +82,70 @@ std::vector<float> PreprocessFrame(const ModalityFrame& frame, const DicomImageF
       out[c] = file.invert ? 1.0f - w : w;
     }
   }
-  const int size = settings.output_size;
-  const double scale = static_cast<double>(size) / std::max(frame.rows, frame.columns);
+
+  const int size = s.output_size;
+  const int longest = std::max(frame.rows, frame.columns);
+  const int shortest = std::min(frame.rows, frame.columns);
+  const double scale = static_cast<double>(size) / (s.resize == "crop" ? shortest : longest);
   const int w = std::max(1, static_cast<int>(std::lround(frame.columns * scale)));
   const int h = std::max(1, static_cast<int>(std::lround(frame.rows * scale)));
   cv::Mat resized;
   cv::resize(windowed, resized, cv::Size(w, h), 0, 0, scale < 1 ? cv::INTER_AREA : cv::INTER_LINEAR);
-  cv::Mat canvas = cv::Mat::zeros(size, size, CV_32F);
-  resized.copyTo(canvas(cv::Rect((size - w) / 2, (size - h) / 2, w, h)));
-  return std::vector<float>(canvas.begin<float>(), canvas.end<float>());
+  cv::Mat square = cv::Mat::zeros(size, size, CV_32F);
+  if (s.resize == "crop") {
+    const int x = std::max(0, (w - size) / 2), y = std::max(0, (h - size) / 2);
+    const cv::Rect src(x, y, std::min(size, w), std::min(size, h));
+    resized(src).copyTo(square(cv::Rect((size - src.width) / 2, (size - src.height) / 2, src.width, src.height)));
+  } else {
+    resized.copyTo(square(cv::Rect((size - w) / 2, (size - h) / 2, w, h)));
+  }
+
+  if (s.denoise == "median") {
+    // OpenCV's median for kernels above 5 needs 8-bit input; 16-bit keeps
+    // the precision the float image has after windowing.
+    if (s.denoise_size <= 5) {
+      cv::medianBlur(square, square, s.denoise_size);
+    } else {
+      cv::Mat u16;
+      square.convertTo(u16, CV_16U, 65535.0);
+      cv::Mat u8;
+      u16.convertTo(u8, CV_8U, 1.0 / 257);
+      cv::medianBlur(u8, u8, s.denoise_size);
+      u8.convertTo(square, CV_32F, 1.0 / 255);
+    }
+  } else if (s.denoise == "gaussian") {
+    cv::GaussianBlur(square, square, cv::Size(s.denoise_size, s.denoise_size), 0);
+  }
+  if (s.clahe) {
+    cv::Mat u16;
+    square.convertTo(u16, CV_16U, 65535.0);
+    cv::Ptr<cv::CLAHE> clahe = cv::createCLAHE(s.clahe_clip, cv::Size(s.clahe_tiles, s.clahe_tiles));
+    clahe->apply(u16, u16);
+    u16.convertTo(square, CV_32F, 1.0 / 65535.0);
+  }
+  if (s.normalize == "zscore") {
+    cv::Scalar mean, stddev;
+    cv::meanStdDev(square, mean, stddev);
+    square = (square - mean[0]) / std::max(stddev[0], 1e-6);
+  } else if (s.normalize == "fixed") {
+    square = (square - s.normalize_mean) / s.normalize_std;
+  }
+  return std::vector<float>(square.begin<float>(), square.end<float>());
 }
 
 std::string DescribePipeline(const PreprocessSettings& s) {
-  return absl::StrCat("window(", s.use_file_window ? "file-or-" : "", s.window_center, ",",
-                      s.window_width, ")|clamp01|resize-pad(", s.output_size, ")");
+  std::string out = absl::StrFormat("window=%s(%g,%g)|resize=%s(%d)", s.window, s.window_center,
+                                    s.window_width, s.resize, s.output_size);
+  if (s.denoise != "none") absl::StrAppend(&out, absl::StrFormat("|denoise=%s(%d)", s.denoise, s.denoise_size));
+  if (s.clahe) absl::StrAppend(&out, absl::StrFormat("|clahe(%g,%d)", s.clahe_clip, s.clahe_tiles));
+  if (s.normalize == "zscore") absl::StrAppend(&out, "|normalize=zscore");
+  if (s.normalize == "fixed") {
+    absl::StrAppend(&out, absl::StrFormat("|normalize=fixed(%g,%g)", s.normalize_mean, s.normalize_std));
+  }
+  absl::StrAppend(&out, s.color_to_gray ? "|gray" : "|mono-only");
+  return out;
 }
+
+std::string PipelineSha256(const PreprocessSettings& s) { return crypto::Sha256Hex(DescribePipeline(s)); }
 
 }  // namespace fedrad::node

@@ -4,26 +4,56 @@
 #include <string>
 #include <vector>
 
+#include "absl/status/statusor.h"
 #include "node/dicom_reader.h"
+
+namespace fedrad {
+class ConfigReader;
+}
 
 namespace fedrad::node {
 
-// How modality values become the model's input: a window mapped to [0, 1],
-// then an aspect-preserving resize to a square of `output_size` (zero-padded).
+// How modality values become the model's input, applied in this order:
+// window -> resize (pad or crop to a square) -> denoise -> CLAHE -> normalize.
 struct PreprocessSettings {
-  double window_center = 40;   // soft-tissue CT window by default
+  // "explicit" (window_center/width), a CT preset (see WindowPreset), or
+  // "file" (the file's own VOI, falling back to window_center/width).
+  std::string window = "explicit";
+  double window_center = 40;
   double window_width = 400;
-  bool use_file_window = false;  // prefer the file's own VOI when present
   int output_size = 64;
+  // "pad": keep the aspect ratio and pad with black; "crop": keep the aspect
+  // ratio and cut the centre square.
+  std::string resize = "pad";
+  std::string denoise = "none";  // "none", "median", "gaussian"
+  int denoise_size = 3;          // odd kernel size
+  bool clahe = false;
+  double clahe_clip = 2.0;
+  int clahe_tiles = 8;
+  // "none" keeps [0, 1]; "zscore" makes each image mean 0, std 1; "fixed"
+  // subtracts normalize_mean and divides by normalize_std.
+  std::string normalize = "none";
+  double normalize_mean = 0.5;
+  double normalize_std = 0.25;
+  bool color_to_gray = true;
 };
 
-// Returns output_size * output_size floats in [0, 1], row-major.
+// Reads [preprocess] from a node config (output_size comes from the plan).
+PreprocessSettings ReadPreprocessSettings(ConfigReader& config);
+
+// Center and width of a named CT window ("lung", "mediastinum", "bone",
+// "brain", "soft-tissue", "liver"); NotFound for other names.
+absl::StatusOr<std::pair<double, double>> WindowPreset(const std::string& name);
+
+// Returns output_size * output_size floats, row-major.
 std::vector<float> PreprocessFrame(const ModalityFrame& frame, const DicomImageFile& file,
                                    const PreprocessSettings& settings);
 
-// A stable description of the pipeline, hashed and stored with models and
-// caches so inputs prepared differently are never mixed.
+// A canonical description of every setting that changes the output, and its
+// SHA-256: stored with models and cached tensors so inputs prepared
+// differently are never mixed.
 std::string DescribePipeline(const PreprocessSettings& settings);
+std::string PipelineSha256(const PreprocessSettings& settings);
 
 }  // namespace fedrad::node
 
