@@ -1,131 +1,202 @@
 #include "node/dataset.h"
 
-#include <cstring>
 #include <filesystem>
-#include <fstream>
 #include <set>
+#include <unordered_map>
 
+#include "absl/strings/ascii.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
 #include "absl/strings/strip.h"
-#include "absl/strings/ascii.h"
 #include "common/files.h"
 #include "crypto/sha256.h"
 
 namespace fedrad::node {
 
+namespace fs = std::filesystem;
+
 void ImageSet::Append(const ImageSet& other, int64_t index) {
   const size_t per = static_cast<size_t>(other.channels) * other.size * other.size;
   channels = other.channels;
   size = other.size;
-  pixels.insert(pixels.end(), other.pixels.begin() + index * per,
-                other.pixels.begin() + (index + 1) * per);
+  pixels.insert(pixels.end(), other.pixels.begin() + index * per, other.pixels.begin() + (index + 1) * per);
   labels.push_back(other.labels[index]);
   patients.push_back(other.patients[index]);
+  if (static_cast<int64_t>(other.sources.size()) > index) sources.push_back(other.sources[index]);
 }
 
-absl::StatusOr<std::vector<LabelRow>> LoadLabels(const std::string& csv_path, int num_classes) {
+absl::StatusOr<LabelTable> LoadLabels(const std::string& csv_path, int num_classes,
+                                      const std::vector<std::string>& class_names) {
   absl::StatusOr<std::string> text = ReadFile(csv_path, 256 << 20);
   if (!text.ok()) return absl::Status(text.status().code(), absl::StrCat("labels: ", text.status().message()));
   if (absl::StripAsciiWhitespace(*text).empty()) {
-    return absl::InvalidArgumentError(absl::StrCat(csv_path, ": empty file; expected a header \"path,label\""));
+    return absl::InvalidArgumentError(
+        absl::StrCat(csv_path, ": empty file; expected a header \"path,label\" or \"sop_instance_uid,label\""));
   }
-  std::vector<LabelRow> rows;
+  LabelTable table;
   std::set<std::string> seen;
   int line_no = 0;
   for (absl::string_view line : absl::StrSplit(*text, '\n')) {
     ++line_no;
     line = absl::StripTrailingAsciiWhitespace(line);
     if (line_no == 1) {
-      if (absl::StripAsciiWhitespace(line) != "path,label") {
+      line = absl::StripPrefix(line, "\xEF\xBB\xBF");  // a BOM from spreadsheet exports
+      const std::string header = absl::AsciiStrToLower(absl::StripAsciiWhitespace(line));
+      if (header == "path,label") {
+        table.key = LabelTable::Key::kPath;
+      } else if (header == "sop_instance_uid,label") {
+        table.key = LabelTable::Key::kSopInstanceUid;
+      } else {
         return absl::InvalidArgumentError(absl::StrCat(
-            csv_path, ":1: the header must be \"path,label\""));
+            csv_path, ":1: the header must be \"path,label\" or \"sop_instance_uid,label\""));
       }
       continue;
     }
     if (line.empty()) continue;
     std::vector<absl::string_view> fields = absl::StrSplit(line, ',');
     if (fields.size() != 2) {
-      return absl::InvalidArgumentError(absl::StrCat(
-          csv_path, ":", line_no, ": expected 2 fields (path,label), found ", fields.size()));
+      return absl::InvalidArgumentError(absl::StrCat(csv_path, ":", line_no,
+                                                     ": expected 2 fields, found ", fields.size()));
     }
-    LabelRow row;
-    row.path = std::string(absl::StripAsciiWhitespace(fields[0]));
+    LabelTable::Row row;
+    row.key = std::string(absl::StripAsciiWhitespace(fields[0]));
     row.line = line_no;
-    if (row.path.empty() || row.path[0] == '/' || row.path.find("..") != std::string::npos) {
+    if (table.key == LabelTable::Key::kPath &&
+        (row.key.empty() || row.key[0] == '/' || row.key == ".." || row.key.rfind("../", 0) == 0 ||
+         row.key.find("/../") != std::string::npos)) {
       return absl::InvalidArgumentError(absl::StrCat(
           csv_path, ":", line_no, ": path must be relative to the data folder and stay inside it"));
     }
-    if (!absl::SimpleAtoi(absl::StripAsciiWhitespace(fields[1]), &row.label) || row.label < 0 ||
-        row.label >= num_classes) {
-      return absl::InvalidArgumentError(absl::StrCat(
-          csv_path, ":", line_no, ": label '", std::string(fields[1]),
-          "' is not an integer class in [0, ", num_classes, ")"));
+    if (row.key.empty()) return absl::InvalidArgumentError(absl::StrCat(csv_path, ":", line_no, ": empty key"));
+    const std::string label(absl::StripAsciiWhitespace(fields[1]));
+    bool known = absl::SimpleAtoi(label, &row.label) && row.label >= 0 && row.label < num_classes;
+    if (!known && !class_names.empty()) {
+      for (size_t i = 0; i < class_names.size(); ++i) {
+        if (class_names[i] == label) {
+          row.label = static_cast<int64_t>(i);
+          known = true;
+        }
+      }
     }
-    if (!seen.insert(row.path).second) {
+    if (!known) {
       return absl::InvalidArgumentError(absl::StrCat(
-          csv_path, ":", line_no, ": path '", row.path, "' is listed twice"));
+          csv_path, ":", line_no, ": label '", label, "' is not a class: use an integer in [0, ", num_classes, ")",
+          class_names.empty() ? " or list class names in [data] class_names" : " or one of the class_names"));
     }
-    rows.push_back(std::move(row));
+    if (!seen.insert(row.key).second) {
+      return absl::InvalidArgumentError(absl::StrCat(csv_path, ":", line_no, ": '", row.key, "' is listed twice"));
+    }
+    table.rows.push_back(std::move(row));
   }
-  return rows;
+  return table;
 }
 
-absl::StatusOr<ImageSet> LoadImageSet(const std::string& data_dir, const std::string& labels_csv,
-                                      int num_classes, const PreprocessSettings& settings,
-                                      LoadReport* report) {
+absl::StatusOr<ImageSet> LoadImageSet(const DatasetSpec& spec, LoadReport* report) {
   std::error_code ec;
-  if (!std::filesystem::is_directory(data_dir, ec)) {
-    return absl::NotFoundError(absl::StrCat("data folder '", data_dir, "' does not exist"));
+  if (!fs::is_directory(spec.data_dir, ec)) {
+    return absl::NotFoundError(absl::StrCat("data folder '", spec.data_dir, "' does not exist"));
   }
-  absl::StatusOr<std::vector<LabelRow>> rows = LoadLabels(labels_csv, num_classes);
-  if (!rows.ok()) return rows.status();
+  absl::StatusOr<LabelTable> labels = LoadLabels(spec.labels_csv, spec.num_classes, spec.class_names);
+  if (!labels.ok()) return labels.status();
   *report = LoadReport{};
-  report->label_rows = static_cast<int>(rows->size());
+  report->label_rows = static_cast<int>(labels->rows.size());
 
-  ImageSet set;
-  set.size = settings.output_size;
-  std::set<std::string> labelled;
-  std::set<std::string> patients;
-  for (const LabelRow& row : *rows) {
-    labelled.insert(row.path);
-    const std::string path = (std::filesystem::path(data_dir) / row.path).string();
-    if (!std::filesystem::exists(path, ec)) {
-      ++report->rows_without_file;
+  // Every regular file under the data folder but label files and hidden ones.
+  std::vector<std::string> files;
+  for (auto it = fs::recursive_directory_iterator(spec.data_dir, fs::directory_options::skip_permission_denied, ec);
+       !ec && it != fs::recursive_directory_iterator(); it.increment(ec)) {
+    const std::string name = it->path().filename().string();
+    if (!name.empty() && name[0] == '.') {
+      if (it->is_directory(ec)) it.disable_recursion_pending();
       continue;
     }
-    DicomReadOptions read_options;
-    read_options.color_to_gray = settings.color_to_gray;
-    absl::StatusOr<DicomImageFile> file = ReadDicomImage(path, read_options);
-    if (!file.ok()) {
-      if (IsNoImage(file.status())) {
+    if (!it->is_regular_file(ec) || it->path().extension() == ".csv") continue;
+    files.push_back(fs::relative(it->path(), spec.data_dir, ec).string());
+  }
+  std::sort(files.begin(), files.end());
+  report->files_seen = static_cast<int>(files.size());
+
+  // Which files to decode, and the label of each.
+  std::vector<std::string> to_load;
+  std::vector<int64_t> path_labels;
+  std::unordered_map<std::string, int64_t> by_uid;
+  if (labels->key == LabelTable::Key::kPath) {
+    std::set<std::string> present(files.begin(), files.end());
+    std::set<std::string> labelled;
+    for (const LabelTable::Row& row : labels->rows) {
+      labelled.insert(row.key);
+      if (!present.count(row.key)) {
+        ++report->rows_without_file;
+        continue;
+      }
+      to_load.push_back(row.key);
+      path_labels.push_back(row.label);
+    }
+    for (const std::string& f : files) report->files_without_row += labelled.count(f) ? 0 : 1;
+  } else {
+    to_load = files;  // the UID is inside each file
+    for (const LabelTable::Row& row : labels->rows) by_uid[row.key] = row.label;
+  }
+
+  std::vector<std::string> paths;
+  for (const std::string& rel : to_load) paths.push_back((fs::path(spec.data_dir) / rel).string());
+  std::vector<LoadedImage> loaded(paths.size());
+  {
+    ImageLoader loader(paths, spec.preprocess, spec.loader);
+    while (std::optional<LoadedImage> image = loader.Next()) loaded[image->item] = std::move(*image);
+  }
+
+  ImageSet set;
+  set.size = spec.preprocess.output_size;
+  std::set<std::string> uids_matched;
+  std::map<std::string, int> per_patient;
+  for (size_t i = 0; i < loaded.size(); ++i) {
+    LoadedImage& image = loaded[i];
+    if (!image.status.ok()) {
+      if (IsNoImage(image.status)) {
         ++report->no_image;
       } else {
-        ++report->skipped[ReasonOf(file.status())];
+        ++report->skipped[ReasonOf(image.status)];
       }
       continue;
     }
+    int64_t label;
+    if (labels->key == LabelTable::Key::kPath) {
+      label = path_labels[i];
+    } else {
+      auto it = by_uid.find(image.facts.sop_instance_uid);
+      if (it == by_uid.end()) {
+        ++report->files_without_row;
+        continue;
+      }
+      uids_matched.insert(it->first);
+      label = it->second;
+    }
+    ++report->files_loaded;
+    report->from_cache += image.from_cache ? 1 : 0;
+    ++report->modalities[image.facts.modality.empty() ? "(none)" : image.facts.modality];
+    ++report->transfer_syntaxes[image.facts.transfer_syntax];
+    ++report->photometrics[image.facts.photometric];
+    ++report->sizes[absl::StrCat(image.facts.rows, "x", image.facts.columns)];
     // Without a PatientID the file is its own privacy unit.
     const std::string patient =
-        file->patient_id.empty() ? absl::StrCat("file:", row.path) : file->patient_id;
-    patients.insert(patient);
-    for (const ModalityFrame& frame : file->frames) {
-      std::vector<float> pixels = PreprocessFrame(frame, *file, settings);
-      set.pixels.insert(set.pixels.end(), pixels.begin(), pixels.end());
-      set.labels.push_back(row.label);
+        image.facts.patient_id.empty() ? absl::StrCat("file:", to_load[i]) : image.facts.patient_id;
+    for (PreparedFrame& frame : image.frames) {
+      set.pixels.insert(set.pixels.end(), frame.pixels.begin(), frame.pixels.end());
+      set.labels.push_back(label);
       set.patients.push_back(patient);
+      set.sources.push_back({to_load[i], frame.index});
       ++report->images_loaded;
+      ++report->labels[label];
+      ++per_patient[patient];
     }
   }
-  for (auto it = std::filesystem::recursive_directory_iterator(data_dir, ec);
-       !ec && it != std::filesystem::recursive_directory_iterator(); it.increment(ec)) {
-    if (!it->is_regular_file(ec)) continue;
-    const std::string rel = std::filesystem::relative(it->path(), data_dir, ec).string();
-    if (it->path().extension() == ".csv" || it->path() == std::filesystem::path(labels_csv)) continue;
-    if (!labelled.count(rel)) ++report->files_without_row;
+  if (labels->key == LabelTable::Key::kSopInstanceUid) {
+    report->rows_without_file = static_cast<int>(labels->rows.size() - uids_matched.size());
   }
-  report->patients = static_cast<int>(patients.size());
+  report->patients = static_cast<int>(per_patient.size());
+  for (const auto& [patient, n] : per_patient) ++report->images_per_patient[n];
   return set;
 }
 
@@ -134,8 +205,7 @@ PatientSplit SplitByPatient(const ImageSet& images, double validation_fraction, 
   std::set<std::string> val_patients, train_patients;
   auto in_validation = [&](const std::string& patient) {
     const std::string h = crypto::Sha256Hex(absl::StrCat(seed, ":", patient));
-    uint64_t x = 0;
-    for (int i = 0; i < 13; ++i) x = x * 16 + static_cast<uint64_t>(std::stoi(h.substr(i, 1), nullptr, 16));
+    const uint64_t x = std::stoull(h.substr(0, 13), nullptr, 16);  // 52 uniform bits
     return static_cast<double>(x) / static_cast<double>(uint64_t{1} << 52) < validation_fraction;
   };
   split.train.channels = split.validation.channels = images.channels;

@@ -17,23 +17,39 @@ std::string WriteCsv(const std::string& text) {
 }
 
 TEST(LabelsTest, ParsesRows) {
-  auto rows = LoadLabels(WriteCsv("path,label\na/1.dcm,0\nb/2.dcm, 1\n\n"), 2);
-  ASSERT_TRUE(rows.ok()) << rows.status();
-  ASSERT_EQ(rows->size(), 2u);
-  EXPECT_EQ((*rows)[1].path, "b/2.dcm");
-  EXPECT_EQ((*rows)[1].label, 1);
-  EXPECT_EQ((*rows)[1].line, 3);
+  auto table = LoadLabels(WriteCsv("path,label\na/1.dcm,0\nb/2.dcm, 1\n\n"), 2);
+  ASSERT_TRUE(table.ok()) << table.status();
+  EXPECT_EQ(table->key, LabelTable::Key::kPath);
+  ASSERT_EQ(table->rows.size(), 2u);
+  EXPECT_EQ(table->rows[1].key, "b/2.dcm");
+  EXPECT_EQ(table->rows[1].label, 1);
+  EXPECT_EQ(table->rows[1].line, 3);
+}
+
+TEST(LabelsTest, KeysBySopInstanceUidAndNamesClasses) {
+  auto table = LoadLabels(WriteCsv("\xEF\xBB\xBFSOP_Instance_UID,label\r\n1.2.3,lesion\r\n1.2.4,normal\r\n1.2.5,1\r\n"), 2,
+                          {"normal", "lesion"});
+  ASSERT_TRUE(table.ok()) << table.status();
+  EXPECT_EQ(table->key, LabelTable::Key::kSopInstanceUid);
+  ASSERT_EQ(table->rows.size(), 3u);
+  EXPECT_EQ(table->rows[0].label, 1);
+  EXPECT_EQ(table->rows[1].label, 0);
+  EXPECT_EQ(table->rows[2].label, 1);
+  auto unknown = LoadLabels(WriteCsv("path,label\na,tumour\n"), 2, {"normal", "lesion"});
+  ASSERT_FALSE(unknown.ok());
+  EXPECT_NE(unknown.status().message().find(":2: label 'tumour'"), std::string::npos);
 }
 
 TEST(LabelsTest, RejectsMalformedRowsNamingTheLine) {
   struct Case { const char* text; const char* expect; } cases[] = {
-      {"file,class\na,0\n", ":1: the header"},
+      {"file,class\na,0\n", ":1: the header must be"},
       {"path,label\na,0\nb,2\n", ":3: label '2'"},
       {"path,label\na,x\n", ":2: label 'x'"},
       {"path,label\na,0,1\n", ":2: expected 2 fields"},
+      {"path,label\na/../../b,0\n", ":2: path must be relative"},
       {"path,label\n../etc/passwd,0\n", ":2: path must be relative"},
       {"path,label\n/abs,0\n", ":2: path must be relative"},
-      {"path,label\na,0\na,1\n", ":3: path 'a' is listed twice"},
+      {"path,label\na,0\na,1\n", ":3: 'a' is listed twice"},
       {"", "empty"},
   };
   for (const Case& c : cases) {

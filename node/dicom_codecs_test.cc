@@ -19,72 +19,18 @@
 
 #include "node/dataset.h"
 #include "node/dicom_reader.h"
+#include "node/test_dicom.h"
 
 namespace fedrad::node {
 namespace {
 
 namespace fs = std::filesystem;
 
-struct Image {
-  int rows, cols, frames = 1, bits_allocated, bits_stored;
-  bool is_signed = false;
-  std::string photometric = "MONOCHROME2";
-  int samples = 1;
-  int planar = 0;
-  const char* slope = "1";
-  const char* intercept = "0";
-};
+using testing::StoredValue;
+using Image = testing::TestImage;
 
-// Stored values of pixel i (of frame f) for an image of the given kind.
-int StoredValue(const Image& im, int i, int f) {
-  const int x = i % im.cols, y = (i / im.cols) % im.rows;
-  const int max = (1 << im.bits_stored) - 1;
-  // A smooth gradient plus a block pattern: something JPEG must work for.
-  int v = ((x * 37 + y * 53 + f * 101) % (max + 1) + ((x / 8 + y / 8) % 2) * (max / 4)) % (max + 1);
-  if (im.is_signed) v -= (max + 1) / 2;
-  return v;
-}
-
-void WriteImage(const Image& im, const std::string& path, E_TransferSyntax xfer = EXS_LittleEndianExplicit) {
-  DcmFileFormat file;
-  DcmDataset* ds = file.getDataset();
-  ds->putAndInsertString(DCM_SOPClassUID, im.samples == 3 ? UID_SecondaryCaptureImageStorage : UID_CTImageStorage);
-  ds->putAndInsertString(DCM_SOPInstanceUID, "2.25.42");
-  ds->putAndInsertString(DCM_PatientID, "P-codec");
-  ds->putAndInsertString(DCM_Modality, im.samples == 3 ? "OT" : "CT");
-  ds->putAndInsertString(DCM_PhotometricInterpretation, im.photometric.c_str());
-  ds->putAndInsertString(DCM_RescaleSlope, im.slope);
-  ds->putAndInsertString(DCM_RescaleIntercept, im.intercept);
-  ds->putAndInsertUint16(DCM_SamplesPerPixel, static_cast<Uint16>(im.samples));
-  if (im.samples == 3) ds->putAndInsertUint16(DCM_PlanarConfiguration, static_cast<Uint16>(im.planar));
-  ds->putAndInsertUint16(DCM_Rows, static_cast<Uint16>(im.rows));
-  ds->putAndInsertUint16(DCM_Columns, static_cast<Uint16>(im.cols));
-  if (im.frames > 1) ds->putAndInsertString(DCM_NumberOfFrames, std::to_string(im.frames).c_str());
-  ds->putAndInsertUint16(DCM_BitsAllocated, static_cast<Uint16>(im.bits_allocated));
-  ds->putAndInsertUint16(DCM_BitsStored, static_cast<Uint16>(im.bits_stored));
-  ds->putAndInsertUint16(DCM_HighBit, static_cast<Uint16>(im.bits_stored - 1));
-  ds->putAndInsertUint16(DCM_PixelRepresentation, im.is_signed ? 1 : 0);
-  const size_t n = static_cast<size_t>(im.rows) * im.cols;
-  if (im.bits_allocated == 8) {
-    std::vector<Uint8> px(n * im.frames * im.samples);
-    for (int f = 0; f < im.frames; ++f) {
-      for (size_t i = 0; i < n; ++i) {
-        for (int s = 0; s < im.samples; ++s) {
-          const Uint8 v = static_cast<Uint8>((StoredValue(im, static_cast<int>(i), f) + s * 70) & 0xff);
-          const size_t at = im.planar ? s * n + i : i * im.samples + s;
-          px[f * n * im.samples + at] = v;
-        }
-      }
-    }
-    ds->putAndInsertUint8Array(DCM_PixelData, px.data(), px.size());
-  } else {
-    std::vector<Uint16> px(n * im.frames);
-    for (int f = 0; f < im.frames; ++f) {
-      for (size_t i = 0; i < n; ++i) px[f * n + i] = static_cast<Uint16>(StoredValue(im, static_cast<int>(i), f));
-    }
-    ds->putAndInsertUint16Array(DCM_PixelData, px.data(), px.size());
-  }
-  ASSERT_TRUE(file.saveFile(path.c_str(), xfer).good()) << path;
+void WriteImage(const Image& im, const std::string& path) {
+  ASSERT_TRUE(testing::WriteTestImage(im, path)) << path;
 }
 
 class DicomCodecsTest : public ::testing::Test {
@@ -121,9 +67,18 @@ class DicomCodecsTest : public ::testing::Test {
 };
 fs::path DicomCodecsTest::dir_;
 
-const Image kCt{64, 48, 1, 16, 16, true, "MONOCHROME2", 1, 0, "1", "-1024"};
-const Image kMr12{64, 48, 1, 16, 12, false};
-const Image kCr8{64, 48, 1, 8, 8, false, "MONOCHROME1"};
+Image Make(int bits_allocated, int bits_stored, bool is_signed, const char* photometric, const char* intercept) {
+  Image im;
+  im.bits_allocated = bits_allocated;
+  im.bits_stored = bits_stored;
+  im.is_signed = is_signed;
+  im.photometric = photometric;
+  im.intercept = intercept;
+  return im;
+}
+const Image kCt = Make(16, 16, true, "MONOCHROME2", "-1024");
+const Image kMr12 = Make(16, 12, false, "MONOCHROME2", "0");
+const Image kCr8 = Make(8, 8, false, "MONOCHROME1", "0");
 
 TEST_F(DicomCodecsTest, NativeSyntaxesAreExact) {
   WriteImage(kCt, P("ct.dcm"));
@@ -202,7 +157,10 @@ TEST_F(DicomCodecsTest, MultiFrameGivesOneSamplePerFrame) {
 }
 
 TEST_F(DicomCodecsTest, ColourBecomesLuminanceWhateverTheLayout) {
-  Image rgb{32, 16, 1, 8, 8, false, "RGB", 3, 0};
+  Image rgb = Make(8, 8, false, "RGB", "0");
+  rgb.rows = 32;
+  rgb.cols = 16;
+  rgb.samples = 3;
   Image planar = rgb;
   planar.planar = 1;
   WriteImage(rgb, P("rgb.dcm"));
@@ -319,7 +277,8 @@ TEST_F(DicomCodecsTest, BrokenFilesAreSkippedWithSpecificReasonsAndTheRestLoads)
   LoadReport report;
   PreprocessSettings settings;
   settings.output_size = 32;
-  auto set = LoadImageSet(data.string(), (data / "labels.csv").string(), 2, settings, &report);
+  DatasetSpec spec{data.string(), (data / "labels.csv").string(), 2, {}, settings, {}};
+  auto set = LoadImageSet(spec, &report);
   ASSERT_TRUE(set.ok()) << set.status();
   EXPECT_EQ(set->count(), 4);  // the four good files
   EXPECT_EQ(report.no_image, 1);

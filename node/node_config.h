@@ -3,6 +3,7 @@
 
 #include <cstdint>
 #include <string>
+#include <vector>
 
 #include "absl/status/statusor.h"
 #include "common/tls_identity.h"
@@ -17,11 +18,14 @@ struct NodeConfig {
   TlsIdentity tls;  // tls.common_name is the site
   std::string dicom_dir;
   std::string labels_csv;
+  std::vector<std::string> class_names;  // names used in labels.csv, by class index
   double validation_fraction = 0.2;
   uint64_t split_seed = 42;
   PreprocessSettings preprocess;  // output_size comes from the plan
   std::string state_dir;
-  int threads = 0;
+  int threads = 0;         // LibTorch threads
+  int loader_threads = 0;  // DICOM decoding threads
+  bool cache = true;       // cache preprocessed images under state_dir/cache
   double max_backoff_s = 10;
 };
 

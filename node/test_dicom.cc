@@ -1,0 +1,62 @@
+#include "node/test_dicom.h"
+
+#include <dcmtk/dcmdata/dcdeftag.h>
+#include <dcmtk/dcmdata/dcfilefo.h>
+#include <dcmtk/dcmdata/dcuid.h>
+
+#include <vector>
+
+namespace fedrad::node::testing {
+
+int StoredValue(const TestImage& im, int i, int f) {
+  const int x = i % im.cols, y = (i / im.cols) % im.rows;
+  const int max = (1 << im.bits_stored) - 1;
+  // A smooth gradient plus a block pattern: something JPEG must work for.
+  int v = ((x * 37 + y * 53 + f * 101 + im.seed * 11) % (max + 1) + ((x / 8 + y / 8) % 2) * (max / 4)) % (max + 1);
+  if (im.is_signed) v -= (max + 1) / 2;
+  return v;
+}
+
+bool WriteTestImage(const TestImage& im, const std::string& path, bool big_endian) {
+  DcmFileFormat file;
+  DcmDataset* ds = file.getDataset();
+  ds->putAndInsertString(DCM_SOPClassUID, im.samples == 3 ? UID_SecondaryCaptureImageStorage : UID_CTImageStorage);
+  ds->putAndInsertString(DCM_SOPInstanceUID, im.sop_instance_uid.c_str());
+  ds->putAndInsertString(DCM_PatientID, im.patient_id.c_str());
+  ds->putAndInsertString(DCM_Modality, im.samples == 3 ? "OT" : "CT");
+  ds->putAndInsertString(DCM_PhotometricInterpretation, im.photometric.c_str());
+  ds->putAndInsertString(DCM_RescaleSlope, im.slope.c_str());
+  ds->putAndInsertString(DCM_RescaleIntercept, im.intercept.c_str());
+  ds->putAndInsertUint16(DCM_SamplesPerPixel, static_cast<Uint16>(im.samples));
+  if (im.samples == 3) ds->putAndInsertUint16(DCM_PlanarConfiguration, static_cast<Uint16>(im.planar));
+  ds->putAndInsertUint16(DCM_Rows, static_cast<Uint16>(im.rows));
+  ds->putAndInsertUint16(DCM_Columns, static_cast<Uint16>(im.cols));
+  if (im.frames > 1) ds->putAndInsertString(DCM_NumberOfFrames, std::to_string(im.frames).c_str());
+  ds->putAndInsertUint16(DCM_BitsAllocated, static_cast<Uint16>(im.bits_allocated));
+  ds->putAndInsertUint16(DCM_BitsStored, static_cast<Uint16>(im.bits_stored));
+  ds->putAndInsertUint16(DCM_HighBit, static_cast<Uint16>(im.bits_stored - 1));
+  ds->putAndInsertUint16(DCM_PixelRepresentation, im.is_signed ? 1 : 0);
+  const size_t n = static_cast<size_t>(im.rows) * im.cols;
+  if (im.bits_allocated == 8) {
+    std::vector<Uint8> px(n * im.frames * im.samples);
+    for (int f = 0; f < im.frames; ++f) {
+      for (size_t i = 0; i < n; ++i) {
+        for (int s = 0; s < im.samples; ++s) {
+          const Uint8 v = static_cast<Uint8>((StoredValue(im, static_cast<int>(i), f) + s * 70) & 0xff);
+          const size_t at = im.planar ? s * n + i : i * im.samples + s;
+          px[f * n * im.samples + at] = v;
+        }
+      }
+    }
+    ds->putAndInsertUint8Array(DCM_PixelData, px.data(), px.size());
+  } else {
+    std::vector<Uint16> px(n * im.frames);
+    for (int f = 0; f < im.frames; ++f) {
+      for (size_t i = 0; i < n; ++i) px[f * n + i] = static_cast<Uint16>(StoredValue(im, static_cast<int>(i), f));
+    }
+    ds->putAndInsertUint16Array(DCM_PixelData, px.data(), px.size());
+  }
+  return file.saveFile(path.c_str(), big_endian ? EXS_BigEndianExplicit : EXS_LittleEndianExplicit).good();
+}
+
+}  // namespace fedrad::node::testing

@@ -1,0 +1,35 @@
+#ifndef FEDRAD_NODE_TEST_DICOM_H_
+#define FEDRAD_NODE_TEST_DICOM_H_
+
+// Test-only: writes small DICOM images with known stored values.
+
+#include <string>
+
+namespace fedrad::node::testing {
+
+struct TestImage {
+  int rows = 64;
+  int cols = 48;
+  int frames = 1;
+  int bits_allocated = 16;
+  int bits_stored = 16;
+  bool is_signed = true;
+  std::string photometric = "MONOCHROME2";
+  int samples = 1;
+  int planar = 0;
+  std::string slope = "1";
+  std::string intercept = "-1024";
+  std::string patient_id = "P-test";
+  std::string sop_instance_uid = "2.25.42";
+  int seed = 0;  // varies the pattern
+};
+
+// Stored value of pixel i of frame f (sample 0).
+int StoredValue(const TestImage& im, int i, int f);
+
+// Writes `im` to `path`; returns false on failure.
+bool WriteTestImage(const TestImage& im, const std::string& path, bool big_endian = false);
+
+}  // namespace fedrad::node::testing
+
+#endif  // FEDRAD_NODE_TEST_DICOM_H_
