@@ -159,6 +159,7 @@ absl::StatusOr<ImageSet> LoadImageSet(const DatasetSpec& spec, LoadReport* repor
       } else {
         ++report->skipped[ReasonOf(image.status)];
       }
+      report->unusable[to_load[i]] = ReasonOf(image.status);
       continue;
     }
     int64_t label;

@@ -78,6 +78,10 @@ struct LoadReport {
   std::map<std::string, int> sizes;              // files per "rows x columns"
   std::map<int64_t, int> labels;                 // images per class
   std::map<int, int> images_per_patient;         // how many patients have n images
+  // Relative path -> reason, for each skipped or no-image file. Paths stay on
+  // the node (they may contain identifiers); only `inspect --list-skipped`
+  // prints them.
+  std::map<std::string, std::string> unusable;
 };
 
 // Loads every labelled DICOM file under spec.data_dir with the threaded,

@@ -9,11 +9,11 @@ packages=(
   libgrpc++-dev protobuf-compiler-grpc libprotobuf-dev protobuf-compiler
   libssl-dev libsqlite3-dev
   libdcmtk-dev dcmtk
-  libopencv-imgproc-dev
+  libopencv-imgproc-dev libopencv-imgcodecs-dev
   libabsl-dev libcli11-dev libtomlplusplus-dev libspdlog-dev
   nlohmann-json3-dev libcpp-httplib-dev
   libgtest-dev libgmock-dev libbenchmark-dev
-  sqlite3 procps time
+  sqlite3 procps time python3 python3-numpy python3-pydicom
 )
 
 missing=()
