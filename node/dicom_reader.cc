@@ -15,6 +15,7 @@
 
 #include <filesystem>
 #include <memory>
+#include <type_traits>
 #include <mutex>
 
 #include "absl/strings/str_cat.h"
@@ -124,6 +125,74 @@ absl::Status CheckNativeLength(DcmDataset* ds, const std::string& path) {
   return absl::OkStatus();
 }
 
+// Native (uncompressed) monochrome pixel data, read straight from the
+// element: stored values are unpacked by BitsStored/HighBit, sign-extended
+// for PixelRepresentation 1, and rescaled in one pass. This is most of what a
+// PACS exports, and skipping DicomImage's intermediate copies makes it several
+// times faster. Returns false (leaving `out` alone) for layouts it does not
+// handle, which then go through DicomImage.
+absl::StatusOr<bool> ReadNativeMonochrome(DcmDataset* ds, const std::string& path, double slope,
+                                          double intercept, DicomImageFile* out) {
+  Uint16 bits_allocated = 0, bits_stored = 0, high_bit = 0, samples = 1;
+  ds->findAndGetUint16(DCM_BitsAllocated, bits_allocated);
+  ds->findAndGetUint16(DCM_BitsStored, bits_stored);
+  ds->findAndGetUint16(DCM_HighBit, high_bit);
+  ds->findAndGetUint16(DCM_SamplesPerPixel, samples);
+  if (samples != 1 || (bits_allocated != 8 && bits_allocated != 16) || bits_stored == 0 ||
+      bits_stored > bits_allocated || high_bit >= bits_allocated || high_bit + 1 < bits_stored ||
+      ds->tagExists(DCM_ModalityLUTSequence)) {
+    return false;
+  }
+  Sint32 frames = 1;
+  if (ds->findAndGetSint32(DCM_NumberOfFrames, frames).bad() || frames < 1) frames = 1;
+  const size_t per_frame = static_cast<size_t>(out->rows) * static_cast<size_t>(out->columns);
+  const size_t count = per_frame * static_cast<size_t>(frames);
+  const unsigned shift = high_bit + 1u - bits_stored;
+  const uint32_t mask = bits_stored >= 32 ? 0xffffffffu : ((1u << bits_stored) - 1u);
+  const uint32_t sign = 1u << (bits_stored - 1);
+  const float fslope = static_cast<float>(slope), fintercept = static_cast<float>(intercept);
+  auto convert = [&](auto* data) {
+    for (Sint32 f = 0; f < frames; ++f) {
+      ModalityFrame frame;
+      frame.index = static_cast<int>(f);
+      frame.rows = out->rows;
+      frame.columns = out->columns;
+      frame.values.resize(per_frame);
+      const auto* src = data + f * per_frame;
+      float* dst = frame.values.data();
+      if (shift == 0 && bits_stored == bits_allocated) {  // the common case: no unpacking
+        for (size_t i = 0; i < per_frame; ++i) {
+          const int32_t v = out->is_signed ? static_cast<int32_t>(static_cast<std::make_signed_t<
+                                                 std::remove_const_t<std::remove_pointer_t<decltype(src)>>>>(src[i]))
+                                           : static_cast<int32_t>(src[i]);
+          dst[i] = static_cast<float>(v) * fslope + fintercept;
+        }
+      } else {
+        for (size_t i = 0; i < per_frame; ++i) {
+          uint32_t raw = (static_cast<uint32_t>(src[i]) >> shift) & mask;
+          const int32_t v = out->is_signed && (raw & sign) ? static_cast<int32_t>(raw | ~mask)
+                                                           : static_cast<int32_t>(raw);
+          dst[i] = static_cast<float>(v) * fslope + fintercept;
+        }
+      }
+      out->frames.push_back(std::move(frame));
+    }
+  };
+  DcmElement* element = nullptr;
+  if (ds->findAndGetElement(DCM_PixelData, element).bad() || element == nullptr) return false;
+  if (bits_allocated == 16) {
+    Uint16* data = nullptr;
+    if (element->getUint16Array(data).bad() || data == nullptr || element->getLength() < count * 2) return false;
+    convert(static_cast<const Uint16*>(data));
+  } else {
+    Uint8* data = nullptr;
+    if (element->getUint8Array(data).bad() || data == nullptr || element->getLength() < count) return false;
+    convert(static_cast<const Uint8*>(data));
+  }
+  (void)path;
+  return true;
+}
+
 }  // namespace
 
 std::string ReasonOf(const absl::Status& status) {
@@ -192,6 +261,11 @@ absl::StatusOr<DicomImageFile> ReadDicomImage(const std::string& path, const Dic
   Float64 slope = 1.0, intercept = 0.0;
   if (ds->findAndGetFloat64(DCM_RescaleSlope, slope).bad() || slope == 0) slope = 1.0;
   if (ds->findAndGetFloat64(DCM_RescaleIntercept, intercept).bad()) intercept = 0.0;
+  if (!xfer_info.isEncapsulated() && !color) {
+    absl::StatusOr<bool> done = ReadNativeMonochrome(ds, path, slope, intercept, &out);
+    if (!done.ok()) return done.status();
+    if (*done) return out;
+  }
   auto image = std::make_unique<DicomImage>(
       ds, xfer, CIF_MayDetachPixelData | CIF_IgnoreModalityTransformation, 0, 0);
   if (image->getStatus() != EIS_Normal) {

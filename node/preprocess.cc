@@ -72,14 +72,22 @@ PreprocessSettings ReadPreprocessSettings(ConfigReader& c) {
 std::vector<float> PreprocessFrame(const ModalityFrame& frame, const DicomImageFile& file,
                                    const PreprocessSettings& s) {
   const auto [center, width] = WindowFor(file, s);
-  const double low = center - width / 2;
-  cv::Mat windowed(frame.rows, frame.columns, CV_32F);
-  for (int r = 0; r < frame.rows; ++r) {
-    float* out = windowed.ptr<float>(r);
-    const float* in = frame.values.data() + static_cast<size_t>(r) * frame.columns;
-    for (int c = 0; c < frame.columns; ++c) {
-      const float w = static_cast<float>(std::clamp((in[c] - low) / width, 0.0, 1.0));
-      out[c] = file.invert ? 1.0f - w : w;
+  // w = clamp((v - low) / width, 0, 1), vectorised by the compiler;
+  // MONOCHROME1 shows 1 - w. Subtracting first keeps the window's edges exact.
+  const float low = static_cast<float>(center - width / 2);
+  const float gain = static_cast<float>(1.0 / width);
+  // Per-thread scratch: a full-resolution image would otherwise be a fresh
+  // megabyte allocation (and its page faults) for every frame.
+  thread_local cv::Mat windowed;
+  windowed.create(frame.rows, frame.columns, CV_32F);
+  {
+    float* out = windowed.ptr<float>(0);
+    const float* in = frame.values.data();
+    const size_t n = static_cast<size_t>(frame.rows) * frame.columns;
+    if (file.invert) {
+      for (size_t i = 0; i < n; ++i) out[i] = 1.0f - std::min(1.0f, std::max(0.0f, (in[i] - low) * gain));
+    } else {
+      for (size_t i = 0; i < n; ++i) out[i] = std::min(1.0f, std::max(0.0f, (in[i] - low) * gain));
     }
   }
 
@@ -89,7 +97,7 @@ std::vector<float> PreprocessFrame(const ModalityFrame& frame, const DicomImageF
   const double scale = static_cast<double>(size) / (s.resize == "crop" ? shortest : longest);
   const int w = std::max(1, static_cast<int>(std::lround(frame.columns * scale)));
   const int h = std::max(1, static_cast<int>(std::lround(frame.rows * scale)));
-  cv::Mat resized;
+  thread_local cv::Mat resized;
   cv::resize(windowed, resized, cv::Size(w, h), 0, 0, scale < 1 ? cv::INTER_AREA : cv::INTER_LINEAR);
   cv::Mat square = cv::Mat::zeros(size, size, CV_32F);
   if (s.resize == "crop") {
