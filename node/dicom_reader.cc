@@ -25,19 +25,6 @@ namespace {
 
 constexpr char kNoImage[] = "no image (no pixel data)";
 
-// Registers DCMTK's decoders once per process and silences its logger: every
-// problem it reports also comes back as an OFCondition or image status, which
-// our errors carry with the file name.
-void InitDcmtk() {
-  static std::once_flag once;
-  std::call_once(once, [] {
-    OFLog::configure(OFLogger::FATAL_LOG_LEVEL);
-    DJDecoderRegistration::registerCodecs();
-    DJLSDecoderRegistration::registerCodecs();
-    DcmRLEDecoderRegistration::registerCodecs();
-  });
-}
-
 absl::Status Error(absl::StatusCode code, const std::string& path, absl::string_view reason) {
   return absl::Status(code, absl::StrCat("'", path, "': ", reason));
 }
@@ -194,6 +181,16 @@ absl::StatusOr<bool> ReadNativeMonochrome(DcmDataset* ds, const std::string& pat
 }
 
 }  // namespace
+
+void InitDcmtk() {
+  static std::once_flag once;
+  std::call_once(once, [] {
+    OFLog::configure(OFLogger::FATAL_LOG_LEVEL);
+    DJDecoderRegistration::registerCodecs();
+    DJLSDecoderRegistration::registerCodecs();
+    DcmRLEDecoderRegistration::registerCodecs();
+  });
+}
 
 std::string ReasonOf(const absl::Status& status) {
   std::string m(status.message());

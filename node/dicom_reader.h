@@ -59,6 +59,10 @@ struct DicomReadOptions {
 absl::StatusOr<DicomImageFile> ReadDicomImage(const std::string& path,
                                               const DicomReadOptions& options = {});
 
+// Registers DCMTK's decoders and silences its logger (problems come back as
+// statuses instead). Idempotent and thread-safe; ReadDicomImage calls it.
+void InitDcmtk();
+
 // The reason of a ReadDicomImage error without the file name, for counting.
 std::string ReasonOf(const absl::Status& status);
 

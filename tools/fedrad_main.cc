@@ -3,6 +3,10 @@
 #include <spdlog/spdlog.h>
 
 #include "common/logging.h"
+#include <iostream>
+
+#include "tools/import.h"
+#include "tools/partition.h"
 #include "tools/provision.h"
 #include "tools/synth.h"
 
@@ -45,6 +49,30 @@ int main(int argc, char** argv) {
   synth_cmd->add_option("--size", synth.image_size, "Rows and columns of each image")->capture_default_str()->check(CLI::Range(32, 2048));
   synth_cmd->add_option("--names", synth.site_names, "Site names (default hospital-a, hospital-b, ...)");
 
+  std::string idx_images, idx_labels, png_dir, import_out;
+  size_t import_limit = 0;
+  CLI::App* import_cmd = app.add_subcommand(
+      "import", "Convert a labelled image set (IDX files such as Fashion-MNIST, or PNG folders) into DICOM "
+                "Secondary Capture files plus labels.csv");
+  import_cmd->add_option("--idx-images", idx_images, "IDX image file (.gz or plain)");
+  import_cmd->add_option("--idx-labels", idx_labels, "IDX label file (.gz or plain)");
+  import_cmd->add_option("--png-dir", png_dir, "Folder with one sub-folder of PNG files per class");
+  import_cmd->add_option("--out", import_out, "Output folder")->required();
+  import_cmd->add_option("--limit", import_limit, "Import at most this many images");
+
+  fedrad::tools::PartitionOptions part;
+  CLI::App* partition = app.add_subcommand(
+      "partition", "Split a labelled DICOM set across N sites (patients kept whole), IID or label-skewed "
+                   "with a Dirichlet(alpha) draw; prints each site's class histogram");
+  partition->add_option("--data", part.data_dir, "Labelled set: DICOM files and labels.csv")->required();
+  partition->add_option("--labels", part.labels_csv, "labels.csv (default DATA/labels.csv)");
+  partition->add_option("--sites", part.sites, "Number of sites")->capture_default_str()->check(CLI::Range(1, 1000));
+  partition->add_option("--mode", part.mode, "iid or dirichlet")->capture_default_str();
+  partition->add_option("--alpha", part.alpha, "Dirichlet concentration (small: strong skew)")->capture_default_str();
+  partition->add_option("--seed", part.seed, "Seed; the same seed gives the same split")->capture_default_str();
+  partition->add_option("--out", part.out_dir, "Output folder: one sub-folder per site")->required();
+  partition->add_option("--names", part.site_names, "Site names (default hospital-a, hospital-b, ...)");
+
   CLI11_PARSE(app, argc, argv);
   fedrad::InitLogging("fedrad", verbose);
 
@@ -56,6 +84,26 @@ int main(int argc, char** argv) {
     if (status.ok()) spdlog::info("issued a certificate for site '{}' in {}/{}; add it to the plan", site, kits, site);
   } else if (*synth_cmd) {
     status = fedrad::tools::WriteSyntheticCohort(synth);
+  } else if (*import_cmd) {
+    absl::StatusOr<fedrad::tools::LabelledImages> images;
+    if (!idx_images.empty() && !idx_labels.empty() && png_dir.empty()) {
+      images = fedrad::tools::ReadIdx(idx_images, idx_labels, import_limit);
+    } else if (!png_dir.empty() && idx_images.empty() && idx_labels.empty()) {
+      images = fedrad::tools::ReadPngFolders(png_dir, import_limit);
+    } else {
+      images = absl::InvalidArgumentError("import needs either --idx-images and --idx-labels, or --png-dir");
+    }
+    status = images.status();
+    // UIDs derive from the source, so re-importing the same data gives the same files.
+    if (status.ok()) status = fedrad::tools::WriteAsDicom(*images, import_out, png_dir.empty() ? idx_images : png_dir);
+    if (status.ok()) {
+      spdlog::info("imported {} images ({}x{}) into {} (DICOM Secondary Capture + labels.csv)", images->count(),
+                   images->rows, images->columns, import_out);
+    }
+  } else if (*partition) {
+    absl::StatusOr<fedrad::tools::PartitionResult> result = fedrad::tools::Partition(part);
+    status = result.status();
+    if (status.ok()) std::cout << fedrad::tools::FormatHistogram(*result);
   }
   if (!status.ok()) {
     spdlog::error("{}", std::string(status.message()));

@@ -18,10 +18,7 @@
 #include "crypto/sha256.h"
 
 namespace fedrad::tools {
-namespace {
 
-// A deterministic DICOM UID: "2.25." followed by a 128-bit number derived
-// from `key` (the UUID-derived UID form of PS3.5 B.2).
 std::string DerivedUid(const std::string& key) {
   const std::string hex = crypto::Sha256Hex(key).substr(0, 32);
   std::vector<int> digits(hex.size());
@@ -41,6 +38,8 @@ std::string DerivedUid(const std::string& key) {
   std::reverse(decimal.begin(), decimal.end());
   return "2.25." + decimal;
 }
+
+namespace {
 
 struct SiteStyle {
   double noise_hu;
