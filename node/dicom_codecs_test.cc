@@ -195,6 +195,22 @@ TEST_F(DicomCodecsTest, ColourBecomesLuminanceWhateverTheLayout) {
   EXPECT_LT(sum / plain->frames[0].values.size(), 12.0);  // lossy, but the same picture
 }
 
+TEST_F(DicomCodecsTest, HeadersPromisingHugeImagesAreRefusedBeforeDecoding) {
+  // Found by the fuzzer: a JPEG file claiming 21587 x 21321 pixels made DCMTK
+  // allocate gigabytes. A small image with a lower limit shows the check.
+  WriteImage(kCt, P("big.dcm"));
+  Tool("dcmcjpeg +e1 " + P("big.dcm") + " " + P("big-jpeg.dcm"));
+  DicomReadOptions tight;
+  tight.max_pixels = 64 * 48 - 1;
+  for (const char* name : {"big.dcm", "big-jpeg.dcm"}) {
+    auto f = ReadDicomImage(P(name), tight);
+    ASSERT_FALSE(f.ok()) << name;
+    EXPECT_NE(ReasonOf(f.status()).find("image too large: Rows x Columns x Frames x Samples = 3072 pixels"),
+              std::string::npos) << ReasonOf(f.status());
+  }
+  EXPECT_TRUE(ReadDicomImage(P("big-jpeg.dcm")).ok());
+}
+
 TEST_F(DicomCodecsTest, Jpeg2000IsSkippedWithThatReason) {
   DcmFileFormat file;
   DcmDataset* ds = file.getDataset();

@@ -243,6 +243,18 @@ absl::StatusOr<DicomImageFile> ReadDicomImage(const std::string& path, const Dic
   if (const char* why = UnsupportedSyntax(xfer)) {
     return Error(absl::StatusCode::kUnimplemented, path, why);
   }
+  {
+    Uint16 samples = 1;
+    ds->findAndGetUint16(DCM_SamplesPerPixel, samples);
+    Sint32 frames = 1;
+    if (ds->findAndGetSint32(DCM_NumberOfFrames, frames).bad() || frames < 1) frames = 1;
+    const uint64_t pixels = uint64_t(out.rows) * uint64_t(out.columns) * uint64_t(frames) * std::max<uint64_t>(1, samples);
+    if (pixels > options.max_pixels) {
+      return Error(absl::StatusCode::kInvalidArgument, path,
+                   absl::StrCat("image too large: Rows x Columns x Frames x Samples = ", pixels,
+                                " pixels, more than the limit of ", options.max_pixels));
+    }
+  }
   if (!xfer_info.isEncapsulated()) {
     absl::Status s = CheckNativeLength(ds, path);
     if (!s.ok()) return s;

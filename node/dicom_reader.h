@@ -1,6 +1,7 @@
 #ifndef FEDRAD_NODE_DICOM_READER_H_
 #define FEDRAD_NODE_DICOM_READER_H_
 
+#include <cstdint>
 #include <optional>
 #include <string>
 #include <vector>
@@ -47,6 +48,11 @@ struct DicomReadOptions {
   bool color_to_gray = true;
   // Read only the header (no pixel decoding): frames stays empty.
   bool header_only = false;
+  // Files whose header promises more pixels (rows x columns x frames x
+  // samples) are refused before decoding: a hostile or corrupt header must not
+  // make the node allocate gigabytes. 64 Mi covers a 4k x 5k mammogram or a
+  // 512 x 512 x 256 multi-frame CT.
+  uint64_t max_pixels = uint64_t{64} << 20;
 };
 
 // Reads and decodes `path` with DCMTK: native little/big endian (implicit or
