@@ -2,6 +2,9 @@
 
 #include <dcmtk/dcmdata/dcdeftag.h>
 #include <dcmtk/dcmdata/dcfilefo.h>
+#include <dcmtk/dcmdata/dcpixel.h>
+#include <dcmtk/dcmdata/dcpixseq.h>
+#include <dcmtk/dcmdata/dcpxitem.h>
 #include <dcmtk/dcmdata/dcuid.h>
 
 #include <vector>
@@ -57,6 +60,30 @@ bool WriteTestImage(const TestImage& im, const std::string& path, bool big_endia
     ds->putAndInsertUint16Array(DCM_PixelData, px.data(), px.size());
   }
   return file.saveFile(path.c_str(), big_endian ? EXS_BigEndianExplicit : EXS_LittleEndianExplicit).good();
+}
+
+bool WriteJpeg2000Stub(const std::string& path, const std::string& patient_id) {
+  DcmFileFormat file;
+  DcmDataset* ds = file.getDataset();
+  ds->putAndInsertString(DCM_SOPClassUID, UID_CTImageStorage);
+  ds->putAndInsertString(DCM_SOPInstanceUID, "2.25.43");
+  ds->putAndInsertString(DCM_PatientID, patient_id.c_str());
+  ds->putAndInsertString(DCM_PhotometricInterpretation, "MONOCHROME2");
+  ds->putAndInsertUint16(DCM_Rows, 8);
+  ds->putAndInsertUint16(DCM_Columns, 8);
+  ds->putAndInsertUint16(DCM_BitsAllocated, 16);
+  ds->putAndInsertUint16(DCM_BitsStored, 16);
+  ds->putAndInsertUint16(DCM_SamplesPerPixel, 1);
+  auto* pixel = new DcmPixelData(DCM_PixelData);
+  auto* seq = new DcmPixelSequence(DCM_PixelSequenceTag);
+  seq->insert(new DcmPixelItem(DCM_PixelItemTag));  // empty offset table
+  auto* item = new DcmPixelItem(DCM_PixelItemTag);
+  const Uint8 codestream[] = {0xff, 0x4f, 0xff, 0x51, 0, 0, 0, 0};  // J2K SOC + SIZ marker start
+  item->putUint8Array(codestream, sizeof codestream);
+  seq->insert(item);
+  pixel->putOriginalRepresentation(EXS_JPEG2000LosslessOnly, nullptr, seq);
+  ds->insert(pixel);
+  return file.saveFile(path.c_str(), EXS_JPEG2000LosslessOnly).good();
 }
 
 }  // namespace fedrad::node::testing

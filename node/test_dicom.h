@@ -30,6 +30,10 @@ int StoredValue(const TestImage& im, int i, int f);
 // Writes `im` to `path`; returns false on failure.
 bool WriteTestImage(const TestImage& im, const std::string& path, bool big_endian = false);
 
+// Writes an 8x8 file in the JPEG 2000 lossless transfer syntax (a codestream
+// header only: enough to be recognised, not to decode).
+bool WriteJpeg2000Stub(const std::string& path, const std::string& patient_id = "P-j2k");
+
 }  // namespace fedrad::node::testing
 
 #endif  // FEDRAD_NODE_TEST_DICOM_H_

@@ -1,5 +1,5 @@
-// A site whose export mixes every transfer syntax the node reads with broken
-// and non-image files: `inspect` reports it truthfully, and the node trains
+// A site whose export mixes every transfer syntax the node reads (and JPEG
+// 2000, which it cannot) with broken and non-image files: `inspect` reports it truthfully, and the node trains
 // from it in a real federation round, skipping what it cannot read.
 #include <gtest/gtest.h>
 
@@ -7,6 +7,7 @@
 #include <fstream>
 #include <random>
 
+#include "node/test_dicom.h"
 #include "tests/harness.h"
 
 namespace fedrad::testing {
@@ -45,8 +46,48 @@ TEST(MixedArchiveTest, NodeTrainsFromEverySyntaxPlusBrokenFilesAndInspectTellsTh
     ASSERT_EQ(RunCommand(argv, dir + "/encode.log"), 0) << ReadText(dir + "/encode.log");
     fs::rename(files[i] + ".tmp", files[i]);
   }
-  // Broken and non-image files, listed in labels.csv like the rest.
+  // Files from other devices: 12-bit JPEG extended, JPEG-LS near-lossless,
+  // an 8-bit MONOCHROME1 JPEG baseline, a 3-frame object, an RGB capture,
+  // and a JPEG 2000 file (skipped, DCMTK cannot decode it).
   std::string labels = ReadText((data / "labels.csv").string());
+  {
+    auto write = [&](node::testing::TestImage im, const std::string& name) {
+      im.patient_id = "DEVICE-" + name;
+      ASSERT_TRUE(node::testing::WriteTestImage(im, (data / (name + ".raw")).string())) << name;
+    };
+    node::testing::TestImage mr;
+    mr.bits_stored = 12;
+    mr.is_signed = false;
+    mr.intercept = "0";
+    write(mr, "ext12");
+    write(mr, "near");
+    node::testing::TestImage cr = mr;
+    cr.bits_allocated = cr.bits_stored = 8;
+    cr.photometric = "MONOCHROME1";
+    write(cr, "base8");
+    node::testing::TestImage multi = mr;
+    multi.frames = 3;
+    write(multi, "multi");
+    node::testing::TestImage rgb = cr;
+    rgb.photometric = "RGB";
+    rgb.samples = 3;
+    write(rgb, "rgb");
+    auto encode = [&](std::vector<std::string> argv, const std::string& name) {
+      argv.push_back((data / (name + ".raw")).string());
+      argv.push_back((data / (name + ".dcm")).string());
+      ASSERT_EQ(RunCommand(argv, dir + "/encode.log"), 0) << ReadText(dir + "/encode.log");
+      fs::remove(data / (name + ".raw"));
+    };
+    encode({"/usr/bin/dcmcjpeg", "+ee"}, "ext12");
+    encode({"/usr/bin/dcmcjpls", "+en"}, "near");
+    encode({"/usr/bin/dcmcjpeg", "+eb"}, "base8");
+    fs::rename(data / "multi.raw", data / "multi.dcm");
+    fs::rename(data / "rgb.raw", data / "rgb.dcm");
+    ASSERT_TRUE(node::testing::WriteJpeg2000Stub((data / "j2k.dcm").string(), "DEVICE-j2k"));
+    labels += "ext12.dcm,1\nnear.dcm,0\nbase8.dcm,1\nmulti.dcm,0\nrgb.dcm,1\nj2k.dcm,0\n";
+  }
+
+  // Broken and non-image files, listed in labels.csv like the rest.
   {
     std::string bytes = ReadText(files[0]);
     std::ofstream((data / "truncated.dcm").string(), std::ios::binary) << bytes.substr(0, bytes.size() / 3);
@@ -65,15 +106,20 @@ TEST(MixedArchiveTest, NodeTrainsFromEverySyntaxPlusBrokenFilesAndInspectTellsTh
             0)
       << ReadText(dir + "/inspect.log");
   const std::string report = ReadText(dir + "/inspect.log");
-  EXPECT_NE(report.find("28 under the folder (not .csv): 24 loaded"), std::string::npos) << report;
-  EXPECT_NE(report.find("3 unreadable"), std::string::npos) << report;
+  EXPECT_NE(report.find("34 under the folder (not .csv): 29 loaded"), std::string::npos) << report;
+  EXPECT_NE(report.find("4 unreadable"), std::string::npos) << report;
+  EXPECT_NE(report.find("skipped    1  JPEG 2000 is not supported"), std::string::npos) << report;
+  EXPECT_NE(report.find("images       31"), std::string::npos) << report;
+  EXPECT_NE(report.find("MONOCHROME1: 1"), std::string::npos) << report;
+  EXPECT_NE(report.find("RGB: 1"), std::string::npos) << report;
   EXPECT_NE(report.find("1 name no file; 1 files have no row"), std::string::npos) << report;
   for (const char* syntax : {"Little Endian Explicit", "Little Endian Implicit", "Big Endian Explicit",
                              "Deflated Explicit VR Little Endian", "RLE Lossless", "JPEG Lossless, Non-hierarchical, 1st Order Prediction",
-                             "JPEG-LS Lossless"}) {
+                             "JPEG-LS Lossless", "JPEG-LS Lossy (Near-lossless)", "JPEG Baseline",
+                             "JPEG Extended, Process 2+4"}) {
     EXPECT_NE(report.find(syntax), std::string::npos) << syntax << "\n" << report;
   }
-  EXPECT_NE(report.find("patients     8"), std::string::npos) << report;
+  EXPECT_NE(report.find("patients     13"), std::string::npos) << report;
 
   // A real round: both nodes train, site-a from its mixed folder.
   auto coordinator = StartCoordinator(f, "coordinator.log");
@@ -83,7 +129,7 @@ TEST(MixedArchiveTest, NodeTrainsFromEverySyntaxPlusBrokenFilesAndInspectTellsTh
   EXPECT_EQ(a->Wait(std::chrono::seconds(30)), 0) << a->Log();
   EXPECT_EQ(b->Wait(std::chrono::seconds(30)), 0) << b->Log();
   const std::string node_log = a->Log();
-  EXPECT_NE(node_log.find("data: 24 images of 8 patients (3 skipped)"), std::string::npos) << node_log;
+  EXPECT_NE(node_log.find("data: 31 images of 13 patients (4 skipped)"), std::string::npos) << node_log;
   EXPECT_NE(node_log.find("1 row(s) of"), std::string::npos) << node_log;
   std::vector<SqlRow> sent = QueryDb(f.NodeDb("site-a"), "SELECT outcome, num_examples FROM updates_sent");
   ASSERT_EQ(sent.size(), 1u);
