@@ -1,5 +1,6 @@
 #include "coordinator/round_driver.h"
 
+#include <algorithm>
 #include <cmath>
 #include <filesystem>
 
@@ -236,8 +237,13 @@ absl::StatusOr<bool> RoundDriver::RunRoundAttempt(int round) {
 }
 
 absl::Status RoundDriver::Aggregate(const OpenRound& r) {
+  // Fold in site order, not arrival order: float addition is not
+  // associative, and the same updates should always give the same model.
+  std::vector<UpdateTicket> accepted = r.accepted;
+  std::sort(accepted.begin(), accepted.end(),
+            [](const UpdateTicket& a, const UpdateTicket& b) { return a.site < b.site; });
   FedAvgAccumulator acc(global_.values.size());
-  for (const UpdateTicket& t : r.accepted) {
+  for (const UpdateTicket& t : accepted) {
     absl::Status s = acc.AddUpdateFile(t.spool_path, static_cast<double>(t.num_examples));
     if (!s.ok()) return s;
   }

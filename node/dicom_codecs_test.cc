@@ -208,6 +208,17 @@ TEST_F(DicomCodecsTest, HeadersPromisingHugeImagesAreRefusedBeforeDecoding) {
   EXPECT_TRUE(ReadDicomImage(P("big-jpeg.dcm")).ok());
 }
 
+TEST_F(DicomCodecsTest, CompressedFrameMustMatchRowsAndColumns) {
+  // Also found by the fuzzer: DCMTK sizes its buffers from the JPEG stream's
+  // own header, so a stream that disagrees with the DICOM header is refused.
+  WriteImage(kCt, P("sof.dcm"));
+  Tool("dcmcjpeg +e1 " + P("sof.dcm") + " " + P("sof-jpeg.dcm"));
+  Tool("dcmodify -nb -m \"(0028,0010)=80\" " + P("sof-jpeg.dcm"));
+  auto f = ReadDicomImage(P("sof-jpeg.dcm"));
+  ASSERT_FALSE(f.ok());
+  EXPECT_EQ(ReasonOf(f.status()), "compressed frame is 64x48 but Rows x Columns is 80x48");
+}
+
 TEST_F(DicomCodecsTest, Jpeg2000IsSkippedWithThatReason) {
   ASSERT_TRUE(testing::WriteJpeg2000Stub(P("j2k.dcm")));
   auto f = ReadDicomImage(P("j2k.dcm"));

@@ -3,6 +3,8 @@
 #include <dcmtk/dcmdata/dcdeftag.h>
 #include <dcmtk/dcmdata/dcfilefo.h>
 #include <dcmtk/dcmdata/dcpixel.h>
+#include <dcmtk/dcmdata/dcpixseq.h>
+#include <dcmtk/dcmdata/dcpxitem.h>
 #include <dcmtk/dcmdata/dcrledrg.h>
 #include <dcmtk/dcmdata/dcuid.h>
 #include <dcmtk/dcmdata/dcxfer.h>
@@ -180,6 +182,71 @@ absl::StatusOr<bool> ReadNativeMonochrome(DcmDataset* ds, const std::string& pat
   return true;
 }
 
+bool IsJpegFamily(E_TransferSyntax xfer) {
+  return (xfer >= EXS_JPEGProcess1 && xfer <= EXS_JPEGProcess14SV1) || xfer == EXS_JPEGLSLossless ||
+         xfer == EXS_JPEGLSLossy;
+}
+
+// Reads the frame size from a JPEG or JPEG-LS codestream's start-of-frame
+// marker. Returns false if the stream has no parsable SOF before its scan.
+bool JpegFrameSize(const Uint8* p, size_t n, int* rows, int* cols) {
+  if (n < 4 || p[0] != 0xFF || p[1] != 0xD8) return false;  // SOI
+  size_t i = 2;
+  while (i + 4 <= n) {
+    if (p[i] != 0xFF) return false;
+    const Uint8 marker = p[i + 1];
+    if (marker == 0xFF) {  // fill byte
+      ++i;
+      continue;
+    }
+    const size_t len = (static_cast<size_t>(p[i + 2]) << 8) | p[i + 3];
+    const bool sof = (marker >= 0xC0 && marker <= 0xCF && marker != 0xC4 && marker != 0xC8 && marker != 0xCC) ||
+                     marker == 0xF7;  // JPEG-LS SOF55
+    if (sof) {
+      if (i + 9 > n || len < 8) return false;
+      *rows = (p[i + 5] << 8) | p[i + 6];
+      *cols = (p[i + 7] << 8) | p[i + 8];
+      return true;
+    }
+    if (marker == 0xDA || len < 2) return false;  // scan before any SOF
+    i += 2 + len;
+  }
+  return false;
+}
+
+// A compressed stream's own header decides what DCMTK's decoders allocate,
+// so each frame's SOF must agree with Rows and Columns before decoding.
+absl::Status CheckEncapsulatedFrames(DcmDataset* ds, E_TransferSyntax xfer, const std::string& path, int rows,
+                                     int cols) {
+  if (!IsJpegFamily(xfer)) return absl::OkStatus();
+  DcmElement* element = nullptr;
+  if (ds->findAndGetElement(DCM_PixelData, element).bad() || element == nullptr) return absl::OkStatus();
+  auto* pixel = static_cast<DcmPixelData*>(element);
+  DcmPixelSequence* seq = nullptr;
+  if (pixel->getEncapsulatedRepresentation(xfer, nullptr, seq).bad() || seq == nullptr) {
+    return Error(absl::StatusCode::kInvalidArgument, path, "encapsulated pixel data without a pixel sequence");
+  }
+  bool seen_frame = false;
+  for (unsigned long k = 1; k < seq->card(); ++k) {  // item 0 is the offset table
+    DcmPixelItem* item = nullptr;
+    Uint8* data = nullptr;
+    if (seq->getItem(item, k).bad() || item == nullptr || item->getUint8Array(data).bad() || data == nullptr) continue;
+    const size_t n = item->getLength();
+    if (n < 2 || data[0] != 0xFF || data[1] != 0xD8) continue;  // a continuation fragment
+    int r = 0, c = 0;
+    if (!JpegFrameSize(data, n, &r, &c)) {
+      return Error(absl::StatusCode::kInvalidArgument, path, "compressed frame without a readable JPEG frame header");
+    }
+    if (r != rows || c != cols) {
+      return Error(absl::StatusCode::kInvalidArgument, path,
+                   absl::StrCat("compressed frame is ", r, "x", c, " but Rows x Columns is ", rows, "x", cols));
+    }
+    seen_frame = true;
+  }
+  if (!seen_frame) return Error(absl::StatusCode::kInvalidArgument, path, "no compressed frame in the pixel data");
+  return absl::OkStatus();
+}
+
 }  // namespace
 
 void InitDcmtk() {
@@ -255,8 +322,9 @@ absl::StatusOr<DicomImageFile> ReadDicomImage(const std::string& path, const Dic
                                 " pixels, more than the limit of ", options.max_pixels));
     }
   }
-  if (!xfer_info.isEncapsulated()) {
-    absl::Status s = CheckNativeLength(ds, path);
+  {
+    absl::Status s = xfer_info.isEncapsulated() ? CheckEncapsulatedFrames(ds, xfer, path, out.rows, out.columns)
+                                                : CheckNativeLength(ds, path);
     if (!s.ok()) return s;
   }
   const bool color = out.photometric.rfind("MONOCHROME", 0) != 0 && out.photometric != "PALETTE COLOR";
