@@ -2,7 +2,9 @@
 #include <CLI/CLI.hpp>
 #include <spdlog/spdlog.h>
 
+#include "absl/strings/str_format.h"
 #include "common/logging.h"
+#include "common/privacy_accountant.h"
 #include <iostream>
 
 #include "tools/import.h"
@@ -73,7 +75,40 @@ int main(int argc, char** argv) {
   partition->add_option("--out", part.out_dir, "Output folder: one sub-folder per site")->required();
   partition->add_option("--names", part.site_names, "Site names (default hospital-a, hospital-b, ...)");
 
+  double dp_noise = 0, dp_rate = 0, dp_delta = 1e-5, dp_epsilon = 0;
+  int64_t dp_steps = 0;
+  CLI::App* dp = app.add_subcommand(
+      "dp", "Plan differential privacy: the RDP accountant of the Poisson-subsampled Gaussian (DP-SGD)");
+  dp->require_subcommand(1);
+  CLI::App* dp_eps = dp->add_subcommand("epsilon", "epsilon after STEPS steps at noise multiplier and sampling rate");
+  dp_eps->add_option("--noise", dp_noise, "Noise multiplier sigma (noise std / clipping norm)")->required()
+      ->check(CLI::NonNegativeNumber);
+  CLI::App* dp_sigma = dp->add_subcommand("noise", "the smallest noise multiplier that stays within (epsilon, delta)");
+  dp_sigma->add_option("--epsilon", dp_epsilon, "Target epsilon")->required()->check(CLI::PositiveNumber);
+  for (CLI::App* c : {dp_eps, dp_sigma}) {
+    c->add_option("--rate", dp_rate, "Sampling rate q (expected batch / dataset size)")->required()
+        ->check(CLI::Range(0.0, 1.0));
+    c->add_option("--steps", dp_steps, "Number of steps")->required()->check(CLI::PositiveNumber);
+    c->add_option("--delta", dp_delta, "delta")->capture_default_str()->check(CLI::Range(1e-300, 0.999));
+  }
+
   CLI11_PARSE(app, argc, argv);
+  if (*dp_eps) {
+    fedrad::Epsilon e = fedrad::EpsilonFor(dp_noise, dp_rate, dp_steps, dp_delta);
+    std::cout << absl::StrFormat("epsilon = %.6g (delta = %g, best RDP order %g)\n", e.epsilon, dp_delta, e.order);
+    return 0;
+  }
+  if (*dp_sigma) {
+    absl::StatusOr<double> sigma = fedrad::NoiseMultiplierFor(dp_epsilon, dp_delta, dp_rate, dp_steps);
+    if (!sigma.ok()) {
+      std::cerr << sigma.status().message() << "\n";
+      return 1;
+    }
+    fedrad::Epsilon e = fedrad::EpsilonFor(*sigma, dp_rate, dp_steps, dp_delta);
+    std::cout << absl::StrFormat("noise multiplier = %.6f (epsilon = %.6g at delta = %g, best RDP order %g)\n",
+                                 *sigma, e.epsilon, dp_delta, e.order);
+    return 0;
+  }
   fedrad::InitLogging("fedrad", verbose);
 
   absl::Status status;
