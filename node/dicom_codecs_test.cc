@@ -208,6 +208,19 @@ TEST_F(DicomCodecsTest, HeadersPromisingHugeImagesAreRefusedBeforeDecoding) {
   EXPECT_TRUE(ReadDicomImage(P("big-jpeg.dcm")).ok());
 }
 
+// Every input the fuzzer ever flagged (tests/fuzz/regressions) is refused
+// with a reason, quickly and without a crash.
+TEST_F(DicomCodecsTest, FuzzerRegressionsAreSkippedWithAReason) {
+  int n = 0;
+  for (const auto& e : fs::directory_iterator(FEDRAD_FUZZ_REGRESSIONS)) {
+    auto f = ReadDicomImage(e.path().string());
+    EXPECT_FALSE(f.ok()) << e.path();
+    EXPECT_FALSE(ReasonOf(f.status()).empty());
+    ++n;
+  }
+  EXPECT_GE(n, 4);
+}
+
 TEST_F(DicomCodecsTest, CompressedFrameMustMatchRowsAndColumns) {
   // Also found by the fuzzer: DCMTK sizes its buffers from the JPEG stream's
   // own header, so a stream that disagrees with the DICOM header is refused.
