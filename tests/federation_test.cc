@@ -14,13 +14,8 @@ TEST(FederationTest, TwoNodesTwoRoundsAgreeOnTheGlobalModel) {
   const std::string dir = MakeWorkspace();
   MiniFederation f = SetUpFederation(dir, {.sites = 2, .rounds = 2, .min_nodes = 2});
   ASSERT_FALSE(::testing::Test::HasFailure());
-  auto coordinator = StartCoordinator(f, "coordinator.log");
-  auto a = StartNode(f, "site-a");
-  auto b = StartNode(f, "site-b");
-
-  ASSERT_EQ(coordinator->Wait(std::chrono::minutes(3)), 0) << coordinator->Log();
-  EXPECT_EQ(a->Wait(std::chrono::seconds(30)), 0) << a->Log();
-  EXPECT_EQ(b->Wait(std::chrono::seconds(30)), 0) << b->Log();
+  RunFederationToCompletion(f);
+  ASSERT_FALSE(::testing::Test::HasFailure());
 
   std::vector<SqlRow> models = QueryDb(f.StateDb(), "SELECT round, sha256 FROM models ORDER BY round");
   ASSERT_EQ(models.size(), 3u);  // initial model + two rounds

@@ -175,6 +175,19 @@ std::unique_ptr<Process> StartNode(const MiniFederation& f, const std::string& s
       f.dir + "/" + site + ".log");
 }
 
+std::vector<std::string> RunFederationToCompletion(const MiniFederation& f, std::chrono::minutes timeout) {
+  auto coordinator = StartCoordinator(f, "coordinator.log");
+  std::vector<std::unique_ptr<Process>> nodes;
+  for (const std::string& site : f.sites) nodes.push_back(StartNode(f, site));
+  EXPECT_EQ(coordinator->Wait(timeout), 0) << coordinator->Log();
+  std::vector<std::string> logs{coordinator->Log()};
+  for (auto& node : nodes) {
+    EXPECT_EQ(node->Wait(std::chrono::seconds(30)), 0) << node->Log();
+    logs.push_back(node->Log());
+  }
+  return logs;
+}
+
 std::vector<SqlRow> QueryDb(const std::string& path, const std::string& sql) {
   absl::StatusOr<std::unique_ptr<Database>> db = Database::Open(path);
   EXPECT_TRUE(db.ok()) << db.status();

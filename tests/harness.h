@@ -87,6 +87,12 @@ MiniFederation SetUpFederation(const std::string& dir, const MiniFederationOptio
 std::unique_ptr<Process> StartCoordinator(const MiniFederation& f, const std::string& log_name);
 std::unique_ptr<Process> StartNode(const MiniFederation& f, const std::string& site);
 
+// Runs the coordinator and one node per site until the federation finishes;
+// fails the test unless every process exits 0. Returns the logs (coordinator
+// first, then the sites in order).
+std::vector<std::string> RunFederationToCompletion(const MiniFederation& f,
+                                                   std::chrono::minutes timeout = std::chrono::minutes(3));
+
 // Rows of a query against a database file (opened read-write, WAL).
 std::vector<SqlRow> QueryDb(const std::string& path, const std::string& sql);
 

@@ -122,13 +122,9 @@ TEST(MixedArchiveTest, NodeTrainsFromEverySyntaxPlusBrokenFilesAndInspectTellsTh
   EXPECT_NE(report.find("patients     13"), std::string::npos) << report;
 
   // A real round: both nodes train, site-a from its mixed folder.
-  auto coordinator = StartCoordinator(f, "coordinator.log");
-  auto a = StartNode(f, "site-a");
-  auto b = StartNode(f, "site-b");
-  ASSERT_EQ(coordinator->Wait(std::chrono::minutes(3)), 0) << coordinator->Log();
-  EXPECT_EQ(a->Wait(std::chrono::seconds(30)), 0) << a->Log();
-  EXPECT_EQ(b->Wait(std::chrono::seconds(30)), 0) << b->Log();
-  const std::string node_log = a->Log();
+  std::vector<std::string> logs = RunFederationToCompletion(f);
+  ASSERT_FALSE(::testing::Test::HasFailure());
+  const std::string& node_log = logs[1];
   EXPECT_NE(node_log.find("data: 31 images of 13 patients (4 skipped)"), std::string::npos) << node_log;
   EXPECT_NE(node_log.find("1 row(s) of"), std::string::npos) << node_log;
   std::vector<SqlRow> sent = QueryDb(f.NodeDb("site-a"), "SELECT outcome, num_examples FROM updates_sent");
