@@ -38,12 +38,12 @@ class CtNetImpl : public ClassifierImpl {
         fc2_(register_module("fc2", torch::nn::Linear(32, num_classes))) {}
 
   torch::Tensor forward(torch::Tensor x) override {
-    x = F::max_pool2d(torch::tanh(norm1_->forward(conv1_->forward(x))), F::MaxPool2dFuncOptions(2));
-    x = F::max_pool2d(torch::tanh(norm2_->forward(conv2_->forward(x))), F::MaxPool2dFuncOptions(2));
-    x = torch::tanh(norm3_->forward(conv3_->forward(x)));
+    x = F::max_pool2d(torch::tanh(Apply(norm1_, Apply(conv1_, x))), F::MaxPool2dFuncOptions(2));
+    x = F::max_pool2d(torch::tanh(Apply(norm2_, Apply(conv2_, x))), F::MaxPool2dFuncOptions(2));
+    x = torch::tanh(Apply(norm3_, Apply(conv3_, x)));
     x = F::adaptive_max_pool2d(x, F::AdaptiveMaxPool2dFuncOptions(1));
-    x = torch::tanh(fc1_->forward(x.flatten(1)));
-    return fc2_->forward(x);
+    x = torch::tanh(Apply(fc1_, x.flatten(1)));
+    return Apply(fc2_, x);
   }
 
  private:
@@ -69,10 +69,10 @@ class TbCnn28Impl : public ClassifierImpl {
         fc2_(register_module("fc2", torch::nn::Linear(32, num_classes))) {}
 
   torch::Tensor forward(torch::Tensor x) override {
-    x = F::max_pool2d(torch::tanh(conv1_->forward(x)), F::MaxPool2dFuncOptions(2).stride(1));
-    x = F::max_pool2d(torch::tanh(conv2_->forward(x)), F::MaxPool2dFuncOptions(2).stride(1));
-    x = torch::tanh(fc1_->forward(x.flatten(1)));
-    return fc2_->forward(x);
+    x = F::max_pool2d(torch::tanh(Apply(conv1_, x)), F::MaxPool2dFuncOptions(2).stride(1));
+    x = F::max_pool2d(torch::tanh(Apply(conv2_, x)), F::MaxPool2dFuncOptions(2).stride(1));
+    x = torch::tanh(Apply(fc1_, x.flatten(1)));
+    return Apply(fc2_, x);
   }
 
  private:

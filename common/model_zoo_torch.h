@@ -5,6 +5,9 @@
 // network (trainer, evaluator); everything else uses common/model_zoo.h.
 
 #include <torch/nn/module.h>
+#include <torch/nn/modules/conv.h>
+#include <torch/nn/modules/linear.h>
+#include <torch/nn/modules/normalization.h>
 
 #include <memory>
 
@@ -14,10 +17,52 @@
 
 namespace fedrad {
 
-// A classifier: images [N, C, H, W] in, logits [N, classes] out.
+// Sees every parametric layer's input and output during a forward pass
+// (DP-SGD uses it to compute per-sample gradients). A layer type a tap does
+// not support must make it fail loudly, never be skipped.
+class LayerTap {
+ public:
+  virtual ~LayerTap() = default;
+  virtual void Linear(torch::nn::LinearImpl& layer, const torch::Tensor& input, const torch::Tensor& output) = 0;
+  virtual void Conv2d(torch::nn::Conv2dImpl& layer, const torch::Tensor& input, const torch::Tensor& output) = 0;
+  virtual void GroupNorm(torch::nn::GroupNormImpl& layer, const torch::Tensor& input,
+                         const torch::Tensor& output) = 0;
+  virtual void LayerNorm(torch::nn::LayerNormImpl& layer, const torch::Tensor& input,
+                         const torch::Tensor& output) = 0;
+};
+
+// A classifier: images [N, C, H, W] in, logits [N, classes] out. Layers are
+// applied through Apply() so an installed LayerTap sees each of them.
 class ClassifierImpl : public torch::nn::Module {
  public:
   virtual torch::Tensor forward(torch::Tensor x) = 0;
+  // Not owned; nullptr removes it.
+  void set_tap(LayerTap* tap) { tap_ = tap; }
+
+ protected:
+  torch::Tensor Apply(torch::nn::Linear& layer, const torch::Tensor& x) {
+    torch::Tensor y = layer->forward(x);
+    if (tap_) tap_->Linear(*layer, x, y);
+    return y;
+  }
+  torch::Tensor Apply(torch::nn::Conv2d& layer, const torch::Tensor& x) {
+    torch::Tensor y = layer->forward(x);
+    if (tap_) tap_->Conv2d(*layer, x, y);
+    return y;
+  }
+  torch::Tensor Apply(torch::nn::GroupNorm& layer, const torch::Tensor& x) {
+    torch::Tensor y = layer->forward(x);
+    if (tap_) tap_->GroupNorm(*layer, x, y);
+    return y;
+  }
+  torch::Tensor Apply(torch::nn::LayerNorm& layer, const torch::Tensor& x) {
+    torch::Tensor y = layer->forward(x);
+    if (tap_) tap_->LayerNorm(*layer, x, y);
+    return y;
+  }
+
+ private:
+  LayerTap* tap_ = nullptr;
 };
 
 absl::StatusOr<std::shared_ptr<ClassifierImpl>> CreateClassifier(const ModelSpec& spec);

@@ -1,0 +1,54 @@
+#ifndef FEDRAD_NODE_GRAD_SAMPLER_H_
+#define FEDRAD_NODE_GRAD_SAMPLER_H_
+
+// Torch-facing: include only from .cc files.
+
+#include <map>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "common/model_zoo_torch.h"
+
+namespace fedrad::node {
+
+// Per-sample gradients by per-layer capture: during the forward pass it keeps
+// each parametric layer's input and hooks its output's gradient; after
+// backward() it forms every parameter's gradient for each sample separately
+// (an outer product per sample for Linear, unfolded activations times output
+// gradients for Conv2d, normalised activations times output gradients for
+// GroupNorm and LayerNorm), materialised as [batch, ...parameter shape].
+//
+// Use: install with ClassifierImpl::set_tap, run forward and backward on a
+// batch, call PerSampleGradients(), then Clear() before the next batch.
+// Not thread-safe.
+class GradSampler : public LayerTap {
+ public:
+  void Linear(torch::nn::LinearImpl& layer, const torch::Tensor& input, const torch::Tensor& output) override;
+  void Conv2d(torch::nn::Conv2dImpl& layer, const torch::Tensor& input, const torch::Tensor& output) override;
+  void GroupNorm(torch::nn::GroupNormImpl& layer, const torch::Tensor& input, const torch::Tensor& output) override;
+  void LayerNorm(torch::nn::LayerNormImpl& layer, const torch::Tensor& input, const torch::Tensor& output) override;
+
+  // One tensor per parameter of `model`, in named_parameters order, each
+  // [batch, ...shape]. Fails if a parameter was not seen (a layer type the
+  // sampler does not know), or if a layer was used without its gradient.
+  absl::StatusOr<std::vector<torch::Tensor>> PerSampleGradients(const torch::nn::Module& model);
+  void Clear();
+
+ private:
+  enum class Kind { kLinear, kConv2d, kGroupNorm, kLayerNorm };
+  struct Capture {
+    Kind kind;
+    void* layer;  // the LinearImpl*, Conv2dImpl*, ... that `kind` names
+    torch::Tensor input;
+    torch::Tensor grad_output;
+  };
+  void Add(Kind kind, void* layer, const torch::Tensor& input, const torch::Tensor& output);
+  // Per-sample gradients of one capture, keyed by parameter.
+  absl::Status Accumulate(const Capture& c, std::map<const void*, torch::Tensor>* out);
+
+  std::vector<Capture> captures_;
+};
+
+}  // namespace fedrad::node
+
+#endif  // FEDRAD_NODE_GRAD_SAMPLER_H_
