@@ -1,0 +1,59 @@
+#include "crypto/secure_noise.h"
+
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <vector>
+
+namespace fedrad::crypto {
+namespace {
+
+TEST(SecureRandomTest, GaussianHasTheRequestedMomentsAndTails) {
+  auto rng = SecureRandom::ForTesting(11);
+  const size_t n = 400000;
+  std::vector<double> x(n);
+  rng->Gaussian(x.data(), n, 2.5);
+  double mean = 0, m2 = 0, m4 = 0;
+  size_t beyond2 = 0;
+  for (double v : x) mean += v;
+  mean /= n;
+  for (double v : x) {
+    m2 += (v - mean) * (v - mean);
+    m4 += std::pow(v - mean, 4);
+    beyond2 += std::fabs(v) > 2 * 2.5;
+  }
+  m2 /= n;
+  m4 /= n;
+  // Standard errors: mean 2.5/sqrt(n) = 0.004; variance about 0.014.
+  EXPECT_NEAR(mean, 0.0, 0.02);
+  EXPECT_NEAR(m2, 6.25, 0.07);
+  EXPECT_NEAR(m4 / (m2 * m2), 3.0, 0.05);  // Gaussian kurtosis
+  EXPECT_NEAR(static_cast<double>(beyond2) / n, 0.0455, 0.002);  // P(|Z| > 2)
+}
+
+TEST(SecureRandomTest, OsSeededGeneratorsDiffer) {
+  auto a = SecureRandom::Create();
+  auto b = SecureRandom::Create();
+  ASSERT_TRUE(a.ok() && b.ok());
+  EXPECT_NE((*a)->Uniform(), (*b)->Uniform());
+  auto t1 = SecureRandom::ForTesting(5), t2 = SecureRandom::ForTesting(5);
+  EXPECT_EQ(t1->Uniform(), t2->Uniform());
+}
+
+TEST(SecureRandomTest, UniformAndBernoulli) {
+  auto rng = SecureRandom::ForTesting(3);
+  double sum = 0;
+  int hits = 0;
+  for (int i = 0; i < 100000; ++i) {
+    const double u = rng->Uniform();
+    ASSERT_GE(u, 0.0);
+    ASSERT_LT(u, 1.0);
+    sum += u;
+    hits += rng->Bernoulli(0.2);
+  }
+  EXPECT_NEAR(sum / 100000, 0.5, 0.005);
+  EXPECT_NEAR(hits / 100000.0, 0.2, 0.005);
+}
+
+}  // namespace
+}  // namespace fedrad::crypto

@@ -1,0 +1,45 @@
+#ifndef FEDRAD_NODE_DP_SGD_H_
+#define FEDRAD_NODE_DP_SGD_H_
+
+// Torch-facing: include only from .cc files.
+
+#include <cstdint>
+#include <vector>
+
+#include <ATen/Tensor.h>
+
+#include "absl/status/statusor.h"
+#include "crypto/secure_noise.h"
+
+namespace fedrad::node {
+
+// Poisson sampling: each of `num_units` privacy units (patients, or images)
+// joins the step independently with probability q. Returns their indices.
+std::vector<int64_t> PoissonSample(int64_t num_units, double q, crypto::SecureRandom& rng);
+
+struct DpSgdSettings {
+  double clip_norm = 1.0;         // C: bound on each unit's gradient (L2, over all parameters)
+  double noise_multiplier = 1.0;  // σ: noise std is σ·C
+  double expected_batch = 1.0;    // q × number of units: the divisor, whatever the actual batch
+};
+
+struct DpStepStats {
+  int64_t units = 0;
+  double mean_norm = 0;         // of the units' gradients before clipping
+  double clipped_fraction = 0;  // units whose norm exceeded C
+};
+
+// The DP-SGD gradient of one step. `per_sample` holds one [B, ...] tensor
+// per parameter (GradSampler), `unit_of_sample` [B] says which of the step's
+// `num_units` units each sample belongs to: a unit's per-sample gradients are
+// summed, the sum is clipped to C, the clipped sums are added, Gaussian
+// noise N(0, σ²C²) from `rng` is added to every coordinate, and the result is
+// divided by expected_batch. Written into each parameter's .grad.
+absl::StatusOr<DpStepStats> NoisyClippedGradient(const std::vector<at::Tensor>& params,
+                                                 const std::vector<at::Tensor>& per_sample,
+                                                 const at::Tensor& unit_of_sample, int64_t num_units,
+                                                 const DpSgdSettings& settings, crypto::SecureRandom& rng);
+
+}  // namespace fedrad::node
+
+#endif  // FEDRAD_NODE_DP_SGD_H_
