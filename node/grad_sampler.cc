@@ -52,7 +52,14 @@ absl::Status GradSampler::Accumulate(const Capture& c, std::map<const void*, tor
   switch (c.kind) {
     case Kind::kLinear: {
       auto* layer = static_cast<torch::nn::LinearImpl*>(c.layer);
-      // [B, T, I] and [B, T, O] (T = 1 for plain [B, I] inputs).
+      if (a.dim() == 2) {
+        // One outer product per sample: a broadcast multiply, which is much
+        // faster than a batched GEMM with an inner dimension of 1.
+        AddTo(out, layer->weight, g.unsqueeze(2) * a.unsqueeze(1));
+        if (layer->bias.defined()) AddTo(out, layer->bias, g);
+        return absl::OkStatus();
+      }
+      // [B, T, I] and [B, T, O]: sum the outer products over T.
       const torch::Tensor a3 = a.reshape({batch, -1, a.size(-1)});
       const torch::Tensor g3 = g.reshape({batch, -1, g.size(-1)});
       AddTo(out, layer->weight, torch::bmm(g3.transpose(1, 2), a3));
