@@ -10,6 +10,7 @@
 
 #include "absl/status/statusor.h"
 #include "crypto/secure_noise.h"
+#include "node/grad_sampler.h"
 
 namespace fedrad::node {
 
@@ -29,14 +30,13 @@ struct DpStepStats {
   double clipped_fraction = 0;  // units whose norm exceeded C
 };
 
-// The DP-SGD gradient of one step. `per_sample` holds one [B, ...] tensor
-// per parameter (GradSampler), `unit_of_sample` [B] says which of the step's
-// `num_units` units each sample belongs to: a unit's per-sample gradients are
-// summed, the sum is clipped to C, the clipped sums are added, Gaussian
-// noise N(0, σ²C²) from `rng` is added to every coordinate, and the result is
+// The DP-SGD gradient of one step, after a forward and backward pass with
+// `sampler` installed: `unit_of_sample` [B] says which of the step's
+// `num_units` units each sample belongs to; a unit's gradient (the sum of its
+// samples') is clipped to C, the clipped gradients are added, Gaussian noise
+// N(0, σ²C²) from `rng` is added to every coordinate, and the result is
 // divided by expected_batch. Written into each parameter's .grad.
-absl::StatusOr<DpStepStats> NoisyClippedGradient(const std::vector<at::Tensor>& params,
-                                                 const std::vector<at::Tensor>& per_sample,
+absl::StatusOr<DpStepStats> NoisyClippedGradient(GradSampler& sampler, torch::nn::Module& model,
                                                  const at::Tensor& unit_of_sample, int64_t num_units,
                                                  const DpSgdSettings& settings, crypto::SecureRandom& rng);
 

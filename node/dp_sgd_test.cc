@@ -1,6 +1,8 @@
 #include "node/dp_sgd.h"
 
 #include <gtest/gtest.h>
+
+#include <algorithm>
 #include <torch/torch.h>
 
 #include "common/model_zoo.h"
@@ -44,40 +46,59 @@ TEST(DpSgdTest, PatientLevelClippedSumEqualsNaiveLoop) {
   torch::Tensor y = torch::randint(0, 2, {7}, torch::kInt64);
   // Seven images of four patients; one patient has three images.
   const std::vector<int64_t> unit = {0, 0, 1, 2, 2, 2, 3};
-  for (double clip : {0.05, 1e6}) {  // clipping active, and inactive
-    std::vector<torch::Tensor> want = NaiveClippedSum(**model, x, y, unit, 4, clip);
-    GradSampler sampler;
-    (*model)->set_tap(&sampler);
-    (*model)->zero_grad();
-    F::cross_entropy((*model)->forward(x), y, F::CrossEntropyFuncOptions().reduction(torch::kSum)).backward();
-    (*model)->set_tap(nullptr);
-    auto per_sample = sampler.PerSampleGradients(**model);
-    ASSERT_TRUE(per_sample.ok());
-    auto rng = crypto::SecureRandom::ForTesting(1);
-    DpSgdSettings s{clip, /*noise_multiplier=*/0.0, /*expected_batch=*/2.5};
-    auto stats = NoisyClippedGradient((*model)->parameters(), *per_sample, torch::tensor(unit), 4, s, *rng);
-    ASSERT_TRUE(stats.ok()) << stats.status();
-    EXPECT_EQ(stats->units, 4);
-    EXPECT_EQ(stats->clipped_fraction, clip < 1 ? 1.0 : 0.0);
-    std::vector<torch::Tensor> params = (*model)->parameters();
-    for (size_t p = 0; p < params.size(); ++p) {
-      // The result is divided by the expected batch (2.5), not the actual 4.
-      torch::Tensor got = params[p].grad() * 2.5;
-      const double scale = want[p].abs().max().item<double>() + 1e-12;
-      EXPECT_LE((got - want[p]).abs().max().item<double>(), 1e-5 * scale + 1e-9) << "param " << p << " clip " << clip;
+  // Patient-level (one patient has three images) and image-level units;
+  // clipping active and inactive.
+  const std::vector<int64_t> by_image = {0, 1, 2, 3, 4, 5, 6};
+  for (const std::vector<int64_t>* units : {&unit, &by_image}) {
+    const int64_t n = *std::max_element(units->begin(), units->end()) + 1;
+    for (double clip : {0.05, 1e6}) {
+      std::vector<torch::Tensor> want = NaiveClippedSum(**model, x, y, *units, n, clip);
+      GradSampler sampler;
+      (*model)->set_tap(&sampler);
+      (*model)->zero_grad();
+      F::cross_entropy((*model)->forward(x), y, F::CrossEntropyFuncOptions().reduction(torch::kSum)).backward();
+      (*model)->set_tap(nullptr);
+      auto rng = crypto::SecureRandom::ForTesting(1);
+      DpSgdSettings s{clip, /*noise_multiplier=*/0.0, /*expected_batch=*/2.5};
+      auto stats = NoisyClippedGradient(sampler, **model, torch::tensor(*units), n, s, *rng);
+      ASSERT_TRUE(stats.ok()) << stats.status();
+      EXPECT_EQ(stats->units, n);
+      EXPECT_EQ(stats->clipped_fraction, clip < 1 ? 1.0 : 0.0);
+      std::vector<torch::Tensor> params = (*model)->parameters();
+      for (size_t p = 0; p < params.size(); ++p) {
+        // The result is divided by the expected batch (2.5), not the actual one.
+        torch::Tensor got = params[p].grad() * 2.5;
+        const double scale = want[p].abs().max().item<double>() + 1e-12;
+        EXPECT_LE((got - want[p]).abs().max().item<double>(), 1e-5 * scale + 1e-9)
+            << "param " << p << " clip " << clip << " units " << n;
+      }
     }
   }
 }
 
 TEST(DpSgdTest, NoiseHasStandardDeviationSigmaTimesClipOverExpectedBatch) {
-  torch::Tensor w = torch::zeros({200, 300}, torch::requires_grad());
-  std::vector<torch::Tensor> per_sample = {torch::zeros({3, 200, 300})};
+  // A linear layer whose inputs are zero has zero gradients: what is left is noise.
+  class ZeroImpl : public ClassifierImpl {
+   public:
+    ZeroImpl() : fc_(register_module("fc", torch::nn::Linear(300, 200))) {}
+    torch::Tensor forward(torch::Tensor x) override { return Apply(fc_, x * 0); }
+    torch::nn::Linear fc_;
+  };
+  auto model = std::make_shared<ZeroImpl>();
+  {
+    torch::NoGradGuard g;
+    model->fc_->bias.zero_();
+    model->fc_->bias.requires_grad_(false);
+  }
+  GradSampler sampler;
+  model->set_tap(&sampler);
+  model->forward(torch::rand({3, 300})).sum().backward();
   auto rng = crypto::SecureRandom::ForTesting(2);
   DpSgdSettings s{/*clip_norm=*/0.5, /*noise_multiplier=*/1.2, /*expected_batch=*/4};
-  ASSERT_TRUE(NoisyClippedGradient({w}, per_sample, torch::tensor({0, 1, 2}), 3, s, *rng).ok());
-  const double std = w.grad().std().item<double>();
-  EXPECT_NEAR(std, 1.2 * 0.5 / 4, 0.01 * 0.15);  // 60,000 coordinates: about 0.3% standard error
-  EXPECT_NEAR(w.grad().mean().item<double>(), 0.0, 0.002);
+  ASSERT_TRUE(NoisyClippedGradient(sampler, *model, torch::tensor({0, 1, 2}), 3, s, *rng).ok());
+  const torch::Tensor grad = model->fc_->weight.grad();
+  EXPECT_NEAR(grad.std().item<double>(), 1.2 * 0.5 / 4, 0.01 * 0.15);  // 60,000 coordinates
+  EXPECT_NEAR(grad.mean().item<double>(), 0.0, 0.002);
 }
 
 TEST(DpSgdTest, PoissonBatchSizesHaveBinomialMeanAndVariance) {

@@ -138,4 +138,85 @@ absl::StatusOr<std::vector<torch::Tensor>> GradSampler::PerSampleGradients(const
   return out;
 }
 
+absl::StatusOr<GradSampler::Clipped> GradSampler::ClippedSum(const torch::nn::Module& model,
+                                                             const torch::Tensor& unit_of_sample, int64_t num_units,
+                                                             double clip) {
+  torch::NoGradGuard no_grad;
+  const int64_t batch = unit_of_sample.size(0);
+  const bool identity = num_units == batch && torch::equal(unit_of_sample, torch::arange(batch, torch::kInt64));
+  torch::Tensor one_hot;  // [units, batch]
+  if (!identity && num_units > 0) {
+    one_hot = torch::zeros({num_units, batch}, torch::kFloat32);
+    one_hot.index_put_({unit_of_sample, torch::arange(batch, torch::kInt64)}, 1.0);
+  }
+  // Linear layers on 2-D inputs, each captured once, take the Gram path.
+  std::map<const void*, int> uses;
+  for (const Capture& c : captures_) {
+    if (c.grad_output.defined()) ++uses[c.layer];
+  }
+  auto ghost = [&](const Capture& c) {
+    return c.kind == Kind::kLinear && c.input.dim() == 2 && uses[c.layer] == 1;
+  };
+
+  torch::Tensor sq = torch::zeros({num_units}, torch::kFloat64);
+  std::map<const void*, torch::Tensor> materialised;  // parameter -> per-sample [B, ...]
+  for (const Capture& c : captures_) {
+    if (!c.grad_output.defined()) continue;
+    if (!ghost(c)) {
+      absl::Status s = Accumulate(c, &materialised);
+      if (!s.ok()) return s;
+      continue;
+    }
+    if (num_units == 0) continue;
+    auto* layer = static_cast<torch::nn::LinearImpl*>(c.layer);
+    const torch::Tensor& a = c.input;
+    const torch::Tensor& g = c.grad_output;
+    const double bias = layer->bias.defined() ? 1.0 : 0.0;
+    if (identity) {
+      const torch::Tensor g2 = g.pow(2).sum(1).to(torch::kFloat64);
+      sq += g2 * (a.pow(2).sum(1).to(torch::kFloat64) + bias);
+    } else {
+      const torch::Tensor m = (g.mm(g.t()) * (a.mm(a.t()) + bias)).to(torch::kFloat32);  // [B, B]
+      sq += (one_hot.mm(m) * one_hot).sum(1).to(torch::kFloat64);
+    }
+  }
+  // Materialised parameters: per-unit sums and their norms.
+  std::map<const void*, torch::Tensor> per_unit;
+  for (auto& [param, per_sample] : materialised) {
+    torch::Tensor flat = per_sample.reshape({batch, -1});
+    torch::Tensor u = identity || num_units == 0 ? flat : one_hot.to(flat.dtype()).mm(flat);
+    if (num_units > 0) sq += u.norm(2, {1}).to(torch::kFloat64).pow(2);
+    per_unit[param] = std::move(u);
+  }
+  Clipped out;
+  out.unit_norms = sq.sqrt();
+  const torch::Tensor factor = (clip / (out.unit_norms + 1e-6)).clamp_max(1.0).to(torch::kFloat32);  // [U]
+  const torch::Tensor weight = num_units == 0 ? torch::zeros({batch})
+                               : identity     ? factor
+                                              : factor.index_select(0, unit_of_sample);  // [B]
+  std::map<const void*, torch::Tensor> sums;
+  for (const Capture& c : captures_) {
+    if (!c.grad_output.defined() || !ghost(c)) continue;
+    auto* layer = static_cast<torch::nn::LinearImpl*>(c.layer);
+    const torch::Tensor wg = c.grad_output * weight.to(c.grad_output.dtype()).unsqueeze(1);
+    sums[layer->weight.unsafeGetTensorImpl()] = wg.t().mm(c.input);
+    if (layer->bias.defined()) sums[layer->bias.unsafeGetTensorImpl()] = wg.sum(0);
+  }
+  for (auto& [param, u] : per_unit) {
+    sums[param] = num_units == 0 ? torch::zeros({u.size(1)}, u.options())
+                                 : factor.to(u.dtype()).unsqueeze(0).mm(u).squeeze(0);
+  }
+  for (const auto& item : model.named_parameters(true)) {
+    if (!item.value().requires_grad()) continue;
+    auto it = sums.find(item.value().unsafeGetTensorImpl());
+    if (it == sums.end()) {
+      return absl::UnimplementedError(absl::StrCat(
+          "no per-sample gradient for parameter '", item.key(),
+          "': its layer type is not supported under DP (BatchNorm never is: batch statistics mix samples)"));
+    }
+    out.sums.push_back(it->second.reshape(item.value().sizes()));
+  }
+  return out;
+}
+
 }  // namespace fedrad::node

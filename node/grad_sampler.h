@@ -32,6 +32,21 @@ class GradSampler : public LayerTap {
   // [batch, ...shape]. Fails if a parameter was not seen (a layer type the
   // sampler does not know), or if a layer was used without its gradient.
   absl::StatusOr<std::vector<torch::Tensor>> PerSampleGradients(const torch::nn::Module& model);
+
+  // The clipped sum DP-SGD needs, without materialising what it can avoid.
+  // Samples are grouped into `num_units` privacy units by `unit_of_sample`
+  // [B]; each unit's gradient (the sum of its samples') is scaled by
+  // min(1, clip / norm) and the scaled gradients are summed. For a Linear
+  // layer on [B, I] inputs the per-unit norms come from Gram matrices,
+  // ||Σ_{i∈u} g_i a_iᵀ||² = Σ_{i,j∈u} (g_i·g_j)(a_i·a_j) (just ||g_i||·||a_i||
+  // with one sample per unit), and the sum is one GEMM (w ⊙ g)ᵀ a; other
+  // layers go through per-sample gradients.
+  struct Clipped {
+    std::vector<torch::Tensor> sums;  // per parameter, named_parameters order
+    torch::Tensor unit_norms;         // [num_units], before clipping (float64)
+  };
+  absl::StatusOr<Clipped> ClippedSum(const torch::nn::Module& model, const torch::Tensor& unit_of_sample,
+                                     int64_t num_units, double clip);
   void Clear();
 
  private:
