@@ -142,6 +142,15 @@ absl::StatusOr<GradSampler::Clipped> GradSampler::ClippedSum(const torch::nn::Mo
                                                              const torch::Tensor& unit_of_sample, int64_t num_units,
                                                              double clip) {
   torch::NoGradGuard no_grad;
+  if (num_units == 0) {
+    // An empty Poisson draw: nothing to clip; the step is noise only.
+    Clipped empty;
+    empty.unit_norms = torch::zeros({0}, torch::kFloat64);
+    for (const auto& item : model.named_parameters(true)) {
+      if (item.value().requires_grad()) empty.sums.push_back(torch::zeros_like(item.value()));
+    }
+    return empty;
+  }
   const int64_t batch = unit_of_sample.size(0);
   const bool identity = num_units == batch && torch::equal(unit_of_sample, torch::arange(batch, torch::kInt64));
   torch::Tensor one_hot;  // [units, batch]

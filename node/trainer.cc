@@ -6,8 +6,12 @@
 #include <torch/optim/sgd.h>
 #include <torch/utils.h>
 
+#include <map>
+
 #include "absl/strings/str_cat.h"
 #include "common/model_zoo_torch.h"
+#include "node/dp_sgd.h"
+#include "node/grad_sampler.h"
 
 namespace fedrad::node {
 namespace {
@@ -30,6 +34,89 @@ absl::Status CheckInputs(const ModelSpec& spec, const ImageSet& set) {
   return absl::OkStatus();
 }
 
+// DP-SGD over privacy units; see DpTrainingSettings.
+absl::StatusOr<TrainingOutcome> TrainPrivately(ClassifierImpl& model, const ModelParameters& global,
+                                               const ImageSet& train, const LocalTrainingSettings& settings) {
+  const DpTrainingSettings& dp = *settings.dp;
+  if (!(dp.sampling_rate > 0 && dp.sampling_rate <= 1) || dp.steps < 1 || !(dp.clip_norm > 0) ||
+      !(dp.noise_multiplier >= 0)) {
+    return absl::InvalidArgumentError("DP training needs 0 < sampling_rate <= 1, steps >= 1, clip_norm > 0");
+  }
+  // Units and their images.
+  std::vector<std::vector<int64_t>> unit_images;
+  if (dp.patient_level) {
+    std::map<std::string, size_t> index;
+    for (int64_t i = 0; i < train.count(); ++i) {
+      auto [it, fresh] = index.emplace(train.patients[i], unit_images.size());
+      if (fresh) unit_images.emplace_back();
+      unit_images[it->second].push_back(i);
+    }
+  } else {
+    for (int64_t i = 0; i < train.count(); ++i) unit_images.push_back({i});
+  }
+  const int64_t num_units = static_cast<int64_t>(unit_images.size());
+  std::unique_ptr<crypto::SecureRandom> rng;
+  if (dp.test_seed != 0) {
+    rng = crypto::SecureRandom::ForTesting(dp.test_seed);
+  } else {
+    absl::StatusOr<std::unique_ptr<crypto::SecureRandom>> created = crypto::SecureRandom::Create();
+    if (!created.ok()) return created.status();
+    rng = std::move(*created);
+  }
+  torch::optim::SGD optimizer(model.parameters(),
+                              torch::optim::SGDOptions(settings.learning_rate).momentum(settings.momentum));
+  GradSampler sampler;
+  model.set_tap(&sampler);
+  const torch::Tensor images = ImagesTensor(train);
+  const torch::Tensor labels = LabelsTensor(train);
+  const DpSgdSettings step{dp.clip_norm, dp.noise_multiplier, dp.sampling_rate * static_cast<double>(num_units)};
+  TrainingOutcome out;
+  double loss_sum = 0, norm_sum = 0;
+  int64_t seen = 0, norm_steps = 0;
+  for (int64_t t = 0; t < dp.steps; ++t) {
+    const std::vector<int64_t> sampled = PoissonSample(num_units, dp.sampling_rate, *rng);
+    std::vector<int64_t> rows, unit_of_row;
+    for (size_t k = 0; k < sampled.size(); ++k) {
+      for (int64_t i : unit_images[sampled[k]]) {
+        rows.push_back(i);
+        unit_of_row.push_back(static_cast<int64_t>(k));
+      }
+    }
+    sampler.Clear();
+    optimizer.zero_grad();
+    if (!rows.empty()) {
+      const torch::Tensor idx = torch::tensor(rows, torch::kInt64);
+      torch::Tensor loss = torch::nn::functional::cross_entropy(
+          model.forward(images.index_select(0, idx)), labels.index_select(0, idx),
+          torch::nn::functional::CrossEntropyFuncOptions().reduction(torch::kSum));
+      loss.backward();
+      loss_sum += loss.item<double>();
+      seen += static_cast<int64_t>(rows.size());
+    }
+    absl::StatusOr<DpStepStats> stats = NoisyClippedGradient(
+        sampler, model, torch::tensor(unit_of_row, torch::kInt64), static_cast<int64_t>(sampled.size()), step, *rng);
+    if (!stats.ok()) {
+      model.set_tap(nullptr);
+      return stats.status();
+    }
+    if (stats->units > 0) {
+      norm_sum += stats->mean_norm;
+      ++norm_steps;
+    }
+    optimizer.step();
+  }
+  model.set_tap(nullptr);
+  ModelParameters trained = ExtractParameters(model);
+  out.delta.resize(trained.values.size());
+  for (size_t i = 0; i < out.delta.size(); ++i) out.delta[i] = trained.values[i] - global.values[i];
+  out.examples = train.count();
+  out.mean_loss = seen > 0 ? loss_sum / static_cast<double>(seen) : 0;
+  out.dp_steps = dp.steps;
+  out.dp_units = num_units;
+  out.dp_mean_norm = norm_steps > 0 ? norm_sum / static_cast<double>(norm_steps) : 0;
+  return out;
+}
+
 }  // namespace
 
 void SetTorchThreads(int threads) {
@@ -48,6 +135,7 @@ absl::StatusOr<TrainingOutcome> TrainLocally(const ModelSpec& spec, const ModelP
     s = LoadParameters(**model, global);
     if (!s.ok()) return s;
     (*model)->train();
+    if (settings.dp) return TrainPrivately(**model, global, train, settings);
     torch::optim::SGD optimizer((*model)->parameters(),
                                 torch::optim::SGDOptions(settings.learning_rate)
                                     .momentum(settings.momentum));

@@ -2,6 +2,7 @@
 #define FEDRAD_NODE_TRAINER_H_
 
 #include <cstdint>
+#include <optional>
 #include <vector>
 
 #include "absl/status/statusor.h"
@@ -11,18 +12,37 @@
 
 namespace fedrad::node {
 
+// Differentially private training: Poisson-sampled steps over privacy units
+// (patients by default, images if configured), each unit's gradient clipped
+// to clip_norm, Gaussian noise N(0, σ²C²) added, divided by the expected
+// batch (sampling_rate × units).
+struct DpTrainingSettings {
+  double noise_multiplier = 1.0;
+  double clip_norm = 1.0;
+  double sampling_rate = 0.01;
+  int64_t steps = 1;
+  bool patient_level = true;
+  // Tests only: a fixed noise seed. 0 (always outside tests) seeds from the OS.
+  uint64_t test_seed = 0;
+};
+
 struct LocalTrainingSettings {
   int local_epochs = 1;
   int batch_size = 32;
   double learning_rate = 0.05;
   double momentum = 0.9;
   uint64_t seed = 0;  // shuffling order
+  // Set: DP-SGD (local_epochs and batch_size are then unused).
+  std::optional<DpTrainingSettings> dp;
 };
 
 struct TrainingOutcome {
   std::vector<float> delta;  // trained minus global, flattened in manifest order
   double mean_loss = 0;      // over the last epoch
   int64_t examples = 0;
+  int64_t dp_steps = 0;    // steps taken under DP (each touched the data)
+  int64_t dp_units = 0;    // privacy units the sampling rate applies to
+  double dp_mean_norm = 0;  // mean unit gradient norm before clipping
 };
 
 // Starts from `global`, trains on `train` with SGD + momentum, and returns the

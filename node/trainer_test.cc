@@ -51,6 +51,36 @@ TEST(TrainerTest, LearnsASeparableTaskAndReturnsADeltaOfTheModelsShape) {
   EXPECT_LT(after->loss, before->loss);
 }
 
+TEST(TrainerTest, DpSgdStillLearnsAndCountsItsSteps) {
+  SetTorchThreads(1);
+  ModelSpec spec;
+  spec.input_size = 16;
+  auto global = InitialParameters(spec, 1);
+  ImageSet train = ToySet(128, 16);
+  for (int64_t i = 0; i < train.count(); ++i) train.patients[i] = "p" + std::to_string(i / 2);  // 2 images each
+  LocalTrainingSettings settings;
+  settings.learning_rate = 0.5;
+  settings.momentum = 0.5;
+  settings.dp = DpTrainingSettings{/*noise_multiplier=*/0.8, /*clip_norm=*/1.0, /*sampling_rate=*/0.25,
+                                   /*steps=*/60, /*patient_level=*/true, /*test_seed=*/9};
+  auto out = TrainLocally(spec, *global, train, settings);
+  ASSERT_TRUE(out.ok()) << out.status();
+  EXPECT_EQ(out->dp_steps, 60);
+  EXPECT_EQ(out->dp_units, 64);  // patients, not images
+  EXPECT_GT(out->dp_mean_norm, 0);
+  ModelParameters trained = *global;
+  for (size_t i = 0; i < trained.values.size(); ++i) trained.values[i] += out->delta[i];
+  auto after = EvaluateModel(spec, trained, train);
+  ASSERT_TRUE(after.ok());
+  EXPECT_GE(after->accuracy, 0.9);
+  // The noise is real: the same data and seed-free runs give different models.
+  settings.dp->test_seed = 0;
+  auto a = TrainLocally(spec, *global, train, settings);
+  auto b = TrainLocally(spec, *global, train, settings);
+  ASSERT_TRUE(a.ok() && b.ok());
+  EXPECT_NE(a->delta, b->delta);
+}
+
 TEST(TrainerTest, RefusesImagesOfTheWrongSize) {
   ModelSpec spec;
   spec.input_size = 32;
