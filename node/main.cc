@@ -6,6 +6,7 @@
 
 #include "common/logging.h"
 #include "node/inspect.h"
+#include "node/train_local.h"
 #include "node/node_config.h"
 #include "node/node_runtime.h"
 
@@ -50,8 +51,69 @@ int main(int argc, char** argv) {
                       "Write each frame's modality values (after rescale, before windowing) as float32 .npy");
   inspect->add_flag("--list-skipped", inspect_options.list_skipped,
                     "Also print the relative path of every unusable file (paths may contain identifiers)");
+  // train-local: the central baseline, the same trainer and DP without a coordinator.
+  std::string tl_data, tl_labels, tl_test_data, tl_test_labels, tl_arch = "ctnet", tl_unit = "patient", tl_save;
+  int tl_size = 64, tl_classes = 2, tl_epochs = 5, tl_batch = 64, tl_threads = 0;
+  double tl_lr = 0.05, tl_momentum = 0.9, tl_center = 40, tl_width = 400, tl_clip = 1.0, tl_noise = -1,
+         tl_epsilon = -1, tl_delta = 1e-5;
+  bool tl_dp = false;
+  CLI::App* train_local = app.add_subcommand(
+      "train-local", "Train on this site's data alone (the central baseline): the node's trainer and DP-SGD, no "
+                     "coordinator, nothing sent anywhere");
+  train_local->add_option("--data", tl_data, "DICOM folder")->required();
+  train_local->add_option("--labels", tl_labels, "labels.csv (default DATA/labels.csv)");
+  train_local->add_option("--test-data", tl_test_data, "Held-out DICOM folder (default: a patient split of --data)");
+  train_local->add_option("--test-labels", tl_test_labels, "Its labels.csv (default TEST_DATA/labels.csv)");
+  train_local->add_option("--model", tl_arch, "Model zoo architecture")->capture_default_str();
+  train_local->add_option("--size", tl_size, "Input size")->capture_default_str();
+  train_local->add_option("--classes", tl_classes, "Number of classes")->capture_default_str();
+  train_local->add_option("--epochs", tl_epochs, "Epochs (under DP: steps = epochs / sampling rate)")->capture_default_str();
+  train_local->add_option("--batch", tl_batch, "Batch size (under DP: the expected batch)")->capture_default_str();
+  train_local->add_option("--lr", tl_lr, "Learning rate")->capture_default_str();
+  train_local->add_option("--momentum", tl_momentum, "SGD momentum")->capture_default_str();
+  train_local->add_option("--window-center", tl_center, "Window center")->capture_default_str();
+  train_local->add_option("--window-width", tl_width, "Window width")->capture_default_str();
+  train_local->add_flag("--dp", tl_dp, "Train with DP-SGD");
+  train_local->add_option("--clip", tl_clip, "DP: clipping norm C")->capture_default_str();
+  train_local->add_option("--noise", tl_noise, "DP: noise multiplier sigma (or give --epsilon)");
+  train_local->add_option("--epsilon", tl_epsilon, "DP: target epsilon; sigma is the smallest that meets it");
+  train_local->add_option("--delta", tl_delta, "DP: delta")->capture_default_str();
+  train_local->add_option("--unit", tl_unit, "DP: privacy unit, patient or image")->capture_default_str();
+  train_local->add_option("--threads", tl_threads, "LibTorch threads (0: all cores)");
+  train_local->add_option("--save", tl_save, "Write the trained model here (.safetensors)");
+
   CLI11_PARSE(app, argc, argv);
   fedrad::InitLogging("node", verbose);
+
+  if (*train_local) {
+    fedrad::node::TrainLocalOptions o;
+    o.spec = {tl_data, tl_labels.empty() ? tl_data + "/labels.csv" : tl_labels, tl_classes, {}, {}, {}};
+    o.spec.preprocess.window_center = tl_center;
+    o.spec.preprocess.window_width = tl_width;
+    o.spec.preprocess.output_size = tl_size;
+    if (!tl_test_data.empty()) {
+      o.test = o.spec;
+      o.test->data_dir = tl_test_data;
+      o.test->labels_csv = tl_test_labels.empty() ? tl_test_data + "/labels.csv" : tl_test_labels;
+    }
+    o.model = {tl_arch, 1, tl_size, tl_classes};
+    o.epochs = tl_epochs;
+    o.batch = tl_batch;
+    o.learning_rate = tl_lr;
+    o.momentum = tl_momentum;
+    o.threads = tl_threads;
+    o.save_path = tl_save;
+    if (tl_dp) {
+      o.dp = fedrad::node::TrainLocalOptions::Dp{tl_clip, tl_noise, tl_epsilon, tl_delta, tl_unit == "patient"};
+      if (tl_unit != "patient" && tl_unit != "image") {
+        std::cerr << "--unit must be patient or image\n";
+        return 2;
+      }
+    }
+    absl::Status s = fedrad::node::TrainLocal(o, std::cout);
+    if (!s.ok()) return Fail(s, 1);
+    return 0;
+  }
 
   if (*inspect) {
     fedrad::node::DatasetSpec& spec = inspect_options.dataset;

@@ -8,6 +8,8 @@
 
 #include <map>
 
+#include <spdlog/spdlog.h>
+
 #include "absl/strings/str_cat.h"
 #include "common/model_zoo_torch.h"
 #include "node/dp_sgd.h"
@@ -74,6 +76,9 @@ absl::StatusOr<TrainingOutcome> TrainPrivately(ClassifierImpl& model, const Mode
   double loss_sum = 0, norm_sum = 0;
   int64_t seen = 0, norm_steps = 0;
   for (int64_t t = 0; t < dp.steps; ++t) {
+    if (dp.steps >= 100 && (t + 1) % (dp.steps / 10) == 0) {
+      spdlog::info("DP-SGD step {}/{} ({:.0f}%)", t + 1, dp.steps, 100.0 * (t + 1) / dp.steps);
+    }
     const std::vector<int64_t> sampled = PoissonSample(num_units, dp.sampling_rate, *rng);
     std::vector<int64_t> rows, unit_of_row;
     for (size_t k = 0; k < sampled.size(); ++k) {

@@ -1,0 +1,82 @@
+#include "node/train_local.h"
+
+#include <cmath>
+#include <map>
+#include <set>
+
+#include <spdlog/spdlog.h>
+
+#include "absl/strings/str_format.h"
+#include "common/model_zoo.h"
+#include "common/privacy_accountant.h"
+#include "common/safetensors.h"
+#include "node/trainer.h"
+
+namespace fedrad::node {
+
+absl::Status TrainLocal(const TrainLocalOptions& o, std::ostream& out) {
+  if (o.threads > 0) SetTorchThreads(o.threads);
+  LoadReport report;
+  absl::StatusOr<ImageSet> data = LoadImageSet(o.spec, &report);
+  if (!data.ok()) return data.status();
+  ImageSet train, test;
+  if (o.test) {
+    LoadReport test_report;
+    absl::StatusOr<ImageSet> t = LoadImageSet(*o.test, &test_report);
+    if (!t.ok()) return t.status();
+    train = std::move(*data);
+    test = std::move(*t);
+  } else {
+    PatientSplit split = SplitByPatient(*data, 0.2, 42);
+    train = std::move(split.train);
+    test = std::move(split.validation);
+  }
+  spdlog::info("train-local: {} training images, {} held out", train.count(), test.count());
+  absl::StatusOr<ModelParameters> params = InitialParameters(o.model, 1);
+  if (!params.ok()) return params.status();
+
+  LocalTrainingSettings settings;
+  settings.local_epochs = o.epochs;
+  settings.batch_size = o.batch;
+  settings.learning_rate = o.learning_rate;
+  settings.momentum = o.momentum;
+  double epsilon = 0, sigma = 0, q = 0;
+  int64_t steps = 0;
+  if (o.dp) {
+    const int64_t units = o.dp->patient_level
+                              ? static_cast<int64_t>(std::set<std::string>(train.patients.begin(), train.patients.end()).size())
+                              : train.count();
+    q = std::min(1.0, static_cast<double>(o.batch) / static_cast<double>(units));
+    steps = static_cast<int64_t>(std::llround(o.epochs / q));
+    sigma = o.dp->noise_multiplier;
+    if (sigma < 0) {
+      if (o.dp->target_epsilon <= 0) return absl::InvalidArgumentError("DP needs --noise or --epsilon");
+      absl::StatusOr<double> found = NoiseMultiplierFor(o.dp->target_epsilon, o.dp->delta, q, steps);
+      if (!found.ok()) return found.status();
+      sigma = *found;
+    }
+    epsilon = EpsilonFor(sigma, q, steps, o.dp->delta).epsilon;
+    settings.dp = DpTrainingSettings{sigma, o.dp->clip_norm, q, steps, o.dp->patient_level, 0};
+    out << absl::StrFormat("DP-SGD: %s-level, %d units, q = %.5f, %d steps, sigma = %.4f, C = %g -> epsilon = %.4f at delta = %g\n",
+                           o.dp->patient_level ? "patient" : "image", units, q, steps, sigma, o.dp->clip_norm,
+                           epsilon, o.dp->delta);
+  }
+  absl::StatusOr<TrainingOutcome> outcome = TrainLocally(o.model, *params, train, settings);
+  if (!outcome.ok()) return outcome.status();
+  for (size_t i = 0; i < params->values.size(); ++i) params->values[i] += outcome->delta[i];
+  absl::StatusOr<Evaluation> eval = EvaluateModel(o.model, *params, test);
+  if (!eval.ok()) return eval.status();
+  out << absl::StrFormat("held-out accuracy %.4f, loss %.4f on %d images (%s, %d epochs)\n", eval->accuracy,
+                         eval->loss, eval->count, o.model.architecture, o.epochs);
+  if (o.dp) out << absl::StrFormat("privacy: epsilon = %.4f, delta = %g\n", epsilon, o.dp->delta);
+  if (!o.save_path.empty()) {
+    absl::Status s = WriteSafetensorsFile(o.save_path, *params,
+                                          {{"architecture", o.model.architecture},
+                                           {"manifest_sha256", params->manifest.Sha256()},
+                                           {"trained_by", "fedrad-node train-local"}});
+    if (!s.ok()) return s;
+  }
+  return absl::OkStatus();
+}
+
+}  // namespace fedrad::node

@@ -1,0 +1,42 @@
+#ifndef FEDRAD_NODE_TRAIN_LOCAL_H_
+#define FEDRAD_NODE_TRAIN_LOCAL_H_
+
+#include <optional>
+#include <ostream>
+#include <string>
+
+#include "absl/status/status.h"
+#include "common/plan.h"
+#include "node/dataset.h"
+
+namespace fedrad::node {
+
+// The central baseline: one site's data, the node's own trainer (and DP-SGD),
+// no coordinator. Researchers compare federated runs against it.
+struct TrainLocalOptions {
+  DatasetSpec spec;
+  std::optional<DatasetSpec> test;  // held-out set; default: a patient split of `spec`
+  ModelSpec model;
+  int epochs = 5;
+  int batch = 64;  // under DP: the expected batch (sampling rate = batch / units)
+  double learning_rate = 0.05;
+  double momentum = 0.9;
+  int threads = 0;
+  std::string save_path;
+  struct Dp {
+    double clip_norm = 1.0;
+    double noise_multiplier = -1;  // < 0: derived from target_epsilon
+    double target_epsilon = -1;
+    double delta = 1e-5;
+    bool patient_level = true;
+  };
+  std::optional<Dp> dp;
+};
+
+// Trains, evaluates on the held-out set, and reports accuracy (and ε, δ
+// under DP) on `out`.
+absl::Status TrainLocal(const TrainLocalOptions& options, std::ostream& out);
+
+}  // namespace fedrad::node
+
+#endif  // FEDRAD_NODE_TRAIN_LOCAL_H_
