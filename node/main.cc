@@ -82,8 +82,33 @@ int main(int argc, char** argv) {
   train_local->add_option("--threads", tl_threads, "LibTorch threads (0: all cores)");
   train_local->add_option("--save", tl_save, "Write the trained model here (.safetensors)");
 
+  std::string ev_model, ev_data, ev_labels;
+  int ev_size = 64, ev_classes = 2;
+  double ev_center = 40, ev_width = 400;
+  CLI::App* evaluate = app.add_subcommand(
+      "evaluate", "Accuracy and loss of a saved model (.safetensors) on a labelled DICOM folder; local only");
+  evaluate->add_option("--model", ev_model, "Model file (.safetensors with an 'architecture' entry)")->required();
+  evaluate->add_option("--data", ev_data, "DICOM folder")->required();
+  evaluate->add_option("--labels", ev_labels, "labels.csv (default DATA/labels.csv)");
+  evaluate->add_option("--size", ev_size, "Input size")->capture_default_str();
+  evaluate->add_option("--classes", ev_classes, "Number of classes")->capture_default_str();
+  evaluate->add_option("--window-center", ev_center, "Window center")->capture_default_str();
+  evaluate->add_option("--window-width", ev_width, "Window width")->capture_default_str();
+
   CLI11_PARSE(app, argc, argv);
   fedrad::InitLogging("node", verbose);
+
+  if (*evaluate) {
+    fedrad::node::DatasetSpec spec{ev_data, ev_labels.empty() ? ev_data + "/labels.csv" : ev_labels, ev_classes,
+                                   {}, {}, {}};
+    spec.preprocess.window_center = ev_center;
+    spec.preprocess.window_width = ev_width;
+    spec.preprocess.output_size = ev_size;
+    absl::StatusOr<fedrad::node::Evaluation> e = fedrad::node::EvaluateModelFile(ev_model, spec);
+    if (!e.ok()) return Fail(e.status(), 1);
+    std::cout << "accuracy " << e->accuracy << " loss " << e->loss << " on " << e->count << " images\n";
+    return 0;
+  }
 
   if (*train_local) {
     fedrad::node::TrainLocalOptions o;

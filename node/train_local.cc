@@ -6,6 +6,7 @@
 
 #include <spdlog/spdlog.h>
 
+#include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "common/model_zoo.h"
 #include "common/privacy_accountant.h"
@@ -77,6 +78,20 @@ absl::Status TrainLocal(const TrainLocalOptions& o, std::ostream& out) {
     if (!s.ok()) return s;
   }
   return absl::OkStatus();
+}
+
+absl::StatusOr<Evaluation> EvaluateModelFile(const std::string& model_path, const DatasetSpec& spec) {
+  absl::StatusOr<SafetensorsFile> file = ReadSafetensorsFile(model_path);
+  if (!file.ok()) return file.status();
+  auto arch = file->metadata.find("architecture");
+  if (arch == file->metadata.end()) {
+    return absl::InvalidArgumentError(absl::StrCat("'", model_path, "' does not name its architecture"));
+  }
+  ModelSpec model{arch->second, 1, spec.preprocess.output_size, spec.num_classes};
+  LoadReport report;
+  absl::StatusOr<ImageSet> data = LoadImageSet(spec, &report);
+  if (!data.ok()) return data.status();
+  return EvaluateModel(model, file->parameters, *data);
 }
 
 }  // namespace fedrad::node

@@ -8,6 +8,7 @@
 #include "absl/status/status.h"
 #include "common/plan.h"
 #include "node/dataset.h"
+#include "node/trainer.h"
 
 namespace fedrad::node {
 
@@ -36,6 +37,10 @@ struct TrainLocalOptions {
 // Trains, evaluates on the held-out set, and reports accuracy (and ε, δ
 // under DP) on `out`.
 absl::Status TrainLocal(const TrainLocalOptions& options, std::ostream& out);
+
+// Loads a saved model (its safetensors metadata names the architecture) and
+// evaluates it on a labelled DICOM set.
+absl::StatusOr<Evaluation> EvaluateModelFile(const std::string& model_path, const DatasetSpec& spec);
 
 }  // namespace fedrad::node
 

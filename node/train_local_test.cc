@@ -58,6 +58,12 @@ TEST(TrainLocalTest, ReportsTheAccountantsEpsilonAndSavesTheModel) {
   auto model = ReadSafetensorsFile(o.save_path);
   ASSERT_TRUE(model.ok()) << model.status();
   EXPECT_EQ(model->metadata.at("architecture"), "ctnet");
+  // The saved model evaluates on the same data.
+  auto e = EvaluateModelFile(o.save_path, o.spec);
+  ASSERT_TRUE(e.ok()) << e.status();
+  EXPECT_EQ(e->count, 40);
+  EXPECT_GE(e->accuracy, 0.0);
+  EXPECT_FALSE(EvaluateModelFile((dir / "missing.safetensors").string(), o.spec).ok());
   fs::remove_all(dir);
 }
 
