@@ -333,7 +333,6 @@ absl::StatusOr<DicomImageFile> ReadDicomImage(const std::string& path, const Dic
                  absl::StrCat("colour image (", out.photometric, ") and color_to_gray is off"));
   }
   out.invert = out.photometric == "MONOCHROME1";
-  if (options.header_only) return out;
 
   Float64 slope = 1.0, intercept = 0.0;
   if (ds->findAndGetFloat64(DCM_RescaleSlope, slope).bad() || slope == 0) slope = 1.0;

@@ -46,8 +46,6 @@ struct DicomReadOptions {
   // Colour images (RGB, YBR_*) become one luminance channel; otherwise they
   // are refused.
   bool color_to_gray = true;
-  // Read only the header (no pixel decoding): frames stays empty.
-  bool header_only = false;
   // Files whose header promises more pixels (rows x columns x frames x
   // samples) are refused before decoding: a hostile or corrupt header must not
   // make the node allocate gigabytes. 64 Mi covers a 4k x 5k mammogram or a

@@ -20,6 +20,24 @@ void AddTo(std::map<const void*, torch::Tensor>* out, const torch::Tensor& param
   }
 }
 
+// `by_param`'s tensors in the model's named_parameters order; names the first
+// trainable parameter that has none.
+absl::StatusOr<std::vector<torch::Tensor>> InParameterOrder(const torch::nn::Module& model,
+                                                            const std::map<const void*, torch::Tensor>& by_param) {
+  std::vector<torch::Tensor> out;
+  for (const auto& item : model.named_parameters(true)) {
+    if (!item.value().requires_grad()) continue;
+    auto it = by_param.find(item.value().unsafeGetTensorImpl());
+    if (it == by_param.end()) {
+      return absl::UnimplementedError(absl::StrCat(
+          "no per-sample gradient for parameter '", item.key(),
+          "': its layer type is not supported under DP (BatchNorm never is: batch statistics mix samples)"));
+    }
+    out.push_back(it->second);
+  }
+  return out;
+}
+
 }  // namespace
 
 void GradSampler::Add(Kind kind, void* layer, const torch::Tensor& input, const torch::Tensor& output) {
@@ -124,18 +142,7 @@ absl::StatusOr<std::vector<torch::Tensor>> GradSampler::PerSampleGradients(const
     absl::Status s = Accumulate(c, &grads);
     if (!s.ok()) return s;
   }
-  std::vector<torch::Tensor> out;
-  for (const auto& item : model.named_parameters(true)) {
-    if (!item.value().requires_grad()) continue;
-    auto it = grads.find(item.value().unsafeGetTensorImpl());
-    if (it == grads.end()) {
-      return absl::UnimplementedError(absl::StrCat(
-          "no per-sample gradient for parameter '", item.key(),
-          "': its layer type is not supported under DP (BatchNorm never is: batch statistics mix samples)"));
-    }
-    out.push_back(it->second);
-  }
-  return out;
+  return InParameterOrder(model, grads);
 }
 
 absl::StatusOr<GradSampler::Clipped> GradSampler::ClippedSum(const torch::nn::Module& model,
@@ -215,15 +222,11 @@ absl::StatusOr<GradSampler::Clipped> GradSampler::ClippedSum(const torch::nn::Mo
     sums[param] = num_units == 0 ? torch::zeros({u.size(1)}, u.options())
                                  : factor.to(u.dtype()).unsqueeze(0).mm(u).squeeze(0);
   }
+  absl::StatusOr<std::vector<torch::Tensor>> ordered = InParameterOrder(model, sums);
+  if (!ordered.ok()) return ordered.status();
+  size_t k = 0;
   for (const auto& item : model.named_parameters(true)) {
-    if (!item.value().requires_grad()) continue;
-    auto it = sums.find(item.value().unsafeGetTensorImpl());
-    if (it == sums.end()) {
-      return absl::UnimplementedError(absl::StrCat(
-          "no per-sample gradient for parameter '", item.key(),
-          "': its layer type is not supported under DP (BatchNorm never is: batch statistics mix samples)"));
-    }
-    out.sums.push_back(it->second.reshape(item.value().sizes()));
+    if (item.value().requires_grad()) out.sums.push_back((*ordered)[k++].reshape(item.value().sizes()));
   }
   return out;
 }

@@ -65,21 +65,25 @@ int main(int argc, char** argv) {
   train_local->add_option("--test-data", tl_test_data, "Held-out DICOM folder (default: a patient split of --data)");
   train_local->add_option("--test-labels", tl_test_labels, "Its labels.csv (default TEST_DATA/labels.csv)");
   train_local->add_option("--model", tl_arch, "Model zoo architecture")->capture_default_str();
-  train_local->add_option("--size", tl_size, "Input size")->capture_default_str();
-  train_local->add_option("--classes", tl_classes, "Number of classes")->capture_default_str();
-  train_local->add_option("--epochs", tl_epochs, "Epochs (under DP: steps = epochs / sampling rate)")->capture_default_str();
-  train_local->add_option("--batch", tl_batch, "Batch size (under DP: the expected batch)")->capture_default_str();
-  train_local->add_option("--lr", tl_lr, "Learning rate")->capture_default_str();
-  train_local->add_option("--momentum", tl_momentum, "SGD momentum")->capture_default_str();
+  train_local->add_option("--size", tl_size, "Input size")->capture_default_str()->check(CLI::Range(16, 1024));
+  train_local->add_option("--classes", tl_classes, "Number of classes")->capture_default_str()->check(CLI::Range(2, 100000));
+  train_local->add_option("--epochs", tl_epochs, "Epochs (under DP: steps = epochs / sampling rate)")
+      ->capture_default_str()->check(CLI::Range(1, 100000));
+  train_local->add_option("--batch", tl_batch, "Batch size (under DP: the expected batch)")
+      ->capture_default_str()->check(CLI::Range(1, 1 << 20));
+  train_local->add_option("--lr", tl_lr, "Learning rate")->capture_default_str()->check(CLI::Range(1e-8, 100.0));
+  train_local->add_option("--momentum", tl_momentum, "SGD momentum")->capture_default_str()->check(CLI::Range(0.0, 0.999));
   train_local->add_option("--window-center", tl_center, "Window center")->capture_default_str();
-  train_local->add_option("--window-width", tl_width, "Window width")->capture_default_str();
+  train_local->add_option("--window-width", tl_width, "Window width")->capture_default_str()->check(CLI::PositiveNumber);
   train_local->add_flag("--dp", tl_dp, "Train with DP-SGD");
-  train_local->add_option("--clip", tl_clip, "DP: clipping norm C")->capture_default_str();
-  train_local->add_option("--noise", tl_noise, "DP: noise multiplier sigma (or give --epsilon)");
-  train_local->add_option("--epsilon", tl_epsilon, "DP: target epsilon; sigma is the smallest that meets it");
-  train_local->add_option("--delta", tl_delta, "DP: delta")->capture_default_str();
-  train_local->add_option("--unit", tl_unit, "DP: privacy unit, patient or image")->capture_default_str();
-  train_local->add_option("--threads", tl_threads, "LibTorch threads (0: all cores)");
+  train_local->add_option("--clip", tl_clip, "DP: clipping norm C")->capture_default_str()->check(CLI::PositiveNumber);
+  train_local->add_option("--noise", tl_noise, "DP: noise multiplier sigma (or give --epsilon)")->check(CLI::NonNegativeNumber);
+  train_local->add_option("--epsilon", tl_epsilon, "DP: target epsilon; sigma is the smallest that meets it")
+      ->check(CLI::PositiveNumber);
+  train_local->add_option("--delta", tl_delta, "DP: delta")->capture_default_str()->check(CLI::Range(1e-300, 0.999));
+  train_local->add_option("--unit", tl_unit, "DP: privacy unit, patient or image")->capture_default_str()
+      ->check(CLI::IsMember({"patient", "image"}));
+  train_local->add_option("--threads", tl_threads, "LibTorch threads (0: all cores)")->check(CLI::Range(0, 1024));
   train_local->add_option("--save", tl_save, "Write the trained model here (.safetensors)");
 
   std::string ev_model, ev_data, ev_labels;
@@ -90,10 +94,10 @@ int main(int argc, char** argv) {
   evaluate->add_option("--model", ev_model, "Model file (.safetensors with an 'architecture' entry)")->required();
   evaluate->add_option("--data", ev_data, "DICOM folder")->required();
   evaluate->add_option("--labels", ev_labels, "labels.csv (default DATA/labels.csv)");
-  evaluate->add_option("--size", ev_size, "Input size")->capture_default_str();
-  evaluate->add_option("--classes", ev_classes, "Number of classes")->capture_default_str();
+  evaluate->add_option("--size", ev_size, "Input size")->capture_default_str()->check(CLI::Range(16, 1024));
+  evaluate->add_option("--classes", ev_classes, "Number of classes")->capture_default_str()->check(CLI::Range(2, 100000));
   evaluate->add_option("--window-center", ev_center, "Window center")->capture_default_str();
-  evaluate->add_option("--window-width", ev_width, "Window width")->capture_default_str();
+  evaluate->add_option("--window-width", ev_width, "Window width")->capture_default_str()->check(CLI::PositiveNumber);
 
   CLI11_PARSE(app, argc, argv);
   fedrad::InitLogging("node", verbose);
@@ -130,10 +134,6 @@ int main(int argc, char** argv) {
     o.save_path = tl_save;
     if (tl_dp) {
       o.dp = fedrad::node::TrainLocalOptions::Dp{tl_clip, tl_noise, tl_epsilon, tl_delta, tl_unit == "patient"};
-      if (tl_unit != "patient" && tl_unit != "image") {
-        std::cerr << "--unit must be patient or image\n";
-        return 2;
-      }
     }
     absl::Status s = fedrad::node::TrainLocal(o, std::cout);
     if (!s.ok()) return Fail(s, 1);

@@ -36,6 +36,14 @@ absl::Status CheckInputs(const ModelSpec& spec, const ImageSet& set) {
   return absl::OkStatus();
 }
 
+// Trained minus starting weights, flattened in manifest order.
+std::vector<float> DeltaFrom(const torch::nn::Module& model, const ModelParameters& global) {
+  ModelParameters trained = ExtractParameters(model);
+  std::vector<float> delta(trained.values.size());
+  for (size_t i = 0; i < delta.size(); ++i) delta[i] = trained.values[i] - global.values[i];
+  return delta;
+}
+
 // DP-SGD over privacy units; see DpTrainingSettings.
 absl::StatusOr<TrainingOutcome> TrainPrivately(ClassifierImpl& model, const ModelParameters& global,
                                                const ImageSet& train, const LocalTrainingSettings& settings) {
@@ -111,9 +119,7 @@ absl::StatusOr<TrainingOutcome> TrainPrivately(ClassifierImpl& model, const Mode
     optimizer.step();
   }
   model.set_tap(nullptr);
-  ModelParameters trained = ExtractParameters(model);
-  out.delta.resize(trained.values.size());
-  for (size_t i = 0; i < out.delta.size(); ++i) out.delta[i] = trained.values[i] - global.values[i];
+  out.delta = DeltaFrom(model, global);
   out.examples = train.count();
   out.mean_loss = seen > 0 ? loss_sum / static_cast<double>(seen) : 0;
   out.dp_steps = dp.steps;
@@ -166,9 +172,7 @@ absl::StatusOr<TrainingOutcome> TrainLocally(const ModelSpec& spec, const ModelP
       }
       out.mean_loss = loss_sum / static_cast<double>(seen);
     }
-    ModelParameters trained = ExtractParameters(**model);
-    out.delta.resize(trained.values.size());
-    for (size_t i = 0; i < out.delta.size(); ++i) out.delta[i] = trained.values[i] - global.values[i];
+    out.delta = DeltaFrom(**model, global);
     out.examples = train.count();
     return out;
   } catch (const c10::Error& e) {
