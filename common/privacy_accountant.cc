@@ -5,6 +5,7 @@
 #include <limits>
 
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
 
 namespace fedrad {
 namespace {
@@ -141,10 +142,24 @@ Epsilon EpsilonFor(double noise_multiplier, double sampling_rate, int64_t steps,
 
 absl::StatusOr<double> NoiseMultiplierFor(double epsilon, double delta, double sampling_rate, int64_t steps,
                                           const std::vector<double>& orders) {
+  return NoiseMultiplierFor(epsilon, delta, sampling_rate, steps, PrivacyAccountant(orders));
+}
+
+absl::StatusOr<double> NoiseMultiplierFor(double epsilon, double delta, double sampling_rate, int64_t steps,
+                                          const PrivacyAccountant& spent) {
   if (!(epsilon > 0) || !(delta > 0 && delta < 1) || !(sampling_rate > 0 && sampling_rate <= 1) || steps < 1) {
     return absl::InvalidArgumentError("need epsilon > 0, 0 < delta < 1, 0 < rate <= 1 and steps >= 1");
   }
-  auto eps = [&](double sigma) { return EpsilonFor(sigma, sampling_rate, steps, delta, orders).epsilon; };
+  const double already = spent.GetEpsilon(delta).epsilon;
+  if (already >= epsilon) {
+    return absl::OutOfRangeError(absl::StrFormat(
+        "epsilon %.4g is already spent; no noise reaches a total of %.4g", already, epsilon));
+  }
+  auto eps = [&](double sigma) {
+    PrivacyAccountant a = spent;
+    a.Compose(sigma, sampling_rate, steps);
+    return a.GetEpsilon(delta).epsilon;
+  };
   double hi = 1.0;
   while (eps(hi) > epsilon) {
     hi *= 2;

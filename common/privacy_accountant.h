@@ -66,6 +66,12 @@ Epsilon EpsilonFor(double noise_multiplier, double sampling_rate, int64_t steps,
 absl::StatusOr<double> NoiseMultiplierFor(double epsilon, double delta, double sampling_rate, int64_t steps,
                                           const std::vector<double>& orders = DefaultRdpOrders());
 
+// The same on top of what `spent` already holds (at its orders): the smallest
+// σ for which `spent` plus `steps` steps at rate q stays within (ε, δ).
+// OutOfRange if `spent` alone already reaches ε.
+absl::StatusOr<double> NoiseMultiplierFor(double epsilon, double delta, double sampling_rate, int64_t steps,
+                                          const PrivacyAccountant& spent);
+
 }  // namespace fedrad
 
 #endif  // FEDRAD_COMMON_PRIVACY_ACCOUNTANT_H_

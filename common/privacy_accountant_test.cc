@@ -127,5 +127,23 @@ TEST(PrivacyAccountantTest, NoiseSearchFindsTheSmallestSufficientSigma) {
   EXPECT_FALSE(NoiseMultiplierFor(1, 2, 0.04, 10).ok());
 }
 
+TEST(PrivacyAccountantTest, NoiseSearchOnTopOfSpentBudget) {
+  // Splitting 2000 steps at one sigma into 1000 spent + 1000 to plan finds
+  // that same sigma again: composition is additive in RDP.
+  const double sigma = 1.3;
+  PrivacyAccountant spent;
+  spent.Compose(sigma, 0.02, 1000);
+  const double total = EpsilonFor(sigma, 0.02, 2000, 1e-5).epsilon;
+  auto found = NoiseMultiplierFor(total, 1e-5, 0.02, 1000, spent);
+  ASSERT_TRUE(found.ok()) << found.status();
+  EXPECT_NEAR(*found, sigma, 1e-6);
+  // An empty history is the plain search.
+  EXPECT_DOUBLE_EQ(*NoiseMultiplierFor(3, 1e-5, 0.02, 500, PrivacyAccountant()),
+                   *NoiseMultiplierFor(3, 1e-5, 0.02, 500));
+  // A history that already reaches the target leaves nothing to spend.
+  EXPECT_EQ(NoiseMultiplierFor(spent.GetEpsilon(1e-5).epsilon, 1e-5, 0.02, 1, spent).status().code(),
+            absl::StatusCode::kOutOfRange);
+}
+
 }  // namespace
 }  // namespace fedrad

@@ -5,6 +5,29 @@
 
 namespace fedrad::node {
 
+PrivacySettings ReadPrivacySettings(ConfigReader& c) {
+  PrivacySettings p;
+  p.enabled = c.GetBool("privacy.enabled", true);
+  const std::string unit = c.GetString("privacy.unit", "patient");
+  if (unit != "patient" && unit != "image") c.Fail("privacy.unit", "must be \"patient\" or \"image\"");
+  p.patient_level = unit != "image";
+  p.clip_norm = c.GetDouble("privacy.clip_norm", 1.0, 1e-6, 1e6);
+  p.delta = c.GetDouble("privacy.delta", 1e-5, 1e-300, 0.01);
+  p.epsilon_max = c.GetDouble("privacy.epsilon_max", 3.0, 1e-3, 100);
+  const bool has_sigma = c.Has("privacy.noise_multiplier");
+  const bool has_target = c.Has("privacy.target_epsilon");
+  if (has_sigma) p.noise_multiplier = c.GetDouble("privacy.noise_multiplier", std::nullopt, 0.1, 1e4);
+  if (has_target) p.target_epsilon = c.GetDouble("privacy.target_epsilon", std::nullopt, 1e-3, 100);
+  if (has_sigma && has_target) {
+    c.Fail("privacy.target_epsilon", "set either noise_multiplier or target_epsilon, not both");
+  } else if (!has_sigma && !has_target) {
+    p.target_epsilon = p.epsilon_max;  // spend the budget evenly over the federation's rounds
+  } else if (has_target && p.target_epsilon > p.epsilon_max) {
+    c.Fail("privacy.target_epsilon", "is larger than epsilon_max; the budget would stop the run before it");
+  }
+  return p;
+}
+
 absl::StatusOr<NodeConfig> LoadNodeConfig(const std::string& path) {
   absl::StatusOr<std::unique_ptr<ConfigReader>> opened = ConfigReader::Open(path);
   if (!opened.ok()) return opened.status();
@@ -26,6 +49,7 @@ absl::StatusOr<NodeConfig> LoadNodeConfig(const std::string& path) {
   out.loader_threads = static_cast<int>(c.GetInt("node.loader_threads", 0, 0, 1024));
   out.cache = c.GetBool("node.cache", true);
   out.max_backoff_s = c.GetDouble("node.max_backoff_s", 10, 0.1, 3600);
+  out.privacy = ReadPrivacySettings(c);
   if (!out.coordinator_address.empty() && out.coordinator_address.rfind(':') == std::string::npos) {
     c.Fail("coordinator.address", "must be host:port");
   }

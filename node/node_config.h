@@ -8,6 +8,7 @@
 #include "absl/status/statusor.h"
 #include "common/tls_identity.h"
 #include "node/preprocess.h"
+#include "node/privacy_budget.h"
 
 namespace fedrad::node {
 
@@ -27,7 +28,12 @@ struct NodeConfig {
   int loader_threads = 0;  // DICOM decoding threads
   bool cache = true;       // cache preprocessed images under state_dir/cache
   double max_backoff_s = 10;
+  PrivacySettings privacy;
 };
+
+// [privacy]: DP on unless `enabled = false`; σ or a target ε (default: the
+// target is epsilon_max).
+PrivacySettings ReadPrivacySettings(ConfigReader& c);
 
 // Loads node.toml and the files it names. Errors name the file and field:
 // missing files, wrong types, unknown fields, a key that does not match the

@@ -27,6 +27,26 @@ CREATE TABLE IF NOT EXISTS evaluations(
   count INTEGER NOT NULL,
   at_ms INTEGER NOT NULL,
   PRIMARY KEY(round, model_sha256));
+-- The privacy ledger: every charge of the Gaussian mechanism on this site's
+-- data, committed before the data is touched. Append-only; only status moves.
+CREATE TABLE IF NOT EXISTS privacy_ledger(
+  id INTEGER PRIMARY KEY,
+  kind TEXT NOT NULL CHECK(kind IN ('dp-sgd', 'count')),
+  federation TEXT NOT NULL,
+  round INTEGER NOT NULL,
+  attempt INTEGER NOT NULL,
+  unit TEXT NOT NULL,
+  units INTEGER NOT NULL,
+  noise_multiplier REAL NOT NULL,
+  clip_norm REAL NOT NULL,
+  sampling_rate REAL NOT NULL,
+  steps INTEGER NOT NULL,
+  delta REAL NOT NULL,
+  epsilon_after REAL NOT NULL,
+  rdp_order REAL NOT NULL,
+  released REAL NOT NULL DEFAULT 0,
+  status TEXT NOT NULL,
+  at_ms INTEGER NOT NULL);
 )sql");
   if (!s.ok()) return s;
   return std::unique_ptr<NodeStore>(new NodeStore(std::move(*db)));
@@ -62,6 +82,60 @@ absl::Status NodeStore::RecordEvaluation(int round, const std::string& model_sha
       "INSERT OR REPLACE INTO evaluations(round, model_sha256, loss, accuracy, count, at_ms) "
       "VALUES(?1, ?2, ?3, ?4, ?5, ?6)",
       {int64_t{round}, model_sha256, loss, accuracy, count, now_ms});
+}
+
+absl::Status NodeStore::ChargePrivacy(std::vector<PrivacyCharge*> charges) {
+  absl::MutexLock lock(&mu_);
+  absl::StatusOr<Database::Transaction> tx = db_->Begin();
+  if (!tx.ok()) return tx.status();
+  for (PrivacyCharge* c : charges) {
+    absl::Status s = db_->Execute(
+        "INSERT INTO privacy_ledger(kind, federation, round, attempt, unit, units, noise_multiplier, clip_norm, "
+        "sampling_rate, steps, delta, epsilon_after, rdp_order, released, status, at_ms) "
+        "VALUES(?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16)",
+        {c->kind, c->federation, int64_t{c->round}, int64_t{c->attempt}, c->unit, c->units, c->noise_multiplier,
+         c->clip_norm, c->sampling_rate, c->steps, c->delta, c->epsilon_after, c->order, c->released, c->status,
+         c->at_ms});
+    if (!s.ok()) return s;
+    c->id = db_->LastInsertRowId();
+  }
+  return tx->Commit();
+}
+
+absl::Status NodeStore::SetChargeStatus(int64_t id, const std::string& status) {
+  absl::MutexLock lock(&mu_);
+  return db_->Execute("UPDATE privacy_ledger SET status = ?2 WHERE id = ?1", {id, status});
+}
+
+absl::StatusOr<std::vector<PrivacyCharge>> NodeStore::PrivacyLedger() {
+  absl::MutexLock lock(&mu_);
+  absl::StatusOr<std::vector<SqlRow>> rows = db_->Query(
+      "SELECT id, kind, federation, round, attempt, unit, units, noise_multiplier, clip_norm, sampling_rate, "
+      "steps, delta, epsilon_after, rdp_order, released, status, at_ms FROM privacy_ledger ORDER BY id");
+  if (!rows.ok()) return rows.status();
+  std::vector<PrivacyCharge> out;
+  for (const SqlRow& r : *rows) {
+    PrivacyCharge c;
+    c.id = AsInt(r[0]);
+    c.kind = AsText(r[1]);
+    c.federation = AsText(r[2]);
+    c.round = static_cast<int>(AsInt(r[3]));
+    c.attempt = static_cast<int>(AsInt(r[4]));
+    c.unit = AsText(r[5]);
+    c.units = AsInt(r[6]);
+    c.noise_multiplier = AsDouble(r[7]);
+    c.clip_norm = AsDouble(r[8]);
+    c.sampling_rate = AsDouble(r[9]);
+    c.steps = AsInt(r[10]);
+    c.delta = AsDouble(r[11]);
+    c.epsilon_after = AsDouble(r[12]);
+    c.order = AsDouble(r[13]);
+    c.released = AsDouble(r[14]);
+    c.status = AsText(r[15]);
+    c.at_ms = AsInt(r[16]);
+    out.push_back(std::move(c));
+  }
+  return out;
 }
 
 }  // namespace fedrad::node

@@ -4,16 +4,18 @@
 #include <cstdint>
 #include <memory>
 #include <string>
+#include <vector>
 
 #include "absl/base/thread_annotations.h"
 #include "absl/status/statusor.h"
 #include "absl/synchronization/mutex.h"
 #include "common/sqlite.h"
+#include "node/privacy_budget.h"
 
 namespace fedrad::node {
 
 // The node's local record in node.db: which models it received, which
-// updates it sent, what it reported. Only aggregate numbers and hashes; no
+// updates it sent, what it reported, and the privacy ledger. Only aggregate numbers and hashes; no
 // identifier of a patient or image is stored here.
 class NodeStore {
  public:
@@ -28,6 +30,13 @@ class NodeStore {
   absl::Status RecordUpdateOutcome(int round, int attempt, const std::string& outcome);
   absl::Status RecordEvaluation(int round, const std::string& model_sha256, double loss,
                                 double accuracy, int64_t count, int64_t now_ms);
+
+  // The privacy ledger. Charges are appended (and their ids set) in one
+  // transaction, committed before the data is touched: a crash afterwards
+  // can only over-count.
+  absl::Status ChargePrivacy(std::vector<PrivacyCharge*> charges);
+  absl::Status SetChargeStatus(int64_t id, const std::string& status);
+  absl::StatusOr<std::vector<PrivacyCharge>> PrivacyLedger();
 
  private:
   explicit NodeStore(std::unique_ptr<Database> db) : db_(std::move(db)) {}

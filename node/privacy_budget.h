@@ -1,0 +1,118 @@
+#ifndef FEDRAD_NODE_PRIVACY_BUDGET_H_
+#define FEDRAD_NODE_PRIVACY_BUDGET_H_
+
+// The site's privacy budget: what a round will cost before any data is
+// touched, whether it still fits, and what has been spent. Torch-free.
+
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "common/privacy_accountant.h"
+
+namespace fedrad::node {
+
+// [privacy] of node.toml: the site's own choice, whatever the plan says.
+struct PrivacySettings {
+  bool enabled = true;
+  bool patient_level = true;  // privacy unit: a patient (DICOM PatientID), or an image
+  double clip_norm = 1.0;     // C
+  double delta = 1e-5;
+  // The site's budget: no round starts whose charge would take the ledger's
+  // total past it.
+  double epsilon_max = 3.0;
+  // Exactly one of the two: a fixed noise multiplier σ for every step, or a
+  // total ε to reach at the federation's last round (σ is then the smallest
+  // that gets there, recomputed each round from what the ledger holds).
+  double noise_multiplier = -1;
+  double target_epsilon = -1;
+
+  std::string unit() const { return patient_level ? "patient" : "image"; }
+};
+
+// Noise (in units of the count's sensitivity, one unit) on the unit count a
+// node reports for weighting its update. Charged once per distinct count,
+// then the released value is reused: reuse is post-processing and free.
+// At order 10 it costs 10 / (2·20²) = 0.0125 in RDP.
+inline constexpr double kCountNoiseMultiplier = 20.0;
+
+// Poisson-sampled DP-SGD over `units` units for `epochs` expected passes at
+// an expected batch of `expected_batch` units: q = min(1, batch / units) and
+// steps = round(epochs / q), at least 1.
+struct DpSchedule {
+  double sampling_rate = 0;
+  int64_t steps = 0;
+};
+DpSchedule ScheduleFor(int64_t units, int64_t expected_batch, double epochs);
+
+// Distinct privacy units among the training set's samples (patients, or
+// images when not patient-level).
+int64_t CountUnits(const std::vector<std::string>& patients, bool patient_level);
+
+// One charge in the node's privacy ledger: a run of the (subsampled)
+// Gaussian mechanism. No identifier of a patient or image is in it.
+struct PrivacyCharge {
+  int64_t id = 0;
+  std::string kind;  // "dp-sgd": a round's training; "count": the noised unit count
+  std::string federation;
+  int round = 0;
+  int attempt = 0;
+  std::string unit;
+  int64_t units = 0;
+  double noise_multiplier = 0;
+  double clip_norm = 0;
+  double sampling_rate = 0;
+  int64_t steps = 0;
+  double delta = 0;
+  double epsilon_after = 0;  // the ledger's total including this charge, at `delta`
+  double order = 0;          // the RDP order that gave it
+  double released = 0;       // "count": the noised count that was sent
+  std::string status;        // "charged", then "sent", "accepted" or a failure
+  int64_t at_ms = 0;
+};
+
+// RDP of everything in the ledger (every charge, whatever its status: a
+// charge is spent once data was touched).
+PrivacyAccountant SpentBy(const std::vector<PrivacyCharge>& ledger);
+
+// What a training round will charge, decided before it touches data.
+struct RoundCharges {
+  PrivacyCharge training;              // kind "dp-sgd"
+  std::optional<PrivacyCharge> count;  // a new count release, if the count changed
+  double epsilon_before = 0;
+};
+
+// The charges of the next round at `units` units, with the plan's expected
+// batch and local epochs, `rounds_left` rounds (this one included) until the
+// plan's end. ResourceExhausted (the node answers BUDGET_EXHAUSTED) when the
+// ledger's total would pass epsilon_max, or when the target ε is already
+// reached. The fields federation/round/attempt/status/at_ms are left for the
+// caller.
+absl::StatusOr<RoundCharges> PlanRound(const PrivacySettings& settings, const std::vector<PrivacyCharge>& ledger,
+                                       int64_t units, int64_t expected_batch, double local_epochs,
+                                       int rounds_left);
+
+// true if no round can start whatever the data: the ledger alone has reached
+// epsilon_max (or the target). Needs no data.
+bool BudgetSpent(const PrivacySettings& settings, const std::vector<PrivacyCharge>& ledger);
+
+// The latest count released for `units` units, if any.
+std::optional<PrivacyCharge> LastCountRelease(const std::vector<PrivacyCharge>& ledger, int64_t units);
+
+// For `fedrad-node privacy`: spent, left, and how many more rounds like the
+// last one fit (with a fixed σ; with a target ε σ adapts, so the answer is
+// the plan's remaining rounds until the target).
+struct BudgetReport {
+  Epsilon spent;
+  double left = 0;
+  int64_t dp_rounds = 0;       // training charges in the ledger
+  int64_t rounds_left = -1;    // -1: unknown (no round yet to take the schedule from)
+  std::optional<PrivacyCharge> last;
+};
+BudgetReport ReportBudget(const PrivacySettings& settings, const std::vector<PrivacyCharge>& ledger);
+
+}  // namespace fedrad::node
+
+#endif  // FEDRAD_NODE_PRIVACY_BUDGET_H_
