@@ -46,6 +46,7 @@ absl::StatusOr<FederationPlan> LoadPlan(const std::string& path) {
   p.training.batch_size = static_cast<int>(c.GetInt("training.batch_size", 32, 1, 65536));
   p.training.learning_rate = c.GetDouble("training.learning_rate", 0.05, 1e-8, 100);
   p.training.momentum = c.GetDouble("training.momentum", 0.9, 0, 0.999);
+  p.require_dp = c.GetBool("privacy.require_dp", false);
 
   p.coordinator_hosts =
       c.GetStringArray("coordinator.hosts", std::vector<std::string>{"localhost", "127.0.0.1"});

@@ -17,7 +17,9 @@ struct ModelSpec {
   int num_classes = 2;
 };
 
-// Local training settings the coordinator sends with every task.
+// Local training settings the coordinator sends with every task. Under DP a
+// node reads batch_size as the expected batch of privacy units (sampling
+// rate q = batch_size / units) and takes local_epochs / q Poisson-sampled steps.
 struct TrainingSettings {
   int local_epochs = 1;
   int batch_size = 32;
@@ -40,6 +42,10 @@ struct FederationPlan {
   uint32_t chunk_bytes = 1 << 20;
   ModelSpec model;
   TrainingSettings training;
+  // Refuse updates that do not come with a DP report. (Each site's own
+  // node.toml sets its DP parameters and budget; this is the consortium's
+  // floor.)
+  bool require_dp = false;
   // Host names and IP addresses nodes use to reach the coordinator; they go
   // into its certificate.
   std::vector<std::string> coordinator_hosts;

@@ -355,6 +355,18 @@ class FederationServiceImpl final : public v1::Federation::CallbackService {
     return reactor;
   }
 
+  grpc::ServerUnaryReactor* DeclineTask(grpc::CallbackServerContext* ctx, const v1::Decline* decline,
+                                        v1::SubmitReply* reply) override {
+    grpc::ServerUnaryReactor* reactor = ctx->DefaultReactor();
+    absl::StatusOr<std::string> site = CallerSite(ctx, *driver_);
+    absl::Status s = site.status();
+    if (s.ok()) s = driver_->Decline(*site, *decline);
+    if (!s.ok()) spdlog::warn("refused a decline from {}: {}", site.ok() ? *site : ctx->peer(), std::string(s.message()));
+    reply->set_message(s.ok() ? "recorded" : std::string(s.message()));
+    reactor->Finish(ToGrpc(s));
+    return reactor;
+  }
+
  private:
   RoundDriver* driver_;
 };

@@ -23,6 +23,28 @@ int64_t NowMs() { return absl::ToUnixMillis(absl::Now()); }
 
 constexpr int64_t kMaxExamplesPerUpdate = int64_t{1} << 40;
 
+bool InRange(double v, double lo, double hi) { return std::isfinite(v) && v >= lo && v <= hi; }
+
+// A node's DP report, checked: it is a peer's claim, recorded and shown.
+absl::StatusOr<SitePrivacy> CheckPrivacyReport(const v1::PrivacyReport& r) {
+  if (r.unit() != "patient" && r.unit() != "image") {
+    return absl::InvalidArgumentError("privacy.unit must be \"patient\" or \"image\"");
+  }
+  if (!InRange(r.noise_multiplier(), 0, 1e6) || !InRange(r.clip_norm(), 0, 1e6) || r.clip_norm() == 0 ||
+      !InRange(r.sampling_rate(), 0, 1) || r.sampling_rate() == 0 || r.steps() < 1 ||
+      r.steps() > (uint64_t{1} << 32) || !InRange(r.delta(), 0, 1) || r.delta() == 0 || r.delta() == 1 ||
+      !InRange(r.epsilon_spent(), 0, 1e6) || !InRange(r.epsilon_max(), 0, 1e6) || r.epsilon_max() == 0) {
+    return absl::InvalidArgumentError("the update's privacy report has a value out of range");
+  }
+  if (r.epsilon_spent() > r.epsilon_max() * (1 + 1e-9)) {
+    return absl::InvalidArgumentError(absl::StrFormat(
+        "the update's privacy report says epsilon %.4f, past the site's own epsilon_max %.4g",
+        r.epsilon_spent(), r.epsilon_max()));
+  }
+  return SitePrivacy{r.unit(),  r.noise_multiplier(), r.clip_norm(),       r.sampling_rate(),
+                     static_cast<int64_t>(r.steps()), r.delta(), r.epsilon_spent(), r.epsilon_max()};
+}
+
 }  // namespace
 
 absl::StatusOr<std::unique_ptr<RoundDriver>> RoundDriver::Create(const CoordinatorConfig& config) {
@@ -45,6 +67,14 @@ absl::StatusOr<std::unique_ptr<RoundDriver>> RoundDriver::Create(const Coordinat
   }
   s = driver->LoadOrCreateInitialModel();
   if (!s.ok()) return s;
+  // Sites whose budget was spent in an earlier run of this federation stay so.
+  absl::StatusOr<std::map<std::string, StateStore::LatestPrivacy>> privacy = driver->state_->LatestPrivacyBySite();
+  if (!privacy.ok()) return privacy.status();
+  absl::MutexLock lock(&driver->mu_);
+  for (const auto& [site, p] : *privacy) {
+    driver->privacy_[site] = p.privacy;
+    if (p.declined) driver->exhausted_.insert(site);
+  }
   return driver;
 }
 
@@ -109,13 +139,24 @@ absl::Status RoundDriver::Run() {
     absl::StatusOr<std::vector<SiteEvaluation>> evals = state_->Evaluations(global_round_);
     if (evals.ok() && evals->empty() && WaitForNodes()) EvaluateRound(global_round_);
   }
+  std::string reason = "the federation has finished all rounds";
   while (global_round_ < config_.plan.rounds) {
+    {
+      absl::MutexLock lock(&mu_);
+      if (TrainableSites() < static_cast<size_t>(config_.plan.min_nodes)) {
+        reason = absl::StrCat("only ", TrainableSites(), " site(s) have privacy budget left and min_nodes is ",
+                              config_.plan.min_nodes, "; the federation ends after round ", global_round_,
+                              " of ", config_.plan.rounds);
+        spdlog::warn("{}", reason);
+        break;
+      }
+    }
     if (!WaitForNodes()) return absl::CancelledError("shut down while waiting for nodes");
     absl::StatusOr<bool> applied = RunRoundAttempt(global_round_ + 1);
     if (!applied.ok()) return applied.status();
     if (*applied) EvaluateRound(global_round_);
   }
-  FinishFederation();
+  FinishFederation(reason);
   return absl::OkStatus();
 }
 
@@ -124,9 +165,9 @@ bool RoundDriver::WaitForNodes() {
   absl::MutexLock lock(&mu_);
   bool logged = false;
   while (true) {
-    while (!shutdown_ && connected_.size() < min_nodes) {
+    while (!shutdown_ && TrainableConnected() < min_nodes) {
       if (!logged) {
-        spdlog::info("waiting for nodes: {} of at least {} connected", connected_.size(), min_nodes);
+        spdlog::info("waiting for nodes: {} of at least {} connected", TrainableConnected(), min_nodes);
         logged = true;
       }
       changed_.WaitWithTimeout(&mu_, absl::Seconds(1));
@@ -134,18 +175,31 @@ bool RoundDriver::WaitForNodes() {
     if (shutdown_) return false;
     // Give the remaining sites a moment to join before starting without them.
     const absl::Time grace = absl::Now() + absl::Seconds(config_.plan.start_grace_s);
-    while (!shutdown_ && connected_.size() >= min_nodes &&
-           connected_.size() < config_.plan.sites.size() && absl::Now() < grace) {
+    while (!shutdown_ && TrainableConnected() >= min_nodes && TrainableConnected() < TrainableSites() &&
+           absl::Now() < grace) {
       changed_.WaitWithDeadline(&mu_, grace);
     }
     if (shutdown_) return false;
-    if (connected_.size() >= min_nodes) return true;
+    if (TrainableConnected() >= min_nodes) return true;
   }
 }
 
-absl::StatusOr<std::map<std::string, std::string>> RoundDriver::NoncesForConnectedSites() {
+size_t RoundDriver::TrainableConnected() const {
+  size_t n = 0;
+  for (const auto& [site, channel] : connected_) n += exhausted_.count(site) ? 0 : 1;
+  return n;
+}
+
+size_t RoundDriver::TrainableSites() const {
+  size_t n = 0;
+  for (const std::string& site : config_.plan.sites) n += exhausted_.count(site) ? 0 : 1;
+  return n;
+}
+
+absl::StatusOr<std::map<std::string, std::string>> RoundDriver::NoncesForConnectedSites(bool training) {
   std::map<std::string, std::string> nonces;
   for (const auto& [site, channel] : connected_) {
+    if (training && exhausted_.count(site)) continue;
     absl::StatusOr<std::string> nonce = crypto::SecureRandomBytes(16);
     if (!nonce.ok()) return nonce.status();
     nonces[site] = *nonce;
@@ -196,7 +250,7 @@ absl::StatusOr<bool> RoundDriver::RunRoundAttempt(int round) {
     r.attempt = *attempt;
     r.base_sha256 = global_sha256_;
     r.deadline = absl::Now() + absl::Seconds(config_.plan.round_deadline_s);
-    absl::StatusOr<std::map<std::string, std::string>> nonces = NoncesForConnectedSites();
+    absl::StatusOr<std::map<std::string, std::string>> nonces = NoncesForConnectedSites(true);
     if (!nonces.ok()) return nonces.status();
     r.nonces = std::move(*nonces);
     absl::Status s = state_->OpenRound(round, r.attempt, r.base_sha256,
@@ -233,6 +287,7 @@ absl::StatusOr<bool> RoundDriver::RunRoundAttempt(int round) {
   absl::Status s = Aggregate(closed);
   RemoveSpool(closed);
   if (!s.ok()) return s;
+  LogPrivacy(closed);
   return true;
 }
 
@@ -284,7 +339,7 @@ void RoundDriver::EvaluateRound(int round) {
     e.round = round;
     e.model_sha256 = global_sha256_;
     e.deadline = absl::Now() + absl::Seconds(config_.plan.eval_deadline_s);
-    absl::StatusOr<std::map<std::string, std::string>> nonces = NoncesForConnectedSites();
+    absl::StatusOr<std::map<std::string, std::string>> nonces = NoncesForConnectedSites(false);
     if (!nonces.ok()) {
       spdlog::error("cannot evaluate round {}: {}", round, std::string(nonces.status().message()));
       return;
@@ -317,13 +372,38 @@ void RoundDriver::EvaluateRound(int round) {
                done.model_sha256.substr(0, 12));
 }
 
-void RoundDriver::FinishFederation() {
+void RoundDriver::LogPrivacy(const OpenRound& r) {
+  std::vector<std::string> parts;
+  bool any_dp = false;
+  absl::MutexLock lock(&mu_);
+  for (const auto& [site, nonce] : r.nonces) {
+    auto p = privacy_.find(site);
+    const bool sent = std::any_of(r.accepted.begin(), r.accepted.end(),
+                                  [&](const UpdateTicket& t) { return t.site == site; });
+    if (p == privacy_.end()) {
+      parts.push_back(absl::StrCat(site, sent ? " not DP" : " -"));
+      continue;
+    }
+    any_dp = true;
+    parts.push_back(absl::StrFormat("%s %.3f/%.3g%s", site, p->second.epsilon_spent, p->second.epsilon_max,
+                                    r.declined.count(site) ? " (budget spent)" : ""));
+  }
+  if (!any_dp) {
+    spdlog::warn("round {}/{}: no update was differentially private", r.round, config_.plan.rounds);
+    return;
+  }
+  spdlog::info("round {}/{}: privacy, epsilon spent/max per site: {}", r.round, config_.plan.rounds,
+               absl::StrJoin(parts, ", "));
+}
+
+void RoundDriver::FinishFederation(const std::string& reason) {
   absl::MutexLock lock(&mu_);
   finished_ = true;
-  spdlog::info("federation '{}' complete after {} round(s); telling nodes to stop",
-               config_.plan.name, config_.plan.rounds);
+  spdlog::info("federation '{}' complete after {} round(s): {}; telling nodes to stop", config_.plan.name,
+               global_round_, reason);
+  finish_reason_ = reason;
   v1::Task stop;
-  stop.mutable_stop()->set_reason("the federation has finished all rounds");
+  stop.mutable_stop()->set_reason(reason);
   for (const auto& [site, channel] : connected_) {
     channel->Send(stop);
     channel->Close();
@@ -360,7 +440,7 @@ void RoundDriver::Connect(const std::string& site, TaskChannel* channel) {
   spdlog::info("site {} connected ({} of {} sites)", site, connected_.size(), config_.plan.sites.size());
   if (finished_) {
     v1::Task stop;
-    stop.mutable_stop()->set_reason("the federation has finished all rounds");
+    stop.mutable_stop()->set_reason(finish_reason_);
     channel->Send(stop);
     channel->Close();
   } else if (round_ && round_->nonces.count(site) && !round_->answered.count(site) &&
@@ -411,6 +491,15 @@ absl::StatusOr<UpdateTicket> RoundDriver::BeginUpdate(const std::string& site,
     return absl::InvalidArgumentError(absl::StrCat("num_examples ", h.num_examples(), " is out of range"));
   }
   if (!std::isfinite(h.train_loss())) return absl::InvalidArgumentError("train_loss is not finite");
+  std::optional<SitePrivacy> privacy;
+  if (h.has_privacy()) {
+    absl::StatusOr<SitePrivacy> p = CheckPrivacyReport(h.privacy());
+    if (!p.ok()) return p.status();
+    privacy = *p;
+  } else if (config_.plan.require_dp) {
+    return absl::FailedPreconditionError(
+        "the plan requires differential privacy and this update has no DP report; enable [privacy] in node.toml");
+  }
   round_->in_progress.insert(site);
   UpdateTicket t;
   t.round = round_->round;
@@ -420,13 +509,20 @@ absl::StatusOr<UpdateTicket> RoundDriver::BeginUpdate(const std::string& site,
   t.expected_bytes = h.total_bytes();
   t.update_sha256 = h.update_sha256();
   t.num_examples = static_cast<int64_t>(h.num_examples());
-  t.train_loss = h.train_loss();
+  t.train_loss = h.has_train_loss() ? h.train_loss() : 0;
+  t.privacy = privacy;
   return t;
 }
 
 absl::Status RoundDriver::FinishUpdate(const UpdateTicket& t, const absl::Status& outcome) {
-  SubmissionRecord rec{t.site, t.update_sha256, t.num_examples, t.train_loss, outcome.ok(),
-                       std::string(outcome.message())};
+  SubmissionRecord rec;
+  rec.site = t.site;
+  rec.update_sha256 = t.update_sha256;
+  rec.num_examples = t.num_examples;
+  rec.train_loss = t.train_loss;
+  rec.accepted = outcome.ok();
+  rec.reason = std::string(outcome.message());
+  rec.privacy = t.privacy;
   absl::Status reply = outcome;
   {
     absl::MutexLock lock(&mu_);
@@ -439,6 +535,7 @@ absl::Status RoundDriver::FinishUpdate(const UpdateTicket& t, const absl::Status
       round_->in_progress.erase(t.site);
       round_->answered.insert(t.site);
       if (outcome.ok()) round_->accepted.push_back(t);
+      if (outcome.ok() && t.privacy) privacy_[t.site] = *t.privacy;
       changed_.SignalAll();
     }
   }
@@ -451,6 +548,52 @@ absl::Status RoundDriver::FinishUpdate(const UpdateTicket& t, const absl::Status
   absl::Status s = state_->RecordSubmission(t.round, t.attempt, rec, NowMs());
   if (!s.ok()) spdlog::error("cannot record a submission: {}", std::string(s.message()));
   return reply;
+}
+
+absl::Status RoundDriver::Decline(const std::string& site, const v1::Decline& d) {
+  if (d.reason() != v1::Decline::BUDGET_EXHAUSTED) {
+    return absl::InvalidArgumentError("a decline must give its reason");
+  }
+  if (!std::isfinite(d.epsilon_spent()) || d.epsilon_spent() < 0 || !std::isfinite(d.epsilon_max()) ||
+      d.epsilon_max() <= 0 || d.detail().size() > 1024) {
+    return absl::InvalidArgumentError("the decline's figures are out of range");
+  }
+  SubmissionRecord rec;
+  rec.site = site;
+  rec.declined = true;
+  rec.reason = absl::StrCat("BUDGET_EXHAUSTED: ", d.detail());
+  rec.privacy = SitePrivacy{};
+  rec.privacy->epsilon_spent = d.epsilon_spent();
+  rec.privacy->epsilon_max = d.epsilon_max();
+  int round = 0, attempt = 0;
+  {
+    absl::MutexLock lock(&mu_);
+    if (!round_ || static_cast<int>(d.round()) != round_->round ||
+        static_cast<int>(d.attempt()) != round_->attempt) {
+      return absl::FailedPreconditionError(absl::StrCat("round ", d.round(), " attempt ", d.attempt(),
+                                                        " is not open"));
+    }
+    auto nonce = round_->nonces.find(site);
+    if (nonce == round_->nonces.end() || nonce->second != d.nonce()) {
+      return absl::PermissionDeniedError("wrong nonce for this round");
+    }
+    if (round_->answered.count(site) || round_->in_progress.count(site)) {
+      return absl::AlreadyExistsError(absl::StrCat("site ", site, " already answered round ", d.round()));
+    }
+    round_->answered.insert(site);
+    round_->declined.insert(site);
+    exhausted_.insert(site);
+    SitePrivacy& latest = privacy_[site];
+    latest.epsilon_spent = d.epsilon_spent();
+    latest.epsilon_max = d.epsilon_max();
+    round = round_->round;
+    attempt = round_->attempt;
+    changed_.SignalAll();
+  }
+  spdlog::warn("round {}: site {} declined: its privacy budget is spent (epsilon {:.4f} of {:.4g}); it will not "
+               "be asked to train again in this run",
+               round, site, d.epsilon_spent(), d.epsilon_max());
+  return state_->RecordSubmission(round, attempt, rec, NowMs());
 }
 
 absl::Status RoundDriver::RecordEvaluation(const std::string& site, const v1::Evaluation& e) {
@@ -511,6 +654,17 @@ absl::StatusOr<std::string> RoundDriver::Summary() {
       absl::StrAppend(&out, absl::StrFormat("%14s", cell));
     }
     absl::StrAppend(&out, absl::StrFormat("%14s\n", count ? absl::StrFormat("%.3f", correct / count) : "-"));
+  }
+  absl::StatusOr<std::map<std::string, StateStore::LatestPrivacy>> privacy = state_->LatestPrivacyBySite();
+  if (!privacy.ok()) return privacy.status();
+  if (!privacy->empty()) {
+    absl::StrAppend(&out, absl::StrFormat("%-7s", "eps"));
+    for (const std::string& site : config_.plan.sites) {
+      auto p = privacy->find(site);
+      absl::StrAppend(&out, absl::StrFormat("%14s", p == privacy->end() ? std::string("not DP")
+                                                                      : absl::StrFormat("%.3f", p->second.privacy.epsilon_spent)));
+    }
+    absl::StrAppend(&out, "\n(eps: each site's privacy spent, from its own accountant, at its delta)\n");
   }
   return out;
 }

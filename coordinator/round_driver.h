@@ -22,6 +22,7 @@ namespace fedrad::v1 {
 class Task;
 class UpdateHeader;
 class Evaluation;
+class Decline;
 class Plan;
 }  // namespace fedrad::v1
 
@@ -47,6 +48,7 @@ struct UpdateTicket {
   std::string update_sha256;
   int64_t num_examples = 0;
   double train_loss = 0;
+  std::optional<SitePrivacy> privacy;
 };
 
 // The coordinator's server loop: waits for nodes, opens rounds, hands out
@@ -80,6 +82,9 @@ class RoundDriver {
   // with its message as the reason). Returns what to tell the node.
   absl::Status FinishUpdate(const UpdateTicket& ticket, const absl::Status& outcome);
   absl::Status RecordEvaluation(const std::string& site, const v1::Evaluation& evaluation);
+  // A node will not train the open round: its privacy budget is spent. It
+  // is not asked to train again in this run.
+  absl::Status Decline(const std::string& site, const v1::Decline& decline);
   // The file of a published model, or NotFound.
   absl::StatusOr<std::string> ModelPath(const std::string& sha256);
 
@@ -96,6 +101,7 @@ class RoundDriver {
     std::set<std::string> in_progress;
     std::set<std::string> answered;
     std::vector<UpdateTicket> accepted;
+    std::set<std::string> declined;
     absl::Time deadline;
   };
   struct OpenEval {
@@ -115,9 +121,15 @@ class RoundDriver {
   absl::StatusOr<bool> RunRoundAttempt(int round);
   absl::Status Aggregate(const OpenRound& r);
   void EvaluateRound(int round);
-  void FinishFederation();
-  // A fresh random nonce per connected site, binding its answer to one task.
-  absl::StatusOr<std::map<std::string, std::string>> NoncesForConnectedSites()
+  void FinishFederation(const std::string& reason);
+  void LogPrivacy(const OpenRound& r);
+  // Sites that can still train (their budget is not spent): connected ones,
+  // and all of the plan's.
+  size_t TrainableConnected() const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  size_t TrainableSites() const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // A fresh random nonce per connected site (for training: per trainable
+  // site), binding its answer to one task.
+  absl::StatusOr<std::map<std::string, std::string>> NoncesForConnectedSites(bool training)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void SendTrainTask(const std::string& site) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void SendEvalTask(const std::string& site) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
@@ -137,10 +149,13 @@ class RoundDriver {
   mutable absl::Mutex mu_;
   absl::CondVar changed_;
   std::map<std::string, TaskChannel*> connected_ ABSL_GUARDED_BY(mu_);
+  std::set<std::string> exhausted_ ABSL_GUARDED_BY(mu_);  // declined: privacy budget spent
+  std::map<std::string, SitePrivacy> privacy_ ABSL_GUARDED_BY(mu_);  // each site's latest report
   std::optional<OpenRound> round_ ABSL_GUARDED_BY(mu_);
   std::optional<OpenEval> eval_ ABSL_GUARDED_BY(mu_);
   std::string global_sha256_ ABSL_GUARDED_BY(mu_);
   bool finished_ ABSL_GUARDED_BY(mu_) = false;
+  std::string finish_reason_ ABSL_GUARDED_BY(mu_);
   bool shutdown_ ABSL_GUARDED_BY(mu_) = false;
 };
 

@@ -34,9 +34,18 @@ CREATE TABLE IF NOT EXISTS submissions(
   update_sha256 TEXT,
   num_examples INTEGER,
   train_loss REAL,
-  status TEXT NOT NULL CHECK(status IN ('accepted', 'rejected')),
+  status TEXT NOT NULL CHECK(status IN ('accepted', 'rejected', 'declined')),
   reason TEXT,
   received_at_ms INTEGER NOT NULL,
+  -- What the site's accountant reported (NULL: the update was not DP).
+  dp_unit TEXT,
+  dp_noise_multiplier REAL,
+  dp_clip_norm REAL,
+  dp_sampling_rate REAL,
+  dp_steps INTEGER,
+  dp_delta REAL,
+  epsilon_spent REAL,
+  epsilon_max REAL,
   PRIMARY KEY(round, attempt, site));
 CREATE TABLE IF NOT EXISTS evaluations(
   round INTEGER NOT NULL,
@@ -143,11 +152,38 @@ absl::Status StateStore::FailRound(int round, int attempt, int answered, const s
 absl::Status StateStore::RecordSubmission(int round, int attempt, const SubmissionRecord& r,
                                           int64_t now_ms) {
   absl::MutexLock lock(&mu_);
+  std::vector<SqlValue> dp(8, nullptr);
+  if (r.privacy) {
+    const SitePrivacy& p = *r.privacy;
+    dp = {p.unit, p.noise_multiplier, p.clip_norm, p.sampling_rate, p.steps, p.delta, p.epsilon_spent,
+          p.epsilon_max};
+  }
+  std::vector<SqlValue> values = {int64_t{round}, int64_t{attempt}, r.site, r.update_sha256, r.num_examples,
+                                  r.train_loss, r.status(), r.reason, now_ms};
+  values.insert(values.end(), dp.begin(), dp.end());
   return db_->Execute(
       "INSERT OR REPLACE INTO submissions(round, attempt, site, update_sha256, num_examples, "
-      "train_loss, status, reason, received_at_ms) VALUES(?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
-      {int64_t{round}, int64_t{attempt}, r.site, r.update_sha256, r.num_examples, r.train_loss,
-       std::string(r.accepted ? "accepted" : "rejected"), r.reason, now_ms});
+      "train_loss, status, reason, received_at_ms, dp_unit, dp_noise_multiplier, dp_clip_norm, "
+      "dp_sampling_rate, dp_steps, dp_delta, epsilon_spent, epsilon_max) "
+      "VALUES(?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17)",
+      values);
+}
+
+absl::StatusOr<std::map<std::string, StateStore::LatestPrivacy>> StateStore::LatestPrivacyBySite() {
+  absl::MutexLock lock(&mu_);
+  absl::StatusOr<std::vector<SqlRow>> rows = db_->Query(
+      "SELECT site, status, dp_unit, dp_noise_multiplier, dp_clip_norm, dp_sampling_rate, dp_steps, dp_delta, "
+      "epsilon_spent, epsilon_max FROM submissions WHERE epsilon_spent IS NOT NULL AND status != 'rejected' "
+      "ORDER BY round, attempt, received_at_ms");
+  if (!rows.ok()) return rows.status();
+  std::map<std::string, LatestPrivacy> out;
+  for (const SqlRow& r : *rows) {
+    LatestPrivacy& p = out[AsText(r[0])];
+    p.declined = AsText(r[1]) == "declined";
+    p.privacy = SitePrivacy{AsText(r[2]),   AsDouble(r[3]), AsDouble(r[4]), AsDouble(r[5]),
+                            AsInt(r[6]),    AsDouble(r[7]), AsDouble(r[8]), AsDouble(r[9])};
+  }
+  return out;
 }
 
 absl::Status StateStore::RecordEvaluation(int round, const std::string& model_sha256,

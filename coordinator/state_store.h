@@ -2,6 +2,7 @@
 #define FEDRAD_COORDINATOR_STATE_STORE_H_
 
 #include <cstdint>
+#include <map>
 #include <memory>
 #include <optional>
 #include <string>
@@ -26,13 +27,29 @@ struct SiteEvaluation {
   int64_t count = 0;
 };
 
+// A site's DP report for one round (its own accountant's figures).
+struct SitePrivacy {
+  std::string unit;
+  double noise_multiplier = 0;
+  double clip_norm = 0;
+  double sampling_rate = 0;
+  int64_t steps = 0;
+  double delta = 0;
+  double epsilon_spent = 0;
+  double epsilon_max = 0;
+};
+
 struct SubmissionRecord {
   std::string site;
   std::string update_sha256;
   int64_t num_examples = 0;
   double train_loss = 0;
   bool accepted = false;
+  bool declined = false;  // the site did not train (its privacy budget is spent)
   std::string reason;
+  std::optional<SitePrivacy> privacy;
+
+  std::string status() const { return declined ? "declined" : accepted ? "accepted" : "rejected"; }
 };
 
 // The coordinator's durable state in state.db (SQLite, WAL). A round is
@@ -63,6 +80,13 @@ class StateStore {
   absl::Status RecordEvaluation(int round, const std::string& model_sha256, const SiteEvaluation& e,
                                 int64_t now_ms);
   absl::StatusOr<std::vector<SiteEvaluation>> Evaluations(int round);
+  // Each site's latest DP report (from an accepted update or a decline), and
+  // whether that latest answer was a decline.
+  struct LatestPrivacy {
+    SitePrivacy privacy;
+    bool declined = false;
+  };
+  absl::StatusOr<std::map<std::string, LatestPrivacy>> LatestPrivacyBySite();
   absl::Status TouchNode(const std::string& site, int64_t now_ms);
 
  private:

@@ -8,11 +8,13 @@
 #include <spdlog/spdlog.h>
 
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
 #include "absl/time/clock.h"
 #include "absl/time/time.h"
 #include "common/files.h"
 #include "common/model_zoo.h"
 #include "common/safetensors.h"
+#include "crypto/secure_noise.h"
 #include "crypto/sha256.h"
 #include "node/trainer.h"
 #include "proto/federation.grpc.pb.h"
@@ -163,6 +165,27 @@ absl::Status NodeRuntime::PrepareData(const JoinedPlan& plan) {
   return absl::OkStatus();
 }
 
+absl::Status NodeRuntime::StartUp() {
+  if (started_) return absl::OkStatus();
+  started_ = true;
+  if (!config_.privacy.enabled) {
+    spdlog::warn("[privacy] enabled = false: this node's updates are NOT differentially private");
+    return PrepareData(*plan_);
+  }
+  absl::StatusOr<std::vector<PrivacyCharge>> ledger = store_->PrivacyLedger();
+  if (!ledger.ok()) return ledger.status();
+  const BudgetReport report = ReportBudget(config_.privacy, *ledger);
+  spdlog::info("privacy: {}-level DP, epsilon spent {:.4f} of {:.4g} (delta {:g}) over {} earlier round(s)",
+               config_.privacy.unit(), report.spent.epsilon, config_.privacy.epsilon_max, config_.privacy.delta,
+               report.dp_rounds);
+  if (BudgetSpent(config_.privacy, *ledger)) {
+    spdlog::warn("privacy budget exhausted: this node will decline to train and does not read its data for it");
+    return absl::OkStatus();
+  }
+  // Read (and check) the data now, so a bad archive is reported at start-up.
+  return PrepareData(*plan_);
+}
+
 absl::StatusOr<ModelParameters> NodeRuntime::EnsureModel(const std::string& sha256, int64_t deadline_ms) {
   if (!crypto::IsSha256Hex(sha256)) return absl::InvalidArgumentError("the task names no valid model hash");
   const std::string path = absl::StrCat(config_.state_dir, "/models/", sha256, ".safetensors");
@@ -207,6 +230,84 @@ absl::StatusOr<ModelParameters> NodeRuntime::EnsureModel(const std::string& sha2
   return std::move(file->parameters);
 }
 
+absl::Status NodeRuntime::DeclineRound(const v1::TrainTask& task, double epsilon_spent, const std::string& detail) {
+  spdlog::warn("round {}: not training: {}", task.round(), detail);
+  grpc::ClientContext ctx;
+  ctx.set_deadline(Deadline(task.deadline_unix_ms()));
+  v1::Decline msg;
+  msg.set_round(task.round());
+  msg.set_attempt(task.attempt());
+  msg.set_nonce(task.nonce());
+  msg.set_reason(v1::Decline::BUDGET_EXHAUSTED);
+  msg.set_epsilon_spent(epsilon_spent);
+  msg.set_epsilon_max(config_.privacy.epsilon_max);
+  msg.set_detail(detail.substr(0, 1024));
+  v1::SubmitReply reply;
+  absl::Status s = FromGrpc(rpc_->stub->DeclineTask(&ctx, msg, &reply), "declining the round");
+  if (!s.ok()) return s;
+  return absl::CancelledError("declined: BUDGET_EXHAUSTED");
+}
+
+absl::StatusOr<NodeRuntime::PrivateRound> NodeRuntime::ChargeRound(const v1::TrainTask& task,
+                                                                   const LocalTrainingSettings& settings) {
+  const PrivacySettings& privacy = config_.privacy;
+  absl::StatusOr<std::vector<PrivacyCharge>> ledger = store_->PrivacyLedger();
+  if (!ledger.ok()) return ledger.status();
+  // Spent already: say so without reading the data at all.
+  if (BudgetSpent(privacy, *ledger)) {
+    const double spent = SpentBy(*ledger).GetEpsilon(privacy.delta).epsilon;
+    return DeclineRound(task, spent, absl::StrFormat(
+        "privacy budget exhausted: epsilon %.4f of %.4g is spent (delta %g)", spent,
+        privacy.target_epsilon > 0 ? std::min(privacy.target_epsilon, privacy.epsilon_max) : privacy.epsilon_max,
+        privacy.delta));
+  }
+  absl::Status s = PrepareData(*plan_);
+  if (!s.ok()) return s;
+  const int64_t units = CountUnits(data_->train.patients, privacy.patient_level);
+  const int rounds_left = std::max(1, plan_->rounds - static_cast<int>(task.round()) + 1);
+  absl::StatusOr<RoundCharges> planned =
+      PlanRound(privacy, *ledger, units, settings.batch_size, settings.local_epochs, rounds_left);
+  if (!planned.ok()) {
+    if (planned.status().code() != absl::StatusCode::kResourceExhausted) return planned.status();
+    const double spent = SpentBy(*ledger).GetEpsilon(privacy.delta).epsilon;
+    return DeclineRound(task, spent, std::string(planned.status().message()));
+  }
+  std::vector<PrivacyCharge*> charges;
+  PrivateRound out;
+  const int64_t now = NowMs();
+  for (PrivacyCharge* c : {planned->count ? &*planned->count : nullptr, &planned->training}) {
+    if (c == nullptr) continue;
+    c->federation = plan_->federation;
+    c->round = static_cast<int>(task.round());
+    c->attempt = static_cast<int>(task.attempt());
+    c->status = "charged";
+    c->at_ms = now;
+    charges.push_back(c);
+  }
+  if (planned->count) {
+    // The unit count, with Gaussian noise of std kCountNoiseMultiplier (its
+    // sensitivity is one unit), from the OS-seeded generator.
+    absl::StatusOr<std::unique_ptr<crypto::SecureRandom>> rng = crypto::SecureRandom::Create();
+    if (!rng.ok()) return rng.status();
+    double noise = 0;
+    (*rng)->Gaussian(&noise, 1, kCountNoiseMultiplier);
+    planned->count->released = std::max(1.0, std::round(static_cast<double>(units) + noise));
+    out.reported_count = static_cast<int64_t>(planned->count->released);
+  } else {
+    out.reported_count = static_cast<int64_t>(LastCountRelease(*ledger, units)->released);
+  }
+  // Committed before a single step touches the data.
+  s = store_->ChargePrivacy(charges);
+  if (!s.ok()) return s;
+  out.training = planned->training;
+  spdlog::info("round {}: DP-SGD at {}-level over {} units: sigma {:.4f}, C {:g}, q {:.5f}, {} steps; epsilon "
+               "{:.4f} -> {:.4f} of {:.4g} (delta {:g}), charged before training",
+               task.round(), privacy.unit(), units, out.training.noise_multiplier, out.training.clip_norm,
+               out.training.sampling_rate, out.training.steps, planned->epsilon_before,
+               out.training.epsilon_after, privacy.epsilon_max, privacy.delta);
+  return out;
+}
+
 absl::Status NodeRuntime::HandleTrain(const v1::TrainTask& task) {
   const int round = static_cast<int>(task.round());
   const int attempt = static_cast<int>(task.attempt());
@@ -224,15 +325,33 @@ absl::Status NodeRuntime::HandleTrain(const v1::TrainTask& task) {
       !(settings.momentum >= 0 && settings.momentum < 1)) {
     return absl::InvalidArgumentError("the task's hyperparameters are out of range");
   }
+  std::optional<PrivateRound> dp;
+  if (config_.privacy.enabled) {
+    absl::StatusOr<PrivateRound> charged = ChargeRound(task, settings);
+    if (!charged.ok()) return charged.status();
+    dp = *charged;
+    settings.dp = DpTrainingSettings{dp->training.noise_multiplier, dp->training.clip_norm,
+                                     dp->training.sampling_rate, dp->training.steps,
+                                     config_.privacy.patient_level, 0};
+  } else {
+    absl::Status s = PrepareData(*plan_);
+    if (!s.ok()) return s;
+  }
   const absl::Time start = absl::Now();
   absl::StatusOr<TrainingOutcome> outcome = TrainLocally(plan_->model, *global, data_->train, settings);
-  if (!outcome.ok()) return outcome.status();
+  if (!outcome.ok()) {
+    if (dp) (void)store_->SetChargeStatus(dp->training.id, absl::StrCat("failed: ", outcome.status().message()));
+    return outcome.status();
+  }
   const std::string_view bytes(reinterpret_cast<const char*>(outcome->delta.data()),
                                outcome->delta.size() * sizeof(float));
   const std::string update_sha = crypto::Sha256Hex(bytes);
-  absl::Status s = store_->RecordUpdateSending(round, attempt, task.model_sha256(), update_sha,
-                                               outcome->examples, outcome->mean_loss, NowMs());
+  // Under DP only protected figures leave: the noised count, no loss.
+  const int64_t examples = dp ? dp->reported_count : outcome->examples;
+  absl::Status s = store_->RecordUpdateSending(round, attempt, task.model_sha256(), update_sha, examples,
+                                               dp ? 0.0 : outcome->mean_loss, NowMs());
   if (!s.ok()) return s;
+  if (dp) (void)store_->SetChargeStatus(dp->training.id, "sending");
 
   grpc::ClientContext ctx;
   ctx.set_deadline(Deadline(task.deadline_unix_ms()));
@@ -246,8 +365,21 @@ absl::Status NodeRuntime::HandleTrain(const v1::TrainTask& task) {
   h->set_base_model_sha256(task.model_sha256());
   h->set_update_sha256(update_sha);
   h->set_total_bytes(bytes.size());
-  h->set_num_examples(static_cast<uint64_t>(outcome->examples));
-  h->set_train_loss(outcome->mean_loss);
+  h->set_num_examples(static_cast<uint64_t>(examples));
+  if (dp) {
+    v1::PrivacyReport* p = h->mutable_privacy();
+    p->set_unit(config_.privacy.unit());
+    p->set_noise_multiplier(dp->training.noise_multiplier);
+    p->set_clip_norm(dp->training.clip_norm);
+    p->set_sampling_rate(dp->training.sampling_rate);
+    p->set_steps(static_cast<uint64_t>(dp->training.steps));
+    p->set_delta(dp->training.delta);
+    p->set_epsilon_spent(dp->training.epsilon_after);
+    p->set_epsilon_max(config_.privacy.epsilon_max);
+  } else {
+    h->set_train_loss(outcome->mean_loss);
+    h->set_has_train_loss(true);
+  }
   bool ok = writer->Write(header);
   const size_t chunk = plan_->chunk_bytes / sizeof(float) * sizeof(float);
   v1::UpdateChunk data;
@@ -257,16 +389,27 @@ absl::Status NodeRuntime::HandleTrain(const v1::TrainTask& task) {
   }
   if (ok) writer->WritesDone();
   s = FromGrpc(writer->Finish(), absl::StrCat("round ", round, " update"));
-  (void)store_->RecordUpdateOutcome(round, attempt, s.ok() ? "accepted" : std::string(s.message()));
+  const std::string outcome_text = s.ok() ? "accepted" : std::string(s.message());
+  (void)store_->RecordUpdateOutcome(round, attempt, outcome_text);
+  if (dp) (void)store_->SetChargeStatus(dp->training.id, outcome_text);
   if (!s.ok()) return s;
-  spdlog::info("round {}: update accepted ({} examples, loss {:.4f}, {:.1f}s)", round, outcome->examples,
-               outcome->mean_loss, absl::ToDoubleSeconds(absl::Now() - start));
+  if (dp) {
+    spdlog::info("round {}: update accepted ({} units, noised; {:.1f}s); privacy spent: epsilon {:.4f} of {:.4g} "
+                 "(delta {:g})",
+                 round, examples, absl::ToDoubleSeconds(absl::Now() - start), dp->training.epsilon_after,
+                 config_.privacy.epsilon_max, config_.privacy.delta);
+  } else {
+    spdlog::info("round {}: update accepted ({} examples, loss {:.4f}, {:.1f}s; NOT differentially private)",
+                 round, outcome->examples, outcome->mean_loss, absl::ToDoubleSeconds(absl::Now() - start));
+  }
   return absl::OkStatus();
 }
 
 absl::Status NodeRuntime::HandleEval(const v1::EvalTask& task) {
   absl::StatusOr<ModelParameters> model = EnsureModel(task.model_sha256(), task.deadline_unix_ms());
   if (!model.ok()) return model.status();
+  absl::Status prepared = PrepareData(*plan_);
+  if (!prepared.ok()) return prepared;
   absl::StatusOr<Evaluation> e = EvaluateModel(plan_->model, *model, data_->validation);
   if (!e.ok()) return e.status();
   absl::Status s = store_->RecordEvaluation(static_cast<int>(task.round()), task.model_sha256(), e->loss,
@@ -309,7 +452,7 @@ absl::Status NodeRuntime::Run() {
                    plan_->site, plan_->model.architecture, plan_->rounds);
       announced = true;
     }
-    absl::Status s = PrepareData(*plan_);
+    absl::Status s = StartUp();
     if (!s.ok()) return s;
     backoff = 0.5;
 
@@ -328,7 +471,9 @@ absl::Status NodeRuntime::Run() {
       } else if (task.has_evaluate()) {
         result = HandleEval(task.evaluate());
       }
-      if (!result.ok()) {
+      if (result.code() == absl::StatusCode::kCancelled) {
+        spdlog::info("the coordinator knows this site's privacy budget is spent");
+      } else if (!result.ok()) {
         spdlog::warn("task failed: {}", std::string(result.message()));
         if (result.code() == absl::StatusCode::kDataLoss) continue;
       }

@@ -12,6 +12,7 @@
 #include "node/dataset.h"
 #include "node/node_config.h"
 #include "node/node_store.h"
+#include "node/trainer.h"
 
 namespace fedrad::v1 {
 class TrainTask;
@@ -52,9 +53,21 @@ class NodeRuntime {
   NodeRuntime(NodeConfig config, std::unique_ptr<NodeStore> store, std::unique_ptr<Rpc> rpc);
 
   absl::StatusOr<JoinedPlan> Hello();
+  // Once per process, after the first Hello: reports the budget and reads
+  // the data unless the budget is already spent.
+  absl::Status StartUp();
   absl::Status PrepareData(const JoinedPlan& plan);
   absl::StatusOr<ModelParameters> EnsureModel(const std::string& sha256, int64_t deadline_ms);
   absl::Status HandleTrain(const v1::TrainTask& task);
+  // Before a DP round: charges the ledger (committed) and fills the DP
+  // settings and the count to report, or answers BUDGET_EXHAUSTED (then
+  // returns Cancelled and the data is not touched).
+  struct PrivateRound {
+    PrivacyCharge training;
+    int64_t reported_count = 0;
+  };
+  absl::StatusOr<PrivateRound> ChargeRound(const v1::TrainTask& task, const LocalTrainingSettings& settings);
+  absl::Status DeclineRound(const v1::TrainTask& task, double epsilon_spent, const std::string& detail);
   absl::Status HandleEval(const v1::EvalTask& task);
 
   const NodeConfig config_;
@@ -63,6 +76,7 @@ class NodeRuntime {
   std::optional<JoinedPlan> plan_;
   Manifest manifest_;
   std::optional<PatientSplit> data_;
+  bool started_ = false;
 };
 
 }  // namespace fedrad::node
