@@ -9,6 +9,7 @@
 #include "node/train_local.h"
 #include "node/node_config.h"
 #include "node/node_runtime.h"
+#include "node/privacy_report.h"
 
 namespace {
 
@@ -31,6 +32,12 @@ int main(int argc, char** argv) {
   CLI::App* check = app.add_subcommand(
       "check", "Check the config, then connect once: is the coordinator reachable and does it accept this site?");
   check->add_option("-c,--config", config_path, "Node config (TOML)")->capture_default_str();
+  CLI::App* privacy = app.add_subcommand(
+      "privacy", "The privacy officer's view of this site's ledger (state_dir/node.db): epsilon spent, epsilon "
+                 "left, rounds left at the current settings, and every charge. Reads no images.");
+  privacy->add_option("-c,--config", config_path, "Node config (TOML)")->capture_default_str();
+  bool privacy_all = false;
+  privacy->add_flag("--charges", privacy_all, "Also list every charge in the ledger");
   fedrad::node::InspectOptions inspect_options;
   std::string inspect_config, data_dir, labels_csv;
   int size = 64, classes = 0;
@@ -60,7 +67,11 @@ int main(int argc, char** argv) {
   CLI::App* train_local = app.add_subcommand(
       "train-local", "Train on this site's data alone (the central baseline): the node's trainer and DP-SGD, no "
                      "coordinator, nothing sent anywhere");
-  train_local->add_option("--data", tl_data, "DICOM folder")->required();
+  std::string tl_config;
+  train_local->add_option("-c,--config", tl_config,
+                          "Node config (TOML): its [data], [preprocess] and [privacy] (DP on unless disabled there; "
+                          "the ledger is not charged: nothing leaves the site)");
+  train_local->add_option("--data", tl_data, "DICOM folder (instead of --config)");
   train_local->add_option("--labels", tl_labels, "labels.csv (default DATA/labels.csv)");
   train_local->add_option("--test-data", tl_test_data, "Held-out DICOM folder (default: a patient split of --data)");
   train_local->add_option("--test-labels", tl_test_labels, "Its labels.csv (default TEST_DATA/labels.csv)");
@@ -116,9 +127,43 @@ int main(int argc, char** argv) {
 
   if (*train_local) {
     fedrad::node::TrainLocalOptions o;
-    o.spec = {tl_data, tl_labels.empty() ? tl_data + "/labels.csv" : tl_labels, tl_classes, {}, {}, {}};
-    o.spec.preprocess.window_center = tl_center;
-    o.spec.preprocess.window_width = tl_width;
+    if (!tl_config.empty()) {
+      absl::StatusOr<fedrad::node::NodeConfig> config = fedrad::node::LoadNodeConfig(tl_config);
+      if (!config.ok()) return Fail(config.status(), 2);
+      o.spec.data_dir = config->dicom_dir;
+      o.spec.labels_csv = config->labels_csv;
+      o.spec.class_names = config->class_names;
+      o.spec.preprocess = config->preprocess;
+      o.spec.loader.threads = config->loader_threads;
+      if (config->cache) o.spec.loader.cache_dir = config->state_dir + "/cache";
+      if (!config->class_names.empty() && train_local->count("--classes") == 0) {
+        tl_classes = static_cast<int>(config->class_names.size());
+      }
+      o.validation_fraction = config->validation_fraction;
+      o.split_seed = config->split_seed;
+      if (tl_threads == 0) tl_threads = config->threads;
+      const fedrad::node::PrivacySettings& p = config->privacy;
+      // The site's [privacy], unless flags on the command line say otherwise.
+      if (p.enabled && !tl_dp) {
+        tl_dp = true;
+        if (train_local->count("--clip") == 0) tl_clip = p.clip_norm;
+        if (train_local->count("--delta") == 0) tl_delta = p.delta;
+        if (train_local->count("--unit") == 0) tl_unit = p.unit();
+        if (train_local->count("--noise") == 0 && train_local->count("--epsilon") == 0) {
+          tl_noise = p.noise_multiplier;
+          tl_epsilon = p.target_epsilon;
+        }
+      }
+    } else if (!tl_data.empty()) {
+      o.spec.data_dir = tl_data;
+      o.spec.labels_csv = tl_labels.empty() ? tl_data + "/labels.csv" : tl_labels;
+      o.spec.preprocess.window_center = tl_center;
+      o.spec.preprocess.window_width = tl_width;
+    } else {
+      std::cerr << "train-local needs --config node.toml, or --data DIR [--labels CSV]\n";
+      return 2;
+    }
+    o.spec.num_classes = tl_classes;
     o.spec.preprocess.output_size = tl_size;
     if (!tl_test_data.empty()) {
       o.test = o.spec;
@@ -169,6 +214,11 @@ int main(int argc, char** argv) {
 
   absl::StatusOr<fedrad::node::NodeConfig> config = fedrad::node::LoadNodeConfig(config_path);
   if (!config.ok()) return Fail(config.status(), 2);
+  if (*privacy) {
+    absl::Status s = fedrad::node::PrintPrivacyReport(*config, privacy_all, std::cout);
+    if (!s.ok()) return Fail(s, 1);
+    return 0;
+  }
   absl::StatusOr<std::unique_ptr<fedrad::node::NodeRuntime>> runtime =
       fedrad::node::NodeRuntime::Create(*config);
   if (!runtime.ok()) return Fail(runtime.status(), 1);

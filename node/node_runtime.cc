@@ -300,6 +300,7 @@ absl::StatusOr<NodeRuntime::PrivateRound> NodeRuntime::ChargeRound(const v1::Tra
   s = store_->ChargePrivacy(charges);
   if (!s.ok()) return s;
   out.training = planned->training;
+  if (planned->count) out.count_charge_id = planned->count->id;
   spdlog::info("round {}: DP-SGD at {}-level over {} units: sigma {:.4f}, C {:g}, q {:.5f}, {} steps; epsilon "
                "{:.4f} -> {:.4f} of {:.4g} (delta {:g}), charged before training",
                task.round(), privacy.unit(), units, out.training.noise_multiplier, out.training.clip_norm,
@@ -391,7 +392,10 @@ absl::Status NodeRuntime::HandleTrain(const v1::TrainTask& task) {
   s = FromGrpc(writer->Finish(), absl::StrCat("round ", round, " update"));
   const std::string outcome_text = s.ok() ? "accepted" : std::string(s.message());
   (void)store_->RecordUpdateOutcome(round, attempt, outcome_text);
-  if (dp) (void)store_->SetChargeStatus(dp->training.id, outcome_text);
+  if (dp) {
+    (void)store_->SetChargeStatus(dp->training.id, outcome_text);
+    if (dp->count_charge_id) (void)store_->SetChargeStatus(dp->count_charge_id, s.ok() ? "sent" : outcome_text);
+  }
   if (!s.ok()) return s;
   if (dp) {
     spdlog::info("round {}: update accepted ({} units, noised; {:.1f}s); privacy spent: epsilon {:.4f} of {:.4g} "

@@ -65,6 +65,7 @@ class NodeRuntime {
   struct PrivateRound {
     PrivacyCharge training;
     int64_t reported_count = 0;
+    int64_t count_charge_id = 0;  // a count released with this round, if any
   };
   absl::StatusOr<PrivateRound> ChargeRound(const v1::TrainTask& task, const LocalTrainingSettings& settings);
   absl::Status DeclineRound(const v1::TrainTask& task, double epsilon_spent, const std::string& detail);

@@ -2,7 +2,6 @@
 
 #include <cmath>
 #include <map>
-#include <set>
 
 #include <spdlog/spdlog.h>
 
@@ -11,6 +10,7 @@
 #include "common/model_zoo.h"
 #include "common/privacy_accountant.h"
 #include "common/safetensors.h"
+#include "node/privacy_budget.h"
 #include "node/trainer.h"
 
 namespace fedrad::node {
@@ -28,7 +28,7 @@ absl::Status TrainLocal(const TrainLocalOptions& o, std::ostream& out) {
     train = std::move(*data);
     test = std::move(*t);
   } else {
-    PatientSplit split = SplitByPatient(*data, 0.2, 42);
+    PatientSplit split = SplitByPatient(*data, o.validation_fraction, o.split_seed);
     train = std::move(split.train);
     test = std::move(split.validation);
   }
@@ -44,11 +44,10 @@ absl::Status TrainLocal(const TrainLocalOptions& o, std::ostream& out) {
   double epsilon = 0, sigma = 0, q = 0;
   int64_t steps = 0;
   if (o.dp) {
-    const int64_t units = o.dp->patient_level
-                              ? static_cast<int64_t>(std::set<std::string>(train.patients.begin(), train.patients.end()).size())
-                              : train.count();
-    q = std::min(1.0, static_cast<double>(o.batch) / static_cast<double>(units));
-    steps = static_cast<int64_t>(std::llround(o.epochs / q));
+    const int64_t units = CountUnits(train.patients, o.dp->patient_level);
+    const DpSchedule schedule = ScheduleFor(units, o.batch, o.epochs);
+    q = schedule.sampling_rate;
+    steps = schedule.steps;
     sigma = o.dp->noise_multiplier;
     if (sigma < 0) {
       if (o.dp->target_epsilon <= 0) return absl::InvalidArgumentError("DP needs --noise or --epsilon");

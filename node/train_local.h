@@ -17,6 +17,8 @@ namespace fedrad::node {
 struct TrainLocalOptions {
   DatasetSpec spec;
   std::optional<DatasetSpec> test;  // held-out set; default: a patient split of `spec`
+  double validation_fraction = 0.2;  // of that split
+  uint64_t split_seed = 42;
   ModelSpec model;
   int epochs = 5;
   int batch = 64;  // under DP: the expected batch (sampling rate = batch / units)

@@ -20,7 +20,7 @@ port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); p
 sed "s/127.0.0.1:50051/127.0.0.1:$port/" "$root/configs/federation.toml" > plan.toml
 
 echo "== 1/4 synthesizing 3 hospitals of CT DICOM, then a federation CA and certificates"
-"$bin/tools/fedrad" synth --sites 3 --seed 7 --out data 2>&1 | sed 's/^.*info: /   /'
+"$bin/tools/fedrad" synth --sites 3 --seed 7 --patients 320 --images 2 --out data 2>&1 | sed 's/^.*info: /   /'
 "$bin/tools/fedrad" provision --plan plan.toml --out kits --data-root data 2>&1 | sed 's/^.*info: /   /'
 # Three nodes share two cores here: one LibTorch thread each.
 for site in hospital-a hospital-b hospital-c; do

@@ -1,0 +1,129 @@
+// The privacy budget end to end: each node charges its ledger before it
+// trains, reports ε with its update, and declines (BUDGET_EXHAUSTED) the round
+// that would pass its epsilon_max; the coordinator records every report and
+// ends the federation when too few sites have budget left. A node whose
+// budget is already spent does not read its data at all.
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <filesystem>
+
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
+#include "common/privacy_accountant.h"
+#include "tests/harness.h"
+
+namespace fedrad::testing {
+namespace {
+
+constexpr double kDelta = 1e-5;
+constexpr double kCountSigma = 20;  // node/privacy_budget.h: kCountNoiseMultiplier
+
+// ε after the count release and `rounds` rounds of one full-batch step at σ = 1.
+double EpsilonAfter(int rounds) {
+  PrivacyAccountant a;
+  a.Compose(kCountSigma, 1, 1);
+  a.Compose(1.0, 1, rounds);
+  return a.GetEpsilon(kDelta).epsilon;
+}
+
+void SetPrivacy(const MiniFederation& f, double epsilon_max) {
+  for (const std::string& site : f.sites) {
+    std::string cfg = ReadText(f.NodeConfig(site));
+    // A fixed σ = 1; the plan's batch (16) exceeds the sites' patients, so
+    // q = 1 and each round is one step (local_epochs = 1).
+    cfg.replace(cfg.find("target_epsilon = 3.0"), 20, "noise_multiplier = 1.0");
+    cfg.replace(cfg.find("epsilon_max = 3.0"), 17, absl::StrCat("epsilon_max = ", epsilon_max));
+    WriteText(f.NodeConfig(site), cfg);
+  }
+}
+
+TEST(PrivacyTest, NodesStopAtTheirBudgetAndTheCoordinatorRecordsEpsilon) {
+  const std::string dir = MakeWorkspace();
+  MiniFederation f = SetUpFederation(dir, {.sites = 2, .rounds = 4, .min_nodes = 2, .patients = 8, .images = 2, .start_grace_s = 1});
+  ASSERT_FALSE(::testing::Test::HasFailure());
+  // Room for two rounds, not three.
+  const double epsilon_max = (EpsilonAfter(2) + EpsilonAfter(3)) / 2;
+  SetPrivacy(f, epsilon_max);
+
+  std::vector<std::string> logs = RunFederationToCompletion(f, std::chrono::minutes(4));
+  const std::string& coordinator = logs[0];
+  EXPECT_NE(coordinator.find("round 1/4: privacy, epsilon spent/max per site"), std::string::npos) << coordinator;
+  EXPECT_NE(coordinator.find("round 2/4: privacy, epsilon spent/max per site"), std::string::npos);
+  EXPECT_NE(coordinator.find("only 0 site(s) have privacy budget left"), std::string::npos) << coordinator;
+  EXPECT_EQ(QueryDb(f.StateDb(), "SELECT COUNT(*) FROM rounds WHERE status = 'applied'")[0][0],
+            SqlValue(int64_t{2}));
+
+  for (const std::string& site : f.sites) {
+    SCOPED_TRACE(site);
+    // The node's ledger: the count release and two rounds, each accepted,
+    // with ε as an independent composition gives it.
+    std::vector<SqlRow> ledger = QueryDb(
+        f.NodeDb(site), "SELECT kind, round, noise_multiplier, sampling_rate, steps, epsilon_after, status "
+                        "FROM privacy_ledger ORDER BY id");
+    ASSERT_EQ(ledger.size(), 3u);
+    EXPECT_EQ(AsText(ledger[0][0]), "count");
+    for (int r = 1; r <= 2; ++r) {
+      EXPECT_EQ(AsText(ledger[r][0]), "dp-sgd");
+      EXPECT_EQ(AsInt(ledger[r][1]), r);
+      EXPECT_DOUBLE_EQ(AsDouble(ledger[r][2]), 1.0);
+      EXPECT_DOUBLE_EQ(AsDouble(ledger[r][3]), 1.0);
+      EXPECT_EQ(AsInt(ledger[r][4]), 1);
+      EXPECT_NEAR(AsDouble(ledger[r][5]), EpsilonAfter(r), 1e-9);
+      EXPECT_EQ(AsText(ledger[r][6]), "accepted");
+    }
+    EXPECT_LE(AsDouble(ledger[2][5]), epsilon_max);
+
+    // The coordinator's copy agrees with the node's ledger, and it recorded
+    // the decline of round 3.
+    std::vector<SqlRow> sent = QueryDb(
+        f.StateDb(), absl::StrCat("SELECT round, status, epsilon_spent, dp_noise_multiplier, dp_unit, reason "
+                                  "FROM submissions WHERE site = '", site, "' ORDER BY round"));
+    ASSERT_EQ(sent.size(), 3u);
+    for (int r = 0; r < 2; ++r) {
+      EXPECT_EQ(AsText(sent[r][1]), "accepted");
+      EXPECT_DOUBLE_EQ(AsDouble(sent[r][2]), AsDouble(ledger[r + 1][5]));
+      EXPECT_DOUBLE_EQ(AsDouble(sent[r][3]), 1.0);
+      EXPECT_EQ(AsText(sent[r][4]), "patient");
+    }
+    EXPECT_EQ(AsInt(sent[2][0]), 3);
+    EXPECT_EQ(AsText(sent[2][1]), "declined");
+    EXPECT_NE(AsText(sent[2][5]).find("BUDGET_EXHAUSTED"), std::string::npos);
+    // Under DP the node sends no training loss and a noised count.
+    EXPECT_TRUE(QueryDb(f.NodeDb(site), "SELECT 1 FROM updates_sent WHERE train_loss != 0").empty());
+
+    // The privacy officer's view.
+    const std::string out = dir + "/privacy-" + site + ".txt";
+    ASSERT_EQ(RunCommand({NodeBin(), "privacy", "--config", f.NodeConfig(site), "--charges"}, out), 0)
+        << ReadText(out);
+    const std::string report = ReadText(out);
+    EXPECT_NE(report.find(absl::StrFormat("epsilon spent: %.4f", EpsilonAfter(2))), std::string::npos) << report;
+    EXPECT_NE(report.find("rounds left like the last one at sigma 1: 0"), std::string::npos) << report;
+    EXPECT_NE(report.find("dp-sgd"), std::string::npos) << report;
+  }
+
+  // A new run of the federation (fresh coordinator state) with each site's
+  // budget exactly spent: the nodes decline without reading their data.
+  std::filesystem::remove_all(dir + "/kits/coordinator/state");
+  for (const std::string& site : f.sites) {
+    std::string cfg = ReadText(f.NodeConfig(site));
+    const size_t at = cfg.find("epsilon_max = ");
+    cfg.replace(at, cfg.find('\n', at) - at, absl::StrFormat("epsilon_max = %.17g", AsDouble(QueryDb(
+        f.NodeDb(site), "SELECT MAX(epsilon_after) FROM privacy_ledger")[0][0])));
+    WriteText(f.NodeConfig(site), cfg);
+  }
+  logs = RunFederationToCompletion(f, std::chrono::minutes(2));
+  EXPECT_NE(logs[0].find("only 0 site(s) have privacy budget left"), std::string::npos) << logs[0];
+  for (size_t i = 1; i < logs.size(); ++i) {
+    const std::string second_run = logs[i].substr(logs[i].rfind("connecting to"));  // the log is appended to
+    EXPECT_NE(second_run.find("does not read its data"), std::string::npos) << second_run;
+    EXPECT_EQ(second_run.find("] info: data: "), std::string::npos) << "the node read its data:\n" << second_run;
+  }
+  for (const std::string& site : f.sites) {
+    EXPECT_EQ(QueryDb(f.NodeDb(site), "SELECT COUNT(*) FROM privacy_ledger")[0][0], SqlValue(int64_t{3}));
+  }
+  RemoveWorkspaceIfPassed(dir);
+}
+
+}  // namespace
+}  // namespace fedrad::testing
