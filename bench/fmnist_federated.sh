@@ -3,11 +3,21 @@
 # Tramer & Boneh CNN, FedAvg through the real coordinator and nodes over
 # mutual TLS on 127.0.0.1; the final global model is scored on the 10,000
 # test images. Usage: bench/fmnist_federated.sh [rounds] [alpha] [build-dir]
+# Environment: EPSILON (per-site image-level DP budget at delta 1e-5, reached
+# at the last round; "none" for non-private, the default), CLIP (DP clip norm,
+# 0.1), LOCAL_EPOCHS (1), BATCH (64; under DP the expected batch), LR (0.05),
+# MOMENTUM (0.9).
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 rounds="${1:-30}"
 alpha="${2:-1.0}"
 bin="${3:-$root/build}"
+epsilon="${EPSILON:-none}"
+clip="${CLIP:-0.1}"
+local_epochs="${LOCAL_EPOCHS:-1}"
+batch="${BATCH:-64}"
+lr="${LR:-0.05}"
+momentum="${MOMENTUM:-0.9}"
 work="${FEDRAD_BENCH_WORK:-$(mktemp -d)}"
 mkdir -p "$work"
 fm=/usr/share/datasets/fashion-mnist
@@ -35,10 +45,10 @@ input_size = 28
 num_classes = 10
 
 [training]
-local_epochs = 1
-batch_size = 64
-learning_rate = 0.05
-momentum = 0.9
+local_epochs = $local_epochs
+batch_size = $batch
+learning_rate = $lr
+momentum = $momentum
 
 [coordinator]
 address = "127.0.0.1:$port"
@@ -57,6 +67,11 @@ PLAN
 for s in hospital-a hospital-b hospital-c hospital-d; do
   # 8-bit images: the window maps 0..255 to [0, 1]; four nodes share two cores.
   sed -i 's/^window_center = .*/window_center = 127.5/; s/^window_width = .*/window_width = 255/; s/^threads = 0/threads = 1/; s/^loader_threads = 0/loader_threads = 1/; s/^validation_fraction = .*/validation_fraction = 0.1/' kits/$s/node.toml
+  if [ "$epsilon" = none ]; then
+    sed -i 's/^enabled = true/enabled = false/' kits/$s/node.toml
+  else
+    sed -i "s/^unit = .*/unit = \"image\"/; s/^epsilon_max = .*/epsilon_max = $epsilon/; s/^target_epsilon = .*/target_epsilon = $epsilon/; s/^clip_norm = .*/clip_norm = $clip/" kits/$s/node.toml
+  fi
 done
 start=$(date +%s)
 "$bin/coordinator/fedrad-coordinator" serve --config kits/coordinator/coordinator.toml > coordinator.out 2> coordinator.log &
@@ -69,8 +84,9 @@ wait $coord
 wait
 elapsed=$(( $(date +%s) - start ))
 grep -E "round [0-9]+/[0-9]+: " coordinator.log | sed 's/^.*info: //' | tail -3
+grep -E "^eps" coordinator.out || true
 sha=$(sqlite3 kits/coordinator/state/state.db "SELECT sha256 FROM models ORDER BY round DESC LIMIT 1")
 result=$("$bin/node/fedrad-node" evaluate --model kits/coordinator/state/models/$sha.safetensors --data test \
   --size 28 --classes 10 --window-center 127.5 --window-width 255)
-echo "rounds=$rounds alpha=$alpha elapsed_s=$elapsed final_model=$sha"
+echo "rounds=$rounds alpha=$alpha epsilon=$epsilon clip=$clip local_epochs=$local_epochs batch=$batch lr=$lr momentum=$momentum elapsed_s=$elapsed final_model=$sha"
 echo "test $result"

@@ -426,6 +426,7 @@ void RoundDriver::FillPlan(const std::string& site, v1::Plan* plan) const {
   plan->set_manifest_sha256(manifest_sha256_);
   plan->set_rounds(static_cast<uint32_t>(p.rounds));
   plan->set_chunk_bytes(p.chunk_bytes);
+  plan->set_require_dp(p.require_dp);
 }
 
 void RoundDriver::Connect(const std::string& site, TaskChannel* channel) {

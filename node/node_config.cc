@@ -19,7 +19,7 @@ PrivacySettings ReadPrivacySettings(ConfigReader& c) {
   if (has_sigma) p.noise_multiplier = c.GetDouble("privacy.noise_multiplier", std::nullopt, 0.1, 1e4);
   if (has_target) p.target_epsilon = c.GetDouble("privacy.target_epsilon", std::nullopt, 1e-3, 100);
   if (has_sigma && has_target) {
-    c.Fail("privacy.target_epsilon", "set either noise_multiplier or target_epsilon, not both");
+    c.Fail("privacy.target_epsilon", "must not be set together with noise_multiplier; choose one");
   } else if (!has_sigma && !has_target) {
     p.target_epsilon = p.epsilon_max;  // spend the budget evenly over the federation's rounds
   } else if (has_target && p.target_epsilon > p.epsilon_max) {

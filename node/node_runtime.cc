@@ -99,6 +99,11 @@ absl::StatusOr<JoinedPlan> NodeRuntime::Hello() {
   p.manifest_sha256 = reply.manifest_sha256();
   p.rounds = static_cast<int>(reply.rounds());
   p.chunk_bytes = reply.chunk_bytes();
+  if (reply.require_dp() && !config_.privacy.enabled) {
+    return absl::FailedPreconditionError(absl::StrCat(
+        "federation '", p.federation, "' accepts only differentially private updates, and ", config_.path,
+        " sets [privacy] enabled = false"));
+  }
   if (p.site != config_.tls.common_name) {
     return absl::FailedPreconditionError(absl::StrCat(
         "the coordinator sees this node as '", p.site, "' but its certificate says '", config_.tls.common_name, "'"));

@@ -57,6 +57,21 @@ TEST_F(ConfigErrorsTest, NodeConfig) {
   out = Fails({NodeBin(), "run", "--config", missing_key});
   EXPECT_NE(out.find("field 'tls.key'"), std::string::npos) << out;
   EXPECT_NE(out.find("nope.key"), std::string::npos) << out;
+
+  // [privacy] is checked before anything runs, by every subcommand that reads it.
+  std::string both = Edited(good, "# noise_multiplier = 1.1", "noise_multiplier = 1.1");
+  out = Fails({NodeBin(), "run", "--config", both});
+  EXPECT_NE(out.find("field 'privacy.target_epsilon' must not be set together with noise_multiplier; choose one"),
+            std::string::npos) << out;
+  out = Fails({NodeBin(), "privacy", "--config", both});
+  EXPECT_NE(out.find(both + ":"), std::string::npos) << out;
+  std::string bad_unit = Edited(good, "unit = \"patient\"", "unit = \"study\"");
+  out = Fails({NodeBin(), "train-local", "--config", bad_unit});
+  EXPECT_NE(out.find("'privacy.unit'"), std::string::npos) << out;
+  std::string over = Edited(good, "target_epsilon = 3.0", "target_epsilon = 5.0");
+  out = Fails({NodeBin(), "run", "--config", over});
+  EXPECT_NE(out.find("target_epsilon"), std::string::npos) << out;
+  EXPECT_NE(out.find("larger than epsilon_max"), std::string::npos) << out;
 }
 
 TEST_F(ConfigErrorsTest, CoordinatorConfigAndPlan) {

@@ -3,6 +3,8 @@
 // that would pass its epsilon_max; the coordinator records every report and
 // ends the federation when too few sites have budget left. A node whose
 // budget is already spent does not read its data at all.
+#include <signal.h>
+
 #include <gtest/gtest.h>
 
 #include <cmath>
@@ -122,6 +124,26 @@ TEST(PrivacyTest, NodesStopAtTheirBudgetAndTheCoordinatorRecordsEpsilon) {
   for (const std::string& site : f.sites) {
     EXPECT_EQ(QueryDb(f.NodeDb(site), "SELECT COUNT(*) FROM privacy_ledger")[0][0], SqlValue(int64_t{3}));
   }
+  RemoveWorkspaceIfPassed(dir);
+}
+
+TEST(PrivacyTest, APlanThatRequiresDpTurnsAwayANodeWithoutIt) {
+  const std::string dir = MakeWorkspace();
+  MiniFederation f = SetUpFederation(dir, {.sites = 2});
+  ASSERT_FALSE(::testing::Test::HasFailure());
+  const std::string plan = dir + "/kits/coordinator/federation.toml";
+  WriteText(plan, ReadText(plan) + "\n[privacy]\nrequire_dp = true\n");
+  std::string cfg = ReadText(f.NodeConfig("site-b"));
+  cfg.replace(cfg.find("enabled = true"), 14, "enabled = false");
+  WriteText(f.NodeConfig("site-b"), cfg);
+  auto coordinator = StartCoordinator(f, "coordinator.log");
+  const std::string out = dir + "/check-b.log";
+  EXPECT_EQ(RunCommand({NodeBin(), "check", "--config", f.NodeConfig("site-b")}, out), 1) << ReadText(out);
+  EXPECT_NE(ReadText(out).find("accepts only differentially private updates"), std::string::npos) << ReadText(out);
+  const std::string ok = dir + "/check-a.log";
+  EXPECT_EQ(RunCommand({NodeBin(), "check", "--config", f.NodeConfig("site-a")}, ok), 0) << ReadText(ok);
+  coordinator->Signal(SIGTERM);
+  coordinator->Wait(std::chrono::seconds(30));
   RemoveWorkspaceIfPassed(dir);
 }
 
