@@ -345,29 +345,30 @@ class FederationServiceImpl final : public v1::Federation::CallbackService {
   grpc::ServerUnaryReactor* SubmitEvaluation(grpc::CallbackServerContext* ctx,
                                              const v1::Evaluation* evaluation,
                                              v1::SubmitReply* reply) override {
-    grpc::ServerUnaryReactor* reactor = ctx->DefaultReactor();
-    absl::StatusOr<std::string> site = CallerSite(ctx, *driver_);
-    absl::Status s = site.status();
-    if (s.ok()) s = driver_->RecordEvaluation(*site, *evaluation);
-    if (!s.ok()) spdlog::warn("refused an evaluation from {}: {}", site.ok() ? *site : ctx->peer(), std::string(s.message()));
-    reply->set_message(s.ok() ? "recorded" : std::string(s.message()));
-    reactor->Finish(ToGrpc(s));
-    return reactor;
+    return Record(ctx, reply, "an evaluation",
+                  [&](const std::string& site) { return driver_->RecordEvaluation(site, *evaluation); });
   }
 
   grpc::ServerUnaryReactor* DeclineTask(grpc::CallbackServerContext* ctx, const v1::Decline* decline,
                                         v1::SubmitReply* reply) override {
+    return Record(ctx, reply, "a decline", [&](const std::string& site) { return driver_->Decline(site, *decline); });
+  }
+
+ private:
+  // A unary report from the calling site, handed to `record`.
+  template <typename Fn>
+  grpc::ServerUnaryReactor* Record(grpc::CallbackServerContext* ctx, v1::SubmitReply* reply, const char* what,
+                                   Fn record) {
     grpc::ServerUnaryReactor* reactor = ctx->DefaultReactor();
     absl::StatusOr<std::string> site = CallerSite(ctx, *driver_);
     absl::Status s = site.status();
-    if (s.ok()) s = driver_->Decline(*site, *decline);
-    if (!s.ok()) spdlog::warn("refused a decline from {}: {}", site.ok() ? *site : ctx->peer(), std::string(s.message()));
+    if (s.ok()) s = record(*site);
+    if (!s.ok()) spdlog::warn("refused {} from {}: {}", what, site.ok() ? *site : ctx->peer(), std::string(s.message()));
     reply->set_message(s.ok() ? "recorded" : std::string(s.message()));
     reactor->Finish(ToGrpc(s));
     return reactor;
   }
 
- private:
   RoundDriver* driver_;
 };
 
