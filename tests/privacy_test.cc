@@ -9,6 +9,7 @@
 
 #include <cmath>
 #include <filesystem>
+#include <thread>
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
@@ -29,12 +30,12 @@ double EpsilonAfter(int rounds) {
   return a.GetEpsilon(kDelta).epsilon;
 }
 
-void SetPrivacy(const MiniFederation& f, double epsilon_max) {
+void SetPrivacy(const MiniFederation& f, double epsilon_max, double sigma = 1.0) {
   for (const std::string& site : f.sites) {
     std::string cfg = ReadText(f.NodeConfig(site));
-    // A fixed σ = 1; the plan's batch (16) exceeds the sites' patients, so
-    // q = 1 and each round is one step (local_epochs = 1).
-    cfg.replace(cfg.find("target_epsilon = 3.0"), 20, "noise_multiplier = 1.0");
+    // A fixed σ; the plan's batch (16) exceeds the sites' patients, so q = 1
+    // and each round is local_epochs steps.
+    cfg.replace(cfg.find("target_epsilon = 3.0"), 20, absl::StrCat("noise_multiplier = ", sigma));
     cfg.replace(cfg.find("epsilon_max = 3.0"), 17, absl::StrCat("epsilon_max = ", epsilon_max));
     WriteText(f.NodeConfig(site), cfg);
   }
@@ -124,6 +125,59 @@ TEST(PrivacyTest, NodesStopAtTheirBudgetAndTheCoordinatorRecordsEpsilon) {
   for (const std::string& site : f.sites) {
     EXPECT_EQ(QueryDb(f.NodeDb(site), "SELECT COUNT(*) FROM privacy_ledger")[0][0], SqlValue(int64_t{3}));
   }
+  RemoveWorkspaceIfPassed(dir);
+}
+
+// A node killed after charging a round but before sending it keeps the
+// charge: the ledger over-counts, never under-counts.
+TEST(PrivacyTest, ACrashAfterTheChargeKeepsIt) {
+  const std::string dir = MakeWorkspace();
+  MiniFederation f = SetUpFederation(dir, {.sites = 2, .rounds = 2, .min_nodes = 2, .local_epochs = 100,
+                                           .patients = 8, .images = 3, .round_deadline_s = 600,
+                                           .start_grace_s = 1});
+  ASSERT_FALSE(::testing::Test::HasFailure());
+  SetPrivacy(f, 100, 5.0);
+  auto coordinator = StartCoordinator(f, "coordinator.log");
+  auto a = StartNode(f, "site-a");
+  auto b = StartNode(f, "site-b");
+  const auto until = std::chrono::steady_clock::now() + std::chrono::minutes(2);
+  bool charged = false;
+  while (!charged && std::chrono::steady_clock::now() < until && b->Running()) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(5));
+    if (!std::filesystem::exists(f.NodeDb("site-b")) ||
+        QueryDb(f.NodeDb("site-b"), "SELECT 1 FROM sqlite_master WHERE name = 'privacy_ledger'").empty()) {
+      continue;
+    }
+    charged = !QueryDb(f.NodeDb("site-b"),
+                       "SELECT 1 FROM privacy_ledger WHERE kind = 'dp-sgd' AND status = 'charged'").empty();
+  }
+  ASSERT_TRUE(charged) << b->Log();
+  b->Signal(SIGKILL);
+  ASSERT_EQ(b->Wait(std::chrono::seconds(10)), 128 + SIGKILL);
+  EXPECT_TRUE(QueryDb(f.NodeDb("site-b"), "SELECT 1 FROM updates_sent").empty()) << "killed too late";
+
+  auto b2 = StartNode(f, "site-b");
+  ASSERT_EQ(coordinator->Wait(std::chrono::minutes(4)), 0) << coordinator->Log();
+  EXPECT_EQ(a->Wait(std::chrono::seconds(30)), 0) << a->Log();
+  EXPECT_EQ(b2->Wait(std::chrono::seconds(30)), 0) << b2->Log();
+
+  std::vector<SqlRow> ledger =
+      QueryDb(f.NodeDb("site-b"), "SELECT kind, round, status, epsilon_after FROM privacy_ledger ORDER BY id");
+  ASSERT_EQ(ledger.size(), 4u);
+  EXPECT_EQ(AsText(ledger[1][0]), "dp-sgd");
+  EXPECT_EQ(AsInt(ledger[1][1]), 1);
+  EXPECT_EQ(AsText(ledger[1][2]), "charged");  // the round that never left
+  EXPECT_EQ(AsInt(ledger[2][1]), 1);
+  EXPECT_EQ(AsText(ledger[2][2]), "accepted");
+  EXPECT_EQ(AsText(ledger[3][2]), "accepted");
+  PrivacyAccountant all;
+  all.Compose(kCountSigma, 1, 1);
+  all.Compose(5.0, 1, 3 * 100);
+  EXPECT_NEAR(AsDouble(ledger[3][3]), all.GetEpsilon(kDelta).epsilon, 1e-9);
+  PrivacyAccountant sent_only;
+  sent_only.Compose(kCountSigma, 1, 1);
+  sent_only.Compose(5.0, 1, 2 * 100);
+  EXPECT_GT(AsDouble(ledger[3][3]), sent_only.GetEpsilon(kDelta).epsilon + 1);
   RemoveWorkspaceIfPassed(dir);
 }
 
