@@ -4,6 +4,7 @@
 #include <set>
 
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
 #include "common/config.h"
 
 namespace fedrad {
@@ -20,6 +21,11 @@ bool IsValidSiteName(const std::string& name) {
     if (!ok) return false;
   }
   return true;
+}
+
+std::vector<std::string> KnownStrategies() {
+  return {"fedavg", "fedavgm", "fedprox", "fedadagrad", "fedadam", "fedyogi", "median", "trimmed-mean", "krum",
+          "multi-krum"};
 }
 
 absl::StatusOr<FederationPlan> LoadPlan(const std::string& path) {
@@ -47,6 +53,22 @@ absl::StatusOr<FederationPlan> LoadPlan(const std::string& path) {
   p.training.learning_rate = c.GetDouble("training.learning_rate", 0.05, 1e-8, 100);
   p.training.momentum = c.GetDouble("training.momentum", 0.9, 0, 0.999);
   p.require_dp = c.GetBool("privacy.require_dp", false);
+
+  StrategySettings& st = p.strategy;
+  st.name = c.GetString("strategy.name", "fedavg");
+  const std::vector<std::string> known = KnownStrategies();
+  if (std::find(known.begin(), known.end(), st.name) == known.end()) {
+    c.Fail("strategy.name", absl::StrCat("is '", st.name, "'; known: ", absl::StrJoin(known, ", ")));
+  }
+  st.server_learning_rate = c.GetDouble("strategy.server_learning_rate", 1.0, 1e-6, 100);
+  st.server_momentum = c.GetDouble("strategy.server_momentum", 0.9, 0, 0.999);
+  st.beta1 = c.GetDouble("strategy.beta1", 0.9, 0, 0.999);
+  st.beta2 = c.GetDouble("strategy.beta2", 0.99, 0, 0.99999);
+  st.tau = c.GetDouble("strategy.tau", 1e-3, 1e-12, 10);
+  st.proximal_mu = c.GetDouble("strategy.proximal_mu", 0.01, 0, 100);
+  st.trim_fraction = c.GetDouble("strategy.trim_fraction", 0.1, 0, 0.49);
+  st.byzantine = static_cast<int>(c.GetInt("strategy.byzantine", 1, 0, 100000));
+  st.multi_krum_select = static_cast<int>(c.GetInt("strategy.multi_krum_select", 0, 0, 100000));
 
   p.coordinator_hosts =
       c.GetStringArray("coordinator.hosts", std::vector<std::string>{"localhost", "127.0.0.1"});

@@ -25,7 +25,30 @@ struct TrainingSettings {
   int batch_size = 32;
   double learning_rate = 0.05;
   double momentum = 0.9;
+  // FedProx: nodes add (mu/2)·||w - w_global||² to their local loss.
+  double proximal_mu = 0;
 };
+
+// [strategy]: how the coordinator turns a round's updates into a model.
+struct StrategySettings {
+  std::string name = "fedavg";
+  // Applied to the aggregated delta (1: plain averaging).
+  double server_learning_rate = 1.0;
+  double server_momentum = 0.9;  // fedavgm (Hsu et al. 2019)
+  // fedadagrad, fedadam, fedyogi (Reddi et al. 2021): first/second moment
+  // decay and the adaptivity tau.
+  double beta1 = 0.9;
+  double beta2 = 0.99;
+  double tau = 1e-3;
+  double proximal_mu = 0.01;   // fedprox
+  double trim_fraction = 0.1;  // trimmed-mean: share dropped at each end, per coordinate
+  int byzantine = 1;           // krum, multi-krum: updates assumed malicious (f)
+  int multi_krum_select = 0;   // multi-krum: updates averaged (m; 0: n - f)
+};
+
+// fedavg, fedavgm, fedprox, fedadagrad, fedadam, fedyogi, median,
+// trimmed-mean, krum, multi-krum.
+std::vector<std::string> KnownStrategies();
 
 // The federation plan (configs/federation.toml): who takes part, which model,
 // how many rounds. Provisioning, the coordinator and the nodes all read it.
@@ -42,6 +65,7 @@ struct FederationPlan {
   uint32_t chunk_bytes = 1 << 20;
   ModelSpec model;
   TrainingSettings training;
+  StrategySettings strategy;
   // Refuse updates that do not come with a DP report. (Each site's own
   // node.toml sets its DP parameters and budget; this is the consortium's
   // floor.)

@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstring>
 #include <filesystem>
 
 #include <spdlog/spdlog.h>
@@ -11,7 +12,7 @@
 #include "absl/strings/str_join.h"
 #include "common/files.h"
 #include "common/model_zoo.h"
-#include "coordinator/fedavg.h"
+#include "coordinator/strategy.h"
 #include "crypto/random.h"
 #include "crypto/sha256.h"
 #include "proto/federation.pb.h"
@@ -65,7 +66,15 @@ absl::StatusOr<std::unique_ptr<RoundDriver>> RoundDriver::Create(const Coordinat
   for (const auto& e : std::filesystem::directory_iterator(driver->spool_dir_, ec)) {
     std::filesystem::remove(e.path(), ec);
   }
+  absl::StatusOr<std::unique_ptr<Strategy>> strategy =
+      CreateStrategy(config.plan.strategy, driver->manifest_.total_elements());
+  if (!strategy.ok()) return strategy.status();
+  driver->strategy_ = std::move(*strategy);
+  s = EnsureDirectory(driver->StrategyDir());
+  if (!s.ok()) return s;
   s = driver->LoadOrCreateInitialModel();
+  if (!s.ok()) return s;
+  s = driver->RestoreStrategyState();
   if (!s.ok()) return s;
   // Sites whose budget was spent in an earlier run of this federation stay so.
   absl::StatusOr<std::map<std::string, StateStore::LatestPrivacy>> privacy = driver->state_->LatestPrivacyBySite();
@@ -218,11 +227,12 @@ void RoundDriver::SendTrainTask(const std::string& site) {
   t->set_nonce(round_->nonces.at(site));
   t->set_deadline_unix_ms(absl::ToUnixMillis(round_->deadline));
   v1::Hyperparameters* hp = t->mutable_hyperparameters();
-  const TrainingSettings& ts = config_.plan.training;
+  const TrainingSettings ts = strategy_->ConfigureTraining(round_->round, config_.plan.training);
   hp->set_local_epochs(static_cast<uint32_t>(ts.local_epochs));
   hp->set_batch_size(static_cast<uint32_t>(ts.batch_size));
   hp->set_learning_rate(ts.learning_rate);
   hp->set_momentum(ts.momentum);
+  hp->set_proximal_mu(ts.proximal_mu);
   hp->set_seed(config_.plan.seed * 1000003u + static_cast<uint64_t>(round_->round));
   channel->second->Send(task);
 }
@@ -292,26 +302,36 @@ absl::StatusOr<bool> RoundDriver::RunRoundAttempt(int round) {
 }
 
 absl::Status RoundDriver::Aggregate(const OpenRound& r) {
-  // Fold in site order, not arrival order: float addition is not
-  // associative, and the same updates should always give the same model.
-  std::vector<UpdateTicket> accepted = r.accepted;
-  std::sort(accepted.begin(), accepted.end(),
-            [](const UpdateTicket& a, const UpdateTicket& b) { return a.site < b.site; });
-  FedAvgAccumulator acc(global_.values.size());
-  for (const UpdateTicket& t : accepted) {
-    absl::Status s = acc.AddUpdateFile(t.spool_path, static_cast<double>(t.num_examples));
+  // In site order, not arrival order: float addition is not associative,
+  // and the same updates should always give the same model.
+  std::vector<UpdateRef> updates;
+  for (const UpdateTicket& t : r.accepted) {
+    updates.push_back({t.site, t.spool_path, static_cast<double>(t.num_examples)});
+  }
+  std::sort(updates.begin(), updates.end(), [](const UpdateRef& a, const UpdateRef& b) { return a.site < b.site; });
+  absl::StatusOr<AggregateResult> result = strategy_->Aggregate(r.round, global_.values, updates);
+  if (!result.ok()) return result.status();
+  if (result->model) {
+    spdlog::info("round {}: {}", r.round, result->note);
+  } else {
+    spdlog::warn("round {}: {}", r.round, result->note);
+  }
+  ModelParameters next{manifest_, result->model ? std::move(*result->model) : global_.values};
+  // The strategy's state and the model file are durable before the round's
+  // row commits, and the row commits before any node hears of the model.
+  const std::vector<float> state = strategy_->SaveState();
+  if (!state.empty()) {
+    absl::Status s = WriteFileAtomically(
+        StrategyStatePath(r.round),
+        std::string_view(reinterpret_cast<const char*>(state.data()), state.size() * sizeof(float)));
     if (!s.ok()) return s;
   }
-  absl::StatusOr<std::vector<float>> values = acc.Apply(global_.values);
-  if (!values.ok()) return values.status();
-  ModelParameters next{manifest_, std::move(*values)};
-  // The model file is durable before its row commits, and the row commits
-  // before any node hears of the model.
   absl::StatusOr<std::string> sha = models_->Put(
       next, {{"architecture", config_.plan.model.architecture},
              {"round", std::to_string(r.round)},
              {"manifest_sha256", manifest_sha256_},
-             {"federation", config_.plan.name}});
+             {"federation", config_.plan.name},
+             {"strategy", strategy_->name()}});
   if (!sha.ok()) return sha.status();
   absl::Status s = state_->ApplyRound(r.round, r.attempt, *sha,
                                       static_cast<int>(r.answered.size()), NowMs());
@@ -320,6 +340,29 @@ absl::Status RoundDriver::Aggregate(const OpenRound& r) {
   global_round_ = r.round;
   absl::MutexLock lock(&mu_);
   global_sha256_ = *sha;
+  return absl::OkStatus();
+}
+
+std::string RoundDriver::StrategyDir() const { return config_.state_dir + "/strategy"; }
+
+std::string RoundDriver::StrategyStatePath(int round) const {
+  return absl::StrCat(StrategyDir(), "/round-", round, ".f32");
+}
+
+absl::Status RoundDriver::RestoreStrategyState() {
+  if (global_round_ == 0 || strategy_->SaveState().empty()) return absl::OkStatus();
+  const std::string path = StrategyStatePath(global_round_);
+  absl::StatusOr<std::string> bytes = ReadFile(path, manifest_.total_bytes() * 4 + 4096);
+  if (!bytes.ok()) {
+    return absl::DataLossError(absl::StrCat("strategy '", strategy_->name(), "' needs its state after round ",
+                                            global_round_, ": ", bytes.status().message()));
+  }
+  if (bytes->size() % sizeof(float) != 0) return absl::DataLossError(absl::StrCat("'", path, "' is truncated"));
+  std::vector<float> state(bytes->size() / sizeof(float));
+  std::memcpy(state.data(), bytes->data(), bytes->size());
+  absl::Status s = strategy_->RestoreState(state);
+  if (!s.ok()) return absl::DataLossError(absl::StrCat("'", path, "': ", s.message()));
+  spdlog::info("restored the {} server state of round {}", strategy_->name(), global_round_);
   return absl::OkStatus();
 }
 

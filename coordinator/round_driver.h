@@ -17,6 +17,7 @@
 #include "coordinator/config.h"
 #include "coordinator/model_store.h"
 #include "coordinator/state_store.h"
+#include "coordinator/strategy.h"
 
 namespace fedrad::v1 {
 class Task;
@@ -120,6 +121,9 @@ class RoundDriver {
   // true: applied; false: too few answers, retry.
   absl::StatusOr<bool> RunRoundAttempt(int round);
   absl::Status Aggregate(const OpenRound& r);
+  std::string StrategyDir() const;
+  std::string StrategyStatePath(int round) const;
+  absl::Status RestoreStrategyState();
   void EvaluateRound(int round);
   void FinishFederation(const std::string& reason);
   void LogPrivacy(const OpenRound& r);
@@ -140,6 +144,7 @@ class RoundDriver {
   const std::string manifest_sha256_;
   std::unique_ptr<StateStore> state_;
   std::unique_ptr<ModelStore> models_;
+  std::unique_ptr<Strategy> strategy_;
   std::string spool_dir_;
 
   // Owned by Run()'s thread.

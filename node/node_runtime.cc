@@ -327,8 +327,10 @@ absl::Status NodeRuntime::HandleTrain(const v1::TrainTask& task) {
   settings.learning_rate = hp.learning_rate();
   settings.momentum = hp.momentum();
   settings.seed = hp.seed();
+  settings.proximal_mu = hp.proximal_mu();
   if (!(settings.learning_rate > 0 && settings.learning_rate <= 100) ||
-      !(settings.momentum >= 0 && settings.momentum < 1)) {
+      !(settings.momentum >= 0 && settings.momentum < 1) ||
+      !(settings.proximal_mu >= 0 && settings.proximal_mu <= 100)) {
     return absl::InvalidArgumentError("the task's hyperparameters are out of range");
   }
   std::optional<PrivateRound> dp;

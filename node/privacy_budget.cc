@@ -15,12 +15,6 @@ PrivacyAccountant With(PrivacyAccountant a, const std::vector<const PrivacyCharg
   return a;
 }
 
-// The budget a round must stay within: epsilon_max, and in target mode the
-// target too (which is at most epsilon_max; the config checks it).
-double Ceiling(const PrivacySettings& s) {
-  return s.target_epsilon > 0 ? std::min(s.target_epsilon, s.epsilon_max) : s.epsilon_max;
-}
-
 // Within the σ search's precision of the ceiling counts as reached: what is
 // left would only buy a round drowned in noise.
 bool Reached(double epsilon, double ceiling) { return epsilon >= ceiling * (1 - 1e-6); }
@@ -48,7 +42,7 @@ PrivacyAccountant SpentBy(const std::vector<PrivacyCharge>& ledger) {
 }
 
 bool BudgetSpent(const PrivacySettings& settings, const std::vector<PrivacyCharge>& ledger) {
-  return Reached(SpentBy(ledger).GetEpsilon(settings.delta).epsilon, Ceiling(settings));
+  return Reached(SpentBy(ledger).GetEpsilon(settings.delta).epsilon, settings.epsilon_max);
 }
 
 std::optional<PrivacyCharge> LastCountRelease(const std::vector<PrivacyCharge>& ledger, int64_t units) {
@@ -102,12 +96,21 @@ absl::StatusOr<RoundCharges> PlanRound(const PrivacySettings& settings, const st
     absl::StatusOr<double> sigma =
         NoiseMultiplierFor(settings.target_epsilon, settings.delta, t.sampling_rate,
                            t.steps * std::max(1, rounds_left), base);
-    if (!sigma.ok() || Reached(base.GetEpsilon(settings.delta).epsilon, settings.target_epsilon)) {
+    const PrivacyCharge* last = nullptr;
+    for (const PrivacyCharge& c : ledger) {
+      if (c.kind == "dp-sgd") last = &c;
+    }
+    if (sigma.ok() && !Reached(base.GetEpsilon(settings.delta).epsilon, settings.target_epsilon)) {
+      t.noise_multiplier = *sigma;
+    } else if (last != nullptr && settings.epsilon_max > settings.target_epsilon) {
+      // Past the plan (retried rounds): the last σ, paid from the margin
+      // between the target and epsilon_max.
+      t.noise_multiplier = last->noise_multiplier;
+    } else {
       return absl::ResourceExhaustedError(absl::StrFormat(
           "privacy budget exhausted: epsilon %.4f of the target %.4g is spent (delta %g)",
           base.GetEpsilon(settings.delta).epsilon, settings.target_epsilon, settings.delta));
     }
-    t.noise_multiplier = *sigma;
   }
   PrivacyAccountant after = With(spent, extra);
   if (out.count) {

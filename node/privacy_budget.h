@@ -25,7 +25,9 @@ struct PrivacySettings {
   double epsilon_max = 3.0;
   // Exactly one of the two: a fixed noise multiplier σ for every step, or a
   // total ε to reach at the federation's last round (σ is then the smallest
-  // that gets there, recomputed each round from what the ledger holds).
+  // that gets there, recomputed each round from what the ledger holds;
+  // rounds beyond that, such as retries, keep the last σ and are paid from
+  // the margin up to epsilon_max).
   double noise_multiplier = -1;
   double target_epsilon = -1;
 
@@ -87,15 +89,15 @@ struct RoundCharges {
 // The charges of the next round at `units` units, with the plan's expected
 // batch and local epochs, `rounds_left` rounds (this one included) until the
 // plan's end. ResourceExhausted (the node answers BUDGET_EXHAUSTED) when the
-// ledger's total would pass epsilon_max, or when the target ε is already
-// reached. The fields federation/round/attempt/status/at_ms are left for the
+// ledger's total would pass epsilon_max, or when the target ε is reached and
+// there is no margin above it. The fields federation/round/attempt/status/at_ms are left for the
 // caller.
 absl::StatusOr<RoundCharges> PlanRound(const PrivacySettings& settings, const std::vector<PrivacyCharge>& ledger,
                                        int64_t units, int64_t expected_batch, double local_epochs,
                                        int rounds_left);
 
 // true if no round can start whatever the data: the ledger alone has reached
-// epsilon_max (or the target). Needs no data.
+// epsilon_max. Needs no data.
 bool BudgetSpent(const PrivacySettings& settings, const std::vector<PrivacyCharge>& ledger);
 
 // The latest count released for `units` units, if any.

@@ -32,6 +32,7 @@ struct LocalTrainingSettings {
   double learning_rate = 0.05;
   double momentum = 0.9;
   uint64_t seed = 0;  // shuffling order
+  double proximal_mu = 0;  // FedProx: adds (mu/2)·||w - w_global||² to the local loss
   // Set: DP-SGD (local_epochs and batch_size are then unused).
   std::optional<DpTrainingSettings> dp;
 };

@@ -68,7 +68,7 @@ TEST_F(ConfigErrorsTest, NodeConfig) {
   std::string bad_unit = Edited(good, "unit = \"patient\"", "unit = \"study\"");
   out = Fails({NodeBin(), "train-local", "--config", bad_unit});
   EXPECT_NE(out.find("'privacy.unit'"), std::string::npos) << out;
-  std::string over = Edited(good, "target_epsilon = 3.0", "target_epsilon = 5.0");
+  std::string over = Edited(good, "target_epsilon = 2.7", "target_epsilon = 5.0");
   out = Fails({NodeBin(), "run", "--config", over});
   EXPECT_NE(out.find("target_epsilon"), std::string::npos) << out;
   EXPECT_NE(out.find("larger than epsilon_max"), std::string::npos) << out;

@@ -149,6 +149,7 @@ MiniFederation SetUpFederation(const std::string& dir, const MiniFederationOptio
     // Quick retries in tests, one LibTorch thread per node.
     cfg.replace(cfg.find("max_backoff_s = 10"), 18, "max_backoff_s = 1");
     cfg.replace(cfg.find("threads = 0"), 11, "threads = 1");
+    if (!o.dp) cfg.replace(cfg.find("enabled = true"), 14, "enabled = false");
     WriteText(f.NodeConfig(s), cfg);
   }
   return f;

@@ -77,6 +77,9 @@ struct MiniFederationOptions {
   int images = 3;
   double round_deadline_s = 60;
   double start_grace_s = 10;
+  // DP-SGD at the nodes (the kits' default: target epsilon 3 over the plan).
+  // Off where retried rounds would spend a test's budget on what it does not test.
+  bool dp = true;
 };
 
 // Writes a plan, synthesizes data and provisions kits with `fedrad`.

@@ -35,7 +35,7 @@ void SetPrivacy(const MiniFederation& f, double epsilon_max, double sigma = 1.0)
     std::string cfg = ReadText(f.NodeConfig(site));
     // A fixed σ; the plan's batch (16) exceeds the sites' patients, so q = 1
     // and each round is local_epochs steps.
-    cfg.replace(cfg.find("target_epsilon = 3.0"), 20, absl::StrCat("noise_multiplier = ", sigma));
+    cfg.replace(cfg.find("target_epsilon = 2.7"), 20, absl::StrCat("noise_multiplier = ", sigma));
     cfg.replace(cfg.find("epsilon_max = 3.0"), 17, absl::StrCat("epsilon_max = ", epsilon_max));
     WriteText(f.NodeConfig(site), cfg);
   }

@@ -15,7 +15,8 @@ namespace {
 TEST(QuorumTest, RoundWithTooFewAnswersIsRetriedNeverApplied) {
   const std::string dir = MakeWorkspace();
   MiniFederation f = SetUpFederation(dir, {.sites = 2, .rounds = 2, .min_nodes = 2, .local_epochs = 12,
-                                           .patients = 12, .images = 4, .round_deadline_s = 4});
+                                           .patients = 12, .images = 4, .round_deadline_s = 4,
+                                           .dp = false});
   ASSERT_FALSE(::testing::Test::HasFailure());
   auto coordinator = StartCoordinator(f, "coordinator.log");
   auto a = StartNode(f, "site-a");

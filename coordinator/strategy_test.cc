@@ -1,0 +1,143 @@
+#include "coordinator/strategy.h"
+
+#include <cstdio>
+#include <filesystem>
+
+#include <gtest/gtest.h>
+
+namespace fedrad::coordinator {
+namespace {
+
+class StrategyTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    dir_ = ::testing::TempDir() + "/strategy_test";
+    std::filesystem::remove_all(dir_);
+    std::filesystem::create_directories(dir_);
+  }
+
+  UpdateRef Update(const std::string& site, const std::vector<float>& delta, double weight = 1) {
+    const std::string path = dir_ + "/" + site + "-" + std::to_string(++n_) + ".bin";
+    FILE* f = std::fopen(path.c_str(), "wb");
+    std::fwrite(delta.data(), sizeof(float), delta.size(), f);
+    std::fclose(f);
+    return {site, path, weight};
+  }
+
+  std::vector<float> Run(Strategy& s, const std::vector<float>& global, const std::vector<UpdateRef>& updates) {
+    absl::StatusOr<AggregateResult> r = s.Aggregate(1, global, updates);
+    EXPECT_TRUE(r.ok()) << r.status();
+    if (!r.ok() || !r->model) return {};
+    return *r->model;
+  }
+
+  std::unique_ptr<Strategy> Make(const std::string& name, StrategySettings s = {}) {
+    s.name = name;
+    absl::StatusOr<std::unique_ptr<Strategy>> made = CreateStrategy(s, 2);
+    EXPECT_TRUE(made.ok()) << made.status();
+    return std::move(*made);
+  }
+
+  std::string dir_;
+  int n_ = 0;
+};
+
+TEST_F(StrategyTest, FedAvgIsTheExampleWeightedMean) {
+  auto s = Make("fedavg");
+  // (1·[1, 2] + 3·[3, 6]) / 4 = [2.5, 5], added to [1, -1].
+  std::vector<float> next = Run(*s, {1, -1}, {Update("a", {1, 2}, 1), Update("b", {3, 6}, 3)});
+  ASSERT_EQ(next.size(), 2u);
+  EXPECT_FLOAT_EQ(next[0], 3.5f);
+  EXPECT_FLOAT_EQ(next[1], 4.0f);
+  StrategySettings half;
+  half.server_learning_rate = 0.5;
+  next = Run(*Make("fedavg", half), {0, 0}, {Update("a", {1, 2}, 1), Update("b", {3, 6}, 3)});
+  EXPECT_FLOAT_EQ(next[0], 1.25f);
+}
+
+TEST_F(StrategyTest, FedAvgMAccumulatesServerMomentumAndRestoresIt) {
+  auto s = Make("fedavgm");  // beta 0.9, eta 1
+  std::vector<float> x = Run(*s, {0, 0}, {Update("a", {1, -2})});
+  EXPECT_FLOAT_EQ(x[0], 1.0f);  // v = delta
+  const std::vector<float> saved = s->SaveState();
+  x = Run(*s, x, {Update("a", {1, -2})});
+  EXPECT_FLOAT_EQ(x[0], 1.0f + 1.9f);  // v = 0.9 delta + delta
+  EXPECT_FLOAT_EQ(x[1], -2.0f - 3.8f);
+  // A restarted coordinator restores the state and takes the same step.
+  auto restarted = Make("fedavgm");
+  ASSERT_TRUE(restarted->RestoreState(saved).ok());
+  std::vector<float> again = Run(*restarted, {1, -2}, {Update("a", {1, -2})});
+  EXPECT_EQ(again, x);
+  EXPECT_FALSE(restarted->RestoreState({1, 2, 3}).ok());
+}
+
+TEST_F(StrategyTest, AdaptiveServerOptimizersFollowReddiEtAl) {
+  // One step from zero with delta 2, beta1 0.9, beta2 0.99, tau 1e-3 and
+  // v_{-1} = tau²: m = 0.2, then x = m / (sqrt(v) + tau) with
+  //   adam:    v = 0.99e-6 + 0.01·4       -> 0.9950126236765859
+  //   yogi:    v = 1e-6 + 0.01·4 (v < d²)  -> 0.9950124999218753
+  //   adagrad: v = 1e-6 + 4                -> 0.09995001249999921
+  EXPECT_NEAR(Run(*Make("fedadam"), {0, 0}, {Update("a", {2, 2})})[0], 0.9950126236765859, 1e-6);
+  EXPECT_NEAR(Run(*Make("fedyogi"), {0, 0}, {Update("a", {2, 2})})[0], 0.9950124999218753, 1e-6);
+  EXPECT_NEAR(Run(*Make("fedadagrad"), {0, 0}, {Update("a", {2, 2})})[0], 0.09995001249999921, 1e-7);
+}
+
+TEST_F(StrategyTest, FedProxSendsMuToNodesAndAveragesLikeFedAvg) {
+  StrategySettings s;
+  s.proximal_mu = 0.25;
+  auto prox = Make("fedprox", s);
+  EXPECT_DOUBLE_EQ(prox->ConfigureTraining(1, TrainingSettings{}).proximal_mu, 0.25);
+  EXPECT_DOUBLE_EQ(Make("fedavg")->ConfigureTraining(1, TrainingSettings{}).proximal_mu, 0);
+  EXPECT_FLOAT_EQ(Run(*prox, {0, 0}, {Update("a", {1, 1}, 1), Update("b", {3, 3}, 1)})[0], 2.0f);
+}
+
+TEST_F(StrategyTest, MedianAndTrimmedMeanIgnoreAnOutlier) {
+  EXPECT_FLOAT_EQ(Run(*Make("median"), {0, 0}, {Update("a", {1, 0}), Update("b", {10, 0}), Update("c", {3, 0})})[0],
+                  3.0f);
+  EXPECT_FLOAT_EQ(Run(*Make("median"), {0, 0},
+                      {Update("a", {1, 0}), Update("b", {10, 0}), Update("c", {3, 0}), Update("d", {4, 0})})[0],
+                  3.5f);
+  StrategySettings s;
+  s.trim_fraction = 0.2;  // floor(0.2 · 5) = 1 dropped at each end
+  EXPECT_FLOAT_EQ(Run(*Make("trimmed-mean", s), {0, 0},
+                      {Update("a", {1, 0}), Update("b", {2, 0}), Update("c", {100, 0}), Update("d", {3, 0}),
+                       Update("e", {4, 0})})[0],
+                  3.0f);
+}
+
+TEST_F(StrategyTest, KrumPicksTheUpdateClosestToItsNeighbours) {
+  // f = 1, n = 5: each score sums the n - f - 2 = 2 smallest squared distances.
+  //   0: 0.01 + 0.0225 = 0.0325   0.1: 0.01 + 0.04 = 0.05   -0.15: 0.0225 + 0.0625 = 0.085
+  //   0.3: 0.04 + 0.09 = 0.13     100: far
+  std::vector<UpdateRef> u = {Update("a", {0, 0}), Update("b", {0.1f, 0}), Update("c", {-0.15f, 0}),
+                              Update("d", {0.3f, 0}), Update("e", {100, 0})};
+  absl::StatusOr<AggregateResult> r = Make("krum")->Aggregate(1, {0, 0}, u);
+  ASSERT_TRUE(r.ok() && r->model);
+  EXPECT_FLOAT_EQ((*r->model)[0], 0.0f);
+  EXPECT_NE(r->note.find("selected a of 5"), std::string::npos) << r->note;
+  // Multi-Krum: the n - f = 4 best, averaged: (0 + 0.1 - 0.15 + 0.3) / 4.
+  EXPECT_FLOAT_EQ(Run(*Make("multi-krum"), {0, 0}, u)[0], 0.0625f);
+  StrategySettings two;
+  two.multi_krum_select = 2;
+  EXPECT_FLOAT_EQ(Run(*Make("multi-krum", two), {0, 0}, u)[0], 0.05f);
+  // Too few updates for f = 1: the model is kept, and the note says why.
+  r = Make("krum")->Aggregate(1, {0, 0}, {u[0], u[1], u[2], u[3]});
+  ASSERT_TRUE(r.ok());
+  EXPECT_FALSE(r->model.has_value());
+  EXPECT_NE(r->note.find("needs at least 5 updates; got 4"), std::string::npos) << r->note;
+}
+
+TEST_F(StrategyTest, SlicesCoverEveryValueOnceAndShortFilesAreErrors) {
+  std::vector<UpdateRef> u = {Update("a", {1, 2, 3, 4, 5}), Update("b", {10, 20, 30, 40, 50})};
+  std::vector<float> seen(5, 0);
+  ASSERT_TRUE(ForEachSlice(u, 5, 2, [&](size_t offset, const std::vector<std::vector<float>>& s) {
+                for (size_t j = 0; j < s[0].size(); ++j) seen[offset + j] += s[0][j] + s[1][j];
+              }).ok());
+  EXPECT_EQ(seen, (std::vector<float>{11, 22, 33, 44, 55}));
+  EXPECT_EQ(ForEachSlice(u, 6, 2, [](size_t, const std::vector<std::vector<float>>&) {}).code(),
+            absl::StatusCode::kDataLoss);
+  EXPECT_FALSE(CreateStrategy(StrategySettings{.name = "fedsgd"}, 2).ok());
+}
+
+}  // namespace
+}  // namespace fedrad::coordinator
