@@ -6,7 +6,7 @@
 # Environment: EPSILON (per-site image-level DP budget at delta 1e-5, reached
 # at the last round; "none" for non-private, the default), CLIP (DP clip norm,
 # 0.1), LOCAL_EPOCHS (1), BATCH (64; under DP the expected batch), LR (0.05),
-# MOMENTUM (0.9).
+# MOMENTUM (0.9), STRATEGY (fedavg), SERVER_LR (1), SERVER_MOMENTUM (0.9).
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 rounds="${1:-30}"
@@ -18,6 +18,9 @@ local_epochs="${LOCAL_EPOCHS:-1}"
 batch="${BATCH:-64}"
 lr="${LR:-0.05}"
 momentum="${MOMENTUM:-0.9}"
+strategy="${STRATEGY:-fedavg}"
+server_lr="${SERVER_LR:-1}"
+server_momentum="${SERVER_MOMENTUM:-0.9}"
 work="${FEDRAD_BENCH_WORK:-$(mktemp -d)}"
 mkdir -p "$work"
 fm=/usr/share/datasets/fashion-mnist
@@ -49,6 +52,11 @@ local_epochs = $local_epochs
 batch_size = $batch
 learning_rate = $lr
 momentum = $momentum
+
+[strategy]
+name = "$strategy"
+server_learning_rate = $server_lr
+server_momentum = $server_momentum
 
 [coordinator]
 address = "127.0.0.1:$port"
@@ -88,5 +96,5 @@ grep -E "^eps" coordinator.out || true
 sha=$(sqlite3 kits/coordinator/state/state.db "SELECT sha256 FROM models ORDER BY round DESC LIMIT 1")
 result=$("$bin/node/fedrad-node" evaluate --model kits/coordinator/state/models/$sha.safetensors --data test \
   --size 28 --classes 10 --window-center 127.5 --window-width 255)
-echo "rounds=$rounds alpha=$alpha epsilon=$epsilon clip=$clip local_epochs=$local_epochs batch=$batch lr=$lr momentum=$momentum elapsed_s=$elapsed final_model=$sha"
+echo "rounds=$rounds alpha=$alpha epsilon=$epsilon clip=$clip local_epochs=$local_epochs batch=$batch lr=$lr momentum=$momentum strategy=$strategy server_lr=$server_lr server_momentum=$server_momentum elapsed_s=$elapsed final_model=$sha"
 echo "test $result"

@@ -43,6 +43,7 @@ absl::StatusOr<FederationPlan> LoadPlan(const std::string& path) {
   p.chunk_bytes = static_cast<uint32_t>(
       c.GetInt("federation.chunk_bytes", kMaxChunkBytes, 4096, kMaxChunkBytes));
 
+  p.max_update_norm = c.GetDouble("federation.max_update_norm", 1000, 1e-6, 1e12);
   p.model.architecture = c.GetString("model.architecture", "ctnet");
   p.model.in_channels = static_cast<int>(c.GetInt("model.in_channels", 1, 1, 4));
   p.model.input_size = static_cast<int>(c.GetInt("model.input_size", 64, 16, 1024));

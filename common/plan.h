@@ -63,6 +63,8 @@ struct FederationPlan {
   double start_grace_s = 5;
   uint64_t seed = 1;
   uint32_t chunk_bytes = 1 << 20;
+  // Updates whose L2 norm (over every parameter) passes this are rejected.
+  double max_update_norm = 1000;
   ModelSpec model;
   TrainingSettings training;
   StrategySettings strategy;

@@ -43,6 +43,27 @@ TEST(PlanTest, RejectsBadSitesAndImpossibleQuorum) {
   EXPECT_NE(quorum.status().message().find("min_nodes"), std::string::npos);
 }
 
+TEST(PlanTest, StrategyPrivacyAndNormBound) {
+  const std::string sites = "[[site]]\nname = \"a\"\n[[site]]\nname = \"b\"\n";
+  auto p = LoadPlan(WritePlan("[federation]\nname = \"d\"\nmax_update_norm = 50\n"
+                              "[strategy]\nname = \"fedadam\"\ntau = 0.01\nserver_learning_rate = 0.1\n"
+                              "[privacy]\nrequire_dp = true\n" + sites));
+  ASSERT_TRUE(p.ok()) << p.status();
+  EXPECT_EQ(p->strategy.name, "fedadam");
+  EXPECT_DOUBLE_EQ(p->strategy.tau, 0.01);
+  EXPECT_DOUBLE_EQ(p->strategy.server_learning_rate, 0.1);
+  EXPECT_DOUBLE_EQ(p->max_update_norm, 50);
+  EXPECT_TRUE(p->require_dp);
+  auto defaults = LoadPlan(WritePlan("[federation]\nname = \"d\"\n" + sites));
+  ASSERT_TRUE(defaults.ok());
+  EXPECT_EQ(defaults->strategy.name, "fedavg");
+  EXPECT_FALSE(defaults->require_dp);
+  auto unknown = LoadPlan(WritePlan("[federation]\nname = \"d\"\n[strategy]\nname = \"fedsgd\"\n" + sites));
+  ASSERT_FALSE(unknown.ok());
+  EXPECT_NE(unknown.status().message().find("field 'strategy.name' is 'fedsgd'; known: fedavg, fedavgm"),
+            std::string::npos) << unknown.status();
+}
+
 TEST(PlanTest, SiteNames) {
   EXPECT_TRUE(IsValidSiteName("hospital-a"));
   EXPECT_TRUE(IsValidSiteName("st.marys_2"));

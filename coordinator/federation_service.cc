@@ -13,6 +13,7 @@
 #include <spdlog/spdlog.h>
 
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
 #include "common/plan.h"
 #include "crypto/sha256.h"
 #include "proto/federation.grpc.pb.h"
@@ -177,7 +178,7 @@ class ModelSender final : public grpc::ServerWriteReactor<v1::ModelChunk> {
 };
 
 // SubmitUpdate: a header, then chunks of float32 deltas. Every chunk is
-// checked as it arrives (size, finite values) and written to a spool file;
+// checked as it arrives (size, finite values, L2 norm) and written to a spool file;
 // the hash is checked at the end. Memory stays one chunk per upload.
 class UpdateReceiver final : public grpc::ServerReadReactor<v1::UpdateChunk> {
  public:
@@ -232,6 +233,12 @@ class UpdateReceiver final : public grpc::ServerReadReactor<v1::UpdateChunk> {
             "the update holds a non-finite value at parameter ", received_ / sizeof(float) + i)));
         return;
       }
+      sum_squares_ += static_cast<double>(v) * v;
+    }
+    if (std::sqrt(sum_squares_) > ticket_->max_norm) {
+      Reject(absl::InvalidArgumentError(absl::StrFormat(
+          "the update's L2 norm passes the plan's max_update_norm %g", ticket_->max_norm)));
+      return;
     }
     hash_.Update(data);
     size_t done = 0;
@@ -293,6 +300,7 @@ class UpdateReceiver final : public grpc::ServerReadReactor<v1::UpdateChunk> {
   std::optional<UpdateTicket> ticket_;
   int fd_ = -1;
   uint64_t received_ = 0;
+  double sum_squares_ = 0;
   crypto::Sha256 hash_;
 };
 

@@ -555,6 +555,7 @@ absl::StatusOr<UpdateTicket> RoundDriver::BeginUpdate(const std::string& site,
   t.num_examples = static_cast<int64_t>(h.num_examples());
   t.train_loss = h.has_train_loss() ? h.train_loss() : 0;
   t.privacy = privacy;
+  t.max_norm = config_.plan.max_update_norm;
   return t;
 }
 

@@ -49,6 +49,7 @@ struct UpdateTicket {
   std::string update_sha256;
   int64_t num_examples = 0;
   double train_loss = 0;
+  double max_norm = 0;  // the plan's bound on the update's L2 norm
   std::optional<SitePrivacy> privacy;
 };
 
