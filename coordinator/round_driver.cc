@@ -508,22 +508,50 @@ void RoundDriver::Disconnect(const std::string& site, TaskChannel* channel) {
 
 absl::StatusOr<UpdateTicket> RoundDriver::BeginUpdate(const std::string& site,
                                                       const v1::UpdateHeader& h) {
-  absl::MutexLock lock(&mu_);
-  if (!round_ || static_cast<int>(h.round()) != round_->round ||
-      static_cast<int>(h.attempt()) != round_->attempt) {
-    return absl::FailedPreconditionError(absl::StrCat(
-        "round ", h.round(), " attempt ", h.attempt(), " is not open",
-        round_ ? absl::StrCat(" (open: round ", round_->round, " attempt ", round_->attempt, ")") : ""));
+  UpdateTicket t;
+  absl::Status invalid;
+  {
+    absl::MutexLock lock(&mu_);
+    if (!round_ || static_cast<int>(h.round()) != round_->round ||
+        static_cast<int>(h.attempt()) != round_->attempt) {
+      return absl::FailedPreconditionError(absl::StrCat(
+          "round ", h.round(), " attempt ", h.attempt(), " is not open",
+          round_ ? absl::StrCat(" (open: round ", round_->round, " attempt ", round_->attempt, ")") : ""));
+    }
+    auto nonce = round_->nonces.find(site);
+    if (nonce == round_->nonces.end()) {
+      return absl::PermissionDeniedError(absl::StrCat("site ", site, " was not selected for round ", h.round()));
+    }
+    if (h.nonce() != nonce->second) return absl::PermissionDeniedError("wrong nonce for this round");
+    if (round_->answered.count(site) || round_->in_progress.count(site)) {
+      return absl::AlreadyExistsError(absl::StrCat("site ", site, " already submitted for round ", h.round()));
+    }
+    // From here on it is this site's answer to this round: a bad header is
+    // recorded as a rejected update and the round goes on without it.
+    t.round = round_->round;
+    t.attempt = round_->attempt;
+    t.site = site;
+    invalid = CheckUpdateHeader(h, round_->base_sha256, &t);
+    if (invalid.ok()) {
+      round_->in_progress.insert(site);
+      return t;
+    }
+    round_->answered.insert(site);
+    changed_.SignalAll();
   }
-  auto nonce = round_->nonces.find(site);
-  if (nonce == round_->nonces.end()) {
-    return absl::PermissionDeniedError(absl::StrCat("site ", site, " was not selected for round ", h.round()));
-  }
-  if (h.nonce() != nonce->second) return absl::PermissionDeniedError("wrong nonce for this round");
-  if (round_->answered.count(site) || round_->in_progress.count(site)) {
-    return absl::AlreadyExistsError(absl::StrCat("site ", site, " already submitted for round ", h.round()));
-  }
-  if (h.base_model_sha256() != round_->base_sha256) {
+  SubmissionRecord rec;
+  rec.site = site;
+  rec.update_sha256 = h.update_sha256().substr(0, 64);
+  rec.reason = std::string(invalid.message());
+  spdlog::warn("round {}: rejected the update of {}: {}", t.round, site, rec.reason);
+  absl::Status s = state_->RecordSubmission(t.round, t.attempt, rec, NowMs());
+  if (!s.ok()) spdlog::error("cannot record a submission: {}", std::string(s.message()));
+  return invalid;
+}
+
+absl::Status RoundDriver::CheckUpdateHeader(const v1::UpdateHeader& h, const std::string& base_sha256,
+                                            UpdateTicket* t) const {
+  if (h.base_model_sha256() != base_sha256) {
     return absl::FailedPreconditionError("the update was trained from a different model than this round's");
   }
   if (h.total_bytes() != manifest_.total_bytes()) {
@@ -535,28 +563,21 @@ absl::StatusOr<UpdateTicket> RoundDriver::BeginUpdate(const std::string& site,
     return absl::InvalidArgumentError(absl::StrCat("num_examples ", h.num_examples(), " is out of range"));
   }
   if (!std::isfinite(h.train_loss())) return absl::InvalidArgumentError("train_loss is not finite");
-  std::optional<SitePrivacy> privacy;
   if (h.has_privacy()) {
     absl::StatusOr<SitePrivacy> p = CheckPrivacyReport(h.privacy());
     if (!p.ok()) return p.status();
-    privacy = *p;
+    t->privacy = *p;
   } else if (config_.plan.require_dp) {
     return absl::FailedPreconditionError(
         "the plan requires differential privacy and this update has no DP report; enable [privacy] in node.toml");
   }
-  round_->in_progress.insert(site);
-  UpdateTicket t;
-  t.round = round_->round;
-  t.attempt = round_->attempt;
-  t.site = site;
-  t.spool_path = absl::StrCat(spool_dir_, "/", t.round, "-", t.attempt, "-", site, ".bin");
-  t.expected_bytes = h.total_bytes();
-  t.update_sha256 = h.update_sha256();
-  t.num_examples = static_cast<int64_t>(h.num_examples());
-  t.train_loss = h.has_train_loss() ? h.train_loss() : 0;
-  t.privacy = privacy;
-  t.max_norm = config_.plan.max_update_norm;
-  return t;
+  t->spool_path = absl::StrCat(spool_dir_, "/", t->round, "-", t->attempt, "-", t->site, ".bin");
+  t->expected_bytes = h.total_bytes();
+  t->update_sha256 = h.update_sha256();
+  t->num_examples = static_cast<int64_t>(h.num_examples());
+  t->train_loss = h.has_train_loss() ? h.train_loss() : 0;
+  t->max_norm = config_.plan.max_update_norm;
+  return absl::OkStatus();
 }
 
 absl::Status RoundDriver::FinishUpdate(const UpdateTicket& t, const absl::Status& outcome) {

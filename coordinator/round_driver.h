@@ -122,6 +122,10 @@ class RoundDriver {
   // true: applied; false: too few answers, retry.
   absl::StatusOr<bool> RunRoundAttempt(int round);
   absl::Status Aggregate(const OpenRound& r);
+  // Checks a header that carries a valid round, attempt and nonce, and fills
+  // the rest of `t` from it.
+  absl::Status CheckUpdateHeader(const v1::UpdateHeader& h, const std::string& base_sha256,
+                                 UpdateTicket* t) const;
   std::string StrategyDir() const;
   std::string StrategyStatePath(int round) const;
   absl::Status RestoreStrategyState();

@@ -19,6 +19,7 @@ namespace fedrad::testing {
 std::string FedradBin();
 std::string NodeBin();
 std::string CoordinatorBin();
+std::string RogueNodeBin();  // tests/rogue_node.cc
 
 // A child process with stdout and stderr sent to `log_path`.
 class Process {

@@ -1,0 +1,112 @@
+// A misbehaving node for integration tests: a real site kit and a real TLS
+// connection, but every training task is answered with a bad update.
+//   rogue_node KIT_DIR ADDRESS MODE
+// MODE: nan (a NaN among the right number of values), shape (a header that
+// claims one float fewer than the manifest), norm (values far past the
+// plan's max_update_norm). Exits 0 when the coordinator says Stop.
+#include <cmath>
+#include <iostream>
+#include <limits>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include <grpcpp/grpcpp.h>
+
+#include "common/model_zoo.h"
+#include "common/tls_identity.h"
+#include "crypto/sha256.h"
+#include "proto/federation.grpc.pb.h"
+
+int main(int argc, char** argv) {
+  if (argc != 4) {
+    std::cerr << "usage: rogue_node KIT_DIR ADDRESS nan|shape|norm\n";
+    return 2;
+  }
+  const std::string kit = argv[1], address = argv[2], mode = argv[3];
+  absl::StatusOr<fedrad::TlsIdentity> id =
+      fedrad::LoadTlsIdentity(kit + "/node.toml", kit + "/ca.pem", kit + "/site.pem", kit + "/site.key");
+  if (!id.ok()) {
+    std::cerr << id.status() << "\n";
+    return 1;
+  }
+  grpc::SslCredentialsOptions tls;
+  tls.pem_root_certs = id->ca_pem;
+  tls.pem_private_key = id->key_pem;
+  tls.pem_cert_chain = id->certificate_pem;
+  auto stub = fedrad::v1::Federation::NewStub(grpc::CreateChannel(address, grpc::SslCredentials(tls)));
+
+  fedrad::v1::Plan plan;
+  for (int attempt = 0;; ++attempt) {
+    grpc::ClientContext ctx;
+    grpc::Status s = stub->Hello(&ctx, fedrad::v1::HelloRequest(), &plan);
+    if (s.ok()) break;
+    if (attempt > 100) {
+      std::cerr << "cannot reach the coordinator: " << s.error_message() << "\n";
+      return 1;
+    }
+    std::this_thread::sleep_for(std::chrono::milliseconds(200));
+  }
+  fedrad::ModelSpec spec{plan.model().architecture(), static_cast<int>(plan.model().in_channels()),
+                         static_cast<int>(plan.model().input_size()), static_cast<int>(plan.model().num_classes())};
+  absl::StatusOr<fedrad::Manifest> manifest = fedrad::ModelManifest(spec);
+  if (!manifest.ok()) {
+    std::cerr << manifest.status() << "\n";
+    return 1;
+  }
+  const size_t n = manifest->total_elements();
+
+  grpc::ClientContext wait_ctx;
+  auto reader = stub->WaitTask(&wait_ctx, fedrad::v1::WaitTaskRequest());
+  fedrad::v1::Task task;
+  while (reader->Read(&task)) {
+    if (task.has_stop()) {
+      std::cout << "stop: " << task.stop().reason() << "\n";
+      wait_ctx.TryCancel();
+      reader->Finish();
+      return 0;
+    }
+    if (task.has_evaluate()) {
+      // Evaluations are not what this node tests: answer with nothing counted.
+      grpc::ClientContext ctx;
+      fedrad::v1::Evaluation e;
+      e.set_round(task.evaluate().round());
+      e.set_nonce(task.evaluate().nonce());
+      e.set_model_sha256(task.evaluate().model_sha256());
+      fedrad::v1::SubmitReply reply;
+      stub->SubmitEvaluation(&ctx, e, &reply);
+      continue;
+    }
+    if (!task.has_train()) continue;
+    std::vector<float> values(n, 0.001f);
+    if (mode == "nan") values[n / 2] = std::numeric_limits<float>::quiet_NaN();
+    if (mode == "norm") values.assign(n, 1e6f);
+    if (mode == "shape") values.pop_back();
+    const std::string bytes(reinterpret_cast<const char*>(values.data()), values.size() * sizeof(float));
+    grpc::ClientContext ctx;
+    fedrad::v1::SubmitReply reply;
+    auto writer = stub->SubmitUpdate(&ctx, &reply);
+    fedrad::v1::UpdateChunk header;
+    fedrad::v1::UpdateHeader* h = header.mutable_header();
+    h->set_round(task.train().round());
+    h->set_attempt(task.train().attempt());
+    h->set_nonce(task.train().nonce());
+    h->set_base_model_sha256(task.train().model_sha256());
+    h->set_update_sha256(fedrad::crypto::Sha256Hex(bytes));
+    h->set_total_bytes(bytes.size());
+    h->set_num_examples(10);
+    bool ok = writer->Write(header);
+    fedrad::v1::UpdateChunk data;
+    const size_t chunk = plan.chunk_bytes() / sizeof(float) * sizeof(float);
+    for (size_t off = 0; ok && off < bytes.size(); off += chunk) {
+      data.set_data(bytes.substr(off, chunk));
+      ok = writer->Write(data);
+    }
+    if (ok) writer->WritesDone();
+    grpc::Status s = writer->Finish();
+    std::cout << "round " << task.train().round() << " (" << mode << "): " << (s.ok() ? "accepted" : "refused")
+              << ": " << s.error_message() << std::endl;
+  }
+  reader->Finish();
+  return 1;
+}
