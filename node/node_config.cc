@@ -49,6 +49,8 @@ absl::StatusOr<NodeConfig> LoadNodeConfig(const std::string& path) {
   out.loader_threads = static_cast<int>(c.GetInt("node.loader_threads", 0, 0, 1024));
   out.cache = c.GetBool("node.cache", true);
   out.max_backoff_s = c.GetDouble("node.max_backoff_s", 10, 0.1, 3600);
+  out.trainer = c.GetString("node.trainer", "torch");
+  if (out.trainer != "torch" && out.trainer != "noop") c.Fail("node.trainer", "must be \"torch\" or \"noop\"");
   out.privacy = ReadPrivacySettings(c);
   if (!out.coordinator_address.empty() && out.coordinator_address.rfind(':') == std::string::npos) {
     c.Fail("coordinator.address", "must be host:port");

@@ -28,6 +28,9 @@ struct NodeConfig {
   int loader_threads = 0;  // DICOM decoding threads
   bool cache = true;       // cache preprocessed images under state_dir/cache
   double max_backoff_s = 10;
+  // "torch": train on the data. "noop" (benchmarks of round overhead): read
+  // no data and answer each round with the received model plus a tiny change.
+  std::string trainer = "torch";
   PrivacySettings privacy;
 };
 

@@ -173,6 +173,11 @@ absl::Status NodeRuntime::PrepareData(const JoinedPlan& plan) {
 absl::Status NodeRuntime::StartUp() {
   if (started_) return absl::OkStatus();
   started_ = true;
+  if (config_.trainer == "noop") {
+    spdlog::warn("[node] trainer = \"noop\": this node reads no data and sends the model back nearly unchanged "
+                 "(for measuring round overhead only)");
+    return absl::OkStatus();
+  }
   if (!config_.privacy.enabled) {
     spdlog::warn("[privacy] enabled = false: this node's updates are NOT differentially private");
     return PrepareData(*plan_);
@@ -233,6 +238,13 @@ absl::StatusOr<ModelParameters> NodeRuntime::EnsureModel(const std::string& sha2
     return absl::DataLossError("the model's tensors do not match the plan's manifest");
   }
   return std::move(file->parameters);
+}
+
+TrainingOutcome NodeRuntime::NoopOutcome(const ModelParameters& global) {
+  TrainingOutcome out;
+  out.delta.assign(global.values.size(), 1e-7f);
+  out.examples = 1;
+  return out;
 }
 
 absl::Status NodeRuntime::DeclineRound(const v1::TrainTask& task, double epsilon_spent, const std::string& detail) {
@@ -334,6 +346,7 @@ absl::Status NodeRuntime::HandleTrain(const v1::TrainTask& task) {
     return absl::InvalidArgumentError("the task's hyperparameters are out of range");
   }
   std::optional<PrivateRound> dp;
+  if (config_.trainer == "noop") return SendUpdate(task, NoopOutcome(*global), std::nullopt, absl::Now());
   if (config_.privacy.enabled) {
     absl::StatusOr<PrivateRound> charged = ChargeRound(task, settings);
     if (!charged.ok()) return charged.status();
@@ -351,13 +364,20 @@ absl::Status NodeRuntime::HandleTrain(const v1::TrainTask& task) {
     if (dp) (void)store_->SetChargeStatus(dp->training.id, absl::StrCat("failed: ", outcome.status().message()));
     return outcome.status();
   }
-  const std::string_view bytes(reinterpret_cast<const char*>(outcome->delta.data()),
-                               outcome->delta.size() * sizeof(float));
+  return SendUpdate(task, *outcome, dp, start);
+}
+
+absl::Status NodeRuntime::SendUpdate(const v1::TrainTask& task, const TrainingOutcome& outcome,
+                                     const std::optional<PrivateRound>& dp, absl::Time start) {
+  const int round = static_cast<int>(task.round());
+  const int attempt = static_cast<int>(task.attempt());
+  const std::string_view bytes(reinterpret_cast<const char*>(outcome.delta.data()),
+                               outcome.delta.size() * sizeof(float));
   const std::string update_sha = crypto::Sha256Hex(bytes);
   // Under DP only protected figures leave: the noised count, no loss.
-  const int64_t examples = dp ? dp->reported_count : outcome->examples;
+  const int64_t examples = dp ? dp->reported_count : outcome.examples;
   absl::Status s = store_->RecordUpdateSending(round, attempt, task.model_sha256(), update_sha, examples,
-                                               dp ? 0.0 : outcome->mean_loss, NowMs());
+                                               dp ? 0.0 : outcome.mean_loss, NowMs());
   if (!s.ok()) return s;
   if (dp) (void)store_->SetChargeStatus(dp->training.id, "sending");
 
@@ -385,7 +405,7 @@ absl::Status NodeRuntime::HandleTrain(const v1::TrainTask& task) {
     p->set_epsilon_spent(dp->training.epsilon_after);
     p->set_epsilon_max(config_.privacy.epsilon_max);
   } else {
-    h->set_train_loss(outcome->mean_loss);
+    h->set_train_loss(outcome.mean_loss);
     h->set_has_train_loss(true);
   }
   bool ok = writer->Write(header);
@@ -411,7 +431,7 @@ absl::Status NodeRuntime::HandleTrain(const v1::TrainTask& task) {
                  config_.privacy.epsilon_max, config_.privacy.delta);
   } else {
     spdlog::info("round {}: update accepted ({} examples, loss {:.4f}, {:.1f}s; NOT differentially private)",
-                 round, outcome->examples, outcome->mean_loss, absl::ToDoubleSeconds(absl::Now() - start));
+                 round, outcome.examples, outcome.mean_loss, absl::ToDoubleSeconds(absl::Now() - start));
   }
   return absl::OkStatus();
 }
@@ -419,10 +439,13 @@ absl::Status NodeRuntime::HandleTrain(const v1::TrainTask& task) {
 absl::Status NodeRuntime::HandleEval(const v1::EvalTask& task) {
   absl::StatusOr<ModelParameters> model = EnsureModel(task.model_sha256(), task.deadline_unix_ms());
   if (!model.ok()) return model.status();
-  absl::Status prepared = PrepareData(*plan_);
-  if (!prepared.ok()) return prepared;
-  absl::StatusOr<Evaluation> e = EvaluateModel(plan_->model, *model, data_->validation);
-  if (!e.ok()) return e.status();
+  absl::StatusOr<Evaluation> e = Evaluation{};  // noop: nothing counted
+  if (config_.trainer != "noop") {
+    absl::Status prepared = PrepareData(*plan_);
+    if (!prepared.ok()) return prepared;
+    e = EvaluateModel(plan_->model, *model, data_->validation);
+    if (!e.ok()) return e.status();
+  }
   absl::Status s = store_->RecordEvaluation(static_cast<int>(task.round()), task.model_sha256(), e->loss,
                                             e->accuracy, e->count, NowMs());
   if (!s.ok()) return s;

@@ -7,6 +7,7 @@
 #include <string>
 
 #include "absl/status/statusor.h"
+#include "absl/time/time.h"
 #include "common/plan.h"
 #include "common/tensor.h"
 #include "node/dataset.h"
@@ -69,6 +70,10 @@ class NodeRuntime {
   };
   absl::StatusOr<PrivateRound> ChargeRound(const v1::TrainTask& task, const LocalTrainingSettings& settings);
   absl::Status DeclineRound(const v1::TrainTask& task, double epsilon_spent, const std::string& detail);
+  // Streams the update of `outcome` (with its DP report, if any).
+  absl::Status SendUpdate(const v1::TrainTask& task, const TrainingOutcome& outcome,
+                          const std::optional<PrivateRound>& dp, absl::Time start);
+  static TrainingOutcome NoopOutcome(const ModelParameters& global);
   absl::Status HandleEval(const v1::EvalTask& task);
 
   const NodeConfig config_;

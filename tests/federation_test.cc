@@ -54,5 +54,30 @@ TEST(FederationTest, TwoNodesTwoRoundsAgreeOnTheGlobalModel) {
   RemoveWorkspaceIfPassed(dir);
 }
 
+// trainer = "noop" (for round-overhead benchmarks): rounds complete, no data
+// is read, nothing is charged to the privacy ledger.
+TEST(FederationTest, NoopNodesCompleteRoundsWithoutReadingData) {
+  const std::string dir = MakeWorkspace();
+  MiniFederation f = SetUpFederation(dir, {.sites = 2, .rounds = 2, .min_nodes = 2, .start_grace_s = 1});
+  ASSERT_FALSE(::testing::Test::HasFailure());
+  for (const std::string& site : f.sites) {
+    std::string cfg = ReadText(f.NodeConfig(site));
+    cfg.replace(cfg.find("trainer = \"torch\""), 17, "trainer = \"noop\"");
+    WriteText(f.NodeConfig(site), cfg);
+  }
+  std::vector<std::string> logs = RunFederationToCompletion(f, std::chrono::minutes(2));
+  EXPECT_EQ(QueryDb(f.StateDb(), "SELECT COUNT(*) FROM rounds WHERE status = 'applied'")[0][0], SqlValue(int64_t{2}));
+  for (size_t i = 1; i < logs.size(); ++i) {
+    EXPECT_EQ(logs[i].find("] info: data: "), std::string::npos) << logs[i];
+    EXPECT_NE(logs[i].find("trainer = \"noop\""), std::string::npos) << logs[i];
+  }
+  for (const std::string& site : f.sites) {
+    EXPECT_EQ(QueryDb(f.NodeDb(site), "SELECT COUNT(*) FROM updates_sent WHERE outcome = 'accepted'")[0][0],
+              SqlValue(int64_t{2}));
+    EXPECT_TRUE(QueryDb(f.NodeDb(site), "SELECT 1 FROM privacy_ledger").empty());
+  }
+  RemoveWorkspaceIfPassed(dir);
+}
+
 }  // namespace
 }  // namespace fedrad::testing

@@ -75,7 +75,10 @@ std::string NodeToml(const std::string& site, const std::string& address,
       "# Keep preprocessed images in state_dir/cache (keyed by file content and pipeline).\n",
       "cache = true\n",
       "# Longest wait between reconnection attempts while the coordinator is away.\n",
-      "max_backoff_s = 10\n");
+      "max_backoff_s = 10\n",
+      "# \"torch\" trains on the data; \"noop\" reads no data and sends the model back\n",
+      "# nearly unchanged, to measure round overhead (benchmarks only).\n",
+      "trainer = \"torch\"\n");
 }
 
 std::string CoordinatorToml(const std::string& listen) {
