@@ -80,14 +80,36 @@ class TbCnn28Impl : public ClassifierImpl {
   torch::nn::Linear fc1_, fc2_;
 };
 
+// "flat": one parameter vector of the plan's `parameters` length and no
+// network: a model of any size for measuring round overhead with
+// trainer = "noop" nodes. It cannot be trained or evaluated.
+class FlatImpl : public ClassifierImpl {
+ public:
+  explicit FlatImpl(int64_t parameters)
+      : weights_(register_parameter("weights", torch::randn({parameters}) * 0.01)) {}
+
+  torch::Tensor forward(torch::Tensor) override {
+    TORCH_CHECK(false, "model 'flat' is for round-overhead benchmarks with trainer = \"noop\"; it has no network");
+  }
+
+ private:
+  torch::Tensor weights_;
+};
+
 }  // namespace
 
-std::vector<std::string> KnownArchitectures() { return {"ctnet", "tbcnn28"}; }
+std::vector<std::string> KnownArchitectures() { return {"ctnet", "tbcnn28", "flat"}; }
 
 absl::Status CheckModelSpec(const ModelSpec& spec) {
   if (spec.architecture == "ctnet") {
     if (spec.input_size < 16) {
       return absl::InvalidArgumentError("model 'ctnet' needs input_size of at least 16");
+    }
+    return absl::OkStatus();
+  }
+  if (spec.architecture == "flat") {
+    if (spec.parameters < 1 || spec.parameters > (int64_t{1} << 31)) {
+      return absl::InvalidArgumentError("model 'flat' needs parameters between 1 and 2^31 in the plan's [model]");
     }
     return absl::OkStatus();
   }
@@ -109,6 +131,7 @@ absl::StatusOr<std::shared_ptr<ClassifierImpl>> CreateClassifier(const ModelSpec
     return std::shared_ptr<ClassifierImpl>(
         std::make_shared<TbCnn28Impl>(spec.in_channels, spec.num_classes));
   }
+  if (spec.architecture == "flat") return std::shared_ptr<ClassifierImpl>(std::make_shared<FlatImpl>(spec.parameters));
   return std::shared_ptr<ClassifierImpl>(std::make_shared<CtNetImpl>(spec.in_channels, spec.num_classes));
 }
 
@@ -157,6 +180,13 @@ ModelParameters ExtractParameters(const torch::nn::Module& module) {
 }
 
 absl::StatusOr<Manifest> ModelManifest(const ModelSpec& spec) {
+  if (spec.architecture == "flat") {  // known without building it (it may be gigabytes)
+    absl::Status s = CheckModelSpec(spec);
+    if (!s.ok()) return s;
+    Manifest m;
+    m.tensors.push_back(TensorSpec{"weights", {spec.parameters}});
+    return m;
+  }
   absl::StatusOr<std::shared_ptr<ClassifierImpl>> model = CreateClassifier(spec);
   if (!model.ok()) return model.status();
   return ManifestOf(**model);

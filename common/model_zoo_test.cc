@@ -41,3 +41,23 @@ TEST(ModelZooTest, UnknownArchitectureIsNamed) {
 
 }  // namespace
 }  // namespace fedrad
+
+namespace fedrad {
+namespace {
+
+TEST(ModelZooFlatTest, ManifestWithoutBuildingMatchesTheBuiltModel) {
+  ModelSpec spec;
+  spec.architecture = "flat";
+  spec.parameters = 1000;
+  absl::StatusOr<Manifest> m = ModelManifest(spec);
+  ASSERT_TRUE(m.ok()) << m.status();
+  absl::StatusOr<ModelParameters> p = InitialParameters(spec, 1);
+  ASSERT_TRUE(p.ok()) << p.status();
+  EXPECT_TRUE(p->manifest == *m);
+  EXPECT_EQ(p->values.size(), 1000u);
+  spec.parameters = 0;
+  EXPECT_FALSE(CheckModelSpec(spec).ok());
+}
+
+}  // namespace
+}  // namespace fedrad

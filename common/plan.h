@@ -15,6 +15,7 @@ struct ModelSpec {
   int in_channels = 1;
   int input_size = 64;
   int num_classes = 2;
+  int64_t parameters = 0;  // "flat" only: the length of its one parameter vector
 };
 
 // Local training settings the coordinator sends with every task. Under DP a

@@ -466,6 +466,7 @@ void RoundDriver::FillPlan(const std::string& site, v1::Plan* plan) const {
   m->set_in_channels(static_cast<uint32_t>(p.model.in_channels));
   m->set_input_size(static_cast<uint32_t>(p.model.input_size));
   m->set_num_classes(static_cast<uint32_t>(p.model.num_classes));
+  m->set_parameters(static_cast<uint64_t>(p.model.parameters));
   plan->set_manifest_sha256(manifest_sha256_);
   plan->set_rounds(static_cast<uint32_t>(p.rounds));
   plan->set_chunk_bytes(p.chunk_bytes);

@@ -96,6 +96,7 @@ absl::StatusOr<JoinedPlan> NodeRuntime::Hello() {
   p.model.in_channels = static_cast<int>(reply.model().in_channels());
   p.model.input_size = static_cast<int>(reply.model().input_size());
   p.model.num_classes = static_cast<int>(reply.model().num_classes());
+  p.model.parameters = static_cast<int64_t>(std::min<uint64_t>(reply.model().parameters(), uint64_t{1} << 32));
   p.manifest_sha256 = reply.manifest_sha256();
   p.rounds = static_cast<int>(reply.rounds());
   p.chunk_bytes = reply.chunk_bytes();
