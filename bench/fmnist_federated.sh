@@ -6,7 +6,9 @@
 # Environment: EPSILON (per-site image-level DP budget at delta 1e-5, reached
 # at the last round; "none" for non-private, the default), CLIP (DP clip norm,
 # 0.1), LOCAL_EPOCHS (1), BATCH (64; under DP the expected batch), LR (0.05),
-# MOMENTUM (0.9), STRATEGY (fedavg), SERVER_LR (1), SERVER_MOMENTUM (0.9).
+# MOMENTUM (0.9), STRATEGY (fedavg), SERVER_LR (1), SERVER_MOMENTUM (0.9),
+# VALIDATION (0.1: each site's held-out share of patients, used only for the
+# per-round log; the score is on the 10,000 test images).
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 rounds="${1:-30}"
@@ -21,6 +23,7 @@ momentum="${MOMENTUM:-0.9}"
 strategy="${STRATEGY:-fedavg}"
 server_lr="${SERVER_LR:-1}"
 server_momentum="${SERVER_MOMENTUM:-0.9}"
+validation="${VALIDATION:-0.1}"
 work="${FEDRAD_BENCH_WORK:-$(mktemp -d)}"
 mkdir -p "$work"
 fm=/usr/share/datasets/fashion-mnist
@@ -74,7 +77,7 @@ PLAN
 "$bin/tools/fedrad" provision --plan plan.toml --out kits --data-root sites > /dev/null 2>&1
 for s in hospital-a hospital-b hospital-c hospital-d; do
   # 8-bit images: the window maps 0..255 to [0, 1]; four nodes share two cores.
-  sed -i 's/^window_center = .*/window_center = 127.5/; s/^window_width = .*/window_width = 255/; s/^threads = 0/threads = 1/; s/^loader_threads = 0/loader_threads = 1/; s/^validation_fraction = .*/validation_fraction = 0.1/' kits/$s/node.toml
+  sed -i "s/^window_center = .*/window_center = 127.5/; s/^window_width = .*/window_width = 255/; s/^threads = 0/threads = 1/; s/^loader_threads = 0/loader_threads = 1/; s/^validation_fraction = .*/validation_fraction = $validation/" kits/$s/node.toml
   if [ "$epsilon" = none ]; then
     sed -i 's/^enabled = true/enabled = false/' kits/$s/node.toml
   else
@@ -96,5 +99,5 @@ grep -E "^eps" coordinator.out || true
 sha=$(sqlite3 kits/coordinator/state/state.db "SELECT sha256 FROM models ORDER BY round DESC LIMIT 1")
 result=$("$bin/node/fedrad-node" evaluate --model kits/coordinator/state/models/$sha.safetensors --data test \
   --size 28 --classes 10 --window-center 127.5 --window-width 255)
-echo "rounds=$rounds alpha=$alpha epsilon=$epsilon clip=$clip local_epochs=$local_epochs batch=$batch lr=$lr momentum=$momentum strategy=$strategy server_lr=$server_lr server_momentum=$server_momentum elapsed_s=$elapsed final_model=$sha"
+echo "rounds=$rounds alpha=$alpha epsilon=$epsilon clip=$clip local_epochs=$local_epochs batch=$batch lr=$lr momentum=$momentum strategy=$strategy server_lr=$server_lr server_momentum=$server_momentum validation=$validation elapsed_s=$elapsed final_model=$sha"
 echo "test $result"
