@@ -51,6 +51,7 @@ absl::StatusOr<NodeConfig> LoadNodeConfig(const std::string& path) {
   out.max_backoff_s = c.GetDouble("node.max_backoff_s", 10, 0.1, 3600);
   out.trainer = c.GetString("node.trainer", "torch");
   if (out.trainer != "torch" && out.trainer != "noop") c.Fail("node.trainer", "must be \"torch\" or \"noop\"");
+  out.noop_seconds = c.GetDouble("node.noop_seconds", 0, 0, 86400);
   out.privacy = ReadPrivacySettings(c);
   if (!out.coordinator_address.empty() && out.coordinator_address.rfind(':') == std::string::npos) {
     c.Fail("coordinator.address", "must be host:port");

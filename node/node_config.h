@@ -31,6 +31,7 @@ struct NodeConfig {
   // "torch": train on the data. "noop" (benchmarks of round overhead): read
   // no data and answer each round with the received model plus a tiny change.
   std::string trainer = "torch";
+  double noop_seconds = 0;  // "noop": how long each round pretends to train
   PrivacySettings privacy;
 };
 

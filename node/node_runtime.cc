@@ -347,7 +347,11 @@ absl::Status NodeRuntime::HandleTrain(const v1::TrainTask& task) {
     return absl::InvalidArgumentError("the task's hyperparameters are out of range");
   }
   std::optional<PrivateRound> dp;
-  if (config_.trainer == "noop") return SendUpdate(task, NoopOutcome(*global), std::nullopt, absl::Now());
+  if (config_.trainer == "noop") {
+    const absl::Time start = absl::Now();
+    if (config_.noop_seconds > 0) absl::SleepFor(absl::Seconds(config_.noop_seconds));
+    return SendUpdate(task, NoopOutcome(*global), std::nullopt, start);
+  }
   if (config_.privacy.enabled) {
     absl::StatusOr<PrivateRound> charged = ChargeRound(task, settings);
     if (!charged.ok()) return charged.status();
