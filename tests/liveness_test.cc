@@ -1,7 +1,11 @@
 // A node that trains for longer than the keepalive intervals (node 20 s,
 // coordinator 30 s) is not taken for a dropout: its task stream stays up,
 // and its update counts in the round's first attempt.
+#include <signal.h>
+
 #include <gtest/gtest.h>
+
+#include <thread>
 
 #include "tests/harness.h"
 
@@ -29,6 +33,43 @@ TEST(LivenessTest, LongTrainingIsNotADropout) {
   ASSERT_EQ(rounds.size(), 1u);
   EXPECT_EQ(AsInt(rounds[0][0]), 1);
   EXPECT_EQ(AsText(rounds[0][1]), "applied");
+  RemoveWorkspaceIfPassed(dir);
+}
+
+// A node that really disappears mid-round is dropped at the deadline, and
+// the round closes with the others since min_nodes still holds.
+TEST(LivenessTest, AKilledNodeIsDroppedAtTheDeadline) {
+  const std::string dir = MakeWorkspace();
+  MiniFederation f = SetUpFederation(dir, {.sites = 3, .rounds = 1, .min_nodes = 2, .round_deadline_s = 8,
+                                           .start_grace_s = 5});
+  ASSERT_FALSE(::testing::Test::HasFailure());
+  for (const std::string& site : f.sites) {
+    std::string cfg = ReadText(f.NodeConfig(site));
+    cfg.replace(cfg.find("trainer = \"torch\""), 17,
+                site == "site-c" ? "trainer = \"noop\"\nnoop_seconds = 600" : "trainer = \"noop\"");
+    WriteText(f.NodeConfig(site), cfg);
+  }
+  auto coordinator = StartCoordinator(f, "coordinator.log");
+  auto a = StartNode(f, "site-a");
+  auto b = StartNode(f, "site-b");
+  auto c = StartNode(f, "site-c");
+  const auto until = std::chrono::steady_clock::now() + std::chrono::minutes(1);
+  while (std::chrono::steady_clock::now() < until &&
+         ReadText(dir + "/site-c.log").find("round 1 (attempt 1): training") == std::string::npos) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  }
+  c->Signal(SIGKILL);
+  ASSERT_EQ(c->Wait(std::chrono::seconds(10)), 128 + SIGKILL);
+  ASSERT_EQ(coordinator->Wait(std::chrono::minutes(2)), 0) << coordinator->Log();
+  EXPECT_EQ(a->Wait(std::chrono::seconds(30)), 0);
+  EXPECT_EQ(b->Wait(std::chrono::seconds(30)), 0);
+  std::vector<SqlRow> rounds = QueryDb(f.StateDb(), "SELECT attempt, status, selected, answered FROM rounds");
+  ASSERT_EQ(rounds.size(), 1u);
+  EXPECT_EQ(AsInt(rounds[0][0]), 1);
+  EXPECT_EQ(AsText(rounds[0][1]), "applied");
+  EXPECT_EQ(AsInt(rounds[0][2]), 3);
+  EXPECT_EQ(AsInt(rounds[0][3]), 2);
+  EXPECT_NE(coordinator->Log().find("site site-c disconnected"), std::string::npos);
   RemoveWorkspaceIfPassed(dir);
 }
 
