@@ -37,6 +37,7 @@ absl::StatusOr<FederationPlan> LoadPlan(const std::string& path) {
   p.rounds = static_cast<int>(c.GetInt("federation.rounds", 5, 1, 100000));
   p.min_nodes = static_cast<int>(c.GetInt("federation.min_nodes", 2, 1, 100000));
   p.round_deadline_s = c.GetDouble("federation.round_deadline_s", 600, 1, 7 * 86400);
+  p.close_at_fraction = c.GetDouble("federation.close_at_fraction", 1.0, 0.01, 1.0);
   p.eval_deadline_s = c.GetDouble("federation.eval_deadline_s", 120, 1, 86400);
   p.start_grace_s = c.GetDouble("federation.start_grace_s", 5, 0, 86400);
   p.seed = static_cast<uint64_t>(c.GetInt("federation.seed", 1, 0, INT64_MAX));

@@ -58,6 +58,10 @@ struct FederationPlan {
   int rounds = 5;
   int min_nodes = 2;
   double round_deadline_s = 600;
+  // Straggler policy: 1 waits for every selected site (until the deadline);
+  // below 1 closes the round once this share of them has answered (and at
+  // least min_nodes updates were accepted).
+  double close_at_fraction = 1.0;
   double eval_deadline_s = 120;
   // After min_nodes are connected, how long to wait for the remaining sites
   // before starting a round without them.

@@ -272,8 +272,14 @@ absl::StatusOr<bool> RoundDriver::RunRoundAttempt(int round) {
     spdlog::info("round {}/{} (attempt {}): training at {} node(s): {}", round, config_.plan.rounds,
                  round_->attempt, sites.size(), absl::StrJoin(sites, ", "));
     for (const auto& [site, nonce] : round_->nonces) SendTrainTask(site);
-    while (!shutdown_ && round_->answered.size() < round_->nonces.size() &&
-           absl::Now() < round_->deadline) {
+    const size_t enough = static_cast<size_t>(
+        std::ceil(config_.plan.close_at_fraction * static_cast<double>(round_->nonces.size()) - 1e-9));
+    auto closes = [&] {
+      return round_->answered.size() >= round_->nonces.size() ||
+             (round_->answered.size() >= enough &&
+              round_->accepted.size() >= static_cast<size_t>(config_.plan.min_nodes));
+    };
+    while (!shutdown_ && !closes() && absl::Now() < round_->deadline) {
       changed_.WaitWithDeadline(&mu_, round_->deadline);
     }
     closed = std::move(*round_);

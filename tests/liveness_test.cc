@@ -73,5 +73,38 @@ TEST(LivenessTest, AKilledNodeIsDroppedAtTheDeadline) {
   RemoveWorkspaceIfPassed(dir);
 }
 
+// Straggler policy: with close_at_fraction below 1 the round closes once
+// that share has answered, without waiting for a slow site's deadline.
+TEST(LivenessTest, CloseAtFractionDoesNotWaitForAStraggler) {
+  const std::string dir = MakeWorkspace();
+  MiniFederation f = SetUpFederation(dir, {.sites = 3, .rounds = 1, .min_nodes = 2, .round_deadline_s = 300,
+                                           .start_grace_s = 5});
+  ASSERT_FALSE(::testing::Test::HasFailure());
+  const std::string plan = dir + "/kits/coordinator/federation.toml";
+  std::string text = ReadText(plan);
+  text.replace(text.find("[federation]\n"), 13, "[federation]\nclose_at_fraction = 0.6\n");
+  WriteText(plan, text);
+  for (const std::string& site : f.sites) {
+    std::string cfg = ReadText(f.NodeConfig(site));
+    cfg.replace(cfg.find("trainer = \"torch\""), 17,
+                site == "site-c" ? "trainer = \"noop\"\nnoop_seconds = 600" : "trainer = \"noop\"");
+    WriteText(f.NodeConfig(site), cfg);
+  }
+  auto coordinator = StartCoordinator(f, "coordinator.log");
+  auto a = StartNode(f, "site-a");
+  auto b = StartNode(f, "site-b");
+  auto c = StartNode(f, "site-c");
+  ASSERT_EQ(coordinator->Wait(std::chrono::minutes(2)), 0) << coordinator->Log();
+  c->Signal(SIGKILL);
+  c->Wait(std::chrono::seconds(10));
+  std::vector<SqlRow> rounds =
+      QueryDb(f.StateDb(), "SELECT attempt, status, answered, closed_at_ms - started_at_ms FROM rounds");
+  ASSERT_EQ(rounds.size(), 1u);
+  EXPECT_EQ(AsText(rounds[0][1]), "applied");
+  EXPECT_EQ(AsInt(rounds[0][2]), 2);
+  EXPECT_LT(AsInt(rounds[0][3]), 60000) << "the round waited for the straggler";
+  RemoveWorkspaceIfPassed(dir);
+}
+
 }  // namespace
 }  // namespace fedrad::testing
