@@ -46,4 +46,13 @@ absl::StatusOr<std::vector<float>> FedAvgAccumulator::Apply(const std::vector<fl
   return out;
 }
 
+absl::StatusOr<std::vector<float>> FedAvgAccumulator::TakeMeanDelta() && {
+  if (updates_ == 0 || total_weight_ <= 0) {
+    return absl::FailedPreconditionError("no update to average");
+  }
+  const double inv = 1.0 / total_weight_;
+  for (float& v : sum_) v = static_cast<float>(static_cast<double>(v) * inv);
+  return std::move(sum_);
+}
+
 }  // namespace fedrad::coordinator

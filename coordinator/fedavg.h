@@ -30,6 +30,9 @@ class FedAvgAccumulator {
   int updates() const { return updates_; }
   // The averaged model; fails if no update was added.
   absl::StatusOr<std::vector<float>> Apply(const std::vector<float>& global) const;
+  // The weighted mean delta, made in place from the running sum (which it
+  // takes: no second model-sized buffer).
+  absl::StatusOr<std::vector<float>> TakeMeanDelta() &&;
 
  private:
   std::vector<float> sum_;

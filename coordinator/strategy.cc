@@ -42,14 +42,16 @@ class FedAvgFamily : public Strategy {
                                             const std::vector<UpdateRef>& updates) override {
     absl::StatusOr<std::vector<float>> delta = WeightedMeanDelta(updates, global.size());
     if (!delta.ok()) return delta.status();
-    std::vector<float> next(global.size());
-    const double eta = s_.server_learning_rate;
+    // The next model is written over the delta, element by element after
+    // reading it: one model-sized buffer besides the global model.
+    std::vector<float>& next = *delta;
     const std::vector<float>& d = *delta;
+    const double eta = s_.server_learning_rate;
     if (name_ == "fedavgm") {
       // Hsu et al. 2019: v <- beta v + delta; x <- x + eta v.
       for (size_t i = 0; i < next.size(); ++i) {
         velocity_[i] = static_cast<float>(s_.server_momentum * velocity_[i] + d[i]);
-        next[i] = static_cast<float>(global[i] + eta * velocity_[i]);
+        next[i] = static_cast<float>(global[i] + eta * velocity_[i]);  // d[i] is not read again
       }
     } else if (!m_.empty()) {
       // Reddi et al. 2021, Algorithm 2: m <- b1 m + (1 - b1) delta, then
@@ -76,7 +78,7 @@ class FedAvgFamily : public Strategy {
       for (size_t i = 0; i < next.size(); ++i) next[i] = static_cast<float>(global[i] + eta * d[i]);
     }
     AggregateResult r;
-    r.model = std::move(next);
+    r.model = std::move(*delta);
     r.note = absl::StrCat(name_, " of ", updates.size(), " update(s)");
     return r;
   }
@@ -261,7 +263,7 @@ absl::StatusOr<std::vector<float>> WeightedMeanDelta(const std::vector<UpdateRef
     absl::Status s = acc.AddUpdateFile(u.path, u.weight);
     if (!s.ok()) return s;
   }
-  return acc.Apply(std::vector<float>(num_values, 0.0f));
+  return std::move(acc).TakeMeanDelta();
 }
 
 absl::Status ForEachSlice(const std::vector<UpdateRef>& updates, size_t num_values, size_t slice_values,
