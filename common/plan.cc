@@ -50,6 +50,9 @@ absl::StatusOr<FederationPlan> LoadPlan(const std::string& path) {
   p.model.input_size = static_cast<int>(c.GetInt("model.input_size", 64, 16, 1024));
   p.model.num_classes = static_cast<int>(c.GetInt("model.num_classes", 2, 2, 1000));
   p.model.parameters = c.GetInt("model.parameters", 0, 0, int64_t{1} << 31);
+  if (p.model.parameters != 0 && p.model.architecture != "flat") {
+    c.Fail("model.parameters", "applies only to architecture \"flat\"; the others have a fixed size");
+  }
 
   p.training.local_epochs = static_cast<int>(c.GetInt("training.local_epochs", 1, 1, 1000));
   p.training.batch_size = static_cast<int>(c.GetInt("training.batch_size", 32, 1, 65536));

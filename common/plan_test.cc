@@ -62,6 +62,10 @@ TEST(PlanTest, StrategyPrivacyAndNormBound) {
   ASSERT_FALSE(unknown.ok());
   EXPECT_NE(unknown.status().message().find("field 'strategy.name' is 'fedsgd'; known: fedavg, fedavgm"),
             std::string::npos) << unknown.status();
+  auto sized = LoadPlan(WritePlan("[federation]\nname = \"d\"\n[model]\nparameters = 10\n" + sites));
+  ASSERT_FALSE(sized.ok());
+  EXPECT_NE(sized.status().message().find("field 'model.parameters' applies only to architecture \"flat\""),
+            std::string::npos) << sized.status();
 }
 
 TEST(PlanTest, SiteNames) {

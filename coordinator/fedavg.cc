@@ -31,21 +31,6 @@ absl::Status FedAvgAccumulator::AddUpdateFile(const std::string& path, double we
   return absl::OkStatus();
 }
 
-absl::StatusOr<std::vector<float>> FedAvgAccumulator::Apply(const std::vector<float>& global) const {
-  if (updates_ == 0 || total_weight_ <= 0) {
-    return absl::FailedPreconditionError("no update to average");
-  }
-  if (global.size() != sum_.size()) {
-    return absl::InvalidArgumentError("global model and updates differ in size");
-  }
-  std::vector<float> out(global.size());
-  const double inv = 1.0 / total_weight_;
-  for (size_t i = 0; i < out.size(); ++i) {
-    out[i] = static_cast<float>(global[i] + static_cast<double>(sum_[i]) * inv);
-  }
-  return out;
-}
-
 absl::StatusOr<std::vector<float>> FedAvgAccumulator::TakeMeanDelta() && {
   if (updates_ == 0 || total_weight_ <= 0) {
     return absl::FailedPreconditionError("no update to average");

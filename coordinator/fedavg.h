@@ -10,7 +10,7 @@
 namespace fedrad::coordinator {
 
 // Weighted federated averaging (McMahan et al. 2017) of weight deltas:
-//   new = global + sum_i(n_i * delta_i) / sum_i(n_i)
+//   mean delta = sum_i(n_i * delta_i) / sum_i(n_i)
 // folded one update at a time, chunk by chunk, so memory is one running sum
 // of the model's size however many nodes answer.
 class FedAvgAccumulator {
@@ -28,8 +28,6 @@ class FedAvgAccumulator {
   absl::Status AddUpdateFile(const std::string& path, double weight);
 
   int updates() const { return updates_; }
-  // The averaged model; fails if no update was added.
-  absl::StatusOr<std::vector<float>> Apply(const std::vector<float>& global) const;
   // The weighted mean delta, made in place from the running sum (which it
   // takes: no second model-sized buffer).
   absl::StatusOr<std::vector<float>> TakeMeanDelta() &&;

@@ -20,16 +20,17 @@ TEST(FedAvgTest, WeightsByExampleCount) {
   acc.AddChunk(0, b, 2, 10);  // in two chunks, as they arrive off the wire
   acc.AddChunk(2, b + 2, 1, 10);
   acc.FinishUpdate(10);
-  auto out = acc.Apply({1, 2, 3});
+  // (30·[1, 0, -1] + 10·[-3, 4, 1]) / 40 = [0, 1, -0.5]
+  auto out = std::move(acc).TakeMeanDelta();
   ASSERT_TRUE(out.ok());
-  EXPECT_FLOAT_EQ((*out)[0], 1.0f);
-  EXPECT_FLOAT_EQ((*out)[1], 3.0f);
-  EXPECT_FLOAT_EQ((*out)[2], 2.5f);
+  EXPECT_FLOAT_EQ((*out)[0], 0.0f);
+  EXPECT_FLOAT_EQ((*out)[1], 1.0f);
+  EXPECT_FLOAT_EQ((*out)[2], -0.5f);
 }
 
 TEST(FedAvgTest, NoUpdatesMeansNoModel) {
   FedAvgAccumulator acc(2);
-  EXPECT_FALSE(acc.Apply({0, 0}).ok());
+  EXPECT_FALSE(std::move(acc).TakeMeanDelta().ok());
 }
 
 TEST(FedAvgTest, SpooledFileMustHaveTheModelsSize) {
@@ -40,7 +41,7 @@ TEST(FedAvgTest, SpooledFileMustHaveTheModelsSize) {
   std::fclose(f);
   FedAvgAccumulator ok(2);
   ASSERT_TRUE(ok.AddUpdateFile(path, 5).ok());
-  EXPECT_FLOAT_EQ((*ok.Apply({1, 1}))[1], 5.0f);
+  EXPECT_FLOAT_EQ((*std::move(ok).TakeMeanDelta())[1], 4.0f);
   FedAvgAccumulator wrong(3);
   EXPECT_FALSE(wrong.AddUpdateFile(path, 5).ok());
   std::filesystem::remove(path);

@@ -81,7 +81,6 @@ absl::StatusOr<std::unique_ptr<RoundDriver>> RoundDriver::Create(const Coordinat
   if (!privacy.ok()) return privacy.status();
   absl::MutexLock lock(&driver->mu_);
   for (const auto& [site, p] : *privacy) {
-    driver->privacy_[site] = p.privacy;
     if (p.declined) driver->exhausted_.insert(site);
   }
   return driver;
@@ -325,8 +324,8 @@ absl::Status RoundDriver::Aggregate(const OpenRound& r) {
   ModelParameters next{manifest_, result->model ? std::move(*result->model) : global_.values};
   // The strategy's state and the model file are durable before the round's
   // row commits, and the row commits before any node hears of the model.
-  const std::vector<float> state = strategy_->SaveState();
-  if (!state.empty()) {
+  if (strategy_->HasState()) {
+    const std::vector<float> state = strategy_->SaveState();
     absl::Status s = WriteFileAtomically(
         StrategyStatePath(r.round),
         std::string_view(reinterpret_cast<const char*>(state.data()), state.size() * sizeof(float)));
@@ -356,7 +355,7 @@ std::string RoundDriver::StrategyStatePath(int round) const {
 }
 
 absl::Status RoundDriver::RestoreStrategyState() {
-  if (global_round_ == 0 || strategy_->SaveState().empty()) return absl::OkStatus();
+  if (global_round_ == 0 || !strategy_->HasState()) return absl::OkStatus();
   const std::string path = StrategyStatePath(global_round_);
   absl::StatusOr<std::string> bytes = ReadFile(path, manifest_.total_bytes() * 4 + 4096);
   if (!bytes.ok()) {
@@ -422,27 +421,29 @@ void RoundDriver::EvaluateRound(int round) {
 }
 
 void RoundDriver::LogPrivacy(const OpenRound& r) {
-  std::vector<std::string> parts;
+  // What each selected site reported this round: with its accepted update,
+  // or with its decline.
+  std::map<std::string, std::string> parts;
   bool any_dp = false;
-  absl::MutexLock lock(&mu_);
-  for (const auto& [site, nonce] : r.nonces) {
-    auto p = privacy_.find(site);
-    const bool sent = std::any_of(r.accepted.begin(), r.accepted.end(),
-                                  [&](const UpdateTicket& t) { return t.site == site; });
-    if (p == privacy_.end()) {
-      parts.push_back(absl::StrCat(site, sent ? " not DP" : " -"));
-      continue;
-    }
+  for (const auto& [site, nonce] : r.nonces) parts[site] = absl::StrCat(site, " -");
+  for (const UpdateTicket& t : r.accepted) {
+    parts[t.site] = t.privacy ? absl::StrFormat("%s %.3f/%.3g", t.site, t.privacy->epsilon_spent,
+                                                t.privacy->epsilon_max)
+                              : absl::StrCat(t.site, " not DP");
+    any_dp |= t.privacy.has_value();
+  }
+  for (const auto& [site, p] : r.declined) {
+    parts[site] = absl::StrFormat("%s %.3f/%.3g (budget spent)", site, p.epsilon_spent, p.epsilon_max);
     any_dp = true;
-    parts.push_back(absl::StrFormat("%s %.3f/%.3g%s", site, p->second.epsilon_spent, p->second.epsilon_max,
-                                    r.declined.count(site) ? " (budget spent)" : ""));
   }
   if (!any_dp) {
     spdlog::warn("round {}/{}: no update was differentially private", r.round, config_.plan.rounds);
     return;
   }
+  std::vector<std::string> joined;
+  for (const auto& [site, text] : parts) joined.push_back(text);
   spdlog::info("round {}/{}: privacy, epsilon spent/max per site: {}", r.round, config_.plan.rounds,
-               absl::StrJoin(parts, ", "));
+               absl::StrJoin(joined, ", "));
 }
 
 void RoundDriver::FinishFederation(const std::string& reason) {
@@ -550,7 +551,7 @@ absl::StatusOr<UpdateTicket> RoundDriver::BeginUpdate(const std::string& site,
   rec.site = site;
   rec.update_sha256 = h.update_sha256().substr(0, 64);
   rec.reason = std::string(invalid.message());
-  spdlog::warn("round {}: rejected the update of {}: {}", t.round, site, rec.reason);
+  // (the service logs the refusal with its reason)
   absl::Status s = state_->RecordSubmission(t.round, t.attempt, rec, NowMs());
   if (!s.ok()) spdlog::error("cannot record a submission: {}", std::string(s.message()));
   return invalid;
@@ -608,7 +609,6 @@ absl::Status RoundDriver::FinishUpdate(const UpdateTicket& t, const absl::Status
       round_->in_progress.erase(t.site);
       round_->answered.insert(t.site);
       if (outcome.ok()) round_->accepted.push_back(t);
-      if (outcome.ok() && t.privacy) privacy_[t.site] = *t.privacy;
       changed_.SignalAll();
     }
   }
@@ -654,11 +654,8 @@ absl::Status RoundDriver::Decline(const std::string& site, const v1::Decline& d)
       return absl::AlreadyExistsError(absl::StrCat("site ", site, " already answered round ", d.round()));
     }
     round_->answered.insert(site);
-    round_->declined.insert(site);
+    round_->declined[site] = *rec.privacy;
     exhausted_.insert(site);
-    SitePrivacy& latest = privacy_[site];
-    latest.epsilon_spent = d.epsilon_spent();
-    latest.epsilon_max = d.epsilon_max();
     round = round_->round;
     attempt = round_->attempt;
     changed_.SignalAll();

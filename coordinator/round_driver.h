@@ -103,7 +103,7 @@ class RoundDriver {
     std::set<std::string> in_progress;
     std::set<std::string> answered;
     std::vector<UpdateTicket> accepted;
-    std::set<std::string> declined;
+    std::map<std::string, SitePrivacy> declined;  // what each declining site reported
     absl::Time deadline;
   };
   struct OpenEval {
@@ -160,7 +160,6 @@ class RoundDriver {
   absl::CondVar changed_;
   std::map<std::string, TaskChannel*> connected_ ABSL_GUARDED_BY(mu_);
   std::set<std::string> exhausted_ ABSL_GUARDED_BY(mu_);  // declined: privacy budget spent
-  std::map<std::string, SitePrivacy> privacy_ ABSL_GUARDED_BY(mu_);  // each site's latest report
   std::optional<OpenRound> round_ ABSL_GUARDED_BY(mu_);
   std::optional<OpenEval> eval_ ABSL_GUARDED_BY(mu_);
   std::string global_sha256_ ABSL_GUARDED_BY(mu_);

@@ -83,6 +83,8 @@ class FedAvgFamily : public Strategy {
     return r;
   }
 
+  bool HasState() const override { return !velocity_.empty() || !m_.empty(); }
+
   std::vector<float> SaveState() const override {
     std::vector<float> out = velocity_;
     out.insert(out.end(), m_.begin(), m_.end());

@@ -52,6 +52,7 @@ class Strategy {
 
   // Server-side state (optimizer moments) to persist with the model it
   // produced, and to restore after a restart. Empty for stateless ones.
+  virtual bool HasState() const { return false; }
   virtual std::vector<float> SaveState() const { return {}; }
   virtual absl::Status RestoreState(const std::vector<float>& state);
 };

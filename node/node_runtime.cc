@@ -189,7 +189,7 @@ absl::Status NodeRuntime::StartUp() {
   spdlog::info("privacy: {}-level DP, epsilon spent {:.4f} of {:.4g} (delta {:g}) over {} earlier round(s)",
                config_.privacy.unit(), report.spent.epsilon, config_.privacy.epsilon_max, config_.privacy.delta,
                report.dp_rounds);
-  if (BudgetSpent(config_.privacy, *ledger)) {
+  if (BudgetSpent(config_.privacy, report.spent.epsilon)) {
     spdlog::warn("privacy budget exhausted: this node will decline to train and does not read its data for it");
     return absl::OkStatus();
   }
@@ -271,13 +271,11 @@ absl::StatusOr<NodeRuntime::PrivateRound> NodeRuntime::ChargeRound(const v1::Tra
   const PrivacySettings& privacy = config_.privacy;
   absl::StatusOr<std::vector<PrivacyCharge>> ledger = store_->PrivacyLedger();
   if (!ledger.ok()) return ledger.status();
+  const double spent = SpentBy(*ledger).GetEpsilon(privacy.delta).epsilon;
   // Spent already: say so without reading the data at all.
-  if (BudgetSpent(privacy, *ledger)) {
-    const double spent = SpentBy(*ledger).GetEpsilon(privacy.delta).epsilon;
-    return DeclineRound(task, spent, absl::StrFormat(
-        "privacy budget exhausted: epsilon %.4f of %.4g is spent (delta %g)", spent,
-        privacy.target_epsilon > 0 ? std::min(privacy.target_epsilon, privacy.epsilon_max) : privacy.epsilon_max,
-        privacy.delta));
+  if (BudgetSpent(privacy, spent)) {
+    return DeclineRound(task, spent, absl::StrFormat("privacy budget exhausted: epsilon %.4f of %.4g is spent (delta %g)",
+                                                     spent, privacy.epsilon_max, privacy.delta));
   }
   absl::Status s = PrepareData(*plan_);
   if (!s.ok()) return s;
@@ -287,7 +285,6 @@ absl::StatusOr<NodeRuntime::PrivateRound> NodeRuntime::ChargeRound(const v1::Tra
       PlanRound(privacy, *ledger, units, settings.batch_size, settings.local_epochs, rounds_left);
   if (!planned.ok()) {
     if (planned.status().code() != absl::StatusCode::kResourceExhausted) return planned.status();
-    const double spent = SpentBy(*ledger).GetEpsilon(privacy.delta).epsilon;
     return DeclineRound(task, spent, std::string(planned.status().message()));
   }
   std::vector<PrivacyCharge*> charges;

@@ -42,7 +42,11 @@ PrivacyAccountant SpentBy(const std::vector<PrivacyCharge>& ledger) {
 }
 
 bool BudgetSpent(const PrivacySettings& settings, const std::vector<PrivacyCharge>& ledger) {
-  return Reached(SpentBy(ledger).GetEpsilon(settings.delta).epsilon, settings.epsilon_max);
+  return BudgetSpent(settings, SpentBy(ledger).GetEpsilon(settings.delta).epsilon);
+}
+
+bool BudgetSpent(const PrivacySettings& settings, double spent_epsilon) {
+  return Reached(spent_epsilon, settings.epsilon_max);
 }
 
 std::optional<PrivacyCharge> LastCountRelease(const std::vector<PrivacyCharge>& ledger, int64_t units) {

@@ -99,6 +99,8 @@ absl::StatusOr<RoundCharges> PlanRound(const PrivacySettings& settings, const st
 // true if no round can start whatever the data: the ledger alone has reached
 // epsilon_max. Needs no data.
 bool BudgetSpent(const PrivacySettings& settings, const std::vector<PrivacyCharge>& ledger);
+// The same for an epsilon already computed from the ledger (at settings.delta).
+bool BudgetSpent(const PrivacySettings& settings, double spent_epsilon);
 
 // The latest count released for `units` units, if any.
 std::optional<PrivacyCharge> LastCountRelease(const std::vector<PrivacyCharge>& ledger, int64_t units);

@@ -60,11 +60,7 @@ TEST(FederationTest, NoopNodesCompleteRoundsWithoutReadingData) {
   const std::string dir = MakeWorkspace();
   MiniFederation f = SetUpFederation(dir, {.sites = 2, .rounds = 2, .min_nodes = 2, .start_grace_s = 1});
   ASSERT_FALSE(::testing::Test::HasFailure());
-  for (const std::string& site : f.sites) {
-    std::string cfg = ReadText(f.NodeConfig(site));
-    cfg.replace(cfg.find("trainer = \"torch\""), 17, "trainer = \"noop\"");
-    WriteText(f.NodeConfig(site), cfg);
-  }
+  UseNoopTrainers(f);
   std::vector<std::string> logs = RunFederationToCompletion(f, std::chrono::minutes(2));
   EXPECT_EQ(QueryDb(f.StateDb(), "SELECT COUNT(*) FROM rounds WHERE status = 'applied'")[0][0], SqlValue(int64_t{2}));
   for (size_t i = 1; i < logs.size(); ++i) {

@@ -156,6 +156,19 @@ MiniFederation SetUpFederation(const std::string& dir, const MiniFederationOptio
   return f;
 }
 
+void UseNoopTrainers(const MiniFederation& f, const std::map<std::string, double>& seconds) {
+  for (const std::string& site : f.sites) {
+    std::string cfg = ReadText(f.NodeConfig(site));
+    const size_t at = cfg.find("trainer = \"torch\"");
+    EXPECT_NE(at, std::string::npos) << f.NodeConfig(site);
+    if (at == std::string::npos) continue;
+    auto s = seconds.find(site);
+    cfg.replace(at, 17, s == seconds.end() ? std::string("trainer = \"noop\"")
+                                           : absl::StrCat("trainer = \"noop\"\nnoop_seconds = ", s->second));
+    WriteText(f.NodeConfig(site), cfg);
+  }
+}
+
 std::unique_ptr<Process> StartCoordinator(const MiniFederation& f, const std::string& log_name) {
   const std::string log = f.dir + "/" + log_name;
   auto p = std::make_unique<Process>(

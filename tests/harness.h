@@ -7,6 +7,7 @@
 #include <sys/types.h>
 
 #include <chrono>
+#include <map>
 #include <optional>
 #include <string>
 #include <vector>
@@ -86,6 +87,10 @@ struct MiniFederationOptions {
 // Writes a plan, synthesizes data and provisions kits with `fedrad`.
 // Fails the current test (ADD_FAILURE) and returns what it has on error.
 MiniFederation SetUpFederation(const std::string& dir, const MiniFederationOptions& options);
+
+// Switches the sites' node.toml to trainer = "noop"; a site in `seconds`
+// pretends to train that long each round.
+void UseNoopTrainers(const MiniFederation& f, const std::map<std::string, double>& seconds = {});
 
 // Starts the coordinator and waits until it listens.
 std::unique_ptr<Process> StartCoordinator(const MiniFederation& f, const std::string& log_name);

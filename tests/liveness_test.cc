@@ -17,12 +17,7 @@ TEST(LivenessTest, LongTrainingIsNotADropout) {
   MiniFederation f = SetUpFederation(dir, {.sites = 2, .rounds = 1, .min_nodes = 2, .round_deadline_s = 180,
                                            .start_grace_s = 1});
   ASSERT_FALSE(::testing::Test::HasFailure());
-  for (const std::string& site : f.sites) {
-    std::string cfg = ReadText(f.NodeConfig(site));
-    cfg.replace(cfg.find("trainer = \"torch\""), 17,
-                site == "site-b" ? "trainer = \"noop\"\nnoop_seconds = 45" : "trainer = \"noop\"");
-    WriteText(f.NodeConfig(site), cfg);
-  }
+  UseNoopTrainers(f, {{"site-b", 45}});
   std::vector<std::string> logs = RunFederationToCompletion(f, std::chrono::minutes(4));
   const std::string& coordinator = logs[0];
   const size_t accepted = coordinator.find("accepted the update of site-b");
@@ -43,12 +38,7 @@ TEST(LivenessTest, AKilledNodeIsDroppedAtTheDeadline) {
   MiniFederation f = SetUpFederation(dir, {.sites = 3, .rounds = 1, .min_nodes = 2, .round_deadline_s = 8,
                                            .start_grace_s = 5});
   ASSERT_FALSE(::testing::Test::HasFailure());
-  for (const std::string& site : f.sites) {
-    std::string cfg = ReadText(f.NodeConfig(site));
-    cfg.replace(cfg.find("trainer = \"torch\""), 17,
-                site == "site-c" ? "trainer = \"noop\"\nnoop_seconds = 600" : "trainer = \"noop\"");
-    WriteText(f.NodeConfig(site), cfg);
-  }
+  UseNoopTrainers(f, {{"site-c", 600}});
   auto coordinator = StartCoordinator(f, "coordinator.log");
   auto a = StartNode(f, "site-a");
   auto b = StartNode(f, "site-b");
@@ -84,12 +74,7 @@ TEST(LivenessTest, CloseAtFractionDoesNotWaitForAStraggler) {
   std::string text = ReadText(plan);
   text.replace(text.find("[federation]\n"), 13, "[federation]\nclose_at_fraction = 0.6\n");
   WriteText(plan, text);
-  for (const std::string& site : f.sites) {
-    std::string cfg = ReadText(f.NodeConfig(site));
-    cfg.replace(cfg.find("trainer = \"torch\""), 17,
-                site == "site-c" ? "trainer = \"noop\"\nnoop_seconds = 600" : "trainer = \"noop\"");
-    WriteText(f.NodeConfig(site), cfg);
-  }
+  UseNoopTrainers(f, {{"site-c", 600}});
   auto coordinator = StartCoordinator(f, "coordinator.log");
   auto a = StartNode(f, "site-a");
   auto b = StartNode(f, "site-b");
