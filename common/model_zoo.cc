@@ -1,106 +1,87 @@
-#include <torch/nn/functional/activation.h>
-#include <torch/nn/functional/pooling.h>
-#include <torch/nn/modules/conv.h>
-#include <torch/nn/modules/linear.h>
-#include <torch/nn/modules/normalization.h>
-#include <torch/utils.h>
+#include "common/model_zoo.h"
 
-#include <cstring>
+#include <cmath>
+#include <random>
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
-#include "common/model_zoo.h"
-#include "common/model_zoo_torch.h"
 
 namespace fedrad {
 namespace {
 
-namespace F = torch::nn::functional;
-
-// "ctnet": a small CNN for single-channel medical images. tanh rather than
-// ReLU because it trains better under DP-SGD (Papernot et al. 2021);
-// GroupNorm rather than BatchNorm because per-example gradients are undefined
-// with batch statistics. An adaptive pool makes it work for any input size
-// from 16 up.
-class CtNetImpl : public ClassifierImpl {
- public:
-  CtNetImpl(int in_channels, int num_classes)
-      : conv1_(register_module("conv1", torch::nn::Conv2d(
-                   torch::nn::Conv2dOptions(in_channels, 16, 5).padding(2)))),
-        norm1_(register_module("norm1", torch::nn::GroupNorm(torch::nn::GroupNormOptions(4, 16)))),
-        conv2_(register_module("conv2", torch::nn::Conv2d(
-                   torch::nn::Conv2dOptions(16, 32, 3).padding(1)))),
-        norm2_(register_module("norm2", torch::nn::GroupNorm(torch::nn::GroupNormOptions(8, 32)))),
-        conv3_(register_module("conv3", torch::nn::Conv2d(
-                   torch::nn::Conv2dOptions(32, 32, 3).padding(1)))),
-        norm3_(register_module("norm3", torch::nn::GroupNorm(torch::nn::GroupNormOptions(8, 32)))),
-        fc1_(register_module("fc1", torch::nn::Linear(32, 32))),
-        fc2_(register_module("fc2", torch::nn::Linear(32, num_classes))) {}
-
-  torch::Tensor forward(torch::Tensor x) override {
-    x = F::max_pool2d(torch::tanh(Apply(norm1_, Apply(conv1_, x))), F::MaxPool2dFuncOptions(2));
-    x = F::max_pool2d(torch::tanh(Apply(norm2_, Apply(conv2_, x))), F::MaxPool2dFuncOptions(2));
-    x = torch::tanh(Apply(norm3_, Apply(conv3_, x)));
-    x = F::adaptive_max_pool2d(x, F::AdaptiveMaxPool2dFuncOptions(1));
-    x = torch::tanh(Apply(fc1_, x.flatten(1)));
-    return Apply(fc2_, x);
-  }
-
- private:
-  torch::nn::Conv2d conv1_;
-  torch::nn::GroupNorm norm1_;
-  torch::nn::Conv2d conv2_;
-  torch::nn::GroupNorm norm2_;
-  torch::nn::Conv2d conv3_;
-  torch::nn::GroupNorm norm3_;
-  torch::nn::Linear fc1_, fc2_;
+// How one parameter tensor starts: uniform in [-bound, bound], or a constant.
+// Conv2d and Linear use PyTorch's defaults (kaiming_uniform with a = sqrt(5),
+// which is uniform within 1/sqrt(fan_in), for weight and bias alike);
+// GroupNorm starts as the identity (weight 1, bias 0).
+struct ParameterLayout {
+  TensorSpec tensor;
+  double bound = 0;  // > 0: uniform in [-bound, bound]
+  float constant = 0;
 };
 
-// "tbcnn28": the end-to-end CNN of Tramèr & Boneh (ICLR 2021) for 28x28
-// images (Fashion-MNIST), as listed in shared/REFERENCES.md.
-class TbCnn28Impl : public ClassifierImpl {
+class Layout {
  public:
-  TbCnn28Impl(int in_channels, int num_classes)
-      : conv1_(register_module("conv1", torch::nn::Conv2d(
-                   torch::nn::Conv2dOptions(in_channels, 16, 8).stride(2).padding(2)))),
-        conv2_(register_module("conv2", torch::nn::Conv2d(
-                   torch::nn::Conv2dOptions(16, 32, 4).stride(2)))),
-        fc1_(register_module("fc1", torch::nn::Linear(32 * 4 * 4, 32))),
-        fc2_(register_module("fc2", torch::nn::Linear(32, num_classes))) {}
-
-  torch::Tensor forward(torch::Tensor x) override {
-    x = F::max_pool2d(torch::tanh(Apply(conv1_, x)), F::MaxPool2dFuncOptions(2).stride(1));
-    x = F::max_pool2d(torch::tanh(Apply(conv2_, x)), F::MaxPool2dFuncOptions(2).stride(1));
-    x = torch::tanh(Apply(fc1_, x.flatten(1)));
-    return Apply(fc2_, x);
+  void Conv2d(const std::string& name, int64_t in, int64_t out, int64_t kernel) {
+    const double bound = 1.0 / std::sqrt(static_cast<double>(in * kernel * kernel));
+    Add(name + ".weight", {out, in, kernel, kernel}, bound, 0);
+    Add(name + ".bias", {out}, bound, 0);
   }
+  void Linear(const std::string& name, int64_t in, int64_t out) {
+    const double bound = 1.0 / std::sqrt(static_cast<double>(in));
+    Add(name + ".weight", {out, in}, bound, 0);
+    Add(name + ".bias", {out}, bound, 0);
+  }
+  void GroupNorm(const std::string& name, int64_t channels) {
+    Add(name + ".weight", {channels}, 0, 1);
+    Add(name + ".bias", {channels}, 0, 0);
+  }
+  void Add(const std::string& name, std::vector<int64_t> shape, double bound, float constant) {
+    parameters_.push_back(ParameterLayout{TensorSpec{name, std::move(shape)}, bound, constant});
+  }
+  const std::vector<ParameterLayout>& parameters() const { return parameters_; }
 
  private:
-  torch::nn::Conv2d conv1_, conv2_;
-  torch::nn::Linear fc1_, fc2_;
+  std::vector<ParameterLayout> parameters_;
 };
 
-// "flat": one parameter vector of the plan's `parameters` length and no
-// network: a model of any size for measuring round overhead with
-// trainer = "noop" nodes. It cannot be trained or evaluated.
-class FlatImpl : public ClassifierImpl {
- public:
-  explicit FlatImpl(int64_t parameters)
-      : weights_(register_parameter("weights", torch::randn({parameters}) * 0.01)) {}
-
-  torch::Tensor forward(torch::Tensor) override {
-    TORCH_CHECK(false, "model 'flat' is for round-overhead benchmarks with trainer = \"noop\"; it has no network");
+// The parameters of each network in the order its torch module registers
+// them (common/model_zoo_torch.cc builds the modules; a unit test checks that
+// both sides agree for every architecture).
+absl::StatusOr<Layout> LayoutOf(const ModelSpec& spec) {
+  absl::Status s = CheckModelSpec(spec);
+  if (!s.ok()) return s;
+  Layout l;
+  if (spec.architecture == "ctnet") {
+    l.Conv2d("conv1", spec.in_channels, 16, 5);
+    l.GroupNorm("norm1", 16);
+    l.Conv2d("conv2", 16, 32, 3);
+    l.GroupNorm("norm2", 32);
+    l.Conv2d("conv3", 32, 32, 3);
+    l.GroupNorm("norm3", 32);
+    l.Linear("fc1", 32, 32);
+    l.Linear("fc2", 32, spec.num_classes);
+  } else if (spec.architecture == "tbcnn28") {
+    l.Conv2d("conv1", spec.in_channels, 16, 8);
+    l.Conv2d("conv2", 16, 32, 4);
+    l.Linear("fc1", 32 * 4 * 4, 32);
+    l.Linear("fc2", 32, spec.num_classes);
+  } else {  // flat
+    l.Add("weights", {spec.parameters}, 0.01, 0);
   }
-
- private:
-  torch::Tensor weights_;
-};
+  return l;
+}
 
 }  // namespace
 
 std::vector<std::string> KnownArchitectures() { return {"ctnet", "tbcnn28", "flat"}; }
 
 absl::Status CheckModelSpec(const ModelSpec& spec) {
+  if (spec.in_channels < 1 || spec.in_channels > 4) {
+    return absl::InvalidArgumentError(absl::StrCat("model in_channels must be 1 to 4, not ", spec.in_channels));
+  }
+  if (spec.num_classes < 2 || spec.num_classes > 1000) {
+    return absl::InvalidArgumentError(absl::StrCat("model num_classes must be 2 to 1000, not ", spec.num_classes));
+  }
   if (spec.architecture == "ctnet") {
     if (spec.input_size < 16) {
       return absl::InvalidArgumentError("model 'ctnet' needs input_size of at least 16");
@@ -124,79 +105,31 @@ absl::Status CheckModelSpec(const ModelSpec& spec) {
                                                  "'; known: ", absl::StrJoin(KnownArchitectures(), ", ")));
 }
 
-absl::StatusOr<std::shared_ptr<ClassifierImpl>> CreateClassifier(const ModelSpec& spec) {
-  absl::Status s = CheckModelSpec(spec);
-  if (!s.ok()) return s;
-  if (spec.architecture == "tbcnn28") {
-    return std::shared_ptr<ClassifierImpl>(
-        std::make_shared<TbCnn28Impl>(spec.in_channels, spec.num_classes));
-  }
-  if (spec.architecture == "flat") return std::shared_ptr<ClassifierImpl>(std::make_shared<FlatImpl>(spec.parameters));
-  return std::shared_ptr<ClassifierImpl>(std::make_shared<CtNetImpl>(spec.in_channels, spec.num_classes));
-}
-
-Manifest ManifestOf(const torch::nn::Module& module) {
+absl::StatusOr<Manifest> ModelManifest(const ModelSpec& spec) {
+  absl::StatusOr<Layout> layout = LayoutOf(spec);
+  if (!layout.ok()) return layout.status();
   Manifest m;
-  for (const auto& item : module.named_parameters(/*recurse=*/true)) {
-    TensorSpec t;
-    t.name = item.key();
-    for (int64_t d : item.value().sizes()) t.shape.push_back(d);
-    m.tensors.push_back(std::move(t));
-  }
+  for (const ParameterLayout& p : layout->parameters()) m.tensors.push_back(p.tensor);
   return m;
 }
 
-absl::Status LoadParameters(torch::nn::Module& module, const ModelParameters& parameters) {
-  Manifest own = ManifestOf(module);
-  if (!(own == parameters.manifest)) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "model parameters do not match the network: manifest ", parameters.manifest.Sha256(),
-        " vs ", own.Sha256()));
-  }
-  torch::NoGradGuard no_grad;
-  size_t offset = 0;
-  for (auto& item : module.named_parameters(true)) {
-    torch::Tensor p = item.value();
-    const size_t n = static_cast<size_t>(p.numel());
-    torch::Tensor src = torch::from_blob(const_cast<float*>(parameters.values.data() + offset),
-                                         p.sizes(), torch::kFloat32);
-    p.copy_(src);
-    offset += n;
-  }
-  return absl::OkStatus();
-}
-
-ModelParameters ExtractParameters(const torch::nn::Module& module) {
+absl::StatusOr<ModelParameters> InitialParameters(const ModelSpec& spec, uint64_t seed) {
+  absl::StatusOr<Layout> layout = LayoutOf(spec);
+  if (!layout.ok()) return layout.status();
   ModelParameters out;
-  out.manifest = ManifestOf(module);
-  out.values.resize(static_cast<size_t>(out.manifest.total_elements()));
-  size_t offset = 0;
-  for (const auto& item : module.named_parameters(true)) {
-    torch::Tensor p = item.value().detach().contiguous().to(torch::kFloat32);
-    std::memcpy(out.values.data() + offset, p.data_ptr<float>(), p.numel() * sizeof(float));
-    offset += static_cast<size_t>(p.numel());
+  for (const ParameterLayout& p : layout->parameters()) out.manifest.tensors.push_back(p.tensor);
+  out.values.reserve(static_cast<size_t>(out.manifest.total_elements()));
+  std::mt19937_64 rng(seed);
+  for (const ParameterLayout& p : layout->parameters()) {
+    const int64_t n = p.tensor.numel();
+    if (p.bound > 0) {
+      std::uniform_real_distribution<float> uniform(static_cast<float>(-p.bound), static_cast<float>(p.bound));
+      for (int64_t i = 0; i < n; ++i) out.values.push_back(uniform(rng));
+    } else {
+      out.values.insert(out.values.end(), static_cast<size_t>(n), p.constant);
+    }
   }
   return out;
-}
-
-absl::StatusOr<Manifest> ModelManifest(const ModelSpec& spec) {
-  if (spec.architecture == "flat") {  // known without building it (it may be gigabytes)
-    absl::Status s = CheckModelSpec(spec);
-    if (!s.ok()) return s;
-    Manifest m;
-    m.tensors.push_back(TensorSpec{"weights", {spec.parameters}});
-    return m;
-  }
-  absl::StatusOr<std::shared_ptr<ClassifierImpl>> model = CreateClassifier(spec);
-  if (!model.ok()) return model.status();
-  return ManifestOf(**model);
-}
-
-absl::StatusOr<ModelParameters> InitialParameters(const ModelSpec& spec, uint64_t seed) {
-  torch::manual_seed(seed);
-  absl::StatusOr<std::shared_ptr<ClassifierImpl>> model = CreateClassifier(spec);
-  if (!model.ok()) return model.status();
-  return ExtractParameters(**model);
 }
 
 }  // namespace fedrad

@@ -45,7 +45,7 @@ TEST(ModelZooTest, UnknownArchitectureIsNamed) {
 namespace fedrad {
 namespace {
 
-TEST(ModelZooFlatTest, ManifestWithoutBuildingMatchesTheBuiltModel) {
+TEST(ModelZooFlatTest, FlatModelHasItsPlannedLength) {
   ModelSpec spec;
   spec.architecture = "flat";
   spec.parameters = 1000;

@@ -52,7 +52,9 @@ TEST(CrashTest, CoordinatorKilledMidRoundResumesWithoutLosingOrRepeatingRounds) 
   ASSERT_EQ(applied.size(), 4u);
   for (size_t i = 0; i < applied.size(); ++i) {
     EXPECT_EQ(AsInt(applied[i][0]), static_cast<int64_t>(i + 1));
-    if (i > 0) EXPECT_GE(AsInt(applied[i][1]), AsInt(applied[i - 1][2]));
+    if (i > 0) {
+      EXPECT_GE(AsInt(applied[i][1]), AsInt(applied[i - 1][2]));
+    }
   }
   std::vector<SqlRow> models = QueryDb(f.StateDb(), "SELECT round FROM models ORDER BY round");
   ASSERT_EQ(models.size(), 5u);

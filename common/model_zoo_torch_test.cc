@@ -1,0 +1,90 @@
+#include "common/model_zoo_torch.h"
+
+#include <gtest/gtest.h>
+#include <torch/torch.h>
+
+#include <algorithm>
+#include <cmath>
+
+#include "common/model_zoo.h"
+
+namespace fedrad {
+namespace {
+
+std::vector<ModelSpec> SpecsToCheck() {
+  std::vector<ModelSpec> specs;
+  specs.push_back(ModelSpec{"ctnet", 1, 32, 2});
+  specs.push_back(ModelSpec{"ctnet", 3, 64, 7});
+  specs.push_back(ModelSpec{"tbcnn28", 1, 28, 10});
+  specs.push_back(ModelSpec{"tbcnn28", 2, 28, 3});
+  ModelSpec flat{"flat", 1, 64, 2};
+  flat.parameters = 1234;
+  specs.push_back(flat);
+  return specs;
+}
+
+std::string Describe(const ModelSpec& s) {
+  return s.architecture + " in=" + std::to_string(s.in_channels) + " classes=" + std::to_string(s.num_classes);
+}
+
+// The torch-free manifest (what the coordinator serves) is the network's own.
+TEST(ModelZooTorchTest, TorchFreeManifestMatchesTheNetworkForEveryArchitecture) {
+  for (const ModelSpec& spec : SpecsToCheck()) {
+    absl::StatusOr<std::shared_ptr<ClassifierImpl>> net = CreateClassifier(spec);
+    ASSERT_TRUE(net.ok()) << net.status();
+    absl::StatusOr<Manifest> manifest = ModelManifest(spec);
+    ASSERT_TRUE(manifest.ok()) << manifest.status();
+    EXPECT_TRUE(ManifestOf(**net) == *manifest) << Describe(spec);
+    absl::StatusOr<ModelParameters> init = InitialParameters(spec, 3);
+    ASSERT_TRUE(init.ok()) << init.status();
+    ASSERT_TRUE(LoadParameters(**net, *init).ok()) << Describe(spec);
+    EXPECT_EQ(ExtractParameters(**net).values, init->values) << Describe(spec);
+  }
+  for (const std::string& arch : KnownArchitectures()) {
+    bool covered = false;
+    for (const ModelSpec& spec : SpecsToCheck()) covered |= spec.architecture == arch;
+    EXPECT_TRUE(covered) << "add " << arch << " to SpecsToCheck()";
+  }
+}
+
+// The torch-free initialisation draws from PyTorch's default distributions:
+// per tensor, the same range (uniform within 1/sqrt(fan_in) for convolutions
+// and linear layers, constants for GroupNorm).
+TEST(ModelZooTorchTest, InitialisationHasTorchDefaultRanges) {
+  for (const ModelSpec& spec : {ModelSpec{"ctnet", 1, 32, 2}, ModelSpec{"tbcnn28", 1, 28, 10}}) {
+    torch::manual_seed(1);
+    absl::StatusOr<std::shared_ptr<ClassifierImpl>> net = CreateClassifier(spec);
+    ASSERT_TRUE(net.ok());
+    ModelParameters torch_init = ExtractParameters(**net);
+    absl::StatusOr<ModelParameters> ours = InitialParameters(spec, 1);
+    ASSERT_TRUE(ours.ok());
+    size_t offset = 0;
+    for (const TensorSpec& t : ours->manifest.tensors) {
+      const size_t n = static_cast<size_t>(t.numel());
+      auto range = [&](const std::vector<float>& v) {
+        float lo = v[offset], hi = v[offset];
+        for (size_t i = offset; i < offset + n; ++i) lo = std::min(lo, v[i]), hi = std::max(hi, v[i]);
+        return std::make_pair(lo, hi);
+      };
+      auto [tlo, thi] = range(torch_init.values);
+      auto [olo, ohi] = range(ours->values);
+      EXPECT_EQ(tlo == thi, olo == ohi) << Describe(spec) << " " << t.name;
+      if (tlo == thi) {  // a constant start
+        EXPECT_EQ(olo, tlo) << t.name;
+        EXPECT_EQ(ohi, thi) << t.name;
+      } else if (n >= 32) {  // enough draws for the largest to show the range
+        const float bound = std::max(std::fabs(tlo), std::fabs(thi));
+        const float own = std::max(std::fabs(olo), std::fabs(ohi));
+        EXPECT_LE(own, bound * 1.25f) << Describe(spec) << " " << t.name;
+        EXPECT_GE(own, bound * 0.8f) << Describe(spec) << " " << t.name;
+        if (n >= 200) {  // enough draws that both come within 2% of the shared bound
+          EXPECT_NEAR(own, bound, bound * 0.05f) << Describe(spec) << " " << t.name;
+        }
+      }
+      offset += n;
+    }
+  }
+}
+
+}  // namespace
+}  // namespace fedrad
