@@ -54,7 +54,7 @@ PLAN
 for d in kits/node-*; do
   sed -i 's/^trainer = "torch"/trainer = "noop"/; s/^threads = 0/threads = 1/; s/^max_backoff_s = 10/max_backoff_s = 1/' "$d/node.toml"
 done
-/usr/bin/time -v "$bin/coordinator/fedrad-coordinator" serve --config kits/coordinator/coordinator.toml \
+/usr/bin/time -v ${FEDRAD_BENCH_WRAP:-} "$bin/coordinator/fedrad-coordinator" serve --config kits/coordinator/coordinator.toml \
   > logs/coordinator.out 2> logs/coordinator.log &
 coord=$!
 for _ in $(seq 1 600); do

@@ -74,7 +74,7 @@ absl::Status WriteFileAtomically(const std::string& path, std::string_view data,
 }
 
 absl::Status WriteFileAtomically(const std::string& path,
-                                 const std::vector<std::string_view>& parts, mode_t mode) {
+                                 const std::vector<std::string_view>& parts, mode_t mode, bool durable) {
   std::filesystem::path target(path);
   const std::string dir =
       target.has_parent_path() ? target.parent_path().string() : std::string(".");
@@ -100,7 +100,7 @@ absl::Status WriteFileAtomically(const std::string& path,
       done += static_cast<size_t>(n);
     }
   }
-  if (::fsync(fd) != 0) {
+  if (durable && ::fsync(fd) != 0) {
     absl::Status s = ErrnoStatus("cannot fsync", tmp);
     ::close(fd);
     ::unlink(tmp.c_str());
@@ -112,7 +112,7 @@ absl::Status WriteFileAtomically(const std::string& path,
     ::unlink(tmp.c_str());
     return s;
   }
-  return SyncDirectory(dir);
+  return durable ? SyncDirectory(dir) : absl::OkStatus();
 }
 
 absl::Status EnsureDirectory(const std::string& dir, mode_t mode) {

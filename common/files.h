@@ -27,9 +27,12 @@ absl::Status WriteFileAtomically(const std::string& path, std::string_view data,
                                  mode_t mode = 0644);
 // The same, for a file made of several pieces written one after another
 // (a header and a large body without concatenating them in memory).
+// `durable = false` skips both fsyncs: still never a mix after a crash of
+// the process, but a power loss may leave the old content or an empty file
+// (for caches whose content is checked when read).
 absl::Status WriteFileAtomically(const std::string& path,
                                  const std::vector<std::string_view>& parts,
-                                 mode_t mode = 0644);
+                                 mode_t mode = 0644, bool durable = true);
 
 // fsync() of a folder, so that a rename inside it survives a crash.
 absl::Status SyncDirectory(const std::string& dir);

@@ -197,8 +197,10 @@ absl::Status NodeRuntime::StartUp() {
   return PrepareData(*plan_);
 }
 
-absl::StatusOr<ModelParameters> NodeRuntime::EnsureModel(const std::string& sha256, int64_t deadline_ms) {
+absl::StatusOr<std::shared_ptr<const ModelParameters>> NodeRuntime::EnsureModel(const std::string& sha256,
+                                                                                  int64_t deadline_ms) {
   if (!crypto::IsSha256Hex(sha256)) return absl::InvalidArgumentError("the task names no valid model hash");
+  if (model_ && model_sha256_ == sha256) return model_;
   const std::string path = absl::StrCat(config_.state_dir, "/models/", sha256, ".safetensors");
   std::string bytes;
   absl::StatusOr<std::string> cached = ReadFile(path, MaxModelBytes(manifest_));
@@ -228,7 +230,8 @@ absl::StatusOr<ModelParameters> NodeRuntime::EnsureModel(const std::string& sha2
     if (hash.FinishHex() != sha256) {
       return absl::DataLossError(absl::StrCat("the model received does not match its SHA-256 ", sha256));
     }
-    s = WriteFileAtomically(path, bytes);
+    // A cache, checked against the hash when read: no fsync.
+    s = WriteFileAtomically(path, {bytes}, 0644, /*durable=*/false);
     if (!s.ok()) return s;
     s = store_->RecordModelReceived(sha256, NowMs());
     if (!s.ok()) return s;
@@ -238,7 +241,9 @@ absl::StatusOr<ModelParameters> NodeRuntime::EnsureModel(const std::string& sha2
   if (!(file->parameters.manifest == manifest_)) {
     return absl::DataLossError("the model's tensors do not match the plan's manifest");
   }
-  return std::move(file->parameters);
+  model_ = std::make_shared<const ModelParameters>(std::move(file->parameters));
+  model_sha256_ = sha256;
+  return model_;
 }
 
 TrainingOutcome NodeRuntime::NoopOutcome(const ModelParameters& global) {
@@ -328,7 +333,7 @@ absl::Status NodeRuntime::HandleTrain(const v1::TrainTask& task) {
   const int round = static_cast<int>(task.round());
   const int attempt = static_cast<int>(task.attempt());
   spdlog::info("round {} (attempt {}): training", round, attempt);
-  absl::StatusOr<ModelParameters> global = EnsureModel(task.model_sha256(), task.deadline_unix_ms());
+  absl::StatusOr<std::shared_ptr<const ModelParameters>> global = EnsureModel(task.model_sha256(), task.deadline_unix_ms());
   if (!global.ok()) return global.status();
   const v1::Hyperparameters& hp = task.hyperparameters();
   LocalTrainingSettings settings;
@@ -347,7 +352,7 @@ absl::Status NodeRuntime::HandleTrain(const v1::TrainTask& task) {
   if (config_.trainer == "noop") {
     const absl::Time start = absl::Now();
     if (config_.noop_seconds > 0) absl::SleepFor(absl::Seconds(config_.noop_seconds));
-    return SendUpdate(task, NoopOutcome(*global), std::nullopt, start);
+    return SendUpdate(task, NoopOutcome(**global), std::nullopt, start);
   }
   if (config_.privacy.enabled) {
     absl::StatusOr<PrivateRound> charged = ChargeRound(task, settings);
@@ -361,7 +366,7 @@ absl::Status NodeRuntime::HandleTrain(const v1::TrainTask& task) {
     if (!s.ok()) return s;
   }
   const absl::Time start = absl::Now();
-  absl::StatusOr<TrainingOutcome> outcome = TrainLocally(plan_->model, *global, data_->train, settings);
+  absl::StatusOr<TrainingOutcome> outcome = TrainLocally(plan_->model, **global, data_->train, settings);
   if (!outcome.ok()) {
     if (dp) (void)store_->SetChargeStatus(dp->training.id, absl::StrCat("failed: ", outcome.status().message()));
     return outcome.status();
@@ -439,13 +444,13 @@ absl::Status NodeRuntime::SendUpdate(const v1::TrainTask& task, const TrainingOu
 }
 
 absl::Status NodeRuntime::HandleEval(const v1::EvalTask& task) {
-  absl::StatusOr<ModelParameters> model = EnsureModel(task.model_sha256(), task.deadline_unix_ms());
+  absl::StatusOr<std::shared_ptr<const ModelParameters>> model = EnsureModel(task.model_sha256(), task.deadline_unix_ms());
   if (!model.ok()) return model.status();
   absl::StatusOr<Evaluation> e = Evaluation{};  // noop: nothing counted
   if (config_.trainer != "noop") {
     absl::Status prepared = PrepareData(*plan_);
     if (!prepared.ok()) return prepared;
-    e = EvaluateModel(plan_->model, *model, data_->validation);
+    e = EvaluateModel(plan_->model, **model, data_->validation);
     if (!e.ok()) return e.status();
   }
   absl::Status s = store_->RecordEvaluation(static_cast<int>(task.round()), task.model_sha256(), e->loss,

@@ -58,7 +58,9 @@ class NodeRuntime {
   // the data unless the budget is already spent.
   absl::Status StartUp();
   absl::Status PrepareData(const JoinedPlan& plan);
-  absl::StatusOr<ModelParameters> EnsureModel(const std::string& sha256, int64_t deadline_ms);
+  // The model of `sha256`: the one in memory, the node's cached copy, or
+  // downloaded (and cached) from the coordinator; always checked against its hash.
+  absl::StatusOr<std::shared_ptr<const ModelParameters>> EnsureModel(const std::string& sha256, int64_t deadline_ms);
   absl::Status HandleTrain(const v1::TrainTask& task);
   // Before a DP round: charges the ledger (committed) and fills the DP
   // settings and the count to report, or answers BUDGET_EXHAUSTED (then
@@ -82,6 +84,10 @@ class NodeRuntime {
   std::optional<JoinedPlan> plan_;
   Manifest manifest_;
   std::optional<PatientSplit> data_;
+  // The last model used: a round's evaluation and the next round's training
+  // use the same one.
+  std::string model_sha256_;
+  std::shared_ptr<const ModelParameters> model_;
   bool started_ = false;
 };
 
