@@ -1,43 +1,171 @@
 #include "coordinator/fedavg.h"
 
+#include <algorithm>
 #include <cstdio>
+#include <functional>
+#include <memory>
 
 #include "absl/strings/str_cat.h"
 
 namespace fedrad::coordinator {
+namespace {
 
-void FedAvgAccumulator::AddChunk(size_t offset, const float* values, size_t n, double weight) {
-  const float w = static_cast<float>(weight);
-  float* out = sum_.data() + offset;
-  for (size_t i = 0; i < n; ++i) out[i] += w * values[i];
-}
-
-absl::Status FedAvgAccumulator::AddUpdateFile(const std::string& path, double weight) {
-  FILE* f = std::fopen(path.c_str(), "rb");
-  if (f == nullptr) return absl::NotFoundError(absl::StrCat("cannot open spooled update '", path, "'"));
-  std::vector<float> buf(1 << 18);
-  size_t offset = 0, n;
-  while ((n = std::fread(buf.data(), sizeof(float), buf.size(), f)) > 0) {
-    if (offset + n > sum_.size()) break;
-    AddChunk(offset, buf.data(), n, weight);
+// Reads `path` a block at a time, handing each block of floats to `fn`;
+// stops after `max_values`. Returns how many values were read.
+absl::StatusOr<size_t> ReadFloats(const std::string& path, size_t max_values,
+                                  const std::function<void(size_t, const float*, size_t)>& fn) {
+  std::unique_ptr<FILE, int (*)(FILE*)> f(std::fopen(path.c_str(), "rb"), &std::fclose);
+  if (!f) return absl::NotFoundError(absl::StrCat("cannot open spooled update '", path, "'"));
+  std::vector<float> buf(size_t{1} << 18);
+  size_t offset = 0;
+  while (offset < max_values) {
+    const size_t want = std::min(buf.size(), max_values - offset);
+    const size_t n = std::fread(buf.data(), sizeof(float), want, f.get());
+    if (n == 0) break;
+    fn(offset, buf.data(), n);
     offset += n;
   }
-  std::fclose(f);
-  if (offset != sum_.size()) {
-    return absl::DataLossError(absl::StrCat("spooled update '", path, "' has ", offset,
-                                            " values, expected ", sum_.size()));
+  return offset;
+}
+
+}  // namespace
+
+UpdateSum::UpdateSum(size_t num_values) : sum_(num_values, 0.0) {}
+
+void UpdateSum::Reset() {
+  absl::MutexLock lock(&mu_);
+  std::fill(sum_.begin(), sum_.end(), 0.0);
+  contributions_.clear();
+  sealed_ = false;
+  total_weight_ = 0;
+  accepted_ = 0;
+  inverse_weight_ = 0;
+}
+
+void UpdateSum::Fold(size_t offset, const float* values, size_t n, double weight) {
+  double* out = sum_.data() + offset;
+  for (size_t i = 0; i < n; ++i) out[i] += weight * values[i];
+}
+
+absl::Status UpdateSum::Begin(uint64_t id, double weight, const std::string& spool_path) {
+  absl::MutexLock lock(&mu_);
+  if (sealed_) return absl::FailedPreconditionError("the round has closed");
+  if (!(weight > 0)) return absl::InvalidArgumentError("an update needs a positive weight");
+  if (!contributions_.emplace(id, Contribution{weight, spool_path, 0, false}).second) {
+    return absl::AlreadyExistsError(absl::StrCat("update ", id, " began twice"));
   }
-  FinishUpdate(weight);
   return absl::OkStatus();
 }
 
-absl::StatusOr<std::vector<float>> FedAvgAccumulator::TakeMeanDelta() && {
-  if (updates_ == 0 || total_weight_ <= 0) {
-    return absl::FailedPreconditionError("no update to average");
+absl::Status UpdateSum::Add(uint64_t id, size_t offset, const float* values, size_t n) {
+  absl::MutexLock lock(&mu_);
+  if (sealed_) return absl::FailedPreconditionError("the round has closed");
+  auto c = contributions_.find(id);
+  if (c == contributions_.end() || c->second.accepted) {
+    return absl::FailedPreconditionError(absl::StrCat("update ", id, " is not being received"));
   }
-  const double inv = 1.0 / total_weight_;
-  for (float& v : sum_) v = static_cast<float>(static_cast<double>(v) * inv);
-  return std::move(sum_);
+  if (offset != c->second.folded || offset + n > sum_.size()) {
+    return absl::InvalidArgumentError(absl::StrCat("values at ", offset, " out of order or past the model's end"));
+  }
+  Fold(offset, values, n, c->second.weight);
+  c->second.folded += n;
+  return absl::OkStatus();
+}
+
+absl::Status UpdateSum::Accept(uint64_t id) {
+  absl::MutexLock lock(&mu_);
+  if (sealed_) return absl::FailedPreconditionError("the round has closed");
+  auto c = contributions_.find(id);
+  if (c == contributions_.end() || c->second.accepted) {
+    return absl::FailedPreconditionError(absl::StrCat("update ", id, " is not being received"));
+  }
+  if (c->second.folded != sum_.size()) {
+    return absl::FailedPreconditionError(
+        absl::StrCat("update ", id, " has ", c->second.folded, " of ", sum_.size(), " values"));
+  }
+  c->second.accepted = true;
+  total_weight_ += c->second.weight;
+  ++accepted_;
+  return absl::OkStatus();
+}
+
+absl::Status UpdateSum::WithdrawLocked(uint64_t id) {
+  auto c = contributions_.find(id);
+  if (c == contributions_.end() || c->second.accepted) return absl::OkStatus();
+  const size_t folded = c->second.folded;
+  contributions_.erase(c);
+  if (folded == 0) return absl::OkStatus();
+  // Subtracting it again would leave rounding residue as large as the
+  // largest value it brought; folding the others again from their spool
+  // files leaves none.
+  std::fill(sum_.begin(), sum_.end(), 0.0);
+  for (const auto& [other, k] : contributions_) {
+    absl::StatusOr<size_t> read = ReadFloats(k.spool_path, k.folded, [&](size_t offset, const float* v, size_t n) {
+      Fold(offset, v, n, k.weight);
+    });
+    if (!read.ok()) return read.status();
+    if (*read != k.folded) {
+      return absl::DataLossError(absl::StrCat("spooled update '", k.spool_path, "' lost values that were folded; ",
+                                              "the round's sum is unusable"));
+    }
+  }
+  return absl::OkStatus();
+}
+
+absl::Status UpdateSum::Withdraw(uint64_t id) {
+  absl::MutexLock lock(&mu_);
+  return WithdrawLocked(id);
+}
+
+absl::Status UpdateSum::Seal() {
+  absl::MutexLock lock(&mu_);
+  sealed_ = true;
+  std::vector<uint64_t> open;
+  for (const auto& [id, c] : contributions_) {
+    if (!c.accepted) open.push_back(id);
+  }
+  for (uint64_t id : open) {
+    absl::Status s = WithdrawLocked(id);
+    if (!s.ok()) return s;
+  }
+  return absl::OkStatus();
+}
+
+absl::Status UpdateSum::AddFile(const std::string& path, double weight) {
+  absl::MutexLock lock(&mu_);
+  // Checks the length first, so a short or long file folds nothing.
+  std::unique_ptr<FILE, int (*)(FILE*)> f(std::fopen(path.c_str(), "rb"), &std::fclose);
+  if (!f) return absl::NotFoundError(absl::StrCat("cannot open spooled update '", path, "'"));
+  std::fseek(f.get(), 0, SEEK_END);
+  const long bytes = std::ftell(f.get());
+  if (bytes < 0 || static_cast<size_t>(bytes) != sum_.size() * sizeof(float)) {
+    return absl::DataLossError(absl::StrCat("spooled update '", path, "' has ", bytes / 4, " values, expected ",
+                                            sum_.size()));
+  }
+  absl::StatusOr<size_t> read = ReadFloats(path, sum_.size(), [&](size_t offset, const float* v, size_t n) {
+    Fold(offset, v, n, weight);
+  });
+  if (!read.ok()) return read.status();
+  total_weight_ += weight;
+  ++accepted_;
+  return absl::OkStatus();
+}
+
+int UpdateSum::accepted() const {
+  absl::MutexLock lock(&mu_);
+  return accepted_;
+}
+
+double UpdateSum::total_weight() const {
+  absl::MutexLock lock(&mu_);
+  return total_weight_;
+}
+
+absl::Status UpdateSum::PrepareMean() {
+  absl::MutexLock lock(&mu_);
+  if (accepted_ == 0 || !(total_weight_ > 0)) return absl::FailedPreconditionError("no update to average");
+  inverse_weight_ = 1.0 / total_weight_;
+  return absl::OkStatus();
 }
 
 }  // namespace fedrad::coordinator

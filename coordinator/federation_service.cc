@@ -191,8 +191,9 @@ double SumOfSquares(const float* v, size_t n) {
 }
 
 // SubmitUpdate: a header, then chunks of float32 deltas. Every chunk is
-// checked as it arrives (size, finite values, L2 norm) and written to a spool file;
-// the hash is checked at the end. Memory stays one chunk per upload.
+// checked as it arrives (size, finite values, L2 norm), written to a spool
+// file and, for strategies that fold, added to the round's running sum; the
+// hash is checked at the end. Memory stays one chunk per upload.
 class UpdateReceiver final : public grpc::ServerReadReactor<v1::UpdateChunk> {
  public:
   UpdateReceiver(RoundDriver* driver, std::string site, v1::SubmitReply* reply)
@@ -263,6 +264,14 @@ class UpdateReceiver final : public grpc::ServerReadReactor<v1::UpdateChunk> {
         return;
       }
       done += static_cast<size_t>(w);
+    }
+    // Folded only once spooled: a later rejection reads it back to take it out.
+    if (ticket_->sum) {
+      absl::Status folded = ticket_->sum->Add(ticket_->upload_id, received_ / sizeof(float), values_.data(), n);
+      if (!folded.ok()) {
+        Reject(folded);
+        return;
+      }
     }
     received_ += data.size();
     StartRead(&chunk_);

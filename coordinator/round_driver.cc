@@ -70,6 +70,9 @@ absl::StatusOr<std::unique_ptr<RoundDriver>> RoundDriver::Create(const Coordinat
       CreateStrategy(config.plan.strategy, driver->manifest_.total_elements());
   if (!strategy.ok()) return strategy.status();
   driver->strategy_ = std::move(*strategy);
+  if (driver->strategy_->FoldsUpdatesAsTheyArrive()) {
+    driver->sum_ = std::make_unique<UpdateSum>(static_cast<size_t>(driver->manifest_.total_elements()));
+  }
   s = EnsureDirectory(driver->StrategyDir());
   if (!s.ok()) return s;
   s = driver->LoadOrCreateInitialModel();
@@ -251,6 +254,7 @@ void RoundDriver::SendEvalTask(const std::string& site) {
 absl::StatusOr<bool> RoundDriver::RunRoundAttempt(int round) {
   absl::StatusOr<int> attempt = state_->NextAttempt(round);
   if (!attempt.ok()) return attempt.status();
+  if (sum_) sum_->Reset();
   OpenRound closed;
   {
     absl::MutexLock lock(&mu_);
@@ -307,21 +311,43 @@ absl::StatusOr<bool> RoundDriver::RunRoundAttempt(int round) {
 }
 
 absl::Status RoundDriver::Aggregate(const OpenRound& r) {
+  RoundUpdates in;
   // In site order, not arrival order: float addition is not associative,
   // and the same updates should always give the same model.
-  std::vector<UpdateRef> updates;
   for (const UpdateTicket& t : r.accepted) {
-    updates.push_back({t.site, t.spool_path, static_cast<double>(t.num_examples)});
+    in.updates.push_back({t.site, t.spool_path, static_cast<double>(t.num_examples)});
   }
-  std::sort(updates.begin(), updates.end(), [](const UpdateRef& a, const UpdateRef& b) { return a.site < b.site; });
-  absl::StatusOr<AggregateResult> result = strategy_->Aggregate(r.round, global_.values, updates);
+  std::sort(in.updates.begin(), in.updates.end(),
+            [](const UpdateRef& a, const UpdateRef& b) { return a.site < b.site; });
+  if (sum_) {
+    // Uploads still under way when the round closed come out of the sum.
+    absl::Status s = sum_->Seal();
+    if (!s.ok()) return s;
+    if (sum_->accepted() != static_cast<int>(r.accepted.size())) {
+      return absl::InternalError(absl::StrCat("the round's sum holds ", sum_->accepted(), " updates, not ",
+                                              r.accepted.size()));
+    }
+    in.sum = sum_.get();
+  }
+  // The model is updated in place; if anything fails before the round
+  // commits, the last committed model and strategy state are loaded again.
+  absl::Status s = AggregateInPlace(r, in);
+  if (!s.ok()) {
+    absl::Status reloaded = LoadOrCreateInitialModel();
+    if (reloaded.ok()) reloaded = RestoreStrategyState();
+    if (!reloaded.ok()) spdlog::error("cannot reload the last model: {}", std::string(reloaded.message()));
+  }
+  return s;
+}
+
+absl::Status RoundDriver::AggregateInPlace(const OpenRound& r, const RoundUpdates& in) {
+  absl::StatusOr<AggregateResult> result = strategy_->Aggregate(r.round, in, &global_.values);
   if (!result.ok()) return result.status();
-  if (result->model) {
+  if (result->changed) {
     spdlog::info("round {}: {}", r.round, result->note);
   } else {
     spdlog::warn("round {}: {}", r.round, result->note);
   }
-  ModelParameters next{manifest_, result->model ? std::move(*result->model) : global_.values};
   // The strategy's state and the model file are durable before the round's
   // row commits, and the row commits before any node hears of the model.
   if (strategy_->HasState()) {
@@ -332,16 +358,15 @@ absl::Status RoundDriver::Aggregate(const OpenRound& r) {
     if (!s.ok()) return s;
   }
   absl::StatusOr<std::string> sha = models_->Put(
-      next, {{"architecture", config_.plan.model.architecture},
-             {"round", std::to_string(r.round)},
-             {"manifest_sha256", manifest_sha256_},
-             {"federation", config_.plan.name},
-             {"strategy", strategy_->name()}});
+      global_, {{"architecture", config_.plan.model.architecture},
+                {"round", std::to_string(r.round)},
+                {"manifest_sha256", manifest_sha256_},
+                {"federation", config_.plan.name},
+                {"strategy", strategy_->name()}});
   if (!sha.ok()) return sha.status();
   absl::Status s = state_->ApplyRound(r.round, r.attempt, *sha,
                                       static_cast<int>(r.answered.size()), NowMs());
   if (!s.ok()) return s;
-  global_ = std::move(next);
   global_round_ = r.round;
   absl::MutexLock lock(&mu_);
   global_sha256_ = *sha;
@@ -540,6 +565,11 @@ absl::StatusOr<UpdateTicket> RoundDriver::BeginUpdate(const std::string& site,
     t.attempt = round_->attempt;
     t.site = site;
     invalid = CheckUpdateHeader(h, round_->base_sha256, &t);
+    if (invalid.ok() && sum_) {
+      t.sum = sum_.get();
+      t.upload_id = ++next_upload_id_;
+      invalid = sum_->Begin(t.upload_id, static_cast<double>(t.num_examples), t.spool_path);
+    }
     if (invalid.ok()) {
       round_->in_progress.insert(site);
       return t;
@@ -606,11 +636,25 @@ absl::Status RoundDriver::FinishUpdate(const UpdateTicket& t, const absl::Status
       rec.reason = "the round closed before the update completed";
       reply = absl::DeadlineExceededError(rec.reason);
     } else {
+      if (rec.accepted && t.sum) {
+        absl::Status counted = t.sum->Accept(t.upload_id);
+        if (!counted.ok()) {
+          rec.accepted = false;
+          rec.reason = std::string(counted.message());
+          reply = counted;
+        }
+      }
       round_->in_progress.erase(t.site);
       round_->answered.insert(t.site);
-      if (outcome.ok()) round_->accepted.push_back(t);
+      if (rec.accepted) round_->accepted.push_back(t);
       changed_.SignalAll();
     }
+  }
+  if (!rec.accepted && t.sum) {
+    // What was folded of it comes out again (a no-op if the round's close did that).
+    absl::Status s = t.sum->Withdraw(t.upload_id);
+    if (!s.ok()) spdlog::error("round {}: cannot take back the partial update of {}: {}", t.round, t.site,
+                               std::string(s.message()));
   }
   if (rec.accepted) {
     spdlog::info("round {}: accepted the update of {} ({} examples, sha256 {})", t.round, t.site,

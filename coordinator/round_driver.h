@@ -51,11 +51,15 @@ struct UpdateTicket {
   double train_loss = 0;
   double max_norm = 0;  // the plan's bound on the update's L2 norm
   std::optional<SitePrivacy> privacy;
+  // Where its chunks are folded as they arrive (under contribution
+  // `upload_id`), for strategies that fold; null: only spooled.
+  UpdateSum* sum = nullptr;
+  uint64_t upload_id = 0;
 };
 
 // The coordinator's server loop: waits for nodes, opens rounds, hands out
 // train and evaluation tasks, enforces deadlines and min_nodes, folds
-// accepted updates with FedAvg, and commits each new model before telling
+// accepted updates with the plan's strategy, and commits each new model before telling
 // any node. Run() is called on one thread; every other method may be called
 // from gRPC reactors on any thread and never blocks on I/O for long.
 class RoundDriver {
@@ -122,6 +126,7 @@ class RoundDriver {
   // true: applied; false: too few answers, retry.
   absl::StatusOr<bool> RunRoundAttempt(int round);
   absl::Status Aggregate(const OpenRound& r);
+  absl::Status AggregateInPlace(const OpenRound& r, const RoundUpdates& in);
   // Checks a header that carries a valid round, attempt and nonce, and fills
   // the rest of `t` from it.
   absl::Status CheckUpdateHeader(const v1::UpdateHeader& h, const std::string& base_sha256,
@@ -151,6 +156,9 @@ class RoundDriver {
   std::unique_ptr<ModelStore> models_;
   std::unique_ptr<Strategy> strategy_;
   std::string spool_dir_;
+  // The open round's running sum, for strategies that fold updates as they
+  // arrive; reused from round to round.
+  std::unique_ptr<UpdateSum> sum_;
 
   // Owned by Run()'s thread.
   ModelParameters global_;
@@ -166,6 +174,7 @@ class RoundDriver {
   bool finished_ ABSL_GUARDED_BY(mu_) = false;
   std::string finish_reason_ ABSL_GUARDED_BY(mu_);
   bool shutdown_ ABSL_GUARDED_BY(mu_) = false;
+  uint64_t next_upload_id_ ABSL_GUARDED_BY(mu_) = 0;
 };
 
 }  // namespace fedrad::coordinator

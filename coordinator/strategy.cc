@@ -8,7 +8,6 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_join.h"
-#include "coordinator/fedavg.h"
 
 namespace fedrad::coordinator {
 namespace {
@@ -38,20 +37,27 @@ class FedAvgFamily : public Strategy {
     return t;
   }
 
-  absl::StatusOr<AggregateResult> Aggregate(int, const std::vector<float>& global,
-                                            const std::vector<UpdateRef>& updates) override {
-    absl::StatusOr<std::vector<float>> delta = WeightedMeanDelta(updates, global.size());
-    if (!delta.ok()) return delta.status();
-    // The next model is written over the delta, element by element after
-    // reading it: one model-sized buffer besides the global model.
-    std::vector<float>& next = *delta;
-    const std::vector<float>& d = *delta;
+  bool FoldsUpdatesAsTheyArrive() const override { return true; }
+
+  absl::StatusOr<AggregateResult> Aggregate(int, const RoundUpdates& in, std::vector<float>* model) override {
+    std::unique_ptr<UpdateSum> from_files;
+    UpdateSum* sum = in.sum;
+    if (sum == nullptr) {
+      absl::StatusOr<std::unique_ptr<UpdateSum>> folded = FoldFiles(in.updates, model->size());
+      if (!folded.ok()) return folded.status();
+      from_files = std::move(*folded);
+      sum = from_files.get();
+    }
+    if (sum->size() != model->size()) return absl::InternalError("the round's sum does not match the model");
+    absl::Status ready = sum->PrepareMean();
+    if (!ready.ok()) return ready;
+    std::vector<float>& x = *model;  // updated in place
     const double eta = s_.server_learning_rate;
     if (name_ == "fedavgm") {
       // Hsu et al. 2019: v <- beta v + delta; x <- x + eta v.
-      for (size_t i = 0; i < next.size(); ++i) {
-        velocity_[i] = static_cast<float>(s_.server_momentum * velocity_[i] + d[i]);
-        next[i] = static_cast<float>(global[i] + eta * velocity_[i]);  // d[i] is not read again
+      for (size_t i = 0; i < x.size(); ++i) {
+        velocity_[i] = static_cast<float>(s_.server_momentum * velocity_[i] + sum->Mean(i));
+        x[i] = static_cast<float>(x[i] + eta * velocity_[i]);
       }
     } else if (!m_.empty()) {
       // Reddi et al. 2021, Algorithm 2: m <- b1 m + (1 - b1) delta, then
@@ -59,8 +65,8 @@ class FedAvgFamily : public Strategy {
       //   adam:    v <- b2 v + (1 - b2) delta²
       //   yogi:    v <- v - (1 - b2) delta² sign(v - delta²)
       // and x <- x + eta m / (sqrt(v) + tau).
-      for (size_t i = 0; i < next.size(); ++i) {
-        const double di = d[i], d2 = di * di;
+      for (size_t i = 0; i < x.size(); ++i) {
+        const double di = sum->Mean(i), d2 = di * di;
         const double m = s_.beta1 * m_[i] + (1 - s_.beta1) * di;
         double v = v_[i];
         if (name_ == "fedadagrad") {
@@ -72,14 +78,14 @@ class FedAvgFamily : public Strategy {
         }
         m_[i] = static_cast<float>(m);
         v_[i] = static_cast<float>(v);
-        next[i] = static_cast<float>(global[i] + eta * m / (std::sqrt(v) + s_.tau));
+        x[i] = static_cast<float>(x[i] + eta * m / (std::sqrt(v) + s_.tau));
       }
     } else {
-      for (size_t i = 0; i < next.size(); ++i) next[i] = static_cast<float>(global[i] + eta * d[i]);
+      for (size_t i = 0; i < x.size(); ++i) x[i] = static_cast<float>(x[i] + eta * sum->Mean(i));
     }
     AggregateResult r;
-    r.model = std::move(*delta);
-    r.note = absl::StrCat(name_, " of ", updates.size(), " update(s)");
+    r.changed = true;
+    r.note = absl::StrCat(name_, " of ", sum->accepted(), " update(s)");
     return r;
   }
 
@@ -119,8 +125,8 @@ class OrderStatistic : public Strategy {
   OrderStatistic(std::string name, const StrategySettings& s) : name_(std::move(name)), s_(s) {}
   std::string name() const override { return name_; }
 
-  absl::StatusOr<AggregateResult> Aggregate(int, const std::vector<float>& global,
-                                            const std::vector<UpdateRef>& updates) override {
+  absl::StatusOr<AggregateResult> Aggregate(int, const RoundUpdates& in, std::vector<float>* model) override {
+    const std::vector<UpdateRef>& updates = in.updates;
     const size_t n = updates.size();
     const size_t trim = name_ == "trimmed-mean" ? static_cast<size_t>(std::floor(s_.trim_fraction * n)) : 0;
     AggregateResult r;
@@ -128,10 +134,10 @@ class OrderStatistic : public Strategy {
       r.note = absl::StrCat(name_, " needs more than ", 2 * trim, " updates; got ", n, "; keeping the model");
       return r;
     }
-    std::vector<float> next(global.size());
+    std::vector<float>& x = *model;  // updated in place: value i depends only on x[i] and the updates' i
     std::vector<float> column(n);
     const double eta = s_.server_learning_rate;
-    absl::Status s = ForEachSlice(updates, global.size(), kSliceValues,
+    absl::Status s = ForEachSlice(updates, x.size(), kSliceValues,
                                   [&](size_t offset, const std::vector<std::vector<float>>& slices) {
       const size_t len = slices[0].size();
       for (size_t j = 0; j < len; ++j) {
@@ -151,11 +157,11 @@ class OrderStatistic : public Strategy {
           for (size_t i = trim; i < n - trim; ++i) sum += column[i];
           value = sum / static_cast<double>(n - 2 * trim);
         }
-        next[offset + j] = static_cast<float>(global[offset + j] + eta * value);
+        x[offset + j] = static_cast<float>(x[offset + j] + eta * value);
       }
     });
     if (!s.ok()) return s;
-    r.model = std::move(next);
+    r.changed = true;
     r.note = name_ == "median" ? absl::StrCat("coordinate-wise median of ", n, " update(s)")
                                : absl::StrCat("trimmed mean of ", n, " update(s), ", trim, " dropped at each end");
     return r;
@@ -173,8 +179,8 @@ class Krum : public Strategy {
   Krum(bool multi, const StrategySettings& s) : multi_(multi), s_(s) {}
   std::string name() const override { return multi_ ? "multi-krum" : "krum"; }
 
-  absl::StatusOr<AggregateResult> Aggregate(int, const std::vector<float>& global,
-                                            const std::vector<UpdateRef>& updates) override {
+  absl::StatusOr<AggregateResult> Aggregate(int, const RoundUpdates& in, std::vector<float>* model) override {
+    const std::vector<UpdateRef>& updates = in.updates;
     const size_t n = updates.size();
     const size_t f = static_cast<size_t>(s_.byzantine);
     AggregateResult r;
@@ -185,7 +191,7 @@ class Krum : public Strategy {
     }
     // Squared distances between every pair, accumulated slice by slice.
     std::vector<double> dist(n * n, 0.0);
-    absl::Status s = ForEachSlice(updates, global.size(), kSliceValues,
+    absl::Status s = ForEachSlice(updates, model->size(), kSliceValues,
                                   [&](size_t, const std::vector<std::vector<float>>& slices) {
       const size_t len = slices[0].size();
       for (size_t a = 0; a < n; ++a) {
@@ -223,13 +229,15 @@ class Krum : public Strategy {
       chosen.push_back(std::move(u));
     }
     std::sort(chosen.begin(), chosen.end(), [](const UpdateRef& a, const UpdateRef& b) { return a.site < b.site; });
-    absl::StatusOr<std::vector<float>> delta = WeightedMeanDelta(chosen, global.size());
-    if (!delta.ok()) return delta.status();
-    std::vector<float> next(global.size());
-    for (size_t i = 0; i < next.size(); ++i) {
-      next[i] = static_cast<float>(global[i] + s_.server_learning_rate * (*delta)[i]);
+    absl::StatusOr<std::unique_ptr<UpdateSum>> sum = FoldFiles(chosen, model->size());
+    if (!sum.ok()) return sum.status();
+    absl::Status ready = (*sum)->PrepareMean();
+    if (!ready.ok()) return ready;
+    std::vector<float>& x = *model;
+    for (size_t i = 0; i < x.size(); ++i) {
+      x[i] = static_cast<float>(x[i] + s_.server_learning_rate * (*sum)->Mean(i));
     }
-    r.model = std::move(next);
+    r.changed = true;
     r.note = absl::StrCat(name(), " selected ", absl::StrJoin(names, ", "), " of ", n);
     return r;
   }
@@ -259,13 +267,13 @@ absl::StatusOr<std::unique_ptr<Strategy>> CreateStrategy(const StrategySettings&
   return absl::InvalidArgumentError(absl::StrCat("unknown strategy '", name, "'"));
 }
 
-absl::StatusOr<std::vector<float>> WeightedMeanDelta(const std::vector<UpdateRef>& updates, size_t num_values) {
-  FedAvgAccumulator acc(num_values);
+absl::StatusOr<std::unique_ptr<UpdateSum>> FoldFiles(const std::vector<UpdateRef>& updates, size_t num_values) {
+  auto sum = std::make_unique<UpdateSum>(num_values);
   for (const UpdateRef& u : updates) {
-    absl::Status s = acc.AddUpdateFile(u.path, u.weight);
+    absl::Status s = sum->AddFile(u.path, u.weight);
     if (!s.ok()) return s;
   }
-  return std::move(acc).TakeMeanDelta();
+  return sum;
 }
 
 absl::Status ForEachSlice(const std::vector<UpdateRef>& updates, size_t num_values, size_t slice_values,

@@ -6,11 +6,11 @@
 // training and turns the round's accepted updates into the next global
 // model (or keeps the previous one).
 //
-// Updates are weight deltas in spooled files (raw float32, manifest order).
-// Every strategy reads them a slice at a time, so memory is the model plus
-// one slice per update, never every update at once: FedAvg-family
-// strategies keep one running sum; the robust ones (median, trimmed mean,
-// Krum) look at the same slice of every update together.
+// Updates are weight deltas, spooled to files (raw float32, manifest order)
+// as they stream in. Memory is never every update at once: FedAvg-family
+// strategies get one running sum that the server folds as chunks arrive;
+// the robust ones (median, trimmed mean, Krum) read the same slice of every
+// spooled update together.
 
 #include <cstdint>
 #include <functional>
@@ -21,6 +21,7 @@
 
 #include "absl/status/statusor.h"
 #include "common/plan.h"
+#include "coordinator/fedavg.h"
 
 namespace fedrad::coordinator {
 
@@ -31,9 +32,17 @@ struct UpdateRef {
   double weight = 1;   // its example count (FedAvg weighting)
 };
 
-// What a strategy decided: a new model, or keep the previous one and why.
+// A round's accepted updates as a strategy sees them.
+struct RoundUpdates {
+  std::vector<UpdateRef> updates;  // in site order
+  // For strategies that fold updates as they arrive: the weighted sum of
+  // exactly these updates, sealed. Null otherwise (then read the files).
+  UpdateSum* sum = nullptr;
+};
+
+// What a strategy did to the model.
 struct AggregateResult {
-  std::optional<std::vector<float>> model;
+  bool changed = false;
   std::string note;  // what was done (selected sites, trimmed counts) or why nothing was
 };
 
@@ -45,10 +54,14 @@ class Strategy {
   // The local settings of one round's training tasks.
   virtual TrainingSettings ConfigureTraining(int round, const TrainingSettings& base) const;
 
-  // The next global model from `global` and the round's accepted updates
-  // (in site order).
-  virtual absl::StatusOr<AggregateResult> Aggregate(int round, const std::vector<float>& global,
-                                                    const std::vector<UpdateRef>& updates) = 0;
+  // True if the strategy needs only the weighted sum of the updates, which
+  // the server then folds as their chunks arrive (FedAvg family); false if
+  // it needs every update (robust strategies: they read the spooled files).
+  virtual bool FoldsUpdatesAsTheyArrive() const { return false; }
+
+  // Turns `*model` (the global model) into the next one in place, or leaves
+  // it and says why.
+  virtual absl::StatusOr<AggregateResult> Aggregate(int round, const RoundUpdates& in, std::vector<float>* model) = 0;
 
   // Server-side state (optimizer moments) to persist with the model it
   // produced, and to restore after a restart. Empty for stateless ones.
@@ -62,8 +75,8 @@ absl::StatusOr<std::unique_ptr<Strategy>> CreateStrategy(const StrategySettings&
 
 // --- the arithmetic, exposed for tests ---
 
-// Weighted mean of the updates' deltas (sum of w_i * d_i over sum of w_i).
-absl::StatusOr<std::vector<float>> WeightedMeanDelta(const std::vector<UpdateRef>& updates, size_t num_values);
+// The weighted sum of spooled updates (sum of w_i * d_i, and of w_i).
+absl::StatusOr<std::unique_ptr<UpdateSum>> FoldFiles(const std::vector<UpdateRef>& updates, size_t num_values);
 
 // Calls `fn(offset, slices)` for consecutive slices [offset, offset + n) of
 // every update at once (slices[i] holds update i's n values).

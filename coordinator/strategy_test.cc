@@ -24,11 +24,11 @@ class StrategyTest : public ::testing::Test {
     return {site, path, weight};
   }
 
-  std::vector<float> Run(Strategy& s, const std::vector<float>& global, const std::vector<UpdateRef>& updates) {
-    absl::StatusOr<AggregateResult> r = s.Aggregate(1, global, updates);
+  std::vector<float> Run(Strategy& s, std::vector<float> global, const std::vector<UpdateRef>& updates) {
+    absl::StatusOr<AggregateResult> r = s.Aggregate(1, RoundUpdates{updates, nullptr}, &global);
     EXPECT_TRUE(r.ok()) << r.status();
-    if (!r.ok() || !r->model) return {};
-    return *r->model;
+    if (!r.ok() || !r->changed) return {};
+    return global;
   }
 
   std::unique_ptr<Strategy> Make(const std::string& name, StrategySettings s = {}) {
@@ -111,9 +111,10 @@ TEST_F(StrategyTest, KrumPicksTheUpdateClosestToItsNeighbours) {
   //   0.3: 0.04 + 0.09 = 0.13     100: far
   std::vector<UpdateRef> u = {Update("a", {0, 0}), Update("b", {0.1f, 0}), Update("c", {-0.15f, 0}),
                               Update("d", {0.3f, 0}), Update("e", {100, 0})};
-  absl::StatusOr<AggregateResult> r = Make("krum")->Aggregate(1, {0, 0}, u);
-  ASSERT_TRUE(r.ok() && r->model);
-  EXPECT_FLOAT_EQ((*r->model)[0], 0.0f);
+  std::vector<float> x = {0, 0};
+  absl::StatusOr<AggregateResult> r = Make("krum")->Aggregate(1, RoundUpdates{u, nullptr}, &x);
+  ASSERT_TRUE(r.ok() && r->changed);
+  EXPECT_FLOAT_EQ(x[0], 0.0f);
   EXPECT_NE(r->note.find("selected a of 5"), std::string::npos) << r->note;
   // Multi-Krum: the n - f = 4 best, averaged: (0 + 0.1 - 0.15 + 0.3) / 4.
   EXPECT_FLOAT_EQ(Run(*Make("multi-krum"), {0, 0}, u)[0], 0.0625f);
@@ -121,10 +122,42 @@ TEST_F(StrategyTest, KrumPicksTheUpdateClosestToItsNeighbours) {
   two.multi_krum_select = 2;
   EXPECT_FLOAT_EQ(Run(*Make("multi-krum", two), {0, 0}, u)[0], 0.05f);
   // Too few updates for f = 1: the model is kept, and the note says why.
-  r = Make("krum")->Aggregate(1, {0, 0}, {u[0], u[1], u[2], u[3]});
+  x = {7, 7};
+  r = Make("krum")->Aggregate(1, RoundUpdates{{u[0], u[1], u[2], u[3]}, nullptr}, &x);
   ASSERT_TRUE(r.ok());
-  EXPECT_FALSE(r->model.has_value());
+  EXPECT_FALSE(r->changed);
+  EXPECT_EQ(x, (std::vector<float>{7, 7}));
   EXPECT_NE(r->note.find("needs at least 5 updates; got 4"), std::string::npos) << r->note;
+}
+
+// The server folds FedAvg-family updates as they arrive; the strategy gives
+// the same model from that sum as from the spooled files.
+TEST_F(StrategyTest, FedAvgFamilyGivesTheSameModelFromTheStreamedSum) {
+  const std::vector<UpdateRef> u = {Update("a", {1, 2}, 2), Update("b", {3, -6}, 6)};
+  UpdateSum streamed(2);
+  uint64_t id = 0;
+  for (const UpdateRef& ref : u) {
+    ASSERT_TRUE(streamed.Begin(++id, ref.weight, ref.path).ok());
+    std::vector<float> values(2);
+    FILE* f = std::fopen(ref.path.c_str(), "rb");
+    ASSERT_EQ(std::fread(values.data(), sizeof(float), 2, f), 2u);
+    std::fclose(f);
+    ASSERT_TRUE(streamed.Add(id, 0, values.data(), 2).ok());
+    ASSERT_TRUE(streamed.Accept(id).ok());
+  }
+  ASSERT_TRUE(streamed.Seal().ok());
+  for (const std::string name : {"fedavg", "fedavgm", "fedprox", "fedadagrad", "fedadam", "fedyogi"}) {
+    auto from_files = Make(name);
+    auto from_sum = Make(name);
+    EXPECT_TRUE(from_sum->FoldsUpdatesAsTheyArrive()) << name;
+    std::vector<float> a = {0.5f, -0.5f}, b = a;
+    ASSERT_TRUE(from_files->Aggregate(1, RoundUpdates{u, nullptr}, &a).ok());
+    ASSERT_TRUE(from_sum->Aggregate(1, RoundUpdates{u, &streamed}, &b).ok());
+    EXPECT_EQ(a, b) << name;
+  }
+  for (const std::string name : {"median", "trimmed-mean", "krum", "multi-krum"}) {
+    EXPECT_FALSE(Make(name)->FoldsUpdatesAsTheyArrive()) << name << " needs every update";
+  }
 }
 
 TEST_F(StrategyTest, SlicesCoverEveryValueOnceAndShortFilesAreErrors) {
