@@ -7,6 +7,7 @@
 # with round times from the rounds table's timestamps and the peak RSS from
 # /usr/bin/time -v. Usage: bench/round_overhead.sh PARAMS NODES [build-dir]
 # PARAMS: an integer with an optional K, M or G suffix (10M, 268M).
+# UPDATE_DTYPE=bfloat16 or float16 sends updates at half size (default float32).
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 [ $# -ge 2 ] || { echo "usage: $0 PARAMS NODES [build-dir]" >&2; exit 2; }
@@ -36,6 +37,7 @@ round_deadline_s = 1200
 eval_deadline_s = 600
 start_grace_s = 600
 seed = 1
+update_dtype = "${UPDATE_DTYPE:-float32}"
 
 [model]
 architecture = "flat"
@@ -78,5 +80,5 @@ round_s=$(sqlite3 kits/coordinator/state/state.db \
   "SELECT (closed_at_ms - started_at_ms) / 1000.0 FROM rounds WHERE status = 'applied' AND round BETWEEN 2 AND 6 ORDER BY 1" |
   awk '{ v[NR] = $1 } END { if (NR == 0) exit 1; print v[int((NR + 1) / 2)] }')
 rss_kib=$(awk -F: '/Maximum resident set size/ { gsub(/ /, "", $2); print $2 }' logs/coordinator.log)
-echo "params=$params nodes=$nodes model_mib=$(( params * 4 / 1048576 )) workspace=$work"
+echo "params=$params nodes=$nodes update_dtype=${UPDATE_DTYPE:-float32} model_mib=$(( params * 4 / 1048576 )) workspace=$work"
 echo "round_s=$round_s coordinator_rss_mib=$(( rss_kib / 1024 ))"

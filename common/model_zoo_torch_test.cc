@@ -88,3 +88,51 @@ TEST(ModelZooTorchTest, InitialisationHasTorchDefaultRanges) {
 
 }  // namespace
 }  // namespace fedrad
+
+// The wire conversions agree with LibTorch's own (c10::Half, c10::BFloat16),
+// an independent implementation, on every rounding case class: exhaustive
+// over float32 patterns near every half-precision value, and random ones.
+#include <c10/util/BFloat16.h>
+#include <c10/util/Half.h>
+
+#include <random>
+
+#include "common/wire_dtype.h"
+
+namespace fedrad {
+namespace {
+
+void ExpectSameAsC10(float f) {
+  if (std::isnan(f)) return;
+  const uint16_t half = c10::Half(f).x;
+  const uint16_t bf = c10::BFloat16(f).x;
+  ASSERT_EQ(FloatToFloat16(f), half) << std::hexfloat << f;
+  ASSERT_EQ(FloatToBFloat16(f), bf) << std::hexfloat << f;
+  ASSERT_EQ(Float16ToFloat(half), static_cast<float>(c10::Half(f))) << std::hexfloat << f;
+}
+
+TEST(WireDtypeAgainstC10Test, ConversionsMatchLibTorch) {
+  for (uint32_t h = 0; h < 0x10000; ++h) {
+    // Each half value as float32, and the float32 patterns around it and
+    // halfway to its neighbours (the rounding ties).
+    uint32_t bits;
+    const float f = Float16ToFloat(static_cast<uint16_t>(h));
+    std::memcpy(&bits, &f, 4);
+    for (int64_t d : {-4097, -4096, -4095, -1, 0, 1, 4095, 4096, 4097}) {
+      const uint32_t b = static_cast<uint32_t>(static_cast<int64_t>(bits) + d);
+      float g;
+      std::memcpy(&g, &b, 4);
+      ExpectSameAsC10(g);
+    }
+  }
+  std::mt19937 rng(11);
+  for (int i = 0; i < 2000000; ++i) {
+    const uint32_t b = rng();
+    float g;
+    std::memcpy(&g, &b, 4);
+    ExpectSameAsC10(g);
+  }
+}
+
+}  // namespace
+}  // namespace fedrad

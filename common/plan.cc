@@ -43,6 +43,12 @@ absl::StatusOr<FederationPlan> LoadPlan(const std::string& path) {
   p.seed = static_cast<uint64_t>(c.GetInt("federation.seed", 1, 0, INT64_MAX));
   p.chunk_bytes = static_cast<uint32_t>(
       c.GetInt("federation.chunk_bytes", kMaxChunkBytes, 4096, kMaxChunkBytes));
+  const std::string dtype = c.GetString("federation.update_dtype", "float32");
+  if (std::optional<WireDtype> d = ParseWireDtype(dtype)) {
+    p.update_dtype = *d;
+  } else {
+    c.Fail("federation.update_dtype", "must be \"float32\", \"bfloat16\" or \"float16\"");
+  }
 
   p.max_update_norm = c.GetDouble("federation.max_update_norm", 1000, 1e-6, 1e12);
   p.model.architecture = c.GetString("model.architecture", "ctnet");

@@ -6,6 +6,7 @@
 #include <vector>
 
 #include "absl/status/statusor.h"
+#include "common/wire_dtype.h"
 
 namespace fedrad {
 
@@ -68,6 +69,9 @@ struct FederationPlan {
   double start_grace_s = 5;
   uint64_t seed = 1;
   uint32_t chunk_bytes = 1 << 20;
+  // How updates travel ([federation] update_dtype): float32, or halved to
+  // bfloat16 / float16 (see common/wire_dtype.h).
+  WireDtype update_dtype = WireDtype::kFloat32;
   // Updates whose L2 norm (over every parameter) passes this are rejected.
   double max_update_norm = 1000;
   ModelSpec model;

@@ -68,6 +68,19 @@ TEST(PlanTest, StrategyPrivacyAndNormBound) {
             std::string::npos) << sized.status();
 }
 
+TEST(PlanTest, UpdateDtype) {
+  const std::string sites = "[[site]]\nname = \"a\"\n[[site]]\nname = \"b\"\n";
+  auto p = LoadPlan(WritePlan("[federation]\nname = \"d\"\n" + sites));
+  ASSERT_TRUE(p.ok()) << p.status();
+  EXPECT_EQ(p->update_dtype, WireDtype::kFloat32);
+  p = LoadPlan(WritePlan("[federation]\nname = \"d\"\nupdate_dtype = \"bfloat16\"\n" + sites));
+  ASSERT_TRUE(p.ok()) << p.status();
+  EXPECT_EQ(p->update_dtype, WireDtype::kBFloat16);
+  p = LoadPlan(WritePlan("[federation]\nname = \"d\"\nupdate_dtype = \"fp8\"\n" + sites));
+  ASSERT_FALSE(p.ok());
+  EXPECT_NE(p.status().message().find("federation.update_dtype"), std::string::npos) << p.status();
+}
+
 TEST(PlanTest, SiteNames) {
   EXPECT_TRUE(IsValidSiteName("hospital-a"));
   EXPECT_TRUE(IsValidSiteName("st.marys_2"));

@@ -231,22 +231,23 @@ class UpdateReceiver final : public grpc::ServerReadReactor<v1::UpdateChunk> {
       return;
     }
     const std::string& data = chunk_.data();
-    if (data.size() > kMaxChunkBytes || data.size() % sizeof(float) != 0 ||
-        received_ + data.size() > ticket_->expected_bytes) {
+    const size_t width = BytesPerValue(ticket_->dtype);
+    if (data.size() > kMaxChunkBytes || data.size() % width != 0 || received_ + data.size() > ticket_->expected_bytes) {
       Reject(absl::InvalidArgumentError(absl::StrCat(
-          "malformed chunk of ", data.size(), " bytes at offset ", received_,
-          " (chunks hold whole float32 values, at most ", kMaxChunkBytes, " bytes, within the manifest's size)")));
+          "malformed chunk of ", data.size(), " bytes at offset ", received_, " (chunks hold whole ",
+          WireDtypeName(ticket_->dtype), " values, at most ", kMaxChunkBytes, " bytes, within the manifest's size)")));
       return;
     }
-    const size_t n = data.size() / sizeof(float);
+    const size_t n = data.size() / width;
+    const size_t first = received_ / width;  // index of the chunk's first value
     values_.resize(n);
-    std::memcpy(values_.data(), data.data(), data.size());
+    DecodeValues(data.data(), n, ticket_->dtype, values_.data());
     const double squares = SumOfSquares(values_.data(), n);
     if (!std::isfinite(squares)) {  // squares of finite floats cannot overflow a double
       const size_t bad = static_cast<size_t>(
           std::find_if(values_.begin(), values_.end(), [](float v) { return !std::isfinite(v); }) - values_.begin());
       Reject(absl::InvalidArgumentError(absl::StrCat(
-          "the update holds a non-finite value at parameter ", received_ / sizeof(float) + bad)));
+          "the update holds a non-finite value at parameter ", first + bad)));
       return;
     }
     sum_squares_ += squares;
@@ -256,9 +257,12 @@ class UpdateReceiver final : public grpc::ServerReadReactor<v1::UpdateChunk> {
       return;
     }
     hash_.Update(data);
+    // Spooled as float32, whatever the wire carried.
+    const char* spooled = reinterpret_cast<const char*>(values_.data());
+    const size_t spooled_bytes = n * sizeof(float);
     size_t done = 0;
-    while (done < data.size()) {
-      ssize_t w = ::write(fd_, data.data() + done, data.size() - done);
+    while (done < spooled_bytes) {
+      ssize_t w = ::write(fd_, spooled + done, spooled_bytes - done);
       if (w <= 0) {
         Reject(absl::InternalError("coordinator cannot spool the update"));
         return;
@@ -267,7 +271,7 @@ class UpdateReceiver final : public grpc::ServerReadReactor<v1::UpdateChunk> {
     }
     // Folded only once spooled: a later rejection reads it back to take it out.
     if (ticket_->sum) {
-      absl::Status folded = ticket_->sum->Add(ticket_->upload_id, received_ / sizeof(float), values_.data(), n);
+      absl::Status folded = ticket_->sum->Add(ticket_->upload_id, first, values_.data(), n);
       if (!folded.ok()) {
         Reject(folded);
         return;

@@ -70,15 +70,17 @@ absl::StatusOr<std::unique_ptr<RoundDriver>> RoundDriver::Create(const Coordinat
       CreateStrategy(config.plan.strategy, driver->manifest_.total_elements());
   if (!strategy.ok()) return strategy.status();
   driver->strategy_ = std::move(*strategy);
-  if (driver->strategy_->FoldsUpdatesAsTheyArrive()) {
-    driver->sum_ = std::make_unique<UpdateSum>(static_cast<size_t>(driver->manifest_.total_elements()));
-  }
   s = EnsureDirectory(driver->StrategyDir());
   if (!s.ok()) return s;
   s = driver->LoadOrCreateInitialModel();
   if (!s.ok()) return s;
   s = driver->RestoreStrategyState();
   if (!s.ok()) return s;
+  // After the model is loaded (which briefly takes twice its size), so the
+  // peak stays the model plus the sum.
+  if (driver->strategy_->FoldsUpdatesAsTheyArrive()) {
+    driver->sum_ = std::make_unique<UpdateSum>(static_cast<size_t>(driver->manifest_.total_elements()));
+  }
   // Sites whose budget was spent in an earlier run of this federation stay so.
   absl::StatusOr<std::map<std::string, StateStore::LatestPrivacy>> privacy = driver->state_->LatestPrivacyBySite();
   if (!privacy.ok()) return privacy.status();
@@ -114,9 +116,13 @@ absl::Status RoundDriver::LoadOrCreateInitialModel() {
     if (!sha.ok()) return sha.status();
     absl::Status s = state_->AddInitialModel(*sha, NowMs());
     if (!s.ok()) return s;
-    *latest = ModelVersion{0, *sha};
     spdlog::info("created the initial '{}' model ({} parameters), sha256 {}",
                  config_.plan.model.architecture, manifest_.total_elements(), sha->substr(0, 12));
+    global_ = std::move(*init);
+    global_round_ = 0;
+    absl::MutexLock lock(&mu_);
+    global_sha256_ = *sha;
+    return absl::OkStatus();
   }
   absl::StatusOr<ModelParameters> params = models_->Load((*latest)->sha256);
   if (!params.ok()) return params.status();
@@ -502,6 +508,7 @@ void RoundDriver::FillPlan(const std::string& site, v1::Plan* plan) const {
   plan->set_manifest_sha256(manifest_sha256_);
   plan->set_rounds(static_cast<uint32_t>(p.rounds));
   plan->set_chunk_bytes(p.chunk_bytes);
+  plan->set_update_dtype(static_cast<v1::WireDtype>(p.update_dtype));
   plan->set_require_dp(p.require_dp);
 }
 
@@ -592,9 +599,16 @@ absl::Status RoundDriver::CheckUpdateHeader(const v1::UpdateHeader& h, const std
   if (h.base_model_sha256() != base_sha256) {
     return absl::FailedPreconditionError("the update was trained from a different model than this round's");
   }
-  if (h.total_bytes() != manifest_.total_bytes()) {
-    return absl::InvalidArgumentError(absl::StrCat("update has ", h.total_bytes(),
-                                                   " bytes; the model's manifest needs ", manifest_.total_bytes()));
+  if (h.dtype() != static_cast<v1::WireDtype>(config_.plan.update_dtype)) {
+    return absl::InvalidArgumentError(absl::StrCat("the update is in ", v1::WireDtype_Name(h.dtype()),
+                                                   "; the plan's update_dtype is ",
+                                                   WireDtypeName(config_.plan.update_dtype)));
+  }
+  const uint64_t wire_bytes =
+      static_cast<uint64_t>(manifest_.total_elements()) * BytesPerValue(config_.plan.update_dtype);
+  if (h.total_bytes() != wire_bytes) {
+    return absl::InvalidArgumentError(absl::StrCat("update has ", h.total_bytes(), " bytes; the model's manifest needs ",
+                                                   wire_bytes, " in ", WireDtypeName(config_.plan.update_dtype)));
   }
   if (!crypto::IsSha256Hex(h.update_sha256())) return absl::InvalidArgumentError("update_sha256 is not a SHA-256");
   if (h.num_examples() < 1 || h.num_examples() > static_cast<uint64_t>(kMaxExamplesPerUpdate)) {
@@ -615,6 +629,7 @@ absl::Status RoundDriver::CheckUpdateHeader(const v1::UpdateHeader& h, const std
   t->num_examples = static_cast<int64_t>(h.num_examples());
   t->train_loss = h.has_train_loss() ? h.train_loss() : 0;
   t->max_norm = config_.plan.max_update_norm;
+  t->dtype = config_.plan.update_dtype;
   return absl::OkStatus();
 }
 

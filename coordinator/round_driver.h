@@ -45,7 +45,8 @@ struct UpdateTicket {
   int attempt = 0;
   std::string site;
   std::string spool_path;
-  uint64_t expected_bytes = 0;
+  uint64_t expected_bytes = 0;  // on the wire, in `dtype`
+  WireDtype dtype = WireDtype::kFloat32;
   std::string update_sha256;
   int64_t num_examples = 0;
   double train_loss = 0;

@@ -1,6 +1,8 @@
 #include "node/node_runtime.h"
 
 #include <chrono>
+#include <cmath>
+#include <cstring>
 #include <filesystem>
 #include <thread>
 
@@ -100,6 +102,11 @@ absl::StatusOr<JoinedPlan> NodeRuntime::Hello() {
   p.manifest_sha256 = reply.manifest_sha256();
   p.rounds = static_cast<int>(reply.rounds());
   p.chunk_bytes = reply.chunk_bytes();
+  if (!v1::WireDtype_IsValid(reply.update_dtype())) {
+    return absl::FailedPreconditionError(absl::StrCat("the plan's update dtype ", reply.update_dtype(),
+                                                      " is unknown to this node; update fedrad"));
+  }
+  p.update_dtype = static_cast<WireDtype>(reply.update_dtype());
   if (reply.require_dp() && !config_.privacy.enabled) {
     return absl::FailedPreconditionError(absl::StrCat(
         "federation '", p.federation, "' accepts only differentially private updates, and ", config_.path,
@@ -378,8 +385,25 @@ absl::Status NodeRuntime::SendUpdate(const v1::TrainTask& task, const TrainingOu
                                      const std::optional<PrivateRound>& dp, absl::Time start) {
   const int round = static_cast<int>(task.round());
   const int attempt = static_cast<int>(task.attempt());
-  const std::string_view bytes(reinterpret_cast<const char*>(outcome.delta.data()),
-                               outcome.delta.size() * sizeof(float));
+  // The update as it travels, in the plan's update_dtype.
+  std::string encoded;
+  std::string_view bytes(reinterpret_cast<const char*>(outcome.delta.data()), outcome.delta.size() * sizeof(float));
+  if (plan_->update_dtype != WireDtype::kFloat32) {
+    encoded.resize(outcome.delta.size() * BytesPerValue(plan_->update_dtype));
+    EncodeValues(outcome.delta.data(), outcome.delta.size(), plan_->update_dtype, encoded.data());
+    if (plan_->update_dtype == WireDtype::kFloat16) {
+      for (size_t i = 0; i < outcome.delta.size(); ++i) {
+        uint16_t h;
+        std::memcpy(&h, encoded.data() + 2 * i, 2);
+        if ((h & 0x7c00u) == 0x7c00u && std::isfinite(outcome.delta[i])) {
+          return absl::OutOfRangeError(absl::StrCat(
+              "round ", round, ": the update's value ", outcome.delta[i], " at parameter ", i,
+              " does not fit float16 (largest 65504); the plan should use update_dtype = \"bfloat16\""));
+        }
+      }
+    }
+    bytes = encoded;
+  }
   const std::string update_sha = crypto::Sha256Hex(bytes);
   // Under DP only protected figures leave: the noised count, no loss.
   const int64_t examples = dp ? dp->reported_count : outcome.examples;
@@ -400,6 +424,7 @@ absl::Status NodeRuntime::SendUpdate(const v1::TrainTask& task, const TrainingOu
   h->set_base_model_sha256(task.model_sha256());
   h->set_update_sha256(update_sha);
   h->set_total_bytes(bytes.size());
+  h->set_dtype(static_cast<v1::WireDtype>(plan_->update_dtype));
   h->set_num_examples(static_cast<uint64_t>(examples));
   if (dp) {
     v1::PrivacyReport* p = h->mutable_privacy();
@@ -416,7 +441,7 @@ absl::Status NodeRuntime::SendUpdate(const v1::TrainTask& task, const TrainingOu
     h->set_has_train_loss(true);
   }
   bool ok = writer->Write(header);
-  const size_t chunk = plan_->chunk_bytes / sizeof(float) * sizeof(float);
+  const size_t chunk = plan_->chunk_bytes / sizeof(float) * sizeof(float);  // whole values in every dtype
   v1::UpdateChunk data;
   for (size_t off = 0; ok && off < bytes.size(); off += chunk) {
     data.set_data(bytes.data() + off, std::min(chunk, bytes.size() - off));

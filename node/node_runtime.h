@@ -30,6 +30,7 @@ struct JoinedPlan {
   std::string manifest_sha256;
   int rounds = 0;
   uint32_t chunk_bytes = 0;
+  WireDtype update_dtype = WireDtype::kFloat32;
 };
 
 // A hospital's node: dials out to the coordinator over mutual TLS, waits for

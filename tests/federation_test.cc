@@ -75,5 +75,25 @@ TEST(FederationTest, NoopNodesCompleteRoundsWithoutReadingData) {
   RemoveWorkspaceIfPassed(dir);
 }
 
+// update_dtype = "bfloat16": DP-trained updates travel at half the bytes and
+// are accepted; both sides record the SHA-256 of the same (bfloat16) bytes.
+TEST(FederationTest, BFloat16UpdatesAreAcceptedAndHashedAsSent) {
+  const std::string dir = MakeWorkspace();
+  MiniFederation f = SetUpFederation(
+      dir, {.sites = 2, .rounds = 1, .min_nodes = 2, .start_grace_s = 1, .update_dtype = "bfloat16"});
+  ASSERT_FALSE(::testing::Test::HasFailure());
+  RunFederationToCompletion(f, std::chrono::minutes(3));
+  EXPECT_EQ(QueryDb(f.StateDb(), "SELECT COUNT(*) FROM rounds WHERE status = 'applied'")[0][0], SqlValue(int64_t{1}));
+  for (const std::string& site : f.sites) {
+    auto sent = QueryDb(f.NodeDb(site), "SELECT update_sha256 FROM updates_sent WHERE outcome = 'accepted'");
+    ASSERT_EQ(sent.size(), 1u) << site;
+    auto got = QueryDb(f.StateDb(), "SELECT update_sha256 FROM submissions WHERE site = '" + site +
+                                        "' AND status = 'accepted'");
+    ASSERT_EQ(got.size(), 1u) << site;
+    EXPECT_EQ(AsText(sent[0][0]), AsText(got[0][0])) << site;
+  }
+  RemoveWorkspaceIfPassed(dir);
+}
+
 }  // namespace
 }  // namespace fedrad::testing

@@ -82,6 +82,7 @@ struct MiniFederationOptions {
   // DP-SGD at the nodes (the kits' default: target epsilon 3 over the plan).
   // Off where retried rounds would spend a test's budget on what it does not test.
   bool dp = true;
+  std::string update_dtype = "float32";
 };
 
 // Writes a plan, synthesizes data and provisions kits with `fedrad`.
