@@ -73,10 +73,16 @@ class NodeRuntime {
   };
   absl::StatusOr<PrivateRound> ChargeRound(const v1::TrainTask& task, const LocalTrainingSettings& settings);
   absl::Status DeclineRound(const v1::TrainTask& task, double epsilon_spent, const std::string& detail);
-  // Streams the update of `outcome` (with its DP report, if any).
-  absl::Status SendUpdate(const v1::TrainTask& task, const TrainingOutcome& outcome,
+  // An update as it travels: in the plan's update_dtype, with the SHA-256
+  // of those bytes.
+  struct WireUpdate {
+    std::string bytes;
+    std::string sha256;
+  };
+  absl::StatusOr<WireUpdate> Encode(const std::vector<float>& delta, int round) const;
+  // Streams `wire`, the update of `outcome` (with its DP report, if any).
+  absl::Status SendUpdate(const v1::TrainTask& task, const WireUpdate& wire, const TrainingOutcome& outcome,
                           const std::optional<PrivateRound>& dp, absl::Time start);
-  static TrainingOutcome NoopOutcome(const ModelParameters& global);
   absl::Status HandleEval(const v1::EvalTask& task);
 
   const NodeConfig config_;
@@ -89,6 +95,7 @@ class NodeRuntime {
   // use the same one.
   std::string model_sha256_;
   std::shared_ptr<const ModelParameters> model_;
+  std::optional<WireUpdate> noop_update_;  // trainer = "noop": the same every round
   bool started_ = false;
 };
 
