@@ -1,12 +1,17 @@
 #include "common/model_zoo_torch.h"
 
+#include <c10/util/BFloat16.h>
+#include <c10/util/Half.h>
 #include <gtest/gtest.h>
 #include <torch/torch.h>
 
 #include <algorithm>
 #include <cmath>
+#include <cstring>
+#include <random>
 
 #include "common/model_zoo.h"
+#include "common/wire_dtype.h"
 
 namespace fedrad {
 namespace {
@@ -86,22 +91,9 @@ TEST(ModelZooTorchTest, InitialisationHasTorchDefaultRanges) {
   }
 }
 
-}  // namespace
-}  // namespace fedrad
-
 // The wire conversions agree with LibTorch's own (c10::Half, c10::BFloat16),
 // an independent implementation, on every rounding case class: exhaustive
 // over float32 patterns near every half-precision value, and random ones.
-#include <c10/util/BFloat16.h>
-#include <c10/util/Half.h>
-
-#include <random>
-
-#include "common/wire_dtype.h"
-
-namespace fedrad {
-namespace {
-
 void ExpectSameAsC10(float f) {
   if (std::isnan(f)) return;
   const uint16_t half = c10::Half(f).x;

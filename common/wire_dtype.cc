@@ -1,5 +1,6 @@
 #include "common/wire_dtype.h"
 
+#include <cmath>
 #include <cstring>
 
 namespace fedrad {
@@ -83,15 +84,20 @@ float Float16ToFloat(uint16_t h) {
   return FromBits(sign | ((exponent + 112u) << 23) | (mantissa << 13));
 }
 
-void EncodeValues(const float* in, size_t n, WireDtype d, char* out) {
+std::optional<size_t> EncodeValues(const float* in, size_t n, WireDtype d, char* out) {
   if (d == WireDtype::kFloat32) {
     std::memcpy(out, in, n * sizeof(float));
-    return;
+    return std::nullopt;
   }
+  // Infinity in both 16-bit formats: every exponent bit set, no mantissa.
+  const uint16_t infinity = d == WireDtype::kBFloat16 ? 0x7f80u : 0x7c00u;
+  std::optional<size_t> overflow;
   for (size_t i = 0; i < n; ++i) {
     const uint16_t h = d == WireDtype::kBFloat16 ? FloatToBFloat16(in[i]) : FloatToFloat16(in[i]);
+    if (!overflow && (h & 0x7fffu) == infinity && std::isfinite(in[i])) overflow = i;
     std::memcpy(out + 2 * i, &h, 2);
   }
+  return overflow;
 }
 
 void DecodeValues(const char* in, size_t n, WireDtype d, float* out) {

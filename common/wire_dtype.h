@@ -32,7 +32,9 @@ uint16_t FloatToFloat16(float f);
 float Float16ToFloat(uint16_t h);
 
 // n values to n * BytesPerValue(d) little-endian bytes, and back.
-void EncodeValues(const float* in, size_t n, WireDtype d, char* out);
+// EncodeValues returns the index of the first finite value that does not
+// fit `d` (it became infinity), if any.
+std::optional<size_t> EncodeValues(const float* in, size_t n, WireDtype d, char* out);
 void DecodeValues(const char* in, size_t n, WireDtype d, float* out);
 
 }  // namespace fedrad

@@ -73,5 +73,17 @@ TEST(WireDtypeTest, EncodeDecodeBuffersAndNames) {
   EXPECT_FALSE(ParseWireDtype("fp8").has_value());
 }
 
+TEST(WireDtypeTest, EncodingNamesTheFirstValueThatDoesNotFit) {
+  const std::vector<float> v = {1.0f, 70000.0f, std::numeric_limits<float>::infinity(), 3e38f};
+  std::string bytes(v.size() * 2, '\0');
+  EXPECT_EQ(EncodeValues(v.data(), v.size(), WireDtype::kFloat16, bytes.data()), std::optional<size_t>(1));
+  EXPECT_EQ(EncodeValues(v.data(), v.size(), WireDtype::kBFloat16, bytes.data()), std::nullopt)
+      << "70000 and 3e38 fit bfloat16; the infinity was infinite already";
+  const float big = std::numeric_limits<float>::max();  // rounds past bfloat16's largest
+  EXPECT_EQ(EncodeValues(&big, 1, WireDtype::kBFloat16, bytes.data()), std::optional<size_t>(0));
+  std::string wide(v.size() * 4, '\0');
+  EXPECT_EQ(EncodeValues(v.data(), v.size(), WireDtype::kFloat32, wide.data()), std::nullopt);
+}
+
 }  // namespace
 }  // namespace fedrad

@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <cstdio>
+#include <filesystem>
 #include <functional>
 #include <memory>
 
@@ -128,19 +129,20 @@ absl::Status UpdateSum::Seal() {
     absl::Status s = WithdrawLocked(id);
     if (!s.ok()) return s;
   }
+  inverse_weight_ = total_weight_ > 0 ? 1.0 / total_weight_ : 0;
   return absl::OkStatus();
 }
 
 absl::Status UpdateSum::AddFile(const std::string& path, double weight) {
   absl::MutexLock lock(&mu_);
+  if (sealed_) return absl::FailedPreconditionError("the sum is sealed");
   // Checks the length first, so a short or long file folds nothing.
-  std::unique_ptr<FILE, int (*)(FILE*)> f(std::fopen(path.c_str(), "rb"), &std::fclose);
-  if (!f) return absl::NotFoundError(absl::StrCat("cannot open spooled update '", path, "'"));
-  std::fseek(f.get(), 0, SEEK_END);
-  const long bytes = std::ftell(f.get());
-  if (bytes < 0 || static_cast<size_t>(bytes) != sum_.size() * sizeof(float)) {
-    return absl::DataLossError(absl::StrCat("spooled update '", path, "' has ", bytes / 4, " values, expected ",
-                                            sum_.size()));
+  std::error_code ec;
+  const uintmax_t bytes = std::filesystem::file_size(path, ec);
+  if (ec) return absl::NotFoundError(absl::StrCat("cannot open spooled update '", path, "': ", ec.message()));
+  if (bytes != sum_.size() * sizeof(float)) {
+    return absl::DataLossError(absl::StrCat("spooled update '", path, "' has ", bytes / sizeof(float),
+                                            " values, expected ", sum_.size()));
   }
   absl::StatusOr<size_t> read = ReadFloats(path, sum_.size(), [&](size_t offset, const float* v, size_t n) {
     Fold(offset, v, n, weight);
@@ -159,13 +161,6 @@ int UpdateSum::accepted() const {
 double UpdateSum::total_weight() const {
   absl::MutexLock lock(&mu_);
   return total_weight_;
-}
-
-absl::Status UpdateSum::PrepareMean() {
-  absl::MutexLock lock(&mu_);
-  if (accepted_ == 0 || !(total_weight_ > 0)) return absl::FailedPreconditionError("no update to average");
-  inverse_weight_ = 1.0 / total_weight_;
-  return absl::OkStatus();
 }
 
 }  // namespace fedrad::coordinator

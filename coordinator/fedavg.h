@@ -50,16 +50,15 @@ class UpdateSum {
   absl::Status Seal();
 
   // Folds a whole spooled update file and accepts it (for strategies given
-  // spooled updates only, and tests).
+  // spooled updates only, and tests); Seal() afterwards.
   absl::Status AddFile(const std::string& path, double weight);
 
-  // After Seal() (or AddFile only): the accepted contributions.
+  // The accepted contributions.
   int accepted() const;
   double total_weight() const;
-  // Mean delta of value i: sum[i] / total_weight(). Needs accepted() > 0.
+  // After Seal(), with accepted() > 0: the mean delta of value i,
+  // sum[i] / total_weight().
   double Mean(size_t i) const { return sum_[i] * inverse_weight_; }
-  // Checks there is something to average and prepares Mean().
-  absl::Status PrepareMean();
 
  private:
   struct Contribution {
@@ -77,7 +76,7 @@ class UpdateSum {
   bool sealed_ ABSL_GUARDED_BY(mu_) = false;
   double total_weight_ ABSL_GUARDED_BY(mu_) = 0;
   int accepted_ ABSL_GUARDED_BY(mu_) = 0;
-  double inverse_weight_ = 0;
+  double inverse_weight_ = 0;  // set by Seal()
 };
 
 }  // namespace fedrad::coordinator

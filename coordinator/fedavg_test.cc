@@ -35,8 +35,9 @@ class UpdateSumTest : public ::testing::Test {
     std::fclose(f);
   }
 
-  static std::vector<float> Means(UpdateSum& sum) {
-    EXPECT_TRUE(sum.PrepareMean().ok());
+  // The mean deltas of a sealed sum.
+  static std::vector<float> Means(const UpdateSum& sum) {
+    EXPECT_GT(sum.accepted(), 0);
     std::vector<float> out(sum.size());
     for (size_t i = 0; i < out.size(); ++i) out[i] = static_cast<float>(sum.Mean(i));
     return out;
@@ -111,8 +112,8 @@ TEST_F(UpdateSumTest, RefusesOutOfOrderChunksAndUnknownUpdates) {
   EXPECT_FALSE(sum.Add(1, 2, v, 2).ok()) << "a gap";
   EXPECT_FALSE(sum.Add(1, 0, v, 5).ok()) << "past the end";
   EXPECT_FALSE(sum.Add(9, 0, v, 1).ok()) << "never began";
-  UpdateSum empty(2);
-  EXPECT_FALSE(empty.PrepareMean().ok());
+  ASSERT_TRUE(sum.Seal().ok());
+  EXPECT_EQ(sum.accepted(), 0) << "an update that never completed does not count";
 }
 
 TEST_F(UpdateSumTest, SpooledFileMustHaveTheModelsSize) {
@@ -123,7 +124,9 @@ TEST_F(UpdateSumTest, SpooledFileMustHaveTheModelsSize) {
   std::fclose(f);
   UpdateSum ok(2);
   ASSERT_TRUE(ok.AddFile(path, 5).ok());
+  ASSERT_TRUE(ok.Seal().ok());
   EXPECT_EQ(Means(ok), (std::vector<float>{2, 4}));
+  EXPECT_FALSE(ok.AddFile(path, 5).ok()) << "sealed";
   UpdateSum wrong(3);
   EXPECT_FALSE(wrong.AddFile(path, 5).ok());
   EXPECT_EQ(wrong.accepted(), 0);

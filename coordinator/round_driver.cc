@@ -318,8 +318,10 @@ absl::StatusOr<bool> RoundDriver::RunRoundAttempt(int round) {
 
 absl::Status RoundDriver::Aggregate(const OpenRound& r) {
   RoundUpdates in;
-  // In site order, not arrival order: float addition is not associative,
-  // and the same updates should always give the same model.
+  // Strategies that read the files read them in site order, not arrival
+  // order: float addition is not associative, and the same updates should
+  // give the same model. (The running sum folds in arrival order, in
+  // float64, which hides the order in the float32 model but for rare ties.)
   for (const UpdateTicket& t : r.accepted) {
     in.updates.push_back({t.site, t.spool_path, static_cast<double>(t.num_examples)});
   }

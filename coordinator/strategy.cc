@@ -41,7 +41,7 @@ class FedAvgFamily : public Strategy {
 
   absl::StatusOr<AggregateResult> Aggregate(int, const RoundUpdates& in, std::vector<float>* model) override {
     std::unique_ptr<UpdateSum> from_files;
-    UpdateSum* sum = in.sum;
+    const UpdateSum* sum = in.sum;
     if (sum == nullptr) {
       absl::StatusOr<std::unique_ptr<UpdateSum>> folded = FoldFiles(in.updates, model->size());
       if (!folded.ok()) return folded.status();
@@ -49,8 +49,7 @@ class FedAvgFamily : public Strategy {
       sum = from_files.get();
     }
     if (sum->size() != model->size()) return absl::InternalError("the round's sum does not match the model");
-    absl::Status ready = sum->PrepareMean();
-    if (!ready.ok()) return ready;
+    if (sum->accepted() == 0) return absl::FailedPreconditionError("no update to average");
     std::vector<float>& x = *model;  // updated in place
     const double eta = s_.server_learning_rate;
     if (name_ == "fedavgm") {
@@ -231,8 +230,6 @@ class Krum : public Strategy {
     std::sort(chosen.begin(), chosen.end(), [](const UpdateRef& a, const UpdateRef& b) { return a.site < b.site; });
     absl::StatusOr<std::unique_ptr<UpdateSum>> sum = FoldFiles(chosen, model->size());
     if (!sum.ok()) return sum.status();
-    absl::Status ready = (*sum)->PrepareMean();
-    if (!ready.ok()) return ready;
     std::vector<float>& x = *model;
     for (size_t i = 0; i < x.size(); ++i) {
       x[i] = static_cast<float>(x[i] + s_.server_learning_rate * (*sum)->Mean(i));
@@ -273,6 +270,8 @@ absl::StatusOr<std::unique_ptr<UpdateSum>> FoldFiles(const std::vector<UpdateRef
     absl::Status s = sum->AddFile(u.path, u.weight);
     if (!s.ok()) return s;
   }
+  absl::Status s = sum->Seal();
+  if (!s.ok()) return s;
   return sum;
 }
 

@@ -37,7 +37,7 @@ struct RoundUpdates {
   std::vector<UpdateRef> updates;  // in site order
   // For strategies that fold updates as they arrive: the weighted sum of
   // exactly these updates, sealed. Null otherwise (then read the files).
-  UpdateSum* sum = nullptr;
+  const UpdateSum* sum = nullptr;
 };
 
 // What a strategy did to the model.
@@ -75,7 +75,7 @@ absl::StatusOr<std::unique_ptr<Strategy>> CreateStrategy(const StrategySettings&
 
 // --- the arithmetic, exposed for tests ---
 
-// The weighted sum of spooled updates (sum of w_i * d_i, and of w_i).
+// The weighted sum of spooled updates (sum of w_i * d_i, and of w_i), sealed.
 absl::StatusOr<std::unique_ptr<UpdateSum>> FoldFiles(const std::vector<UpdateRef>& updates, size_t num_values);
 
 // Calls `fn(offset, slices)` for consecutive slices [offset, offset + n) of

@@ -1,8 +1,6 @@
 #include "node/node_runtime.h"
 
 #include <chrono>
-#include <cmath>
-#include <cstring>
 #include <filesystem>
 #include <thread>
 
@@ -357,7 +355,7 @@ absl::Status NodeRuntime::HandleTrain(const v1::TrainTask& task) {
     TrainingOutcome noop;  // the received model plus 1e-7 everywhere, from one example
     noop.examples = 1;
     const size_t n = (*global)->values.size();
-    if (!noop_update_ || noop_update_->bytes.size() != n * BytesPerValue(plan_->update_dtype)) {
+    if (!noop_update_ || noop_update_->bytes().size() != n * BytesPerValue(plan_->update_dtype)) {
       absl::StatusOr<WireUpdate> wire = Encode(std::vector<float>(n, 1e-7f), round);
       if (!wire.ok()) return wire.status();
       noop_update_ = std::move(*wire);
@@ -381,7 +379,7 @@ absl::Status NodeRuntime::HandleTrain(const v1::TrainTask& task) {
     if (dp) (void)store_->SetChargeStatus(dp->training.id, absl::StrCat("failed: ", outcome.status().message()));
     return outcome.status();
   }
-  absl::StatusOr<WireUpdate> wire = Encode(outcome->delta, round);
+  absl::StatusOr<WireUpdate> wire = Encode(std::move(outcome->delta), round);
   if (!wire.ok()) {
     if (dp) (void)store_->SetChargeStatus(dp->training.id, absl::StrCat("failed: ", wire.status().message()));
     return wire.status();
@@ -389,22 +387,22 @@ absl::Status NodeRuntime::HandleTrain(const v1::TrainTask& task) {
   return SendUpdate(task, *wire, *outcome, dp, start);
 }
 
-absl::StatusOr<NodeRuntime::WireUpdate> NodeRuntime::Encode(const std::vector<float>& delta, int round) const {
+absl::StatusOr<NodeRuntime::WireUpdate> NodeRuntime::Encode(std::vector<float> delta, int round) const {
   WireUpdate wire;
-  wire.bytes.resize(delta.size() * BytesPerValue(plan_->update_dtype));
-  EncodeValues(delta.data(), delta.size(), plan_->update_dtype, wire.bytes.data());
-  if (plan_->update_dtype == WireDtype::kFloat16) {
-    for (size_t i = 0; i < delta.size(); ++i) {
-      uint16_t h;
-      std::memcpy(&h, wire.bytes.data() + 2 * i, 2);
-      if ((h & 0x7c00u) == 0x7c00u && std::isfinite(delta[i])) {
-        return absl::OutOfRangeError(absl::StrCat(
-            "round ", round, ": the update's value ", delta[i], " at parameter ", i,
-            " does not fit float16 (largest 65504); the plan should use update_dtype = \"bfloat16\""));
-      }
+  const WireDtype dtype = plan_->update_dtype;
+  if (dtype != WireDtype::kFloat32) {
+    wire.encoded.resize(delta.size() * BytesPerValue(dtype));
+    if (std::optional<size_t> i = EncodeValues(delta.data(), delta.size(), dtype, wire.encoded.data())) {
+      return absl::OutOfRangeError(absl::StrCat("round ", round, ": the update's value ", delta[*i], " at parameter ",
+                                                *i, " does not fit ", WireDtypeName(dtype),
+                                                dtype == WireDtype::kFloat16
+                                                    ? " (largest 65504); the plan should use update_dtype = \"bfloat16\""
+                                                    : ""));
     }
+  } else {
+    wire.delta = std::move(delta);
   }
-  wire.sha256 = crypto::Sha256Hex(wire.bytes);
+  wire.sha256 = crypto::Sha256Hex(wire.bytes());
   return wire;
 }
 
@@ -412,7 +410,7 @@ absl::Status NodeRuntime::SendUpdate(const v1::TrainTask& task, const WireUpdate
                                      const std::optional<PrivateRound>& dp, absl::Time start) {
   const int round = static_cast<int>(task.round());
   const int attempt = static_cast<int>(task.attempt());
-  const std::string_view bytes = wire.bytes;
+  const std::string_view bytes = wire.bytes();
   const std::string& update_sha = wire.sha256;
   // Under DP only protected figures leave: the noised count, no loss.
   const int64_t examples = dp ? dp->reported_count : outcome.examples;

@@ -74,12 +74,17 @@ class NodeRuntime {
   absl::StatusOr<PrivateRound> ChargeRound(const v1::TrainTask& task, const LocalTrainingSettings& settings);
   absl::Status DeclineRound(const v1::TrainTask& task, double epsilon_spent, const std::string& detail);
   // An update as it travels: in the plan's update_dtype, with the SHA-256
-  // of those bytes.
+  // of those bytes. Float32 is sent from the delta itself, without a copy.
   struct WireUpdate {
-    std::string bytes;
+    std::vector<float> delta;
+    std::string encoded;  // bfloat16 / float16 only
     std::string sha256;
+    std::string_view bytes() const {
+      if (!encoded.empty()) return encoded;
+      return {reinterpret_cast<const char*>(delta.data()), delta.size() * sizeof(float)};
+    }
   };
-  absl::StatusOr<WireUpdate> Encode(const std::vector<float>& delta, int round) const;
+  absl::StatusOr<WireUpdate> Encode(std::vector<float> delta, int round) const;
   // Streams `wire`, the update of `outcome` (with its DP report, if any).
   absl::Status SendUpdate(const v1::TrainTask& task, const WireUpdate& wire, const TrainingOutcome& outcome,
                           const std::optional<PrivateRound>& dp, absl::Time start);
