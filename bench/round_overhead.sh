@@ -8,6 +8,11 @@
 # /usr/bin/time -v. Usage: bench/round_overhead.sh PARAMS NODES [build-dir]
 # PARAMS: an integer with an optional K, M or G suffix (10M, 268M).
 # UPDATE_DTYPE=bfloat16 or float16 sends updates at half size (default float32).
+# CHUNK_BYTES=N sets the plan's chunk_bytes (default 1 MiB).
+# MAX_STREAMS=K sets the coordinator's max_concurrent_streams (default 16).
+# SWARM=1 runs the nodes as one fedrad-bench-swarm process (a full node
+# runtime, TLS connection and node.db per site, without a LibTorch process
+# each), which is how 1,000 nodes fit on one machine.
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 [ $# -ge 2 ] || { echo "usage: $0 PARAMS NODES [build-dir]" >&2; exit 2; }
@@ -38,6 +43,7 @@ eval_deadline_s = 600
 start_grace_s = 600
 seed = 1
 update_dtype = "${UPDATE_DTYPE:-float32}"
+chunk_bytes = ${CHUNK_BYTES:-1048576}
 
 [model]
 architecture = "flat"
@@ -56,6 +62,7 @@ PLAN
 for d in kits/node-*; do
   sed -i 's/^trainer = "torch"/trainer = "noop"/; s/^threads = 0/threads = 1/; s/^max_backoff_s = 10/max_backoff_s = 1/' "$d/node.toml"
 done
+[ -n "${MAX_STREAMS:-}" ] && sed -i "s/^max_concurrent_streams = .*/max_concurrent_streams = $MAX_STREAMS/" kits/coordinator/coordinator.toml
 /usr/bin/time -v ${FEDRAD_BENCH_WRAP:-} "$bin/coordinator/fedrad-coordinator" serve --config kits/coordinator/coordinator.toml \
   > logs/coordinator.out 2> logs/coordinator.log &
 coord=$!
@@ -64,13 +71,20 @@ for _ in $(seq 1 600); do
   sleep 0.1
 done
 pids=()
-for d in kits/node-*; do
-  (cd "$d" && exec "$bin/node/fedrad-node" run --config node.toml) > "logs/$(basename "$d").log" 2>&1 &
+if [ "${SWARM:-0}" = 1 ]; then
+  "$bin/bench/fedrad-bench-swarm" kits/node-* > logs/swarm.log 2>&1 &
   pids+=("$!")
-done
+else
+  for d in kits/node-*; do
+    (cd "$d" && exec "$bin/node/fedrad-node" run --config node.toml) > "logs/$(basename "$d").log" 2>&1 &
+    pids+=("$!")
+  done
+fi
 status=0
 wait "$coord" || status=$?
-for p in "${pids[@]}"; do wait "$p" || true; done
+nodes_status=0
+for p in "${pids[@]}"; do wait "$p" || nodes_status=$?; done
+[ "${SWARM:-0}" = 1 ] && tail -1 logs/swarm.log
 if [ "$status" -ne 0 ]; then
   tail -20 logs/coordinator.log
   echo "the coordinator failed (status $status); logs in $work/logs" >&2

@@ -1,6 +1,7 @@
 #include "common/files.h"
 
 #include <fcntl.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -57,6 +58,21 @@ absl::StatusOr<std::string> ReadFile(const std::string& path, uint64_t max_bytes
   out.resize(done);
   ::close(fd);
   return out;
+}
+
+absl::Status RaiseOpenFileLimit(uint64_t wanted) {
+  rlimit limit{};
+  if (getrlimit(RLIMIT_NOFILE, &limit) != 0) return ErrnoStatus("getrlimit", "RLIMIT_NOFILE");
+  if (limit.rlim_cur != RLIM_INFINITY && limit.rlim_cur >= wanted) return absl::OkStatus();
+  if (limit.rlim_cur == RLIM_INFINITY) return absl::OkStatus();
+  if (limit.rlim_max != RLIM_INFINITY && limit.rlim_max < wanted) {
+    return absl::ResourceExhaustedError(absl::StrCat(
+        "this needs ", wanted, " open files but the hard limit is ", limit.rlim_max,
+        " (raise it with `ulimit -Hn` or LimitNOFILE= in the service unit)"));
+  }
+  limit.rlim_cur = limit.rlim_max == RLIM_INFINITY ? static_cast<rlim_t>(wanted) : limit.rlim_max;
+  if (setrlimit(RLIMIT_NOFILE, &limit) != 0) return ErrnoStatus("setrlimit", "RLIMIT_NOFILE");
+  return absl::OkStatus();
 }
 
 absl::Status SyncDirectory(const std::string& dir) {

@@ -40,6 +40,11 @@ absl::Status SyncDirectory(const std::string& dir);
 // Creates `dir` and its parents if missing (like mkdir -p).
 absl::Status EnsureDirectory(const std::string& dir, mode_t mode = 0755);
 
+// Raises this process's soft limit on open files to at least `wanted` (up
+// to the hard limit), for servers holding a socket per connected node.
+// Fails, naming both numbers, if the hard limit is below `wanted`.
+absl::Status RaiseOpenFileLimit(uint64_t wanted);
+
 // An absl::Status for a failed system call on `path`, from errno.
 absl::Status ErrnoStatus(absl::string_view action, const std::string& path);
 

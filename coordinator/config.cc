@@ -16,6 +16,7 @@ absl::StatusOr<CoordinatorConfig> LoadCoordinatorConfig(const std::string& path)
   out.listen = c.GetString("listen", "0.0.0.0:50051");
   out.state_dir = c.GetPath("state_dir", "state");
   out.linger_s = c.GetDouble("linger_s", 5, 0, 3600);
+  out.max_concurrent_streams = static_cast<int>(c.GetInt("max_concurrent_streams", 16, 1, 4096));
   const std::string ca = c.GetPath("tls.ca");
   const std::string cert = c.GetPath("tls.certificate");
   const std::string key = c.GetPath("tls.key");

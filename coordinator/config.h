@@ -17,6 +17,9 @@ struct CoordinatorConfig {
   std::string listen;     // host:port
   std::string state_dir;  // state.db, models/, spool/
   double linger_s = 5;
+  // Model downloads, and update uploads, served at once; more wait their
+  // turn, so memory stays about this many chunks whatever the number of nodes.
+  int max_concurrent_streams = 16;
   TlsIdentity tls;
 };
 

@@ -5,9 +5,12 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <atomic>
 #include <cmath>
 #include <cstring>
 #include <deque>
+#include <functional>
+#include <set>
 
 #include <grpcpp/grpcpp.h>
 #include <grpcpp/security/server_credentials.h>
@@ -118,10 +121,130 @@ class TaskStream final : public grpc::ServerWriteReactor<v1::Task>, public TaskC
   grpc::Status finish_status_;
 };
 
+// Admission of streams that move a model's worth of bytes (downloads,
+// uploads): at most `limit` run at once, the rest wait in arrival order
+// without being read or written, so the coordinator's memory (its own chunk
+// buffers, and gRPC's and TLS's buffers behind them) does not grow with the
+// number of nodes. A site has at most one stream of each kind admitted or
+// waiting; another is refused.
+class StreamGate {
+ public:
+  explicit StreamGate(int limit) : limit_(limit) {}
+  enum class Entry { kAdmitted, kWaiting, kDuplicate };
+  // kWaiting: `admit` runs (on another stream's thread) when a slot frees.
+  Entry Enter(const std::string& site, void* stream, std::function<void()> admit) {
+    absl::MutexLock lock(&mu_);
+    if (!sites_.insert(site).second) return Entry::kDuplicate;
+    if (active_ < limit_) {
+      ++active_;
+      return Entry::kAdmitted;
+    }
+    waiting_.push_back({stream, std::move(admit)});
+    return Entry::kWaiting;
+  }
+  // A waiting stream gave up (cancelled). False: it was admitted meanwhile.
+  bool Withdraw(void* stream) {
+    absl::MutexLock lock(&mu_);
+    auto it = std::find_if(waiting_.begin(), waiting_.end(), [&](const Waiter& w) { return w.stream == stream; });
+    if (it == waiting_.end()) return false;
+    waiting_.erase(it);
+    return true;
+  }
+  // Once per Enter that did not answer kDuplicate: frees the site, and the
+  // slot if it held one, which the next waiting stream takes over.
+  void Leave(const std::string& site, bool admitted) {
+    std::function<void()> next;
+    {
+      absl::MutexLock lock(&mu_);
+      sites_.erase(site);
+      if (!admitted) return;
+      if (waiting_.empty()) {
+        --active_;
+        return;
+      }
+      next = std::move(waiting_.front().admit);
+      waiting_.pop_front();
+    }
+    next();
+  }
+
+ private:
+  struct Waiter {
+    void* stream;
+    std::function<void()> admit;
+  };
+  const int limit_;
+  absl::Mutex mu_;
+  int active_ ABSL_GUARDED_BY(mu_) = 0;
+  std::deque<Waiter> waiting_ ABSL_GUARDED_BY(mu_);
+  std::set<std::string> sites_ ABSL_GUARDED_BY(mu_);
+};
+
+// A stream's place in a StreamGate.
+class GatePlace {
+ public:
+  GatePlace(StreamGate* gate, std::string site) : gate_(gate), site_(std::move(site)) {}
+  // Returns false (and the stream must finish with ALREADY_EXISTS) for a
+  // site's second stream; otherwise `start` runs now or once admitted.
+  bool Enter(void* stream, std::function<void()> start) {
+    switch (gate_->Enter(site_, stream, [this, start] {
+      admitted_ = true;
+      start();
+    })) {
+      case StreamGate::Entry::kDuplicate:
+        return false;
+      case StreamGate::Entry::kAdmitted:
+        entered_ = true;
+        admitted_ = true;
+        start();
+        return true;
+      case StreamGate::Entry::kWaiting:
+        entered_ = true;
+        return true;
+    }
+    return false;
+  }
+  // From OnCancel: true if the stream was still waiting (it must Finish).
+  bool Withdraw(void* stream) { return entered_ && !admitted_ && gate_->Withdraw(stream); }
+  // From OnDone.
+  void Leave() {
+    if (entered_) gate_->Leave(site_, admitted_);
+  }
+
+ private:
+  StreamGate* gate_;
+  const std::string site_;
+  bool entered_ = false;  // set before any callback of the stream can run
+  std::atomic<bool> admitted_{false};
+};
+
 // FetchModel: streams a model file in chunks read from disk one at a time.
 class ModelSender final : public grpc::ServerWriteReactor<v1::ModelChunk> {
  public:
-  ModelSender(const std::string& path, uint32_t chunk_bytes) : chunk_bytes_(chunk_bytes) {
+  ModelSender(StreamGate* gate, std::string site, const std::string& path, uint32_t chunk_bytes)
+      : chunk_bytes_(chunk_bytes), place_(gate, std::move(site)) {
+    if (!place_.Enter(this, [this, path] { Start(path); })) {
+      Finish(grpc::Status(grpc::StatusCode::ALREADY_EXISTS, "this site is already downloading a model"));
+    }
+  }
+  void OnWriteDone(bool ok) override {
+    if (!ok) {
+      Finish(grpc::Status(grpc::StatusCode::CANCELLED, "model download interrupted"));
+      return;
+    }
+    Next();
+  }
+  void OnCancel() override {
+    if (place_.Withdraw(this)) Finish(grpc::Status(grpc::StatusCode::CANCELLED, "cancelled while waiting to download"));
+  }
+  void OnDone() override {
+    if (fd_ >= 0) ::close(fd_);
+    place_.Leave();
+    delete this;
+  }
+
+ private:
+  void Start(const std::string& path) {
     fd_ = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
     struct stat st {};
     if (fd_ < 0 || ::fstat(fd_, &st) != 0) {
@@ -135,19 +258,7 @@ class ModelSender final : public grpc::ServerWriteReactor<v1::ModelChunk> {
     }
     Next();
   }
-  void OnWriteDone(bool ok) override {
-    if (!ok) {
-      Finish(grpc::Status(grpc::StatusCode::CANCELLED, "model download interrupted"));
-      return;
-    }
-    Next();
-  }
-  void OnDone() override {
-    if (fd_ >= 0) ::close(fd_);
-    delete this;
-  }
 
- private:
   void Next() {
     if (offset_ >= size_) {
       Finish(grpc::Status::OK);
@@ -172,6 +283,7 @@ class ModelSender final : public grpc::ServerWriteReactor<v1::ModelChunk> {
   }
 
   const uint32_t chunk_bytes_;
+  GatePlace place_;
   int fd_ = -1;
   uint64_t size_ = 0;
   uint64_t offset_ = 0;
@@ -196,9 +308,15 @@ double SumOfSquares(const float* v, size_t n) {
 // hash is checked at the end. Memory stays one chunk per upload.
 class UpdateReceiver final : public grpc::ServerReadReactor<v1::UpdateChunk> {
  public:
-  UpdateReceiver(RoundDriver* driver, std::string site, v1::SubmitReply* reply)
-      : driver_(driver), site_(std::move(site)), reply_(reply) {
-    StartRead(&chunk_);
+  UpdateReceiver(RoundDriver* driver, StreamGate* gate, std::string site, v1::SubmitReply* reply)
+      : driver_(driver), site_(std::move(site)), reply_(reply), place_(gate, site_) {
+    if (!place_.Enter(this, [this] { StartRead(&chunk_); })) {
+      Finish(grpc::Status(grpc::StatusCode::ALREADY_EXISTS, "an update from this site is already being received"));
+    }
+  }
+
+  void OnCancel() override {
+    if (place_.Withdraw(this)) Finish(grpc::Status(grpc::StatusCode::CANCELLED, "cancelled while waiting to upload"));
   }
 
   void OnReadDone(bool ok) override {
@@ -283,6 +401,7 @@ class UpdateReceiver final : public grpc::ServerReadReactor<v1::UpdateChunk> {
 
   void OnDone() override {
     if (fd_ >= 0) ::close(fd_);
+    place_.Leave();
     delete this;
   }
 
@@ -323,6 +442,7 @@ class UpdateReceiver final : public grpc::ServerReadReactor<v1::UpdateChunk> {
   RoundDriver* driver_;
   const std::string site_;
   v1::SubmitReply* reply_;
+  GatePlace place_;
   v1::UpdateChunk chunk_;
   std::vector<float> values_;  // the chunk's values
   std::optional<UpdateTicket> ticket_;
@@ -344,7 +464,8 @@ Reactor* Refuse(const absl::Status& s) {
 
 class FederationServiceImpl final : public v1::Federation::CallbackService {
  public:
-  explicit FederationServiceImpl(RoundDriver* driver) : driver_(driver) {}
+  FederationServiceImpl(RoundDriver* driver, int max_concurrent_streams)
+      : driver_(driver), downloads_(max_concurrent_streams), uploads_(max_concurrent_streams) {}
 
   grpc::ServerUnaryReactor* Hello(grpc::CallbackServerContext* ctx, const v1::HelloRequest*,
                                   v1::Plan* plan) override {
@@ -368,14 +489,14 @@ class FederationServiceImpl final : public v1::Federation::CallbackService {
     if (!site.ok()) return Refuse<grpc::ServerWriteReactor<v1::ModelChunk>>(site.status());
     absl::StatusOr<std::string> path = driver_->ModelPath(req->sha256());
     if (!path.ok()) return Refuse<grpc::ServerWriteReactor<v1::ModelChunk>>(path.status());
-    return new ModelSender(*path, driver_->chunk_bytes());
+    return new ModelSender(&downloads_, *site, *path, driver_->chunk_bytes());
   }
 
   grpc::ServerReadReactor<v1::UpdateChunk>* SubmitUpdate(grpc::CallbackServerContext* ctx,
                                                          v1::SubmitReply* reply) override {
     absl::StatusOr<std::string> site = CallerSite(ctx, *driver_);
     if (!site.ok()) return Refuse<grpc::ServerReadReactor<v1::UpdateChunk>>(site.status());
-    return new UpdateReceiver(driver_, *site, reply);
+    return new UpdateReceiver(driver_, &uploads_, *site, reply);
   }
 
   grpc::ServerUnaryReactor* SubmitEvaluation(grpc::CallbackServerContext* ctx,
@@ -406,6 +527,8 @@ class FederationServiceImpl final : public v1::Federation::CallbackService {
   }
 
   RoundDriver* driver_;
+  StreamGate downloads_;
+  StreamGate uploads_;
 };
 
 }  // namespace
@@ -432,7 +555,7 @@ void CoordinatorServer::Shutdown() {
 absl::StatusOr<std::unique_ptr<CoordinatorServer>> CoordinatorServer::Start(
     const CoordinatorConfig& config, RoundDriver* driver) {
   auto impl = std::make_unique<Impl>();
-  impl->service = std::make_unique<FederationServiceImpl>(driver);
+  impl->service = std::make_unique<FederationServiceImpl>(driver, config.max_concurrent_streams);
   grpc::SslServerCredentialsOptions tls(GRPC_SSL_REQUEST_AND_REQUIRE_CLIENT_CERTIFICATE_AND_VERIFY);
   tls.pem_root_certs = config.tls.ca_pem;
   tls.pem_key_cert_pairs.push_back({config.tls.key_pem, config.tls.certificate_pem});

@@ -8,6 +8,7 @@
 #include <CLI/CLI.hpp>
 #include <spdlog/spdlog.h>
 
+#include "common/files.h"
 #include "common/logging.h"
 #include "coordinator/config.h"
 #include "coordinator/federation_service.h"
@@ -28,6 +29,10 @@ int Serve(const std::string& config_path) {
   sigaddset(&signals, SIGINT);
   sigaddset(&signals, SIGTERM);
   pthread_sigmask(SIG_BLOCK, &signals, nullptr);
+
+  // Each connected site holds a socket, and a spool file while it uploads.
+  absl::Status fds = fedrad::RaiseOpenFileLimit(2 * config->plan.sites.size() + 64);
+  if (!fds.ok()) spdlog::warn("not every site can be connected at once: {}", std::string(fds.message()));
 
   absl::StatusOr<std::unique_ptr<fedrad::coordinator::RoundDriver>> driver =
       fedrad::coordinator::RoundDriver::Create(*config);

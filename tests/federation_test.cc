@@ -75,6 +75,25 @@ TEST(FederationTest, NoopNodesCompleteRoundsWithoutReadingData) {
   RemoveWorkspaceIfPassed(dir);
 }
 
+// max_concurrent_streams = 1: four nodes answer together, all but one wait
+// for the download and upload slot in turn, and every update still counts.
+TEST(FederationTest, StreamsBeyondTheLimitWaitTheirTurn) {
+  const std::string dir = MakeWorkspace();
+  MiniFederation f = SetUpFederation(dir, {.sites = 4, .rounds = 2, .min_nodes = 4, .start_grace_s = 1});
+  ASSERT_FALSE(::testing::Test::HasFailure());
+  UseNoopTrainers(f);
+  std::string config = ReadText(f.CoordinatorConfig());
+  const size_t at = config.find("max_concurrent_streams = 16");
+  ASSERT_NE(at, std::string::npos) << config;
+  config.replace(at, std::string("max_concurrent_streams = 16").size(), "max_concurrent_streams = 1");
+  WriteText(f.CoordinatorConfig(), config);
+  RunFederationToCompletion(f, std::chrono::minutes(2));
+  EXPECT_EQ(QueryDb(f.StateDb(), "SELECT COUNT(*) FROM rounds WHERE status = 'applied'")[0][0], SqlValue(int64_t{2}));
+  EXPECT_EQ(QueryDb(f.StateDb(), "SELECT COUNT(*) FROM submissions WHERE status = 'accepted'")[0][0],
+            SqlValue(int64_t{8}));
+  RemoveWorkspaceIfPassed(dir);
+}
+
 // update_dtype = "bfloat16": DP-trained updates travel at half the bytes and
 // are accepted; both sides record the SHA-256 of the same (bfloat16) bytes.
 TEST(FederationTest, BFloat16UpdatesAreAcceptedAndHashedAsSent) {

@@ -90,7 +90,10 @@ std::string CoordinatorToml(const std::string& listen) {
       "# state.db (SQLite) and models/ live here; keep it on durable storage.\n",
       "state_dir = \"state\"\n",
       "# Seconds to keep serving after the last round so nodes receive Stop.\n",
-      "linger_s = 5\n\n",
+      "linger_s = 5\n",
+      "# Model downloads, and update uploads, served at once; more wait their turn\n",
+      "# (memory stays about this many chunks however many nodes are connected).\n",
+      "max_concurrent_streams = 16\n\n",
       "[tls]\n", "ca = \"ca.pem\"\n", "certificate = \"coordinator.pem\"\n",
       "key = \"coordinator.key\"\n");
 }
