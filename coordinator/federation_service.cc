@@ -10,6 +10,7 @@
 #include <cstring>
 #include <deque>
 #include <functional>
+#include <optional>
 #include <set>
 
 #include <grpcpp/grpcpp.h>
@@ -302,21 +303,33 @@ double SumOfSquares(const float* v, size_t n) {
   return (lane[0] + lane[1]) + (lane[2] + lane[3]);
 }
 
-// SubmitUpdate: a header, then chunks of float32 deltas. Every chunk is
+// SubmitUpdate: a header, `ready` once admitted and the header is valid,
+// then chunks of the update in its wire dtype. Every chunk is
 // checked as it arrives (size, finite values, L2 norm), written to a spool
 // file and, for strategies that fold, added to the round's running sum; the
 // hash is checked at the end. Memory stays one chunk per upload.
-class UpdateReceiver final : public grpc::ServerReadReactor<v1::UpdateChunk> {
+class UpdateReceiver final : public grpc::ServerBidiReactor<v1::UpdateChunk, v1::UploadReply> {
  public:
-  UpdateReceiver(RoundDriver* driver, StreamGate* gate, std::string site, v1::SubmitReply* reply)
-      : driver_(driver), site_(std::move(site)), reply_(reply), place_(gate, site_) {
+  UpdateReceiver(RoundDriver* driver, StreamGate* gate, std::string site)
+      : driver_(driver), site_(std::move(site)), place_(gate, site_) {
+    ready_.set_ready(true);
     if (!place_.Enter(this, [this] { StartRead(&chunk_); })) {
-      Finish(grpc::Status(grpc::StatusCode::ALREADY_EXISTS, "an update from this site is already being received"));
+      End(grpc::Status(grpc::StatusCode::ALREADY_EXISTS, "an update from this site is already being received"));
     }
   }
 
   void OnCancel() override {
-    if (place_.Withdraw(this)) Finish(grpc::Status(grpc::StatusCode::CANCELLED, "cancelled while waiting to upload"));
+    if (place_.Withdraw(this)) End(grpc::Status(grpc::StatusCode::CANCELLED, "cancelled while waiting to upload"));
+  }
+
+  void OnWriteDone(bool) override {
+    std::optional<grpc::Status> finish;
+    {
+      absl::MutexLock lock(&finish_mu_);
+      writing_ = false;
+      finish.swap(deferred_finish_);
+    }
+    if (finish) Finish(*finish);
   }
 
   void OnReadDone(bool ok) override {
@@ -332,7 +345,7 @@ class UpdateReceiver final : public grpc::ServerReadReactor<v1::UpdateChunk> {
       absl::StatusOr<UpdateTicket> t = driver_->BeginUpdate(site_, chunk_.header());
       if (!t.ok()) {
         spdlog::warn("refused an update from {}: {}", site_, std::string(t.status().message()));
-        Finish(ToGrpc(t.status()));
+        End(ToGrpc(t.status()));
         return;
       }
       ticket_ = std::move(*t);
@@ -341,6 +354,11 @@ class UpdateReceiver final : public grpc::ServerReadReactor<v1::UpdateChunk> {
         Reject(absl::InternalError("coordinator cannot spool the update"));
         return;
       }
+      {
+        absl::MutexLock lock(&finish_mu_);
+        writing_ = true;
+      }
+      StartWrite(&ready_);
       StartRead(&chunk_);
       return;
     }
@@ -408,7 +426,7 @@ class UpdateReceiver final : public grpc::ServerReadReactor<v1::UpdateChunk> {
  private:
   void Complete() {
     if (!ticket_) {
-      Finish(grpc::Status(grpc::StatusCode::INVALID_ARGUMENT, "empty update"));
+      End(grpc::Status(grpc::StatusCode::INVALID_ARGUMENT, "empty update"));
       return;
     }
     if (received_ != ticket_->expected_bytes) {
@@ -422,9 +440,7 @@ class UpdateReceiver final : public grpc::ServerReadReactor<v1::UpdateChunk> {
     }
     ::close(fd_);
     fd_ = -1;
-    absl::Status s = driver_->FinishUpdate(*ticket_, absl::OkStatus());
-    reply_->set_message(s.ok() ? "accepted" : std::string(s.message()));
-    Finish(ToGrpc(s));
+    End(ToGrpc(driver_->FinishUpdate(*ticket_, absl::OkStatus())));
   }
 
   void Reject(const absl::Status& reason) {
@@ -436,13 +452,28 @@ class UpdateReceiver final : public grpc::ServerReadReactor<v1::UpdateChunk> {
       ::unlink(ticket_->spool_path.c_str());
       (void)driver_->FinishUpdate(*ticket_, reason);
     }
-    Finish(ToGrpc(reason));
+    End(ToGrpc(reason));
+  }
+
+  // Finish, once the `ready` write (if any) is done.
+  void End(const grpc::Status& status) {
+    {
+      absl::MutexLock lock(&finish_mu_);
+      if (writing_) {
+        deferred_finish_ = status;
+        return;
+      }
+    }
+    Finish(status);
   }
 
   RoundDriver* driver_;
   const std::string site_;
-  v1::SubmitReply* reply_;
   GatePlace place_;
+  v1::UploadReply ready_;
+  absl::Mutex finish_mu_;
+  bool writing_ ABSL_GUARDED_BY(finish_mu_) = false;
+  std::optional<grpc::Status> deferred_finish_ ABSL_GUARDED_BY(finish_mu_);
   v1::UpdateChunk chunk_;
   std::vector<float> values_;  // the chunk's values
   std::optional<UpdateTicket> ticket_;
@@ -492,11 +523,10 @@ class FederationServiceImpl final : public v1::Federation::CallbackService {
     return new ModelSender(&downloads_, *site, *path, driver_->chunk_bytes());
   }
 
-  grpc::ServerReadReactor<v1::UpdateChunk>* SubmitUpdate(grpc::CallbackServerContext* ctx,
-                                                         v1::SubmitReply* reply) override {
+  grpc::ServerBidiReactor<v1::UpdateChunk, v1::UploadReply>* SubmitUpdate(grpc::CallbackServerContext* ctx) override {
     absl::StatusOr<std::string> site = CallerSite(ctx, *driver_);
-    if (!site.ok()) return Refuse<grpc::ServerReadReactor<v1::UpdateChunk>>(site.status());
-    return new UpdateReceiver(driver_, &uploads_, *site, reply);
+    if (!site.ok()) return Refuse<grpc::ServerBidiReactor<v1::UpdateChunk, v1::UploadReply>>(site.status());
+    return new UpdateReceiver(driver_, &uploads_, *site);
   }
 
   grpc::ServerUnaryReactor* SubmitEvaluation(grpc::CallbackServerContext* ctx,

@@ -421,8 +421,7 @@ absl::Status NodeRuntime::SendUpdate(const v1::TrainTask& task, const WireUpdate
 
   grpc::ClientContext ctx;
   ctx.set_deadline(Deadline(task.deadline_unix_ms()));
-  v1::SubmitReply reply;
-  std::unique_ptr<grpc::ClientWriter<v1::UpdateChunk>> writer = rpc_->stub->SubmitUpdate(&ctx, &reply);
+  std::unique_ptr<grpc::ClientReaderWriter<v1::UpdateChunk, v1::UploadReply>> writer = rpc_->stub->SubmitUpdate(&ctx);
   v1::UpdateChunk header;
   v1::UpdateHeader* h = header.mutable_header();
   h->set_round(task.round());
@@ -448,6 +447,10 @@ absl::Status NodeRuntime::SendUpdate(const v1::TrainTask& task, const WireUpdate
     h->set_has_train_loss(true);
   }
   bool ok = writer->Write(header);
+  // The coordinator says when it is ready for the bytes (it receives a few
+  // updates at a time); until then they stay here.
+  v1::UploadReply ready;
+  ok = ok && writer->Read(&ready) && ready.ready();
   const size_t chunk = plan_->chunk_bytes / sizeof(float) * sizeof(float);  // whole values in every dtype
   v1::UpdateChunk data;
   for (size_t off = 0; ok && off < bytes.size(); off += chunk) {

@@ -84,8 +84,7 @@ int main(int argc, char** argv) {
     if (mode == "shape") values.pop_back();
     const std::string bytes(reinterpret_cast<const char*>(values.data()), values.size() * sizeof(float));
     grpc::ClientContext ctx;
-    fedrad::v1::SubmitReply reply;
-    auto writer = stub->SubmitUpdate(&ctx, &reply);
+    auto writer = stub->SubmitUpdate(&ctx);
     fedrad::v1::UpdateChunk header;
     fedrad::v1::UpdateHeader* h = header.mutable_header();
     h->set_round(task.train().round());
@@ -96,6 +95,8 @@ int main(int argc, char** argv) {
     h->set_total_bytes(bytes.size());
     h->set_num_examples(10);
     bool ok = writer->Write(header);
+    fedrad::v1::UploadReply ready;
+    ok = ok && writer->Read(&ready);
     fedrad::v1::UpdateChunk data;
     const size_t chunk = plan.chunk_bytes() / sizeof(float) * sizeof(float);
     for (size_t off = 0; ok && off < bytes.size(); off += chunk) {
