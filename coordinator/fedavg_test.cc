@@ -90,6 +90,42 @@ TEST_F(UpdateSumTest, UpdateRejectedPartWayLeavesNoTrace) {
   EXPECT_EQ(Means(sum), Means(reference));
 }
 
+// The coordinator overwrites a site's spool file in place every round, so an
+// upload in progress may sit in front of the previous round's values: taking
+// another update out must re-read only what this upload has written.
+TEST_F(UpdateSumTest, StaleSpoolTailIsNeverRead) {
+  const size_t n = 4096, half = 2048;
+  std::vector<float> a(n, 0.25f), b(n), hostile(n, 500.0f);
+  for (size_t i = 0; i < n; ++i) b[i] = static_cast<float>(i % 13) * 1e-3f;
+  UpdateSum reference(n);
+  Stream(reference, 1, 2, a, 512);
+  Stream(reference, 2, 3, b, 512);
+  ASSERT_TRUE(reference.Accept(1).ok() && reference.Accept(2).ok() && reference.Seal().ok());
+
+  const std::string path = dir_ + "/site-b.bin";
+  {
+    const std::vector<float> last_round(n, 1e6f);
+    FILE* f = std::fopen(path.c_str(), "wb");
+    std::fwrite(last_round.data(), sizeof(float), n, f);
+    std::fclose(f);
+  }
+  UpdateSum sum(n);
+  Stream(sum, 1, 2, a, 512);
+  ASSERT_TRUE(sum.Begin(2, 3, path).ok());
+  FILE* f = std::fopen(path.c_str(), "r+b");  // as the service opens it: no truncation
+  ASSERT_NE(f, nullptr);
+  std::fwrite(b.data(), sizeof(float), half, f);
+  std::fflush(f);
+  ASSERT_TRUE(sum.Add(2, 0, b.data(), half).ok());
+  Stream(sum, 7, 1, hostile, 512, /*stop_after=*/1024);
+  ASSERT_TRUE(sum.Withdraw(7).ok());  // re-folds 1 whole and 2's first half from their files
+  std::fwrite(b.data() + half, sizeof(float), n - half, f);
+  std::fclose(f);
+  ASSERT_TRUE(sum.Add(2, half, b.data() + half, n - half).ok());
+  ASSERT_TRUE(sum.Accept(1).ok() && sum.Accept(2).ok() && sum.Seal().ok());
+  EXPECT_EQ(Means(sum), Means(reference));
+}
+
 TEST_F(UpdateSumTest, ClosingTakesBackUnfinishedUploadsAndRefusesMore) {
   UpdateSum sum(4);
   Stream(sum, 1, 1, {1, 2, 3, 4}, 4);

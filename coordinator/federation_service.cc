@@ -349,7 +349,8 @@ class UpdateReceiver final : public grpc::ServerBidiReactor<v1::UpdateChunk, v1:
         return;
       }
       ticket_ = std::move(*t);
-      fd_ = ::open(ticket_->spool_path.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+      // The site's spool file is overwritten in place (see BeginUpdate).
+      fd_ = ::open(ticket_->spool_path.c_str(), O_WRONLY | O_CREAT | O_CLOEXEC, 0600);
       if (fd_ < 0) {
         Reject(absl::InternalError("coordinator cannot spool the update"));
         return;

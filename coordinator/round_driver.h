@@ -148,7 +148,8 @@ class RoundDriver {
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void SendTrainTask(const std::string& site) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void SendEvalTask(const std::string& site) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
-  void RemoveSpool(const OpenRound& r);
+  // Removes every spooled update (at start, on shutdown, at the end).
+  void ClearSpool();
 
   const CoordinatorConfig config_;
   const Manifest manifest_;
