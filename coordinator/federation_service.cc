@@ -7,6 +7,7 @@
 #include <algorithm>
 #include <atomic>
 #include <cmath>
+#include <cstdint>
 #include <cstring>
 #include <deque>
 #include <functional>
@@ -377,12 +378,20 @@ class UpdateReceiver final : public grpc::ServerBidiReactor<v1::UpdateChunk, v1:
     }
     const size_t n = data.size() / width;
     const size_t first = received_ / width;  // index of the chunk's first value
-    values_.resize(n);
-    DecodeValues(data.data(), n, ticket_->dtype, values_.data());
-    const double squares = SumOfSquares(values_.data(), n);
+    // Float32 chunks are read in place (the message's buffer comes from the
+    // heap, aligned for float); 16-bit ones are decoded into values_.
+    const float* values = nullptr;
+    if (ticket_->dtype == WireDtype::kFloat32 && reinterpret_cast<uintptr_t>(data.data()) % alignof(float) == 0) {
+      values = reinterpret_cast<const float*>(data.data());
+    } else {
+      values_.resize(n);
+      DecodeValues(data.data(), n, ticket_->dtype, values_.data());
+      values = values_.data();
+    }
+    const double squares = SumOfSquares(values, n);
     if (!std::isfinite(squares)) {  // squares of finite floats cannot overflow a double
-      const size_t bad = static_cast<size_t>(
-          std::find_if(values_.begin(), values_.end(), [](float v) { return !std::isfinite(v); }) - values_.begin());
+      const size_t bad =
+          static_cast<size_t>(std::find_if(values, values + n, [](float v) { return !std::isfinite(v); }) - values);
       Reject(absl::InvalidArgumentError(absl::StrCat(
           "the update holds a non-finite value at parameter ", first + bad)));
       return;
@@ -395,7 +404,7 @@ class UpdateReceiver final : public grpc::ServerBidiReactor<v1::UpdateChunk, v1:
     }
     hash_.Update(data);
     // Spooled as float32, whatever the wire carried.
-    const char* spooled = reinterpret_cast<const char*>(values_.data());
+    const char* spooled = reinterpret_cast<const char*>(values);
     const size_t spooled_bytes = n * sizeof(float);
     size_t done = 0;
     while (done < spooled_bytes) {
@@ -408,7 +417,7 @@ class UpdateReceiver final : public grpc::ServerBidiReactor<v1::UpdateChunk, v1:
     }
     // Folded only once spooled: a later rejection reads it back to take it out.
     if (ticket_->sum) {
-      absl::Status folded = ticket_->sum->Add(ticket_->upload_id, first, values_.data(), n);
+      absl::Status folded = ticket_->sum->Add(ticket_->upload_id, first, values, n);
       if (!folded.ok()) {
         Reject(folded);
         return;
