@@ -240,6 +240,12 @@ absl::StatusOr<std::shared_ptr<const ModelParameters>> NodeRuntime::EnsureModel(
     if (!s.ok()) return s;
     s = store_->RecordModelReceived(sha256, NowMs());
     if (!s.ok()) return s;
+    // Only the newest global model is kept: one file of the model's size,
+    // not one per round (100 rounds of a 400 MB model would be 40 GB).
+    std::error_code ec;
+    for (const auto& e : std::filesystem::directory_iterator(config_.state_dir + "/models", ec)) {
+      if (e.path().filename() != sha256 + ".safetensors") std::filesystem::remove(e.path(), ec);
+    }
   }
   absl::StatusOr<SafetensorsFile> file = DecodeSafetensors(bytes, absl::StrCat("model ", sha256.substr(0, 12)));
   if (!file.ok()) return file.status();

@@ -3,6 +3,8 @@
 // model's SHA-256 is the same at the coordinator and at both nodes.
 #include <gtest/gtest.h>
 
+#include <filesystem>
+
 #include "common/safetensors.h"
 #include "crypto/sha256.h"
 #include "tests/harness.h"
@@ -71,6 +73,13 @@ TEST(FederationTest, NoopNodesCompleteRoundsWithoutReadingData) {
     EXPECT_EQ(QueryDb(f.NodeDb(site), "SELECT COUNT(*) FROM updates_sent WHERE outcome = 'accepted'")[0][0],
               SqlValue(int64_t{2}));
     EXPECT_TRUE(QueryDb(f.NodeDb(site), "SELECT 1 FROM privacy_ledger").empty());
+    // Three models were received (initial, after round 1, after round 2); the newest stays.
+    EXPECT_EQ(QueryDb(f.NodeDb(site), "SELECT COUNT(*) FROM models_received")[0][0], SqlValue(int64_t{3}));
+    std::vector<std::string> cached;
+    for (const auto& e : std::filesystem::directory_iterator(f.dir + "/kits/" + site + "/state/models")) {
+      cached.push_back(e.path().filename().string());
+    }
+    EXPECT_EQ(cached.size(), 1u) << site;
   }
   RemoveWorkspaceIfPassed(dir);
 }
