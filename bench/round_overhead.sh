@@ -10,6 +10,8 @@
 # UPDATE_DTYPE=bfloat16 or float16 sends updates at half size (default float32).
 # CHUNK_BYTES=N sets the plan's chunk_bytes (default 1 MiB).
 # MAX_STREAMS=K sets the coordinator's max_concurrent_streams (default 16).
+# Logs and databases stay in the workspace (FEDRAD_BENCH_WORK, or a new
+# temporary folder); model files and spooled updates are deleted at the end.
 # SWARM=1 runs the nodes as one fedrad-bench-swarm process (a full node
 # runtime, TLS connection and node.db per site, without a LibTorch process
 # each), which is how 1,000 nodes fit on one machine.
@@ -94,5 +96,9 @@ round_s=$(sqlite3 kits/coordinator/state/state.db \
   "SELECT (closed_at_ms - started_at_ms) / 1000.0 FROM rounds WHERE status = 'applied' AND round BETWEEN 2 AND 6 ORDER BY 1" |
   awk '{ v[NR] = $1 } END { if (NR == 0) exit 1; print v[int((NR + 1) / 2)] }')
 rss_kib=$(awk -F: '/Maximum resident set size/ { gsub(/ /, "", $2); print $2 }' logs/coordinator.log)
+# Keep the logs and databases; the model files (up to a GiB each, per round
+# and per node) would fill the disk over a matrix of runs.
+find kits -name '*.safetensors' -delete
+rm -rf kits/coordinator/state/spool
 echo "params=$params nodes=$nodes update_dtype=${UPDATE_DTYPE:-float32} model_mib=$(( params * 4 / 1048576 )) workspace=$work"
 echo "round_s=$round_s coordinator_rss_mib=$(( rss_kib / 1024 ))"
