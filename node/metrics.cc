@@ -1,0 +1,200 @@
+#include "node/metrics.h"
+
+#include <algorithm>
+#include <cmath>
+#include <numeric>
+#include <random>
+
+#include "absl/strings/str_cat.h"
+
+namespace fedrad::node {
+namespace {
+
+absl::Status CheckScores(const Scores& s) {
+  if (s.num_classes < 2) return absl::InvalidArgumentError("metrics need at least two classes");
+  if (s.labels.empty()) return absl::InvalidArgumentError("no examples to score");
+  if (s.probabilities.size() != s.labels.size() * static_cast<size_t>(s.num_classes)) {
+    return absl::InvalidArgumentError(absl::StrCat(s.probabilities.size(), " probabilities for ", s.labels.size(),
+                                                   " examples of ", s.num_classes, " classes"));
+  }
+  for (size_t i = 0; i < s.labels.size(); ++i) {
+    if (s.labels[i] < 0 || s.labels[i] >= s.num_classes) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("example ", i, " has label ", s.labels[i], " outside 0..", s.num_classes - 1));
+    }
+  }
+  for (size_t i = 0; i < s.probabilities.size(); ++i) {
+    if (!std::isfinite(s.probabilities[i])) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("example ", i / static_cast<size_t>(s.num_classes), " has a non-finite probability"));
+    }
+  }
+  return absl::OkStatus();
+}
+
+// The metrics of scores already checked.
+Metrics Compute(const Scores& s) {
+  const int k = s.num_classes;
+  const size_t n = s.size();
+  Metrics m;
+  m.count = static_cast<int64_t>(n);
+  m.confusion.assign(k, std::vector<int64_t>(k, 0));
+  m.per_class.assign(k, ClassMetrics{});
+  int64_t correct = 0;
+  std::vector<double> bin_confidence(kCalibrationBins, 0), bin_correct(kCalibrationBins, 0);
+  std::vector<int64_t> bin_count(kCalibrationBins, 0);
+  for (size_t i = 0; i < n; ++i) {
+    const int t = s.labels[i];
+    const int p = s.Predicted(i);
+    ++m.confusion[t][p];
+    ++m.per_class[t].support;
+    ++m.per_class[p].predicted;
+    if (t == p) ++correct;
+    const double confidence = s.row(i)[p];
+    // Bin i holds confidences in (i/B, (i+1)/B]; 0 goes to the first bin.
+    int bin = static_cast<int>(std::ceil(confidence * kCalibrationBins)) - 1;
+    bin = std::clamp(bin, 0, kCalibrationBins - 1);
+    bin_confidence[bin] += confidence;
+    bin_correct[bin] += t == p ? 1 : 0;
+    ++bin_count[bin];
+  }
+  m.accuracy = static_cast<double>(correct) / static_cast<double>(n);
+  double recall_sum = 0;
+  int present = 0;
+  for (int c = 0; c < k; ++c) {
+    ClassMetrics& cm = m.per_class[c];
+    const double tp = static_cast<double>(m.confusion[c][c]);
+    cm.precision = cm.predicted > 0 ? tp / static_cast<double>(cm.predicted) : 0;
+    cm.recall = cm.support > 0 ? tp / static_cast<double>(cm.support) : 0;
+    cm.f1 = cm.precision + cm.recall > 0 ? 2 * cm.precision * cm.recall / (cm.precision + cm.recall) : 0;
+    if (cm.support > 0) {
+      recall_sum += cm.recall;
+      ++present;
+    }
+  }
+  m.balanced_accuracy = recall_sum / present;
+  if (k == 2) {
+    if (m.per_class[1].support > 0) m.sensitivity = m.per_class[1].recall;
+    if (m.per_class[0].support > 0) m.specificity = m.per_class[0].recall;
+  }
+  // One-vs-rest AUCs (for two classes, class 1's is the AUC).
+  std::vector<float> score(n);
+  std::vector<bool> positive(n);
+  double auc_sum = 0;
+  int aucs = 0;
+  for (int c = (k == 2 ? 1 : 0); c < k; ++c) {
+    for (size_t i = 0; i < n; ++i) {
+      score[i] = s.row(i)[c];
+      positive[i] = s.labels[i] == c;
+    }
+    std::optional<double> auc = RocAuc(score, positive);
+    if (auc) {
+      auc_sum += *auc;
+      ++aucs;
+    }
+  }
+  if (aucs > 0) m.roc_auc = auc_sum / aucs;
+  for (int b = 0; b < kCalibrationBins; ++b) {
+    if (bin_count[b] == 0) continue;
+    const double count = static_cast<double>(bin_count[b]);
+    m.ece += count / static_cast<double>(n) * std::fabs(bin_correct[b] / count - bin_confidence[b] / count);
+  }
+  return m;
+}
+
+// The q-quantile of sorted values, interpolating linearly between order
+// statistics (NumPy's default).
+double Quantile(const std::vector<double>& sorted, double q) {
+  const double pos = q * static_cast<double>(sorted.size() - 1);
+  const size_t lo = static_cast<size_t>(std::floor(pos));
+  const size_t hi = std::min(lo + 1, sorted.size() - 1);
+  return sorted[lo] + (pos - static_cast<double>(lo)) * (sorted[hi] - sorted[lo]);
+}
+
+}  // namespace
+
+int Scores::Predicted(size_t i) const {
+  const float* p = row(i);
+  return static_cast<int>(std::max_element(p, p + num_classes) - p);
+}
+
+std::optional<double> RocAuc(const std::vector<float>& score, const std::vector<bool>& positive) {
+  const size_t n = score.size();
+  std::vector<size_t> order(n);
+  std::iota(order.begin(), order.end(), 0);
+  std::sort(order.begin(), order.end(), [&](size_t a, size_t b) { return score[a] < score[b]; });
+  // Mann-Whitney: the sum of the positives' ranks, tied scores sharing their
+  // mean rank.
+  double positive_rank_sum = 0;
+  double positives = 0;
+  for (size_t i = 0; i < n;) {
+    size_t j = i;
+    while (j < n && score[order[j]] == score[order[i]]) ++j;
+    const double mean_rank = (static_cast<double>(i + 1) + static_cast<double>(j)) / 2;
+    for (size_t t = i; t < j; ++t) {
+      if (positive[order[t]]) {
+        positive_rank_sum += mean_rank;
+        positives += 1;
+      }
+    }
+    i = j;
+  }
+  const double negatives = static_cast<double>(n) - positives;
+  if (positives == 0 || negatives == 0) return std::nullopt;
+  return (positive_rank_sum - positives * (positives + 1) / 2) / (positives * negatives);
+}
+
+std::map<std::string, double> Metrics::Scalars() const {
+  std::map<std::string, double> out;
+  out["accuracy"] = accuracy;
+  out["balanced_accuracy"] = balanced_accuracy;
+  out["ece"] = ece;
+  if (sensitivity) out["sensitivity"] = *sensitivity;
+  if (specificity) out["specificity"] = *specificity;
+  if (roc_auc) out["roc_auc"] = *roc_auc;
+  for (size_t c = 0; c < per_class.size(); ++c) {
+    const ClassMetrics& m = per_class[c];
+    if (m.predicted > 0) out[absl::StrCat("precision[", c, "]")] = m.precision;
+    if (m.support > 0) out[absl::StrCat("recall[", c, "]")] = m.recall;
+    if (m.predicted > 0 || m.support > 0) out[absl::StrCat("f1[", c, "]")] = m.f1;
+  }
+  return out;
+}
+
+absl::StatusOr<Metrics> ComputeMetrics(const Scores& scores) {
+  absl::Status s = CheckScores(scores);
+  if (!s.ok()) return s;
+  return Compute(scores);
+}
+
+absl::StatusOr<std::map<std::string, Interval>> BootstrapIntervals(const Scores& scores, int resamples,
+                                                                   uint64_t seed) {
+  absl::Status s = CheckScores(scores);
+  if (!s.ok()) return s;
+  if (resamples < 2) return absl::InvalidArgumentError("a bootstrap needs at least two resamples");
+  const size_t n = scores.size();
+  const size_t k = static_cast<size_t>(scores.num_classes);
+  std::mt19937_64 rng(seed);
+  std::uniform_int_distribution<size_t> pick(0, n - 1);
+  Scores r;
+  r.num_classes = scores.num_classes;
+  r.labels.resize(n);
+  r.probabilities.resize(n * k);
+  std::map<std::string, std::vector<double>> samples;
+  for (int b = 0; b < resamples; ++b) {
+    for (size_t i = 0; i < n; ++i) {
+      const size_t j = pick(rng);
+      r.labels[i] = scores.labels[j];
+      std::copy(scores.row(j), scores.row(j) + k, r.probabilities.begin() + static_cast<std::ptrdiff_t>(i * k));
+    }
+    for (const auto& [name, value] : Compute(r).Scalars()) samples[name].push_back(value);
+  }
+  std::map<std::string, Interval> out;
+  for (auto& [name, values] : samples) {
+    std::sort(values.begin(), values.end());
+    out[name] = Interval{Quantile(values, 0.025), Quantile(values, 0.975)};
+  }
+  return out;
+}
+
+}  // namespace fedrad::node

@@ -1,0 +1,88 @@
+#ifndef FEDRAD_NODE_METRICS_H_
+#define FEDRAD_NODE_METRICS_H_
+
+#include <cstdint>
+#include <map>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "absl/status/statusor.h"
+
+namespace fedrad::node {
+
+// A model's outputs on labelled examples: the true class of each example and
+// its class probabilities (row-major, num_classes per example).
+struct Scores {
+  int num_classes = 0;
+  std::vector<int> labels;
+  std::vector<float> probabilities;
+
+  size_t size() const { return labels.size(); }
+  const float* row(size_t i) const { return probabilities.data() + i * static_cast<size_t>(num_classes); }
+  // The predicted class: the most probable, the lowest index on a tie.
+  int Predicted(size_t i) const;
+};
+
+struct ClassMetrics {
+  int64_t support = 0;    // examples of this class
+  int64_t predicted = 0;  // examples predicted as this class
+  // 0 when undefined (nothing predicted as / nothing of this class), as
+  // scikit-learn reports with zero_division=0.
+  double precision = 0;
+  double recall = 0;
+  double f1 = 0;
+};
+
+// Number of equal-width confidence bins for the expected calibration error.
+inline constexpr int kCalibrationBins = 15;
+
+struct Metrics {
+  int64_t count = 0;
+  double accuracy = 0;
+  // Mean recall over the classes that occur (scikit-learn's definition).
+  double balanced_accuracy = 0;
+  std::vector<ClassMetrics> per_class;
+  // Binary tasks, class 1 positive: recall of class 1 and of class 0. Unset
+  // when the class does not occur.
+  std::optional<double> sensitivity;
+  std::optional<double> specificity;
+  // Binary: the AUC of P(class 1). Multi-class: the mean one-vs-rest AUC over
+  // the classes that occur and do not make up every example. Ties count one
+  // half (Mann-Whitney). Unset when no class qualifies.
+  std::optional<double> roc_auc;
+  // confusion[true][predicted].
+  std::vector<std::vector<int64_t>> confusion;
+  // Expected calibration error of the top-class confidence over
+  // kCalibrationBins bins (i/B, (i+1)/B] (Guo et al. 2017).
+  double ece = 0;
+
+  // Every scalar figure by name ("accuracy", "roc_auc", "recall[1]", ...);
+  // undefined ones are left out (a class's recall without examples of it,
+  // its precision when nothing was predicted as it).
+  std::map<std::string, double> Scalars() const;
+};
+
+// Errors: no examples, num_classes < 2, a label outside [0, num_classes),
+// a probability row of the wrong size, or a non-finite probability.
+absl::StatusOr<Metrics> ComputeMetrics(const Scores& scores);
+
+// The area under the ROC curve of `score` for `positive[i]` examples
+// against the rest, with ties counting one half; unset without both kinds.
+std::optional<double> RocAuc(const std::vector<float>& score, const std::vector<bool>& positive);
+
+struct Interval {
+  double low = 0;
+  double high = 0;
+};
+
+// Percentile bootstrap: `resamples` resamples of the examples with
+// replacement (std::mt19937_64 seeded with `seed`), the metrics of each, and
+// for every scalar the 2.5th and 97.5th percentiles of the resamples where it
+// is defined.
+absl::StatusOr<std::map<std::string, Interval>> BootstrapIntervals(const Scores& scores, int resamples = 1000,
+                                                                   uint64_t seed = 1);
+
+}  // namespace fedrad::node
+
+#endif  // FEDRAD_NODE_METRICS_H_
