@@ -98,6 +98,7 @@ grep -E "round [0-9]+/[0-9]+: " coordinator.log | sed 's/^.*info: //' | tail -3
 grep -E "^eps" coordinator.out || true
 sha=$(sqlite3 kits/coordinator/state/state.db "SELECT sha256 FROM models ORDER BY round DESC LIMIT 1")
 result=$("$bin/node/fedrad-node" evaluate --model kits/coordinator/state/models/$sha.safetensors --data test \
-  --size 28 --classes 10 --window-center 127.5 --window-width 255)
+  --size 28 --classes 10 --window-center 127.5 --window-width 255 --bootstrap 200 |
+  awk '/^accuracy / { print "accuracy " $2 " 95% CI " $3 " " $4 }')
 echo "rounds=$rounds alpha=$alpha epsilon=$epsilon clip=$clip local_epochs=$local_epochs batch=$batch lr=$lr momentum=$momentum strategy=$strategy server_lr=$server_lr server_momentum=$server_momentum validation=$validation elapsed_s=$elapsed final_model=$sha"
 echo "test $result"

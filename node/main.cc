@@ -98,10 +98,13 @@ int main(int argc, char** argv) {
   train_local->add_option("--save", tl_save, "Write the trained model here (.safetensors)");
 
   std::string ev_model, ev_data, ev_labels;
-  int ev_size = 64, ev_classes = 2;
+  int ev_size = 64, ev_classes = 2, ev_bootstrap = 1000;
+  bool ev_json = false;
   double ev_center = 40, ev_width = 400;
   CLI::App* evaluate = app.add_subcommand(
-      "evaluate", "Accuracy and loss of a saved model (.safetensors) on a labelled DICOM folder; local only");
+      "evaluate", "How well a saved model (.safetensors) does on a labelled DICOM folder: accuracy, balanced "
+                  "accuracy, per-class precision/recall/F1, sensitivity/specificity, ROC AUC, calibration, with "
+                  "bootstrap 95% intervals; local only");
   evaluate->add_option("--model", ev_model, "Model file (.safetensors with an 'architecture' entry)")->required();
   evaluate->add_option("--data", ev_data, "DICOM folder")->required();
   evaluate->add_option("--labels", ev_labels, "labels.csv (default DATA/labels.csv)");
@@ -109,6 +112,9 @@ int main(int argc, char** argv) {
   evaluate->add_option("--classes", ev_classes, "Number of classes")->capture_default_str()->check(CLI::Range(2, 100000));
   evaluate->add_option("--window-center", ev_center, "Window center")->capture_default_str();
   evaluate->add_option("--window-width", ev_width, "Window width")->capture_default_str()->check(CLI::PositiveNumber);
+  evaluate->add_option("--bootstrap", ev_bootstrap, "Bootstrap resamples for the 95% intervals")
+      ->capture_default_str()->check(CLI::Range(2, 100000));
+  evaluate->add_flag("--json", ev_json, "Print the figures as JSON");
 
   CLI11_PARSE(app, argc, argv);
   fedrad::InitLogging("node", verbose);
@@ -121,7 +127,17 @@ int main(int argc, char** argv) {
     spec.preprocess.output_size = ev_size;
     absl::StatusOr<fedrad::node::Evaluation> e = fedrad::node::EvaluateModelFile(ev_model, spec);
     if (!e.ok()) return Fail(e.status(), 1);
-    std::cout << "accuracy " << e->accuracy << " loss " << e->loss << " on " << e->count << " images\n";
+    absl::StatusOr<fedrad::node::Metrics> metrics = fedrad::node::ComputeMetrics(e->scores);
+    if (!metrics.ok()) return Fail(metrics.status(), 1);
+    absl::StatusOr<std::map<std::string, fedrad::node::Interval>> ci =
+        fedrad::node::BootstrapIntervals(e->scores, ev_bootstrap);
+    if (!ci.ok()) return Fail(ci.status(), 1);
+    if (ev_json) {
+      std::cout << fedrad::node::MetricsJson(*metrics, *ci) << "\n";
+    } else {
+      std::cout << ev_model << " on " << e->count << " images, loss " << e->loss << "\n\n"
+                << fedrad::node::FormatMetrics(*metrics, *ci);
+    }
     return 0;
   }
 

@@ -5,7 +5,10 @@
 #include <numeric>
 #include <random>
 
+#include <nlohmann/json.hpp>
+
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
 
 namespace fedrad::node {
 namespace {
@@ -195,6 +198,54 @@ absl::StatusOr<std::map<std::string, Interval>> BootstrapIntervals(const Scores&
     out[name] = Interval{Quantile(values, 0.025), Quantile(values, 0.975)};
   }
   return out;
+}
+
+std::string FormatMetrics(const Metrics& m, const std::map<std::string, Interval>& ci) {
+  std::string out = absl::StrFormat("%-20s %8s   %s\n", "metric", "value", "95% CI (bootstrap)");
+  const std::map<std::string, double> scalars = m.Scalars();
+  const std::pair<const char*, const char*> overall[] = {
+      {"accuracy", "accuracy"},       {"balanced_accuracy", "balanced accuracy"},
+      {"sensitivity", "sensitivity"}, {"specificity", "specificity"},
+      {"roc_auc", "ROC AUC"},         {"ece", "calibration (ECE)"}};
+  for (const auto& [key, label] : overall) {
+    auto v = scalars.find(key);
+    if (v == scalars.end()) continue;
+    auto i = ci.find(key);
+    absl::StrAppendFormat(&out, "%-20s %8.4f   %s\n", label, v->second,
+                          i == ci.end() ? "" : absl::StrFormat("[%.4f, %.4f]", i->second.low, i->second.high));
+  }
+  absl::StrAppendFormat(&out, "\n%-6s %8s %10s %8s %8s\n", "class", "support", "precision", "recall", "F1");
+  for (size_t c = 0; c < m.per_class.size(); ++c) {
+    const ClassMetrics& k = m.per_class[c];
+    absl::StrAppendFormat(&out, "%-6d %8d %10.4f %8.4f %8.4f\n", c, k.support, k.precision, k.recall, k.f1);
+  }
+  out += "\nconfusion matrix (rows: true class, columns: predicted)\n";
+  for (const std::vector<int64_t>& row : m.confusion) {
+    for (int64_t v : row) absl::StrAppendFormat(&out, " %8d", v);
+    out += "\n";
+  }
+  return out;
+}
+
+std::string MetricsJson(const Metrics& m, const std::map<std::string, Interval>& ci) {
+  nlohmann::json j;
+  j["count"] = m.count;
+  nlohmann::json figures = nlohmann::json::object();
+  for (const auto& [name, value] : m.Scalars()) {
+    nlohmann::json f{{"value", value}};
+    auto i = ci.find(name);
+    if (i != ci.end()) f["ci95"] = {i->second.low, i->second.high};
+    figures[name] = f;
+  }
+  j["metrics"] = figures;
+  nlohmann::json classes = nlohmann::json::array();
+  for (const ClassMetrics& k : m.per_class) {
+    classes.push_back({{"support", k.support}, {"predicted", k.predicted}, {"precision", k.precision},
+                       {"recall", k.recall}, {"f1", k.f1}});
+  }
+  j["per_class"] = classes;
+  j["confusion"] = m.confusion;
+  return j.dump(2);
 }
 
 }  // namespace fedrad::node

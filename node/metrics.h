@@ -83,6 +83,13 @@ struct Interval {
 absl::StatusOr<std::map<std::string, Interval>> BootstrapIntervals(const Scores& scores, int resamples = 1000,
                                                                    uint64_t seed = 1);
 
+// A table for the terminal: the overall figures with their intervals (those
+// in `ci`), per-class figures, and the confusion matrix.
+std::string FormatMetrics(const Metrics& m, const std::map<std::string, Interval>& ci);
+// The same figures as a JSON object: {"count", "metrics": {name: {"value",
+// "ci95": [low, high]}}, "per_class": [...], "confusion": [[...]]}.
+std::string MetricsJson(const Metrics& m, const std::map<std::string, Interval>& ci);
+
 }  // namespace fedrad::node
 
 #endif  // FEDRAD_NODE_METRICS_H_

@@ -225,10 +225,16 @@ absl::StatusOr<Evaluation> EvaluateModel(const ModelSpec& spec, const ModelParam
     torch::Tensor y = LabelsTensor(images);
     double loss_sum = 0;
     int64_t correct = 0;
+    out.scores.num_classes = spec.num_classes;
+    out.scores.labels.assign(images.labels.begin(), images.labels.end());
+    out.scores.probabilities.reserve(static_cast<size_t>(images.count() * spec.num_classes));
     for (int64_t start = 0; start < images.count(); start += 256) {
       const int64_t end = std::min<int64_t>(start + 256, images.count());
       torch::Tensor logits = (*model)->forward(x.slice(0, start, end));
       torch::Tensor yy = y.slice(0, start, end);
+      const torch::Tensor probabilities = torch::softmax(logits, 1).to(torch::kFloat32).contiguous();
+      out.scores.probabilities.insert(out.scores.probabilities.end(), probabilities.data_ptr<float>(),
+                                      probabilities.data_ptr<float>() + probabilities.numel());
       loss_sum += torch::nn::functional::cross_entropy(
                       logits, yy, torch::nn::functional::CrossEntropyFuncOptions().reduction(torch::kSum))
                       .item<double>();

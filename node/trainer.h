@@ -9,6 +9,7 @@
 #include "common/plan.h"
 #include "common/tensor.h"
 #include "node/dataset.h"
+#include "node/metrics.h"
 
 namespace fedrad::node {
 
@@ -56,6 +57,8 @@ struct Evaluation {
   double loss = 0;
   double accuracy = 0;
   int64_t count = 0;
+  // Every image's label and softmax probabilities, for ComputeMetrics.
+  Scores scores;
 };
 
 absl::StatusOr<Evaluation> EvaluateModel(const ModelSpec& spec, const ModelParameters& parameters,
