@@ -132,4 +132,11 @@ absl::StatusOr<ModelParameters> InitialParameters(const ModelSpec& spec, uint64_
   return out;
 }
 
+SafetensorsMetadata ModelShapeMetadata(const ModelSpec& model) {
+  return {{"architecture", model.architecture},
+          {"in_channels", std::to_string(model.in_channels)},
+          {"input_size", std::to_string(model.input_size)},
+          {"num_classes", std::to_string(model.num_classes)}};
+}
+
 }  // namespace fedrad

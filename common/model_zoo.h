@@ -7,6 +7,7 @@
 
 #include "absl/status/statusor.h"
 #include "common/plan.h"
+#include "common/safetensors.h"
 #include "common/tensor.h"
 
 namespace fedrad {
@@ -19,6 +20,11 @@ std::vector<std::string> KnownArchitectures();
 
 // OK if `spec` names a known architecture with sizes it supports.
 absl::Status CheckModelSpec(const ModelSpec& spec);
+
+// The safetensors metadata that describes a model's shape (architecture,
+// in_channels, input_size, num_classes): published models carry it, so a
+// site can evaluate or run one without the plan.
+SafetensorsMetadata ModelShapeMetadata(const ModelSpec& model);
 
 absl::StatusOr<Manifest> ModelManifest(const ModelSpec& spec);
 

@@ -105,11 +105,7 @@ absl::Status RoundDriver::LoadOrCreateInitialModel() {
   if (!latest->has_value()) {
     absl::StatusOr<ModelParameters> init = InitialParameters(config_.plan.model, config_.plan.seed);
     if (!init.ok()) return init.status();
-    absl::StatusOr<std::string> sha = models_->Put(
-        *init, {{"architecture", config_.plan.model.architecture},
-                {"round", "0"},
-                {"manifest_sha256", manifest_sha256_},
-                {"federation", config_.plan.name}});
+    absl::StatusOr<std::string> sha = models_->Put(*init, ModelMetadata(0));
     if (!sha.ok()) return sha.status();
     absl::Status s = state_->AddInitialModel(*sha, NowMs());
     if (!s.ok()) return s;
@@ -360,12 +356,7 @@ absl::Status RoundDriver::AggregateInPlace(const OpenRound& r, const RoundUpdate
         std::string_view(reinterpret_cast<const char*>(state.data()), state.size() * sizeof(float)));
     if (!s.ok()) return s;
   }
-  absl::StatusOr<std::string> sha = models_->Put(
-      global_, {{"architecture", config_.plan.model.architecture},
-                {"round", std::to_string(r.round)},
-                {"manifest_sha256", manifest_sha256_},
-                {"federation", config_.plan.name},
-                {"strategy", strategy_->name()}});
+  absl::StatusOr<std::string> sha = models_->Put(global_, ModelMetadata(r.round));
   if (!sha.ok()) return sha.status();
   absl::Status s = state_->ApplyRound(r.round, r.attempt, *sha,
                                       static_cast<int>(r.answered.size()), NowMs());
@@ -397,6 +388,15 @@ absl::Status RoundDriver::RestoreStrategyState() {
   if (!s.ok()) return absl::DataLossError(absl::StrCat("'", path, "': ", s.message()));
   spdlog::info("restored the {} server state of round {}", strategy_->name(), global_round_);
   return absl::OkStatus();
+}
+
+SafetensorsMetadata RoundDriver::ModelMetadata(int round) const {
+  SafetensorsMetadata m = ModelShapeMetadata(config_.plan.model);
+  m["round"] = std::to_string(round);
+  m["manifest_sha256"] = manifest_sha256_;
+  m["federation"] = config_.plan.name;
+  m["strategy"] = strategy_->name();
+  return m;
 }
 
 void RoundDriver::ClearSpool() {

@@ -13,6 +13,7 @@
 #include "absl/status/statusor.h"
 #include "absl/synchronization/mutex.h"
 #include "absl/time/time.h"
+#include "common/safetensors.h"
 #include "common/tensor.h"
 #include "coordinator/config.h"
 #include "coordinator/model_store.h"
@@ -132,6 +133,9 @@ class RoundDriver {
   // the rest of `t` from it.
   absl::Status CheckUpdateHeader(const v1::UpdateHeader& h, const std::string& base_sha256,
                                  UpdateTicket* t) const;
+  // What a published model file says of itself: the model's shape (so a
+  // site can evaluate or run it without the plan), its round and origin.
+  SafetensorsMetadata ModelMetadata(int round) const;
   std::string StrategyDir() const;
   std::string StrategyStatePath(int round) const;
   absl::Status RestoreStrategyState();

@@ -97,7 +97,7 @@ int main(int argc, char** argv) {
   train_local->add_option("--threads", tl_threads, "LibTorch threads (0: all cores)")->check(CLI::Range(0, 1024));
   train_local->add_option("--save", tl_save, "Write the trained model here (.safetensors)");
 
-  std::string ev_model, ev_data, ev_labels;
+  std::string ev_model, ev_data, ev_labels, ev_config;
   int ev_size = 64, ev_classes = 2, ev_bootstrap = 1000;
   bool ev_json = false;
   double ev_center = 40, ev_width = 400;
@@ -106,10 +106,15 @@ int main(int argc, char** argv) {
                   "accuracy, per-class precision/recall/F1, sensitivity/specificity, ROC AUC, calibration, with "
                   "bootstrap 95% intervals; local only");
   evaluate->add_option("--model", ev_model, "Model file (.safetensors with an 'architecture' entry)")->required();
-  evaluate->add_option("--data", ev_data, "DICOM folder")->required();
+  evaluate->add_option("-c,--config", ev_config,
+                       "Node config (TOML): evaluate on the site's validation split (its [data], [preprocess] "
+                       "and split), or on --data with the site's preprocessing");
+  evaluate->add_option("--data", ev_data, "Labelled DICOM folder (all of it)");
   evaluate->add_option("--labels", ev_labels, "labels.csv (default DATA/labels.csv)");
-  evaluate->add_option("--size", ev_size, "Input size")->capture_default_str()->check(CLI::Range(16, 1024));
-  evaluate->add_option("--classes", ev_classes, "Number of classes")->capture_default_str()->check(CLI::Range(2, 100000));
+  evaluate->add_option("--size", ev_size, "Input size, if the model file does not name it")
+      ->capture_default_str()->check(CLI::Range(16, 1024));
+  evaluate->add_option("--classes", ev_classes, "Number of classes, if the model file does not name them")
+      ->capture_default_str()->check(CLI::Range(2, 100000));
   evaluate->add_option("--window-center", ev_center, "Window center")->capture_default_str();
   evaluate->add_option("--window-width", ev_width, "Window width")->capture_default_str()->check(CLI::PositiveNumber);
   evaluate->add_option("--bootstrap", ev_bootstrap, "Bootstrap resamples for the 95% intervals")
@@ -120,12 +125,32 @@ int main(int argc, char** argv) {
   fedrad::InitLogging("node", verbose);
 
   if (*evaluate) {
-    fedrad::node::DatasetSpec spec{ev_data, ev_labels.empty() ? ev_data + "/labels.csv" : ev_labels, ev_classes,
-                                   {}, {}, {}};
-    spec.preprocess.window_center = ev_center;
-    spec.preprocess.window_width = ev_width;
-    spec.preprocess.output_size = ev_size;
-    absl::StatusOr<fedrad::node::Evaluation> e = fedrad::node::EvaluateModelFile(ev_model, spec);
+    fedrad::node::EvaluateOptions eo;
+    if (!ev_config.empty()) {
+      absl::StatusOr<fedrad::node::NodeConfig> config = fedrad::node::LoadNodeConfig(ev_config);
+      if (!config.ok()) return Fail(config.status(), 2);
+      eo.spec = fedrad::node::SiteDataset(*config);
+      if (ev_data.empty()) {
+        eo.validation_fraction = config->validation_fraction;
+        eo.split_seed = config->split_seed;
+      }
+    } else if (ev_data.empty()) {
+      std::cerr << "evaluate needs --config node.toml, or --data DIR [--labels CSV]\n";
+      return 2;
+    }
+    if (!ev_data.empty()) {
+      eo.spec.data_dir = ev_data;
+      eo.spec.labels_csv = ev_labels.empty() ? ev_data + "/labels.csv" : ev_labels;
+    }
+    if (ev_config.empty()) {
+      eo.spec.preprocess.window_center = ev_center;
+      eo.spec.preprocess.window_width = ev_width;
+    }
+    if (evaluate->count("--size")) eo.spec.preprocess.output_size = ev_size;
+    if (evaluate->count("--classes")) eo.spec.num_classes = ev_classes;
+    eo.default_size = ev_size;
+    eo.default_classes = ev_classes;
+    absl::StatusOr<fedrad::node::Evaluation> e = fedrad::node::EvaluateModelFile(ev_model, eo);
     if (!e.ok()) return Fail(e.status(), 1);
     absl::StatusOr<fedrad::node::Metrics> metrics = fedrad::node::ComputeMetrics(e->scores);
     if (!metrics.ok()) return Fail(metrics.status(), 1);
@@ -146,12 +171,7 @@ int main(int argc, char** argv) {
     if (!tl_config.empty()) {
       absl::StatusOr<fedrad::node::NodeConfig> config = fedrad::node::LoadNodeConfig(tl_config);
       if (!config.ok()) return Fail(config.status(), 2);
-      o.spec.data_dir = config->dicom_dir;
-      o.spec.labels_csv = config->labels_csv;
-      o.spec.class_names = config->class_names;
-      o.spec.preprocess = config->preprocess;
-      o.spec.loader.threads = config->loader_threads;
-      if (config->cache) o.spec.loader.cache_dir = config->state_dir + "/cache";
+      o.spec = fedrad::node::SiteDataset(*config);
       if (!config->class_names.empty() && train_local->count("--classes") == 0) {
         tl_classes = static_cast<int>(config->class_names.size());
       }

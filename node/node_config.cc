@@ -65,4 +65,15 @@ absl::StatusOr<NodeConfig> LoadNodeConfig(const std::string& path) {
   return out;
 }
 
+DatasetSpec SiteDataset(const NodeConfig& config) {
+  DatasetSpec spec;
+  spec.data_dir = config.dicom_dir;
+  spec.labels_csv = config.labels_csv;
+  spec.class_names = config.class_names;
+  spec.preprocess = config.preprocess;
+  spec.loader.threads = config.loader_threads;
+  if (config.cache) spec.loader.cache_dir = config.state_dir + "/cache";
+  return spec;
+}
+
 }  // namespace fedrad::node

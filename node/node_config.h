@@ -7,6 +7,7 @@
 
 #include "absl/status/statusor.h"
 #include "common/tls_identity.h"
+#include "node/dataset.h"
 #include "node/preprocess.h"
 #include "node/privacy_budget.h"
 
@@ -43,6 +44,11 @@ PrivacySettings ReadPrivacySettings(ConfigReader& c);
 // missing files, wrong types, unknown fields, a key that does not match the
 // certificate, a certificate not issued by the CA in the kit.
 absl::StatusOr<NodeConfig> LoadNodeConfig(const std::string& path);
+
+// The site's labelled images as node.toml describes them: folder, labels,
+// class names, preprocessing, loader threads and cache. The caller sets the
+// model's input size (preprocess.output_size) and num_classes.
+DatasetSpec SiteDataset(const NodeConfig& config);
 
 }  // namespace fedrad::node
 

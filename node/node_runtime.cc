@@ -141,15 +141,9 @@ absl::StatusOr<JoinedPlan> NodeRuntime::Check() { return Hello(); }
 
 absl::Status NodeRuntime::PrepareData(const JoinedPlan& plan) {
   if (data_) return absl::OkStatus();
-  DatasetSpec spec;
-  spec.data_dir = config_.dicom_dir;
-  spec.labels_csv = config_.labels_csv;
+  DatasetSpec spec = SiteDataset(config_);
   spec.num_classes = plan.model.num_classes;
-  spec.class_names = config_.class_names;
-  spec.preprocess = config_.preprocess;
   spec.preprocess.output_size = plan.model.input_size;
-  spec.loader.threads = config_.loader_threads;
-  if (config_.cache) spec.loader.cache_dir = config_.state_dir + "/cache";
   LoadReport report;
   absl::StatusOr<ImageSet> images = LoadImageSet(spec, &report);
   if (!images.ok()) return images.status();

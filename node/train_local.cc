@@ -5,6 +5,7 @@
 
 #include <spdlog/spdlog.h>
 
+#include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "common/model_zoo.h"
@@ -70,26 +71,59 @@ absl::Status TrainLocal(const TrainLocalOptions& o, std::ostream& out) {
                          eval->loss, eval->count, o.model.architecture, o.epochs);
   if (o.dp) out << absl::StrFormat("privacy: epsilon = %.4f, delta = %g\n", epsilon, o.dp->delta);
   if (!o.save_path.empty()) {
-    absl::Status s = WriteSafetensorsFile(o.save_path, *params,
-                                          {{"architecture", o.model.architecture},
-                                           {"manifest_sha256", params->manifest.Sha256()},
-                                           {"trained_by", "fedrad-node train-local"}});
+    SafetensorsMetadata metadata = ModelShapeMetadata(o.model);
+    metadata["manifest_sha256"] = params->manifest.Sha256();
+    metadata["trained_by"] = "fedrad-node train-local";
+    absl::Status s = WriteSafetensorsFile(o.save_path, *params, metadata);
     if (!s.ok()) return s;
   }
   return absl::OkStatus();
 }
 
-absl::StatusOr<Evaluation> EvaluateModelFile(const std::string& model_path, const DatasetSpec& spec) {
+absl::StatusOr<Evaluation> EvaluateModelFile(const std::string& model_path, EvaluateOptions o) {
   absl::StatusOr<SafetensorsFile> file = ReadSafetensorsFile(model_path);
   if (!file.ok()) return file.status();
   auto arch = file->metadata.find("architecture");
   if (arch == file->metadata.end()) {
     return absl::InvalidArgumentError(absl::StrCat("'", model_path, "' does not name its architecture"));
   }
-  ModelSpec model{arch->second, 1, spec.preprocess.output_size, spec.num_classes};
+  // A shape figure from the file, or `given` (0: not given), or `fallback`.
+  auto shape = [&](const char* key, int given, int fallback, const char* flag) -> absl::StatusOr<int> {
+    auto it = file->metadata.find(key);
+    if (it == file->metadata.end()) return given > 0 ? given : fallback;
+    int value = 0;
+    if (!absl::SimpleAtoi(it->second, &value) || value <= 0) {
+      return absl::InvalidArgumentError(absl::StrCat("'", model_path, "': metadata ", key, " = '", it->second,
+                                                     "' is not a positive integer"));
+    }
+    if (given > 0 && given != value) {
+      return absl::InvalidArgumentError(absl::StrCat("'", model_path, "' is a model of ", key, " ", value,
+                                                     ", not ", given, " (", flag, ")"));
+    }
+    return value;
+  };
+  absl::StatusOr<int> size = shape("input_size", o.spec.preprocess.output_size, o.default_size, "--size");
+  if (!size.ok()) return size.status();
+  absl::StatusOr<int> classes = shape("num_classes", o.spec.num_classes, o.default_classes, "--classes");
+  if (!classes.ok()) return classes.status();
+  absl::StatusOr<int> channels = shape("in_channels", 0, 1, "");
+  if (!channels.ok()) return channels.status();
+  ModelSpec model{arch->second, *channels, *size, *classes};
+  absl::Status s = CheckModelSpec(model);
+  if (!s.ok()) return absl::InvalidArgumentError(absl::StrCat("'", model_path, "': ", s.message()));
+  o.spec.preprocess.output_size = *size;
+  o.spec.num_classes = *classes;
   LoadReport report;
-  absl::StatusOr<ImageSet> data = LoadImageSet(spec, &report);
+  absl::StatusOr<ImageSet> data = LoadImageSet(o.spec, &report);
   if (!data.ok()) return data.status();
+  if (o.validation_fraction) {
+    PatientSplit split = SplitByPatient(*data, *o.validation_fraction, o.split_seed);
+    if (split.validation.count() == 0) {
+      return absl::FailedPreconditionError(absl::StrCat("the validation split of ", o.spec.data_dir, " is empty"));
+    }
+    return EvaluateModel(model, file->parameters, split.validation);
+  }
+  if (data->count() == 0) return absl::FailedPreconditionError(absl::StrCat("no labelled images in ", o.spec.data_dir));
   return EvaluateModel(model, file->parameters, *data);
 }
 

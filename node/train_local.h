@@ -40,9 +40,21 @@ struct TrainLocalOptions {
 // under DP) on `out`.
 absl::Status TrainLocal(const TrainLocalOptions& options, std::ostream& out);
 
+struct EvaluateOptions {
+  // The images. preprocess.output_size and num_classes: 0 takes them from the
+  // model file (a coordinator's models name them), else default_size /
+  // default_classes; a value that contradicts the file is an error.
+  DatasetSpec spec;
+  int default_size = 64;
+  int default_classes = 2;
+  // Set: only the validation part of the patient split (as a node makes it).
+  std::optional<double> validation_fraction;
+  uint64_t split_seed = 42;
+};
+
 // Loads a saved model (its safetensors metadata names the architecture) and
-// evaluates it on a labelled DICOM set.
-absl::StatusOr<Evaluation> EvaluateModelFile(const std::string& model_path, const DatasetSpec& spec);
+// evaluates it on labelled DICOM images.
+absl::StatusOr<Evaluation> EvaluateModelFile(const std::string& model_path, EvaluateOptions options);
 
 }  // namespace fedrad::node
 

@@ -58,12 +58,34 @@ TEST(TrainLocalTest, ReportsTheAccountantsEpsilonAndSavesTheModel) {
   auto model = ReadSafetensorsFile(o.save_path);
   ASSERT_TRUE(model.ok()) << model.status();
   EXPECT_EQ(model->metadata.at("architecture"), "ctnet");
-  // The saved model evaluates on the same data.
-  auto e = EvaluateModelFile(o.save_path, o.spec);
+  EXPECT_EQ(model->metadata.at("input_size"), "16");
+  EXPECT_EQ(model->metadata.at("num_classes"), "2");
+  // The saved model evaluates on the same data, its shape taken from the file.
+  EvaluateOptions eo;
+  eo.spec = o.spec;
+  eo.spec.preprocess.output_size = 0;
+  auto e = EvaluateModelFile(o.save_path, eo);
   ASSERT_TRUE(e.ok()) << e.status();
   EXPECT_EQ(e->count, 40);
   EXPECT_GE(e->accuracy, 0.0);
-  EXPECT_FALSE(EvaluateModelFile((dir / "missing.safetensors").string(), o.spec).ok());
+  ASSERT_EQ(e->scores.size(), 40u);
+  EXPECT_EQ(e->scores.probabilities.size(), 80u);
+  EXPECT_NEAR(e->scores.probabilities[0] + e->scores.probabilities[1], 1.0, 1e-5);
+  absl::StatusOr<Metrics> m = ComputeMetrics(e->scores);
+  ASSERT_TRUE(m.ok()) << m.status();
+  EXPECT_DOUBLE_EQ(m->accuracy, e->accuracy);
+  // Only the validation part of the patient split, as the node makes it.
+  eo.validation_fraction = 0.2;
+  auto v = EvaluateModelFile(o.save_path, eo);
+  ASSERT_TRUE(v.ok()) << v.status();
+  EXPECT_GT(v->count, 0);
+  EXPECT_LT(v->count, 40);
+  // A size that contradicts the file is refused, naming both.
+  eo.spec.preprocess.output_size = 32;
+  auto wrong = EvaluateModelFile(o.save_path, eo);
+  ASSERT_FALSE(wrong.ok());
+  EXPECT_NE(wrong.status().message().find("input_size 16, not 32"), std::string::npos) << wrong.status();
+  EXPECT_FALSE(EvaluateModelFile((dir / "missing.safetensors").string(), eo).ok());
   fs::remove_all(dir);
 }
 
