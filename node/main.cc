@@ -146,8 +146,9 @@ int main(int argc, char** argv) {
       eo.spec.preprocess.window_center = ev_center;
       eo.spec.preprocess.window_width = ev_width;
     }
-    if (evaluate->count("--size")) eo.spec.preprocess.output_size = ev_size;
-    if (evaluate->count("--classes")) eo.spec.num_classes = ev_classes;
+    // The model file names its shape; flags only where it does not (or to check it).
+    eo.spec.preprocess.output_size = evaluate->count("--size") ? ev_size : 0;
+    eo.spec.num_classes = evaluate->count("--classes") ? ev_classes : 0;
     eo.default_size = ev_size;
     eo.default_classes = ev_classes;
     absl::StatusOr<fedrad::node::Evaluation> e = fedrad::node::EvaluateModelFile(ev_model, eo);

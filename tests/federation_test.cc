@@ -45,6 +45,22 @@ TEST(FederationTest, TwoNodesTwoRoundsAgreeOnTheGlobalModel) {
     std::vector<SqlRow> sent = QueryDb(f.NodeDb(site), "SELECT outcome FROM updates_sent ORDER BY round");
     ASSERT_EQ(sent.size(), 2u) << site;
     for (const SqlRow& r : sent) EXPECT_EQ(AsText(r[0]), "accepted");
+    // Scoring the final model locally on the site's validation split gives
+    // what the node itself measured in the federation's last evaluation.
+    std::vector<SqlRow> own = QueryDb(
+        f.NodeDb(site), "SELECT accuracy, count FROM evaluations WHERE model_sha256 = '" + final_sha + "'");
+    ASSERT_EQ(own.size(), 1u) << site;
+    const std::string log = dir + "/evaluate-" + site + ".log";
+    ASSERT_EQ(RunCommand({NodeBin(), "evaluate", "--config", f.NodeConfig(site), "--model", path, "--bootstrap", "50"},
+                         log),
+              0)
+        << ReadText(log);
+    const std::string table = ReadText(log);
+    EXPECT_NE(table.find(" on " + std::to_string(AsInt(own[0][1])) + " images"), std::string::npos) << table;
+    const size_t at = table.find("\naccuracy ");
+    ASSERT_NE(at, std::string::npos) << table;
+    EXPECT_NEAR(std::stod(table.substr(at + 10)), AsDouble(own[0][0]), 1e-4) << table;
+    EXPECT_NE(table.find("ROC AUC"), std::string::npos) << table;
   }
   std::vector<SqlRow> rounds = QueryDb(f.StateDb(), "SELECT round, status, answered FROM rounds ORDER BY round");
   ASSERT_EQ(rounds.size(), 2u);
