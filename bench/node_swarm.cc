@@ -8,8 +8,6 @@
 //   fedrad-bench-swarm KIT_DIR...     (each KIT_DIR holds node.toml)
 //
 // Exits 0 when every node finished the federation, 1 otherwise.
-#include <sys/resource.h>
-
 #include <atomic>
 #include <cstdio>
 #include <iostream>

@@ -87,6 +87,7 @@ wait "$coord" || status=$?
 nodes_status=0
 for p in "${pids[@]}"; do wait "$p" || nodes_status=$?; done
 [ "${SWARM:-0}" = 1 ] && tail -1 logs/swarm.log
+[ "$nodes_status" -eq 0 ] || echo "warning: a node exited with status $nodes_status; logs in $work/logs" >&2
 if [ "$status" -ne 0 ]; then
   tail -20 logs/coordinator.log
   echo "the coordinator failed (status $status); logs in $work/logs" >&2

@@ -63,8 +63,7 @@ absl::StatusOr<std::string> ReadFile(const std::string& path, uint64_t max_bytes
 absl::Status RaiseOpenFileLimit(uint64_t wanted) {
   rlimit limit{};
   if (getrlimit(RLIMIT_NOFILE, &limit) != 0) return ErrnoStatus("getrlimit", "RLIMIT_NOFILE");
-  if (limit.rlim_cur != RLIM_INFINITY && limit.rlim_cur >= wanted) return absl::OkStatus();
-  if (limit.rlim_cur == RLIM_INFINITY) return absl::OkStatus();
+  if (limit.rlim_cur == RLIM_INFINITY || limit.rlim_cur >= wanted) return absl::OkStatus();
   if (limit.rlim_max != RLIM_INFINITY && limit.rlim_max < wanted) {
     return absl::ResourceExhaustedError(absl::StrCat(
         "this needs ", wanted, " open files but the hard limit is ", limit.rlim_max,

@@ -134,20 +134,21 @@ class StreamGate {
   explicit StreamGate(int limit) : limit_(limit) {}
   enum class Entry { kAdmitted, kWaiting, kDuplicate };
   // kWaiting: `admit` runs (on another stream's thread) when a slot frees.
-  Entry Enter(const std::string& site, void* stream, std::function<void()> admit) {
+  // `key` identifies the waiter for Withdraw.
+  Entry Enter(const std::string& site, const void* key, std::function<void()> admit) {
     absl::MutexLock lock(&mu_);
     if (!sites_.insert(site).second) return Entry::kDuplicate;
     if (active_ < limit_) {
       ++active_;
       return Entry::kAdmitted;
     }
-    waiting_.push_back({stream, std::move(admit)});
+    waiting_.push_back({key, std::move(admit)});
     return Entry::kWaiting;
   }
   // A waiting stream gave up (cancelled). False: it was admitted meanwhile.
-  bool Withdraw(void* stream) {
+  bool Withdraw(const void* key) {
     absl::MutexLock lock(&mu_);
-    auto it = std::find_if(waiting_.begin(), waiting_.end(), [&](const Waiter& w) { return w.stream == stream; });
+    auto it = std::find_if(waiting_.begin(), waiting_.end(), [&](const Waiter& w) { return w.key == key; });
     if (it == waiting_.end()) return false;
     waiting_.erase(it);
     return true;
@@ -172,7 +173,7 @@ class StreamGate {
 
  private:
   struct Waiter {
-    void* stream;
+    const void* key;
     std::function<void()> admit;
   };
   const int limit_;
@@ -188,26 +189,28 @@ class GatePlace {
   GatePlace(StreamGate* gate, std::string site) : gate_(gate), site_(std::move(site)) {}
   // Returns false (and the stream must finish with ALREADY_EXISTS) for a
   // site's second stream; otherwise `start` runs now or once admitted.
-  bool Enter(void* stream, std::function<void()> start) {
-    switch (gate_->Enter(site_, stream, [this, start] {
+  bool Enter(std::function<void()> start) {
+    // Set first: once queued, the admission (and the whole stream, up to
+    // OnDone) may run on another thread before Enter returns.
+    entered_ = true;
+    switch (gate_->Enter(site_, this, [this, start] {
       admitted_ = true;
       start();
     })) {
       case StreamGate::Entry::kDuplicate:
+        entered_ = false;
         return false;
       case StreamGate::Entry::kAdmitted:
-        entered_ = true;
         admitted_ = true;
         start();
         return true;
       case StreamGate::Entry::kWaiting:
-        entered_ = true;
         return true;
     }
     return false;
   }
   // From OnCancel: true if the stream was still waiting (it must Finish).
-  bool Withdraw(void* stream) { return entered_ && !admitted_ && gate_->Withdraw(stream); }
+  bool Withdraw() { return entered_ && !admitted_ && gate_->Withdraw(this); }
   // From OnDone.
   void Leave() {
     if (entered_) gate_->Leave(site_, admitted_);
@@ -216,7 +219,7 @@ class GatePlace {
  private:
   StreamGate* gate_;
   const std::string site_;
-  bool entered_ = false;  // set before any callback of the stream can run
+  std::atomic<bool> entered_{false};
   std::atomic<bool> admitted_{false};
 };
 
@@ -225,7 +228,7 @@ class ModelSender final : public grpc::ServerWriteReactor<v1::ModelChunk> {
  public:
   ModelSender(StreamGate* gate, std::string site, const std::string& path, uint32_t chunk_bytes)
       : chunk_bytes_(chunk_bytes), place_(gate, std::move(site)) {
-    if (!place_.Enter(this, [this, path] { Start(path); })) {
+    if (!place_.Enter([this, path] { Start(path); })) {
       Finish(grpc::Status(grpc::StatusCode::ALREADY_EXISTS, "this site is already downloading a model"));
     }
   }
@@ -237,7 +240,7 @@ class ModelSender final : public grpc::ServerWriteReactor<v1::ModelChunk> {
     Next();
   }
   void OnCancel() override {
-    if (place_.Withdraw(this)) Finish(grpc::Status(grpc::StatusCode::CANCELLED, "cancelled while waiting to download"));
+    if (place_.Withdraw()) Finish(grpc::Status(grpc::StatusCode::CANCELLED, "cancelled while waiting to download"));
   }
   void OnDone() override {
     if (fd_ >= 0) ::close(fd_);
@@ -314,13 +317,13 @@ class UpdateReceiver final : public grpc::ServerBidiReactor<v1::UpdateChunk, v1:
   UpdateReceiver(RoundDriver* driver, StreamGate* gate, std::string site)
       : driver_(driver), site_(std::move(site)), place_(gate, site_) {
     ready_.set_ready(true);
-    if (!place_.Enter(this, [this] { StartRead(&chunk_); })) {
+    if (!place_.Enter([this] { StartRead(&chunk_); })) {
       End(grpc::Status(grpc::StatusCode::ALREADY_EXISTS, "an update from this site is already being received"));
     }
   }
 
   void OnCancel() override {
-    if (place_.Withdraw(this)) End(grpc::Status(grpc::StatusCode::CANCELLED, "cancelled while waiting to upload"));
+    if (place_.Withdraw()) End(grpc::Status(grpc::StatusCode::CANCELLED, "cancelled while waiting to upload"));
   }
 
   void OnWriteDone(bool) override {

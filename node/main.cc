@@ -115,8 +115,9 @@ int main(int argc, char** argv) {
       ->capture_default_str()->check(CLI::Range(16, 1024));
   evaluate->add_option("--classes", ev_classes, "Number of classes, if the model file does not name them")
       ->capture_default_str()->check(CLI::Range(2, 100000));
-  evaluate->add_option("--window-center", ev_center, "Window center")->capture_default_str();
-  evaluate->add_option("--window-width", ev_width, "Window width")->capture_default_str()->check(CLI::PositiveNumber);
+  evaluate->add_option("--window-center", ev_center, "Window center (without --config)")->capture_default_str();
+  evaluate->add_option("--window-width", ev_width, "Window width (without --config)")
+      ->capture_default_str()->check(CLI::PositiveNumber);
   evaluate->add_option("--bootstrap", ev_bootstrap, "Bootstrap resamples for the 95% intervals")
       ->capture_default_str()->check(CLI::Range(2, 100000));
   evaluate->add_flag("--json", ev_json, "Print the figures as JSON");
@@ -145,6 +146,10 @@ int main(int argc, char** argv) {
     if (ev_config.empty()) {
       eo.spec.preprocess.window_center = ev_center;
       eo.spec.preprocess.window_width = ev_width;
+    } else if (evaluate->count("--window-center") || evaluate->count("--window-width")) {
+      std::cerr << "--window-center/--window-width apply only without --config: " << ev_config
+                << "'s [preprocess] is the site's pipeline\n";
+      return 2;
     }
     // The model file names its shape; flags only where it does not (or to check it).
     eo.spec.preprocess.output_size = evaluate->count("--size") ? ev_size : 0;

@@ -89,9 +89,7 @@ TEST_F(ConfigErrorsTest, CoordinatorConfigAndPlan) {
 
   // The plan it points to is checked as strictly.
   const std::string plan = dir_ + "/kits/coordinator/federation.toml";
-  std::string text = ReadText(plan);
-  text.replace(text.find("rounds = 2"), 10, "rounds = \"two\"");
-  WriteText(plan, text);
+  ReplaceInFile(plan, "rounds = 2", "rounds = \"two\"");
   out = Fails({CoordinatorBin(), "serve", "--config", good});
   EXPECT_NE(out.find(plan), std::string::npos) << out;
   EXPECT_NE(out.find("'federation.rounds' must be an integer"), std::string::npos) << out;

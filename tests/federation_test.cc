@@ -107,11 +107,8 @@ TEST(FederationTest, StreamsBeyondTheLimitWaitTheirTurn) {
   MiniFederation f = SetUpFederation(dir, {.sites = 4, .rounds = 2, .min_nodes = 4, .start_grace_s = 1});
   ASSERT_FALSE(::testing::Test::HasFailure());
   UseNoopTrainers(f);
-  std::string config = ReadText(f.CoordinatorConfig());
-  const size_t at = config.find("max_concurrent_streams = 16");
-  ASSERT_NE(at, std::string::npos) << config;
-  config.replace(at, std::string("max_concurrent_streams = 16").size(), "max_concurrent_streams = 1");
-  WriteText(f.CoordinatorConfig(), config);
+  ReplaceInFile(f.CoordinatorConfig(), "max_concurrent_streams = 16", "max_concurrent_streams = 1");
+  ASSERT_FALSE(::testing::Test::HasFailure());
   RunFederationToCompletion(f, std::chrono::minutes(2));
   EXPECT_EQ(QueryDb(f.StateDb(), "SELECT COUNT(*) FROM rounds WHERE status = 'applied'")[0][0], SqlValue(int64_t{2}));
   EXPECT_EQ(QueryDb(f.StateDb(), "SELECT COUNT(*) FROM submissions WHERE status = 'accepted'")[0][0],

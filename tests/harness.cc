@@ -146,26 +146,31 @@ MiniFederation SetUpFederation(const std::string& dir, const MiniFederationOptio
             0)
       << ReadText(dir + "/provision.log");
   for (const std::string& s : f.sites) {
-    std::string cfg = ReadText(f.NodeConfig(s));
     // Quick retries in tests, one LibTorch thread per node.
-    cfg.replace(cfg.find("max_backoff_s = 10"), 18, "max_backoff_s = 1");
-    cfg.replace(cfg.find("threads = 0"), 11, "threads = 1");
-    if (!o.dp) cfg.replace(cfg.find("enabled = true"), 14, "enabled = false");
-    WriteText(f.NodeConfig(s), cfg);
+    ReplaceInFile(f.NodeConfig(s), "max_backoff_s = 10", "max_backoff_s = 1");
+    ReplaceInFile(f.NodeConfig(s), "threads = 0", "threads = 1");
+    if (!o.dp) ReplaceInFile(f.NodeConfig(s), "enabled = true", "enabled = false");
   }
   return f;
 }
 
+void ReplaceInFile(const std::string& path, const std::string& from, const std::string& to) {
+  std::string text = ReadText(path);
+  const size_t at = text.find(from);
+  if (at == std::string::npos) {
+    ADD_FAILURE() << path << " has no '" << from << "' to replace with '" << to << "'";
+    return;
+  }
+  text.replace(at, from.size(), to);
+  WriteText(path, text);
+}
+
 void UseNoopTrainers(const MiniFederation& f, const std::map<std::string, double>& seconds) {
   for (const std::string& site : f.sites) {
-    std::string cfg = ReadText(f.NodeConfig(site));
-    const size_t at = cfg.find("trainer = \"torch\"");
-    EXPECT_NE(at, std::string::npos) << f.NodeConfig(site);
-    if (at == std::string::npos) continue;
     auto s = seconds.find(site);
-    cfg.replace(at, 17, s == seconds.end() ? std::string("trainer = \"noop\"")
-                                           : absl::StrCat("trainer = \"noop\"\nnoop_seconds = ", s->second));
-    WriteText(f.NodeConfig(site), cfg);
+    ReplaceInFile(f.NodeConfig(site), "trainer = \"torch\"",
+                  s == seconds.end() ? std::string("trainer = \"noop\"")
+                                     : absl::StrCat("trainer = \"noop\"\nnoop_seconds = ", s->second));
   }
 }
 

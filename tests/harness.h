@@ -57,6 +57,9 @@ int RunCommand(const std::vector<std::string>& argv, const std::string& log_path
 
 std::string ReadText(const std::string& path);
 void WriteText(const std::string& path, const std::string& text);
+// Replaces the first `from` in the file at `path` with `to`; fails the
+// current test (ADD_FAILURE, naming both) and changes nothing if `from` is absent.
+void ReplaceInFile(const std::string& path, const std::string& from, const std::string& to);
 
 // A provisioned federation in a workspace: plan, kits, synthetic data.
 struct MiniFederation {

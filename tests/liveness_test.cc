@@ -70,10 +70,7 @@ TEST(LivenessTest, CloseAtFractionDoesNotWaitForAStraggler) {
   MiniFederation f = SetUpFederation(dir, {.sites = 3, .rounds = 1, .min_nodes = 2, .round_deadline_s = 300,
                                            .start_grace_s = 5});
   ASSERT_FALSE(::testing::Test::HasFailure());
-  const std::string plan = dir + "/kits/coordinator/federation.toml";
-  std::string text = ReadText(plan);
-  text.replace(text.find("[federation]\n"), 13, "[federation]\nclose_at_fraction = 0.6\n");
-  WriteText(plan, text);
+  ReplaceInFile(dir + "/kits/coordinator/federation.toml", "[federation]\n", "[federation]\nclose_at_fraction = 0.6\n");
   UseNoopTrainers(f, {{"site-c", 600}});
   auto coordinator = StartCoordinator(f, "coordinator.log");
   auto a = StartNode(f, "site-a");
