@@ -356,7 +356,24 @@ absl::Status RoundDriver::AggregateInPlace(const OpenRound& r, const RoundUpdate
         std::string_view(reinterpret_cast<const char*>(state.data()), state.size() * sizeof(float)));
     if (!s.ok()) return s;
   }
-  absl::StatusOr<std::string> sha = models_->Put(global_, ModelMetadata(r.round));
+  SafetensorsMetadata metadata = ModelMetadata(r.round);
+  // The preprocessing the round's updates were trained on, so a site can
+  // check that it prepares inputs the same way before running the model.
+  std::set<std::string> pipelines;
+  for (const UpdateTicket& t : r.accepted) {
+    if (!t.pipeline.empty()) pipelines.insert(t.pipeline);
+  }
+  if (!pipelines.empty()) {
+    std::vector<std::string> hashes;
+    for (const std::string& p : pipelines) hashes.push_back(crypto::Sha256Hex(p));
+    metadata["preprocessing"] = absl::StrJoin(pipelines, "\n");
+    metadata["preprocessing_sha256"] = absl::StrJoin(hashes, ",");
+    if (pipelines.size() > 1) {
+      spdlog::warn("round {}: the sites prepared their images {} different ways (node.toml [preprocess]); the "
+                   "model names them all", r.round, pipelines.size());
+    }
+  }
+  absl::StatusOr<std::string> sha = models_->Put(global_, metadata);
   if (!sha.ok()) return sha.status();
   absl::Status s = state_->ApplyRound(r.round, r.attempt, *sha,
                                       static_cast<int>(r.answered.size()), NowMs());
@@ -613,6 +630,10 @@ absl::Status RoundDriver::CheckUpdateHeader(const v1::UpdateHeader& h, const std
     return absl::InvalidArgumentError(absl::StrCat("num_examples ", h.num_examples(), " is out of range"));
   }
   if (!std::isfinite(h.train_loss())) return absl::InvalidArgumentError("train_loss is not finite");
+  if (h.pipeline().size() > 1024 ||
+      !std::all_of(h.pipeline().begin(), h.pipeline().end(), [](char c) { return c >= 0x20 && c < 0x7f; })) {
+    return absl::InvalidArgumentError("the preprocessing pipeline is not a short printable description");
+  }
   if (h.has_privacy()) {
     absl::StatusOr<SitePrivacy> p = CheckPrivacyReport(h.privacy());
     if (!p.ok()) return p.status();
@@ -631,6 +652,7 @@ absl::Status RoundDriver::CheckUpdateHeader(const v1::UpdateHeader& h, const std
   t->update_sha256 = h.update_sha256();
   t->num_examples = static_cast<int64_t>(h.num_examples());
   t->train_loss = h.has_train_loss() ? h.train_loss() : 0;
+  t->pipeline = h.pipeline();
   t->max_norm = config_.plan.max_update_norm;
   t->dtype = config_.plan.update_dtype;
   return absl::OkStatus();

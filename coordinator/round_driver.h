@@ -52,6 +52,7 @@ struct UpdateTicket {
   int64_t num_examples = 0;
   double train_loss = 0;
   double max_norm = 0;  // the plan's bound on the update's L2 norm
+  std::string pipeline;  // the node's preprocessing description (may be empty)
   std::optional<SitePrivacy> privacy;
   // Where its chunks are folded as they arrive (under contribution
   // `upload_id`), for strategies that fold; null: only spooled.

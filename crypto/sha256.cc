@@ -2,9 +2,11 @@
 
 #include <openssl/evp.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <cstdio>
 #include <cstring>
+#include <vector>
 
 #include "absl/status/status.h"
 #include "absl/strings/str_cat.h"
@@ -76,6 +78,26 @@ std::string HexEncode(std::string_view bytes) {
     out.push_back(kDigits[c & 0xf]);
   }
   return out;
+}
+
+std::string UidFromKey(const std::string& key) {
+  const std::string hex = Sha256Hex(key).substr(0, 32);
+  std::vector<int> digits(hex.size());
+  for (size_t i = 0; i < hex.size(); ++i) digits[i] = std::stoi(hex.substr(i, 1), nullptr, 16);
+  std::string decimal;
+  while (!digits.empty()) {  // repeated division of a base-16 number by 10
+    int rem = 0;
+    std::vector<int> next;
+    for (int d : digits) {
+      const int cur = rem * 16 + d;
+      if (!next.empty() || cur / 10 != 0) next.push_back(cur / 10);
+      rem = cur % 10;
+    }
+    decimal.push_back(static_cast<char>('0' + rem));
+    digits = std::move(next);
+  }
+  std::reverse(decimal.begin(), decimal.end());
+  return "2.25." + decimal;
 }
 
 }  // namespace fedrad::crypto

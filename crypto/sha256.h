@@ -39,6 +39,11 @@ bool IsSha256Hex(std::string_view s);
 
 std::string HexEncode(std::string_view bytes);
 
+// A DICOM UID under the 2.25 root (ISO/IEC 9834-8: a UUID as one decimal
+// number) from the first 128 bits of SHA-256(key): the same key always gives
+// the same UID, different keys practically never the same one.
+std::string UidFromKey(const std::string& key);
+
 }  // namespace fedrad::crypto
 
 #endif  // FEDRAD_CRYPTO_SHA256_H_

@@ -28,5 +28,13 @@ TEST(Sha256Test, RecognisesHexDigests) {
   EXPECT_FALSE(IsSha256Hex(std::string(64, 'g')));
 }
 
+TEST(Sha256Test, UidFromKeyIsTheDigestsFirst128BitsInDecimal) {
+  // SHA-256("abc") begins ba7816bf8f01cfea414140de5dae2223 = this number.
+  EXPECT_EQ(UidFromKey("abc"), "2.25.247859944228867399418143717509236138531");
+  EXPECT_EQ(UidFromKey("abc"), UidFromKey("abc"));
+  EXPECT_NE(UidFromKey("abc"), UidFromKey("abd"));
+  EXPECT_LE(UidFromKey("x").size(), 64u);  // DICOM's UI limit
+}
+
 }  // namespace
 }  // namespace fedrad::crypto

@@ -92,6 +92,25 @@ absl::StatusOr<LabelTable> LoadLabels(const std::string& csv_path, int num_class
   return table;
 }
 
+std::vector<std::string> ListDataFiles(const std::string& dir, const std::string& skip_dir) {
+  std::error_code ec;
+  const fs::path skip = skip_dir.empty() ? fs::path() : fs::weakly_canonical(skip_dir, ec);
+  std::vector<std::string> files;
+  for (auto it = fs::recursive_directory_iterator(dir, fs::directory_options::skip_permission_denied, ec);
+       !ec && it != fs::recursive_directory_iterator(); it.increment(ec)) {
+    const std::string name = it->path().filename().string();
+    const bool hidden = !name.empty() && name[0] == '.';
+    if (it->is_directory(ec)) {
+      if (hidden || (!skip.empty() && fs::weakly_canonical(it->path(), ec) == skip)) it.disable_recursion_pending();
+      continue;
+    }
+    if (hidden || !it->is_regular_file(ec) || it->path().extension() == ".csv") continue;
+    files.push_back(fs::relative(it->path(), dir, ec).string());
+  }
+  std::sort(files.begin(), files.end());
+  return files;
+}
+
 absl::StatusOr<ImageSet> LoadImageSet(const DatasetSpec& spec, LoadReport* report) {
   std::error_code ec;
   if (!fs::is_directory(spec.data_dir, ec)) {
@@ -102,19 +121,7 @@ absl::StatusOr<ImageSet> LoadImageSet(const DatasetSpec& spec, LoadReport* repor
   *report = LoadReport{};
   report->label_rows = static_cast<int>(labels->rows.size());
 
-  // Every regular file under the data folder but label files and hidden ones.
-  std::vector<std::string> files;
-  for (auto it = fs::recursive_directory_iterator(spec.data_dir, fs::directory_options::skip_permission_denied, ec);
-       !ec && it != fs::recursive_directory_iterator(); it.increment(ec)) {
-    const std::string name = it->path().filename().string();
-    if (!name.empty() && name[0] == '.') {
-      if (it->is_directory(ec)) it.disable_recursion_pending();
-      continue;
-    }
-    if (!it->is_regular_file(ec) || it->path().extension() == ".csv") continue;
-    files.push_back(fs::relative(it->path(), spec.data_dir, ec).string());
-  }
-  std::sort(files.begin(), files.end());
+  const std::vector<std::string> files = ListDataFiles(spec.data_dir);
   report->files_seen = static_cast<int>(files.size());
 
   // Which files to decode, and the label of each.

@@ -84,6 +84,10 @@ struct LoadReport {
   std::map<std::string, std::string> unusable;
 };
 
+// Every regular file under `dir` but label files (.csv) and hidden ones,
+// relative to `dir`, sorted; nothing under `skip_dir` (an output folder).
+std::vector<std::string> ListDataFiles(const std::string& dir, const std::string& skip_dir = "");
+
 // Loads every labelled DICOM file under spec.data_dir with the threaded,
 // cached loader. Files that cannot be read are skipped and counted by
 // reason, never fatal; only a missing folder or a bad labels file fails.

@@ -9,7 +9,9 @@
 #include "node/train_local.h"
 #include "node/node_config.h"
 #include "node/node_runtime.h"
+#include "node/predict.h"
 #include "node/privacy_report.h"
+#include "node/trainer.h"
 
 namespace {
 
@@ -121,9 +123,57 @@ int main(int argc, char** argv) {
   evaluate->add_option("--bootstrap", ev_bootstrap, "Bootstrap resamples for the 95% intervals")
       ->capture_default_str()->check(CLI::Range(2, 100000));
   evaluate->add_flag("--json", ev_json, "Print the figures as JSON");
+  fedrad::node::PredictOptions pr;
+  std::string pr_config = "node.toml";
+  pr.model_path = "latest";
+  CLI::App* predict = app.add_subcommand(
+      "predict",
+      "Run a model on this site's studies for its clinicians: one CSV row per image/frame with the predicted class "
+      "and every class probability, and optionally a Grad-CAM heatmap of where the model looked (PNG, and DICOM "
+      "Secondary Capture for the site's viewer). Local only: opens no network connection.");
+  predict->add_option("-c,--config", pr_config, "Node config (TOML): its [preprocess] and class names")
+      ->capture_default_str();
+  predict->add_option("--model", pr.model_path,
+                      "Model file (.safetensors), or 'latest': the newest global model this node received")
+      ->capture_default_str();
+  predict->add_option("--input", pr.input, "A DICOM file, or a folder (searched recursively)")->required();
+  predict->add_option("--out", pr.out_csv, "Predictions CSV to write")->required();
+  predict->add_option("--heatmaps", pr.heatmap_dir, "Write a Grad-CAM overlay PNG per image/frame into this folder");
+  predict->add_flag("--dicom-overlays", pr.dicom_overlays,
+                    "With --heatmaps: also write each overlay as a DICOM Secondary Capture in the source's study");
+  predict->add_option("--batch", pr.batch, "Images per forward pass")->capture_default_str()->check(
+      CLI::Range(1, 4096));
 
   CLI11_PARSE(app, argc, argv);
   fedrad::InitLogging("node", verbose);
+
+  if (*predict) {
+    if (pr.dicom_overlays && pr.heatmap_dir.empty()) {
+      std::cerr << "--dicom-overlays needs --heatmaps DIR\n";
+      return 2;
+    }
+    absl::StatusOr<fedrad::node::NodeConfig> config = fedrad::node::LoadNodeConfig(pr_config);
+    if (!config.ok()) return Fail(config.status(), 2);
+    if (pr.model_path == "latest") {
+      absl::StatusOr<std::string> latest = fedrad::node::LatestModel(*config);
+      if (!latest.ok()) return Fail(latest.status(), 1);
+      pr.model_path = *latest;
+    }
+    pr.preprocess = config->preprocess;
+    pr.class_names = config->class_names;
+    pr.loader_threads = config->loader_threads;
+    if (config->threads > 0) fedrad::node::SetTorchThreads(config->threads);
+    absl::StatusOr<fedrad::node::PredictReport> r = fedrad::node::Predict(pr);
+    if (!r.ok()) return Fail(r.status(), 1);
+    std::cout << r->images << " image(s) from " << r->files << " file(s) -> " << pr.out_csv << "\n";
+    for (const auto& [reason, n] : r->skipped) std::cout << "  skipped " << n << " file(s): " << reason << "\n";
+    if (!pr.heatmap_dir.empty()) {
+      std::cout << r->heatmaps << " heatmap(s) in " << pr.heatmap_dir
+                << (pr.dicom_overlays ? " (PNG and DICOM)" : " (PNG)") << "\n";
+    }
+    std::cout << "model " << pr.model_path << " (sha256 " << r->model_sha256.substr(0, 12) << ")\n";
+    return 0;
+  }
 
   if (*evaluate) {
     fedrad::node::EvaluateOptions eo;

@@ -1,5 +1,7 @@
 #include "node/node_config.h"
 
+#include <filesystem>
+
 #include "absl/strings/str_cat.h"
 #include "common/config.h"
 
@@ -74,6 +76,27 @@ DatasetSpec SiteDataset(const NodeConfig& config) {
   spec.loader.threads = config.loader_threads;
   if (config.cache) spec.loader.cache_dir = config.state_dir + "/cache";
   return spec;
+}
+
+absl::StatusOr<std::string> LatestModel(const NodeConfig& config) {
+  namespace fs = std::filesystem;
+  const std::string dir = config.state_dir + "/models";
+  std::error_code ec;
+  std::string newest;
+  fs::file_time_type newest_time;
+  for (const auto& e : fs::directory_iterator(dir, ec)) {
+    if (e.path().extension() != ".safetensors" || !e.is_regular_file(ec)) continue;
+    const fs::file_time_type t = e.last_write_time(ec);
+    if (newest.empty() || t > newest_time) {
+      newest = e.path().string();
+      newest_time = t;
+    }
+  }
+  if (newest.empty()) {
+    return absl::NotFoundError(absl::StrCat("no global model in ", dir, " yet (the node receives one when it ",
+                                            "first takes part in a round); give --model FILE"));
+  }
+  return newest;
 }
 
 }  // namespace fedrad::node

@@ -50,6 +50,10 @@ absl::StatusOr<NodeConfig> LoadNodeConfig(const std::string& path);
 // model's input size (preprocess.output_size) and num_classes.
 DatasetSpec SiteDataset(const NodeConfig& config);
 
+// The newest global model the node has received (state_dir/models), for
+// local use; NotFound before the node's first round.
+absl::StatusOr<std::string> LatestModel(const NodeConfig& config);
+
 }  // namespace fedrad::node
 
 #endif  // FEDRAD_NODE_NODE_CONFIG_H_

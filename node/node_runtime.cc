@@ -432,6 +432,9 @@ absl::Status NodeRuntime::SendUpdate(const v1::TrainTask& task, const WireUpdate
   h->set_total_bytes(bytes.size());
   h->set_dtype(static_cast<v1::WireDtype>(plan_->update_dtype));
   h->set_num_examples(static_cast<uint64_t>(examples));
+  PreprocessSettings pipeline = config_.preprocess;
+  pipeline.output_size = plan_->model.input_size;
+  h->set_pipeline(DescribePipeline(pipeline));
   if (dp) {
     v1::PrivacyReport* p = h->mutable_privacy();
     p->set_unit(config_.privacy.unit());

@@ -30,6 +30,21 @@ std::pair<double, double> WindowFor(const DicomImageFile& file, const Preprocess
   return {s.window_center, s.window_width};
 }
 
+// w = clamp((v - low) / width, 0, 1), vectorised by the compiler;
+// MONOCHROME1 shows 1 - w. Subtracting first keeps the window's edges exact.
+void WindowInto(const ModalityFrame& frame, const DicomImageFile& file, const PreprocessSettings& s, float* out) {
+  const auto [center, width] = WindowFor(file, s);
+  const float low = static_cast<float>(center - width / 2);
+  const float gain = static_cast<float>(1.0 / width);
+  const float* in = frame.values.data();
+  const size_t n = static_cast<size_t>(frame.rows) * frame.columns;
+  if (file.invert) {
+    for (size_t i = 0; i < n; ++i) out[i] = 1.0f - std::min(1.0f, std::max(0.0f, (in[i] - low) * gain));
+  } else {
+    for (size_t i = 0; i < n; ++i) out[i] = std::min(1.0f, std::max(0.0f, (in[i] - low) * gain));
+  }
+}
+
 }  // namespace
 
 absl::StatusOr<std::pair<double, double>> WindowPreset(const std::string& name) {
@@ -69,44 +84,46 @@ PreprocessSettings ReadPreprocessSettings(ConfigReader& c) {
   return s;
 }
 
+InputPlacement PlaceInput(int rows, int columns, const PreprocessSettings& s) {
+  const int size = s.output_size;
+  const int longest = std::max(rows, columns);
+  const int shortest = std::min(rows, columns);
+  InputPlacement p;
+  p.scale = static_cast<double>(size) / (s.resize == "crop" ? shortest : longest);
+  p.width = std::max(1, static_cast<int>(std::lround(columns * p.scale)));
+  p.height = std::max(1, static_cast<int>(std::lround(rows * p.scale)));
+  // "crop" cuts the centre square out of the scaled image; "pad" centres it.
+  p.offset_x = (size - p.width) / 2;
+  p.offset_y = (size - p.height) / 2;
+  if (s.resize == "crop") {
+    p.offset_x = (size - std::min(size, p.width)) / 2 - std::max(0, (p.width - size) / 2);
+    p.offset_y = (size - std::min(size, p.height)) / 2 - std::max(0, (p.height - size) / 2);
+  }
+  return p;
+}
+
+std::vector<float> WindowFrame(const ModalityFrame& frame, const DicomImageFile& file, const PreprocessSettings& s) {
+  std::vector<float> out(static_cast<size_t>(frame.rows) * frame.columns);
+  WindowInto(frame, file, s, out.data());
+  return out;
+}
+
 std::vector<float> PreprocessFrame(const ModalityFrame& frame, const DicomImageFile& file,
                                    const PreprocessSettings& s) {
-  const auto [center, width] = WindowFor(file, s);
-  // w = clamp((v - low) / width, 0, 1), vectorised by the compiler;
-  // MONOCHROME1 shows 1 - w. Subtracting first keeps the window's edges exact.
-  const float low = static_cast<float>(center - width / 2);
-  const float gain = static_cast<float>(1.0 / width);
   // Per-thread scratch: a full-resolution image would otherwise be a fresh
   // megabyte allocation (and its page faults) for every frame.
   thread_local cv::Mat windowed;
   windowed.create(frame.rows, frame.columns, CV_32F);
-  {
-    float* out = windowed.ptr<float>(0);
-    const float* in = frame.values.data();
-    const size_t n = static_cast<size_t>(frame.rows) * frame.columns;
-    if (file.invert) {
-      for (size_t i = 0; i < n; ++i) out[i] = 1.0f - std::min(1.0f, std::max(0.0f, (in[i] - low) * gain));
-    } else {
-      for (size_t i = 0; i < n; ++i) out[i] = std::min(1.0f, std::max(0.0f, (in[i] - low) * gain));
-    }
-  }
+  WindowInto(frame, file, s, windowed.ptr<float>(0));
 
   const int size = s.output_size;
-  const int longest = std::max(frame.rows, frame.columns);
-  const int shortest = std::min(frame.rows, frame.columns);
-  const double scale = static_cast<double>(size) / (s.resize == "crop" ? shortest : longest);
-  const int w = std::max(1, static_cast<int>(std::lround(frame.columns * scale)));
-  const int h = std::max(1, static_cast<int>(std::lround(frame.rows * scale)));
+  const InputPlacement p = PlaceInput(frame.rows, frame.columns, s);
   thread_local cv::Mat resized;
-  cv::resize(windowed, resized, cv::Size(w, h), 0, 0, scale < 1 ? cv::INTER_AREA : cv::INTER_LINEAR);
+  cv::resize(windowed, resized, cv::Size(p.width, p.height), 0, 0, p.scale < 1 ? cv::INTER_AREA : cv::INTER_LINEAR);
   cv::Mat square = cv::Mat::zeros(size, size, CV_32F);
-  if (s.resize == "crop") {
-    const int x = std::max(0, (w - size) / 2), y = std::max(0, (h - size) / 2);
-    const cv::Rect src(x, y, std::min(size, w), std::min(size, h));
-    resized(src).copyTo(square(cv::Rect((size - src.width) / 2, (size - src.height) / 2, src.width, src.height)));
-  } else {
-    resized.copyTo(square(cv::Rect((size - w) / 2, (size - h) / 2, w, h)));
-  }
+  // The part of the scaled image inside the square, and where it lands.
+  const cv::Rect inside = cv::Rect(p.offset_x, p.offset_y, p.width, p.height) & cv::Rect(0, 0, size, size);
+  resized(inside - cv::Point(p.offset_x, p.offset_y)).copyTo(square(inside));
 
   if (s.denoise == "median") {
     // OpenCV's median for kernels above 5 needs 8-bit input; 16-bit keeps

@@ -49,6 +49,21 @@ absl::StatusOr<std::pair<double, double>> WindowPreset(const std::string& name);
 std::vector<float> PreprocessFrame(const ModalityFrame& frame, const DicomImageFile& file,
                                    const PreprocessSettings& settings);
 
+// The first steps of PreprocessFrame alone: the frame windowed to [0, 1] at
+// its own resolution (rows * columns floats), as heatmaps are drawn on it.
+std::vector<float> WindowFrame(const ModalityFrame& frame, const DicomImageFile& file,
+                               const PreprocessSettings& settings);
+
+// Where a rows x columns frame lands in the model's square input: source
+// pixel (x, y) is shown at (x * scale + offset_x, y * scale + offset_y), the
+// scaled frame being width x height ("crop" gives negative offsets).
+struct InputPlacement {
+  double scale = 1;
+  int width = 0, height = 0;
+  int offset_x = 0, offset_y = 0;
+};
+InputPlacement PlaceInput(int rows, int columns, const PreprocessSettings& settings);
+
 // A canonical description of every setting that changes the output, and its
 // SHA-256: stored with models and cached tensors so inputs prepared
 // differently are never mixed.

@@ -7,7 +7,10 @@
 #include <dcmtk/dcmdata/dcpxitem.h>
 #include <dcmtk/dcmdata/dcuid.h>
 
+#include <fstream>
 #include <vector>
+
+#include "absl/strings/str_split.h"
 
 namespace fedrad::node::testing {
 
@@ -84,6 +87,14 @@ bool WriteJpeg2000Stub(const std::string& path, const std::string& patient_id) {
   pixel->putOriginalRepresentation(EXS_JPEG2000LosslessOnly, nullptr, seq);
   ds->insert(pixel);
   return file.saveFile(path.c_str(), EXS_JPEG2000LosslessOnly).good();
+}
+
+std::vector<std::vector<std::string>> ReadCsvRows(const std::string& path) {
+  std::ifstream in(path);
+  std::vector<std::vector<std::string>> rows;
+  std::string line;
+  while (std::getline(in, line)) rows.push_back(absl::StrSplit(line, ','));
+  return rows;
 }
 
 }  // namespace fedrad::node::testing

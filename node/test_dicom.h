@@ -4,6 +4,7 @@
 // Test-only: writes small DICOM images with known stored values.
 
 #include <string>
+#include <vector>
 
 namespace fedrad::node::testing {
 
@@ -33,6 +34,10 @@ bool WriteTestImage(const TestImage& im, const std::string& path, bool big_endia
 // Writes an 8x8 file in the JPEG 2000 lossless transfer syntax (a codestream
 // header only: enough to be recognised, not to decode).
 bool WriteJpeg2000Stub(const std::string& path, const std::string& patient_id = "P-j2k");
+
+// The rows of a small CSV file split at commas (no quoting), for checking
+// what the tools write.
+std::vector<std::vector<std::string>> ReadCsvRows(const std::string& path);
 
 }  // namespace fedrad::node::testing
 

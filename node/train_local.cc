@@ -5,13 +5,13 @@
 
 #include <spdlog/spdlog.h>
 
-#include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "common/model_zoo.h"
 #include "common/privacy_accountant.h"
 #include "common/safetensors.h"
 #include "node/privacy_budget.h"
+#include "node/saved_model.h"
 #include "node/trainer.h"
 
 namespace fedrad::node {
@@ -74,6 +74,7 @@ absl::Status TrainLocal(const TrainLocalOptions& o, std::ostream& out) {
     SafetensorsMetadata metadata = ModelShapeMetadata(o.model);
     metadata["manifest_sha256"] = params->manifest.Sha256();
     metadata["trained_by"] = "fedrad-node train-local";
+    SetPipelineMetadata(o.spec.preprocess, &metadata);
     absl::Status s = WriteSafetensorsFile(o.save_path, *params, metadata);
     if (!s.ok()) return s;
   }
@@ -81,38 +82,18 @@ absl::Status TrainLocal(const TrainLocalOptions& o, std::ostream& out) {
 }
 
 absl::StatusOr<Evaluation> EvaluateModelFile(const std::string& model_path, EvaluateOptions o) {
-  absl::StatusOr<SafetensorsFile> file = ReadSafetensorsFile(model_path);
-  if (!file.ok()) return file.status();
-  auto arch = file->metadata.find("architecture");
-  if (arch == file->metadata.end()) {
-    return absl::InvalidArgumentError(absl::StrCat("'", model_path, "' does not name its architecture"));
+  SavedModelShape shape;
+  shape.size = o.spec.preprocess.output_size;
+  shape.classes = o.spec.num_classes;
+  shape.default_size = o.default_size;
+  shape.default_classes = o.default_classes;
+  absl::StatusOr<SavedModel> model = LoadSavedModel(model_path, shape);
+  if (!model.ok()) return model.status();
+  o.spec.preprocess.output_size = model->spec.input_size;
+  o.spec.num_classes = model->spec.num_classes;
+  if (absl::Status s = CheckPipeline(*model, o.spec.preprocess); !s.ok()) {
+    spdlog::warn("{}; the figures describe the model on this site's pipeline", std::string(s.message()));
   }
-  // A shape figure from the file, or `given` (0: not given), or `fallback`.
-  auto shape = [&](const char* key, int given, int fallback, const char* flag) -> absl::StatusOr<int> {
-    auto it = file->metadata.find(key);
-    if (it == file->metadata.end()) return given > 0 ? given : fallback;
-    int value = 0;
-    if (!absl::SimpleAtoi(it->second, &value) || value <= 0) {
-      return absl::InvalidArgumentError(absl::StrCat("'", model_path, "': metadata ", key, " = '", it->second,
-                                                     "' is not a positive integer"));
-    }
-    if (given > 0 && given != value) {
-      return absl::InvalidArgumentError(absl::StrCat("'", model_path, "' is a model of ", key, " ", value,
-                                                     ", not ", given, " (", flag, ")"));
-    }
-    return value;
-  };
-  absl::StatusOr<int> size = shape("input_size", o.spec.preprocess.output_size, o.default_size, "--size");
-  if (!size.ok()) return size.status();
-  absl::StatusOr<int> classes = shape("num_classes", o.spec.num_classes, o.default_classes, "--classes");
-  if (!classes.ok()) return classes.status();
-  absl::StatusOr<int> channels = shape("in_channels", 0, 1, "");
-  if (!channels.ok()) return channels.status();
-  ModelSpec model{arch->second, *channels, *size, *classes};
-  absl::Status s = CheckModelSpec(model);
-  if (!s.ok()) return absl::InvalidArgumentError(absl::StrCat("'", model_path, "': ", s.message()));
-  o.spec.preprocess.output_size = *size;
-  o.spec.num_classes = *classes;
   LoadReport report;
   absl::StatusOr<ImageSet> data = LoadImageSet(o.spec, &report);
   if (!data.ok()) return data.status();
@@ -121,10 +102,10 @@ absl::StatusOr<Evaluation> EvaluateModelFile(const std::string& model_path, Eval
     if (split.validation.count() == 0) {
       return absl::FailedPreconditionError(absl::StrCat("the validation split of ", o.spec.data_dir, " is empty"));
     }
-    return EvaluateModel(model, file->parameters, split.validation);
+    return EvaluateModel(model->spec, model->parameters, split.validation);
   }
   if (data->count() == 0) return absl::FailedPreconditionError(absl::StrCat("no labelled images in ", o.spec.data_dir));
-  return EvaluateModel(model, file->parameters, *data);
+  return EvaluateModel(model->spec, model->parameters, *data);
 }
 
 }  // namespace fedrad::node

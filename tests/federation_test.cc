@@ -32,6 +32,10 @@ TEST(FederationTest, TwoNodesTwoRoundsAgreeOnTheGlobalModel) {
   ASSERT_TRUE(file.ok()) << file.status();
   EXPECT_EQ(file->metadata.at("round"), "2");
   EXPECT_EQ(file->metadata.at("architecture"), "ctnet");
+  // ...and the preprocessing its sites trained on (both use the kit's).
+  EXPECT_EQ(file->metadata.at("preprocessing").find('\n'), std::string::npos);
+  EXPECT_EQ(file->metadata.at("preprocessing_sha256"),
+            crypto::Sha256Hex(file->metadata.at("preprocessing")));
 
   for (const std::string& site : f.sites) {
     // Each node recorded receiving the final model, and its own copy hashes the same.
@@ -61,6 +65,16 @@ TEST(FederationTest, TwoNodesTwoRoundsAgreeOnTheGlobalModel) {
     ASSERT_NE(at, std::string::npos) << table;
     EXPECT_NEAR(std::stod(table.substr(at + 10)), AsDouble(own[0][0]), 1e-4) << table;
     EXPECT_NE(table.find("ROC AUC"), std::string::npos) << table;
+
+    // A clinician's run on the site's folder uses the final model the node holds.
+    const std::string predict_log = dir + "/predict-" + site + ".log";
+    ASSERT_EQ(RunCommand({NodeBin(), "predict", "--config", f.NodeConfig(site), "--input", dir + "/data/" + site,
+                          "--out", dir + "/predict-" + site + ".csv"},
+                         predict_log),
+              0)
+        << ReadText(predict_log);
+    EXPECT_NE(ReadText(predict_log).find("sha256 " + final_sha.substr(0, 12)), std::string::npos)
+        << ReadText(predict_log);
   }
   std::vector<SqlRow> rounds = QueryDb(f.StateDb(), "SELECT round, status, answered FROM rounds ORDER BY round");
   ASSERT_EQ(rounds.size(), 2u);

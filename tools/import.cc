@@ -15,6 +15,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "common/files.h"
+#include "crypto/sha256.h"
 #include "tools/synth.h"
 
 namespace fedrad::tools {
@@ -143,9 +144,9 @@ absl::Status WriteAsDicom(const LabelledImages& images, const std::string& out_d
     auto put = [&](const DcmTagKey& tag, const std::string& v) {
       if (c.good()) c = ds->putAndInsertString(tag, v.c_str());
     };
-    put(DCM_SOPInstanceUID, DerivedUid(absl::StrCat(uid_seed, "/sop/", i)));
-    put(DCM_StudyInstanceUID, DerivedUid(absl::StrCat(uid_seed, "/study/", i)));
-    put(DCM_SeriesInstanceUID, DerivedUid(absl::StrCat(uid_seed, "/series/", i)));
+    put(DCM_SOPInstanceUID, crypto::UidFromKey(absl::StrCat(uid_seed, "/sop/", i)));
+    put(DCM_StudyInstanceUID, crypto::UidFromKey(absl::StrCat(uid_seed, "/study/", i)));
+    put(DCM_SeriesInstanceUID, crypto::UidFromKey(absl::StrCat(uid_seed, "/series/", i)));
     put(DCM_Modality, "OT");
     put(DCM_ConversionType, "WSD");
     put(DCM_PatientID, patient);

@@ -19,25 +19,6 @@
 
 namespace fedrad::tools {
 
-std::string DerivedUid(const std::string& key) {
-  const std::string hex = crypto::Sha256Hex(key).substr(0, 32);
-  std::vector<int> digits(hex.size());
-  for (size_t i = 0; i < hex.size(); ++i) digits[i] = std::stoi(hex.substr(i, 1), nullptr, 16);
-  std::string decimal;
-  while (!digits.empty()) {  // repeated division of a base-16 number by 10
-    int rem = 0;
-    std::vector<int> next;
-    for (int d : digits) {
-      const int cur = rem * 16 + d;
-      if (!next.empty() || cur / 10 != 0) next.push_back(cur / 10);
-      rem = cur % 10;
-    }
-    decimal.push_back(static_cast<char>('0' + rem));
-    digits = std::move(next);
-  }
-  std::reverse(decimal.begin(), decimal.end());
-  return "2.25." + decimal;
-}
 
 namespace {
 
@@ -147,8 +128,8 @@ absl::Status WriteSyntheticCohort(const SynthOptions& o) {
     int positives = 0, images = 0;
     for (int p = 0; p < o.patients_per_site; ++p) {
       const std::string pid = absl::StrFormat("%s-P%04d", name, p + 1);
-      const std::string study = DerivedUid(absl::StrCat(o.seed, "/study/", pid));
-      const std::string series = DerivedUid(absl::StrCat(o.seed, "/series/", pid));
+      const std::string study = crypto::UidFromKey(absl::StrCat(o.seed, "/study/", pid));
+      const std::string series = crypto::UidFromKey(absl::StrCat(o.seed, "/series/", pid));
       const bool has_lesion = uni(rng) < style.prevalence;
       // Body and anatomy per patient.
       const double cx = n / 2.0 + (uni(rng) - 0.5) * n * 0.06;
@@ -199,7 +180,7 @@ absl::Status WriteSyntheticCohort(const SynthOptions& o) {
         for (float& v : hu) v += static_cast<float>(noise(rng));
         const std::string rel = absl::StrFormat("%s/%02d.dcm", pid, k + 1);
         s = WriteCtSlice(absl::StrCat(site_dir, "/", rel), hu, n, pid, study, series,
-                         DerivedUid(absl::StrCat(o.seed, "/sop/", pid, "/", k)), k + 1);
+                         crypto::UidFromKey(absl::StrCat(o.seed, "/sop/", pid, "/", k)), k + 1);
         if (!s.ok()) return s;
         absl::StrAppend(&labels, rel, ",", visible ? 1 : 0, "\n");
         positives += visible;

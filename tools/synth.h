@@ -26,10 +26,6 @@ struct SynthOptions {
 // The same options always give byte-identical files.
 absl::Status WriteSyntheticCohort(const SynthOptions& options);
 
-// A deterministic DICOM UID: "2.25." followed by a 128-bit number derived
-// from `key` (the UUID-derived UID form of PS3.5 B.2).
-std::string DerivedUid(const std::string& key);
-
 // Site name used for index i when none is given: hospital-a, hospital-b, ...
 std::string DefaultSiteName(int index);
 

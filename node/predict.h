@@ -1,0 +1,49 @@
+#ifndef FEDRAD_NODE_PREDICT_H_
+#define FEDRAD_NODE_PREDICT_H_
+
+#include <map>
+#include <string>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "node/image_loader.h"
+#include "node/preprocess.h"
+
+namespace fedrad::node {
+
+// Runs a model on a site's studies for its clinicians. Reads the model file
+// and the images and writes the outputs; opens no network connection.
+struct PredictOptions {
+  std::string model_path;
+  std::string input;    // a DICOM file, or a folder searched recursively
+  std::string out_csv;  // one row per image/frame
+  // The site's pipeline; output_size is the model's. The model must have
+  // been trained on inputs prepared the same way.
+  PreprocessSettings preprocess;
+  std::vector<std::string> class_names;  // empty: classes are numbered
+  int loader_threads = 0;
+  int batch = 32;
+  // Non-empty: a Grad-CAM PNG per image/frame here, and with
+  // dicom_overlays a DICOM Secondary Capture next to it.
+  std::string heatmap_dir;
+  bool dicom_overlays = false;
+};
+
+struct PredictReport {
+  std::string model_sha256;
+  int files = 0;    // files looked at
+  int images = 0;   // rows predicted (frames)
+  int heatmaps = 0;
+  std::map<std::string, int> skipped;  // reason -> files (also in the CSV)
+  std::map<int, int> predicted;        // class -> rows
+};
+
+// The CSV: path (relative to `input`), sop_instance_uid, frame (from 1),
+// predicted_class, probability of each class (p_<name>), and error (the
+// reason a file could not be read; its other fields are empty). Rows are
+// sorted by path and frame. Written atomically: a crash leaves no half file.
+absl::StatusOr<PredictReport> Predict(const PredictOptions& options);
+
+}  // namespace fedrad::node
+
+#endif  // FEDRAD_NODE_PREDICT_H_

@@ -1,0 +1,184 @@
+#include "node/predict.h"
+
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <filesystem>
+#include <fstream>
+
+#include "common/model_zoo.h"
+#include "common/safetensors.h"
+#include "node/inference.h"
+#include "node/saved_model.h"
+#include "node/test_dicom.h"
+#include "node/trainer.h"
+
+namespace fedrad::node {
+namespace {
+
+namespace fs = std::filesystem;
+
+class PredictTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    dir_ = fs::temp_directory_path() / ("fedrad_predict_" + std::to_string(::getpid()));
+    fs::remove_all(dir_);
+    fs::create_directories(dir_ / "in/sub");
+    for (int i = 0; i < 6; ++i) {
+      testing::TestImage im;
+      im.rows = 24;
+      im.cols = 16;
+      im.seed = i;
+      im.sop_instance_uid = "2.25.50" + std::to_string(i);
+      ASSERT_TRUE(testing::WriteTestImage(im, (dir_ / "in" / ("i" + std::to_string(i) + ".dcm")).string()));
+    }
+    testing::TestImage multi;
+    multi.rows = multi.cols = 16;
+    multi.frames = 3;
+    multi.sop_instance_uid = "2.25.599";
+    ASSERT_TRUE(testing::WriteTestImage(multi, (dir_ / "in/sub/multi.dcm").string()));
+    std::ofstream((dir_ / "in/notes.txt").string()) << "not an image";
+
+    settings_.output_size = 16;
+    const ModelSpec spec{"ctnet", 1, 16, 2};
+    absl::StatusOr<ModelParameters> p = InitialParameters(spec, 3);
+    ASSERT_TRUE(p.ok());
+    SafetensorsMetadata m = ModelShapeMetadata(spec);
+    SetPipelineMetadata(settings_, &m);
+    model_path_ = (dir_ / "model.safetensors").string();
+    ASSERT_TRUE(WriteSafetensorsFile(model_path_, *p, m).ok());
+
+    o_.model_path = model_path_;
+    o_.input = (dir_ / "in").string();
+    o_.out_csv = (dir_ / "out.csv").string();
+    o_.preprocess = settings_;
+    o_.class_names = {"normal", "lesion"};
+    o_.batch = 4;  // several batches, one spanning files
+  }
+  void TearDown() override {
+    if (!HasFailure()) fs::remove_all(dir_);
+  }
+
+  fs::path dir_;
+  std::string model_path_;
+  PreprocessSettings settings_;
+  PredictOptions o_;
+};
+
+TEST_F(PredictTest, OneRowPerFrameWithTheEvaluatorsProbabilities) {
+  o_.heatmap_dir = (dir_ / "heatmaps").string();
+  o_.dicom_overlays = true;
+  absl::StatusOr<PredictReport> r = Predict(o_);
+  ASSERT_TRUE(r.ok()) << r.status();
+  EXPECT_EQ(r->files, 8);
+  EXPECT_EQ(r->images, 9);
+  EXPECT_EQ(r->heatmaps, 9);
+  ASSERT_EQ(r->skipped.size(), 1u);
+
+  const auto rows = testing::ReadCsvRows(o_.out_csv);
+  ASSERT_EQ(rows.size(), 11u);  // header, 9 frames, the text file
+  EXPECT_EQ(rows[0], (std::vector<std::string>{"path", "sop_instance_uid", "frame", "predicted_class", "p_normal",
+                                               "p_lesion", "heatmap", "error"}));
+  // Sorted by path: i0..i5, notes.txt, sub/multi.dcm frames 1-3.
+  EXPECT_EQ(rows[1][0], "i0.dcm");
+  EXPECT_EQ(rows[1][1], "2.25.500");
+  EXPECT_EQ(rows[7][0], "notes.txt");
+  EXPECT_FALSE(rows[7][7].empty());
+  EXPECT_TRUE(rows[7][3].empty());
+  EXPECT_EQ(rows[8][0], "sub/multi.dcm");
+  EXPECT_EQ(rows[10][2], "3");
+  EXPECT_EQ(rows[10][6], "sub/multi.dcm.frame3.png");
+  EXPECT_TRUE(fs::exists(dir_ / "heatmaps/sub/multi.dcm.frame3.png"));
+  EXPECT_TRUE(fs::exists(dir_ / "heatmaps/sub/multi.dcm.frame3.dcm"));
+  EXPECT_TRUE(fs::exists(dir_ / "heatmaps/i0.dcm.png"));
+  EXPECT_TRUE(fs::exists(dir_ / "heatmaps/i0.dcm.dcm"));
+
+  // The same images through the evaluator's own forward pass.
+  ImageSet set;
+  set.size = 16;
+  for (const std::string name : {"i0.dcm", "i1.dcm", "i2.dcm", "i3.dcm", "i4.dcm", "i5.dcm", "sub/multi.dcm"}) {
+    LoadedImage image = ImageLoader::Load((dir_ / "in" / name).string(), o_.preprocess);
+    ASSERT_TRUE(image.status.ok());
+    for (const PreparedFrame& f : image.frames) {
+      set.pixels.insert(set.pixels.end(), f.pixels.begin(), f.pixels.end());
+      set.labels.push_back(0);
+    }
+  }
+  absl::StatusOr<SavedModel> model = LoadSavedModel(model_path_);
+  ASSERT_TRUE(model.ok());
+  absl::StatusOr<Evaluation> e = EvaluateModel(model->spec, model->parameters, set);
+  ASSERT_TRUE(e.ok()) << e.status();
+  const std::vector<size_t> csv_row = {1, 2, 3, 4, 5, 6, 8, 9, 10};
+  for (size_t i = 0; i < 9; ++i) {
+    const auto& row = rows[csv_row[i]];
+    const double p0 = std::stod(row[4]), p1 = std::stod(row[5]);
+    EXPECT_NEAR(p0, e->scores.probabilities[2 * i], 1e-5) << i;
+    EXPECT_NEAR(p1, e->scores.probabilities[2 * i + 1], 1e-5) << i;
+    EXPECT_NEAR(p0 + p1, 1.0, 1e-5);
+    EXPECT_EQ(row[3], p1 > p0 ? "lesion" : "normal");
+  }
+}
+
+TEST_F(PredictTest, HeatmapsOfABatchAreEachImagesOwn) {
+  absl::StatusOr<SavedModel> model = LoadSavedModel(model_path_);
+  ASSERT_TRUE(model.ok());
+  absl::StatusOr<std::unique_ptr<Predictor>> predictor = Predictor::Create(*model);
+  ASSERT_TRUE(predictor.ok()) << predictor.status();
+  std::vector<float> pixels;
+  for (int i = 0; i < 6; ++i) {
+    LoadedImage image = ImageLoader::Load((dir_ / "in" / ("i" + std::to_string(i) + ".dcm")).string(), settings_);
+    ASSERT_TRUE(image.status.ok());
+    pixels.insert(pixels.end(), image.frames[0].pixels.begin(), image.frames[0].pixels.end());
+  }
+  absl::StatusOr<BatchOutput> all = (*predictor)->Run(pixels.data(), 6, true);
+  ASSERT_TRUE(all.ok()) << all.status();
+  ASSERT_EQ(all->heatmaps.size(), 6u * 256);
+  int nonzero_maps = 0;
+  for (int i = 0; i < 6; ++i) {
+    absl::StatusOr<BatchOutput> one = (*predictor)->Run(pixels.data() + i * 256, 1, true);
+    ASSERT_TRUE(one.ok());
+    float peak = 0;
+    for (int j = 0; j < 256; ++j) {
+      const float v = all->heatmaps[i * 256 + j];
+      EXPECT_NEAR(v, one->heatmaps[j], 1e-4) << i << " " << j;
+      EXPECT_GE(v, 0.0f);
+      EXPECT_LE(v, 1.0f);
+      peak = std::max(peak, v);
+    }
+    // Scaled per image: the strongest point is 1 unless nothing supports the class.
+    if (peak > 0) {
+      EXPECT_NEAR(peak, 1.0f, 1e-5);
+      ++nonzero_maps;
+    }
+    EXPECT_NEAR(all->probabilities[2 * i], one->probabilities[0], 1e-5);
+  }
+  EXPECT_GT(nonzero_maps, 0);
+  // Without heatmaps, the same probabilities.
+  absl::StatusOr<BatchOutput> plain = (*predictor)->Run(pixels.data(), 6, false);
+  ASSERT_TRUE(plain.ok());
+  EXPECT_TRUE(plain->heatmaps.empty());
+  for (size_t j = 0; j < plain->probabilities.size(); ++j) {
+    EXPECT_NEAR(plain->probabilities[j], all->probabilities[j], 1e-6);
+  }
+}
+
+TEST_F(PredictTest, RefusesAnotherPipelineAndWritesNothing) {
+  o_.preprocess.window_width = 1500;
+  absl::StatusOr<PredictReport> r = Predict(o_);
+  ASSERT_FALSE(r.ok());
+  EXPECT_EQ(r.status().code(), absl::StatusCode::kFailedPrecondition);
+  EXPECT_NE(r.status().message().find("window=explicit(40,400) in the model, window=explicit(40,1500) here"),
+            std::string::npos)
+      << r.status();
+  EXPECT_FALSE(fs::exists(o_.out_csv));
+}
+
+TEST_F(PredictTest, ClassNamesMustMatchTheModel) {
+  o_.class_names = {"a", "b", "c"};
+  absl::StatusOr<PredictReport> r = Predict(o_);
+  ASSERT_FALSE(r.ok());
+  EXPECT_NE(r.status().message().find("has 2 classes, the site names 3"), std::string::npos) << r.status();
+}
+
+}  // namespace
+}  // namespace fedrad::node

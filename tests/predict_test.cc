@@ -1,0 +1,113 @@
+// fedrad-node predict as a clinician runs it: on a site's DICOM folder, inside
+// a network namespace with no interface up (unshare -n), so any attempt to
+// reach the coordinator or anything else would fail.
+#include <gtest/gtest.h>
+
+#include <filesystem>
+#include <fstream>
+#include <map>
+
+#include "node/test_dicom.h"
+#include "tests/harness.h"
+
+namespace fedrad::testing {
+namespace {
+
+namespace fs = std::filesystem;
+
+class PredictCommandTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    dir_ = MakeWorkspace();
+    f_ = SetUpFederation(dir_, {.sites = 1, .rounds = 1, .min_nodes = 1, .patients = 10, .images = 2, .dp = false});
+    ASSERT_FALSE(HasFailure());
+    config_ = f_.NodeConfig(f_.sites[0]);
+    data_ = dir_ + "/data/" + f_.sites[0];
+    model_ = dir_ + "/model.safetensors";
+    const std::string log = dir_ + "/train-local.log";
+    ASSERT_EQ(RunCommand({NodeBin(), "train-local", "--config", config_, "--size", "32", "--epochs", "1", "--save",
+                          model_},
+                         log),
+              0)
+        << ReadText(log);
+  }
+  void TearDown() override { RemoveWorkspaceIfPassed(dir_); }
+
+  std::string dir_, config_, data_, model_;
+  MiniFederation f_;
+};
+
+TEST_F(PredictCommandTest, RunsWithoutANetworkAndAgreesWithEvaluate) {
+  const std::string csv = dir_ + "/predictions.csv", heatmaps = dir_ + "/heatmaps", log = dir_ + "/predict.log";
+  ASSERT_EQ(RunCommand({"/usr/bin/unshare", "-n", NodeBin(), "predict", "--config", config_, "--model", model_, "--input",
+                        data_, "--out", csv, "--heatmaps", heatmaps, "--dicom-overlays"},
+                       log),
+            0)
+      << ReadText(log);
+  EXPECT_NE(ReadText(log).find("20 image(s) from 20 file(s)"), std::string::npos) << ReadText(log);
+
+  // One row per image, each with a heatmap; the accuracy the rows give
+  // against labels.csv is what `evaluate` reports for the same folder.
+  std::map<std::string, std::string> labels;
+  for (const auto& row : node::testing::ReadCsvRows(data_ + "/labels.csv")) {
+    if (row.size() == 2 && row[0] != "path") labels[row[0]] = row[1];
+  }
+  ASSERT_EQ(labels.size(), 20u);
+  const auto rows = node::testing::ReadCsvRows(csv);
+  ASSERT_EQ(rows.size(), 21u);
+  EXPECT_EQ(rows[0][0], "path");
+  int correct = 0;
+  for (size_t i = 1; i < rows.size(); ++i) {
+    ASSERT_EQ(rows[i].size(), 8u);
+    ASSERT_TRUE(labels.count(rows[i][0])) << rows[i][0];
+    correct += rows[i][3] == labels[rows[i][0]];
+    EXPECT_NEAR(std::stod(rows[i][4]) + std::stod(rows[i][5]), 1.0, 1e-5);
+    EXPECT_TRUE(fs::exists(heatmaps + "/" + rows[i][6])) << rows[i][6];
+    EXPECT_TRUE(fs::exists(heatmaps + "/" + rows[i][0] + ".dcm")) << rows[i][0];
+    EXPECT_TRUE(rows[i][7].empty());
+  }
+  const std::string eval_log = dir_ + "/evaluate.log";
+  ASSERT_EQ(RunCommand({NodeBin(), "evaluate", "--config", config_, "--data", data_, "--model", model_,
+                        "--bootstrap", "20"},
+                       eval_log),
+            0)
+      << ReadText(eval_log);
+  const std::string table = ReadText(eval_log);
+  const size_t at = table.find("\naccuracy ");
+  ASSERT_NE(at, std::string::npos) << table;
+  EXPECT_NEAR(std::stod(table.substr(at + 10)), correct / 20.0, 1e-9) << table;
+
+  // The heatmaps' DICOM files are images a DICOM reader (fedrad's own here,
+  // the site's viewer there) opens; the PNGs next to them are not DICOM.
+  const std::string again = dir_ + "/again.csv";
+  ASSERT_EQ(RunCommand({NodeBin(), "predict", "--config", config_, "--model", model_, "--input", heatmaps, "--out",
+                        again},
+                       dir_ + "/again.log"),
+            0)
+      << ReadText(dir_ + "/again.log");
+  EXPECT_NE(ReadText(dir_ + "/again.log").find("20 image(s) from 40 file(s)"), std::string::npos)
+      << ReadText(dir_ + "/again.log");
+}
+
+TEST_F(PredictCommandTest, RefusesAModelOfAnotherPipeline) {
+  ReplaceInFile(config_, "window_width = 400", "window_width = 1500");
+  const std::string log = dir_ + "/predict.log";
+  EXPECT_EQ(RunCommand({NodeBin(), "predict", "--config", config_, "--model", model_, "--input", data_, "--out",
+                        dir_ + "/p.csv"},
+                       log),
+            1);
+  EXPECT_NE(ReadText(log).find("window=explicit(40,400) in the model, window=explicit(40,1500) here"),
+            std::string::npos)
+      << ReadText(log);
+  EXPECT_FALSE(fs::exists(dir_ + "/p.csv"));
+}
+
+TEST_F(PredictCommandTest, LatestNeedsAModelFromTheFederation) {
+  const std::string log = dir_ + "/predict.log";
+  EXPECT_EQ(RunCommand({NodeBin(), "predict", "--config", config_, "--input", data_, "--out", dir_ + "/p.csv"}, log),
+            1);
+  EXPECT_NE(ReadText(log).find("no global model in"), std::string::npos) << ReadText(log);
+}
+
+}  // namespace
+}  // namespace fedrad::testing
