@@ -39,6 +39,7 @@ absl::StatusOr<FederationPlan> LoadPlan(const std::string& path) {
   p.round_deadline_s = c.GetDouble("federation.round_deadline_s", 600, 1, 7 * 86400);
   p.close_at_fraction = c.GetDouble("federation.close_at_fraction", 1.0, 0.01, 1.0);
   p.eval_deadline_s = c.GetDouble("federation.eval_deadline_s", 120, 1, 86400);
+  p.min_report = static_cast<int>(c.GetInt("federation.min_report", 10, 1, 1000000));
   p.start_grace_s = c.GetDouble("federation.start_grace_s", 5, 0, 86400);
   p.seed = static_cast<uint64_t>(c.GetInt("federation.seed", 1, 0, INT64_MAX));
   p.chunk_bytes = static_cast<uint32_t>(

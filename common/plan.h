@@ -64,6 +64,9 @@ struct FederationPlan {
   // least min_nodes updates were accepted).
   double close_at_fraction = 1.0;
   double eval_deadline_s = 120;
+  // Small-count suppression in federated evaluation: a site with fewer
+  // validation cases than this reports only its count, no figures.
+  int min_report = 10;
   // After min_nodes are connected, how long to wait for the remaining sites
   // before starting a round without them.
   double start_grace_s = 5;

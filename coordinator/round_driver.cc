@@ -11,6 +11,7 @@
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_join.h"
 #include "common/files.h"
+#include "common/metrics.h"
 #include "common/model_zoo.h"
 #include "coordinator/strategy.h"
 #include "crypto/random.h"
@@ -448,21 +449,70 @@ void RoundDriver::EvaluateRound(int round) {
     eval_.reset();
     selected = static_cast<int>(done.nonces.size());
   }
-  double loss = 0, correct = 0;
-  int64_t count = 0;
+  std::vector<SiteEvaluation> results;
   std::vector<std::string> per_site;
   for (const auto& [site, e] : done.results) {
-    loss += e.loss * static_cast<double>(e.count);
-    correct += e.accuracy * static_cast<double>(e.count);
-    count += e.count;
-    per_site.push_back(absl::StrFormat("%s %.3f", site, e.accuracy));
+    results.push_back(e);
+    per_site.push_back(e.suppressed ? absl::StrFormat("%s n=%d < %d, suppressed", site, e.count,
+                                                      config_.plan.min_report)
+                                    : absl::StrFormat("%s %.3f", site, e.accuracy));
   }
-  const std::string agg = count > 0 ? absl::StrFormat("validation accuracy %.3f, loss %.4f on %d images",
-                                                      correct / count, loss / count, count)
-                                    : std::string("no validation figures");
+  const RoundEvaluation g = CombineEvaluations(round, done.model_sha256, config_.plan.model.num_classes, results);
+  absl::Status s = state_->RecordRoundEvaluation(g, NowMs());
+  if (!s.ok()) spdlog::error("cannot record round {}'s evaluation: {}", round, std::string(s.message()));
+  std::string agg = g.reporting_sites > 0
+                        ? absl::StrFormat("validation accuracy %.3f, loss %.4f on %d images", g.accuracy, g.loss,
+                                          g.count)
+                        : std::string("no validation figures");
+  if (g.reporting_sites > 0 && g.roc_auc) absl::StrAppendFormat(&agg, ", AUC %.3f", *g.roc_auc);
+  if (g.suppressed_count > 0) {
+    absl::StrAppendFormat(&agg, " (%d image(s) at sites below min_report not included)", g.suppressed_count);
+  }
   spdlog::info("round {}/{}: {} of {} node(s) answered; {} ({}); model {}", round,
                config_.plan.rounds, done.results.size(), selected, agg, absl::StrJoin(per_site, ", "),
                done.model_sha256.substr(0, 12));
+}
+
+RoundEvaluation CombineEvaluations(int round, const std::string& model_sha256, int num_classes,
+                                   const std::vector<SiteEvaluation>& sites) {
+  RoundEvaluation g;
+  g.round = round;
+  g.model_sha256 = model_sha256;
+  g.sites = static_cast<int>(sites.size());
+  std::vector<std::vector<int64_t>> pooled(num_classes, std::vector<int64_t>(num_classes, 0));
+  double loss = 0, auc = 0, auc_count = 0, ece = 0;
+  for (const SiteEvaluation& e : sites) {
+    if (e.suppressed) {
+      g.suppressed_count += e.count;
+      continue;
+    }
+    ++g.reporting_sites;
+    const double n = static_cast<double>(e.count);
+    loss += e.loss * n;
+    ece += e.ece * n;
+    if (e.roc_auc) {
+      auc += *e.roc_auc * n;
+      auc_count += n;
+    }
+    for (size_t i = 0; i < e.confusion.size() && static_cast<int>(i) < num_classes * num_classes; ++i) {
+      pooled[i / num_classes][i % num_classes] += e.confusion[i];
+    }
+  }
+  const Metrics m = MetricsFromConfusion(pooled);
+  g.count = m.count;
+  for (const std::vector<int64_t>& row : m.confusion) g.confusion.insert(g.confusion.end(), row.begin(), row.end());
+  if (m.count == 0) return g;
+  g.loss = loss / static_cast<double>(m.count);
+  g.ece = ece / static_cast<double>(m.count);
+  if (auc_count > 0) g.roc_auc = auc / auc_count;
+  g.accuracy = m.accuracy;
+  g.balanced_accuracy = m.balanced_accuracy;
+  double f1 = 0;
+  for (const ClassMetrics& c : m.per_class) f1 += c.f1;
+  g.macro_f1 = f1 / static_cast<double>(m.per_class.size());
+  g.sensitivity = m.sensitivity;
+  g.specificity = m.specificity;
+  return g;
 }
 
 void RoundDriver::LogPrivacy(const OpenRound& r) {
@@ -525,6 +575,7 @@ void RoundDriver::FillPlan(const std::string& site, v1::Plan* plan) const {
   plan->set_chunk_bytes(p.chunk_bytes);
   plan->set_update_dtype(static_cast<v1::WireDtype>(p.update_dtype));
   plan->set_require_dp(p.require_dp);
+  plan->set_min_report(static_cast<uint32_t>(p.min_report));
 }
 
 void RoundDriver::Connect(const std::string& site, TaskChannel* channel) {
@@ -750,8 +801,53 @@ absl::Status RoundDriver::Decline(const std::string& site, const v1::Decline& d)
   return state_->RecordSubmission(round, attempt, rec, NowMs());
 }
 
+absl::Status RoundDriver::CheckEvaluation(const v1::Evaluation& e, SiteEvaluation* out) const {
+  if (e.count() > static_cast<uint64_t>(kMaxExamplesPerUpdate)) {
+    return absl::InvalidArgumentError("evaluation count out of range");
+  }
+  out->count = static_cast<int64_t>(e.count());
+  out->suppressed = e.suppressed();
+  if (e.suppressed()) {
+    // The count alone (a site may suppress more than the plan asks).
+    if (e.loss() != 0 || e.accuracy() != 0 || e.confusion_size() > 0 || e.has_roc_auc() || e.ece() != 0) {
+      return absl::InvalidArgumentError("a suppressed evaluation must carry no figures");
+    }
+    return absl::OkStatus();
+  }
+  if (out->count < config_.plan.min_report) {
+    return absl::InvalidArgumentError(absl::StrCat("figures of ", out->count, " case(s) are below the plan's "
+                                                   "min_report of ", config_.plan.min_report, "; not recorded"));
+  }
+  const int k = config_.plan.model.num_classes;
+  if (e.confusion_size() != k * k) {
+    return absl::InvalidArgumentError(absl::StrCat("the confusion matrix has ", e.confusion_size(),
+                                                   " cells; the model's ", k, " classes need ", k * k));
+  }
+  uint64_t total = 0, correct = 0;
+  for (int i = 0; i < k * k; ++i) {
+    if (e.confusion(i) > e.count()) return absl::InvalidArgumentError("a confusion cell exceeds the count");
+    total += e.confusion(i);
+    if (i / k == i % k) correct += e.confusion(i);
+  }
+  if (total != e.count()) {
+    return absl::InvalidArgumentError(absl::StrCat("the confusion matrix holds ", total, " cases, not ", e.count()));
+  }
+  const double accuracy = e.count() ? static_cast<double>(correct) / static_cast<double>(e.count()) : 0;
+  if (!std::isfinite(e.loss()) || e.loss() < 0 || std::fabs(e.accuracy() - accuracy) > 1e-9 ||
+      (e.has_roc_auc() && !(e.roc_auc() >= 0 && e.roc_auc() <= 1)) || !(e.ece() >= 0 && e.ece() <= 1)) {
+    return absl::InvalidArgumentError("evaluation figures out of range or inconsistent with the confusion matrix");
+  }
+  out->loss = e.loss();
+  out->accuracy = accuracy;
+  out->confusion.assign(e.confusion().begin(), e.confusion().end());
+  if (e.has_roc_auc()) out->roc_auc = e.roc_auc();
+  out->ece = e.ece();
+  return absl::OkStatus();
+}
+
 absl::Status RoundDriver::RecordEvaluation(const std::string& site, const v1::Evaluation& e) {
-  SiteEvaluation result{site, e.loss(), e.accuracy(), static_cast<int64_t>(e.count())};
+  SiteEvaluation result;
+  result.site = site;
   std::string sha;
   {
     absl::MutexLock lock(&mu_);
@@ -765,10 +861,8 @@ absl::Status RoundDriver::RecordEvaluation(const std::string& site, const v1::Ev
     if (e.model_sha256() != eval_->model_sha256) {
       return absl::InvalidArgumentError("the evaluation is of a different model");
     }
-    if (!std::isfinite(e.loss()) || e.loss() < 0 || !(e.accuracy() >= 0 && e.accuracy() <= 1) ||
-        e.count() > static_cast<uint64_t>(kMaxExamplesPerUpdate)) {
-      return absl::InvalidArgumentError("evaluation figures out of range");
-    }
+    absl::Status valid = CheckEvaluation(e, &result);
+    if (!valid.ok()) return valid;
     if (eval_->results.count(site)) return absl::AlreadyExistsError("already evaluated");
     eval_->results[site] = result;
     sha = eval_->model_sha256;
@@ -791,23 +885,27 @@ absl::StatusOr<std::string> RoundDriver::Summary() {
   absl::StrAppend(&out, absl::StrFormat("%-7s", "round"));
   for (const std::string& site : config_.plan.sites) absl::StrAppend(&out, absl::StrFormat("%14s", site));
   absl::StrAppend(&out, absl::StrFormat("%14s\n", "overall"));
+  bool any_suppressed = false;
   for (int r = 1; r <= global_round_; ++r) {
     absl::StatusOr<std::vector<SiteEvaluation>> evals = state_->Evaluations(r);
     if (!evals.ok()) return evals.status();
     absl::StrAppend(&out, absl::StrFormat("%-7d", r));
-    double correct = 0;
-    int64_t count = 0;
     for (const std::string& site : config_.plan.sites) {
       std::string cell = "-";
       for (const SiteEvaluation& e : *evals) {
         if (e.site != site) continue;
-        cell = absl::StrFormat("%.3f", e.accuracy);
-        correct += e.accuracy * static_cast<double>(e.count);
-        count += e.count;
+        cell = e.suppressed ? absl::StrFormat("(n=%d)", e.count) : absl::StrFormat("%.3f", e.accuracy);
+        any_suppressed |= e.suppressed;
       }
       absl::StrAppend(&out, absl::StrFormat("%14s", cell));
     }
-    absl::StrAppend(&out, absl::StrFormat("%14s\n", count ? absl::StrFormat("%.3f", correct / count) : "-"));
+    const RoundEvaluation g =
+        CombineEvaluations(r, "", config_.plan.model.num_classes, *evals);
+    absl::StrAppend(&out, absl::StrFormat("%14s\n", g.count ? absl::StrFormat("%.3f", g.accuracy) : "-"));
+  }
+  if (any_suppressed) {
+    absl::StrAppend(&out, absl::StrFormat("((n=..): fewer validation images than min_report = %d; the site "
+                                          "reported its count only)\n", config_.plan.min_report));
   }
   absl::StatusOr<std::map<std::string, StateStore::LatestPrivacy>> privacy = state_->LatestPrivacyBySite();
   if (!privacy.ok()) return privacy.status();

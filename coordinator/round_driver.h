@@ -60,6 +60,13 @@ struct UpdateTicket {
   uint64_t upload_id = 0;
 };
 
+// A round's federated evaluation from the sites' reports: suppressed sites
+// add only to suppressed_count; the others' confusion matrices are pooled
+// (exact accuracy, balanced accuracy, F1, sensitivity, specificity), loss,
+// AUC and ECE are count-weighted means.
+RoundEvaluation CombineEvaluations(int round, const std::string& model_sha256, int num_classes,
+                                   const std::vector<SiteEvaluation>& sites);
+
 // The coordinator's server loop: waits for nodes, opens rounds, hands out
 // train and evaluation tasks, enforces deadlines and min_nodes, folds
 // accepted updates with the plan's strategy, and commits each new model before telling
@@ -90,6 +97,9 @@ class RoundDriver {
   // Records the outcome of a streamed update (`outcome` not OK: rejected,
   // with its message as the reason). Returns what to tell the node.
   absl::Status FinishUpdate(const UpdateTicket& ticket, const absl::Status& outcome);
+  // Checks a site's evaluation (suppressed: the count alone; otherwise at
+  // least min_report cases and figures consistent with the confusion
+  // matrix) and records it.
   absl::Status RecordEvaluation(const std::string& site, const v1::Evaluation& evaluation);
   // A node will not train the open round: its privacy budget is spent. It
   // is not asked to train again in this run.
@@ -137,6 +147,7 @@ class RoundDriver {
   // What a published model file says of itself: the model's shape (so a
   // site can evaluate or run it without the plan), its round and origin.
   SafetensorsMetadata ModelMetadata(int round) const;
+  absl::Status CheckEvaluation(const v1::Evaluation& e, SiteEvaluation* out) const;
   std::string StrategyDir() const;
   std::string StrategyStatePath(int round) const;
   absl::Status RestoreStrategyState();

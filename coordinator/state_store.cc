@@ -1,6 +1,9 @@
 #include "coordinator/state_store.h"
 
+#include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
+#include "absl/strings/str_split.h"
 
 namespace fedrad::coordinator {
 namespace {
@@ -56,7 +59,50 @@ CREATE TABLE IF NOT EXISTS evaluations(
   count INTEGER NOT NULL,
   received_at_ms INTEGER NOT NULL,
   PRIMARY KEY(round, site));
+CREATE TABLE IF NOT EXISTS evaluation_figures(
+  round INTEGER NOT NULL,
+  site TEXT NOT NULL,
+  suppressed INTEGER NOT NULL,
+  confusion TEXT NOT NULL,
+  roc_auc REAL,
+  ece REAL,
+  PRIMARY KEY(round, site));
+CREATE TABLE IF NOT EXISTS round_evaluations(
+  round INTEGER PRIMARY KEY,
+  model_sha256 TEXT NOT NULL,
+  sites INTEGER NOT NULL,
+  reporting_sites INTEGER NOT NULL,
+  suppressed_count INTEGER NOT NULL,
+  count INTEGER NOT NULL,
+  loss REAL,
+  accuracy REAL,
+  balanced_accuracy REAL,
+  macro_f1 REAL,
+  sensitivity REAL,
+  specificity REAL,
+  roc_auc REAL,
+  ece REAL,
+  confusion TEXT NOT NULL,
+  recorded_at_ms INTEGER NOT NULL);
 )sql";
+
+std::string JoinCounts(const std::vector<int64_t>& v) { return absl::StrJoin(v, ","); }
+
+std::vector<int64_t> SplitCounts(const std::string& s) {
+  std::vector<int64_t> out;
+  for (absl::string_view part : absl::StrSplit(s, ',', absl::SkipEmpty())) {
+    int64_t n = 0;
+    if (absl::SimpleAtoi(part, &n)) out.push_back(n);
+  }
+  return out;
+}
+
+SqlValue Optional(const std::optional<double>& v) { return v ? SqlValue(*v) : SqlValue(nullptr); }
+
+std::optional<double> OptionalDouble(const SqlValue& v) {
+  if (std::holds_alternative<std::nullptr_t>(v)) return std::nullopt;
+  return AsDouble(v);
+}
 
 }  // namespace
 
@@ -189,21 +235,82 @@ absl::StatusOr<std::map<std::string, StateStore::LatestPrivacy>> StateStore::Lat
 absl::Status StateStore::RecordEvaluation(int round, const std::string& model_sha256,
                                           const SiteEvaluation& e, int64_t now_ms) {
   absl::MutexLock lock(&mu_);
-  return db_->Execute(
+  absl::StatusOr<Database::Transaction> tx = db_->Begin();
+  if (!tx.ok()) return tx.status();
+  absl::Status s = db_->Execute(
       "INSERT OR REPLACE INTO evaluations(round, site, model_sha256, loss, accuracy, count, "
       "received_at_ms) VALUES(?1, ?2, ?3, ?4, ?5, ?6, ?7)",
       {int64_t{round}, e.site, model_sha256, e.loss, e.accuracy, e.count, now_ms});
+  if (!s.ok()) return s;
+  s = db_->Execute(
+      "INSERT OR REPLACE INTO evaluation_figures(round, site, suppressed, confusion, roc_auc, ece) "
+      "VALUES(?1, ?2, ?3, ?4, ?5, ?6)",
+      {int64_t{round}, e.site, int64_t{e.suppressed}, JoinCounts(e.confusion), Optional(e.roc_auc),
+       e.suppressed ? SqlValue(nullptr) : SqlValue(e.ece)});
+  if (!s.ok()) return s;
+  return tx->Commit();
+}
+
+absl::Status StateStore::RecordRoundEvaluation(const RoundEvaluation& e, int64_t now_ms) {
+  absl::MutexLock lock(&mu_);
+  const bool any = e.reporting_sites > 0;
+  auto figure = [any](double v) { return any ? SqlValue(v) : SqlValue(nullptr); };
+  return db_->Execute(
+      "INSERT OR REPLACE INTO round_evaluations(round, model_sha256, sites, reporting_sites, suppressed_count, "
+      "count, loss, accuracy, balanced_accuracy, macro_f1, sensitivity, specificity, roc_auc, ece, confusion, "
+      "recorded_at_ms) VALUES(?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16)",
+      {int64_t{e.round}, e.model_sha256, int64_t{e.sites}, int64_t{e.reporting_sites}, e.suppressed_count, e.count,
+       figure(e.loss), figure(e.accuracy), figure(e.balanced_accuracy), figure(e.macro_f1), Optional(e.sensitivity),
+       Optional(e.specificity), Optional(e.roc_auc), figure(e.ece), JoinCounts(e.confusion), now_ms});
+}
+
+absl::StatusOr<std::optional<RoundEvaluation>> StateStore::GetRoundEvaluation(int round) {
+  absl::MutexLock lock(&mu_);
+  absl::StatusOr<std::vector<SqlRow>> rows = db_->Query(
+      "SELECT model_sha256, sites, reporting_sites, suppressed_count, count, loss, accuracy, balanced_accuracy, "
+      "macro_f1, sensitivity, specificity, roc_auc, ece, confusion FROM round_evaluations WHERE round = ?1",
+      {int64_t{round}});
+  if (!rows.ok()) return rows.status();
+  if (rows->empty()) return std::nullopt;
+  const SqlRow& r = rows->front();
+  RoundEvaluation e;
+  e.round = round;
+  e.model_sha256 = AsText(r[0]);
+  e.sites = static_cast<int>(AsInt(r[1]));
+  e.reporting_sites = static_cast<int>(AsInt(r[2]));
+  e.suppressed_count = AsInt(r[3]);
+  e.count = AsInt(r[4]);
+  e.loss = OptionalDouble(r[5]).value_or(0);
+  e.accuracy = OptionalDouble(r[6]).value_or(0);
+  e.balanced_accuracy = OptionalDouble(r[7]).value_or(0);
+  e.macro_f1 = OptionalDouble(r[8]).value_or(0);
+  e.sensitivity = OptionalDouble(r[9]);
+  e.specificity = OptionalDouble(r[10]);
+  e.roc_auc = OptionalDouble(r[11]);
+  e.ece = OptionalDouble(r[12]).value_or(0);
+  e.confusion = SplitCounts(AsText(r[13]));
+  return e;
 }
 
 absl::StatusOr<std::vector<SiteEvaluation>> StateStore::Evaluations(int round) {
   absl::MutexLock lock(&mu_);
   absl::StatusOr<std::vector<SqlRow>> rows = db_->Query(
-      "SELECT site, loss, accuracy, count FROM evaluations WHERE round = ?1 ORDER BY site",
+      "SELECT e.site, e.loss, e.accuracy, e.count, f.suppressed, f.confusion, f.roc_auc, f.ece "
+      "FROM evaluations e LEFT JOIN evaluation_figures f ON f.round = e.round AND f.site = e.site "
+      "WHERE e.round = ?1 ORDER BY e.site",
       {int64_t{round}});
   if (!rows.ok()) return rows.status();
   std::vector<SiteEvaluation> out;
   for (const SqlRow& r : *rows) {
-    out.push_back({AsText(r[0]), AsDouble(r[1]), AsDouble(r[2]), AsInt(r[3])});
+    SiteEvaluation e{AsText(r[0]), AsDouble(r[1]), AsDouble(r[2]), AsInt(r[3])};
+    // Rows from before evaluation_figures have figures and no suppression.
+    if (!std::holds_alternative<std::nullptr_t>(r[4])) {
+      e.suppressed = AsInt(r[4]) != 0;
+      e.confusion = SplitCounts(AsText(r[5]));
+      e.roc_auc = OptionalDouble(r[6]);
+      e.ece = OptionalDouble(r[7]).value_or(0);
+    }
+    out.push_back(std::move(e));
   }
   return out;
 }

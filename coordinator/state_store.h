@@ -25,6 +25,33 @@ struct SiteEvaluation {
   double loss = 0;
   double accuracy = 0;
   int64_t count = 0;
+  // Fewer cases than min_report: only `count` was reported.
+  bool suppressed = false;
+  std::vector<int64_t> confusion;  // classes^2, [true][predicted]
+  std::optional<double> roc_auc;
+  double ece = 0;
+};
+
+// A round's federated evaluation: the reporting sites' figures combined.
+struct RoundEvaluation {
+  int round = 0;
+  std::string model_sha256;
+  int sites = 0;             // sites that answered
+  int reporting_sites = 0;   // of them, with figures (not suppressed)
+  int64_t suppressed_count = 0;  // cases at suppressed sites (not in the figures)
+  int64_t count = 0;             // cases in the figures
+  double loss = 0;               // count-weighted mean
+  // From the pooled confusion matrix, exact.
+  double accuracy = 0;
+  double balanced_accuracy = 0;
+  double macro_f1 = 0;
+  std::optional<double> sensitivity;
+  std::optional<double> specificity;
+  // Count-weighted means of the sites' values (AUC and ECE do not pool
+  // from counts).
+  std::optional<double> roc_auc;
+  double ece = 0;
+  std::vector<int64_t> confusion;
 };
 
 // A site's DP report for one round (its own accountant's figures).
@@ -80,6 +107,8 @@ class StateStore {
   absl::Status RecordEvaluation(int round, const std::string& model_sha256, const SiteEvaluation& e,
                                 int64_t now_ms);
   absl::StatusOr<std::vector<SiteEvaluation>> Evaluations(int round);
+  absl::Status RecordRoundEvaluation(const RoundEvaluation& e, int64_t now_ms);
+  absl::StatusOr<std::optional<RoundEvaluation>> GetRoundEvaluation(int round);
   // Each site's latest DP report (from an accepted update or a decline), and
   // whether that latest answer was a decline.
   struct LatestPrivacy {

@@ -1,3 +1,4 @@
+#include "coordinator/round_driver.h"
 #include "coordinator/state_store.h"
 
 #include <gtest/gtest.h>
@@ -66,6 +67,57 @@ TEST_F(StateStoreTest, EvaluationsPerRound) {
   ASSERT_EQ(e->size(), 2u);
   EXPECT_EQ((*e)[0].site, "a");
   EXPECT_DOUBLE_EQ((*e)[1].accuracy, 0.75);
+}
+
+TEST_F(StateStoreTest, FederatedEvaluationPoolsReportingSitesAndCountsTheSuppressed) {
+  auto s = StateStore::Open(Db());
+  SiteEvaluation a{"a", 0.5, 0.8, 20};
+  a.confusion = {9, 1, 3, 7};  // 16 of 20 right
+  a.roc_auc = 0.9;
+  a.ece = 0.1;
+  SiteEvaluation b{"b", 0.3, 0.9, 10};
+  b.confusion = {4, 1, 0, 5};  // 9 of 10
+  b.roc_auc = 0.6;
+  b.ece = 0.4;
+  SiteEvaluation c{"c", 0, 0, 7};
+  c.suppressed = true;
+  for (const SiteEvaluation& e : {a, b, c}) ASSERT_TRUE((*s)->RecordEvaluation(1, "m", e, 1).ok());
+  auto stored = (*s)->Evaluations(1);
+  ASSERT_TRUE(stored.ok());
+  ASSERT_EQ(stored->size(), 3u);
+  EXPECT_EQ((*stored)[0].confusion, a.confusion);
+  EXPECT_TRUE((*stored)[2].suppressed);
+  EXPECT_FALSE((*stored)[2].roc_auc.has_value());
+
+  const RoundEvaluation g = CombineEvaluations(1, "m", 2, *stored);
+  EXPECT_EQ(g.sites, 3);
+  EXPECT_EQ(g.reporting_sites, 2);
+  EXPECT_EQ(g.suppressed_count, 7);
+  EXPECT_EQ(g.count, 30);
+  EXPECT_EQ(g.confusion, (std::vector<int64_t>{13, 2, 3, 12}));
+  EXPECT_DOUBLE_EQ(g.accuracy, 25.0 / 30);
+  // Recall of class 0: 13/15, of class 1: 12/15.
+  EXPECT_DOUBLE_EQ(g.balanced_accuracy, (13.0 / 15 + 12.0 / 15) / 2);
+  EXPECT_DOUBLE_EQ(*g.sensitivity, 12.0 / 15);
+  EXPECT_DOUBLE_EQ(*g.specificity, 13.0 / 15);
+  // Count-weighted: (0.5*20 + 0.3*10) / 30, and likewise AUC and ECE.
+  EXPECT_DOUBLE_EQ(g.loss, 13.0 / 30);
+  EXPECT_DOUBLE_EQ(*g.roc_auc, (0.9 * 20 + 0.6 * 10) / 30);
+  EXPECT_DOUBLE_EQ(g.ece, (0.1 * 20 + 0.4 * 10) / 30);
+
+  ASSERT_TRUE((*s)->RecordRoundEvaluation(g, 2).ok());
+  auto back = (*s)->GetRoundEvaluation(1);
+  ASSERT_TRUE(back.ok() && back->has_value());
+  EXPECT_EQ((*back)->confusion, g.confusion);
+  EXPECT_DOUBLE_EQ((*back)->accuracy, g.accuracy);
+  EXPECT_EQ((*back)->suppressed_count, 7);
+  EXPECT_FALSE((*(*s)->GetRoundEvaluation(2)).has_value());
+
+  // Only suppressed sites: no figures at all.
+  const RoundEvaluation none = CombineEvaluations(2, "m", 2, {c});
+  EXPECT_EQ(none.reporting_sites, 0);
+  EXPECT_EQ(none.count, 0);
+  EXPECT_FALSE(none.roc_auc.has_value());
 }
 
 }  // namespace

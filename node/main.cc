@@ -208,16 +208,16 @@ int main(int argc, char** argv) {
     eo.default_classes = ev_classes;
     absl::StatusOr<fedrad::node::Evaluation> e = fedrad::node::EvaluateModelFile(ev_model, eo);
     if (!e.ok()) return Fail(e.status(), 1);
-    absl::StatusOr<fedrad::node::Metrics> metrics = fedrad::node::ComputeMetrics(e->scores);
+    absl::StatusOr<fedrad::Metrics> metrics = fedrad::ComputeMetrics(e->scores);
     if (!metrics.ok()) return Fail(metrics.status(), 1);
-    absl::StatusOr<std::map<std::string, fedrad::node::Interval>> ci =
-        fedrad::node::BootstrapIntervals(e->scores, ev_bootstrap);
+    absl::StatusOr<std::map<std::string, fedrad::Interval>> ci =
+        fedrad::BootstrapIntervals(e->scores, ev_bootstrap);
     if (!ci.ok()) return Fail(ci.status(), 1);
     if (ev_json) {
-      std::cout << fedrad::node::MetricsJson(*metrics, *ci) << "\n";
+      std::cout << fedrad::MetricsJson(*metrics, *ci) << "\n";
     } else {
       std::cout << ev_model << " on " << e->count << " images, loss " << e->loss << "\n\n"
-                << fedrad::node::FormatMetrics(*metrics, *ci);
+                << fedrad::FormatMetrics(*metrics, *ci);
     }
     return 0;
   }

@@ -105,6 +105,8 @@ absl::StatusOr<JoinedPlan> NodeRuntime::Hello() {
                                                       " is unknown to this node; update fedrad"));
   }
   p.update_dtype = static_cast<WireDtype>(reply.update_dtype());
+  // 0: a coordinator from before min_report; suppress below the default.
+  p.min_report = reply.min_report() > 0 ? static_cast<int>(std::min<uint32_t>(reply.min_report(), 1000000)) : 10;
   if (reply.require_dp() && !config_.privacy.enabled) {
     return absl::FailedPreconditionError(absl::StrCat(
         "federation '", p.federation, "' accepts only differentially private updates, and ", config_.path,
@@ -500,14 +502,35 @@ absl::Status NodeRuntime::HandleEval(const v1::EvalTask& task) {
   msg.set_round(task.round());
   msg.set_nonce(task.nonce());
   msg.set_model_sha256(task.model_sha256());
-  msg.set_loss(e->loss);
-  msg.set_accuracy(e->accuracy);
   msg.set_count(static_cast<uint64_t>(e->count));
+  // Small-count suppression: below min_report cases, the count alone.
+  const bool suppressed = e->count < plan_->min_report;
+  msg.set_suppressed(suppressed);
+  if (!suppressed) {
+    absl::StatusOr<Metrics> m = ComputeMetrics(e->scores);
+    if (!m.ok()) return m.status();
+    msg.set_loss(e->loss);
+    msg.set_accuracy(e->accuracy);
+    for (const std::vector<int64_t>& row : m->confusion) {
+      for (int64_t n : row) msg.add_confusion(static_cast<uint64_t>(n));
+    }
+    if (m->roc_auc) {
+      msg.set_has_roc_auc(true);
+      msg.set_roc_auc(*m->roc_auc);
+    }
+    msg.set_ece(m->ece);
+  }
   v1::SubmitReply reply;
   s = FromGrpc(rpc_->stub->SubmitEvaluation(&ctx, msg, &reply), "evaluation");
   if (!s.ok()) return s;
-  spdlog::info("round {}: global model validation accuracy {:.3f}, loss {:.4f} on {} images",
-               task.round(), e->accuracy, e->loss, e->count);
+  if (suppressed) {
+    spdlog::info("round {}: global model validation accuracy {:.3f}, loss {:.4f} on {} images (fewer than the "
+                 "plan's min_report of {}: only the count was sent)",
+                 task.round(), e->accuracy, e->loss, e->count, plan_->min_report);
+  } else {
+    spdlog::info("round {}: global model validation accuracy {:.3f}, loss {:.4f} on {} images", task.round(),
+                 e->accuracy, e->loss, e->count);
+  }
   return absl::OkStatus();
 }
 

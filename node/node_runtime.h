@@ -31,6 +31,7 @@ struct JoinedPlan {
   int rounds = 0;
   uint32_t chunk_bytes = 0;
   WireDtype update_dtype = WireDtype::kFloat32;
+  int min_report = 10;
 };
 
 // A hospital's node: dials out to the coordinator over mutual TLS, waits for

@@ -9,7 +9,7 @@
 #include "common/plan.h"
 #include "common/tensor.h"
 #include "node/dataset.h"
-#include "node/metrics.h"
+#include "common/metrics.h"
 
 namespace fedrad::node {
 

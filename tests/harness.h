@@ -86,6 +86,7 @@ struct MiniFederationOptions {
   // Off where retried rounds would spend a test's budget on what it does not test.
   bool dp = true;
   std::string update_dtype = "float32";
+  int min_report = 10;  // federated evaluation's small-count suppression
 };
 
 // Writes a plan, synthesizes data and provisions kits with `fedrad`.

@@ -1,5 +1,5 @@
-#ifndef FEDRAD_NODE_METRICS_H_
-#define FEDRAD_NODE_METRICS_H_
+#ifndef FEDRAD_COMMON_METRICS_H_
+#define FEDRAD_COMMON_METRICS_H_
 
 #include <cstdint>
 #include <map>
@@ -9,7 +9,7 @@
 
 #include "absl/status/statusor.h"
 
-namespace fedrad::node {
+namespace fedrad {
 
 // A model's outputs on labelled examples: the true class of each example and
 // its class probabilities (row-major, num_classes per example).
@@ -63,6 +63,12 @@ struct Metrics {
   std::map<std::string, double> Scalars() const;
 };
 
+// The figures a confusion matrix (confusion[true][predicted]) determines:
+// count, accuracy, balanced accuracy, per-class figures, sensitivity and
+// specificity. roc_auc and ece need the probabilities and stay unset / 0.
+// The coordinator pools the sites' matrices with it.
+Metrics MetricsFromConfusion(std::vector<std::vector<int64_t>> confusion);
+
 // Errors: no examples, num_classes < 2, a label outside [0, num_classes),
 // a probability row of the wrong size, or a non-finite probability.
 absl::StatusOr<Metrics> ComputeMetrics(const Scores& scores);
@@ -90,6 +96,6 @@ std::string FormatMetrics(const Metrics& m, const std::map<std::string, Interval
 // "ci95": [low, high]}}, "per_class": [...], "confusion": [[...]]}.
 std::string MetricsJson(const Metrics& m, const std::map<std::string, Interval>& ci);
 
-}  // namespace fedrad::node
+}  // namespace fedrad
 
-#endif  // FEDRAD_NODE_METRICS_H_
+#endif  // FEDRAD_COMMON_METRICS_H_

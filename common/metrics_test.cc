@@ -1,10 +1,10 @@
-#include "node/metrics.h"
+#include "common/metrics.h"
 
 #include <gtest/gtest.h>
 
 #include <random>
 
-namespace fedrad::node {
+namespace fedrad {
 namespace {
 
 Scores Binary(const std::vector<int>& labels, const std::vector<float>& p1) {
@@ -134,5 +134,29 @@ TEST(MetricsTest, BootstrapOfAPerfectModelIsAPoint) {
   EXPECT_EQ(ci->at("accuracy").high, 1.0);
 }
 
+TEST(MetricsTest, PooledConfusionMatricesGiveThePooledFigures) {
+  // Two sites' matrices summed give what the examples of both together give.
+  const Scores a = Binary({0, 0, 1, 1, 1}, {0.2f, 0.7f, 0.9f, 0.4f, 0.8f});
+  const Scores b = Binary({0, 1, 0}, {0.1f, 0.6f, 0.3f});
+  const Scores both = Binary({0, 0, 1, 1, 1, 0, 1, 0}, {0.2f, 0.7f, 0.9f, 0.4f, 0.8f, 0.1f, 0.6f, 0.3f});
+  std::vector<std::vector<int64_t>> pooled = ComputeMetrics(a)->confusion;
+  const std::vector<std::vector<int64_t>> cb = ComputeMetrics(b)->confusion;
+  for (int t = 0; t < 2; ++t) {
+    for (int p = 0; p < 2; ++p) pooled[t][p] += cb[t][p];
+  }
+  const Metrics m = MetricsFromConfusion(pooled);
+  const Metrics want = *ComputeMetrics(both);
+  EXPECT_EQ(m.count, 8);
+  EXPECT_DOUBLE_EQ(m.accuracy, want.accuracy);  // 6 of 8
+  EXPECT_DOUBLE_EQ(m.accuracy, 0.75);
+  EXPECT_DOUBLE_EQ(m.balanced_accuracy, want.balanced_accuracy);
+  EXPECT_DOUBLE_EQ(*m.sensitivity, *want.sensitivity);
+  EXPECT_DOUBLE_EQ(*m.specificity, *want.specificity);
+  EXPECT_DOUBLE_EQ(m.per_class[1].f1, want.per_class[1].f1);
+  EXPECT_FALSE(m.roc_auc.has_value());
+  // No examples: zero counts, nothing divided by zero.
+  EXPECT_EQ(MetricsFromConfusion({{0, 0}, {0, 0}}).count, 0);
+}
+
 }  // namespace
-}  // namespace fedrad::node
+}  // namespace fedrad

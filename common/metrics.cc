@@ -1,4 +1,4 @@
-#include "node/metrics.h"
+#include "common/metrics.h"
 
 #include <algorithm>
 #include <cmath>
@@ -10,7 +10,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 
-namespace fedrad::node {
+namespace fedrad {
 namespace {
 
 absl::Status CheckScores(const Scores& s) {
@@ -39,20 +39,13 @@ absl::Status CheckScores(const Scores& s) {
 Metrics Compute(const Scores& s) {
   const int k = s.num_classes;
   const size_t n = s.size();
-  Metrics m;
-  m.count = static_cast<int64_t>(n);
-  m.confusion.assign(k, std::vector<int64_t>(k, 0));
-  m.per_class.assign(k, ClassMetrics{});
-  int64_t correct = 0;
+  std::vector<std::vector<int64_t>> confusion(k, std::vector<int64_t>(k, 0));
   std::vector<double> bin_confidence(kCalibrationBins, 0), bin_correct(kCalibrationBins, 0);
   std::vector<int64_t> bin_count(kCalibrationBins, 0);
   for (size_t i = 0; i < n; ++i) {
     const int t = s.labels[i];
     const int p = s.Predicted(i);
-    ++m.confusion[t][p];
-    ++m.per_class[t].support;
-    ++m.per_class[p].predicted;
-    if (t == p) ++correct;
+    ++confusion[t][p];
     const double confidence = s.row(i)[p];
     // Bin i holds confidences in (i/B, (i+1)/B]; 0 goes to the first bin.
     int bin = static_cast<int>(std::ceil(confidence * kCalibrationBins)) - 1;
@@ -61,25 +54,7 @@ Metrics Compute(const Scores& s) {
     bin_correct[bin] += t == p ? 1 : 0;
     ++bin_count[bin];
   }
-  m.accuracy = static_cast<double>(correct) / static_cast<double>(n);
-  double recall_sum = 0;
-  int present = 0;
-  for (int c = 0; c < k; ++c) {
-    ClassMetrics& cm = m.per_class[c];
-    const double tp = static_cast<double>(m.confusion[c][c]);
-    cm.precision = cm.predicted > 0 ? tp / static_cast<double>(cm.predicted) : 0;
-    cm.recall = cm.support > 0 ? tp / static_cast<double>(cm.support) : 0;
-    cm.f1 = cm.precision + cm.recall > 0 ? 2 * cm.precision * cm.recall / (cm.precision + cm.recall) : 0;
-    if (cm.support > 0) {
-      recall_sum += cm.recall;
-      ++present;
-    }
-  }
-  m.balanced_accuracy = recall_sum / present;
-  if (k == 2) {
-    if (m.per_class[1].support > 0) m.sensitivity = m.per_class[1].recall;
-    if (m.per_class[0].support > 0) m.specificity = m.per_class[0].recall;
-  }
+  Metrics m = MetricsFromConfusion(std::move(confusion));
   // One-vs-rest AUCs (for two classes, class 1's is the AUC).
   std::vector<float> score(n);
   std::vector<bool> positive(n);
@@ -162,6 +137,43 @@ std::map<std::string, double> Metrics::Scalars() const {
     if (m.predicted > 0 || m.support > 0) out[absl::StrCat("f1[", c, "]")] = m.f1;
   }
   return out;
+}
+
+Metrics MetricsFromConfusion(std::vector<std::vector<int64_t>> confusion) {
+  const int k = static_cast<int>(confusion.size());
+  Metrics m;
+  m.per_class.assign(k, ClassMetrics{});
+  int64_t correct = 0;
+  for (int t = 0; t < k; ++t) {
+    for (int p = 0; p < k; ++p) {
+      m.count += confusion[t][p];
+      m.per_class[t].support += confusion[t][p];
+      m.per_class[p].predicted += confusion[t][p];
+    }
+    correct += confusion[t][t];
+  }
+  m.confusion = std::move(confusion);
+  if (m.count == 0) return m;
+  m.accuracy = static_cast<double>(correct) / static_cast<double>(m.count);
+  double recall_sum = 0;
+  int present = 0;
+  for (int c = 0; c < k; ++c) {
+    ClassMetrics& cm = m.per_class[c];
+    const double tp = static_cast<double>(m.confusion[c][c]);
+    cm.precision = cm.predicted > 0 ? tp / static_cast<double>(cm.predicted) : 0;
+    cm.recall = cm.support > 0 ? tp / static_cast<double>(cm.support) : 0;
+    cm.f1 = cm.precision + cm.recall > 0 ? 2 * cm.precision * cm.recall / (cm.precision + cm.recall) : 0;
+    if (cm.support > 0) {
+      recall_sum += cm.recall;
+      ++present;
+    }
+  }
+  m.balanced_accuracy = recall_sum / present;
+  if (k == 2) {
+    if (m.per_class[1].support > 0) m.sensitivity = m.per_class[1].recall;
+    if (m.per_class[0].support > 0) m.specificity = m.per_class[0].recall;
+  }
+  return m;
 }
 
 absl::StatusOr<Metrics> ComputeMetrics(const Scores& scores) {
@@ -248,4 +260,4 @@ std::string MetricsJson(const Metrics& m, const std::map<std::string, Interval>&
   return j.dump(2);
 }
 
-}  // namespace fedrad::node
+}  // namespace fedrad
