@@ -13,7 +13,7 @@ packages=(
   libabsl-dev libcli11-dev libtomlplusplus-dev libspdlog-dev
   nlohmann-json3-dev libcpp-httplib-dev
   libgtest-dev libgmock-dev libbenchmark-dev
-  sqlite3 procps time python3 python3-numpy python3-pydicom
+  sqlite3 procps time python3 python3-numpy python3-pydicom python3-torch
 )
 
 missing=()

@@ -25,6 +25,7 @@ std::string FedradBin() { return FEDRAD_BIN; }
 std::string NodeBin() { return FEDRAD_NODE_BIN; }
 std::string CoordinatorBin() { return FEDRAD_COORDINATOR_BIN; }
 std::string RogueNodeBin() { return FEDRAD_ROGUE_BIN; }
+std::string SourceDir() { return FEDRAD_SOURCE_DIR; }
 
 Process::Process(std::vector<std::string> argv, std::string log_path, std::string cwd)
     : log_path_(std::move(log_path)) {

@@ -77,6 +77,15 @@ TEST_F(PredictCommandTest, RunsWithoutANetworkAndAgreesWithEvaluate) {
   ASSERT_NE(at, std::string::npos) << table;
   EXPECT_NEAR(std::stod(table.substr(at + 10)), correct / 20.0, 1e-9) << table;
 
+  // In Python: the file loads into python/fedrad_torch.py's PyTorch twin of
+  // the network, which, fed the pipeline its metadata names (prepared with
+  // pydicom and NumPy), gives the same probabilities.
+  const std::string py_log = dir_ + "/python.log";
+  EXPECT_EQ(RunCommand({"/usr/bin/python3", SourceDir() + "/tests/python_export_check.py", model_, csv, data_}, py_log),
+            0)
+      << ReadText(py_log);
+  EXPECT_NE(ReadText(py_log).find("20 images, ctnet"), std::string::npos) << ReadText(py_log);
+
   // The heatmaps' DICOM files are images a DICOM reader (fedrad's own here,
   // the site's viewer there) opens; the PNGs next to them are not DICOM.
   const std::string again = dir_ + "/again.csv";

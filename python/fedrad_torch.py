@@ -1,0 +1,113 @@
+"""fedrad's networks in PyTorch, for loading a fedrad model file in Python.
+
+A fedrad model is a .safetensors file: float32 tensors named as PyTorch names
+a module's parameters ("conv1.weight", ...), and header metadata that says
+what it is: architecture, in_channels, input_size, num_classes, round,
+manifest_sha256 and preprocessing (how DICOM became the model's input, in the
+order window -> resize -> denoise -> CLAHE -> normalize). The classes below
+are the same networks as common/model_zoo_torch.cc, layer for layer:
+
+    from safetensors import safe_open
+    from safetensors.torch import load_file
+    import fedrad_torch
+
+    path = "global.safetensors"
+    with safe_open(path, framework="pt") as f:
+        meta = f.metadata()
+    model = fedrad_torch.build(meta)
+    model.load_state_dict(load_file(path))
+    model.eval()
+
+`load(path)` does the same, and reads the file itself where the safetensors
+package is not installed.
+"""
+import json
+import struct
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+class CtNet(nn.Module):
+    """"ctnet": three conv blocks with GroupNorm and tanh, adaptive max pool, two linear layers."""
+
+    def __init__(self, in_channels, num_classes):
+        super().__init__()
+        self.conv1 = nn.Conv2d(in_channels, 16, 5, padding=2)
+        self.norm1 = nn.GroupNorm(4, 16)
+        self.conv2 = nn.Conv2d(16, 32, 3, padding=1)
+        self.norm2 = nn.GroupNorm(8, 32)
+        self.conv3 = nn.Conv2d(32, 32, 3, padding=1)
+        self.norm3 = nn.GroupNorm(8, 32)
+        self.fc1 = nn.Linear(32, 32)
+        self.fc2 = nn.Linear(32, num_classes)
+
+    def forward(self, x):
+        x = F.max_pool2d(torch.tanh(self.norm1(self.conv1(x))), 2)
+        x = F.max_pool2d(torch.tanh(self.norm2(self.conv2(x))), 2)
+        x = torch.tanh(self.norm3(self.conv3(x)))
+        x = F.adaptive_max_pool2d(x, 1)
+        x = torch.tanh(self.fc1(x.flatten(1)))
+        return self.fc2(x)
+
+
+class TbCnn28(nn.Module):
+    """"tbcnn28": the end-to-end CNN of Tramer & Boneh (ICLR 2021) for 28x28 images."""
+
+    def __init__(self, in_channels, num_classes):
+        super().__init__()
+        self.conv1 = nn.Conv2d(in_channels, 16, 8, stride=2, padding=2)
+        self.conv2 = nn.Conv2d(16, 32, 4, stride=2)
+        self.fc1 = nn.Linear(32 * 4 * 4, 32)
+        self.fc2 = nn.Linear(32, num_classes)
+
+    def forward(self, x):
+        x = F.max_pool2d(torch.tanh(self.conv1(x)), 2, stride=1)
+        x = F.max_pool2d(torch.tanh(self.conv2(x)), 2, stride=1)
+        x = torch.tanh(self.fc1(x.flatten(1)))
+        return self.fc2(x)
+
+
+ARCHITECTURES = {"ctnet": CtNet, "tbcnn28": TbCnn28}
+
+
+def build(metadata):
+    """The network a model file's metadata names, with fresh weights."""
+    arch = metadata["architecture"]
+    if arch not in ARCHITECTURES:
+        raise ValueError(f"architecture {arch!r} has no PyTorch twin here (known: {', '.join(ARCHITECTURES)})")
+    return ARCHITECTURES[arch](int(metadata.get("in_channels", 1)), int(metadata["num_classes"]))
+
+
+def read_safetensors(path):
+    """(tensors, metadata) of a float32 safetensors file, without the safetensors package."""
+    with open(path, "rb") as f:
+        data = f.read()
+    (n,) = struct.unpack("<Q", data[:8])
+    header = json.loads(data[8 : 8 + n])
+    metadata = header.pop("__metadata__", {})
+    body = memoryview(data)[8 + n :]
+    tensors = {}
+    for name, t in header.items():
+        if t["dtype"] != "F32":
+            raise ValueError(f"{path}: tensor {name} is {t['dtype']}, fedrad writes F32")
+        start, end = t["data_offsets"]
+        tensors[name] = torch.frombuffer(bytearray(body[start:end]), dtype=torch.float32).reshape(t["shape"])
+    return tensors, metadata
+
+
+def load(path):
+    """(model in eval mode, metadata) of a fedrad model file."""
+    try:
+        from safetensors import safe_open
+        from safetensors.torch import load_file
+
+        with safe_open(path, framework="pt") as f:
+            metadata = f.metadata()
+        tensors = load_file(path)
+    except ImportError:
+        tensors, metadata = read_safetensors(path)
+    model = build(metadata)
+    model.load_state_dict(tensors)  # strict: every name and shape must match
+    return model.eval(), metadata
