@@ -81,19 +81,40 @@ def build(metadata):
 
 
 def read_safetensors(path):
-    """(tensors, metadata) of a float32 safetensors file, without the safetensors package."""
+    """(tensors, metadata) of a float32 safetensors file, without the safetensors package.
+
+    Applies the checks the safetensors package applies when it opens a file
+    (header a JSON object of string metadata; tensors, in offset order,
+    contiguous from 0, each exactly its shape's size; nothing after the last),
+    so a file that passes here opens there too.
+    """
     with open(path, "rb") as f:
         data = f.read()
+    if len(data) < 8:
+        raise ValueError(f"{path}: too small for a safetensors header")
     (n,) = struct.unpack("<Q", data[:8])
-    header = json.loads(data[8 : 8 + n])
+    if n > 100_000_000 or 8 + n > len(data) or data[8:9] != b"{":
+        raise ValueError(f"{path}: bad header length or start")
+    header = json.loads(data[8 : 8 + n].decode("utf-8"))
     metadata = header.pop("__metadata__", {})
+    if not all(isinstance(k, str) and isinstance(v, str) for k, v in metadata.items()):
+        raise ValueError(f"{path}: metadata values must be strings")
     body = memoryview(data)[8 + n :]
     tensors = {}
-    for name, t in header.items():
+    end_of_last = 0
+    for name, t in sorted(header.items(), key=lambda item: item[1]["data_offsets"]):
         if t["dtype"] != "F32":
             raise ValueError(f"{path}: tensor {name} is {t['dtype']}, fedrad writes F32")
         start, end = t["data_offsets"]
+        elements = 1
+        for d in t["shape"]:
+            elements *= d
+        if start != end_of_last or end - start != 4 * elements:
+            raise ValueError(f"{path}: tensor {name} has invalid offsets")
+        end_of_last = end
         tensors[name] = torch.frombuffer(bytearray(body[start:end]), dtype=torch.float32).reshape(t["shape"])
+    if end_of_last != len(body):
+        raise ValueError(f"{path}: the data does not end where the last tensor ends")
     return tensors, metadata
 
 
