@@ -54,5 +54,33 @@ TEST(BadUpdateTest, RejectedWithAReasonAndTheRoundGoesOn) {
   RemoveWorkspaceIfPassed(dir);
 }
 
+// Evaluation reports are checked too: figures of fewer cases than
+// min_report, or an accuracy the confusion matrix does not give, are refused
+// with the reason and not recorded; the federation finishes.
+TEST(BadUpdateTest, BadEvaluationReportsAreRefused) {
+  const std::string dir = MakeWorkspace();
+  MiniFederation f = SetUpFederation(dir, {.sites = 2, .rounds = 1, .min_nodes = 2, .patients = 6, .images = 2});
+  ASSERT_FALSE(::testing::Test::HasFailure());
+  // Refused reports never arrive, so the evaluation ends at its deadline.
+  ReplaceInFile(dir + "/kits/coordinator/federation.toml", "eval_deadline_s = 30", "eval_deadline_s = 3");
+  auto coordinator = StartCoordinator(f, "coordinator.log");
+  const std::string address = absl::StrCat("127.0.0.1:", f.port);
+  Process small({RogueNodeBin(), dir + "/kits/site-a", address, "eval-small"}, dir + "/site-a.log");
+  Process lie({RogueNodeBin(), dir + "/kits/site-b", address, "eval-lie"}, dir + "/site-b.log");
+  ASSERT_EQ(coordinator->Wait(std::chrono::minutes(2)), 0) << coordinator->Log();
+  EXPECT_EQ(small.Wait(std::chrono::seconds(30)), 0) << small.Log();
+  EXPECT_EQ(lie.Wait(std::chrono::seconds(30)), 0) << lie.Log();
+  EXPECT_NE(small.Log().find("refused: figures of 3 case(s) are below the plan's min_report of 10"),
+            std::string::npos)
+      << small.Log();
+  EXPECT_NE(lie.Log().find("refused: evaluation figures out of range or inconsistent with the confusion matrix"),
+            std::string::npos)
+      << lie.Log();
+  EXPECT_EQ(QueryDb(f.StateDb(), "SELECT COUNT(*) FROM evaluations")[0][0], SqlValue(int64_t{0}));
+  EXPECT_EQ(QueryDb(f.StateDb(), "SELECT COUNT(*) FROM rounds WHERE status = 'applied'")[0][0],
+            SqlValue(int64_t{1}));
+  RemoveWorkspaceIfPassed(dir);
+}
+
 }  // namespace
 }  // namespace fedrad::testing

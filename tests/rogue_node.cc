@@ -1,9 +1,12 @@
 // A misbehaving node for integration tests: a real site kit and a real TLS
-// connection, but every training task is answered with a bad update.
+// connection, but every training task (or evaluation) is answered badly.
 //   rogue_node KIT_DIR ADDRESS MODE
 // MODE: nan (a NaN among the right number of values), shape (a header that
 // claims one float fewer than the manifest), norm (values far past the
-// plan's max_update_norm). Exits 0 when the coordinator says Stop.
+// plan's max_update_norm); eval-small (figures of 3 cases, below the plan's
+// min_report), eval-lie (an accuracy its confusion matrix does not give).
+// In the eval modes updates are valid; otherwise evaluations are suppressed
+// with nothing counted. Exits 0 when the coordinator says Stop.
 #include <cmath>
 #include <iostream>
 #include <limits>
@@ -20,7 +23,7 @@
 
 int main(int argc, char** argv) {
   if (argc != 4) {
-    std::cerr << "usage: rogue_node KIT_DIR ADDRESS nan|shape|norm\n";
+    std::cerr << "usage: rogue_node KIT_DIR ADDRESS nan|shape|norm|eval-small|eval-lie\n";
     return 2;
   }
   const std::string kit = argv[1], address = argv[2], mode = argv[3];
@@ -67,14 +70,25 @@ int main(int argc, char** argv) {
       return 0;
     }
     if (task.has_evaluate()) {
-      // Evaluations are not what this node tests: answer with nothing counted.
       grpc::ClientContext ctx;
       fedrad::v1::Evaluation e;
       e.set_round(task.evaluate().round());
       e.set_nonce(task.evaluate().nonce());
       e.set_model_sha256(task.evaluate().model_sha256());
+      const int k = static_cast<int>(plan.model().num_classes());
+      if (mode == "eval-small" || mode == "eval-lie") {
+        const uint64_t count = mode == "eval-small" ? 3 : 50;
+        for (int i = 0; i < k * k; ++i) e.add_confusion(i == 0 ? count : 0);  // all of class 0, right
+        e.set_count(count);
+        e.set_loss(0.1);
+        e.set_accuracy(mode == "eval-small" ? 1.0 : 0.5);  // eval-lie: the matrix says 1.0
+      } else {
+        e.set_suppressed(true);  // nothing counted, so rounds close promptly
+      }
       fedrad::v1::SubmitReply reply;
-      stub->SubmitEvaluation(&ctx, e, &reply);
+      grpc::Status s = stub->SubmitEvaluation(&ctx, e, &reply);
+      std::cout << "evaluation " << task.evaluate().round() << " (" << mode << "): "
+                << (s.ok() ? "accepted" : "refused") << ": " << s.error_message() << std::endl;
       continue;
     }
     if (!task.has_train()) continue;
