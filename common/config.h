@@ -44,6 +44,10 @@ class ConfigReader {
   size_t TableArraySize(const std::string& key);
   bool Has(const std::string& key) const;
 
+  // Accepts `key` without reading it (a field this caller has no use for,
+  // so that Finish() does not call it unknown).
+  void Ignore(const std::string& key) { known_.insert(key); }
+
   // Records an error found by the caller about `key` (for cross-field checks).
   void Fail(const std::string& key, const std::string& problem);
 

@@ -152,7 +152,9 @@ int main(int argc, char** argv) {
       std::cerr << "--dicom-overlays needs --heatmaps DIR\n";
       return 2;
     }
-    absl::StatusOr<fedrad::node::NodeConfig> config = fedrad::node::LoadNodeConfig(pr_config);
+    // Never the coordinator's address or the TLS keys: predict is local only.
+    absl::StatusOr<fedrad::node::NodeConfig> config =
+        fedrad::node::LoadNodeConfig(pr_config, fedrad::node::NodeConfigUse::kLocal);
     if (!config.ok()) return Fail(config.status(), 2);
     if (pr.model_path == "latest") {
       absl::StatusOr<std::string> latest = fedrad::node::LatestModel(*config);

@@ -30,16 +30,22 @@ PrivacySettings ReadPrivacySettings(ConfigReader& c) {
   return p;
 }
 
-absl::StatusOr<NodeConfig> LoadNodeConfig(const std::string& path) {
+absl::StatusOr<NodeConfig> LoadNodeConfig(const std::string& path, NodeConfigUse use) {
   absl::StatusOr<std::unique_ptr<ConfigReader>> opened = ConfigReader::Open(path);
   if (!opened.ok()) return opened.status();
   ConfigReader& c = **opened;
   NodeConfig out;
   out.path = path;
-  out.coordinator_address = c.GetString("coordinator.address");
-  const std::string ca = c.GetPath("tls.ca");
-  const std::string cert = c.GetPath("tls.certificate");
-  const std::string key = c.GetPath("tls.key");
+  const bool local = use == NodeConfigUse::kLocal;
+  std::string ca, cert, key;
+  if (local) {
+    for (const char* field : {"coordinator.address", "tls.ca", "tls.certificate", "tls.key"}) c.Ignore(field);
+  } else {
+    out.coordinator_address = c.GetString("coordinator.address");
+    ca = c.GetPath("tls.ca");
+    cert = c.GetPath("tls.certificate");
+    key = c.GetPath("tls.key");
+  }
   out.dicom_dir = c.GetPath("data.dicom_dir");
   out.labels_csv = c.GetPath("data.labels");
   out.class_names = c.GetStringArray("data.class_names", std::vector<std::string>{});
@@ -60,6 +66,7 @@ absl::StatusOr<NodeConfig> LoadNodeConfig(const std::string& path) {
   }
   absl::Status s = c.Finish();
   if (!s.ok()) return s;
+  if (local) return out;
 
   absl::StatusOr<TlsIdentity> tls = LoadTlsIdentity(path, ca, cert, key);
   if (!tls.ok()) return tls.status();

@@ -40,10 +40,18 @@ struct NodeConfig {
 // target is epsilon_max).
 PrivacySettings ReadPrivacySettings(ConfigReader& c);
 
+enum class NodeConfigUse {
+  kFederation,  // everything, with the TLS identity checked
+  // Local work on the site's data (predict): [coordinator] and [tls] are
+  // neither read nor checked, so nothing in it can reach the network.
+  kLocal,
+};
+
 // Loads node.toml and the files it names. Errors name the file and field:
 // missing files, wrong types, unknown fields, a key that does not match the
 // certificate, a certificate not issued by the CA in the kit.
-absl::StatusOr<NodeConfig> LoadNodeConfig(const std::string& path);
+absl::StatusOr<NodeConfig> LoadNodeConfig(const std::string& path,
+                                          NodeConfigUse use = NodeConfigUse::kFederation);
 
 // The site's labelled images as node.toml describes them: folder, labels,
 // class names, preprocessing, loader threads and cache. The caller sets the

@@ -38,8 +38,13 @@ class PredictCommandTest : public ::testing::Test {
 };
 
 TEST_F(PredictCommandTest, RunsWithoutANetworkAndAgreesWithEvaluate) {
+  // predict does not even read where the coordinator is, or the TLS keys.
+  const std::string local_config = dir_ + "/kits/" + f_.sites[0] + "/local.toml";
+  WriteText(local_config, ReadText(config_));
+  ReplaceInFile(local_config, "address = \"127.0.0.1:", "address = \"not an address");
+  ReplaceInFile(local_config, "key = \"site.key\"", "key = \"/nonexistent/site.key\"");
   const std::string csv = dir_ + "/predictions.csv", heatmaps = dir_ + "/heatmaps", log = dir_ + "/predict.log";
-  ASSERT_EQ(RunCommand({"/usr/bin/unshare", "-n", NodeBin(), "predict", "--config", config_, "--model", model_, "--input",
+  ASSERT_EQ(RunCommand({"/usr/bin/unshare", "-n", NodeBin(), "predict", "--config", local_config, "--model", model_, "--input",
                         data_, "--out", csv, "--heatmaps", heatmaps, "--dicom-overlays"},
                        log),
             0)
