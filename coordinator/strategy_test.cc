@@ -1,5 +1,7 @@
 #include "coordinator/strategy.h"
 
+#include <unistd.h>
+
 #include <cstdio>
 #include <filesystem>
 
@@ -11,10 +13,12 @@ namespace {
 class StrategyTest : public ::testing::Test {
  protected:
   void SetUp() override {
-    dir_ = ::testing::TempDir() + "/strategy_test";
+    // One folder per process: ctest runs these tests in parallel processes.
+    dir_ = ::testing::TempDir() + "/strategy_test_" + std::to_string(::getpid());
     std::filesystem::remove_all(dir_);
     std::filesystem::create_directories(dir_);
   }
+  void TearDown() override { std::filesystem::remove_all(dir_); }
 
   UpdateRef Update(const std::string& site, const std::vector<float>& delta, double weight = 1) {
     const std::string path = dir_ + "/" + site + "-" + std::to_string(++n_) + ".bin";

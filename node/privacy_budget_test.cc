@@ -1,5 +1,7 @@
 #include "node/privacy_budget.h"
 
+#include <unistd.h>
+
 #include <filesystem>
 
 #include <gtest/gtest.h>
@@ -126,7 +128,7 @@ TEST(PrivacyBudgetTest, ANewCountIsChargedWhenTheDataChanges) {
 }
 
 TEST(PrivacyBudgetTest, TheLedgerSurvivesReopeningNodeDb) {
-  const std::string dir = ::testing::TempDir() + "/privacy_ledger_test";
+  const std::string dir = ::testing::TempDir() + "/privacy_ledger_test_" + std::to_string(::getpid());
   std::filesystem::remove_all(dir);
   std::filesystem::create_directories(dir);
   const PrivacySettings s = Fixed(1.5, 8);
