@@ -328,4 +328,42 @@ absl::Status CheckKeyMatchesCertificate(const std::string& cert_pem,
   return absl::OkStatus();
 }
 
+absl::StatusOr<std::string> SignSha256(const std::string& key_pem, std::string_view data) {
+  absl::StatusOr<PkeyPtr> key = ReadKey(key_pem, "signing key");
+  if (!key.ok()) return key.status();
+  std::unique_ptr<EVP_MD_CTX, decltype(&EVP_MD_CTX_free)> ctx(EVP_MD_CTX_new(), EVP_MD_CTX_free);
+  size_t size = 0;
+  if (!ctx || EVP_DigestSignInit(ctx.get(), nullptr, EVP_sha256(), nullptr, key->get()) != 1 ||
+      EVP_DigestSign(ctx.get(), nullptr, &size, reinterpret_cast<const unsigned char*>(data.data()),
+                     data.size()) != 1) {
+    ERR_clear_error();
+    return absl::InternalError("cannot sign");
+  }
+  std::string signature(size, '\0');
+  if (EVP_DigestSign(ctx.get(), reinterpret_cast<unsigned char*>(signature.data()), &size,
+                     reinterpret_cast<const unsigned char*>(data.data()), data.size()) != 1) {
+    ERR_clear_error();
+    return absl::InternalError("cannot sign");
+  }
+  signature.resize(size);
+  return signature;
+}
+
+absl::Status VerifySha256(const std::string& cert_pem, std::string_view data, std::string_view signature) {
+  absl::StatusOr<X509Ptr> cert = ReadCert(cert_pem, "signer certificate");
+  if (!cert.ok()) return cert.status();
+  PkeyPtr key(X509_get_pubkey(cert->get()));
+  std::unique_ptr<EVP_MD_CTX, decltype(&EVP_MD_CTX_free)> ctx(EVP_MD_CTX_new(), EVP_MD_CTX_free);
+  if (!key || !ctx || EVP_DigestVerifyInit(ctx.get(), nullptr, EVP_sha256(), nullptr, key.get()) != 1) {
+    ERR_clear_error();
+    return absl::InvalidArgumentError("the signer certificate has no usable public key");
+  }
+  const int ok = EVP_DigestVerify(ctx.get(), reinterpret_cast<const unsigned char*>(signature.data()),
+                                  signature.size(), reinterpret_cast<const unsigned char*>(data.data()),
+                                  data.size());
+  ERR_clear_error();
+  if (ok != 1) return absl::PermissionDeniedError("the signature does not verify");
+  return absl::OkStatus();
+}
+
 }  // namespace fedrad::crypto

@@ -4,6 +4,7 @@
 #include <cstdint>
 #include <memory>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include "absl/status/statusor.h"
@@ -80,6 +81,15 @@ absl::Status VerifyCertificateChain(const std::string& cert_pem,
 absl::Status CheckKeyMatchesCertificate(const std::string& cert_pem,
                                         const std::string& key_pem,
                                         const std::string& what);
+
+// Signs `data` (ECDSA or RSA over SHA-256) with the PEM private key; the
+// signature is DER. Ledgers sign their entries with the site's or the
+// coordinator's kit key.
+absl::StatusOr<std::string> SignSha256(const std::string& key_pem, std::string_view data);
+
+// OK if `signature` is the certificate's key's signature of `data`.
+// PermissionDenied if it is not, InvalidArgument for an unreadable certificate.
+absl::Status VerifySha256(const std::string& cert_pem, std::string_view data, std::string_view signature);
 
 }  // namespace fedrad::crypto
 

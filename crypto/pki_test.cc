@@ -31,6 +31,24 @@ TEST(PkiTest, IssuesVerifiableServerAndClientCertificates) {
   EXPECT_FALSE(CheckKeyMatchesCertificate(client->certificate_pem, issued->private_key_pem, "c").ok());
 }
 
+TEST(PkiTest, SignaturesVerifyOnlyForTheSignersCertificateAndTheSameData) {
+  auto ca = CertificateAuthority::Create("test-ca", 30);
+  ASSERT_TRUE(ca.ok());
+  auto a = (*ca)->Issue({"hospital-a", CertificateRequest::Usage::kClient, {}, {}, 30});
+  auto b = (*ca)->Issue({"hospital-b", CertificateRequest::Usage::kClient, {}, {}, 30});
+  ASSERT_TRUE(a.ok() && b.ok());
+  absl::StatusOr<std::string> sig = SignSha256(a->private_key_pem, "entry 1");
+  ASSERT_TRUE(sig.ok()) << sig.status();
+  EXPECT_TRUE(VerifySha256(a->certificate_pem, "entry 1", *sig).ok());
+  EXPECT_EQ(VerifySha256(a->certificate_pem, "entry 2", *sig).code(), absl::StatusCode::kPermissionDenied);
+  EXPECT_EQ(VerifySha256(b->certificate_pem, "entry 1", *sig).code(), absl::StatusCode::kPermissionDenied);
+  std::string bent = *sig;
+  bent[bent.size() / 2] ^= 1;
+  EXPECT_FALSE(VerifySha256(a->certificate_pem, "entry 1", bent).ok());
+  EXPECT_FALSE(VerifySha256(a->certificate_pem, "entry 1", "").ok());
+  EXPECT_FALSE(SignSha256("not a key", "x").ok());
+}
+
 TEST(PkiTest, CertificateFromAnotherCaFailsVerification) {
   auto ca = CertificateAuthority::Create("ca-one", 30);
   auto other = CertificateAuthority::Create("ca-two", 30);

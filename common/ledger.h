@@ -1,0 +1,66 @@
+#ifndef FEDRAD_COMMON_LEDGER_H_
+#define FEDRAD_COMMON_LEDGER_H_
+
+// A tamper-evident, append-only log in a SQLite table ("ledger"), kept by
+// the node (node.db) and the coordinator (state.db). Each entry holds the
+// SHA-256 of the entry before it and is signed with the writer's kit key, so
+// an entry edited, deleted, inserted or moved after the fact is found by
+// VerifyLedger, by position and kind, given only the writer's certificate.
+// (Cutting entries off the end leaves a valid shorter chain; the other
+// party's ledger, which records what it received, is the check for that.)
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "common/sqlite.h"
+
+namespace fedrad {
+
+struct LedgerEntry {
+  int64_t seq = 0;  // 1, 2, 3, ... with no gaps
+  int64_t at_ms = 0;
+  std::string kind;  // what happened: "data_access", "update_sent", "round_opened", ...
+  std::string body;  // its facts, a JSON object
+  std::string prev_sha256;  // the previous entry's sha256; 64 zeros for the first
+  std::string sha256;       // LedgerEntryDigest of the fields above, hex
+  std::string signature;    // hex DER signature of `sha256` by the writer's key
+};
+
+// SHA-256 (hex) of an entry's fields in a length-prefixed canonical form, so
+// no two different entries share the bytes hashed.
+std::string LedgerEntryDigest(int64_t seq, int64_t at_ms, const std::string& kind, const std::string& body,
+                              const std::string& prev_sha256);
+
+// Creates the table if missing, with triggers that refuse UPDATE and DELETE
+// (a guard against mistakes; the chain is the guard against intent).
+absl::Status CreateLedgerTable(Database& db);
+
+// Appends an entry signed with `key_pem`. The caller serialises access to
+// `db`, and may hold a transaction so the entry commits with the state
+// change it records.
+absl::StatusOr<LedgerEntry> AppendLedgerEntry(Database& db, const std::string& key_pem, const std::string& kind,
+                                              const std::string& body, int64_t now_ms);
+
+// Every entry in seq order, as stored (nothing checked).
+absl::StatusOr<std::vector<LedgerEntry>> ReadLedger(Database& db);
+
+struct LedgerProblem {
+  int64_t position = 0;  // 1-based place in seq order
+  int64_t seq = 0;       // as stored
+  std::string kind;      // as stored
+  std::string problem;
+
+  std::string ToString() const;
+};
+
+// Checks every entry against the one before it and the writer's certificate:
+// the sequence runs 1, 2, 3 without gaps or repeats, each entry links to the
+// previous one's hash, its content gives its hash, and its signature
+// verifies. Empty: the ledger is intact.
+std::vector<LedgerProblem> VerifyLedger(const std::vector<LedgerEntry>& entries, const std::string& cert_pem);
+
+}  // namespace fedrad
+
+#endif  // FEDRAD_COMMON_LEDGER_H_
