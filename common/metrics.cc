@@ -139,6 +139,13 @@ std::map<std::string, double> Metrics::Scalars() const {
   return out;
 }
 
+double Metrics::MacroF1() const {
+  if (per_class.empty()) return 0;
+  double sum = 0;
+  for (const ClassMetrics& c : per_class) sum += c.f1;
+  return sum / static_cast<double>(per_class.size());
+}
+
 Metrics MetricsFromConfusion(std::vector<std::vector<int64_t>> confusion) {
   const int k = static_cast<int>(confusion.size());
   Metrics m;

@@ -57,6 +57,9 @@ struct Metrics {
   // kCalibrationBins bins (i/B, (i+1)/B] (Guo et al. 2017).
   double ece = 0;
 
+  // Mean F1 over the classes.
+  double MacroF1() const;
+
   // Every scalar figure by name ("accuracy", "roc_auc", "recall[1]", ...);
   // undefined ones are left out (a class's recall without examples of it,
   // its precision when nothing was predicted as it).

@@ -461,10 +461,10 @@ void RoundDriver::EvaluateRound(int round) {
   absl::Status s = state_->RecordRoundEvaluation(g, NowMs());
   if (!s.ok()) spdlog::error("cannot record round {}'s evaluation: {}", round, std::string(s.message()));
   std::string agg = g.reporting_sites > 0
-                        ? absl::StrFormat("validation accuracy %.3f, loss %.4f on %d images", g.accuracy, g.loss,
-                                          g.count)
+                        ? absl::StrFormat("validation accuracy %.3f, loss %.4f on %d images", g.metrics.accuracy,
+                                          g.loss, g.metrics.count)
                         : std::string("no validation figures");
-  if (g.reporting_sites > 0 && g.roc_auc) absl::StrAppendFormat(&agg, ", AUC %.3f", *g.roc_auc);
+  if (g.metrics.roc_auc) absl::StrAppendFormat(&agg, ", AUC %.3f", *g.metrics.roc_auc);
   if (g.suppressed_count > 0) {
     absl::StrAppendFormat(&agg, " (%d image(s) at sites below min_report not included)", g.suppressed_count);
   }
@@ -498,20 +498,12 @@ RoundEvaluation CombineEvaluations(int round, const std::string& model_sha256, i
       pooled[i / num_classes][i % num_classes] += e.confusion[i];
     }
   }
-  const Metrics m = MetricsFromConfusion(pooled);
-  g.count = m.count;
-  for (const std::vector<int64_t>& row : m.confusion) g.confusion.insert(g.confusion.end(), row.begin(), row.end());
-  if (m.count == 0) return g;
-  g.loss = loss / static_cast<double>(m.count);
-  g.ece = ece / static_cast<double>(m.count);
-  if (auc_count > 0) g.roc_auc = auc / auc_count;
-  g.accuracy = m.accuracy;
-  g.balanced_accuracy = m.balanced_accuracy;
-  double f1 = 0;
-  for (const ClassMetrics& c : m.per_class) f1 += c.f1;
-  g.macro_f1 = f1 / static_cast<double>(m.per_class.size());
-  g.sensitivity = m.sensitivity;
-  g.specificity = m.specificity;
+  g.metrics = MetricsFromConfusion(std::move(pooled));
+  if (g.metrics.count == 0) return g;
+  const double n = static_cast<double>(g.metrics.count);
+  g.loss = loss / n;
+  g.metrics.ece = ece / n;
+  if (auc_count > 0) g.metrics.roc_auc = auc / auc_count;
   return g;
 }
 
@@ -901,7 +893,8 @@ absl::StatusOr<std::string> RoundDriver::Summary() {
     }
     const RoundEvaluation g =
         CombineEvaluations(r, "", config_.plan.model.num_classes, *evals);
-    absl::StrAppend(&out, absl::StrFormat("%14s\n", g.count ? absl::StrFormat("%.3f", g.accuracy) : "-"));
+    absl::StrAppend(&out, absl::StrFormat("%14s\n", g.metrics.count ? absl::StrFormat("%.3f", g.metrics.accuracy)
+                                                                     : "-"));
   }
   if (any_suppressed) {
     absl::StrAppend(&out, absl::StrFormat("((n=..): fewer validation images than min_report = %d; the site "

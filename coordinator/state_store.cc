@@ -253,22 +253,27 @@ absl::Status StateStore::RecordEvaluation(int round, const std::string& model_sh
 
 absl::Status StateStore::RecordRoundEvaluation(const RoundEvaluation& e, int64_t now_ms) {
   absl::MutexLock lock(&mu_);
-  const bool any = e.reporting_sites > 0;
+  const Metrics& m = e.metrics;
+  // Every figure is kept as a column for the privacy officer's SQL; the
+  // confusion matrix alone determines all but loss, AUC and ECE.
+  const bool any = m.count > 0;
   auto figure = [any](double v) { return any ? SqlValue(v) : SqlValue(nullptr); };
+  std::vector<int64_t> confusion;
+  for (const std::vector<int64_t>& row : m.confusion) confusion.insert(confusion.end(), row.begin(), row.end());
   return db_->Execute(
       "INSERT OR REPLACE INTO round_evaluations(round, model_sha256, sites, reporting_sites, suppressed_count, "
       "count, loss, accuracy, balanced_accuracy, macro_f1, sensitivity, specificity, roc_auc, ece, confusion, "
       "recorded_at_ms) VALUES(?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16)",
-      {int64_t{e.round}, e.model_sha256, int64_t{e.sites}, int64_t{e.reporting_sites}, e.suppressed_count, e.count,
-       figure(e.loss), figure(e.accuracy), figure(e.balanced_accuracy), figure(e.macro_f1), Optional(e.sensitivity),
-       Optional(e.specificity), Optional(e.roc_auc), figure(e.ece), JoinCounts(e.confusion), now_ms});
+      {int64_t{e.round}, e.model_sha256, int64_t{e.sites}, int64_t{e.reporting_sites}, e.suppressed_count, m.count,
+       figure(e.loss), figure(m.accuracy), figure(m.balanced_accuracy), figure(m.MacroF1()), Optional(m.sensitivity),
+       Optional(m.specificity), Optional(m.roc_auc), figure(m.ece), JoinCounts(confusion), now_ms});
 }
 
 absl::StatusOr<std::optional<RoundEvaluation>> StateStore::GetRoundEvaluation(int round) {
   absl::MutexLock lock(&mu_);
   absl::StatusOr<std::vector<SqlRow>> rows = db_->Query(
-      "SELECT model_sha256, sites, reporting_sites, suppressed_count, count, loss, accuracy, balanced_accuracy, "
-      "macro_f1, sensitivity, specificity, roc_auc, ece, confusion FROM round_evaluations WHERE round = ?1",
+      "SELECT model_sha256, sites, reporting_sites, suppressed_count, loss, roc_auc, ece, confusion "
+      "FROM round_evaluations WHERE round = ?1",
       {int64_t{round}});
   if (!rows.ok()) return rows.status();
   if (rows->empty()) return std::nullopt;
@@ -279,16 +284,19 @@ absl::StatusOr<std::optional<RoundEvaluation>> StateStore::GetRoundEvaluation(in
   e.sites = static_cast<int>(AsInt(r[1]));
   e.reporting_sites = static_cast<int>(AsInt(r[2]));
   e.suppressed_count = AsInt(r[3]);
-  e.count = AsInt(r[4]);
-  e.loss = OptionalDouble(r[5]).value_or(0);
-  e.accuracy = OptionalDouble(r[6]).value_or(0);
-  e.balanced_accuracy = OptionalDouble(r[7]).value_or(0);
-  e.macro_f1 = OptionalDouble(r[8]).value_or(0);
-  e.sensitivity = OptionalDouble(r[9]);
-  e.specificity = OptionalDouble(r[10]);
-  e.roc_auc = OptionalDouble(r[11]);
-  e.ece = OptionalDouble(r[12]).value_or(0);
-  e.confusion = SplitCounts(AsText(r[13]));
+  e.loss = OptionalDouble(r[4]).value_or(0);
+  // The exact figures come again from the matrix (k x k cells).
+  const std::vector<int64_t> cells = SplitCounts(AsText(r[7]));
+  size_t k = 0;
+  while ((k + 1) * (k + 1) <= cells.size()) ++k;
+  if (k * k != cells.size()) {
+    return absl::DataLossError(absl::StrCat("round ", round, "'s confusion matrix has ", cells.size(), " cells"));
+  }
+  std::vector<std::vector<int64_t>> confusion(k, std::vector<int64_t>(k));
+  for (size_t i = 0; i < cells.size(); ++i) confusion[i / k][i % k] = cells[i];
+  e.metrics = MetricsFromConfusion(std::move(confusion));
+  e.metrics.roc_auc = OptionalDouble(r[5]);
+  e.metrics.ece = OptionalDouble(r[6]).value_or(0);
   return e;
 }
 

@@ -11,6 +11,7 @@
 #include "absl/base/thread_annotations.h"
 #include "absl/status/statusor.h"
 #include "absl/synchronization/mutex.h"
+#include "common/metrics.h"
 #include "common/sqlite.h"
 
 namespace fedrad::coordinator {
@@ -39,19 +40,12 @@ struct RoundEvaluation {
   int sites = 0;             // sites that answered
   int reporting_sites = 0;   // of them, with figures (not suppressed)
   int64_t suppressed_count = 0;  // cases at suppressed sites (not in the figures)
-  int64_t count = 0;             // cases in the figures
   double loss = 0;               // count-weighted mean
-  // From the pooled confusion matrix, exact.
-  double accuracy = 0;
-  double balanced_accuracy = 0;
-  double macro_f1 = 0;
-  std::optional<double> sensitivity;
-  std::optional<double> specificity;
-  // Count-weighted means of the sites' values (AUC and ECE do not pool
-  // from counts).
-  std::optional<double> roc_auc;
-  double ece = 0;
-  std::vector<int64_t> confusion;
+  // MetricsFromConfusion of the pooled confusion matrix (exact count,
+  // accuracy, balanced accuracy, per-class figures, sensitivity,
+  // specificity); roc_auc and ece are count-weighted means of the sites'
+  // values, which do not pool from counts.
+  Metrics metrics;
 };
 
 // A site's DP report for one round (its own accountant's figures).

@@ -90,34 +90,40 @@ TEST_F(StateStoreTest, FederatedEvaluationPoolsReportingSitesAndCountsTheSuppres
   EXPECT_FALSE((*stored)[2].roc_auc.has_value());
 
   const RoundEvaluation g = CombineEvaluations(1, "m", 2, *stored);
+  const Metrics& m = g.metrics;
   EXPECT_EQ(g.sites, 3);
   EXPECT_EQ(g.reporting_sites, 2);
   EXPECT_EQ(g.suppressed_count, 7);
-  EXPECT_EQ(g.count, 30);
-  EXPECT_EQ(g.confusion, (std::vector<int64_t>{13, 2, 3, 12}));
-  EXPECT_DOUBLE_EQ(g.accuracy, 25.0 / 30);
+  EXPECT_EQ(m.count, 30);
+  EXPECT_EQ(m.confusion, (std::vector<std::vector<int64_t>>{{13, 2}, {3, 12}}));
+  EXPECT_DOUBLE_EQ(m.accuracy, 25.0 / 30);
   // Recall of class 0: 13/15, of class 1: 12/15.
-  EXPECT_DOUBLE_EQ(g.balanced_accuracy, (13.0 / 15 + 12.0 / 15) / 2);
-  EXPECT_DOUBLE_EQ(*g.sensitivity, 12.0 / 15);
-  EXPECT_DOUBLE_EQ(*g.specificity, 13.0 / 15);
+  EXPECT_DOUBLE_EQ(m.balanced_accuracy, (13.0 / 15 + 12.0 / 15) / 2);
+  EXPECT_DOUBLE_EQ(*m.sensitivity, 12.0 / 15);
+  EXPECT_DOUBLE_EQ(*m.specificity, 13.0 / 15);
   // Count-weighted: (0.5*20 + 0.3*10) / 30, and likewise AUC and ECE.
   EXPECT_DOUBLE_EQ(g.loss, 13.0 / 30);
-  EXPECT_DOUBLE_EQ(*g.roc_auc, (0.9 * 20 + 0.6 * 10) / 30);
-  EXPECT_DOUBLE_EQ(g.ece, (0.1 * 20 + 0.4 * 10) / 30);
+  EXPECT_DOUBLE_EQ(*m.roc_auc, (0.9 * 20 + 0.6 * 10) / 30);
+  EXPECT_DOUBLE_EQ(m.ece, (0.1 * 20 + 0.4 * 10) / 30);
 
   ASSERT_TRUE((*s)->RecordRoundEvaluation(g, 2).ok());
   auto back = (*s)->GetRoundEvaluation(1);
-  ASSERT_TRUE(back.ok() && back->has_value());
-  EXPECT_EQ((*back)->confusion, g.confusion);
-  EXPECT_DOUBLE_EQ((*back)->accuracy, g.accuracy);
+  ASSERT_TRUE(back.ok() && back->has_value()) << back.status();
+  EXPECT_EQ((*back)->metrics.confusion, m.confusion);
+  EXPECT_DOUBLE_EQ((*back)->metrics.accuracy, m.accuracy);
+  EXPECT_DOUBLE_EQ(*(*back)->metrics.roc_auc, *m.roc_auc);
+  EXPECT_DOUBLE_EQ((*back)->loss, g.loss);
   EXPECT_EQ((*back)->suppressed_count, 7);
   EXPECT_FALSE((*(*s)->GetRoundEvaluation(2)).has_value());
+  // The stored column for SQL readers: macro F1 of the pooled matrix.
+  // F1 of class 0: 2*13/(2*13+2+3) = 26/31; of class 1: 24/29.
+  EXPECT_DOUBLE_EQ(m.MacroF1(), (26.0 / 31 + 24.0 / 29) / 2);
 
   // Only suppressed sites: no figures at all.
   const RoundEvaluation none = CombineEvaluations(2, "m", 2, {c});
   EXPECT_EQ(none.reporting_sites, 0);
-  EXPECT_EQ(none.count, 0);
-  EXPECT_FALSE(none.roc_auc.has_value());
+  EXPECT_EQ(none.metrics.count, 0);
+  EXPECT_FALSE(none.metrics.roc_auc.has_value());
 }
 
 }  // namespace

@@ -74,7 +74,6 @@ class TorchPredictor : public Predictor {
       const torch::Tensor peak = cam.amax({1, 2, 3}, /*keepdim=*/true);
       cam = torch::where(peak > 0, cam / peak.clamp_min(1e-30), torch::zeros_like(cam));
       Append(cam, &out.heatmaps);
-      model_->zero_grad();
       return out;
     } catch (const c10::Error& e) {
       model_->set_tap(nullptr);

@@ -1,5 +1,5 @@
 // Nodes that send bad updates: a NaN, a wrong size, a norm past the plan's
-// bound. Each is rejected with its reason and recorded; the round goes on
+// bound, a preprocessing description with a control character. Each is rejected with its reason and recorded; the round goes on
 // with the good nodes and the federation finishes.
 #include <gtest/gtest.h>
 
@@ -11,7 +11,7 @@ namespace {
 
 TEST(BadUpdateTest, RejectedWithAReasonAndTheRoundGoesOn) {
   const std::string dir = MakeWorkspace();
-  MiniFederation f = SetUpFederation(dir, {.sites = 5, .rounds = 2, .min_nodes = 2, .patients = 6, .images = 2,
+  MiniFederation f = SetUpFederation(dir, {.sites = 6, .rounds = 2, .min_nodes = 2, .patients = 6, .images = 2,
                                            .start_grace_s = 20});
   // (rogue nodes answer evaluations with nothing counted, so rounds close promptly)
   ASSERT_FALSE(::testing::Test::HasFailure());
@@ -20,7 +20,7 @@ TEST(BadUpdateTest, RejectedWithAReasonAndTheRoundGoesOn) {
   auto b = StartNode(f, "site-b");
   const std::string address = absl::StrCat("127.0.0.1:", f.port);
   const std::vector<std::pair<std::string, std::string>> rogues = {
-      {"site-c", "nan"}, {"site-d", "shape"}, {"site-e", "norm"}};
+      {"site-c", "nan"}, {"site-d", "shape"}, {"site-e", "norm"}, {"site-f", "pipeline"}};
   std::vector<std::unique_ptr<Process>> rogue;
   for (const auto& [site, mode] : rogues) {
     rogue.push_back(std::make_unique<Process>(
@@ -38,7 +38,8 @@ TEST(BadUpdateTest, RejectedWithAReasonAndTheRoundGoesOn) {
   const std::vector<std::pair<std::string, std::string>> reasons = {
       {"site-c", "non-finite value at parameter"},
       {"site-d", "bytes; the model's manifest needs"},
-      {"site-e", "L2 norm passes the plan's max_update_norm 1000"}};
+      {"site-e", "L2 norm passes the plan's max_update_norm 1000"},
+      {"site-f", "the preprocessing pipeline is not a short printable description"}};
   for (const auto& [site, reason] : reasons) {
     SCOPED_TRACE(site);
     std::vector<SqlRow> rows = QueryDb(

@@ -3,7 +3,8 @@
 //   rogue_node KIT_DIR ADDRESS MODE
 // MODE: nan (a NaN among the right number of values), shape (a header that
 // claims one float fewer than the manifest), norm (values far past the
-// plan's max_update_norm); eval-small (figures of 3 cases, below the plan's
+// plan's max_update_norm), pipeline (a preprocessing description with a
+// control character); eval-small (figures of 3 cases, below the plan's
 // min_report), eval-lie (an accuracy its confusion matrix does not give).
 // In the eval modes updates are valid; otherwise evaluations are suppressed
 // with nothing counted. Exits 0 when the coordinator says Stop.
@@ -23,7 +24,7 @@
 
 int main(int argc, char** argv) {
   if (argc != 4) {
-    std::cerr << "usage: rogue_node KIT_DIR ADDRESS nan|shape|norm|eval-small|eval-lie\n";
+    std::cerr << "usage: rogue_node KIT_DIR ADDRESS nan|shape|norm|pipeline|eval-small|eval-lie\n";
     return 2;
   }
   const std::string kit = argv[1], address = argv[2], mode = argv[3];
@@ -108,6 +109,7 @@ int main(int argc, char** argv) {
     h->set_update_sha256(fedrad::crypto::Sha256Hex(bytes));
     h->set_total_bytes(bytes.size());
     h->set_num_examples(10);
+    if (mode == "pipeline") h->set_pipeline("window=explicit(40,400)\x1b[2J|gray");
     bool ok = writer->Write(header);
     fedrad::v1::UploadReply ready;
     ok = ok && writer->Read(&ready);
