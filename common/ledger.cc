@@ -1,5 +1,7 @@
 #include "common/ledger.h"
 
+#include <nlohmann/json.hpp>
+
 #include "absl/strings/escaping.h"
 #include "absl/strings/str_cat.h"
 #include "crypto/pki.h"
@@ -38,7 +40,7 @@ CREATE TRIGGER IF NOT EXISTS ledger_no_delete BEFORE DELETE ON ledger
 )sql");
 }
 
-absl::StatusOr<LedgerEntry> AppendLedgerEntry(Database& db, const std::string& key_pem, const std::string& kind,
+absl::StatusOr<LedgerEntry> AppendLedgerEntry(Database& db, const LedgerSigner& signer, const std::string& kind,
                                               const std::string& body, int64_t now_ms) {
   absl::StatusOr<std::vector<SqlRow>> last = db.Query("SELECT seq, sha256 FROM ledger ORDER BY seq DESC LIMIT 1");
   if (!last.ok()) return last.status();
@@ -49,7 +51,7 @@ absl::StatusOr<LedgerEntry> AppendLedgerEntry(Database& db, const std::string& k
   e.kind = kind;
   e.body = body;
   e.sha256 = LedgerEntryDigest(e.seq, e.at_ms, e.kind, e.body, e.prev_sha256);
-  absl::StatusOr<std::string> signature = crypto::SignSha256(key_pem, e.sha256);
+  absl::StatusOr<std::string> signature = crypto::SignSha256(signer.key_pem, e.sha256);
   if (!signature.ok()) return signature.status();
   e.signature = crypto::HexEncode(*signature);
   absl::Status s = db.Execute(
@@ -57,6 +59,20 @@ absl::StatusOr<LedgerEntry> AppendLedgerEntry(Database& db, const std::string& k
       {e.seq, e.at_ms, e.kind, e.body, e.prev_sha256, e.sha256, e.signature});
   if (!s.ok()) return s;
   return e;
+}
+
+absl::Status OpenLedger(Database& db, const LedgerSigner& signer, int64_t now_ms) {
+  absl::Status s = CreateLedgerTable(db);
+  if (!s.ok()) return s;
+  absl::StatusOr<std::vector<SqlRow>> last =
+      db.Query("SELECT body FROM ledger WHERE kind = ?1 ORDER BY seq DESC LIMIT 1", {std::string(kWriterCertificate)});
+  if (!last.ok()) return last.status();
+  if (!last->empty()) {
+    nlohmann::json j = nlohmann::json::parse(AsText((*last)[0][0]), nullptr, false);
+    if (j.is_object() && j.value("certificate", "") == signer.certificate_pem) return absl::OkStatus();
+  }
+  nlohmann::json body = {{"certificate", signer.certificate_pem}, {"subject", signer.subject}};
+  return AppendLedgerEntry(db, signer, kWriterCertificate, body.dump(), now_ms).status();
 }
 
 absl::StatusOr<std::vector<LedgerEntry>> ReadLedger(Database& db) {
@@ -75,8 +91,21 @@ std::string LedgerProblem::ToString() const {
   return absl::StrCat("entry ", position, " (seq ", seq, ", ", kind, "): ", problem);
 }
 
-std::vector<LedgerProblem> VerifyLedger(const std::vector<LedgerEntry>& entries, const std::string& cert_pem) {
-  std::vector<LedgerProblem> problems;
+absl::StatusOr<std::optional<LedgerEntry>> LedgerHead(Database& db) {
+  absl::StatusOr<std::vector<SqlRow>> rows = db.Query(
+      "SELECT seq, at_ms, kind, body, prev_sha256, sha256, signature FROM ledger ORDER BY seq DESC LIMIT 1");
+  if (!rows.ok()) return rows.status();
+  if (rows->empty()) return std::optional<LedgerEntry>();
+  const SqlRow& r = (*rows)[0];
+  return std::optional<LedgerEntry>(
+      LedgerEntry{AsInt(r[0]), AsInt(r[1]), AsText(r[2]), AsText(r[3]), AsText(r[4]), AsText(r[5]), AsText(r[6])});
+}
+
+LedgerVerification VerifyLedger(const std::vector<LedgerEntry>& entries, const std::string& ca_pem) {
+  LedgerVerification out;
+  std::vector<LedgerProblem>& problems = out.problems;
+  std::string certificate;  // the writer's, once a writer_certificate entry was read
+  std::string first_subject;
   for (size_t i = 0; i < entries.size(); ++i) {
     const LedgerEntry& e = entries[i];
     const int64_t position = static_cast<int64_t>(i) + 1;
@@ -100,13 +129,38 @@ std::vector<LedgerProblem> VerifyLedger(const std::vector<LedgerEntry>& entries,
     if (LedgerEntryDigest(e.seq, e.at_ms, e.kind, e.body, e.prev_sha256) != e.sha256) {
       report("its content does not give its hash: it was edited");
     }
+    if (e.kind == kWriterCertificate) {
+      const nlohmann::json j = nlohmann::json::parse(e.body, nullptr, false);
+      const std::string pem = j.is_object() && j.contains("certificate") && j["certificate"].is_string()
+                                  ? j["certificate"].get<std::string>()
+                                  : std::string();
+      absl::StatusOr<crypto::CertificateInfo> info = crypto::ParseCertificate(pem, "the writer certificate");
+      if (!info.ok()) {
+        report("it names no readable writer certificate");
+      } else if (absl::Status chain = crypto::VerifyCertificateChain(pem, ca_pem, "the writer certificate", true);
+                 !chain.ok()) {
+        report(absl::StrCat("its writer certificate ('", info->common_name,
+                            "') was not issued by the federation's CA: ", chain.message()));
+      } else if (!first_subject.empty() && info->common_name != first_subject) {
+        report(absl::StrCat("the writer changes from '", first_subject, "' to '", info->common_name,
+                            "': entries of another party's ledger"));
+      } else {
+        if (first_subject.empty()) first_subject = info->common_name;
+        certificate = pem;
+        out.writer = info->common_name;
+      }
+    }
+    if (certificate.empty()) {
+      report("no writer certificate comes before it: the ledger's start was removed or replaced");
+      continue;
+    }
     const bool hex = e.signature.size() % 2 == 0 &&
                      e.signature.find_first_not_of("0123456789abcdef") == std::string::npos;
-    if (!hex || !crypto::VerifySha256(cert_pem, e.sha256, absl::HexStringToBytes(e.signature)).ok()) {
+    if (!hex || !crypto::VerifySha256(certificate, e.sha256, absl::HexStringToBytes(e.signature)).ok()) {
       report("its signature does not verify with the writer's certificate: forged, or re-hashed after an edit");
     }
   }
-  return problems;
+  return out;
 }
 
 }  // namespace fedrad

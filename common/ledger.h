@@ -10,6 +10,7 @@
 // party's ledger, which records what it received, is the check for that.)
 
 #include <cstdint>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -37,14 +38,35 @@ std::string LedgerEntryDigest(int64_t seq, int64_t at_ms, const std::string& kin
 // (a guard against mistakes; the chain is the guard against intent).
 absl::Status CreateLedgerTable(Database& db);
 
-// Appends an entry signed with `key_pem`. The caller serialises access to
-// `db`, and may hold a transaction so the entry commits with the state
-// change it records.
-absl::StatusOr<LedgerEntry> AppendLedgerEntry(Database& db, const std::string& key_pem, const std::string& kind,
+// The kind of the entry that names the writer: its body is
+// {"certificate": PEM, "subject": CN}. A ledger starts with one, and gains
+// another when the writer's kit is renewed; VerifyLedger checks every later
+// entry against it, and it against the federation's CA.
+inline constexpr char kWriterCertificate[] = "writer_certificate";
+
+// Who appends: the kit's key and the certificate that goes with it.
+struct LedgerSigner {
+  std::string key_pem;
+  std::string certificate_pem;
+  std::string subject;  // the certificate's common name
+};
+
+// Creates the table if missing and, unless the newest writer_certificate
+// entry already holds `signer`'s certificate, appends one. Call once when
+// the store opens.
+absl::Status OpenLedger(Database& db, const LedgerSigner& signer, int64_t now_ms);
+
+// Appends an entry signed with the signer's key. The caller serialises
+// access to `db`, and may hold a transaction so the entry commits with the
+// state change it records.
+absl::StatusOr<LedgerEntry> AppendLedgerEntry(Database& db, const LedgerSigner& signer, const std::string& kind,
                                               const std::string& body, int64_t now_ms);
 
 // Every entry in seq order, as stored (nothing checked).
 absl::StatusOr<std::vector<LedgerEntry>> ReadLedger(Database& db);
+
+// The newest entry, if any: what a party reports as its ledger's head.
+absl::StatusOr<std::optional<LedgerEntry>> LedgerHead(Database& db);
 
 struct LedgerProblem {
   int64_t position = 0;  // 1-based place in seq order
@@ -55,11 +77,20 @@ struct LedgerProblem {
   std::string ToString() const;
 };
 
-// Checks every entry against the one before it and the writer's certificate:
-// the sequence runs 1, 2, 3 without gaps or repeats, each entry links to the
-// previous one's hash, its content gives its hash, and its signature
-// verifies. Empty: the ledger is intact.
-std::vector<LedgerProblem> VerifyLedger(const std::vector<LedgerEntry>& entries, const std::string& cert_pem);
+struct LedgerVerification {
+  std::vector<LedgerProblem> problems;  // empty: the ledger is intact
+  std::string writer;  // the subject of the newest writer certificate ("" if none)
+  bool ok() const { return problems.empty(); }
+};
+
+// Checks every entry against the one before it and the writer's
+// certificate: the sequence runs 1, 2, 3 without gaps or repeats, each
+// entry links to the previous one's hash, its content gives its hash, and
+// its signature verifies with the certificate of the writer_certificate
+// entry before it (or its own, for that entry). Each writer certificate must
+// be issued by `ca_pem` (whenever: a ledger outlives its kit) and keep the
+// first one's subject.
+LedgerVerification VerifyLedger(const std::vector<LedgerEntry>& entries, const std::string& ca_pem);
 
 }  // namespace fedrad
 

@@ -286,7 +286,7 @@ absl::StatusOr<CertificateInfo> ParseCertificate(const std::string& pem,
 }
 
 absl::Status VerifyCertificateChain(const std::string& cert_pem,
-                                    const std::string& ca_pem, const std::string& what) {
+                                    const std::string& ca_pem, const std::string& what, bool at_any_time) {
   absl::StatusOr<X509Ptr> cert = ReadCert(cert_pem, what);
   if (!cert.ok()) return cert.status();
   std::unique_ptr<X509_STORE, StoreFree> store(X509_STORE_new());
@@ -301,6 +301,7 @@ absl::Status VerifyCertificateChain(const std::string& cert_pem,
   }
   ERR_clear_error();
   if (cas == 0) return absl::InvalidArgumentError(absl::StrCat(what, " (CA): not a PEM certificate"));
+  if (at_any_time) X509_STORE_set_flags(store.get(), X509_V_FLAG_NO_CHECK_TIME);
   if (!X509_STORE_CTX_init(ctx.get(), store.get(), cert->get(), nullptr)) {
     return SslFailure("setting up certificate verification");
   }

@@ -72,10 +72,12 @@ struct CertificateInfo {
 absl::StatusOr<CertificateInfo> ParseCertificate(const std::string& pem,
                                                  const std::string& what);
 
-// OK if `cert_pem` is signed by `ca_pem` and is valid now.
+// OK if `cert_pem` is signed by `ca_pem` and is valid now (or, with
+// `at_any_time`, was issued by it, expired or not: for checking records
+// signed while it was valid).
 absl::Status VerifyCertificateChain(const std::string& cert_pem,
                                     const std::string& ca_pem,
-                                    const std::string& what);
+                                    const std::string& what, bool at_any_time = false);
 
 // OK if the private key in `key_pem` belongs to the certificate.
 absl::Status CheckKeyMatchesCertificate(const std::string& cert_pem,
