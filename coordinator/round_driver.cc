@@ -52,7 +52,9 @@ absl::StatusOr<SitePrivacy> CheckPrivacyReport(const v1::PrivacyReport& r) {
 absl::StatusOr<std::unique_ptr<RoundDriver>> RoundDriver::Create(const CoordinatorConfig& config) {
   absl::Status s = EnsureDirectory(config.state_dir);
   if (!s.ok()) return s;
-  absl::StatusOr<std::unique_ptr<StateStore>> state = StateStore::Open(config.state_dir + "/state.db");
+  LedgerSigner signer{config.tls.key_pem, config.tls.certificate_pem, config.tls.common_name};
+  absl::StatusOr<std::unique_ptr<StateStore>> state =
+      StateStore::Open(config.state_dir + "/state.db", signer, NowMs());
   if (!state.ok()) return state.status();
   absl::StatusOr<std::unique_ptr<ModelStore>> models = ModelStore::Open(config.state_dir + "/models");
   if (!models.ok()) return models.status();
@@ -376,8 +378,12 @@ absl::Status RoundDriver::AggregateInPlace(const OpenRound& r, const RoundUpdate
   }
   absl::StatusOr<std::string> sha = models_->Put(global_, metadata);
   if (!sha.ok()) return sha.status();
-  absl::Status s = state_->ApplyRound(r.round, r.attempt, *sha,
-                                      static_cast<int>(r.answered.size()), NowMs());
+  std::vector<Contribution> contributions;
+  for (const UpdateTicket& t : r.accepted) contributions.push_back({t.site, t.update_sha256});
+  std::sort(contributions.begin(), contributions.end(),
+            [](const Contribution& a, const Contribution& b) { return a.site < b.site; });
+  absl::Status s = state_->ApplyRound(r.round, r.attempt, *sha, static_cast<int>(r.answered.size()),
+                                      strategy_->name(), contributions, NowMs());
   if (!s.ok()) return s;
   global_round_ = r.round;
   absl::MutexLock lock(&mu_);
@@ -669,6 +675,11 @@ absl::Status RoundDriver::CheckUpdateHeader(const v1::UpdateHeader& h, const std
                                                    wire_bytes, " in ", WireDtypeName(config_.plan.update_dtype)));
   }
   if (!crypto::IsSha256Hex(h.update_sha256())) return absl::InvalidArgumentError("update_sha256 is not a SHA-256");
+  // The node's ledger head (absent from nodes before the audit ledger).
+  if (h.ledger_seq() > (uint64_t{1} << 53) || (h.ledger_seq() > 0) != crypto::IsSha256Hex(h.ledger_sha256()) ||
+      (h.ledger_seq() == 0 && !h.ledger_sha256().empty())) {
+    return absl::InvalidArgumentError("the node's ledger head (ledger_seq, ledger_sha256) is malformed");
+  }
   if (h.num_examples() < 1 || h.num_examples() > static_cast<uint64_t>(kMaxExamplesPerUpdate)) {
     return absl::InvalidArgumentError(absl::StrCat("num_examples ", h.num_examples(), " is out of range"));
   }
@@ -696,6 +707,8 @@ absl::Status RoundDriver::CheckUpdateHeader(const v1::UpdateHeader& h, const std
   t->num_examples = static_cast<int64_t>(h.num_examples());
   t->train_loss = h.has_train_loss() ? h.train_loss() : 0;
   t->pipeline = h.pipeline();
+  t->node_ledger_seq = h.ledger_seq();
+  t->node_ledger_sha256 = h.ledger_sha256();
   t->max_norm = config_.plan.max_update_norm;
   t->dtype = config_.plan.update_dtype;
   return absl::OkStatus();
@@ -710,6 +723,8 @@ absl::Status RoundDriver::FinishUpdate(const UpdateTicket& t, const absl::Status
   rec.accepted = outcome.ok();
   rec.reason = std::string(outcome.message());
   rec.privacy = t.privacy;
+  rec.node_ledger_seq = t.node_ledger_seq;
+  rec.node_ledger_sha256 = t.node_ledger_sha256;
   absl::Status reply = outcome;
   {
     absl::MutexLock lock(&mu_);

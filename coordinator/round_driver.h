@@ -53,6 +53,8 @@ struct UpdateTicket {
   double train_loss = 0;
   double max_norm = 0;  // the plan's bound on the update's L2 norm
   std::string pipeline;  // the node's preprocessing description (may be empty)
+  uint64_t node_ledger_seq = 0;  // the node's audit-ledger head after recording the update
+  std::string node_ledger_sha256;
   std::optional<SitePrivacy> privacy;
   // Where its chunks are folded as they arrive (under contribution
   // `upload_id`), for strategies that fold; null: only spooled.

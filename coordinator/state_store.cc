@@ -1,5 +1,7 @@
 #include "coordinator/state_store.h"
 
+#include <nlohmann/json.hpp>
+
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
@@ -106,12 +108,21 @@ std::optional<double> OptionalDouble(const SqlValue& v) {
 
 }  // namespace
 
-absl::StatusOr<std::unique_ptr<StateStore>> StateStore::Open(const std::string& path) {
+absl::StatusOr<std::unique_ptr<StateStore>> StateStore::Open(const std::string& path,
+                                                             const std::optional<LedgerSigner>& signer,
+                                                             int64_t now_ms) {
   absl::StatusOr<std::unique_ptr<Database>> db = Database::Open(path);
   if (!db.ok()) return db.status();
   absl::Status s = (*db)->ExecScript(kSchema);
   if (!s.ok()) return s;
-  return std::unique_ptr<StateStore>(new StateStore(std::move(*db)));
+  s = signer ? OpenLedger(**db, *signer, now_ms) : CreateLedgerTable(**db);
+  if (!s.ok()) return s;
+  return std::unique_ptr<StateStore>(new StateStore(std::move(*db), signer));
+}
+
+absl::Status StateStore::Log(const std::string& kind, const std::string& body, int64_t now_ms) {
+  if (!signer_) return absl::OkStatus();
+  return AppendLedgerEntry(*db_, *signer_, kind, body, now_ms).status();
 }
 
 absl::StatusOr<std::optional<ModelVersion>> StateStore::LatestModel() {
@@ -126,8 +137,13 @@ absl::StatusOr<std::optional<ModelVersion>> StateStore::LatestModel() {
 
 absl::Status StateStore::AddInitialModel(const std::string& sha256, int64_t now_ms) {
   absl::MutexLock lock(&mu_);
-  return db_->Execute("INSERT INTO models(round, sha256, created_at_ms) VALUES(0, ?1, ?2)",
-                      {sha256, now_ms});
+  absl::StatusOr<Database::Transaction> tx = db_->Begin();
+  if (!tx.ok()) return tx.status();
+  absl::Status s =
+      db_->Execute("INSERT INTO models(round, sha256, created_at_ms) VALUES(0, ?1, ?2)", {sha256, now_ms});
+  if (s.ok()) s = Log("model_published", nlohmann::json{{"round", 0}, {"sha256", sha256}}.dump(), now_ms);
+  if (!s.ok()) return s;
+  return tx->Commit();
 }
 
 absl::StatusOr<bool> StateStore::HasModel(const std::string& sha256) {
@@ -140,15 +156,26 @@ absl::StatusOr<bool> StateStore::HasModel(const std::string& sha256) {
 
 absl::StatusOr<int> StateStore::AbandonOpenRounds(int64_t now_ms) {
   absl::MutexLock lock(&mu_);
+  absl::StatusOr<Database::Transaction> tx = db_->Begin();
+  if (!tx.ok()) return tx.status();
   absl::StatusOr<std::vector<SqlRow>> rows =
-      db_->Query("SELECT COUNT(*) FROM rounds WHERE status = 'open'");
+      db_->Query("SELECT round, attempt FROM rounds WHERE status = 'open' ORDER BY round, attempt");
   if (!rows.ok()) return rows.status();
+  const char* note = "coordinator restarted while the round was open";
   absl::Status s = db_->Execute(
-      "UPDATE rounds SET status = 'abandoned', closed_at_ms = ?1, "
-      "note = 'coordinator restarted while the round was open' WHERE status = 'open'",
-      {now_ms});
+      "UPDATE rounds SET status = 'abandoned', closed_at_ms = ?1, note = ?2 WHERE status = 'open'",
+      {now_ms, std::string(note)});
+  for (const SqlRow& r : *rows) {
+    if (!s.ok()) break;
+    s = Log("round_closed",
+            nlohmann::json{{"round", AsInt(r[0])}, {"attempt", AsInt(r[1])}, {"status", "abandoned"}, {"note", note}}
+                .dump(),
+            now_ms);
+  }
   if (!s.ok()) return s;
-  return static_cast<int>(AsInt((*rows)[0][0]));
+  s = tx->Commit();
+  if (!s.ok()) return s;
+  return static_cast<int>(rows->size());
 }
 
 absl::StatusOr<int> StateStore::NextAttempt(int round) {
@@ -162,14 +189,26 @@ absl::StatusOr<int> StateStore::NextAttempt(int round) {
 absl::Status StateStore::OpenRound(int round, int attempt, const std::string& base_sha256,
                                    int selected, int64_t now_ms) {
   absl::MutexLock lock(&mu_);
-  return db_->Execute(
+  absl::StatusOr<Database::Transaction> tx = db_->Begin();
+  if (!tx.ok()) return tx.status();
+  absl::Status s = db_->Execute(
       "INSERT INTO rounds(round, attempt, status, base_sha256, selected, started_at_ms) "
       "VALUES(?1, ?2, 'open', ?3, ?4, ?5)",
       {int64_t{round}, int64_t{attempt}, base_sha256, int64_t{selected}, now_ms});
+  if (s.ok()) {
+    s = Log("round_opened",
+            nlohmann::json{{"round", round}, {"attempt", attempt}, {"base_model_sha256", base_sha256},
+                           {"selected", selected}}
+                .dump(),
+            now_ms);
+  }
+  if (!s.ok()) return s;
+  return tx->Commit();
 }
 
-absl::Status StateStore::ApplyRound(int round, int attempt, const std::string& model_sha256,
-                                    int answered, int64_t now_ms) {
+absl::Status StateStore::ApplyRound(int round, int attempt, const std::string& model_sha256, int answered,
+                                    const std::string& strategy, const std::vector<Contribution>& contributions,
+                                    int64_t now_ms) {
   absl::MutexLock lock(&mu_);
   absl::StatusOr<Database::Transaction> tx = db_->Begin();
   if (!tx.ok()) return tx.status();
@@ -182,6 +221,24 @@ absl::Status StateStore::ApplyRound(int round, int attempt, const std::string& m
         "WHERE round = ?1 AND attempt = ?2 AND status = 'open'",
         {int64_t{round}, int64_t{attempt}, int64_t{answered}, now_ms, model_sha256});
   }
+  if (s.ok()) {
+    nlohmann::json inputs = nlohmann::json::array();
+    for (const Contribution& c : contributions) {
+      inputs.push_back({{"site", c.site}, {"update_sha256", c.update_sha256}});
+    }
+    s = Log("aggregate",
+            nlohmann::json{{"round", round}, {"attempt", attempt}, {"strategy", strategy}, {"sha256", model_sha256},
+                           {"updates", inputs}}
+                .dump(),
+            now_ms);
+  }
+  if (s.ok()) s = Log("model_published", nlohmann::json{{"round", round}, {"sha256", model_sha256}}.dump(), now_ms);
+  if (s.ok()) {
+    s = Log("round_closed",
+            nlohmann::json{{"round", round}, {"attempt", attempt}, {"status", "applied"}, {"answered", answered}}
+                .dump(),
+            now_ms);
+  }
   if (!s.ok()) return s;
   return tx->Commit();
 }
@@ -189,10 +246,21 @@ absl::Status StateStore::ApplyRound(int round, int attempt, const std::string& m
 absl::Status StateStore::FailRound(int round, int attempt, int answered, const std::string& note,
                                    int64_t now_ms) {
   absl::MutexLock lock(&mu_);
-  return db_->Execute(
+  absl::StatusOr<Database::Transaction> tx = db_->Begin();
+  if (!tx.ok()) return tx.status();
+  absl::Status s = db_->Execute(
       "UPDATE rounds SET status = 'failed', answered = ?3, closed_at_ms = ?4, note = ?5 "
       "WHERE round = ?1 AND attempt = ?2 AND status = 'open'",
       {int64_t{round}, int64_t{attempt}, int64_t{answered}, now_ms, note});
+  if (s.ok()) {
+    s = Log("round_closed",
+            nlohmann::json{{"round", round}, {"attempt", attempt}, {"status", "failed"}, {"answered", answered},
+                           {"note", note}}
+                .dump(),
+            now_ms);
+  }
+  if (!s.ok()) return s;
+  return tx->Commit();
 }
 
 absl::Status StateStore::RecordSubmission(int round, int attempt, const SubmissionRecord& r,
@@ -207,12 +275,34 @@ absl::Status StateStore::RecordSubmission(int round, int attempt, const Submissi
   std::vector<SqlValue> values = {int64_t{round}, int64_t{attempt}, r.site, r.update_sha256, r.num_examples,
                                   r.train_loss, r.status(), r.reason, now_ms};
   values.insert(values.end(), dp.begin(), dp.end());
-  return db_->Execute(
+  absl::StatusOr<Database::Transaction> tx = db_->Begin();
+  if (!tx.ok()) return tx.status();
+  absl::Status s = db_->Execute(
       "INSERT OR REPLACE INTO submissions(round, attempt, site, update_sha256, num_examples, "
       "train_loss, status, reason, received_at_ms, dp_unit, dp_noise_multiplier, dp_clip_norm, "
       "dp_sampling_rate, dp_steps, dp_delta, epsilon_spent, epsilon_max) "
       "VALUES(?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17)",
       values);
+  if (!s.ok()) return s;
+  nlohmann::json body = {{"round", round}, {"attempt", attempt}, {"site", r.site}};
+  if (!r.declined) body["update_sha256"] = r.update_sha256;
+  if (r.accepted) body["num_examples"] = r.num_examples;
+  if (!r.accepted) body["reason"] = r.reason;
+  if (r.node_ledger_seq > 0) {
+    body["node_ledger_seq"] = r.node_ledger_seq;
+    body["node_ledger_sha256"] = r.node_ledger_sha256;
+  }
+  if (r.privacy) {
+    body["epsilon_spent"] = r.privacy->epsilon_spent;
+    body["epsilon_max"] = r.privacy->epsilon_max;
+    if (!r.declined) {
+      body["delta"] = r.privacy->delta;
+      body["noise_multiplier"] = r.privacy->noise_multiplier;
+    }
+  }
+  s = Log(absl::StrCat("update_", r.status()), body.dump(), now_ms);
+  if (!s.ok()) return s;
+  return tx->Commit();
 }
 
 absl::StatusOr<std::map<std::string, StateStore::LatestPrivacy>> StateStore::LatestPrivacyBySite() {

@@ -11,6 +11,7 @@
 #include "absl/base/thread_annotations.h"
 #include "absl/status/statusor.h"
 #include "absl/synchronization/mutex.h"
+#include "common/ledger.h"
 #include "common/metrics.h"
 #include "common/sqlite.h"
 
@@ -69,17 +70,32 @@ struct SubmissionRecord {
   bool declined = false;  // the site did not train (its privacy budget is spent)
   std::string reason;
   std::optional<SitePrivacy> privacy;
+  // The node's audit-ledger head as it reported it with the update (0/"" if not).
+  uint64_t node_ledger_seq = 0;
+  std::string node_ledger_sha256;
 
   std::string status() const { return declined ? "declined" : accepted ? "accepted" : "rejected"; }
+};
+
+// An update that went into a round's aggregate.
+struct Contribution {
+  std::string site;
+  std::string update_sha256;
 };
 
 // The coordinator's durable state in state.db (SQLite, WAL). A round is
 // applied exactly when its model row exists; the model row and the round's
 // status change commit in one transaction, and a partial unique index makes a
-// second applied attempt of the same round impossible. Thread-safe.
+// second applied attempt of the same round impossible. Each change is also an
+// audit-ledger entry (common/ledger.h, signed with the coordinator's kit key)
+// committed with it. Thread-safe.
 class StateStore {
  public:
-  static absl::StatusOr<std::unique_ptr<StateStore>> Open(const std::string& path);
+  // Without a signer (reading, or tests of the tables alone) nothing is
+  // written to the audit ledger.
+  static absl::StatusOr<std::unique_ptr<StateStore>> Open(const std::string& path,
+                                                           const std::optional<LedgerSigner>& signer = std::nullopt,
+                                                           int64_t now_ms = 0);
 
   // The newest model, or nullopt before the initial model exists.
   absl::StatusOr<std::optional<ModelVersion>> LatestModel();
@@ -91,8 +107,10 @@ class StateStore {
   absl::StatusOr<int> NextAttempt(int round);
   absl::Status OpenRound(int round, int attempt, const std::string& base_sha256, int selected,
                          int64_t now_ms);
-  // Commits the new model and the round's status together.
+  // Commits the new model and the round's status together, with ledger
+  // entries for the aggregate (its inputs), the model published and the close.
   absl::Status ApplyRound(int round, int attempt, const std::string& model_sha256, int answered,
+                          const std::string& strategy, const std::vector<Contribution>& contributions,
                           int64_t now_ms);
   absl::Status FailRound(int round, int attempt, int answered, const std::string& note,
                          int64_t now_ms);
@@ -113,9 +131,15 @@ class StateStore {
   absl::Status TouchNode(const std::string& site, int64_t now_ms);
 
  private:
-  explicit StateStore(std::unique_ptr<Database> db) : db_(std::move(db)) {}
+  StateStore(std::unique_ptr<Database> db, std::optional<LedgerSigner> signer)
+      : db_(std::move(db)), signer_(std::move(signer)) {}
+  // Appends an audit-ledger entry (nothing without a signer); the caller
+  // holds mu_ and the transaction.
+  absl::Status Log(const std::string& kind, const std::string& body, int64_t now_ms)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   absl::Mutex mu_;
   std::unique_ptr<Database> db_ ABSL_GUARDED_BY(mu_);
+  const std::optional<LedgerSigner> signer_;
 };
 
 }  // namespace fedrad::coordinator

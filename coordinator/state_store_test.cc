@@ -31,7 +31,7 @@ TEST_F(StateStoreTest, RoundLifecycleAndResume) {
     ASSERT_TRUE((*s)->FailRound(1, 1, 1, "too few", 20).ok());
     EXPECT_EQ(*(*s)->NextAttempt(1), 2);
     ASSERT_TRUE((*s)->OpenRound(1, 2, std::string(64, 'a'), 2, 30).ok());
-    ASSERT_TRUE((*s)->ApplyRound(1, 2, std::string(64, 'b'), 2, 40).ok());
+    ASSERT_TRUE((*s)->ApplyRound(1, 2, std::string(64, 'b'), 2, "fedavg", {}, 40).ok());
     ASSERT_TRUE((*s)->OpenRound(2, 1, std::string(64, 'b'), 2, 50).ok());
     // "crash" with round 2 open
   }
@@ -51,9 +51,9 @@ TEST_F(StateStoreTest, ARoundCannotBeAppliedTwice) {
   auto s = StateStore::Open(Db());
   ASSERT_TRUE((*s)->AddInitialModel(std::string(64, 'a'), 1).ok());
   ASSERT_TRUE((*s)->OpenRound(1, 1, std::string(64, 'a'), 1, 1).ok());
-  ASSERT_TRUE((*s)->ApplyRound(1, 1, std::string(64, 'b'), 1, 2).ok());
+  ASSERT_TRUE((*s)->ApplyRound(1, 1, std::string(64, 'b'), 1, "fedavg", {}, 2).ok());
   ASSERT_TRUE((*s)->OpenRound(1, 2, std::string(64, 'a'), 1, 3).ok());
-  EXPECT_FALSE((*s)->ApplyRound(1, 2, std::string(64, 'c'), 1, 4).ok());
+  EXPECT_FALSE((*s)->ApplyRound(1, 2, std::string(64, 'c'), 1, "fedavg", {}, 4).ok());
   // The failed apply left nothing behind: round 1's model is still 'b'.
   EXPECT_EQ((*(*s)->LatestModel())->sha256, std::string(64, 'b'));
 }

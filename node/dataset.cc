@@ -194,7 +194,9 @@ absl::StatusOr<ImageSet> LoadImageSet(const DatasetSpec& spec, LoadReport* repor
       set.pixels.insert(set.pixels.end(), frame.pixels.begin(), frame.pixels.end());
       set.labels.push_back(label);
       set.patients.push_back(patient);
-      set.sources.push_back({to_load[i], frame.index});
+      set.sources.push_back({to_load[i], frame.index,
+                             image.facts.sop_instance_uid.empty() ? absl::StrCat("file:", to_load[i])
+                                                                  : image.facts.sop_instance_uid});
       ++report->images_loaded;
       ++report->labels[label];
       ++per_patient[patient];
@@ -206,6 +208,21 @@ absl::StatusOr<ImageSet> LoadImageSet(const DatasetSpec& spec, LoadReport* repor
   report->patients = static_cast<int>(per_patient.size());
   for (const auto& [patient, n] : per_patient) ++report->images_per_patient[n];
   return set;
+}
+
+std::string SopInstanceUidsSha256(const ImageSet& set) {
+  std::set<std::string> uids;
+  for (const SampleSource& s : set.sources) uids.insert(s.sop_instance_uid);
+  crypto::Sha256 hash;
+  for (const std::string& uid : uids) {
+    hash.Update(uid);
+    hash.Update("\n");
+  }
+  return hash.FinishHex();
+}
+
+int64_t DistinctPatients(const ImageSet& set) {
+  return static_cast<int64_t>(std::set<std::string>(set.patients.begin(), set.patients.end()).size());
 }
 
 PatientSplit SplitByPatient(const ImageSet& images, double validation_fraction, uint64_t seed) {

@@ -16,6 +16,7 @@ namespace fedrad::node {
 struct SampleSource {
   std::string path;
   int frame = 0;
+  std::string sop_instance_uid;  // "file:<path>" when the file has none
 };
 
 // Preprocessed images held in memory, ready for the trainer.
@@ -99,6 +100,15 @@ struct PatientSplit {
   int train_patients = 0;
   int validation_patients = 0;
 };
+
+// SHA-256 (hex) of the set's distinct SOPInstanceUIDs, sorted, each
+// followed by a newline: what the audit ledger records of the data used.
+// A privacy officer can recompute it from the archive's list; the UIDs
+// themselves are never recorded.
+std::string SopInstanceUidsSha256(const ImageSet& set);
+
+// Distinct patients in the set.
+int64_t DistinctPatients(const ImageSet& set);
 
 // Splits by patient, never by image: a patient's images all land on one side.
 // Membership depends only on (seed, patient id), not on file order.

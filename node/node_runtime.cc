@@ -7,6 +7,8 @@
 #include <grpcpp/grpcpp.h>
 #include <spdlog/spdlog.h>
 
+#include <nlohmann/json.hpp>
+
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "absl/time/clock.h"
@@ -45,6 +47,28 @@ bool IsPermanent(absl::StatusCode code) {
 // plus a generous header allowance).
 uint64_t MaxModelBytes(const Manifest& m) { return m.total_bytes() + (uint64_t{16} << 20); }
 
+// What the audit ledger records of node.toml: the file's hash and the
+// settings that decide what is read and what leaves the site.
+std::string ConfigFacts(const NodeConfig& config) {
+  absl::StatusOr<std::string> file = ReadFile(config.path, 1 << 20);
+  const PrivacySettings& p = config.privacy;
+  nlohmann::json privacy = {{"enabled", p.enabled},      {"unit", p.unit()},   {"clip_norm", p.clip_norm},
+                            {"delta", p.delta},          {"epsilon_max", p.epsilon_max}};
+  if (p.noise_multiplier > 0) privacy["noise_multiplier"] = p.noise_multiplier;
+  if (p.target_epsilon > 0) privacy["target_epsilon"] = p.target_epsilon;
+  nlohmann::json facts = {{"file", config.path},
+                          {"file_sha256", file.ok() ? crypto::Sha256Hex(*file) : std::string("unreadable")},
+                          {"coordinator", config.coordinator_address},
+                          {"site", config.tls.common_name},
+                          {"dicom_dir", config.dicom_dir},
+                          {"labels", config.labels_csv},
+                          {"trainer", config.trainer},
+                          {"validation_fraction", config.validation_fraction},
+                          {"preprocess", DescribePipeline(config.preprocess)},
+                          {"privacy", privacy}};
+  return facts.dump();
+}
+
 }  // namespace
 
 struct NodeRuntime::Rpc {
@@ -55,8 +79,11 @@ struct NodeRuntime::Rpc {
 absl::StatusOr<std::unique_ptr<NodeRuntime>> NodeRuntime::Create(const NodeConfig& config) {
   absl::Status s = EnsureDirectory(config.state_dir + "/models");
   if (!s.ok()) return s;
-  absl::StatusOr<std::unique_ptr<NodeStore>> store = NodeStore::Open(config.state_dir + "/node.db");
+  LedgerSigner signer{config.tls.key_pem, config.tls.certificate_pem, config.tls.common_name};
+  absl::StatusOr<std::unique_ptr<NodeStore>> store = NodeStore::Open(config.state_dir + "/node.db", signer, NowMs());
   if (!store.ok()) return store.status();
+  s = (*store)->RecordConfig(ConfigFacts(config), NowMs());
+  if (!s.ok()) return s;
   grpc::SslCredentialsOptions tls;
   tls.pem_root_certs = config.tls.ca_pem;
   tls.pem_private_key = config.tls.key_pem;
@@ -168,6 +195,11 @@ absl::Status NodeRuntime::PrepareData(const JoinedPlan& plan) {
   if (split.train.count() == 0) {
     return absl::FailedPreconditionError(absl::StrCat("no readable labelled images in ", config_.dicom_dir));
   }
+  absl::Status s = store_->RecordDataAccess("load", 0, images->count(), report.patients,
+                                            SopInstanceUidsSha256(*images), NowMs());
+  if (!s.ok()) return s;
+  train_uids_sha256_ = SopInstanceUidsSha256(split.train);
+  validation_uids_sha256_ = SopInstanceUidsSha256(split.validation);
   data_ = std::move(split);
   return absl::OkStatus();
 }
@@ -198,7 +230,7 @@ absl::Status NodeRuntime::StartUp() {
   return PrepareData(*plan_);
 }
 
-absl::StatusOr<std::shared_ptr<const ModelParameters>> NodeRuntime::EnsureModel(const std::string& sha256,
+absl::StatusOr<std::shared_ptr<const ModelParameters>> NodeRuntime::EnsureModel(const std::string& sha256, int round,
                                                                                   int64_t deadline_ms) {
   if (!crypto::IsSha256Hex(sha256)) return absl::InvalidArgumentError("the task names no valid model hash");
   if (model_ && model_sha256_ == sha256) return model_;
@@ -234,7 +266,7 @@ absl::StatusOr<std::shared_ptr<const ModelParameters>> NodeRuntime::EnsureModel(
     // A cache, checked against the hash when read: no fsync.
     s = WriteFileAtomically(path, {bytes}, 0644, /*durable=*/false);
     if (!s.ok()) return s;
-    s = store_->RecordModelReceived(sha256, NowMs());
+    s = store_->RecordModelReceived(sha256, round, bytes.size(), NowMs());
     if (!s.ok()) return s;
     // Only the newest global model is kept: one file of the model's size,
     // not one per round (100 rounds of a 400 MB model would be 40 GB).
@@ -255,6 +287,10 @@ absl::StatusOr<std::shared_ptr<const ModelParameters>> NodeRuntime::EnsureModel(
 
 absl::Status NodeRuntime::DeclineRound(const v1::TrainTask& task, double epsilon_spent, const std::string& detail) {
   spdlog::warn("round {}: not training: {}", task.round(), detail);
+  absl::Status recorded =
+      store_->RecordBudgetRefusal(static_cast<int>(task.round()), static_cast<int>(task.attempt()), epsilon_spent,
+                                  config_.privacy.epsilon_max, config_.privacy.delta, detail, NowMs());
+  if (!recorded.ok()) return recorded;
   grpc::ClientContext ctx;
   ctx.set_deadline(Deadline(task.deadline_unix_ms()));
   v1::Decline msg;
@@ -333,7 +369,10 @@ absl::Status NodeRuntime::HandleTrain(const v1::TrainTask& task) {
   const int round = static_cast<int>(task.round());
   const int attempt = static_cast<int>(task.attempt());
   spdlog::info("round {} (attempt {}): training", round, attempt);
-  absl::StatusOr<std::shared_ptr<const ModelParameters>> global = EnsureModel(task.model_sha256(), task.deadline_unix_ms());
+  absl::Status joined = store_->RecordRoundJoined(plan_->federation, round, attempt, task.model_sha256(), NowMs());
+  if (!joined.ok()) return joined;
+  absl::StatusOr<std::shared_ptr<const ModelParameters>> global =
+      EnsureModel(task.model_sha256(), round, task.deadline_unix_ms());
   if (!global.ok()) return global.status();
   const v1::Hyperparameters& hp = task.hyperparameters();
   LocalTrainingSettings settings;
@@ -375,6 +414,9 @@ absl::Status NodeRuntime::HandleTrain(const v1::TrainTask& task) {
     absl::Status s = PrepareData(*plan_);
     if (!s.ok()) return s;
   }
+  absl::Status accessed = store_->RecordDataAccess("train", round, data_->train.count(), data_->train_patients,
+                                                   train_uids_sha256_, NowMs());
+  if (!accessed.ok()) return accessed;
   const absl::Time start = absl::Now();
   absl::StatusOr<TrainingOutcome> outcome = TrainLocally(plan_->model, **global, data_->train, settings);
   if (!outcome.ok()) {
@@ -416,9 +458,11 @@ absl::Status NodeRuntime::SendUpdate(const v1::TrainTask& task, const WireUpdate
   const std::string& update_sha = wire.sha256;
   // Under DP only protected figures leave: the noised count, no loss.
   const int64_t examples = dp ? dp->reported_count : outcome.examples;
-  absl::Status s = store_->RecordUpdateSending(round, attempt, task.model_sha256(), update_sha, examples,
-                                               dp ? 0.0 : outcome.mean_loss, NowMs());
-  if (!s.ok()) return s;
+  absl::StatusOr<LedgerEntry> sent =
+      store_->RecordUpdateSending(round, attempt, task.model_sha256(), update_sha, bytes.size(),
+                                  WireDtypeName(plan_->update_dtype), examples, dp ? 0.0 : outcome.mean_loss, NowMs());
+  if (!sent.ok()) return sent.status();
+  absl::Status s;
   if (dp) (void)store_->SetChargeStatus(dp->training.id, "sending");
 
   grpc::ClientContext ctx;
@@ -437,6 +481,8 @@ absl::Status NodeRuntime::SendUpdate(const v1::TrainTask& task, const WireUpdate
   PreprocessSettings pipeline = config_.preprocess;
   pipeline.output_size = plan_->model.input_size;
   h->set_pipeline(DescribePipeline(pipeline));
+  h->set_ledger_seq(static_cast<uint64_t>(sent->seq));
+  h->set_ledger_sha256(sent->sha256);
   if (dp) {
     v1::PrivacyReport* p = h->mutable_privacy();
     p->set_unit(config_.privacy.unit());
@@ -465,7 +511,7 @@ absl::Status NodeRuntime::SendUpdate(const v1::TrainTask& task, const WireUpdate
   if (ok) writer->WritesDone();
   s = FromGrpc(writer->Finish(), absl::StrCat("round ", round, " update"));
   const std::string outcome_text = s.ok() ? "accepted" : std::string(s.message());
-  (void)store_->RecordUpdateOutcome(round, attempt, outcome_text);
+  (void)store_->RecordUpdateOutcome(round, attempt, outcome_text, NowMs());
   if (dp) {
     (void)store_->SetChargeStatus(dp->training.id, outcome_text);
     if (dp->count_charge_id) (void)store_->SetChargeStatus(dp->count_charge_id, s.ok() ? "sent" : outcome_text);
@@ -484,17 +530,24 @@ absl::Status NodeRuntime::SendUpdate(const v1::TrainTask& task, const WireUpdate
 }
 
 absl::Status NodeRuntime::HandleEval(const v1::EvalTask& task) {
-  absl::StatusOr<std::shared_ptr<const ModelParameters>> model = EnsureModel(task.model_sha256(), task.deadline_unix_ms());
+  const int round = static_cast<int>(task.round());
+  absl::StatusOr<std::shared_ptr<const ModelParameters>> model =
+      EnsureModel(task.model_sha256(), round, task.deadline_unix_ms());
   if (!model.ok()) return model.status();
   absl::StatusOr<Evaluation> e = Evaluation{};  // noop: nothing counted
   if (config_.trainer != "noop") {
     absl::Status prepared = PrepareData(*plan_);
     if (!prepared.ok()) return prepared;
+    prepared = store_->RecordDataAccess("evaluate", round, data_->validation.count(), data_->validation_patients,
+                                        validation_uids_sha256_, NowMs());
+    if (!prepared.ok()) return prepared;
     e = EvaluateModel(plan_->model, **model, data_->validation);
     if (!e.ok()) return e.status();
   }
-  absl::Status s = store_->RecordEvaluation(static_cast<int>(task.round()), task.model_sha256(), e->loss,
-                                            e->accuracy, e->count, NowMs());
+  // Small-count suppression: below min_report cases, the count alone.
+  const bool suppressed = e->count < plan_->min_report;
+  absl::Status s =
+      store_->RecordEvaluation(round, task.model_sha256(), e->loss, e->accuracy, e->count, suppressed, NowMs());
   if (!s.ok()) return s;
   grpc::ClientContext ctx;
   ctx.set_deadline(Deadline(task.deadline_unix_ms()));
@@ -503,8 +556,6 @@ absl::Status NodeRuntime::HandleEval(const v1::EvalTask& task) {
   msg.set_nonce(task.nonce());
   msg.set_model_sha256(task.model_sha256());
   msg.set_count(static_cast<uint64_t>(e->count));
-  // Small-count suppression: below min_report cases, the count alone.
-  const bool suppressed = e->count < plan_->min_report;
   msg.set_suppressed(suppressed);
   if (!suppressed) {
     absl::StatusOr<Metrics> m = ComputeMetrics(e->scores);

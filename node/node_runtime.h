@@ -62,7 +62,9 @@ class NodeRuntime {
   absl::Status PrepareData(const JoinedPlan& plan);
   // The model of `sha256`: the one in memory, the node's cached copy, or
   // downloaded (and cached) from the coordinator; always checked against its hash.
-  absl::StatusOr<std::shared_ptr<const ModelParameters>> EnsureModel(const std::string& sha256, int64_t deadline_ms);
+  // `round` is the task's, for the audit ledger.
+  absl::StatusOr<std::shared_ptr<const ModelParameters>> EnsureModel(const std::string& sha256, int round,
+                                                                     int64_t deadline_ms);
   absl::Status HandleTrain(const v1::TrainTask& task);
   // Before a DP round: charges the ledger (committed) and fills the DP
   // settings and the count to report, or answers BUDGET_EXHAUSTED (then
@@ -97,6 +99,7 @@ class NodeRuntime {
   std::optional<JoinedPlan> plan_;
   Manifest manifest_;
   std::optional<PatientSplit> data_;
+  std::string train_uids_sha256_, validation_uids_sha256_;  // SopInstanceUidsSha256 of data_'s sets
   // The last model used: a round's evaluation and the next round's training
   // use the same one.
   std::string model_sha256_;

@@ -1,8 +1,14 @@
 #include "node/node_store.h"
 
+#include <nlohmann/json.hpp>
+
 namespace fedrad::node {
 
-absl::StatusOr<std::unique_ptr<NodeStore>> NodeStore::Open(const std::string& path) {
+using nlohmann::json;
+
+absl::StatusOr<std::unique_ptr<NodeStore>> NodeStore::Open(const std::string& path,
+                                                           const std::optional<LedgerSigner>& signer,
+                                                           int64_t now_ms) {
   absl::StatusOr<std::unique_ptr<Database>> db = Database::Open(path);
   if (!db.ok()) return db.status();
   absl::Status s = (*db)->ExecScript(R"sql(
@@ -49,39 +55,117 @@ CREATE TABLE IF NOT EXISTS privacy_ledger(
   at_ms INTEGER NOT NULL);
 )sql");
   if (!s.ok()) return s;
-  return std::unique_ptr<NodeStore>(new NodeStore(std::move(*db)));
+  if (signer) {
+    s = OpenLedger(**db, *signer, now_ms);
+  } else {
+    s = CreateLedgerTable(**db);
+  }
+  if (!s.ok()) return s;
+  return std::unique_ptr<NodeStore>(new NodeStore(std::move(*db), signer));
 }
 
-absl::Status NodeStore::RecordModelReceived(const std::string& sha256, int64_t now_ms) {
-  absl::MutexLock lock(&mu_);
-  return db_->Execute(
-      "INSERT OR IGNORE INTO models_received(sha256, received_at_ms) VALUES(?1, ?2)",
-      {sha256, now_ms});
+absl::StatusOr<LedgerEntry> NodeStore::Log(const std::string& kind, const std::string& body, int64_t now_ms) {
+  if (!signer_) return absl::FailedPreconditionError("node.db was opened for reading: no kit key to sign with");
+  return AppendLedgerEntry(*db_, *signer_, kind, body, now_ms);
 }
 
-absl::Status NodeStore::RecordUpdateSending(int round, int attempt, const std::string& base_sha256,
-                                            const std::string& update_sha256, int64_t examples,
-                                            double train_loss, int64_t now_ms) {
+absl::Status NodeStore::RecordConfig(const std::string& facts, int64_t now_ms) {
   absl::MutexLock lock(&mu_);
-  return db_->Execute(
+  absl::StatusOr<std::vector<SqlRow>> last =
+      db_->Query("SELECT body FROM ledger WHERE kind = 'config' ORDER BY seq DESC LIMIT 1");
+  if (!last.ok()) return last.status();
+  if (!last->empty() && AsText((*last)[0][0]) == facts) return absl::OkStatus();
+  return Log("config", facts, now_ms).status();
+}
+
+absl::Status NodeStore::RecordRoundJoined(const std::string& federation, int round, int attempt,
+                                          const std::string& model_sha256, int64_t now_ms) {
+  absl::MutexLock lock(&mu_);
+  json body = {{"federation", federation}, {"round", round}, {"attempt", attempt}, {"model_sha256", model_sha256}};
+  return Log("round_joined", body.dump(), now_ms).status();
+}
+
+absl::Status NodeStore::RecordModelReceived(const std::string& sha256, int round, uint64_t bytes, int64_t now_ms) {
+  absl::MutexLock lock(&mu_);
+  absl::StatusOr<Database::Transaction> tx = db_->Begin();
+  if (!tx.ok()) return tx.status();
+  absl::Status s = db_->Execute(
+      "INSERT OR IGNORE INTO models_received(sha256, received_at_ms) VALUES(?1, ?2)", {sha256, now_ms});
+  if (!s.ok()) return s;
+  json body = {{"sha256", sha256}, {"round", round}, {"bytes", bytes}};
+  s = Log("model_received", body.dump(), now_ms).status();
+  if (!s.ok()) return s;
+  return tx->Commit();
+}
+
+absl::Status NodeStore::RecordDataAccess(const std::string& purpose, int round, int64_t images, int64_t patients,
+                                         const std::string& sop_uids_sha256, int64_t now_ms) {
+  absl::MutexLock lock(&mu_);
+  json body = {{"purpose", purpose},
+               {"round", round},
+               {"images", images},
+               {"patients", patients},
+               {"sop_instance_uids_sha256", sop_uids_sha256}};
+  return Log("data_access", body.dump(), now_ms).status();
+}
+
+absl::StatusOr<LedgerEntry> NodeStore::RecordUpdateSending(int round, int attempt, const std::string& base_sha256,
+                                                           const std::string& update_sha256, uint64_t bytes,
+                                                           const std::string& dtype, int64_t examples,
+                                                           double train_loss, int64_t now_ms) {
+  absl::MutexLock lock(&mu_);
+  absl::StatusOr<Database::Transaction> tx = db_->Begin();
+  if (!tx.ok()) return tx.status();
+  absl::Status s = db_->Execute(
       "INSERT OR REPLACE INTO updates_sent(round, attempt, base_sha256, update_sha256, "
       "num_examples, train_loss, sent_at_ms) VALUES(?1, ?2, ?3, ?4, ?5, ?6, ?7)",
       {int64_t{round}, int64_t{attempt}, base_sha256, update_sha256, examples, train_loss, now_ms});
+  if (!s.ok()) return s;
+  json body = {{"round", round},       {"attempt", attempt}, {"base_model_sha256", base_sha256},
+               {"update_sha256", update_sha256}, {"bytes", bytes}, {"dtype", dtype},
+               {"num_examples", examples}};
+  absl::StatusOr<LedgerEntry> e = Log("update_sent", body.dump(), now_ms);
+  if (!e.ok()) return e.status();
+  s = tx->Commit();
+  if (!s.ok()) return s;
+  return e;
 }
 
-absl::Status NodeStore::RecordUpdateOutcome(int round, int attempt, const std::string& outcome) {
+absl::Status NodeStore::RecordUpdateOutcome(int round, int attempt, const std::string& outcome, int64_t now_ms) {
   absl::MutexLock lock(&mu_);
-  return db_->Execute("UPDATE updates_sent SET outcome = ?3 WHERE round = ?1 AND attempt = ?2",
-                      {int64_t{round}, int64_t{attempt}, outcome});
+  absl::StatusOr<Database::Transaction> tx = db_->Begin();
+  if (!tx.ok()) return tx.status();
+  absl::Status s = db_->Execute("UPDATE updates_sent SET outcome = ?3 WHERE round = ?1 AND attempt = ?2",
+                                {int64_t{round}, int64_t{attempt}, outcome});
+  if (!s.ok()) return s;
+  json body = {{"round", round}, {"attempt", attempt}, {"outcome", outcome}};
+  s = Log("update_outcome", body.dump(), now_ms).status();
+  if (!s.ok()) return s;
+  return tx->Commit();
 }
 
-absl::Status NodeStore::RecordEvaluation(int round, const std::string& model_sha256, double loss,
-                                         double accuracy, int64_t count, int64_t now_ms) {
+absl::Status NodeStore::RecordBudgetRefusal(int round, int attempt, double epsilon_spent, double epsilon_max,
+                                            double delta, const std::string& detail, int64_t now_ms) {
   absl::MutexLock lock(&mu_);
-  return db_->Execute(
+  json body = {{"round", round},         {"attempt", attempt}, {"epsilon_spent", epsilon_spent},
+               {"epsilon_max", epsilon_max}, {"delta", delta},     {"detail", detail}};
+  return Log("budget_refused", body.dump(), now_ms).status();
+}
+
+absl::Status NodeStore::RecordEvaluation(int round, const std::string& model_sha256, double loss, double accuracy,
+                                         int64_t count, bool suppressed, int64_t now_ms) {
+  absl::MutexLock lock(&mu_);
+  absl::StatusOr<Database::Transaction> tx = db_->Begin();
+  if (!tx.ok()) return tx.status();
+  absl::Status s = db_->Execute(
       "INSERT OR REPLACE INTO evaluations(round, model_sha256, loss, accuracy, count, at_ms) "
       "VALUES(?1, ?2, ?3, ?4, ?5, ?6)",
       {int64_t{round}, model_sha256, loss, accuracy, count, now_ms});
+  if (!s.ok()) return s;
+  json body = {{"round", round}, {"model_sha256", model_sha256}, {"count", count}, {"suppressed", suppressed}};
+  s = Log("evaluation_sent", body.dump(), now_ms).status();
+  if (!s.ok()) return s;
+  return tx->Commit();
 }
 
 absl::Status NodeStore::ChargePrivacy(std::vector<PrivacyCharge*> charges) {
@@ -98,6 +182,22 @@ absl::Status NodeStore::ChargePrivacy(std::vector<PrivacyCharge*> charges) {
          c->at_ms});
     if (!s.ok()) return s;
     c->id = db_->LastInsertRowId();
+    json body = {{"charge", c->kind},
+                 {"federation", c->federation},
+                 {"round", c->round},
+                 {"attempt", c->attempt},
+                 {"unit", c->unit},
+                 {"units", c->units},
+                 {"noise_multiplier", c->noise_multiplier},
+                 {"clip_norm", c->clip_norm},
+                 {"sampling_rate", c->sampling_rate},
+                 {"steps", c->steps},
+                 {"delta", c->delta},
+                 {"epsilon_after", c->epsilon_after},
+                 {"rdp_order", c->order}};
+    if (c->kind == "count") body["released"] = c->released;
+    absl::StatusOr<LedgerEntry> e = Log("dp_charge", body.dump(), c->at_ms);
+    if (!e.ok()) return e.status();
   }
   return tx->Commit();
 }
@@ -105,6 +205,11 @@ absl::Status NodeStore::ChargePrivacy(std::vector<PrivacyCharge*> charges) {
 absl::Status NodeStore::SetChargeStatus(int64_t id, const std::string& status) {
   absl::MutexLock lock(&mu_);
   return db_->Execute("UPDATE privacy_ledger SET status = ?2 WHERE id = ?1", {id, status});
+}
+
+absl::StatusOr<std::vector<LedgerEntry>> NodeStore::AuditLedger() {
+  absl::MutexLock lock(&mu_);
+  return ReadLedger(*db_);
 }
 
 absl::StatusOr<std::vector<PrivacyCharge>> NodeStore::PrivacyLedger() {

@@ -3,33 +3,57 @@
 
 #include <cstdint>
 #include <memory>
+#include <optional>
 #include <string>
 #include <vector>
 
 #include "absl/base/thread_annotations.h"
 #include "absl/status/statusor.h"
 #include "absl/synchronization/mutex.h"
+#include "common/ledger.h"
 #include "common/sqlite.h"
 #include "node/privacy_budget.h"
 
 namespace fedrad::node {
 
 // The node's local record in node.db: which models it received, which
-// updates it sent, what it reported, and the privacy ledger. Only aggregate numbers and hashes; no
-// identifier of a patient or image is stored here.
+// updates it sent, what it reported, the privacy ledger, and the audit
+// ledger (common/ledger.h: hash-chained, signed with the site's kit key)
+// whose entries commit with the rows they describe. Only aggregate numbers
+// and hashes; no identifier of a patient or image is stored here.
 class NodeStore {
  public:
-  static absl::StatusOr<std::unique_ptr<NodeStore>> Open(const std::string& path);
+  // With a signer, every record is also an audit-ledger entry; without one
+  // (reading the ledger for a report), recording fails.
+  static absl::StatusOr<std::unique_ptr<NodeStore>> Open(const std::string& path,
+                                                          const std::optional<LedgerSigner>& signer = std::nullopt,
+                                                          int64_t now_ms = 0);
 
-  absl::Status RecordModelReceived(const std::string& sha256, int64_t now_ms);
+  // The facts of the node's configuration that bear on privacy (a JSON
+  // object); a "config" entry is written when they differ from the last one.
+  absl::Status RecordConfig(const std::string& facts, int64_t now_ms);
+  absl::Status RecordRoundJoined(const std::string& federation, int round, int attempt,
+                                 const std::string& model_sha256, int64_t now_ms);
+  absl::Status RecordModelReceived(const std::string& sha256, int round, uint64_t bytes, int64_t now_ms);
+  // The data read or used: a purpose ("load", "train", "evaluate"), the
+  // round (0 for load), how many images and patients, and the SHA-256 of the
+  // sorted distinct SOPInstanceUIDs (DataAccessDigest), never the UIDs.
+  absl::Status RecordDataAccess(const std::string& purpose, int round, int64_t images, int64_t patients,
+                                const std::string& sop_uids_sha256, int64_t now_ms);
   // Written before the update is streamed, so the record never misses an
-  // update that may have left the node.
-  absl::Status RecordUpdateSending(int round, int attempt, const std::string& base_sha256,
-                                   const std::string& update_sha256, int64_t examples,
-                                   double train_loss, int64_t now_ms);
-  absl::Status RecordUpdateOutcome(int round, int attempt, const std::string& outcome);
-  absl::Status RecordEvaluation(int round, const std::string& model_sha256, double loss,
-                                double accuracy, int64_t count, int64_t now_ms);
+  // update that may have left the node. Returns the ledger's new head (the
+  // "update_sent" entry), which the node reports with the update.
+  absl::StatusOr<LedgerEntry> RecordUpdateSending(int round, int attempt, const std::string& base_sha256,
+                                                  const std::string& update_sha256, uint64_t bytes,
+                                                  const std::string& dtype, int64_t examples, double train_loss,
+                                                  int64_t now_ms);
+  absl::Status RecordUpdateOutcome(int round, int attempt, const std::string& outcome, int64_t now_ms);
+  // A round declined because the privacy budget is spent (or would be).
+  absl::Status RecordBudgetRefusal(int round, int attempt, double epsilon_spent, double epsilon_max, double delta,
+                                   const std::string& detail, int64_t now_ms);
+  // Written before the report is sent: `suppressed` means only the count left.
+  absl::Status RecordEvaluation(int round, const std::string& model_sha256, double loss, double accuracy,
+                                int64_t count, bool suppressed, int64_t now_ms);
 
   // The privacy ledger. Charges are appended (and their ids set) in one
   // transaction, committed before the data is touched: a crash afterwards
@@ -37,11 +61,17 @@ class NodeStore {
   absl::Status ChargePrivacy(std::vector<PrivacyCharge*> charges);
   absl::Status SetChargeStatus(int64_t id, const std::string& status);
   absl::StatusOr<std::vector<PrivacyCharge>> PrivacyLedger();
+  absl::StatusOr<std::vector<LedgerEntry>> AuditLedger();
 
  private:
-  explicit NodeStore(std::unique_ptr<Database> db) : db_(std::move(db)) {}
+  NodeStore(std::unique_ptr<Database> db, std::optional<LedgerSigner> signer)
+      : db_(std::move(db)), signer_(std::move(signer)) {}
+  // Appends to the audit ledger; the caller holds mu_ (and the transaction).
+  absl::StatusOr<LedgerEntry> Log(const std::string& kind, const std::string& body, int64_t now_ms)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   absl::Mutex mu_;
   std::unique_ptr<Database> db_ ABSL_GUARDED_BY(mu_);
+  const std::optional<LedgerSigner> signer_;
 };
 
 }  // namespace fedrad::node

@@ -6,6 +6,7 @@
 
 #include <gtest/gtest.h>
 
+#include "crypto/pki.h"
 #include "node/node_store.h"
 
 namespace fedrad::node {
@@ -134,8 +135,13 @@ TEST(PrivacyBudgetTest, TheLedgerSurvivesReopeningNodeDb) {
   const PrivacySettings s = Fixed(1.5, 8);
   absl::StatusOr<RoundCharges> r = PlanRound(s, {}, 200, 20, 1, 3);
   ASSERT_TRUE(r.ok()) << r.status();
+  auto ca = crypto::CertificateAuthority::Create("ca", 30);
+  ASSERT_TRUE(ca.ok());
+  auto kit = (*ca)->Issue({"hospital-a", crypto::CertificateRequest::Usage::kClient, {}, {}, 30});
+  ASSERT_TRUE(kit.ok());
+  const LedgerSigner signer{kit->private_key_pem, kit->certificate_pem, "hospital-a"};
   {
-    auto store = NodeStore::Open(dir + "/node.db");
+    auto store = NodeStore::Open(dir + "/node.db", signer, 1);
     ASSERT_TRUE(store.ok()) << store.status();
     r->count->released = 207;
     r->count->status = "charged";
@@ -155,6 +161,15 @@ TEST(PrivacyBudgetTest, TheLedgerSurvivesReopeningNodeDb) {
   EXPECT_EQ((*ledger)[1].steps, r->training.steps);
   EXPECT_DOUBLE_EQ((*ledger)[1].epsilon_after, r->training.epsilon_after);
   EXPECT_NEAR(SpentBy(*ledger).GetEpsilon(1e-5).epsilon, r->training.epsilon_after, 1e-12);
+  // Each charge is also in the audit ledger, after the writer's certificate.
+  auto audit = (*store)->AuditLedger();
+  ASSERT_TRUE(audit.ok());
+  ASSERT_EQ(audit->size(), 3u);
+  EXPECT_EQ((*audit)[1].kind, "dp_charge");
+  EXPECT_NE((*audit)[1].body.find("\"released\":207"), std::string::npos) << (*audit)[1].body;
+  EXPECT_TRUE(VerifyLedger(*audit, (*ca)->certificate_pem()).ok());
+  // Opened for reading (no kit key), nothing can be recorded.
+  EXPECT_FALSE((*store)->RecordRoundJoined("f", 1, 1, std::string(64, 'a'), 2).ok());
 }
 
 }  // namespace
