@@ -1,5 +1,7 @@
 #include "common/sqlite.h"
 
+#include <filesystem>
+
 #include <sqlite3.h>
 
 #include "absl/strings/str_cat.h"
@@ -24,21 +26,39 @@ std::string AsText(const SqlValue& v) {
   return "";
 }
 
-absl::StatusOr<std::unique_ptr<Database>> Database::Open(const std::string& path) {
+absl::StatusOr<std::unique_ptr<Database>> Database::Connect(const std::string& path, int flags) {
   sqlite3* db = nullptr;
-  const int rc = sqlite3_open_v2(path.c_str(), &db,
-                                 SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_FULLMUTEX,
-                                 nullptr);
+  const int rc = sqlite3_open_v2(path.c_str(), &db, flags | SQLITE_OPEN_FULLMUTEX, nullptr);
   if (rc != SQLITE_OK) {
     std::string msg = db ? sqlite3_errmsg(db) : sqlite3_errstr(rc);
     sqlite3_close(db);
     return absl::UnavailableError(absl::StrCat("cannot open database '", path, "': ", msg));
   }
-  std::unique_ptr<Database> out(new Database(path, db));
   sqlite3_busy_timeout(db, 10000);
-  absl::Status s = out->ExecScript(
-      "PRAGMA journal_mode=WAL; PRAGMA synchronous=FULL; PRAGMA foreign_keys=ON;");
+  return std::unique_ptr<Database>(new Database(path, db));
+}
+
+absl::StatusOr<std::unique_ptr<Database>> Database::Open(const std::string& path) {
+  absl::StatusOr<std::unique_ptr<Database>> out = Connect(path, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE);
+  if (!out.ok()) return out;
+  absl::Status s = (*out)->ExecScript("PRAGMA journal_mode=WAL; PRAGMA synchronous=FULL; PRAGMA foreign_keys=ON;");
   if (!s.ok()) return s;
+  return out;
+}
+
+absl::StatusOr<std::unique_ptr<Database>> Database::OpenReadOnly(const std::string& path) {
+  std::error_code ec;
+  if (!std::filesystem::is_regular_file(path, ec)) {
+    return absl::NotFoundError(absl::StrCat("database '", path, "' does not exist"));
+  }
+  absl::StatusOr<std::unique_ptr<Database>> out = Connect(path, SQLITE_OPEN_READONLY);
+  if (!out.ok()) return out;
+  // A file that is not SQLite fails here rather than at the first query.
+  absl::StatusOr<std::vector<SqlRow>> probe = (*out)->Query("SELECT count(*) FROM sqlite_master");
+  if (!probe.ok()) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("'", path, "' is not a readable SQLite database: ", probe.status().message()));
+  }
   return out;
 }
 

@@ -30,6 +30,9 @@ std::string AsText(const SqlValue& v); // "" for NULL
 class Database {
  public:
   static absl::StatusOr<std::unique_ptr<Database>> Open(const std::string& path);
+  // For reading another party's records (an audit): never creates,
+  // changes or converts the file. NotFound if it does not exist.
+  static absl::StatusOr<std::unique_ptr<Database>> OpenReadOnly(const std::string& path);
   ~Database();
   Database(const Database&) = delete;
   Database& operator=(const Database&) = delete;
@@ -61,6 +64,7 @@ class Database {
 
  private:
   Database(std::string path, sqlite3* db) : path_(std::move(path)), db_(db) {}
+  static absl::StatusOr<std::unique_ptr<Database>> Connect(const std::string& path, int flags);
   absl::Status Error(absl::string_view action) const;
   absl::StatusOr<sqlite3_stmt*> Prepare(absl::string_view sql, const std::vector<SqlValue>& params);
 

@@ -7,13 +7,15 @@
 #include "common/privacy_accountant.h"
 #include <iostream>
 
+#include "common/files.h"
+#include "tools/audit.h"
 #include "tools/import.h"
 #include "tools/partition.h"
 #include "tools/provision.h"
 #include "tools/synth.h"
 
 int main(int argc, char** argv) {
-  CLI::App app{"fedrad: tools for a fedrad federation (provisioning, synthetic data)"};
+  CLI::App app{"fedrad: tools for a fedrad federation (provisioning, synthetic data, privacy audits)"};
   app.require_subcommand(1);
   bool verbose = false;
   app.add_flag("-v,--verbose", verbose, "More log output");
@@ -92,7 +94,62 @@ int main(int argc, char** argv) {
     c->add_option("--delta", dp_delta, "delta")->capture_default_str()->check(CLI::Range(1e-300, 0.999));
   }
 
+  std::vector<std::string> audit_nodes;
+  std::string audit_coordinator, audit_ca, audit_html = "audit-report.html", audit_json;
+  CLI::App* audit = app.add_subcommand(
+      "audit", "Check what left each site and under which privacy parameters, from the signed ledgers alone");
+  audit->require_subcommand(1);
+  CLI::App* audit_verify = audit->add_subcommand(
+      "verify", "Recompute every ledger's hash chain and signatures and cross-check node ledgers against the "
+                "coordinator's; exit status 0 = pass, 1 = problems found (each named by file, position and kind)");
+  CLI::App* audit_report = audit->add_subcommand(
+      "report", "Write a self-contained HTML report (and JSON) of epsilon spent per site over rounds, DP "
+                "parameters, data accesses, updates sent, models received and the verification result");
+  for (CLI::App* c : {audit_verify, audit_report}) {
+    c->add_option("--node", audit_nodes, "A site's node.db (state_dir/node.db); repeat for several sites")
+        ->check(CLI::ExistingFile);
+    c->add_option("--coordinator", audit_coordinator, "The coordinator's state.db")->check(CLI::ExistingFile);
+    c->add_option("--ca", audit_ca, "The federation's CA certificate (ca.pem from any kit), which every ledger's "
+                                    "writer certificate must come from")
+        ->required()
+        ->check(CLI::ExistingFile);
+  }
+  audit_report->add_option("--out", audit_html, "HTML report to write")->capture_default_str();
+  audit_report->add_option("--json", audit_json, "Also write the report's facts as JSON here");
+
   CLI11_PARSE(app, argc, argv);
+  if (*audit_verify || *audit_report) {
+    fedrad::InitLogging("fedrad", verbose);
+    if (audit_nodes.empty() && audit_coordinator.empty()) {
+      std::cerr << "audit: give at least one --node NODE_DB or --coordinator STATE_DB\n";
+      return 2;
+    }
+    absl::StatusOr<std::string> ca = fedrad::ReadFile(audit_ca, 1 << 20);
+    if (!ca.ok()) {
+      std::cerr << ca.status().message() << "\n";
+      return 2;
+    }
+    absl::StatusOr<fedrad::tools::AuditVerification> v =
+        fedrad::tools::VerifyAudit(audit_nodes, audit_coordinator, *ca);
+    if (!v.ok()) {
+      std::cerr << v.status().message() << "\n";
+      return 2;
+    }
+    std::cout << fedrad::tools::FormatVerification(*v);
+    if (*audit_report) {
+      absl::Status s = fedrad::WriteFileAtomically(audit_html, fedrad::tools::AuditReportHtml(*v));
+      if (s.ok() && !audit_json.empty()) {
+        s = fedrad::WriteFileAtomically(audit_json, fedrad::tools::AuditReportJson(*v));
+      }
+      if (!s.ok()) {
+        std::cerr << s.message() << "\n";
+        return 2;
+      }
+      std::cout << "report written to " << audit_html << (audit_json.empty() ? "" : " and " + audit_json) << "\n";
+      return 0;
+    }
+    return v->ok() ? 0 : 1;
+  }
   if (*dp_eps) {
     fedrad::Epsilon e = fedrad::EpsilonFor(dp_noise, dp_rate, dp_steps, dp_delta);
     std::cout << absl::StrFormat("epsilon = %.6g (delta = %g, best RDP order %g)\n", e.epsilon, dp_delta, e.order);

@@ -1,0 +1,313 @@
+// Privacy audits end to end: a real federation writes its ledgers;
+// `fedrad audit verify` passes them, and finds each kind of tampering in
+// either ledger (an edit, a deletion, an insertion, a reordering, the end cut
+// off), naming the file, the entry's position and its kind. `fedrad audit
+// report` writes a page that headless Chromium renders, with the chart drawn
+// and the numbers of the ledgers.
+#include <gtest/gtest.h>
+
+#include <filesystem>
+#include <regex>
+
+#include <opencv2/imgcodecs.hpp>
+
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
+#include "common/ledger.h"
+#include "crypto/pki.h"
+#include "crypto/sha256.h"
+#include "tests/harness.h"
+
+namespace fedrad::testing {
+namespace {
+
+struct Verdict {
+  int exit_code = -1;
+  std::string output;
+};
+
+Verdict Verify(const MiniFederation& f, const std::vector<std::string>& node_dbs, const std::string& state_db,
+               const std::string& name) {
+  std::vector<std::string> argv = {FedradBin(), "audit", "verify", "--ca", f.dir + "/kits/ca/ca.pem"};
+  for (const std::string& db : node_dbs) {
+    argv.push_back("--node");
+    argv.push_back(db);
+  }
+  if (!state_db.empty()) {
+    argv.push_back("--coordinator");
+    argv.push_back(state_db);
+  }
+  const std::string log = f.dir + "/" + name + ".log";
+  Verdict v;
+  v.exit_code = RunCommand(argv, log);
+  v.output = ReadText(log);
+  return v;
+}
+
+// A consistent copy of a ledger's database (VACUUM INTO), changed by `sql` as
+// someone with write access to the file would (the append-only triggers dropped).
+std::string TamperedCopy(const std::string& db, const std::string& out, const std::string& sql) {
+  std::filesystem::remove(out);
+  {
+    auto source = Database::Open(db);
+    EXPECT_TRUE(source.ok());
+    EXPECT_TRUE((*source)->ExecScript("VACUUM INTO '" + out + "'").ok());
+  }
+  auto copy = Database::Open(out);
+  EXPECT_TRUE(copy.ok());
+  absl::Status s =
+      (*copy)->ExecScript("DROP TRIGGER ledger_no_update; DROP TRIGGER ledger_no_delete; " + sql);
+  EXPECT_TRUE(s.ok()) << s << "\n" << sql;
+  return out;
+}
+
+// A copy with an entry of `kind` inserted after `after_seq` (the entries
+// after it renumbered), linked to the entry before it and validly signed
+// with `key_file` — someone else's key.
+std::string InsertedCopy(const std::string& db, const std::string& out, int64_t after_seq, const std::string& kind,
+                         const std::string& body, const std::string& key_file) {
+  const std::string prev =
+      AsText(QueryDb(db, absl::StrCat("SELECT sha256 FROM ledger WHERE seq = ", after_seq))[0][0]);
+  const std::string digest = LedgerEntryDigest(after_seq + 1, 5, kind, body, prev);
+  absl::StatusOr<std::string> sig = crypto::SignSha256(ReadText(key_file), digest);
+  EXPECT_TRUE(sig.ok()) << sig.status();
+  return TamperedCopy(db, out,
+                      absl::StrCat("UPDATE ledger SET seq = seq + 100000 WHERE seq > ", after_seq,
+                                   "; UPDATE ledger SET seq = seq - 99999 WHERE seq > 100000; INSERT INTO ledger "
+                                   "VALUES(", after_seq + 1, ", 5, '", kind, "', '", body, "', '", prev, "', '",
+                                   digest, "', '", crypto::HexEncode(sig.value_or("")), "');"));
+}
+
+// A copy with entries `a` and `b` swapped, each keeping its place's seq.
+std::string SwappedCopy(const std::string& db, const std::string& out, int64_t a, int64_t b) {
+  return TamperedCopy(db, out,
+                      absl::StrCat("UPDATE ledger SET seq = -1 WHERE seq = ", a, "; UPDATE ledger SET seq = ", a,
+                                   " WHERE seq = ", b, "; UPDATE ledger SET seq = ", b, " WHERE seq = -1;"));
+}
+
+// The seq of the n-th (from 1) entry of `kind`, or of the last one if n = -1.
+int64_t SeqOf(const std::string& db, const std::string& kind, int n = 1) {
+  std::vector<SqlRow> rows = QueryDb(db, "SELECT seq FROM ledger WHERE kind = '" + kind + "' ORDER BY seq");
+  EXPECT_FALSE(rows.empty()) << "no " << kind << " in " << db;
+  if (rows.empty()) return 0;
+  if (n < 0) return AsInt(rows.back()[0]);
+  EXPECT_GE(static_cast<int>(rows.size()), n);
+  return AsInt(rows[std::min<size_t>(n, rows.size()) - 1][0]);
+}
+
+// "entry P (seq S, KIND): ..." in the verdict, for the copy at `path`.
+void ExpectNamed(const Verdict& v, const std::string& path, int64_t position, const std::string& kind,
+                 const std::string& what) {
+  EXPECT_EQ(v.exit_code, 1) << v.output;
+  const std::string needle = absl::StrCat(path, ": entry ", position, " (seq ");
+  size_t at = v.output.find(needle);
+  ASSERT_NE(at, std::string::npos) << "expected " << needle << " in\n" << v.output;
+  const std::string line = v.output.substr(at, v.output.find('\n', at) - at);
+  if (!kind.empty()) {
+    EXPECT_NE(line.find(", " + kind + "):"), std::string::npos) << line;
+  }
+  EXPECT_NE(v.output.find(what), std::string::npos) << "expected '" << what << "' in\n" << v.output;
+  EXPECT_NE(v.output.find("FAIL:"), std::string::npos);
+}
+
+class AuditTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    dir_ = MakeWorkspace();
+    f_ = SetUpFederation(dir_, {.sites = 2, .rounds = 3, .min_nodes = 2, .patients = 8, .images = 2,
+                                .start_grace_s = 1});
+    ASSERT_FALSE(HasFailure());
+    // The second site aims lower, so the chart's lines differ.
+    ReplaceInFile(f_.NodeConfig(f_.sites[1]), "target_epsilon = 2.7", "target_epsilon = 1.5");
+    RunFederationToCompletion(f_, std::chrono::minutes(4));
+    ASSERT_FALSE(HasFailure());
+    for (const std::string& site : f_.sites) nodes_.push_back(f_.NodeDb(site));
+  }
+  void TearDown() override { RemoveWorkspaceIfPassed(dir_); }
+
+  std::string dir_;
+  MiniFederation f_;
+  std::vector<std::string> nodes_;
+};
+
+TEST_F(AuditTest, ACleanFederationVerifiesAndEveryKindOfTamperingInEitherLedgerIsNamed) {
+  const Verdict clean = Verify(f_, nodes_, f_.StateDb(), "clean");
+  ASSERT_EQ(clean.exit_code, 0) << clean.output;
+  // 2 sites x 3 rounds of updates, each found in its site's ledger.
+  EXPECT_NE(clean.output.find("cross-checked: 6 aggregated update(s) found in their site's ledger"),
+            std::string::npos)
+      << clean.output;
+  EXPECT_NE(clean.output.find("PASS"), std::string::npos);
+  EXPECT_NE(clean.output.find("(" + f_.sites[0] + ")"), std::string::npos);
+  EXPECT_NE(clean.output.find("(coordinator)"), std::string::npos) << clean.output;
+  // Every kind the issue names is there.
+  for (const char* kind : {"config", "data_access", "round_joined", "model_received", "dp_charge", "update_sent",
+                           "update_outcome", "evaluation_sent"}) {
+    EXPECT_GT(SeqOf(nodes_[0], kind), 0) << kind;
+  }
+  for (const char* kind : {"round_opened", "update_accepted", "aggregate", "model_published", "round_closed"}) {
+    EXPECT_GT(SeqOf(f_.StateDb(), kind), 0) << kind;
+  }
+  // The data access names counts and a hash, never a UID.
+  const std::string access = AsText(QueryDb(nodes_[0], "SELECT body FROM ledger WHERE kind = 'data_access'")[0][0]);
+  EXPECT_TRUE(std::regex_search(access, std::regex("\"sop_instance_uids_sha256\":\"[0-9a-f]{64}\""))) << access;
+  EXPECT_EQ(access.find("1.2."), std::string::npos) << access;
+
+  const std::string t = dir_ + "/tampered";
+  std::filesystem::create_directories(t);
+  const std::string node = nodes_[0], state = f_.StateDb(), other = nodes_[1];
+
+  {  // Node: ε lowered in a charge.
+    const int64_t seq = SeqOf(node, "dp_charge", 2);
+    const std::string copy = TamperedCopy(node, t + "/edit-node.db",
+                                          absl::StrCat("UPDATE ledger SET body = json_set(body, '$.epsilon_after', 0.01) "
+                                                       "WHERE seq = ", seq));
+    ExpectNamed(Verify(f_, {copy, other}, state, "edit-node"), copy, seq, "dp_charge", "it was edited");
+  }
+  {  // Node: a data access deleted.
+    const int64_t seq = SeqOf(node, "data_access", 2);
+    const std::string copy = TamperedCopy(node, t + "/delete-node.db", absl::StrCat("DELETE FROM ledger WHERE seq = ", seq));
+    ExpectNamed(Verify(f_, {copy, other}, state, "delete-node"), copy, seq, "",
+                absl::StrCat("jumps from ", seq - 1, " to ", seq + 1, ": 1 entry deleted"));
+  }
+  {  // Node: an update_sent inserted, signed by another site's valid key.
+    const int64_t seq = SeqOf(node, "round_joined", 2);
+    const std::string copy =
+        InsertedCopy(node, t + "/insert-node.db", seq, "update_sent",
+                     "{\"round\":2,\"update_sha256\":\"" + std::string(64, 'e') + "\"}",
+                     dir_ + "/kits/" + f_.sites[1] + "/site.key");
+    ExpectNamed(Verify(f_, {copy, other}, state, "insert-node"), copy, seq + 1, "update_sent",
+                "signature does not verify");
+  }
+  {  // Node: two entries swapped.
+    const int64_t a = SeqOf(node, "update_sent", 1), b = SeqOf(node, "model_received", 2);
+    const std::string copy = SwappedCopy(node, t + "/reorder-node.db", a, b);
+    ExpectNamed(Verify(f_, {copy, other}, state, "reorder-node"), copy, std::min(a, b), "",
+                "does not link to the entry before it");
+  }
+  {  // Node: its last round cut off the end. The chain alone still holds;
+     // the head the coordinator recorded with the last update does not.
+    const int64_t seq = SeqOf(node, "update_sent", -1);
+    const std::string copy =
+        TamperedCopy(node, t + "/truncate-node.db", absl::StrCat("DELETE FROM ledger WHERE seq >= ", seq));
+    const Verdict v = Verify(f_, {copy, other}, state, "truncate-node");
+    EXPECT_EQ(v.exit_code, 1) << v.output;
+    EXPECT_NE(v.output.find(absl::StrCat(copy, ": the coordinator recorded this ledger's head at seq ", seq)),
+              std::string::npos)
+        << v.output;
+    EXPECT_NE(v.output.find("entries were cut off its end"), std::string::npos) << v.output;
+    EXPECT_NE(v.output.find("does not record as sent"), std::string::npos) << v.output;
+  }
+  {  // Coordinator: an aggregate's inputs edited.
+    const int64_t seq = SeqOf(state, "aggregate", 2);
+    const std::string copy = TamperedCopy(
+        state, t + "/edit-state.db",
+        absl::StrCat("UPDATE ledger SET body = replace(body, '", f_.sites[1], "', 'site-z') WHERE seq = ", seq));
+    ExpectNamed(Verify(f_, nodes_, copy, "edit-state"), copy, seq, "aggregate", "it was edited");
+  }
+  {  // Coordinator: a round's opening deleted.
+    const int64_t seq = SeqOf(state, "round_opened", 2);
+    const std::string copy =
+        TamperedCopy(state, t + "/delete-state.db", absl::StrCat("DELETE FROM ledger WHERE seq = ", seq));
+    ExpectNamed(Verify(f_, nodes_, copy, "delete-state"), copy, seq, "", "1 entry deleted");
+  }
+  {  // Coordinator: a model publication inserted, signed by a site's key.
+    const int64_t seq = SeqOf(state, "model_published", 2);
+    const std::string copy =
+        InsertedCopy(state, t + "/insert-state.db", seq, "model_published",
+                     "{\"round\":9,\"sha256\":\"" + std::string(64, 'f') + "\"}",
+                     dir_ + "/kits/" + f_.sites[0] + "/site.key");
+    ExpectNamed(Verify(f_, nodes_, copy, "insert-state"), copy, seq + 1, "model_published",
+                "signature does not verify");
+  }
+  {  // Coordinator: two entries swapped.
+    const int64_t a = SeqOf(state, "round_opened", 2), b = SeqOf(state, "round_closed", 2);
+    const std::string copy = SwappedCopy(state, t + "/reorder-state.db", a, b);
+    ExpectNamed(Verify(f_, nodes_, copy, "reorder-state"), copy, a, "round_closed",
+                "does not link to the entry before it");
+  }
+  {  // Coordinator: the last round cut off. Its chain still holds; the sites'
+     // ledgers, which record the model they received and the accepted
+     // update, no longer match it.
+    const int64_t seq = SeqOf(state, "round_opened", -1);
+    const std::string copy =
+        TamperedCopy(state, t + "/truncate-state.db", absl::StrCat("DELETE FROM ledger WHERE seq >= ", seq));
+    const Verdict v = Verify(f_, nodes_, copy, "truncate-state");
+    EXPECT_EQ(v.exit_code, 1) << v.output;
+    EXPECT_NE(v.output.find("but the coordinator's ledger does not record accepting it"), std::string::npos)
+        << v.output;
+  }
+  {  // A ledger verified against another federation's CA: no writer is trusted.
+    auto ca = crypto::CertificateAuthority::Create("another federation", 30);
+    ASSERT_TRUE(ca.ok());
+    WriteText(t + "/other-ca.pem", (*ca)->certificate_pem());
+    const std::string log = t + "/other-ca.log";
+    EXPECT_EQ(RunCommand({FedradBin(), "audit", "verify", "--ca", t + "/other-ca.pem", "--node", node}, log), 1);
+    EXPECT_NE(ReadText(log).find("was not issued by the federation's CA"), std::string::npos) << ReadText(log);
+  }
+}
+
+TEST_F(AuditTest, TheReportRendersInChromiumWithTheChartDrawnAndTheLedgersNumbers) {
+  const std::string html = dir_ + "/report.html", json = dir_ + "/report.json";
+  const std::string log = dir_ + "/report.log";
+  ASSERT_EQ(RunCommand({FedradBin(), "audit", "report", "--ca", f_.dir + "/kits/ca/ca.pem", "--node", nodes_[0],
+                        "--node", nodes_[1], "--coordinator", f_.StateDb(), "--out", html, "--json", json},
+                       log),
+            0)
+      << ReadText(log);
+  const std::string dom_log = dir_ + "/dom.log";
+  // --dump-dom prints the document after its scripts ran.
+  const std::vector<std::string> chromium = {"/usr/bin/chromium", "--headless", "--no-sandbox", "--disable-gpu",
+                                             "--hide-scrollbars", "--window-size=1280,2400"};
+  std::vector<std::string> dump = chromium;
+  dump.push_back("--dump-dom");
+  dump.push_back("file://" + html);
+  ASSERT_EQ(RunCommand(dump, dom_log), 0) << ReadText(dom_log);
+  const std::string dom = ReadText(dom_log);
+  EXPECT_NE(dom.find("data-chart=\"drawn\""), std::string::npos) << "the chart script did not run";
+  EXPECT_NE(dom.find("id=\"verdict\" class=\"pass\""), std::string::npos);
+  for (const std::string& site : f_.sites) {
+    // The line's last point and the summary are the ledger's final ε.
+    const double epsilon = AsDouble(QueryDb(f_.NodeDb(site), "SELECT MAX(epsilon_after) FROM privacy_ledger")[0][0]);
+    ASSERT_GT(epsilon, 0);
+    std::smatch m;
+    const std::regex line("<polyline[^>]*data-site=\"" + site + "\" data-points=\"(\\d+)\" data-last=\"([0-9.e+-]+)\"");
+    ASSERT_TRUE(std::regex_search(dom, m, line)) << site << "\n" << dom.substr(0, 4000);
+    EXPECT_EQ(m[1], "3");  // three rounds
+    EXPECT_NEAR(std::stod(m[2]), epsilon, 1e-9 * epsilon);
+    const std::regex summary("<section class=\"site\" data-site=\"" + site +
+                             "\">[\\s\\S]*?data-key=\"epsilon_spent\">([0-9.e+-]+)<");
+    ASSERT_TRUE(std::regex_search(dom, m, summary)) << site;
+    EXPECT_EQ(m[1], absl::StrFormat("%.6g", epsilon));
+    // Every update the site sent is listed with its hash.
+    for (const SqlRow& r : QueryDb(f_.NodeDb(site), "SELECT update_sha256 FROM updates_sent")) {
+      EXPECT_NE(dom.find(AsText(r[0])), std::string::npos) << site;
+    }
+  }
+  // A screenshot, kept as the test's artefact: the lines are painted in
+  // their colours (the first site's blue, the second's red).
+  const std::string artefacts = std::string(FEDRAD_ARTEFACT_DIR);
+  std::filesystem::create_directories(artefacts);
+  const std::string png = artefacts + "/audit-report.png";
+  std::filesystem::remove(png);
+  std::vector<std::string> shot = chromium;
+  shot.push_back("--screenshot=" + png);
+  shot.push_back("file://" + html);
+  ASSERT_EQ(RunCommand(shot, dir_ + "/shot.log"), 0) << ReadText(dir_ + "/shot.log");
+  cv::Mat image = cv::imread(png, cv::IMREAD_COLOR);
+  ASSERT_FALSE(image.empty()) << png;
+  auto count = [&](int r, int g, int b) {
+    cv::Mat mask;
+    cv::inRange(image, cv::Scalar(b - 12, g - 12, r - 12), cv::Scalar(b + 12, g + 12, r + 12), mask);
+    return cv::countNonZero(mask);
+  };
+  EXPECT_GT(count(0x1f, 0x77, 0xb4), 200) << "no blue line in " << png;
+  EXPECT_GT(count(0xd6, 0x27, 0x28), 200) << "no red line in " << png;
+  // The JSON holds the same facts.
+  const std::string facts = ReadText(json);
+  EXPECT_NE(facts.find("\"status\": \"pass\""), std::string::npos);
+  EXPECT_NE(facts.find("\"epsilon_by_round\""), std::string::npos);
+}
+
+}  // namespace
+}  // namespace fedrad::testing

@@ -1,0 +1,223 @@
+#include "tools/audit.h"
+
+#include <algorithm>
+#include <set>
+#include <tuple>
+
+#include <nlohmann/json.hpp>
+
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
+#include "absl/strings/str_join.h"
+#include "common/sqlite.h"
+
+namespace fedrad::tools {
+namespace {
+
+using nlohmann::json;
+
+// An entry's body; an object, or null if it is not one (reported once by
+// the cross-checks that need it).
+json Body(const LedgerEntry& e) {
+  json j = json::parse(e.body, nullptr, false);
+  return j.is_object() ? j : json();
+}
+
+int64_t Int(const json& j, const char* key) {
+  if (!j.is_object() || !j.contains(key) || !j[key].is_number()) return -1;
+  return j[key].get<int64_t>();
+}
+
+
+std::string Text(const json& j, const char* key) {
+  if (!j.is_object() || !j.contains(key) || !j[key].is_string()) return "";
+  return j[key].get<std::string>();
+}
+
+absl::StatusOr<AuditedLedger> ReadAudited(const std::string& path, const std::string& role, const std::string& ca_pem) {
+  absl::StatusOr<std::unique_ptr<Database>> db = Database::OpenReadOnly(path);
+  if (!db.ok()) return db.status();
+  absl::StatusOr<std::vector<SqlRow>> has =
+      (*db)->Query("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'ledger'");
+  if (!has.ok()) return has.status();
+  if (has->empty()) {
+    return absl::FailedPreconditionError(absl::StrCat(
+        path, " has no audit ledger: it is not a fedrad ", role == "node" ? "node.db" : "state.db",
+        ", or comes from a version before ledgers"));
+  }
+  absl::StatusOr<std::vector<LedgerEntry>> entries = ReadLedger(**db);
+  if (!entries.ok()) return entries.status();
+  AuditedLedger out;
+  out.path = path;
+  out.role = role;
+  LedgerVerification v = VerifyLedger(*entries, ca_pem);
+  out.writer = v.writer;
+  out.problems = std::move(v.problems);
+  out.entries = std::move(*entries);
+  return out;
+}
+
+std::string Where(const AuditedLedger& l, const LedgerEntry& e, int64_t position) {
+  return absl::StrCat(l.path, ": entry ", position, " (seq ", e.seq, ", ", e.kind, ")");
+}
+
+struct NodeIndex {
+  const AuditedLedger* ledger = nullptr;
+  std::set<std::pair<int64_t, std::string>> sent;  // (round, update sha256)
+  std::map<std::pair<int64_t, int64_t>, std::string> sent_by_attempt;  // (round, attempt) -> sha256
+};
+
+void CrossCheck(AuditVerification& v) {
+  const AuditedLedger* coordinator = nullptr;
+  std::map<std::string, NodeIndex> nodes;  // by site
+  for (const AuditedLedger& l : v.ledgers) {
+    if (l.role == "coordinator") {
+      coordinator = &l;
+      continue;
+    }
+    if (l.writer.empty()) continue;  // its certificate did not verify: nothing to pin it to
+    if (nodes.count(l.writer)) {
+      v.problems.push_back(absl::StrCat(l.path, ": a second ledger of site '", l.writer, "' (the first is ",
+                                        nodes[l.writer].ledger->path, ")"));
+      continue;
+    }
+    NodeIndex& n = nodes[l.writer];
+    n.ledger = &l;
+    for (const LedgerEntry& e : l.entries) {
+      if (e.kind != "update_sent") continue;
+      const json b = Body(e);
+      n.sent.insert({Int(b, "round"), Text(b, "update_sha256")});
+      n.sent_by_attempt[{Int(b, "round"), Int(b, "attempt")}] = Text(b, "update_sha256");
+    }
+  }
+  if (coordinator == nullptr) {
+    v.notes.push_back("no coordinator ledger given: updates and models were not cross-checked");
+    return;
+  }
+  std::set<std::string> published;
+  std::set<std::tuple<int64_t, int64_t, std::string, std::string>> accepted;  // round, attempt, site, sha
+  std::map<std::string, int> unchecked;  // aggregated updates of sites whose ledger was not given
+  for (size_t i = 0; i < coordinator->entries.size(); ++i) {
+    const LedgerEntry& e = coordinator->entries[i];
+    const json b = Body(e);
+    const std::string where = Where(*coordinator, e, static_cast<int64_t>(i) + 1);
+    if (e.kind == "model_published") {
+      published.insert(Text(b, "sha256"));
+    } else if (e.kind == "aggregate") {
+      if (!b.contains("updates") || !b["updates"].is_array()) {
+        v.problems.push_back(absl::StrCat(where, ": names no updates"));
+        continue;
+      }
+      for (const json& u : b["updates"]) {
+        const std::string site = Text(u, "site");
+        const std::string sha = Text(u, "update_sha256");
+        auto n = nodes.find(site);
+        if (n == nodes.end()) {
+          ++unchecked[site];
+          continue;
+        }
+        if (n->second.sent.count({Int(b, "round"), sha})) {
+          ++v.updates_cross_checked;
+        } else {
+          v.problems.push_back(absl::StrCat(where, ": the round ", Int(b, "round"), " aggregate includes an update of ",
+                                            site, " (sha256 ", sha.substr(0, 12), ") that ", site,
+                                            "'s ledger does not record as sent"));
+        }
+      }
+    } else if (e.kind == "update_accepted") {
+      const std::string site = Text(b, "site");
+      accepted.insert({Int(b, "round"), Int(b, "attempt"), site, Text(b, "update_sha256")});
+      auto n = nodes.find(site);
+      const int64_t seq = Int(b, "node_ledger_seq");
+      if (n == nodes.end() || seq <= 0) continue;
+      const std::vector<LedgerEntry>& theirs = n->second.ledger->entries;
+      auto at = std::find_if(theirs.begin(), theirs.end(), [&](const LedgerEntry& x) { return x.seq == seq; });
+      if (at == theirs.end()) {
+        v.problems.push_back(absl::StrCat(
+            n->second.ledger->path, ": the coordinator recorded this ledger's head at seq ", seq, " with the round ",
+            Int(b, "round"), " update (", where, "), but the ledger ends at seq ",
+            theirs.empty() ? 0 : theirs.back().seq, ": entries were cut off its end"));
+      } else if (at->sha256 != Text(b, "node_ledger_sha256") || at->kind != "update_sent" ||
+                 Text(Body(*at), "update_sha256") != Text(b, "update_sha256")) {
+        v.problems.push_back(absl::StrCat(
+            Where(*n->second.ledger, *at, at - theirs.begin() + 1),
+            ": is not the entry the coordinator recorded as this site's ledger head with its round ", Int(b, "round"),
+            " update (", where, "): the ledger was rewritten"));
+      }
+    }
+  }
+  for (const auto& [site, count] : unchecked) {
+    v.notes.push_back(absl::StrCat(count, " aggregated update(s) of ", site, " not cross-checked: ", site,
+                                   "'s ledger was not given"));
+  }
+  for (const auto& [site, n] : nodes) {
+    const AuditedLedger& l = *n.ledger;
+    for (size_t i = 0; i < l.entries.size(); ++i) {
+      const LedgerEntry& e = l.entries[i];
+      const json b = Body(e);
+      const std::string where = Where(l, e, static_cast<int64_t>(i) + 1);
+      std::string model;
+      if (e.kind == "round_joined") model = Text(b, "model_sha256");
+      if (e.kind == "model_received") model = Text(b, "sha256");
+      if (!model.empty()) {
+        if (published.count(model)) {
+          ++v.models_cross_checked;
+        } else {
+          v.problems.push_back(absl::StrCat(where, ": ", site, " used model ", model.substr(0, 12), " in round ",
+                                            Int(b, "round"), ", which the coordinator's ledger does not record as "
+                                            "published"));
+        }
+      }
+      if (e.kind == "update_outcome" && Text(b, "outcome") == "accepted") {
+        auto sent = n.sent_by_attempt.find({Int(b, "round"), Int(b, "attempt")});
+        const std::string sha = sent == n.sent_by_attempt.end() ? "" : sent->second;
+        if (!accepted.count({Int(b, "round"), Int(b, "attempt"), site, sha})) {
+          v.problems.push_back(absl::StrCat(where, ": ", site, " records its round ", Int(b, "round"),
+                                            " update as accepted, but the coordinator's ledger does not record "
+                                            "accepting it: entries were removed from the coordinator's ledger"));
+        }
+      }
+    }
+  }
+}
+
+}  // namespace
+
+absl::StatusOr<AuditVerification> VerifyAudit(const std::vector<std::string>& node_dbs,
+                                              const std::string& coordinator_db, const std::string& ca_pem) {
+  AuditVerification v;
+  for (const std::string& path : node_dbs) {
+    absl::StatusOr<AuditedLedger> l = ReadAudited(path, "node", ca_pem);
+    if (!l.ok()) return l.status();
+    v.ledgers.push_back(std::move(*l));
+  }
+  if (!coordinator_db.empty()) {
+    absl::StatusOr<AuditedLedger> l = ReadAudited(coordinator_db, "coordinator", ca_pem);
+    if (!l.ok()) return l.status();
+    v.ledgers.push_back(std::move(*l));
+  }
+  for (const AuditedLedger& l : v.ledgers) {
+    for (const LedgerProblem& p : l.problems) v.problems.push_back(absl::StrCat(l.path, ": ", p.ToString()));
+    if (l.entries.empty()) v.notes.push_back(absl::StrCat(l.path, ": the ledger is empty"));
+  }
+  CrossCheck(v);
+  return v;
+}
+
+std::string FormatVerification(const AuditVerification& v) {
+  std::string out;
+  for (const AuditedLedger& l : v.ledgers) {
+    absl::StrAppend(&out, l.problems.empty() ? "intact  " : "BROKEN  ", l.role, " ledger ", l.path, " (",
+                    l.writer.empty() ? "writer unknown" : l.writer, "): ", l.entries.size(), " entries",
+                    l.problems.empty() ? "" : absl::StrCat(", ", l.problems.size(), " problem(s)"), "\n");
+  }
+  absl::StrAppend(&out, "cross-checked: ", v.updates_cross_checked, " aggregated update(s) found in their site's "
+                  "ledger, ", v.models_cross_checked, " model use(s) found published\n");
+  for (const std::string& p : v.problems) absl::StrAppend(&out, "problem: ", p, "\n");
+  for (const std::string& n : v.notes) absl::StrAppend(&out, "note: ", n, "\n");
+  absl::StrAppend(&out, v.ok() ? "PASS: every ledger is intact and consistent with the others\n"
+                               : absl::StrCat("FAIL: ", v.problems.size(), " problem(s)\n"));
+  return out;
+}
+
+}  // namespace fedrad::tools

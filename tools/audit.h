@@ -1,0 +1,66 @@
+#ifndef FEDRAD_TOOLS_AUDIT_H_
+#define FEDRAD_TOOLS_AUDIT_H_
+
+// `fedrad audit verify` and `fedrad audit report`: what a privacy officer
+// checks after the fact, from the ledgers alone (common/ledger.h) and the
+// federation's CA — without trusting the coordinator or the node software.
+
+#include <cstdint>
+#include <map>
+#include <string>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "common/ledger.h"
+
+namespace fedrad::tools {
+
+struct AuditedLedger {
+  std::string path;
+  std::string role;    // "node" or "coordinator"
+  std::string writer;  // the site or coordinator its certificate names
+  std::vector<LedgerEntry> entries;
+  std::vector<LedgerProblem> problems;  // of the chain and signatures
+};
+
+struct AuditVerification {
+  std::vector<AuditedLedger> ledgers;
+  // Every problem, one line each, naming the file, the entry's position
+  // and kind: chain and signature problems first, then cross-checks.
+  std::vector<std::string> problems;
+  // Checks that could not be made (a site's ledger was not given, ...).
+  std::vector<std::string> notes;
+  int updates_cross_checked = 0;  // aggregated updates found in their site's ledger
+  int models_cross_checked = 0;   // models a site used, found published
+  bool ok() const { return problems.empty(); }
+};
+
+// Reads each ledger (read-only), verifies its chain and signatures against
+// `ca_pem`, and cross-checks node ledgers against the coordinator's:
+//  - every update the coordinator aggregated from a site is one that site's
+//    ledger records as sent (same round and SHA-256);
+//  - the node-ledger head the coordinator recorded with each accepted update
+//    is in that ledger (so a node ledger cut short or rewritten is found);
+//  - every model a site joined a round with or received is one the
+//    coordinator published;
+//  - every update a site records as accepted is one the coordinator's
+//    ledger records as accepted (so a coordinator ledger cut short is found).
+// Errors only for files that cannot be read at all.
+absl::StatusOr<AuditVerification> VerifyAudit(const std::vector<std::string>& node_dbs,
+                                              const std::string& coordinator_db, const std::string& ca_pem);
+
+// The human-readable verdict: one line per ledger, then problems and notes.
+std::string FormatVerification(const AuditVerification& v);
+
+// The report's facts (also written as JSON): per site, its DP parameters
+// and ε after each round, budget, data accesses, updates sent, models
+// received; for the federation, the coordinator's rounds and aggregates.
+std::string AuditReportJson(const AuditVerification& v);
+
+// A self-contained HTML page (no external resources) of the same facts,
+// with a chart of ε spent per site over rounds.
+std::string AuditReportHtml(const AuditVerification& v);
+
+}  // namespace fedrad::tools
+
+#endif  // FEDRAD_TOOLS_AUDIT_H_
