@@ -16,7 +16,8 @@ std::vector<int64_t> PoissonSample(int64_t num_units, double q, crypto::SecureRa
 
 absl::StatusOr<DpStepStats> NoisyClippedGradient(GradSampler& sampler, torch::nn::Module& model,
                                                  const at::Tensor& unit_of_sample, int64_t num_units,
-                                                 const DpSgdSettings& s, crypto::SecureRandom& rng) {
+                                                 const DpSgdSettings& s, crypto::SecureRandom& rng,
+                                                 CanarySteps* canaries) {
   if (!(s.clip_norm > 0) || !(s.noise_multiplier >= 0) || !(s.expected_batch > 0)) {
     return absl::InvalidArgumentError("DP-SGD needs clip_norm > 0, noise_multiplier >= 0, expected_batch > 0");
   }
@@ -32,19 +33,42 @@ absl::StatusOr<DpStepStats> NoisyClippedGradient(GradSampler& sampler, torch::nn
   const double noise_std = s.noise_multiplier * s.clip_norm;
   std::vector<double> noise;
   size_t p = 0;
+  int64_t offset = 0;  // of this parameter in the flattened trainable parameters
   for (const auto& item : model.named_parameters(true)) {
     torch::Tensor param = item.value();
     if (!param.requires_grad()) continue;
     const torch::Tensor& sum = clipped->sums[p++];
-    noise.resize(static_cast<size_t>(sum.numel()));
+    const int64_t size = sum.numel();
+    torch::Tensor data_sum = sum.to(torch::kFloat64).contiguous();
+    torch::Tensor released = data_sum.clone();
+    if (canaries) {
+      double* r = released.data_ptr<double>();
+      for (int64_t i : canaries->sampled) {
+        const int64_t c = canaries->coordinates[i] - offset;
+        if (c >= 0 && c < size) r[c] += canaries->signs[i] * s.clip_norm;
+      }
+    }
+    noise.resize(static_cast<size_t>(size));
     rng.Gaussian(noise.data(), noise.size(), noise_std);
-    torch::Tensor n = torch::from_blob(noise.data(), sum.sizes(), torch::kFloat64);
-    torch::Tensor grad = ((sum.to(torch::kFloat64) + n) / s.expected_batch).to(param.dtype());
+    released += torch::from_blob(noise.data(), sum.sizes(), torch::kFloat64);
+    torch::Tensor grad = (released / s.expected_batch).to(param.dtype());
+    if (canaries) {
+      // What the auditor reads: the gradient as written, times the divisor,
+      // less the data's part.
+      const torch::Tensor seen = grad.to(torch::kFloat64).contiguous().view(-1) * s.expected_batch;
+      const double* g = seen.data_ptr<double>();
+      const double* d = data_sum.view(-1).data_ptr<double>();
+      for (size_t i = 0; i < canaries->coordinates.size(); ++i) {
+        const int64_t c = canaries->coordinates[i] - offset;
+        if (c >= 0 && c < size) canaries->scores[i] += canaries->signs[i] * (g[c] - d[c]);
+      }
+    }
     if (param.grad().defined()) {
       param.mutable_grad().copy_(grad);
     } else {
       param.mutable_grad() = grad;
     }
+    offset += size;
   }
   return stats;
 }

@@ -30,15 +30,32 @@ struct DpStepStats {
   double clipped_fraction = 0;  // units whose norm exceeded C
 };
 
+// Audits only (`fedrad audit empirical`): Dirac gradient canaries, the
+// white-box canaries of Steinke, Nasr and Jagielski (2023). Canary i is a
+// privacy unit of its own whose gradient is sign_i · C at one coordinate
+// (an index into the trainable parameters, flattened in order) and zero
+// elsewhere. The auditor sees each step's released noisy sum and knows the
+// data's clipped sum (DP protects against an adversary who knows every other
+// record), so each canary's score gains sign_i · (released − data sum) at
+// its coordinate: C for each step it joined, plus the noise there.
+struct CanarySteps {
+  std::vector<int64_t> coordinates;  // distinct
+  std::vector<double> signs;         // +1 or -1
+  std::vector<double> scores;        // accumulated over the steps
+  std::vector<int64_t> sampled;      // this step's canaries (indices into the above)
+};
+
 // The DP-SGD gradient of one step, after a forward and backward pass with
 // `sampler` installed: `unit_of_sample` [B] says which of the step's
-// `num_units` units each sample belongs to; a unit's gradient (the sum of its
+// `num_units` units each sample belongs to (canaries, if any, are units
+// beyond these); a unit's gradient (the sum of its
 // samples') is clipped to C, the clipped gradients are added, Gaussian noise
 // N(0, σ²C²) from `rng` is added to every coordinate, and the result is
 // divided by expected_batch. Written into each parameter's .grad.
 absl::StatusOr<DpStepStats> NoisyClippedGradient(GradSampler& sampler, torch::nn::Module& model,
                                                  const at::Tensor& unit_of_sample, int64_t num_units,
-                                                 const DpSgdSettings& settings, crypto::SecureRandom& rng);
+                                                 const DpSgdSettings& settings, crypto::SecureRandom& rng,
+                                                 CanarySteps* canaries = nullptr);
 
 }  // namespace fedrad::node
 

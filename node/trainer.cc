@@ -88,6 +88,20 @@ absl::StatusOr<TrainingOutcome> TrainPrivately(ClassifierImpl& model, const Mode
     for (int64_t i = 0; i < train.count(); ++i) unit_images.push_back({i});
   }
   const int64_t num_units = static_cast<int64_t>(unit_images.size());
+  // Canaries in the training set are units too: the divisor counts them.
+  std::optional<CanarySteps> canaries;
+  int64_t canaries_in = 0;
+  if (dp.canaries) {
+    const GradientCanaries& c = *dp.canaries;
+    const int64_t parameters = static_cast<int64_t>(global.values.size());
+    if (c.signs.size() != c.coordinates.size() || c.included.size() != c.coordinates.size() ||
+        std::any_of(c.coordinates.begin(), c.coordinates.end(),
+                    [&](int64_t x) { return x < 0 || x >= parameters; })) {
+      return absl::InvalidArgumentError("canaries need one sign, inclusion and in-range coordinate each");
+    }
+    canaries = CanarySteps{c.coordinates, c.signs, std::vector<double>(c.coordinates.size(), 0.0), {}};
+    canaries_in = std::count(c.included.begin(), c.included.end(), true);
+  }
   std::unique_ptr<crypto::SecureRandom> rng;
   if (dp.test_seed != 0) {
     rng = crypto::SecureRandom::ForTesting(dp.test_seed);
@@ -103,7 +117,8 @@ absl::StatusOr<TrainingOutcome> TrainPrivately(ClassifierImpl& model, const Mode
   model.set_tap(&sampler);
   const torch::Tensor images = ImagesTensor(train);
   const torch::Tensor labels = LabelsTensor(train);
-  const DpSgdSettings step{dp.clip_norm, dp.noise_multiplier, dp.sampling_rate * static_cast<double>(num_units)};
+  const DpSgdSettings step{dp.clip_norm, dp.noise_multiplier,
+                           dp.sampling_rate * static_cast<double>(num_units + canaries_in)};
   TrainingOutcome out;
   double loss_sum = 0, norm_sum = 0;
   int64_t seen = 0, norm_steps = 0;
@@ -112,6 +127,14 @@ absl::StatusOr<TrainingOutcome> TrainPrivately(ClassifierImpl& model, const Mode
       spdlog::info("DP-SGD step {}/{} ({:.0f}%)", t + 1, dp.steps, 100.0 * (t + 1) / dp.steps);
     }
     const std::vector<int64_t> sampled = PoissonSample(num_units, dp.sampling_rate, *rng);
+    if (canaries) {
+      canaries->sampled.clear();
+      for (size_t i = 0; i < canaries->coordinates.size(); ++i) {
+        if (dp.canaries->included[i] && rng->Bernoulli(dp.sampling_rate)) {
+          canaries->sampled.push_back(static_cast<int64_t>(i));
+        }
+      }
+    }
     std::vector<int64_t> rows, unit_of_row;
     for (size_t k = 0; k < sampled.size(); ++k) {
       for (int64_t i : unit_images[sampled[k]]) {
@@ -131,7 +154,8 @@ absl::StatusOr<TrainingOutcome> TrainPrivately(ClassifierImpl& model, const Mode
       seen += static_cast<int64_t>(rows.size());
     }
     absl::StatusOr<DpStepStats> stats = NoisyClippedGradient(
-        sampler, model, torch::tensor(unit_of_row, torch::kInt64), static_cast<int64_t>(sampled.size()), step, *rng);
+        sampler, model, torch::tensor(unit_of_row, torch::kInt64), static_cast<int64_t>(sampled.size()), step, *rng,
+        canaries ? &*canaries : nullptr);
     if (!stats.ok()) {
       model.set_tap(nullptr);
       return stats.status();
@@ -150,6 +174,7 @@ absl::StatusOr<TrainingOutcome> TrainPrivately(ClassifierImpl& model, const Mode
   out.dp_steps = dp.steps;
   out.dp_units = num_units;
   out.dp_mean_norm = norm_steps > 0 ? norm_sum / static_cast<double>(norm_steps) : 0;
+  if (canaries) out.canary_scores = std::move(canaries->scores);
   return out;
 }
 

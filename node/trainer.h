@@ -2,6 +2,7 @@
 #define FEDRAD_NODE_TRAINER_H_
 
 #include <cstdint>
+#include <memory>
 #include <optional>
 #include <vector>
 
@@ -17,6 +18,15 @@ namespace fedrad::node {
 // (patients by default, images if configured), each unit's gradient clipped
 // to clip_norm, Gaussian noise N(0, σ²C²) added, divided by the expected
 // batch (sampling_rate × units).
+// Audits only (`fedrad audit empirical`): Dirac gradient canaries, each a
+// privacy unit of its own whose gradient is signs[i] · C at coordinates[i]
+// of the flattened parameters (manifest order); see node/dp_sgd.h.
+struct GradientCanaries {
+  std::vector<int64_t> coordinates;  // distinct, below the model's parameter count
+  std::vector<double> signs;         // +1 or -1
+  std::vector<bool> included;        // in the training set, sampled like every other unit
+};
+
 struct DpTrainingSettings {
   double noise_multiplier = 1.0;
   double clip_norm = 1.0;
@@ -25,6 +35,8 @@ struct DpTrainingSettings {
   bool patient_level = true;
   // Tests only: a fixed noise seed. 0 (always outside tests) seeds from the OS.
   uint64_t test_seed = 0;
+  // Audits only; null in training.
+  std::shared_ptr<const GradientCanaries> canaries;
 };
 
 struct LocalTrainingSettings {
@@ -45,6 +57,9 @@ struct TrainingOutcome {
   int64_t dp_steps = 0;    // steps taken under DP (each touched the data)
   int64_t dp_units = 0;    // privacy units the sampling rate applies to
   double dp_mean_norm = 0;  // mean unit gradient norm before clipping
+  // With canaries: each one's score, as the auditor reads it from the
+  // released gradients (higher: more likely in the training set).
+  std::vector<double> canary_scores;
 };
 
 // Starts from `global`, trains on `train` with SGD + momentum, and returns the

@@ -2,6 +2,9 @@
 
 #include <gtest/gtest.h>
 
+#include <cmath>
+#include <memory>
+
 #include "common/model_zoo.h"
 
 namespace fedrad::node {
@@ -89,6 +92,50 @@ TEST(TrainerTest, RefusesImagesOfTheWrongSize) {
   ASSERT_FALSE(out.ok());
   EXPECT_NE(out.status().message().find("16x16"), std::string::npos);
   EXPECT_FALSE(TrainLocally(spec, *global, ImageSet{}, LocalTrainingSettings{}).ok());
+}
+
+// Gradient canaries as the auditor reads them: at q = 1 every canary in the
+// set joins every step, so without noise its score is exactly C per step and
+// an absent canary's is 0; with noise, absent canaries' scores are the noise
+// alone, N(0, (σC)² · steps).
+TEST(TrainerTest, CanaryScoresAreTheirStepsTimesCPlusTheReleasedNoise) {
+  SetTorchThreads(1);
+  ModelSpec spec;
+  spec.input_size = 16;
+  auto global = InitialParameters(spec, 1);
+  ASSERT_TRUE(global.ok());
+  ImageSet train = ToySet(32, 16);
+  auto canaries = std::make_shared<GradientCanaries>();
+  for (int i = 0; i < 2000; ++i) {
+    canaries->coordinates.push_back(i * 3);
+    canaries->signs.push_back(i % 3 == 0 ? -1.0 : 1.0);
+    canaries->included.push_back(i % 2 == 0);
+  }
+  LocalTrainingSettings settings;
+  settings.learning_rate = 0.05;
+  settings.dp = DpTrainingSettings{0.0, 0.5, 1.0, 4, false, 11};
+  settings.dp->canaries = canaries;
+  auto quiet = TrainLocally(spec, *global, train, settings);
+  ASSERT_TRUE(quiet.ok()) << quiet.status();
+  ASSERT_EQ(quiet->canary_scores.size(), 2000u);
+  for (int i = 0; i < 2000; ++i) {
+    EXPECT_NEAR(quiet->canary_scores[i], i % 2 == 0 ? 4 * 0.5 : 0.0, 1e-4) << i;
+  }
+  settings.dp->noise_multiplier = 2.0;
+  auto noisy = TrainLocally(spec, *global, train, settings);
+  ASSERT_TRUE(noisy.ok());
+  double sum = 0, squares = 0;
+  for (int i = 1; i < 2000; i += 2) {
+    sum += noisy->canary_scores[i];
+    squares += noisy->canary_scores[i] * noisy->canary_scores[i];
+  }
+  const double mean = sum / 1000, sd = std::sqrt(squares / 1000 - mean * mean);
+  const double expected_sd = 2.0 * 0.5 * std::sqrt(4.0);  // σ C √steps
+  EXPECT_NEAR(mean, 0, 4 * expected_sd / std::sqrt(1000.0));
+  EXPECT_NEAR(sd, expected_sd, 0.1 * expected_sd);
+  // A coordinate outside the model is refused.
+  canaries->coordinates[0] = static_cast<int64_t>(global->values.size());
+  EXPECT_FALSE(TrainLocally(spec, *global, train, settings).ok());
 }
 
 }  // namespace

@@ -311,3 +311,51 @@ TEST_F(AuditTest, TheReportRendersInChromiumWithTheChartDrawnAndTheLedgersNumber
 
 }  // namespace
 }  // namespace fedrad::testing
+
+namespace fedrad::testing {
+namespace {
+
+// The empirical audit on a site's real DICOM data with its kit's [privacy]
+// (target epsilon 2.7): with DP, epsilon_lower stays within the accountant's
+// epsilon; with the noise switched off, the same canaries show a far larger
+// epsilon_lower and the verdict is that the guarantee does not hold.
+TEST(EmpiricalAuditTest, WithNoiseTheBoundHoldsWithoutNoiseTheAuditRefutesIt) {
+  const std::string dir = MakeWorkspace();
+  MiniFederation f = SetUpFederation(dir, {.sites = 1, .rounds = 1, .min_nodes = 1, .patients = 40, .images = 1});
+  ASSERT_FALSE(::testing::Test::HasFailure());
+  auto run = [&](bool noise, const std::string& name) {
+    std::vector<std::string> argv = {FedradBin(), "audit",  "empirical", "--config", f.NodeConfig(f.sites[0]),
+                                     "--size",    "32",     "--batch",   "16",       "--epochs",
+                                     "2",         "--json", dir + "/" + name + ".json"};
+    if (!noise) argv.push_back("--without-noise");
+    const int code = RunCommand(argv, dir + "/" + name + ".log", std::chrono::minutes(5));
+    return std::make_pair(code, ReadText(dir + "/" + name + ".log"));
+  };
+  auto number = [](const std::string& json, const std::string& key) {
+    std::smatch m;
+    EXPECT_TRUE(std::regex_search(json, m, std::regex("\"" + key + "\": ([0-9.e+-]+)"))) << key << "\n" << json;
+    return m.empty() ? -1.0 : std::stod(m[1]);
+  };
+
+  const auto [dp_code, dp_log] = run(true, "with-noise");
+  ASSERT_EQ(dp_code, 0) << dp_log;
+  const std::string dp_json = ReadText(dir + "/with-noise.json");
+  const double epsilon = number(dp_json, "epsilon");
+  EXPECT_NEAR(epsilon, 2.7, 1e-3);  // the kit's target, reached over this run
+  EXPECT_LE(number(dp_json, "epsilon_lower"), epsilon);
+  EXPECT_GT(number(dp_json, "noise_multiplier_used"), 0.5);
+  EXPECT_NE(dp_log.find("PASS"), std::string::npos) << dp_log;
+
+  const auto [open_code, open_log] = run(false, "without-noise");
+  EXPECT_EQ(open_code, 1) << open_log;
+  const std::string open_json = ReadText(dir + "/without-noise.json");
+  EXPECT_EQ(number(open_json, "noise_multiplier_used"), 0);
+  EXPECT_NEAR(number(open_json, "epsilon"), epsilon, 0.3);  // the same claim (the coin flips differ)
+  EXPECT_GT(number(open_json, "epsilon_lower"), 4.0) << open_log;
+  EXPECT_GT(number(open_json, "epsilon_lower"), 2 * number(dp_json, "epsilon_lower") + 1);
+  EXPECT_NE(open_log.find("FAIL: the guarantee does not hold"), std::string::npos) << open_log;
+  RemoveWorkspaceIfPassed(dir);
+}
+
+}  // namespace
+}  // namespace fedrad::testing

@@ -8,6 +8,8 @@
 #include <iostream>
 
 #include "common/files.h"
+#include "node/empirical_audit.h"
+#include "node/node_config.h"
 #include "tools/audit.h"
 #include "tools/import.h"
 #include "tools/partition.h"
@@ -117,7 +119,74 @@ int main(int argc, char** argv) {
   audit_report->add_option("--out", audit_html, "HTML report to write")->capture_default_str();
   audit_report->add_option("--json", audit_json, "Also write the report's facts as JSON here");
 
+  std::string empirical_config = "node.toml";
+  fedrad::node::EmpiricalAuditOptions emp;
+  emp.model.architecture = "ctnet";
+  emp.model.in_channels = 1;
+  emp.model.input_size = 64;
+  emp.model.num_classes = 0;
+  CLI::App* audit_empirical = audit->add_subcommand(
+      "empirical",
+      "Test the site's DP-SGD experimentally: train once on its data with its [privacy] settings plus gradient "
+      "canaries (each in with probability 1/2), and compute a lower bound on epsilon from the canaries' scores "
+      "(Steinke, Nasr, Jagielski 2023). Reads the data; sends nothing. Exit status 0 = epsilon_lower within the "
+      "accountant's epsilon, 1 = the guarantee does not hold");
+  audit_empirical->add_option("-c,--config", empirical_config, "The site's node.toml")
+      ->capture_default_str()
+      ->check(CLI::ExistingFile);
+  audit_empirical->add_option("--model", emp.model.architecture, "Architecture, as in the plan")->capture_default_str();
+  audit_empirical->add_option("--size", emp.model.input_size, "Model input size, as in the plan")
+      ->capture_default_str()
+      ->check(CLI::Range(8, 1024));
+  audit_empirical->add_option("--classes", emp.model.num_classes,
+                              "Classes (default: node.toml's class_names, else 2)");
+  audit_empirical->add_option("--batch", emp.batch_size, "Expected batch, as in the plan")
+      ->capture_default_str()
+      ->check(CLI::Range(1, 65536));
+  audit_empirical->add_option("--epochs", emp.local_epochs, "Local epochs per round, as in the plan")
+      ->capture_default_str()
+      ->check(CLI::PositiveNumber);
+  audit_empirical->add_option("--rounds", emp.rounds, "Rounds of training the run stands for")
+      ->capture_default_str()
+      ->check(CLI::Range(1, 10000));
+  audit_empirical->add_option("--lr", emp.learning_rate, "Learning rate")->capture_default_str();
+  audit_empirical->add_option("--canaries", emp.canaries, "Number of canaries m")
+      ->capture_default_str()
+      ->check(CLI::Range(2, 1000000));
+  audit_empirical->add_option("--significance", emp.significance,
+                              "1 - confidence of epsilon_lower (Bonferroni-corrected over thresholds)")
+      ->capture_default_str()
+      ->check(CLI::Range(1e-6, 0.49));
+  audit_empirical->add_flag("--without-noise", emp.without_noise,
+                            "Train with sigma = 0 while claiming the configured epsilon: shows what a broken "
+                            "guarantee looks like");
+  std::string empirical_json;
+  audit_empirical->add_option("--json", empirical_json, "Also write the result as JSON here");
+
   CLI11_PARSE(app, argc, argv);
+  if (*audit_empirical) {
+    fedrad::InitLogging("fedrad", verbose);
+    absl::StatusOr<fedrad::node::NodeConfig> config =
+        fedrad::node::LoadNodeConfig(empirical_config, fedrad::node::NodeConfigUse::kLocal);
+    if (!config.ok()) {
+      std::cerr << config.status().message() << "\n";
+      return 2;
+    }
+    absl::StatusOr<fedrad::node::EmpiricalAuditResult> r = fedrad::node::RunEmpiricalAudit(*config, emp);
+    if (!r.ok()) {
+      std::cerr << r.status().message() << "\n";
+      return 2;
+    }
+    std::cout << fedrad::node::FormatEmpiricalAudit(*r);
+    if (!empirical_json.empty()) {
+      absl::Status s = fedrad::WriteFileAtomically(empirical_json, fedrad::node::EmpiricalAuditJson(*r));
+      if (!s.ok()) {
+        std::cerr << s.message() << "\n";
+        return 2;
+      }
+    }
+    return r->guarantee_holds() ? 0 : 1;
+  }
   if (*audit_verify || *audit_report) {
     fedrad::InitLogging("fedrad", verbose);
     if (audit_nodes.empty() && audit_coordinator.empty()) {

@@ -1,0 +1,66 @@
+#ifndef FEDRAD_NODE_EMPIRICAL_AUDIT_H_
+#define FEDRAD_NODE_EMPIRICAL_AUDIT_H_
+
+// `fedrad audit empirical`: an experimental check of the site's DP-SGD
+// against its accountant. One training run on the site's data with its
+// [privacy] settings, plus m gradient canaries each included with
+// probability ½ (Steinke, Nasr, Jagielski 2023, white-box); the canaries'
+// scores give ε_lower, a lower bound on the ε the run can have, at a chosen
+// confidence. ε_lower above the accountant's ε means the implementation
+// does not deliver the guarantee it claims.
+
+#include <cstdint>
+#include <string>
+
+#include "absl/status/statusor.h"
+#include "common/plan.h"
+#include "common/privacy_audit.h"
+#include "node/node_config.h"
+
+namespace fedrad::node {
+
+struct EmpiricalAuditOptions {
+  ModelSpec model;           // num_classes 0: from node.toml's class_names, else 2
+  int64_t batch_size = 64;   // the plan's expected batch
+  double local_epochs = 3;   // the plan's local epochs per round
+  int rounds = 1;            // rounds of training the run stands for
+  double learning_rate = 0.25;
+  double momentum = 0.9;
+  int canaries = 5000;  // at most the model's parameter count (one coordinate each)
+  double significance = 0.05;  // ε_lower holds with probability 1 − significance
+  // Trains without noise (σ = 0) while the claim stays the configured σ's
+  // ε: the check that the audit can tell a broken guarantee.
+  bool without_noise = false;
+};
+
+struct EmpiricalAuditResult {
+  std::string unit;  // "patient" or "image"
+  int64_t data_units = 0;
+  int64_t canaries = 0;
+  int64_t canaries_in = 0;
+  double noise_multiplier = 0;  // σ the claim is computed for
+  double noise_used = 0;        // σ the run used (0 without noise)
+  double clip_norm = 0;
+  double sampling_rate = 0;
+  int64_t steps = 0;
+  double delta = 0;
+  double epsilon = 0;  // the accountant's, for σ, q, steps, δ
+  double significance = 0;
+  OneRunAudit audit;
+  // The largest ε_lower these canaries could show (every canary that was in
+  // guessed, and nothing else): a claim above it cannot be refuted by them.
+  double reach = 0;
+  bool guarantee_holds() const { return audit.epsilon_lower <= epsilon; }
+};
+
+absl::StatusOr<EmpiricalAuditResult> RunEmpiricalAudit(const NodeConfig& config,
+                                                        const EmpiricalAuditOptions& options);
+
+// The verdict for people: ε_lower next to ε, what was run, pass or fail.
+std::string FormatEmpiricalAudit(const EmpiricalAuditResult& r);
+// The same facts as a JSON object.
+std::string EmpiricalAuditJson(const EmpiricalAuditResult& r);
+
+}  // namespace fedrad::node
+
+#endif  // FEDRAD_NODE_EMPIRICAL_AUDIT_H_
