@@ -67,7 +67,13 @@ pids=()
 cat logs/coordinator.out
 final=$(awk '/^[0-9]+ /{acc=$NF} END{print acc}' logs/coordinator.out)
 echo
+echo "Privacy audit of the run (every ledger's chain and signatures, cross-checked):"
+"$bin/tools/fedrad" audit report --ca kits/ca/ca.pem --coordinator kits/coordinator/state/state.db \
+  --node kits/hospital-a/state/node.db --node kits/hospital-b/state/node.db --node kits/hospital-c/state/node.db \
+  --out audit-report.html --json audit-report.json | sed 's/^/   /'
+echo
 echo "Final global validation accuracy: $final"
 echo "Everything is in demo/: plan.toml, kits/ (CA, certificates, configs), data/ (DICOM),"
-echo "kits/coordinator/state/ (state.db, models/*.safetensors), kits/<site>/state/node.db, logs/."
+echo "kits/coordinator/state/ (state.db, models/*.safetensors), kits/<site>/state/node.db, logs/,"
+echo "audit-report.html (open it in a browser)."
 awk -v a="$final" 'BEGIN { exit !(a >= 0.8) }' || { echo "accuracy below 0.8"; exit 1; }

@@ -215,7 +215,6 @@ int main(int argc, char** argv) {
         return 2;
       }
       std::cout << "report written to " << audit_html << (audit_json.empty() ? "" : " and " + audit_json) << "\n";
-      return 0;
     }
     return v->ok() ? 0 : 1;
   }
