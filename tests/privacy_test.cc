@@ -103,7 +103,23 @@ TEST(PrivacyTest, NodesStopAtTheirBudgetAndTheCoordinatorRecordsEpsilon) {
     EXPECT_NE(report.find(absl::StrFormat("epsilon spent: %.4f", EpsilonAfter(2))), std::string::npos) << report;
     EXPECT_NE(report.find("rounds left like the last one at sigma 1: 0"), std::string::npos) << report;
     EXPECT_NE(report.find("dp-sgd"), std::string::npos) << report;
+
+    // The audit ledger holds the refusal of round 3, and both ledgers verify together.
+    std::vector<SqlRow> refused =
+        QueryDb(f.NodeDb(site), "SELECT body FROM ledger WHERE kind = 'budget_refused'");
+    ASSERT_EQ(refused.size(), 1u);
+    EXPECT_NE(AsText(refused[0][0]).find("\"round\":3"), std::string::npos) << AsText(refused[0][0]);
+    std::vector<SqlRow> declined =
+        QueryDb(f.StateDb(), absl::StrCat("SELECT body FROM ledger WHERE kind = 'update_declined' AND body LIKE '%\"",
+                                          site, "\"%'"));
+    EXPECT_EQ(declined.size(), 1u);
   }
+  const std::string audit = dir + "/audit.txt";
+  EXPECT_EQ(RunCommand({FedradBin(), "audit", "verify", "--ca", dir + "/kits/ca/ca.pem", "--coordinator", f.StateDb(),
+                        "--node", f.NodeDb(f.sites[0]), "--node", f.NodeDb(f.sites[1])},
+                       audit),
+            0)
+      << ReadText(audit);
 
   // A new run of the federation (fresh coordinator state) with each site's
   // budget exactly spent: the nodes decline without reading their data.
