@@ -47,6 +47,15 @@ absl::StatusOr<SitePrivacy> CheckPrivacyReport(const v1::PrivacyReport& r) {
                      static_cast<int64_t>(r.steps()), r.delta(), r.epsilon_spent(), r.epsilon_max()};
 }
 
+// A node's audit-ledger head as it reports it: both fields, or neither
+// (nodes from before the audit ledger).
+absl::Status CheckLedgerHead(uint64_t seq, const std::string& sha256) {
+  if (seq > (uint64_t{1} << 53) || (seq > 0) != crypto::IsSha256Hex(sha256) || (seq == 0 && !sha256.empty())) {
+    return absl::InvalidArgumentError("the node's ledger head (ledger_seq, ledger_sha256) is malformed");
+  }
+  return absl::OkStatus();
+}
+
 }  // namespace
 
 absl::StatusOr<std::unique_ptr<RoundDriver>> RoundDriver::Create(const CoordinatorConfig& config) {
@@ -675,11 +684,7 @@ absl::Status RoundDriver::CheckUpdateHeader(const v1::UpdateHeader& h, const std
                                                    wire_bytes, " in ", WireDtypeName(config_.plan.update_dtype)));
   }
   if (!crypto::IsSha256Hex(h.update_sha256())) return absl::InvalidArgumentError("update_sha256 is not a SHA-256");
-  // The node's ledger head (absent from nodes before the audit ledger).
-  if (h.ledger_seq() > (uint64_t{1} << 53) || (h.ledger_seq() > 0) != crypto::IsSha256Hex(h.ledger_sha256()) ||
-      (h.ledger_seq() == 0 && !h.ledger_sha256().empty())) {
-    return absl::InvalidArgumentError("the node's ledger head (ledger_seq, ledger_sha256) is malformed");
-  }
+  if (absl::Status head = CheckLedgerHead(h.ledger_seq(), h.ledger_sha256()); !head.ok()) return head;
   if (h.num_examples() < 1 || h.num_examples() > static_cast<uint64_t>(kMaxExamplesPerUpdate)) {
     return absl::InvalidArgumentError(absl::StrCat("num_examples ", h.num_examples(), " is out of range"));
   }
@@ -812,6 +817,9 @@ absl::Status RoundDriver::CheckEvaluation(const v1::Evaluation& e, SiteEvaluatio
   if (e.count() > static_cast<uint64_t>(kMaxExamplesPerUpdate)) {
     return absl::InvalidArgumentError("evaluation count out of range");
   }
+  if (absl::Status head = CheckLedgerHead(e.ledger_seq(), e.ledger_sha256()); !head.ok()) return head;
+  out->node_ledger_seq = e.ledger_seq();
+  out->node_ledger_sha256 = e.ledger_sha256();
   out->count = static_cast<int64_t>(e.count());
   out->suppressed = e.suppressed();
   if (e.suppressed()) {

@@ -338,6 +338,17 @@ absl::Status StateStore::RecordEvaluation(int round, const std::string& model_sh
       {int64_t{round}, e.site, int64_t{e.suppressed}, JoinCounts(e.confusion), Optional(e.roc_auc),
        e.suppressed ? SqlValue(nullptr) : SqlValue(e.ece)});
   if (!s.ok()) return s;
+  nlohmann::json body = {{"round", round},
+                         {"site", e.site},
+                         {"model_sha256", model_sha256},
+                         {"count", e.count},
+                         {"suppressed", e.suppressed}};
+  if (e.node_ledger_seq > 0) {
+    body["node_ledger_seq"] = e.node_ledger_seq;
+    body["node_ledger_sha256"] = e.node_ledger_sha256;
+  }
+  s = Log("evaluation_received", body.dump(), now_ms);
+  if (!s.ok()) return s;
   return tx->Commit();
 }
 

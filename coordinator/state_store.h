@@ -32,6 +32,10 @@ struct SiteEvaluation {
   std::vector<int64_t> confusion;  // classes^2, [true][predicted]
   std::optional<double> roc_auc;
   double ece = 0;
+  // The node's audit-ledger head it reported with the figures (0/"" if not);
+  // kept in the coordinator's ledger only.
+  uint64_t node_ledger_seq = 0;
+  std::string node_ledger_sha256;
 };
 
 // A round's federated evaluation: the reporting sites' figures combined.

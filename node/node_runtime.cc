@@ -546,9 +546,9 @@ absl::Status NodeRuntime::HandleEval(const v1::EvalTask& task) {
   }
   // Small-count suppression: below min_report cases, the count alone.
   const bool suppressed = e->count < plan_->min_report;
-  absl::Status s =
+  absl::StatusOr<LedgerEntry> recorded =
       store_->RecordEvaluation(round, task.model_sha256(), e->loss, e->accuracy, e->count, suppressed, NowMs());
-  if (!s.ok()) return s;
+  if (!recorded.ok()) return recorded.status();
   grpc::ClientContext ctx;
   ctx.set_deadline(Deadline(task.deadline_unix_ms()));
   v1::Evaluation msg;
@@ -557,6 +557,8 @@ absl::Status NodeRuntime::HandleEval(const v1::EvalTask& task) {
   msg.set_model_sha256(task.model_sha256());
   msg.set_count(static_cast<uint64_t>(e->count));
   msg.set_suppressed(suppressed);
+  msg.set_ledger_seq(static_cast<uint64_t>(recorded->seq));
+  msg.set_ledger_sha256(recorded->sha256);
   if (!suppressed) {
     absl::StatusOr<Metrics> m = ComputeMetrics(e->scores);
     if (!m.ok()) return m.status();
@@ -572,7 +574,7 @@ absl::Status NodeRuntime::HandleEval(const v1::EvalTask& task) {
     msg.set_ece(m->ece);
   }
   v1::SubmitReply reply;
-  s = FromGrpc(rpc_->stub->SubmitEvaluation(&ctx, msg, &reply), "evaluation");
+  absl::Status s = FromGrpc(rpc_->stub->SubmitEvaluation(&ctx, msg, &reply), "evaluation");
   if (!s.ok()) return s;
   if (suppressed) {
     spdlog::info("round {}: global model validation accuracy {:.3f}, loss {:.4f} on {} images (fewer than the "

@@ -152,8 +152,9 @@ absl::Status NodeStore::RecordBudgetRefusal(int round, int attempt, double epsil
   return Log("budget_refused", body.dump(), now_ms).status();
 }
 
-absl::Status NodeStore::RecordEvaluation(int round, const std::string& model_sha256, double loss, double accuracy,
-                                         int64_t count, bool suppressed, int64_t now_ms) {
+absl::StatusOr<LedgerEntry> NodeStore::RecordEvaluation(int round, const std::string& model_sha256, double loss,
+                                                        double accuracy, int64_t count, bool suppressed,
+                                                        int64_t now_ms) {
   absl::MutexLock lock(&mu_);
   absl::StatusOr<Database::Transaction> tx = db_->Begin();
   if (!tx.ok()) return tx.status();
@@ -163,9 +164,11 @@ absl::Status NodeStore::RecordEvaluation(int round, const std::string& model_sha
       {int64_t{round}, model_sha256, loss, accuracy, count, now_ms});
   if (!s.ok()) return s;
   json body = {{"round", round}, {"model_sha256", model_sha256}, {"count", count}, {"suppressed", suppressed}};
-  s = Log("evaluation_sent", body.dump(), now_ms).status();
+  absl::StatusOr<LedgerEntry> e = Log("evaluation_sent", body.dump(), now_ms);
+  if (!e.ok()) return e.status();
+  s = tx->Commit();
   if (!s.ok()) return s;
-  return tx->Commit();
+  return e;
 }
 
 absl::Status NodeStore::ChargePrivacy(std::vector<PrivacyCharge*> charges) {

@@ -52,8 +52,9 @@ class NodeStore {
   absl::Status RecordBudgetRefusal(int round, int attempt, double epsilon_spent, double epsilon_max, double delta,
                                    const std::string& detail, int64_t now_ms);
   // Written before the report is sent: `suppressed` means only the count left.
-  absl::Status RecordEvaluation(int round, const std::string& model_sha256, double loss, double accuracy,
-                                int64_t count, bool suppressed, int64_t now_ms);
+  // Returns the ledger's new head, which the node reports with the figures.
+  absl::StatusOr<LedgerEntry> RecordEvaluation(int round, const std::string& model_sha256, double loss,
+                                               double accuracy, int64_t count, bool suppressed, int64_t now_ms);
 
   // The privacy ledger. Charges are appended (and their ids set) in one
   // transaction, committed before the data is touched: a crash afterwards

@@ -145,7 +145,8 @@ TEST_F(AuditTest, ACleanFederationVerifiesAndEveryKindOfTamperingInEitherLedgerI
                            "update_outcome", "evaluation_sent"}) {
     EXPECT_GT(SeqOf(nodes_[0], kind), 0) << kind;
   }
-  for (const char* kind : {"round_opened", "update_accepted", "aggregate", "model_published", "round_closed"}) {
+  for (const char* kind : {"round_opened", "update_accepted", "aggregate", "model_published", "round_closed",
+                           "evaluation_received"}) {
     EXPECT_GT(SeqOf(f_.StateDb(), kind), 0) << kind;
   }
   // The data access names counts and a hash, never a UID.
@@ -197,6 +198,19 @@ TEST_F(AuditTest, ACleanFederationVerifiesAndEveryKindOfTamperingInEitherLedgerI
         << v.output;
     EXPECT_NE(v.output.find("entries were cut off its end"), std::string::npos) << v.output;
     EXPECT_NE(v.output.find("does not record as sent"), std::string::npos) << v.output;
+  }
+  {  // Node: only its last evaluation report cut off. The coordinator kept the
+     // head the node reported with it.
+    const int64_t seq = SeqOf(node, "evaluation_sent", -1);
+    ASSERT_EQ(seq, AsInt(QueryDb(node, "SELECT MAX(seq) FROM ledger")[0][0]));
+    const std::string copy =
+        TamperedCopy(node, t + "/truncate-eval-node.db", absl::StrCat("DELETE FROM ledger WHERE seq >= ", seq));
+    const Verdict v = Verify(f_, {copy, other}, state, "truncate-eval-node");
+    EXPECT_EQ(v.exit_code, 1) << v.output;
+    EXPECT_NE(v.output.find(absl::StrCat(copy, ": the coordinator recorded this ledger's head at seq ", seq,
+                                         " with the round 3 evaluation report")),
+              std::string::npos)
+        << v.output;
   }
   {  // Coordinator: an aggregate's inputs edited.
     const int64_t seq = SeqOf(state, "aggregate", 2);

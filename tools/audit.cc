@@ -124,25 +124,38 @@ void CrossCheck(AuditVerification& v) {
                                             "'s ledger does not record as sent"));
         }
       }
-    } else if (e.kind == "update_accepted") {
+    }
+    if (e.kind == "update_accepted") {
+      accepted.insert({Int(b, "round"), Int(b, "attempt"), Text(b, "site"), Text(b, "update_sha256")});
+    }
+    // The node's ledger head it reported with an update or an evaluation:
+    // that entry must be in its ledger, as the coordinator saw it.
+    if (e.kind == "update_accepted" || e.kind == "evaluation_received") {
       const std::string site = Text(b, "site");
-      accepted.insert({Int(b, "round"), Int(b, "attempt"), site, Text(b, "update_sha256")});
       auto n = nodes.find(site);
       const int64_t seq = Int(b, "node_ledger_seq");
       if (n == nodes.end() || seq <= 0) continue;
+      const bool update = e.kind == "update_accepted";
+      const char* what = update ? "update" : "evaluation report";
       const std::vector<LedgerEntry>& theirs = n->second.ledger->entries;
       auto at = std::find_if(theirs.begin(), theirs.end(), [&](const LedgerEntry& x) { return x.seq == seq; });
       if (at == theirs.end()) {
         v.problems.push_back(absl::StrCat(
             n->second.ledger->path, ": the coordinator recorded this ledger's head at seq ", seq, " with the round ",
-            Int(b, "round"), " update (", where, "), but the ledger ends at seq ",
+            Int(b, "round"), " ", what, " (", where, "), but the ledger ends at seq ",
             theirs.empty() ? 0 : theirs.back().seq, ": entries were cut off its end"));
-      } else if (at->sha256 != Text(b, "node_ledger_sha256") || at->kind != "update_sent" ||
-                 Text(Body(*at), "update_sha256") != Text(b, "update_sha256")) {
-        v.problems.push_back(absl::StrCat(
-            Where(*n->second.ledger, *at, at - theirs.begin() + 1),
-            ": is not the entry the coordinator recorded as this site's ledger head with its round ", Int(b, "round"),
-            " update (", where, "): the ledger was rewritten"));
+        continue;
+      }
+      const json mine = Body(*at);
+      const bool same = at->sha256 == Text(b, "node_ledger_sha256") &&
+                        (update ? at->kind == "update_sent" && Text(mine, "update_sha256") == Text(b, "update_sha256")
+                                : at->kind == "evaluation_sent" &&
+                                      Text(mine, "model_sha256") == Text(b, "model_sha256"));
+      if (!same) {
+        v.problems.push_back(absl::StrCat(Where(*n->second.ledger, *at, at - theirs.begin() + 1),
+                                          ": is not the entry the coordinator recorded as this site's ledger head with "
+                                          "its round ", Int(b, "round"), " ", what, " (", where,
+                                          "): the ledger was rewritten"));
       }
     }
   }
