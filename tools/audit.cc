@@ -226,7 +226,14 @@ std::string FormatVerification(const AuditVerification& v) {
   }
   absl::StrAppend(&out, "cross-checked: ", v.updates_cross_checked, " aggregated update(s) found in their site's "
                   "ledger, ", v.models_cross_checked, " model use(s) found published\n");
-  for (const std::string& p : v.problems) absl::StrAppend(&out, "problem: ", p, "\n");
+  // A ledger checked against the wrong CA fails every entry: the first
+  // problems say why, the rest only how many (the report lists them all).
+  constexpr size_t kShown = 100;
+  for (size_t i = 0; i < v.problems.size() && i < kShown; ++i) absl::StrAppend(&out, "problem: ", v.problems[i], "\n");
+  if (v.problems.size() > kShown) {
+    absl::StrAppend(&out, "... and ", v.problems.size() - kShown, " more problem(s); `fedrad audit report` lists "
+                    "them all\n");
+  }
   for (const std::string& n : v.notes) absl::StrAppend(&out, "note: ", n, "\n");
   absl::StrAppend(&out, v.ok() ? "PASS: every ledger is intact and consistent with the others\n"
                                : absl::StrCat("FAIL: ", v.problems.size(), " problem(s)\n"));
