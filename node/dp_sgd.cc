@@ -40,7 +40,8 @@ absl::StatusOr<DpStepStats> NoisyClippedGradient(GradSampler& sampler, torch::nn
     const torch::Tensor& sum = clipped->sums[p++];
     const int64_t size = sum.numel();
     torch::Tensor data_sum = sum.to(torch::kFloat64).contiguous();
-    torch::Tensor released = data_sum.clone();
+    // Without canaries the data's sum is not needed again: noise goes on it in place.
+    torch::Tensor released = canaries ? data_sum.clone() : data_sum;
     if (canaries) {
       double* r = released.data_ptr<double>();
       for (int64_t i : canaries->sampled) {

@@ -1,8 +1,8 @@
 #include "node/empirical_audit.h"
 
 #include <algorithm>
-#include <numeric>
 #include <random>
+#include <unordered_set>
 
 #include <nlohmann/json.hpp>
 #include <spdlog/spdlog.h>
@@ -33,6 +33,14 @@ absl::StatusOr<EmpiricalAuditResult> RunEmpiricalAudit(const NodeConfig& config,
   }
   ModelSpec spec = o.model;
   if (spec.num_classes == 0) spec.num_classes = config.class_names.empty() ? 2 : static_cast<int>(config.class_names.size());
+  // The model first: a wrong --model or too many canaries is said before the data is read.
+  absl::StatusOr<Manifest> manifest = ModelManifest(spec);
+  if (!manifest.ok()) return manifest.status();
+  const int64_t parameters = manifest->total_elements();
+  if (o.canaries > parameters) {
+    return absl::InvalidArgumentError(absl::StrCat("the model has ", parameters, " parameters: at most that many "
+                                                   "canaries (one coordinate each)"));
+  }
   DatasetSpec data_spec = SiteDataset(config);
   data_spec.num_classes = spec.num_classes;
   data_spec.preprocess.output_size = spec.input_size;
@@ -45,21 +53,20 @@ absl::StatusOr<EmpiricalAuditResult> RunEmpiricalAudit(const NodeConfig& config,
   }
   absl::StatusOr<ModelParameters> initial = InitialParameters(spec, 1);
   if (!initial.ok()) return initial.status();
-  const int64_t parameters = static_cast<int64_t>(initial->values.size());
-  if (o.canaries > parameters) {
-    return absl::InvalidArgumentError(absl::StrCat("the model has ", parameters, " parameters: at most that many "
-                                                   "canaries (one coordinate each)"));
-  }
 
   // The canaries: distinct coordinates, random signs, each in with probability ½.
   absl::StatusOr<std::unique_ptr<crypto::SecureRandom>> rng = crypto::SecureRandom::Create();
   if (!rng.ok()) return rng.status();
   auto canaries = std::make_shared<GradientCanaries>();
-  std::vector<int64_t> all(static_cast<size_t>(parameters));
-  std::iota(all.begin(), all.end(), 0);
-  std::mt19937_64 shuffle(static_cast<uint64_t>((*rng)->Uniform() * 9007199254740992.0));
-  std::shuffle(all.begin(), all.end(), shuffle);
-  canaries->coordinates.assign(all.begin(), all.begin() + o.canaries);
+  // Floyd's sampling: m distinct coordinates in O(m) memory, whatever the model's size.
+  std::mt19937_64 draw(static_cast<uint64_t>((*rng)->Uniform() * 9007199254740992.0));
+  std::unordered_set<int64_t> chosen;
+  for (int64_t j = parameters - o.canaries; j < parameters; ++j) {
+    const int64_t t = std::uniform_int_distribution<int64_t>(0, j)(draw);
+    const int64_t pick = chosen.count(t) ? j : t;
+    chosen.insert(pick);
+    canaries->coordinates.push_back(pick);
+  }
   for (int i = 0; i < o.canaries; ++i) {
     canaries->signs.push_back((*rng)->Bernoulli(0.5) ? 1.0 : -1.0);
     canaries->included.push_back((*rng)->Bernoulli(0.5));

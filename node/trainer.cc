@@ -94,10 +94,13 @@ absl::StatusOr<TrainingOutcome> TrainPrivately(ClassifierImpl& model, const Mode
   if (dp.canaries) {
     const GradientCanaries& c = *dp.canaries;
     const int64_t parameters = static_cast<int64_t>(global.values.size());
+    std::vector<int64_t> sorted = c.coordinates;
+    std::sort(sorted.begin(), sorted.end());
     if (c.signs.size() != c.coordinates.size() || c.included.size() != c.coordinates.size() ||
-        std::any_of(c.coordinates.begin(), c.coordinates.end(),
-                    [&](int64_t x) { return x < 0 || x >= parameters; })) {
-      return absl::InvalidArgumentError("canaries need one sign, inclusion and in-range coordinate each");
+        (!sorted.empty() && (sorted.front() < 0 || sorted.back() >= parameters)) ||
+        std::adjacent_find(sorted.begin(), sorted.end()) != sorted.end()) {
+      return absl::InvalidArgumentError(
+          "canaries need one sign and inclusion each, and distinct coordinates within the model's parameters");
     }
     canaries = CanarySteps{c.coordinates, c.signs, std::vector<double>(c.coordinates.size(), 0.0), {}};
     canaries_in = std::count(c.included.begin(), c.included.end(), true);

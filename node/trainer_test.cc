@@ -133,8 +133,10 @@ TEST(TrainerTest, CanaryScoresAreTheirStepsTimesCPlusTheReleasedNoise) {
   const double expected_sd = 2.0 * 0.5 * std::sqrt(4.0);  // σ C √steps
   EXPECT_NEAR(mean, 0, 4 * expected_sd / std::sqrt(1000.0));
   EXPECT_NEAR(sd, expected_sd, 0.1 * expected_sd);
-  // A coordinate outside the model is refused.
+  // A coordinate outside the model, or two canaries on one coordinate, are refused.
   canaries->coordinates[0] = static_cast<int64_t>(global->values.size());
+  EXPECT_FALSE(TrainLocally(spec, *global, train, settings).ok());
+  canaries->coordinates[0] = canaries->coordinates[1];
   EXPECT_FALSE(TrainLocally(spec, *global, train, settings).ok());
 }
 

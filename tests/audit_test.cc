@@ -251,6 +251,23 @@ TEST_F(AuditTest, ACleanFederationVerifiesAndEveryKindOfTamperingInEitherLedgerI
     EXPECT_NE(v.output.find("but the coordinator's ledger does not record accepting it"), std::string::npos)
         << v.output;
   }
+  {  // Files that are not ledgers: named, exit 2, nothing else read.
+    WriteText(t + "/not-a-db.db", "hello\n");
+    std::string log = t + "/not-a-db.log";
+    EXPECT_EQ(RunCommand({FedradBin(), "audit", "verify", "--ca", dir_ + "/kits/ca/ca.pem", "--node",
+                          t + "/not-a-db.db"},
+                         log),
+              2);
+    EXPECT_NE(ReadText(log).find(t + "/not-a-db.db' is not a readable SQLite database"), std::string::npos)
+        << ReadText(log);
+    ASSERT_TRUE(Database::Open(t + "/plain.db").ok());
+    log = t + "/plain.log";
+    EXPECT_EQ(RunCommand({FedradBin(), "audit", "verify", "--ca", dir_ + "/kits/ca/ca.pem", "--coordinator",
+                          t + "/plain.db"},
+                         log),
+              2);
+    EXPECT_NE(ReadText(log).find(t + "/plain.db has no audit ledger"), std::string::npos) << ReadText(log);
+  }
   {  // A ledger verified against another federation's CA: no writer is trusted.
     auto ca = crypto::CertificateAuthority::Create("another federation", 30);
     ASSERT_TRUE(ca.ok());

@@ -16,13 +16,6 @@ namespace {
 
 using nlohmann::json;
 
-// An entry's body; an object, or null if it is not one (reported once by
-// the cross-checks that need it).
-json Body(const LedgerEntry& e) {
-  json j = json::parse(e.body, nullptr, false);
-  return j.is_object() ? j : json();
-}
-
 int64_t Int(const json& j, const char* key) {
   if (!j.is_object() || !j.contains(key) || !j[key].is_number()) return -1;
   return j[key].get<int64_t>();
@@ -54,6 +47,10 @@ absl::StatusOr<AuditedLedger> ReadAudited(const std::string& path, const std::st
   out.writer = v.writer;
   out.problems = std::move(v.problems);
   out.entries = std::move(*entries);
+  for (const LedgerEntry& e : out.entries) {
+    json j = json::parse(e.body, nullptr, false);
+    out.bodies.push_back(j.is_object() ? std::move(j) : json::object());
+  }
   return out;
 }
 
@@ -83,9 +80,9 @@ void CrossCheck(AuditVerification& v) {
     }
     NodeIndex& n = nodes[l.writer];
     n.ledger = &l;
-    for (const LedgerEntry& e : l.entries) {
-      if (e.kind != "update_sent") continue;
-      const json b = Body(e);
+    for (size_t i = 0; i < l.entries.size(); ++i) {
+      if (l.entries[i].kind != "update_sent") continue;
+      const json& b = l.bodies[i];
       n.sent.insert({Int(b, "round"), Text(b, "update_sha256")});
       n.sent_by_attempt[{Int(b, "round"), Int(b, "attempt")}] = Text(b, "update_sha256");
     }
@@ -99,7 +96,7 @@ void CrossCheck(AuditVerification& v) {
   std::map<std::string, int> unchecked;  // aggregated updates of sites whose ledger was not given
   for (size_t i = 0; i < coordinator->entries.size(); ++i) {
     const LedgerEntry& e = coordinator->entries[i];
-    const json b = Body(e);
+    const json& b = coordinator->bodies[i];
     const std::string where = Where(*coordinator, e, static_cast<int64_t>(i) + 1);
     if (e.kind == "model_published") {
       published.insert(Text(b, "sha256"));
@@ -146,7 +143,7 @@ void CrossCheck(AuditVerification& v) {
             theirs.empty() ? 0 : theirs.back().seq, ": entries were cut off its end"));
         continue;
       }
-      const json mine = Body(*at);
+      const json& mine = n->second.ledger->bodies[at - theirs.begin()];
       const bool same = at->sha256 == Text(b, "node_ledger_sha256") &&
                         (update ? at->kind == "update_sent" && Text(mine, "update_sha256") == Text(b, "update_sha256")
                                 : at->kind == "evaluation_sent" &&
@@ -167,7 +164,7 @@ void CrossCheck(AuditVerification& v) {
     const AuditedLedger& l = *n.ledger;
     for (size_t i = 0; i < l.entries.size(); ++i) {
       const LedgerEntry& e = l.entries[i];
-      const json b = Body(e);
+      const json& b = l.bodies[i];
       const std::string where = Where(l, e, static_cast<int64_t>(i) + 1);
       std::string model;
       if (e.kind == "round_joined") model = Text(b, "model_sha256");

@@ -10,6 +10,8 @@
 #include <string>
 #include <vector>
 
+#include <nlohmann/json.hpp>
+
 #include "absl/status/statusor.h"
 #include "common/ledger.h"
 
@@ -20,6 +22,8 @@ struct AuditedLedger {
   std::string role;    // "node" or "coordinator"
   std::string writer;  // the site or coordinator its certificate names
   std::vector<LedgerEntry> entries;
+  // Each entry's body, parsed once (an empty object where it is not one).
+  std::vector<nlohmann::json> bodies;
   std::vector<LedgerProblem> problems;  // of the chain and signatures
 };
 

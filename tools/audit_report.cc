@@ -15,11 +15,6 @@ namespace {
 
 using nlohmann::json;
 
-json Body(const LedgerEntry& e) {
-  json j = json::parse(e.body, nullptr, false);
-  return j.is_object() ? j : json::object();
-}
-
 std::string Time(int64_t at_ms) {
   return absl::FormatTime("%Y-%m-%d %H:%M:%S UTC", absl::FromUnixMillis(at_ms), absl::UTCTimeZone());
 }
@@ -35,8 +30,9 @@ json SiteFacts(const AuditedLedger& l) {
   std::map<std::pair<int64_t, int64_t>, std::string> outcomes;  // (round, attempt) -> outcome
   double epsilon = 0, delta = 0, epsilon_max = 0;
   bool dp = false;
-  for (const LedgerEntry& e : l.entries) {
-    json b = Body(e);
+  for (size_t i = 0; i < l.entries.size(); ++i) {
+    const LedgerEntry& e = l.entries[i];
+    json b = l.bodies[i];  // a copy: the report adds the time
     if (e.kind == "dp_charge") {
       b["at"] = Time(e.at_ms);
       epsilon = std::max(epsilon, b.value("epsilon_after", 0.0));
@@ -105,8 +101,9 @@ json CoordinatorFacts(const AuditedLedger& l) {
   json published = json::array();
   std::map<std::pair<int64_t, int64_t>, json> rounds;  // (round, attempt)
   std::map<std::string, json> reported;  // site -> [{round, epsilon}], as the sites told the coordinator
-  for (const LedgerEntry& e : l.entries) {
-    const json b = Body(e);
+  for (size_t i = 0; i < l.entries.size(); ++i) {
+    const LedgerEntry& e = l.entries[i];
+    const json& b = l.bodies[i];
     json& round = rounds[{b.value("round", int64_t{-1}), b.value("attempt", int64_t{-1})}];
     if (e.kind == "round_opened") {
       round["round"] = b.value("round", 0);
