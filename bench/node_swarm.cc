@@ -33,7 +33,7 @@ int main(int argc, char** argv) {
   app.add_option("kits", kits, "Kit directories, each with a node.toml")->required();
   app.add_flag("-v,--verbose", verbose, "Log every node's progress (default: warnings and errors only)");
   CLI11_PARSE(app, argc, argv);
-  fedrad::InitLogging("swarm", false);
+  fedrad::InitProgram("swarm", false);
   if (!verbose) spdlog::set_level(spdlog::level::warn);
 
   // A socket and a database (with its journal) per node.

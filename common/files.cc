@@ -88,15 +88,12 @@ absl::Status WriteFileAtomically(const std::string& path, std::string_view data,
   return WriteFileAtomically(path, std::vector<std::string_view>{data}, mode);
 }
 
-absl::Status WriteFileAtomically(const std::string& path,
-                                 const std::vector<std::string_view>& parts, mode_t mode, bool durable) {
-  std::filesystem::path target(path);
-  const std::string dir =
-      target.has_parent_path() ? target.parent_path().string() : std::string(".");
+absl::StatusOr<std::string> WriteTemporaryFile(const std::string& dir, absl::string_view name,
+                                               const std::vector<std::string_view>& parts, mode_t mode,
+                                               bool durable) {
   absl::StatusOr<std::string> salt = crypto::SecureRandomBytes(6);
   if (!salt.ok()) return salt.status();
-  const std::string tmp =
-      absl::StrCat(dir, "/.", target.filename().string(), ".", crypto::HexEncode(*salt), ".tmp");
+  const std::string tmp = absl::StrCat(dir, "/.", name, ".", crypto::HexEncode(*salt), ".tmp");
   const int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, mode);
   if (fd < 0) return ErrnoStatus("cannot create", tmp);
   // open() applies the umask; make the requested mode exact (keys need 0600).
@@ -122,12 +119,28 @@ absl::Status WriteFileAtomically(const std::string& path,
     return s;
   }
   ::close(fd);
+  return tmp;
+}
+
+absl::Status RenameIntoPlace(const std::string& tmp, const std::string& path, bool durable) {
   if (::rename(tmp.c_str(), path.c_str()) != 0) {
     absl::Status s = ErrnoStatus("cannot rename into place", path);
     ::unlink(tmp.c_str());
     return s;
   }
-  return durable ? SyncDirectory(dir) : absl::OkStatus();
+  if (!durable) return absl::OkStatus();
+  std::filesystem::path target(path);
+  return SyncDirectory(target.has_parent_path() ? target.parent_path().string() : std::string("."));
+}
+
+absl::Status WriteFileAtomically(const std::string& path,
+                                 const std::vector<std::string_view>& parts, mode_t mode, bool durable) {
+  std::filesystem::path target(path);
+  const std::string dir =
+      target.has_parent_path() ? target.parent_path().string() : std::string(".");
+  absl::StatusOr<std::string> tmp = WriteTemporaryFile(dir, target.filename().string(), parts, mode, durable);
+  if (!tmp.ok()) return tmp.status();
+  return RenameIntoPlace(*tmp, path, durable);
 }
 
 absl::Status EnsureDirectory(const std::string& dir, mode_t mode) {

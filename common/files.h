@@ -34,6 +34,16 @@ absl::Status WriteFileAtomically(const std::string& path,
                                  const std::vector<std::string_view>& parts,
                                  mode_t mode = 0644, bool durable = true);
 
+// The two halves of WriteFileAtomically, for files named only once written
+// (content-addressed ones, hashed while they are written): a new file
+// ".<name>.<random>.tmp" in `dir` holding `parts` (fsynced when `durable`),
+// whose path is returned; then its rename to `path` (and, when `durable`,
+// the fsync of the folder). A failed rename removes the temporary file.
+absl::StatusOr<std::string> WriteTemporaryFile(const std::string& dir, absl::string_view name,
+                                               const std::vector<std::string_view>& parts, mode_t mode = 0644,
+                                               bool durable = true);
+absl::Status RenameIntoPlace(const std::string& tmp, const std::string& path, bool durable = true);
+
 // fsync() of a folder, so that a rename inside it survives a crash.
 absl::Status SyncDirectory(const std::string& dir);
 

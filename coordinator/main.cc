@@ -84,6 +84,6 @@ int main(int argc, char** argv) {
       "serve", "Run the federation's remaining rounds (resumes after a crash), then exit");
   serve->add_option("-c,--config", config, "Coordinator config (TOML)")->capture_default_str();
   CLI11_PARSE(app, argc, argv);
-  fedrad::InitLogging("coordinator", verbose);
+  fedrad::InitProgram("coordinator", verbose);
   return Serve(config);
 }

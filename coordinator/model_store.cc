@@ -1,6 +1,7 @@
 #include "coordinator/model_store.h"
 
 #include <filesystem>
+#include <future>
 
 #include "absl/strings/str_cat.h"
 #include "common/files.h"
@@ -26,14 +27,25 @@ absl::StatusOr<std::string> ModelStore::Put(const ModelParameters& parameters,
   const std::string header = EncodeSafetensorsHeader(parameters.manifest, metadata);
   const std::string_view body(reinterpret_cast<const char*>(parameters.values.data()),
                               parameters.values.size() * sizeof(float));
-  crypto::Sha256 h;
-  h.Update(header);
-  h.Update(body.data(), body.size());
-  const std::string sha = h.FinishHex();
+  // The name is the content's hash: the file is hashed on a second thread
+  // while it is written and fsynced under a temporary name (a round's end
+  // waits for both).
+  std::future<std::string> hashed = std::async(std::launch::async, [&] {
+    crypto::Sha256 h;
+    h.Update(header);
+    h.Update(body.data(), body.size());
+    return h.FinishHex();
+  });
+  absl::StatusOr<std::string> tmp = WriteTemporaryFile(dir_, "model.safetensors", {header, body});
+  const std::string sha = hashed.get();
+  if (!tmp.ok()) return tmp.status();
   const std::string path = PathFor(sha);
   std::error_code ec;
-  if (std::filesystem::exists(path, ec)) return sha;
-  absl::Status s = WriteFileAtomically(path, {header, body});
+  if (std::filesystem::exists(path, ec)) {
+    std::filesystem::remove(*tmp, ec);
+    return sha;
+  }
+  absl::Status s = RenameIntoPlace(*tmp, path);
   if (!s.ok()) return s;
   return sha;
 }

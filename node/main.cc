@@ -145,7 +145,7 @@ int main(int argc, char** argv) {
       CLI::Range(1, 4096));
 
   CLI11_PARSE(app, argc, argv);
-  fedrad::InitLogging("node", verbose);
+  fedrad::InitProgram("node", verbose);
 
   if (*predict) {
     if (pr.dicom_overlays && pr.heatmap_dir.empty()) {

@@ -19,6 +19,7 @@
 #include "crypto/secure_noise.h"
 #include "crypto/sha256.h"
 #include "node/trainer.h"
+#include "node/update_upload.h"
 #include "proto/federation.grpc.pb.h"
 
 namespace fedrad::node {
@@ -399,9 +400,9 @@ absl::Status NodeRuntime::HandleTrain(const v1::TrainTask& task) {
     if (!noop_update_ || noop_update_->bytes().size() != n * BytesPerValue(plan_->update_dtype)) {
       absl::StatusOr<WireUpdate> wire = Encode(std::vector<float>(n, 1e-7f), round);
       if (!wire.ok()) return wire.status();
-      noop_update_ = std::move(*wire);
+      noop_update_ = std::make_shared<const WireUpdate>(std::move(*wire));
     }
-    return SendUpdate(task, *noop_update_, noop, std::nullopt, start);
+    return SendUpdate(task, noop_update_, noop, std::nullopt, start);
   }
   if (config_.privacy.enabled) {
     absl::StatusOr<PrivateRound> charged = ChargeRound(task, settings);
@@ -428,7 +429,7 @@ absl::Status NodeRuntime::HandleTrain(const v1::TrainTask& task) {
     if (dp) (void)store_->SetChargeStatus(dp->training.id, absl::StrCat("failed: ", wire.status().message()));
     return wire.status();
   }
-  return SendUpdate(task, *wire, *outcome, dp, start);
+  return SendUpdate(task, std::make_shared<const WireUpdate>(std::move(*wire)), *outcome, dp, start);
 }
 
 absl::StatusOr<NodeRuntime::WireUpdate> NodeRuntime::Encode(std::vector<float> delta, int round) const {
@@ -450,12 +451,13 @@ absl::StatusOr<NodeRuntime::WireUpdate> NodeRuntime::Encode(std::vector<float> d
   return wire;
 }
 
-absl::Status NodeRuntime::SendUpdate(const v1::TrainTask& task, const WireUpdate& wire, const TrainingOutcome& outcome,
-                                     const std::optional<PrivateRound>& dp, absl::Time start) {
+absl::Status NodeRuntime::SendUpdate(const v1::TrainTask& task, std::shared_ptr<const WireUpdate> wire,
+                                     const TrainingOutcome& outcome, const std::optional<PrivateRound>& dp,
+                                     absl::Time start) {
   const int round = static_cast<int>(task.round());
   const int attempt = static_cast<int>(task.attempt());
-  const std::string_view bytes = wire.bytes();
-  const std::string& update_sha = wire.sha256;
+  const std::string_view bytes = wire->bytes();
+  const std::string& update_sha = wire->sha256;
   // Under DP only protected figures leave: the noised count, no loss.
   const int64_t examples = dp ? dp->reported_count : outcome.examples;
   absl::StatusOr<LedgerEntry> sent =
@@ -467,7 +469,6 @@ absl::Status NodeRuntime::SendUpdate(const v1::TrainTask& task, const WireUpdate
 
   grpc::ClientContext ctx;
   ctx.set_deadline(Deadline(task.deadline_unix_ms()));
-  std::unique_ptr<grpc::ClientReaderWriter<v1::UpdateChunk, v1::UploadReply>> writer = rpc_->stub->SubmitUpdate(&ctx);
   v1::UpdateChunk header;
   v1::UpdateHeader* h = header.mutable_header();
   h->set_round(task.round());
@@ -497,19 +498,11 @@ absl::Status NodeRuntime::SendUpdate(const v1::TrainTask& task, const WireUpdate
     h->set_train_loss(outcome.mean_loss);
     h->set_has_train_loss(true);
   }
-  bool ok = writer->Write(header);
   // The coordinator says when it is ready for the bytes (it receives a few
   // updates at a time); until then they stay here.
-  v1::UploadReply ready;
-  ok = ok && writer->Read(&ready) && ready.ready();
   const size_t chunk = plan_->chunk_bytes / sizeof(float) * sizeof(float);  // whole values in every dtype
-  v1::UpdateChunk data;
-  for (size_t off = 0; ok && off < bytes.size(); off += chunk) {
-    data.set_data(bytes.data() + off, std::min(chunk, bytes.size() - off));
-    ok = writer->Write(data);
-  }
-  if (ok) writer->WritesDone();
-  s = FromGrpc(writer->Finish(), absl::StrCat("round ", round, " update"));
+  s = FromGrpc(UploadUpdate(rpc_->channel, &ctx, header.SerializeAsString(), bytes, wire, chunk),
+               absl::StrCat("round ", round, " update"));
   const std::string outcome_text = s.ok() ? "accepted" : std::string(s.message());
   (void)store_->RecordUpdateOutcome(round, attempt, outcome_text, NowMs());
   if (dp) {

@@ -89,7 +89,8 @@ class NodeRuntime {
   };
   absl::StatusOr<WireUpdate> Encode(std::vector<float> delta, int round) const;
   // Streams `wire`, the update of `outcome` (with its DP report, if any).
-  absl::Status SendUpdate(const v1::TrainTask& task, const WireUpdate& wire, const TrainingOutcome& outcome,
+  absl::Status SendUpdate(const v1::TrainTask& task, std::shared_ptr<const WireUpdate> wire,
+                          const TrainingOutcome& outcome,
                           const std::optional<PrivateRound>& dp, absl::Time start);
   absl::Status HandleEval(const v1::EvalTask& task);
 
@@ -104,7 +105,7 @@ class NodeRuntime {
   // use the same one.
   std::string model_sha256_;
   std::shared_ptr<const ModelParameters> model_;
-  std::optional<WireUpdate> noop_update_;  // trainer = "noop": the same every round
+  std::shared_ptr<const WireUpdate> noop_update_;  // trainer = "noop": the same every round
   bool started_ = false;
 };
 

@@ -165,7 +165,7 @@ int main(int argc, char** argv) {
 
   CLI11_PARSE(app, argc, argv);
   if (*audit_empirical) {
-    fedrad::InitLogging("fedrad", verbose);
+    fedrad::InitProgram("fedrad", verbose);
     absl::StatusOr<fedrad::node::NodeConfig> config =
         fedrad::node::LoadNodeConfig(empirical_config, fedrad::node::NodeConfigUse::kLocal);
     if (!config.ok()) {
@@ -188,7 +188,7 @@ int main(int argc, char** argv) {
     return r->guarantee_holds() ? 0 : 1;
   }
   if (*audit_verify || *audit_report) {
-    fedrad::InitLogging("fedrad", verbose);
+    fedrad::InitProgram("fedrad", verbose);
     if (audit_nodes.empty() && audit_coordinator.empty()) {
       std::cerr << "audit: give at least one --node NODE_DB or --coordinator STATE_DB\n";
       return 2;
@@ -234,7 +234,7 @@ int main(int argc, char** argv) {
                                  *sigma, e.epsilon, dp_delta, e.order);
     return 0;
   }
-  fedrad::InitLogging("fedrad", verbose);
+  fedrad::InitProgram("fedrad", verbose);
 
   absl::Status status;
   if (*provision) {
