@@ -20,6 +20,10 @@ struct CoordinatorConfig {
   // Model downloads, and update uploads, served at once; more wait their
   // turn, so memory stays about this many chunks whatever the number of nodes.
   int max_concurrent_streams = 16;
+  // An admitted upload that brings nothing for this long is cut off and
+  // rejected (a node that stalls mid-upload; one training for hours is
+  // not uploading yet, and is not affected).
+  double upload_idle_timeout_s = 60;
   TlsIdentity tls;
 };
 

@@ -13,6 +13,7 @@
 #include <functional>
 #include <optional>
 #include <set>
+#include <thread>
 
 #include <grpcpp/grpcpp.h>
 #include <grpcpp/security/server_credentials.h>
@@ -20,6 +21,8 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
+#include "absl/time/clock.h"
+#include "absl/time/time.h"
 #include "common/plan.h"
 #include "crypto/sha256.h"
 #include "proto/federation.grpc.pb.h"
@@ -307,6 +310,43 @@ double SumOfSquares(const float* v, size_t n) {
   return (lane[0] + lane[1]) + (lane[2] + lane[3]);
 }
 
+class UpdateReceiver;
+
+// Uploads that stop: an admitted upload that brings nothing (header, bytes
+// or its end) for `idle` is cut off and rejected, so that the round closes
+// with the others instead of waiting for its deadline, and its slot goes to
+// the next upload. One thread looks every quarter of `idle` (at most 1 s).
+class StallWatch {
+ public:
+  explicit StallWatch(absl::Duration idle) : idle_(idle), thread_([this] { Run(); }) {}
+  ~StallWatch() {
+    {
+      absl::MutexLock lock(&mu_);
+      stop_ = true;
+    }
+    thread_.join();
+  }
+  absl::Duration idle() const { return idle_; }
+  void Add(UpdateReceiver* r) {
+    absl::MutexLock lock(&mu_);
+    watched_.insert(r);
+  }
+  // From OnDone, before the receiver is deleted.
+  void Remove(UpdateReceiver* r) {
+    absl::MutexLock lock(&mu_);
+    watched_.erase(r);
+  }
+
+ private:
+  void Run();
+
+  const absl::Duration idle_;
+  absl::Mutex mu_;
+  bool stop_ ABSL_GUARDED_BY(mu_) = false;
+  std::set<UpdateReceiver*> watched_ ABSL_GUARDED_BY(mu_);
+  std::thread thread_;  // last: starts once the rest is built
+};
+
 // SubmitUpdate: a header, `ready` once admitted and the header is valid,
 // then chunks of the update in its wire dtype. Every chunk is
 // checked as it arrives (size, finite values, L2 norm), written to a spool
@@ -314,12 +354,25 @@ double SumOfSquares(const float* v, size_t n) {
 // hash is checked at the end. Memory stays one chunk per upload.
 class UpdateReceiver final : public grpc::ServerBidiReactor<v1::UpdateChunk, v1::UploadReply> {
  public:
-  UpdateReceiver(RoundDriver* driver, StreamGate* gate, std::string site)
-      : driver_(driver), site_(std::move(site)), place_(gate, site_) {
+  UpdateReceiver(RoundDriver* driver, StreamGate* gate, StallWatch* watch, std::string site)
+      : driver_(driver), site_(std::move(site)), place_(gate, site_), watch_(watch) {
     ready_.set_ready(true);
-    if (!place_.Enter([this] { StartRead(&chunk_); })) {
+    watch_->Add(this);
+    if (!place_.Enter([this] {
+          Touch();  // watched from its admission on
+          StartRead(&chunk_);
+        })) {
       End(grpc::Status(grpc::StatusCode::ALREADY_EXISTS, "an update from this site is already being received"));
     }
+  }
+
+  // From the StallWatch (under its lock, so the receiver is alive): cuts the
+  // upload off if it has brought nothing since `cutoff_ms`. The node hears
+  // why; the pending read then ends and OnReadDone records the rejection.
+  void CutOffIfIdleSince(int64_t cutoff_ms) {
+    const int64_t last = last_activity_ms_.load();
+    if (last == 0 || last >= cutoff_ms || stalled_.exchange(true)) return;
+    End(ToGrpc(StallReason()));
   }
 
   void OnCancel() override {
@@ -337,6 +390,14 @@ class UpdateReceiver final : public grpc::ServerBidiReactor<v1::UpdateChunk, v1:
   }
 
   void OnReadDone(bool ok) override {
+    if (stalled_.load()) {  // already finished with StallReason()
+      const std::string what =
+          ticket_ ? absl::StrCat(received_, " of ", ticket_->expected_bytes, " bytes received") : "no header yet";
+      spdlog::warn("{}: {} ({})", site_, std::string(StallReason().message()), what);
+      if (ticket_) Reject(absl::DeadlineExceededError(absl::StrCat(StallReason().message(), "; ", what)));
+      return;
+    }
+    Touch();
     if (!ok) {
       Complete();
       return;
@@ -431,12 +492,20 @@ class UpdateReceiver final : public grpc::ServerBidiReactor<v1::UpdateChunk, v1:
   }
 
   void OnDone() override {
+    watch_->Remove(this);
     if (fd_ >= 0) ::close(fd_);
     place_.Leave();
     delete this;
   }
 
  private:
+  void Touch() { last_activity_ms_.store(absl::ToUnixMillis(absl::Now())); }
+  absl::Status StallReason() const {
+    return absl::DeadlineExceededError(absl::StrCat("the upload brought nothing for ",
+                                                    absl::FormatDuration(watch_->idle()),
+                                                    " (coordinator.toml upload_idle_timeout_s) and was cut off"));
+  }
+
   void Complete() {
     if (!ticket_) {
       End(grpc::Status(grpc::StatusCode::INVALID_ARGUMENT, "empty update"));
@@ -468,10 +537,15 @@ class UpdateReceiver final : public grpc::ServerBidiReactor<v1::UpdateChunk, v1:
     End(ToGrpc(reason));
   }
 
-  // Finish, once the `ready` write (if any) is done.
+  // Finish, once the `ready` write (if any) is done. The first status
+  // stands (a stalled upload is ended from the StallWatch's thread, and its
+  // rejection, recorded after, ends it again).
   void End(const grpc::Status& status) {
+    last_activity_ms_.store(0);  // over: no longer watched
     {
       absl::MutexLock lock(&finish_mu_);
+      if (ended_) return;
+      ended_ = true;
       if (writing_) {
         deferred_finish_ = status;
         return;
@@ -483,9 +557,13 @@ class UpdateReceiver final : public grpc::ServerBidiReactor<v1::UpdateChunk, v1:
   RoundDriver* driver_;
   const std::string site_;
   GatePlace place_;
+  StallWatch* const watch_;
+  std::atomic<int64_t> last_activity_ms_{0};  // 0: not (or no longer) watched
+  std::atomic<bool> stalled_{false};
   v1::UploadReply ready_;
   absl::Mutex finish_mu_;
   bool writing_ ABSL_GUARDED_BY(finish_mu_) = false;
+  bool ended_ ABSL_GUARDED_BY(finish_mu_) = false;
   std::optional<grpc::Status> deferred_finish_ ABSL_GUARDED_BY(finish_mu_);
   v1::UpdateChunk chunk_;
   std::vector<float> values_;  // the chunk's values
@@ -495,6 +573,15 @@ class UpdateReceiver final : public grpc::ServerBidiReactor<v1::UpdateChunk, v1:
   double sum_squares_ = 0;
   crypto::Sha256 hash_;
 };
+
+void StallWatch::Run() {
+  const absl::Duration tick = std::min(idle_ / 4, absl::Seconds(1));
+  absl::MutexLock lock(&mu_);
+  while (!mu_.AwaitWithTimeout(absl::Condition(&stop_), tick)) {
+    const int64_t cutoff = absl::ToUnixMillis(absl::Now() - idle_);
+    for (UpdateReceiver* r : watched_) r->CutOffIfIdleSince(cutoff);
+  }
+}
 
 template <typename Reactor>
 Reactor* Refuse(const absl::Status& s) {
@@ -508,8 +595,11 @@ Reactor* Refuse(const absl::Status& s) {
 
 class FederationServiceImpl final : public v1::Federation::CallbackService {
  public:
-  FederationServiceImpl(RoundDriver* driver, int max_concurrent_streams)
-      : driver_(driver), downloads_(max_concurrent_streams), uploads_(max_concurrent_streams) {}
+  FederationServiceImpl(RoundDriver* driver, int max_concurrent_streams, absl::Duration upload_idle_timeout)
+      : driver_(driver),
+        downloads_(max_concurrent_streams),
+        uploads_(max_concurrent_streams),
+        stalls_(upload_idle_timeout) {}
 
   grpc::ServerUnaryReactor* Hello(grpc::CallbackServerContext* ctx, const v1::HelloRequest*,
                                   v1::Plan* plan) override {
@@ -539,7 +629,7 @@ class FederationServiceImpl final : public v1::Federation::CallbackService {
   grpc::ServerBidiReactor<v1::UpdateChunk, v1::UploadReply>* SubmitUpdate(grpc::CallbackServerContext* ctx) override {
     absl::StatusOr<std::string> site = CallerSite(ctx, *driver_);
     if (!site.ok()) return Refuse<grpc::ServerBidiReactor<v1::UpdateChunk, v1::UploadReply>>(site.status());
-    return new UpdateReceiver(driver_, &uploads_, *site);
+    return new UpdateReceiver(driver_, &uploads_, &stalls_, *site);
   }
 
   grpc::ServerUnaryReactor* SubmitEvaluation(grpc::CallbackServerContext* ctx,
@@ -572,6 +662,7 @@ class FederationServiceImpl final : public v1::Federation::CallbackService {
   RoundDriver* driver_;
   StreamGate downloads_;
   StreamGate uploads_;
+  StallWatch stalls_;
 };
 
 }  // namespace
@@ -598,7 +689,8 @@ void CoordinatorServer::Shutdown() {
 absl::StatusOr<std::unique_ptr<CoordinatorServer>> CoordinatorServer::Start(
     const CoordinatorConfig& config, RoundDriver* driver) {
   auto impl = std::make_unique<Impl>();
-  impl->service = std::make_unique<FederationServiceImpl>(driver, config.max_concurrent_streams);
+  impl->service = std::make_unique<FederationServiceImpl>(driver, config.max_concurrent_streams,
+                                                          absl::Seconds(config.upload_idle_timeout_s));
   grpc::SslServerCredentialsOptions tls(GRPC_SSL_REQUEST_AND_REQUIRE_CLIENT_CERTIFICATE_AND_VERIFY);
   tls.pem_root_certs = config.tls.ca_pem;
   tls.pem_key_cert_pairs.push_back({config.tls.key_pem, config.tls.certificate_pem});

@@ -7,6 +7,7 @@
 
 #include <thread>
 
+#include "absl/strings/str_cat.h"
 #include "tests/harness.h"
 
 namespace fedrad::testing {
@@ -85,6 +86,45 @@ TEST(LivenessTest, CloseAtFractionDoesNotWaitForAStraggler) {
   EXPECT_EQ(AsText(rounds[0][1]), "applied");
   EXPECT_EQ(AsInt(rounds[0][2]), 2);
   EXPECT_LT(AsInt(rounds[0][3]), 60000) << "the round waited for the straggler";
+  RemoveWorkspaceIfPassed(dir);
+}
+
+// A node that stalls mid-upload (half its bytes sent, its connection up) is
+// cut off after coordinator.toml's upload_idle_timeout_s and rejected with
+// the reason; the round closes with the others long before its deadline.
+TEST(LivenessTest, AStalledUploadIsCutOffAndTheRoundGoesOn) {
+  const std::string dir = MakeWorkspace();
+  MiniFederation f = SetUpFederation(dir, {.sites = 3, .rounds = 1, .min_nodes = 2, .round_deadline_s = 600,
+                                           .start_grace_s = 20, .dp = false});
+  ASSERT_FALSE(::testing::Test::HasFailure());
+  UseNoopTrainers(f);
+  ReplaceInFile(f.CoordinatorConfig(), "upload_idle_timeout_s = 60", "upload_idle_timeout_s = 2");
+  auto coordinator = StartCoordinator(f, "coordinator.log");
+  auto a = StartNode(f, "site-a");
+  auto b = StartNode(f, "site-b");
+  Process stall({RogueNodeBin(), dir + "/kits/site-c", absl::StrCat("127.0.0.1:", f.port), "stall"},
+                dir + "/site-c.log");
+  // Well inside the round's 600 s deadline.
+  ASSERT_EQ(coordinator->Wait(std::chrono::seconds(90)), 0) << coordinator->Log();
+  EXPECT_EQ(a->Wait(std::chrono::seconds(30)), 0) << a->Log();
+  EXPECT_EQ(b->Wait(std::chrono::seconds(30)), 0) << b->Log();
+  EXPECT_EQ(stall.Wait(std::chrono::seconds(30)), 0) << stall.Log();
+  EXPECT_NE(stall.Log().find("round 1 (stall): refused: the upload brought nothing for 2s"), std::string::npos)
+      << stall.Log();
+
+  std::vector<SqlRow> rounds = QueryDb(f.StateDb(), "SELECT attempt, status FROM rounds");
+  ASSERT_EQ(rounds.size(), 1u);
+  EXPECT_EQ(AsInt(rounds[0][0]), 1);
+  EXPECT_EQ(AsText(rounds[0][1]), "applied");
+  std::vector<SqlRow> rows = QueryDb(f.StateDb(), "SELECT site, status, reason FROM submissions ORDER BY site");
+  ASSERT_EQ(rows.size(), 3u);
+  EXPECT_EQ(AsText(rows[0][1]), "accepted");
+  EXPECT_EQ(AsText(rows[1][1]), "accepted");
+  EXPECT_EQ(AsText(rows[2][0]), "site-c");
+  EXPECT_EQ(AsText(rows[2][1]), "rejected");
+  EXPECT_NE(AsText(rows[2][2]).find("brought nothing for 2s (coordinator.toml upload_idle_timeout_s)"),
+            std::string::npos)
+      << AsText(rows[2][2]);
   RemoveWorkspaceIfPassed(dir);
 }
 

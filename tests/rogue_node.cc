@@ -8,6 +8,7 @@
 // min_report), eval-lie (an accuracy its confusion matrix does not give).
 // In the eval modes updates are valid; otherwise evaluations are suppressed
 // with nothing counted. Exits 0 when the coordinator says Stop.
+#include <algorithm>
 #include <cmath>
 #include <iostream>
 #include <limits>
@@ -24,7 +25,7 @@
 
 int main(int argc, char** argv) {
   if (argc != 4) {
-    std::cerr << "usage: rogue_node KIT_DIR ADDRESS nan|shape|norm|pipeline|eval-small|eval-lie\n";
+    std::cerr << "usage: rogue_node KIT_DIR ADDRESS nan|shape|norm|pipeline|stall|eval-small|eval-lie\n";
     return 2;
   }
   const std::string kit = argv[1], address = argv[2], mode = argv[3];
@@ -115,6 +116,16 @@ int main(int argc, char** argv) {
     ok = ok && writer->Read(&ready);
     fedrad::v1::UpdateChunk data;
     const size_t chunk = plan.chunk_bytes() / sizeof(float) * sizeof(float);
+    if (mode == "stall") {
+      // Half the update, then nothing (the connection stays up): blocks
+      // until the coordinator ends the call.
+      data.set_data(bytes.substr(0, std::min(chunk, bytes.size() / 2 / sizeof(float) * sizeof(float))));
+      if (ok && writer->Write(data)) {
+        while (writer->Read(&ready)) {
+        }
+      }
+      ok = false;
+    }
     for (size_t off = 0; ok && off < bytes.size(); off += chunk) {
       data.set_data(bytes.substr(off, chunk));
       ok = writer->Write(data);

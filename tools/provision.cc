@@ -93,7 +93,10 @@ std::string CoordinatorToml(const std::string& listen) {
       "linger_s = 5\n",
       "# Model downloads, and update uploads, served at once; more wait their turn\n",
       "# (memory stays about this many chunks however many nodes are connected).\n",
-      "max_concurrent_streams = 16\n\n",
+      "max_concurrent_streams = 16\n",
+      "# Seconds an upload under way may bring nothing before it is cut off and\n",
+      "# rejected (a stalled node; the round then closes with the others).\n",
+      "upload_idle_timeout_s = 60\n\n",
       "[tls]\n", "ca = \"ca.pem\"\n", "certificate = \"coordinator.pem\"\n",
       "key = \"coordinator.key\"\n");
 }
