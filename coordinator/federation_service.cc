@@ -574,6 +574,9 @@ class UpdateReceiver final : public grpc::ServerBidiReactor<v1::UpdateChunk, v1:
   crypto::Sha256 hash_;
 };
 
+// Cutting off (End, hence Finish) happens under mu_: a receiver's OnDone,
+// which gRPC runs later on its own thread (never inside Finish), waits in
+// Remove until the scan is over, so no receiver is deleted under it.
 void StallWatch::Run() {
   const absl::Duration tick = std::min(idle_ / 4, absl::Seconds(1));
   absl::MutexLock lock(&mu_);
