@@ -395,6 +395,7 @@ absl::Status RoundDriver::AggregateInPlace(const OpenRound& r, const RoundUpdate
                                       strategy_->name(), contributions, NowMs());
   if (!s.ok()) return s;
   global_round_ = r.round;
+  PruneStrategyState();
   absl::MutexLock lock(&mu_);
   global_sha256_ = *sha;
   return absl::OkStatus();
@@ -404,6 +405,16 @@ std::string RoundDriver::StrategyDir() const { return config_.state_dir + "/stra
 
 std::string RoundDriver::StrategyStatePath(int round) const {
   return absl::StrCat(StrategyDir(), "/round-", round, ".f32");
+}
+
+void RoundDriver::PruneStrategyState() {
+  // Only the committed round's state is ever read again (on restart); the
+  // others would grow by twice the model's size a round for FedAdam.
+  const std::filesystem::path keep = std::filesystem::path(StrategyStatePath(global_round_)).filename();
+  std::error_code ec;
+  for (const auto& e : std::filesystem::directory_iterator(StrategyDir(), ec)) {
+    if (e.path().filename() != keep) std::filesystem::remove(e.path(), ec);
+  }
 }
 
 absl::Status RoundDriver::RestoreStrategyState() {

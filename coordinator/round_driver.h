@@ -153,6 +153,8 @@ class RoundDriver {
   std::string StrategyDir() const;
   std::string StrategyStatePath(int round) const;
   absl::Status RestoreStrategyState();
+  // Removes every strategy state file but the committed round's.
+  void PruneStrategyState();
   void EvaluateRound(int round);
   void FinishFederation(const std::string& reason);
   void LogPrivacy(const OpenRound& r);
