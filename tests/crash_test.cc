@@ -24,13 +24,9 @@ TEST(CrashTest, CoordinatorKilledMidRoundResumesWithoutLosingOrRepeatingRounds) 
   auto b = StartNode(f, "site-b");
 
   // Wait until round 2 is open (round 1 applied), then kill without warning.
-  const auto until = std::chrono::steady_clock::now() + std::chrono::minutes(2);
-  bool open = false;
-  while (!open && std::chrono::steady_clock::now() < until && coordinator->Running()) {
-    std::this_thread::sleep_for(std::chrono::milliseconds(10));
-    open = !QueryDb(f.StateDb(), "SELECT 1 FROM rounds WHERE round = 2 AND status = 'open'").empty();
-  }
-  ASSERT_TRUE(open) << coordinator->Log();
+  ASSERT_TRUE(WaitForRow(f.StateDb(), "SELECT 1 FROM rounds WHERE round = 2 AND status = 'open'",
+                         std::chrono::minutes(2), coordinator.get()))
+      << coordinator->Log();
   coordinator->Signal(SIGKILL);
   ASSERT_EQ(coordinator->Wait(std::chrono::seconds(10)), 128 + SIGKILL);
 
@@ -86,13 +82,9 @@ TEST(CrashTest, ServerOptimizerStateSurvivesACrash) {
     auto a = StartNode(f, "site-a");
     auto b = StartNode(f, "site-b");
     if (crash) {
-      const auto until = std::chrono::steady_clock::now() + std::chrono::minutes(2);
-      bool applied = false;
-      while (!applied && std::chrono::steady_clock::now() < until && coordinator->Running()) {
-        std::this_thread::sleep_for(std::chrono::milliseconds(10));
-        applied = !QueryDb(f.StateDb(), "SELECT 1 FROM rounds WHERE round = 2 AND status = 'applied'").empty();
-      }
-      EXPECT_TRUE(applied) << coordinator->Log();
+      EXPECT_TRUE(WaitForRow(f.StateDb(), "SELECT 1 FROM rounds WHERE round = 2 AND status = 'applied'",
+                             std::chrono::minutes(2), coordinator.get()))
+          << coordinator->Log();
       coordinator->Signal(SIGKILL);
       EXPECT_EQ(coordinator->Wait(std::chrono::seconds(10)), 128 + SIGKILL);
       coordinator = StartCoordinator(f, "coordinator-2.log");

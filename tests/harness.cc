@@ -218,4 +218,14 @@ std::vector<SqlRow> QueryDb(const std::string& path, const std::string& sql) {
   return rows.ok() ? *rows : std::vector<SqlRow>{};
 }
 
+bool WaitForRow(const std::string& path, const std::string& sql, std::chrono::milliseconds timeout,
+                Process* watched) {
+  const auto until = std::chrono::steady_clock::now() + timeout;
+  while (std::chrono::steady_clock::now() < until && (watched == nullptr || watched->Running())) {
+    if (!QueryDb(path, sql).empty()) return true;
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  }
+  return false;
+}
+
 }  // namespace fedrad::testing

@@ -23,24 +23,16 @@ TEST(QuorumTest, RoundWithTooFewAnswersIsRetriedNeverApplied) {
   auto b = StartNode(f, "site-b");
 
   // As soon as round 1 is open, site-b dies while it trains.
-  const auto until = std::chrono::steady_clock::now() + std::chrono::minutes(2);
-  bool open = false;
-  while (!open && std::chrono::steady_clock::now() < until && coordinator->Running()) {
-    std::this_thread::sleep_for(std::chrono::milliseconds(5));
-    open = !QueryDb(f.StateDb(), "SELECT 1 FROM rounds WHERE round = 1 AND status = 'open'").empty();
-  }
-  ASSERT_TRUE(open) << coordinator->Log();
+  ASSERT_TRUE(WaitForRow(f.StateDb(), "SELECT 1 FROM rounds WHERE round = 1 AND status = 'open'",
+                         std::chrono::minutes(2), coordinator.get()))
+      << coordinator->Log();
   b->Signal(SIGKILL);
   ASSERT_EQ(b->Wait(std::chrono::seconds(10)), 128 + SIGKILL);
 
   // The deadline passes with one accepted update of the two required.
-  const auto fail_until = std::chrono::steady_clock::now() + std::chrono::minutes(1);
-  bool failed = false;
-  while (!failed && std::chrono::steady_clock::now() < fail_until) {
-    std::this_thread::sleep_for(std::chrono::milliseconds(50));
-    failed = !QueryDb(f.StateDb(), "SELECT 1 FROM rounds WHERE round = 1 AND status = 'failed'").empty();
-  }
-  ASSERT_TRUE(failed) << coordinator->Log();
+  ASSERT_TRUE(WaitForRow(f.StateDb(), "SELECT 1 FROM rounds WHERE round = 1 AND status = 'failed'",
+                         std::chrono::minutes(1)))
+      << coordinator->Log();
   EXPECT_TRUE(QueryDb(f.StateDb(), "SELECT 1 FROM models WHERE round = 1").empty());
 
   // site-b comes back; the federation finishes.
