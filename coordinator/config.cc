@@ -18,6 +18,7 @@ absl::StatusOr<CoordinatorConfig> LoadCoordinatorConfig(const std::string& path)
   out.linger_s = c.GetDouble("linger_s", 5, 0, 3600);
   out.max_concurrent_streams = static_cast<int>(c.GetInt("max_concurrent_streams", 16, 1, 4096));
   out.upload_idle_timeout_s = c.GetDouble("upload_idle_timeout_s", 60, 1, 86400);
+  out.keep_models = static_cast<int>(c.GetInt("keep_models", 0, 0, 1000000));
   const std::string ca = c.GetPath("tls.ca");
   const std::string cert = c.GetPath("tls.certificate");
   const std::string key = c.GetPath("tls.key");

@@ -24,6 +24,9 @@ struct CoordinatorConfig {
   // rejected (a node that stalls mid-upload; one training for hours is
   // not uploading yet, and is not affected).
   double upload_idle_timeout_s = 60;
+  // Model files kept in state_dir/models: 0 keeps every round's; K keeps
+  // the newest K (the hashes of all stay in state.db and its ledger).
+  int keep_models = 0;
   TlsIdentity tls;
 };
 

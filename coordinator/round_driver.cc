@@ -396,6 +396,7 @@ absl::Status RoundDriver::AggregateInPlace(const OpenRound& r, const RoundUpdate
   if (!s.ok()) return s;
   global_round_ = r.round;
   PruneStrategyState();
+  PruneModels();
   absl::MutexLock lock(&mu_);
   global_sha256_ = *sha;
   return absl::OkStatus();
@@ -415,6 +416,17 @@ void RoundDriver::PruneStrategyState() {
   for (const auto& e : std::filesystem::directory_iterator(StrategyDir(), ec)) {
     if (e.path().filename() != keep) std::filesystem::remove(e.path(), ec);
   }
+}
+
+void RoundDriver::PruneModels() {
+  if (config_.keep_models <= 0) return;
+  absl::StatusOr<std::vector<ModelVersion>> old = state_->ModelsBefore(global_round_ - config_.keep_models + 1);
+  if (!old.ok()) {
+    spdlog::warn("cannot list old models to remove (keep_models): {}", std::string(old.status().message()));
+    return;
+  }
+  std::error_code ec;
+  for (const ModelVersion& m : *old) std::filesystem::remove(models_->PathFor(m.sha256), ec);
 }
 
 absl::Status RoundDriver::RestoreStrategyState() {
@@ -902,7 +914,14 @@ absl::StatusOr<std::string> RoundDriver::ModelPath(const std::string& sha256) {
   absl::StatusOr<bool> known = state_->HasModel(sha256);
   if (!known.ok()) return known.status();
   if (!*known) return absl::NotFoundError(absl::StrCat("no published model ", sha256));
-  return models_->PathFor(sha256);
+  std::string path = models_->PathFor(sha256);
+  std::error_code ec;
+  if (!std::filesystem::exists(path, ec)) {
+    return absl::NotFoundError(absl::StrCat("model ", sha256.substr(0, 12),
+                                            " is no longer kept (coordinator.toml keep_models = ",
+                                            config_.keep_models, ")"));
+  }
+  return path;
 }
 
 absl::StatusOr<std::string> RoundDriver::Summary() {

@@ -155,6 +155,8 @@ class RoundDriver {
   absl::Status RestoreStrategyState();
   // Removes every strategy state file but the committed round's.
   void PruneStrategyState();
+  // With keep_models = K, removes the files of models older than the newest K.
+  void PruneModels();
   void EvaluateRound(int round);
   void FinishFederation(const std::string& reason);
   void LogPrivacy(const OpenRound& r);

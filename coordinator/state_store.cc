@@ -154,6 +154,16 @@ absl::StatusOr<bool> StateStore::HasModel(const std::string& sha256) {
   return !rows->empty();
 }
 
+absl::StatusOr<std::vector<ModelVersion>> StateStore::ModelsBefore(int round) {
+  absl::MutexLock lock(&mu_);
+  absl::StatusOr<std::vector<SqlRow>> rows =
+      db_->Query("SELECT round, sha256 FROM models WHERE round < ?1 ORDER BY round", {int64_t{round}});
+  if (!rows.ok()) return rows.status();
+  std::vector<ModelVersion> out;
+  for (const SqlRow& r : *rows) out.push_back({static_cast<int>(AsInt(r[0])), AsText(r[1])});
+  return out;
+}
+
 absl::StatusOr<int> StateStore::AbandonOpenRounds(int64_t now_ms) {
   absl::MutexLock lock(&mu_);
   absl::StatusOr<Database::Transaction> tx = db_->Begin();

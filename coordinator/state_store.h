@@ -105,6 +105,8 @@ class StateStore {
   absl::StatusOr<std::optional<ModelVersion>> LatestModel();
   absl::Status AddInitialModel(const std::string& sha256, int64_t now_ms);
   absl::StatusOr<bool> HasModel(const std::string& sha256);
+  // Published models of rounds before `round`, oldest first.
+  absl::StatusOr<std::vector<ModelVersion>> ModelsBefore(int round);
 
   // Marks rounds left open by a crash as abandoned; returns how many.
   absl::StatusOr<int> AbandonOpenRounds(int64_t now_ms);

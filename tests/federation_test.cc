@@ -3,6 +3,7 @@
 // model's SHA-256 is the same at the coordinator and at both nodes.
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <filesystem>
 #include <map>
 
@@ -208,6 +209,29 @@ TEST(FederationTest, BFloat16UpdatesAreAcceptedAndHashedAsSent) {
     ASSERT_EQ(got.size(), 1u) << site;
     EXPECT_EQ(AsText(sent[0][0]), AsText(got[0][0])) << site;
   }
+  RemoveWorkspaceIfPassed(dir);
+}
+
+// keep_models = 2: the coordinator keeps the files of the newest two models
+// only; every model's hash stays in state.db (and in its ledger).
+TEST(FederationTest, OnlyTheNewestModelFilesAreKeptWhenAsked) {
+  const std::string dir = MakeWorkspace();
+  MiniFederation f = SetUpFederation(dir, {.sites = 2, .rounds = 4, .min_nodes = 2, .dp = false});
+  ASSERT_FALSE(::testing::Test::HasFailure());
+  UseNoopTrainers(f);
+  ReplaceInFile(f.CoordinatorConfig(), "keep_models = 0", "keep_models = 2");
+  RunFederationToCompletion(f);
+  ASSERT_FALSE(::testing::Test::HasFailure());
+  std::vector<SqlRow> models = QueryDb(f.StateDb(), "SELECT round, sha256 FROM models ORDER BY round");
+  ASSERT_EQ(models.size(), 5u);
+  std::vector<std::string> files;
+  for (const auto& e : std::filesystem::directory_iterator(dir + "/kits/coordinator/state/models")) {
+    if (e.path().extension() == ".safetensors") files.push_back(e.path().stem().string());
+  }
+  std::sort(files.begin(), files.end());
+  std::vector<std::string> newest = {AsText(models[3][1]), AsText(models[4][1])};
+  std::sort(newest.begin(), newest.end());
+  EXPECT_EQ(files, newest);
   RemoveWorkspaceIfPassed(dir);
 }
 

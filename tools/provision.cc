@@ -96,7 +96,10 @@ std::string CoordinatorToml(const std::string& listen) {
       "max_concurrent_streams = 16\n",
       "# Seconds an upload under way may bring nothing before it is cut off and\n",
       "# rejected (a stalled node; the round then closes with the others).\n",
-      "upload_idle_timeout_s = 60\n\n",
+      "upload_idle_timeout_s = 60\n",
+      "# Model files kept in state/models: 0 keeps every round's; K keeps the newest\n",
+      "# K (a 1 GiB model otherwise takes 1 GiB of disk a round).\n",
+      "keep_models = 0\n\n",
       "[tls]\n", "ca = \"ca.pem\"\n", "certificate = \"coordinator.pem\"\n",
       "key = \"coordinator.key\"\n");
 }
