@@ -12,7 +12,6 @@
 #include "absl/strings/str_join.h"
 #include "absl/time/clock.h"
 #include "common/files.h"
-#include "crypto/sha256.h"
 #include "node/dataset.h"
 #include "node/dicom_reader.h"
 #include "node/heatmap.h"
@@ -53,13 +52,12 @@ std::string Printable(const std::string& s) {
 
 class Run {
  public:
-  Run(const PredictOptions& o, const SavedModel& model, PreprocessSettings settings, std::string sha256,
+  Run(const PredictOptions& o, const SavedModel& model, PreprocessSettings settings,
       std::unique_ptr<Predictor> predictor, std::vector<std::string> class_names)
-      : o_(o), model_(model), settings_(std::move(settings)), sha256_(std::move(sha256)),
-        predictor_(std::move(predictor)), class_names_(std::move(class_names)) {}
+      : o_(o), model_(model), settings_(std::move(settings)), predictor_(std::move(predictor)), class_names_(std::move(class_names)) {}
 
   absl::StatusOr<PredictReport> Go(const std::vector<std::string>& paths, const std::vector<std::string>& relative) {
-    report_.model_sha256 = sha256_;
+    report_.model_sha256 = model_.sha256;
     report_.files = static_cast<int>(paths.size());
     relative_ = &relative;
     paths_ = &paths;
@@ -160,7 +158,7 @@ class Run {
       const float p = row.probabilities[row.predicted];
       const std::string caption =
           Printable(absl::StrFormat("%s p=%.2f | Grad-CAM | fedrad %s", ClassName(row.predicted), p,
-                                    sha256_.substr(0, 8)));
+                                    model_.sha256.substr(0, 8)));
       const RgbImage drawn = DrawHeatmap(WindowFrame(*frame, *file, settings_), frame->rows, frame->columns, map,
                                          settings_, caption);
       const std::string name =
@@ -175,11 +173,11 @@ class Run {
         SecondaryCapture sc;
         sc.source_path = source;
         sc.frame = image.frames[i].index;
-        sc.model_sha256 = sha256_;
+        sc.model_sha256 = model_.sha256;
         auto round = model_.metadata.find("round");
         sc.description = absl::StrFormat(
             "Grad-CAM heatmap of the predicted class %s (probability %.3f) by fedrad model %s (%s%s); research use",
-            ClassName(row.predicted), p, sha256_.substr(0, 12), model_.spec.architecture,
+            ClassName(row.predicted), p, model_.sha256.substr(0, 12), model_.spec.architecture,
             round == model_.metadata.end() ? "" : absl::StrCat(", round ", round->second));
         sc.instance_number = ++report_.heatmaps;
         s = WriteSecondaryCapture(drawn, sc, base + ".dcm");
@@ -217,7 +215,6 @@ class Run {
   const PredictOptions& o_;
   const SavedModel& model_;
   const PreprocessSettings settings_;
-  const std::string sha256_;
   std::unique_ptr<Predictor> predictor_;
   const std::vector<std::string> class_names_;
   const std::vector<std::string>* relative_ = nullptr;
@@ -244,8 +241,6 @@ absl::StatusOr<PredictReport> Predict(const PredictOptions& o) {
                                                    " classes, the site names ", o.class_names.size(), " (",
                                                    absl::StrJoin(o.class_names, ", "), ")"));
   }
-  absl::StatusOr<std::string> sha256 = crypto::Sha256File(o.model_path);
-  if (!sha256.ok()) return sha256.status();
 
   std::vector<std::string> paths, relative;
   std::error_code ec;
@@ -266,9 +261,9 @@ absl::StatusOr<PredictReport> Predict(const PredictOptions& o) {
   absl::StatusOr<std::unique_ptr<Predictor>> predictor = Predictor::Create(*model);
   if (!predictor.ok()) return predictor.status();
   spdlog::info("predict: {} file(s) with model {} ({}, {} classes, input {}x{})", paths.size(),
-               sha256->substr(0, 12), model->spec.architecture, model->spec.num_classes, model->spec.input_size,
+               model->sha256.substr(0, 12), model->spec.architecture, model->spec.num_classes, model->spec.input_size,
                model->spec.input_size);
-  Run run(o, *model, settings, *sha256, std::move(*predictor), o.class_names);
+  Run run(o, *model, settings, std::move(*predictor), o.class_names);
   return run.Go(paths, relative);
 }
 

@@ -7,6 +7,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "absl/strings/str_split.h"
+#include "common/files.h"
 #include "common/model_zoo.h"
 #include "crypto/sha256.h"
 
@@ -43,7 +44,9 @@ std::string PipelineDifference(const std::string& model, const std::string& site
 }  // namespace
 
 absl::StatusOr<SavedModel> LoadSavedModel(const std::string& path, const SavedModelShape& o) {
-  absl::StatusOr<SafetensorsFile> file = ReadSafetensorsFile(path);
+  absl::StatusOr<std::string> bytes = ReadFile(path, uint64_t{64} << 30);
+  if (!bytes.ok()) return bytes.status();
+  absl::StatusOr<SafetensorsFile> file = DecodeSafetensors(*bytes, path);
   if (!file.ok()) return file.status();
   auto arch = file->metadata.find("architecture");
   if (arch == file->metadata.end()) {
@@ -72,6 +75,7 @@ absl::StatusOr<SavedModel> LoadSavedModel(const std::string& path, const SavedMo
   if (!channels.ok()) return channels.status();
   SavedModel out;
   out.path = path;
+  out.sha256 = crypto::Sha256Hex(*bytes);
   out.spec = ModelSpec{arch->second, *channels, *size, *classes};
   absl::Status s = CheckModelSpec(out.spec);
   if (!s.ok()) return absl::InvalidArgumentError(absl::StrCat("'", path, "': ", s.message()));

@@ -15,6 +15,7 @@ namespace fedrad::node {
 // inputs prepared how.
 struct SavedModel {
   std::string path;
+  std::string sha256;  // of the file's bytes as read
   ModelSpec spec;
   ModelParameters parameters;
   SafetensorsMetadata metadata;

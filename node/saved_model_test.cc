@@ -5,6 +5,7 @@
 #include <filesystem>
 
 #include "common/model_zoo.h"
+#include "crypto/sha256.h"
 
 namespace fedrad::node {
 namespace {
@@ -31,6 +32,7 @@ class SavedModelTest : public ::testing::Test {
     EXPECT_TRUE(WriteSafetensorsFile(path, *p, m).ok());
     absl::StatusOr<SavedModel> model = LoadSavedModel(path);
     EXPECT_TRUE(model.ok()) << model.status();
+    EXPECT_EQ(model->sha256, *crypto::Sha256File(path));  // the hash of what was read
     return *model;
   }
 

@@ -30,39 +30,30 @@ json SiteFacts(const AuditedLedger& l) {
   std::map<std::pair<int64_t, int64_t>, std::string> outcomes;  // (round, attempt) -> outcome
   double epsilon = 0, delta = 0, epsilon_max = 0;
   bool dp = false;
+  // Entries listed as they are, with their time.
+  const std::map<std::string, json*> listed = {{"data_access", &accesses},     {"update_sent", &sent},
+                                               {"model_received", &models},    {"evaluation_sent", &evaluations},
+                                               {"budget_refused", &refusals}};
   for (size_t i = 0; i < l.entries.size(); ++i) {
     const LedgerEntry& e = l.entries[i];
     json b = l.bodies[i];  // a copy: the report adds the time
+    b["at"] = Time(e.at_ms);
+    if (auto it = listed.find(e.kind); it != listed.end()) it->second->push_back(b);
     if (e.kind == "dp_charge") {
-      b["at"] = Time(e.at_ms);
       epsilon = std::max(epsilon, b.value("epsilon_after", 0.0));
       delta = b.value("delta", 0.0);
       dp = true;
       (b.value("charge", "") == "count" ? counts : rounds).push_back(b);
-    } else if (e.kind == "data_access") {
-      b["at"] = Time(e.at_ms);
-      accesses.push_back(b);
-    } else if (e.kind == "update_sent") {
-      b["at"] = Time(e.at_ms);
-      sent.push_back(b);
     } else if (e.kind == "update_outcome") {
       outcomes[{b.value("round", 0), b.value("attempt", 0)}] = b.value("outcome", "");
-    } else if (e.kind == "model_received") {
-      b["at"] = Time(e.at_ms);
-      models.push_back(b);
-    } else if (e.kind == "evaluation_sent") {
-      b["at"] = Time(e.at_ms);
-      evaluations.push_back(b);
     } else if (e.kind == "budget_refused") {
-      b["at"] = Time(e.at_ms);
       epsilon_max = b.value("epsilon_max", epsilon_max);
-      refusals.push_back(b);
     } else if (e.kind == "config") {
       if (b.contains("privacy") && b["privacy"].is_object()) {
         epsilon_max = b["privacy"].value("epsilon_max", epsilon_max);
         if (b["privacy"].value("enabled", true)) delta = b["privacy"].value("delta", delta);
       }
-      configs.push_back({{"at", Time(e.at_ms)},
+      configs.push_back({{"at", b["at"]},
                          {"file_sha256", b.value("file_sha256", "")},
                          {"privacy", b.value("privacy", json::object())},
                          {"preprocess", b.value("preprocess", "")}});
