@@ -5,19 +5,16 @@
 
 #include <filesystem>
 
+#include "common/scratch_dir.h"
+
 namespace fedrad::coordinator {
 namespace {
 
 class StateStoreTest : public ::testing::Test {
  protected:
-  void SetUp() override {
-    dir_ = std::filesystem::temp_directory_path() / ("state_store_" + std::to_string(::getpid()));
-    std::filesystem::remove_all(dir_);
-    std::filesystem::create_directories(dir_);
-  }
-  void TearDown() override { std::filesystem::remove_all(dir_); }
   std::string Db() const { return (dir_ / "state.db").string(); }
-  std::filesystem::path dir_;
+  ScratchDir scratch_{"state_store"};
+  const std::filesystem::path dir_ = scratch_.path();
 };
 
 TEST_F(StateStoreTest, RoundLifecycleAndResume) {

@@ -8,6 +8,7 @@
 #include <filesystem>
 #include <fstream>
 
+#include "common/scratch_dir.h"
 
 namespace fedrad::node {
 namespace {
@@ -15,10 +16,7 @@ namespace {
 class DicomReaderTest : public ::testing::Test {
  protected:
   void SetUp() override {
-    dir_ = std::filesystem::temp_directory_path() / ("fedrad_dicom_" + std::to_string(::getpid()));
-    std::filesystem::create_directories(dir_);
   }
-  void TearDown() override { std::filesystem::remove_all(dir_); }
 
   // A 3x4 CT slice with stored values 0..11 and the given rescale.
   std::string WriteCt(const std::string& name, const char* slope, const char* intercept,
@@ -50,7 +48,8 @@ class DicomReaderTest : public ::testing::Test {
     EXPECT_TRUE(file.saveFile(path.c_str(), EXS_LittleEndianExplicit).good());
     return path;
   }
-  std::filesystem::path dir_;
+  ScratchDir scratch_{"dicom"};
+  const std::filesystem::path dir_ = scratch_.path();
 };
 
 TEST_F(DicomReaderTest, AppliesRescaleExactlyIncludingNonIntegerSlopes) {

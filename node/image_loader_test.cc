@@ -5,6 +5,7 @@
 #include <filesystem>
 #include <fstream>
 
+#include "common/scratch_dir.h"
 #include "node/dataset.h"
 #include "node/test_dicom.h"
 
@@ -16,8 +17,6 @@ namespace fs = std::filesystem;
 class ImageLoaderTest : public ::testing::Test {
  protected:
   void SetUp() override {
-    dir_ = fs::temp_directory_path() / ("fedrad_loader_" + std::to_string(::getpid()));
-    fs::remove_all(dir_);
     fs::create_directories(dir_ / "data" / "sub");
     for (int i = 0; i < 12; ++i) {
       testing::TestImage im;
@@ -33,7 +32,6 @@ class ImageLoaderTest : public ::testing::Test {
     }
     settings_.output_size = 16;
   }
-  void TearDown() override { fs::remove_all(dir_); }
 
   std::vector<LoadedImage> LoadAll(const LoaderOptions& options) {
     std::vector<LoadedImage> out(paths_.size());
@@ -47,7 +45,8 @@ class ImageLoaderTest : public ::testing::Test {
     return out;
   }
 
-  fs::path dir_;
+  ScratchDir scratch_{"loader"};
+  const fs::path dir_ = scratch_.path();
   std::vector<std::string> paths_, names_;
   PreprocessSettings settings_;
 };

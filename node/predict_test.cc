@@ -8,6 +8,7 @@
 
 #include "common/model_zoo.h"
 #include "common/safetensors.h"
+#include "common/scratch_dir.h"
 #include "node/inference.h"
 #include "node/saved_model.h"
 #include "node/test_dicom.h"
@@ -21,8 +22,6 @@ namespace fs = std::filesystem;
 class PredictTest : public ::testing::Test {
  protected:
   void SetUp() override {
-    dir_ = fs::temp_directory_path() / ("fedrad_predict_" + std::to_string(::getpid()));
-    fs::remove_all(dir_);
     fs::create_directories(dir_ / "in/sub");
     for (int i = 0; i < 6; ++i) {
       testing::TestImage im;
@@ -55,11 +54,8 @@ class PredictTest : public ::testing::Test {
     o_.class_names = {"normal", "lesion"};
     o_.batch = 4;  // several batches, one spanning files
   }
-  void TearDown() override {
-    if (!HasFailure()) fs::remove_all(dir_);
-  }
-
-  fs::path dir_;
+  ScratchDir scratch_{"predict"};
+  const fs::path dir_ = scratch_.path();
   std::string model_path_;
   PreprocessSettings settings_;
   PredictOptions o_;

@@ -5,6 +5,7 @@
 #include <filesystem>
 
 #include "common/model_zoo.h"
+#include "common/scratch_dir.h"
 #include "crypto/sha256.h"
 
 namespace fedrad::node {
@@ -15,11 +16,8 @@ namespace fs = std::filesystem;
 class SavedModelTest : public ::testing::Test {
  protected:
   void SetUp() override {
-    dir_ = fs::temp_directory_path() / ("fedrad_saved_model_" + std::to_string(::getpid()));
-    fs::create_directories(dir_);
     site_.output_size = 16;
   }
-  void TearDown() override { fs::remove_all(dir_); }
 
   // A ctnet file with `metadata` on top of its shape.
   SavedModel Save(const SafetensorsMetadata& extra) {
@@ -36,7 +34,8 @@ class SavedModelTest : public ::testing::Test {
     return *model;
   }
 
-  fs::path dir_;
+  ScratchDir scratch_{"saved_model"};
+  const fs::path dir_ = scratch_.path();
   PreprocessSettings site_;
 };
 

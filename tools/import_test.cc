@@ -8,6 +8,7 @@
 #include <fstream>
 
 #include "common/files.h"
+#include "common/scratch_dir.h"
 #include "node/dicom_reader.h"
 
 namespace fedrad::tools {
@@ -17,13 +18,8 @@ namespace fs = std::filesystem;
 
 class ImportTest : public ::testing::Test {
  protected:
-  void SetUp() override {
-    dir_ = fs::temp_directory_path() / ("fedrad_import_" + std::to_string(::getpid()));
-    fs::remove_all(dir_);
-    fs::create_directories(dir_);
-  }
-  void TearDown() override { fs::remove_all(dir_); }
-  fs::path dir_;
+  ScratchDir scratch_{"import"};
+  const fs::path dir_ = scratch_.path();
 };
 
 std::string Be32(uint32_t v) {
