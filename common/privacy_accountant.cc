@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstdlib>
 #include <limits>
 
 #include "absl/strings/str_cat.h"
@@ -138,6 +139,23 @@ Epsilon EpsilonFor(double noise_multiplier, double sampling_rate, int64_t steps,
   PrivacyAccountant a(orders);
   a.Compose(noise_multiplier, sampling_rate, steps);
   return a.GetEpsilon(delta);
+}
+
+std::string FormatRoundedUp(double value, int significant) {
+  if (!(value > 0) || !std::isfinite(value)) return absl::StrFormat("%.*g", significant, value);
+  const int exponent = static_cast<int>(std::floor(std::log10(value)));
+  const int decimals = std::max(0, significant - 1 - exponent);
+  // Printing to `decimals` places rounds to nearest; step up by one unit in
+  // the last place until the text is not below the value (at most twice:
+  // the first candidate is within one unit of it).
+  const double unit = std::pow(10.0, -decimals);
+  double candidate = std::ceil(value / unit) * unit;
+  std::string text = absl::StrFormat("%.*f", decimals, candidate);
+  while (std::strtod(text.c_str(), nullptr) < value) {
+    candidate += unit;
+    text = absl::StrFormat("%.*f", decimals, candidate);
+  }
+  return text;
 }
 
 absl::StatusOr<double> NoiseMultiplierFor(double epsilon, double delta, double sampling_rate, int64_t steps,

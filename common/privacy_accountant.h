@@ -2,6 +2,7 @@
 #define FEDRAD_COMMON_PRIVACY_ACCOUNTANT_H_
 
 #include <cstdint>
+#include <string>
 #include <vector>
 
 #include "absl/status/statusor.h"
@@ -55,6 +56,12 @@ class PrivacyAccountant {
   std::vector<double> orders_;
   std::vector<double> rdp_;
 };
+
+// `value` (finite, >= 0) rounded up to `significant` significant digits, as
+// text: a printed ε is never below the accountant's, a printed σ never below
+// the one that meets the target. The decimal text reads back as a double at
+// or above `value`.
+std::string FormatRoundedUp(double value, int significant = 6);
 
 // ε after `steps` steps at (σ, q).
 Epsilon EpsilonFor(double noise_multiplier, double sampling_rate, int64_t steps, double delta,

@@ -3,6 +3,9 @@
 #include <gtest/gtest.h>
 
 #include <cmath>
+#include <cstdlib>
+#include <random>
+#include <string>
 
 namespace fedrad {
 namespace {
@@ -143,6 +146,32 @@ TEST(PrivacyAccountantTest, NoiseSearchOnTopOfSpentBudget) {
   // A history that already reaches the target leaves nothing to spend.
   EXPECT_EQ(NoiseMultiplierFor(spent.GetEpsilon(1e-5).epsilon, 1e-5, 0.02, 1, spent).status().code(),
             absl::StatusCode::kOutOfRange);
+}
+
+}  // namespace
+}  // namespace fedrad
+
+namespace fedrad {
+namespace {
+
+TEST(FormatRoundedUpTest, NeverPrintsBelowTheValue) {
+  EXPECT_EQ(FormatRoundedUp(7.329111), "7.32912");
+  EXPECT_EQ(FormatRoundedUp(7.32911), "7.32911");  // already at 6 digits: unchanged
+  EXPECT_EQ(FormatRoundedUp(0.01234511), "0.0123452");
+  EXPECT_EQ(FormatRoundedUp(1234567.1), "1234568");
+  EXPECT_EQ(FormatRoundedUp(2.0000000001, 3), "2.01");
+  EXPECT_EQ(FormatRoundedUp(0), "0");
+  // Whatever the value, the text reads back at or above it, and less than
+  // one unit in the last place above.
+  std::mt19937_64 rng(1);
+  std::uniform_real_distribution<double> exponent(-6, 6);
+  for (int i = 0; i < 20000; ++i) {
+    const double v = std::pow(10.0, exponent(rng));
+    const std::string text = FormatRoundedUp(v);
+    const double back = std::strtod(text.c_str(), nullptr);
+    ASSERT_GE(back, v) << text;
+    ASSERT_LE(back - v, 1e-5 * v * 1.0001) << text;
+  }
 }
 
 }  // namespace

@@ -1,13 +1,15 @@
 // `fedrad`: tooling around a federation — provisioning, synthetic data.
+#include <iostream>
+
 #include <CLI/CLI.hpp>
 #include <spdlog/spdlog.h>
 
+#include <nlohmann/json.hpp>
+
 #include "absl/strings/str_format.h"
+#include "common/files.h"
 #include "common/logging.h"
 #include "common/privacy_accountant.h"
-#include <iostream>
-
-#include "common/files.h"
 #include "node/empirical_audit.h"
 #include "node/node_config.h"
 #include "tools/audit.h"
@@ -81,19 +83,24 @@ int main(int argc, char** argv) {
 
   double dp_noise = 0, dp_rate = 0, dp_delta = 1e-5, dp_epsilon = 0;
   int64_t dp_steps = 0;
+  bool dp_json = false;
   CLI::App* dp = app.add_subcommand(
       "dp", "Plan differential privacy: the RDP accountant of the Poisson-subsampled Gaussian (DP-SGD)");
   dp->require_subcommand(1);
-  CLI::App* dp_eps = dp->add_subcommand("epsilon", "epsilon after STEPS steps at noise multiplier and sampling rate");
+  CLI::App* dp_eps = dp->add_subcommand(
+      "epsilon", "epsilon after STEPS steps at noise multiplier and sampling rate (printed rounded up; --json: exact)");
   dp_eps->add_option("--noise", dp_noise, "Noise multiplier sigma (noise std / clipping norm)")->required()
       ->check(CLI::NonNegativeNumber);
-  CLI::App* dp_sigma = dp->add_subcommand("noise", "the smallest noise multiplier that stays within (epsilon, delta)");
+  CLI::App* dp_sigma = dp->add_subcommand(
+      "noise", "the smallest noise multiplier that stays within (epsilon, delta) (printed rounded up, so the printed "
+               "value always meets the target; --json: exact)");
   dp_sigma->add_option("--epsilon", dp_epsilon, "Target epsilon")->required()->check(CLI::PositiveNumber);
   for (CLI::App* c : {dp_eps, dp_sigma}) {
     c->add_option("--rate", dp_rate, "Sampling rate q (expected batch / dataset size)")->required()
         ->check(CLI::Range(0.0, 1.0));
     c->add_option("--steps", dp_steps, "Number of steps")->required()->check(CLI::PositiveNumber);
     c->add_option("--delta", dp_delta, "delta")->capture_default_str()->check(CLI::Range(1e-300, 0.999));
+    c->add_flag("--json", dp_json, "Print a JSON object with every figure at full precision");
   }
 
   std::vector<std::string> audit_nodes;
@@ -220,7 +227,15 @@ int main(int argc, char** argv) {
   }
   if (*dp_eps) {
     fedrad::Epsilon e = fedrad::EpsilonFor(dp_noise, dp_rate, dp_steps, dp_delta);
-    std::cout << absl::StrFormat("epsilon = %.6g (delta = %g, best RDP order %g)\n", e.epsilon, dp_delta, e.order);
+    if (dp_json) {
+      std::cout << nlohmann::json{{"epsilon", e.epsilon}, {"delta", dp_delta}, {"noise_multiplier", dp_noise},
+                                  {"sampling_rate", dp_rate}, {"steps", dp_steps}, {"rdp_order", e.order}}
+                       .dump()
+                << "\n";
+      return 0;
+    }
+    std::cout << "epsilon = " << fedrad::FormatRoundedUp(e.epsilon)
+              << absl::StrFormat(" (rounded up; delta = %g, best RDP order %g)\n", dp_delta, e.order);
     return 0;
   }
   if (*dp_sigma) {
@@ -230,8 +245,18 @@ int main(int argc, char** argv) {
       return 1;
     }
     fedrad::Epsilon e = fedrad::EpsilonFor(*sigma, dp_rate, dp_steps, dp_delta);
-    std::cout << absl::StrFormat("noise multiplier = %.6f (epsilon = %.6g at delta = %g, best RDP order %g)\n",
-                                 *sigma, e.epsilon, dp_delta, e.order);
+    if (dp_json) {
+      std::cout << nlohmann::json{{"noise_multiplier", *sigma}, {"epsilon", e.epsilon}, {"target_epsilon", dp_epsilon},
+                                  {"delta", dp_delta},          {"sampling_rate", dp_rate}, {"steps", dp_steps},
+                                  {"rdp_order", e.order}}
+                       .dump()
+                << "\n";
+      return 0;
+    }
+    // The printed σ is rounded up: running with it spends at most the target.
+    std::cout << "noise multiplier = " << fedrad::FormatRoundedUp(*sigma)
+              << absl::StrFormat(" (rounded up; epsilon = %s at delta = %g, best RDP order %g)\n",
+                                 fedrad::FormatRoundedUp(e.epsilon), dp_delta, e.order);
     return 0;
   }
   fedrad::InitProgram("fedrad", verbose);
