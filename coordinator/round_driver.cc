@@ -90,12 +90,18 @@ absl::StatusOr<std::unique_ptr<RoundDriver>> RoundDriver::Create(const Coordinat
   if (driver->strategy_->FoldsUpdatesAsTheyArrive()) {
     driver->sum_ = std::make_unique<UpdateSum>(static_cast<size_t>(driver->manifest_.total_elements()));
   }
-  // Sites whose budget was spent in an earlier run of this federation stay so.
-  absl::StatusOr<std::map<std::string, StateStore::LatestPrivacy>> privacy = driver->state_->LatestPrivacyBySite();
-  if (!privacy.ok()) return privacy.status();
+  // Sites whose budget was spent in an earlier run of this federation stay
+  // so, and their earlier reports still bound what they may claim.
+  absl::StatusOr<std::vector<StateStore::PrivacyAnswer>> history = driver->state_->PrivacyHistory();
+  if (!history.ok()) return history.status();
   absl::MutexLock lock(&driver->mu_);
-  for (const auto& [site, p] : *privacy) {
-    if (p.declined) driver->exhausted_.insert(site);
+  std::map<std::string, bool> declined;  // by each site's latest answer
+  for (const StateStore::PrivacyAnswer& a : *history) {
+    driver->claims_.Record(a.site, a.answer.privacy, /*update=*/!a.answer.declined);
+    declined[a.site] = a.answer.declined;
+  }
+  for (const auto& [site, d] : declined) {
+    if (d) driver->exhausted_.insert(site);
   }
   return driver;
 }
@@ -719,6 +725,7 @@ absl::Status RoundDriver::CheckUpdateHeader(const v1::UpdateHeader& h, const std
   if (h.has_privacy()) {
     absl::StatusOr<SitePrivacy> p = CheckPrivacyReport(h.privacy());
     if (!p.ok()) return p.status();
+    if (absl::Status possible = claims_.Check(t->site, *p); !possible.ok()) return possible;
     t->privacy = *p;
   } else if (config_.plan.require_dp) {
     return absl::FailedPreconditionError(
@@ -782,6 +789,7 @@ absl::Status RoundDriver::FinishUpdate(const UpdateTicket& t, const absl::Status
     if (!s.ok()) spdlog::error("round {}: cannot take back the partial update of {}: {}", t.round, t.site,
                                std::string(s.message()));
   }
+  if (rec.accepted && t.privacy) claims_.Record(t.site, *t.privacy, /*update=*/true);
   if (rec.accepted) {
     spdlog::info("round {}: accepted the update of {} ({} examples, sha256 {})", t.round, t.site,
                  t.num_examples, t.update_sha256.substr(0, 12));
@@ -794,20 +802,28 @@ absl::Status RoundDriver::FinishUpdate(const UpdateTicket& t, const absl::Status
 }
 
 absl::Status RoundDriver::Decline(const std::string& site, const v1::Decline& d) {
-  if (d.reason() != v1::Decline::BUDGET_EXHAUSTED) {
+  if (d.reason() != v1::Decline::BUDGET_EXHAUSTED && d.reason() != v1::Decline::POLICY) {
     return absl::InvalidArgumentError("a decline must give its reason");
   }
+  const bool policy = d.reason() == v1::Decline::POLICY;
   if (!std::isfinite(d.epsilon_spent()) || d.epsilon_spent() < 0 || !std::isfinite(d.epsilon_max()) ||
       d.epsilon_max() <= 0 || d.detail().size() > 1024) {
     return absl::InvalidArgumentError("the decline's figures are out of range");
   }
+  if (!std::all_of(d.detail().begin(), d.detail().end(), [](char c) { return c >= 0x20 && c != 0x7f; })) {
+    return absl::InvalidArgumentError("the decline's detail holds a control character");
+  }
   SubmissionRecord rec;
   rec.site = site;
   rec.declined = true;
-  rec.reason = absl::StrCat("BUDGET_EXHAUSTED: ", d.detail());
+  rec.reason = absl::StrCat(policy ? "POLICY: " : "BUDGET_EXHAUSTED: ", d.detail());
   rec.privacy = SitePrivacy{};
   rec.privacy->epsilon_spent = d.epsilon_spent();
   rec.privacy->epsilon_max = d.epsilon_max();
+  if (absl::Status possible = claims_.CheckDecline(site, d.epsilon_spent()); !possible.ok()) {
+    spdlog::warn("round {}: refused the decline of {}: {}", d.round(), site, std::string(possible.message()));
+    return possible;
+  }
   int round = 0, attempt = 0;
   {
     absl::MutexLock lock(&mu_);
@@ -826,13 +842,20 @@ absl::Status RoundDriver::Decline(const std::string& site, const v1::Decline& d)
     round_->answered.insert(site);
     round_->declined[site] = *rec.privacy;
     exhausted_.insert(site);
+    claims_.Record(site, *rec.privacy, /*update=*/false);
     round = round_->round;
     attempt = round_->attempt;
     changed_.SignalAll();
   }
-  spdlog::warn("round {}: site {} declined: its privacy budget is spent (epsilon {:.4f} of {:.4g}); it will not "
-               "be asked to train again in this run",
-               round, site, d.epsilon_spent(), d.epsilon_max());
+  if (policy) {
+    spdlog::warn("round {}: site {} declined: the task goes beyond its policy ({}); it will not be asked to train "
+                 "again in this run",
+                 round, site, d.detail());
+  } else {
+    spdlog::warn("round {}: site {} declined: its privacy budget is spent (epsilon {:.4f} of {:.4g}); it will not "
+                 "be asked to train again in this run",
+                 round, site, d.epsilon_spent(), d.epsilon_max());
+  }
   return state_->RecordSubmission(round, attempt, rec, NowMs());
 }
 

@@ -17,6 +17,7 @@
 #include "common/tensor.h"
 #include "coordinator/config.h"
 #include "coordinator/model_store.h"
+#include "coordinator/privacy_claims.h"
 #include "coordinator/state_store.h"
 #include "coordinator/strategy.h"
 
@@ -191,7 +192,8 @@ class RoundDriver {
   mutable absl::Mutex mu_;
   absl::CondVar changed_;
   std::map<std::string, TaskChannel*> connected_ ABSL_GUARDED_BY(mu_);
-  std::set<std::string> exhausted_ ABSL_GUARDED_BY(mu_);  // declined: privacy budget spent
+  std::set<std::string> exhausted_ ABSL_GUARDED_BY(mu_);  // declined (budget spent, or its policy)
+  PrivacyClaims claims_;  // what each site may still claim (its own lock)
   std::optional<OpenRound> round_ ABSL_GUARDED_BY(mu_);
   std::optional<OpenEval> eval_ ABSL_GUARDED_BY(mu_);
   std::string global_sha256_ ABSL_GUARDED_BY(mu_);

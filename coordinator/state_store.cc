@@ -315,20 +315,30 @@ absl::Status StateStore::RecordSubmission(int round, int attempt, const Submissi
   return tx->Commit();
 }
 
-absl::StatusOr<std::map<std::string, StateStore::LatestPrivacy>> StateStore::LatestPrivacyBySite() {
+absl::StatusOr<std::vector<StateStore::PrivacyAnswer>> StateStore::PrivacyHistory() {
   absl::MutexLock lock(&mu_);
   absl::StatusOr<std::vector<SqlRow>> rows = db_->Query(
       "SELECT site, status, dp_unit, dp_noise_multiplier, dp_clip_norm, dp_sampling_rate, dp_steps, dp_delta, "
       "epsilon_spent, epsilon_max FROM submissions WHERE epsilon_spent IS NOT NULL AND status != 'rejected' "
       "ORDER BY round, attempt, received_at_ms");
   if (!rows.ok()) return rows.status();
-  std::map<std::string, LatestPrivacy> out;
+  std::vector<PrivacyAnswer> out;
   for (const SqlRow& r : *rows) {
-    LatestPrivacy& p = out[AsText(r[0])];
-    p.declined = AsText(r[1]) == "declined";
-    p.privacy = SitePrivacy{AsText(r[2]),   AsDouble(r[3]), AsDouble(r[4]), AsDouble(r[5]),
-                            AsInt(r[6]),    AsDouble(r[7]), AsDouble(r[8]), AsDouble(r[9])};
+    PrivacyAnswer a;
+    a.site = AsText(r[0]);
+    a.answer.declined = AsText(r[1]) == "declined";
+    a.answer.privacy = SitePrivacy{AsText(r[2]),   AsDouble(r[3]), AsDouble(r[4]), AsDouble(r[5]),
+                                   AsInt(r[6]),    AsDouble(r[7]), AsDouble(r[8]), AsDouble(r[9])};
+    out.push_back(std::move(a));
   }
+  return out;
+}
+
+absl::StatusOr<std::map<std::string, StateStore::LatestPrivacy>> StateStore::LatestPrivacyBySite() {
+  absl::StatusOr<std::vector<PrivacyAnswer>> history = PrivacyHistory();
+  if (!history.ok()) return history.status();
+  std::map<std::string, LatestPrivacy> out;
+  for (PrivacyAnswer& a : *history) out[a.site] = std::move(a.answer);
   return out;
 }
 

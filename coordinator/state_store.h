@@ -134,6 +134,13 @@ class StateStore {
     bool declined = false;
   };
   absl::StatusOr<std::map<std::string, LatestPrivacy>> LatestPrivacyBySite();
+  // Every DP report of an accepted update and every decline, oldest first,
+  // with its site (for PrivacyClaims after a restart).
+  struct PrivacyAnswer {
+    std::string site;
+    LatestPrivacy answer;
+  };
+  absl::StatusOr<std::vector<PrivacyAnswer>> PrivacyHistory();
   absl::Status TouchNode(const std::string& site, int64_t now_ms);
 
  private:
