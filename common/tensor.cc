@@ -1,5 +1,8 @@
 #include "common/tensor.h"
 
+#include <algorithm>
+#include <cmath>
+
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "crypto/sha256.h"
@@ -24,6 +27,12 @@ std::string Manifest::Sha256() const {
     absl::StrAppend(&text, t.name, ":F32:", absl::StrJoin(t.shape, ","), "\n");
   }
   return crypto::Sha256Hex(text);
+}
+
+std::optional<size_t> FirstNonFinite(const std::vector<float>& values) {
+  auto it = std::find_if(values.begin(), values.end(), [](float v) { return !std::isfinite(v); });
+  if (it == values.end()) return std::nullopt;
+  return static_cast<size_t>(it - values.begin());
 }
 
 }  // namespace fedrad

@@ -2,6 +2,7 @@
 #define FEDRAD_COMMON_TENSOR_H_
 
 #include <cstdint>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -37,6 +38,9 @@ struct ModelParameters {
   Manifest manifest;
   std::vector<float> values;
 };
+
+// The index of the first NaN or infinity in `values`, if any.
+std::optional<size_t> FirstNonFinite(const std::vector<float>& values);
 
 }  // namespace fedrad
 

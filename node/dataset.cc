@@ -1,5 +1,6 @@
 #include "node/dataset.h"
 
+#include <algorithm>
 #include <filesystem>
 #include <set>
 #include <unordered_map>
@@ -7,6 +8,7 @@
 #include "absl/strings/ascii.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
 #include "absl/strings/str_split.h"
 #include "absl/strings/strip.h"
 #include "common/files.h"
@@ -42,22 +44,26 @@ absl::StatusOr<LabelTable> LoadLabels(const std::string& csv_path, int num_class
     line = absl::StripTrailingAsciiWhitespace(line);
     if (line_no == 1) {
       line = absl::StripPrefix(line, "\xEF\xBB\xBF");  // a BOM from spreadsheet exports
-      const std::string header = absl::AsciiStrToLower(absl::StripAsciiWhitespace(line));
+      const std::string lowered = absl::AsciiStrToLower(absl::StripAsciiWhitespace(line));
+      absl::string_view header = lowered;
+      table.has_patient = absl::ConsumeSuffix(&header, ",patient");
       if (header == "path,label") {
         table.key = LabelTable::Key::kPath;
       } else if (header == "sop_instance_uid,label") {
         table.key = LabelTable::Key::kSopInstanceUid;
       } else {
         return absl::InvalidArgumentError(absl::StrCat(
-            csv_path, ":1: the header must be \"path,label\" or \"sop_instance_uid,label\""));
+            csv_path, ":1: the header must be \"path,label\" or \"sop_instance_uid,label\", optionally followed "
+            "by \",patient\""));
       }
       continue;
     }
     if (line.empty()) continue;
     std::vector<absl::string_view> fields = absl::StrSplit(line, ',');
-    if (fields.size() != 2) {
-      return absl::InvalidArgumentError(absl::StrCat(csv_path, ":", line_no,
-                                                     ": expected 2 fields, found ", fields.size()));
+    const size_t columns = table.has_patient ? 3 : 2;
+    if (fields.size() != columns) {
+      return absl::InvalidArgumentError(absl::StrCat(csv_path, ":", line_no, ": expected ", columns,
+                                                     " fields, found ", fields.size()));
     }
     LabelTable::Row row;
     row.key = std::string(absl::StripAsciiWhitespace(fields[0]));
@@ -83,6 +89,13 @@ absl::StatusOr<LabelTable> LoadLabels(const std::string& csv_path, int num_class
       return absl::InvalidArgumentError(absl::StrCat(
           csv_path, ":", line_no, ": label '", label, "' is not a class: use an integer in [0, ", num_classes, ")",
           class_names.empty() ? " or list class names in [data] class_names" : " or one of the class_names"));
+    }
+    if (table.has_patient) {
+      row.patient = std::string(absl::StripAsciiWhitespace(fields[2]));
+      if (row.patient.empty()) {
+        return absl::InvalidArgumentError(absl::StrCat(
+            csv_path, ":", line_no, ": empty patient: with a patient column every image needs its patient"));
+      }
     }
     if (!seen.insert(row.key).second) {
       return absl::InvalidArgumentError(absl::StrCat(csv_path, ":", line_no, ": '", row.key, "' is listed twice"));
@@ -126,8 +139,8 @@ absl::StatusOr<ImageSet> LoadImageSet(const DatasetSpec& spec, LoadReport* repor
 
   // Which files to decode, and the label of each.
   std::vector<std::string> to_load;
-  std::vector<int64_t> path_labels;
-  std::unordered_map<std::string, int64_t> by_uid;
+  std::vector<const LabelTable::Row*> path_rows;
+  std::unordered_map<std::string, const LabelTable::Row*> by_uid;
   if (labels->key == LabelTable::Key::kPath) {
     std::set<std::string> present(files.begin(), files.end());
     std::set<std::string> labelled;
@@ -138,12 +151,12 @@ absl::StatusOr<ImageSet> LoadImageSet(const DatasetSpec& spec, LoadReport* repor
         continue;
       }
       to_load.push_back(row.key);
-      path_labels.push_back(row.label);
+      path_rows.push_back(&row);
     }
     for (const std::string& f : files) report->files_without_row += labelled.count(f) ? 0 : 1;
   } else {
     to_load = files;  // the UID is inside each file
-    for (const LabelTable::Row& row : labels->rows) by_uid[row.key] = row.label;
+    for (const LabelTable::Row& row : labels->rows) by_uid[row.key] = &row;
   }
 
   std::vector<std::string> paths;
@@ -158,6 +171,7 @@ absl::StatusOr<ImageSet> LoadImageSet(const DatasetSpec& spec, LoadReport* repor
   set.size = spec.preprocess.output_size;
   std::set<std::string> uids_matched;
   std::map<std::string, int> per_patient;
+  std::map<std::string, std::set<std::string>> study_patients;
   for (size_t i = 0; i < loaded.size(); ++i) {
     LoadedImage& image = loaded[i];
     if (!image.status.ok()) {
@@ -169,9 +183,9 @@ absl::StatusOr<ImageSet> LoadImageSet(const DatasetSpec& spec, LoadReport* repor
       report->unusable[to_load[i]] = ReasonOf(image.status);
       continue;
     }
-    int64_t label;
+    const LabelTable::Row* row;
     if (labels->key == LabelTable::Key::kPath) {
-      label = path_labels[i];
+      row = path_rows[i];
     } else {
       auto it = by_uid.find(image.facts.sop_instance_uid);
       if (it == by_uid.end()) {
@@ -179,7 +193,18 @@ absl::StatusOr<ImageSet> LoadImageSet(const DatasetSpec& spec, LoadReport* repor
         continue;
       }
       uids_matched.insert(it->first);
-      label = it->second;
+      row = it->second;
+    }
+    const int64_t label = row->label;
+    std::string patient = PatientKey(image.facts, row);
+    if (patient.empty()) {
+      ++report->files_without_patient_key;
+      if (spec.require_patient_key) {
+        ++report->skipped[kNoPatientKey];
+        report->unusable[to_load[i]] = kNoPatientKey;
+        continue;
+      }
+      patient = absl::StrCat("file:", to_load[i]);  // its own unit
     }
     ++report->files_loaded;
     report->from_cache += image.from_cache ? 1 : 0;
@@ -187,9 +212,7 @@ absl::StatusOr<ImageSet> LoadImageSet(const DatasetSpec& spec, LoadReport* repor
     ++report->transfer_syntaxes[image.facts.transfer_syntax];
     ++report->photometrics[image.facts.photometric];
     ++report->sizes[absl::StrCat(image.facts.rows, "x", image.facts.columns)];
-    // Without a PatientID the file is its own privacy unit.
-    const std::string patient =
-        image.facts.patient_id.empty() ? absl::StrCat("file:", to_load[i]) : image.facts.patient_id;
+    if (!image.facts.study_instance_uid.empty()) study_patients[image.facts.study_instance_uid].insert(patient);
     for (PreparedFrame& frame : image.frames) {
       set.pixels.insert(set.pixels.end(), frame.pixels.begin(), frame.pixels.end());
       set.labels.push_back(label);
@@ -206,8 +229,53 @@ absl::StatusOr<ImageSet> LoadImageSet(const DatasetSpec& spec, LoadReport* repor
     report->rows_without_file = static_cast<int>(labels->rows.size() - uids_matched.size());
   }
   report->patients = static_cast<int>(per_patient.size());
-  for (const auto& [patient, n] : per_patient) ++report->images_per_patient[n];
+  for (const auto& [patient, n] : per_patient) {
+    ++report->images_per_patient[n];
+    report->largest_patient_images = std::max(report->largest_patient_images, n);
+  }
+  report->studies = static_cast<int>(study_patients.size());
+  for (const auto& [study, patients] : study_patients) report->studies_with_several_patients += patients.size() > 1;
   return set;
+}
+
+std::string PatientKey(const DicomFacts& facts, const LabelTable::Row* row) {
+  if (row != nullptr && !row->patient.empty()) return row->patient;
+  const std::string id(absl::StripAsciiWhitespace(facts.patient_id));
+  if (id.empty()) return "";
+  const std::string issuer(absl::StripAsciiWhitespace(facts.issuer_of_patient_id));
+  // The same ID from two issuers is two patients. PatientID (LO) holds no
+  // control character, so the separator cannot be forged.
+  if (!issuer.empty()) return absl::StrCat(id, "\x1f", issuer);
+  return id;
+}
+
+std::vector<std::string> PatientKeyWarnings(const LoadReport& r, bool key_required) {
+  std::vector<std::string> out;
+  if (r.files_without_patient_key > 0) {
+    out.push_back(absl::StrCat(
+        r.files_without_patient_key, " file(s) have no patient key (PatientID empty or missing, no patient column "
+        "in labels.csv): ", key_required ? "refused under patient-level DP" : "each counted as its own patient",
+        "; give labels.csv a patient column (the site's pseudonym map) to use them"));
+  }
+  if (r.studies_with_several_patients > 0) {
+    out.push_back(absl::StrCat(
+        r.studies_with_several_patients, " of ", r.studies, " stud(ies) hold images of more than one patient key: "
+        "PatientID looks replaced per file or series by de-identification, so one patient may count as several "
+        "privacy units and the patient-level epsilon would not hold for them; give labels.csv a patient column"));
+  }
+  // One key for a large share of a sizeable set, far above the others: a
+  // constant dummy ID merges patients, whose true epsilon is then a group's.
+  const int others = r.images_loaded - r.largest_patient_images;
+  const bool dominant = r.patients == 1 ||
+                        r.largest_patient_images * (r.patients - 1) > 5 * others;  // 5x the others' mean
+  if (r.images_loaded >= 20 && r.patients >= 1 && r.largest_patient_images * 5 > r.images_loaded && dominant) {
+    out.push_back(absl::StrFormat(
+        "one patient key covers %d of %d images (%.0f%%): a constant PatientID (such as ANONYMOUS after "
+        "de-identification) merges patients into one privacy unit; check PatientID or give labels.csv a patient "
+        "column",
+        r.largest_patient_images, r.images_loaded, 100.0 * r.largest_patient_images / r.images_loaded));
+  }
+  return out;
 }
 
 std::string SopInstanceUidsSha256(const ImageSet& set) {

@@ -37,17 +37,21 @@ struct LabelTable {
   struct Row {
     std::string key;  // relative path or SOPInstanceUID
     int64_t label = 0;
+    std::string patient;  // the site's pseudonym for the image's patient, with a patient column
     int line = 0;
   };
   Key key = Key::kPath;
+  bool has_patient = false;  // a third column "patient"
   std::vector<Row> rows;
 };
 
 // Reads labels.csv: a header "path,label" (paths relative to the data
-// folder) or "sop_instance_uid,label", then one row per image. A label is an
-// integer class in [0, num_classes) or, if `class_names` is given, one of the
-// names (its position is the class). Any malformed row is an error naming the
-// file and line.
+// folder) or "sop_instance_uid,label", optionally followed by ",patient",
+// then one row per image. A label is an integer class in [0, num_classes)
+// or, if `class_names` is given, one of the names (its position is the
+// class). A patient column is the site's pseudonym map: it names each
+// image's patient, overriding the DICOM PatientID, and no cell may be empty.
+// Any malformed row is an error naming the file and line.
 absl::StatusOr<LabelTable> LoadLabels(const std::string& csv_path, int num_classes,
                                       const std::vector<std::string>& class_names = {});
 
@@ -58,6 +62,10 @@ struct DatasetSpec {
   std::vector<std::string> class_names;
   PreprocessSettings preprocess;
   LoaderOptions loader;
+  // Under patient-level DP every image needs its patient: a file without a
+  // patient key (PatientKey) is skipped and counted. Otherwise such a file
+  // is its own unit.
+  bool require_patient_key = false;
 };
 
 // What loading found: every file and row is accounted for. Counts only; no
@@ -79,11 +87,32 @@ struct LoadReport {
   std::map<std::string, int> sizes;              // files per "rows x columns"
   std::map<int64_t, int> labels;                 // images per class
   std::map<int, int> images_per_patient;         // how many patients have n images
+  // The privacy unit's health (PatientKeyWarnings turns these into words).
+  int files_without_patient_key = 0;  // skipped if the key is required, else each its own unit
+  int studies = 0;                    // distinct StudyInstanceUIDs of the loaded files
+  int studies_with_several_patients = 0;
+  int largest_patient_images = 0;     // images of the patient key that has the most
   // Relative path -> reason, for each skipped or no-image file. Paths stay on
   // the node (they may contain identifiers); only `inspect --list-skipped`
   // prints them.
   std::map<std::string, std::string> unusable;
 };
+
+// The reason files without a patient key are skipped under patient-level DP.
+inline constexpr char kNoPatientKey[] =
+    "no patient key (PatientID is empty or missing and labels.csv has no patient column)";
+
+// The privacy unit of an image: the labels' patient column when given, else
+// (IssuerOfPatientID, PatientID), else PatientID alone; "" when there is none
+// (PatientID empty, missing or only spaces).
+std::string PatientKey(const DicomFacts& facts, const LabelTable::Row* row);
+
+// What the report says about the patient keys that should worry a privacy
+// officer: files without a key, studies shared by several keys (PatientID
+// replaced per file by de-identification: one patient counts as several
+// units), one key covering a large share of the images (a constant dummy ID
+// such as ANONYMOUS: many patients in one unit). Empty when all is well.
+std::vector<std::string> PatientKeyWarnings(const LoadReport& report, bool key_required);
 
 // Every regular file under `dir` but label files (.csv) and hidden ones,
 // relative to `dir`, sorted; nothing under `skip_dir` (an output folder).

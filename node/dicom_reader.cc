@@ -287,6 +287,8 @@ absl::StatusOr<DicomImageFile> ReadDicomImage(const std::string& path, const Dic
   DcmDataset* ds = file.getDataset();
   DicomImageFile out;
   out.patient_id = GetString(ds, DCM_PatientID);
+  out.issuer_of_patient_id = GetString(ds, DCM_IssuerOfPatientID);
+  out.study_instance_uid = GetString(ds, DCM_StudyInstanceUID);
   out.sop_instance_uid = GetString(ds, DCM_SOPInstanceUID);
   out.sop_class_uid = GetString(ds, DCM_SOPClassUID);
   out.modality = GetString(ds, DCM_Modality);

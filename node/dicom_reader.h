@@ -24,6 +24,8 @@ struct ModalityFrame {
 // for grouping and splitting, never logged or sent.
 struct DicomImageFile {
   std::string patient_id;
+  std::string issuer_of_patient_id;  // (0010,0021): who assigned patient_id, if given
+  std::string study_instance_uid;
   std::string sop_instance_uid;
   std::string sop_class_uid;
   std::string modality;

@@ -26,9 +26,11 @@ absl::StatusOr<DpStepStats> NoisyClippedGradient(GradSampler& sampler, torch::nn
   torch::NoGradGuard no_grad;
   DpStepStats stats;
   stats.units = num_units;
-  if (num_units > 0) {
-    stats.mean_norm = clipped->unit_norms.mean().item<double>();
-    stats.clipped_fraction = (clipped->unit_norms > s.clip_norm).to(torch::kFloat64).mean().item<double>();
+  stats.nonfinite_units = clipped->nonfinite_units;
+  if (num_units > clipped->nonfinite_units) {
+    const torch::Tensor finite = clipped->unit_norms.masked_select(torch::isfinite(clipped->unit_norms));
+    stats.mean_norm = finite.mean().item<double>();
+    stats.clipped_fraction = (finite > s.clip_norm).to(torch::kFloat64).mean().item<double>();
   }
   const double noise_std = s.noise_multiplier * s.clip_norm;
   std::vector<double> noise;

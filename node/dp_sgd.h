@@ -28,6 +28,9 @@ struct DpStepStats {
   int64_t units = 0;
   double mean_norm = 0;         // of the units' gradients before clipping
   double clipped_fraction = 0;  // units whose norm exceeded C
+  // Units whose gradient was not finite: they contributed nothing
+  // (GradSampler::ClippedSum). Counted on the node, never released.
+  int64_t nonfinite_units = 0;
 };
 
 // Audits only (`fedrad audit empirical`): Dirac gradient canaries, the

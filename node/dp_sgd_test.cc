@@ -3,6 +3,7 @@
 #include <gtest/gtest.h>
 
 #include <algorithm>
+#include <cmath>
 #include <torch/torch.h>
 
 #include "common/model_zoo.h"
@@ -38,6 +39,14 @@ std::vector<torch::Tensor> NaiveClippedSum(ClassifierImpl& model, const torch::T
   return out;
 }
 
+// One summed-loss forward and backward pass with `sampler` installed.
+void Backward(ClassifierImpl& model, GradSampler& sampler, const torch::Tensor& x, const torch::Tensor& y) {
+  model.set_tap(&sampler);
+  model.zero_grad();
+  F::cross_entropy(model.forward(x), y, F::CrossEntropyFuncOptions().reduction(torch::kSum)).backward();
+  model.set_tap(nullptr);
+}
+
 TEST(DpSgdTest, PatientLevelClippedSumEqualsNaiveLoop) {
   torch::manual_seed(5);
   auto model = CreateClassifier(ModelSpec{"ctnet", 1, 32, 2});
@@ -54,10 +63,7 @@ TEST(DpSgdTest, PatientLevelClippedSumEqualsNaiveLoop) {
     for (double clip : {0.05, 1e6}) {
       std::vector<torch::Tensor> want = NaiveClippedSum(**model, x, y, *units, n, clip);
       GradSampler sampler;
-      (*model)->set_tap(&sampler);
-      (*model)->zero_grad();
-      F::cross_entropy((*model)->forward(x), y, F::CrossEntropyFuncOptions().reduction(torch::kSum)).backward();
-      (*model)->set_tap(nullptr);
+      Backward(**model, sampler, x, y);
       auto rng = crypto::SecureRandom::ForTesting(1);
       DpSgdSettings s{clip, /*noise_multiplier=*/0.0, /*expected_batch=*/2.5};
       auto stats = NoisyClippedGradient(sampler, **model, torch::tensor(*units), n, s, *rng);
@@ -72,6 +78,56 @@ TEST(DpSgdTest, PatientLevelClippedSumEqualsNaiveLoop) {
         EXPECT_LE((got - want[p]).abs().max().item<double>(), 1e-5 * scale + 1e-9)
             << "param " << p << " clip " << clip << " units " << n;
       }
+    }
+  }
+}
+
+// One unit's image holds a NaN or an infinity (a corrupt file, an overflow):
+// that unit contributes nothing, and the clipped sum is exactly the one of
+// the other units, finite, each still moving it by at most C.
+TEST(DpSgdTest, AUnitWithANonFiniteGradientContributesNothing) {
+  torch::manual_seed(6);
+  auto model = CreateClassifier(ModelSpec{"ctnet", 1, 32, 2});
+  ASSERT_TRUE(model.ok());
+  const torch::Tensor clean = torch::rand({7, 1, 32, 32});
+  const torch::Tensor y = torch::randint(0, 2, {7}, torch::kInt64);
+  const std::vector<int64_t> by_patient = {0, 0, 1, 2, 2, 2, 3};
+  const std::vector<int64_t> by_image = {0, 1, 2, 3, 4, 5, 6};
+  for (float bad : {NAN, INFINITY, -INFINITY}) {
+    for (const std::vector<int64_t>* units : {&by_patient, &by_image}) {
+      const int64_t n = *std::max_element(units->begin(), units->end()) + 1;
+      // Image 4 (patient 2) is poisoned at one pixel.
+      torch::Tensor x = clean.clone();
+      x.index_put_({4, 0, 10, 10}, bad);
+      // The reference: the same batch without the poisoned unit's images.
+      std::vector<int64_t> keep_rows, keep_units;
+      const int64_t dropped = (*units)[4];
+      for (int64_t i = 0; i < 7; ++i) {
+        if ((*units)[i] == dropped) continue;
+        keep_rows.push_back(i);
+        keep_units.push_back((*units)[i] < dropped ? (*units)[i] : (*units)[i] - 1);
+      }
+      const torch::Tensor rows = torch::tensor(keep_rows);
+      std::vector<torch::Tensor> want = NaiveClippedSum(**model, clean.index_select(0, rows), y.index_select(0, rows),
+                                                        keep_units, n - 1, 0.05);
+      GradSampler sampler;
+      Backward(**model, sampler, x, y);
+      auto rng = crypto::SecureRandom::ForTesting(1);
+      auto stats = NoisyClippedGradient(sampler, **model, torch::tensor(*units), n,
+                                        DpSgdSettings{0.05, /*noise_multiplier=*/0.0, /*expected_batch=*/1.0}, *rng);
+      ASSERT_TRUE(stats.ok()) << stats.status();
+      EXPECT_EQ(stats->nonfinite_units, 1) << bad;
+      EXPECT_TRUE(std::isfinite(stats->mean_norm));
+      double sq = 0;
+      std::vector<torch::Tensor> params = (*model)->parameters();
+      for (size_t p = 0; p < params.size(); ++p) {
+        const torch::Tensor got = params[p].grad();
+        ASSERT_TRUE(torch::isfinite(got).all().item<bool>()) << "param " << p << " value " << bad;
+        EXPECT_LE((got - want[p]).abs().max().item<double>(), 1e-5 * (want[p].abs().max().item<double>() + 1e-9))
+            << "param " << p << " value " << bad << " units " << n;
+        sq += got.to(torch::kFloat64).pow(2).sum().item<double>();
+      }
+      EXPECT_LE(std::sqrt(sq), 0.05 * static_cast<double>(n - 1) * (1 + 1e-5));
     }
   }
 }

@@ -160,11 +160,6 @@ absl::StatusOr<GradSampler::Clipped> GradSampler::ClippedSum(const torch::nn::Mo
   }
   const int64_t batch = unit_of_sample.size(0);
   const bool identity = num_units == batch && torch::equal(unit_of_sample, torch::arange(batch, torch::kInt64));
-  torch::Tensor one_hot;  // [units, batch]
-  if (!identity && num_units > 0) {
-    one_hot = torch::zeros({num_units, batch}, torch::kFloat32);
-    one_hot.index_put_({unit_of_sample, torch::arange(batch, torch::kInt64)}, 1.0);
-  }
   // Linear layers on 2-D inputs, each captured once, take the Gram path.
   std::map<const void*, int> uses;
   for (const Capture& c : captures_) {
@@ -173,54 +168,92 @@ absl::StatusOr<GradSampler::Clipped> GradSampler::ClippedSum(const torch::nn::Mo
   auto ghost = [&](const Capture& c) {
     return c.kind == Kind::kLinear && c.input.dim() == 2 && uses[c.layer] == 1;
   };
-
-  torch::Tensor sq = torch::zeros({num_units}, torch::kFloat64);
+  // Materialised per-sample gradients first: a unit is kept only if every
+  // value that feeds its gradient is finite. One NaN or Inf (a corrupt image,
+  // an overflow) would otherwise pass through clipping (NaN compares false)
+  // and, through 0 * NaN in the sums, turn the whole noised sum into NaN.
   std::map<const void*, torch::Tensor> materialised;  // parameter -> per-sample [B, ...]
   for (const Capture& c : captures_) {
-    if (!c.grad_output.defined()) continue;
-    if (!ghost(c)) {
-      absl::Status s = Accumulate(c, &materialised);
-      if (!s.ok()) return s;
-      continue;
-    }
-    if (num_units == 0) continue;
+    if (!c.grad_output.defined() || ghost(c)) continue;
+    absl::Status s = Accumulate(c, &materialised);
+    if (!s.ok()) return s;
+  }
+  auto rows_finite = [&](const torch::Tensor& t) { return torch::isfinite(t.reshape({batch, -1})).all(1); };
+  torch::Tensor sample_ok = torch::ones({batch}, torch::kBool);
+  for (const Capture& c : captures_) {
+    if (!c.grad_output.defined() || !ghost(c)) continue;
+    sample_ok = sample_ok & rows_finite(c.input) & rows_finite(c.grad_output);
+  }
+  for (auto& [param, per_sample] : materialised) sample_ok = sample_ok & rows_finite(per_sample);
+  // A unit with one bad sample is dropped whole: its other samples are not
+  // a gradient of that unit.
+  torch::Tensor unit_ok =
+      torch::zeros({num_units}, torch::kInt64).index_add_(0, unit_of_sample, (~sample_ok).to(torch::kInt64)) == 0;
+  const torch::Tensor keep = unit_ok.index_select(0, unit_of_sample);  // [B]
+  auto zero_dropped = [&](const torch::Tensor& t) {
+    std::vector<int64_t> shape(static_cast<size_t>(t.dim()), 1);
+    shape[0] = batch;
+    return torch::where(keep.reshape(shape), t, torch::zeros({}, t.options()));
+  };
+
+  // Squared norms of the units' gradients. Only pairs of samples of one unit
+  // enter a unit's norm (torch::where, never a multiplication by a 0/1
+  // mask, so an overflow in another unit cannot reach it).
+  torch::Tensor sq = torch::zeros({num_units}, torch::kFloat64);
+  // Each Gram-path layer's input and output gradient, dropped units zeroed.
+  std::map<torch::nn::LinearImpl*, std::pair<torch::Tensor, torch::Tensor>> ghost_inputs;
+  const torch::Tensor same_unit =
+      identity ? torch::Tensor() : unit_of_sample.unsqueeze(0) == unit_of_sample.unsqueeze(1);  // [B, B]
+  for (const Capture& c : captures_) {
+    if (!c.grad_output.defined() || !ghost(c)) continue;
     auto* layer = static_cast<torch::nn::LinearImpl*>(c.layer);
-    const torch::Tensor& a = c.input;
-    const torch::Tensor& g = c.grad_output;
+    const torch::Tensor a = zero_dropped(c.input);
+    const torch::Tensor g = zero_dropped(c.grad_output);
     const double bias = layer->bias.defined() ? 1.0 : 0.0;
     if (identity) {
       const torch::Tensor g2 = g.pow(2).sum(1).to(torch::kFloat64);
       sq += g2 * (a.pow(2).sum(1).to(torch::kFloat64) + bias);
     } else {
-      const torch::Tensor m = (g.mm(g.t()) * (a.mm(a.t()) + bias)).to(torch::kFloat32);  // [B, B]
-      sq += (one_hot.mm(m) * one_hot).sum(1).to(torch::kFloat64);
+      const torch::Tensor m = g.mm(g.t()) * (a.mm(a.t()) + bias);  // [B, B]
+      const torch::Tensor within = torch::where(same_unit, m, torch::zeros({}, m.options())).sum(1);
+      sq.index_add_(0, unit_of_sample, within.to(torch::kFloat64));
     }
+    ghost_inputs[layer] = {a, g};
   }
-  // Materialised parameters: per-unit sums and their norms.
+  torch::Tensor one_hot;  // [units, batch]
+  if (!identity) {
+    one_hot = torch::zeros({num_units, batch}, torch::kFloat32);
+    one_hot.index_put_({unit_of_sample, torch::arange(batch, torch::kInt64)}, 1.0);
+  }
   std::map<const void*, torch::Tensor> per_unit;
   for (auto& [param, per_sample] : materialised) {
-    torch::Tensor flat = per_sample.reshape({batch, -1});
-    torch::Tensor u = identity || num_units == 0 ? flat : one_hot.to(flat.dtype()).mm(flat);
-    if (num_units > 0) sq += u.norm(2, {1}).to(torch::kFloat64).pow(2);
+    torch::Tensor flat = zero_dropped(per_sample.reshape({batch, -1}));
+    torch::Tensor u = identity ? flat : one_hot.to(flat.dtype()).mm(flat);
+    sq += u.norm(2, {1}).to(torch::kFloat64).pow(2);
     per_unit[param] = std::move(u);
   }
+  // Rounding in the Gram products can leave a tiny negative square.
+  sq = sq.clamp_min(0);
+  // A unit whose values were finite but whose norm overflowed is dropped too.
+  unit_ok = unit_ok & torch::isfinite(sq);
   Clipped out;
-  out.unit_norms = sq.sqrt();
-  const torch::Tensor factor = (clip / (out.unit_norms + 1e-6)).clamp_max(1.0).to(torch::kFloat32);  // [U]
-  const torch::Tensor weight = num_units == 0 ? torch::zeros({batch})
-                               : identity     ? factor
-                                              : factor.index_select(0, unit_of_sample);  // [B]
+  out.nonfinite_units = num_units - unit_ok.sum().item<int64_t>();
+  out.unit_norms = torch::where(unit_ok, sq.sqrt(), torch::full({}, INFINITY, sq.options()));
+  const torch::Tensor factor =
+      torch::where(unit_ok, (clip / (out.unit_norms + 1e-6)).clamp_max(1.0), torch::zeros({}, sq.options()))
+          .to(torch::kFloat32);  // [U]
+  const torch::Tensor weight = identity ? factor : factor.index_select(0, unit_of_sample);  // [B]
   std::map<const void*, torch::Tensor> sums;
-  for (const Capture& c : captures_) {
-    if (!c.grad_output.defined() || !ghost(c)) continue;
-    auto* layer = static_cast<torch::nn::LinearImpl*>(c.layer);
-    const torch::Tensor wg = c.grad_output * weight.to(c.grad_output.dtype()).unsqueeze(1);
-    sums[layer->weight.unsafeGetTensorImpl()] = wg.t().mm(c.input);
+  for (const auto& [layer, ag] : ghost_inputs) {
+    const auto& [a, g] = ag;
+    const torch::Tensor wg = g * weight.to(g.dtype()).unsqueeze(1);
+    sums[layer->weight.unsafeGetTensorImpl()] = wg.t().mm(a);
     if (layer->bias.defined()) sums[layer->bias.unsafeGetTensorImpl()] = wg.sum(0);
   }
   for (auto& [param, u] : per_unit) {
-    sums[param] = num_units == 0 ? torch::zeros({u.size(1)}, u.options())
-                                 : factor.to(u.dtype()).unsqueeze(0).mm(u).squeeze(0);
+    // Rows of dropped units may hold an overflow: zeroed, not multiplied by 0.
+    const torch::Tensor kept = torch::where(unit_ok.unsqueeze(1), u, torch::zeros({}, u.options()));
+    sums[param] = factor.to(u.dtype()).unsqueeze(0).mm(kept).squeeze(0);
   }
   absl::StatusOr<std::vector<torch::Tensor>> ordered = InParameterOrder(model, sums);
   if (!ordered.ok()) return ordered.status();

@@ -41,9 +41,15 @@ class GradSampler : public LayerTap {
   // ||Σ_{i∈u} g_i a_iᵀ||² = Σ_{i,j∈u} (g_i·g_j)(a_i·a_j) (just ||g_i||·||a_i||
   // with one sample per unit), and the sum is one GEMM (w ⊙ g)ᵀ a; other
   // layers go through per-sample gradients.
+  //
+  // A unit any of whose values (layer inputs, output gradients, per-sample
+  // gradients) is not finite, or whose norm overflows, contributes exactly
+  // zero: the sum stays finite and each unit still moves it by at most C.
+  // Squared norms are clamped at zero before the square root.
   struct Clipped {
     std::vector<torch::Tensor> sums;  // per parameter, named_parameters order
-    torch::Tensor unit_norms;         // [num_units], before clipping (float64)
+    torch::Tensor unit_norms;         // [num_units], before clipping (float64); +inf for dropped units
+    int64_t nonfinite_units = 0;      // units dropped as above
   };
   absl::StatusOr<Clipped> ClippedSum(const torch::nn::Module& model, const torch::Tensor& unit_of_sample,
                                      int64_t num_units, double clip);

@@ -13,7 +13,9 @@
 namespace fedrad::node {
 namespace {
 
-constexpr char kCacheMagic[4] = {'F', 'R', 'C', '1'};
+// Version 2 holds the patient key's issuer and the study: entries of
+// version 1 are decoded again rather than read without them.
+constexpr char kCacheMagic[4] = {'F', 'R', 'C', '2'};
 constexpr uint64_t kMaxDicomBytes = uint64_t{4} << 30;
 
 // Cache file: magic, u32 JSON length, JSON (facts and frame indices), then
@@ -22,6 +24,8 @@ constexpr uint64_t kMaxDicomBytes = uint64_t{4} << 30;
 std::string EncodeCacheEntry(const LoadedImage& image) {
   nlohmann::json j;
   j["patient_id"] = image.facts.patient_id;
+  j["issuer_of_patient_id"] = image.facts.issuer_of_patient_id;
+  j["study_instance_uid"] = image.facts.study_instance_uid;
   j["sop_instance_uid"] = image.facts.sop_instance_uid;
   j["modality"] = image.facts.modality;
   j["transfer_syntax"] = image.facts.transfer_syntax;
@@ -53,6 +57,8 @@ std::optional<LoadedImage> DecodeCacheEntry(const std::string& bytes, size_t exp
   try {
     LoadedImage out;
     out.facts.patient_id = j.at("patient_id").get<std::string>();
+    out.facts.issuer_of_patient_id = j.at("issuer_of_patient_id").get<std::string>();
+    out.facts.study_instance_uid = j.at("study_instance_uid").get<std::string>();
     out.facts.sop_instance_uid = j.at("sop_instance_uid").get<std::string>();
     out.facts.modality = j.at("modality").get<std::string>();
     out.facts.transfer_syntax = j.at("transfer_syntax").get<std::string>();
@@ -87,8 +93,9 @@ LoadedImage Decode(const std::string& path, const PreprocessSettings& settings) 
     out.status = file.status();
     return out;
   }
-  out.facts = {file->patient_id, file->sop_instance_uid, file->modality, file->transfer_syntax_name,
-               file->photometric, file->rows, file->columns};
+  out.facts = {file->patient_id,  file->issuer_of_patient_id, file->study_instance_uid,
+               file->sop_instance_uid, file->modality,          file->transfer_syntax_name,
+               file->photometric, file->rows,                  file->columns};
   for (const ModalityFrame& frame : file->frames) {
     out.frames.push_back({frame.index, PreprocessFrame(frame, *file, settings)});
   }

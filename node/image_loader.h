@@ -19,6 +19,8 @@ namespace fedrad::node {
 // What a file is, as far as the cohort report and the split need to know.
 struct DicomFacts {
   std::string patient_id;
+  std::string issuer_of_patient_id;
+  std::string study_instance_uid;
   std::string sop_instance_uid;
   std::string modality;
   std::string transfer_syntax;  // name, e.g. "JPEG-LS Lossless"

@@ -107,7 +107,16 @@ absl::Status Inspect(const InspectOptions& options, std::ostream& out) {
   }
   out << absl::StrFormat("labels       %d rows in %s; %d name no file; %d files have no row\n", r.label_rows,
                          options.dataset.labels_csv, r.rows_without_file, r.files_without_row);
-  out << absl::StrFormat("patients     %d\n", r.patients);
+  out << absl::StrFormat("patients     %d (privacy units: %s)\n", r.patients,
+                         options.dataset.require_patient_key ? "patients; files without a patient key are refused"
+                                                             : "patients; a file without a patient key is its own");
+  out << absl::StrFormat("patient keys %d file(s) without one; %d of %d stud(ies) span several keys; the largest "
+                         "key has %d image(s)\n",
+                         r.files_without_patient_key, r.studies_with_several_patients, r.studies,
+                         r.largest_patient_images);
+  for (const std::string& w : PatientKeyWarnings(r, options.dataset.require_patient_key)) {
+    out << "  WARNING: " << w << "\n";
+  }
   out << "images/patient";
   for (const auto& [n, patients] : r.images_per_patient) out << absl::StrFormat("  %d: %d patients", n, patients);
   out << "\n";

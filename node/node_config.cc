@@ -30,6 +30,17 @@ PrivacySettings ReadPrivacySettings(ConfigReader& c) {
   return p;
 }
 
+SitePolicy ReadSitePolicy(ConfigReader& c) {
+  SitePolicy p;
+  p.max_round_epsilon = c.GetDouble("policy.max_round_epsilon", 0, 0, 100);
+  p.rounds = static_cast<int>(c.GetInt("policy.rounds", 0, 0, 1000000));
+  p.architectures = c.GetStringArray("policy.architectures", std::vector<std::string>{});
+  p.max_local_epochs = static_cast<int>(c.GetInt("policy.max_local_epochs", 0, 0, 1000));
+  p.min_batch_size = static_cast<int>(c.GetInt("policy.min_batch_size", 0, 0, 65536));
+  p.min_report = static_cast<int>(c.GetInt("policy.min_report", 10, 1, 1000000));
+  return p;
+}
+
 absl::StatusOr<NodeConfig> LoadNodeConfig(const std::string& path, NodeConfigUse use) {
   absl::StatusOr<std::unique_ptr<ConfigReader>> opened = ConfigReader::Open(path);
   if (!opened.ok()) return opened.status();
@@ -61,6 +72,7 @@ absl::StatusOr<NodeConfig> LoadNodeConfig(const std::string& path, NodeConfigUse
   if (out.trainer != "torch" && out.trainer != "noop") c.Fail("node.trainer", "must be \"torch\" or \"noop\"");
   out.noop_seconds = c.GetDouble("node.noop_seconds", 0, 0, 86400);
   out.privacy = ReadPrivacySettings(c);
+  out.policy = ReadSitePolicy(c);
   if (!out.coordinator_address.empty() && out.coordinator_address.rfind(':') == std::string::npos) {
     c.Fail("coordinator.address", "must be host:port");
   }
@@ -78,6 +90,7 @@ DatasetSpec SiteDataset(const NodeConfig& config) {
   DatasetSpec spec;
   spec.data_dir = config.dicom_dir;
   spec.labels_csv = config.labels_csv;
+  spec.require_patient_key = config.privacy.enabled && config.privacy.patient_level;
   spec.class_names = config.class_names;
   spec.preprocess = config.preprocess;
   spec.loader.threads = config.loader_threads;

@@ -10,6 +10,7 @@
 #include "node/dataset.h"
 #include "node/preprocess.h"
 #include "node/privacy_budget.h"
+#include "node/site_policy.h"
 
 namespace fedrad::node {
 
@@ -34,11 +35,14 @@ struct NodeConfig {
   std::string trainer = "torch";
   double noop_seconds = 0;  // "noop": how long each round pretends to train
   PrivacySettings privacy;
+  SitePolicy policy;
 };
 
 // [privacy]: DP on unless `enabled = false`; σ or a target ε (default: the
 // target is epsilon_max).
 PrivacySettings ReadPrivacySettings(ConfigReader& c);
+// [policy]: every limit off but min_report (10) when absent.
+SitePolicy ReadSitePolicy(ConfigReader& c);
 
 enum class NodeConfigUse {
   kFederation,  // everything, with the TLS identity checked

@@ -2,6 +2,7 @@
 
 #include <chrono>
 #include <filesystem>
+#include <set>
 #include <thread>
 
 #include <grpcpp/grpcpp.h>
@@ -9,6 +10,7 @@
 
 #include <nlohmann/json.hpp>
 
+#include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "absl/time/clock.h"
@@ -83,6 +85,12 @@ absl::StatusOr<std::unique_ptr<NodeRuntime>> NodeRuntime::Create(const NodeConfi
   LedgerSigner signer{config.tls.key_pem, config.tls.certificate_pem, config.tls.common_name};
   absl::StatusOr<std::unique_ptr<NodeStore>> store = NodeStore::Open(config.state_dir + "/node.db", signer, NowMs());
   if (!store.ok()) return store.status();
+  if (config.privacy.enabled) {
+    absl::StatusOr<std::vector<PrivacyCharge>> ledger = (*store)->PrivacyLedger();
+    if (!ledger.ok()) return ledger.status();
+    s = CheckUnitUnchanged(config.privacy, *ledger, config.path);
+    if (!s.ok()) return s;
+  }
   s = (*store)->RecordConfig(ConfigFacts(config), NowMs());
   if (!s.ok()) return s;
   grpc::SslCredentialsOptions tls;
@@ -189,6 +197,7 @@ absl::Status NodeRuntime::PrepareData(const JoinedPlan& plan) {
     spdlog::warn("{} file(s) under {} have no row in the labels and were not used", report.files_without_row,
                  config_.dicom_dir);
   }
+  for (const std::string& w : PatientKeyWarnings(report, spec.require_patient_key)) spdlog::warn("patient keys: {}", w);
   PatientSplit split = SplitByPatient(*images, config_.validation_fraction, config_.split_seed);
   spdlog::info("data: {} images of {} patients ({} skipped); train {} images / {} patients, validation {} / {}",
                images->count(), report.patients, skipped, split.train.count(), split.train_patients,
@@ -281,16 +290,27 @@ absl::StatusOr<std::shared_ptr<const ModelParameters>> NodeRuntime::EnsureModel(
   if (!(file->parameters.manifest == manifest_)) {
     return absl::DataLossError("the model's tensors do not match the plan's manifest");
   }
+  if (std::optional<size_t> bad = FirstNonFinite(file->parameters.values)) {
+    const std::string reason = absl::StrCat("value ", *bad, " of the model is ", file->parameters.values[*bad],
+                                            "; a model must be finite to train or evaluate on");
+    absl::Status recorded = store_->RecordModelRefused(sha256, round, reason, NowMs());
+    if (!recorded.ok()) return recorded;
+    return absl::DataLossError(absl::StrCat("model ", sha256.substr(0, 12), " refused: ", reason));
+  }
   model_ = std::make_shared<const ModelParameters>(std::move(file->parameters));
   model_sha256_ = sha256;
   return model_;
 }
 
-absl::Status NodeRuntime::DeclineRound(const v1::TrainTask& task, double epsilon_spent, const std::string& detail) {
+absl::Status NodeRuntime::DeclineRound(const v1::TrainTask& task, DeclineReason reason, double epsilon_spent,
+                                       const std::string& detail) {
   spdlog::warn("round {}: not training: {}", task.round(), detail);
+  const int round = static_cast<int>(task.round()), attempt = static_cast<int>(task.attempt());
   absl::Status recorded =
-      store_->RecordBudgetRefusal(static_cast<int>(task.round()), static_cast<int>(task.attempt()), epsilon_spent,
-                                  config_.privacy.epsilon_max, config_.privacy.delta, detail, NowMs());
+      reason == DeclineReason::kBudget
+          ? store_->RecordBudgetRefusal(round, attempt, epsilon_spent, config_.privacy.epsilon_max,
+                                        config_.privacy.delta, detail, NowMs())
+          : store_->RecordPolicyRefusal("train", round, attempt, detail, NowMs());
   if (!recorded.ok()) return recorded;
   grpc::ClientContext ctx;
   ctx.set_deadline(Deadline(task.deadline_unix_ms()));
@@ -298,14 +318,16 @@ absl::Status NodeRuntime::DeclineRound(const v1::TrainTask& task, double epsilon
   msg.set_round(task.round());
   msg.set_attempt(task.attempt());
   msg.set_nonce(task.nonce());
-  msg.set_reason(v1::Decline::BUDGET_EXHAUSTED);
+  msg.set_reason(reason == DeclineReason::kBudget ? v1::Decline::BUDGET_EXHAUSTED : v1::Decline::POLICY);
+  // ε so far is what every update already reports; the detail names
+  // settings, never a count (q and steps derive from the released count).
   msg.set_epsilon_spent(epsilon_spent);
   msg.set_epsilon_max(config_.privacy.epsilon_max);
   msg.set_detail(detail.substr(0, 1024));
   v1::SubmitReply reply;
   absl::Status s = FromGrpc(rpc_->stub->DeclineTask(&ctx, msg, &reply), "declining the round");
   if (!s.ok()) return s;
-  return absl::CancelledError("declined: BUDGET_EXHAUSTED");
+  return absl::CancelledError(reason == DeclineReason::kBudget ? "declined: BUDGET_EXHAUSTED" : "declined: POLICY");
 }
 
 absl::StatusOr<NodeRuntime::PrivateRound> NodeRuntime::ChargeRound(const v1::TrainTask& task,
@@ -316,48 +338,93 @@ absl::StatusOr<NodeRuntime::PrivateRound> NodeRuntime::ChargeRound(const v1::Tra
   const double spent = SpentBy(*ledger).GetEpsilon(privacy.delta).epsilon;
   // Spent already: say so without reading the data at all.
   if (BudgetSpent(privacy, spent)) {
-    return DeclineRound(task, spent, absl::StrFormat("privacy budget exhausted: epsilon %.4f of %.4g is spent (delta %g)",
-                                                     spent, privacy.epsilon_max, privacy.delta));
+    return DeclineRound(task, DeclineReason::kBudget, spent,
+                        absl::StrFormat("privacy budget exhausted: epsilon %.4f of %.4g is spent (delta %g)", spent,
+                                        privacy.epsilon_max, privacy.delta));
   }
   absl::Status s = PrepareData(*plan_);
   if (!s.ok()) return s;
   const int64_t units = CountUnits(data_->train.patients, privacy.patient_level);
-  const int rounds_left = std::max(1, plan_->rounds - static_cast<int>(task.round()) + 1);
-  absl::StatusOr<RoundCharges> planned =
-      PlanRound(privacy, *ledger, units, settings.batch_size, settings.local_epochs, rounds_left);
-  if (!planned.ok()) {
-    if (planned.status().code() != absl::StatusCode::kResourceExhausted) return planned.status();
-    return DeclineRound(task, spent, std::string(planned.status().message()));
-  }
-  std::vector<PrivacyCharge*> charges;
-  PrivateRound out;
   const int64_t now = NowMs();
-  for (PrivacyCharge* c : {planned->count ? &*planned->count : nullptr, &planned->training}) {
-    if (c == nullptr) continue;
-    c->federation = plan_->federation;
-    c->round = static_cast<int>(task.round());
-    c->attempt = static_cast<int>(task.attempt());
-    c->status = "charged";
-    c->at_ms = now;
-    charges.push_back(c);
+  PrivateRound out;
+  if (!count_release_) count_release_ = CountReleaseOf(*ledger, plan_->federation);
+  if (count_release_ && std::fabs(count_release_->released - static_cast<double>(units)) > 5 * kCountNoiseMultiplier) {
+    // Said here only: the exact count never leaves.
+    spdlog::warn("this federation's released unit count ({:.0f}) is far from the {} units in the data now: q and "
+                 "the update's weight follow the release (a utility cost, not a privacy one)",
+                 count_release_->released, units);
   }
-  if (planned->count) {
-    // The unit count, with Gaussian noise of std kCountNoiseMultiplier (its
-    // sensitivity is one unit), from the OS-seeded generator.
+  if (!count_release_) {
+    // Once per federation: the noisy unit count, charged and committed
+    // before anything derived from it (q, steps, the weight, even a decline)
+    // leaves.
+    absl::StatusOr<PrivacyCharge> count = PlanCountRelease(privacy, *ledger, units);
+    if (!count.ok()) {
+      if (count.status().code() != absl::StatusCode::kResourceExhausted) return count.status();
+      return DeclineRound(task, DeclineReason::kBudget, spent, std::string(count.status().message()));
+    }
+    // Gaussian noise of std kCountNoiseMultiplier (the count's sensitivity is
+    // one unit), from the OS-seeded generator.
     absl::StatusOr<std::unique_ptr<crypto::SecureRandom>> rng = crypto::SecureRandom::Create();
     if (!rng.ok()) return rng.status();
     double noise = 0;
     (*rng)->Gaussian(&noise, 1, kCountNoiseMultiplier);
-    planned->count->released = std::max(1.0, std::round(static_cast<double>(units) + noise));
-    out.reported_count = static_cast<int64_t>(planned->count->released);
-  } else {
-    out.reported_count = static_cast<int64_t>(LastCountRelease(*ledger, units)->released);
+    count->released = std::max(1.0, std::round(static_cast<double>(units) + noise));
+    count->federation = plan_->federation;
+    count->round = static_cast<int>(task.round());
+    count->attempt = static_cast<int>(task.attempt());
+    count->status = "charged";
+    count->at_ms = now;
+    s = store_->ChargePrivacy({&*count});
+    if (!s.ok()) return s;
+    ledger->push_back(*count);
+    count_release_ = *count;
+    out.count_charge_id = count->id;  // marked sent with the first update that carries it
   }
+  // The site counts its own rounds: the rounds of this federation it has
+  // trained in, this one aside (a retried round is still one round of the
+  // plan). Announcing a late round number cannot make it spend faster: each
+  // new number is one more round, never a jump.
+  std::set<int> trained_rounds;
+  for (const PrivacyCharge& c : *ledger) {
+    if (c.kind == "dp-sgd" && c.federation == plan_->federation && c.round != static_cast<int>(task.round())) {
+      trained_rounds.insert(c.round);
+    }
+  }
+  const int trained = static_cast<int>(trained_rounds.size());
+  RoundRequest request;
+  request.units = units;
+  request.released_units = count_release_->released;
+  request.expected_batch = settings.batch_size;
+  request.local_epochs = settings.local_epochs;
+  // The site's own plan when it has one ([policy] rounds), else the
+  // plan's, as Hello stated it.
+  const int planned_rounds = config_.policy.rounds > 0 ? config_.policy.rounds : plan_->rounds;
+  request.rounds_left = std::max(1, planned_rounds - trained);
+  request.max_round_epsilon = config_.policy.max_round_epsilon;
+  absl::StatusOr<RoundCharges> planned = PlanRound(privacy, *ledger, request);
+  if (!planned.ok()) {
+    const double now_spent = SpentBy(*ledger).GetEpsilon(privacy.delta).epsilon;
+    if (planned.status().code() == absl::StatusCode::kResourceExhausted) {
+      return DeclineRound(task, DeclineReason::kBudget, now_spent, std::string(planned.status().message()));
+    }
+    if (planned.status().code() == absl::StatusCode::kFailedPrecondition &&
+        absl::StartsWith(planned.status().message(), "[policy]")) {
+      return DeclineRound(task, DeclineReason::kPolicy, now_spent, std::string(planned.status().message()));
+    }
+    return planned.status();
+  }
+  PrivacyCharge& training = planned->training;
+  training.federation = plan_->federation;
+  training.round = static_cast<int>(task.round());
+  training.attempt = static_cast<int>(task.attempt());
+  training.status = "charged";
+  training.at_ms = now;
+  out.reported_count = static_cast<int64_t>(count_release_->released);
   // Committed before a single step touches the data.
-  s = store_->ChargePrivacy(charges);
+  s = store_->ChargePrivacy({&training});
   if (!s.ok()) return s;
-  out.training = planned->training;
-  if (planned->count) out.count_charge_id = planned->count->id;
+  out.training = training;
   spdlog::info("round {}: DP-SGD at {}-level over {} units: sigma {:.4f}, C {:g}, q {:.5f}, {} steps; epsilon "
                "{:.4f} -> {:.4f} of {:.4g} (delta {:g}), charged before training",
                task.round(), privacy.unit(), units, out.training.noise_multiplier, out.training.clip_norm,
@@ -372,9 +439,6 @@ absl::Status NodeRuntime::HandleTrain(const v1::TrainTask& task) {
   spdlog::info("round {} (attempt {}): training", round, attempt);
   absl::Status joined = store_->RecordRoundJoined(plan_->federation, round, attempt, task.model_sha256(), NowMs());
   if (!joined.ok()) return joined;
-  absl::StatusOr<std::shared_ptr<const ModelParameters>> global =
-      EnsureModel(task.model_sha256(), round, task.deadline_unix_ms());
-  if (!global.ok()) return global.status();
   const v1::Hyperparameters& hp = task.hyperparameters();
   LocalTrainingSettings settings;
   settings.local_epochs = static_cast<int>(std::clamp<uint32_t>(hp.local_epochs(), 1, 1000));
@@ -388,6 +452,19 @@ absl::Status NodeRuntime::HandleTrain(const v1::TrainTask& task) {
       !(settings.proximal_mu >= 0 && settings.proximal_mu <= 100)) {
     return absl::InvalidArgumentError("the task's hyperparameters are out of range");
   }
+  // Before the model or the data is touched: what the site allows (the
+  // task's own figures, before any clamping).
+  const auto asked = [](uint32_t v) { return static_cast<int>(std::min<uint32_t>(v, 1u << 30)); };
+  if (std::optional<std::string> beyond = PolicyViolation(
+          config_.policy, {plan_->model.architecture, asked(hp.local_epochs()), asked(hp.batch_size())})) {
+    absl::StatusOr<std::vector<PrivacyCharge>> ledger = store_->PrivacyLedger();
+    if (!ledger.ok()) return ledger.status();
+    return DeclineRound(task, DeclineReason::kPolicy, SpentBy(*ledger).GetEpsilon(config_.privacy.delta).epsilon,
+                        *beyond);
+  }
+  absl::StatusOr<std::shared_ptr<const ModelParameters>> global =
+      EnsureModel(task.model_sha256(), round, task.deadline_unix_ms());
+  if (!global.ok()) return global.status();
   std::optional<PrivateRound> dp;
   if (config_.trainer == "noop") {
     const absl::Time start = absl::Now();
@@ -411,6 +488,7 @@ absl::Status NodeRuntime::HandleTrain(const v1::TrainTask& task) {
     settings.dp = DpTrainingSettings{dp->training.noise_multiplier, dp->training.clip_norm,
                                      dp->training.sampling_rate, dp->training.steps,
                                      config_.privacy.patient_level, 0};
+    settings.dp->released_units = count_release_->released;
   } else {
     absl::Status s = PrepareData(*plan_);
     if (!s.ok()) return s;
@@ -423,6 +501,11 @@ absl::Status NodeRuntime::HandleTrain(const v1::TrainTask& task) {
   if (!outcome.ok()) {
     if (dp) (void)store_->SetChargeStatus(dp->training.id, absl::StrCat("failed: ", outcome.status().message()));
     return outcome.status();
+  }
+  if (outcome->dp_nonfinite_units > 0) {
+    spdlog::warn("round {}: {} sampled unit gradient(s) were not finite (NaN or Inf) and contributed nothing; "
+                 "counted here only, never sent",
+                 round, outcome->dp_nonfinite_units);
   }
   absl::StatusOr<WireUpdate> wire = Encode(std::move(outcome->delta), round);
   if (!wire.ok()) {

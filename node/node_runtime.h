@@ -75,7 +75,11 @@ class NodeRuntime {
     int64_t count_charge_id = 0;  // a count released with this round, if any
   };
   absl::StatusOr<PrivateRound> ChargeRound(const v1::TrainTask& task, const LocalTrainingSettings& settings);
-  absl::Status DeclineRound(const v1::TrainTask& task, double epsilon_spent, const std::string& detail);
+  // Tells the coordinator this site will not train this round, after
+  // recording why in the ledger; returns Cancelled (the round was answered).
+  enum class DeclineReason { kBudget, kPolicy };
+  absl::Status DeclineRound(const v1::TrainTask& task, DeclineReason reason, double epsilon_spent,
+                            const std::string& detail);
   // An update as it travels: in the plan's update_dtype, with the SHA-256
   // of those bytes. Float32 is sent from the delta itself, without a copy.
   struct WireUpdate {
@@ -106,6 +110,9 @@ class NodeRuntime {
   std::string model_sha256_;
   std::shared_ptr<const ModelParameters> model_;
   std::shared_ptr<const WireUpdate> noop_update_;  // trainer = "noop": the same every round
+  // The noisy unit count released (and charged) in this federation: q,
+  // steps and the update's weight derive from it (CountReleaseOf).
+  std::optional<PrivacyCharge> count_release_;
   bool started_ = false;
 };
 

@@ -98,6 +98,13 @@ absl::Status NodeStore::RecordModelReceived(const std::string& sha256, int round
   return tx->Commit();
 }
 
+absl::Status NodeStore::RecordModelRefused(const std::string& sha256, int round, const std::string& reason,
+                                          int64_t now_ms) {
+  absl::MutexLock lock(&mu_);
+  json body = {{"sha256", sha256}, {"round", round}, {"reason", reason}};
+  return Log("model_refused", body.dump(), now_ms).status();
+}
+
 absl::Status NodeStore::RecordDataAccess(const std::string& purpose, int round, int64_t images, int64_t patients,
                                          const std::string& sop_uids_sha256, int64_t now_ms) {
   absl::MutexLock lock(&mu_);
@@ -150,6 +157,13 @@ absl::Status NodeStore::RecordBudgetRefusal(int round, int attempt, double epsil
   json body = {{"round", round},         {"attempt", attempt}, {"epsilon_spent", epsilon_spent},
                {"epsilon_max", epsilon_max}, {"delta", delta},     {"detail", detail}};
   return Log("budget_refused", body.dump(), now_ms).status();
+}
+
+absl::Status NodeStore::RecordPolicyRefusal(const std::string& task, int round, int attempt,
+                                            const std::string& detail, int64_t now_ms) {
+  absl::MutexLock lock(&mu_);
+  json body = {{"task", task}, {"round", round}, {"attempt", attempt}, {"detail", detail}};
+  return Log("policy_refused", body.dump(), now_ms).status();
 }
 
 absl::StatusOr<LedgerEntry> NodeStore::RecordEvaluation(int round, const std::string& model_sha256, double loss,

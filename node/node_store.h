@@ -35,6 +35,9 @@ class NodeStore {
   absl::Status RecordRoundJoined(const std::string& federation, int round, int attempt,
                                  const std::string& model_sha256, int64_t now_ms);
   absl::Status RecordModelReceived(const std::string& sha256, int round, uint64_t bytes, int64_t now_ms);
+  // A model the node will not use (e.g. a non-finite value): nothing was
+  // trained or evaluated on it.
+  absl::Status RecordModelRefused(const std::string& sha256, int round, const std::string& reason, int64_t now_ms);
   // The data read or used: a purpose ("load", "train", "evaluate"), the
   // round (0 for load), how many images and patients, and the SHA-256 of the
   // sorted distinct SOPInstanceUIDs (DataAccessDigest), never the UIDs.
@@ -51,6 +54,10 @@ class NodeStore {
   // A round declined because the privacy budget is spent (or would be).
   absl::Status RecordBudgetRefusal(int round, int attempt, double epsilon_spent, double epsilon_max, double delta,
                                    const std::string& detail, int64_t now_ms);
+  // A task declined because it goes beyond the site's [policy] (or a model
+  // or evaluation refused by it); `detail` names the field.
+  absl::Status RecordPolicyRefusal(const std::string& task, int round, int attempt, const std::string& detail,
+                                   int64_t now_ms);
   // Written before the report is sent: `suppressed` means only the count left.
   // Returns the ledger's new head, which the node reports with the figures.
   absl::StatusOr<LedgerEntry> RecordEvaluation(int round, const std::string& model_sha256, double loss,

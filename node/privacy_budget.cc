@@ -49,44 +49,54 @@ bool BudgetSpent(const PrivacySettings& settings, double spent_epsilon) {
   return Reached(spent_epsilon, settings.epsilon_max);
 }
 
-std::optional<PrivacyCharge> LastCountRelease(const std::vector<PrivacyCharge>& ledger, int64_t units) {
+std::optional<PrivacyCharge> CountReleaseOf(const std::vector<PrivacyCharge>& ledger, const std::string& federation) {
   for (auto it = ledger.rbegin(); it != ledger.rend(); ++it) {
-    if (it->kind == "count") {
-      if (it->units == units) return *it;
-      return std::nullopt;  // the count changed since: a new release is due
-    }
+    if (it->kind == "count" && it->federation == federation) return *it;
   }
   return std::nullopt;
 }
 
+absl::StatusOr<PrivacyCharge> PlanCountRelease(const PrivacySettings& settings,
+                                               const std::vector<PrivacyCharge>& ledger, int64_t units) {
+  PrivacyCharge count;
+  count.kind = "count";
+  count.unit = settings.unit();
+  count.units = units;
+  count.noise_multiplier = kCountNoiseMultiplier;
+  count.clip_norm = 1;  // one unit changes the count by one
+  count.sampling_rate = 1;
+  count.steps = 1;
+  count.delta = settings.delta;
+  const PrivacyAccountant spent = SpentBy(ledger);
+  const Epsilon e = With(spent, {&count}).GetEpsilon(settings.delta);
+  if (e.epsilon > settings.epsilon_max) {
+    return absl::ResourceExhaustedError(absl::StrFormat(
+        "privacy budget exhausted: releasing the unit count would take epsilon from %.4f to %.4f, past "
+        "epsilon_max %.4g (delta %g)",
+        spent.GetEpsilon(settings.delta).epsilon, e.epsilon, settings.epsilon_max, settings.delta));
+  }
+  count.epsilon_after = e.epsilon;
+  count.order = e.order;
+  return count;
+}
+
 absl::StatusOr<RoundCharges> PlanRound(const PrivacySettings& settings, const std::vector<PrivacyCharge>& ledger,
-                                       int64_t units, int64_t expected_batch, double local_epochs,
-                                       int rounds_left) {
-  if (units < 1) return absl::FailedPreconditionError("no privacy units to train on");
+                                       const RoundRequest& request) {
+  if (request.units < 1) return absl::FailedPreconditionError("no privacy units to train on");
+  if (!(request.released_units >= 1)) {
+    return absl::FailedPreconditionError("no released unit count to derive the sampling rate from");
+  }
   const PrivacyAccountant spent = SpentBy(ledger);
   RoundCharges out;
   out.epsilon_before = spent.GetEpsilon(settings.delta).epsilon;
 
-  std::vector<const PrivacyCharge*> extra;
-  if (!LastCountRelease(ledger, units)) {
-    PrivacyCharge count;
-    count.kind = "count";
-    count.unit = settings.unit();
-    count.units = units;
-    count.noise_multiplier = kCountNoiseMultiplier;
-    count.clip_norm = 1;  // one unit changes the count by one
-    count.sampling_rate = 1;
-    count.steps = 1;
-    count.delta = settings.delta;
-    out.count = count;
-    extra.push_back(&*out.count);
-  }
-
-  const DpSchedule schedule = ScheduleFor(units, expected_batch, local_epochs);
+  // From the released count, never the exact one: q and steps leave the node.
+  const DpSchedule schedule = ScheduleFor(static_cast<int64_t>(std::llround(request.released_units)),
+                                          request.expected_batch, request.local_epochs);
   PrivacyCharge& t = out.training;
   t.kind = "dp-sgd";
   t.unit = settings.unit();
-  t.units = units;
+  t.units = request.units;
   t.clip_norm = settings.clip_norm;
   t.sampling_rate = schedule.sampling_rate;
   t.steps = schedule.steps;
@@ -94,17 +104,15 @@ absl::StatusOr<RoundCharges> PlanRound(const PrivacySettings& settings, const st
   if (settings.noise_multiplier >= 0) {
     t.noise_multiplier = settings.noise_multiplier;
   } else {
-    // The σ at which this and every remaining round of the plan, at this
-    // schedule, end exactly at the target.
-    const PrivacyAccountant base = With(spent, extra);
-    absl::StatusOr<double> sigma =
-        NoiseMultiplierFor(settings.target_epsilon, settings.delta, t.sampling_rate,
-                           t.steps * std::max(1, rounds_left), base);
+    // The σ at which this and every remaining round of the site's plan, at
+    // this schedule, end exactly at the target.
+    absl::StatusOr<double> sigma = NoiseMultiplierFor(settings.target_epsilon, settings.delta, t.sampling_rate,
+                                                      t.steps * std::max(1, request.rounds_left), spent);
     const PrivacyCharge* last = nullptr;
     for (const PrivacyCharge& c : ledger) {
       if (c.kind == "dp-sgd") last = &c;
     }
-    if (sigma.ok() && !Reached(base.GetEpsilon(settings.delta).epsilon, settings.target_epsilon)) {
+    if (sigma.ok() && !Reached(out.epsilon_before, settings.target_epsilon)) {
       t.noise_multiplier = *sigma;
     } else if (last != nullptr && settings.epsilon_max > settings.target_epsilon) {
       // Past the plan (retried rounds): the last σ, paid from the margin
@@ -112,16 +120,11 @@ absl::StatusOr<RoundCharges> PlanRound(const PrivacySettings& settings, const st
       t.noise_multiplier = last->noise_multiplier;
     } else {
       return absl::ResourceExhaustedError(absl::StrFormat(
-          "privacy budget exhausted: epsilon %.4f of the target %.4g is spent (delta %g)",
-          base.GetEpsilon(settings.delta).epsilon, settings.target_epsilon, settings.delta));
+          "privacy budget exhausted: epsilon %.4f of the target %.4g is spent (delta %g)", out.epsilon_before,
+          settings.target_epsilon, settings.delta));
     }
   }
-  PrivacyAccountant after = With(spent, extra);
-  if (out.count) {
-    const Epsilon e = after.GetEpsilon(settings.delta);
-    out.count->epsilon_after = e.epsilon;
-    out.count->order = e.order;
-  }
+  PrivacyAccountant after = spent;
   after.Compose(t.noise_multiplier, t.sampling_rate, t.steps);
   const Epsilon e = after.GetEpsilon(settings.delta);
   t.epsilon_after = e.epsilon;
@@ -133,7 +136,32 @@ absl::StatusOr<RoundCharges> PlanRound(const PrivacySettings& settings, const st
         out.epsilon_before, e.epsilon, settings.epsilon_max, settings.delta, t.noise_multiplier,
         t.sampling_rate, t.steps));
   }
+  if (request.max_round_epsilon > 0 && e.epsilon - out.epsilon_before > request.max_round_epsilon) {
+    return absl::FailedPreconditionError(absl::StrFormat(
+        "[policy] max_round_epsilon: this round would cost epsilon %.4f (from %.4f to %.4f; sigma %.4f, q %.5f, "
+        "%d steps), more than the site's limit of %.4g per round",
+        e.epsilon - out.epsilon_before, out.epsilon_before, e.epsilon, t.noise_multiplier, t.sampling_rate,
+        t.steps, request.max_round_epsilon));
+  }
   return out;
+}
+
+absl::Status CheckUnitUnchanged(const PrivacySettings& settings, const std::vector<PrivacyCharge>& ledger,
+                                const std::string& config_path) {
+  int64_t other = 0;
+  std::string unit;
+  for (const PrivacyCharge& c : ledger) {
+    if (c.unit == settings.unit()) continue;
+    ++other;
+    unit = c.unit;
+  }
+  if (other == 0) return absl::OkStatus();
+  return absl::FailedPreconditionError(absl::StrFormat(
+      "%s says [privacy] unit = \"%s\", but this node's privacy ledger holds %d charge(s) at %s level: the two "
+      "do not compose into one epsilon (an image-level guarantee says nothing of a patient with several images). "
+      "Set unit back to \"%s\", or start a new state_dir, and with it a new budget, with your privacy officer's "
+      "agreement",
+      config_path, settings.unit(), other, unit, unit));
 }
 
 BudgetReport ReportBudget(const PrivacySettings& settings, const std::vector<PrivacyCharge>& ledger) {

@@ -35,9 +35,15 @@ struct PrivacySettings {
 };
 
 // Noise (in units of the count's sensitivity, one unit) on the unit count a
-// node reports for weighting its update. Charged once per distinct count,
-// then the released value is reused: reuse is post-processing and free.
-// At order 10 it costs 10 / (2·20²) = 0.0125 in RDP.
+// node releases. The count is released once per federation and charged
+// then; the sampling rate, the number of steps and the weight of every
+// update all derive from the released value, so nothing the node sends
+// depends on the exact count but through that charged release. Later rounds
+// and restarts reuse it (post-processing, free). Releasing again when the
+// data changes would itself tell the coordinator that the data changed,
+// e.g. that a patient arrived; a site whose data changes keeps its old
+// release, at a cost in utility only. At order 10 it costs
+// 10 / (2·20²) = 0.0125 in RDP.
 inline constexpr double kCountNoiseMultiplier = 20.0;
 
 // Poisson-sampled DP-SGD over `units` units for `epochs` expected passes at
@@ -81,29 +87,51 @@ PrivacyAccountant SpentBy(const std::vector<PrivacyCharge>& ledger);
 
 // What a training round will charge, decided before it touches data.
 struct RoundCharges {
-  PrivacyCharge training;              // kind "dp-sgd"
-  std::optional<PrivacyCharge> count;  // a new count release, if the count changed
+  PrivacyCharge training;  // kind "dp-sgd"
   double epsilon_before = 0;
 };
 
-// The charges of the next round at `units` units, with the plan's expected
-// batch and local epochs, `rounds_left` rounds (this one included) until the
-// plan's end. ResourceExhausted (the node answers BUDGET_EXHAUSTED) when the
-// ledger's total would pass epsilon_max, or when the target ε is reached and
-// there is no margin above it. The fields federation/round/attempt/status/at_ms are left for the
-// caller.
+// The release of the noisy unit count for a data load: the charge (kind
+// "count"; `released` is the caller's to draw and fill in), or
+// ResourceExhausted when it alone would take the ledger past epsilon_max.
+absl::StatusOr<PrivacyCharge> PlanCountRelease(const PrivacySettings& settings,
+                                               const std::vector<PrivacyCharge>& ledger, int64_t units);
+
+// The latest count release of `federation` in the ledger, if any.
+std::optional<PrivacyCharge> CountReleaseOf(const std::vector<PrivacyCharge>& ledger, const std::string& federation);
+
+// What the next round is asked to be.
+struct RoundRequest {
+  int64_t units = 0;            // exact: recorded in the node's own ledger only
+  double released_units = 0;    // the data load's released count (already in the ledger): q and steps
+                                // derive from it alone
+  int64_t expected_batch = 1;   // the plan's batch
+  double local_epochs = 1;      // the plan's local epochs
+  int rounds_left = 1;          // this one included, counted by the site (its own plan and ledger)
+  double max_round_epsilon = 0;  // the site's [policy] limit on one round's cost; 0: none
+};
+
+// The charge of the next round. ResourceExhausted (the node answers
+// BUDGET_EXHAUSTED) when the ledger's total would pass epsilon_max, or when
+// the target ε is reached and there is no margin above it;
+// FailedPrecondition (a policy decline) when the round alone would cost more
+// than max_round_epsilon. The fields federation/round/attempt/status/at_ms
+// are left for the caller.
 absl::StatusOr<RoundCharges> PlanRound(const PrivacySettings& settings, const std::vector<PrivacyCharge>& ledger,
-                                       int64_t units, int64_t expected_batch, double local_epochs,
-                                       int rounds_left);
+                                       const RoundRequest& request);
+
+// OK unless the ledger holds charges of another privacy unit than
+// `settings` names: ε per image and ε per patient do not add up to anything
+// (an image-level ε says nothing of a patient with several images), so a
+// site cannot switch units under one budget. FailedPrecondition explains.
+absl::Status CheckUnitUnchanged(const PrivacySettings& settings, const std::vector<PrivacyCharge>& ledger,
+                                const std::string& config_path);
 
 // true if no round can start whatever the data: the ledger alone has reached
 // epsilon_max. Needs no data.
 bool BudgetSpent(const PrivacySettings& settings, const std::vector<PrivacyCharge>& ledger);
 // The same for an epsilon already computed from the ledger (at settings.delta).
 bool BudgetSpent(const PrivacySettings& settings, double spent_epsilon);
-
-// The latest count released for `units` units, if any.
-std::optional<PrivacyCharge> LastCountRelease(const std::vector<PrivacyCharge>& ledger, int64_t units);
 
 // For `fedrad-node privacy`: spent, left, and how many more rounds like the
 // last one fit (with a fixed σ; with a target ε σ adapts, so the answer is

@@ -2,6 +2,7 @@
 
 #include <unistd.h>
 
+#include <algorithm>
 #include <filesystem>
 
 #include <gtest/gtest.h>
@@ -19,10 +20,24 @@ PrivacySettings Fixed(double sigma, double epsilon_max) {
   return s;
 }
 
-// Appends a planned round's charges to `ledger` as the runtime would.
-void Commit(const RoundCharges& r, std::vector<PrivacyCharge>* ledger) {
-  if (r.count) ledger->push_back(*r.count);
-  ledger->push_back(r.training);
+// A request for `units` units whose released count is `released` (the
+// exact count when a test is not about the difference).
+RoundRequest Request(int64_t units, int64_t batch, double epochs, int rounds_left, double released = 0) {
+  RoundRequest r;
+  r.units = units;
+  r.released_units = released > 0 ? released : static_cast<double>(units);
+  r.expected_batch = batch;
+  r.local_epochs = epochs;
+  r.rounds_left = rounds_left;
+  return r;
+}
+
+// The count release of a data load, committed to `ledger`.
+void ReleaseCount(const PrivacySettings& s, int64_t units, std::vector<PrivacyCharge>* ledger) {
+  absl::StatusOr<PrivacyCharge> c = PlanCountRelease(s, *ledger, units);
+  ASSERT_TRUE(c.ok()) << c.status();
+  c->released = static_cast<double>(units);
+  ledger->push_back(*c);
 }
 
 TEST(PrivacyBudgetTest, ScheduleIsEpochsOverTheSamplingRate) {
@@ -44,18 +59,18 @@ TEST(PrivacyBudgetTest, UnitsArePatientsOrImages) {
 TEST(PrivacyBudgetTest, FixedSigmaChargesMatchTheAccountantAndStopAtTheBudget) {
   const PrivacySettings s = Fixed(1.0, 3.0);
   std::vector<PrivacyCharge> ledger;
+  ReleaseCount(s, 500, &ledger);
   int rounds = 0;
   while (true) {
-    absl::StatusOr<RoundCharges> r = PlanRound(s, ledger, 500, 25, 1, 100);
+    absl::StatusOr<RoundCharges> r = PlanRound(s, ledger, Request(500, 25, 1, 100));
     if (!r.ok()) {
       EXPECT_EQ(r.status().code(), absl::StatusCode::kResourceExhausted);
       EXPECT_NE(r.status().message().find("epsilon_max"), std::string::npos) << r.status();
       break;
     }
-    EXPECT_EQ(r->count.has_value(), rounds == 0) << "the count is released once";
     EXPECT_EQ(r->training.steps, 20);
     EXPECT_DOUBLE_EQ(r->training.sampling_rate, 0.05);
-    Commit(*r, &ledger);
+    ledger.push_back(r->training);
     ++rounds;
     ASSERT_LT(rounds, 1000);
   }
@@ -82,14 +97,15 @@ TEST(PrivacyBudgetTest, TargetEpsilonEndsTheLastRoundExactlyOnTarget) {
   s.epsilon_max = 3;
   s.target_epsilon = 2;
   std::vector<PrivacyCharge> ledger;
+  ReleaseCount(s, 400, &ledger);
   double first_sigma = 0;
   for (int round = 1; round <= 5; ++round) {
-    absl::StatusOr<RoundCharges> r = PlanRound(s, ledger, 400, 40, 2, 5 - round + 1);
+    absl::StatusOr<RoundCharges> r = PlanRound(s, ledger, Request(400, 40, 2, 5 - round + 1));
     ASSERT_TRUE(r.ok()) << r.status();
     if (round == 1) first_sigma = r->training.noise_multiplier;
     // The same σ each round, since every round follows the plan.
     EXPECT_NEAR(r->training.noise_multiplier, first_sigma, 1e-6 * first_sigma);
-    Commit(*r, &ledger);
+    ledger.push_back(r->training);
   }
   EXPECT_NEAR(ledger.back().epsilon_after, 2.0, 1e-6);
   EXPECT_LE(ledger.back().epsilon_after, 2.0);
@@ -97,13 +113,13 @@ TEST(PrivacyBudgetTest, TargetEpsilonEndsTheLastRoundExactlyOnTarget) {
   // to epsilon_max, then stop.
   int extra = 0;
   while (true) {
-    absl::StatusOr<RoundCharges> more = PlanRound(s, ledger, 400, 40, 2, 1);
+    absl::StatusOr<RoundCharges> more = PlanRound(s, ledger, Request(400, 40, 2, 1));
     if (!more.ok()) {
       EXPECT_EQ(more.status().code(), absl::StatusCode::kResourceExhausted);
       break;
     }
     EXPECT_DOUBLE_EQ(more->training.noise_multiplier, ledger.back().noise_multiplier);
-    Commit(*more, &ledger);
+    ledger.push_back(more->training);
     ASSERT_LT(++extra, 1000);
   }
   EXPECT_GT(extra, 0);
@@ -111,21 +127,86 @@ TEST(PrivacyBudgetTest, TargetEpsilonEndsTheLastRoundExactlyOnTarget) {
   // With the target at epsilon_max there is no margin: a sixth round is declined.
   s.epsilon_max = 2;
   ledger.resize(ledger.size() - static_cast<size_t>(extra));
-  EXPECT_EQ(PlanRound(s, ledger, 400, 40, 2, 1).status().code(), absl::StatusCode::kResourceExhausted);
+  EXPECT_EQ(PlanRound(s, ledger, Request(400, 40, 2, 1)).status().code(), absl::StatusCode::kResourceExhausted);
   EXPECT_TRUE(BudgetSpent(s, ledger));
 }
 
-TEST(PrivacyBudgetTest, ANewCountIsChargedWhenTheDataChanges) {
-  const PrivacySettings s = Fixed(2.0, 10);
+// What leaves the node about a round (the DP report: σ, C, q, steps, ε) is
+// a function of the released count and the ledger, never of the exact
+// count: for every dataset size, two sites whose releases came out equal
+// send the same report, and q·released is the batch (not q·units).
+TEST(PrivacyBudgetTest, WhatLeavesDependsOnTheReleasedCountNotTheExactOne) {
+  PrivacySettings target;
+  target.epsilon_max = 8;
+  target.target_epsilon = 7.5;
+  for (const PrivacySettings& s : {Fixed(1.2, 8), target}) {
+    for (int64_t units = 20; units <= 2000; units = units * 5 / 4 + 1) {
+      for (double released : {static_cast<double>(units) - 17, static_cast<double>(units) + 23}) {
+        if (released < 1) continue;
+        std::vector<PrivacyCharge> ledger;
+        absl::StatusOr<PrivacyCharge> count = PlanCountRelease(s, ledger, units);
+        ASSERT_TRUE(count.ok());
+        count->released = released;
+        ledger.push_back(*count);
+        // A site with a different exact count whose release came out the same.
+        std::vector<PrivacyCharge> other = ledger;
+        other[0].units = units * 3 + 7;
+        absl::StatusOr<RoundCharges> a = PlanRound(s, ledger, Request(units, 32, 2, 10, released));
+        absl::StatusOr<RoundCharges> b = PlanRound(s, other, Request(units * 3 + 7, 32, 2, 10, released));
+        ASSERT_TRUE(a.ok() && b.ok()) << units;
+        EXPECT_EQ(a->training.noise_multiplier, b->training.noise_multiplier) << units;
+        EXPECT_EQ(a->training.sampling_rate, b->training.sampling_rate) << units;
+        EXPECT_EQ(a->training.steps, b->training.steps) << units;
+        EXPECT_EQ(a->training.epsilon_after, b->training.epsilon_after) << units;
+        // The coordinator's reconstruction, batch / q, gives the release (q
+        // is 1 when the release is below the batch).
+        EXPECT_NEAR(32 / a->training.sampling_rate, std::max(released, 32.0), 1e-6 * released) << units;
+        EXPECT_EQ(a->training.units, units);  // the exact count stays in the site's own ledger
+      }
+    }
+  }
+}
+
+TEST(PrivacyBudgetTest, TheCountReleaseIsChargedAndRefusedPastTheBudget) {
+  PrivacyAccountant a;
+  a.Compose(kCountNoiseMultiplier, 1, 1);
+  absl::StatusOr<PrivacyCharge> c = PlanCountRelease(Fixed(1, 10), {}, 100);
+  ASSERT_TRUE(c.ok());
+  EXPECT_EQ(c->kind, "count");
+  EXPECT_DOUBLE_EQ(c->epsilon_after, a.GetEpsilon(1e-5).epsilon);
+  // A budget smaller than the count's own cost.
+  EXPECT_EQ(PlanCountRelease(Fixed(1, a.GetEpsilon(1e-5).epsilon / 2), {}, 100).status().code(),
+            absl::StatusCode::kResourceExhausted);
+}
+
+TEST(PrivacyBudgetTest, ARoundCostingMoreThanThePolicyLimitIsDeclined) {
+  const PrivacySettings s = Fixed(0.8, 50);
   std::vector<PrivacyCharge> ledger;
-  Commit(*PlanRound(s, ledger, 100, 10, 1, 3), &ledger);
-  EXPECT_TRUE(LastCountRelease(ledger, 100).has_value());
-  EXPECT_FALSE(LastCountRelease(ledger, 101).has_value());
-  absl::StatusOr<RoundCharges> again = PlanRound(s, ledger, 100, 10, 1, 2);
-  EXPECT_FALSE(again->count.has_value());
-  absl::StatusOr<RoundCharges> changed = PlanRound(s, ledger, 101, 10, 1, 2);
-  ASSERT_TRUE(changed->count.has_value());
-  EXPECT_EQ(changed->count->units, 101);
+  ReleaseCount(s, 300, &ledger);
+  RoundRequest r = Request(300, 30, 3, 10);
+  absl::StatusOr<RoundCharges> free = PlanRound(s, ledger, r);
+  ASSERT_TRUE(free.ok());
+  const double cost = free->training.epsilon_after - free->epsilon_before;
+  r.max_round_epsilon = cost * 0.9;
+  absl::StatusOr<RoundCharges> limited = PlanRound(s, ledger, r);
+  ASSERT_EQ(limited.status().code(), absl::StatusCode::kFailedPrecondition);
+  EXPECT_NE(limited.status().message().find("max_round_epsilon"), std::string::npos) << limited.status();
+  r.max_round_epsilon = cost * 1.1;
+  EXPECT_TRUE(PlanRound(s, ledger, r).ok());
+}
+
+TEST(PrivacyBudgetTest, SwitchingTheUnitUnderOneLedgerIsRefused) {
+  PrivacySettings patient = Fixed(1, 8);
+  std::vector<PrivacyCharge> ledger;
+  ReleaseCount(patient, 50, &ledger);
+  EXPECT_TRUE(CheckUnitUnchanged(patient, ledger, "node.toml").ok());
+  PrivacySettings image = patient;
+  image.patient_level = false;
+  absl::Status s = CheckUnitUnchanged(image, ledger, "node.toml");
+  ASSERT_EQ(s.code(), absl::StatusCode::kFailedPrecondition);
+  EXPECT_NE(s.message().find("node.toml says [privacy] unit = \"image\""), std::string::npos) << s;
+  EXPECT_NE(s.message().find("1 charge(s) at patient level"), std::string::npos) << s;
+  EXPECT_TRUE(CheckUnitUnchanged(image, {}, "node.toml").ok());
 }
 
 TEST(PrivacyBudgetTest, TheLedgerSurvivesReopeningNodeDb) {
@@ -133,7 +214,9 @@ TEST(PrivacyBudgetTest, TheLedgerSurvivesReopeningNodeDb) {
   std::filesystem::remove_all(dir);
   std::filesystem::create_directories(dir);
   const PrivacySettings s = Fixed(1.5, 8);
-  absl::StatusOr<RoundCharges> r = PlanRound(s, {}, 200, 20, 1, 3);
+  absl::StatusOr<PrivacyCharge> count = PlanCountRelease(s, {}, 200);
+  ASSERT_TRUE(count.ok()) << count.status();
+  absl::StatusOr<RoundCharges> r = PlanRound(s, {*count}, Request(200, 20, 1, 3));
   ASSERT_TRUE(r.ok()) << r.status();
   auto ca = crypto::CertificateAuthority::Create("ca", 30);
   ASSERT_TRUE(ca.ok());
@@ -143,11 +226,11 @@ TEST(PrivacyBudgetTest, TheLedgerSurvivesReopeningNodeDb) {
   {
     auto store = NodeStore::Open(dir + "/node.db", signer, 1);
     ASSERT_TRUE(store.ok()) << store.status();
-    r->count->released = 207;
-    r->count->status = "charged";
+    count->released = 207;
+    count->status = "charged";
     r->training.status = "charged";
-    ASSERT_TRUE((*store)->ChargePrivacy({&*r->count, &r->training}).ok());
-    EXPECT_GT(r->training.id, r->count->id);
+    ASSERT_TRUE((*store)->ChargePrivacy({&*count, &r->training}).ok());
+    EXPECT_GT(r->training.id, count->id);
     ASSERT_TRUE((*store)->SetChargeStatus(r->training.id, "accepted").ok());
   }
   auto store = NodeStore::Open(dir + "/node.db");

@@ -28,7 +28,9 @@ bool WriteTestImage(const TestImage& im, const std::string& path, bool big_endia
   DcmDataset* ds = file.getDataset();
   ds->putAndInsertString(DCM_SOPClassUID, im.samples == 3 ? UID_SecondaryCaptureImageStorage : UID_CTImageStorage);
   ds->putAndInsertString(DCM_SOPInstanceUID, im.sop_instance_uid.c_str());
-  ds->putAndInsertString(DCM_PatientID, im.patient_id.c_str());
+  if (im.has_patient_id) ds->putAndInsertString(DCM_PatientID, im.patient_id.c_str());
+  if (!im.issuer_of_patient_id.empty()) ds->putAndInsertString(DCM_IssuerOfPatientID, im.issuer_of_patient_id.c_str());
+  if (!im.study_instance_uid.empty()) ds->putAndInsertString(DCM_StudyInstanceUID, im.study_instance_uid.c_str());
   ds->putAndInsertString(DCM_Modality, im.samples == 3 ? "OT" : "CT");
   ds->putAndInsertString(DCM_PhotometricInterpretation, im.photometric.c_str());
   ds->putAndInsertString(DCM_RescaleSlope, im.slope.c_str());

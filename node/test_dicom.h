@@ -21,6 +21,9 @@ struct TestImage {
   std::string slope = "1";
   std::string intercept = "-1024";
   std::string patient_id = "P-test";
+  bool has_patient_id = true;        // false: no PatientID element at all
+  std::string issuer_of_patient_id;  // written when not empty
+  std::string study_instance_uid;    // written when not empty
   std::string sop_instance_uid = "2.25.42";
   int seed = 0;  // varies the pattern
 };

@@ -120,8 +120,9 @@ absl::StatusOr<TrainingOutcome> TrainPrivately(ClassifierImpl& model, const Mode
   model.set_tap(&sampler);
   const torch::Tensor images = ImagesTensor(train);
   const torch::Tensor labels = LabelsTensor(train);
+  const double divisor_units = dp.released_units > 0 ? dp.released_units : static_cast<double>(num_units);
   const DpSgdSettings step{dp.clip_norm, dp.noise_multiplier,
-                           dp.sampling_rate * static_cast<double>(num_units + canaries_in)};
+                           dp.sampling_rate * (divisor_units + static_cast<double>(canaries_in))};
   TrainingOutcome out;
   double loss_sum = 0, norm_sum = 0;
   int64_t seen = 0, norm_steps = 0;
@@ -163,7 +164,8 @@ absl::StatusOr<TrainingOutcome> TrainPrivately(ClassifierImpl& model, const Mode
       model.set_tap(nullptr);
       return stats.status();
     }
-    if (stats->units > 0) {
+    out.dp_nonfinite_units += stats->nonfinite_units;
+    if (stats->units > stats->nonfinite_units) {
       norm_sum += stats->mean_norm;
       ++norm_steps;
     }

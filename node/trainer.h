@@ -37,6 +37,11 @@ struct DpTrainingSettings {
   uint64_t test_seed = 0;
   // Audits only; null in training.
   std::shared_ptr<const GradientCanaries> canaries;
+  // The noisy sum is divided by sampling_rate x units, with `units` this
+  // count when set (> 0): a federation's released unit count, so that the
+  // update's scale (its noise is σC / divisor) tells nothing of the exact
+  // count. 0: the exact count (local training and audits, where nothing leaves).
+  double released_units = 0;
 };
 
 struct LocalTrainingSettings {
@@ -57,6 +62,9 @@ struct TrainingOutcome {
   int64_t dp_steps = 0;    // steps taken under DP (each touched the data)
   int64_t dp_units = 0;    // privacy units the sampling rate applies to
   double dp_mean_norm = 0;  // mean unit gradient norm before clipping
+  // Sampled units whose gradient was not finite and so contributed nothing
+  // (summed over steps). Stays on the node: it depends on the data.
+  int64_t dp_nonfinite_units = 0;
   // With canaries: each one's score, as the auditor reads it from the
   // released gradients (higher: more likely in the training set).
   std::vector<double> canary_scores;

@@ -2,6 +2,7 @@
 
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <cmath>
 #include <memory>
 
@@ -82,6 +83,37 @@ TEST(TrainerTest, DpSgdStillLearnsAndCountsItsSteps) {
   auto b = TrainLocally(spec, *global, train, settings);
   ASSERT_TRUE(a.ok() && b.ok());
   EXPECT_NE(a->delta, b->delta);
+}
+
+// What leaves is divided by q x the released count, not the exact one: the
+// update's scale (its noise std is σC over that divisor) would otherwise
+// tell the coordinator the exact count. One SGD step without momentum, the
+// same seed: the delta scales exactly as 1 / divisor.
+TEST(TrainerTest, TheUpdateIsDividedByTheReleasedCount) {
+  SetTorchThreads(1);
+  ModelSpec spec;
+  spec.input_size = 16;
+  auto global = InitialParameters(spec, 1);
+  ImageSet train = ToySet(20, 16);
+  LocalTrainingSettings settings;
+  settings.learning_rate = 0.1;
+  settings.momentum = 0;
+  settings.dp = DpTrainingSettings{/*noise_multiplier=*/1.0, /*clip_norm=*/1.0, /*sampling_rate=*/0.5,
+                                   /*steps=*/1, /*patient_level=*/true, /*test_seed=*/5};
+  auto exact = TrainLocally(spec, *global, train, settings);  // released_units 0: the exact 20
+  settings.dp->released_units = 20;
+  auto same = TrainLocally(spec, *global, train, settings);
+  settings.dp->released_units = 40;
+  auto half = TrainLocally(spec, *global, train, settings);
+  ASSERT_TRUE(exact.ok() && same.ok() && half.ok());
+  EXPECT_EQ(exact->delta, same->delta);
+  double largest = 0;
+  for (size_t i = 0; i < exact->delta.size(); ++i) {
+    // To float32 rounding of trained - global (weights near 1: an ulp is 1.2e-7).
+    EXPECT_NEAR(half->delta[i], exact->delta[i] / 2, 1e-5 * std::fabs(exact->delta[i]) + 2.5e-7) << i;
+    largest = std::max(largest, std::fabs(static_cast<double>(exact->delta[i])));
+  }
+  EXPECT_GT(largest, 0);
 }
 
 TEST(TrainerTest, RefusesImagesOfTheWrongSize) {

@@ -129,7 +129,7 @@ MiniFederation SetUpFederation(const std::string& dir, const MiniFederationOptio
       "[federation]\nname = \"it\"\nrounds = ", o.rounds, "\nmin_nodes = ", o.min_nodes,
       "\nround_deadline_s = ", o.round_deadline_s, "\neval_deadline_s = 30\nstart_grace_s = ",
       o.start_grace_s, "\nseed = 3\nmin_report = ", o.min_report, "\nupdate_dtype = \"", o.update_dtype, "\"\n\n[model]\narchitecture = \"ctnet\"\ninput_size = 32\n\n",
-      "[training]\nlocal_epochs = ", o.local_epochs, "\nbatch_size = 16\nlearning_rate = 0.01\n\n",
+      "[training]\nlocal_epochs = ", o.local_epochs, "\nbatch_size = ", o.batch_size, "\nlearning_rate = 0.01\n\n",
       "[coordinator]\naddress = \"127.0.0.1:", f.port, "\"\nhosts = [\"localhost\", \"127.0.0.1\"]\n");
   for (int i = 0; i < o.sites; ++i) {
     f.sites.push_back(absl::StrCat("site-", std::string(1, static_cast<char>('a' + i))));

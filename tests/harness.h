@@ -88,6 +88,9 @@ struct MiniFederationOptions {
   bool dp = true;
   std::string update_dtype = "float32";
   int min_report = 10;  // federated evaluation's small-count suppression
+  // The plan's batch. Under DP q = batch / the released (noisy) unit count:
+  // a batch far above any release (1000) makes q = 1 whatever the noise.
+  int batch_size = 16;
 };
 
 // Writes a plan, synthesizes data and provisions kits with `fedrad`.

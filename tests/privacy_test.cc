@@ -33,8 +33,9 @@ double EpsilonAfter(int rounds) {
 void SetPrivacy(const MiniFederation& f, double epsilon_max, double sigma = 1.0) {
   for (const std::string& site : f.sites) {
     std::string cfg = ReadText(f.NodeConfig(site));
-    // A fixed σ; the plan's batch (16) exceeds the sites' patients, so q = 1
-    // and each round is local_epochs steps.
+    // A fixed σ; the plan's batch (1000, set by the tests) exceeds any
+    // released count of the sites' patients, so q = 1 and each round is
+    // local_epochs steps.
     cfg.replace(cfg.find("target_epsilon = 2.7"), 20, absl::StrCat("noise_multiplier = ", sigma));
     cfg.replace(cfg.find("epsilon_max = 3.0"), 17, absl::StrCat("epsilon_max = ", epsilon_max));
     WriteText(f.NodeConfig(site), cfg);
@@ -43,7 +44,8 @@ void SetPrivacy(const MiniFederation& f, double epsilon_max, double sigma = 1.0)
 
 TEST(PrivacyTest, NodesStopAtTheirBudgetAndTheCoordinatorRecordsEpsilon) {
   const std::string dir = MakeWorkspace();
-  MiniFederation f = SetUpFederation(dir, {.sites = 2, .rounds = 4, .min_nodes = 2, .patients = 8, .images = 2, .start_grace_s = 1});
+  MiniFederation f = SetUpFederation(dir, {.sites = 2, .rounds = 4, .min_nodes = 2, .patients = 8, .images = 2,
+                                           .start_grace_s = 1, .batch_size = 1000});
   ASSERT_FALSE(::testing::Test::HasFailure());
   // Room for two rounds, not three.
   const double epsilon_max = (EpsilonAfter(2) + EpsilonAfter(3)) / 2;
@@ -150,7 +152,7 @@ TEST(PrivacyTest, ACrashAfterTheChargeKeepsIt) {
   const std::string dir = MakeWorkspace();
   MiniFederation f = SetUpFederation(dir, {.sites = 2, .rounds = 2, .min_nodes = 2, .local_epochs = 100,
                                            .patients = 8, .images = 3, .round_deadline_s = 600,
-                                           .start_grace_s = 1});
+                                           .start_grace_s = 1, .batch_size = 1000});
   ASSERT_FALSE(::testing::Test::HasFailure());
   SetPrivacy(f, 100, 5.0);
   auto coordinator = StartCoordinator(f, "coordinator.log");
@@ -214,6 +216,54 @@ TEST(PrivacyTest, APlanThatRequiresDpTurnsAwayANodeWithoutIt) {
   EXPECT_EQ(RunCommand({NodeBin(), "check", "--config", f.NodeConfig("site-a")}, ok), 0) << ReadText(ok);
   coordinator->Signal(SIGTERM);
   coordinator->Wait(std::chrono::seconds(30));
+  RemoveWorkspaceIfPassed(dir);
+}
+
+}  // namespace
+}  // namespace fedrad::testing
+
+namespace fedrad::testing {
+namespace {
+
+// node.toml's [policy]: a task beyond it is declined before the model is
+// fetched or the data used for it, with the reason in the site's ledger, in
+// the coordinator's state and log; the others go on.
+TEST(PrivacyTest, ATaskBeyondASitesPolicyIsDeclinedWithItsReason) {
+  const std::string dir = MakeWorkspace();
+  MiniFederation f = SetUpFederation(dir, {.sites = 2, .rounds = 2, .min_nodes = 1, .start_grace_s = 1});
+  ASSERT_FALSE(::testing::Test::HasFailure());
+  // The plan asks batches of 16.
+  ReplaceInFile(f.NodeConfig("site-b"), "min_report = 10\n", "min_report = 10\nmin_batch_size = 64\n");
+  std::vector<std::string> logs = RunFederationToCompletion(f, std::chrono::minutes(3));
+  EXPECT_NE(logs[0].find("site site-b declined: the task goes beyond its policy ([policy] min_batch_size: the task "
+                         "asks a batch of 16, smaller than this site's 64)"),
+            std::string::npos)
+      << logs[0];
+  EXPECT_EQ(QueryDb(f.StateDb(), "SELECT COUNT(*) FROM rounds WHERE status = 'applied'")[0][0], SqlValue(int64_t{2}));
+  std::vector<SqlRow> declined =
+      QueryDb(f.StateDb(), "SELECT status, reason FROM submissions WHERE site = 'site-b' ORDER BY round");
+  ASSERT_EQ(declined.size(), 1u) << "asked once, then left out of the run";
+  EXPECT_EQ(AsText(declined[0][0]), "declined");
+  EXPECT_EQ(AsText(declined[0][1]).rfind("POLICY: [policy] min_batch_size", 0), 0u) << AsText(declined[0][1]);
+  // The site's ledger says why; it charged nothing and trained on nothing.
+  std::vector<SqlRow> refused = QueryDb(f.NodeDb("site-b"), "SELECT body FROM ledger WHERE kind = 'policy_refused'");
+  ASSERT_EQ(refused.size(), 1u);
+  EXPECT_NE(AsText(refused[0][0]).find("min_batch_size"), std::string::npos);
+  EXPECT_EQ(QueryDb(f.NodeDb("site-b"), "SELECT COUNT(*) FROM privacy_ledger")[0][0], SqlValue(int64_t{0}));
+  EXPECT_TRUE(
+      QueryDb(f.NodeDb("site-b"), "SELECT 1 FROM ledger WHERE kind = 'data_access' AND body LIKE '%\"purpose\":\"train\"%'")
+          .empty());
+  // Refused before the round's model was fetched (the evaluations that follow fetch later ones).
+  std::vector<SqlRow> order = QueryDb(f.NodeDb("site-b"), "SELECT kind FROM ledger WHERE kind IN ('policy_refused', "
+                                                          "'model_received') ORDER BY seq LIMIT 1");
+  ASSERT_EQ(order.size(), 1u);
+  EXPECT_EQ(AsText(order[0][0]), "policy_refused");
+  const std::string audit = dir + "/audit.txt";
+  EXPECT_EQ(RunCommand({FedradBin(), "audit", "verify", "--ca", dir + "/kits/ca/ca.pem", "--coordinator", f.StateDb(),
+                        "--node", f.NodeDb("site-a"), "--node", f.NodeDb("site-b")},
+                       audit),
+            0)
+      << ReadText(audit);
   RemoveWorkspaceIfPassed(dir);
 }
 

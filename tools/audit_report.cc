@@ -26,14 +26,16 @@ json SiteFacts(const AuditedLedger& l) {
                {"ledger_entries", l.entries.size()},
                {"ledger_intact", l.problems.empty()}};
   json rounds = json::array(), counts = json::array(), accesses = json::array(), sent = json::array(),
-       models = json::array(), evaluations = json::array(), refusals = json::array(), configs = json::array();
+       models = json::array(), evaluations = json::array(), refusals = json::array(), configs = json::array(),
+       models_refused = json::array();
   std::map<std::pair<int64_t, int64_t>, std::string> outcomes;  // (round, attempt) -> outcome
   double epsilon = 0, delta = 0, epsilon_max = 0;
   bool dp = false;
   // Entries listed as they are, with their time.
   const std::map<std::string, json*> listed = {{"data_access", &accesses},     {"update_sent", &sent},
                                                {"model_received", &models},    {"evaluation_sent", &evaluations},
-                                               {"budget_refused", &refusals}};
+                                               {"budget_refused", &refusals},  {"model_refused", &models_refused},
+                                               {"policy_refused", &refusals}};
   for (size_t i = 0; i < l.entries.size(); ++i) {
     const LedgerEntry& e = l.entries[i];
     json b = l.bodies[i];  // a copy: the report adds the time
@@ -82,6 +84,7 @@ json SiteFacts(const AuditedLedger& l) {
   site["data_accesses"] = accesses;
   site["updates_sent"] = sent;
   site["models_received"] = models;
+  site["models_refused"] = models_refused;
   site["evaluations_sent"] = evaluations;
   site["budget_refusals"] = refusals;
   site["config_changes"] = configs;
@@ -344,15 +347,18 @@ std::string AuditReportHtml(const AuditVerification& v) {
                     "<h3>Models received</h3>\n",
                     Table(s["models_received"], {{"round", "round"}, {"sha256", "SHA-256"}, {"bytes", "bytes"}},
                           "models"),
+                    "<h3>Models refused</h3>\n",
+                    Table(s["models_refused"], {{"round", "round"}, {"sha256", "SHA-256"}, {"reason", "reason"}},
+                          "models-refused"),
                     "<h3>Evaluation reports sent</h3>\n",
                     Table(s["evaluations_sent"],
                           {{"round", "round"}, {"model_sha256", "model SHA-256"}, {"count", "cases"},
                            {"suppressed", "count only"}},
                           "evaluations"),
-                    "<h3>Budget refusals</h3>\n",
+                    "<h3>Tasks refused (budget or policy)</h3>\n",
                     Table(s["budget_refusals"],
-                          {{"round", "round"}, {"epsilon_spent", "ε spent"}, {"epsilon_max", "ε max"},
-                           {"detail", "detail"}},
+                          {{"round", "round"}, {"task", "task"}, {"epsilon_spent", "ε spent"},
+                           {"epsilon_max", "ε max"}, {"detail", "detail"}},
                           "refusals"),
                     "<h3>Configuration changes</h3>\n",
                     Table(s["config_changes"], {{"at", "at"}, {"file_sha256", "node.toml SHA-256"},
