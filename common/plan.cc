@@ -39,7 +39,7 @@ absl::StatusOr<FederationPlan> LoadPlan(const std::string& path) {
   p.round_deadline_s = c.GetDouble("federation.round_deadline_s", 600, 1, 7 * 86400);
   p.close_at_fraction = c.GetDouble("federation.close_at_fraction", 1.0, 0.01, 1.0);
   p.eval_deadline_s = c.GetDouble("federation.eval_deadline_s", 120, 1, 86400);
-  p.min_report = static_cast<int>(c.GetInt("federation.min_report", 10, 1, 1000000));
+  p.min_report = static_cast<int>(c.GetInt("federation.min_report", 10, 0, 1000000));
   p.start_grace_s = c.GetDouble("federation.start_grace_s", 5, 0, 86400);
   p.seed = static_cast<uint64_t>(c.GetInt("federation.seed", 1, 0, INT64_MAX));
   p.chunk_bytes = static_cast<uint32_t>(
@@ -82,6 +82,14 @@ absl::StatusOr<FederationPlan> LoadPlan(const std::string& path) {
   st.trim_fraction = c.GetDouble("strategy.trim_fraction", 0.1, 0, 0.49);
   st.byzantine = static_cast<int>(c.GetInt("strategy.byzantine", 1, 0, 100000));
   st.multi_krum_select = static_cast<int>(c.GetInt("strategy.multi_krum_select", 0, 0, 100000));
+  st.weighting = c.GetString("strategy.weighting", "examples");
+  if (st.weighting != "examples" && st.weighting != "equal") {
+    c.Fail("strategy.weighting", "must be \"examples\" or \"equal\"");
+  }
+  st.max_weight_ratio = c.GetDouble("strategy.max_weight_ratio", 10, 0, 1e6);
+  if (st.max_weight_ratio > 0 && st.max_weight_ratio < 1) {
+    c.Fail("strategy.max_weight_ratio", "must be 0 (no cap) or at least 1");
+  }
 
   p.coordinator_hosts =
       c.GetStringArray("coordinator.hosts", std::vector<std::string>{"localhost", "127.0.0.1"});

@@ -46,6 +46,12 @@ struct StrategySettings {
   double trim_fraction = 0.1;  // trimmed-mean: share dropped at each end, per coordinate
   int byzantine = 1;           // krum, multi-krum: updates assumed malicious (f)
   int multi_krum_select = 0;   // multi-krum: updates averaged (m; 0: n - f)
+  // Each update's weight in the average: "examples" (the count the site
+  // reports, under DP its noisy released count) or "equal".
+  std::string weighting = "examples";
+  // No weight above this multiple of the round's (lower) median weight, so
+  // no site's claim can outweigh the others at will; 0: no cap.
+  double max_weight_ratio = 10;
 };
 
 // fedavg, fedavgm, fedprox, fedadagrad, fedadam, fedyogi, median,

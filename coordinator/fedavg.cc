@@ -31,6 +31,16 @@ absl::StatusOr<size_t> ReadFloats(const std::string& path, size_t max_values,
 
 }  // namespace
 
+std::vector<double> CappedWeights(const std::vector<double>& weights, double ratio) {
+  if (ratio <= 0 || weights.size() < 2) return weights;
+  std::vector<double> sorted = weights;
+  std::sort(sorted.begin(), sorted.end());
+  const double cap = ratio * sorted[(sorted.size() - 1) / 2];
+  std::vector<double> out = weights;
+  for (double& w : out) w = std::min(w, cap);
+  return out;
+}
+
 UpdateSum::UpdateSum(size_t num_values) : sum_(num_values, 0.0) {}
 
 void UpdateSum::Reset() {
@@ -99,6 +109,10 @@ absl::Status UpdateSum::WithdrawLocked(uint64_t id) {
   // Subtracting it again would leave rounding residue as large as the
   // largest value it brought; folding the others again from their spool
   // files leaves none.
+  return RefoldLocked();
+}
+
+absl::Status UpdateSum::RefoldLocked() {
   std::fill(sum_.begin(), sum_.end(), 0.0);
   for (const auto& [other, k] : contributions_) {
     absl::StatusOr<size_t> read = ReadFloats(k.spool_path, k.folded, [&](size_t offset, const float* v, size_t n) {
@@ -110,6 +124,26 @@ absl::Status UpdateSum::WithdrawLocked(uint64_t id) {
                                               "the round's sum is unusable"));
     }
   }
+  return absl::OkStatus();
+}
+
+absl::Status UpdateSum::Reweight(const std::map<uint64_t, double>& weights) {
+  absl::MutexLock lock(&mu_);
+  if (!sealed_) return absl::FailedPreconditionError("weights change only once the round's sum is sealed");
+  bool changed = false;
+  for (const auto& [id, w] : weights) {
+    auto c = contributions_.find(id);
+    if (c == contributions_.end() || !c->second.accepted) continue;
+    if (!(w > 0)) return absl::InvalidArgumentError("an update needs a positive weight");
+    if (c->second.weight == w) continue;
+    total_weight_ += w - c->second.weight;
+    c->second.weight = w;
+    changed = true;
+  }
+  if (!changed) return absl::OkStatus();
+  absl::Status s = RefoldLocked();
+  if (!s.ok()) return s;
+  inverse_weight_ = total_weight_ > 0 ? 1.0 / total_weight_ : 0;
   return absl::OkStatus();
 }
 

@@ -24,6 +24,11 @@ namespace fedrad::coordinator {
 // sum is folded again from the spool files of the others (subtracting it
 // would leave rounding residue as large as its largest values). That costs
 // one pass over the spooled updates, only when it happens.
+// The weights to average with: each of `weights` (positive) capped at
+// `ratio` times their lower median (the ⌊(n-1)/2⌋-th smallest, so with two
+// sites the smaller one's), none capped when ratio is 0 or n < 2.
+std::vector<double> CappedWeights(const std::vector<double>& weights, double ratio);
+
 class UpdateSum {
  public:
   explicit UpdateSum(size_t num_values);
@@ -49,6 +54,11 @@ class UpdateSum {
   // No more folding; every contribution not accepted is withdrawn.
   absl::Status Seal();
 
+  // After Seal(): the accepted contributions' weights become `weights`
+  // (by id; others keep theirs), and the sum is folded again from the
+  // spool files if any changed (weight capping, rarely).
+  absl::Status Reweight(const std::map<uint64_t, double>& weights);
+
   // Folds a whole spooled update file and accepts it (for strategies given
   // spooled updates only, and tests); Seal() afterwards.
   absl::Status AddFile(const std::string& path, double weight);
@@ -69,6 +79,8 @@ class UpdateSum {
   };
   void Fold(size_t offset, const float* values, size_t n, double weight) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   absl::Status WithdrawLocked(uint64_t id) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // The sum folded again from every contribution's spool file.
+  absl::Status RefoldLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
 
   mutable absl::Mutex mu_;
   std::vector<double> sum_;  // guarded by mu_ until sealed, then read-only

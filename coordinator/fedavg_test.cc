@@ -3,6 +3,7 @@
 #include <gtest/gtest.h>
 #include <unistd.h>
 
+#include <cmath>
 #include <cstdio>
 #include <filesystem>
 #include <random>
@@ -58,6 +59,35 @@ TEST_F(UpdateSumTest, WeightsByExampleCount) {
   EXPECT_EQ(sum.accepted(), 2);
   EXPECT_DOUBLE_EQ(sum.total_weight(), 40);
   EXPECT_EQ(Means(sum), (std::vector<float>{0, 1, -0.5f}));
+}
+
+TEST(CappedWeightsTest, NoWeightPassesTheRatioTimesTheLowerMedian) {
+  // The review's case: a site claiming 2^40 examples next to honest ones.
+  const double huge = std::ldexp(1.0, 40);
+  EXPECT_EQ(CappedWeights({100, huge}, 10), (std::vector<double>{100, 1000}));  // lower median of two: 100
+  EXPECT_EQ(CappedWeights({100, 120, huge}, 10), (std::vector<double>{100, 120, 1200}));
+  EXPECT_EQ(CappedWeights({100, 120, 90}, 10), (std::vector<double>{100, 120, 90})) << "honest sites untouched";
+  EXPECT_EQ(CappedWeights({100, huge}, 0), (std::vector<double>{100, huge})) << "0: no cap";
+  EXPECT_EQ(CappedWeights({huge}, 10), (std::vector<double>{huge})) << "alone, a weight means nothing";
+}
+
+// Capping after the fact gives the sum a fresh fold with the capped weights
+// would have.
+TEST_F(UpdateSumTest, ReweightingASealedSumEqualsFoldingWithTheNewWeights) {
+  UpdateSum reference(3);
+  Stream(reference, 1, 30, {1, 0, -1}, 3);
+  Stream(reference, 2, 300, {-3, 4, 1}, 3);
+  ASSERT_TRUE(reference.Accept(1).ok() && reference.Accept(2).ok() && reference.Seal().ok());
+  UpdateSum sum(3);
+  Stream(sum, 1, 30, {1, 0, -1}, 3);
+  Stream(sum, 2, 1e12, {-3, 4, 1}, 2);
+  ASSERT_TRUE(sum.Accept(1).ok() && sum.Accept(2).ok());
+  EXPECT_FALSE(sum.Reweight({{2, 300}}).ok()) << "only once sealed";
+  ASSERT_TRUE(sum.Seal().ok());
+  ASSERT_TRUE(sum.Reweight({{2, 300}}).ok());
+  EXPECT_DOUBLE_EQ(sum.total_weight(), 330);
+  EXPECT_EQ(Means(sum), Means(reference));
+  EXPECT_FALSE(sum.Reweight({{1, 0}}).ok());
 }
 
 // A rejected update is taken back without a trace in the mean, even one with

@@ -10,6 +10,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_join.h"
+#include "common/evaluation_release.h"
 #include "common/files.h"
 #include "common/metrics.h"
 #include "common/model_zoo.h"
@@ -23,7 +24,8 @@ namespace {
 
 int64_t NowMs() { return absl::ToUnixMillis(absl::Now()); }
 
-constexpr int64_t kMaxExamplesPerUpdate = int64_t{1} << 40;
+// No site has a billion patients: a count beyond is a false claim.
+constexpr int64_t kMaxExamplesPerUpdate = 1000000000;
 
 bool InRange(double v, double lo, double hi) { return std::isfinite(v) && v >= lo && v <= hi; }
 
@@ -265,6 +267,7 @@ void RoundDriver::SendEvalTask(const std::string& site) {
   t->set_model_sha256(eval_->model_sha256);
   t->set_nonce(eval_->nonces.at(site));
   t->set_deadline_unix_ms(absl::ToUnixMillis(eval_->deadline));
+  t->set_min_report(static_cast<uint32_t>(config_.plan.min_report));
   channel->second->Send(task);
 }
 
@@ -325,20 +328,37 @@ absl::StatusOr<bool> RoundDriver::RunRoundAttempt(int round) {
   return true;
 }
 
+double RoundDriver::WeightOf(const UpdateTicket& t) const {
+  return config_.plan.strategy.weighting == "equal" ? 1.0 : static_cast<double>(t.num_examples);
+}
+
 absl::Status RoundDriver::Aggregate(const OpenRound& r) {
   RoundUpdates in;
   // Strategies that read the files read them in site order, not arrival
   // order: float addition is not associative, and the same updates should
   // give the same model. (The running sum folds in arrival order, in
   // float64, which hides the order in the float32 model but for rare ties.)
-  for (const UpdateTicket& t : r.accepted) {
-    in.updates.push_back({t.site, t.spool_path, static_cast<double>(t.num_examples)});
+  // Weights bounded by the plan: no claimed count outweighs the others
+  // beyond max_weight_ratio times their median.
+  std::vector<double> weights;
+  for (const UpdateTicket& t : r.accepted) weights.push_back(WeightOf(t));
+  const std::vector<double> capped = CappedWeights(weights, config_.plan.strategy.max_weight_ratio);
+  std::map<uint64_t, double> reweighted;
+  for (size_t i = 0; i < r.accepted.size(); ++i) {
+    const UpdateTicket& t = r.accepted[i];
+    in.updates.push_back({t.site, t.spool_path, capped[i]});
+    if (capped[i] != weights[i]) {
+      spdlog::warn("round {}: the weight of {} is capped from {:g} to {:g} (max_weight_ratio {:g} x the median)",
+                   r.round, t.site, weights[i], capped[i], config_.plan.strategy.max_weight_ratio);
+      reweighted[t.upload_id] = capped[i];
+    }
   }
   std::sort(in.updates.begin(), in.updates.end(),
             [](const UpdateRef& a, const UpdateRef& b) { return a.site < b.site; });
   if (sum_) {
     // Uploads still under way when the round closed come out of the sum.
     absl::Status s = sum_->Seal();
+    if (s.ok() && !reweighted.empty()) s = sum_->Reweight(reweighted);
     if (!s.ok()) return s;
     if (sum_->accepted() != static_cast<int>(r.accepted.size())) {
       return absl::InternalError(absl::StrCat("the round's sum holds ", sum_->accepted(), " updates, not ",
@@ -497,21 +517,20 @@ void RoundDriver::EvaluateRound(int round) {
   std::vector<std::string> per_site;
   for (const auto& [site, e] : done.results) {
     results.push_back(e);
-    per_site.push_back(e.suppressed ? absl::StrFormat("%s n=%d < %d, suppressed", site, e.count,
-                                                      config_.plan.min_report)
+    per_site.push_back(e.suppressed ? absl::StrFormat("%s suppressed", site)
                                     : absl::StrFormat("%s %.3f", site, e.accuracy));
   }
   const RoundEvaluation g = CombineEvaluations(round, done.model_sha256, config_.plan.model.num_classes, results);
   absl::Status s = state_->RecordRoundEvaluation(g, NowMs());
   if (!s.ok()) spdlog::error("cannot record round {}'s evaluation: {}", round, std::string(s.message()));
+  // Post-processing of the sites' releases: under DP every figure, the
+  // count included, carries the sites' noise.
   std::string agg = g.reporting_sites > 0
-                        ? absl::StrFormat("validation accuracy %.3f, loss %.4f on %d images", g.metrics.accuracy,
+                        ? absl::StrFormat("validation accuracy %.3f, loss %.4f on about %d patients", g.metrics.accuracy,
                                           g.loss, g.metrics.count)
                         : std::string("no validation figures");
   if (g.metrics.roc_auc) absl::StrAppendFormat(&agg, ", AUC %.3f", *g.metrics.roc_auc);
-  if (g.suppressed_count > 0) {
-    absl::StrAppendFormat(&agg, " (%d image(s) at sites below min_report not included)", g.suppressed_count);
-  }
+  if (g.reporting_sites > 0) absl::StrAppend(&agg, ", from the sites' DP releases");
   spdlog::info("round {}/{}: {} of {} node(s) answered; {} ({}); model {}", round,
                config_.plan.rounds, done.results.size(), selected, agg, absl::StrJoin(per_site, ", "),
                done.model_sha256.substr(0, 12));
@@ -677,7 +696,7 @@ absl::StatusOr<UpdateTicket> RoundDriver::BeginUpdate(const std::string& site,
     if (invalid.ok() && sum_) {
       t.sum = sum_.get();
       t.upload_id = ++next_upload_id_;
-      invalid = sum_->Begin(t.upload_id, static_cast<double>(t.num_examples), t.spool_path);
+      invalid = sum_->Begin(t.upload_id, WeightOf(t), t.spool_path);
     }
     if (invalid.ok()) {
       round_->in_progress.insert(site);
@@ -860,49 +879,59 @@ absl::Status RoundDriver::Decline(const std::string& site, const v1::Decline& d)
 }
 
 absl::Status RoundDriver::CheckEvaluation(const v1::Evaluation& e, SiteEvaluation* out) const {
-  if (e.count() > static_cast<uint64_t>(kMaxExamplesPerUpdate)) {
-    return absl::InvalidArgumentError("evaluation count out of range");
-  }
   if (absl::Status head = CheckLedgerHead(e.ledger_seq(), e.ledger_sha256()); !head.ok()) return head;
   out->node_ledger_seq = e.ledger_seq();
   out->node_ledger_sha256 = e.ledger_sha256();
-  out->count = static_cast<int64_t>(e.count());
   out->suppressed = e.suppressed();
   if (e.suppressed()) {
-    // The count alone (a site may suppress more than the plan asks).
-    if (e.loss() != 0 || e.accuracy() != 0 || e.confusion_size() > 0 || e.has_roc_auc() || e.ece() != 0) {
-      return absl::InvalidArgumentError("a suppressed evaluation must carry no figures");
-    }
+    // Nothing but the flag (a site may suppress more than the plan asks).
+    if (e.has_release()) return absl::InvalidArgumentError("a suppressed evaluation must carry no release");
     return absl::OkStatus();
   }
-  if (out->count < config_.plan.min_report) {
-    return absl::InvalidArgumentError(absl::StrCat("figures of ", out->count, " case(s) are below the plan's "
+  if (!e.has_release()) return absl::InvalidArgumentError("the evaluation carries no release");
+  const v1::EvaluationRelease& r = e.release();
+  const int k = config_.plan.model.num_classes;
+  if (static_cast<int>(r.num_classes()) != k) {
+    return absl::InvalidArgumentError(absl::StrCat("the release is of ", r.num_classes(), " classes; the model has ", k));
+  }
+  if (!InRange(r.noise_multiplier(), 0, 1e6) || !InRange(r.epsilon_spent(), 0, 1e6) ||
+      (r.noise_multiplier() > 0 && (!InRange(r.delta(), 0, 1) || r.delta() == 0))) {
+    return absl::InvalidArgumentError("the release's noise, epsilon or delta is out of range");
+  }
+  if (config_.plan.require_dp && r.noise_multiplier() == 0) {
+    return absl::FailedPreconditionError(
+        "the plan requires differential privacy and this evaluation is not a DP release");
+  }
+  EvaluationStatistics st;
+  st.num_classes = k;
+  st.confusion.assign(r.confusion().begin(), r.confusion().end());
+  st.loss_sum = r.loss_sum();
+  st.confidence.assign(r.confidence().begin(), r.confidence().end());
+  st.scores.assign(r.scores().begin(), r.scores().end());
+  if (absl::Status shape = st.CheckShape(); !shape.ok()) return shape;
+  // Plausible bounds: a statistic a billion units from zero is no site's.
+  constexpr double kLargest = 1e9;
+  auto plausible = [&](const std::vector<double>& v) {
+    return std::all_of(v.begin(), v.end(), [&](double x) { return std::fabs(x) <= kLargest; });
+  };
+  if (!plausible(st.confusion) || !plausible(st.confidence) || !plausible(st.scores) ||
+      std::fabs(st.loss_sum) > kLargest * kLossClip) {
+    return absl::InvalidArgumentError("the release holds a value beyond any site's size");
+  }
+  // Every figure is post-processing of the release.
+  const ReleasedFigures f = FiguresFromRelease(st);
+  if (f.metrics.count < config_.plan.min_report) {
+    return absl::InvalidArgumentError(absl::StrCat("the release counts ", f.metrics.count, " case(s), below the plan's "
                                                    "min_report of ", config_.plan.min_report, "; not recorded"));
   }
-  const int k = config_.plan.model.num_classes;
-  if (e.confusion_size() != k * k) {
-    return absl::InvalidArgumentError(absl::StrCat("the confusion matrix has ", e.confusion_size(),
-                                                   " cells; the model's ", k, " classes need ", k * k));
-  }
-  uint64_t total = 0, correct = 0;
-  for (int i = 0; i < k * k; ++i) {
-    if (e.confusion(i) > e.count()) return absl::InvalidArgumentError("a confusion cell exceeds the count");
-    total += e.confusion(i);
-    if (i / k == i % k) correct += e.confusion(i);
-  }
-  if (total != e.count()) {
-    return absl::InvalidArgumentError(absl::StrCat("the confusion matrix holds ", total, " cases, not ", e.count()));
-  }
-  const double accuracy = e.count() ? static_cast<double>(correct) / static_cast<double>(e.count()) : 0;
-  if (!std::isfinite(e.loss()) || e.loss() < 0 || std::fabs(e.accuracy() - accuracy) > 1e-9 ||
-      (e.has_roc_auc() && !(e.roc_auc() >= 0 && e.roc_auc() <= 1)) || !(e.ece() >= 0 && e.ece() <= 1)) {
-    return absl::InvalidArgumentError("evaluation figures out of range or inconsistent with the confusion matrix");
-  }
-  out->loss = e.loss();
-  out->accuracy = accuracy;
-  out->confusion.assign(e.confusion().begin(), e.confusion().end());
-  if (e.has_roc_auc()) out->roc_auc = e.roc_auc();
-  out->ece = e.ece();
+  out->count = f.metrics.count;
+  out->loss = f.loss;
+  out->accuracy = f.metrics.accuracy;
+  for (const std::vector<int64_t>& row : f.metrics.confusion) out->confusion.insert(out->confusion.end(), row.begin(), row.end());
+  out->roc_auc = f.metrics.roc_auc;
+  out->ece = f.metrics.ece;
+  out->noise_multiplier = r.noise_multiplier();
+  out->release = std::move(st);
   return absl::OkStatus();
 }
 
@@ -948,8 +977,10 @@ absl::StatusOr<std::string> RoundDriver::ModelPath(const std::string& sha256) {
 }
 
 absl::StatusOr<std::string> RoundDriver::Summary() {
-  std::string out = absl::StrFormat("\nFederation '%s': validation accuracy per round\n",
-                                    config_.plan.name);
+  std::string out = absl::StrFormat(
+      "\nFederation '%s': validation accuracy per round (post-processing of each site's differentially private "
+      "evaluation release)\n",
+      config_.plan.name);
   absl::StrAppend(&out, absl::StrFormat("%-7s", "round"));
   for (const std::string& site : config_.plan.sites) absl::StrAppend(&out, absl::StrFormat("%14s", site));
   absl::StrAppend(&out, absl::StrFormat("%14s\n", "overall"));
@@ -962,7 +993,7 @@ absl::StatusOr<std::string> RoundDriver::Summary() {
       std::string cell = "-";
       for (const SiteEvaluation& e : *evals) {
         if (e.site != site) continue;
-        cell = e.suppressed ? absl::StrFormat("(n=%d)", e.count) : absl::StrFormat("%.3f", e.accuracy);
+        cell = e.suppressed ? std::string("(supp.)") : absl::StrFormat("%.3f", e.accuracy);
         any_suppressed |= e.suppressed;
       }
       absl::StrAppend(&out, absl::StrFormat("%14s", cell));
@@ -973,8 +1004,9 @@ absl::StatusOr<std::string> RoundDriver::Summary() {
                                                                      : "-"));
   }
   if (any_suppressed) {
-    absl::StrAppend(&out, absl::StrFormat("((n=..): fewer validation images than min_report = %d; the site "
-                                          "reported its count only)\n", config_.plan.min_report));
+    absl::StrAppend(&out, absl::StrFormat("((supp.): the site sent no release (fewer validation patients than "
+                                          "min_report = %d, or its evaluation budget is spent)\n",
+                                          config_.plan.min_report));
   }
   absl::StatusOr<std::map<std::string, StateStore::LatestPrivacy>> privacy = state_->LatestPrivacyBySite();
   if (!privacy.ok()) return privacy.status();

@@ -100,6 +100,8 @@ class RoundDriver {
   // Records the outcome of a streamed update (`outcome` not OK: rejected,
   // with its message as the reason). Returns what to tell the node.
   absl::Status FinishUpdate(const UpdateTicket& ticket, const absl::Status& outcome);
+  // An update's weight before capping: its count, or 1 with weighting = "equal".
+  double WeightOf(const UpdateTicket& ticket) const;
   // Checks a site's evaluation (suppressed: the count alone; otherwise at
   // least min_report cases and figures consistent with the confusion
   // matrix) and records it.

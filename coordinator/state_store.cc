@@ -69,6 +69,14 @@ CREATE TABLE IF NOT EXISTS evaluation_figures(
   roc_auc REAL,
   ece REAL,
   PRIMARY KEY(round, site));
+-- Each site's evaluation release as received (JSON: the noisy statistics);
+-- evaluations and evaluation_figures hold what post-processing made of it.
+CREATE TABLE IF NOT EXISTS evaluation_releases(
+  round INTEGER NOT NULL,
+  site TEXT NOT NULL,
+  noise_multiplier REAL NOT NULL,
+  release TEXT NOT NULL,
+  PRIMARY KEY(round, site));
 CREATE TABLE IF NOT EXISTS round_evaluations(
   round INTEGER PRIMARY KEY,
   model_sha256 TEXT NOT NULL,
@@ -363,6 +371,16 @@ absl::Status StateStore::RecordEvaluation(int round, const std::string& model_sh
                          {"model_sha256", model_sha256},
                          {"count", e.count},
                          {"suppressed", e.suppressed}};
+  if (e.release) {
+    const nlohmann::json release = {{"noise_multiplier", e.noise_multiplier}, {"confusion", e.release->confusion},
+                                    {"loss_sum", e.release->loss_sum},        {"confidence", e.release->confidence},
+                                    {"scores", e.release->scores}};
+    s = db_->Execute(
+        "INSERT OR REPLACE INTO evaluation_releases(round, site, noise_multiplier, release) VALUES(?1, ?2, ?3, ?4)",
+        {int64_t{round}, e.site, e.noise_multiplier, release.dump()});
+    if (!s.ok()) return s;
+    body["noise_multiplier"] = e.noise_multiplier;
+  }
   if (e.node_ledger_seq > 0) {
     body["node_ledger_seq"] = e.node_ledger_seq;
     body["node_ledger_sha256"] = e.node_ledger_sha256;

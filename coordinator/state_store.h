@@ -11,6 +11,7 @@
 #include "absl/base/thread_annotations.h"
 #include "absl/status/statusor.h"
 #include "absl/synchronization/mutex.h"
+#include "common/evaluation_release.h"
 #include "common/ledger.h"
 #include "common/metrics.h"
 #include "common/sqlite.h"
@@ -22,13 +23,19 @@ struct ModelVersion {
   std::string sha256;
 };
 
+// A site's evaluation of a round's model. The figures are post-processing
+// of the site's DP release (common/evaluation_release.h): the count is the
+// release's noisy total, rounded; nothing here is an exact statistic of a
+// site's patients.
 struct SiteEvaluation {
   std::string site;
   double loss = 0;
   double accuracy = 0;
   int64_t count = 0;
-  // Fewer cases than min_report: only `count` was reported.
+  // The site sent no release (below its min_report, budget spent, refused).
   bool suppressed = false;
+  double noise_multiplier = 0;                  // of the release (0: not DP)
+  std::optional<EvaluationStatistics> release;  // as received
   std::vector<int64_t> confusion;  // classes^2, [true][predicted]
   std::optional<double> roc_auc;
   double ece = 0;

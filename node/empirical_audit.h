@@ -50,8 +50,27 @@ struct EmpiricalAuditResult {
   // The largest ε_lower these canaries could show (every canary that was in
   // guessed, and nothing else): a claim above it cannot be refuted by them.
   double reach = 0;
+  // What these canaries could detect: the largest σ_true / σ_claimed at
+  // which a run like this one (same m, q, steps, C) would give ε_lower above
+  // the claim, found by simulating the canaries' scores (in: C per step
+  // sampled plus N(0, σ²C² steps); out: the noise alone) and bisecting.
+  // 0: not even a run without noise would be refuted.
+  double detectable_noise_ratio = 0;
   bool guarantee_holds() const { return audit.epsilon_lower <= epsilon; }
+  // FAIL: ε_lower above the claim. INCONCLUSIVE: not refuted, but the claim
+  // is beyond what these canaries can refute (reach below ε, or no
+  // under-noising detectable). PASS otherwise: not refuted by a test that
+  // could have refuted it.
+  enum class Verdict { kPass, kFail, kInconclusive };
+  Verdict verdict() const {
+    if (!guarantee_holds()) return Verdict::kFail;
+    if (reach < epsilon || detectable_noise_ratio <= 0) return Verdict::kInconclusive;
+    return Verdict::kPass;
+  }
 };
+
+// detectable_noise_ratio for a run of `r`'s shape (its audit fields unused).
+double DetectableNoiseRatio(const EmpiricalAuditResult& r);
 
 absl::StatusOr<EmpiricalAuditResult> RunEmpiricalAudit(const NodeConfig& config,
                                                         const EmpiricalAuditOptions& options);

@@ -37,7 +37,8 @@ SitePolicy ReadSitePolicy(ConfigReader& c) {
   p.architectures = c.GetStringArray("policy.architectures", std::vector<std::string>{});
   p.max_local_epochs = static_cast<int>(c.GetInt("policy.max_local_epochs", 0, 0, 1000));
   p.min_batch_size = static_cast<int>(c.GetInt("policy.min_batch_size", 0, 0, 65536));
-  p.min_report = static_cast<int>(c.GetInt("policy.min_report", 10, 1, 1000000));
+  p.min_report = static_cast<int>(c.GetInt("policy.min_report", 10, 0, 1000000));
+  p.evaluation_epsilon = c.GetDouble("policy.evaluation_epsilon", -1, 0, 100);  // -1: epsilon_max, set by the caller
   return p;
 }
 
@@ -73,6 +74,13 @@ absl::StatusOr<NodeConfig> LoadNodeConfig(const std::string& path, NodeConfigUse
   out.noop_seconds = c.GetDouble("node.noop_seconds", 0, 0, 86400);
   out.privacy = ReadPrivacySettings(c);
   out.policy = ReadSitePolicy(c);
+  if (out.policy.evaluation_epsilon < 0) {
+    // The ε the site plans to reach, for its validation patients too.
+    out.policy.evaluation_epsilon =
+        out.privacy.target_epsilon > 0 ? out.privacy.target_epsilon : out.privacy.epsilon_max;
+  } else if (out.policy.evaluation_epsilon > out.privacy.epsilon_max) {
+    c.Fail("policy.evaluation_epsilon", "is larger than [privacy] epsilon_max; the site's epsilon would pass it");
+  }
   if (!out.coordinator_address.empty() && out.coordinator_address.rfind(':') == std::string::npos) {
     c.Fail("coordinator.address", "must be host:port");
   }

@@ -1,5 +1,6 @@
 #include "node/node_runtime.h"
 
+#include <algorithm>
 #include <chrono>
 #include <filesystem>
 #include <set>
@@ -15,6 +16,7 @@
 #include "absl/strings/str_format.h"
 #include "absl/time/clock.h"
 #include "absl/time/time.h"
+#include "common/evaluation_release.h"
 #include "common/files.h"
 #include "common/model_zoo.h"
 #include "common/safetensors.h"
@@ -67,6 +69,7 @@ std::string ConfigFacts(const NodeConfig& config) {
                           {"labels", config.labels_csv},
                           {"trainer", config.trainer},
                           {"validation_fraction", config.validation_fraction},
+                          {"split_seed", config.split_seed},
                           {"preprocess", DescribePipeline(config.preprocess)},
                           {"privacy", privacy}};
   return facts.dump();
@@ -90,6 +93,24 @@ absl::StatusOr<std::unique_ptr<NodeRuntime>> NodeRuntime::Create(const NodeConfi
     if (!ledger.ok()) return ledger.status();
     s = CheckUnitUnchanged(config.privacy, *ledger, config.path);
     if (!s.ok()) return s;
+    // Parallel composition of the two parts holds only while each patient
+    // stays on its side of the split: with evaluation charges in the
+    // ledger, the split's settings may not change.
+    const bool evaluated = std::any_of(ledger->begin(), ledger->end(),
+                                       [](const PrivacyCharge& c) { return c.kind == "evaluation"; });
+    absl::StatusOr<std::string> last = (*store)->LastConfig();
+    if (!last.ok()) return last.status();
+    const nlohmann::json before = nlohmann::json::parse(*last, nullptr, false);
+    if (evaluated && before.is_object() && before.contains("split_seed") &&
+        (before.value("validation_fraction", -1.0) != config.validation_fraction ||
+         before.value("split_seed", uint64_t{0}) != config.split_seed)) {
+      return absl::FailedPreconditionError(absl::StrCat(
+          config.path, " changes [data] validation_fraction or split_seed, but this node's ledger holds evaluation "
+          "releases: a patient moved across the split would have both parts' epsilon, which the node no longer "
+          "bounds. Set them back (", before.value("validation_fraction", -1.0), ", ",
+          before.value("split_seed", uint64_t{0}), "), or start a new state_dir, and with it a new budget, with your "
+          "privacy officer's agreement"));
+    }
   }
   s = (*store)->RecordConfig(ConfigFacts(config), NowMs());
   if (!s.ok()) return s;
@@ -302,9 +323,15 @@ absl::StatusOr<std::shared_ptr<const ModelParameters>> NodeRuntime::EnsureModel(
   return model_;
 }
 
-absl::Status NodeRuntime::DeclineRound(const v1::TrainTask& task, DeclineReason reason, double epsilon_spent,
-                                       const std::string& detail) {
+absl::Status NodeRuntime::DeclineRound(const v1::TrainTask& task, DeclineReason reason, const std::string& detail) {
   spdlog::warn("round {}: not training: {}", task.round(), detail);
+  // The site's ε as every update reports it: the larger ledger part.
+  double epsilon_spent = 0;
+  if (config_.privacy.enabled) {
+    absl::StatusOr<std::vector<PrivacyCharge>> ledger = store_->PrivacyLedger();
+    if (!ledger.ok()) return ledger.status();
+    epsilon_spent = SiteEpsilon(*ledger, config_.privacy.delta);
+  }
   const int round = static_cast<int>(task.round()), attempt = static_cast<int>(task.attempt());
   absl::Status recorded =
       reason == DeclineReason::kBudget
@@ -338,7 +365,7 @@ absl::StatusOr<NodeRuntime::PrivateRound> NodeRuntime::ChargeRound(const v1::Tra
   const double spent = SpentBy(*ledger).GetEpsilon(privacy.delta).epsilon;
   // Spent already: say so without reading the data at all.
   if (BudgetSpent(privacy, spent)) {
-    return DeclineRound(task, DeclineReason::kBudget, spent,
+    return DeclineRound(task, DeclineReason::kBudget,
                         absl::StrFormat("privacy budget exhausted: epsilon %.4f of %.4g is spent (delta %g)", spent,
                                         privacy.epsilon_max, privacy.delta));
   }
@@ -361,7 +388,7 @@ absl::StatusOr<NodeRuntime::PrivateRound> NodeRuntime::ChargeRound(const v1::Tra
     absl::StatusOr<PrivacyCharge> count = PlanCountRelease(privacy, *ledger, units);
     if (!count.ok()) {
       if (count.status().code() != absl::StatusCode::kResourceExhausted) return count.status();
-      return DeclineRound(task, DeclineReason::kBudget, spent, std::string(count.status().message()));
+      return DeclineRound(task, DeclineReason::kBudget, std::string(count.status().message()));
     }
     // Gaussian noise of std kCountNoiseMultiplier (the count's sensitivity is
     // one unit), from the OS-seeded generator.
@@ -404,13 +431,12 @@ absl::StatusOr<NodeRuntime::PrivateRound> NodeRuntime::ChargeRound(const v1::Tra
   request.max_round_epsilon = config_.policy.max_round_epsilon;
   absl::StatusOr<RoundCharges> planned = PlanRound(privacy, *ledger, request);
   if (!planned.ok()) {
-    const double now_spent = SpentBy(*ledger).GetEpsilon(privacy.delta).epsilon;
     if (planned.status().code() == absl::StatusCode::kResourceExhausted) {
-      return DeclineRound(task, DeclineReason::kBudget, now_spent, std::string(planned.status().message()));
+      return DeclineRound(task, DeclineReason::kBudget, std::string(planned.status().message()));
     }
     if (planned.status().code() == absl::StatusCode::kFailedPrecondition &&
         absl::StartsWith(planned.status().message(), "[policy]")) {
-      return DeclineRound(task, DeclineReason::kPolicy, now_spent, std::string(planned.status().message()));
+      return DeclineRound(task, DeclineReason::kPolicy, std::string(planned.status().message()));
     }
     return planned.status();
   }
@@ -425,6 +451,7 @@ absl::StatusOr<NodeRuntime::PrivateRound> NodeRuntime::ChargeRound(const v1::Tra
   s = store_->ChargePrivacy({&training});
   if (!s.ok()) return s;
   out.training = training;
+  out.site_epsilon = std::max(training.epsilon_after, EvaluationSpentBy(*ledger).GetEpsilon(privacy.delta).epsilon);
   spdlog::info("round {}: DP-SGD at {}-level over {} units: sigma {:.4f}, C {:g}, q {:.5f}, {} steps; epsilon "
                "{:.4f} -> {:.4f} of {:.4g} (delta {:g}), charged before training",
                task.round(), privacy.unit(), units, out.training.noise_multiplier, out.training.clip_norm,
@@ -457,10 +484,7 @@ absl::Status NodeRuntime::HandleTrain(const v1::TrainTask& task) {
   const auto asked = [](uint32_t v) { return static_cast<int>(std::min<uint32_t>(v, 1u << 30)); };
   if (std::optional<std::string> beyond = PolicyViolation(
           config_.policy, {plan_->model.architecture, asked(hp.local_epochs()), asked(hp.batch_size())})) {
-    absl::StatusOr<std::vector<PrivacyCharge>> ledger = store_->PrivacyLedger();
-    if (!ledger.ok()) return ledger.status();
-    return DeclineRound(task, DeclineReason::kPolicy, SpentBy(*ledger).GetEpsilon(config_.privacy.delta).epsilon,
-                        *beyond);
+    return DeclineRound(task, DeclineReason::kPolicy, *beyond);
   }
   absl::StatusOr<std::shared_ptr<const ModelParameters>> global =
       EnsureModel(task.model_sha256(), round, task.deadline_unix_ms());
@@ -575,7 +599,7 @@ absl::Status NodeRuntime::SendUpdate(const v1::TrainTask& task, std::shared_ptr<
     p->set_sampling_rate(dp->training.sampling_rate);
     p->set_steps(static_cast<uint64_t>(dp->training.steps));
     p->set_delta(dp->training.delta);
-    p->set_epsilon_spent(dp->training.epsilon_after);
+    p->set_epsilon_spent(dp->site_epsilon);
     p->set_epsilon_max(config_.privacy.epsilon_max);
   } else {
     h->set_train_loss(outcome.mean_loss);
@@ -605,25 +629,27 @@ absl::Status NodeRuntime::SendUpdate(const v1::TrainTask& task, std::shared_ptr<
   return absl::OkStatus();
 }
 
-absl::Status NodeRuntime::HandleEval(const v1::EvalTask& task) {
+absl::Status NodeRuntime::RefuseEvaluation(const v1::EvalTask& task, const std::string& why) {
+  spdlog::warn("round {}: evaluation refused: {}", task.round(), why);
+  absl::Status s = store_->RecordPolicyRefusal("evaluate", static_cast<int>(task.round()), 0, why, NowMs());
+  if (!s.ok()) return s;
+  return SendEvaluation(task, nullptr);
+}
+
+absl::Status NodeRuntime::SendEvaluation(const v1::EvalTask& task, const EvaluationRelease* release,
+                                         const Evaluation* exact) {
   const int round = static_cast<int>(task.round());
-  absl::StatusOr<std::shared_ptr<const ModelParameters>> model =
-      EnsureModel(task.model_sha256(), round, task.deadline_unix_ms());
-  if (!model.ok()) return model.status();
-  absl::StatusOr<Evaluation> e = Evaluation{};  // noop: nothing counted
-  if (config_.trainer != "noop") {
-    absl::Status prepared = PrepareData(*plan_);
-    if (!prepared.ok()) return prepared;
-    prepared = store_->RecordDataAccess("evaluate", round, data_->validation.count(), data_->validation_patients,
-                                        validation_uids_sha256_, NowMs());
-    if (!prepared.ok()) return prepared;
-    e = EvaluateModel(plan_->model, **model, data_->validation);
-    if (!e.ok()) return e.status();
+  nlohmann::json released;
+  if (release) {
+    const EvaluationStatistics& st = release->statistics;
+    released = {{"noise_multiplier", release->noise_multiplier}, {"num_classes", st.num_classes},
+                {"confusion", st.confusion},                     {"loss_sum", st.loss_sum},
+                {"confidence", st.confidence},                   {"scores", st.scores},
+                {"epsilon_spent", release->epsilon_spent},       {"delta", config_.privacy.delta}};
   }
-  // Small-count suppression: below min_report cases, the count alone.
-  const bool suppressed = e->count < plan_->min_report;
-  absl::StatusOr<LedgerEntry> recorded =
-      store_->RecordEvaluation(round, task.model_sha256(), e->loss, e->accuracy, e->count, suppressed, NowMs());
+  absl::StatusOr<LedgerEntry> recorded = store_->RecordEvaluation(
+      round, task.model_sha256(), exact ? exact->loss : 0, exact ? exact->accuracy : 0, exact ? exact->count : 0,
+      release == nullptr, release ? released.dump() : "", NowMs());
   if (!recorded.ok()) return recorded.status();
   grpc::ClientContext ctx;
   ctx.set_deadline(Deadline(task.deadline_unix_ms()));
@@ -631,35 +657,128 @@ absl::Status NodeRuntime::HandleEval(const v1::EvalTask& task) {
   msg.set_round(task.round());
   msg.set_nonce(task.nonce());
   msg.set_model_sha256(task.model_sha256());
-  msg.set_count(static_cast<uint64_t>(e->count));
-  msg.set_suppressed(suppressed);
+  msg.set_suppressed(release == nullptr);
   msg.set_ledger_seq(static_cast<uint64_t>(recorded->seq));
   msg.set_ledger_sha256(recorded->sha256);
-  if (!suppressed) {
-    absl::StatusOr<Metrics> m = ComputeMetrics(e->scores);
-    if (!m.ok()) return m.status();
-    msg.set_loss(e->loss);
-    msg.set_accuracy(e->accuracy);
-    for (const std::vector<int64_t>& row : m->confusion) {
-      for (int64_t n : row) msg.add_confusion(static_cast<uint64_t>(n));
-    }
-    if (m->roc_auc) {
-      msg.set_has_roc_auc(true);
-      msg.set_roc_auc(*m->roc_auc);
-    }
-    msg.set_ece(m->ece);
+  if (release) {
+    const EvaluationStatistics& st = release->statistics;
+    v1::EvaluationRelease* r = msg.mutable_release();
+    r->set_noise_multiplier(release->noise_multiplier);
+    r->set_num_classes(static_cast<uint32_t>(st.num_classes));
+    for (double v : st.confusion) r->add_confusion(v);
+    r->set_loss_sum(st.loss_sum);
+    for (double v : st.confidence) r->add_confidence(v);
+    for (double v : st.scores) r->add_scores(v);
+    r->set_epsilon_spent(release->epsilon_spent);
+    r->set_delta(config_.privacy.delta);
+    r->set_unit(config_.privacy.unit());
   }
   v1::SubmitReply reply;
-  absl::Status s = FromGrpc(rpc_->stub->SubmitEvaluation(&ctx, msg, &reply), "evaluation");
-  if (!s.ok()) return s;
-  if (suppressed) {
-    spdlog::info("round {}: global model validation accuracy {:.3f}, loss {:.4f} on {} images (fewer than the "
-                 "plan's min_report of {}: only the count was sent)",
-                 task.round(), e->accuracy, e->loss, e->count, plan_->min_report);
-  } else {
-    spdlog::info("round {}: global model validation accuracy {:.3f}, loss {:.4f} on {} images", task.round(),
-                 e->accuracy, e->loss, e->count);
+  return FromGrpc(rpc_->stub->SubmitEvaluation(&ctx, msg, &reply), "evaluation");
+}
+
+absl::Status NodeRuntime::HandleEval(const v1::EvalTask& task) {
+  const int round = static_cast<int>(task.round());
+  const PrivacySettings& privacy = config_.privacy;
+  // Refusals that need neither the model nor the data.
+  if (std::optional<std::string> beyond =
+          PolicyViolation(config_.policy, {plan_->model.architecture, 1, config_.policy.min_batch_size})) {
+    return RefuseEvaluation(task, *beyond);
   }
+  if (static_cast<int64_t>(task.min_report()) < config_.policy.min_report) {
+    return RefuseEvaluation(task, absl::StrCat("[policy] min_report: the task asks figures from ", task.min_report(),
+                                               " validation patients, fewer than this site's floor of ",
+                                               config_.policy.min_report));
+  }
+  const int min_report = EffectiveMinReport(config_.policy, static_cast<int>(task.min_report()));
+  // The round's model is fetched whatever follows: it is the newest the
+  // site's clinicians can run (predict --model latest), and fetching it
+  // touches no patient data.
+  absl::StatusOr<std::shared_ptr<const ModelParameters>> model =
+      EnsureModel(task.model_sha256(), round, task.deadline_unix_ms());
+  if (!model.ok()) return model.status();
+  if (config_.trainer == "noop") return SendEvaluation(task, nullptr);  // benchmarks: nothing counted
+  std::optional<PrivacyCharge> charge;
+  if (privacy.enabled) {
+    absl::StatusOr<std::vector<PrivacyCharge>> ledger = store_->PrivacyLedger();
+    if (!ledger.ok()) return ledger.status();
+    // One release per published round: a coordinator asking again gets no
+    // second look at the same patients.
+    std::set<int> evaluated;
+    for (const PrivacyCharge& c : *ledger) {
+      if (c.kind == "evaluation" && c.federation == plan_->federation) evaluated.insert(c.round);
+    }
+    if (evaluated.count(round)) {
+      return RefuseEvaluation(task, absl::StrCat("round ", round, " was evaluated already: one release per round"));
+    }
+    if (evaluation_suppressed_) {
+      // An earlier release came out below min_report: deciding from it is
+      // post-processing, and spends nothing more.
+      return RefuseEvaluation(task, absl::StrCat("an earlier release counted fewer validation patients than "
+                                                 "min_report ", min_report, "; no further evaluation is sent"));
+    }
+    const int planned = config_.policy.rounds > 0 ? config_.policy.rounds : plan_->rounds;
+    absl::StatusOr<PrivacyCharge> planned_charge = PlanEvaluation(
+        privacy, config_.policy.evaluation_epsilon, *ledger, planned - static_cast<int>(evaluated.size()));
+    if (!planned_charge.ok()) {
+      if (planned_charge.status().code() != absl::StatusCode::kResourceExhausted) return planned_charge.status();
+      return RefuseEvaluation(task, std::string(planned_charge.status().message()));
+    }
+    charge = *planned_charge;
+  }
+  absl::Status s = PrepareData(*plan_);
+  if (!s.ok()) return s;
+  if (data_->validation.count() == 0) return RefuseEvaluation(task, "no validation patients");
+  if (charge) {
+    // Committed before the data is touched, like a training round.
+    charge->federation = plan_->federation;
+    charge->round = round;
+    charge->units = data_->validation_patients;  // stays in the node's ledger
+    charge->status = "charged";
+    charge->at_ms = NowMs();
+    s = store_->ChargePrivacy({&*charge});
+    if (!s.ok()) return s;
+  }
+  s = store_->RecordDataAccess("evaluate", round, data_->validation.count(), data_->validation_patients,
+                               validation_uids_sha256_, NowMs());
+  if (!s.ok()) return s;
+  absl::StatusOr<Evaluation> e = EvaluateModel(plan_->model, **model, data_->validation);
+  if (!e.ok()) return e.status();
+  std::vector<double> losses(e->scores.size());
+  for (size_t i = 0; i < losses.size(); ++i) {
+    losses[i] = -std::log(std::max(1e-12, static_cast<double>(e->scores.row(i)[e->scores.labels[i]])));
+  }
+  std::vector<std::string> units = data_->validation.patients;
+  if (!privacy.patient_level) {
+    for (size_t i = 0; i < units.size(); ++i) units[i] = absl::StrCat("image:", i);
+  }
+  absl::StatusOr<EvaluationStatistics> statistics = CollectStatistics(e->scores, losses, units);
+  if (!statistics.ok()) return statistics.status();
+  EvaluationRelease release{std::move(*statistics), charge ? charge->noise_multiplier : 0.0, 0.0};
+  if (charge) {
+    absl::StatusOr<std::unique_ptr<crypto::SecureRandom>> rng = crypto::SecureRandom::Create();
+    if (!rng.ok()) return rng.status();
+    AddReleaseNoise(release.noise_multiplier, **rng, &release.statistics);
+    release.epsilon_spent = charge->epsilon_after;
+  }
+  // Suppression decided from the release itself: post-processing, never
+  // the exact count.
+  const ReleasedFigures figures = FiguresFromRelease(release.statistics);
+  const bool suppressed = figures.metrics.count < min_report;
+  if (suppressed && charge) evaluation_suppressed_ = true;
+  s = SendEvaluation(task, suppressed ? nullptr : &release, &*e);
+  if (charge) (void)store_->SetChargeStatus(charge->id, s.ok() ? (suppressed ? "suppressed" : "sent") : "failed");
+  if (!s.ok()) return s;
+  // The exact figures stay in this log; only the release left.
+  spdlog::info("round {}: global model validation accuracy {:.3f}, loss {:.4f} on {} images here; {}", round,
+               e->accuracy, e->loss, e->count,
+               suppressed ? absl::StrFormat("the release counted fewer than min_report %d patients: not sent",
+                                            min_report)
+               : charge   ? absl::StrFormat("released under DP (sigma %.3f, evaluation epsilon %.4f): accuracy "
+                                            "%.3f",
+                                            release.noise_multiplier, release.epsilon_spent,
+                                            figures.metrics.accuracy)
+                          : std::string("sent exactly (NOT differentially private)"));
   return absl::OkStatus();
 }
 

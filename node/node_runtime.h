@@ -8,6 +8,7 @@
 
 #include "absl/status/statusor.h"
 #include "absl/time/time.h"
+#include "common/evaluation_release.h"
 #include "common/plan.h"
 #include "common/tensor.h"
 #include "node/dataset.h"
@@ -73,13 +74,13 @@ class NodeRuntime {
     PrivacyCharge training;
     int64_t reported_count = 0;
     int64_t count_charge_id = 0;  // a count released with this round, if any
+    double site_epsilon = 0;      // what the update reports: the larger ledger part after this round
   };
   absl::StatusOr<PrivateRound> ChargeRound(const v1::TrainTask& task, const LocalTrainingSettings& settings);
   // Tells the coordinator this site will not train this round, after
   // recording why in the ledger; returns Cancelled (the round was answered).
   enum class DeclineReason { kBudget, kPolicy };
-  absl::Status DeclineRound(const v1::TrainTask& task, DeclineReason reason, double epsilon_spent,
-                            const std::string& detail);
+  absl::Status DeclineRound(const v1::TrainTask& task, DeclineReason reason, const std::string& detail);
   // An update as it travels: in the plan's update_dtype, with the SHA-256
   // of those bytes. Float32 is sent from the delta itself, without a copy.
   struct WireUpdate {
@@ -96,7 +97,22 @@ class NodeRuntime {
   absl::Status SendUpdate(const v1::TrainTask& task, std::shared_ptr<const WireUpdate> wire,
                           const TrainingOutcome& outcome,
                           const std::optional<PrivateRound>& dp, absl::Time start);
+  // One federated evaluation: refused (suppressed, with a ledger entry)
+  // without the model or the data when the site's policy, its evaluation
+  // budget or the one-release-per-round rule says no; otherwise charged in
+  // the privacy ledger, then released (common/evaluation_release.h).
   absl::Status HandleEval(const v1::EvalTask& task);
+  struct EvaluationRelease {
+    EvaluationStatistics statistics;  // noised (unless the node is not DP)
+    double noise_multiplier = 0;
+    double epsilon_spent = 0;  // the evaluation part after this release
+  };
+  absl::Status RefuseEvaluation(const v1::EvalTask& task, const std::string& why);
+  // Records and sends `release`, or a suppressed report when it is null;
+  // `exact` (the node's own figures, kept in node.db only) when the data was
+  // evaluated.
+  absl::Status SendEvaluation(const v1::EvalTask& task, const EvaluationRelease* release,
+                              const Evaluation* exact = nullptr);
 
   const NodeConfig config_;
   std::unique_ptr<NodeStore> store_;
@@ -113,6 +129,8 @@ class NodeRuntime {
   // The noisy unit count released (and charged) in this federation: q,
   // steps and the update's weight derive from it (CountReleaseOf).
   std::optional<PrivacyCharge> count_release_;
+  // An evaluation release came out below min_report: later ones are not sent.
+  bool evaluation_suppressed_ = false;
   bool started_ = false;
 };
 

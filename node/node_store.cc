@@ -2,9 +2,36 @@
 
 #include <nlohmann/json.hpp>
 
+#include "absl/strings/str_cat.h"
+
 namespace fedrad::node {
 
 using nlohmann::json;
+
+namespace {
+
+// The privacy ledger: every charge of the Gaussian mechanism on this site's
+// data, committed before the data is touched. Append-only; only status moves.
+constexpr char kPrivacyLedgerColumns[] = R"sql((
+  id INTEGER PRIMARY KEY,
+  kind TEXT NOT NULL CHECK(kind IN ('dp-sgd', 'count', 'evaluation')),
+  federation TEXT NOT NULL,
+  round INTEGER NOT NULL,
+  attempt INTEGER NOT NULL,
+  unit TEXT NOT NULL,
+  units INTEGER NOT NULL,
+  noise_multiplier REAL NOT NULL,
+  clip_norm REAL NOT NULL,
+  sampling_rate REAL NOT NULL,
+  steps INTEGER NOT NULL,
+  delta REAL NOT NULL,
+  epsilon_after REAL NOT NULL,
+  rdp_order REAL NOT NULL,
+  released REAL NOT NULL DEFAULT 0,
+  status TEXT NOT NULL,
+  at_ms INTEGER NOT NULL))sql";
+
+}  // namespace
 
 absl::StatusOr<std::unique_ptr<NodeStore>> NodeStore::Open(const std::string& path,
                                                            const std::optional<LedgerSigner>& signer,
@@ -33,28 +60,24 @@ CREATE TABLE IF NOT EXISTS evaluations(
   count INTEGER NOT NULL,
   at_ms INTEGER NOT NULL,
   PRIMARY KEY(round, model_sha256));
--- The privacy ledger: every charge of the Gaussian mechanism on this site's
--- data, committed before the data is touched. Append-only; only status moves.
-CREATE TABLE IF NOT EXISTS privacy_ledger(
-  id INTEGER PRIMARY KEY,
-  kind TEXT NOT NULL CHECK(kind IN ('dp-sgd', 'count')),
-  federation TEXT NOT NULL,
-  round INTEGER NOT NULL,
-  attempt INTEGER NOT NULL,
-  unit TEXT NOT NULL,
-  units INTEGER NOT NULL,
-  noise_multiplier REAL NOT NULL,
-  clip_norm REAL NOT NULL,
-  sampling_rate REAL NOT NULL,
-  steps INTEGER NOT NULL,
-  delta REAL NOT NULL,
-  epsilon_after REAL NOT NULL,
-  rdp_order REAL NOT NULL,
-  released REAL NOT NULL DEFAULT 0,
-  status TEXT NOT NULL,
-  at_ms INTEGER NOT NULL);
 )sql");
   if (!s.ok()) return s;
+  s = (*db)->ExecScript(absl::StrCat("CREATE TABLE IF NOT EXISTS privacy_ledger", kPrivacyLedgerColumns, ";"));
+  if (!s.ok()) return s;
+  // node.db from before evaluation releases: the table's CHECK does not
+  // know the kind. SQLite cannot alter a CHECK, so the table is copied into
+  // the new definition in one transaction (ids, and so the order, kept).
+  absl::StatusOr<std::vector<SqlRow>> definition =
+      (*db)->Query("SELECT sql FROM sqlite_master WHERE type = 'table' AND name = 'privacy_ledger'");
+  if (!definition.ok()) return definition.status();
+  if (!definition->empty() && AsText((*definition)[0][0]).find("'evaluation'") == std::string::npos) {
+    s = (*db)->ExecScript(absl::StrCat(
+        "BEGIN IMMEDIATE; ALTER TABLE privacy_ledger RENAME TO privacy_ledger_before_evaluation; "
+        "CREATE TABLE privacy_ledger", kPrivacyLedgerColumns, "; ",
+        "INSERT INTO privacy_ledger SELECT * FROM privacy_ledger_before_evaluation; "
+        "DROP TABLE privacy_ledger_before_evaluation; COMMIT;"));
+    if (!s.ok()) return s;
+  }
   if (signer) {
     s = OpenLedger(**db, *signer, now_ms);
   } else {
@@ -76,6 +99,14 @@ absl::Status NodeStore::RecordConfig(const std::string& facts, int64_t now_ms) {
   if (!last.ok()) return last.status();
   if (!last->empty() && AsText((*last)[0][0]) == facts) return absl::OkStatus();
   return Log("config", facts, now_ms).status();
+}
+
+absl::StatusOr<std::string> NodeStore::LastConfig() {
+  absl::MutexLock lock(&mu_);
+  absl::StatusOr<std::vector<SqlRow>> last =
+      db_->Query("SELECT body FROM ledger WHERE kind = 'config' ORDER BY seq DESC LIMIT 1");
+  if (!last.ok()) return last.status();
+  return last->empty() ? std::string() : AsText((*last)[0][0]);
 }
 
 absl::Status NodeStore::RecordRoundJoined(const std::string& federation, int round, int attempt,
@@ -168,7 +199,7 @@ absl::Status NodeStore::RecordPolicyRefusal(const std::string& task, int round, 
 
 absl::StatusOr<LedgerEntry> NodeStore::RecordEvaluation(int round, const std::string& model_sha256, double loss,
                                                         double accuracy, int64_t count, bool suppressed,
-                                                        int64_t now_ms) {
+                                                        const std::string& released, int64_t now_ms) {
   absl::MutexLock lock(&mu_);
   absl::StatusOr<Database::Transaction> tx = db_->Begin();
   if (!tx.ok()) return tx.status();
@@ -177,7 +208,9 @@ absl::StatusOr<LedgerEntry> NodeStore::RecordEvaluation(int round, const std::st
       "VALUES(?1, ?2, ?3, ?4, ?5, ?6)",
       {int64_t{round}, model_sha256, loss, accuracy, count, now_ms});
   if (!s.ok()) return s;
-  json body = {{"round", round}, {"model_sha256", model_sha256}, {"count", count}, {"suppressed", suppressed}};
+  // What left, as it left: the release (no exact count).
+  json body = {{"round", round}, {"model_sha256", model_sha256}, {"suppressed", suppressed}};
+  if (!released.empty()) body["release"] = json::parse(released, nullptr, false);
   absl::StatusOr<LedgerEntry> e = Log("evaluation_sent", body.dump(), now_ms);
   if (!e.ok()) return e.status();
   s = tx->Commit();

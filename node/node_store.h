@@ -32,6 +32,8 @@ class NodeStore {
   // The facts of the node's configuration that bear on privacy (a JSON
   // object); a "config" entry is written when they differ from the last one.
   absl::Status RecordConfig(const std::string& facts, int64_t now_ms);
+  // The facts of the last "config" entry, or "" before the first.
+  absl::StatusOr<std::string> LastConfig();
   absl::Status RecordRoundJoined(const std::string& federation, int round, int attempt,
                                  const std::string& model_sha256, int64_t now_ms);
   absl::Status RecordModelReceived(const std::string& sha256, int round, uint64_t bytes, int64_t now_ms);
@@ -58,10 +60,15 @@ class NodeStore {
   // or evaluation refused by it); `detail` names the field.
   absl::Status RecordPolicyRefusal(const std::string& task, int round, int attempt, const std::string& detail,
                                    int64_t now_ms);
-  // Written before the report is sent: `suppressed` means only the count left.
-  // Returns the ledger's new head, which the node reports with the figures.
+  // Written before the report is sent. `released` is the release as a JSON
+  // object (the noisy statistics, σ, ε), or empty when only `suppressed`
+  // left; it goes into the ledger entry. loss, accuracy and count are the
+  // node's own exact figures (0 when it did not evaluate), kept in the
+  // evaluations table for the site only. Returns the ledger's new head
+  // ("evaluation_sent"), which the node reports with the release.
   absl::StatusOr<LedgerEntry> RecordEvaluation(int round, const std::string& model_sha256, double loss,
-                                               double accuracy, int64_t count, bool suppressed, int64_t now_ms);
+                                               double accuracy, int64_t count, bool suppressed,
+                                               const std::string& released, int64_t now_ms);
 
   // The privacy ledger. Charges are appended (and their ids set) in one
   // transaction, committed before the data is touched: a crash afterwards

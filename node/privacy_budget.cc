@@ -37,8 +37,50 @@ int64_t CountUnits(const std::vector<std::string>& patients, bool patient_level)
 
 PrivacyAccountant SpentBy(const std::vector<PrivacyCharge>& ledger) {
   PrivacyAccountant a;
-  for (const PrivacyCharge& c : ledger) a.Compose(c.noise_multiplier, c.sampling_rate, c.steps);
+  for (const PrivacyCharge& c : ledger) {
+    if (c.kind != "evaluation") a.Compose(c.noise_multiplier, c.sampling_rate, c.steps);
+  }
   return a;
+}
+
+PrivacyAccountant EvaluationSpentBy(const std::vector<PrivacyCharge>& ledger) {
+  PrivacyAccountant a;
+  for (const PrivacyCharge& c : ledger) {
+    if (c.kind == "evaluation") a.Compose(c.noise_multiplier, c.sampling_rate, c.steps);
+  }
+  return a;
+}
+
+double SiteEpsilon(const std::vector<PrivacyCharge>& ledger, double delta) {
+  return std::max(SpentBy(ledger).GetEpsilon(delta).epsilon, EvaluationSpentBy(ledger).GetEpsilon(delta).epsilon);
+}
+
+absl::StatusOr<PrivacyCharge> PlanEvaluation(const PrivacySettings& settings, double budget,
+                                             const std::vector<PrivacyCharge>& ledger, int evaluations_left) {
+  const PrivacyAccountant spent = EvaluationSpentBy(ledger);
+  const double before = spent.GetEpsilon(settings.delta).epsilon;
+  if (!(budget > 0) || Reached(before, budget)) {
+    return absl::ResourceExhaustedError(absl::StrFormat(
+        "evaluation budget spent: epsilon %.4f of [policy] evaluation_epsilon %.4g (delta %g)", before, budget,
+        settings.delta));
+  }
+  absl::StatusOr<double> sigma =
+      NoiseMultiplierFor(budget, settings.delta, 1.0, std::max(1, evaluations_left), spent);
+  if (!sigma.ok()) return absl::ResourceExhaustedError(sigma.status().message());
+  PrivacyCharge c;
+  c.kind = "evaluation";
+  c.unit = settings.unit();
+  c.noise_multiplier = *sigma;
+  c.clip_norm = 1;  // the release's joint sensitivity, in its own scaled units
+  c.sampling_rate = 1;
+  c.steps = 1;
+  c.delta = settings.delta;
+  PrivacyAccountant after = spent;
+  after.Compose(c.noise_multiplier, 1, 1);
+  const Epsilon e = after.GetEpsilon(settings.delta);
+  c.epsilon_after = e.epsilon;
+  c.order = e.order;
+  return c;
 }
 
 bool BudgetSpent(const PrivacySettings& settings, const std::vector<PrivacyCharge>& ledger) {
@@ -168,8 +210,11 @@ BudgetReport ReportBudget(const PrivacySettings& settings, const std::vector<Pri
   BudgetReport r;
   const PrivacyAccountant spent = SpentBy(ledger);
   r.spent = spent.GetEpsilon(settings.delta);
+  r.evaluation = EvaluationSpentBy(ledger).GetEpsilon(settings.delta);
+  r.site_epsilon = std::max(r.spent.epsilon, r.evaluation.epsilon);
   r.left = std::max(0.0, settings.epsilon_max - r.spent.epsilon);
   for (const PrivacyCharge& c : ledger) {
+    r.evaluations += c.kind == "evaluation";
     if (c.kind != "dp-sgd") continue;
     ++r.dp_rounds;
     r.last = c;

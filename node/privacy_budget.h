@@ -63,7 +63,10 @@ int64_t CountUnits(const std::vector<std::string>& patients, bool patient_level)
 // Gaussian mechanism. No identifier of a patient or image is in it.
 struct PrivacyCharge {
   int64_t id = 0;
-  std::string kind;  // "dp-sgd": a round's training; "count": the noised unit count
+  // "dp-sgd": a round's training; "count": the noised unit count (both on
+  // the training patients); "evaluation": a federated evaluation release
+  // (on the validation patients)
+  std::string kind;
   std::string federation;
   int round = 0;
   int attempt = 0;
@@ -81,9 +84,24 @@ struct PrivacyCharge {
   int64_t at_ms = 0;
 };
 
-// RDP of everything in the ledger (every charge, whatever its status: a
-// charge is spent once data was touched).
-PrivacyAccountant SpentBy(const std::vector<PrivacyCharge>& ledger);
+// The ledger's two parts. Training ("dp-sgd", "count") touches only the
+// training patients and evaluation only the validation patients; the split
+// is a fixed function of each patient's key (the seed and fraction in
+// node.toml), so adding or removing one patient changes the data of one
+// part only and parallel composition applies: every patient's ε is at most
+// the larger part's. Within each part charges compose (RDP adds), whatever
+// their status: a charge is spent once data was touched.
+PrivacyAccountant SpentBy(const std::vector<PrivacyCharge>& ledger);            // training part
+PrivacyAccountant EvaluationSpentBy(const std::vector<PrivacyCharge>& ledger);  // evaluation part
+// The site's ε for every patient, training or validation: the larger part.
+double SiteEpsilon(const std::vector<PrivacyCharge>& ledger, double delta);
+
+// A federated evaluation release (kind "evaluation"): the noise multiplier
+// at which `evaluations_left` releases, this one included, end at
+// `budget` for the evaluation part (the site's [policy] evaluation_epsilon).
+// ResourceExhausted when the budget is reached.
+absl::StatusOr<PrivacyCharge> PlanEvaluation(const PrivacySettings& settings, double budget,
+                                             const std::vector<PrivacyCharge>& ledger, int evaluations_left);
 
 // What a training round will charge, decided before it touches data.
 struct RoundCharges {
@@ -137,7 +155,10 @@ bool BudgetSpent(const PrivacySettings& settings, double spent_epsilon);
 // last one fit (with a fixed σ; with a target ε σ adapts, so the answer is
 // the plan's remaining rounds until the target).
 struct BudgetReport {
-  Epsilon spent;
+  Epsilon spent;               // the training part
+  Epsilon evaluation;          // the evaluation part
+  int64_t evaluations = 0;     // evaluation releases in the ledger
+  double site_epsilon = 0;     // the larger part: every patient's bound
   double left = 0;
   int64_t dp_rounds = 0;       // training charges in the ledger
   int64_t rounds_left = -1;    // -1: unknown (no round yet to take the schedule from)

@@ -7,6 +7,8 @@
 
 #include <gtest/gtest.h>
 
+#include "common/scratch_dir.h"
+#include "common/sqlite.h"
 #include "crypto/pki.h"
 #include "node/node_store.h"
 
@@ -18,6 +20,16 @@ PrivacySettings Fixed(double sigma, double epsilon_max) {
   s.noise_multiplier = sigma;
   s.epsilon_max = epsilon_max;
   return s;
+}
+
+// A kit key for the audit ledger, from a fresh CA (its certificate in `ca_pem`).
+LedgerSigner TestSigner(std::string* ca_pem = nullptr) {
+  auto ca = crypto::CertificateAuthority::Create("ca", 30);
+  EXPECT_TRUE(ca.ok());
+  auto kit = (*ca)->Issue({"hospital-a", crypto::CertificateRequest::Usage::kClient, {}, {}, 30});
+  EXPECT_TRUE(kit.ok());
+  if (ca_pem) *ca_pem = (*ca)->certificate_pem();
+  return LedgerSigner{kit->private_key_pem, kit->certificate_pem, "hospital-a"};
 }
 
 // A request for `units` units whose released count is `released` (the
@@ -209,6 +221,67 @@ TEST(PrivacyBudgetTest, SwitchingTheUnitUnderOneLedgerIsRefused) {
   EXPECT_TRUE(CheckUnitUnchanged(image, {}, "node.toml").ok());
 }
 
+// The evaluation part: releases compose among themselves, apart from
+// training (disjoint patients), and the site's ε is the larger part.
+TEST(PrivacyBudgetTest, EvaluationReleasesAreTheirOwnPartOfTheLedger) {
+  PrivacySettings s = Fixed(1.0, 8);
+  std::vector<PrivacyCharge> ledger;
+  ReleaseCount(s, 100, &ledger);
+  ledger.push_back(PlanRound(s, ledger, Request(100, 10, 1, 5))->training);
+  const double training = SpentBy(ledger).GetEpsilon(1e-5).epsilon;
+  double before = 0;
+  for (int left = 4; left >= 1; --left) {
+    absl::StatusOr<PrivacyCharge> e = PlanEvaluation(s, 2.0, ledger, left);
+    ASSERT_TRUE(e.ok()) << e.status();
+    EXPECT_EQ(e->kind, "evaluation");
+    EXPECT_GT(e->epsilon_after, before);
+    before = e->epsilon_after;
+    ledger.push_back(*e);
+    EXPECT_DOUBLE_EQ(SpentBy(ledger).GetEpsilon(1e-5).epsilon, training) << "training's part is untouched";
+  }
+  // Four releases planned for 2.0 end there, independently composed.
+  EXPECT_NEAR(EvaluationSpentBy(ledger).GetEpsilon(1e-5).epsilon, 2.0, 1e-6);
+  PrivacyAccountant a;
+  for (const PrivacyCharge& c : ledger) {
+    if (c.kind == "evaluation") a.Compose(c.noise_multiplier, 1, 1);
+  }
+  EXPECT_DOUBLE_EQ(a.GetEpsilon(1e-5).epsilon, EvaluationSpentBy(ledger).GetEpsilon(1e-5).epsilon);
+  EXPECT_DOUBLE_EQ(SiteEpsilon(ledger, 1e-5), std::max(training, EvaluationSpentBy(ledger).GetEpsilon(1e-5).epsilon));
+  EXPECT_EQ(PlanEvaluation(s, 2.0, ledger, 1).status().code(), absl::StatusCode::kResourceExhausted);
+  EXPECT_EQ(PlanEvaluation(s, 0, {}, 1).status().code(), absl::StatusCode::kResourceExhausted);
+}
+
+// A node.db written before evaluation releases existed (its CHECK lists two
+// kinds) takes evaluation charges after it is opened, its charges kept.
+TEST(PrivacyBudgetTest, AnOlderNodeDbIsMigrated) {
+  ScratchDir dir("node_db_migration");
+  const std::string path = (dir.path() / "node.db").string();
+  {
+    absl::StatusOr<std::unique_ptr<Database>> db = Database::Open(path);
+    ASSERT_TRUE(db.ok());
+    ASSERT_TRUE((*db)->ExecScript(R"sql(
+CREATE TABLE privacy_ledger(id INTEGER PRIMARY KEY, kind TEXT NOT NULL CHECK(kind IN ('dp-sgd', 'count')),
+  federation TEXT NOT NULL, round INTEGER NOT NULL, attempt INTEGER NOT NULL, unit TEXT NOT NULL,
+  units INTEGER NOT NULL, noise_multiplier REAL NOT NULL, clip_norm REAL NOT NULL, sampling_rate REAL NOT NULL,
+  steps INTEGER NOT NULL, delta REAL NOT NULL, epsilon_after REAL NOT NULL, rdp_order REAL NOT NULL,
+  released REAL NOT NULL DEFAULT 0, status TEXT NOT NULL, at_ms INTEGER NOT NULL);
+INSERT INTO privacy_ledger VALUES(7, 'count', 'f', 1, 1, 'patient', 50, 20, 1, 1, 1, 1e-5, 0.1, 10, 52, 'sent', 1);
+)sql").ok());
+  }
+  auto store = NodeStore::Open(path, TestSigner(), 1);
+  ASSERT_TRUE(store.ok()) << store.status();
+  PrivacyCharge e = *PlanEvaluation(Fixed(1, 8), 2, {}, 3);
+  e.federation = "f";
+  e.status = "charged";
+  ASSERT_TRUE((*store)->ChargePrivacy({&e}).ok());
+  absl::StatusOr<std::vector<PrivacyCharge>> ledger = (*store)->PrivacyLedger();
+  ASSERT_TRUE(ledger.ok());
+  ASSERT_EQ(ledger->size(), 2u);
+  EXPECT_EQ((*ledger)[0].id, 7);
+  EXPECT_EQ((*ledger)[0].released, 52);
+  EXPECT_EQ((*ledger)[1].kind, "evaluation");
+}
+
 TEST(PrivacyBudgetTest, TheLedgerSurvivesReopeningNodeDb) {
   const std::string dir = ::testing::TempDir() + "/privacy_ledger_test_" + std::to_string(::getpid());
   std::filesystem::remove_all(dir);
@@ -218,11 +291,8 @@ TEST(PrivacyBudgetTest, TheLedgerSurvivesReopeningNodeDb) {
   ASSERT_TRUE(count.ok()) << count.status();
   absl::StatusOr<RoundCharges> r = PlanRound(s, {*count}, Request(200, 20, 1, 3));
   ASSERT_TRUE(r.ok()) << r.status();
-  auto ca = crypto::CertificateAuthority::Create("ca", 30);
-  ASSERT_TRUE(ca.ok());
-  auto kit = (*ca)->Issue({"hospital-a", crypto::CertificateRequest::Usage::kClient, {}, {}, 30});
-  ASSERT_TRUE(kit.ok());
-  const LedgerSigner signer{kit->private_key_pem, kit->certificate_pem, "hospital-a"};
+  std::string ca_pem;
+  const LedgerSigner signer = TestSigner(&ca_pem);
   {
     auto store = NodeStore::Open(dir + "/node.db", signer, 1);
     ASSERT_TRUE(store.ok()) << store.status();
@@ -250,7 +320,7 @@ TEST(PrivacyBudgetTest, TheLedgerSurvivesReopeningNodeDb) {
   ASSERT_EQ(audit->size(), 3u);
   EXPECT_EQ((*audit)[1].kind, "dp_charge");
   EXPECT_NE((*audit)[1].body.find("\"released\":207"), std::string::npos) << (*audit)[1].body;
-  EXPECT_TRUE(VerifyLedger(*audit, (*ca)->certificate_pem()).ok());
+  EXPECT_TRUE(VerifyLedger(*audit, ca_pem).ok());
   // Opened for reading (no kit key), nothing can be recorded.
   EXPECT_FALSE((*store)->RecordRoundJoined("f", 1, 1, std::string(64, 'a'), 2).ok());
 }

@@ -31,9 +31,17 @@ absl::Status PrintPrivacyReport(const NodeConfig& config, bool charges, std::ost
     ledger = std::move(*rows);
   }
   const BudgetReport r = ReportBudget(p, ledger);
-  out << absl::StrFormat("epsilon spent: %.4f at delta %g", r.spent.epsilon, p.delta);
+  // Training and evaluation touch disjoint patients (the split is a fixed
+  // function of the patient key): each patient's ε is the larger part.
+  out << absl::StrFormat("epsilon spent: %.4f at delta %g (every patient: the larger of the two parts)\n",
+                         r.site_epsilon, p.delta);
+  out << absl::StrFormat("  training:    %.4f", r.spent.epsilon);
   if (r.spent.epsilon > 0) out << absl::StrFormat(" (best RDP order %g)", r.spent.order);
-  out << absl::StrFormat("\nepsilon left:  %.4f of %g\n", r.left, p.epsilon_max);
+  out << absl::StrFormat(", training patients, %d DP-SGD round(s)\n", r.dp_rounds);
+  out << absl::StrFormat("  evaluation:  %.4f, validation patients, %d release(s), budget %g ([policy] "
+                         "evaluation_epsilon)\n",
+                         r.evaluation.epsilon, r.evaluations, config.policy.evaluation_epsilon);
+  out << absl::StrFormat("epsilon left:  %.4f of %g for training\n", r.left, p.epsilon_max);
   out << absl::StrFormat("charges: %d, of which %d DP-SGD round(s)\n", ledger.size(), r.dp_rounds);
   if (r.last) {
     out << absl::StrFormat("last round: federation '%s' round %d: %d units, sigma %.4f, C %g, q %.5f, %d steps\n",

@@ -23,9 +23,16 @@ struct SitePolicy {
   // The largest local_epochs and the smallest batch a task may ask; 0: none.
   int max_local_epochs = 0;
   int min_batch_size = 0;
-  // Federated evaluation: fewer validation patients than this and no figure
-  // leaves; the plan's min_report can raise it, never lower it.
+  // Federated evaluation: a release counting fewer validation patients than
+  // this is not sent; the plan's min_report can raise it, never lower it.
+  // 0: always sent (DP protects every patient either way; the floor is
+  // about figures drowned in noise).
   int min_report = 10;
+  // The most ε the site's federated evaluation releases may reach (on its
+  // validation patients, who never train: the site's ε is the larger of
+  // this part and training's). Default: [privacy] target_epsilon (with a
+  // fixed sigma, epsilon_max); 0: no evaluation leaves.
+  double evaluation_epsilon = 0;
 };
 
 // What a training task asks, as far as the policy is concerned.

@@ -55,9 +55,39 @@ TEST(BadUpdateTest, RejectedWithAReasonAndTheRoundGoesOn) {
   RemoveWorkspaceIfPassed(dir);
 }
 
-// Evaluation reports are checked too: figures of fewer cases than
-// min_report, or an accuracy the confusion matrix does not give, are refused
-// with the reason and not recorded; the federation finishes.
+// What a site claims about its size is bounded: a count beyond 10^9 is
+// refused, and a plausible but outsized one is accepted with its weight
+// capped at max_weight_ratio times the round's median, logged.
+TEST(BadUpdateTest, ClaimedCountsCannotOutweighTheOthers) {
+  const std::string dir = MakeWorkspace();
+  MiniFederation f = SetUpFederation(dir, {.sites = 4, .rounds = 1, .min_nodes = 3, .patients = 6, .images = 2,
+                                           .start_grace_s = 20});
+  ASSERT_FALSE(::testing::Test::HasFailure());
+  auto coordinator = StartCoordinator(f, "coordinator.log");
+  auto a = StartNode(f, "site-a");
+  auto b = StartNode(f, "site-b");
+  const std::string address = absl::StrCat("127.0.0.1:", f.port);
+  Process heavy({RogueNodeBin(), dir + "/kits/site-c", address, "heavy"}, dir + "/site-c.log");
+  Process huge({RogueNodeBin(), dir + "/kits/site-d", address, "huge"}, dir + "/site-d.log");
+  ASSERT_EQ(coordinator->Wait(std::chrono::minutes(3)), 0) << coordinator->Log();
+  EXPECT_EQ(a->Wait(std::chrono::seconds(30)), 0) << a->Log();
+  EXPECT_EQ(b->Wait(std::chrono::seconds(30)), 0) << b->Log();
+  EXPECT_EQ(heavy.Wait(std::chrono::seconds(30)), 0) << heavy.Log();
+  EXPECT_EQ(huge.Wait(std::chrono::seconds(30)), 0) << huge.Log();
+  EXPECT_NE(coordinator->Log().find("the weight of site-c is capped from 1e+09 to "), std::string::npos)
+      << coordinator->Log();
+  std::vector<SqlRow> rows = QueryDb(f.StateDb(), "SELECT status, reason FROM submissions WHERE site = 'site-d'");
+  ASSERT_EQ(rows.size(), 1u);
+  EXPECT_EQ(AsText(rows[0][0]), "rejected");
+  EXPECT_NE(AsText(rows[0][1]).find("num_examples 1099511627776 is out of range"), std::string::npos)
+      << AsText(rows[0][1]);
+  EXPECT_EQ(QueryDb(f.StateDb(), "SELECT COUNT(*) FROM rounds WHERE status = 'applied'")[0][0], SqlValue(int64_t{1}));
+  RemoveWorkspaceIfPassed(dir);
+}
+
+// Evaluation releases are checked too: a release of fewer cases than
+// min_report, or one of 2^40 cases with a loss of 1e308, is refused with the
+// reason and not recorded; the federation finishes.
 TEST(BadUpdateTest, BadEvaluationReportsAreRefused) {
   const std::string dir = MakeWorkspace();
   MiniFederation f = SetUpFederation(dir, {.sites = 2, .rounds = 1, .min_nodes = 2, .patients = 6, .images = 2});
@@ -67,15 +97,14 @@ TEST(BadUpdateTest, BadEvaluationReportsAreRefused) {
   auto coordinator = StartCoordinator(f, "coordinator.log");
   const std::string address = absl::StrCat("127.0.0.1:", f.port);
   Process small({RogueNodeBin(), dir + "/kits/site-a", address, "eval-small"}, dir + "/site-a.log");
-  Process lie({RogueNodeBin(), dir + "/kits/site-b", address, "eval-lie"}, dir + "/site-b.log");
+  Process lie({RogueNodeBin(), dir + "/kits/site-b", address, "eval-huge"}, dir + "/site-b.log");
   ASSERT_EQ(coordinator->Wait(std::chrono::minutes(2)), 0) << coordinator->Log();
   EXPECT_EQ(small.Wait(std::chrono::seconds(30)), 0) << small.Log();
   EXPECT_EQ(lie.Wait(std::chrono::seconds(30)), 0) << lie.Log();
-  EXPECT_NE(small.Log().find("refused: figures of 3 case(s) are below the plan's min_report of 10"),
+  EXPECT_NE(small.Log().find("refused: the release counts 3 case(s), below the plan's min_report of 10"),
             std::string::npos)
       << small.Log();
-  EXPECT_NE(lie.Log().find("refused: evaluation figures out of range or inconsistent with the confusion matrix"),
-            std::string::npos)
+  EXPECT_NE(lie.Log().find("refused: the release holds a value beyond any site's size"), std::string::npos)
       << lie.Log();
   EXPECT_EQ(QueryDb(f.StateDb(), "SELECT COUNT(*) FROM evaluations")[0][0], SqlValue(int64_t{0}));
   EXPECT_EQ(QueryDb(f.StateDb(), "SELECT COUNT(*) FROM rounds WHERE status = 'applied'")[0][0],

@@ -19,7 +19,8 @@ namespace {
 
 TEST(FederationTest, TwoNodesTwoRoundsAgreeOnTheGlobalModel) {
   const std::string dir = MakeWorkspace();
-  MiniFederation f = SetUpFederation(dir, {.sites = 2, .rounds = 2, .min_nodes = 2});
+  // min_report 0: every round's release is sent, whatever its noisy count.
+  MiniFederation f = SetUpFederation(dir, {.sites = 2, .rounds = 2, .min_nodes = 2, .min_report = 0});
   ASSERT_FALSE(::testing::Test::HasFailure());
   RunFederationToCompletion(f);
   ASSERT_FALSE(::testing::Test::HasFailure());
@@ -55,7 +56,8 @@ TEST(FederationTest, TwoNodesTwoRoundsAgreeOnTheGlobalModel) {
     ASSERT_EQ(sent.size(), 2u) << site;
     for (const SqlRow& r : sent) EXPECT_EQ(AsText(r[0]), "accepted");
     // Scoring the final model locally on the site's validation split gives
-    // what the node itself measured in the federation's last evaluation.
+    // what the node itself measured (exactly, kept on site) in the
+    // federation's last evaluation.
     std::vector<SqlRow> own = QueryDb(
         f.NodeDb(site), "SELECT accuracy, count FROM evaluations WHERE model_sha256 = '" + final_sha + "'");
     ASSERT_EQ(own.size(), 1u) << site;
@@ -91,31 +93,33 @@ TEST(FederationTest, TwoNodesTwoRoundsAgreeOnTheGlobalModel) {
   RemoveWorkspaceIfPassed(dir);
 }
 
-// Federated evaluation: a site with at least min_report validation images
-// reports figures (a confusion matrix the coordinator pools); a smaller one
-// reports its count and nothing else, and the round's figures leave it out.
-TEST(FederationTest, SmallSitesReportOnlyTheirValidationCount) {
+// Federated evaluation without DP (sites that set [privacy] enabled =
+// false): the release is exact. A site whose release counts at least
+// min_report validation patients sends it (a confusion matrix the
+// coordinator pools); a smaller one sends nothing but the suppressed flag,
+// not even its count, and the round's figures leave it out.
+TEST(FederationTest, SmallSitesSendNoRelease) {
   const std::string dir = MakeWorkspace();
   MiniFederation f = SetUpFederation(
-      dir, {.sites = 2, .rounds = 1, .min_nodes = 2, .patients = 40, .images = 3, .dp = false, .min_report = 10});
+      dir, {.sites = 2, .rounds = 1, .min_nodes = 2, .patients = 100, .images = 1, .dp = false, .min_report = 10});
   ASSERT_FALSE(::testing::Test::HasFailure());
-  // The second site keeps 3 patients' labels: at most 9 validation images.
+  // The second site keeps 3 patients' labels: at most 3 validation patients.
   const std::string small = f.sites[1], large = f.sites[0];
   const std::string labels = dir + "/data/" + small + "/labels.csv";
   std::vector<std::string> lines = absl::StrSplit(ReadText(labels), '\n');
-  WriteText(labels, absl::StrJoin(std::vector<std::string>(lines.begin(), lines.begin() + 10), "\n") + "\n");
+  WriteText(labels, absl::StrJoin(std::vector<std::string>(lines.begin(), lines.begin() + 4), "\n") + "\n");
   std::vector<std::string> logs = RunFederationToCompletion(f);
   ASSERT_FALSE(::testing::Test::HasFailure());
 
-  std::map<std::string, std::pair<double, int64_t>> own;  // what each node measured itself
+  // What each node measured itself (one image per patient: images = patients).
+  std::map<std::string, std::pair<double, int64_t>> sent;
   for (const std::string& site : f.sites) {
     std::vector<SqlRow> r = QueryDb(f.NodeDb(site), "SELECT accuracy, count FROM evaluations WHERE round = 1");
     ASSERT_EQ(r.size(), 1u) << site;
-    own[site] = {AsDouble(r[0][0]), AsInt(r[0][1])};
+    sent[site] = {AsDouble(r[0][0]), AsInt(r[0][1])};
   }
-  ASSERT_GE(own[large].second, 10) << "the large site's split changed; pick other sizes";
-  ASSERT_LT(own[small].second, 10);
-  ASSERT_GT(own[small].second, 0);
+  ASSERT_GE(sent[large].second, 10) << "the large site's split changed; pick other sizes";
+  ASSERT_LT(sent[small].second, 10);
 
   std::vector<SqlRow> got = QueryDb(
       f.StateDb(), "SELECT e.site, e.accuracy, e.count, f.suppressed, f.confusion, f.roc_auc FROM evaluations e "
@@ -123,28 +127,30 @@ TEST(FederationTest, SmallSitesReportOnlyTheirValidationCount) {
   ASSERT_EQ(got.size(), 2u);
   for (const SqlRow& r : got) {
     const std::string site = AsText(r[0]);
-    EXPECT_EQ(AsInt(r[2]), own[site].second) << site;
     if (site == small) {
+      EXPECT_EQ(AsInt(r[2]), 0) << "not even its count left";
       EXPECT_EQ(AsInt(r[3]), 1);
-      EXPECT_EQ(AsDouble(r[1]), 0.0);  // nothing but the count
+      EXPECT_EQ(AsDouble(r[1]), 0.0);  // nothing at all
       EXPECT_EQ(AsText(r[4]), "");
       EXPECT_TRUE(std::holds_alternative<std::nullptr_t>(r[5]));
     } else {
+      EXPECT_EQ(AsInt(r[2]), sent[site].second) << site;
       EXPECT_EQ(AsInt(r[3]), 0);
-      EXPECT_NEAR(AsDouble(r[1]), own[site].first, 1e-9);
+      EXPECT_NEAR(AsDouble(r[1]), sent[site].first, 1e-9);
       int64_t sum = 0;
       for (absl::string_view n : absl::StrSplit(AsText(r[4]), ',')) sum += std::stoll(std::string(n));
-      EXPECT_EQ(sum, own[site].second);
+      EXPECT_EQ(sum, sent[site].second);
     }
   }
-  std::vector<SqlRow> round = QueryDb(
-      f.StateDb(), "SELECT reporting_sites, suppressed_count, count, accuracy FROM round_evaluations WHERE round = 1");
+  EXPECT_EQ(QueryDb(f.StateDb(), "SELECT noise_multiplier FROM evaluation_releases WHERE site = '" + large + "'")[0][0],
+            SqlValue(0.0));
+  std::vector<SqlRow> round =
+      QueryDb(f.StateDb(), "SELECT reporting_sites, count, accuracy FROM round_evaluations WHERE round = 1");
   ASSERT_EQ(round.size(), 1u);
   EXPECT_EQ(AsInt(round[0][0]), 1);
-  EXPECT_EQ(AsInt(round[0][1]), own[small].second);
-  EXPECT_EQ(AsInt(round[0][2]), own[large].second);
-  EXPECT_NEAR(AsDouble(round[0][3]), own[large].first, 1e-9);
-  EXPECT_NE(logs[0].find("at sites below min_report not included"), std::string::npos) << logs[0];
+  EXPECT_EQ(AsInt(round[0][1]), sent[large].second);
+  EXPECT_NEAR(AsDouble(round[0][2]), sent[large].first, 1e-9);
+  EXPECT_NE(logs[0].find("(supp.)"), std::string::npos) << logs[0];
   RemoveWorkspaceIfPassed(dir);
 }
 

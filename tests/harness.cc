@@ -151,6 +151,10 @@ MiniFederation SetUpFederation(const std::string& dir, const MiniFederationOptio
     ReplaceInFile(f.NodeConfig(s), "max_backoff_s = 10", "max_backoff_s = 1");
     ReplaceInFile(f.NodeConfig(s), "threads = 0", "threads = 1");
     if (!o.dp) ReplaceInFile(f.NodeConfig(s), "enabled = true", "enabled = false");
+    // The site's evaluation floor follows the plan's (the kits write 10).
+    if (o.min_report != 10) {
+      ReplaceInFile(f.NodeConfig(s), "min_report = 10\n", absl::StrCat("min_report = ", o.min_report, "\n"));
+    }
   }
   return f;
 }

@@ -87,7 +87,9 @@ struct MiniFederationOptions {
   // Off where retried rounds would spend a test's budget on what it does not test.
   bool dp = true;
   std::string update_dtype = "float32";
-  int min_report = 10;  // federated evaluation's small-count suppression
+  // Federated evaluation's small-count suppression, in the plan and in each
+  // node.toml's [policy] (0: releases are always sent).
+  int min_report = 10;
   // The plan's batch. Under DP q = batch / the released (noisy) unit count:
   // a batch far above any release (1000) makes q = 1 whatever the noise.
   int batch_size = 16;

@@ -11,6 +11,8 @@
 #include <filesystem>
 #include <thread>
 
+#include <nlohmann/json.hpp>
+
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "common/privacy_accountant.h"
@@ -65,7 +67,7 @@ TEST(PrivacyTest, NodesStopAtTheirBudgetAndTheCoordinatorRecordsEpsilon) {
     // with ε as an independent composition gives it.
     std::vector<SqlRow> ledger = QueryDb(
         f.NodeDb(site), "SELECT kind, round, noise_multiplier, sampling_rate, steps, epsilon_after, status "
-                        "FROM privacy_ledger ORDER BY id");
+                        "FROM privacy_ledger WHERE kind != 'evaluation' ORDER BY id");
     ASSERT_EQ(ledger.size(), 3u);
     EXPECT_EQ(AsText(ledger[0][0]), "count");
     for (int r = 1; r <= 2; ++r) {
@@ -130,7 +132,7 @@ TEST(PrivacyTest, NodesStopAtTheirBudgetAndTheCoordinatorRecordsEpsilon) {
     std::string cfg = ReadText(f.NodeConfig(site));
     const size_t at = cfg.find("epsilon_max = ");
     cfg.replace(at, cfg.find('\n', at) - at, absl::StrFormat("epsilon_max = %.17g", AsDouble(QueryDb(
-        f.NodeDb(site), "SELECT MAX(epsilon_after) FROM privacy_ledger")[0][0])));
+        f.NodeDb(site), "SELECT MAX(epsilon_after) FROM privacy_ledger WHERE kind != 'evaluation'")[0][0])));
     WriteText(f.NodeConfig(site), cfg);
   }
   logs = RunFederationToCompletion(f, std::chrono::minutes(2));
@@ -141,7 +143,8 @@ TEST(PrivacyTest, NodesStopAtTheirBudgetAndTheCoordinatorRecordsEpsilon) {
     EXPECT_EQ(second_run.find("] info: data: "), std::string::npos) << "the node read its data:\n" << second_run;
   }
   for (const std::string& site : f.sites) {
-    EXPECT_EQ(QueryDb(f.NodeDb(site), "SELECT COUNT(*) FROM privacy_ledger")[0][0], SqlValue(int64_t{3}));
+    EXPECT_EQ(QueryDb(f.NodeDb(site), "SELECT COUNT(*) FROM privacy_ledger WHERE kind != 'evaluation'")[0][0],
+              SqlValue(int64_t{3}));
   }
   RemoveWorkspaceIfPassed(dir);
 }
@@ -180,7 +183,8 @@ TEST(PrivacyTest, ACrashAfterTheChargeKeepsIt) {
   EXPECT_EQ(b2->Wait(std::chrono::seconds(30)), 0) << b2->Log();
 
   std::vector<SqlRow> ledger =
-      QueryDb(f.NodeDb("site-b"), "SELECT kind, round, status, epsilon_after FROM privacy_ledger ORDER BY id");
+      QueryDb(f.NodeDb("site-b"),
+              "SELECT kind, round, status, epsilon_after FROM privacy_ledger WHERE kind != 'evaluation' ORDER BY id");
   ASSERT_EQ(ledger.size(), 4u);
   EXPECT_EQ(AsText(ledger[1][0]), "dp-sgd");
   EXPECT_EQ(AsInt(ledger[1][1]), 1);
@@ -246,10 +250,12 @@ TEST(PrivacyTest, ATaskBeyondASitesPolicyIsDeclinedWithItsReason) {
   EXPECT_EQ(AsText(declined[0][0]), "declined");
   EXPECT_EQ(AsText(declined[0][1]).rfind("POLICY: [policy] min_batch_size", 0), 0u) << AsText(declined[0][1]);
   // The site's ledger says why; it charged nothing and trained on nothing.
-  std::vector<SqlRow> refused = QueryDb(f.NodeDb("site-b"), "SELECT body FROM ledger WHERE kind = 'policy_refused'");
+  std::vector<SqlRow> refused = QueryDb(
+      f.NodeDb("site-b"), "SELECT body FROM ledger WHERE kind = 'policy_refused' AND body LIKE '%\"task\":\"train\"%'");
   ASSERT_EQ(refused.size(), 1u);
   EXPECT_NE(AsText(refused[0][0]).find("min_batch_size"), std::string::npos);
-  EXPECT_EQ(QueryDb(f.NodeDb("site-b"), "SELECT COUNT(*) FROM privacy_ledger")[0][0], SqlValue(int64_t{0}));
+  EXPECT_EQ(QueryDb(f.NodeDb("site-b"), "SELECT COUNT(*) FROM privacy_ledger WHERE kind != 'evaluation'")[0][0],
+            SqlValue(int64_t{0}));
   EXPECT_TRUE(
       QueryDb(f.NodeDb("site-b"), "SELECT 1 FROM ledger WHERE kind = 'data_access' AND body LIKE '%\"purpose\":\"train\"%'")
           .empty());
@@ -264,6 +270,102 @@ TEST(PrivacyTest, ATaskBeyondASitesPolicyIsDeclinedWithItsReason) {
                        audit),
             0)
       << ReadText(audit);
+  RemoveWorkspaceIfPassed(dir);
+}
+
+}  // namespace
+}  // namespace fedrad::testing
+
+namespace fedrad::testing {
+namespace {
+
+// Federated evaluation is a DP release: what the coordinator stores differs
+// from the exact figures computed locally on the same model and split by
+// noise of the scale the release states; each release is an "evaluation"
+// charge in the site's ledger, and the ledgers still verify.
+TEST(PrivacyTest, EvaluationFiguresAreADpReleaseChargedInTheLedger) {
+  const std::string dir = MakeWorkspace();
+  // One image per patient: the patient-weighted confusion matrix is then
+  // the image counts fedrad-node evaluate prints.
+  MiniFederation f = SetUpFederation(dir, {.sites = 2, .rounds = 2, .min_nodes = 2, .patients = 120, .images = 1,
+                                           .start_grace_s = 1, .min_report = 5});
+  ASSERT_FALSE(::testing::Test::HasFailure());
+  RunFederationToCompletion(f, std::chrono::minutes(4));
+  ASSERT_FALSE(::testing::Test::HasFailure());
+
+  double squares = 0;  // of the noise, in units of its stated standard deviation
+  int cells = 0, differ = 0;
+  for (const std::string& site : f.sites) {
+    SCOPED_TRACE(site);
+    std::vector<SqlRow> charges = QueryDb(
+        f.NodeDb(site), "SELECT round, noise_multiplier, epsilon_after FROM privacy_ledger WHERE kind = 'evaluation' "
+                        "ORDER BY id");
+    ASSERT_EQ(charges.size(), 2u) << "one release per round";
+    for (const SqlRow& charge : charges) {
+      const int64_t round = AsInt(charge[0]);
+      const double sigma = AsDouble(charge[1]);
+      ASSERT_GT(sigma, 0);
+      std::vector<SqlRow> stored = QueryDb(
+          f.StateDb(), absl::StrCat("SELECT r.noise_multiplier, r.release, m.sha256 FROM evaluation_releases r JOIN "
+                                    "models m ON m.round = r.round WHERE r.round = ", round, " AND r.site = '", site,
+                                    "'"));
+      ASSERT_EQ(stored.size(), 1u) << round;
+      EXPECT_DOUBLE_EQ(AsDouble(stored[0][0]), sigma) << "the coordinator holds the release the ledger charged";
+      const nlohmann::json release = nlohmann::json::parse(AsText(stored[0][1]));
+      // The exact figures, on the site, of the same model and split.
+      const std::string model = dir + "/kits/coordinator/state/models/" + AsText(stored[0][2]) + ".safetensors";
+      const std::string out = absl::StrCat(dir, "/evaluate-", site, "-", round, ".json");
+      ASSERT_EQ(RunCommand({NodeBin(), "evaluate", "--config", f.NodeConfig(site), "--model", model, "--json",
+                            "--bootstrap", "10"},
+                           out),
+                0)
+          << ReadText(out);
+      const std::string text = ReadText(out);
+      const nlohmann::json exact = nlohmann::json::parse(text.substr(text.find('{')));
+      const std::vector<double> noisy = release.at("confusion").get<std::vector<double>>();
+      const double stated = sigma * std::sqrt(2.5);  // common/evaluation_release.h: NoiseFor(σ).confusion
+      ASSERT_EQ(noisy.size(), 4u);
+      for (int t = 0; t < 2; ++t) {
+        for (int p = 0; p < 2; ++p) {
+          const double noise = noisy[t * 2 + p] - exact.at("confusion")[t][p].get<double>();
+          EXPECT_LT(std::fabs(noise), 6 * stated) << "round " << round << " cell " << t << p;
+          squares += (noise / stated) * (noise / stated);
+          ++cells;
+          differ += std::fabs(noise) > 1e-9;
+        }
+      }
+    }
+    // Both parts of the site's ε are in its own report.
+    const std::string report = dir + "/privacy-" + site + ".txt";
+    ASSERT_EQ(RunCommand({NodeBin(), "privacy", "--config", f.NodeConfig(site)}, report), 0);
+    EXPECT_NE(ReadText(report).find("evaluation:"), std::string::npos) << ReadText(report);
+    EXPECT_NE(ReadText(report).find("2 release(s)"), std::string::npos) << ReadText(report);
+    EXPECT_FALSE(QueryDb(f.NodeDb(site), "SELECT 1 FROM ledger WHERE kind = 'dp_charge' AND body LIKE "
+                                         "'%\"charge\":\"evaluation\"%'")
+                     .empty());
+  }
+  EXPECT_EQ(differ, cells) << "every released cell carries noise";
+  // 16 cells: the noise's RMS over its stated scale is near 1 (chi with 16
+  // degrees of freedom: within [0.45, 1.6] with probability above 0.999).
+  const double rms = std::sqrt(squares / cells);
+  EXPECT_GT(rms, 0.45);
+  EXPECT_LT(rms, 1.6);
+  const std::string audit = dir + "/audit.txt", json = dir + "/audit.json";
+  EXPECT_EQ(RunCommand({FedradBin(), "audit", "report", "--ca", dir + "/kits/ca/ca.pem", "--coordinator", f.StateDb(),
+                        "--node", f.NodeDb(f.sites[0]), "--node", f.NodeDb(f.sites[1]), "--out", dir + "/audit.html",
+                        "--json", json},
+                       audit),
+            0)
+      << ReadText(audit);
+  const nlohmann::json report = nlohmann::json::parse(ReadText(json));
+  EXPECT_NE(report.dump().find("evaluation_releases"), std::string::npos);
+  // The two parts compose in parallel only while the split stays put: a
+  // node with evaluation releases refuses to start with another split seed.
+  ReplaceInFile(f.NodeConfig(f.sites[0]), "split_seed = 42", "split_seed = 43");
+  const std::string moved = dir + "/moved-split.log";
+  EXPECT_NE(RunCommand({NodeBin(), "run", "--config", f.NodeConfig(f.sites[0])}, moved, std::chrono::seconds(30)), 0);
+  EXPECT_NE(ReadText(moved).find("changes [data] validation_fraction or split_seed"), std::string::npos)
+      << ReadText(moved);
   RemoveWorkspaceIfPassed(dir);
 }
 

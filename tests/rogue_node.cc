@@ -78,12 +78,19 @@ int main(int argc, char** argv) {
       e.set_nonce(task.evaluate().nonce());
       e.set_model_sha256(task.evaluate().model_sha256());
       const int k = static_cast<int>(plan.model().num_classes());
-      if (mode == "eval-small" || mode == "eval-lie") {
-        const uint64_t count = mode == "eval-small" ? 3 : 50;
-        for (int i = 0; i < k * k; ++i) e.add_confusion(i == 0 ? count : 0);  // all of class 0, right
-        e.set_count(count);
-        e.set_loss(0.1);
-        e.set_accuracy(mode == "eval-small" ? 1.0 : 0.5);  // eval-lie: the matrix says 1.0
+      if (mode == "eval-small" || mode == "eval-huge") {
+        // eval-small: a release of 3 cases; eval-huge: the review's 2^40
+        // cases with a loss of 1e308.
+        const double count = mode == "eval-small" ? 3 : std::ldexp(1.0, 40);
+        fedrad::v1::EvaluationRelease* r = e.mutable_release();
+        r->set_noise_multiplier(1.0);
+        r->set_num_classes(static_cast<uint32_t>(k));
+        r->set_delta(1e-5);
+        r->set_epsilon_spent(1.0);
+        for (int i = 0; i < k * k; ++i) r->add_confusion(i == 0 ? count : 0);  // all of class 0, right
+        r->set_loss_sum(mode == "eval-small" ? 0.3 : 1e308);
+        for (int i = 0; i < 20; ++i) r->add_confidence(0);
+        for (int i = 0; i < (k == 2 ? 1 : k) * 20; ++i) r->add_scores(0);
       } else {
         e.set_suppressed(true);  // nothing counted, so rounds close promptly
       }
@@ -109,7 +116,8 @@ int main(int argc, char** argv) {
     h->set_base_model_sha256(task.train().model_sha256());
     h->set_update_sha256(fedrad::crypto::Sha256Hex(bytes));
     h->set_total_bytes(bytes.size());
-    h->set_num_examples(10);
+    // heavy: a plausible but outsized claim; huge: the review's 2^40.
+    h->set_num_examples(mode == "heavy" ? 1000000000 : mode == "huge" ? (uint64_t{1} << 40) : 10);
     if (mode == "pipeline") h->set_pipeline("window=explicit(40,400)\x1b[2J|gray");
     bool ok = writer->Write(header);
     fedrad::v1::UploadReply ready;

@@ -27,7 +27,7 @@ json SiteFacts(const AuditedLedger& l) {
                {"ledger_intact", l.problems.empty()}};
   json rounds = json::array(), counts = json::array(), accesses = json::array(), sent = json::array(),
        models = json::array(), evaluations = json::array(), refusals = json::array(), configs = json::array(),
-       models_refused = json::array();
+       models_refused = json::array(), evaluation_charges = json::array();
   std::map<std::pair<int64_t, int64_t>, std::string> outcomes;  // (round, attempt) -> outcome
   double epsilon = 0, delta = 0, epsilon_max = 0;
   bool dp = false;
@@ -45,7 +45,8 @@ json SiteFacts(const AuditedLedger& l) {
       epsilon = std::max(epsilon, b.value("epsilon_after", 0.0));
       delta = b.value("delta", 0.0);
       dp = true;
-      (b.value("charge", "") == "count" ? counts : rounds).push_back(b);
+      const std::string charge = b.value("charge", "");
+      (charge == "count" ? counts : charge == "evaluation" ? evaluation_charges : rounds).push_back(b);
     } else if (e.kind == "update_outcome") {
       outcomes[{b.value("round", 0), b.value("attempt", 0)}] = b.value("outcome", "");
     } else if (e.kind == "budget_refused") {
@@ -69,10 +70,18 @@ json SiteFacts(const AuditedLedger& l) {
   json series = json::array();
   std::map<int64_t, double> by_round;
   for (const json& r : rounds) by_round[r.value("round", 0)] = r.value("epsilon_after", 0.0);
-  for (const json& c : counts) {
-    by_round[c.value("round", 0)] = std::max(by_round[c.value("round", 0)], c.value("epsilon_after", 0.0));
+  // The site's ε is the larger of its training and evaluation parts
+  // (disjoint patients).
+  for (const json* list : {&counts, &evaluation_charges}) {
+    for (const json& c : *list) {
+      by_round[c.value("round", 0)] = std::max(by_round[c.value("round", 0)], c.value("epsilon_after", 0.0));
+    }
   }
-  for (const auto& [round, eps] : by_round) series.push_back({{"round", round}, {"epsilon", eps}});
+  double running = 0;  // neither part ever goes down
+  for (const auto& [round, eps] : by_round) {
+    running = std::max(running, eps);
+    series.push_back({{"round", round}, {"epsilon", running}});
+  }
   site["differentially_private"] = dp;
   site["epsilon_spent"] = epsilon;
   site["delta"] = delta;
@@ -81,6 +90,7 @@ json SiteFacts(const AuditedLedger& l) {
   site["epsilon_by_round"] = series;
   site["dp_rounds"] = rounds;
   site["count_releases"] = counts;
+  site["evaluation_releases"] = evaluation_charges;
   site["data_accesses"] = accesses;
   site["updates_sent"] = sent;
   site["models_received"] = models;
@@ -333,6 +343,10 @@ std::string AuditReportHtml(const AuditVerification& v) {
                           {{"round", "round"}, {"units", "units"}, {"noise_multiplier", "σ"}, {"released", "released"},
                            {"epsilon_after", "ε after"}},
                           "counts"),
+                    "<h3>Evaluation releases (validation patients)</h3>\n",
+                    Table(s["evaluation_releases"],
+                          {{"round", "round"}, {"noise_multiplier", "σ"}, {"epsilon_after", "ε after (evaluation part)"}},
+                          "evaluation-releases"),
                     "<h3>Data accesses</h3>\n",
                     Table(s["data_accesses"],
                           {{"at", "at"}, {"purpose", "purpose"}, {"round", "round"}, {"images", "images"},
@@ -352,8 +366,8 @@ std::string AuditReportHtml(const AuditVerification& v) {
                           "models-refused"),
                     "<h3>Evaluation reports sent</h3>\n",
                     Table(s["evaluations_sent"],
-                          {{"round", "round"}, {"model_sha256", "model SHA-256"}, {"count", "cases"},
-                           {"suppressed", "count only"}},
+                          {{"round", "round"}, {"model_sha256", "model SHA-256"},
+                           {"suppressed", "nothing sent"}},
                           "evaluations"),
                     "<h3>Tasks refused (budget or policy)</h3>\n",
                     Table(s["budget_refusals"],

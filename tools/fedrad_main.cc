@@ -137,7 +137,8 @@ int main(int argc, char** argv) {
       "Test the site's DP-SGD experimentally: train once on its data with its [privacy] settings plus gradient "
       "canaries (each in with probability 1/2), and compute a lower bound on epsilon from the canaries' scores "
       "(Steinke, Nasr, Jagielski 2023). Reads the data; sends nothing. Exit status 0 = epsilon_lower within the "
-      "accountant's epsilon, 1 = the guarantee does not hold");
+      "accountant's epsilon and the test could have refuted it, 1 = the guarantee does not hold, 3 = inconclusive (the "
+      "claim is beyond what the canaries can refute)");
   audit_empirical->add_option("-c,--config", empirical_config, "The site's node.toml")
       ->capture_default_str()
       ->check(CLI::ExistingFile);
@@ -192,7 +193,15 @@ int main(int argc, char** argv) {
         return 2;
       }
     }
-    return r->guarantee_holds() ? 0 : 1;
+    switch (r->verdict()) {
+      case fedrad::node::EmpiricalAuditResult::Verdict::kPass:
+        return 0;
+      case fedrad::node::EmpiricalAuditResult::Verdict::kFail:
+        return 1;
+      case fedrad::node::EmpiricalAuditResult::Verdict::kInconclusive:
+        return 3;
+    }
+    return 3;
   }
   if (*audit_verify || *audit_report) {
     fedrad::InitProgram("fedrad", verbose);

@@ -1,0 +1,179 @@
+#include "common/evaluation_release.h"
+
+#include <algorithm>
+#include <cmath>
+#include <map>
+
+#include "absl/strings/str_cat.h"
+#include "crypto/secure_noise.h"
+
+namespace fedrad {
+namespace {
+
+// Bin b holds values in (b/B, (b+1)/B]; 0 goes to the first bin.
+int Bin(double v) { return std::clamp(static_cast<int>(std::ceil(v * kReleaseBins)) - 1, 0, kReleaseBins - 1); }
+
+// The whole vector's L2 sensitivity after each block is scaled to its weight.
+double JointSensitivity() {
+  return std::sqrt(kConfusionWeight * kConfusionWeight + kLossWeight * kLossWeight +
+                   kConfidenceWeight * kConfidenceWeight + kScoresWeight * kScoresWeight);
+}
+
+double Clamped(double v) { return std::max(0.0, v); }
+
+void AddNoise(std::vector<double>* v, double stddev, crypto::SecureRandom& rng) {
+  std::vector<double> noise(v->size());
+  rng.Gaussian(noise.data(), noise.size(), stddev);
+  for (size_t i = 0; i < v->size(); ++i) (*v)[i] += noise[i];
+}
+
+}  // namespace
+
+EvaluationStatistics EvaluationStatistics::Empty(int k) {
+  EvaluationStatistics s;
+  s.num_classes = k;
+  s.confusion.assign(static_cast<size_t>(k) * k, 0.0);
+  s.confidence.assign(2 * kReleaseBins, 0.0);
+  s.scores.assign(static_cast<size_t>(ScoreClasses(k)) * 2 * kReleaseBins, 0.0);
+  return s;
+}
+
+absl::Status EvaluationStatistics::CheckShape() const {
+  if (num_classes < 2 || num_classes > 1000) {
+    return absl::InvalidArgumentError(absl::StrCat("a release of ", num_classes, " classes"));
+  }
+  const size_t k = static_cast<size_t>(num_classes);
+  if (confusion.size() != k * k || confidence.size() != 2 * kReleaseBins ||
+      scores.size() != static_cast<size_t>(ScoreClasses(num_classes)) * 2 * kReleaseBins) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "the release's blocks have ", confusion.size(), ", ", confidence.size(), " and ", scores.size(),
+        " values; ", num_classes, " classes need ", k * k, ", ", 2 * kReleaseBins, " and ",
+        ScoreClasses(num_classes) * 2 * kReleaseBins));
+  }
+  auto finite = [](const std::vector<double>& v) {
+    return std::all_of(v.begin(), v.end(), [](double x) { return std::isfinite(x); });
+  };
+  if (!std::isfinite(loss_sum) || !finite(confusion) || !finite(confidence) || !finite(scores)) {
+    return absl::InvalidArgumentError("the release holds a value that is not finite");
+  }
+  return absl::OkStatus();
+}
+
+absl::StatusOr<EvaluationStatistics> CollectStatistics(const Scores& scores, const std::vector<double>& losses,
+                                                       const std::vector<std::string>& units) {
+  const int k = scores.num_classes;
+  if (k < 2) return absl::InvalidArgumentError("a release needs at least two classes");
+  if (losses.size() != scores.size() || units.size() != scores.size() ||
+      scores.probabilities.size() != scores.size() * static_cast<size_t>(k)) {
+    return absl::InvalidArgumentError(absl::StrCat(scores.size(), " images with ", losses.size(), " losses, ",
+                                                   units.size(), " units and ", scores.probabilities.size(),
+                                                   " probabilities"));
+  }
+  std::map<std::string, int> images;
+  for (const std::string& u : units) ++images[u];
+  EvaluationStatistics s = EvaluationStatistics::Empty(k);
+  const int a_classes = EvaluationStatistics::ScoreClasses(k);
+  for (size_t i = 0; i < scores.size(); ++i) {
+    const int t = scores.labels[i];
+    if (t < 0 || t >= k) return absl::InvalidArgumentError(absl::StrCat("image ", i, " has label ", t));
+    const float* p = scores.row(i);
+    for (int c = 0; c < k; ++c) {
+      if (!std::isfinite(p[c])) return absl::InvalidArgumentError(absl::StrCat("image ", i, " has a NaN score"));
+    }
+    const double w = 1.0 / images[units[i]];  // a unit's images share one unit of weight
+    const int predicted = scores.Predicted(i);
+    s.confusion[static_cast<size_t>(t) * k + predicted] += w;
+    // A non-finite loss is clipped like a large one: bounded either way.
+    const double loss = std::isfinite(losses[i]) ? std::clamp(losses[i], 0.0, kLossClip) : kLossClip;
+    s.loss_sum += w * loss;
+    s.confidence[(t == predicted ? kReleaseBins : 0) + Bin(p[predicted])] += w;
+    for (int a = 0; a < a_classes; ++a) {
+      const int c = k == 2 ? 1 : a;
+      s.scores[(static_cast<size_t>(a) * 2 + (t == c ? 1 : 0)) * kReleaseBins + Bin(p[c])] += w;
+    }
+  }
+  return s;
+}
+
+ReleaseNoise NoiseFor(double sigma, int num_classes) {
+  // Block b's noise: σ Δ (the joint sensitivity) in scaled units, times
+  // sensitivity_b / weight_b back in the block's own units.
+  const double base = sigma * JointSensitivity();
+  ReleaseNoise n;
+  n.confusion = base * 1.0 / kConfusionWeight;
+  n.loss_sum = base * kLossClip / kLossWeight;
+  n.confidence = base * 1.0 / kConfidenceWeight;
+  n.scores = base * std::sqrt(static_cast<double>(EvaluationStatistics::ScoreClasses(num_classes))) / kScoresWeight;
+  return n;
+}
+
+void AddReleaseNoise(double sigma, crypto::SecureRandom& rng, EvaluationStatistics* s) {
+  const ReleaseNoise n = NoiseFor(sigma, s->num_classes);
+  AddNoise(&s->confusion, n.confusion, rng);
+  double loss_noise = 0;
+  rng.Gaussian(&loss_noise, 1, n.loss_sum);
+  s->loss_sum += loss_noise;
+  AddNoise(&s->confidence, n.confidence, rng);
+  AddNoise(&s->scores, n.scores, rng);
+}
+
+absl::Status AddInto(const EvaluationStatistics& other, EvaluationStatistics* sum) {
+  if (other.num_classes != sum->num_classes || other.confusion.size() != sum->confusion.size() ||
+      other.confidence.size() != sum->confidence.size() || other.scores.size() != sum->scores.size()) {
+    return absl::InvalidArgumentError("releases of different shapes do not pool");
+  }
+  for (size_t i = 0; i < sum->confusion.size(); ++i) sum->confusion[i] += other.confusion[i];
+  for (size_t i = 0; i < sum->confidence.size(); ++i) sum->confidence[i] += other.confidence[i];
+  for (size_t i = 0; i < sum->scores.size(); ++i) sum->scores[i] += other.scores[i];
+  sum->loss_sum += other.loss_sum;
+  return absl::OkStatus();
+}
+
+ReleasedFigures FiguresFromRelease(const EvaluationStatistics& s) {
+  const int k = s.num_classes;
+  ReleasedFigures out;
+  std::vector<std::vector<int64_t>> confusion(k, std::vector<int64_t>(k, 0));
+  double total = 0;
+  for (int t = 0; t < k; ++t) {
+    for (int p = 0; p < k; ++p) {
+      const double v = Clamped(s.confusion[static_cast<size_t>(t) * k + p]);
+      confusion[t][p] = static_cast<int64_t>(std::llround(v));
+      total += v;
+    }
+  }
+  out.metrics = MetricsFromConfusion(std::move(confusion));
+  out.loss = total > 0 ? std::clamp(s.loss_sum / total, 0.0, kLossClip) : 0;
+  // ROC AUC per score class from its histograms: P(score of a positive >
+  // score of a negative), ties in a bin one half.
+  double auc_sum = 0;
+  int aucs = 0;
+  for (int a = 0; a < EvaluationStatistics::ScoreClasses(k); ++a) {
+    const double* neg = s.scores.data() + static_cast<size_t>(a) * 2 * kReleaseBins;
+    const double* pos = neg + kReleaseBins;
+    double negatives = 0, positives = 0, wins = 0;
+    for (int b = 0; b < kReleaseBins; ++b) {
+      wins += Clamped(pos[b]) * (negatives + 0.5 * Clamped(neg[b]));
+      negatives += Clamped(neg[b]);
+      positives += Clamped(pos[b]);
+    }
+    // Less than one unit of either kind is noise, not a class.
+    if (negatives < 1 || positives < 1) continue;
+    auc_sum += wins / (positives * negatives);
+    ++aucs;
+  }
+  if (aucs > 0) out.metrics.roc_auc = auc_sum / aucs;
+  double binned = 0;
+  for (int b = 0; b < kReleaseBins; ++b) binned += Clamped(s.confidence[b]) + Clamped(s.confidence[kReleaseBins + b]);
+  out.metrics.ece = 0;
+  if (binned > 0) {
+    for (int b = 0; b < kReleaseBins; ++b) {
+      const double right = Clamped(s.confidence[kReleaseBins + b]), n = Clamped(s.confidence[b]) + right;
+      if (n <= 0) continue;
+      const double centre = (b + 0.5) / kReleaseBins;
+      out.metrics.ece += n / binned * std::fabs(right / n - centre);
+    }
+  }
+  return out;
+}
+
+}  // namespace fedrad
