@@ -235,6 +235,7 @@ absl::StatusOr<ImageSet> LoadImageSet(const DatasetSpec& spec, LoadReport* repor
   }
   report->studies = static_cast<int>(study_patients.size());
   for (const auto& [study, patients] : study_patients) report->studies_with_several_patients += patients.size() > 1;
+  if (spec.on_loaded) spec.on_loaded(set);
   return set;
 }
 
@@ -281,6 +282,10 @@ std::vector<std::string> PatientKeyWarnings(const LoadReport& r, bool key_requir
 std::string SopInstanceUidsSha256(const ImageSet& set) {
   std::set<std::string> uids;
   for (const SampleSource& s : set.sources) uids.insert(s.sop_instance_uid);
+  return UidsSha256(uids);
+}
+
+std::string UidsSha256(const std::set<std::string>& uids) {
   crypto::Sha256 hash;
   for (const std::string& uid : uids) {
     hash.Update(uid);

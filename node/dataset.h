@@ -2,7 +2,9 @@
 #define FEDRAD_NODE_DATASET_H_
 
 #include <cstdint>
+#include <functional>
 #include <map>
+#include <set>
 #include <string>
 #include <vector>
 
@@ -66,6 +68,9 @@ struct DatasetSpec {
   // patient key (PatientKey) is skipped and counted. Otherwise such a file
   // is its own unit.
   bool require_patient_key = false;
+  // Called with what was read, before LoadImageSet returns (the site's
+  // local commands record their data access with it).
+  std::function<void(const ImageSet&)> on_loaded;
 };
 
 // What loading found: every file and row is accounted for. Counts only; no
@@ -135,6 +140,8 @@ struct PatientSplit {
 // A privacy officer can recompute it from the archive's list; the UIDs
 // themselves are never recorded.
 std::string SopInstanceUidsSha256(const ImageSet& set);
+// The same digest of a set of UIDs.
+std::string UidsSha256(const std::set<std::string>& uids);
 
 // Distinct patients in the set.
 int64_t DistinctPatients(const ImageSet& set);

@@ -11,6 +11,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "common/model_zoo.h"
+#include "node/local_access.h"
 #include "common/privacy_accountant.h"
 #include "crypto/secure_noise.h"
 #include "node/privacy_budget.h"
@@ -43,6 +44,7 @@ absl::StatusOr<EmpiricalAuditResult> RunEmpiricalAudit(const NodeConfig& config,
                                                    "canaries (one coordinate each)"));
   }
   DatasetSpec data_spec = SiteDataset(config);
+  data_spec.on_loaded = RecordWhenLoaded(config, "audit empirical");
   data_spec.num_classes = spec.num_classes;
   data_spec.preprocess.output_size = spec.input_size;
   LoadReport report;

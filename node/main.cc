@@ -6,6 +6,7 @@
 
 #include "common/logging.h"
 #include "node/inspect.h"
+#include "node/local_access.h"
 #include "node/train_local.h"
 #include "node/node_config.h"
 #include "node/node_runtime.h"
@@ -174,6 +175,15 @@ int main(int argc, char** argv) {
                 << (pr.dicom_overlays ? " (PNG and DICOM)" : " (PNG)") << "\n";
     }
     std::cout << "model " << pr.model_path << " (sha256 " << r->model_sha256.substr(0, 12) << ")\n";
+    // On the site's audit ledger, signed with its kit key (read from disk:
+    // still no connection). A broken kit does not stop a clinician's run.
+    absl::StatusOr<fedrad::node::NodeConfig> kit = fedrad::node::LoadNodeConfig(pr_config);
+    absl::Status recorded = kit.ok() ? fedrad::node::RecordLocalDataAccess(*kit, "predict", r->images, r->patients,
+                                                                            r->sop_instance_uids_sha256)
+                                     : kit.status();
+    if (!recorded.ok()) {
+      std::cerr << "warning: this run is not in the site's audit ledger: " << recorded.message() << "\n";
+    }
     return 0;
   }
 
@@ -183,6 +193,7 @@ int main(int argc, char** argv) {
       absl::StatusOr<fedrad::node::NodeConfig> config = fedrad::node::LoadNodeConfig(ev_config);
       if (!config.ok()) return Fail(config.status(), 2);
       eo.spec = fedrad::node::SiteDataset(*config);
+      eo.spec.on_loaded = fedrad::node::RecordWhenLoaded(*config, "evaluate (local)");
       if (ev_data.empty()) {
         eo.validation_fraction = config->validation_fraction;
         eo.split_seed = config->split_seed;
@@ -230,6 +241,7 @@ int main(int argc, char** argv) {
       absl::StatusOr<fedrad::node::NodeConfig> config = fedrad::node::LoadNodeConfig(tl_config);
       if (!config.ok()) return Fail(config.status(), 2);
       o.spec = fedrad::node::SiteDataset(*config);
+      o.spec.on_loaded = fedrad::node::RecordWhenLoaded(*config, "train-local");
       if (!config->class_names.empty() && train_local->count("--classes") == 0) {
         tl_classes = static_cast<int>(config->class_names.size());
       }
@@ -284,12 +296,8 @@ int main(int argc, char** argv) {
     if (!inspect_config.empty()) {
       absl::StatusOr<fedrad::node::NodeConfig> config = fedrad::node::LoadNodeConfig(inspect_config);
       if (!config.ok()) return Fail(config.status(), 2);
-      spec.data_dir = config->dicom_dir;
-      spec.labels_csv = config->labels_csv;
-      spec.class_names = config->class_names;
-      spec.preprocess = config->preprocess;
-      spec.loader.threads = config->loader_threads;
-      if (config->cache) spec.loader.cache_dir = config->state_dir + "/cache";
+      spec = fedrad::node::SiteDataset(*config);
+      spec.on_loaded = fedrad::node::RecordWhenLoaded(*config, "inspect");
     } else if (!data_dir.empty()) {
       spec.data_dir = data_dir;
       spec.labels_csv = labels_csv.empty() ? data_dir + "/labels.csv" : labels_csv;

@@ -144,7 +144,12 @@ absl::Status NodeStore::RecordDataAccess(const std::string& purpose, int round, 
                {"images", images},
                {"patients", patients},
                {"sop_instance_uids_sha256", sop_uids_sha256}};
-  return Log("data_access", body.dump(), now_ms).status();
+  // In a transaction: a local command may append while the node runs.
+  absl::StatusOr<Database::Transaction> tx = db_->Begin();
+  if (!tx.ok()) return tx.status();
+  absl::Status s = Log("data_access", body.dump(), now_ms).status();
+  if (!s.ok()) return s;
+  return tx->Commit();
 }
 
 absl::StatusOr<LedgerEntry> NodeStore::RecordUpdateSending(int round, int attempt, const std::string& base_sha256,

@@ -92,6 +92,8 @@ class Run {
     if (!s.ok()) return s;
     s = WriteCsv();
     if (!s.ok()) return s;
+    report_.patients = static_cast<int>(patients_.size());
+    report_.sop_instance_uids_sha256 = UidsSha256(uids_);
     return report_;
   }
 
@@ -115,6 +117,8 @@ class Run {
         Row row;
         row.path = (*relative_)[image.item];
         row.sop_instance_uid = image.facts.sop_instance_uid;
+        uids_.insert(image.facts.sop_instance_uid.empty() ? "file:" + row.path : image.facts.sop_instance_uid);
+        patients_.insert(PatientKey(image.facts, nullptr));
         row.frame = f.index + 1;
         row.probabilities.assign(out->probabilities.begin() + at * k, out->probabilities.begin() + (at + 1) * k);
         row.predicted = static_cast<int>(std::max_element(row.probabilities.begin(), row.probabilities.end()) -
@@ -223,6 +227,7 @@ class Run {
   int frames_ = 0;
   std::vector<Row> rows_;
   PredictReport report_;
+  std::set<std::string> uids_, patients_;
 };
 
 }  // namespace

@@ -36,6 +36,10 @@ struct PredictReport {
   int heatmaps = 0;
   std::map<std::string, int> skipped;  // reason -> files (also in the CSV)
   std::map<int, int> predicted;        // class -> rows
+  // For the site's audit ledger: the distinct patient keys and the SHA-256
+  // of the sorted SOPInstanceUIDs of the images predicted (never the UIDs).
+  int patients = 0;
+  std::string sop_instance_uids_sha256;
 };
 
 // The CSV: path (relative to `input`), sop_instance_uid, frame (from 1),

@@ -125,3 +125,49 @@ TEST_F(PredictCommandTest, LatestNeedsAModelFromTheFederation) {
 
 }  // namespace
 }  // namespace fedrad::testing
+
+namespace fedrad::testing {
+namespace {
+
+// What stays on site is on record too: each local command that read the
+// site's data wrote a signed data_access entry (purpose, counts, the hash of
+// the UIDs, never a UID), and the ledger still verifies.
+TEST_F(PredictCommandTest, LocalCommandsRecordTheirDataAccess) {
+  const std::string csv = dir_ + "/p.csv";
+  for (const std::vector<std::string>& argv :
+       {std::vector<std::string>{NodeBin(), "predict", "--config", config_, "--model", model_, "--input", data_,
+                                 "--out", csv},
+        std::vector<std::string>{NodeBin(), "evaluate", "--config", config_, "--model", model_, "--bootstrap", "10"},
+        std::vector<std::string>{NodeBin(), "inspect", "--config", config_, "--size", "32"}}) {
+    const std::string log = dir_ + "/" + argv[1] + ".log";
+    ASSERT_EQ(RunCommand(argv, log), 0) << ReadText(log);
+    EXPECT_EQ(ReadText(log).find("not in the site's audit ledger"), std::string::npos) << ReadText(log);
+  }
+  const std::string db = dir_ + "/kits/" + f_.sites[0] + "/state/node.db";
+  std::map<std::string, std::string> by_purpose;
+  for (const SqlRow& r : QueryDb(db, "SELECT body FROM ledger WHERE kind = 'data_access'")) {
+    const std::string body = AsText(r[0]);
+    const size_t at = body.find("\"purpose\":\"");
+    ASSERT_NE(at, std::string::npos) << body;
+    by_purpose[body.substr(at + 11, body.find('"', at + 11) - at - 11)] = body;
+  }
+  for (const char* purpose : {"train-local", "predict", "evaluate (local)", "inspect"}) {
+    ASSERT_TRUE(by_purpose.count(purpose)) << purpose;
+    EXPECT_NE(by_purpose[purpose].find("\"images\":20"), std::string::npos) << by_purpose[purpose];
+    EXPECT_NE(by_purpose[purpose].find("\"patients\":10"), std::string::npos) << by_purpose[purpose];
+  }
+  // The same images, so the same digest; and no UID in the ledger.
+  const std::string digest = by_purpose["predict"].substr(by_purpose["predict"].find("sop_instance_uids_sha256"));
+  EXPECT_NE(by_purpose["inspect"].find(digest), std::string::npos);
+  std::string ledger;
+  for (const SqlRow& r : QueryDb(db, "SELECT body FROM ledger")) ledger += AsText(r[0]);
+  for (const std::vector<std::string>& row : node::testing::ReadCsvRows(csv)) {
+    if (row.size() > 1 && row[1].rfind("2.", 0) == 0) EXPECT_EQ(ledger.find(row[1]), std::string::npos) << row[1];
+  }
+  const std::string audit = dir_ + "/audit.log";
+  EXPECT_EQ(RunCommand({FedradBin(), "audit", "verify", "--ca", dir_ + "/kits/ca/ca.pem", "--node", db}, audit), 0)
+      << ReadText(audit);
+}
+
+}  // namespace
+}  // namespace fedrad::testing
