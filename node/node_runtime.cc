@@ -250,9 +250,10 @@ absl::Status NodeRuntime::StartUp() {
   absl::StatusOr<std::vector<PrivacyCharge>> ledger = store_->PrivacyLedger();
   if (!ledger.ok()) return ledger.status();
   const BudgetReport report = ReportBudget(config_.privacy, *ledger);
-  spdlog::info("privacy: {}-level DP, epsilon spent {:.4f} of {:.4g} (delta {:g}) over {} earlier round(s)",
-               config_.privacy.unit(), report.spent.epsilon, config_.privacy.epsilon_max, config_.privacy.delta,
-               report.dp_rounds);
+  spdlog::info("privacy: {}-level DP, epsilon spent {:.4f} of {:.4g} (delta {:g}): training {:.4f} over {} "
+               "earlier round(s), evaluation {:.4f} over {} release(s)",
+               config_.privacy.unit(), report.site_epsilon, config_.privacy.epsilon_max, config_.privacy.delta,
+               report.spent.epsilon, report.dp_rounds, report.evaluation.epsilon, report.evaluations);
   if (BudgetSpent(config_.privacy, report.spent.epsilon)) {
     spdlog::warn("privacy budget exhausted: this node will decline to train and does not read its data for it");
     return absl::OkStatus();
@@ -681,8 +682,7 @@ absl::Status NodeRuntime::HandleEval(const v1::EvalTask& task) {
   const int round = static_cast<int>(task.round());
   const PrivacySettings& privacy = config_.privacy;
   // Refusals that need neither the model nor the data.
-  if (std::optional<std::string> beyond =
-          PolicyViolation(config_.policy, {plan_->model.architecture, 1, config_.policy.min_batch_size})) {
+  if (std::optional<std::string> beyond = ArchitectureViolation(config_.policy, plan_->model.architecture)) {
     return RefuseEvaluation(task, *beyond);
   }
   if (static_cast<int64_t>(task.min_report()) < config_.policy.min_report) {
@@ -728,7 +728,6 @@ absl::Status NodeRuntime::HandleEval(const v1::EvalTask& task) {
   }
   absl::Status s = PrepareData(*plan_);
   if (!s.ok()) return s;
-  if (data_->validation.count() == 0) return RefuseEvaluation(task, "no validation patients");
   if (charge) {
     // Committed before the data is touched, like a training round.
     charge->federation = plan_->federation;
@@ -742,18 +741,25 @@ absl::Status NodeRuntime::HandleEval(const v1::EvalTask& task) {
   s = store_->RecordDataAccess("evaluate", round, data_->validation.count(), data_->validation_patients,
                                validation_uids_sha256_, NowMs());
   if (!s.ok()) return s;
-  absl::StatusOr<Evaluation> e = EvaluateModel(plan_->model, **model, data_->validation);
-  if (!e.ok()) return e.status();
-  std::vector<double> losses(e->scores.size());
-  for (size_t i = 0; i < losses.size(); ++i) {
-    losses[i] = -std::log(std::max(1e-12, static_cast<double>(e->scores.row(i)[e->scores.labels[i]])));
+  // An empty validation split is released like any other (zeros plus the
+  // noise): refusing instead would tell the coordinator it is empty.
+  Evaluation exact;
+  absl::StatusOr<EvaluationStatistics> statistics = EvaluationStatistics::Empty(plan_->model.num_classes);
+  if (data_->validation.count() > 0) {
+    absl::StatusOr<Evaluation> e = EvaluateModel(plan_->model, **model, data_->validation);
+    if (!e.ok()) return e.status();
+    exact = std::move(*e);
+    std::vector<double> losses(exact.scores.size());
+    for (size_t i = 0; i < losses.size(); ++i) {
+      losses[i] = -std::log(std::max(1e-12, static_cast<double>(exact.scores.row(i)[exact.scores.labels[i]])));
+    }
+    std::vector<std::string> units = data_->validation.patients;
+    if (!privacy.patient_level) {
+      for (size_t i = 0; i < units.size(); ++i) units[i] = absl::StrCat("image:", i);
+    }
+    statistics = CollectStatistics(exact.scores, losses, units);
+    if (!statistics.ok()) return statistics.status();
   }
-  std::vector<std::string> units = data_->validation.patients;
-  if (!privacy.patient_level) {
-    for (size_t i = 0; i < units.size(); ++i) units[i] = absl::StrCat("image:", i);
-  }
-  absl::StatusOr<EvaluationStatistics> statistics = CollectStatistics(e->scores, losses, units);
-  if (!statistics.ok()) return statistics.status();
   EvaluationRelease release{std::move(*statistics), charge ? charge->noise_multiplier : 0.0, 0.0};
   if (charge) {
     absl::StatusOr<std::unique_ptr<crypto::SecureRandom>> rng = crypto::SecureRandom::Create();
@@ -766,12 +772,17 @@ absl::Status NodeRuntime::HandleEval(const v1::EvalTask& task) {
   const ReleasedFigures figures = FiguresFromRelease(release.statistics);
   const bool suppressed = figures.metrics.count < min_report;
   if (suppressed && charge) evaluation_suppressed_ = true;
-  s = SendEvaluation(task, suppressed ? nullptr : &release, &*e);
-  if (charge) (void)store_->SetChargeStatus(charge->id, s.ok() ? (suppressed ? "suppressed" : "sent") : "failed");
+  s = SendEvaluation(task, suppressed ? nullptr : &release, &exact);
+  if (charge) {
+    // The charge stands whatever happened; its status is the node's record
+    // of what became of it, and a failure to write it is reported too.
+    absl::Status marked = store_->SetChargeStatus(charge->id, s.ok() ? (suppressed ? "suppressed" : "sent") : "failed");
+    if (s.ok()) s = marked;
+  }
   if (!s.ok()) return s;
   // The exact figures stay in this log; only the release left.
   spdlog::info("round {}: global model validation accuracy {:.3f}, loss {:.4f} on {} images here; {}", round,
-               e->accuracy, e->loss, e->count,
+               exact.accuracy, exact.loss, exact.count,
                suppressed ? absl::StrFormat("the release counted fewer than min_report %d patients: not sent",
                                             min_report)
                : charge   ? absl::StrFormat("released under DP (sigma %.3f, evaluation epsilon %.4f): accuracy "

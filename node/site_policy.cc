@@ -7,13 +7,18 @@
 
 namespace fedrad::node {
 
-std::optional<std::string> PolicyViolation(const SitePolicy& policy, const TaskAsk& ask) {
-  if (!policy.architectures.empty() &&
-      std::find(policy.architectures.begin(), policy.architectures.end(), ask.architecture) ==
+std::optional<std::string> ArchitectureViolation(const SitePolicy& policy, const std::string& architecture) {
+  if (policy.architectures.empty() ||
+      std::find(policy.architectures.begin(), policy.architectures.end(), architecture) !=
           policy.architectures.end()) {
-    return absl::StrCat("[policy] architectures: the plan's model '", ask.architecture,
-                        "' is not one this site allows (", absl::StrJoin(policy.architectures, ", "), ")");
+    return std::nullopt;
   }
+  return absl::StrCat("[policy] architectures: the plan's model '", architecture, "' is not one this site allows (",
+                      absl::StrJoin(policy.architectures, ", "), ")");
+}
+
+std::optional<std::string> PolicyViolation(const SitePolicy& policy, const TaskAsk& ask) {
+  if (std::optional<std::string> v = ArchitectureViolation(policy, ask.architecture)) return v;
   if (policy.max_local_epochs > 0 && ask.local_epochs > policy.max_local_epochs) {
     return absl::StrCat("[policy] max_local_epochs: the task asks ", ask.local_epochs,
                         " local epochs, more than this site's ", policy.max_local_epochs);

@@ -45,6 +45,8 @@ struct TaskAsk {
 // The first way `ask` goes beyond `policy`, in words that name the
 // [policy] field, or nullopt if the site allows it.
 std::optional<std::string> PolicyViolation(const SitePolicy& policy, const TaskAsk& ask);
+// The architecture check alone (evaluation tasks ask nothing else of it).
+std::optional<std::string> ArchitectureViolation(const SitePolicy& policy, const std::string& architecture);
 
 // The floor figures need: the larger of the site's and the plan's.
 int EffectiveMinReport(const SitePolicy& policy, int plan_min_report);

@@ -12,8 +12,10 @@ TEST(SitePolicyTest, NamesTheFieldATaskGoesBeyond) {
   p.architectures = {"tbcnn28"};
   ASSERT_TRUE(PolicyViolation(p, ask).has_value());
   EXPECT_NE(PolicyViolation(p, ask)->find("[policy] architectures"), std::string::npos);
+  EXPECT_EQ(ArchitectureViolation(p, "ctnet"), PolicyViolation(p, ask));
   p.architectures = {"tbcnn28", "ctnet"};
   EXPECT_FALSE(PolicyViolation(p, ask).has_value());
+  EXPECT_FALSE(ArchitectureViolation(p, "ctnet").has_value());
   p.max_local_epochs = 4;
   ASSERT_TRUE(PolicyViolation(p, ask).has_value());
   EXPECT_NE(PolicyViolation(p, ask)->find("asks 5 local epochs, more than this site's 4"), std::string::npos);

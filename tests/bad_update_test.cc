@@ -3,11 +3,36 @@
 // with the good nodes and the federation finishes.
 #include <gtest/gtest.h>
 
+#include <memory>
+#include <string>
+#include <utility>
+#include <vector>
+
 #include "absl/strings/str_cat.h"
 #include "tests/harness.h"
 
 namespace fedrad::testing {
 namespace {
+
+// Runs the coordinator, real nodes for site-a and site-b, and a rogue node
+// (site, mode) for each of `rogues` to the end; every process must exit 0.
+// Returns the coordinator's log.
+std::string RunWithRogues(const MiniFederation& f, const std::vector<std::pair<std::string, std::string>>& rogues) {
+  auto coordinator = StartCoordinator(f, "coordinator.log");
+  auto a = StartNode(f, "site-a");
+  auto b = StartNode(f, "site-b");
+  const std::string address = absl::StrCat("127.0.0.1:", f.port);
+  std::vector<std::unique_ptr<Process>> rogue;
+  for (const auto& [site, mode] : rogues) {
+    rogue.push_back(std::make_unique<Process>(
+        std::vector<std::string>{RogueNodeBin(), f.dir + "/kits/" + site, address, mode}, f.dir + "/" + site + ".log"));
+  }
+  EXPECT_EQ(coordinator->Wait(std::chrono::minutes(4)), 0) << coordinator->Log();
+  EXPECT_EQ(a->Wait(std::chrono::seconds(30)), 0) << a->Log();
+  EXPECT_EQ(b->Wait(std::chrono::seconds(30)), 0) << b->Log();
+  for (auto& r : rogue) EXPECT_EQ(r->Wait(std::chrono::seconds(30)), 0) << r->Log();
+  return coordinator->Log();
+}
 
 TEST(BadUpdateTest, RejectedWithAReasonAndTheRoundGoesOn) {
   const std::string dir = MakeWorkspace();
@@ -15,22 +40,8 @@ TEST(BadUpdateTest, RejectedWithAReasonAndTheRoundGoesOn) {
                                            .start_grace_s = 20});
   // (rogue nodes answer evaluations with nothing counted, so rounds close promptly)
   ASSERT_FALSE(::testing::Test::HasFailure());
-  auto coordinator = StartCoordinator(f, "coordinator.log");
-  auto a = StartNode(f, "site-a");
-  auto b = StartNode(f, "site-b");
-  const std::string address = absl::StrCat("127.0.0.1:", f.port);
-  const std::vector<std::pair<std::string, std::string>> rogues = {
-      {"site-c", "nan"}, {"site-d", "shape"}, {"site-e", "norm"}, {"site-f", "pipeline"}};
-  std::vector<std::unique_ptr<Process>> rogue;
-  for (const auto& [site, mode] : rogues) {
-    rogue.push_back(std::make_unique<Process>(
-        std::vector<std::string>{RogueNodeBin(), dir + "/kits/" + site, address, mode}, dir + "/" + site + ".log"));
-  }
-  ASSERT_EQ(coordinator->Wait(std::chrono::minutes(4)), 0) << coordinator->Log();
-  EXPECT_EQ(a->Wait(std::chrono::seconds(30)), 0) << a->Log();
-  EXPECT_EQ(b->Wait(std::chrono::seconds(30)), 0) << b->Log();
-  for (auto& r : rogue) EXPECT_EQ(r->Wait(std::chrono::seconds(30)), 0) << r->Log();
-
+  RunWithRogues(f, {{"site-c", "nan"}, {"site-d", "shape"}, {"site-e", "norm"}, {"site-f", "pipeline"}});
+  ASSERT_FALSE(::testing::Test::HasFailure());
   EXPECT_EQ(QueryDb(f.StateDb(), "SELECT COUNT(*) FROM rounds WHERE status = 'applied'")[0][0],
             SqlValue(int64_t{2}));
   // Both rounds were applied with the two good updates, on their first attempt.
@@ -63,19 +74,9 @@ TEST(BadUpdateTest, ClaimedCountsCannotOutweighTheOthers) {
   MiniFederation f = SetUpFederation(dir, {.sites = 4, .rounds = 1, .min_nodes = 3, .patients = 6, .images = 2,
                                            .start_grace_s = 20});
   ASSERT_FALSE(::testing::Test::HasFailure());
-  auto coordinator = StartCoordinator(f, "coordinator.log");
-  auto a = StartNode(f, "site-a");
-  auto b = StartNode(f, "site-b");
-  const std::string address = absl::StrCat("127.0.0.1:", f.port);
-  Process heavy({RogueNodeBin(), dir + "/kits/site-c", address, "heavy"}, dir + "/site-c.log");
-  Process huge({RogueNodeBin(), dir + "/kits/site-d", address, "huge"}, dir + "/site-d.log");
-  ASSERT_EQ(coordinator->Wait(std::chrono::minutes(3)), 0) << coordinator->Log();
-  EXPECT_EQ(a->Wait(std::chrono::seconds(30)), 0) << a->Log();
-  EXPECT_EQ(b->Wait(std::chrono::seconds(30)), 0) << b->Log();
-  EXPECT_EQ(heavy.Wait(std::chrono::seconds(30)), 0) << heavy.Log();
-  EXPECT_EQ(huge.Wait(std::chrono::seconds(30)), 0) << huge.Log();
-  EXPECT_NE(coordinator->Log().find("the weight of site-c is capped from 1e+09 to "), std::string::npos)
-      << coordinator->Log();
+  const std::string log = RunWithRogues(f, {{"site-c", "heavy"}, {"site-d", "huge"}});
+  ASSERT_FALSE(::testing::Test::HasFailure());
+  EXPECT_NE(log.find("the weight of site-c is capped from 1e+09 to "), std::string::npos) << log;
   std::vector<SqlRow> rows = QueryDb(f.StateDb(), "SELECT status, reason FROM submissions WHERE site = 'site-d'");
   ASSERT_EQ(rows.size(), 1u);
   EXPECT_EQ(AsText(rows[0][0]), "rejected");

@@ -371,3 +371,27 @@ TEST(PrivacyTest, EvaluationFiguresAreADpReleaseChargedInTheLedger) {
 
 }  // namespace
 }  // namespace fedrad::testing
+
+namespace fedrad::testing {
+namespace {
+
+// A site with no validation patients still pays for and sends a release
+// (zeros plus noise, suppressed below min_report): refusing would tell the
+// coordinator that its validation split is empty.
+TEST(PrivacyTest, AnEmptyValidationSplitIsReleasedNotRefused) {
+  const std::string dir = MakeWorkspace();
+  MiniFederation f = SetUpFederation(dir, {.sites = 2, .rounds = 1, .min_nodes = 2, .start_grace_s = 1});
+  ASSERT_FALSE(::testing::Test::HasFailure());
+  ReplaceInFile(f.NodeConfig("site-b"), "validation_fraction = 0.2", "validation_fraction = 0.0");
+  RunFederationToCompletion(f);
+  ASSERT_FALSE(::testing::Test::HasFailure());
+  EXPECT_EQ(QueryDb(f.NodeDb("site-b"), "SELECT COUNT(*) FROM privacy_ledger WHERE kind = 'evaluation'")[0][0],
+            SqlValue(int64_t{1}));
+  EXPECT_TRUE(QueryDb(f.NodeDb("site-b"), "SELECT 1 FROM ledger WHERE kind = 'policy_refused'").empty());
+  EXPECT_EQ(QueryDb(f.StateDb(), "SELECT COUNT(*) FROM evaluation_figures WHERE site = 'site-b'")[0][0],
+            SqlValue(int64_t{1}));
+  RemoveWorkspaceIfPassed(dir);
+}
+
+}  // namespace
+}  // namespace fedrad::testing
