@@ -13,6 +13,7 @@
 #include "common/evaluation_release.h"
 #include "common/files.h"
 #include "common/metrics.h"
+#include "common/model_publication.h"
 #include "common/model_zoo.h"
 #include "coordinator/strategy.h"
 #include "crypto/random.h"
@@ -133,9 +134,7 @@ absl::Status RoundDriver::LoadOrCreateInitialModel() {
                  config_.plan.model.architecture, manifest_.total_elements(), sha->substr(0, 12));
     global_ = std::move(*init);
     global_round_ = 0;
-    absl::MutexLock lock(&mu_);
-    global_sha256_ = *sha;
-    return absl::OkStatus();
+    return Publish(0, *sha);
   }
   absl::StatusOr<ModelParameters> params = models_->Load((*latest)->sha256);
   if (!params.ok()) return params.status();
@@ -146,8 +145,19 @@ absl::Status RoundDriver::LoadOrCreateInitialModel() {
   }
   global_ = std::move(*params);
   global_round_ = (*latest)->round;
+  return Publish(global_round_, (*latest)->sha256);
+}
+
+absl::Status RoundDriver::Publish(int round, const std::string& sha256) {
+  absl::StatusOr<std::string> signature =
+      SignModelPublication(config_.tls.key_pem, {config_.plan.name, round, sha256});
+  if (!signature.ok()) {
+    return absl::InternalError(absl::StrCat("cannot sign the publication of the round ", round,
+                                            " model with the coordinator's kit key: ", signature.status().message()));
+  }
   absl::MutexLock lock(&mu_);
-  global_sha256_ = (*latest)->sha256;
+  global_sha256_ = sha256;
+  global_signature_ = std::move(*signature);
   return absl::OkStatus();
 }
 
@@ -245,6 +255,8 @@ void RoundDriver::SendTrainTask(const std::string& site) {
   t->set_round(static_cast<uint32_t>(round_->round));
   t->set_attempt(static_cast<uint32_t>(round_->attempt));
   t->set_model_sha256(round_->base_sha256);
+  t->mutable_publication()->set_round(static_cast<uint32_t>(round_->round - 1));
+  t->mutable_publication()->set_signature(round_->base_signature);
   t->set_nonce(round_->nonces.at(site));
   t->set_deadline_unix_ms(absl::ToUnixMillis(round_->deadline));
   v1::Hyperparameters* hp = t->mutable_hyperparameters();
@@ -268,6 +280,8 @@ void RoundDriver::SendEvalTask(const std::string& site) {
   t->set_nonce(eval_->nonces.at(site));
   t->set_deadline_unix_ms(absl::ToUnixMillis(eval_->deadline));
   t->set_min_report(static_cast<uint32_t>(config_.plan.min_report));
+  t->mutable_publication()->set_round(static_cast<uint32_t>(eval_->round));
+  t->mutable_publication()->set_signature(eval_->signature);
   channel->second->Send(task);
 }
 
@@ -282,6 +296,7 @@ absl::StatusOr<bool> RoundDriver::RunRoundAttempt(int round) {
     r.round = round;
     r.attempt = *attempt;
     r.base_sha256 = global_sha256_;
+    r.base_signature = global_signature_;
     r.deadline = absl::Now() + absl::Seconds(config_.plan.round_deadline_s);
     absl::StatusOr<std::map<std::string, std::string>> nonces = NoncesForConnectedSites(true);
     if (!nonces.ok()) return nonces.status();
@@ -423,9 +438,7 @@ absl::Status RoundDriver::AggregateInPlace(const OpenRound& r, const RoundUpdate
   global_round_ = r.round;
   PruneStrategyState();
   PruneModels();
-  absl::MutexLock lock(&mu_);
-  global_sha256_ = *sha;
-  return absl::OkStatus();
+  return Publish(r.round, *sha);
 }
 
 std::string RoundDriver::StrategyDir() const { return config_.state_dir + "/strategy"; }
@@ -496,6 +509,7 @@ void RoundDriver::EvaluateRound(int round) {
     OpenEval e;
     e.round = round;
     e.model_sha256 = global_sha256_;
+    e.signature = global_signature_;
     e.deadline = absl::Now() + absl::Seconds(config_.plan.eval_deadline_s);
     absl::StatusOr<std::map<std::string, std::string>> nonces = NoncesForConnectedSites(false);
     if (!nonces.ok()) {
@@ -583,7 +597,7 @@ void RoundDriver::LogPrivacy(const OpenRound& r) {
     any_dp |= t.privacy.has_value();
   }
   for (const auto& [site, p] : r.declined) {
-    parts[site] = absl::StrFormat("%s %.3f/%.3g (budget spent)", site, p.epsilon_spent, p.epsilon_max);
+    parts[site] = absl::StrFormat("%s %.3f/%.3g (declined)", site, p.epsilon_spent, p.epsilon_max);
     any_dp = true;
   }
   if (!any_dp) {
@@ -821,10 +835,14 @@ absl::Status RoundDriver::FinishUpdate(const UpdateTicket& t, const absl::Status
 }
 
 absl::Status RoundDriver::Decline(const std::string& site, const v1::Decline& d) {
-  if (d.reason() != v1::Decline::BUDGET_EXHAUSTED && d.reason() != v1::Decline::POLICY) {
+  if (d.reason() != v1::Decline::BUDGET_EXHAUSTED && d.reason() != v1::Decline::POLICY &&
+      d.reason() != v1::Decline::MODEL_REFUSED) {
     return absl::InvalidArgumentError("a decline must give its reason");
   }
   const bool policy = d.reason() == v1::Decline::POLICY;
+  // A refused model ends this round for the site, not the federation: it
+  // is asked again with the next model.
+  const bool model_refused = d.reason() == v1::Decline::MODEL_REFUSED;
   if (!std::isfinite(d.epsilon_spent()) || d.epsilon_spent() < 0 || !std::isfinite(d.epsilon_max()) ||
       d.epsilon_max() <= 0 || d.detail().size() > 1024) {
     return absl::InvalidArgumentError("the decline's figures are out of range");
@@ -835,7 +853,7 @@ absl::Status RoundDriver::Decline(const std::string& site, const v1::Decline& d)
   SubmissionRecord rec;
   rec.site = site;
   rec.declined = true;
-  rec.reason = absl::StrCat(policy ? "POLICY: " : "BUDGET_EXHAUSTED: ", d.detail());
+  rec.reason = absl::StrCat(policy ? "POLICY: " : model_refused ? "MODEL_REFUSED: " : "BUDGET_EXHAUSTED: ", d.detail());
   rec.privacy = SitePrivacy{};
   rec.privacy->epsilon_spent = d.epsilon_spent();
   rec.privacy->epsilon_max = d.epsilon_max();
@@ -860,13 +878,15 @@ absl::Status RoundDriver::Decline(const std::string& site, const v1::Decline& d)
     }
     round_->answered.insert(site);
     round_->declined[site] = *rec.privacy;
-    exhausted_.insert(site);
+    if (!model_refused) exhausted_.insert(site);
     claims_.Record(site, *rec.privacy, /*update=*/false);
     round = round_->round;
     attempt = round_->attempt;
     changed_.SignalAll();
   }
-  if (policy) {
+  if (model_refused) {
+    spdlog::error("round {}: site {} refused the round's base model: {}", round, site, d.detail());
+  } else if (policy) {
     spdlog::warn("round {}: site {} declined: the task goes beyond its policy ({}); it will not be asked to train "
                  "again in this run",
                  round, site, d.detail());

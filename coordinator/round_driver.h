@@ -121,6 +121,7 @@ class RoundDriver {
     int round = 0;
     int attempt = 0;
     std::string base_sha256;
+    std::string base_signature;  // the base's publication, as every task carries it
     std::map<std::string, std::string> nonces;  // selected site -> nonce
     std::set<std::string> in_progress;
     std::set<std::string> answered;
@@ -131,6 +132,7 @@ class RoundDriver {
   struct OpenEval {
     int round = 0;
     std::string model_sha256;
+    std::string signature;  // of the model's publication
     std::map<std::string, std::string> nonces;
     std::map<std::string, SiteEvaluation> results;
     absl::Time deadline;
@@ -138,6 +140,8 @@ class RoundDriver {
 
   RoundDriver(CoordinatorConfig config, std::unique_ptr<StateStore> state,
               std::unique_ptr<ModelStore> models, Manifest manifest);
+  // Makes `sha256` the global model of `round`, signed for the tasks that name it.
+  absl::Status Publish(int round, const std::string& sha256);
 
   absl::Status LoadOrCreateInitialModel();
   bool WaitForNodes();
@@ -199,6 +203,9 @@ class RoundDriver {
   std::optional<OpenRound> round_ ABSL_GUARDED_BY(mu_);
   std::optional<OpenEval> eval_ ABSL_GUARDED_BY(mu_);
   std::string global_sha256_ ABSL_GUARDED_BY(mu_);
+  // The coordinator's signature of global_sha256_'s publication as round
+  // global_round_ (common/model_publication.h), made once per model.
+  std::string global_signature_ ABSL_GUARDED_BY(mu_);
   bool finished_ ABSL_GUARDED_BY(mu_) = false;
   std::string finish_reason_ ABSL_GUARDED_BY(mu_);
   bool shutdown_ ABSL_GUARDED_BY(mu_) = false;

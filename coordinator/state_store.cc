@@ -2,6 +2,7 @@
 
 #include <nlohmann/json.hpp>
 
+#include "absl/strings/match.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
@@ -327,14 +328,16 @@ absl::StatusOr<std::vector<StateStore::PrivacyAnswer>> StateStore::PrivacyHistor
   absl::MutexLock lock(&mu_);
   absl::StatusOr<std::vector<SqlRow>> rows = db_->Query(
       "SELECT site, status, dp_unit, dp_noise_multiplier, dp_clip_norm, dp_sampling_rate, dp_steps, dp_delta, "
-      "epsilon_spent, epsilon_max FROM submissions WHERE epsilon_spent IS NOT NULL AND status != 'rejected' "
-      "ORDER BY round, attempt, received_at_ms");
+      "epsilon_spent, epsilon_max, COALESCE(reason, '') FROM submissions WHERE epsilon_spent IS NOT NULL AND "
+      "status != 'rejected' ORDER BY round, attempt, received_at_ms");
   if (!rows.ok()) return rows.status();
   std::vector<PrivacyAnswer> out;
   for (const SqlRow& r : *rows) {
     PrivacyAnswer a;
     a.site = AsText(r[0]);
-    a.answer.declined = AsText(r[1]) == "declined";
+    // A site that refused a round's model is asked again next round; any
+    // other decline ends its part in the federation.
+    a.answer.declined = AsText(r[1]) == "declined" && !absl::StartsWith(AsText(r[10]), "MODEL_REFUSED:");
     a.answer.privacy = SitePrivacy{AsText(r[2]),   AsDouble(r[3]), AsDouble(r[4]), AsDouble(r[5]),
                                    AsInt(r[6]),    AsDouble(r[7]), AsDouble(r[8]), AsDouble(r[9])};
     out.push_back(std::move(a));

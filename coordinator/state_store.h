@@ -138,7 +138,7 @@ class StateStore {
   // whether that latest answer was a decline.
   struct LatestPrivacy {
     SitePrivacy privacy;
-    bool declined = false;
+    bool declined = false;  // and will not train again (budget or policy; not a refused model)
   };
   absl::StatusOr<std::map<std::string, LatestPrivacy>> LatestPrivacyBySite();
   // Every DP report of an accepted update and every decline, oldest first,

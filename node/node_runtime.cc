@@ -18,8 +18,10 @@
 #include "absl/time/time.h"
 #include "common/evaluation_release.h"
 #include "common/files.h"
+#include "common/model_publication.h"
 #include "common/model_zoo.h"
 #include "common/safetensors.h"
+#include "crypto/pki.h"
 #include "crypto/secure_noise.h"
 #include "crypto/sha256.h"
 #include "node/trainer.h"
@@ -146,6 +148,19 @@ absl::StatusOr<JoinedPlan> NodeRuntime::Hello() {
   v1::Plan reply;
   grpc::Status s = rpc_->stub->Hello(&ctx, req, &reply);
   if (!s.ok()) return FromGrpc(s, absl::StrCat("coordinator ", config_.coordinator_address));
+  // The certificate TLS verified against the federation's CA: the key every
+  // model publication must be signed with.
+  std::string coordinator_pem;
+  if (std::shared_ptr<const grpc::AuthContext> auth = ctx.auth_context()) {
+    for (const grpc::string_ref& v : auth->FindPropertyValues(GRPC_X509_PEM_CERT_PROPERTY_NAME)) {
+      coordinator_pem.assign(v.data(), v.size());
+    }
+  }
+  if (coordinator_pem.empty()) {
+    return absl::FailedPreconditionError(absl::StrCat(
+        "the coordinator at ", config_.coordinator_address,
+        " presented no certificate this node can check model signatures with"));
+  }
   JoinedPlan p;
   p.federation = reply.federation();
   p.site = reply.site();
@@ -193,6 +208,7 @@ absl::StatusOr<JoinedPlan> NodeRuntime::Hello() {
     return absl::FailedPreconditionError("the federation's model changed while this node was running; restart it");
   }
   manifest_ = std::move(*manifest);
+  coordinator_certificate_pem_ = std::move(coordinator_pem);
   return p;
 }
 
@@ -317,11 +333,47 @@ absl::StatusOr<std::shared_ptr<const ModelParameters>> NodeRuntime::EnsureModel(
                                             "; a model must be finite to train or evaluate on");
     absl::Status recorded = store_->RecordModelRefused(sha256, round, reason, NowMs());
     if (!recorded.ok()) return recorded;
-    return absl::DataLossError(absl::StrCat("model ", sha256.substr(0, 12), " refused: ", reason));
+    return absl::PermissionDeniedError(absl::StrCat("model ", sha256.substr(0, 12), " refused: ", reason));
   }
   model_ = std::make_shared<const ModelParameters>(std::move(file->parameters));
   model_sha256_ = sha256;
   return model_;
+}
+
+absl::Status NodeRuntime::CheckPublication(const v1::ModelPublication& publication, int published_round,
+                                          const std::string& sha256, int task_round) {
+  std::string why;
+  if (static_cast<int64_t>(publication.round()) != published_round) {
+    why = absl::StrCat("the task names model ", sha256.substr(0, 12), " as published in round ", publication.round(),
+                       ", but a round ", task_round, " ", published_round == task_round ? "evaluation" : "training",
+                       " task must use the model published as round ", published_round);
+  } else if (absl::Status v = VerifyModelPublication(coordinator_certificate_pem_,
+                                                     {plan_->federation, published_round, sha256},
+                                                     publication.signature());
+             !v.ok()) {
+    if (v.code() != absl::StatusCode::kPermissionDenied) return v;
+    why = std::string(v.message());
+  }
+  if (!why.empty()) {
+    spdlog::error("round {}: model refused: {}", task_round, why);
+    absl::Status recorded = store_->RecordModelRefused(sha256, task_round, why, NowMs());
+    if (!recorded.ok()) return recorded;
+    return absl::PermissionDeniedError(why);
+  }
+  if (verified_publications_.count({published_round, sha256})) return absl::OkStatus();
+  if (recorded_coordinator_certificate_ != coordinator_certificate_pem_) {
+    absl::StatusOr<crypto::CertificateInfo> info =
+        crypto::ParseCertificate(coordinator_certificate_pem_, "the coordinator's certificate");
+    if (!info.ok()) return info.status();
+    absl::Status s = store_->RecordCoordinatorCertificate(coordinator_certificate_pem_, info->common_name, NowMs());
+    if (!s.ok()) return s;
+    recorded_coordinator_certificate_ = coordinator_certificate_pem_;
+  }
+  absl::Status s = store_->RecordModelVerified(plan_->federation, published_round, sha256, crypto::HexEncode(publication.signature()),
+                                               crypto::Sha256Hex(coordinator_certificate_pem_), NowMs());
+  if (!s.ok()) return s;
+  verified_publications_.insert({published_round, sha256});
+  return absl::OkStatus();
 }
 
 absl::Status NodeRuntime::DeclineRound(const v1::TrainTask& task, DeclineReason reason, const std::string& detail) {
@@ -334,11 +386,13 @@ absl::Status NodeRuntime::DeclineRound(const v1::TrainTask& task, DeclineReason 
     epsilon_spent = SiteEpsilon(*ledger, config_.privacy.delta);
   }
   const int round = static_cast<int>(task.round()), attempt = static_cast<int>(task.attempt());
+  // A refused model has its model_refused entry already.
   absl::Status recorded =
       reason == DeclineReason::kBudget
           ? store_->RecordBudgetRefusal(round, attempt, epsilon_spent, config_.privacy.epsilon_max,
                                         config_.privacy.delta, detail, NowMs())
-          : store_->RecordPolicyRefusal("train", round, attempt, detail, NowMs());
+      : reason == DeclineReason::kPolicy ? store_->RecordPolicyRefusal("train", round, attempt, detail, NowMs())
+                                         : absl::OkStatus();
   if (!recorded.ok()) return recorded;
   grpc::ClientContext ctx;
   ctx.set_deadline(Deadline(task.deadline_unix_ms()));
@@ -346,7 +400,9 @@ absl::Status NodeRuntime::DeclineRound(const v1::TrainTask& task, DeclineReason 
   msg.set_round(task.round());
   msg.set_attempt(task.attempt());
   msg.set_nonce(task.nonce());
-  msg.set_reason(reason == DeclineReason::kBudget ? v1::Decline::BUDGET_EXHAUSTED : v1::Decline::POLICY);
+  msg.set_reason(reason == DeclineReason::kBudget   ? v1::Decline::BUDGET_EXHAUSTED
+                 : reason == DeclineReason::kPolicy ? v1::Decline::POLICY
+                                                    : v1::Decline::MODEL_REFUSED);
   // ε so far is what every update already reports; the detail names
   // settings, never a count (q and steps derive from the released count).
   msg.set_epsilon_spent(epsilon_spent);
@@ -355,7 +411,7 @@ absl::Status NodeRuntime::DeclineRound(const v1::TrainTask& task, DeclineReason 
   v1::SubmitReply reply;
   absl::Status s = FromGrpc(rpc_->stub->DeclineTask(&ctx, msg, &reply), "declining the round");
   if (!s.ok()) return s;
-  return absl::CancelledError(reason == DeclineReason::kBudget ? "declined: BUDGET_EXHAUSTED" : "declined: POLICY");
+  return absl::CancelledError(absl::StrCat("declined: ", v1::Decline::Reason_Name(msg.reason())));
 }
 
 absl::StatusOr<NodeRuntime::PrivateRound> NodeRuntime::ChargeRound(const v1::TrainTask& task,
@@ -487,8 +543,18 @@ absl::Status NodeRuntime::HandleTrain(const v1::TrainTask& task) {
           config_.policy, {plan_->model.architecture, asked(hp.local_epochs()), asked(hp.batch_size())})) {
     return DeclineRound(task, DeclineReason::kPolicy, *beyond);
   }
+  // The base is the model published as the round before: signed, or never
+  // fetched nor trained on.
+  if (absl::Status published = CheckPublication(task.publication(), round - 1, task.model_sha256(), round);
+      !published.ok()) {
+    if (published.code() != absl::StatusCode::kPermissionDenied) return published;
+    return DeclineRound(task, DeclineReason::kModelRefused, std::string(published.message()));
+  }
   absl::StatusOr<std::shared_ptr<const ModelParameters>> global =
       EnsureModel(task.model_sha256(), round, task.deadline_unix_ms());
+  if (global.status().code() == absl::StatusCode::kPermissionDenied) {
+    return DeclineRound(task, DeclineReason::kModelRefused, std::string(global.status().message()));
+  }
   if (!global.ok()) return global.status();
   std::optional<PrivateRound> dp;
   if (config_.trainer == "noop") {
@@ -691,11 +757,19 @@ absl::Status NodeRuntime::HandleEval(const v1::EvalTask& task) {
                                                config_.policy.min_report));
   }
   const int min_report = EffectiveMinReport(config_.policy, static_cast<int>(task.min_report()));
+  // Only the model the coordinator signed as this round's: a model it did
+  // not publish (a probe) is neither fetched nor run on the data.
+  if (absl::Status published = CheckPublication(task.publication(), round, task.model_sha256(), round);
+      !published.ok()) {
+    if (published.code() != absl::StatusCode::kPermissionDenied) return published;
+    return SendEvaluation(task, nullptr);
+  }
   // The round's model is fetched whatever follows: it is the newest the
   // site's clinicians can run (predict --model latest), and fetching it
   // touches no patient data.
   absl::StatusOr<std::shared_ptr<const ModelParameters>> model =
       EnsureModel(task.model_sha256(), round, task.deadline_unix_ms());
+  if (model.status().code() == absl::StatusCode::kPermissionDenied) return SendEvaluation(task, nullptr);
   if (!model.ok()) return model.status();
   if (config_.trainer == "noop") return SendEvaluation(task, nullptr);  // benchmarks: nothing counted
   std::optional<PrivacyCharge> charge;
@@ -833,7 +907,7 @@ absl::Status NodeRuntime::Run() {
         result = HandleEval(task.evaluate());
       }
       if (result.code() == absl::StatusCode::kCancelled) {
-        spdlog::info("the coordinator knows this site's privacy budget is spent");
+        spdlog::info("{}; the coordinator was told why", std::string(result.message()));
       } else if (!result.ok()) {
         spdlog::warn("task failed: {}", std::string(result.message()));
         if (result.code() == absl::StatusCode::kDataLoss) continue;

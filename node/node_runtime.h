@@ -4,6 +4,7 @@
 #include <cstdint>
 #include <memory>
 #include <optional>
+#include <set>
 #include <string>
 
 #include "absl/status/statusor.h"
@@ -19,6 +20,7 @@
 namespace fedrad::v1 {
 class TrainTask;
 class EvalTask;
+class ModelPublication;
 }  // namespace fedrad::v1
 
 namespace fedrad::node {
@@ -63,9 +65,18 @@ class NodeRuntime {
   absl::Status PrepareData(const JoinedPlan& plan);
   // The model of `sha256`: the one in memory, the node's cached copy, or
   // downloaded (and cached) from the coordinator; always checked against its hash.
-  // `round` is the task's, for the audit ledger.
+  // `round` is the task's, for the audit ledger. PermissionDenied (with a
+  // model_refused entry) for a model with a non-finite value.
   absl::StatusOr<std::shared_ptr<const ModelParameters>> EnsureModel(const std::string& sha256, int round,
                                                                      int64_t deadline_ms);
+  // OK if `publication` is the coordinator's signature (checked with the
+  // certificate it presented over TLS) of `sha256` published as
+  // `published_round` of this federation; the first check of each is kept
+  // in the audit ledger. PermissionDenied, with a model_refused entry, if
+  // not: the model is then neither fetched nor used. `task_round` is for the
+  // ledger.
+  absl::Status CheckPublication(const v1::ModelPublication& publication, int published_round,
+                                const std::string& sha256, int task_round);
   absl::Status HandleTrain(const v1::TrainTask& task);
   // Before a DP round: charges the ledger (committed) and fills the DP
   // settings and the count to report, or answers BUDGET_EXHAUSTED (then
@@ -79,7 +90,7 @@ class NodeRuntime {
   absl::StatusOr<PrivateRound> ChargeRound(const v1::TrainTask& task, const LocalTrainingSettings& settings);
   // Tells the coordinator this site will not train this round, after
   // recording why in the ledger; returns Cancelled (the round was answered).
-  enum class DeclineReason { kBudget, kPolicy };
+  enum class DeclineReason { kBudget, kPolicy, kModelRefused };
   absl::Status DeclineRound(const v1::TrainTask& task, DeclineReason reason, const std::string& detail);
   // An update as it travels: in the plan's update_dtype, with the SHA-256
   // of those bytes. Float32 is sent from the delta itself, without a copy.
@@ -126,6 +137,11 @@ class NodeRuntime {
   std::string model_sha256_;
   std::shared_ptr<const ModelParameters> model_;
   std::shared_ptr<const WireUpdate> noop_update_;  // trainer = "noop": the same every round
+  // The coordinator's TLS certificate, as the last Hello saw it: the key
+  // model publications must be signed with.
+  std::string coordinator_certificate_pem_;
+  std::string recorded_coordinator_certificate_;  // the one last put in the audit ledger
+  std::set<std::pair<int, std::string>> verified_publications_;  // (round, sha256) recorded as verified
   // The noisy unit count released (and charged) in this federation: q,
   // steps and the update's weight derive from it (CountReleaseOf).
   std::optional<PrivacyCharge> count_release_;

@@ -3,6 +3,7 @@
 #include <nlohmann/json.hpp>
 
 #include "absl/strings/str_cat.h"
+#include "crypto/sha256.h"
 
 namespace fedrad::node {
 
@@ -134,6 +135,27 @@ absl::Status NodeStore::RecordModelRefused(const std::string& sha256, int round,
   absl::MutexLock lock(&mu_);
   json body = {{"sha256", sha256}, {"round", round}, {"reason", reason}};
   return Log("model_refused", body.dump(), now_ms).status();
+}
+
+absl::Status NodeStore::RecordCoordinatorCertificate(const std::string& certificate_pem, const std::string& subject,
+                                                     int64_t now_ms) {
+  absl::MutexLock lock(&mu_);
+  json body = {{"certificate", certificate_pem}, {"subject", subject},
+               {"sha256", crypto::Sha256Hex(certificate_pem)}};
+  return Log("coordinator_certificate", body.dump(), now_ms).status();
+}
+
+absl::Status NodeStore::RecordModelVerified(const std::string& federation, int published_round,
+                                            const std::string& sha256,
+                                            const std::string& signature_hex, const std::string& certificate_sha256,
+                                            int64_t now_ms) {
+  absl::MutexLock lock(&mu_);
+  json body = {{"federation", federation},
+               {"round", published_round},
+               {"sha256", sha256},
+               {"signature", signature_hex},
+               {"coordinator_certificate_sha256", certificate_sha256}};
+  return Log("model_verified", body.dump(), now_ms).status();
 }
 
 absl::Status NodeStore::RecordDataAccess(const std::string& purpose, int round, int64_t images, int64_t patients,

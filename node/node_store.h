@@ -40,6 +40,16 @@ class NodeStore {
   // A model the node will not use (e.g. a non-finite value): nothing was
   // trained or evaluated on it.
   absl::Status RecordModelRefused(const std::string& sha256, int round, const std::string& reason, int64_t now_ms);
+  // The certificate of the coordinator this node authenticated over TLS,
+  // whose key signs model publications: recorded before the first
+  // publication it verifies ("coordinator_certificate": PEM, subject, SHA-256).
+  absl::Status RecordCoordinatorCertificate(const std::string& certificate_pem, const std::string& subject,
+                                            int64_t now_ms);
+  // A publication checked before its model was used ("model_verified"):
+  // the federation and round it was published as, the model, the signature (hex) and the
+  // SHA-256 of the coordinator certificate it verified with.
+  absl::Status RecordModelVerified(const std::string& federation, int published_round, const std::string& sha256, const std::string& signature_hex,
+                                   const std::string& certificate_sha256, int64_t now_ms);
   // The data read or used: a purpose ("load", "train", "evaluate"), the
   // round (0 for load), how many images and patients, and the SHA-256 of the
   // sorted distinct SOPInstanceUIDs (DataAccessDigest), never the UIDs.

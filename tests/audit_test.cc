@@ -137,12 +137,16 @@ TEST_F(AuditTest, ACleanFederationVerifiesAndEveryKindOfTamperingInEitherLedgerI
   EXPECT_NE(clean.output.find("cross-checked: 6 aggregated update(s) found in their site's ledger"),
             std::string::npos)
       << clean.output;
+  // Each site checked the coordinator's signature of the models of rounds
+  // 0..3 (trained on 0-2, evaluated 1-3), and each re-verifies here.
+  EXPECT_NE(clean.output.find("model publications: 8 signature(s) of the coordinator verified"), std::string::npos)
+      << clean.output;
   EXPECT_NE(clean.output.find("PASS"), std::string::npos);
   EXPECT_NE(clean.output.find("(" + f_.sites[0] + ")"), std::string::npos);
   EXPECT_NE(clean.output.find("(coordinator)"), std::string::npos) << clean.output;
   // Every kind the issue names is there.
   for (const char* kind : {"config", "data_access", "round_joined", "model_received", "dp_charge", "update_sent",
-                           "update_outcome", "evaluation_sent"}) {
+                           "update_outcome", "evaluation_sent", "coordinator_certificate", "model_verified"}) {
     EXPECT_GT(SeqOf(nodes_[0], kind), 0) << kind;
   }
   for (const char* kind : {"round_opened", "update_accepted", "aggregate", "model_published", "round_closed",

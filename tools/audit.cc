@@ -1,15 +1,20 @@
 #include "tools/audit.h"
 
 #include <algorithm>
+#include <map>
 #include <set>
 #include <tuple>
 
 #include <nlohmann/json.hpp>
 
+#include "absl/strings/escaping.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_join.h"
+#include "common/model_publication.h"
 #include "common/sqlite.h"
+#include "crypto/pki.h"
+#include "crypto/sha256.h"
 
 namespace fedrad::tools {
 namespace {
@@ -58,6 +63,50 @@ std::string Where(const AuditedLedger& l, const LedgerEntry& e, int64_t position
   return absl::StrCat(l.path, ": entry ", position, " (seq ", e.seq, ", ", e.kind, ")");
 }
 
+// Every model publication a node's ledger records as verified is re-checked
+// here, without the coordinator: its signature must verify with the
+// coordinator certificate the ledger recorded before it, and that
+// certificate must come from the federation's CA.
+void CheckPublications(AuditVerification& v, const std::string& ca_pem) {
+  for (const AuditedLedger& l : v.ledgers) {
+    if (l.role != "node") continue;
+    std::map<std::string, std::string> certificates;  // sha256 -> PEM, as recorded so far
+    for (size_t i = 0; i < l.entries.size(); ++i) {
+      const LedgerEntry& e = l.entries[i];
+      const json& b = l.bodies[i];
+      const std::string where = Where(l, e, static_cast<int64_t>(i) + 1);
+      if (e.kind == "coordinator_certificate") {
+        const std::string pem = Text(b, "certificate");
+        if (crypto::Sha256Hex(pem) != Text(b, "sha256")) {
+          v.problems.push_back(absl::StrCat(where, ": the certificate does not match its recorded SHA-256"));
+        } else if (absl::Status chain = crypto::VerifyCertificateChain(pem, ca_pem, "the coordinator's certificate",
+                                                                       /*at_any_time=*/true);
+                   !chain.ok()) {
+          v.problems.push_back(absl::StrCat(where, ": ", chain.message()));
+        } else {
+          certificates[Text(b, "sha256")] = pem;
+        }
+      } else if (e.kind == "model_verified") {
+        auto cert = certificates.find(Text(b, "coordinator_certificate_sha256"));
+        const std::string signature = Text(b, "signature");
+        const bool hex = signature.size() % 2 == 0 && signature.find_first_not_of("0123456789abcdef") == std::string::npos;
+        if (cert == certificates.end()) {
+          v.problems.push_back(absl::StrCat(where, ": names a coordinator certificate the ledger does not hold"));
+        } else if (absl::Status ok = VerifyModelPublication(
+                       cert->second,
+                       {Text(b, "federation"), static_cast<int>(Int(b, "round")), Text(b, "sha256")},
+                       hex ? absl::HexStringToBytes(signature) : std::string());
+                   !ok.ok() || !hex) {
+          v.problems.push_back(absl::StrCat(where, ": the publication it records does not verify: ",
+                                            hex ? ok.message() : "the signature is not hex"));
+        } else {
+          ++v.publications_verified;
+        }
+      }
+    }
+  }
+}
+
 struct NodeIndex {
   const AuditedLedger* ledger = nullptr;
   std::set<std::pair<int64_t, std::string>> sent;  // (round, update sha256)
@@ -92,6 +141,7 @@ void CrossCheck(AuditVerification& v) {
     return;
   }
   std::set<std::string> published;
+  std::set<std::pair<int64_t, std::string>> published_as;  // (round, sha256)
   std::set<std::tuple<int64_t, int64_t, std::string, std::string>> accepted;  // round, attempt, site, sha
   std::map<std::string, int> unchecked;  // aggregated updates of sites whose ledger was not given
   for (size_t i = 0; i < coordinator->entries.size(); ++i) {
@@ -100,6 +150,7 @@ void CrossCheck(AuditVerification& v) {
     const std::string where = Where(*coordinator, e, static_cast<int64_t>(i) + 1);
     if (e.kind == "model_published") {
       published.insert(Text(b, "sha256"));
+      published_as.insert({Int(b, "round"), Text(b, "sha256")});
     } else if (e.kind == "aggregate") {
       if (!b.contains("updates") || !b["updates"].is_array()) {
         v.problems.push_back(absl::StrCat(where, ": names no updates"));
@@ -178,6 +229,13 @@ void CrossCheck(AuditVerification& v) {
                                             "published"));
         }
       }
+      // A publication the coordinator signed but did not record: it showed
+      // this site a model that was not the round's global model.
+      if (e.kind == "model_verified" && !published_as.count({Int(b, "round"), Text(b, "sha256")})) {
+        v.problems.push_back(absl::StrCat(where, ": the coordinator signed model ", Text(b, "sha256").substr(0, 12),
+                                          " as round ", Int(b, "round"), " for ", site,
+                                          ", but its ledger does not record publishing it as that round"));
+      }
       if (e.kind == "update_outcome" && Text(b, "outcome") == "accepted") {
         auto sent = n.sent_by_attempt.find({Int(b, "round"), Int(b, "attempt")});
         const std::string sha = sent == n.sent_by_attempt.end() ? "" : sent->second;
@@ -210,6 +268,7 @@ absl::StatusOr<AuditVerification> VerifyAudit(const std::vector<std::string>& no
     for (const LedgerProblem& p : l.problems) v.problems.push_back(absl::StrCat(l.path, ": ", p.ToString()));
     if (l.entries.empty()) v.notes.push_back(absl::StrCat(l.path, ": the ledger is empty"));
   }
+  CheckPublications(v, ca_pem);
   CrossCheck(v);
   return v;
 }
@@ -223,6 +282,8 @@ std::string FormatVerification(const AuditVerification& v) {
   }
   absl::StrAppend(&out, "cross-checked: ", v.updates_cross_checked, " aggregated update(s) found in their site's "
                   "ledger, ", v.models_cross_checked, " model use(s) found published\n");
+  absl::StrAppend(&out, "model publications: ", v.publications_verified,
+                  " signature(s) of the coordinator verified from the sites' ledgers\n");
   // A ledger checked against the wrong CA fails every entry: the first
   // problems say why, the rest only how many (the report lists them all).
   constexpr size_t kShown = 100;

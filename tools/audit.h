@@ -36,6 +36,7 @@ struct AuditVerification {
   std::vector<std::string> notes;
   int updates_cross_checked = 0;  // aggregated updates found in their site's ledger
   int models_cross_checked = 0;   // models a site used, found published
+  int publications_verified = 0;  // coordinator signatures of models sites used, re-verified
   bool ok() const { return problems.empty(); }
 };
 
@@ -48,7 +49,10 @@ struct AuditVerification {
 //  - every model a site joined a round with or received is one the
 //    coordinator published;
 //  - every update a site records as accepted is one the coordinator's
-//    ledger records as accepted (so a coordinator ledger cut short is found).
+//    ledger records as accepted (so a coordinator ledger cut short is found);
+//  - every model publication a site verified re-verifies with the
+//    coordinator certificate its ledger recorded (no coordinator ledger
+//    needed), and is one the coordinator's ledger records for that round.
 // Errors only for files that cannot be read at all.
 absl::StatusOr<AuditVerification> VerifyAudit(const std::vector<std::string>& node_dbs,
                                               const std::string& coordinator_db, const std::string& ca_pem);

@@ -166,6 +166,7 @@ json Report(const AuditVerification& v) {
                 {"notes", v.notes},
                 {"updates_cross_checked", v.updates_cross_checked},
                 {"models_cross_checked", v.models_cross_checked},
+                {"publications_verified", v.publications_verified},
                 {"ledgers", ledgers}}},
               {"sites", sites}};
   if (!coordinator.is_null()) out["federation"] = coordinator;
@@ -298,7 +299,8 @@ std::string AuditReportHtml(const AuditVerification& v) {
                   "</p>\n");
   absl::StrAppend(&out, "<p>Cross-checked: ", v.updates_cross_checked,
                   " aggregated update(s) found in their site's ledger; ", v.models_cross_checked,
-                  " model use(s) found published by the coordinator.</p>\n");
+                  " model use(s) found published by the coordinator; ", v.publications_verified,
+                  " signed model publication(s) re-verified.</p>\n");
   if (!v.problems.empty()) {
     absl::StrAppend(&out, "<h2>Problems</h2><ul id=\"problems\">\n");
     for (const std::string& p : v.problems) absl::StrAppend(&out, "<li>", Escape(p), "</li>\n");
