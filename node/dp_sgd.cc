@@ -2,6 +2,8 @@
 
 #include <torch/torch.h>
 
+#include <cmath>
+
 #include "absl/strings/str_cat.h"
 
 namespace fedrad::node {
@@ -21,7 +23,8 @@ absl::StatusOr<DpStepStats> NoisyClippedGradient(GradSampler& sampler, torch::nn
   if (!(s.clip_norm > 0) || !(s.noise_multiplier >= 0) || !(s.expected_batch > 0)) {
     return absl::InvalidArgumentError("DP-SGD needs clip_norm > 0, noise_multiplier >= 0, expected_batch > 0");
   }
-  absl::StatusOr<GradSampler::Clipped> clipped = sampler.ClippedSum(model, unit_of_sample, num_units, s.clip_norm);
+  const double clip = s.without_clipping ? INFINITY : s.clip_norm;
+  absl::StatusOr<GradSampler::Clipped> clipped = sampler.ClippedSum(model, unit_of_sample, num_units, clip);
   if (!clipped.ok()) return clipped.status();
   torch::NoGradGuard no_grad;
   DpStepStats stats;
@@ -31,6 +34,17 @@ absl::StatusOr<DpStepStats> NoisyClippedGradient(GradSampler& sampler, torch::nn
     const torch::Tensor finite = clipped->unit_norms.masked_select(torch::isfinite(clipped->unit_norms));
     stats.mean_norm = finite.mean().item<double>();
     stats.clipped_fraction = (finite > s.clip_norm).to(torch::kFloat64).mean().item<double>();
+  }
+  // Each sampled canary's clipped value, from the same clipping as the data's units.
+  std::vector<double> canary_value;
+  if (canaries && !canaries->sampled.empty()) {
+    const int64_t n = static_cast<int64_t>(canaries->sampled.size());
+    const torch::Tensor norms = torch::full({n}, canaries->raw_norm, torch::kFloat64);
+    const torch::Tensor factor = ClipFactors(norms, torch::isfinite(norms), clip).contiguous();
+    const double* f = factor.data_ptr<double>();
+    for (int64_t k = 0; k < n; ++k) {
+      canary_value.push_back(canaries->signs[canaries->sampled[k]] * canaries->raw_norm * f[k]);
+    }
   }
   const double noise_std = s.noise_multiplier * s.clip_norm;
   std::vector<double> noise;
@@ -46,9 +60,9 @@ absl::StatusOr<DpStepStats> NoisyClippedGradient(GradSampler& sampler, torch::nn
     torch::Tensor released = canaries ? data_sum.clone() : data_sum;
     if (canaries) {
       double* r = released.data_ptr<double>();
-      for (int64_t i : canaries->sampled) {
-        const int64_t c = canaries->coordinates[i] - offset;
-        if (c >= 0 && c < size) r[c] += canaries->signs[i] * s.clip_norm;
+      for (size_t k = 0; k < canaries->sampled.size(); ++k) {
+        const int64_t c = canaries->coordinates[canaries->sampled[k]] - offset;
+        if (c >= 0 && c < size) r[c] += canary_value[k];
       }
     }
     noise.resize(static_cast<size_t>(size));

@@ -22,6 +22,10 @@ struct DpSgdSettings {
   double clip_norm = 1.0;         // C: bound on each unit's gradient (L2, over all parameters)
   double noise_multiplier = 1.0;  // σ: noise std is σ·C
   double expected_batch = 1.0;    // q × number of units: the divisor, whatever the actual batch
+  // Audits only (`fedrad audit empirical --without-clipping`): no unit is
+  // scaled down, while the noise stays σ·C: a broken clipping, to show that
+  // the audit's canaries catch one. Never set in training.
+  bool without_clipping = false;
 };
 
 struct DpStepStats {
@@ -35,15 +39,19 @@ struct DpStepStats {
 
 // Audits only (`fedrad audit empirical`): Dirac gradient canaries, the
 // white-box canaries of Steinke, Nasr and Jagielski (2023). Canary i is a
-// privacy unit of its own whose gradient is sign_i · C at one coordinate
-// (an index into the trainable parameters, flattened in order) and zero
-// elsewhere. The auditor sees each step's released noisy sum and knows the
-// data's clipped sum (DP protects against an adversary who knows every other
-// record), so each canary's score gains sign_i · (released − data sum) at
-// its coordinate: C for each step it joined, plus the noise there.
+// privacy unit of its own whose gradient is sign_i · raw_norm at one
+// coordinate (an index into the trainable parameters, flattened in order)
+// and zero elsewhere; like every unit it is clipped (ClipFactors) before it
+// joins the sum, so a canary above C tests the clipping too: clipped, it
+// adds sign_i · C. The auditor sees each step's released noisy sum and knows
+// the data's clipped sum (DP protects against an adversary who knows every
+// other record), so each canary's score gains sign_i · (released − data sum)
+// at its coordinate: C for each step it joined (if clipping works), plus
+// the noise there.
 struct CanarySteps {
   std::vector<int64_t> coordinates;  // distinct
   std::vector<double> signs;         // +1 or -1
+  double raw_norm = 0;               // each canary's gradient norm before clipping
   std::vector<double> scores;        // accumulated over the steps
   std::vector<int64_t> sampled;      // this step's canaries (indices into the above)
 };

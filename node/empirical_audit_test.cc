@@ -9,14 +9,15 @@
 namespace fedrad::node {
 namespace {
 
-// A run's shape as RunEmpiricalAudit fills it, without the training.
-EmpiricalAuditResult Shape(int64_t canaries, double sigma, double q, int64_t steps) {
+// A run's shape as RunEmpiricalAudit fills it, without the training: its
+// steps in `rounds` equal rounds.
+EmpiricalAuditResult Shape(int64_t canaries, double sigma, double q, int64_t steps, int rounds = 1) {
   EmpiricalAuditResult r;
   r.canaries = canaries;
   r.canaries_in = canaries / 2;
   r.noise_multiplier = r.noise_used = sigma;
   r.clip_norm = 1;
-  r.sampling_rate = q;
+  for (int i = 0; i < rounds; ++i) r.rounds.push_back({sigma, q, steps / rounds});
   r.steps = steps;
   r.delta = 1e-5;
   r.significance = 0.05;
@@ -38,6 +39,24 @@ TEST(EmpiricalAuditTest, ThePowerIsTheUnderNoisingTheCanariesWouldRefute) {
   EXPECT_EQ(r.verdict(), EmpiricalAuditResult::Verdict::kPass);
   r.audit.epsilon_lower = r.epsilon * 1.01;
   EXPECT_EQ(r.verdict(), EmpiricalAuditResult::Verdict::kFail);
+}
+
+// The ledger's rounds are audited as they ran: the same steps in four
+// rounds are the same claim and nearly the same power (the simulation draws
+// each round's sampling apart), and each round's own σ enters the simulated
+// noise.
+TEST(EmpiricalAuditTest, RoundsFromTheLedgerComposeInTheClaimAndThePower) {
+  const EmpiricalAuditResult one = Shape(5000, 1.2, 0.05, 100);
+  const EmpiricalAuditResult four = Shape(5000, 1.2, 0.05, 100, 4);
+  PrivacyAccountant composed;
+  for (const AuditedRound& x : four.rounds) composed.Compose(x.noise_multiplier, x.sampling_rate, x.steps);
+  EXPECT_NEAR(composed.GetEpsilon(four.delta).epsilon, one.epsilon, 1e-9);
+  EXPECT_NEAR(DetectableNoiseRatio(four), DetectableNoiseRatio(one), 0.05);
+  // A round with twice the σ, the claim kept: noisier scores, so less
+  // under-noising can be refuted.
+  EmpiricalAuditResult mixed = four;
+  mixed.rounds[0].noise_multiplier = 2.4;
+  EXPECT_LT(DetectableNoiseRatio(mixed), DetectableNoiseRatio(four));
 }
 
 TEST(EmpiricalAuditTest, AClaimBeyondTheCanariesReachIsInconclusiveNeverPass) {

@@ -1,5 +1,7 @@
 #include "node/grad_sampler.h"
 
+#include <cmath>
+
 #include <c10/util/variant.h>
 #include <torch/nn/functional/fold.h>
 #include <torch/nn/functional/normalization.h>
@@ -145,6 +147,12 @@ absl::StatusOr<std::vector<torch::Tensor>> GradSampler::PerSampleGradients(const
   return InParameterOrder(model, grads);
 }
 
+torch::Tensor ClipFactors(const torch::Tensor& norms, const torch::Tensor& usable, double clip) {
+  const torch::Tensor scale =
+      std::isinf(clip) ? torch::ones_like(norms) : (clip / (norms + 1e-6)).clamp_max(1.0);
+  return torch::where(usable, scale, torch::zeros({}, norms.options()));
+}
+
 absl::StatusOr<GradSampler::Clipped> GradSampler::ClippedSum(const torch::nn::Module& model,
                                                              const torch::Tensor& unit_of_sample, int64_t num_units,
                                                              double clip) {
@@ -239,9 +247,7 @@ absl::StatusOr<GradSampler::Clipped> GradSampler::ClippedSum(const torch::nn::Mo
   Clipped out;
   out.nonfinite_units = num_units - unit_ok.sum().item<int64_t>();
   out.unit_norms = torch::where(unit_ok, sq.sqrt(), torch::full({}, INFINITY, sq.options()));
-  const torch::Tensor factor =
-      torch::where(unit_ok, (clip / (out.unit_norms + 1e-6)).clamp_max(1.0), torch::zeros({}, sq.options()))
-          .to(torch::kFloat32);  // [U]
+  const torch::Tensor factor = ClipFactors(out.unit_norms, unit_ok, clip).to(torch::kFloat32);  // [U]
   const torch::Tensor weight = identity ? factor : factor.index_select(0, unit_of_sample);  // [B]
   std::map<const void*, torch::Tensor> sums;
   for (const auto& [layer, ag] : ghost_inputs) {

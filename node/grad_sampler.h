@@ -21,6 +21,14 @@ namespace fedrad::node {
 // Use: install with ClassifierImpl::set_tap, run forward and backward on a
 // batch, call PerSampleGradients(), then Clear() before the next batch.
 // Not thread-safe.
+// The factor DP-SGD scales each unit's gradient by: min(1, clip / norm)
+// where `usable` (a finite gradient), else 0. `norms` [U] float64; `clip`
+// +inf leaves every usable unit unscaled (audits only: the broken clipping
+// `fedrad audit empirical --without-clipping` shows). The one place a unit's
+// contribution is bounded: the data's units and the audit's canaries both
+// pass through it.
+torch::Tensor ClipFactors(const torch::Tensor& norms, const torch::Tensor& usable, double clip);
+
 class GradSampler : public LayerTap {
  public:
   void Linear(torch::nn::LinearImpl& layer, const torch::Tensor& input, const torch::Tensor& output) override;

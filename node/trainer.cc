@@ -6,6 +6,7 @@
 #include <torch/optim/sgd.h>
 #include <torch/utils.h>
 
+#include <cmath>
 #include <map>
 
 #include <spdlog/spdlog.h>
@@ -102,7 +103,11 @@ absl::StatusOr<TrainingOutcome> TrainPrivately(ClassifierImpl& model, const Mode
       return absl::InvalidArgumentError(
           "canaries need one sign and inclusion each, and distinct coordinates within the model's parameters");
     }
-    canaries = CanarySteps{c.coordinates, c.signs, std::vector<double>(c.coordinates.size(), 0.0), {}};
+    if (!(c.norm_in_clips > 0) || !std::isfinite(c.norm_in_clips)) {
+      return absl::InvalidArgumentError("a canary's gradient norm must be a positive multiple of C");
+    }
+    canaries = CanarySteps{c.coordinates, c.signs, c.norm_in_clips * dp.clip_norm,
+                           std::vector<double>(c.coordinates.size(), 0.0), {}};
     canaries_in = std::count(c.included.begin(), c.included.end(), true);
   }
   std::unique_ptr<crypto::SecureRandom> rng;
@@ -122,7 +127,8 @@ absl::StatusOr<TrainingOutcome> TrainPrivately(ClassifierImpl& model, const Mode
   const torch::Tensor labels = LabelsTensor(train);
   const double divisor_units = dp.released_units > 0 ? dp.released_units : static_cast<double>(num_units);
   const DpSgdSettings step{dp.clip_norm, dp.noise_multiplier,
-                           dp.sampling_rate * (divisor_units + static_cast<double>(canaries_in))};
+                           dp.sampling_rate * (divisor_units + static_cast<double>(canaries_in)),
+                           dp.without_clipping};
   TrainingOutcome out;
   double loss_sum = 0, norm_sum = 0;
   int64_t seen = 0, norm_steps = 0;

@@ -19,12 +19,14 @@ namespace fedrad::node {
 // to clip_norm, Gaussian noise N(0, σ²C²) added, divided by the expected
 // batch (sampling_rate × units).
 // Audits only (`fedrad audit empirical`): Dirac gradient canaries, each a
-// privacy unit of its own whose gradient is signs[i] · C at coordinates[i]
-// of the flattened parameters (manifest order); see node/dp_sgd.h.
+// privacy unit of its own whose gradient is signs[i] · norm_in_clips · C at
+// coordinates[i] of the flattened parameters (manifest order), clipped like
+// every unit; see node/dp_sgd.h.
 struct GradientCanaries {
   std::vector<int64_t> coordinates;  // distinct, below the model's parameter count
   std::vector<double> signs;         // +1 or -1
   std::vector<bool> included;        // in the training set, sampled like every other unit
+  double norm_in_clips = 1;          // the gradient's norm before clipping, in multiples of C
 };
 
 struct DpTrainingSettings {
@@ -37,6 +39,8 @@ struct DpTrainingSettings {
   uint64_t test_seed = 0;
   // Audits only; null in training.
   std::shared_ptr<const GradientCanaries> canaries;
+  // Audits only (DpSgdSettings::without_clipping); false in training.
+  bool without_clipping = false;
   // The noisy sum is divided by sampling_rate x units, with `units` this
   // count when set (> 0): a federation's released unit count, so that the
   // update's scale (its noise is σC / divisor) tells nothing of the exact

@@ -127,8 +127,8 @@ TEST(TrainerTest, RefusesImagesOfTheWrongSize) {
 }
 
 // Gradient canaries as the auditor reads them: at q = 1 every canary in the
-// set joins every step, so without noise its score is exactly C per step and
-// an absent canary's is 0; with noise, absent canaries' scores are the noise
+// set joins every step, so without noise its score is exactly C per step
+// (whatever its norm before clipping) and an absent canary's is 0; with noise, absent canaries' scores are the noise
 // alone, N(0, (σC)² · steps).
 TEST(TrainerTest, CanaryScoresAreTheirStepsTimesCPlusTheReleasedNoise) {
   SetTorchThreads(1);
@@ -153,6 +153,20 @@ TEST(TrainerTest, CanaryScoresAreTheirStepsTimesCPlusTheReleasedNoise) {
   for (int i = 0; i < 2000; ++i) {
     EXPECT_NEAR(quiet->canary_scores[i], i % 2 == 0 ? 4 * 0.5 : 0.0, 1e-4) << i;
   }
+  // Canaries ten times C pass through the units' clipping: C per step
+  // still; with clipping broken they show it, ten times over.
+  canaries->norm_in_clips = 10;
+  auto clipped = TrainLocally(spec, *global, train, settings);
+  ASSERT_TRUE(clipped.ok()) << clipped.status();
+  settings.dp->without_clipping = true;
+  auto unclipped = TrainLocally(spec, *global, train, settings);
+  ASSERT_TRUE(unclipped.ok()) << unclipped.status();
+  for (int i = 0; i < 2000; i += 2) {
+    EXPECT_NEAR(clipped->canary_scores[i], 4 * 0.5, 1e-4) << i;
+    EXPECT_NEAR(unclipped->canary_scores[i], 4 * 0.5 * 10, 1e-3) << i;
+  }
+  settings.dp->without_clipping = false;
+  canaries->norm_in_clips = 1;
   settings.dp->noise_multiplier = 2.0;
   auto noisy = TrainLocally(spec, *global, train, settings);
   ASSERT_TRUE(noisy.ok());

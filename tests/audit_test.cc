@@ -9,11 +9,13 @@
 #include <filesystem>
 #include <regex>
 
+#include <nlohmann/json.hpp>
 #include <opencv2/imgcodecs.hpp>
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "common/ledger.h"
+#include "common/privacy_accountant.h"
 #include "crypto/pki.h"
 #include "crypto/sha256.h"
 #include "tests/harness.h"
@@ -358,11 +360,12 @@ TEST(EmpiricalAuditTest, WithNoiseTheBoundHoldsWithoutNoiseTheAuditRefutesIt) {
   const std::string dir = MakeWorkspace();
   MiniFederation f = SetUpFederation(dir, {.sites = 1, .rounds = 1, .min_nodes = 1, .patients = 40, .images = 1});
   ASSERT_FALSE(::testing::Test::HasFailure());
-  auto run = [&](bool noise, const std::string& name) {
+  auto run = [&](bool noise, const std::string& name, bool clipping = true) {
     std::vector<std::string> argv = {FedradBin(), "audit",  "empirical", "--config", f.NodeConfig(f.sites[0]),
                                      "--size",    "32",     "--batch",   "16",       "--epochs",
                                      "2",         "--json", dir + "/" + name + ".json"};
     if (!noise) argv.push_back("--without-noise");
+    if (!clipping) argv.push_back("--without-clipping");
     const int code = RunCommand(argv, dir + "/" + name + ".log", std::chrono::minutes(5));
     return std::make_pair(code, ReadText(dir + "/" + name + ".log"));
   };
@@ -389,6 +392,55 @@ TEST(EmpiricalAuditTest, WithNoiseTheBoundHoldsWithoutNoiseTheAuditRefutesIt) {
   EXPECT_GT(number(open_json, "epsilon_lower"), 4.0) << open_log;
   EXPECT_GT(number(open_json, "epsilon_lower"), 2 * number(dp_json, "epsilon_lower") + 1);
   EXPECT_NE(open_log.find("FAIL: the guarantee does not hold"), std::string::npos) << open_log;
+
+  // The canaries (10 C before clipping) go through the units' clipping: with
+  // the noise right but the clipping off, the same audit refutes the claim.
+  EXPECT_EQ(number(dp_json, "canary_norm"), 10);
+  const auto [unclipped_code, unclipped_log] = run(true, "without-clipping", false);
+  EXPECT_EQ(unclipped_code, 1) << unclipped_log;
+  const std::string unclipped_json = ReadText(dir + "/without-clipping.json");
+  EXPECT_GT(number(unclipped_json, "noise_multiplier_used"), 0.5);
+  EXPECT_GT(number(unclipped_json, "epsilon_lower"), 2 * number(dp_json, "epsilon_lower") + 1) << unclipped_log;
+  EXPECT_NE(unclipped_log.find("(clipping switched off)"), std::string::npos) << unclipped_log;
+  RemoveWorkspaceIfPassed(dir);
+}
+
+// Without flags the audit runs what the site ran: each DP-SGD round of its
+// ledger with its own sigma, q and steps, on its newest global model's network.
+TEST(EmpiricalAuditTest, ByDefaultItAuditsTheRoundsInTheSitesLedger) {
+  const std::string dir = MakeWorkspace();
+  MiniFederation f = SetUpFederation(dir, {.sites = 1, .rounds = 2, .min_nodes = 1, .patients = 40, .images = 1,
+                                           .start_grace_s = 1});
+  ASSERT_FALSE(::testing::Test::HasFailure());
+  RunFederationToCompletion(f);
+  ASSERT_FALSE(::testing::Test::HasFailure());
+  const std::vector<SqlRow> charged = QueryDb(
+      f.NodeDb(f.sites[0]),
+      "SELECT noise_multiplier, sampling_rate, steps FROM privacy_ledger WHERE kind = 'dp-sgd' ORDER BY id");
+  ASSERT_EQ(charged.size(), 2u);
+  const std::string json_path = dir + "/ledger.json";
+  const int code = RunCommand({FedradBin(), "audit", "empirical", "--config", f.NodeConfig(f.sites[0]), "--canaries",
+                               "2000", "--json", json_path},
+                              dir + "/ledger.log", std::chrono::minutes(5));
+  const std::string log = ReadText(dir + "/ledger.log");
+  EXPECT_NE(code, 1) << log;
+  EXPECT_NE(code, 2) << log;
+  const nlohmann::json j = nlohmann::json::parse(ReadText(json_path), nullptr, false);
+  ASSERT_TRUE(j.is_object()) << log;
+  EXPECT_NE(j.value("settings_from", "").find("privacy ledger"), std::string::npos) << j.dump(2);
+  EXPECT_NE(j.value("model_from", "").find(".safetensors"), std::string::npos) << j.dump(2);
+  ASSERT_EQ(j["rounds"].size(), 2u) << j.dump(2);
+  for (size_t i = 0; i < 2; ++i) {
+    EXPECT_DOUBLE_EQ(j["rounds"][i]["noise_multiplier"].get<double>(), std::get<double>(charged[i][0]));
+    EXPECT_DOUBLE_EQ(j["rounds"][i]["sampling_rate"].get<double>(), std::get<double>(charged[i][1]));
+    EXPECT_EQ(j["rounds"][i]["steps"].get<int64_t>(), std::get<int64_t>(charged[i][2]));
+  }
+  EXPECT_EQ(j["steps"].get<int64_t>(), std::get<int64_t>(charged[0][2]) + std::get<int64_t>(charged[1][2]));
+  // The claim is both rounds composed (the count release is another mechanism).
+  PrivacyAccountant both;
+  for (const SqlRow& c : charged) both.Compose(std::get<double>(c[0]), std::get<double>(c[1]), std::get<int64_t>(c[2]));
+  EXPECT_NEAR(j["epsilon"].get<double>(), both.GetEpsilon(j["delta"].get<double>()).epsilon, 1e-9);
+  EXPECT_NE(log.find("settings: the site's privacy ledger"), std::string::npos) << log;
   RemoveWorkspaceIfPassed(dir);
 }
 
