@@ -253,22 +253,21 @@ double DetectableNoiseRatio(const EmpiricalAuditResult& r) {
 }
 
 std::string FormatEmpiricalAudit(const EmpiricalAuditResult& r) {
-  std::string rounds;
-  const AuditedRound& first = r.rounds.front();
-  const bool uniform = std::all_of(r.rounds.begin(), r.rounds.end(), [&](const AuditedRound& x) {
-    return x.noise_multiplier == first.noise_multiplier && x.sampling_rate == first.sampling_rate &&
-           x.steps == first.steps;
-  });
-  if (uniform) {
-    rounds = absl::StrFormat("%d round(s) of q = %.5f, %d steps, sigma = %.4f", r.rounds.size(), first.sampling_rate,
-                             first.steps, first.noise_multiplier);
-  } else {
-    std::vector<std::string> each;
-    for (const AuditedRound& x : r.rounds) {
-      each.push_back(absl::StrFormat("(q %.5f, %d steps, sigma %.4f)", x.sampling_rate, x.steps, x.noise_multiplier));
+  // Rounds as printed, runs of equal ones together (target-mode sigmas
+  // differ past the printed digits).
+  std::vector<std::pair<std::string, int>> runs;
+  for (const AuditedRound& x : r.rounds) {
+    const std::string text =
+        absl::StrFormat("q = %.5f, %d steps, sigma = %.4f", x.sampling_rate, x.steps, x.noise_multiplier);
+    if (!runs.empty() && runs.back().first == text) {
+      ++runs.back().second;
+    } else {
+      runs.push_back({text, 1});
     }
-    rounds = absl::StrCat(r.rounds.size(), " rounds: ", absl::StrJoin(each, " "));
   }
+  std::vector<std::string> each;
+  for (const auto& [text, n] : runs) each.push_back(absl::StrCat(n, " round(s) of ", text));
+  const std::string rounds = absl::StrJoin(each, "; ");
   std::string s = absl::StrFormat("settings: %s; model %s %dx%d, %d classes%s\n", r.schedule_source,
                                   r.model.architecture, r.model.input_size, r.model.input_size, r.model.num_classes,
                                   r.model_source == "flags" ? "" : absl::StrCat(" (", r.model_source, ")"));
@@ -286,12 +285,15 @@ std::string FormatEmpiricalAudit(const EmpiricalAuditResult& r) {
   absl::StrAppendFormat(&s, "epsilon_lower = %.4f at %.0f%% confidence; the accountant's epsilon = %.4f (delta %g)\n",
                         r.audit.epsilon_lower, 100 * (1 - r.significance), r.epsilon, r.delta);
   absl::StrAppendFormat(&s,
-                        "power: these canaries can show at most epsilon_lower = %.2f; they would refute a run whose "
-                        "true sigma is at most %.2f x the claimed one, or whose clipping lets a unit weigh %s "
-                        "(simulated at %.0f%% confidence)\n",
-                        r.reach, r.detectable_noise_ratio,
-                        r.detectable_noise_ratio > 0 ? absl::StrFormat("%.1f C or more", 1 / r.detectable_noise_ratio)
-                                                     : std::string("any amount"),
+                        "power: these canaries can show at most epsilon_lower = %.2f; %s (simulated at %.0f%% "
+                        "confidence)\n",
+                        r.reach,
+                        r.detectable_noise_ratio > 0
+                            ? absl::StrFormat("they would refute a run whose true sigma is at most %.2f x the claimed "
+                                              "one, or whose clipping lets a unit weigh %.1f C or more",
+                                              r.detectable_noise_ratio, 1 / r.detectable_noise_ratio)
+                            : std::string("they would not refute even a run without noise or clipping at this "
+                                          "epsilon"),
                         100 * (1 - r.significance));
   if (r.verdict() == EmpiricalAuditResult::Verdict::kPass) {
     absl::StrAppend(&s, "PASS: the measured leakage is within the accountant's epsilon, and the test could have "
