@@ -859,6 +859,9 @@ absl::Status RoundDriver::Decline(const std::string& site, const v1::Decline& d)
   rec.privacy->epsilon_max = d.epsilon_max();
   if (absl::Status possible = claims_.CheckDecline(site, d.epsilon_spent()); !possible.ok()) {
     spdlog::warn("round {}: refused the decline of {}: {}", d.round(), site, std::string(possible.message()));
+    absl::Status recorded = state_->RecordRefusal("decline", site, static_cast<int>(d.round()),
+                                                  std::string(possible.message()), NowMs());
+    if (!recorded.ok()) return recorded;
     return possible;
   }
   int round = 0, attempt = 0;
@@ -959,6 +962,7 @@ absl::Status RoundDriver::RecordEvaluation(const std::string& site, const v1::Ev
   SiteEvaluation result;
   result.site = site;
   std::string sha;
+  absl::Status valid;
   {
     absl::MutexLock lock(&mu_);
     if (!eval_ || static_cast<int>(e.round()) != eval_->round) {
@@ -971,12 +975,19 @@ absl::Status RoundDriver::RecordEvaluation(const std::string& site, const v1::Ev
     if (e.model_sha256() != eval_->model_sha256) {
       return absl::InvalidArgumentError("the evaluation is of a different model");
     }
-    absl::Status valid = CheckEvaluation(e, &result);
-    if (!valid.ok()) return valid;
-    if (eval_->results.count(site)) return absl::AlreadyExistsError("already evaluated");
-    eval_->results[site] = result;
-    sha = eval_->model_sha256;
-    changed_.SignalAll();
+    valid = CheckEvaluation(e, &result);
+    if (valid.ok()) {
+      if (eval_->results.count(site)) return absl::AlreadyExistsError("already evaluated");
+      eval_->results[site] = result;
+      sha = eval_->model_sha256;
+      changed_.SignalAll();
+    }
+  }
+  if (!valid.ok()) {
+    absl::Status recorded =
+        state_->RecordRefusal("evaluation", site, static_cast<int>(e.round()), std::string(valid.message()), NowMs());
+    if (!recorded.ok()) return recorded;
+    return valid;
   }
   return state_->RecordEvaluation(static_cast<int>(e.round()), sha, result, NowMs());
 }

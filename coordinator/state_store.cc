@@ -465,6 +465,13 @@ absl::StatusOr<std::vector<SiteEvaluation>> StateStore::Evaluations(int round) {
   return out;
 }
 
+absl::Status StateStore::RecordRefusal(const std::string& what, const std::string& site, int round,
+                                       const std::string& reason, int64_t now_ms) {
+  absl::MutexLock lock(&mu_);
+  return Log("report_refused",
+             nlohmann::json{{"what", what}, {"site", site}, {"round", round}, {"reason", reason}}.dump(), now_ms);
+}
+
 absl::Status StateStore::TouchNode(const std::string& site, int64_t now_ms) {
   absl::MutexLock lock(&mu_);
   return db_->Execute(

@@ -129,6 +129,12 @@ class StateStore {
                          int64_t now_ms);
 
   absl::Status RecordSubmission(int round, int attempt, const SubmissionRecord& s, int64_t now_ms);
+  // A site's report refused for what it claims (an evaluation release out
+  // of bounds, a decline whose epsilon is impossible): a ledger entry
+  // ("report_refused": what, site, round, reason). Refused updates are
+  // submissions (update_rejected).
+  absl::Status RecordRefusal(const std::string& what, const std::string& site, int round, const std::string& reason,
+                             int64_t now_ms);
   absl::Status RecordEvaluation(int round, const std::string& model_sha256, const SiteEvaluation& e,
                                 int64_t now_ms);
   absl::StatusOr<std::vector<SiteEvaluation>> Evaluations(int round);

@@ -110,6 +110,16 @@ TEST(BadUpdateTest, BadEvaluationReportsAreRefused) {
   EXPECT_EQ(QueryDb(f.StateDb(), "SELECT COUNT(*) FROM evaluations")[0][0], SqlValue(int64_t{0}));
   EXPECT_EQ(QueryDb(f.StateDb(), "SELECT COUNT(*) FROM rounds WHERE status = 'applied'")[0][0],
             SqlValue(int64_t{1}));
+  // Each refusal is in the coordinator's ledger, with the site and the reason.
+  for (const auto& [site, reason] : std::vector<std::pair<std::string, std::string>>{
+           {"site-a", "below the plan"}, {"site-b", "beyond any site"}}) {
+    EXPECT_EQ(QueryDb(f.StateDb(), absl::StrCat("SELECT COUNT(*) FROM ledger WHERE kind = 'report_refused' AND "
+                                                "json_extract(body, '$.what') = 'evaluation' AND "
+                                                "json_extract(body, '$.site') = '", site,
+                                                "' AND json_extract(body, '$.reason') LIKE '%", reason, "%'"))[0][0],
+              SqlValue(int64_t{1}))
+        << site;
+  }
   RemoveWorkspaceIfPassed(dir);
 }
 

@@ -393,5 +393,50 @@ TEST(PrivacyTest, AnEmptyValidationSplitIsReleasedNotRefused) {
   RemoveWorkspaceIfPassed(dir);
 }
 
+// What the coordinator stores about a site's size, for several sizes: the
+// update's weight, batch / q and the steps follow from the count the site
+// released (its ledger's `count` charge, noised with σ = 20), and the exact
+// count is only in the site's own ledger. Two sizes one patient apart and a
+// larger one: every stored figure matches the release, none needs the exact
+// count.
+TEST(PrivacyTest, TheCoordinatorStoresOnlyReleasedCounts) {
+  const std::string workspace = MakeWorkspace();
+  for (int patients : {40, 41, 90}) {
+    SCOPED_TRACE(patients);
+    const std::string dir = workspace + "/patients-" + std::to_string(patients);
+    std::filesystem::create_directories(dir);
+    MiniFederation f = SetUpFederation(dir, {.sites = 1, .rounds = 1, .min_nodes = 1, .patients = patients,
+                                             .images = 1, .start_grace_s = 1, .min_report = 0, .batch_size = 8});
+    ASSERT_FALSE(::testing::Test::HasFailure());
+    RunFederationToCompletion(f);
+    ASSERT_FALSE(::testing::Test::HasFailure());
+    const std::vector<SqlRow> count =
+        QueryDb(f.NodeDb(f.sites[0]), "SELECT units, released FROM privacy_ledger WHERE kind = 'count'");
+    ASSERT_EQ(count.size(), 1u);
+    const int64_t exact = AsInt(count[0][0]);
+    const double released = AsDouble(count[0][1]);
+    EXPECT_GT(exact, patients / 2);  // the training split's patients: in the site's ledger only
+    const std::vector<SqlRow> stored = QueryDb(
+        f.StateDb(), "SELECT num_examples, dp_sampling_rate, dp_steps FROM submissions WHERE status = 'accepted'");
+    ASSERT_EQ(stored.size(), 1u);
+    EXPECT_EQ(AsInt(stored[0][0]), static_cast<int64_t>(released)) << "the weight is the release";
+    const double q = AsDouble(stored[0][1]);
+    const double rounded = static_cast<double>(std::llround(released));
+    EXPECT_NEAR(8 / q, std::max(rounded, 8.0), 1e-6 * rounded) << "batch / q is the release";
+    // The steps are the plan's one epoch over q: nothing else of the data.
+    EXPECT_EQ(AsInt(stored[0][2]), std::max<int64_t>(1, std::llround(1 / q))) << q;
+    const std::vector<SqlRow> charged =
+        QueryDb(f.NodeDb(f.sites[0]), "SELECT steps FROM privacy_ledger WHERE kind = 'dp-sgd'");
+    ASSERT_EQ(charged.size(), 1u);
+    EXPECT_EQ(AsInt(charged[0][0]), AsInt(stored[0][2]));
+    // Nowhere in the submissions is the exact count.
+    EXPECT_EQ(QueryDb(f.StateDb(), absl::StrCat("SELECT 1 FROM submissions WHERE num_examples = ", exact,
+                                                 " AND num_examples != ", static_cast<int64_t>(released)))
+                  .size(),
+              0u);
+  }
+  RemoveWorkspaceIfPassed(workspace);
+}
+
 }  // namespace
 }  // namespace fedrad::testing
