@@ -344,6 +344,10 @@ TEST_F(AuditTest, TheReportRendersInChromiumWithTheChartDrawnAndTheLedgersNumber
   const std::string facts = ReadText(json);
   EXPECT_NE(facts.find("\"status\": \"pass\""), std::string::npos);
   EXPECT_NE(facts.find("\"epsilon_by_round\""), std::string::npos);
+  // Each site's verified publications, rounds 0-3 (trained on 0-2, evaluated 1-3).
+  const nlohmann::json j = nlohmann::json::parse(facts);
+  for (const nlohmann::json& site : j["sites"]) EXPECT_EQ(site["models_verified"].size(), 4u) << site.dump();
+  EXPECT_NE(ReadText(html).find("Model publications verified"), std::string::npos);
 }
 
 }  // namespace

@@ -27,7 +27,7 @@ json SiteFacts(const AuditedLedger& l) {
                {"ledger_intact", l.problems.empty()}};
   json rounds = json::array(), counts = json::array(), accesses = json::array(), sent = json::array(),
        models = json::array(), evaluations = json::array(), refusals = json::array(), configs = json::array(),
-       models_refused = json::array(), evaluation_charges = json::array();
+       models_refused = json::array(), evaluation_charges = json::array(), models_verified = json::array();
   std::map<std::pair<int64_t, int64_t>, std::string> outcomes;  // (round, attempt) -> outcome
   double epsilon = 0, delta = 0, epsilon_max = 0;
   bool dp = false;
@@ -35,7 +35,7 @@ json SiteFacts(const AuditedLedger& l) {
   const std::map<std::string, json*> listed = {{"data_access", &accesses},     {"update_sent", &sent},
                                                {"model_received", &models},    {"evaluation_sent", &evaluations},
                                                {"budget_refused", &refusals},  {"model_refused", &models_refused},
-                                               {"policy_refused", &refusals}};
+                                               {"policy_refused", &refusals},  {"model_verified", &models_verified}};
   for (size_t i = 0; i < l.entries.size(); ++i) {
     const LedgerEntry& e = l.entries[i];
     json b = l.bodies[i];  // a copy: the report adds the time
@@ -95,6 +95,7 @@ json SiteFacts(const AuditedLedger& l) {
   site["updates_sent"] = sent;
   site["models_received"] = models;
   site["models_refused"] = models_refused;
+  site["models_verified"] = models_verified;
   site["evaluations_sent"] = evaluations;
   site["budget_refusals"] = refusals;
   site["config_changes"] = configs;
@@ -363,6 +364,11 @@ std::string AuditReportHtml(const AuditVerification& v) {
                     "<h3>Models received</h3>\n",
                     Table(s["models_received"], {{"round", "round"}, {"sha256", "SHA-256"}, {"bytes", "bytes"}},
                           "models"),
+                    "<h3>Model publications verified (the coordinator's signature, checked before use)</h3>\n",
+                    Table(s["models_verified"],
+                          {{"round", "published as round"}, {"sha256", "SHA-256"},
+                           {"coordinator_certificate_sha256", "coordinator certificate SHA-256"}},
+                          "models-verified"),
                     "<h3>Models refused</h3>\n",
                     Table(s["models_refused"], {{"round", "round"}, {"sha256", "SHA-256"}, {"reason", "reason"}},
                           "models-refused"),
