@@ -38,6 +38,8 @@ absl::StatusOr<FederationPlan> LoadPlan(const std::string& path) {
   p.min_nodes = static_cast<int>(c.GetInt("federation.min_nodes", 2, 1, 100000));
   p.round_deadline_s = c.GetDouble("federation.round_deadline_s", 600, 1, 7 * 86400);
   p.close_at_fraction = c.GetDouble("federation.close_at_fraction", 1.0, 0.01, 1.0);
+  p.max_attempts = static_cast<int>(c.GetInt("federation.max_attempts", 5, 1, 1000));
+  p.retry_backoff_s = c.GetDouble("federation.retry_backoff_s", 5, 0, 3600);
   p.eval_deadline_s = c.GetDouble("federation.eval_deadline_s", 120, 1, 86400);
   p.min_report = static_cast<int>(c.GetInt("federation.min_report", 10, 0, 1000000));
   p.start_grace_s = c.GetDouble("federation.start_grace_s", 5, 0, 86400);

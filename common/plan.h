@@ -69,6 +69,12 @@ struct FederationPlan {
   // below 1 closes the round once this share of them has answered (and at
   // least min_nodes updates were accepted).
   double close_at_fraction = 1.0;
+  // A round that fails (too few accepted updates) is retried after
+  // retry_backoff_s, doubling each time up to 300 s, at most max_attempts
+  // times in all; then the federation ends with the reason. Every attempt is
+  // a charged training task at every DP site, so retries are never free.
+  int max_attempts = 5;
+  double retry_backoff_s = 5;
   double eval_deadline_s = 120;
   // Small-count suppression in federated evaluation: a site with fewer
   // validation cases than this reports only its count, no figures.

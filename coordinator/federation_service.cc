@@ -417,7 +417,7 @@ class UpdateReceiver final : public grpc::ServerBidiReactor<v1::UpdateChunk, v1:
       // The site's spool file is overwritten in place (see BeginUpdate).
       fd_ = ::open(ticket_->spool_path.c_str(), O_WRONLY | O_CREAT | O_CLOEXEC, 0600);
       if (fd_ < 0) {
-        Reject(absl::InternalError("coordinator cannot spool the update"));
+        Reject(absl::InternalError(absl::StrCat("coordinator cannot spool the update: ", std::strerror(errno))));
         return;
       }
       {
@@ -474,7 +474,8 @@ class UpdateReceiver final : public grpc::ServerBidiReactor<v1::UpdateChunk, v1:
     while (done < spooled_bytes) {
       ssize_t w = ::write(fd_, spooled + done, spooled_bytes - done);
       if (w <= 0) {
-        Reject(absl::InternalError("coordinator cannot spool the update"));
+        Reject(absl::InternalError(
+            absl::StrCat("coordinator cannot spool the update: ", w < 0 ? std::strerror(errno) : "nothing written")));
         return;
       }
       done += static_cast<size_t>(w);

@@ -180,6 +180,7 @@ absl::Status RoundDriver::Run() {
     if (evals.ok() && evals->empty() && WaitForNodes()) EvaluateRound(global_round_);
   }
   std::string reason = "the federation has finished all rounds";
+  int failed_attempts = 0;  // of the round under way
   while (global_round_ < config_.plan.rounds) {
     {
       absl::MutexLock lock(&mu_);
@@ -194,7 +195,27 @@ absl::Status RoundDriver::Run() {
     if (!WaitForNodes()) return absl::CancelledError("shut down while waiting for nodes");
     absl::StatusOr<bool> applied = RunRoundAttempt(global_round_ + 1);
     if (!applied.ok()) return applied.status();
-    if (*applied) EvaluateRound(global_round_);
+    if (*applied) {
+      failed_attempts = 0;
+      EvaluateRound(global_round_);
+      continue;
+    }
+    // Every attempt is a charged training task at every DP site: retried
+    // after a pause that doubles, a bounded number of times.
+    if (++failed_attempts >= config_.plan.max_attempts) {
+      reason = absl::StrCat("round ", global_round_ + 1, " failed ", failed_attempts,
+                            " attempt(s) (federation.max_attempts); the federation ends rather than ask the sites to "
+                            "spend more privacy budget on it");
+      spdlog::error("{}", reason);
+      FinishFederation(reason);
+      return absl::AbortedError(reason);
+    }
+    const double pause = std::min(300.0, config_.plan.retry_backoff_s * std::pow(2.0, failed_attempts - 1));
+    spdlog::info("round {}: attempt {} of at most {} in {:.1f}s", global_round_ + 1, failed_attempts + 1,
+                 config_.plan.max_attempts, pause);
+    absl::MutexLock lock(&mu_);
+    const absl::Time until = absl::Now() + absl::Seconds(pause);
+    while (!shutdown_ && absl::Now() < until) changed_.WaitWithDeadline(&mu_, until);
   }
   FinishFederation(reason);
   return absl::OkStatus();
@@ -330,11 +351,24 @@ absl::StatusOr<bool> RoundDriver::RunRoundAttempt(int round) {
   const int answered = static_cast<int>(closed.answered.size());
   const int accepted = static_cast<int>(closed.accepted.size());
   if (accepted < config_.plan.min_nodes) {
-    const std::string note = absl::StrCat(accepted, " accepted update(s) of ", closed.nonces.size(),
-                                          " selected; min_nodes is ", config_.plan.min_nodes);
-    spdlog::warn("round {} (attempt {}) not applied: {}; retrying", round, closed.attempt, note);
+    std::string note = absl::StrCat(accepted, " accepted update(s) of ", closed.nonces.size(),
+                                    " selected; min_nodes is ", config_.plan.min_nodes);
+    if (!closed.coordinator_failures.empty()) {
+      absl::StrAppend(&note, "; the coordinator could not take ", closed.coordinator_failures.size(),
+                      " update(s) itself (", absl::StrJoin(closed.coordinator_failures, "; "), ")");
+    }
+    spdlog::warn("round {} (attempt {}) not applied: {}", round, closed.attempt, note);
     absl::Status s = state_->FailRound(round, closed.attempt, answered, note, NowMs());
     if (!s.ok()) return s;
+    if (!closed.coordinator_failures.empty()) {
+      // The sites did their part and paid for it: asking again would charge
+      // them again for the coordinator's own failure.
+      return absl::FailedPreconditionError(absl::StrCat(
+          "round ", round, " (attempt ", closed.attempt, ") failed because this coordinator could not store the "
+          "sites' updates (", absl::StrJoin(closed.coordinator_failures, "; "), "); stopping rather than ask them "
+          "to train and spend privacy budget again. Check the state directory ", config_.state_dir,
+          " (space, permissions) and the open-file limit, then restart"));
+    }
     return false;
   }
   absl::Status s = Aggregate(closed);
@@ -813,6 +847,11 @@ absl::Status RoundDriver::FinishUpdate(const UpdateTicket& t, const absl::Status
       round_->in_progress.erase(t.site);
       round_->answered.insert(t.site);
       if (rec.accepted) round_->accepted.push_back(t);
+      // Internal: a failure of this coordinator's own (the spool, the sum),
+      // not of the site's update.
+      if (!rec.accepted && outcome.code() == absl::StatusCode::kInternal) {
+        round_->coordinator_failures.push_back(absl::StrCat(t.site, ": ", rec.reason));
+      }
       changed_.SignalAll();
     }
   }

@@ -127,6 +127,9 @@ class RoundDriver {
     std::set<std::string> answered;
     std::vector<UpdateTicket> accepted;
     std::map<std::string, SitePrivacy> declined;  // what each declining site reported
+    // Updates this coordinator failed to take for reasons of its own (its
+    // spool unwritable, out of descriptors): site and reason.
+    std::vector<std::string> coordinator_failures;
     absl::Time deadline;
   };
   struct OpenEval {

@@ -127,7 +127,8 @@ MiniFederation SetUpFederation(const std::string& dir, const MiniFederationOptio
   f.port = FreePort();
   std::string plan = absl::StrCat(
       "[federation]\nname = \"it\"\nrounds = ", o.rounds, "\nmin_nodes = ", o.min_nodes,
-      "\nround_deadline_s = ", o.round_deadline_s, "\neval_deadline_s = 30\nstart_grace_s = ",
+      "\nround_deadline_s = ", o.round_deadline_s, "\nmax_attempts = ", o.max_attempts,
+      "\nretry_backoff_s = ", o.retry_backoff_s, "\neval_deadline_s = 30\nstart_grace_s = ",
       o.start_grace_s, "\nseed = 3\nmin_report = ", o.min_report, "\nupdate_dtype = \"", o.update_dtype, "\"\n\n[model]\narchitecture = \"ctnet\"\ninput_size = 32\n\n",
       "[training]\nlocal_epochs = ", o.local_epochs, "\nbatch_size = ", o.batch_size, "\nlearning_rate = 0.01\n\n",
       "[coordinator]\naddress = \"127.0.0.1:", f.port, "\"\nhosts = [\"localhost\", \"127.0.0.1\"]\n");

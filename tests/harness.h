@@ -93,6 +93,9 @@ struct MiniFederationOptions {
   // The plan's batch. Under DP q = batch / the released (noisy) unit count:
   // a batch far above any release (1000) makes q = 1 whatever the noise.
   int batch_size = 16;
+  // The plan's retry policy (tests retry quickly, and as often as they need).
+  int max_attempts = 20;
+  double retry_backoff_s = 0.2;
 };
 
 // Writes a plan, synthesizes data and provisions kits with `fedrad`.

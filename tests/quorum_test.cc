@@ -5,8 +5,10 @@
 
 #include <gtest/gtest.h>
 
+#include <filesystem>
 #include <thread>
 
+#include "absl/strings/str_cat.h"
 #include "tests/harness.h"
 
 namespace fedrad::testing {
@@ -50,6 +52,59 @@ TEST(QuorumTest, RoundWithTooFewAnswersIsRetriedNeverApplied) {
   EXPECT_EQ(QueryDb(f.StateDb(), "SELECT COUNT(*) FROM rounds WHERE status = 'applied'")[0][0], SqlValue(int64_t{2}));
   EXPECT_EQ(QueryDb(f.StateDb(), "SELECT COUNT(*) FROM models")[0][0], SqlValue(int64_t{3}));
   EXPECT_NE(coordinator->Log().find("round 1 (attempt 1) not applied"), std::string::npos);
+  RemoveWorkspaceIfPassed(dir);
+}
+
+// Every attempt is a charged training task at every DP site: a round that
+// keeps failing (here every update is refused) is retried a bounded number
+// of times, with a pause between attempts, and the federation then ends
+// with the reason instead of charging the sites again and again.
+TEST(QuorumTest, ARoundThatKeepsFailingEndsAfterMaxAttempts) {
+  const std::string dir = MakeWorkspace();
+  MiniFederation f = SetUpFederation(dir, {.sites = 1, .rounds = 2, .min_nodes = 1, .patients = 4, .images = 1,
+                                           .dp = false, .max_attempts = 3, .retry_backoff_s = 0.5});
+  ASSERT_FALSE(::testing::Test::HasFailure());
+  auto coordinator = StartCoordinator(f, "coordinator.log");
+  Process rogue({RogueNodeBin(), dir + "/kits/site-a", absl::StrCat("127.0.0.1:", f.port), "nan"},
+                dir + "/site-a.log");
+  ASSERT_EQ(coordinator->Wait(std::chrono::minutes(2)), 1) << coordinator->Log();
+  EXPECT_EQ(rogue.Wait(std::chrono::seconds(30)), 0) << "told to stop\n" << rogue.Log();
+  EXPECT_EQ(QueryDb(f.StateDb(), "SELECT COUNT(*) FROM rounds WHERE round = 1 AND status = 'failed'")[0][0],
+            SqlValue(int64_t{3}));
+  EXPECT_TRUE(QueryDb(f.StateDb(), "SELECT 1 FROM rounds WHERE round = 2").empty());
+  const std::string log = coordinator->Log();
+  EXPECT_NE(log.find("round 1 failed 3 attempt(s) (federation.max_attempts)"), std::string::npos) << log;
+  // The pauses double: 0.5 s, then 1 s.
+  EXPECT_NE(log.find("round 1: attempt 2 of at most 3 in 0.5s"), std::string::npos) << log;
+  EXPECT_NE(log.find("round 1: attempt 3 of at most 3 in 1.0s"), std::string::npos) << log;
+  RemoveWorkspaceIfPassed(dir);
+}
+
+// A coordinator that cannot store the updates it is sent (its spool is
+// gone) does not ask the sites to train again: the sites did their part and
+// paid for it. It stops after the one attempt, saying what to fix.
+TEST(QuorumTest, ACoordinatorThatCannotStoreUpdatesStopsWithoutRetrying) {
+  const std::string dir = MakeWorkspace();
+  MiniFederation f = SetUpFederation(dir, {.sites = 1, .rounds = 2, .min_nodes = 1, .patients = 4, .images = 1,
+                                           .dp = false, .retry_backoff_s = 0.1});
+  ASSERT_FALSE(::testing::Test::HasFailure());
+  auto coordinator = StartCoordinator(f, "coordinator.log");
+  // The spool directory replaced by a file: every spool open fails (ENOTDIR),
+  // even for root.
+  const std::string spool = dir + "/kits/coordinator/state/spool";
+  std::filesystem::remove_all(spool);
+  WriteText(spool, "not a directory");
+  Process node({RogueNodeBin(), dir + "/kits/site-a", absl::StrCat("127.0.0.1:", f.port), "eval-small"},
+               dir + "/site-a.log");
+  ASSERT_EQ(coordinator->Wait(std::chrono::minutes(2)), 1) << coordinator->Log();
+  const std::string log = coordinator->Log();
+  EXPECT_NE(log.find("could not store the sites' updates (site-a: coordinator cannot spool the update: Not a "
+                     "directory)"),
+            std::string::npos)
+      << log;
+  EXPECT_NE(log.find("stopping rather than ask them to train and spend privacy budget again"), std::string::npos);
+  EXPECT_EQ(QueryDb(f.StateDb(), "SELECT COUNT(*) FROM rounds")[0][0], SqlValue(int64_t{1})) << "one attempt only";
+  node.Signal(SIGKILL);
   RemoveWorkspaceIfPassed(dir);
 }
 
