@@ -1,9 +1,11 @@
 #include "common/plan.h"
 
 #include <algorithm>
+#include <cmath>
 #include <set>
 
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
 #include "absl/strings/str_join.h"
 #include "common/config.h"
 
@@ -119,6 +121,33 @@ absl::StatusOr<FederationPlan> LoadPlan(const std::string& path) {
   if (n > 0 && static_cast<size_t>(p.min_nodes) > n) {
     c.Fail("federation.min_nodes",
            absl::StrCat("is ", p.min_nodes, " but the plan has only ", n, " site(s)"));
+  }
+  // A robust strategy that cannot work with the updates a round may be
+  // applied with (min_nodes of them) would keep the model while every DP
+  // site pays for the round: refused here, before anyone trains.
+  const int least = p.min_nodes;
+  if (st.name == "krum" || st.name == "multi-krum") {
+    const int needed = 2 * st.byzantine + 3;
+    if (least < needed) {
+      c.Fail("federation.min_nodes",
+             absl::StrCat("is ", least, ", but ", st.name, " with strategy.byzantine = ", st.byzantine,
+                          " needs at least 2f + 3 = ", needed, " updates in every round it applies; raise min_nodes to ",
+                          needed, " (with that many sites) or lower byzantine"));
+    }
+    if (st.name == "multi-krum" && st.multi_krum_select > 0 && st.multi_krum_select > least - st.byzantine) {
+      c.Fail("strategy.multi_krum_select",
+             absl::StrCat("is ", st.multi_krum_select, ", more than min_nodes - byzantine = ", least - st.byzantine,
+                          " (the honest updates of the smallest round it applies)"));
+    }
+  } else if (st.name == "median" && least < 3) {
+    c.Fail("federation.min_nodes", absl::StrCat("is ", least, ", but a coordinate-wise median of fewer than 3 "
+                                                "updates resists no outlier; use min_nodes >= 3 or fedavg"));
+  } else if (st.name == "trimmed-mean" && st.trim_fraction > 0 && st.trim_fraction * least < 1) {
+    c.Fail("strategy.trim_fraction",
+           absl::StrFormat("is %g: with min_nodes = %d a round may trim nothing (floor(%g x %d) = 0 at each end); "
+                           "raise min_nodes to at least %d or trim_fraction to at least %g",
+                           st.trim_fraction, least, st.trim_fraction, least,
+                           static_cast<int>(std::ceil(1 / st.trim_fraction)), 1.0 / least));
   }
   absl::Status s = c.Finish();
   if (!s.ok()) return s;

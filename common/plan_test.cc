@@ -68,6 +68,33 @@ TEST(PlanTest, StrategyPrivacyAndNormBound) {
             std::string::npos) << sized.status();
 }
 
+// A robust strategy the plan's quorum cannot feed is refused before anyone
+// trains (it would keep the model while every DP site pays for the round).
+TEST(PlanTest, RobustStrategiesNeedTheUpdatesTheyWorkWith) {
+  std::string five;
+  for (const char* site : {"a", "b", "c", "d", "e"}) five += std::string("[[site]]\nname = \"") + site + "\"\n";
+  auto plan = [&](int min_nodes, const std::string& strategy) {
+    return LoadPlan(WritePlan("[federation]\nname = \"d\"\nmin_nodes = " + std::to_string(min_nodes) +
+                              "\n[strategy]\n" + strategy + five));
+  };
+  auto krum3 = plan(3, "name = \"krum\"\n");  // f = 1 needs 5
+  ASSERT_FALSE(krum3.ok());
+  EXPECT_NE(krum3.status().message().find("needs at least 2f + 3 = 5 updates"), std::string::npos) << krum3.status();
+  EXPECT_TRUE(plan(5, "name = \"krum\"\n").ok());
+  EXPECT_TRUE(plan(3, "name = \"krum\"\nbyzantine = 0\n").ok());
+  auto select = plan(5, "name = \"multi-krum\"\nmulti_krum_select = 5\n");
+  ASSERT_FALSE(select.ok());
+  EXPECT_NE(select.status().message().find("multi_krum_select"), std::string::npos);
+  auto median = plan(2, "name = \"median\"\n");
+  ASSERT_FALSE(median.ok());
+  EXPECT_NE(median.status().message().find("fewer than 3"), std::string::npos);
+  EXPECT_TRUE(plan(3, "name = \"median\"\n").ok());
+  auto trimmed = plan(4, "name = \"trimmed-mean\"\ntrim_fraction = 0.2\n");  // floor(0.8) = 0
+  ASSERT_FALSE(trimmed.ok());
+  EXPECT_NE(trimmed.status().message().find("may trim nothing"), std::string::npos) << trimmed.status();
+  EXPECT_TRUE(plan(5, "name = \"trimmed-mean\"\ntrim_fraction = 0.2\n").ok());
+}
+
 TEST(PlanTest, UpdateDtype) {
   const std::string sites = "[[site]]\nname = \"a\"\n[[site]]\nname = \"b\"\n";
   auto p = LoadPlan(WritePlan("[federation]\nname = \"d\"\n" + sites));

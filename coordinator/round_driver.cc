@@ -429,11 +429,15 @@ absl::Status RoundDriver::Aggregate(const OpenRound& r) {
 absl::Status RoundDriver::AggregateInPlace(const OpenRound& r, const RoundUpdates& in) {
   absl::StatusOr<AggregateResult> result = strategy_->Aggregate(r.round, in, &global_.values);
   if (!result.ok()) return result.status();
-  if (result->changed) {
-    spdlog::info("round {}: {}", r.round, result->note);
-  } else {
-    spdlog::warn("round {}: {}", r.round, result->note);
+  if (!result->changed) {
+    // Every site paid for this round; a strategy that keeps the model would
+    // make them pay again for nothing next round.
+    return absl::FailedPreconditionError(absl::StrCat(
+        "round ", r.round, ": ", result->note, ": the ", strategy_->name(), " strategy kept the model, so the sites' "
+        "charged round bought nothing; the federation stops rather than spend more of their budgets (change the "
+        "plan's [strategy] or min_nodes)"));
   }
+  spdlog::info("round {}: {}", r.round, result->note);
   // The strategy's state and the model file are durable before the round's
   // row commits, and the row commits before any node hears of the model.
   if (strategy_->HasState()) {
