@@ -55,8 +55,16 @@ absl::StatusOr<std::string> CallerSite(grpc::CallbackServerContext* ctx, const R
 // WaitTask: a node's long-lived stream of tasks.
 class TaskStream final : public grpc::ServerWriteReactor<v1::Task>, public TaskChannel {
  public:
-  TaskStream(RoundDriver* driver, std::string site) : driver_(driver), site_(std::move(site)) {
-    driver_->Connect(site_, this);
+  TaskStream(RoundDriver* driver, std::string site, const std::string& peer)
+      : driver_(driver), site_(std::move(site)) {
+    absl::Status connected = driver_->Connect(site_, this, peer);
+    if (!connected.ok()) {
+      {
+        absl::MutexLock lock(&mu_);
+        finish_requested_ = finished_ = true;
+      }
+      Finish(ToGrpc(connected));
+    }
   }
 
   void Send(const v1::Task& task) override {
@@ -226,11 +234,58 @@ class GatePlace {
   std::atomic<bool> admitted_{false};
 };
 
-// FetchModel: streams a model file in chunks read from disk one at a time.
-class ModelSender final : public grpc::ServerWriteReactor<v1::ModelChunk> {
+// A stream that a StallWatch can cut off when it moves no bytes.
+class Stallable {
  public:
-  ModelSender(StreamGate* gate, std::string site, const std::string& path, uint32_t chunk_bytes)
-      : chunk_bytes_(chunk_bytes), place_(gate, std::move(site)) {
+  virtual ~Stallable() = default;
+  // From the StallWatch, under its lock (so the stream is alive): ends the
+  // stream if it has moved nothing since `cutoff_ms`.
+  virtual void CutOffIfIdleSince(int64_t cutoff_ms) = 0;
+};
+
+// Streams that stop: an admitted upload that brings nothing (header, bytes
+// or its end) for `idle` is cut off and rejected, so that the round closes
+// with the others instead of waiting for its deadline, and its slot goes to
+// the next upload; a download whose reader takes nothing for `idle` is cut
+// off too. One thread looks every quarter of `idle` (at most 1 s).
+class StallWatch {
+ public:
+  explicit StallWatch(absl::Duration idle) : idle_(idle), thread_([this] { Run(); }) {}
+  ~StallWatch() {
+    {
+      absl::MutexLock lock(&mu_);
+      stop_ = true;
+    }
+    thread_.join();
+  }
+  absl::Duration idle() const { return idle_; }
+  void Add(Stallable* r) {
+    absl::MutexLock lock(&mu_);
+    watched_.insert(r);
+  }
+  // From OnDone, before the stream is deleted.
+  void Remove(Stallable* r) {
+    absl::MutexLock lock(&mu_);
+    watched_.erase(r);
+  }
+
+ private:
+  void Run();
+
+  const absl::Duration idle_;
+  absl::Mutex mu_;
+  bool stop_ ABSL_GUARDED_BY(mu_) = false;
+  std::set<Stallable*> watched_ ABSL_GUARDED_BY(mu_);
+  std::thread thread_;  // last: starts once the rest is built
+};
+
+// FetchModel: streams a model file in chunks read from disk one at a time.
+class ModelSender final : public grpc::ServerWriteReactor<v1::ModelChunk>, public Stallable {
+ public:
+  ModelSender(grpc::CallbackServerContext* ctx, StreamGate* gate, StallWatch* watch, std::string site,
+              const std::string& path, uint32_t chunk_bytes)
+      : ctx_(ctx), chunk_bytes_(chunk_bytes), site_(site), place_(gate, std::move(site)), watch_(watch) {
+    watch_->Add(this);
     if (!place_.Enter([this, path] { Start(path); })) {
       Finish(grpc::Status(grpc::StatusCode::ALREADY_EXISTS, "this site is already downloading a model"));
     }
@@ -240,19 +295,33 @@ class ModelSender final : public grpc::ServerWriteReactor<v1::ModelChunk> {
       Finish(grpc::Status(grpc::StatusCode::CANCELLED, "model download interrupted"));
       return;
     }
+    Touch();
     Next();
+  }
+  // A reader that stops reading would hold its download slot for good: once
+  // a chunk has waited upload_idle_timeout_s for the node to take it, the
+  // call is cancelled (its pending write then fails and frees the slot).
+  void CutOffIfIdleSince(int64_t cutoff_ms) override {
+    const int64_t last = last_activity_ms_.load();
+    if (last == 0 || last >= cutoff_ms || stalled_.exchange(true)) return;
+    spdlog::warn("{}: the model download took nothing for {} (coordinator.toml upload_idle_timeout_s) and was cut "
+                 "off", site_, absl::FormatDuration(watch_->idle()));
+    ctx_->TryCancel();
   }
   void OnCancel() override {
     if (place_.Withdraw()) Finish(grpc::Status(grpc::StatusCode::CANCELLED, "cancelled while waiting to download"));
   }
   void OnDone() override {
+    watch_->Remove(this);
     if (fd_ >= 0) ::close(fd_);
     place_.Leave();
     delete this;
   }
 
  private:
+  void Touch() { last_activity_ms_.store(absl::ToUnixMillis(absl::Now())); }
   void Start(const std::string& path) {
+    Touch();  // watched from its admission on
     fd_ = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
     struct stat st {};
     if (fd_ < 0 || ::fstat(fd_, &st) != 0) {
@@ -290,8 +359,13 @@ class ModelSender final : public grpc::ServerWriteReactor<v1::ModelChunk> {
     StartWrite(&chunk_);
   }
 
+  grpc::CallbackServerContext* const ctx_;
   const uint32_t chunk_bytes_;
+  const std::string site_;
   GatePlace place_;
+  StallWatch* const watch_;
+  std::atomic<int64_t> last_activity_ms_{0};  // 0: not admitted yet
+  std::atomic<bool> stalled_{false};
   int fd_ = -1;
   uint64_t size_ = 0;
   uint64_t offset_ = 0;
@@ -310,49 +384,12 @@ double SumOfSquares(const float* v, size_t n) {
   return (lane[0] + lane[1]) + (lane[2] + lane[3]);
 }
 
-class UpdateReceiver;
-
-// Uploads that stop: an admitted upload that brings nothing (header, bytes
-// or its end) for `idle` is cut off and rejected, so that the round closes
-// with the others instead of waiting for its deadline, and its slot goes to
-// the next upload. One thread looks every quarter of `idle` (at most 1 s).
-class StallWatch {
- public:
-  explicit StallWatch(absl::Duration idle) : idle_(idle), thread_([this] { Run(); }) {}
-  ~StallWatch() {
-    {
-      absl::MutexLock lock(&mu_);
-      stop_ = true;
-    }
-    thread_.join();
-  }
-  absl::Duration idle() const { return idle_; }
-  void Add(UpdateReceiver* r) {
-    absl::MutexLock lock(&mu_);
-    watched_.insert(r);
-  }
-  // From OnDone, before the receiver is deleted.
-  void Remove(UpdateReceiver* r) {
-    absl::MutexLock lock(&mu_);
-    watched_.erase(r);
-  }
-
- private:
-  void Run();
-
-  const absl::Duration idle_;
-  absl::Mutex mu_;
-  bool stop_ ABSL_GUARDED_BY(mu_) = false;
-  std::set<UpdateReceiver*> watched_ ABSL_GUARDED_BY(mu_);
-  std::thread thread_;  // last: starts once the rest is built
-};
-
 // SubmitUpdate: a header, `ready` once admitted and the header is valid,
 // then chunks of the update in its wire dtype. Every chunk is
 // checked as it arrives (size, finite values, L2 norm), written to a spool
 // file and, for strategies that fold, added to the round's running sum; the
 // hash is checked at the end. Memory stays one chunk per upload.
-class UpdateReceiver final : public grpc::ServerBidiReactor<v1::UpdateChunk, v1::UploadReply> {
+class UpdateReceiver final : public grpc::ServerBidiReactor<v1::UpdateChunk, v1::UploadReply>, public Stallable {
  public:
   UpdateReceiver(RoundDriver* driver, StreamGate* gate, StallWatch* watch, std::string site)
       : driver_(driver), site_(std::move(site)), place_(gate, site_), watch_(watch) {
@@ -369,7 +406,7 @@ class UpdateReceiver final : public grpc::ServerBidiReactor<v1::UpdateChunk, v1:
   // From the StallWatch (under its lock, so the receiver is alive): cuts the
   // upload off if it has brought nothing since `cutoff_ms`. The node hears
   // why; the pending read then ends and OnReadDone records the rejection.
-  void CutOffIfIdleSince(int64_t cutoff_ms) {
+  void CutOffIfIdleSince(int64_t cutoff_ms) override {
     const int64_t last = last_activity_ms_.load();
     if (last == 0 || last >= cutoff_ms || stalled_.exchange(true)) return;
     End(ToGrpc(StallReason()));
@@ -583,7 +620,7 @@ void StallWatch::Run() {
   absl::MutexLock lock(&mu_);
   while (!mu_.AwaitWithTimeout(absl::Condition(&stop_), tick)) {
     const int64_t cutoff = absl::ToUnixMillis(absl::Now() - idle_);
-    for (UpdateReceiver* r : watched_) r->CutOffIfIdleSince(cutoff);
+    for (Stallable* r : watched_) r->CutOffIfIdleSince(cutoff);
   }
 }
 
@@ -618,7 +655,7 @@ class FederationServiceImpl final : public v1::Federation::CallbackService {
                                                const v1::WaitTaskRequest*) override {
     absl::StatusOr<std::string> site = CallerSite(ctx, *driver_);
     if (!site.ok()) return Refuse<grpc::ServerWriteReactor<v1::Task>>(site.status());
-    return new TaskStream(driver_, *site);
+    return new TaskStream(driver_, *site, ctx->peer());
   }
 
   grpc::ServerWriteReactor<v1::ModelChunk>* FetchModel(grpc::CallbackServerContext* ctx,
@@ -627,7 +664,7 @@ class FederationServiceImpl final : public v1::Federation::CallbackService {
     if (!site.ok()) return Refuse<grpc::ServerWriteReactor<v1::ModelChunk>>(site.status());
     absl::StatusOr<std::string> path = driver_->ModelPath(req->sha256());
     if (!path.ok()) return Refuse<grpc::ServerWriteReactor<v1::ModelChunk>>(path.status());
-    return new ModelSender(&downloads_, *site, *path, driver_->chunk_bytes());
+    return new ModelSender(ctx, &downloads_, &stalls_, *site, *path, driver_->chunk_bytes());
   }
 
   grpc::ServerBidiReactor<v1::UpdateChunk, v1::UploadReply>* SubmitUpdate(grpc::CallbackServerContext* ctx) override {
@@ -710,6 +747,9 @@ absl::StatusOr<std::unique_ptr<CoordinatorServer>> CoordinatorServer::Start(
   builder.AddChannelArgument(GRPC_ARG_HTTP2_MAX_PING_STRIKES, 0);
   builder.AddChannelArgument(GRPC_ARG_HTTP2_BDP_PROBE, 0);
   builder.AddChannelArgument(GRPC_ARG_HTTP2_STREAM_LOOKAHEAD_BYTES, 4 << 20);
+  // A connection that has not finished its TLS handshake in 10 s is dropped:
+  // unauthenticated peers cannot hold descriptors for the default 120 s.
+  builder.AddChannelArgument(GRPC_ARG_SERVER_HANDSHAKE_TIMEOUT_MS, 10000);
   impl->server = builder.BuildAndStart();
   if (!impl->server || impl->port == 0) {
     return absl::UnavailableError(absl::StrCat("cannot listen on ", config.listen,

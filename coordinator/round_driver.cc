@@ -685,15 +685,24 @@ void RoundDriver::FillPlan(const std::string& site, v1::Plan* plan) const {
   plan->set_min_report(static_cast<uint32_t>(p.min_report));
 }
 
-void RoundDriver::Connect(const std::string& site, TaskChannel* channel) {
-  (void)state_->TouchNode(site, NowMs());
+absl::Status RoundDriver::Connect(const std::string& site, TaskChannel* channel, const std::string& peer) {
+  if (absl::Status touched = state_->TouchNode(site, NowMs()); !touched.ok()) {
+    spdlog::warn("cannot record that site {} was seen: {}", site, std::string(touched.message()));
+  }
   absl::MutexLock lock(&mu_);
   auto it = connected_.find(site);
   if (it != connected_.end() && it->second != channel) {
-    spdlog::info("site {} reconnected; closing its previous task stream", site);
-    it->second->Close();
+    const Connection& first = connections_[site];
+    const std::string why = absl::StrCat(
+        "site ", site, " is already connected from ", first.peer, " (since ", absl::FormatTime(first.since),
+        "); one node per kit: stop the other one. If that node is gone, its connection closes within 40 s and "
+        "this one is accepted then");
+    spdlog::warn("refused a second task stream of site {} from {}: its stream from {} is open", site, peer,
+                 first.peer);
+    return absl::AlreadyExistsError(why);
   }
   connected_[site] = channel;
+  connections_[site] = {peer, absl::Now()};
   spdlog::info("site {} connected ({} of {} sites)", site, connected_.size(), config_.plan.sites.size());
   if (finished_) {
     v1::Task stop;
@@ -707,6 +716,7 @@ void RoundDriver::Connect(const std::string& site, TaskChannel* channel) {
     SendEvalTask(site);
   }
   changed_.SignalAll();
+  return absl::OkStatus();
 }
 
 void RoundDriver::Disconnect(const std::string& site, TaskChannel* channel) {
@@ -714,6 +724,7 @@ void RoundDriver::Disconnect(const std::string& site, TaskChannel* channel) {
   auto it = connected_.find(site);
   if (it != connected_.end() && it->second == channel) {
     connected_.erase(it);
+    connections_.erase(site);
     spdlog::info("site {} disconnected", site);
   }
   changed_.SignalAll();

@@ -92,7 +92,11 @@ class RoundDriver {
   bool IsSite(const std::string& site) const { return config_.plan.HasSite(site); }
   void FillPlan(const std::string& site, v1::Plan* plan) const;
   uint32_t chunk_bytes() const { return config_.plan.chunk_bytes; }
-  void Connect(const std::string& site, TaskChannel* channel);
+  // A site's task stream from `peer`. AlreadyExists while another stream of
+  // the site is open: two processes with one kit would otherwise take the
+  // stream from each other forever, both training and charging. (A stream
+  // whose node is gone closes within the keepalive's 40 s.)
+  absl::Status Connect(const std::string& site, TaskChannel* channel, const std::string& peer);
   void Disconnect(const std::string& site, TaskChannel* channel);
   // Checks an update's header against the open round: known round, attempt
   // and nonce for this site, the round's base model, the manifest's size.
@@ -201,6 +205,11 @@ class RoundDriver {
   mutable absl::Mutex mu_;
   absl::CondVar changed_;
   std::map<std::string, TaskChannel*> connected_ ABSL_GUARDED_BY(mu_);
+  struct Connection {
+    std::string peer;
+    absl::Time since;
+  };
+  std::map<std::string, Connection> connections_ ABSL_GUARDED_BY(mu_);  // of connected_, by site
   std::set<std::string> exhausted_ ABSL_GUARDED_BY(mu_);  // declined (budget spent, or its policy)
   PrivacyClaims claims_;  // what each site may still claim (its own lock)
   std::optional<OpenRound> round_ ABSL_GUARDED_BY(mu_);

@@ -889,12 +889,14 @@ absl::Status NodeRuntime::Run() {
     }
     absl::Status s = StartUp();
     if (!s.ok()) return s;
-    backoff = 0.5;
 
     grpc::ClientContext ctx;
     std::unique_ptr<grpc::ClientReader<v1::Task>> reader = rpc_->stub->WaitTask(&ctx, v1::WaitTaskRequest());
     v1::Task task;
     while (reader->Read(&task)) {
+      // A stream that delivers work is a working connection; one refused at
+      // once (another node holds this kit's stream) keeps backing off.
+      backoff = 0.5;
       absl::Status result;
       if (task.has_stop()) {
         spdlog::info("the coordinator says stop: {}", task.stop().reason());
@@ -914,7 +916,12 @@ absl::Status NodeRuntime::Run() {
       }
     }
     grpc::Status end = reader->Finish();
-    spdlog::warn("task stream ended ({}); reconnecting in {:.1f}s", end.error_message(), backoff);
+    if (end.error_code() == grpc::StatusCode::ALREADY_EXISTS) {
+      spdlog::error("the coordinator refused this node's task stream: {}; retrying in {:.1f}s", end.error_message(),
+                    backoff);
+    } else {
+      spdlog::warn("task stream ended ({}); reconnecting in {:.1f}s", end.error_message(), backoff);
+    }
     std::this_thread::sleep_for(std::chrono::duration<double>(backoff));
     backoff = std::min(backoff * 2, config_.max_backoff_s);
   }

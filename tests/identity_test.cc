@@ -1,6 +1,7 @@
 // Mutual TLS and identity: a node whose certificate comes from another CA is
 // refused, and so is a node with a valid certificate whose CN is not a site
 // in the plan. The positive control — a provisioned site — is accepted.
+#include <signal.h>
 #include <sys/stat.h>
 
 #include <gtest/gtest.h>
@@ -109,6 +110,35 @@ TEST(IdentityTest, ForeignCaAndUnknownSiteAreRefused) {
     EXPECT_NE(AsText(r[0]), "intruder");
   }
   EXPECT_TRUE(coordinator->Running());
+  RemoveWorkspaceIfPassed(dir);
+}
+
+// Two processes with one site's kit (a copy with its own state directory):
+// the second is refused while the first's task stream is open, and told
+// why; the first keeps its stream, so neither is asked to train twice.
+TEST(IdentityTest, ASecondNodeWithTheSameKitIsRefusedNotAlternated) {
+  const std::string dir = MakeWorkspace();
+  MiniFederation f = SetUpFederation(dir, {.sites = 1, .rounds = 3, .min_nodes = 1, .patients = 4, .images = 1,
+                                           .start_grace_s = 0, .dp = false});
+  ASSERT_FALSE(::testing::Test::HasFailure());
+  UseNoopTrainers(f, {{"site-a", 1.5}});
+  std::filesystem::copy(dir + "/kits/site-a", dir + "/copy", std::filesystem::copy_options::recursive);
+  auto coordinator = StartCoordinator(f, "coordinator.log");
+  auto first = StartNode(f, "site-a");
+  ASSERT_TRUE(WaitForRow(f.StateDb(), "SELECT 1 FROM rounds WHERE round = 1", std::chrono::minutes(1),
+                         coordinator.get()))
+      << coordinator->Log();
+  Process second({NodeBin(), "run", "--config", dir + "/copy/node.toml"}, dir + "/second.log");
+  ASSERT_EQ(coordinator->Wait(std::chrono::minutes(2)), 0) << coordinator->Log();
+  EXPECT_EQ(first->Wait(std::chrono::seconds(30)), 0) << first->Log();
+  second.Signal(SIGKILL);
+  const std::string log = coordinator->Log();
+  EXPECT_NE(log.find("refused a second task stream of site site-a"), std::string::npos) << log;
+  EXPECT_EQ(log.find("closing its previous task stream"), std::string::npos) << log;
+  EXPECT_NE(second.Log().find("one node per kit"), std::string::npos) << second.Log();
+  // One attempt per round, each answered by the first node only.
+  EXPECT_EQ(QueryDb(f.StateDb(), "SELECT COUNT(*) FROM rounds")[0][0], SqlValue(int64_t{3}));
+  EXPECT_TRUE(QueryDb(dir + "/copy/state/node.db", "SELECT 1 FROM updates_sent").empty());
   RemoveWorkspaceIfPassed(dir);
 }
 

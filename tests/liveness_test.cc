@@ -128,5 +128,29 @@ TEST(LivenessTest, AStalledUploadIsCutOffAndTheRoundGoesOn) {
   RemoveWorkspaceIfPassed(dir);
 }
 
+// A node that stops reading a model download (the connection stays up)
+// would hold its site's download slot for good: it is cut off after
+// upload_idle_timeout_s, and the site can download again. The model is 32 MB,
+// more than the transport's buffers, so the stall reaches the coordinator.
+TEST(LivenessTest, AStalledDownloadIsCutOffAndFreesItsSlot) {
+  const std::string dir = MakeWorkspace();
+  MiniFederation f = SetUpFederation(dir, {.sites = 1, .rounds = 1, .min_nodes = 1, .round_deadline_s = 600,
+                                           .start_grace_s = 0, .dp = false});
+  ASSERT_FALSE(::testing::Test::HasFailure());
+  ReplaceInFile(dir + "/kits/coordinator/federation.toml", "architecture = \"ctnet\"\ninput_size = 32",
+                "architecture = \"flat\"\nparameters = 8000000");
+  ReplaceInFile(f.CoordinatorConfig(), "upload_idle_timeout_s = 60", "upload_idle_timeout_s = 2");
+  auto coordinator = StartCoordinator(f, "coordinator.log");
+  Process rogue({RogueNodeBin(), dir + "/kits/site-a", absl::StrCat("127.0.0.1:", f.port), "fetch-stall"},
+                dir + "/site-a.log");
+  ASSERT_EQ(coordinator->Wait(std::chrono::seconds(90)), 0) << coordinator->Log();
+  EXPECT_EQ(rogue.Wait(std::chrono::seconds(30)), 0) << rogue.Log();
+  EXPECT_NE(coordinator->Log().find("site-a: the model download took nothing for 2s"), std::string::npos)
+      << coordinator->Log();
+  EXPECT_NE(rogue.Log().find("stalled download: first chunk read, then ended"), std::string::npos) << rogue.Log();
+  EXPECT_NE(rogue.Log().find("second download: complete, 32"), std::string::npos) << rogue.Log();
+  RemoveWorkspaceIfPassed(dir);
+}
+
 }  // namespace
 }  // namespace fedrad::testing

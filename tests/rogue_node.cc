@@ -5,7 +5,9 @@
 // claims one float fewer than the manifest), norm (values far past the
 // plan's max_update_norm), pipeline (a preprocessing description with a
 // control character); eval-small (figures of 3 cases, below the plan's
-// min_report), eval-lie (an accuracy its confusion matrix does not give).
+// min_report), eval-lie (an accuracy its confusion matrix does not give);
+// fetch-stall (stops reading the base model's download for 8 s, then
+// downloads it again and sends a valid update).
 // In the eval modes updates are valid; otherwise evaluations are suppressed
 // with nothing counted. Exits 0 when the coordinator says Stop.
 #include <algorithm>
@@ -25,7 +27,7 @@
 
 int main(int argc, char** argv) {
   if (argc != 4) {
-    std::cerr << "usage: rogue_node KIT_DIR ADDRESS nan|shape|norm|pipeline|stall|eval-small|eval-lie\n";
+    std::cerr << "usage: rogue_node KIT_DIR ADDRESS nan|shape|norm|pipeline|stall|eval-small|eval-lie|fetch-stall\n";
     return 2;
   }
   const std::string kit = argv[1], address = argv[2], mode = argv[3];
@@ -54,6 +56,7 @@ int main(int argc, char** argv) {
   }
   fedrad::ModelSpec spec{plan.model().architecture(), static_cast<int>(plan.model().in_channels()),
                          static_cast<int>(plan.model().input_size()), static_cast<int>(plan.model().num_classes())};
+  spec.parameters = static_cast<int64_t>(plan.model().parameters());
   absl::StatusOr<fedrad::Manifest> manifest = fedrad::ModelManifest(spec);
   if (!manifest.ok()) {
     std::cerr << manifest.status() << "\n";
@@ -101,6 +104,30 @@ int main(int argc, char** argv) {
       continue;
     }
     if (!task.has_train()) continue;
+    if (mode == "fetch-stall") {
+      // One chunk of the base model, then nothing read for 8 s (the
+      // connection stays up): the coordinator should cut the download off
+      // and free the site's download slot, so a second download completes.
+      grpc::ClientContext stalled;
+      fedrad::v1::FetchModelRequest req;
+      req.set_sha256(task.train().model_sha256());
+      auto download = stub->FetchModel(&stalled, req);
+      fedrad::v1::ModelChunk chunk;
+      const bool first = download->Read(&chunk);
+      std::this_thread::sleep_for(std::chrono::seconds(8));
+      while (download->Read(&chunk)) {
+      }
+      const grpc::Status cut = download->Finish();
+      std::cout << "stalled download: first chunk " << (first ? "read" : "missing") << ", then "
+                << (cut.ok() ? "completed" : "ended: " + cut.error_message()) << std::endl;
+      grpc::ClientContext again;
+      auto second = stub->FetchModel(&again, req);
+      uint64_t got = 0;
+      while (second->Read(&chunk)) got += chunk.data().size();
+      const grpc::Status done = second->Finish();
+      std::cout << "second download: " << (done.ok() ? "complete" : done.error_message()) << ", " << got << " bytes"
+                << std::endl;
+    }
     std::vector<float> values(n, 0.001f);
     if (mode == "nan") values[n / 2] = std::numeric_limits<float>::quiet_NaN();
     if (mode == "norm") values.assign(n, 1e6f);
