@@ -50,6 +50,21 @@ bool IsPermanent(absl::StatusCode code) {
          code == absl::StatusCode::kFailedPrecondition || code == absl::StatusCode::kInvalidArgument;
 }
 
+absl::StatusOr<NodeRuntime::TaskOutcome> Done(const absl::Status& s) {
+  if (!s.ok()) return s;
+  return NodeRuntime::TaskOutcome::kDone;
+}
+
+// A record of what became of a charge or an update, written after the fact:
+// the charge itself stands (committed before training), so a failure to
+// write the record does not undo the work; it is reported, never dropped.
+void KeepRecord(const absl::Status& written) {
+  if (!written.ok()) {
+    spdlog::error("the node's ledger could not record an outcome (the charge stands; its status there is stale): {}",
+                  std::string(written.message()));
+  }
+}
+
 // Largest model file we accept from the coordinator (the manifest's bytes
 // plus a generous header allowance).
 uint64_t MaxModelBytes(const Manifest& m) { return m.total_bytes() + (uint64_t{16} << 20); }
@@ -376,7 +391,8 @@ absl::Status NodeRuntime::CheckPublication(const v1::ModelPublication& publicati
   return absl::OkStatus();
 }
 
-absl::Status NodeRuntime::DeclineRound(const v1::TrainTask& task, DeclineReason reason, const std::string& detail) {
+absl::StatusOr<NodeRuntime::TaskOutcome> NodeRuntime::DeclineRound(const v1::TrainTask& task, DeclineReason reason,
+                                                                   const std::string& detail) {
   spdlog::warn("round {}: not training: {}", task.round(), detail);
   // The site's ε as every update reports it: the larger ledger part.
   double epsilon_spent = 0;
@@ -411,20 +427,26 @@ absl::Status NodeRuntime::DeclineRound(const v1::TrainTask& task, DeclineReason 
   v1::SubmitReply reply;
   absl::Status s = FromGrpc(rpc_->stub->DeclineTask(&ctx, msg, &reply), "declining the round");
   if (!s.ok()) return s;
-  return absl::CancelledError(absl::StrCat("declined: ", v1::Decline::Reason_Name(msg.reason())));
+  return TaskOutcome::kDeclined;
 }
 
-absl::StatusOr<NodeRuntime::PrivateRound> NodeRuntime::ChargeRound(const v1::TrainTask& task,
-                                                                   const LocalTrainingSettings& settings) {
+absl::StatusOr<std::optional<NodeRuntime::PrivateRound>> NodeRuntime::ChargeRound(
+    const v1::TrainTask& task, const LocalTrainingSettings& settings) {
   const PrivacySettings& privacy = config_.privacy;
+  // The round answered with a decline: nothing to train.
+  auto decline = [&](DeclineReason reason, const std::string& detail) -> absl::StatusOr<std::optional<PrivateRound>> {
+    absl::StatusOr<TaskOutcome> declined = DeclineRound(task, reason, detail);
+    if (!declined.ok()) return declined.status();
+    return std::optional<PrivateRound>();
+  };
   absl::StatusOr<std::vector<PrivacyCharge>> ledger = store_->PrivacyLedger();
   if (!ledger.ok()) return ledger.status();
   const double spent = SpentBy(*ledger).GetEpsilon(privacy.delta).epsilon;
   // Spent already: say so without reading the data at all.
   if (BudgetSpent(privacy, spent)) {
-    return DeclineRound(task, DeclineReason::kBudget,
-                        absl::StrFormat("privacy budget exhausted: epsilon %.4f of %.4g is spent (delta %g)", spent,
-                                        privacy.epsilon_max, privacy.delta));
+    return decline(DeclineReason::kBudget,
+                   absl::StrFormat("privacy budget exhausted: epsilon %.4f of %.4g is spent (delta %g)", spent,
+                                   privacy.epsilon_max, privacy.delta));
   }
   absl::Status s = PrepareData(*plan_);
   if (!s.ok()) return s;
@@ -445,7 +467,7 @@ absl::StatusOr<NodeRuntime::PrivateRound> NodeRuntime::ChargeRound(const v1::Tra
     absl::StatusOr<PrivacyCharge> count = PlanCountRelease(privacy, *ledger, units);
     if (!count.ok()) {
       if (count.status().code() != absl::StatusCode::kResourceExhausted) return count.status();
-      return DeclineRound(task, DeclineReason::kBudget, std::string(count.status().message()));
+      return decline(DeclineReason::kBudget, std::string(count.status().message()));
     }
     // Gaussian noise of std kCountNoiseMultiplier (the count's sensitivity is
     // one unit), from the OS-seeded generator.
@@ -489,11 +511,11 @@ absl::StatusOr<NodeRuntime::PrivateRound> NodeRuntime::ChargeRound(const v1::Tra
   absl::StatusOr<RoundCharges> planned = PlanRound(privacy, *ledger, request);
   if (!planned.ok()) {
     if (planned.status().code() == absl::StatusCode::kResourceExhausted) {
-      return DeclineRound(task, DeclineReason::kBudget, std::string(planned.status().message()));
+      return decline(DeclineReason::kBudget, std::string(planned.status().message()));
     }
     if (planned.status().code() == absl::StatusCode::kFailedPrecondition &&
         absl::StartsWith(planned.status().message(), "[policy]")) {
-      return DeclineRound(task, DeclineReason::kPolicy, std::string(planned.status().message()));
+      return decline(DeclineReason::kPolicy, std::string(planned.status().message()));
     }
     return planned.status();
   }
@@ -514,10 +536,10 @@ absl::StatusOr<NodeRuntime::PrivateRound> NodeRuntime::ChargeRound(const v1::Tra
                task.round(), privacy.unit(), units, out.training.noise_multiplier, out.training.clip_norm,
                out.training.sampling_rate, out.training.steps, planned->epsilon_before,
                out.training.epsilon_after, privacy.epsilon_max, privacy.delta);
-  return out;
+  return std::optional<PrivateRound>(std::move(out));
 }
 
-absl::Status NodeRuntime::HandleTrain(const v1::TrainTask& task) {
+absl::StatusOr<NodeRuntime::TaskOutcome> NodeRuntime::HandleTrain(const v1::TrainTask& task) {
   const int round = static_cast<int>(task.round());
   const int attempt = static_cast<int>(task.attempt());
   spdlog::info("round {} (attempt {}): training", round, attempt);
@@ -570,12 +592,13 @@ absl::Status NodeRuntime::HandleTrain(const v1::TrainTask& task) {
       if (!wire.ok()) return wire.status();
       noop_update_ = std::make_shared<const WireUpdate>(std::move(*wire));
     }
-    return SendUpdate(task, noop_update_, noop, std::nullopt, start);
+    return Done(SendUpdate(task, noop_update_, noop, std::nullopt, start));
   }
   if (config_.privacy.enabled) {
-    absl::StatusOr<PrivateRound> charged = ChargeRound(task, settings);
+    absl::StatusOr<std::optional<PrivateRound>> charged = ChargeRound(task, settings);
     if (!charged.ok()) return charged.status();
-    dp = *charged;
+    if (!charged->has_value()) return TaskOutcome::kDeclined;
+    dp = **charged;
     settings.dp = DpTrainingSettings{dp->training.noise_multiplier, dp->training.clip_norm,
                                      dp->training.sampling_rate, dp->training.steps,
                                      config_.privacy.patient_level, 0};
@@ -590,7 +613,7 @@ absl::Status NodeRuntime::HandleTrain(const v1::TrainTask& task) {
   const absl::Time start = absl::Now();
   absl::StatusOr<TrainingOutcome> outcome = TrainLocally(plan_->model, **global, data_->train, settings);
   if (!outcome.ok()) {
-    if (dp) (void)store_->SetChargeStatus(dp->training.id, absl::StrCat("failed: ", outcome.status().message()));
+    if (dp) KeepRecord(store_->SetChargeStatus(dp->training.id, absl::StrCat("failed: ", outcome.status().message())));
     return outcome.status();
   }
   if (outcome->dp_nonfinite_units > 0) {
@@ -600,10 +623,10 @@ absl::Status NodeRuntime::HandleTrain(const v1::TrainTask& task) {
   }
   absl::StatusOr<WireUpdate> wire = Encode(std::move(outcome->delta), round);
   if (!wire.ok()) {
-    if (dp) (void)store_->SetChargeStatus(dp->training.id, absl::StrCat("failed: ", wire.status().message()));
+    if (dp) KeepRecord(store_->SetChargeStatus(dp->training.id, absl::StrCat("failed: ", wire.status().message())));
     return wire.status();
   }
-  return SendUpdate(task, std::make_shared<const WireUpdate>(std::move(*wire)), *outcome, dp, start);
+  return Done(SendUpdate(task, std::make_shared<const WireUpdate>(std::move(*wire)), *outcome, dp, start));
 }
 
 absl::StatusOr<NodeRuntime::WireUpdate> NodeRuntime::Encode(std::vector<float> delta, int round) const {
@@ -639,7 +662,7 @@ absl::Status NodeRuntime::SendUpdate(const v1::TrainTask& task, std::shared_ptr<
                                   WireDtypeName(plan_->update_dtype), examples, dp ? 0.0 : outcome.mean_loss, NowMs());
   if (!sent.ok()) return sent.status();
   absl::Status s;
-  if (dp) (void)store_->SetChargeStatus(dp->training.id, "sending");
+  if (dp) KeepRecord(store_->SetChargeStatus(dp->training.id, "sending"));
 
   grpc::ClientContext ctx;
   ctx.set_deadline(Deadline(task.deadline_unix_ms()));
@@ -678,10 +701,10 @@ absl::Status NodeRuntime::SendUpdate(const v1::TrainTask& task, std::shared_ptr<
   s = FromGrpc(UploadUpdate(rpc_->channel, &ctx, header.SerializeAsString(), bytes, wire, chunk),
                absl::StrCat("round ", round, " update"));
   const std::string outcome_text = s.ok() ? "accepted" : std::string(s.message());
-  (void)store_->RecordUpdateOutcome(round, attempt, outcome_text, NowMs());
+  KeepRecord(store_->RecordUpdateOutcome(round, attempt, outcome_text, NowMs()));
   if (dp) {
-    (void)store_->SetChargeStatus(dp->training.id, outcome_text);
-    if (dp->count_charge_id) (void)store_->SetChargeStatus(dp->count_charge_id, s.ok() ? "sent" : outcome_text);
+    KeepRecord(store_->SetChargeStatus(dp->training.id, outcome_text));
+    if (dp->count_charge_id) KeepRecord(store_->SetChargeStatus(dp->count_charge_id, s.ok() ? "sent" : outcome_text));
   }
   if (!s.ok()) return s;
   if (dp) {
@@ -696,11 +719,13 @@ absl::Status NodeRuntime::SendUpdate(const v1::TrainTask& task, std::shared_ptr<
   return absl::OkStatus();
 }
 
-absl::Status NodeRuntime::RefuseEvaluation(const v1::EvalTask& task, const std::string& why) {
+absl::StatusOr<NodeRuntime::TaskOutcome> NodeRuntime::RefuseEvaluation(const v1::EvalTask& task,
+                                                                       const std::string& why) {
   spdlog::warn("round {}: evaluation refused: {}", task.round(), why);
   absl::Status s = store_->RecordPolicyRefusal("evaluate", static_cast<int>(task.round()), 0, why, NowMs());
+  if (s.ok()) s = SendEvaluation(task, nullptr);
   if (!s.ok()) return s;
-  return SendEvaluation(task, nullptr);
+  return TaskOutcome::kDeclined;
 }
 
 absl::Status NodeRuntime::SendEvaluation(const v1::EvalTask& task, const EvaluationRelease* release,
@@ -744,7 +769,7 @@ absl::Status NodeRuntime::SendEvaluation(const v1::EvalTask& task, const Evaluat
   return FromGrpc(rpc_->stub->SubmitEvaluation(&ctx, msg, &reply), "evaluation");
 }
 
-absl::Status NodeRuntime::HandleEval(const v1::EvalTask& task) {
+absl::StatusOr<NodeRuntime::TaskOutcome> NodeRuntime::HandleEval(const v1::EvalTask& task) {
   const int round = static_cast<int>(task.round());
   const PrivacySettings& privacy = config_.privacy;
   // Refusals that need neither the model nor the data.
@@ -762,16 +787,22 @@ absl::Status NodeRuntime::HandleEval(const v1::EvalTask& task) {
   if (absl::Status published = CheckPublication(task.publication(), round, task.model_sha256(), round);
       !published.ok()) {
     if (published.code() != absl::StatusCode::kPermissionDenied) return published;
-    return SendEvaluation(task, nullptr);
+    absl::Status sent = SendEvaluation(task, nullptr);
+    if (!sent.ok()) return sent;
+    return TaskOutcome::kDeclined;
   }
   // The round's model is fetched whatever follows: it is the newest the
   // site's clinicians can run (predict --model latest), and fetching it
   // touches no patient data.
   absl::StatusOr<std::shared_ptr<const ModelParameters>> model =
       EnsureModel(task.model_sha256(), round, task.deadline_unix_ms());
-  if (model.status().code() == absl::StatusCode::kPermissionDenied) return SendEvaluation(task, nullptr);
+  if (model.status().code() == absl::StatusCode::kPermissionDenied) {
+    absl::Status sent = SendEvaluation(task, nullptr);
+    if (!sent.ok()) return sent;
+    return TaskOutcome::kDeclined;
+  }
   if (!model.ok()) return model.status();
-  if (config_.trainer == "noop") return SendEvaluation(task, nullptr);  // benchmarks: nothing counted
+  if (config_.trainer == "noop") return Done(SendEvaluation(task, nullptr));  // benchmarks: nothing counted
   std::optional<PrivacyCharge> charge;
   if (privacy.enabled) {
     absl::StatusOr<std::vector<PrivacyCharge>> ledger = store_->PrivacyLedger();
@@ -864,7 +895,7 @@ absl::Status NodeRuntime::HandleEval(const v1::EvalTask& task) {
                                             release.noise_multiplier, release.epsilon_spent,
                                             figures.metrics.accuracy)
                           : std::string("sent exactly (NOT differentially private)"));
-  return absl::OkStatus();
+  return TaskOutcome::kDone;
 }
 
 absl::Status NodeRuntime::Run() {
@@ -897,7 +928,7 @@ absl::Status NodeRuntime::Run() {
       // A stream that delivers work is a working connection; one refused at
       // once (another node holds this kit's stream) keeps backing off.
       backoff = 0.5;
-      absl::Status result;
+      absl::StatusOr<TaskOutcome> result = TaskOutcome::kDone;
       if (task.has_stop()) {
         spdlog::info("the coordinator says stop: {}", task.stop().reason());
         ctx.TryCancel();
@@ -908,11 +939,12 @@ absl::Status NodeRuntime::Run() {
       } else if (task.has_evaluate()) {
         result = HandleEval(task.evaluate());
       }
-      if (result.code() == absl::StatusCode::kCancelled) {
-        spdlog::info("{}; the coordinator was told why", std::string(result.message()));
-      } else if (!result.ok()) {
-        spdlog::warn("task failed: {}", std::string(result.message()));
-        if (result.code() == absl::StatusCode::kDataLoss) continue;
+      if (!result.ok()) {
+        // The coordinator re-asks or goes on without this site; the next
+        // task is served as usual.
+        spdlog::warn("task failed: {}", std::string(result.status().message()));
+      } else if (*result == TaskOutcome::kDeclined) {
+        spdlog::info("task declined; the coordinator was told why");
       }
     }
     grpc::Status end = reader->Finish();

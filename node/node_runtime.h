@@ -59,6 +59,14 @@ class NodeRuntime {
   NodeRuntime(NodeConfig config, std::unique_ptr<NodeStore> store, std::unique_ptr<Rpc> rpc);
 
   absl::StatusOr<JoinedPlan> Hello();
+ public:
+  // What became of one task that did not fail: done (trained and sent, or
+  // evaluated and released), or declined (the coordinator was told no:
+  // budget, [policy], a refused model, an improper evaluation ask; no data
+  // was read for it). A failure is an error status.
+  enum class TaskOutcome { kDone, kDeclined };
+
+ private:
   // Once per process, after the first Hello: reports the budget and reads
   // the data unless the budget is already spent.
   absl::Status StartUp();
@@ -77,21 +85,22 @@ class NodeRuntime {
   // ledger.
   absl::Status CheckPublication(const v1::ModelPublication& publication, int published_round,
                                 const std::string& sha256, int task_round);
-  absl::Status HandleTrain(const v1::TrainTask& task);
+  absl::StatusOr<TaskOutcome> HandleTrain(const v1::TrainTask& task);
   // Before a DP round: charges the ledger (committed) and fills the DP
-  // settings and the count to report, or answers BUDGET_EXHAUSTED (then
-  // returns Cancelled and the data is not touched).
+  // settings and the count to report, or declines (budget, [policy]; then
+  // returns nullopt and the data is not touched).
   struct PrivateRound {
     PrivacyCharge training;
     int64_t reported_count = 0;
     int64_t count_charge_id = 0;  // a count released with this round, if any
     double site_epsilon = 0;      // what the update reports: the larger ledger part after this round
   };
-  absl::StatusOr<PrivateRound> ChargeRound(const v1::TrainTask& task, const LocalTrainingSettings& settings);
+  absl::StatusOr<std::optional<PrivateRound>> ChargeRound(const v1::TrainTask& task,
+                                                          const LocalTrainingSettings& settings);
   // Tells the coordinator this site will not train this round, after
-  // recording why in the ledger; returns Cancelled (the round was answered).
+  // recording why in the ledger; kDeclined once the coordinator has it.
   enum class DeclineReason { kBudget, kPolicy, kModelRefused };
-  absl::Status DeclineRound(const v1::TrainTask& task, DeclineReason reason, const std::string& detail);
+  absl::StatusOr<TaskOutcome> DeclineRound(const v1::TrainTask& task, DeclineReason reason, const std::string& detail);
   // An update as it travels: in the plan's update_dtype, with the SHA-256
   // of those bytes. Float32 is sent from the delta itself, without a copy.
   struct WireUpdate {
@@ -112,13 +121,13 @@ class NodeRuntime {
   // without the model or the data when the site's policy, its evaluation
   // budget or the one-release-per-round rule says no; otherwise charged in
   // the privacy ledger, then released (common/evaluation_release.h).
-  absl::Status HandleEval(const v1::EvalTask& task);
+  absl::StatusOr<TaskOutcome> HandleEval(const v1::EvalTask& task);
   struct EvaluationRelease {
     EvaluationStatistics statistics;  // noised (unless the node is not DP)
     double noise_multiplier = 0;
     double epsilon_spent = 0;  // the evaluation part after this release
   };
-  absl::Status RefuseEvaluation(const v1::EvalTask& task, const std::string& why);
+  absl::StatusOr<TaskOutcome> RefuseEvaluation(const v1::EvalTask& task, const std::string& why);
   // Records and sends `release`, or a suppressed report when it is null;
   // `exact` (the node's own figures, kept in node.db only) when the data was
   // evaluated.
