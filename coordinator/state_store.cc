@@ -7,6 +7,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "absl/strings/str_split.h"
+#include "common/ledger_kinds.h"
 
 namespace fedrad::coordinator {
 namespace {
@@ -150,7 +151,7 @@ absl::Status StateStore::AddInitialModel(const std::string& sha256, int64_t now_
   if (!tx.ok()) return tx.status();
   absl::Status s =
       db_->Execute("INSERT INTO models(round, sha256, created_at_ms) VALUES(0, ?1, ?2)", {sha256, now_ms});
-  if (s.ok()) s = Log("model_published", nlohmann::json{{"round", 0}, {"sha256", sha256}}.dump(), now_ms);
+  if (s.ok()) s = Log(ledger_kind::kModelPublished, nlohmann::json{{"round", 0}, {"sha256", sha256}}.dump(), now_ms);
   if (!s.ok()) return s;
   return tx->Commit();
 }
@@ -186,7 +187,7 @@ absl::StatusOr<int> StateStore::AbandonOpenRounds(int64_t now_ms) {
       {now_ms, std::string(note)});
   for (const SqlRow& r : *rows) {
     if (!s.ok()) break;
-    s = Log("round_closed",
+    s = Log(ledger_kind::kRoundClosed,
             nlohmann::json{{"round", AsInt(r[0])}, {"attempt", AsInt(r[1])}, {"status", "abandoned"}, {"note", note}}
                 .dump(),
             now_ms);
@@ -215,7 +216,7 @@ absl::Status StateStore::OpenRound(int round, int attempt, const std::string& ba
       "VALUES(?1, ?2, 'open', ?3, ?4, ?5)",
       {int64_t{round}, int64_t{attempt}, base_sha256, int64_t{selected}, now_ms});
   if (s.ok()) {
-    s = Log("round_opened",
+    s = Log(ledger_kind::kRoundOpened,
             nlohmann::json{{"round", round}, {"attempt", attempt}, {"base_model_sha256", base_sha256},
                            {"selected", selected}}
                 .dump(),
@@ -245,15 +246,15 @@ absl::Status StateStore::ApplyRound(int round, int attempt, const std::string& m
     for (const Contribution& c : contributions) {
       inputs.push_back({{"site", c.site}, {"update_sha256", c.update_sha256}});
     }
-    s = Log("aggregate",
+    s = Log(ledger_kind::kAggregate,
             nlohmann::json{{"round", round}, {"attempt", attempt}, {"strategy", strategy}, {"sha256", model_sha256},
                            {"updates", inputs}}
                 .dump(),
             now_ms);
   }
-  if (s.ok()) s = Log("model_published", nlohmann::json{{"round", round}, {"sha256", model_sha256}}.dump(), now_ms);
+  if (s.ok()) s = Log(ledger_kind::kModelPublished, nlohmann::json{{"round", round}, {"sha256", model_sha256}}.dump(), now_ms);
   if (s.ok()) {
-    s = Log("round_closed",
+    s = Log(ledger_kind::kRoundClosed,
             nlohmann::json{{"round", round}, {"attempt", attempt}, {"status", "applied"}, {"answered", answered}}
                 .dump(),
             now_ms);
@@ -272,7 +273,7 @@ absl::Status StateStore::FailRound(int round, int attempt, int answered, const s
       "WHERE round = ?1 AND attempt = ?2 AND status = 'open'",
       {int64_t{round}, int64_t{attempt}, int64_t{answered}, now_ms, note});
   if (s.ok()) {
-    s = Log("round_closed",
+    s = Log(ledger_kind::kRoundClosed,
             nlohmann::json{{"round", round}, {"attempt", attempt}, {"status", "failed"}, {"answered", answered},
                            {"note", note}}
                 .dump(),
@@ -319,7 +320,10 @@ absl::Status StateStore::RecordSubmission(int round, int attempt, const Submissi
       body["noise_multiplier"] = r.privacy->noise_multiplier;
     }
   }
-  s = Log(absl::StrCat("update_", r.status()), body.dump(), now_ms);
+  s = Log(r.declined   ? ledger_kind::kUpdateDeclined
+          : r.accepted ? ledger_kind::kUpdateAccepted
+                       : ledger_kind::kUpdateRejected,
+          body.dump(), now_ms);
   if (!s.ok()) return s;
   return tx->Commit();
 }
@@ -388,7 +392,7 @@ absl::Status StateStore::RecordEvaluation(int round, const std::string& model_sh
     body["node_ledger_seq"] = e.node_ledger_seq;
     body["node_ledger_sha256"] = e.node_ledger_sha256;
   }
-  s = Log("evaluation_received", body.dump(), now_ms);
+  s = Log(ledger_kind::kEvaluationReceived, body.dump(), now_ms);
   if (!s.ok()) return s;
   return tx->Commit();
 }
@@ -468,7 +472,7 @@ absl::StatusOr<std::vector<SiteEvaluation>> StateStore::Evaluations(int round) {
 absl::Status StateStore::RecordRefusal(const std::string& what, const std::string& site, int round,
                                        const std::string& reason, int64_t now_ms) {
   absl::MutexLock lock(&mu_);
-  return Log("report_refused",
+  return Log(ledger_kind::kReportRefused,
              nlohmann::json{{"what", what}, {"site", site}, {"round", round}, {"reason", reason}}.dump(), now_ms);
 }
 

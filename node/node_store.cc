@@ -3,6 +3,7 @@
 #include <nlohmann/json.hpp>
 
 #include "absl/strings/str_cat.h"
+#include "common/ledger_kinds.h"
 #include "crypto/sha256.h"
 
 namespace fedrad::node {
@@ -99,7 +100,7 @@ absl::Status NodeStore::RecordConfig(const std::string& facts, int64_t now_ms) {
       db_->Query("SELECT body FROM ledger WHERE kind = 'config' ORDER BY seq DESC LIMIT 1");
   if (!last.ok()) return last.status();
   if (!last->empty() && AsText((*last)[0][0]) == facts) return absl::OkStatus();
-  return Log("config", facts, now_ms).status();
+  return Log(ledger_kind::kConfig, facts, now_ms).status();
 }
 
 absl::StatusOr<std::string> NodeStore::LastConfig() {
@@ -114,7 +115,7 @@ absl::Status NodeStore::RecordRoundJoined(const std::string& federation, int rou
                                           const std::string& model_sha256, int64_t now_ms) {
   absl::MutexLock lock(&mu_);
   json body = {{"federation", federation}, {"round", round}, {"attempt", attempt}, {"model_sha256", model_sha256}};
-  return Log("round_joined", body.dump(), now_ms).status();
+  return Log(ledger_kind::kRoundJoined, body.dump(), now_ms).status();
 }
 
 absl::Status NodeStore::RecordModelReceived(const std::string& sha256, int round, uint64_t bytes, int64_t now_ms) {
@@ -125,7 +126,7 @@ absl::Status NodeStore::RecordModelReceived(const std::string& sha256, int round
       "INSERT OR IGNORE INTO models_received(sha256, received_at_ms) VALUES(?1, ?2)", {sha256, now_ms});
   if (!s.ok()) return s;
   json body = {{"sha256", sha256}, {"round", round}, {"bytes", bytes}};
-  s = Log("model_received", body.dump(), now_ms).status();
+  s = Log(ledger_kind::kModelReceived, body.dump(), now_ms).status();
   if (!s.ok()) return s;
   return tx->Commit();
 }
@@ -134,7 +135,7 @@ absl::Status NodeStore::RecordModelRefused(const std::string& sha256, int round,
                                           int64_t now_ms) {
   absl::MutexLock lock(&mu_);
   json body = {{"sha256", sha256}, {"round", round}, {"reason", reason}};
-  return Log("model_refused", body.dump(), now_ms).status();
+  return Log(ledger_kind::kModelRefused, body.dump(), now_ms).status();
 }
 
 absl::Status NodeStore::RecordCoordinatorCertificate(const std::string& certificate_pem, const std::string& subject,
@@ -142,7 +143,7 @@ absl::Status NodeStore::RecordCoordinatorCertificate(const std::string& certific
   absl::MutexLock lock(&mu_);
   json body = {{"certificate", certificate_pem}, {"subject", subject},
                {"sha256", crypto::Sha256Hex(certificate_pem)}};
-  return Log("coordinator_certificate", body.dump(), now_ms).status();
+  return Log(ledger_kind::kCoordinatorCertificate, body.dump(), now_ms).status();
 }
 
 absl::Status NodeStore::RecordModelVerified(const std::string& federation, int published_round,
@@ -155,7 +156,7 @@ absl::Status NodeStore::RecordModelVerified(const std::string& federation, int p
                {"sha256", sha256},
                {"signature", signature_hex},
                {"coordinator_certificate_sha256", certificate_sha256}};
-  return Log("model_verified", body.dump(), now_ms).status();
+  return Log(ledger_kind::kModelVerified, body.dump(), now_ms).status();
 }
 
 absl::Status NodeStore::RecordDataAccess(const std::string& purpose, int round, int64_t images, int64_t patients,
@@ -169,7 +170,7 @@ absl::Status NodeStore::RecordDataAccess(const std::string& purpose, int round, 
   // In a transaction: a local command may append while the node runs.
   absl::StatusOr<Database::Transaction> tx = db_->Begin();
   if (!tx.ok()) return tx.status();
-  absl::Status s = Log("data_access", body.dump(), now_ms).status();
+  absl::Status s = Log(ledger_kind::kDataAccess, body.dump(), now_ms).status();
   if (!s.ok()) return s;
   return tx->Commit();
 }
@@ -189,7 +190,7 @@ absl::StatusOr<LedgerEntry> NodeStore::RecordUpdateSending(int round, int attemp
   json body = {{"round", round},       {"attempt", attempt}, {"base_model_sha256", base_sha256},
                {"update_sha256", update_sha256}, {"bytes", bytes}, {"dtype", dtype},
                {"num_examples", examples}};
-  absl::StatusOr<LedgerEntry> e = Log("update_sent", body.dump(), now_ms);
+  absl::StatusOr<LedgerEntry> e = Log(ledger_kind::kUpdateSent, body.dump(), now_ms);
   if (!e.ok()) return e.status();
   s = tx->Commit();
   if (!s.ok()) return s;
@@ -204,7 +205,7 @@ absl::Status NodeStore::RecordUpdateOutcome(int round, int attempt, const std::s
                                 {int64_t{round}, int64_t{attempt}, outcome});
   if (!s.ok()) return s;
   json body = {{"round", round}, {"attempt", attempt}, {"outcome", outcome}};
-  s = Log("update_outcome", body.dump(), now_ms).status();
+  s = Log(ledger_kind::kUpdateOutcome, body.dump(), now_ms).status();
   if (!s.ok()) return s;
   return tx->Commit();
 }
@@ -214,14 +215,14 @@ absl::Status NodeStore::RecordBudgetRefusal(int round, int attempt, double epsil
   absl::MutexLock lock(&mu_);
   json body = {{"round", round},         {"attempt", attempt}, {"epsilon_spent", epsilon_spent},
                {"epsilon_max", epsilon_max}, {"delta", delta},     {"detail", detail}};
-  return Log("budget_refused", body.dump(), now_ms).status();
+  return Log(ledger_kind::kBudgetRefused, body.dump(), now_ms).status();
 }
 
 absl::Status NodeStore::RecordPolicyRefusal(const std::string& task, int round, int attempt,
                                             const std::string& detail, int64_t now_ms) {
   absl::MutexLock lock(&mu_);
   json body = {{"task", task}, {"round", round}, {"attempt", attempt}, {"detail", detail}};
-  return Log("policy_refused", body.dump(), now_ms).status();
+  return Log(ledger_kind::kPolicyRefused, body.dump(), now_ms).status();
 }
 
 absl::StatusOr<LedgerEntry> NodeStore::RecordEvaluation(int round, const std::string& model_sha256, double loss,
@@ -238,7 +239,7 @@ absl::StatusOr<LedgerEntry> NodeStore::RecordEvaluation(int round, const std::st
   // What left, as it left: the release (no exact count).
   json body = {{"round", round}, {"model_sha256", model_sha256}, {"suppressed", suppressed}};
   if (!released.empty()) body["release"] = json::parse(released, nullptr, false);
-  absl::StatusOr<LedgerEntry> e = Log("evaluation_sent", body.dump(), now_ms);
+  absl::StatusOr<LedgerEntry> e = Log(ledger_kind::kEvaluationSent, body.dump(), now_ms);
   if (!e.ok()) return e.status();
   s = tx->Commit();
   if (!s.ok()) return s;
@@ -273,7 +274,7 @@ absl::Status NodeStore::ChargePrivacy(std::vector<PrivacyCharge*> charges) {
                  {"epsilon_after", c->epsilon_after},
                  {"rdp_order", c->order}};
     if (c->kind == "count") body["released"] = c->released;
-    absl::StatusOr<LedgerEntry> e = Log("dp_charge", body.dump(), c->at_ms);
+    absl::StatusOr<LedgerEntry> e = Log(ledger_kind::kDpCharge, body.dump(), c->at_ms);
     if (!e.ok()) return e.status();
   }
   return tx->Commit();

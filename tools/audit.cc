@@ -11,6 +11,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_join.h"
+#include "common/ledger_kinds.h"
 #include "common/model_publication.h"
 #include "common/sqlite.h"
 #include "crypto/pki.h"
@@ -75,7 +76,7 @@ void CheckPublications(AuditVerification& v, const std::string& ca_pem) {
       const LedgerEntry& e = l.entries[i];
       const json& b = l.bodies[i];
       const std::string where = Where(l, e, static_cast<int64_t>(i) + 1);
-      if (e.kind == "coordinator_certificate") {
+      if (e.kind == ledger_kind::kCoordinatorCertificate) {
         const std::string pem = Text(b, "certificate");
         if (crypto::Sha256Hex(pem) != Text(b, "sha256")) {
           v.problems.push_back(absl::StrCat(where, ": the certificate does not match its recorded SHA-256"));
@@ -86,7 +87,7 @@ void CheckPublications(AuditVerification& v, const std::string& ca_pem) {
         } else {
           certificates[Text(b, "sha256")] = pem;
         }
-      } else if (e.kind == "model_verified") {
+      } else if (e.kind == ledger_kind::kModelVerified) {
         auto cert = certificates.find(Text(b, "coordinator_certificate_sha256"));
         const std::string signature = Text(b, "signature");
         const bool hex = signature.size() % 2 == 0 && signature.find_first_not_of("0123456789abcdef") == std::string::npos;
@@ -130,7 +131,7 @@ void CrossCheck(AuditVerification& v) {
     NodeIndex& n = nodes[l.writer];
     n.ledger = &l;
     for (size_t i = 0; i < l.entries.size(); ++i) {
-      if (l.entries[i].kind != "update_sent") continue;
+      if (l.entries[i].kind != ledger_kind::kUpdateSent) continue;
       const json& b = l.bodies[i];
       n.sent.insert({Int(b, "round"), Text(b, "update_sha256")});
       n.sent_by_attempt[{Int(b, "round"), Int(b, "attempt")}] = Text(b, "update_sha256");
@@ -148,10 +149,10 @@ void CrossCheck(AuditVerification& v) {
     const LedgerEntry& e = coordinator->entries[i];
     const json& b = coordinator->bodies[i];
     const std::string where = Where(*coordinator, e, static_cast<int64_t>(i) + 1);
-    if (e.kind == "model_published") {
+    if (e.kind == ledger_kind::kModelPublished) {
       published.insert(Text(b, "sha256"));
       published_as.insert({Int(b, "round"), Text(b, "sha256")});
-    } else if (e.kind == "aggregate") {
+    } else if (e.kind == ledger_kind::kAggregate) {
       if (!b.contains("updates") || !b["updates"].is_array()) {
         v.problems.push_back(absl::StrCat(where, ": names no updates"));
         continue;
@@ -173,17 +174,17 @@ void CrossCheck(AuditVerification& v) {
         }
       }
     }
-    if (e.kind == "update_accepted") {
+    if (e.kind == ledger_kind::kUpdateAccepted) {
       accepted.insert({Int(b, "round"), Int(b, "attempt"), Text(b, "site"), Text(b, "update_sha256")});
     }
     // The node's ledger head it reported with an update or an evaluation:
     // that entry must be in its ledger, as the coordinator saw it.
-    if (e.kind == "update_accepted" || e.kind == "evaluation_received") {
+    if (e.kind == ledger_kind::kUpdateAccepted || e.kind == ledger_kind::kEvaluationReceived) {
       const std::string site = Text(b, "site");
       auto n = nodes.find(site);
       const int64_t seq = Int(b, "node_ledger_seq");
       if (n == nodes.end() || seq <= 0) continue;
-      const bool update = e.kind == "update_accepted";
+      const bool update = e.kind == ledger_kind::kUpdateAccepted;
       const char* what = update ? "update" : "evaluation report";
       const std::vector<LedgerEntry>& theirs = n->second.ledger->entries;
       auto at = std::find_if(theirs.begin(), theirs.end(), [&](const LedgerEntry& x) { return x.seq == seq; });
@@ -196,8 +197,8 @@ void CrossCheck(AuditVerification& v) {
       }
       const json& mine = n->second.ledger->bodies[at - theirs.begin()];
       const bool same = at->sha256 == Text(b, "node_ledger_sha256") &&
-                        (update ? at->kind == "update_sent" && Text(mine, "update_sha256") == Text(b, "update_sha256")
-                                : at->kind == "evaluation_sent" &&
+                        (update ? at->kind == ledger_kind::kUpdateSent && Text(mine, "update_sha256") == Text(b, "update_sha256")
+                                : at->kind == ledger_kind::kEvaluationSent &&
                                       Text(mine, "model_sha256") == Text(b, "model_sha256"));
       if (!same) {
         v.problems.push_back(absl::StrCat(Where(*n->second.ledger, *at, at - theirs.begin() + 1),
@@ -218,8 +219,8 @@ void CrossCheck(AuditVerification& v) {
       const json& b = l.bodies[i];
       const std::string where = Where(l, e, static_cast<int64_t>(i) + 1);
       std::string model;
-      if (e.kind == "round_joined") model = Text(b, "model_sha256");
-      if (e.kind == "model_received") model = Text(b, "sha256");
+      if (e.kind == ledger_kind::kRoundJoined) model = Text(b, "model_sha256");
+      if (e.kind == ledger_kind::kModelReceived) model = Text(b, "sha256");
       if (!model.empty()) {
         if (published.count(model)) {
           ++v.models_cross_checked;
@@ -231,12 +232,12 @@ void CrossCheck(AuditVerification& v) {
       }
       // A publication the coordinator signed but did not record: it showed
       // this site a model that was not the round's global model.
-      if (e.kind == "model_verified" && !published_as.count({Int(b, "round"), Text(b, "sha256")})) {
+      if (e.kind == ledger_kind::kModelVerified && !published_as.count({Int(b, "round"), Text(b, "sha256")})) {
         v.problems.push_back(absl::StrCat(where, ": the coordinator signed model ", Text(b, "sha256").substr(0, 12),
                                           " as round ", Int(b, "round"), " for ", site,
                                           ", but its ledger does not record publishing it as that round"));
       }
-      if (e.kind == "update_outcome" && Text(b, "outcome") == "accepted") {
+      if (e.kind == ledger_kind::kUpdateOutcome && Text(b, "outcome") == "accepted") {
         auto sent = n.sent_by_attempt.find({Int(b, "round"), Int(b, "attempt")});
         const std::string sha = sent == n.sent_by_attempt.end() ? "" : sent->second;
         if (!accepted.count({Int(b, "round"), Int(b, "attempt"), site, sha})) {

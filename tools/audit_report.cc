@@ -8,6 +8,7 @@
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_replace.h"
 #include "absl/time/time.h"
+#include "common/ledger_kinds.h"
 #include "tools/audit.h"
 
 namespace fedrad::tools {
@@ -32,26 +33,26 @@ json SiteFacts(const AuditedLedger& l) {
   double epsilon = 0, delta = 0, epsilon_max = 0;
   bool dp = false;
   // Entries listed as they are, with their time.
-  const std::map<std::string, json*> listed = {{"data_access", &accesses},     {"update_sent", &sent},
-                                               {"model_received", &models},    {"evaluation_sent", &evaluations},
-                                               {"budget_refused", &refusals},  {"model_refused", &models_refused},
-                                               {"policy_refused", &refusals},  {"model_verified", &models_verified}};
+  const std::map<std::string, json*> listed = {{ledger_kind::kDataAccess, &accesses},     {ledger_kind::kUpdateSent, &sent},
+                                               {ledger_kind::kModelReceived, &models},    {ledger_kind::kEvaluationSent, &evaluations},
+                                               {ledger_kind::kBudgetRefused, &refusals},  {ledger_kind::kModelRefused, &models_refused},
+                                               {ledger_kind::kPolicyRefused, &refusals},  {ledger_kind::kModelVerified, &models_verified}};
   for (size_t i = 0; i < l.entries.size(); ++i) {
     const LedgerEntry& e = l.entries[i];
     json b = l.bodies[i];  // a copy: the report adds the time
     b["at"] = Time(e.at_ms);
     if (auto it = listed.find(e.kind); it != listed.end()) it->second->push_back(b);
-    if (e.kind == "dp_charge") {
+    if (e.kind == ledger_kind::kDpCharge) {
       epsilon = std::max(epsilon, b.value("epsilon_after", 0.0));
       delta = b.value("delta", 0.0);
       dp = true;
       const std::string charge = b.value("charge", "");
       (charge == "count" ? counts : charge == "evaluation" ? evaluation_charges : rounds).push_back(b);
-    } else if (e.kind == "update_outcome") {
+    } else if (e.kind == ledger_kind::kUpdateOutcome) {
       outcomes[{b.value("round", 0), b.value("attempt", 0)}] = b.value("outcome", "");
-    } else if (e.kind == "budget_refused") {
+    } else if (e.kind == ledger_kind::kBudgetRefused) {
       epsilon_max = b.value("epsilon_max", epsilon_max);
-    } else if (e.kind == "config") {
+    } else if (e.kind == ledger_kind::kConfig) {
       if (b.contains("privacy") && b["privacy"].is_object()) {
         epsilon_max = b["privacy"].value("epsilon_max", epsilon_max);
         if (b["privacy"].value("enabled", true)) delta = b["privacy"].value("delta", delta);
@@ -110,24 +111,24 @@ json CoordinatorFacts(const AuditedLedger& l) {
     const LedgerEntry& e = l.entries[i];
     const json& b = l.bodies[i];
     json& round = rounds[{b.value("round", int64_t{-1}), b.value("attempt", int64_t{-1})}];
-    if (e.kind == "round_opened") {
+    if (e.kind == ledger_kind::kRoundOpened) {
       round["round"] = b.value("round", 0);
       round["attempt"] = b.value("attempt", 0);
       round["selected"] = b.value("selected", 0);
       round["opened"] = Time(e.at_ms);
       round["status"] = "open";
-    } else if (e.kind == "aggregate") {
+    } else if (e.kind == ledger_kind::kAggregate) {
       round["strategy"] = b.value("strategy", "");
       round["model_sha256"] = b.value("sha256", "");
       round["updates"] = b.contains("updates") && b["updates"].is_array() ? b["updates"].size() : 0;
-    } else if (e.kind == "round_closed") {
+    } else if (e.kind == ledger_kind::kRoundClosed) {
       round["status"] = b.value("status", "");
       round["answered"] = b.value("answered", 0);
       round["note"] = b.value("note", "");
       round["closed"] = Time(e.at_ms);
-    } else if (e.kind == "model_published") {
+    } else if (e.kind == ledger_kind::kModelPublished) {
       published.push_back({{"round", b.value("round", 0)}, {"sha256", b.value("sha256", "")}, {"at", Time(e.at_ms)}});
-    } else if (e.kind == "update_accepted" && b.contains("epsilon_spent")) {
+    } else if (e.kind == ledger_kind::kUpdateAccepted && b.contains("epsilon_spent")) {
       json& s = reported[b.value("site", "")];
       if (s.is_null()) s = json::array();
       s.push_back({{"round", b.value("round", 0)}, {"epsilon", b.value("epsilon_spent", 0.0)}});
