@@ -151,10 +151,18 @@ class StreamGate {
     if (!sites_.insert(site).second) return Entry::kDuplicate;
     if (active_ < limit_) {
       ++active_;
+      peak_ = std::max(peak_, active_);
       return Entry::kAdmitted;
     }
+    ++waited_;
     waiting_.push_back({key, std::move(admit)});
     return Entry::kWaiting;
+  }
+  // For the log at shutdown: the most streams admitted at once, and how many
+  // had to wait for a slot.
+  std::string Use() {
+    absl::MutexLock lock(&mu_);
+    return absl::StrCat("at most ", peak_, " at once (limit ", limit_, "), ", waited_, " waited for a slot");
   }
   // A waiting stream gave up (cancelled). False: it was admitted meanwhile.
   bool Withdraw(const void* key) {
@@ -190,6 +198,8 @@ class StreamGate {
   const int limit_;
   absl::Mutex mu_;
   int active_ ABSL_GUARDED_BY(mu_) = 0;
+  int peak_ ABSL_GUARDED_BY(mu_) = 0;
+  int64_t waited_ ABSL_GUARDED_BY(mu_) = 0;
   std::deque<Waiter> waiting_ ABSL_GUARDED_BY(mu_);
   std::set<std::string> sites_ ABSL_GUARDED_BY(mu_);
 };
@@ -642,6 +652,11 @@ class FederationServiceImpl final : public v1::Federation::CallbackService {
         uploads_(max_concurrent_streams),
         stalls_(upload_idle_timeout) {}
 
+  // Says how the stream limit (max_concurrent_streams) was used.
+  void LogStreamUse() {
+    spdlog::info("model downloads: {}; update uploads: {}", downloads_.Use(), uploads_.Use());
+  }
+
   grpc::ServerUnaryReactor* Hello(grpc::CallbackServerContext* ctx, const v1::HelloRequest*,
                                   v1::Plan* plan) override {
     grpc::ServerUnaryReactor* reactor = ctx->DefaultReactor();
@@ -724,6 +739,7 @@ void CoordinatorServer::Shutdown() {
   if (impl_->server) {
     impl_->server->Shutdown(std::chrono::system_clock::now() + std::chrono::seconds(3));
     impl_->server.reset();
+    impl_->service->LogStreamUse();
   }
 }
 

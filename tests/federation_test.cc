@@ -6,6 +6,7 @@
 #include <algorithm>
 #include <filesystem>
 #include <map>
+#include <regex>
 
 #include "absl/strings/str_join.h"
 #include "absl/strings/str_split.h"
@@ -190,8 +191,22 @@ TEST(FederationTest, StreamsBeyondTheLimitWaitTheirTurn) {
   ASSERT_FALSE(::testing::Test::HasFailure());
   UseNoopTrainers(f);
   ReplaceInFile(f.CoordinatorConfig(), "max_concurrent_streams = 16", "max_concurrent_streams = 1");
+  // 32 MB models and updates: four nodes asking at once overlap, so some
+  // must wait for the one slot (a small model would move too fast to tell).
+  ReplaceInFile(dir + "/kits/coordinator/federation.toml", "architecture = \"ctnet\"\ninput_size = 32",
+                "architecture = \"flat\"\nparameters = 8000000");
   ASSERT_FALSE(::testing::Test::HasFailure());
-  RunFederationToCompletion(f, std::chrono::minutes(2));
+  const std::vector<std::string> logs = RunFederationToCompletion(f, std::chrono::minutes(3));
+  ASSERT_FALSE(logs.empty());
+  std::smatch m;
+  ASSERT_TRUE(std::regex_search(logs[0], m,
+                                std::regex("model downloads: at most (\\d+) at once \\(limit 1\\), (\\d+) waited for a "
+                                           "slot; update uploads: at most (\\d+) at once \\(limit 1\\), (\\d+) waited")))
+      << logs[0];
+  EXPECT_EQ(m[1], "1");
+  EXPECT_EQ(m[3], "1");
+  EXPECT_GT(std::stoi(m[2]), 0) << "no download ever waited: the limit was not in force";
+  EXPECT_GT(std::stoi(m[4]), 0) << "no upload ever waited: the limit was not in force";
   EXPECT_EQ(QueryDb(f.StateDb(), "SELECT COUNT(*) FROM rounds WHERE status = 'applied'")[0][0], SqlValue(int64_t{2}));
   EXPECT_EQ(QueryDb(f.StateDb(), "SELECT COUNT(*) FROM submissions WHERE status = 'accepted'")[0][0],
             SqlValue(int64_t{8}));
