@@ -360,6 +360,20 @@ absl::StatusOr<bool> RoundDriver::RunRoundAttempt(int round) {
     spdlog::warn("round {} (attempt {}) not applied: {}", round, closed.attempt, note);
     absl::Status s = state_->FailRound(round, closed.attempt, answered, note, NowMs());
     if (!s.ok()) return s;
+    {
+      // The sites whose updates were accepted hear that they were not
+      // used, so their ledgers do not say "accepted" for nothing.
+      absl::MutexLock lock(&mu_);
+      for (const UpdateTicket& t : closed.accepted) {
+        auto channel = connected_.find(t.site);
+        if (channel == connected_.end()) continue;
+        v1::Task failed;
+        failed.mutable_failed()->set_round(static_cast<uint32_t>(round));
+        failed.mutable_failed()->set_attempt(static_cast<uint32_t>(closed.attempt));
+        failed.mutable_failed()->set_reason(note);
+        channel->second->Send(failed);
+      }
+    }
     if (!closed.coordinator_failures.empty()) {
       // The sites did their part and paid for it: asking again would charge
       // them again for the coordinator's own failure.

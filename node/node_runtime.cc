@@ -391,6 +391,30 @@ absl::Status NodeRuntime::CheckPublication(const v1::ModelPublication& publicati
   return absl::OkStatus();
 }
 
+absl::Status NodeRuntime::RecordRoundFailed(const v1::RoundFailed& failed) {
+  const int round = static_cast<int>(failed.round()), attempt = static_cast<int>(failed.attempt());
+  // Only the node's record changes: the charge stands either way.
+  std::string reason = failed.reason().substr(0, 512);
+  for (char& c : reason) {
+    if (static_cast<unsigned char>(c) < 0x20 || c == 0x7f) c = ' ';
+  }
+  spdlog::warn("round {} (attempt {}): the coordinator did not use this site's accepted update: {} (its privacy "
+               "charge stands)",
+               round, attempt, reason);
+  absl::Status s = store_->RecordUpdateOutcome(round, attempt, absl::StrCat("discarded: ", reason), NowMs());
+  if (!s.ok()) return s;
+  absl::StatusOr<std::vector<PrivacyCharge>> ledger = store_->PrivacyLedger();
+  if (!ledger.ok()) return ledger.status();
+  for (const PrivacyCharge& c : *ledger) {
+    if (c.kind == "dp-sgd" && plan_ && c.federation == plan_->federation && c.round == round &&
+        c.attempt == attempt) {
+      s = store_->SetChargeStatus(c.id, "discarded: the round failed its quorum");
+      if (!s.ok()) return s;
+    }
+  }
+  return absl::OkStatus();
+}
+
 absl::StatusOr<NodeRuntime::TaskOutcome> NodeRuntime::DeclineRound(const v1::TrainTask& task, DeclineReason reason,
                                                                    const std::string& detail) {
   spdlog::warn("round {}: not training: {}", task.round(), detail);
@@ -938,6 +962,8 @@ absl::Status NodeRuntime::Run() {
         result = HandleTrain(task.train());
       } else if (task.has_evaluate()) {
         result = HandleEval(task.evaluate());
+      } else if (task.has_failed()) {
+        result = Done(RecordRoundFailed(task.failed()));
       }
       if (!result.ok()) {
         // The coordinator re-asks or goes on without this site; the next

@@ -21,6 +21,7 @@ namespace fedrad::v1 {
 class TrainTask;
 class EvalTask;
 class ModelPublication;
+class RoundFailed;
 }  // namespace fedrad::v1
 
 namespace fedrad::node {
@@ -86,6 +87,10 @@ class NodeRuntime {
   absl::Status CheckPublication(const v1::ModelPublication& publication, int published_round,
                                 const std::string& sha256, int task_round);
   absl::StatusOr<TaskOutcome> HandleTrain(const v1::TrainTask& task);
+  // The coordinator did not aggregate this site's accepted update (its
+  // round attempt failed the quorum): the ledger's outcome and the charge's
+  // status say so; the charge stands.
+  absl::Status RecordRoundFailed(const v1::RoundFailed& failed);
   // Before a DP round: charges the ledger (committed) and fills the DP
   // settings and the count to report, or declines (budget, [policy]; then
   // returns nullopt and the data is not touched).

@@ -52,6 +52,15 @@ TEST(QuorumTest, RoundWithTooFewAnswersIsRetriedNeverApplied) {
   EXPECT_EQ(QueryDb(f.StateDb(), "SELECT COUNT(*) FROM rounds WHERE status = 'applied'")[0][0], SqlValue(int64_t{2}));
   EXPECT_EQ(QueryDb(f.StateDb(), "SELECT COUNT(*) FROM models")[0][0], SqlValue(int64_t{3}));
   EXPECT_NE(coordinator->Log().find("round 1 (attempt 1) not applied"), std::string::npos);
+  // site-a's update of the failed attempt was accepted, then not used: its
+  // ledger says so last.
+  const std::vector<SqlRow> outcomes = QueryDb(
+      f.NodeDb("site-a"), "SELECT json_extract(body, '$.outcome') FROM ledger WHERE kind = 'update_outcome' AND "
+                          "json_extract(body, '$.round') = 1 AND json_extract(body, '$.attempt') = 1 ORDER BY seq");
+  ASSERT_EQ(outcomes.size(), 2u) << a->Log();
+  EXPECT_EQ(AsText(outcomes[0][0]), "accepted");
+  EXPECT_NE(AsText(outcomes[1][0]).find("discarded: 1 accepted update(s) of 2 selected"), std::string::npos)
+      << AsText(outcomes[1][0]);
   RemoveWorkspaceIfPassed(dir);
 }
 
