@@ -398,6 +398,16 @@ absl::Status NodeRuntime::RecordRoundFailed(const v1::RoundFailed& failed) {
   for (char& c : reason) {
     if (static_cast<unsigned char>(c) < 0x20 || c == 0x7f) c = ' ';
   }
+  // Only an update this node sent and saw accepted can be discarded: a
+  // coordinator cannot write outcomes for updates that never were.
+  absl::StatusOr<std::optional<std::string>> sent = store_->UpdateOutcome(round, attempt);
+  if (!sent.ok()) return sent.status();
+  if (!sent->has_value() || **sent != "accepted") {
+    spdlog::warn("round {} (attempt {}): the coordinator says it discarded an update this node has no accepted "
+                 "record of; ignored",
+                 round, attempt);
+    return absl::OkStatus();
+  }
   spdlog::warn("round {} (attempt {}): the coordinator did not use this site's accepted update: {} (its privacy "
                "charge stands)",
                round, attempt, reason);
@@ -590,7 +600,9 @@ absl::StatusOr<NodeRuntime::TaskOutcome> NodeRuntime::HandleTrain(const v1::Trai
     return DeclineRound(task, DeclineReason::kPolicy, *beyond);
   }
   // The base is the model published as the round before: signed, or never
-  // fetched nor trained on.
+  // fetched nor trained on. A refusal's detail (sent with the decline) is
+  // about the task and the model alone, public to the coordinator: no
+  // patient data is read to write it.
   if (absl::Status published = CheckPublication(task.publication(), round - 1, task.model_sha256(), round);
       !published.ok()) {
     if (published.code() != absl::StatusCode::kPermissionDenied) return published;
@@ -747,8 +759,13 @@ absl::StatusOr<NodeRuntime::TaskOutcome> NodeRuntime::RefuseEvaluation(const v1:
                                                                        const std::string& why) {
   spdlog::warn("round {}: evaluation refused: {}", task.round(), why);
   absl::Status s = store_->RecordPolicyRefusal("evaluate", static_cast<int>(task.round()), 0, why, NowMs());
-  if (s.ok()) s = SendEvaluation(task, nullptr);
   if (!s.ok()) return s;
+  return AnswerSuppressed(task);
+}
+
+absl::StatusOr<NodeRuntime::TaskOutcome> NodeRuntime::AnswerSuppressed(const v1::EvalTask& task) {
+  absl::Status sent = SendEvaluation(task, nullptr);
+  if (!sent.ok()) return sent;
   return TaskOutcome::kDeclined;
 }
 
@@ -811,20 +828,14 @@ absl::StatusOr<NodeRuntime::TaskOutcome> NodeRuntime::HandleEval(const v1::EvalT
   if (absl::Status published = CheckPublication(task.publication(), round, task.model_sha256(), round);
       !published.ok()) {
     if (published.code() != absl::StatusCode::kPermissionDenied) return published;
-    absl::Status sent = SendEvaluation(task, nullptr);
-    if (!sent.ok()) return sent;
-    return TaskOutcome::kDeclined;
+    return AnswerSuppressed(task);  // its model_refused entry is written
   }
   // The round's model is fetched whatever follows: it is the newest the
   // site's clinicians can run (predict --model latest), and fetching it
   // touches no patient data.
   absl::StatusOr<std::shared_ptr<const ModelParameters>> model =
       EnsureModel(task.model_sha256(), round, task.deadline_unix_ms());
-  if (model.status().code() == absl::StatusCode::kPermissionDenied) {
-    absl::Status sent = SendEvaluation(task, nullptr);
-    if (!sent.ok()) return sent;
-    return TaskOutcome::kDeclined;
-  }
+  if (model.status().code() == absl::StatusCode::kPermissionDenied) return AnswerSuppressed(task);
   if (!model.ok()) return model.status();
   if (config_.trainer == "noop") return Done(SendEvaluation(task, nullptr));  // benchmarks: nothing counted
   std::optional<PrivacyCharge> charge;

@@ -133,6 +133,8 @@ class NodeRuntime {
     double epsilon_spent = 0;  // the evaluation part after this release
   };
   absl::StatusOr<TaskOutcome> RefuseEvaluation(const v1::EvalTask& task, const std::string& why);
+  // Answers an evaluation task with a suppressed report (nothing released).
+  absl::StatusOr<TaskOutcome> AnswerSuppressed(const v1::EvalTask& task);
   // Records and sends `release`, or a suppressed report when it is null;
   // `exact` (the node's own figures, kept in node.db only) when the data was
   // evaluated.

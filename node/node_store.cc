@@ -197,6 +197,15 @@ absl::StatusOr<LedgerEntry> NodeStore::RecordUpdateSending(int round, int attemp
   return e;
 }
 
+absl::StatusOr<std::optional<std::string>> NodeStore::UpdateOutcome(int round, int attempt) {
+  absl::MutexLock lock(&mu_);
+  absl::StatusOr<std::vector<SqlRow>> rows = db_->Query(
+      "SELECT outcome FROM updates_sent WHERE round = ?1 AND attempt = ?2", {int64_t{round}, int64_t{attempt}});
+  if (!rows.ok()) return rows.status();
+  if (rows->empty()) return std::optional<std::string>();
+  return std::optional<std::string>(AsText((*rows)[0][0]));
+}
+
 absl::Status NodeStore::RecordUpdateOutcome(int round, int attempt, const std::string& outcome, int64_t now_ms) {
   absl::MutexLock lock(&mu_);
   absl::StatusOr<Database::Transaction> tx = db_->Begin();

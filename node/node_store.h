@@ -63,6 +63,8 @@ class NodeStore {
                                                   const std::string& dtype, int64_t examples, double train_loss,
                                                   int64_t now_ms);
   absl::Status RecordUpdateOutcome(int round, int attempt, const std::string& outcome, int64_t now_ms);
+  // The recorded outcome of this node's update of (round, attempt), if it sent one.
+  absl::StatusOr<std::optional<std::string>> UpdateOutcome(int round, int attempt);
   // A round declined because the privacy budget is spent (or would be).
   absl::Status RecordBudgetRefusal(int round, int attempt, double epsilon_spent, double epsilon_max, double delta,
                                    const std::string& detail, int64_t now_ms);

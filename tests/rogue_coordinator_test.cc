@@ -333,10 +333,19 @@ TEST_F(RogueCoordinatorTest, EveryImproperAskIsRefusedWithoutReadingTheData) {
             0);
   EXPECT_EQ(Count(db, "SELECT COUNT(*) FROM privacy_ledger WHERE kind = 'dp-sgd'"), 0);
 
+  // "Your update was discarded" for an update the node never sent writes nothing.
+  v1::Task failed;
+  failed.mutable_failed()->set_round(2);
+  failed.mutable_failed()->set_attempt(1);
+  failed.mutable_failed()->set_reason("made up");
+  service_->Queue(failed);
+
   v1::Task stop;
   stop.mutable_stop()->set_reason("test over");
   service_->Queue(stop);
   EXPECT_EQ(node_->Wait(std::chrono::seconds(30)), 0) << node_->Log();
+  EXPECT_EQ(Count(db, "SELECT COUNT(*) FROM ledger WHERE kind = 'update_outcome'"), 0);
+  EXPECT_NE(node_->Log().find("has no accepted record of; ignored"), std::string::npos) << node_->Log();
 
   // What the node verified re-verifies from its ledger alone: the proper
   // publications of rounds 1 (the model and the NaN one) and 2.
