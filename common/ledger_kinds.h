@@ -28,6 +28,7 @@ inline constexpr char kDpCharge[] = "dp_charge";
 // The coordinator's ledger (coordinator/state_store.h).
 inline constexpr char kModelPublished[] = "model_published";
 inline constexpr char kRoundOpened[] = "round_opened";
+inline constexpr char kRoundResumed[] = "round_resumed";
 inline constexpr char kRoundClosed[] = "round_closed";
 inline constexpr char kAggregate[] = "aggregate";
 inline constexpr char kUpdateAccepted[] = "update_accepted";

@@ -549,6 +549,8 @@ class UpdateReceiver final : public grpc::ServerBidiReactor<v1::UpdateChunk, v1:
  private:
   void Touch() { last_activity_ms_.store(absl::ToUnixMillis(absl::Now())); }
   absl::Status StallReason() const {
+    // A rejection, not an interruption: the round does not wait for a
+    // node that holds a slot and sends nothing.
     return absl::DeadlineExceededError(absl::StrCat("the upload brought nothing for ",
                                                     absl::FormatDuration(watch_->idle()),
                                                     " (coordinator.toml upload_idle_timeout_s) and was cut off"));
@@ -560,8 +562,10 @@ class UpdateReceiver final : public grpc::ServerBidiReactor<v1::UpdateChunk, v1:
       return;
     }
     if (received_ != ticket_->expected_bytes) {
-      Reject(absl::InvalidArgumentError(absl::StrCat("the update ended after ", received_, " of ",
-                                                     ticket_->expected_bytes, " bytes")));
+      // The stream broke (the node went away, or cancelled): the node keeps
+      // the update and may send it again.
+      Reject(absl::UnavailableError(absl::StrCat("the update ended after ", received_, " of ",
+                                                 ticket_->expected_bytes, " bytes")));
       return;
     }
     if (hash_.FinishHex() != ticket_->update_sha256) {

@@ -55,7 +55,7 @@ int Serve(const std::string& config_path) {
     int sig = 0;
     sigwait(&signals, &sig);
     if (exiting) return;  // woken by main to exit
-    spdlog::warn("received signal {}; stopping (an open round will be redone on restart)", sig);
+    spdlog::warn("received signal {}; stopping (an open round attempt is resumed on restart)", sig);
     (*driver)->Shutdown();
   });
   absl::Status result = (*driver)->Run();

@@ -6,19 +6,26 @@
 
 namespace fedrad::coordinator {
 
-absl::Status PrivacyClaims::Check(const std::string& site, const SitePrivacy& r) const {
+absl::Status PrivacyClaims::Check(const std::string& site, const SitePrivacy& r,
+                                  const std::string& update_sha256) const {
   absl::MutexLock lock(&mu_);
   auto it = sites_.find(site);
   PrivacyAccountant bound = it == sites_.end() ? PrivacyAccountant() : it->second.composed;
   const int earlier = it == sites_.end() ? 0 : it->second.updates;
-  bound.Compose(r.noise_multiplier, r.sampling_rate, r.steps);
+  const bool again = it != sites_.end() && it->second.composed_updates.count(update_sha256);
+  if (!again) bound.Compose(r.noise_multiplier, r.sampling_rate, r.steps);
   const double least = bound.GetEpsilon(r.delta).epsilon;
   if (r.epsilon_spent < least * (1 - kTolerance)) {
     return absl::InvalidArgumentError(absl::StrFormat(
-        "the privacy report claims epsilon %.6g, but sigma %g, q %g and %d steps for this update%s give at least "
-        "%.6g at delta %g (the same accountant as the nodes')",
-        r.epsilon_spent, r.noise_multiplier, r.sampling_rate, r.steps,
-        earlier > 0 ? absl::StrFormat(" and those of its %d earlier accepted update(s)", earlier) : "", least,
+        "the privacy report claims epsilon %.6g, but %s give at least %.6g at delta %g (the same accountant as the "
+        "nodes')",
+        r.epsilon_spent,
+        again ? absl::StrFormat("the mechanisms of its %d accepted update(s), this one among them", earlier)
+              : absl::StrFormat("sigma %g, q %g and %d steps for this update%s", r.noise_multiplier, r.sampling_rate,
+                                r.steps,
+                                earlier > 0 ? absl::StrFormat(" and those of its %d earlier accepted update(s)", earlier)
+                                            : ""),
+        least,
         r.delta));
   }
   if (it != sites_.end() && it->second.last_delta == r.delta &&
@@ -47,13 +54,22 @@ absl::Status PrivacyClaims::CheckDecline(const std::string& site, double epsilon
   return absl::OkStatus();
 }
 
-void PrivacyClaims::Record(const std::string& site, const SitePrivacy& r, bool update) {
+void PrivacyClaims::RecordUpdate(const std::string& site, const SitePrivacy& r, const std::string& update_sha256) {
   absl::MutexLock lock(&mu_);
   Site& s = sites_[site];
-  if (update) {
+  if (s.composed_updates.insert(update_sha256).second) {
     s.composed.Compose(r.noise_multiplier, r.sampling_rate, r.steps);
     ++s.updates;
   }
+  RecordClaim(s, r);
+}
+
+void PrivacyClaims::RecordDecline(const std::string& site, const SitePrivacy& r) {
+  absl::MutexLock lock(&mu_);
+  RecordClaim(sites_[site], r);
+}
+
+void PrivacyClaims::RecordClaim(Site& s, const SitePrivacy& r) {
   // A decline carries no delta: it is at the site's last one.
   const double delta = r.delta > 0 ? r.delta : s.last_delta;
   if (delta != s.last_delta) {

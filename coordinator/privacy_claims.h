@@ -2,6 +2,7 @@
 #define FEDRAD_COORDINATOR_PRIVACY_CLAIMS_H_
 
 #include <map>
+#include <set>
 #include <string>
 
 #include "absl/base/thread_annotations.h"
@@ -29,18 +30,21 @@ class PrivacyClaims {
   // machine; far below any difference a wrong report makes.
   static constexpr double kTolerance = 1e-6;
 
-  // OK if `report`, the next claim of `site`, is possible after what the
-  // site reported before; otherwise InvalidArgument saying why, with both
-  // figures.
-  absl::Status Check(const std::string& site, const SitePrivacy& report) const;
+  // OK if `report`, the next claim of `site` with the update of SHA-256
+  // `update_sha256`, is possible after what the site reported before;
+  // otherwise InvalidArgument saying why, with both figures. An update the
+  // site sent before (a kept update sent again to a resumed or retried
+  // attempt) is the same release: its mechanism is not composed twice.
+  absl::Status Check(const std::string& site, const SitePrivacy& report, const std::string& update_sha256) const;
   // The same for a decline, which names no mechanism: its ε must not be
   // below the site's earlier claims or their bound.
   absl::Status CheckDecline(const std::string& site, double epsilon) const;
-  // Counts `report` as an update the site sent (its mechanism is composed
-  // into the site's bound) or, for a decline (delta 0: the site's last),
-  // only its claimed ε. Call it for accepted updates and declines only: a
-  // rejected report proves nothing.
-  void Record(const std::string& site, const SitePrivacy& report, bool update);
+  // Counts `report` as the update `update_sha256` the site sent (its
+  // mechanism is composed into the site's bound, once per update). Call it
+  // for accepted updates only: a rejected report proves nothing.
+  void RecordUpdate(const std::string& site, const SitePrivacy& report, const std::string& update_sha256);
+  // Counts a decline's claimed ε (delta 0: at the site's last delta).
+  void RecordDecline(const std::string& site, const SitePrivacy& report);
   // The bound so far of `site` at `delta` (0 before any update).
   double LowerBound(const std::string& site, double delta) const;
 
@@ -48,9 +52,12 @@ class PrivacyClaims {
   struct Site {
     PrivacyAccountant composed;
     int updates = 0;
+    std::set<std::string> composed_updates;  // their SHA-256s
     double last_epsilon = 0;
     double last_delta = 0;
   };
+  // The claimed ε, at the report's delta (or the last one).
+  static void RecordClaim(Site& s, const SitePrivacy& report);
   mutable absl::Mutex mu_;
   std::map<std::string, Site> sites_ ABSL_GUARDED_BY(mu_);
 };

@@ -100,7 +100,11 @@ absl::StatusOr<std::unique_ptr<RoundDriver>> RoundDriver::Create(const Coordinat
   absl::MutexLock lock(&driver->mu_);
   std::map<std::string, bool> declined;  // by each site's latest answer
   for (const StateStore::PrivacyAnswer& a : *history) {
-    driver->claims_.Record(a.site, a.answer.privacy, /*update=*/!a.answer.declined);
+    if (a.answer.declined || a.update_sha256.empty()) {
+      driver->claims_.RecordDecline(a.site, a.answer.privacy);
+    } else {
+      driver->claims_.RecordUpdate(a.site, a.answer.privacy, a.update_sha256);
+    }
     declined[a.site] = a.answer.declined;
   }
   for (const auto& [site, d] : declined) {
@@ -168,10 +172,26 @@ void RoundDriver::Shutdown() {
 }
 
 absl::Status RoundDriver::Run() {
-  absl::StatusOr<int> abandoned = state_->AbandonOpenRounds(NowMs());
+  // An attempt left open by a crash or a shutdown is resumed when it is the
+  // next round's and its base is still the global model: the sites have
+  // kept their updates (trained and charged already) and send them again.
+  // Any other open attempt cannot close any more.
+  absl::StatusOr<std::optional<StateStore::OpenAttempt>> open = state_->LatestOpenAttempt();
+  if (!open.ok()) return open.status();
+  std::optional<StateStore::OpenAttempt> resume;
+  {
+    absl::MutexLock lock(&mu_);
+    if (open->has_value() && (*open)->round == global_round_ + 1 && (*open)->base_sha256 == global_sha256_ &&
+        !(*open)->nonces.empty() && global_round_ < config_.plan.rounds) {
+      resume = std::move(**open);
+    }
+  }
+  absl::StatusOr<int> abandoned =
+      state_->AbandonOpenRounds(NowMs(), resume ? std::optional(std::pair{resume->round, resume->attempt})
+                                                : std::nullopt);
   if (!abandoned.ok()) return abandoned.status();
   if (*abandoned > 0) {
-    spdlog::warn("{} round(s) left open by an earlier run were abandoned; they will be redone",
+    spdlog::warn("{} round attempt(s) left open by an earlier run were abandoned; they will be redone",
                  *abandoned);
   }
   if (global_round_ > 0) {
@@ -193,7 +213,7 @@ absl::Status RoundDriver::Run() {
       }
     }
     if (!WaitForNodes()) return absl::CancelledError("shut down while waiting for nodes");
-    absl::StatusOr<bool> applied = RunRoundAttempt(global_round_ + 1);
+    absl::StatusOr<bool> applied = RunRoundAttempt(global_round_ + 1, std::exchange(resume, std::nullopt));
     if (!applied.ok()) return applied.status();
     if (*applied) {
       failed_attempts = 0;
@@ -306,30 +326,52 @@ void RoundDriver::SendEvalTask(const std::string& site) {
   channel->second->Send(task);
 }
 
-absl::StatusOr<bool> RoundDriver::RunRoundAttempt(int round) {
-  absl::StatusOr<int> attempt = state_->NextAttempt(round);
-  if (!attempt.ok()) return attempt.status();
+absl::StatusOr<bool> RoundDriver::RunRoundAttempt(int round, std::optional<StateStore::OpenAttempt> resume) {
+  int attempt = 0;
+  if (resume) {
+    attempt = resume->attempt;
+  } else {
+    absl::StatusOr<int> next = state_->NextAttempt(round);
+    if (!next.ok()) return next.status();
+    attempt = *next;
+  }
   if (sum_) sum_->Reset();
   OpenRound closed;
   {
     absl::MutexLock lock(&mu_);
     OpenRound r;
     r.round = round;
-    r.attempt = *attempt;
+    r.attempt = attempt;
     r.base_sha256 = global_sha256_;
     r.base_signature = global_signature_;
+    // A resumed attempt gets a whole deadline again: its sites are still
+    // reconnecting.
     r.deadline = absl::Now() + absl::Seconds(config_.plan.round_deadline_s);
-    absl::StatusOr<std::map<std::string, std::string>> nonces = NoncesForConnectedSites(true);
-    if (!nonces.ok()) return nonces.status();
-    r.nonces = std::move(*nonces);
-    absl::Status s = state_->OpenRound(round, r.attempt, r.base_sha256,
-                                       static_cast<int>(r.nonces.size()), NowMs());
-    if (!s.ok()) return s;
+    if (resume) {
+      // The same nonces, so the updates the sites kept answer it as sent.
+      r.nonces = std::move(resume->nonces);
+      int connected = 0;
+      for (const auto& [site, nonce] : r.nonces) connected += connected_.count(site) ? 1 : 0;
+      absl::Status s = state_->ResumeRound(round, r.attempt, connected, NowMs());
+      if (!s.ok()) return s;
+    } else {
+      absl::StatusOr<std::map<std::string, std::string>> nonces = NoncesForConnectedSites(true);
+      if (!nonces.ok()) return nonces.status();
+      r.nonces = std::move(*nonces);
+      absl::Status s = state_->OpenRound(round, r.attempt, r.base_sha256, r.nonces, NowMs());
+      if (!s.ok()) return s;
+    }
     round_ = std::move(r);
     std::vector<std::string> sites;
     for (const auto& [site, nonce] : round_->nonces) sites.push_back(site);
-    spdlog::info("round {}/{} (attempt {}): training at {} node(s): {}", round, config_.plan.rounds,
-                 round_->attempt, sites.size(), absl::StrJoin(sites, ", "));
+    if (resume) {
+      spdlog::info("round {}/{} (attempt {}): resumed after a restart at the {} node(s) it was opened for: {} "
+                   "(their kept updates answer it, without training or charging again)",
+                   round, config_.plan.rounds, round_->attempt, sites.size(), absl::StrJoin(sites, ", "));
+    } else {
+      spdlog::info("round {}/{} (attempt {}): training at {} node(s): {}", round, config_.plan.rounds,
+                   round_->attempt, sites.size(), absl::StrJoin(sites, ", "));
+    }
     for (const auto& [site, nonce] : round_->nonces) SendTrainTask(site);
     const size_t enough = static_cast<size_t>(
         std::ceil(config_.plan.close_at_fraction * static_cast<double>(round_->nonces.size()) - 1e-9));
@@ -345,7 +387,7 @@ absl::StatusOr<bool> RoundDriver::RunRoundAttempt(int round) {
     round_.reset();
     if (shutdown_) {
       ClearSpool();
-      return absl::CancelledError("shut down during a round; it will be redone on restart");
+      return absl::CancelledError("shut down during a round; it is resumed on restart");
     }
   }
   const int answered = static_cast<int>(closed.answered.size());
@@ -821,7 +863,7 @@ absl::Status RoundDriver::CheckUpdateHeader(const v1::UpdateHeader& h, const std
   if (h.has_privacy()) {
     absl::StatusOr<SitePrivacy> p = CheckPrivacyReport(h.privacy());
     if (!p.ok()) return p.status();
-    if (absl::Status possible = claims_.Check(t->site, *p); !possible.ok()) return possible;
+    if (absl::Status possible = claims_.Check(t->site, *p, h.update_sha256()); !possible.ok()) return possible;
     t->privacy = *p;
   } else if (config_.plan.require_dp) {
     return absl::FailedPreconditionError(
@@ -857,6 +899,7 @@ absl::Status RoundDriver::FinishUpdate(const UpdateTicket& t, const absl::Status
   rec.node_ledger_seq = t.node_ledger_seq;
   rec.node_ledger_sha256 = t.node_ledger_sha256;
   absl::Status reply = outcome;
+  bool interrupted = false;
   {
     absl::MutexLock lock(&mu_);
     const bool still_open = round_ && round_->round == t.round && round_->attempt == t.attempt;
@@ -874,7 +917,10 @@ absl::Status RoundDriver::FinishUpdate(const UpdateTicket& t, const absl::Status
         }
       }
       round_->in_progress.erase(t.site);
-      round_->answered.insert(t.site);
+      // An upload cut short (the connection broke, or it stalled) is not
+      // the site's answer: the node keeps its update and sends it again.
+      interrupted = !rec.accepted && outcome.code() == absl::StatusCode::kUnavailable;
+      if (!interrupted) round_->answered.insert(t.site);
       if (rec.accepted) round_->accepted.push_back(t);
       // Internal: a failure of this coordinator's own (the spool, the sum),
       // not of the site's update.
@@ -890,10 +936,13 @@ absl::Status RoundDriver::FinishUpdate(const UpdateTicket& t, const absl::Status
     if (!s.ok()) spdlog::error("round {}: cannot take back the partial update of {}: {}", t.round, t.site,
                                std::string(s.message()));
   }
-  if (rec.accepted && t.privacy) claims_.Record(t.site, *t.privacy, /*update=*/true);
+  if (rec.accepted && t.privacy) claims_.RecordUpdate(t.site, *t.privacy, t.update_sha256);
   if (rec.accepted) {
     spdlog::info("round {}: accepted the update of {} ({} examples, sha256 {})", t.round, t.site,
                  t.num_examples, t.update_sha256.substr(0, 12));
+  } else if (interrupted) {
+    spdlog::warn("round {}: the upload of {} was interrupted ({}); it may send the update again", t.round, t.site,
+                 rec.reason);
   } else {
     spdlog::warn("round {}: rejected the update of {}: {}", t.round, t.site, rec.reason);
   }
@@ -950,7 +999,7 @@ absl::Status RoundDriver::Decline(const std::string& site, const v1::Decline& d)
     round_->answered.insert(site);
     round_->declined[site] = *rec.privacy;
     if (!model_refused) exhausted_.insert(site);
-    claims_.Record(site, *rec.privacy, /*update=*/false);
+    claims_.RecordDecline(site, *rec.privacy);
     round = round_->round;
     attempt = round_->attempt;
     changed_.SignalAll();

@@ -84,8 +84,8 @@ class RoundDriver {
   // OK when the federation is complete; an error if storage fails or
   // Shutdown() was called first.
   absl::Status Run();
-  // Makes Run() return soon (signal handler thread). The open round, if any,
-  // is abandoned and redone by the next start.
+  // Makes Run() return soon (signal handler thread). The open round
+  // attempt, if any, stays open and the next start resumes it.
   void Shutdown();
 
   // --- for the gRPC service ---
@@ -152,8 +152,9 @@ class RoundDriver {
 
   absl::Status LoadOrCreateInitialModel();
   bool WaitForNodes();
-  // true: applied; false: too few answers, retry.
-  absl::StatusOr<bool> RunRoundAttempt(int round);
+  // true: applied; false: too few answers, retry. `resume`: the attempt
+  // an earlier run left open, continued with its nonces.
+  absl::StatusOr<bool> RunRoundAttempt(int round, std::optional<StateStore::OpenAttempt> resume);
   absl::Status Aggregate(const OpenRound& r);
   absl::Status AggregateInPlace(const OpenRound& r, const RoundUpdates& in);
   // Checks a header that carries a valid round, attempt and nonce, and fills

@@ -3,6 +3,7 @@
 #include <nlohmann/json.hpp>
 
 #include "absl/strings/match.h"
+#include "absl/strings/escaping.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
@@ -30,6 +31,14 @@ CREATE TABLE IF NOT EXISTS rounds(
   note TEXT,
   PRIMARY KEY(round, attempt));
 CREATE UNIQUE INDEX IF NOT EXISTS rounds_applied_once ON rounds(round) WHERE status = 'applied';
+-- Each selected site's nonce of an attempt, so that a restarted coordinator
+-- can resume the attempt and take the updates the sites already paid for.
+CREATE TABLE IF NOT EXISTS round_nonces(
+  round INTEGER NOT NULL,
+  attempt INTEGER NOT NULL,
+  site TEXT NOT NULL,
+  nonce_hex TEXT NOT NULL,
+  PRIMARY KEY(round, attempt, site));
 CREATE TABLE IF NOT EXISTS nodes(
   site TEXT PRIMARY KEY,
   first_seen_ms INTEGER NOT NULL,
@@ -174,17 +183,38 @@ absl::StatusOr<std::vector<ModelVersion>> StateStore::ModelsBefore(int round) {
   return out;
 }
 
-absl::StatusOr<int> StateStore::AbandonOpenRounds(int64_t now_ms) {
+absl::StatusOr<std::optional<StateStore::OpenAttempt>> StateStore::LatestOpenAttempt() {
+  absl::MutexLock lock(&mu_);
+  absl::StatusOr<std::vector<SqlRow>> rows = db_->Query(
+      "SELECT round, attempt, base_sha256 FROM rounds WHERE status = 'open' ORDER BY round DESC, attempt DESC LIMIT 1");
+  if (!rows.ok()) return rows.status();
+  if (rows->empty()) return std::optional<OpenAttempt>();
+  OpenAttempt a;
+  a.round = static_cast<int>(AsInt((*rows)[0][0]));
+  a.attempt = static_cast<int>(AsInt((*rows)[0][1]));
+  a.base_sha256 = AsText((*rows)[0][2]);
+  absl::StatusOr<std::vector<SqlRow>> nonces = db_->Query(
+      "SELECT site, nonce_hex FROM round_nonces WHERE round = ?1 AND attempt = ?2", {int64_t{a.round}, int64_t{a.attempt}});
+  if (!nonces.ok()) return nonces.status();
+  for (const SqlRow& r : *nonces) a.nonces[AsText(r[0])] = absl::HexStringToBytes(AsText(r[1]));
+  return std::optional<OpenAttempt>(std::move(a));
+}
+
+absl::StatusOr<int> StateStore::AbandonOpenRounds(int64_t now_ms, std::optional<std::pair<int, int>> except) {
   absl::MutexLock lock(&mu_);
   absl::StatusOr<Database::Transaction> tx = db_->Begin();
   if (!tx.ok()) return tx.status();
-  absl::StatusOr<std::vector<SqlRow>> rows =
-      db_->Query("SELECT round, attempt FROM rounds WHERE status = 'open' ORDER BY round, attempt");
+  const int64_t keep_round = except ? except->first : -1, keep_attempt = except ? except->second : -1;
+  absl::StatusOr<std::vector<SqlRow>> rows = db_->Query(
+      "SELECT round, attempt FROM rounds WHERE status = 'open' AND NOT (round = ?1 AND attempt = ?2) "
+      "ORDER BY round, attempt",
+      {keep_round, keep_attempt});
   if (!rows.ok()) return rows.status();
   const char* note = "coordinator restarted while the round was open";
   absl::Status s = db_->Execute(
-      "UPDATE rounds SET status = 'abandoned', closed_at_ms = ?1, note = ?2 WHERE status = 'open'",
-      {now_ms, std::string(note)});
+      "UPDATE rounds SET status = 'abandoned', closed_at_ms = ?1, note = ?2 WHERE status = 'open' AND "
+      "NOT (round = ?3 AND attempt = ?4)",
+      {now_ms, std::string(note), keep_round, keep_attempt});
   for (const SqlRow& r : *rows) {
     if (!s.ok()) break;
     s = Log(ledger_kind::kRoundClosed,
@@ -198,6 +228,12 @@ absl::StatusOr<int> StateStore::AbandonOpenRounds(int64_t now_ms) {
   return static_cast<int>(rows->size());
 }
 
+absl::Status StateStore::ResumeRound(int round, int attempt, int connected, int64_t now_ms) {
+  absl::MutexLock lock(&mu_);
+  return Log(ledger_kind::kRoundResumed,
+             nlohmann::json{{"round", round}, {"attempt", attempt}, {"selected_connected", connected}}.dump(), now_ms);
+}
+
 absl::StatusOr<int> StateStore::NextAttempt(int round) {
   absl::MutexLock lock(&mu_);
   absl::StatusOr<std::vector<SqlRow>> rows =
@@ -207,14 +243,20 @@ absl::StatusOr<int> StateStore::NextAttempt(int round) {
 }
 
 absl::Status StateStore::OpenRound(int round, int attempt, const std::string& base_sha256,
-                                   int selected, int64_t now_ms) {
+                                   const std::map<std::string, std::string>& nonces, int64_t now_ms) {
   absl::MutexLock lock(&mu_);
   absl::StatusOr<Database::Transaction> tx = db_->Begin();
   if (!tx.ok()) return tx.status();
+  const int selected = static_cast<int>(nonces.size());
   absl::Status s = db_->Execute(
       "INSERT INTO rounds(round, attempt, status, base_sha256, selected, started_at_ms) "
       "VALUES(?1, ?2, 'open', ?3, ?4, ?5)",
       {int64_t{round}, int64_t{attempt}, base_sha256, int64_t{selected}, now_ms});
+  for (const auto& [site, nonce] : nonces) {
+    if (!s.ok()) break;
+    s = db_->Execute("INSERT INTO round_nonces(round, attempt, site, nonce_hex) VALUES(?1, ?2, ?3, ?4)",
+                     {int64_t{round}, int64_t{attempt}, site, absl::BytesToHexString(nonce)});
+  }
   if (s.ok()) {
     s = Log(ledger_kind::kRoundOpened,
             nlohmann::json{{"round", round}, {"attempt", attempt}, {"base_model_sha256", base_sha256},
@@ -332,7 +374,7 @@ absl::StatusOr<std::vector<StateStore::PrivacyAnswer>> StateStore::PrivacyHistor
   absl::MutexLock lock(&mu_);
   absl::StatusOr<std::vector<SqlRow>> rows = db_->Query(
       "SELECT site, status, dp_unit, dp_noise_multiplier, dp_clip_norm, dp_sampling_rate, dp_steps, dp_delta, "
-      "epsilon_spent, epsilon_max, COALESCE(reason, '') FROM submissions WHERE epsilon_spent IS NOT NULL AND "
+      "epsilon_spent, epsilon_max, COALESCE(reason, ''), COALESCE(update_sha256, '') FROM submissions WHERE epsilon_spent IS NOT NULL AND "
       "status != 'rejected' ORDER BY round, attempt, received_at_ms");
   if (!rows.ok()) return rows.status();
   std::vector<PrivacyAnswer> out;
@@ -344,6 +386,7 @@ absl::StatusOr<std::vector<StateStore::PrivacyAnswer>> StateStore::PrivacyHistor
     a.answer.declined = AsText(r[1]) == "declined" && !absl::StartsWith(AsText(r[10]), "MODEL_REFUSED:");
     a.answer.privacy = SitePrivacy{AsText(r[2]),   AsDouble(r[3]), AsDouble(r[4]), AsDouble(r[5]),
                                    AsInt(r[6]),    AsDouble(r[7]), AsDouble(r[8]), AsDouble(r[9])};
+    a.update_sha256 = AsText(r[11]);
     out.push_back(std::move(a));
   }
   return out;

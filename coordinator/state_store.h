@@ -115,11 +115,25 @@ class StateStore {
   // Published models of rounds before `round`, oldest first.
   absl::StatusOr<std::vector<ModelVersion>> ModelsBefore(int round);
 
-  // Marks rounds left open by a crash as abandoned; returns how many.
-  absl::StatusOr<int> AbandonOpenRounds(int64_t now_ms);
+  // A round attempt left open by a crash or a shutdown: what a restarted
+  // coordinator needs to resume it (the sites' kept updates answer it).
+  struct OpenAttempt {
+    int round = 0;
+    int attempt = 0;
+    std::string base_sha256;
+    std::map<std::string, std::string> nonces;  // selected site -> nonce
+  };
+  // The newest open attempt, if any.
+  absl::StatusOr<std::optional<OpenAttempt>> LatestOpenAttempt();
+  // Marks attempts left open by a crash as abandoned, but `except` (round,
+  // attempt), which is resumed; returns how many.
+  absl::StatusOr<int> AbandonOpenRounds(int64_t now_ms, std::optional<std::pair<int, int>> except = std::nullopt);
+  // A ledger entry ("round_resumed"): the open attempt goes on after a restart.
+  absl::Status ResumeRound(int round, int attempt, int connected, int64_t now_ms);
   absl::StatusOr<int> NextAttempt(int round);
-  absl::Status OpenRound(int round, int attempt, const std::string& base_sha256, int selected,
-                         int64_t now_ms);
+  // Opens an attempt for the sites in `nonces` (kept, for a resume).
+  absl::Status OpenRound(int round, int attempt, const std::string& base_sha256,
+                         const std::map<std::string, std::string>& nonces, int64_t now_ms);
   // Commits the new model and the round's status together, with ledger
   // entries for the aggregate (its inputs), the model published and the close.
   absl::Status ApplyRound(int round, int attempt, const std::string& model_sha256, int answered,
@@ -152,6 +166,7 @@ class StateStore {
   struct PrivacyAnswer {
     std::string site;
     LatestPrivacy answer;
+    std::string update_sha256;  // empty for a decline
   };
   absl::StatusOr<std::vector<PrivacyAnswer>> PrivacyHistory();
   absl::Status TouchNode(const std::string& site, int64_t now_ms);

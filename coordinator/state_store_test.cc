@@ -17,6 +17,9 @@ class StateStoreTest : public ::testing::Test {
   const std::filesystem::path dir_ = scratch_.path();
 };
 
+const std::map<std::string, std::string> kTwoSites = {{"site-a", std::string("\x00\x01nonce-a", 9)},
+                                                      {"site-b", "nonce-b"}};
+
 TEST_F(StateStoreTest, RoundLifecycleAndResume) {
   {
     auto s = StateStore::Open(Db());
@@ -24,12 +27,12 @@ TEST_F(StateStoreTest, RoundLifecycleAndResume) {
     ASSERT_FALSE((*s)->LatestModel()->has_value());
     ASSERT_TRUE((*s)->AddInitialModel(std::string(64, 'a'), 1).ok());
     EXPECT_EQ(*(*s)->NextAttempt(1), 1);
-    ASSERT_TRUE((*s)->OpenRound(1, 1, std::string(64, 'a'), 2, 10).ok());
+    ASSERT_TRUE((*s)->OpenRound(1, 1, std::string(64, 'a'), kTwoSites, 10).ok());
     ASSERT_TRUE((*s)->FailRound(1, 1, 1, "too few", 20).ok());
     EXPECT_EQ(*(*s)->NextAttempt(1), 2);
-    ASSERT_TRUE((*s)->OpenRound(1, 2, std::string(64, 'a'), 2, 30).ok());
+    ASSERT_TRUE((*s)->OpenRound(1, 2, std::string(64, 'a'), kTwoSites, 30).ok());
     ASSERT_TRUE((*s)->ApplyRound(1, 2, std::string(64, 'b'), 2, "fedavg", {}, 40).ok());
-    ASSERT_TRUE((*s)->OpenRound(2, 1, std::string(64, 'b'), 2, 50).ok());
+    ASSERT_TRUE((*s)->OpenRound(2, 1, std::string(64, 'b'), kTwoSites, 50).ok());
     // "crash" with round 2 open
   }
   auto s = StateStore::Open(Db());
@@ -38,7 +41,18 @@ TEST_F(StateStoreTest, RoundLifecycleAndResume) {
   ASSERT_TRUE(latest.ok() && latest->has_value());
   EXPECT_EQ((*latest)->round, 1);
   EXPECT_EQ((*latest)->sha256, std::string(64, 'b'));
+  // The open attempt is there to resume, with its sites' nonces as sent.
+  absl::StatusOr<std::optional<StateStore::OpenAttempt>> open = (*s)->LatestOpenAttempt();
+  ASSERT_TRUE(open.ok() && open->has_value()) << open.status();
+  EXPECT_EQ((*open)->round, 2);
+  EXPECT_EQ((*open)->attempt, 1);
+  EXPECT_EQ((*open)->base_sha256, std::string(64, 'b'));
+  EXPECT_EQ((*open)->nonces, kTwoSites);
+  // Resumed: it stays open.
+  EXPECT_EQ(*(*s)->AbandonOpenRounds(60, std::pair{2, 1}), 0);
+  EXPECT_TRUE((*(*s)->LatestOpenAttempt()).has_value());
   EXPECT_EQ(*(*s)->AbandonOpenRounds(60), 1);
+  EXPECT_FALSE((*(*s)->LatestOpenAttempt()).has_value());
   EXPECT_EQ(*(*s)->NextAttempt(2), 2);
   EXPECT_TRUE(*(*s)->HasModel(std::string(64, 'b')));
   EXPECT_FALSE(*(*s)->HasModel(std::string(64, 'c')));
@@ -47,9 +61,9 @@ TEST_F(StateStoreTest, RoundLifecycleAndResume) {
 TEST_F(StateStoreTest, ARoundCannotBeAppliedTwice) {
   auto s = StateStore::Open(Db());
   ASSERT_TRUE((*s)->AddInitialModel(std::string(64, 'a'), 1).ok());
-  ASSERT_TRUE((*s)->OpenRound(1, 1, std::string(64, 'a'), 1, 1).ok());
+  ASSERT_TRUE((*s)->OpenRound(1, 1, std::string(64, 'a'), {{"a", "n"}}, 1).ok());
   ASSERT_TRUE((*s)->ApplyRound(1, 1, std::string(64, 'b'), 1, "fedavg", {}, 2).ok());
-  ASSERT_TRUE((*s)->OpenRound(1, 2, std::string(64, 'a'), 1, 3).ok());
+  ASSERT_TRUE((*s)->OpenRound(1, 2, std::string(64, 'a'), {{"a", "n"}}, 3).ok());
   EXPECT_FALSE((*s)->ApplyRound(1, 2, std::string(64, 'c'), 1, "fedavg", {}, 4).ok());
   // The failed apply left nothing behind: round 1's model is still 'b'.
   EXPECT_EQ((*(*s)->LatestModel())->sha256, std::string(64, 'b'));

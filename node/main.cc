@@ -2,7 +2,14 @@
 #include <CLI/CLI.hpp>
 #include <spdlog/spdlog.h>
 
+#include <fcntl.h>
+#include <signal.h>
+#include <unistd.h>
+
+#include <atomic>
+#include <cstdlib>
 #include <iostream>
+#include <thread>
 
 #include "common/logging.h"
 #include "node/inspect.h"
@@ -15,6 +22,21 @@
 #include "node/trainer.h"
 
 namespace {
+
+// The node's stop signals: the first is written to the pipe for the
+// watcher in main; a second ends the process at once.
+int g_signal_pipe[2] = {-1, -1};
+std::atomic<int> g_signals{0};
+
+void OnStopSignal(int sig) {
+  if (g_signals.fetch_add(1) > 0) {
+    static const char kAgain[] = "fedrad-node: second signal, exiting now\n";
+    (void)!::write(2, kAgain, sizeof(kAgain) - 1);  // the process ends here either way
+    std::_Exit(1);
+  }
+  const char c = static_cast<char>(sig);
+  (void)!::write(g_signal_pipe[1], &c, 1);  // async-signal-safe; a full pipe cannot happen (one byte)
+}
 
 int Fail(const absl::Status& s, int code) {
   spdlog::error("{}", std::string(s.message()));
@@ -332,7 +354,28 @@ int main(int argc, char** argv) {
     return 0;
   }
   spdlog::info("site {}: connecting to {}", config->tls.common_name, config->coordinator_address);
+  // SIGINT and SIGTERM reach a handler on whichever thread they land on
+  // (LibTorch's and OpenBLAS's threads start before main, so blocking them
+  // for sigwait is not possible); it wakes this watcher through a pipe.
+  if (::pipe2(g_signal_pipe, O_CLOEXEC) != 0) return Fail(absl::InternalError("cannot create a pipe"), 1);
+  struct sigaction action {};
+  action.sa_handler = OnStopSignal;
+  sigemptyset(&action.sa_mask);
+  sigaction(SIGINT, &action, nullptr);
+  sigaction(SIGTERM, &action, nullptr);
+  std::thread signal_thread([&] {
+    char sig = 0;
+    if (::read(g_signal_pipe[0], &sig, 1) != 1 || sig == 0) return;  // 0: woken by main to exit
+    spdlog::warn("received signal {}; stopping: training stops at its next step (its charge stands), a trained "
+                 "update stays kept and is sent when the coordinator asks again after a restart. A second signal "
+                 "exits at once",
+                 static_cast<int>(sig));
+    (*runtime)->RequestStop();
+  });
   absl::Status s = (*runtime)->Run();
+  const char wake = 0;
+  if (::write(g_signal_pipe[1], &wake, 1) != 1) spdlog::warn("cannot wake the signal watcher");
+  signal_thread.join();
   if (!s.ok()) return Fail(s, 1);
   return 0;
 }

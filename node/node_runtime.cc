@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <chrono>
 #include <filesystem>
+#include <limits>
 #include <set>
 #include <thread>
 
@@ -14,6 +15,7 @@
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
+#include "absl/strings/str_join.h"
 #include "absl/time/clock.h"
 #include "absl/time/time.h"
 #include "common/evaluation_release.h"
@@ -101,6 +103,7 @@ struct NodeRuntime::Rpc {
 
 absl::StatusOr<std::unique_ptr<NodeRuntime>> NodeRuntime::Create(const NodeConfig& config) {
   absl::Status s = EnsureDirectory(config.state_dir + "/models");
+  if (s.ok()) s = EnsureDirectory(config.state_dir + "/updates");
   if (!s.ok()) return s;
   LedgerSigner signer{config.tls.key_pem, config.tls.certificate_pem, config.tls.common_name};
   absl::StatusOr<std::unique_ptr<NodeStore>> store = NodeStore::Open(config.state_dir + "/node.db", signer, NowMs());
@@ -229,6 +232,32 @@ absl::StatusOr<JoinedPlan> NodeRuntime::Hello() {
 
 absl::StatusOr<JoinedPlan> NodeRuntime::Check() { return Hello(); }
 
+void NodeRuntime::RequestStop() {
+  absl::MutexLock lock(&stop_mu_);
+  stopping_.store(true);
+  for (grpc::ClientContext* ctx : calls_) ctx->TryCancel();
+  stop_changed_.SignalAll();
+}
+
+bool NodeRuntime::Track(grpc::ClientContext* ctx) {
+  absl::MutexLock lock(&stop_mu_);
+  if (stopping_.load()) return false;
+  calls_.insert(ctx);
+  return true;
+}
+
+void NodeRuntime::Untrack(grpc::ClientContext* ctx) {
+  absl::MutexLock lock(&stop_mu_);
+  calls_.erase(ctx);
+}
+
+bool NodeRuntime::SleepUnlessStopping(absl::Duration d) {
+  absl::MutexLock lock(&stop_mu_);
+  const absl::Time until = absl::Now() + d;
+  while (!stopping_.load() && absl::Now() < until) stop_changed_.WaitWithDeadline(&stop_mu_, until);
+  return stopping_.load();
+}
+
 absl::Status NodeRuntime::PrepareData(const JoinedPlan& plan) {
   if (data_) return absl::OkStatus();
   DatasetSpec spec = SiteDataset(config_);
@@ -305,6 +334,12 @@ absl::StatusOr<std::shared_ptr<const ModelParameters>> NodeRuntime::EnsureModel(
   } else {
     grpc::ClientContext ctx;
     ctx.set_deadline(Deadline(deadline_ms));
+    if (!Track(&ctx)) return absl::CancelledError("the node is stopping");
+    struct Untracked {
+      NodeRuntime* runtime;
+      grpc::ClientContext* ctx;
+      ~Untracked() { runtime->Untrack(ctx); }
+    } untracked{this, &ctx};
     v1::FetchModelRequest req;
     req.set_sha256(sha256);
     std::unique_ptr<grpc::ClientReader<v1::ModelChunk>> reader = rpc_->stub->FetchModel(&ctx, req);
@@ -416,9 +451,11 @@ absl::Status NodeRuntime::RecordRoundFailed(const v1::RoundFailed& failed) {
   absl::StatusOr<std::vector<PrivacyCharge>> ledger = store_->PrivacyLedger();
   if (!ledger.ok()) return ledger.status();
   for (const PrivacyCharge& c : *ledger) {
-    if (c.kind == "dp-sgd" && plan_ && c.federation == plan_->federation && c.round == round &&
-        c.attempt == attempt) {
-      s = store_->SetChargeStatus(c.id, "discarded: the round failed its quorum");
+    // The round's charge, whichever attempt it was trained for (a kept
+    // update sent again answers later attempts).
+    if (c.kind == "dp-sgd" && plan_ && c.federation == plan_->federation && c.round == round) {
+      s = store_->SetChargeStatus(c.id, "discarded: the round failed its quorum (the update is kept, to send again "
+                                        "if the round is retried on the same model)");
       if (!s.ok()) return s;
     }
   }
@@ -608,6 +645,13 @@ absl::StatusOr<NodeRuntime::TaskOutcome> NodeRuntime::HandleTrain(const v1::Trai
     if (published.code() != absl::StatusCode::kPermissionDenied) return published;
     return DeclineRound(task, DeclineReason::kModelRefused, std::string(published.message()));
   }
+  // Kept updates of earlier rounds are answered: the coordinator asks for
+  // round `round` now. One of this round, trained on this base, answers
+  // the task as it is, without training or a new charge.
+  ForgetKeptUpdates(round);
+  absl::StatusOr<std::optional<TaskOutcome>> resent = ResendKept(task);
+  if (!resent.ok()) return resent.status();
+  if (resent->has_value()) return **resent;
   absl::StatusOr<std::shared_ptr<const ModelParameters>> global =
       EnsureModel(task.model_sha256(), round, task.deadline_unix_ms());
   if (global.status().code() == absl::StatusCode::kPermissionDenied) {
@@ -622,13 +666,16 @@ absl::StatusOr<NodeRuntime::TaskOutcome> NodeRuntime::HandleTrain(const v1::Trai
     // benchmark measures the coordinator and the transport, not this.
     TrainingOutcome noop;  // the received model plus 1e-7 everywhere, from one example
     noop.examples = 1;
+    noop.mean_loss = 0;
     const size_t n = (*global)->values.size();
     if (!noop_update_ || noop_update_->bytes().size() != n * BytesPerValue(plan_->update_dtype)) {
       absl::StatusOr<WireUpdate> wire = Encode(std::vector<float>(n, 1e-7f), round);
       if (!wire.ok()) return wire.status();
       noop_update_ = std::make_shared<const WireUpdate>(std::move(*wire));
     }
-    return Done(SendUpdate(task, noop_update_, noop, std::nullopt, start));
+    // Not kept: a noop update costs nothing to make again.
+    KeptUpdate facts = UpdateFacts(task, noop, std::nullopt);
+    return Done(SendUpdate(task, noop_update_, facts, /*resent=*/false, start));
   }
   if (config_.privacy.enabled) {
     absl::StatusOr<std::optional<PrivateRound>> charged = ChargeRound(task, settings);
@@ -647,9 +694,20 @@ absl::StatusOr<NodeRuntime::TaskOutcome> NodeRuntime::HandleTrain(const v1::Trai
                                                    train_uids_sha256_, NowMs());
   if (!accessed.ok()) return accessed;
   const absl::Time start = absl::Now();
+  settings.stop = &stopping_;
   absl::StatusOr<TrainingOutcome> outcome = TrainLocally(plan_->model, **global, data_->train, settings);
   if (!outcome.ok()) {
-    if (dp) KeepRecord(store_->SetChargeStatus(dp->training.id, absl::StrCat("failed: ", outcome.status().message())));
+    const bool stopped = outcome.status().code() == absl::StatusCode::kAborted && stopping_.load();
+    if (stopped) {
+      spdlog::warn("round {}: {} because the node is stopping; {}", round, std::string(outcome.status().message()),
+                   dp ? "the round's charge stands (nothing was sent)" : "nothing was sent");
+    }
+    if (dp) {
+      KeepRecord(store_->SetChargeStatus(
+          dp->training.id, stopped ? absl::StrCat("interrupted: the node was stopped during training (",
+                                                  outcome.status().message(), "); nothing was sent")
+                                   : absl::StrCat("failed: ", outcome.status().message())));
+    }
     return outcome.status();
   }
   if (outcome->dp_nonfinite_units > 0) {
@@ -662,7 +720,37 @@ absl::StatusOr<NodeRuntime::TaskOutcome> NodeRuntime::HandleTrain(const v1::Trai
     if (dp) KeepRecord(store_->SetChargeStatus(dp->training.id, absl::StrCat("failed: ", wire.status().message())));
     return wire.status();
   }
-  return Done(SendUpdate(task, std::make_shared<const WireUpdate>(std::move(*wire)), *outcome, dp, start));
+  KeptUpdate facts = UpdateFacts(task, *outcome, dp);
+  facts.update_sha256 = wire->sha256;
+  facts.bytes = wire->bytes().size();
+  facts.path = absl::StrCat(config_.state_dir, "/updates/round-", round, ".bin");
+  if (!Keep(facts, *wire).ok()) facts.path.clear();
+  return Done(SendUpdate(task, std::make_shared<const WireUpdate>(std::move(*wire)), facts, /*resent=*/false, start));
+}
+
+KeptUpdate NodeRuntime::UpdateFacts(const v1::TrainTask& task, const TrainingOutcome& outcome,
+                                    const std::optional<PrivateRound>& dp) const {
+  KeptUpdate k;
+  k.federation = plan_->federation;
+  k.round = static_cast<int>(task.round());
+  k.attempt = static_cast<int>(task.attempt());
+  k.base_sha256 = task.model_sha256();
+  k.dtype = WireDtypeName(plan_->update_dtype);
+  // Under DP only protected figures leave: the noised count, no loss.
+  k.examples = dp ? dp->reported_count : outcome.examples;
+  if (!dp) k.train_loss = outcome.mean_loss;
+  PreprocessSettings pipeline = config_.preprocess;
+  pipeline.output_size = plan_->model.input_size;
+  k.pipeline = DescribePipeline(pipeline);
+  if (dp) {
+    k.privacy = KeptUpdate::Privacy{config_.privacy.unit(),       dp->training.noise_multiplier,
+                                    dp->training.clip_norm,       dp->training.sampling_rate,
+                                    dp->training.steps,           dp->training.delta,
+                                    dp->site_epsilon,             config_.privacy.epsilon_max};
+    k.charge_id = dp->training.id;
+    k.count_charge_id = dp->count_charge_id;
+  }
+  return k;
 }
 
 absl::StatusOr<NodeRuntime::WireUpdate> NodeRuntime::Encode(std::vector<float> delta, int round) const {
@@ -684,24 +772,79 @@ absl::StatusOr<NodeRuntime::WireUpdate> NodeRuntime::Encode(std::vector<float> d
   return wire;
 }
 
+absl::Status NodeRuntime::Keep(const KeptUpdate& facts, const WireUpdate& wire) {
+  // Durable: the update was paid for, and a crash must not lose it.
+  absl::Status s = WriteFileAtomically(facts.path, wire.bytes(), 0600);
+  if (s.ok()) s = store_->KeepUpdate(facts);
+  if (!s.ok()) {
+    // Sent all the same; only a later resend is lost.
+    spdlog::error("round {}: cannot keep the update in {} ({}); if the coordinator asks for it again, the node "
+                  "will have to train (and be charged) again",
+                  facts.round, facts.path, std::string(s.message()));
+  }
+  return s;
+}
+
+void NodeRuntime::ForgetKeptUpdates(int before_round) {
+  absl::StatusOr<std::vector<KeptUpdate>> kept = store_->KeptUpdates();
+  if (!kept.ok()) {
+    spdlog::warn("cannot list the kept updates: {}", std::string(kept.status().message()));
+    return;
+  }
+  for (const KeptUpdate& k : *kept) {
+    if (plan_ && k.federation == plan_->federation && k.round >= before_round) continue;
+    std::error_code ec;
+    std::filesystem::remove(k.path, ec);
+    KeepRecord(store_->ForgetKeptUpdate(k.federation, k.round));
+  }
+}
+
+absl::StatusOr<std::optional<NodeRuntime::TaskOutcome>> NodeRuntime::ResendKept(const v1::TrainTask& task) {
+  const int round = static_cast<int>(task.round());
+  absl::StatusOr<std::optional<KeptUpdate>> kept = store_->KeptUpdateOf(plan_->federation, round);
+  if (!kept.ok()) return kept.status();
+  if (!kept->has_value()) return std::optional<TaskOutcome>();
+  const KeptUpdate& k = **kept;
+  if (k.base_sha256 != task.model_sha256() || k.dtype != WireDtypeName(plan_->update_dtype)) {
+    // Trained on another base (or for another dtype): it does not answer
+    // this task, and no later task can want it.
+    spdlog::warn("round {}: the kept update (attempt {}) was trained on model {}, this task's base is {}; training "
+                 "again",
+                 round, k.attempt, k.base_sha256.substr(0, 12), task.model_sha256().substr(0, 12));
+    std::error_code ec;
+    std::filesystem::remove(k.path, ec);
+    KeepRecord(store_->ForgetKeptUpdate(k.federation, k.round));
+    return std::optional<TaskOutcome>();
+  }
+  auto wire = std::make_shared<WireUpdate>();
+  absl::StatusOr<std::string> bytes = ReadFile(k.path, k.bytes);
+  if (bytes.ok()) wire->encoded = std::move(*bytes);
+  if (!bytes.ok() || wire->encoded.size() != k.bytes || crypto::Sha256Hex(wire->encoded) != k.update_sha256) {
+    spdlog::error("round {}: the kept update in {} is missing or damaged; training again", round, k.path);
+    KeepRecord(store_->ForgetKeptUpdate(k.federation, k.round));
+    return std::optional<TaskOutcome>();
+  }
+  wire->sha256 = k.update_sha256;
+  spdlog::info("round {} (attempt {}): sending again the update trained for attempt {} (already charged; no "
+               "training, no new charge)",
+               round, task.attempt(), k.attempt);
+  absl::Status sent = SendUpdate(task, std::move(wire), k, /*resent=*/true, absl::Now());
+  if (!sent.ok()) return sent;
+  return std::optional<TaskOutcome>(TaskOutcome::kDone);
+}
+
 absl::Status NodeRuntime::SendUpdate(const v1::TrainTask& task, std::shared_ptr<const WireUpdate> wire,
-                                     const TrainingOutcome& outcome, const std::optional<PrivateRound>& dp,
-                                     absl::Time start) {
+                                     const KeptUpdate& facts, bool resent, absl::Time start) {
   const int round = static_cast<int>(task.round());
   const int attempt = static_cast<int>(task.attempt());
   const std::string_view bytes = wire->bytes();
   const std::string& update_sha = wire->sha256;
-  // Under DP only protected figures leave: the noised count, no loss.
-  const int64_t examples = dp ? dp->reported_count : outcome.examples;
-  absl::StatusOr<LedgerEntry> sent =
-      store_->RecordUpdateSending(round, attempt, task.model_sha256(), update_sha, bytes.size(),
-                                  WireDtypeName(plan_->update_dtype), examples, dp ? 0.0 : outcome.mean_loss, NowMs());
+  absl::StatusOr<LedgerEntry> sent = store_->RecordUpdateSending(
+      round, attempt, task.model_sha256(), update_sha, bytes.size(), WireDtypeName(plan_->update_dtype),
+      facts.examples, facts.train_loss.value_or(0.0), resent ? facts.attempt : 0, NowMs());
   if (!sent.ok()) return sent.status();
-  absl::Status s;
-  if (dp) KeepRecord(store_->SetChargeStatus(dp->training.id, "sending"));
+  if (facts.charge_id) KeepRecord(store_->SetChargeStatus(facts.charge_id, "sending"));
 
-  grpc::ClientContext ctx;
-  ctx.set_deadline(Deadline(task.deadline_unix_ms()));
   v1::UpdateChunk header;
   v1::UpdateHeader* h = header.mutable_header();
   h->set_round(task.round());
@@ -711,46 +854,73 @@ absl::Status NodeRuntime::SendUpdate(const v1::TrainTask& task, std::shared_ptr<
   h->set_update_sha256(update_sha);
   h->set_total_bytes(bytes.size());
   h->set_dtype(static_cast<v1::WireDtype>(plan_->update_dtype));
-  h->set_num_examples(static_cast<uint64_t>(examples));
-  PreprocessSettings pipeline = config_.preprocess;
-  pipeline.output_size = plan_->model.input_size;
-  h->set_pipeline(DescribePipeline(pipeline));
+  h->set_num_examples(static_cast<uint64_t>(facts.examples));
+  h->set_pipeline(facts.pipeline);
   h->set_ledger_seq(static_cast<uint64_t>(sent->seq));
   h->set_ledger_sha256(sent->sha256);
-  if (dp) {
+  if (facts.privacy) {
+    const KeptUpdate::Privacy& dp = *facts.privacy;
     v1::PrivacyReport* p = h->mutable_privacy();
-    p->set_unit(config_.privacy.unit());
-    p->set_noise_multiplier(dp->training.noise_multiplier);
-    p->set_clip_norm(dp->training.clip_norm);
-    p->set_sampling_rate(dp->training.sampling_rate);
-    p->set_steps(static_cast<uint64_t>(dp->training.steps));
-    p->set_delta(dp->training.delta);
-    p->set_epsilon_spent(dp->site_epsilon);
-    p->set_epsilon_max(config_.privacy.epsilon_max);
-  } else {
-    h->set_train_loss(outcome.mean_loss);
+    p->set_unit(dp.unit);
+    p->set_noise_multiplier(dp.noise_multiplier);
+    p->set_clip_norm(dp.clip_norm);
+    p->set_sampling_rate(dp.sampling_rate);
+    p->set_steps(static_cast<uint64_t>(dp.steps));
+    p->set_delta(dp.delta);
+    p->set_epsilon_spent(dp.epsilon_spent);
+    p->set_epsilon_max(dp.epsilon_max);
+  } else if (facts.train_loss) {
+    h->set_train_loss(*facts.train_loss);
     h->set_has_train_loss(true);
   }
+  const std::string serialized = header.SerializeAsString();
   // The coordinator says when it is ready for the bytes (it receives a few
-  // updates at a time); until then they stay here.
+  // updates at a time); until then they stay here. An upload cut short
+  // (UNAVAILABLE: the connection broke, or the coordinator saw the stream
+  // end early) is tried again while the task's deadline allows: the update
+  // is the same release, so sending it again costs no privacy.
   const size_t chunk = plan_->chunk_bytes / sizeof(float) * sizeof(float);  // whole values in every dtype
-  s = FromGrpc(UploadUpdate(rpc_->channel, &ctx, header.SerializeAsString(), bytes, wire, chunk),
-               absl::StrCat("round ", round, " update"));
-  const std::string outcome_text = s.ok() ? "accepted" : std::string(s.message());
+  absl::Status s;
+  double pause = 1;
+  for (int tries = 1;; ++tries) {
+    grpc::ClientContext ctx;
+    ctx.set_deadline(Deadline(task.deadline_unix_ms()));
+    if (!Track(&ctx)) {
+      s = absl::CancelledError("the node is stopping");
+      break;
+    }
+    s = FromGrpc(UploadUpdate(rpc_->channel, &ctx, serialized, bytes, wire, chunk),
+                 absl::StrCat("round ", round, " update"));
+    Untrack(&ctx);
+    if (s.ok() || s.code() != absl::StatusCode::kUnavailable || tries >= 5 || stopping_.load() ||
+        NowMs() + static_cast<int64_t>(pause * 1000) >= task.deadline_unix_ms()) {
+      break;
+    }
+    spdlog::warn("round {}: the upload was cut short ({}); sending it again in {:.0f}s", round,
+                 std::string(s.message()), pause);
+    if (SleepUnlessStopping(absl::Seconds(pause))) break;
+    pause *= 2;
+  }
+  std::string outcome_text = s.ok() ? "accepted" : std::string(s.message());
   KeepRecord(store_->RecordUpdateOutcome(round, attempt, outcome_text, NowMs()));
-  if (dp) {
-    KeepRecord(store_->SetChargeStatus(dp->training.id, outcome_text));
-    if (dp->count_charge_id) KeepRecord(store_->SetChargeStatus(dp->count_charge_id, s.ok() ? "sent" : outcome_text));
+  if (facts.charge_id) {
+    if (resent) outcome_text = absl::StrCat(outcome_text, " (sent again in attempt ", attempt, ")");
+    if (!s.ok() && !facts.path.empty()) absl::StrAppend(&outcome_text, "; kept, to send again if asked");
+    KeepRecord(store_->SetChargeStatus(facts.charge_id, outcome_text));
+    if (facts.count_charge_id) {
+      KeepRecord(store_->SetChargeStatus(facts.count_charge_id, s.ok() ? "sent" : outcome_text));
+    }
   }
   if (!s.ok()) return s;
-  if (dp) {
+  const double took = absl::ToDoubleSeconds(absl::Now() - start);
+  if (facts.privacy) {
     spdlog::info("round {}: update accepted ({} units, noised; {:.1f}s); privacy spent: epsilon {:.4f} of {:.4g} "
                  "(delta {:g})",
-                 round, examples, absl::ToDoubleSeconds(absl::Now() - start), dp->training.epsilon_after,
-                 config_.privacy.epsilon_max, config_.privacy.delta);
+                 round, facts.examples, took, facts.privacy->epsilon_spent, config_.privacy.epsilon_max,
+                 config_.privacy.delta);
   } else {
     spdlog::info("round {}: update accepted ({} examples, loss {:.4f}, {:.1f}s; NOT differentially private)",
-                 round, outcome.examples, outcome.mean_loss, absl::ToDoubleSeconds(absl::Now() - start));
+                 round, facts.examples, facts.train_loss.value_or(0.0), took);
   }
   return absl::OkStatus();
 }
@@ -936,14 +1106,28 @@ absl::StatusOr<NodeRuntime::TaskOutcome> NodeRuntime::HandleEval(const v1::EvalT
 absl::Status NodeRuntime::Run() {
   double backoff = 0.5;
   bool announced = false;
+  // A stop asked for by a signal: the kept updates wait for the restart.
+  auto stopped = [&]() -> absl::Status {
+    absl::StatusOr<std::vector<KeptUpdate>> kept = store_->KeptUpdates();
+    std::vector<std::string> rounds;
+    if (kept.ok()) {
+      for (const KeptUpdate& k : *kept) rounds.push_back(absl::StrCat(k.round));
+    }
+    spdlog::info("stopped{}", rounds.empty() ? std::string()
+                                             : absl::StrCat("; the update(s) of round(s) ", absl::StrJoin(rounds, ", "),
+                                                            " are kept and are sent if the coordinator asks again "
+                                                            "after a restart (no new training or charge)"));
+    return absl::OkStatus();
+  };
   while (true) {
+    if (stopping_.load()) return stopped();
     absl::StatusOr<JoinedPlan> plan = Hello();
     if (!plan.ok()) {
       if (IsPermanent(plan.status().code())) return plan.status();
       spdlog::warn("cannot reach the coordinator at {} ({}); check the address, that it is running, and that "
                    "this kit comes from the federation's CA; retrying in {:.1f}s",
                    config_.coordinator_address, std::string(plan.status().message()), backoff);
-      std::this_thread::sleep_for(std::chrono::duration<double>(backoff));
+      if (SleepUnlessStopping(absl::Seconds(backoff))) return stopped();
       backoff = std::min(backoff * 2, config_.max_backoff_s);
       continue;
     }
@@ -957,17 +1141,20 @@ absl::Status NodeRuntime::Run() {
     if (!s.ok()) return s;
 
     grpc::ClientContext ctx;
+    if (!Track(&ctx)) return stopped();
     std::unique_ptr<grpc::ClientReader<v1::Task>> reader = rpc_->stub->WaitTask(&ctx, v1::WaitTaskRequest());
     v1::Task task;
-    while (reader->Read(&task)) {
+    while (!stopping_.load() && reader->Read(&task)) {
       // A stream that delivers work is a working connection; one refused at
       // once (another node holds this kit's stream) keeps backing off.
       backoff = 0.5;
       absl::StatusOr<TaskOutcome> result = TaskOutcome::kDone;
       if (task.has_stop()) {
         spdlog::info("the coordinator says stop: {}", task.stop().reason());
+        ForgetKeptUpdates(std::numeric_limits<int>::max());  // the federation is over
         ctx.TryCancel();
         reader->Finish();
+        Untrack(&ctx);
         return absl::OkStatus();
       } else if (task.has_train()) {
         result = HandleTrain(task.train());
@@ -984,14 +1171,17 @@ absl::Status NodeRuntime::Run() {
         spdlog::info("task declined; the coordinator was told why");
       }
     }
+    if (stopping_.load()) ctx.TryCancel();
     grpc::Status end = reader->Finish();
+    Untrack(&ctx);
+    if (stopping_.load()) return stopped();
     if (end.error_code() == grpc::StatusCode::ALREADY_EXISTS) {
       spdlog::error("the coordinator refused this node's task stream: {}; retrying in {:.1f}s", end.error_message(),
                     backoff);
     } else {
       spdlog::warn("task stream ended ({}); reconnecting in {:.1f}s", end.error_message(), backoff);
     }
-    std::this_thread::sleep_for(std::chrono::duration<double>(backoff));
+    if (SleepUnlessStopping(absl::Seconds(backoff))) return stopped();
     backoff = std::min(backoff * 2, config_.max_backoff_s);
   }
 }

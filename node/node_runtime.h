@@ -1,13 +1,16 @@
 #ifndef FEDRAD_NODE_NODE_RUNTIME_H_
 #define FEDRAD_NODE_NODE_RUNTIME_H_
 
+#include <atomic>
 #include <cstdint>
 #include <memory>
 #include <optional>
 #include <set>
 #include <string>
 
+#include "absl/base/thread_annotations.h"
 #include "absl/status/statusor.h"
+#include "absl/synchronization/mutex.h"
 #include "absl/time/time.h"
 #include "common/evaluation_release.h"
 #include "common/plan.h"
@@ -16,6 +19,10 @@
 #include "node/node_config.h"
 #include "node/node_store.h"
 #include "node/trainer.h"
+
+namespace grpc {
+class ClientContext;
+}  // namespace grpc
 
 namespace fedrad::v1 {
 class TrainTask;
@@ -50,10 +57,16 @@ class NodeRuntime {
   // site's certificate, and that both sides agree on the model.
   absl::StatusOr<JoinedPlan> Check();
 
-  // Serves tasks until the coordinator says Stop (OK), or a permanent error
-  // (identity refused, model mismatch, unreadable data). While the
-  // coordinator is unreachable it retries with exponential backoff.
+  // Serves tasks until the coordinator says Stop (OK), RequestStop() (OK),
+  // or a permanent error (identity refused, model mismatch, unreadable
+  // data). While the coordinator is unreachable it retries with exponential
+  // backoff.
   absl::Status Run();
+  // From a signal thread: Run() returns soon. Training stops at its next
+  // step (its charge stands and is marked interrupted); an upload under way
+  // is cut off, and the update stays kept, to be sent when the coordinator
+  // asks again after a restart.
+  void RequestStop();
 
  private:
   struct Rpc;
@@ -118,10 +131,28 @@ class NodeRuntime {
     }
   };
   absl::StatusOr<WireUpdate> Encode(std::vector<float> delta, int round) const;
-  // Streams `wire`, the update of `outcome` (with its DP report, if any).
+  // What an update trained for `task` says of itself (its header's facts,
+  // the charges it answers for); the bytes' hash, size and file are the caller's.
+  KeptUpdate UpdateFacts(const v1::TrainTask& task, const TrainingOutcome& outcome,
+                         const std::optional<PrivateRound>& dp) const;
+  // Writes the update's bytes (durably) and its facts to node.db.
+  absl::Status Keep(const KeptUpdate& facts, const WireUpdate& wire);
+  // Removes kept updates of rounds before `before_round` and of other federations.
+  void ForgetKeptUpdates(int before_round);
+  // Answers `task` with the update kept for its round, when it was trained
+  // on the task's base: sent again with this task's attempt and nonce, no
+  // training and no new charge. nullopt when there is none to send.
+  absl::StatusOr<std::optional<TaskOutcome>> ResendKept(const v1::TrainTask& task);
+  // Streams `wire` with the header `facts` describe, as the answer to
+  // `task` (`resent`: a kept update trained for facts.attempt). An upload
+  // cut short is tried again while the deadline allows.
   absl::Status SendUpdate(const v1::TrainTask& task, std::shared_ptr<const WireUpdate> wire,
-                          const TrainingOutcome& outcome,
-                          const std::optional<PrivateRound>& dp, absl::Time start);
+                          const KeptUpdate& facts, bool resent, absl::Time start);
+  // Calls RequestStop() cancels; false (not tracked) once stopping.
+  bool Track(grpc::ClientContext* ctx);
+  void Untrack(grpc::ClientContext* ctx);
+  // true if the node is stopping (at once, or during the pause).
+  bool SleepUnlessStopping(absl::Duration d);
   // One federated evaluation: refused (suppressed, with a ledger entry)
   // without the model or the data when the site's policy, its evaluation
   // budget or the one-release-per-round rule says no; otherwise charged in
@@ -164,6 +195,11 @@ class NodeRuntime {
   // An evaluation release came out below min_report: later ones are not sent.
   bool evaluation_suppressed_ = false;
   bool started_ = false;
+
+  std::atomic<bool> stopping_{false};  // RequestStop() was called
+  absl::Mutex stop_mu_;
+  absl::CondVar stop_changed_;
+  std::set<grpc::ClientContext*> calls_ ABSL_GUARDED_BY(stop_mu_);  // cancelled by RequestStop()
 };
 
 }  // namespace fedrad::node

@@ -54,6 +54,29 @@ CREATE TABLE IF NOT EXISTS updates_sent(
   sent_at_ms INTEGER NOT NULL,
   outcome TEXT NOT NULL DEFAULT 'sending',
   PRIMARY KEY(round, attempt));
+CREATE TABLE IF NOT EXISTS kept_updates(
+  federation TEXT NOT NULL,
+  round INTEGER NOT NULL,
+  attempt INTEGER NOT NULL,
+  base_sha256 TEXT NOT NULL,
+  update_sha256 TEXT NOT NULL,
+  dtype TEXT NOT NULL,
+  bytes INTEGER NOT NULL,
+  path TEXT NOT NULL,
+  examples INTEGER NOT NULL,
+  train_loss REAL,
+  pipeline TEXT NOT NULL,
+  dp_unit TEXT,
+  dp_noise_multiplier REAL,
+  dp_clip_norm REAL,
+  dp_sampling_rate REAL,
+  dp_steps INTEGER,
+  dp_delta REAL,
+  epsilon_spent REAL,
+  epsilon_max REAL,
+  charge_id INTEGER NOT NULL,
+  count_charge_id INTEGER NOT NULL,
+  PRIMARY KEY(federation, round));
 CREATE TABLE IF NOT EXISTS evaluations(
   round INTEGER NOT NULL,
   model_sha256 TEXT NOT NULL,
@@ -178,7 +201,8 @@ absl::Status NodeStore::RecordDataAccess(const std::string& purpose, int round, 
 absl::StatusOr<LedgerEntry> NodeStore::RecordUpdateSending(int round, int attempt, const std::string& base_sha256,
                                                            const std::string& update_sha256, uint64_t bytes,
                                                            const std::string& dtype, int64_t examples,
-                                                           double train_loss, int64_t now_ms) {
+                                                           double train_loss, int resent_from_attempt,
+                                                           int64_t now_ms) {
   absl::MutexLock lock(&mu_);
   absl::StatusOr<Database::Transaction> tx = db_->Begin();
   if (!tx.ok()) return tx.status();
@@ -190,11 +214,83 @@ absl::StatusOr<LedgerEntry> NodeStore::RecordUpdateSending(int round, int attemp
   json body = {{"round", round},       {"attempt", attempt}, {"base_model_sha256", base_sha256},
                {"update_sha256", update_sha256}, {"bytes", bytes}, {"dtype", dtype},
                {"num_examples", examples}};
+  if (resent_from_attempt > 0) body["resent_from_attempt"] = resent_from_attempt;
   absl::StatusOr<LedgerEntry> e = Log(ledger_kind::kUpdateSent, body.dump(), now_ms);
   if (!e.ok()) return e.status();
   s = tx->Commit();
   if (!s.ok()) return s;
   return e;
+}
+
+namespace {
+
+constexpr char kKeptColumns[] =
+    "federation, round, attempt, base_sha256, update_sha256, dtype, bytes, path, examples, train_loss, pipeline, "
+    "dp_unit, dp_noise_multiplier, dp_clip_norm, dp_sampling_rate, dp_steps, dp_delta, epsilon_spent, epsilon_max, "
+    "charge_id, count_charge_id";
+
+KeptUpdate KeptFromRow(const SqlRow& r) {
+  KeptUpdate k;
+  k.federation = AsText(r[0]);
+  k.round = static_cast<int>(AsInt(r[1]));
+  k.attempt = static_cast<int>(AsInt(r[2]));
+  k.base_sha256 = AsText(r[3]);
+  k.update_sha256 = AsText(r[4]);
+  k.dtype = AsText(r[5]);
+  k.bytes = static_cast<uint64_t>(AsInt(r[6]));
+  k.path = AsText(r[7]);
+  k.examples = AsInt(r[8]);
+  if (!std::holds_alternative<std::nullptr_t>(r[9])) k.train_loss = AsDouble(r[9]);
+  k.pipeline = AsText(r[10]);
+  if (!std::holds_alternative<std::nullptr_t>(r[11])) {
+    k.privacy = KeptUpdate::Privacy{AsText(r[11]), AsDouble(r[12]), AsDouble(r[13]), AsDouble(r[14]),
+                                    AsInt(r[15]),  AsDouble(r[16]), AsDouble(r[17]), AsDouble(r[18])};
+  }
+  k.charge_id = AsInt(r[19]);
+  k.count_charge_id = AsInt(r[20]);
+  return k;
+}
+
+}  // namespace
+
+absl::Status NodeStore::KeepUpdate(const KeptUpdate& k) {
+  absl::MutexLock lock(&mu_);
+  const auto or_null = [&](auto value) { return k.privacy ? SqlValue(value) : SqlValue(nullptr); };
+  const KeptUpdate::Privacy p = k.privacy.value_or(KeptUpdate::Privacy{});
+  return db_->Execute(
+      absl::StrCat("INSERT OR REPLACE INTO kept_updates(", kKeptColumns,
+                   ") VALUES(?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19, "
+                   "?20, ?21)"),
+      {k.federation, int64_t{k.round}, int64_t{k.attempt}, k.base_sha256, k.update_sha256, k.dtype,
+       static_cast<int64_t>(k.bytes), k.path, k.examples, k.train_loss ? SqlValue(*k.train_loss) : SqlValue(nullptr),
+       k.pipeline, or_null(p.unit), or_null(p.noise_multiplier), or_null(p.clip_norm), or_null(p.sampling_rate),
+       or_null(p.steps), or_null(p.delta), or_null(p.epsilon_spent), or_null(p.epsilon_max), k.charge_id,
+       k.count_charge_id});
+}
+
+absl::StatusOr<std::optional<KeptUpdate>> NodeStore::KeptUpdateOf(const std::string& federation, int round) {
+  absl::MutexLock lock(&mu_);
+  absl::StatusOr<std::vector<SqlRow>> rows =
+      db_->Query(absl::StrCat("SELECT ", kKeptColumns, " FROM kept_updates WHERE federation = ?1 AND round = ?2"),
+                 {federation, int64_t{round}});
+  if (!rows.ok()) return rows.status();
+  if (rows->empty()) return std::optional<KeptUpdate>();
+  return std::optional<KeptUpdate>(KeptFromRow((*rows)[0]));
+}
+
+absl::StatusOr<std::vector<KeptUpdate>> NodeStore::KeptUpdates() {
+  absl::MutexLock lock(&mu_);
+  absl::StatusOr<std::vector<SqlRow>> rows =
+      db_->Query(absl::StrCat("SELECT ", kKeptColumns, " FROM kept_updates ORDER BY federation, round"));
+  if (!rows.ok()) return rows.status();
+  std::vector<KeptUpdate> out;
+  for (const SqlRow& r : *rows) out.push_back(KeptFromRow(r));
+  return out;
+}
+
+absl::Status NodeStore::ForgetKeptUpdate(const std::string& federation, int round) {
+  absl::MutexLock lock(&mu_);
+  return db_->Execute("DELETE FROM kept_updates WHERE federation = ?1 AND round = ?2", {federation, int64_t{round}});
 }
 
 absl::StatusOr<std::optional<std::string>> NodeStore::UpdateOutcome(int round, int attempt) {

@@ -16,6 +16,34 @@
 
 namespace fedrad::node {
 
+// A trained update this node keeps (its bytes in a file under the state
+// directory) until the coordinator no longer needs it: it was charged when
+// trained, so a coordinator restart, a failed quorum or a broken upload is
+// answered by sending it again, never by training and charging again.
+struct KeptUpdate {
+  std::string federation;
+  int round = 0;
+  int attempt = 0;  // the attempt it was trained for
+  std::string base_sha256;
+  std::string update_sha256;  // of the bytes as sent
+  std::string dtype;          // WireDtypeName
+  uint64_t bytes = 0;
+  std::string path;  // the file of the bytes
+  // What travels with it in the update's header.
+  int64_t examples = 0;               // under DP the released count
+  std::optional<double> train_loss;   // without DP only
+  std::string pipeline;
+  struct Privacy {
+    std::string unit;
+    double noise_multiplier = 0, clip_norm = 0, sampling_rate = 0;
+    int64_t steps = 0;
+    double delta = 0, epsilon_spent = 0, epsilon_max = 0;
+  };
+  std::optional<Privacy> privacy;
+  int64_t charge_id = 0;        // the round's dp-sgd charge (0 without DP)
+  int64_t count_charge_id = 0;  // a count released with it, if any
+};
+
 // The node's local record in node.db: which models it received, which
 // updates it sent, what it reported, the privacy ledger, and the audit
 // ledger (common/ledger.h: hash-chained, signed with the site's kit key)
@@ -58,11 +86,18 @@ class NodeStore {
   // Written before the update is streamed, so the record never misses an
   // update that may have left the node. Returns the ledger's new head (the
   // "update_sent" entry), which the node reports with the update.
+  // `resent_from_attempt` > 0: the update is a kept one, trained for that
+  // attempt of the round and sent again (the entry says so; no new charge).
   absl::StatusOr<LedgerEntry> RecordUpdateSending(int round, int attempt, const std::string& base_sha256,
                                                   const std::string& update_sha256, uint64_t bytes,
                                                   const std::string& dtype, int64_t examples, double train_loss,
-                                                  int64_t now_ms);
+                                                  int resent_from_attempt, int64_t now_ms);
   absl::Status RecordUpdateOutcome(int round, int attempt, const std::string& outcome, int64_t now_ms);
+  // Kept updates (at most one per federation and round; a newer one replaces it).
+  absl::Status KeepUpdate(const KeptUpdate& update);
+  absl::StatusOr<std::optional<KeptUpdate>> KeptUpdateOf(const std::string& federation, int round);
+  absl::StatusOr<std::vector<KeptUpdate>> KeptUpdates();
+  absl::Status ForgetKeptUpdate(const std::string& federation, int round);
   // The recorded outcome of this node's update of (round, attempt), if it sent one.
   absl::StatusOr<std::optional<std::string>> UpdateOutcome(int round, int attempt);
   // A round declined because the privacy budget is spent (or would be).

@@ -133,6 +133,10 @@ absl::StatusOr<TrainingOutcome> TrainPrivately(ClassifierImpl& model, const Mode
   double loss_sum = 0, norm_sum = 0;
   int64_t seen = 0, norm_steps = 0;
   for (int64_t t = 0; t < dp.steps; ++t) {
+    if (settings.stop && settings.stop->load()) {
+      model.set_tap(nullptr);
+      return absl::AbortedError(absl::StrCat("training stopped after ", t, " of ", dp.steps, " DP-SGD steps"));
+    }
     if (dp.steps >= 100 && (t + 1) % (dp.steps / 10) == 0) {
       spdlog::info("DP-SGD step {}/{} ({:.0f}%)", t + 1, dp.steps, 100.0 * (t + 1) / dp.steps);
     }
@@ -221,6 +225,10 @@ absl::StatusOr<TrainingOutcome> TrainLocally(const ModelSpec& spec, const ModelP
       double loss_sum = 0;
       int64_t seen = 0;
       for (int64_t start = 0; start < train.count(); start += settings.batch_size) {
+        if (settings.stop && settings.stop->load()) {
+          return absl::AbortedError(absl::StrCat("training stopped in epoch ", epoch + 1, " of ",
+                                                 settings.local_epochs));
+        }
         const int64_t end = std::min<int64_t>(start + settings.batch_size, train.count());
         torch::Tensor idx = order.slice(0, start, end);
         torch::Tensor x = images.index_select(0, idx);

@@ -1,6 +1,7 @@
 #ifndef FEDRAD_NODE_TRAINER_H_
 #define FEDRAD_NODE_TRAINER_H_
 
+#include <atomic>
 #include <cstdint>
 #include <memory>
 #include <optional>
@@ -57,6 +58,9 @@ struct LocalTrainingSettings {
   double proximal_mu = 0;  // FedProx: adds (mu/2)·||w - w_global||² to the local loss
   // Set: DP-SGD (local_epochs and batch_size are then unused).
   std::optional<DpTrainingSettings> dp;
+  // Checked before every step; once it is true, training ends with Aborted
+  // (the node is stopping). Null: never.
+  const std::atomic<bool>* stop = nullptr;
 };
 
 struct TrainingOutcome {

@@ -1,11 +1,13 @@
 // The coordinator is SIGKILLed in the middle of a round and started again:
-// every round finishes, round numbers only go up, and no round is applied
-// twice. Nodes ride out the outage with their reconnect backoff.
+// it resumes the open attempt, the sites send the updates they kept (no
+// second training, no second charge), every round finishes once. A node
+// stopped with SIGTERM exits cleanly and says what it was charged for.
 #include <signal.h>
 
 #include <gtest/gtest.h>
 
 #include <filesystem>
+#include <map>
 #include <thread>
 
 #include "tests/harness.h"
@@ -13,54 +15,118 @@
 namespace fedrad::testing {
 namespace {
 
-TEST(CrashTest, CoordinatorKilledMidRoundResumesWithoutLosingOrRepeatingRounds) {
+// The dp-sgd charges of each round in a site's privacy ledger.
+std::map<int64_t, int64_t> ChargesByRound(const std::string& node_db) {
+  std::map<int64_t, int64_t> out;
+  for (const SqlRow& r :
+       QueryDb(node_db, "SELECT round, COUNT(*) FROM privacy_ledger WHERE kind = 'dp-sgd' GROUP BY round")) {
+    out[AsInt(r[0])] = AsInt(r[1]);
+  }
+  return out;
+}
+
+TEST(CrashTest, CoordinatorKilledMidRoundResumesTheAttemptWithTheSitesKeptUpdates) {
   const std::string dir = MakeWorkspace();
-  // Enough local work that a round lasts long enough to be caught open.
-  MiniFederation f = SetUpFederation(dir, {.sites = 2, .rounds = 4, .min_nodes = 2, .local_epochs = 12,
-                                           .patients = 12, .images = 4});
+  // Enough local work that site-c, stopped while it trains round 2, holds
+  // the round open (close_at_fraction 1) after the others' updates are in.
+  MiniFederation f = SetUpFederation(dir, {.sites = 3, .rounds = 3, .min_nodes = 2, .local_epochs = 12,
+                                           .patients = 12, .images = 4, .round_deadline_s = 120});
   ASSERT_FALSE(::testing::Test::HasFailure());
   auto coordinator = StartCoordinator(f, "coordinator-1.log");
   auto a = StartNode(f, "site-a");
   auto b = StartNode(f, "site-b");
+  auto c = StartNode(f, "site-c");
 
-  // Wait until round 2 is open (round 1 applied), then kill without warning.
   ASSERT_TRUE(WaitForRow(f.StateDb(), "SELECT 1 FROM rounds WHERE round = 2 AND status = 'open'",
+                         std::chrono::minutes(2), coordinator.get()))
+      << coordinator->Log();
+  c->Signal(SIGSTOP);
+  // Both other sites' updates of round 2 are in; then the coordinator dies.
+  ASSERT_TRUE(WaitForRow(f.StateDb(),
+                         "SELECT 1 FROM submissions WHERE round = 2 AND status = 'accepted' GROUP BY round "
+                         "HAVING COUNT(*) = 2",
                          std::chrono::minutes(2), coordinator.get()))
       << coordinator->Log();
   coordinator->Signal(SIGKILL);
   ASSERT_EQ(coordinator->Wait(std::chrono::seconds(10)), 128 + SIGKILL);
 
   auto restarted = StartCoordinator(f, "coordinator-2.log");
+  c->Signal(SIGCONT);
   ASSERT_EQ(restarted->Wait(std::chrono::minutes(4)), 0) << restarted->Log();
   EXPECT_EQ(a->Wait(std::chrono::seconds(30)), 0) << a->Log();
   EXPECT_EQ(b->Wait(std::chrono::seconds(30)), 0) << b->Log();
+  EXPECT_EQ(c->Wait(std::chrono::seconds(30)), 0) << c->Log();
 
-  // The killed attempt is on record as abandoned, and was redone.
-  std::vector<SqlRow> abandoned =
-      QueryDb(f.StateDb(), "SELECT round FROM rounds WHERE status = 'abandoned'");
-  ASSERT_FALSE(abandoned.empty());
-  EXPECT_EQ(AsInt(abandoned[0][0]), 2);
-  EXPECT_NE(restarted->Log().find("resuming after round 1"), std::string::npos) << restarted->Log();
-
-  // Exactly one applied attempt per round, rounds applied in increasing order
-  // of time, and one model per round.
-  std::vector<SqlRow> applied = QueryDb(
-      f.StateDb(), "SELECT round, started_at_ms, closed_at_ms FROM rounds WHERE status = 'applied' ORDER BY closed_at_ms");
-  ASSERT_EQ(applied.size(), 4u);
-  for (size_t i = 0; i < applied.size(); ++i) {
-    EXPECT_EQ(AsInt(applied[i][0]), static_cast<int64_t>(i + 1));
-    if (i > 0) {
-      EXPECT_GE(AsInt(applied[i][1]), AsInt(applied[i - 1][2]));
-    }
+  // Round 2's attempt was resumed, not abandoned and redone.
+  EXPECT_NE(restarted->Log().find("round 2/3 (attempt 1): resumed after a restart"), std::string::npos)
+      << restarted->Log();
+  std::vector<SqlRow> attempts = QueryDb(f.StateDb(), "SELECT round, attempt, status FROM rounds ORDER BY round");
+  ASSERT_EQ(attempts.size(), 3u);
+  for (size_t i = 0; i < attempts.size(); ++i) {
+    EXPECT_EQ(AsInt(attempts[i][0]), static_cast<int64_t>(i + 1));
+    EXPECT_EQ(AsInt(attempts[i][1]), 1);
+    EXPECT_EQ(AsText(attempts[i][2]), "applied");
   }
   std::vector<SqlRow> models = QueryDb(f.StateDb(), "SELECT round FROM models ORDER BY round");
-  ASSERT_EQ(models.size(), 5u);
-  for (size_t i = 0; i < models.size(); ++i) EXPECT_EQ(AsInt(models[i][0]), static_cast<int64_t>(i));
-  // Attempts of a round are numbered in the order they were started.
-  std::vector<SqlRow> attempts = QueryDb(f.StateDb(), "SELECT round, attempt FROM rounds ORDER BY started_at_ms");
-  for (size_t i = 1; i < attempts.size(); ++i) {
-    EXPECT_GE(AsInt(attempts[i][0]), AsInt(attempts[i - 1][0]));
+  ASSERT_EQ(models.size(), 4u);
+  // Every site paid once per round: the updates a and b had sent were sent
+  // again from their kept copies, with no training and no charge.
+  for (const std::string& site : f.sites) {
+    EXPECT_EQ(ChargesByRound(f.NodeDb(site)), (std::map<int64_t, int64_t>{{1, 1}, {2, 1}, {3, 1}})) << site;
   }
+  for (const std::string& site : {"site-a", "site-b"}) {
+    std::vector<SqlRow> resent = QueryDb(
+        f.NodeDb(site), "SELECT body FROM ledger WHERE kind = 'update_sent' AND body LIKE '%\"resent_from_attempt\":1%'");
+    EXPECT_EQ(resent.size(), 1u) << site;
+    std::vector<SqlRow> round2 = QueryDb(
+        f.NodeDb(site), "SELECT status FROM privacy_ledger WHERE kind = 'dp-sgd' AND round = 2");
+    ASSERT_EQ(round2.size(), 1u);
+    EXPECT_EQ(AsText(round2[0][0]), "accepted (sent again in attempt 1)") << site;
+    // Nothing is kept once the federation is over.
+    EXPECT_TRUE(QueryDb(f.NodeDb(site), "SELECT 1 FROM kept_updates").empty()) << site;
+  }
+  // The ledgers agree: every aggregated update is one the sites recorded.
+  std::vector<std::string> argv = {FedradBin(), "audit", "verify", "--ca", dir + "/kits/ca/ca.pem",
+                                   "--coordinator", f.StateDb()};
+  for (const std::string& site : f.sites) {
+    argv.push_back("--node");
+    argv.push_back(f.NodeDb(site));
+  }
+  EXPECT_EQ(RunCommand(argv, dir + "/verify.log"), 0) << ReadText(dir + "/verify.log");
+  RemoveWorkspaceIfPassed(dir);
+}
+
+// SIGTERM while a node trains: it stops at the next step and exits 0, its
+// round's charge marked interrupted; restarted, it serves the round.
+TEST(CrashTest, ANodeStoppedWhileTrainingExitsCleanlyAndSaysWhatItWasCharged) {
+  const std::string dir = MakeWorkspace();
+  MiniFederation f = SetUpFederation(dir, {.sites = 2, .rounds = 2, .min_nodes = 2, .local_epochs = 40,
+                                           .patients = 12, .images = 4, .round_deadline_s = 120});
+  ASSERT_FALSE(::testing::Test::HasFailure());
+  auto coordinator = StartCoordinator(f, "coordinator.log");
+  auto a = StartNode(f, "site-a");
+  auto b = StartNode(f, "site-b");
+  // site-a's round 1 charge is committed: it is training.
+  for (int i = 0; i < 600 && !std::filesystem::exists(f.NodeDb("site-a")); ++i) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(100));
+  }
+  ASSERT_TRUE(WaitForRow(f.NodeDb("site-a"),
+                         "SELECT 1 FROM privacy_ledger WHERE kind = 'dp-sgd' AND round = 1 AND status = 'charged'",
+                         std::chrono::minutes(2), a.get()))
+      << a->Log();
+  a->Signal(SIGTERM);
+  EXPECT_EQ(a->Wait(std::chrono::seconds(20)), 0) << a->Log();
+  EXPECT_NE(a->Log().find("because the node is stopping; the round's charge stands"), std::string::npos) << a->Log();
+  std::vector<SqlRow> charge =
+      QueryDb(f.NodeDb("site-a"), "SELECT status FROM privacy_ledger WHERE kind = 'dp-sgd' AND round = 1");
+  ASSERT_EQ(charge.size(), 1u);
+  EXPECT_EQ(AsText(charge[0][0]).rfind("interrupted: the node was stopped during training", 0), 0u)
+      << AsText(charge[0][0]);
+
+  auto again = StartNode(f, "site-a");
+  ASSERT_EQ(coordinator->Wait(std::chrono::minutes(4)), 0) << coordinator->Log();
+  EXPECT_EQ(again->Wait(std::chrono::seconds(30)), 0) << again->Log();
+  EXPECT_EQ(b->Wait(std::chrono::seconds(30)), 0) << b->Log();
   RemoveWorkspaceIfPassed(dir);
 }
 

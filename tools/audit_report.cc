@@ -360,7 +360,7 @@ std::string AuditReportHtml(const AuditVerification& v) {
                     Table(s["updates_sent"],
                           {{"round", "round"}, {"attempt", "attempt"}, {"update_sha256", "update SHA-256"},
                            {"bytes", "bytes"}, {"dtype", "dtype"}, {"num_examples", "count sent"},
-                           {"outcome", "outcome"}},
+                           {"resent_from_attempt", "sent again, trained for attempt"}, {"outcome", "outcome"}},
                           "updates"),
                     "<h3>Models received</h3>\n",
                     Table(s["models_received"], {{"round", "round"}, {"sha256", "SHA-256"}, {"bytes", "bytes"}},
