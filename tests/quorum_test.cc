@@ -61,6 +61,18 @@ TEST(QuorumTest, RoundWithTooFewAnswersIsRetriedNeverApplied) {
   EXPECT_EQ(AsText(outcomes[0][0]), "accepted");
   EXPECT_NE(AsText(outcomes[1][0]).find("discarded: 1 accepted update(s) of 2 selected"), std::string::npos)
       << AsText(outcomes[1][0]);
+  // The retried attempts had the same base: site-a answered them with the
+  // update it kept, trained once.
+  EXPECT_EQ(QueryDb(f.NodeDb("site-a"), "SELECT COUNT(*) FROM ledger WHERE kind = 'data_access' AND "
+                                        "json_extract(body, '$.purpose') = 'train' AND json_extract(body, '$.round') = 1")[0][0],
+            SqlValue(int64_t{1}));
+  const std::vector<SqlRow> sent = QueryDb(
+      f.NodeDb("site-a"), "SELECT DISTINCT json_extract(body, '$.update_sha256') FROM ledger WHERE kind = "
+                          "'update_sent' AND json_extract(body, '$.round') = 1");
+  EXPECT_EQ(sent.size(), 1u);
+  EXPECT_FALSE(QueryDb(f.NodeDb("site-a"), "SELECT 1 FROM ledger WHERE kind = 'update_sent' AND "
+                                           "json_extract(body, '$.resent_from_attempt') = 1")
+                   .empty());
   RemoveWorkspaceIfPassed(dir);
 }
 
