@@ -2,10 +2,14 @@
 # Round overhead of the coordinator: a real coordinator and NODES real
 # fedrad-node processes with trainer = "noop" (no data, no training) on
 # 127.0.0.1 over mutual TLS, a "flat" model of PARAMS float32 parameters,
-# 6 rounds of FedAvg. Prints, as its last line,
-#   round_s=<median of rounds 2-6> coordinator_rss_mib=<peak RSS>
-# with round times from the rounds table's timestamps and the peak RSS from
-# /usr/bin/time -v. Usage: bench/round_overhead.sh PARAMS NODES [build-dir]
+# 7 rounds of FedAvg, each followed by its federated evaluation. Prints, as
+# its last line,
+#   cycle_s=<median of rounds 2-6> round_s=<median of rounds 2-6> coordinator_rss_mib=<peak RSS>
+# cycle_s: from a round's start to the next round's start (what a user waits
+# for: the training round, the new model to every node, its evaluation);
+# round_s: from a round's start to its close (tasks out, updates in, the
+# aggregate committed). Both from the rounds table's timestamps; the peak RSS
+# from /usr/bin/time -v. Usage: bench/round_overhead.sh PARAMS NODES [build-dir]
 # PARAMS: an integer with an optional K, M or G suffix (10M, 268M).
 # UPDATE_DTYPE=bfloat16 or float16 sends updates at half size (default float32).
 # CHUNK_BYTES=N sets the plan's chunk_bytes (default 1 MiB).
@@ -38,7 +42,7 @@ port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); p
   cat <<PLAN
 [federation]
 name = "overhead"
-rounds = 6
+rounds = 7
 min_nodes = $nodes
 round_deadline_s = 1200
 eval_deadline_s = 600
@@ -96,10 +100,14 @@ fi
 round_s=$(sqlite3 kits/coordinator/state/state.db \
   "SELECT (closed_at_ms - started_at_ms) / 1000.0 FROM rounds WHERE status = 'applied' AND round BETWEEN 2 AND 6 ORDER BY 1" |
   awk '{ v[NR] = $1 } END { if (NR == 0) exit 1; print v[int((NR + 1) / 2)] }')
+cycle_s=$(sqlite3 kits/coordinator/state/state.db \
+  "SELECT (b.started_at_ms - a.started_at_ms) / 1000.0 FROM rounds a JOIN rounds b ON b.round = a.round + 1 \
+   WHERE a.status = 'applied' AND b.status = 'applied' AND a.round BETWEEN 2 AND 6 ORDER BY 1" |
+  awk '{ v[NR] = $1 } END { if (NR == 0) exit 1; print v[int((NR + 1) / 2)] }')
 rss_kib=$(awk -F: '/Maximum resident set size/ { gsub(/ /, "", $2); print $2 }' logs/coordinator.log)
 # Keep the logs and databases; the model files (up to a GiB each, per round
 # and per node) would fill the disk over a matrix of runs.
 find kits -name '*.safetensors' -delete
 rm -rf kits/coordinator/state/spool
 echo "params=$params nodes=$nodes update_dtype=${UPDATE_DTYPE:-float32} model_mib=$(( params * 4 / 1048576 )) workspace=$work"
-echo "round_s=$round_s coordinator_rss_mib=$(( rss_kib / 1024 ))"
+echo "cycle_s=$cycle_s round_s=$round_s coordinator_rss_mib=$(( rss_kib / 1024 ))"

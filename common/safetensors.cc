@@ -39,14 +39,24 @@ std::string EncodeSafetensorsHeader(const Manifest& manifest,
   return out;
 }
 
-absl::StatusOr<SafetensorsFile> DecodeSafetensors(std::string_view bytes, absl::string_view what) {
-  if (bytes.size() < 8) return Bad(what, "shorter than its 8-byte header length");
+namespace {
+
+absl::StatusOr<uint64_t> SafetensorsHeaderLength(std::string_view prefix, uint64_t file_bytes, absl::string_view what) {
+  if (prefix.size() < 8 || file_bytes < 8) return Bad(what, "shorter than its 8-byte header length");
   uint64_t header_len;
-  std::memcpy(&header_len, bytes.data(), 8);
-  if (header_len > kMaxHeaderBytes || header_len > bytes.size() - 8) {
+  std::memcpy(&header_len, prefix.data(), 8);
+  if (header_len > kMaxHeaderBytes || header_len > file_bytes - 8) {
     return Bad(what, absl::StrCat("header length ", header_len, " exceeds the file"));
   }
-  nlohmann::json header = nlohmann::json::parse(bytes.substr(8, header_len), nullptr, false);
+  return header_len;
+}
+
+absl::StatusOr<SafetensorsFile> DecodeSafetensorsHeader(std::string_view header_bytes, uint64_t file_bytes,
+                                                        absl::string_view what) {
+  absl::StatusOr<uint64_t> header_len = SafetensorsHeaderLength(header_bytes, file_bytes, what);
+  if (!header_len.ok()) return header_len.status();
+  if (header_bytes.size() != 8 + *header_len) return Bad(what, "the header is incomplete");
+  nlohmann::json header = nlohmann::json::parse(header_bytes.substr(8), nullptr, false);
   if (header.is_discarded() || !header.is_object()) return Bad(what, "header is not a JSON object");
 
   struct Entry {
@@ -98,7 +108,7 @@ absl::StatusOr<SafetensorsFile> DecodeSafetensors(std::string_view bytes, absl::
     entries.push_back(std::move(e));
   }
   std::sort(entries.begin(), entries.end(), [](const Entry& a, const Entry& b) { return a.begin < b.begin; });
-  const uint64_t body_len = bytes.size() - 8 - header_len;
+  const uint64_t body_len = file_bytes - header_bytes.size();
   uint64_t expect = 0;
   for (const Entry& e : entries) {
     if (e.begin != expect) return Bad(what, absl::StrCat("tensor '", e.spec.name, "' overlaps or leaves a gap"));
@@ -107,11 +117,61 @@ absl::StatusOr<SafetensorsFile> DecodeSafetensors(std::string_view bytes, absl::
   if (expect != body_len) {
     return Bad(what, absl::StrCat("tensors cover ", expect, " bytes but the body has ", body_len));
   }
-  const char* body = bytes.data() + 8 + header_len;
-  out.parameters.values.resize(body_len / 4);
-  if (body_len > 0) std::memcpy(out.parameters.values.data(), body, body_len);
   for (Entry& e : entries) out.parameters.manifest.tensors.push_back(std::move(e.spec));
   return out;
+}
+
+}  // namespace
+
+absl::StatusOr<SafetensorsFile> DecodeSafetensors(std::string_view bytes, absl::string_view what) {
+  absl::StatusOr<uint64_t> header_len = SafetensorsHeaderLength(bytes, bytes.size(), what);
+  if (!header_len.ok()) return header_len.status();
+  absl::StatusOr<SafetensorsFile> out = DecodeSafetensorsHeader(bytes.substr(0, 8 + *header_len), bytes.size(), what);
+  if (!out.ok()) return out.status();
+  const std::string_view body = bytes.substr(8 + *header_len);
+  out->parameters.values.resize(body.size() / 4);
+  if (!body.empty()) std::memcpy(out->parameters.values.data(), body.data(), body.size());
+  return out;
+}
+
+SafetensorsReceiver::SafetensorsReceiver(uint64_t file_bytes, std::string what, std::vector<float> reuse)
+    : file_bytes_(file_bytes), what_(std::move(what)), values_(std::move(reuse)) {}
+
+absl::Status SafetensorsReceiver::Add(std::string_view bytes) {
+  if (received_ + bytes.size() > file_bytes_) return Bad(what_, "more bytes than the file's size");
+  received_ += bytes.size();
+  while (!bytes.empty() && !file_) {
+    // The prefix and the JSON header are gathered, then decoded once.
+    const uint64_t want = header_.size() < 8 ? 8 : 8 + header_len_;
+    const size_t take = static_cast<size_t>(std::min<uint64_t>(want - header_.size(), bytes.size()));
+    header_.append(bytes.data(), take);
+    bytes.remove_prefix(take);
+    if (header_.size() < want) return absl::OkStatus();
+    if (header_.size() == 8) {
+      absl::StatusOr<uint64_t> len = SafetensorsHeaderLength(header_, file_bytes_, what_);
+      if (!len.ok()) return len.status();
+      header_len_ = *len;
+      if (header_len_ > 0) continue;
+    }
+    absl::StatusOr<SafetensorsFile> file = DecodeSafetensorsHeader(header_, file_bytes_, what_);
+    if (!file.ok()) return file.status();
+    file_ = std::move(*file);
+    // Every value is written below: a reused vector of the right size needs
+    // no clearing.
+    values_.resize((file_bytes_ - header_.size()) / sizeof(float));
+  }
+  if (bytes.empty()) return absl::OkStatus();
+  const uint64_t at = received_ - bytes.size() - header_.size();  // offset of `bytes` in the body
+  std::memcpy(reinterpret_cast<char*>(values_.data()) + at, bytes.data(), bytes.size());
+  return absl::OkStatus();
+}
+
+absl::StatusOr<SafetensorsFile> SafetensorsReceiver::Finish() {
+  if (received_ != file_bytes_ || !file_) {
+    return Bad(what_, absl::StrCat("ended after ", received_, " of ", file_bytes_, " bytes"));
+  }
+  file_->parameters.values = std::move(values_);
+  return std::move(*file_);
 }
 
 absl::Status WriteSafetensorsFile(const std::string& path, const ModelParameters& parameters,

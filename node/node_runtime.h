@@ -182,7 +182,7 @@ class NodeRuntime {
   // The last model used: a round's evaluation and the next round's training
   // use the same one.
   std::string model_sha256_;
-  std::shared_ptr<const ModelParameters> model_;
+  std::shared_ptr<ModelParameters> model_;  // handed out as const; its memory is reused for the next
   std::shared_ptr<const WireUpdate> noop_update_;  // trainer = "noop": the same every round
   // The coordinator's TLS certificate, as the last Hello saw it: the key
   // model publications must be signed with.
