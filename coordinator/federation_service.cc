@@ -8,6 +8,7 @@
 #include <atomic>
 #include <cmath>
 #include <cstdint>
+#include <cstdlib>
 #include <cstring>
 #include <deque>
 #include <functional>
@@ -16,6 +17,7 @@
 #include <thread>
 
 #include <grpcpp/grpcpp.h>
+#include <grpcpp/impl/codegen/proto_utils.h>
 #include <grpcpp/security/server_credentials.h>
 #include <spdlog/spdlog.h>
 
@@ -24,6 +26,7 @@
 #include "absl/time/clock.h"
 #include "absl/time/time.h"
 #include "common/bench_floor.h"
+#include "common/proto_framing.h"
 #include "common/plan.h"
 #include "crypto/sha256.h"
 #include "proto/federation.grpc.pb.h"
@@ -291,7 +294,11 @@ class StallWatch {
 };
 
 // FetchModel: streams a model file in chunks read from disk one at a time.
-class ModelSender final : public grpc::ServerWriteReactor<v1::ModelChunk>, public Stallable {
+// Chunks are framed here as ModelChunk messages (common/proto_framing.h):
+// each chunk is read from the file once into its own buffer, which gRPC
+// sends from where it is, with no copy into a message and none into its
+// serialization.
+class ModelSender final : public grpc::ServerWriteReactor<grpc::ByteBuffer>, public Stallable {
  public:
   ModelSender(grpc::CallbackServerContext* ctx, StreamGate* gate, StallWatch* watch, std::string site,
               const std::string& path, uint32_t chunk_bytes)
@@ -353,21 +360,29 @@ class ModelSender final : public grpc::ServerWriteReactor<v1::ModelChunk>, publi
       return;
     }
     const uint64_t n = std::min<uint64_t>(chunk_bytes_, size_ - offset_);
-    std::string* data = chunk_.mutable_data();
-    data->resize(n);
+    char* data = static_cast<char*>(std::malloc(n));
+    if (data == nullptr) {
+      Finish(grpc::Status(grpc::StatusCode::RESOURCE_EXHAUSTED, "out of memory for a model chunk"));
+      return;
+    }
     size_t done = 0;
     while (done < n) {
-      ssize_t r = ::pread(fd_, data->data() + done, n - done, static_cast<off_t>(offset_ + done));
+      ssize_t r = ::pread(fd_, data + done, n - done, static_cast<off_t>(offset_ + done));
       if (r <= 0) {
+        std::free(data);
         Finish(grpc::Status(grpc::StatusCode::INTERNAL, "model file read failed"));
         return;
       }
       done += static_cast<size_t>(r);
     }
-    chunk_.set_total_bytes(size_);
-    chunk_.set_offset(offset_);
+    std::string prefix;
+    AppendVarintField(v1::ModelChunk::kTotalBytesFieldNumber, size_, &prefix);
+    AppendVarintField(v1::ModelChunk::kOffsetFieldNumber, offset_, &prefix);
+    AppendLengthPrefix(v1::ModelChunk::kDataFieldNumber, n, &prefix);
+    grpc::Slice slices[2] = {grpc::Slice(prefix), grpc::Slice(data, n, std::free)};
+    message_ = grpc::ByteBuffer(slices, 2);
     offset_ += n;
-    StartWrite(&chunk_);
+    StartWrite(&message_);
   }
 
   grpc::CallbackServerContext* const ctx_;
@@ -380,7 +395,7 @@ class ModelSender final : public grpc::ServerWriteReactor<v1::ModelChunk>, publi
   int fd_ = -1;
   uint64_t size_ = 0;
   uint64_t offset_ = 0;
-  v1::ModelChunk chunk_;
+  grpc::ByteBuffer message_;  // the chunk being written
 };
 
 // Sum of v[i]^2 in double, in four independent lanes so the compiler can
@@ -660,7 +675,9 @@ Reactor* Refuse(const absl::Status& s) {
   return new Refusal(ToGrpc(s));
 }
 
-class FederationServiceImpl final : public v1::Federation::CallbackService {
+// FetchModel is served raw (ModelSender frames its chunks itself).
+class FederationServiceImpl final
+    : public v1::Federation::WithRawCallbackMethod_FetchModel<v1::Federation::CallbackService> {
  public:
   FederationServiceImpl(RoundDriver* driver, int max_concurrent_streams, absl::Duration upload_idle_timeout)
       : driver_(driver),
@@ -689,12 +706,18 @@ class FederationServiceImpl final : public v1::Federation::CallbackService {
     return new TaskStream(driver_, *site, ctx->peer());
   }
 
-  grpc::ServerWriteReactor<v1::ModelChunk>* FetchModel(grpc::CallbackServerContext* ctx,
-                                                       const v1::FetchModelRequest* req) override {
+  grpc::ServerWriteReactor<grpc::ByteBuffer>* FetchModel(grpc::CallbackServerContext* ctx,
+                                                         const grpc::ByteBuffer* request) override {
+    using Reactor = grpc::ServerWriteReactor<grpc::ByteBuffer>;
     absl::StatusOr<std::string> site = CallerSite(ctx, *driver_);
-    if (!site.ok()) return Refuse<grpc::ServerWriteReactor<v1::ModelChunk>>(site.status());
-    absl::StatusOr<std::string> path = driver_->ModelPath(req->sha256());
-    if (!path.ok()) return Refuse<grpc::ServerWriteReactor<v1::ModelChunk>>(path.status());
+    if (!site.ok()) return Refuse<Reactor>(site.status());
+    grpc::ByteBuffer copy(*request);  // shares the slices; Deserialize consumes what it is given
+    v1::FetchModelRequest req;
+    if (!grpc::SerializationTraits<v1::FetchModelRequest>::Deserialize(&copy, &req).ok()) {
+      return Refuse<Reactor>(absl::InvalidArgumentError("a malformed FetchModel request"));
+    }
+    absl::StatusOr<std::string> path = driver_->ModelPath(req.sha256());
+    if (!path.ok()) return Refuse<Reactor>(path.status());
     return new ModelSender(ctx, &downloads_, &stalls_, *site, *path, driver_->chunk_bytes());
   }
 

@@ -350,37 +350,27 @@ absl::StatusOr<std::shared_ptr<const ModelParameters>> NodeRuntime::EnsureModel(
       grpc::ClientContext* ctx;
       ~Untracked() { runtime->Untrack(ctx); }
     } untracked{this, &ctx};
-    v1::FetchModelRequest req;
-    req.set_sha256(sha256);
-    std::unique_ptr<grpc::ClientReader<v1::ModelChunk>> reader = rpc_->stub->FetchModel(&ctx, req);
-    v1::ModelChunk chunk;
     crypto::Sha256 hash;
-    // Decoded as it arrives: each chunk goes once into the values, hashed on the way.
+    // Decoded as it arrives: each chunk goes once, from gRPC's buffers, into
+    // the values, hashed on the way.
     std::optional<SafetensorsReceiver> received;
     uint64_t offset = 0, total = 0;
-    absl::Status bad;
-    while (bad.ok() && reader->Read(&chunk)) {
-      if (chunk.total_bytes() > MaxModelBytes(manifest_) || chunk.offset() != offset ||
-          offset + chunk.data().size() > chunk.total_bytes() ||
-          (received && chunk.total_bytes() != total)) {
-        bad = absl::DataLossError("the coordinator sent a malformed model stream");
-        break;
+    absl::Status s = DownloadModel(rpc_->channel, &ctx, sha256, [&](const ModelChunkView& chunk) -> absl::Status {
+      if (chunk.total_bytes > MaxModelBytes(manifest_) || chunk.offset != offset ||
+          offset + chunk.data_bytes > chunk.total_bytes || (received && chunk.total_bytes != total)) {
+        return absl::DataLossError("the coordinator sent a malformed model stream");
       }
       if (!received) {
-        total = chunk.total_bytes();
-        received.emplace(chunk.total_bytes(), what, std::move(reuse));
+        total = chunk.total_bytes;
+        received.emplace(chunk.total_bytes, what, std::move(reuse));
       }
-      if (!kBenchFloor) hash.Update(chunk.data());
-      bad = received->Add(chunk.data());
-      offset += chunk.data().size();
-    }
-    if (!bad.ok()) {
-      ctx.TryCancel();
-      absl::Status ended = FromGrpc(reader->Finish(), "downloading the model");
-      if (!ended.ok()) spdlog::debug("the cancelled download ended: {}", std::string(ended.message()));
-      return bad;
-    }
-    absl::Status s = FromGrpc(reader->Finish(), "downloading the model");
+      for (std::string_view piece : chunk.data) {
+        if (!kBenchFloor) hash.Update(piece);
+        if (absl::Status added = received->Add(piece); !added.ok()) return added;
+      }
+      offset += chunk.data_bytes;
+      return absl::OkStatus();
+    });
     if (!s.ok()) return s;
     if (!received) return absl::DataLossError("the coordinator sent an empty model");
     if (!kBenchFloor && hash.FinishHex() != sha256) {

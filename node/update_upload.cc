@@ -6,7 +6,9 @@
 #include <grpcpp/grpcpp.h>
 #include <grpcpp/impl/codegen/proto_utils.h>
 
+#include "absl/strings/str_cat.h"
 #include "absl/synchronization/mutex.h"
+#include "common/proto_framing.h"
 #include "proto/federation.pb.h"
 
 namespace fedrad::node {
@@ -18,6 +20,92 @@ const std::string& SubmitUpdateMethod() {
   static const std::string* name = new std::string("/fedrad.v1.Federation/SubmitUpdate");
   return *name;
 }
+
+const std::string& FetchModelMethod() {
+  static const std::string* name = new std::string("/fedrad.v1.Federation/FetchModel");
+  return *name;
+}
+
+// A server-streaming call made through the generic stub (a bidi stream that
+// writes its one request), so that each reply arrives as gRPC's own buffer.
+class Download final : public grpc::ClientBidiReactor<grpc::ByteBuffer, grpc::ByteBuffer>,
+                       public std::enable_shared_from_this<Download> {
+ public:
+  explicit Download(const std::function<absl::Status(const ModelChunkView&)>& on_chunk) : on_chunk_(on_chunk) {}
+
+  absl::Status Run(const std::shared_ptr<grpc::Channel>& channel, grpc::ClientContext* ctx,
+                   const std::string& request) {
+    ctx_ = ctx;
+    {
+      absl::MutexLock lock(&mu_);
+      self_ = shared_from_this();
+    }
+    grpc::Slice slice(request);
+    request_ = grpc::ByteBuffer(&slice, 1);
+    grpc::GenericStub stub(channel);
+    stub.PrepareBidiStreamingCall(ctx, FetchModelMethod(), grpc::StubOptions(), this);
+    StartWriteLast(&request_, grpc::WriteOptions());
+    StartRead(&reply_);
+    StartCall();
+    absl::MutexLock lock(&mu_);
+    mu_.Await(absl::Condition(&done_));
+    if (!failure_.ok()) return failure_;
+    if (status_.ok()) return absl::OkStatus();
+    return absl::Status(static_cast<absl::StatusCode>(status_.error_code()),
+                        absl::StrCat("downloading the model: ", status_.error_message()));
+  }
+
+  void OnWriteDone(bool) override {}
+
+  void OnReadDone(bool ok) override {
+    if (!ok) return;  // the stream ended: OnDone brings the status
+    std::vector<grpc::Slice> slices;
+    absl::Status s;
+    if (!reply_.Dump(&slices).ok()) s = absl::DataLossError("the coordinator sent an unreadable model chunk");
+    std::vector<std::string_view> pieces;
+    for (const grpc::Slice& slice : slices) {
+      pieces.emplace_back(reinterpret_cast<const char*>(slice.begin()), slice.size());
+    }
+    if (s.ok()) {
+      absl::StatusOr<FramedMessage> m = ParseFramedMessage(pieces, v1::ModelChunk::kDataFieldNumber, "a model chunk");
+      if (m.ok()) {
+        ModelChunkView view{m->Varint(v1::ModelChunk::kTotalBytesFieldNumber),
+                            m->Varint(v1::ModelChunk::kOffsetFieldNumber), std::move(m->bytes), m->bytes_size};
+        s = on_chunk_(view);
+      } else {
+        s = m.status();
+      }
+    }
+    if (!s.ok()) {
+      {
+        absl::MutexLock lock(&mu_);
+        failure_ = s;
+      }
+      ctx_->TryCancel();
+      return;
+    }
+    StartRead(&reply_);
+  }
+
+  void OnDone(const grpc::Status& status) override {
+    std::shared_ptr<Download> self;
+    absl::MutexLock lock(&mu_);
+    status_ = status;
+    done_ = true;
+    self.swap(self_);
+  }
+
+ private:
+  const std::function<absl::Status(const ModelChunkView&)>& on_chunk_;
+  grpc::ClientContext* ctx_ = nullptr;
+  grpc::ByteBuffer request_;
+  grpc::ByteBuffer reply_;
+  absl::Mutex mu_;
+  bool done_ ABSL_GUARDED_BY(mu_) = false;
+  grpc::Status status_ ABSL_GUARDED_BY(mu_);
+  absl::Status failure_ ABSL_GUARDED_BY(mu_);  // from on_chunk or the framing
+  std::shared_ptr<Download> self_ ABSL_GUARDED_BY(mu_);
+};
 
 // A slice's hold on the update: released by gRPC when it frees the slice.
 void ReleaseOwner(void* hold) { delete static_cast<std::shared_ptr<const void>*>(hold); }
@@ -132,14 +220,18 @@ class Upload final : public grpc::ClientBidiReactor<grpc::ByteBuffer, grpc::Byte
 
 }  // namespace
 
+absl::Status DownloadModel(const std::shared_ptr<grpc::Channel>& channel, grpc::ClientContext* ctx,
+                           const std::string& sha256,
+                           const std::function<absl::Status(const ModelChunkView&)>& on_chunk) {
+  v1::FetchModelRequest request;
+  request.set_sha256(sha256);
+  auto download = std::make_shared<Download>(on_chunk);
+  return download->Run(channel, ctx, request.SerializeAsString());
+}
+
 std::string UpdateDataPrefix(size_t data_bytes) {
-  std::string prefix(1, static_cast<char>((v1::UpdateChunk::kDataFieldNumber << 3) | 2));  // length-delimited
-  uint64_t v = data_bytes;
-  do {
-    const uint8_t low = v & 0x7f;
-    v >>= 7;
-    prefix.push_back(static_cast<char>(v ? (low | 0x80) : low));
-  } while (v != 0);
+  std::string prefix;
+  AppendLengthPrefix(v1::UpdateChunk::kDataFieldNumber, data_bytes, &prefix);
   return prefix;
 }
 

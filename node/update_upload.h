@@ -2,11 +2,16 @@
 #define FEDRAD_NODE_UPDATE_UPLOAD_H_
 
 #include <cstddef>
+#include <cstdint>
+#include <functional>
 #include <memory>
 #include <string>
 #include <string_view>
+#include <vector>
 
 #include <grpcpp/support/status.h>
+
+#include "absl/status/status.h"
 
 namespace grpc {
 class Channel;
@@ -28,6 +33,21 @@ namespace fedrad::node {
 grpc::Status UploadUpdate(const std::shared_ptr<grpc::Channel>& channel, grpc::ClientContext* ctx,
                           const std::string& header_message, std::string_view bytes,
                           std::shared_ptr<const void> owner, size_t chunk_bytes);
+
+// Downloads the model `sha256` from the coordinator's FetchModel: each
+// ModelChunk as it arrives is handed to `on_chunk` with its data as views
+// into gRPC's buffers (common/proto_framing.h), so the data is copied once,
+// by `on_chunk`, into where it belongs. An error from `on_chunk` cancels the
+// call and is returned. Blocks until the call ends (`ctx`'s deadline).
+struct ModelChunkView {
+  uint64_t total_bytes = 0;
+  uint64_t offset = 0;
+  std::vector<std::string_view> data;  // pieces, in order
+  uint64_t data_bytes = 0;
+};
+absl::Status DownloadModel(const std::shared_ptr<grpc::Channel>& channel, grpc::ClientContext* ctx,
+                           const std::string& sha256,
+                           const std::function<absl::Status(const ModelChunkView&)>& on_chunk);
 
 // The wire form of an UpdateChunk holding `data` (field 2), less the bytes
 // themselves: tag and length, what precedes them.
