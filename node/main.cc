@@ -13,6 +13,7 @@
 
 #include "common/bench_floor.h"
 #include "common/logging.h"
+#include "node/empirical_audit_command.h"
 #include "node/inspect.h"
 #include "node/local_access.h"
 #include "node/train_local.h"
@@ -168,8 +169,13 @@ int main(int argc, char** argv) {
   predict->add_option("--batch", pr.batch, "Images per forward pass")->capture_default_str()->check(
       CLI::Range(1, 4096));
 
+  CLI::App* audit = app.add_subcommand("audit", "Audits of this site's privacy that run here, on its own data");
+  audit->require_subcommand(1);
+  fedrad::node::EmpiricalAuditCommand audit_empirical(audit);
+
   CLI11_PARSE(app, argc, argv);
   fedrad::InitProgram("node", verbose);
+  if (audit_empirical.chosen()) return audit_empirical.Run();
 
   if (*predict) {
     if (pr.dicom_overlays && pr.heatmap_dir.empty()) {

@@ -365,7 +365,7 @@ TEST(EmpiricalAuditTest, WithNoiseTheBoundHoldsWithoutNoiseTheAuditRefutesIt) {
   MiniFederation f = SetUpFederation(dir, {.sites = 1, .rounds = 1, .min_nodes = 1, .patients = 40, .images = 1});
   ASSERT_FALSE(::testing::Test::HasFailure());
   auto run = [&](bool noise, const std::string& name, bool clipping = true) {
-    std::vector<std::string> argv = {FedradBin(), "audit",  "empirical", "--config", f.NodeConfig(f.sites[0]),
+    std::vector<std::string> argv = {NodeBin(), "audit",  "empirical", "--config", f.NodeConfig(f.sites[0]),
                                      "--size",    "32",     "--batch",   "16",       "--epochs",
                                      "2",         "--json", dir + "/" + name + ".json"};
     if (!noise) argv.push_back("--without-noise");
@@ -423,7 +423,7 @@ TEST(EmpiricalAuditTest, ByDefaultItAuditsTheRoundsInTheSitesLedger) {
       "SELECT noise_multiplier, sampling_rate, steps FROM privacy_ledger WHERE kind = 'dp-sgd' ORDER BY id");
   ASSERT_EQ(charged.size(), 2u);
   const std::string json_path = dir + "/ledger.json";
-  const int code = RunCommand({FedradBin(), "audit", "empirical", "--config", f.NodeConfig(f.sites[0]), "--canaries",
+  const int code = RunCommand({NodeBin(), "audit", "empirical", "--config", f.NodeConfig(f.sites[0]), "--canaries",
                                "2000", "--json", json_path},
                               dir + "/ledger.log", std::chrono::minutes(5));
   const std::string log = ReadText(dir + "/ledger.log");

@@ -10,8 +10,6 @@
 #include "common/files.h"
 #include "common/logging.h"
 #include "common/privacy_accountant.h"
-#include "node/empirical_audit.h"
-#include "node/node_config.h"
 #include "tools/audit.h"
 #include "tools/import.h"
 #include "tools/partition.h"
@@ -126,103 +124,16 @@ int main(int argc, char** argv) {
   audit_report->add_option("--out", audit_html, "HTML report to write")->capture_default_str();
   audit_report->add_option("--json", audit_json, "Also write the report's facts as JSON here");
 
-  std::string empirical_config = "node.toml";
-  fedrad::node::EmpiricalAuditOptions emp;
-  emp.model.architecture = "ctnet";
-  emp.model.in_channels = 1;
-  emp.model.input_size = 64;
-  emp.model.num_classes = 0;
+  // It trains on the site's data with LibTorch: the node's command now.
   CLI::App* audit_empirical = audit->add_subcommand(
-      "empirical",
-      "Test the site's DP-SGD experimentally: train once on its data as the site ran it (each DP-SGD round of its "
-      "privacy ledger: sigma, q, steps; its newest global model's network) plus gradient canaries (each in with "
-      "probability 1/2, clipped like every unit), and compute a lower bound on epsilon from the canaries' scores "
-      "(Steinke, Nasr, Jagielski 2023). Reads the data; sends nothing. Exit status 0 = epsilon_lower within the "
-      "accountant's epsilon and the test could have refuted it, 1 = the guarantee does not hold, 3 = inconclusive (the "
-      "claim is beyond what the canaries can refute)");
-  audit_empirical->add_option("-c,--config", empirical_config, "The site's node.toml")
-      ->capture_default_str()
-      ->check(CLI::ExistingFile);
-  // The network and the schedule default to what the site ran; any of these
-  // flags replaces that part with the flags.
-  std::vector<CLI::Option*> model_flags = {
-      audit_empirical
-          ->add_option("--model", emp.model.architecture,
-                       "Architecture (default: the node's newest global model's, else ctnet)")
-          ->capture_default_str(),
-      audit_empirical->add_option("--size", emp.model.input_size, "Model input size (default: as --model)")
-          ->capture_default_str()
-          ->check(CLI::Range(8, 1024)),
-      audit_empirical->add_option("--classes", emp.model.num_classes,
-                                  "Classes (default: as --model, else node.toml's class_names, else 2)")};
-  std::vector<CLI::Option*> schedule_flags = {
-      audit_empirical
-          ->add_option("--batch", emp.batch_size,
-                       "Expected batch (default: the ledger's rounds; this and --epochs/--rounds audit a schedule "
-                       "of your own instead)")
-          ->capture_default_str()
-          ->check(CLI::Range(1, 65536)),
-      audit_empirical->add_option("--epochs", emp.local_epochs, "Local epochs per round")
-          ->capture_default_str()
-          ->check(CLI::PositiveNumber),
-      audit_empirical->add_option("--rounds", emp.rounds, "Rounds of training the run stands for")
-          ->capture_default_str()
-          ->check(CLI::Range(1, 10000))};
-  audit_empirical->add_option("--lr", emp.learning_rate, "Learning rate")->capture_default_str();
-  audit_empirical->add_option("--canaries", emp.canaries, "Number of canaries m")
-      ->capture_default_str()
-      ->check(CLI::Range(2, 1000000));
-  audit_empirical->add_option("--canary-norm", emp.canary_norm,
-                              "Each canary's gradient norm before clipping, in multiples of C (above 1 the clipping "
-                              "is tested too; 1: Dirac canaries at the bound)")
-      ->capture_default_str()
-      ->check(CLI::Range(1.0, 1e6));
-  audit_empirical->add_option("--significance", emp.significance,
-                              "1 - confidence of epsilon_lower (Bonferroni-corrected over thresholds)")
-      ->capture_default_str()
-      ->check(CLI::Range(1e-6, 0.49));
-  audit_empirical->add_flag("--without-noise", emp.without_noise,
-                            "Train with sigma = 0 while claiming the configured epsilon: shows what a broken "
-                            "guarantee looks like");
-  audit_empirical->add_flag("--without-clipping", emp.without_clipping,
-                            "Train without clipping (noise still sigma C) while claiming the same epsilon: shows "
-                            "that the canaries catch a broken clipping");
-  std::string empirical_json;
-  audit_empirical->add_option("--json", empirical_json, "Also write the result as JSON here");
+      "empirical", "Moved: run `fedrad-node audit empirical --config node.toml` on the site's node");
+  audit_empirical->allow_extras();
 
   CLI11_PARSE(app, argc, argv);
   if (*audit_empirical) {
-    fedrad::InitProgram("fedrad", verbose);
-    absl::StatusOr<fedrad::node::NodeConfig> config =
-        fedrad::node::LoadNodeConfig(empirical_config, fedrad::node::NodeConfigUse::kLocal);
-    if (!config.ok()) {
-      std::cerr << config.status().message() << "\n";
-      return 2;
-    }
-    for (CLI::Option* o : model_flags) emp.model_from_flags |= o->count() > 0;
-    for (CLI::Option* o : schedule_flags) emp.schedule_from_flags |= o->count() > 0;
-    absl::StatusOr<fedrad::node::EmpiricalAuditResult> r = fedrad::node::RunEmpiricalAudit(*config, emp);
-    if (!r.ok()) {
-      std::cerr << r.status().message() << "\n";
-      return 2;
-    }
-    std::cout << fedrad::node::FormatEmpiricalAudit(*r);
-    if (!empirical_json.empty()) {
-      absl::Status s = fedrad::WriteFileAtomically(empirical_json, fedrad::node::EmpiricalAuditJson(*r));
-      if (!s.ok()) {
-        std::cerr << s.message() << "\n";
-        return 2;
-      }
-    }
-    switch (r->verdict()) {
-      case fedrad::node::EmpiricalAuditResult::Verdict::kPass:
-        return 0;
-      case fedrad::node::EmpiricalAuditResult::Verdict::kFail:
-        return 1;
-      case fedrad::node::EmpiricalAuditResult::Verdict::kInconclusive:
-        return 3;
-    }
-    return 3;
+    std::cerr << "`fedrad audit empirical` moved to the node, where the data and LibTorch are: run `fedrad-node "
+                 "audit empirical` with the same options (e.g. fedrad-node audit empirical --config node.toml)\n";
+    return 2;
   }
   if (*audit_verify || *audit_report) {
     fedrad::InitProgram("fedrad", verbose);
