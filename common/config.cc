@@ -1,8 +1,8 @@
 #include "common/config.h"
 
+#include <toml++/toml.h>
 #include <filesystem>
 #include <utility>
-#include <toml++/toml.h>
 
 #include "absl/strings/str_cat.h"
 #include "common/files.h"
@@ -17,13 +17,20 @@ namespace {
 
 const char* TypeName(const toml::node& n) {
   switch (n.type()) {
-    case toml::node_type::table: return "a table";
-    case toml::node_type::array: return "an array";
-    case toml::node_type::string: return "a string";
-    case toml::node_type::integer: return "an integer";
-    case toml::node_type::floating_point: return "a number";
-    case toml::node_type::boolean: return "a boolean";
-    default: return "a date/time";
+    case toml::node_type::table:
+      return "a table";
+    case toml::node_type::array:
+      return "an array";
+    case toml::node_type::string:
+      return "a string";
+    case toml::node_type::integer:
+      return "an integer";
+    case toml::node_type::floating_point:
+      return "a number";
+    case toml::node_type::boolean:
+      return "a boolean";
+    default:
+      return "a date/time";
   }
 }
 
@@ -53,8 +60,7 @@ std::string ResolvePath(const std::string& base_dir, const std::string& path) {
   return (std::filesystem::path(base_dir) / path).lexically_normal().string();
 }
 
-ConfigReader::ConfigReader(std::string path, std::unique_ptr<Doc> doc)
-    : path_(std::move(path)), doc_(std::move(doc)) {
+ConfigReader::ConfigReader(std::string path, std::unique_ptr<Doc> doc) : path_(std::move(path)), doc_(std::move(doc)) {
   std::filesystem::path p(path_);
   dir_ = p.has_parent_path() ? p.parent_path().string() : ".";
 }
@@ -64,16 +70,14 @@ ConfigReader::~ConfigReader() = default;
 absl::StatusOr<std::unique_ptr<ConfigReader>> ConfigReader::Open(const std::string& path) {
   absl::StatusOr<std::string> text = ReadFile(path, 16 << 20);
   if (!text.ok()) {
-    return absl::Status(text.status().code(),
-                        absl::StrCat("config file: ", text.status().message()));
+    return absl::Status(text.status().code(), absl::StrCat("config file: ", text.status().message()));
   }
   auto doc = std::make_unique<Doc>();
   try {
     doc->root = toml::parse(*text, path);
   } catch (const toml::parse_error& e) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        path, ":", e.source().begin.line, ":", e.source().begin.column,
-        ": not valid TOML: ", std::string(e.description())));
+    return absl::InvalidArgumentError(absl::StrCat(path, ":", e.source().begin.line, ":", e.source().begin.column,
+                                                   ": not valid TOML: ", std::string(e.description())));
   }
   return std::unique_ptr<ConfigReader>(new ConfigReader(path, std::move(doc)));
 }
@@ -89,8 +93,7 @@ std::string ConfigReader::Where(const std::string& key) const {
 
 void ConfigReader::Fail(const std::string& key, const std::string& problem) {
   if (!error_.ok()) return;
-  error_ = absl::InvalidArgumentError(
-      absl::StrCat(Where(key), ": field '", key, "' ", problem));
+  error_ = absl::InvalidArgumentError(absl::StrCat(Where(key), ": field '", key, "' ", problem));
 }
 
 bool ConfigReader::Has(const std::string& key) const {
@@ -109,8 +112,7 @@ std::optional<T> ConfigReader::Get(const std::string& key, const char* type_name
   return v;
 }
 
-std::string ConfigReader::GetString(const std::string& key,
-                                    std::optional<std::string> fallback) {
+std::string ConfigReader::GetString(const std::string& key, std::optional<std::string> fallback) {
   const bool present = Has(key);
   std::optional<std::string> v = Get<std::string>(key, "a string");
   if (v) return *v;
@@ -118,8 +120,7 @@ std::string ConfigReader::GetString(const std::string& key,
   return fallback.value_or("");
 }
 
-int64_t ConfigReader::GetInt(const std::string& key, std::optional<int64_t> fallback,
-                             int64_t min, int64_t max) {
+int64_t ConfigReader::GetInt(const std::string& key, std::optional<int64_t> fallback, int64_t min, int64_t max) {
   const bool present = Has(key);
   std::optional<int64_t> v = Get<int64_t>(key, "an integer");
   if (!v) {
@@ -133,8 +134,7 @@ int64_t ConfigReader::GetInt(const std::string& key, std::optional<int64_t> fall
   return *v;
 }
 
-double ConfigReader::GetDouble(const std::string& key, std::optional<double> fallback,
-                               double min, double max) {
+double ConfigReader::GetDouble(const std::string& key, std::optional<double> fallback, double min, double max) {
   known_.insert(key);
   auto n = std::as_const(doc_->root).at_path(key);
   if (!n) {
@@ -163,8 +163,8 @@ bool ConfigReader::GetBool(const std::string& key, std::optional<bool> fallback)
   return fallback.value_or(false);
 }
 
-std::vector<std::string> ConfigReader::GetStringArray(
-    const std::string& key, std::optional<std::vector<std::string>> fallback) {
+std::vector<std::string> ConfigReader::GetStringArray(const std::string& key,
+                                                      std::optional<std::vector<std::string>> fallback) {
   known_.insert(key);
   auto n = std::as_const(doc_->root).at_path(key);
   if (!n) {
@@ -218,8 +218,7 @@ absl::Status ConfigReader::Finish() {
       for (const std::string& k : known_) prefix |= k.rfind(key + ".", 0) == 0;
       if (prefix) continue;
     }
-    return absl::InvalidArgumentError(
-        absl::StrCat(Where(key), ": unknown field '", key, "'"));
+    return absl::InvalidArgumentError(absl::StrCat(Where(key), ": unknown field '", key, "'"));
   }
   return absl::OkStatus();
 }

@@ -28,18 +28,13 @@ class ConfigReader {
   const std::string& path() const { return path_; }
 
   // Required when `fallback` is nullopt.
-  std::string GetString(const std::string& key,
-                        std::optional<std::string> fallback = std::nullopt);
-  int64_t GetInt(const std::string& key, std::optional<int64_t> fallback,
-                 int64_t min, int64_t max);
-  double GetDouble(const std::string& key, std::optional<double> fallback,
-                   double min, double max);
+  std::string GetString(const std::string& key, std::optional<std::string> fallback = std::nullopt);
+  int64_t GetInt(const std::string& key, std::optional<int64_t> fallback, int64_t min, int64_t max);
+  double GetDouble(const std::string& key, std::optional<double> fallback, double min, double max);
   bool GetBool(const std::string& key, std::optional<bool> fallback);
-  std::vector<std::string> GetStringArray(const std::string& key,
-                                          std::optional<std::vector<std::string>> fallback);
+  std::vector<std::string> GetStringArray(const std::string& key, std::optional<std::vector<std::string>> fallback);
   // A path field, resolved against the folder holding the config file.
-  std::string GetPath(const std::string& key,
-                      std::optional<std::string> fallback = std::nullopt);
+  std::string GetPath(const std::string& key, std::optional<std::string> fallback = std::nullopt);
   // Number of tables in an array of tables ([[site]]); 0 if absent.
   size_t TableArraySize(const std::string& key);
   bool Has(const std::string& key) const;

@@ -11,9 +11,8 @@ namespace {
 class ConfigTest : public ::testing::Test {
  protected:
   std::string Write(const std::string& text) {
-    dir_ = std::filesystem::temp_directory_path() /
-           ("fedrad_config_test_" + std::to_string(::getpid()) + "_" +
-            ::testing::UnitTest::GetInstance()->current_test_info()->name());
+    dir_ = std::filesystem::temp_directory_path() / ("fedrad_config_test_" + std::to_string(::getpid()) + "_" +
+                                                     ::testing::UnitTest::GetInstance()->current_test_info()->name());
     std::filesystem::create_directories(dir_);
     std::string path = (dir_ / "x.toml").string();
     std::ofstream(path) << text;

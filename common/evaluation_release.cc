@@ -45,10 +45,10 @@ absl::Status EvaluationStatistics::CheckShape() const {
   const size_t k = static_cast<size_t>(num_classes);
   if (confusion.size() != k * k || confidence.size() != 2 * kReleaseBins ||
       scores.size() != static_cast<size_t>(ScoreClasses(num_classes)) * 2 * kReleaseBins) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "the release's blocks have ", confusion.size(), ", ", confidence.size(), " and ", scores.size(),
-        " values; ", num_classes, " classes need ", k * k, ", ", 2 * kReleaseBins, " and ",
-        ScoreClasses(num_classes) * 2 * kReleaseBins));
+    return absl::InvalidArgumentError(absl::StrCat("the release's blocks have ", confusion.size(), ", ",
+                                                   confidence.size(), " and ", scores.size(), " values; ", num_classes,
+                                                   " classes need ", k * k, ", ", 2 * kReleaseBins, " and ",
+                                                   ScoreClasses(num_classes) * 2 * kReleaseBins));
   }
   auto finite = [](const std::vector<double>& v) {
     return std::all_of(v.begin(), v.end(), [](double x) { return std::isfinite(x); });

@@ -33,8 +33,8 @@ namespace crypto {
 class SecureRandom;
 }
 
-inline constexpr int kReleaseBins = 10;    // equal-width bins over [0, 1]
-inline constexpr double kLossClip = 2.0;   // nats per image
+inline constexpr int kReleaseBins = 10;   // equal-width bins over [0, 1]
+inline constexpr double kLossClip = 2.0;  // nats per image
 // Shares of the noise budget: the confusion matrix and the loss get most.
 inline constexpr double kConfusionWeight = 1.0;
 inline constexpr double kLossWeight = 1.0;

@@ -100,9 +100,10 @@ TEST(EvaluationReleaseTest, OneUnitMovesEachBlockByAtMostItsSensitivity) {
       EXPECT_LE(dl, kLossClip + 1e-9);
       EXPECT_LE(dh, 1 + 1e-9);
       EXPECT_LE(ds, std::sqrt(EvaluationStatistics::ScoreClasses(k)) + 1e-9);
-      const double scaled = std::sqrt(std::pow(dc * kConfusionWeight, 2) + std::pow(dl / kLossClip * kLossWeight, 2) +
-                                      std::pow(dh * kConfidenceWeight, 2) +
-                                      std::pow(ds / std::sqrt(EvaluationStatistics::ScoreClasses(k)) * kScoresWeight, 2));
+      const double scaled =
+          std::sqrt(std::pow(dc * kConfusionWeight, 2) + std::pow(dl / kLossClip * kLossWeight, 2) +
+                    std::pow(dh * kConfidenceWeight, 2) +
+                    std::pow(ds / std::sqrt(EvaluationStatistics::ScoreClasses(k)) * kScoresWeight, 2));
       EXPECT_LE(scaled, std::sqrt(2.5) + 1e-9);
     }
   }

@@ -39,8 +39,8 @@ absl::StatusOr<std::string> ReadFile(const std::string& path, uint64_t max_bytes
   }
   if (static_cast<uint64_t>(st.st_size) > max_bytes) {
     ::close(fd);
-    return absl::ResourceExhaustedError(absl::StrCat(
-        "'", path, "' is ", st.st_size, " bytes, more than the limit of ", max_bytes));
+    return absl::ResourceExhaustedError(
+        absl::StrCat("'", path, "' is ", st.st_size, " bytes, more than the limit of ", max_bytes));
   }
   std::string out(static_cast<size_t>(st.st_size), '\0');
   size_t done = 0;
@@ -65,9 +65,9 @@ absl::Status RaiseOpenFileLimit(uint64_t wanted) {
   if (getrlimit(RLIMIT_NOFILE, &limit) != 0) return ErrnoStatus("getrlimit", "RLIMIT_NOFILE");
   if (limit.rlim_cur == RLIM_INFINITY || limit.rlim_cur >= wanted) return absl::OkStatus();
   if (limit.rlim_max != RLIM_INFINITY && limit.rlim_max < wanted) {
-    return absl::ResourceExhaustedError(absl::StrCat(
-        "this needs ", wanted, " open files but the hard limit is ", limit.rlim_max,
-        " (raise it with `ulimit -Hn` or LimitNOFILE= in the service unit)"));
+    return absl::ResourceExhaustedError(
+        absl::StrCat("this needs ", wanted, " open files but the hard limit is ", limit.rlim_max,
+                     " (raise it with `ulimit -Hn` or LimitNOFILE= in the service unit)"));
   }
   limit.rlim_cur = limit.rlim_max == RLIM_INFINITY ? static_cast<rlim_t>(wanted) : limit.rlim_max;
   if (setrlimit(RLIMIT_NOFILE, &limit) != 0) return ErrnoStatus("setrlimit", "RLIMIT_NOFILE");
@@ -83,14 +83,12 @@ absl::Status SyncDirectory(const std::string& dir) {
   return s;
 }
 
-absl::Status WriteFileAtomically(const std::string& path, std::string_view data,
-                                 mode_t mode) {
+absl::Status WriteFileAtomically(const std::string& path, std::string_view data, mode_t mode) {
   return WriteFileAtomically(path, std::vector<std::string_view>{data}, mode);
 }
 
 absl::StatusOr<std::string> WriteTemporaryFile(const std::string& dir, absl::string_view name,
-                                               const std::vector<std::string_view>& parts, mode_t mode,
-                                               bool durable) {
+                                               const std::vector<std::string_view>& parts, mode_t mode, bool durable) {
   absl::StatusOr<std::string> salt = crypto::SecureRandomBytes(6);
   if (!salt.ok()) return salt.status();
   const std::string tmp = absl::StrCat(dir, "/.", name, ".", crypto::HexEncode(*salt), ".tmp");
@@ -133,11 +131,10 @@ absl::Status RenameIntoPlace(const std::string& tmp, const std::string& path, bo
   return SyncDirectory(target.has_parent_path() ? target.parent_path().string() : std::string("."));
 }
 
-absl::Status WriteFileAtomically(const std::string& path,
-                                 const std::vector<std::string_view>& parts, mode_t mode, bool durable) {
+absl::Status WriteFileAtomically(const std::string& path, const std::vector<std::string_view>& parts, mode_t mode,
+                                 bool durable) {
   std::filesystem::path target(path);
-  const std::string dir =
-      target.has_parent_path() ? target.parent_path().string() : std::string(".");
+  const std::string dir = target.has_parent_path() ? target.parent_path().string() : std::string(".");
   absl::StatusOr<std::string> tmp = WriteTemporaryFile(dir, target.filename().string(), parts, mode, durable);
   if (!tmp.ok()) return tmp.status();
   return RenameIntoPlace(*tmp, path, durable);

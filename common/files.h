@@ -16,22 +16,19 @@ namespace fedrad {
 
 // Reads a whole file. Refuses files larger than `max_bytes` (a hostile or
 // mistaken path must not exhaust memory).
-absl::StatusOr<std::string> ReadFile(const std::string& path,
-                                     uint64_t max_bytes = uint64_t{1} << 30);
+absl::StatusOr<std::string> ReadFile(const std::string& path, uint64_t max_bytes = uint64_t{1} << 30);
 
 // Durably replaces `path` with `data`: writes a temporary file in the same
 // folder with permissions `mode`, fsyncs it, renames it over `path`, and
 // fsyncs the folder. After a crash `path` holds either the old or the new
 // content, never a mix.
-absl::Status WriteFileAtomically(const std::string& path, std::string_view data,
-                                 mode_t mode = 0644);
+absl::Status WriteFileAtomically(const std::string& path, std::string_view data, mode_t mode = 0644);
 // The same, for a file made of several pieces written one after another
 // (a header and a large body without concatenating them in memory).
 // `durable = false` skips both fsyncs: still never a mix after a crash of
 // the process, but a power loss may leave the old content or an empty file
 // (for caches whose content is checked when read).
-absl::Status WriteFileAtomically(const std::string& path,
-                                 const std::vector<std::string_view>& parts,
+absl::Status WriteFileAtomically(const std::string& path, const std::vector<std::string_view>& parts,
                                  mode_t mode = 0644, bool durable = true);
 
 // The two halves of WriteFileAtomically, for files named only once written

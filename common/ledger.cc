@@ -92,8 +92,8 @@ std::string LedgerProblem::ToString() const {
 }
 
 absl::StatusOr<std::optional<LedgerEntry>> LedgerHead(Database& db) {
-  absl::StatusOr<std::vector<SqlRow>> rows = db.Query(
-      "SELECT seq, at_ms, kind, body, prev_sha256, sha256, signature FROM ledger ORDER BY seq DESC LIMIT 1");
+  absl::StatusOr<std::vector<SqlRow>> rows =
+      db.Query("SELECT seq, at_ms, kind, body, prev_sha256, sha256, signature FROM ledger ORDER BY seq DESC LIMIT 1");
   if (!rows.ok()) return rows.status();
   if (rows->empty()) return std::optional<LedgerEntry>();
   const SqlRow& r = (*rows)[0];
@@ -109,9 +109,7 @@ LedgerVerification VerifyLedger(const std::vector<LedgerEntry>& entries, const s
   for (size_t i = 0; i < entries.size(); ++i) {
     const LedgerEntry& e = entries[i];
     const int64_t position = static_cast<int64_t>(i) + 1;
-    auto report = [&](std::string problem) {
-      problems.push_back({position, e.seq, e.kind, std::move(problem)});
-    };
+    auto report = [&](std::string problem) { problems.push_back({position, e.seq, e.kind, std::move(problem)}); };
     const int64_t expected_seq = i == 0 ? 1 : entries[i - 1].seq + 1;
     if (e.seq > expected_seq) {
       report(absl::StrCat("the sequence jumps from ", expected_seq - 1, " to ", e.seq, ": ", e.seq - expected_seq,
@@ -154,8 +152,8 @@ LedgerVerification VerifyLedger(const std::vector<LedgerEntry>& entries, const s
       report("no writer certificate comes before it: the ledger's start was removed or replaced");
       continue;
     }
-    const bool hex = e.signature.size() % 2 == 0 &&
-                     e.signature.find_first_not_of("0123456789abcdef") == std::string::npos;
+    const bool hex =
+        e.signature.size() % 2 == 0 && e.signature.find_first_not_of("0123456789abcdef") == std::string::npos;
     if (!hex || !crypto::VerifySha256(certificate, e.sha256, absl::HexStringToBytes(e.signature)).ok()) {
       report("its signature does not verify with the writer's certificate: forged, or re-hashed after an edit");
     }

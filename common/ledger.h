@@ -22,8 +22,8 @@ namespace fedrad {
 struct LedgerEntry {
   int64_t seq = 0;  // 1, 2, 3, ... with no gaps
   int64_t at_ms = 0;
-  std::string kind;  // what happened: "data_access", "update_sent", "round_opened", ...
-  std::string body;  // its facts, a JSON object
+  std::string kind;         // what happened: "data_access", "update_sent", "round_opened", ...
+  std::string body;         // its facts, a JSON object
   std::string prev_sha256;  // the previous entry's sha256; 64 zeros for the first
   std::string sha256;       // LedgerEntryDigest of the fields above, hex
   std::string signature;    // hex DER signature of `sha256` by the writer's key
@@ -79,7 +79,7 @@ struct LedgerProblem {
 
 struct LedgerVerification {
   std::vector<LedgerProblem> problems;  // empty: the ledger is intact
-  std::string writer;  // the subject of the newest writer certificate ("" if none)
+  std::string writer;                   // the subject of the newest writer certificate ("" if none)
   bool ok() const { return problems.empty(); }
 };
 

@@ -56,8 +56,8 @@ class LedgerTest : public ::testing::Test {
     return v.problems;
   }
   void Tamper(const std::string& sql) {
-    ASSERT_TRUE(db_->ExecScript("DROP TRIGGER IF EXISTS ledger_no_update; DROP TRIGGER IF EXISTS ledger_no_delete;")
-                    .ok());
+    ASSERT_TRUE(
+        db_->ExecScript("DROP TRIGGER IF EXISTS ledger_no_update; DROP TRIGGER IF EXISTS ledger_no_delete;").ok());
     ASSERT_TRUE(db_->ExecScript(sql).ok()) << sql;
   }
   static std::string All(const std::vector<LedgerProblem>& problems) {
@@ -111,8 +111,9 @@ TEST_F(LedgerTest, ARenewedKitOfTheSameSiteContinuesTheChain) {
   // Another site's kit, or a certificate from another CA, cannot take over.
   ASSERT_TRUE(OpenLedger(**db, {b->private_key_pem, b->certificate_pem, "hospital-b"}, 5).ok());
   ASSERT_TRUE(OpenLedger(**db, {rogue->private_key_pem, rogue->certificate_pem, "hospital-a"}, 6).ok());
-  ASSERT_TRUE(AppendLedgerEntry(**db, {rogue->private_key_pem, rogue->certificate_pem, "hospital-a"}, "round_joined",
-                                "{}", 7).ok());
+  ASSERT_TRUE(
+      AppendLedgerEntry(**db, {rogue->private_key_pem, rogue->certificate_pem, "hospital-a"}, "round_joined", "{}", 7)
+          .ok());
   v = VerifyLedger(*ReadLedger(**db), (*fresh)->certificate_pem());
   ASSERT_EQ(v.problems.size(), 5u) << All(v.problems);
   EXPECT_NE(v.problems[0].problem.find("changes from 'hospital-a' to 'hospital-b'"), std::string::npos);
@@ -185,8 +186,9 @@ TEST_F(LedgerTest, AnInsertedEntryIsNamedEvenWithAValidSignatureOfAnotherKey) {
 
 TEST_F(LedgerTest, ReorderedEntriesAreNamed) {
   // Entries 3 and 5 change places, each keeping its own seq number.
-  Tamper("UPDATE ledger SET seq = 100 WHERE seq = 3; UPDATE ledger SET seq = 3 WHERE seq = 5;"
-         "UPDATE ledger SET seq = 5 WHERE seq = 100;");
+  Tamper(
+      "UPDATE ledger SET seq = 100 WHERE seq = 3; UPDATE ledger SET seq = 3 WHERE seq = 5;"
+      "UPDATE ledger SET seq = 5 WHERE seq = 100;");
   const std::vector<LedgerProblem> p = Verify();
   std::set<int64_t> positions;
   for (const LedgerProblem& x : p) positions.insert(x.position);

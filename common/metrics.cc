@@ -189,8 +189,7 @@ absl::StatusOr<Metrics> ComputeMetrics(const Scores& scores) {
   return Compute(scores);
 }
 
-absl::StatusOr<std::map<std::string, Interval>> BootstrapIntervals(const Scores& scores, int resamples,
-                                                                   uint64_t seed) {
+absl::StatusOr<std::map<std::string, Interval>> BootstrapIntervals(const Scores& scores, int resamples, uint64_t seed) {
   absl::Status s = CheckScores(scores);
   if (!s.ok()) return s;
   if (resamples < 2) return absl::InvalidArgumentError("a bootstrap needs at least two resamples");
@@ -259,8 +258,11 @@ std::string MetricsJson(const Metrics& m, const std::map<std::string, Interval>&
   j["metrics"] = figures;
   nlohmann::json classes = nlohmann::json::array();
   for (const ClassMetrics& k : m.per_class) {
-    classes.push_back({{"support", k.support}, {"predicted", k.predicted}, {"precision", k.precision},
-                       {"recall", k.recall}, {"f1", k.f1}});
+    classes.push_back({{"support", k.support},
+                       {"predicted", k.predicted},
+                       {"precision", k.precision},
+                       {"recall", k.recall},
+                       {"f1", k.f1}});
   }
   j["per_class"] = classes;
   j["confusion"] = m.confusion;

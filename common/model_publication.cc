@@ -28,18 +28,18 @@ absl::Status VerifyModelPublication(const std::string& certificate_pem, const Mo
                                     const std::string& signature) {
   absl::StatusOr<std::string> text = ModelPublicationText(p);
   if (!text.ok()) return absl::PermissionDeniedError(text.status().message());
-  const std::string what = absl::StrCat("model ", p.model_sha256.substr(0, 12), " as round ", p.round, " of '",
-                                        p.federation, "'");
+  const std::string what =
+      absl::StrCat("model ", p.model_sha256.substr(0, 12), " as round ", p.round, " of '", p.federation, "'");
   if (signature.empty()) {
-    return absl::PermissionDeniedError(absl::StrCat("the coordinator did not sign ", what,
-                                                    ": an unsigned model is never used"));
+    return absl::PermissionDeniedError(
+        absl::StrCat("the coordinator did not sign ", what, ": an unsigned model is never used"));
   }
   absl::Status s = crypto::VerifySha256(certificate_pem, *text, signature);
   if (s.ok()) return s;
   if (s.code() == absl::StatusCode::kPermissionDenied) {
-    return absl::PermissionDeniedError(absl::StrCat(
-        "the signature does not show that the coordinator published ", what,
-        " (signed by another key, or for another model or round): the model is not used"));
+    return absl::PermissionDeniedError(
+        absl::StrCat("the signature does not show that the coordinator published ", what,
+                     " (signed by another key, or for another model or round): the model is not used"));
   }
   return s;
 }

@@ -96,8 +96,8 @@ absl::Status CheckModelSpec(const ModelSpec& spec) {
   }
   if (spec.architecture == "tbcnn28") {
     if (spec.input_size != 28) {
-      return absl::InvalidArgumentError(absl::StrCat(
-          "model 'tbcnn28' takes 28x28 images; the plan asks for input_size ", spec.input_size));
+      return absl::InvalidArgumentError(
+          absl::StrCat("model 'tbcnn28' takes 28x28 images; the plan asks for input_size ", spec.input_size));
     }
     return absl::OkStatus();
   }

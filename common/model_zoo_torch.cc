@@ -24,14 +24,11 @@ namespace F = torch::nn::functional;
 class CtNetImpl : public ClassifierImpl {
  public:
   CtNetImpl(int in_channels, int num_classes)
-      : conv1_(register_module("conv1", torch::nn::Conv2d(
-                   torch::nn::Conv2dOptions(in_channels, 16, 5).padding(2)))),
+      : conv1_(register_module("conv1", torch::nn::Conv2d(torch::nn::Conv2dOptions(in_channels, 16, 5).padding(2)))),
         norm1_(register_module("norm1", torch::nn::GroupNorm(torch::nn::GroupNormOptions(4, 16)))),
-        conv2_(register_module("conv2", torch::nn::Conv2d(
-                   torch::nn::Conv2dOptions(16, 32, 3).padding(1)))),
+        conv2_(register_module("conv2", torch::nn::Conv2d(torch::nn::Conv2dOptions(16, 32, 3).padding(1)))),
         norm2_(register_module("norm2", torch::nn::GroupNorm(torch::nn::GroupNormOptions(8, 32)))),
-        conv3_(register_module("conv3", torch::nn::Conv2d(
-                   torch::nn::Conv2dOptions(32, 32, 3).padding(1)))),
+        conv3_(register_module("conv3", torch::nn::Conv2d(torch::nn::Conv2dOptions(32, 32, 3).padding(1)))),
         norm3_(register_module("norm3", torch::nn::GroupNorm(torch::nn::GroupNormOptions(8, 32)))),
         fc1_(register_module("fc1", torch::nn::Linear(32, 32))),
         fc2_(register_module("fc2", torch::nn::Linear(32, num_classes))) {}
@@ -60,10 +57,9 @@ class CtNetImpl : public ClassifierImpl {
 class TbCnn28Impl : public ClassifierImpl {
  public:
   TbCnn28Impl(int in_channels, int num_classes)
-      : conv1_(register_module("conv1", torch::nn::Conv2d(
-                   torch::nn::Conv2dOptions(in_channels, 16, 8).stride(2).padding(2)))),
-        conv2_(register_module("conv2", torch::nn::Conv2d(
-                   torch::nn::Conv2dOptions(16, 32, 4).stride(2)))),
+      : conv1_(register_module("conv1",
+                               torch::nn::Conv2d(torch::nn::Conv2dOptions(in_channels, 16, 8).stride(2).padding(2)))),
+        conv2_(register_module("conv2", torch::nn::Conv2d(torch::nn::Conv2dOptions(16, 32, 4).stride(2)))),
         fc1_(register_module("fc1", torch::nn::Linear(32 * 4 * 4, 32))),
         fc2_(register_module("fc2", torch::nn::Linear(32, num_classes))) {}
 
@@ -84,8 +80,7 @@ class TbCnn28Impl : public ClassifierImpl {
 // trainer = "noop" nodes. It cannot be trained or evaluated.
 class FlatImpl : public ClassifierImpl {
  public:
-  explicit FlatImpl(int64_t parameters)
-      : weights_(register_parameter("weights", torch::zeros({parameters}))) {}
+  explicit FlatImpl(int64_t parameters) : weights_(register_parameter("weights", torch::zeros({parameters}))) {}
 
   torch::Tensor forward(torch::Tensor) override {
     TORCH_CHECK(false, "model 'flat' is for round-overhead benchmarks with trainer = \"noop\"; it has no network");
@@ -101,8 +96,7 @@ absl::StatusOr<std::shared_ptr<ClassifierImpl>> CreateClassifier(const ModelSpec
   absl::Status s = CheckModelSpec(spec);
   if (!s.ok()) return s;
   if (spec.architecture == "tbcnn28") {
-    return std::shared_ptr<ClassifierImpl>(
-        std::make_shared<TbCnn28Impl>(spec.in_channels, spec.num_classes));
+    return std::shared_ptr<ClassifierImpl>(std::make_shared<TbCnn28Impl>(spec.in_channels, spec.num_classes));
   }
   if (spec.architecture == "flat") return std::shared_ptr<ClassifierImpl>(std::make_shared<FlatImpl>(spec.parameters));
   return std::shared_ptr<ClassifierImpl>(std::make_shared<CtNetImpl>(spec.in_channels, spec.num_classes));
@@ -122,17 +116,16 @@ Manifest ManifestOf(const torch::nn::Module& module) {
 absl::Status LoadParameters(torch::nn::Module& module, const ModelParameters& parameters) {
   Manifest own = ManifestOf(module);
   if (!(own == parameters.manifest)) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "model parameters do not match the network: manifest ", parameters.manifest.Sha256(),
-        " vs ", own.Sha256()));
+    return absl::InvalidArgumentError(absl::StrCat("model parameters do not match the network: manifest ",
+                                                   parameters.manifest.Sha256(), " vs ", own.Sha256()));
   }
   torch::NoGradGuard no_grad;
   size_t offset = 0;
   for (auto& item : module.named_parameters(true)) {
     torch::Tensor p = item.value();
     const size_t n = static_cast<size_t>(p.numel());
-    torch::Tensor src = torch::from_blob(const_cast<float*>(parameters.values.data() + offset),
-                                         p.sizes(), torch::kFloat32);
+    torch::Tensor src =
+        torch::from_blob(const_cast<float*>(parameters.values.data() + offset), p.sizes(), torch::kFloat32);
     p.copy_(src);
     offset += n;
   }

@@ -25,10 +25,8 @@ class LayerTap {
   virtual ~LayerTap() = default;
   virtual void Linear(torch::nn::LinearImpl& layer, const torch::Tensor& input, const torch::Tensor& output) = 0;
   virtual void Conv2d(torch::nn::Conv2dImpl& layer, const torch::Tensor& input, const torch::Tensor& output) = 0;
-  virtual void GroupNorm(torch::nn::GroupNormImpl& layer, const torch::Tensor& input,
-                         const torch::Tensor& output) = 0;
-  virtual void LayerNorm(torch::nn::LayerNormImpl& layer, const torch::Tensor& input,
-                         const torch::Tensor& output) = 0;
+  virtual void GroupNorm(torch::nn::GroupNormImpl& layer, const torch::Tensor& input, const torch::Tensor& output) = 0;
+  virtual void LayerNorm(torch::nn::LayerNormImpl& layer, const torch::Tensor& input, const torch::Tensor& output) = 0;
 };
 
 // A classifier: images [N, C, H, W] in, logits [N, classes] out. Layers are

@@ -18,16 +18,16 @@ bool FederationPlan::HasSite(const std::string& site) const {
 bool IsValidSiteName(const std::string& name) {
   if (name.empty() || name.size() > 64 || name[0] == '.') return false;
   for (char c : name) {
-    const bool ok = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') ||
-                    (c >= '0' && c <= '9') || c == '-' || c == '_' || c == '.';
+    const bool ok =
+        (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '-' || c == '_' || c == '.';
     if (!ok) return false;
   }
   return true;
 }
 
 std::vector<std::string> KnownStrategies() {
-  return {"fedavg", "fedavgm", "fedprox", "fedadagrad", "fedadam", "fedyogi", "median", "trimmed-mean", "krum",
-          "multi-krum"};
+  return {"fedavg",  "fedavgm", "fedprox",      "fedadagrad", "fedadam",
+          "fedyogi", "median",  "trimmed-mean", "krum",       "multi-krum"};
 }
 
 absl::StatusOr<FederationPlan> LoadPlan(const std::string& path) {
@@ -46,8 +46,7 @@ absl::StatusOr<FederationPlan> LoadPlan(const std::string& path) {
   p.min_report = static_cast<int>(c.GetInt("federation.min_report", 10, 0, 1000000));
   p.start_grace_s = c.GetDouble("federation.start_grace_s", 5, 0, 86400);
   p.seed = static_cast<uint64_t>(c.GetInt("federation.seed", 1, 0, INT64_MAX));
-  p.chunk_bytes = static_cast<uint32_t>(
-      c.GetInt("federation.chunk_bytes", kMaxChunkBytes, 4096, kMaxChunkBytes));
+  p.chunk_bytes = static_cast<uint32_t>(c.GetInt("federation.chunk_bytes", kMaxChunkBytes, 4096, kMaxChunkBytes));
   const std::string dtype = c.GetString("federation.update_dtype", "float32");
   if (std::optional<WireDtype> d = ParseWireDtype(dtype)) {
     p.update_dtype = *d;
@@ -95,8 +94,7 @@ absl::StatusOr<FederationPlan> LoadPlan(const std::string& path) {
     c.Fail("strategy.max_weight_ratio", "must be 0 (no cap) or at least 1");
   }
 
-  p.coordinator_hosts =
-      c.GetStringArray("coordinator.hosts", std::vector<std::string>{"localhost", "127.0.0.1"});
+  p.coordinator_hosts = c.GetStringArray("coordinator.hosts", std::vector<std::string>{"localhost", "127.0.0.1"});
 
   p.coordinator_address = c.GetString("coordinator.address", "127.0.0.1:50051");
   if (p.coordinator_address.rfind(':') == std::string::npos) {
@@ -109,7 +107,8 @@ absl::StatusOr<FederationPlan> LoadPlan(const std::string& path) {
     const std::string key = absl::StrCat("site[", i, "].name");
     std::string name = c.GetString(key);
     if (!name.empty() && !IsValidSiteName(name)) {
-      c.Fail(key, absl::StrCat("'", name, "' is not a valid site name (letters, digits, "
+      c.Fail(key, absl::StrCat("'", name,
+                               "' is not a valid site name (letters, digits, "
                                "'-', '_', '.'; at most 64 characters)"));
     } else if (!seen.insert(name).second) {
       c.Fail(key, absl::StrCat("names site '", name, "' twice"));
@@ -119,8 +118,7 @@ absl::StatusOr<FederationPlan> LoadPlan(const std::string& path) {
   if (n == 0) c.Fail("site", "is required: list each site as [[site]] name = \"...\"");
   if (p.coordinator_hosts.empty()) c.Fail("coordinator.hosts", "must name at least one host");
   if (n > 0 && static_cast<size_t>(p.min_nodes) > n) {
-    c.Fail("federation.min_nodes",
-           absl::StrCat("is ", p.min_nodes, " but the plan has only ", n, " site(s)"));
+    c.Fail("federation.min_nodes", absl::StrCat("is ", p.min_nodes, " but the plan has only ", n, " site(s)"));
   }
   // A robust strategy that cannot work with the updates a round may be
   // applied with (min_nodes of them) would keep the model while every DP
@@ -129,10 +127,10 @@ absl::StatusOr<FederationPlan> LoadPlan(const std::string& path) {
   if (st.name == "krum" || st.name == "multi-krum") {
     const int needed = 2 * st.byzantine + 3;
     if (least < needed) {
-      c.Fail("federation.min_nodes",
-             absl::StrCat("is ", least, ", but ", st.name, " with strategy.byzantine = ", st.byzantine,
-                          " needs at least 2f + 3 = ", needed, " updates in every round it applies; raise min_nodes to ",
-                          needed, " (with that many sites) or lower byzantine"));
+      c.Fail("federation.min_nodes", absl::StrCat("is ", least, ", but ", st.name, " with strategy.byzantine = ",
+                                                  st.byzantine, " needs at least 2f + 3 = ", needed,
+                                                  " updates in every round it applies; raise min_nodes to ", needed,
+                                                  " (with that many sites) or lower byzantine"));
     }
     if (st.name == "multi-krum" && st.multi_krum_select > 0 && st.multi_krum_select > least - st.byzantine) {
       c.Fail("strategy.multi_krum_select",
@@ -140,7 +138,8 @@ absl::StatusOr<FederationPlan> LoadPlan(const std::string& path) {
                           " (the honest updates of the smallest round it applies)"));
     }
   } else if (st.name == "median" && least < 3) {
-    c.Fail("federation.min_nodes", absl::StrCat("is ", least, ", but a coordinate-wise median of fewer than 3 "
+    c.Fail("federation.min_nodes", absl::StrCat("is ", least,
+                                                ", but a coordinate-wise median of fewer than 3 "
                                                 "updates resists no outlier; use min_nodes >= 3 or fedavg"));
   } else if (st.name == "trimmed-mean" && st.trim_fraction > 0 && st.trim_fraction * least < 1) {
     c.Fail("strategy.trim_fraction",

@@ -9,16 +9,16 @@ namespace fedrad {
 namespace {
 
 std::string WritePlan(const std::string& text) {
-  std::string path = std::filesystem::temp_directory_path() /
-                     ("fedrad_plan_test_" + std::to_string(::getpid()) + ".toml");
+  std::string path =
+      std::filesystem::temp_directory_path() / ("fedrad_plan_test_" + std::to_string(::getpid()) + ".toml");
   std::ofstream(path) << text;
   return path;
 }
 
 TEST(PlanTest, LoadsSitesAndDefaults) {
-  auto p = LoadPlan(WritePlan(
-      "[federation]\nname = \"demo\"\nrounds = 3\nmin_nodes = 2\n"
-      "[[site]]\nname = \"a\"\n[[site]]\nname = \"b\"\n"));
+  auto p =
+      LoadPlan(WritePlan("[federation]\nname = \"demo\"\nrounds = 3\nmin_nodes = 2\n"
+                         "[[site]]\nname = \"a\"\n[[site]]\nname = \"b\"\n"));
   ASSERT_TRUE(p.ok()) << p.status();
   EXPECT_EQ(p->name, "demo");
   EXPECT_EQ(p->rounds, 3);
@@ -29,25 +29,30 @@ TEST(PlanTest, LoadsSitesAndDefaults) {
 }
 
 TEST(PlanTest, RejectsBadSitesAndImpossibleQuorum) {
-  auto dup = LoadPlan(WritePlan("[federation]\nname = \"d\"\nmin_nodes = 1\n"
-                                "[[site]]\nname = \"a\"\n[[site]]\nname = \"a\"\n"));
+  auto dup =
+      LoadPlan(WritePlan("[federation]\nname = \"d\"\nmin_nodes = 1\n"
+                         "[[site]]\nname = \"a\"\n[[site]]\nname = \"a\"\n"));
   ASSERT_FALSE(dup.ok());
   EXPECT_NE(dup.status().message().find("twice"), std::string::npos);
-  auto bad = LoadPlan(WritePlan("[federation]\nname = \"d\"\nmin_nodes = 1\n"
-                                "[[site]]\nname = \"a b/c\"\n"));
+  auto bad =
+      LoadPlan(WritePlan("[federation]\nname = \"d\"\nmin_nodes = 1\n"
+                         "[[site]]\nname = \"a b/c\"\n"));
   ASSERT_FALSE(bad.ok());
   EXPECT_NE(bad.status().message().find("site[0].name"), std::string::npos);
-  auto quorum = LoadPlan(WritePlan("[federation]\nname = \"d\"\nmin_nodes = 3\n"
-                                   "[[site]]\nname = \"a\"\n"));
+  auto quorum =
+      LoadPlan(WritePlan("[federation]\nname = \"d\"\nmin_nodes = 3\n"
+                         "[[site]]\nname = \"a\"\n"));
   ASSERT_FALSE(quorum.ok());
   EXPECT_NE(quorum.status().message().find("min_nodes"), std::string::npos);
 }
 
 TEST(PlanTest, StrategyPrivacyAndNormBound) {
   const std::string sites = "[[site]]\nname = \"a\"\n[[site]]\nname = \"b\"\n";
-  auto p = LoadPlan(WritePlan("[federation]\nname = \"d\"\nmax_update_norm = 50\n"
-                              "[strategy]\nname = \"fedadam\"\ntau = 0.01\nserver_learning_rate = 0.1\n"
-                              "[privacy]\nrequire_dp = true\n" + sites));
+  auto p =
+      LoadPlan(WritePlan("[federation]\nname = \"d\"\nmax_update_norm = 50\n"
+                         "[strategy]\nname = \"fedadam\"\ntau = 0.01\nserver_learning_rate = 0.1\n"
+                         "[privacy]\nrequire_dp = true\n" +
+                         sites));
   ASSERT_TRUE(p.ok()) << p.status();
   EXPECT_EQ(p->strategy.name, "fedadam");
   EXPECT_DOUBLE_EQ(p->strategy.tau, 0.01);
@@ -61,11 +66,13 @@ TEST(PlanTest, StrategyPrivacyAndNormBound) {
   auto unknown = LoadPlan(WritePlan("[federation]\nname = \"d\"\n[strategy]\nname = \"fedsgd\"\n" + sites));
   ASSERT_FALSE(unknown.ok());
   EXPECT_NE(unknown.status().message().find("field 'strategy.name' is 'fedsgd'; known: fedavg, fedavgm"),
-            std::string::npos) << unknown.status();
+            std::string::npos)
+      << unknown.status();
   auto sized = LoadPlan(WritePlan("[federation]\nname = \"d\"\n[model]\nparameters = 10\n" + sites));
   ASSERT_FALSE(sized.ok());
   EXPECT_NE(sized.status().message().find("field 'model.parameters' applies only to architecture \"flat\""),
-            std::string::npos) << sized.status();
+            std::string::npos)
+      << sized.status();
 }
 
 // A robust strategy the plan's quorum cannot feed is refused before anyone

@@ -170,8 +170,8 @@ absl::StatusOr<double> NoiseMultiplierFor(double epsilon, double delta, double s
   }
   const double already = spent.GetEpsilon(delta).epsilon;
   if (already >= epsilon) {
-    return absl::OutOfRangeError(absl::StrFormat(
-        "epsilon %.4g is already spent; no noise reaches a total of %.4g", already, epsilon));
+    return absl::OutOfRangeError(
+        absl::StrFormat("epsilon %.4g is already spent; no noise reaches a total of %.4g", already, epsilon));
   }
   auto eps = [&](double sigma) {
     PrivacyAccountant a = spent;

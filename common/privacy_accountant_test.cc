@@ -79,16 +79,17 @@ long double LogAByIntegration(double q, double sigma, double alpha) {
     const long double log_density = -z * z / (2 * s * s) - 0.5L * std::log(2 * M_PIl * s * s);
     const long double ratio = (1 - q) + q * std::exp((2 * z - 1) / (2 * s * s));
     const long double term = log_density + alpha * std::log(ratio) + std::log(h);
-    log_sum = log_sum == -INFINITY ? term
-                                   : std::max(log_sum, term) + std::log1p(std::exp(-std::fabs(log_sum - term)));
+    log_sum = log_sum == -INFINITY ? term : std::max(log_sum, term) + std::log1p(std::exp(-std::fabs(log_sum - term)));
   }
   return log_sum;
 }
 
 TEST(PrivacyAccountantTest, IntegerAndFractionalOrdersAgreeWithNumericalIntegration) {
-  struct Case { double q, sigma, alpha; } cases[] = {
-      {0.01, 2.5, 1.5}, {0.04, 1.5, 3.7}, {0.1, 1.0, 2.5}, {0.001, 0.8, 10.3}, {0.5, 2.0, 7},
-      {0.04, 1.5, 20}, {0.04, 1.5, 20.5}, {0.2, 3.0, 63}, {0.01, 0.5, 1.1}, {0.3, 1.2, 12.25},
+  struct Case {
+    double q, sigma, alpha;
+  } cases[] = {
+      {0.01, 2.5, 1.5}, {0.04, 1.5, 3.7},  {0.1, 1.0, 2.5}, {0.001, 0.8, 10.3}, {0.5, 2.0, 7},
+      {0.04, 1.5, 20},  {0.04, 1.5, 20.5}, {0.2, 3.0, 63},  {0.01, 0.5, 1.1},   {0.3, 1.2, 12.25},
   };
   for (const Case& c : cases) {
     const double fast = SampledGaussianLogA(c.q, c.sigma, c.alpha);

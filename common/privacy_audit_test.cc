@@ -100,8 +100,8 @@ double SlowAudit(const std::vector<double>& in, const std::vector<double>& out, 
     int tp = 0, fp = 0;
     for (double s : in) tp += s >= threshold;
     for (double s : out) fp += s >= threshold;
-    best = std::max(best, OneRunEpsilon(static_cast<int64_t>(in.size() + out.size()), tp + fp, tp,
-                                        significance / hull, delta));
+    best = std::max(
+        best, OneRunEpsilon(static_cast<int64_t>(in.size() + out.size()), tp + fp, tp, significance / hull, delta));
   }
   return best;
 }

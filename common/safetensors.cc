@@ -20,8 +20,7 @@ absl::Status Bad(absl::string_view what, absl::string_view problem) {
 
 }  // namespace
 
-std::string EncodeSafetensorsHeader(const Manifest& manifest,
-                                    const SafetensorsMetadata& metadata) {
+std::string EncodeSafetensorsHeader(const Manifest& manifest, const SafetensorsMetadata& metadata) {
   nlohmann::json header = nlohmann::json::object();
   uint64_t offset = 0;
   for (const TensorSpec& t : manifest.tensors) {
@@ -96,7 +95,8 @@ absl::StatusOr<SafetensorsFile> DecodeSafetensorsHeader(std::string_view header_
         return Bad(what, absl::StrCat("tensor '", name, "' has an invalid dimension"));
       }
       const uint64_t dim = d.get<uint64_t>();
-      if (dim != 0 && numel > (uint64_t{1} << 40) / dim) return Bad(what, absl::StrCat("tensor '", name, "' is too large"));
+      if (dim != 0 && numel > (uint64_t{1} << 40) / dim)
+        return Bad(what, absl::StrCat("tensor '", name, "' is too large"));
       numel *= dim;
       e.spec.shape.push_back(static_cast<int64_t>(dim));
     }
@@ -177,13 +177,11 @@ absl::StatusOr<SafetensorsFile> SafetensorsReceiver::Finish() {
 absl::Status WriteSafetensorsFile(const std::string& path, const ModelParameters& parameters,
                                   const SafetensorsMetadata& metadata) {
   if (static_cast<int64_t>(parameters.values.size()) != parameters.manifest.total_elements()) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "writing '", path, "': ", parameters.values.size(), " values for a manifest of ",
-        parameters.manifest.total_elements()));
+    return absl::InvalidArgumentError(absl::StrCat("writing '", path, "': ", parameters.values.size(),
+                                                   " values for a manifest of ", parameters.manifest.total_elements()));
   }
   const std::string header = EncodeSafetensorsHeader(parameters.manifest, metadata);
-  std::string_view body(reinterpret_cast<const char*>(parameters.values.data()),
-                        parameters.values.size() * 4);
+  std::string_view body(reinterpret_cast<const char*>(parameters.values.data()), parameters.values.size() * 4);
   return WriteFileAtomically(path, {header, body});
 }
 

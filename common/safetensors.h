@@ -24,8 +24,7 @@ using SafetensorsMetadata = std::map<std::string, std::string>;
 
 // The length prefix and JSON header for `manifest` (padded with spaces to a
 // multiple of 8 bytes). The file is this header followed by the raw values.
-std::string EncodeSafetensorsHeader(const Manifest& manifest,
-                                    const SafetensorsMetadata& metadata);
+std::string EncodeSafetensorsHeader(const Manifest& manifest, const SafetensorsMetadata& metadata);
 
 struct SafetensorsFile {
   ModelParameters parameters;  // manifest in the order of the data offsets
@@ -36,8 +35,7 @@ struct SafetensorsFile {
 // header length within the file, valid JSON, F32 only, shapes matching the
 // offsets, offsets contiguous from 0 and covering the body exactly.
 // `what` names the source in errors.
-absl::StatusOr<SafetensorsFile> DecodeSafetensors(std::string_view bytes,
-                                                  absl::string_view what);
+absl::StatusOr<SafetensorsFile> DecodeSafetensors(std::string_view bytes, absl::string_view what);
 
 // A file as it arrives in pieces (a download): its header is decoded and
 // checked as DecodeSafetensors does once it is in, and the body goes straight

@@ -26,7 +26,14 @@ std::string Encode(const ModelParameters& p, const SafetensorsMetadata& md) {
 TEST(SafetensorsTest, RoundTripKeepsManifestOrderValuesAndMetadata) {
   ModelParameters p = Sample();
   std::string bytes = Encode(p, {{"architecture", "ctnet"}, {"round", "3"}});
-  EXPECT_EQ((8 + [&] { uint64_t n; std::memcpy(&n, bytes.data(), 8); return n; }()) % 8, 0u);
+  EXPECT_EQ((8 +
+             [&] {
+               uint64_t n;
+               std::memcpy(&n, bytes.data(), 8);
+               return n;
+             }()) %
+                8,
+            0u);
   auto f = DecodeSafetensors(bytes, "mem");
   ASSERT_TRUE(f.ok()) << f.status();
   EXPECT_EQ(f->parameters.manifest, p.manifest);  // order from offsets, not JSON key order
@@ -40,8 +47,8 @@ TEST(SafetensorsTest, EncodingIsDeterministic) {
 }
 
 TEST(SafetensorsTest, FileRoundTrip) {
-  std::string path = std::filesystem::temp_directory_path() /
-                     ("fedrad_st_" + std::to_string(::getpid()) + ".safetensors");
+  std::string path =
+      std::filesystem::temp_directory_path() / ("fedrad_st_" + std::to_string(::getpid()) + ".safetensors");
   ModelParameters p = Sample();
   ASSERT_TRUE(WriteSafetensorsFile(path, p, {}).ok());
   auto f = ReadSafetensorsFile(path);
@@ -69,10 +76,14 @@ TEST(SafetensorsTest, RejectsHostileFiles) {
     std::memcpy(out.data(), &len, 8);
     return out + json + std::string(body, '\0');
   };
-  EXPECT_FALSE(DecodeSafetensors(with_header(R"({"a":{"dtype":"F16","shape":[2],"data_offsets":[0,4]}})", 4), "x").ok());
-  EXPECT_FALSE(DecodeSafetensors(with_header(R"({"a":{"dtype":"F32","shape":[2],"data_offsets":[0,4]}})", 4), "x").ok());
-  EXPECT_FALSE(DecodeSafetensors(with_header(R"({"a":{"dtype":"F32","shape":[1],"data_offsets":[4,8]}})", 8), "x").ok());
-  EXPECT_FALSE(DecodeSafetensors(with_header(R"({"a":{"dtype":"F32","shape":[-1],"data_offsets":[0,4]}})", 4), "x").ok());
+  EXPECT_FALSE(
+      DecodeSafetensors(with_header(R"({"a":{"dtype":"F16","shape":[2],"data_offsets":[0,4]}})", 4), "x").ok());
+  EXPECT_FALSE(
+      DecodeSafetensors(with_header(R"({"a":{"dtype":"F32","shape":[2],"data_offsets":[0,4]}})", 4), "x").ok());
+  EXPECT_FALSE(
+      DecodeSafetensors(with_header(R"({"a":{"dtype":"F32","shape":[1],"data_offsets":[4,8]}})", 8), "x").ok());
+  EXPECT_FALSE(
+      DecodeSafetensors(with_header(R"({"a":{"dtype":"F32","shape":[-1],"data_offsets":[0,4]}})", 4), "x").ok());
   auto bad = DecodeSafetensors(with_header(R"({"a":{"dtype":"F32","shape":[1],"data_offsets":[0,4]}})", 8), "upd.bin");
   ASSERT_FALSE(bad.ok());
   EXPECT_NE(bad.status().message().find("upd.bin"), std::string::npos);

@@ -65,8 +65,7 @@ absl::StatusOr<std::unique_ptr<Database>> Database::OpenReadOnly(const std::stri
 Database::~Database() { sqlite3_close(db_); }
 
 absl::Status Database::Error(absl::string_view action) const {
-  return absl::InternalError(
-      absl::StrCat("database '", path_, "': ", action, ": ", sqlite3_errmsg(db_)));
+  return absl::InternalError(absl::StrCat("database '", path_, "': ", action, ": ", sqlite3_errmsg(db_)));
 }
 
 absl::Status Database::ExecScript(absl::string_view sql) {
@@ -80,8 +79,7 @@ absl::Status Database::ExecScript(absl::string_view sql) {
   return absl::OkStatus();
 }
 
-absl::StatusOr<sqlite3_stmt*> Database::Prepare(absl::string_view sql,
-                                                const std::vector<SqlValue>& params) {
+absl::StatusOr<sqlite3_stmt*> Database::Prepare(absl::string_view sql, const std::vector<SqlValue>& params) {
   sqlite3_stmt* stmt = nullptr;
   if (sqlite3_prepare_v2(db_, sql.data(), static_cast<int>(sql.size()), &stmt, nullptr) != SQLITE_OK) {
     return Error(absl::StrCat("preparing \"", sql, "\""));
@@ -114,8 +112,7 @@ absl::Status Database::Execute(absl::string_view sql, const std::vector<SqlValue
   return rows.status();
 }
 
-absl::StatusOr<std::vector<SqlRow>> Database::Query(absl::string_view sql,
-                                                    const std::vector<SqlValue>& params) {
+absl::StatusOr<std::vector<SqlRow>> Database::Query(absl::string_view sql, const std::vector<SqlValue>& params) {
   absl::StatusOr<sqlite3_stmt*> stmt = Prepare(sql, params);
   if (!stmt.ok()) return stmt.status();
   std::vector<SqlRow> rows;
@@ -125,9 +122,15 @@ absl::StatusOr<std::vector<SqlRow>> Database::Query(absl::string_view sql,
     SqlRow row(static_cast<size_t>(n));
     for (int c = 0; c < n; ++c) {
       switch (sqlite3_column_type(*stmt, c)) {
-        case SQLITE_INTEGER: row[c] = static_cast<int64_t>(sqlite3_column_int64(*stmt, c)); break;
-        case SQLITE_FLOAT: row[c] = sqlite3_column_double(*stmt, c); break;
-        case SQLITE_NULL: row[c] = nullptr; break;
+        case SQLITE_INTEGER:
+          row[c] = static_cast<int64_t>(sqlite3_column_int64(*stmt, c));
+          break;
+        case SQLITE_FLOAT:
+          row[c] = sqlite3_column_double(*stmt, c);
+          break;
+        case SQLITE_NULL:
+          row[c] = nullptr;
+          break;
         default: {
           const auto* text = reinterpret_cast<const char*>(sqlite3_column_text(*stmt, c));
           row[c] = std::string(text ? text : "", static_cast<size_t>(sqlite3_column_bytes(*stmt, c)));
@@ -136,8 +139,7 @@ absl::StatusOr<std::vector<SqlRow>> Database::Query(absl::string_view sql,
     }
     rows.push_back(std::move(row));
   }
-  absl::Status s = rc == SQLITE_DONE ? absl::OkStatus()
-                                     : Error(absl::StrCat("running \"", sql, "\""));
+  absl::Status s = rc == SQLITE_DONE ? absl::OkStatus() : Error(absl::StrCat("running \"", sql, "\""));
   sqlite3_finalize(*stmt);
   if (!s.ok()) return s;
   return rows;

@@ -20,9 +20,9 @@ namespace fedrad {
 using SqlValue = std::variant<std::nullptr_t, int64_t, double, std::string>;
 using SqlRow = std::vector<SqlValue>;
 
-int64_t AsInt(const SqlValue& v);      // 0 for NULL
-double AsDouble(const SqlValue& v);    // 0 for NULL; integers widen
-std::string AsText(const SqlValue& v); // "" for NULL
+int64_t AsInt(const SqlValue& v);       // 0 for NULL
+double AsDouble(const SqlValue& v);     // 0 for NULL; integers widen
+std::string AsText(const SqlValue& v);  // "" for NULL
 
 // One SQLite connection in WAL mode with synchronous=FULL: a committed
 // transaction survives a process kill or a power cut. Not thread-safe: the
@@ -44,8 +44,7 @@ class Database {
   // Runs one statement with positional parameters (?1, ?2, ...).
   absl::Status Execute(absl::string_view sql, const std::vector<SqlValue>& params = {});
   // Runs one query and returns every row.
-  absl::StatusOr<std::vector<SqlRow>> Query(absl::string_view sql,
-                                            const std::vector<SqlValue>& params = {});
+  absl::StatusOr<std::vector<SqlRow>> Query(absl::string_view sql, const std::vector<SqlValue>& params = {});
   int64_t LastInsertRowId() const;
 
   // BEGIN IMMEDIATE ... COMMIT. Destroying an uncommitted Transaction rolls

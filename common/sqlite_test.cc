@@ -10,8 +10,7 @@ namespace {
 class SqliteTest : public ::testing::Test {
  protected:
   void SetUp() override {
-    path_ = std::filesystem::temp_directory_path() /
-            ("fedrad_sqlite_" + std::to_string(::getpid()) + ".db");
+    path_ = std::filesystem::temp_directory_path() / ("fedrad_sqlite_" + std::to_string(::getpid()) + ".db");
     std::filesystem::remove(path_);
   }
   void TearDown() override {

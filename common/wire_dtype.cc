@@ -22,9 +22,12 @@ float FromBits(uint32_t u) {
 
 std::string WireDtypeName(WireDtype d) {
   switch (d) {
-    case WireDtype::kBFloat16: return "bfloat16";
-    case WireDtype::kFloat16: return "float16";
-    default: return "float32";
+    case WireDtype::kBFloat16:
+      return "bfloat16";
+    case WireDtype::kFloat16:
+      return "float16";
+    default:
+      return "float32";
   }
 }
 
@@ -50,15 +53,15 @@ uint16_t FloatToFloat16(float f) {
   const uint32_t u = Bits(f);
   const uint16_t sign = static_cast<uint16_t>((u >> 16) & 0x8000u);
   const uint32_t abs = u & 0x7fffffffu;
-  if (abs > 0x7f800000u) return static_cast<uint16_t>(sign | 0x7e00u);  // NaN
+  if (abs > 0x7f800000u) return static_cast<uint16_t>(sign | 0x7e00u);   // NaN
   if (abs >= 0x477ff000u) return static_cast<uint16_t>(sign | 0x7c00u);  // rounds past 65504: infinity
   if (abs < 0x38800000u) {
     // Below float16's smallest normal (2^-14): a subnormal, in units of
     // 2^-24, rounded to nearest even (0 below 2^-25).
     if (abs < 0x33000000u) return sign;
-    const uint32_t exponent = abs >> 23;            // 102 .. 112
+    const uint32_t exponent = abs >> 23;  // 102 .. 112
     const uint32_t mantissa = (abs & 0x7fffffu) | 0x800000u;
-    const uint32_t shift = 126 - exponent;          // 14 .. 24
+    const uint32_t shift = 126 - exponent;  // 14 .. 24
     uint32_t value = mantissa >> shift;
     const uint32_t rest = mantissa & ((1u << shift) - 1);
     const uint32_t half = 1u << (shift - 1);

@@ -13,14 +13,14 @@ TEST(WireDtypeTest, Float16KnownValues) {
   // IEEE 754 binary16 bit patterns.
   EXPECT_EQ(FloatToFloat16(1.0f), 0x3c00);
   EXPECT_EQ(FloatToFloat16(-2.0f), 0xc000);
-  EXPECT_EQ(FloatToFloat16(65504.0f), 0x7bff);                 // largest finite
-  EXPECT_EQ(FloatToFloat16(65519.0f), 0x7bff);                 // below the midpoint to 65536
-  EXPECT_EQ(FloatToFloat16(65520.0f), 0x7c00);                 // the midpoint rounds to even: infinity
-  EXPECT_EQ(FloatToFloat16(std::ldexp(1.0f, -14)), 0x0400);    // smallest normal
-  EXPECT_EQ(FloatToFloat16(std::ldexp(1.0f, -24)), 0x0001);    // smallest subnormal
-  EXPECT_EQ(FloatToFloat16(std::ldexp(1.0f, -25)), 0x0000);    // half of it: tie to even (0)
+  EXPECT_EQ(FloatToFloat16(65504.0f), 0x7bff);               // largest finite
+  EXPECT_EQ(FloatToFloat16(65519.0f), 0x7bff);               // below the midpoint to 65536
+  EXPECT_EQ(FloatToFloat16(65520.0f), 0x7c00);               // the midpoint rounds to even: infinity
+  EXPECT_EQ(FloatToFloat16(std::ldexp(1.0f, -14)), 0x0400);  // smallest normal
+  EXPECT_EQ(FloatToFloat16(std::ldexp(1.0f, -24)), 0x0001);  // smallest subnormal
+  EXPECT_EQ(FloatToFloat16(std::ldexp(1.0f, -25)), 0x0000);  // half of it: tie to even (0)
   EXPECT_EQ(FloatToFloat16(std::ldexp(1.5f, -25)), 0x0001);
-  EXPECT_EQ(FloatToFloat16(std::ldexp(3.0f, -25)), 0x0002);    // 1.5 units: tie to even (2)
+  EXPECT_EQ(FloatToFloat16(std::ldexp(3.0f, -25)), 0x0002);         // 1.5 units: tie to even (2)
   EXPECT_EQ(FloatToFloat16(1.0f + std::ldexp(1.0f, -11)), 0x3c00);  // tie: stays even
   EXPECT_EQ(FloatToFloat16(1.0f + std::ldexp(3.0f, -11)), 0x3c02);  // tie: up to even
   EXPECT_EQ(FloatToFloat16(-0.0f), 0x8000);
@@ -34,9 +34,9 @@ TEST(WireDtypeTest, Float16KnownValues) {
 TEST(WireDtypeTest, BFloat16KnownValues) {
   EXPECT_EQ(FloatToBFloat16(1.0f), 0x3f80);
   EXPECT_EQ(FloatToBFloat16(-2.0f), 0xc000);
-  EXPECT_EQ(FloatToBFloat16(1.0f + std::ldexp(1.0f, -8)), 0x3f80);  // tie: stays even
-  EXPECT_EQ(FloatToBFloat16(1.0f + std::ldexp(3.0f, -8)), 0x3f82);  // tie: up to even
-  EXPECT_EQ(FloatToBFloat16(std::numeric_limits<float>::max()), 0x7f80);  // rounds up to infinity
+  EXPECT_EQ(FloatToBFloat16(1.0f + std::ldexp(1.0f, -8)), 0x3f80);                // tie: stays even
+  EXPECT_EQ(FloatToBFloat16(1.0f + std::ldexp(3.0f, -8)), 0x3f82);                // tie: up to even
+  EXPECT_EQ(FloatToBFloat16(std::numeric_limits<float>::max()), 0x7f80);          // rounds up to infinity
   EXPECT_EQ(FloatToBFloat16(1e-7f) & 0x7f80, FloatToBFloat16(1.1e-7f) & 0x7f80);  // float32's range
   EXPECT_TRUE(std::isnan(BFloat16ToFloat(FloatToBFloat16(std::nanf("")))));
   EXPECT_EQ(BFloat16ToFloat(0x3f80), 1.0f);

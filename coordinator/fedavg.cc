@@ -117,9 +117,8 @@ absl::Status UpdateSum::WithdrawLocked(uint64_t id) {
 absl::Status UpdateSum::RefoldLocked() {
   std::fill(sum_.begin(), sum_.end(), 0.0);
   for (const auto& [other, k] : contributions_) {
-    absl::StatusOr<size_t> read = ReadFloats(k.spool_path, k.folded, [&](size_t offset, const float* v, size_t n) {
-      Fold(offset, v, n, k.weight);
-    });
+    absl::StatusOr<size_t> read = ReadFloats(
+        k.spool_path, k.folded, [&](size_t offset, const float* v, size_t n) { Fold(offset, v, n, k.weight); });
     if (!read.ok()) return read.status();
     if (*read != k.folded) {
       return absl::DataLossError(absl::StrCat("spooled update '", k.spool_path, "' lost values that were folded; ",
@@ -177,12 +176,11 @@ absl::Status UpdateSum::AddFile(const std::string& path, double weight) {
   const uintmax_t bytes = std::filesystem::file_size(path, ec);
   if (ec) return absl::NotFoundError(absl::StrCat("cannot open spooled update '", path, "': ", ec.message()));
   if (bytes != sum_.size() * sizeof(float)) {
-    return absl::DataLossError(absl::StrCat("spooled update '", path, "' has ", bytes / sizeof(float),
-                                            " values, expected ", sum_.size()));
+    return absl::DataLossError(
+        absl::StrCat("spooled update '", path, "' has ", bytes / sizeof(float), " values, expected ", sum_.size()));
   }
-  absl::StatusOr<size_t> read = ReadFloats(path, sum_.size(), [&](size_t offset, const float* v, size_t n) {
-    Fold(offset, v, n, weight);
-  });
+  absl::StatusOr<size_t> read =
+      ReadFloats(path, sum_.size(), [&](size_t offset, const float* v, size_t n) { Fold(offset, v, n, weight); });
   if (!read.ok()) return read.status();
   total_weight_ += weight;
   ++accepted_;

@@ -26,8 +26,8 @@
 #include "absl/time/clock.h"
 #include "absl/time/time.h"
 #include "common/bench_floor.h"
-#include "common/proto_framing.h"
 #include "common/plan.h"
+#include "common/proto_framing.h"
 #include "crypto/sha256.h"
 #include "proto/federation.grpc.pb.h"
 
@@ -42,8 +42,8 @@ grpc::Status ToGrpc(const absl::Status& s) {
 // The caller's site: the CN of its verified client certificate.
 absl::StatusOr<std::string> CallerSite(grpc::CallbackServerContext* ctx, const RoundDriver& driver) {
   std::shared_ptr<const grpc::AuthContext> auth = ctx->auth_context();
-  std::vector<grpc::string_ref> cn = auth ? auth->FindPropertyValues("x509_common_name")
-                                          : std::vector<grpc::string_ref>{};
+  std::vector<grpc::string_ref> cn =
+      auth ? auth->FindPropertyValues("x509_common_name") : std::vector<grpc::string_ref>{};
   if (cn.empty()) {
     return absl::UnauthenticatedError("no client certificate common name");
   }
@@ -59,8 +59,7 @@ absl::StatusOr<std::string> CallerSite(grpc::CallbackServerContext* ctx, const R
 // WaitTask: a node's long-lived stream of tasks.
 class TaskStream final : public grpc::ServerWriteReactor<v1::Task>, public TaskChannel {
  public:
-  TaskStream(RoundDriver* driver, std::string site, const std::string& peer)
-      : driver_(driver), site_(std::move(site)) {
+  TaskStream(RoundDriver* driver, std::string site, const std::string& peer) : driver_(driver), site_(std::move(site)) {
     absl::Status connected = driver_->Connect(site_, this, peer);
     if (!connected.ok()) {
       {
@@ -322,8 +321,10 @@ class ModelSender final : public grpc::ServerWriteReactor<grpc::ByteBuffer>, pub
   void CutOffIfIdleSince(int64_t cutoff_ms) override {
     const int64_t last = last_activity_ms_.load();
     if (last == 0 || last >= cutoff_ms || stalled_.exchange(true)) return;
-    spdlog::warn("{}: the model download took nothing for {} (coordinator.toml upload_idle_timeout_s) and was cut "
-                 "off", site_, absl::FormatDuration(watch_->idle()));
+    spdlog::warn(
+        "{}: the model download took nothing for {} (coordinator.toml upload_idle_timeout_s) and was cut "
+        "off",
+        site_, absl::FormatDuration(watch_->idle()));
     ctx_->TryCancel();
   }
   void OnCancel() override {
@@ -530,14 +531,14 @@ class UpdateReceiver final : public grpc::ServerBidiReactor<v1::UpdateChunk, v1:
     if (!std::isfinite(squares)) {  // squares of finite floats cannot overflow a double
       const size_t bad =
           static_cast<size_t>(std::find_if(values, values + n, [](float v) { return !std::isfinite(v); }) - values);
-      Reject(absl::InvalidArgumentError(absl::StrCat(
-          "the update holds a non-finite value at parameter ", first + bad)));
+      Reject(
+          absl::InvalidArgumentError(absl::StrCat("the update holds a non-finite value at parameter ", first + bad)));
       return;
     }
     sum_squares_ += squares;
     if (std::sqrt(sum_squares_) > ticket_->max_norm) {
-      Reject(absl::InvalidArgumentError(absl::StrFormat(
-          "the update's L2 norm passes the plan's max_update_norm %g", ticket_->max_norm)));
+      Reject(absl::InvalidArgumentError(
+          absl::StrFormat("the update's L2 norm passes the plan's max_update_norm %g", ticket_->max_norm)));
       return;
     }
     hash_.Update(data);
@@ -591,8 +592,8 @@ class UpdateReceiver final : public grpc::ServerBidiReactor<v1::UpdateChunk, v1:
     if (received_ != ticket_->expected_bytes) {
       // The stream broke (the node went away, or cancelled): the node keeps
       // the update and may send it again.
-      Reject(absl::UnavailableError(absl::StrCat("the update ended after ", received_, " of ",
-                                                 ticket_->expected_bytes, " bytes")));
+      Reject(absl::UnavailableError(
+          absl::StrCat("the update ended after ", received_, " of ", ticket_->expected_bytes, " bytes")));
       return;
     }
     if (!kBenchFloor && hash_.FinishHex() != ticket_->update_sha256) {
@@ -686,12 +687,9 @@ class FederationServiceImpl final
         stalls_(upload_idle_timeout) {}
 
   // Says how the stream limit (max_concurrent_streams) was used.
-  void LogStreamUse() {
-    spdlog::info("model downloads: {}; update uploads: {}", downloads_.Use(), uploads_.Use());
-  }
+  void LogStreamUse() { spdlog::info("model downloads: {}; update uploads: {}", downloads_.Use(), uploads_.Use()); }
 
-  grpc::ServerUnaryReactor* Hello(grpc::CallbackServerContext* ctx, const v1::HelloRequest*,
-                                  v1::Plan* plan) override {
+  grpc::ServerUnaryReactor* Hello(grpc::CallbackServerContext* ctx, const v1::HelloRequest*, v1::Plan* plan) override {
     grpc::ServerUnaryReactor* reactor = ctx->DefaultReactor();
     absl::StatusOr<std::string> site = CallerSite(ctx, *driver_);
     if (site.ok()) driver_->FillPlan(*site, plan);
@@ -699,8 +697,7 @@ class FederationServiceImpl final
     return reactor;
   }
 
-  grpc::ServerWriteReactor<v1::Task>* WaitTask(grpc::CallbackServerContext* ctx,
-                                               const v1::WaitTaskRequest*) override {
+  grpc::ServerWriteReactor<v1::Task>* WaitTask(grpc::CallbackServerContext* ctx, const v1::WaitTaskRequest*) override {
     absl::StatusOr<std::string> site = CallerSite(ctx, *driver_);
     if (!site.ok()) return Refuse<grpc::ServerWriteReactor<v1::Task>>(site.status());
     return new TaskStream(driver_, *site, ctx->peer());
@@ -727,8 +724,7 @@ class FederationServiceImpl final
     return new UpdateReceiver(driver_, &uploads_, &stalls_, *site);
   }
 
-  grpc::ServerUnaryReactor* SubmitEvaluation(grpc::CallbackServerContext* ctx,
-                                             const v1::Evaluation* evaluation,
+  grpc::ServerUnaryReactor* SubmitEvaluation(grpc::CallbackServerContext* ctx, const v1::Evaluation* evaluation,
                                              v1::SubmitReply* reply) override {
     return Record(ctx, reply, "an evaluation",
                   [&](const std::string& site) { return driver_->RecordEvaluation(site, *evaluation); });
@@ -748,7 +744,8 @@ class FederationServiceImpl final
     absl::StatusOr<std::string> site = CallerSite(ctx, *driver_);
     absl::Status s = site.status();
     if (s.ok()) s = record(*site);
-    if (!s.ok()) spdlog::warn("refused {} from {}: {}", what, site.ok() ? *site : ctx->peer(), std::string(s.message()));
+    if (!s.ok())
+      spdlog::warn("refused {} from {}: {}", what, site.ok() ? *site : ctx->peer(), std::string(s.message()));
     reply->set_message(s.ok() ? "recorded" : std::string(s.message()));
     reactor->Finish(ToGrpc(s));
     return reactor;
@@ -782,8 +779,8 @@ void CoordinatorServer::Shutdown() {
   }
 }
 
-absl::StatusOr<std::unique_ptr<CoordinatorServer>> CoordinatorServer::Start(
-    const CoordinatorConfig& config, RoundDriver* driver) {
+absl::StatusOr<std::unique_ptr<CoordinatorServer>> CoordinatorServer::Start(const CoordinatorConfig& config,
+                                                                            RoundDriver* driver) {
   auto impl = std::make_unique<Impl>();
   impl->service = std::make_unique<FederationServiceImpl>(driver, config.max_concurrent_streams,
                                                           absl::Seconds(config.upload_idle_timeout_s));
@@ -807,8 +804,7 @@ absl::StatusOr<std::unique_ptr<CoordinatorServer>> CoordinatorServer::Start(
   builder.AddChannelArgument(GRPC_ARG_SERVER_HANDSHAKE_TIMEOUT_MS, 10000);
   impl->server = builder.BuildAndStart();
   if (!impl->server || impl->port == 0) {
-    return absl::UnavailableError(absl::StrCat("cannot listen on ", config.listen,
-                                               " (address in use or not local?)"));
+    return absl::UnavailableError(absl::StrCat("cannot listen on ", config.listen, " (address in use or not local?)"));
   }
   return std::unique_ptr<CoordinatorServer>(new CoordinatorServer(std::move(impl)));
 }

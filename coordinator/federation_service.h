@@ -16,8 +16,7 @@ namespace fedrad::coordinator {
 class CoordinatorServer {
  public:
   // Starts listening on config.listen. `driver` must outlive the server.
-  static absl::StatusOr<std::unique_ptr<CoordinatorServer>> Start(const CoordinatorConfig& config,
-                                                                  RoundDriver* driver);
+  static absl::StatusOr<std::unique_ptr<CoordinatorServer>> Start(const CoordinatorConfig& config, RoundDriver* driver);
   ~CoordinatorServer();
   int port() const;
   // Stops accepting calls and cancels open streams, waiting at most a few seconds.

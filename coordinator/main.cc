@@ -5,8 +5,8 @@
 #include <cstdio>
 #include <thread>
 
-#include <CLI/CLI.hpp>
 #include <spdlog/spdlog.h>
+#include <CLI/CLI.hpp>
 
 #include "common/bench_floor.h"
 
@@ -26,8 +26,9 @@ int Serve(const std::string& config_path) {
     return 2;
   }
   if (fedrad::kBenchFloor) {
-    spdlog::warn("this fedrad-coordinator is a benchmark-floor build (FEDRAD_BENCH_FLOOR): it does not check, hash "
-                 "or keep the updates it is sent. Never use it for a federation");
+    spdlog::warn(
+        "this fedrad-coordinator is a benchmark-floor build (FEDRAD_BENCH_FLOOR): it does not check, hash "
+        "or keep the updates it is sent. Never use it for a federation");
   }
   // Signals are handled by one thread with sigwait; block them everywhere first.
   sigset_t signals;
@@ -53,8 +54,8 @@ int Serve(const std::string& config_path) {
     return 1;
   }
   spdlog::info("federation '{}': listening on {} (port {}) with mutual TLS; {} site(s), {} round(s), min_nodes {}",
-               config->plan.name, config->listen, (*server)->port(), config->plan.sites.size(),
-               config->plan.rounds, config->plan.min_nodes);
+               config->plan.name, config->listen, (*server)->port(), config->plan.sites.size(), config->plan.rounds,
+               config->plan.min_nodes);
 
   std::atomic<bool> exiting{false};
   std::thread signal_thread([&] {
@@ -86,8 +87,8 @@ int main(int argc, char** argv) {
   bool verbose = false;
   app.add_flag("-v,--verbose", verbose, "More log output");
   std::string config = "coordinator.toml";
-  CLI::App* serve = app.add_subcommand(
-      "serve", "Run the federation's remaining rounds (resumes after a crash), then exit");
+  CLI::App* serve =
+      app.add_subcommand("serve", "Run the federation's remaining rounds (resumes after a crash), then exit");
   serve->add_option("-c,--config", config, "Coordinator config (TOML)")->capture_default_str();
   CLI11_PARSE(app, argc, argv);
   fedrad::InitProgram("coordinator", verbose);

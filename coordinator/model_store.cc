@@ -19,8 +19,7 @@ std::string ModelStore::PathFor(const std::string& sha256) const {
   return absl::StrCat(dir_, "/", sha256, ".safetensors");
 }
 
-absl::StatusOr<std::string> ModelStore::Put(const ModelParameters& parameters,
-                                            const SafetensorsMetadata& metadata) {
+absl::StatusOr<std::string> ModelStore::Put(const ModelParameters& parameters, const SafetensorsMetadata& metadata) {
   if (static_cast<int64_t>(parameters.values.size()) != parameters.manifest.total_elements()) {
     return absl::InvalidArgumentError("model values do not match their manifest");
   }

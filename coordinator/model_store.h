@@ -19,8 +19,7 @@ class ModelStore {
   static absl::StatusOr<std::unique_ptr<ModelStore>> Open(const std::string& dir);
 
   // Writes the model and returns its SHA-256. Idempotent for equal content.
-  absl::StatusOr<std::string> Put(const ModelParameters& parameters,
-                                  const SafetensorsMetadata& metadata);
+  absl::StatusOr<std::string> Put(const ModelParameters& parameters, const SafetensorsMetadata& metadata);
   // Reads a model and checks that its content still hashes to `sha256`.
   absl::StatusOr<ModelParameters> Load(const std::string& sha256) const;
   std::string PathFor(const std::string& sha256) const;

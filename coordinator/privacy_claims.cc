@@ -21,12 +21,10 @@ absl::Status PrivacyClaims::Check(const std::string& site, const SitePrivacy& r,
         "nodes')",
         r.epsilon_spent,
         again ? absl::StrFormat("the mechanisms of its %d accepted update(s), this one among them", earlier)
-              : absl::StrFormat("sigma %g, q %g and %d steps for this update%s", r.noise_multiplier, r.sampling_rate,
-                                r.steps,
-                                earlier > 0 ? absl::StrFormat(" and those of its %d earlier accepted update(s)", earlier)
-                                            : ""),
-        least,
-        r.delta));
+              : absl::StrFormat(
+                    "sigma %g, q %g and %d steps for this update%s", r.noise_multiplier, r.sampling_rate, r.steps,
+                    earlier > 0 ? absl::StrFormat(" and those of its %d earlier accepted update(s)", earlier) : ""),
+        least, r.delta));
   }
   if (it != sites_.end() && it->second.last_delta == r.delta &&
       r.epsilon_spent < it->second.last_epsilon * (1 - kTolerance)) {
@@ -43,8 +41,7 @@ absl::Status PrivacyClaims::CheckDecline(const std::string& site, double epsilon
   auto it = sites_.find(site);
   if (it == sites_.end()) return absl::OkStatus();
   const Site& s = it->second;
-  const double least =
-      std::max(s.last_epsilon, s.updates > 0 ? s.composed.GetEpsilon(s.last_delta).epsilon : 0.0);
+  const double least = std::max(s.last_epsilon, s.updates > 0 ? s.composed.GetEpsilon(s.last_delta).epsilon : 0.0);
   if (epsilon < least * (1 - kTolerance)) {
     return absl::InvalidArgumentError(absl::StrFormat(
         "the decline claims epsilon %.6g, below the %.6g this site's earlier reports give: a site's epsilon never "

@@ -36,18 +36,19 @@ absl::StatusOr<SitePrivacy> CheckPrivacyReport(const v1::PrivacyReport& r) {
     return absl::InvalidArgumentError("privacy.unit must be \"patient\" or \"image\"");
   }
   if (!InRange(r.noise_multiplier(), 0, 1e6) || !InRange(r.clip_norm(), 0, 1e6) || r.clip_norm() == 0 ||
-      !InRange(r.sampling_rate(), 0, 1) || r.sampling_rate() == 0 || r.steps() < 1 ||
-      r.steps() > (uint64_t{1} << 32) || !InRange(r.delta(), 0, 1) || r.delta() == 0 || r.delta() == 1 ||
-      !InRange(r.epsilon_spent(), 0, 1e6) || !InRange(r.epsilon_max(), 0, 1e6) || r.epsilon_max() == 0) {
+      !InRange(r.sampling_rate(), 0, 1) || r.sampling_rate() == 0 || r.steps() < 1 || r.steps() > (uint64_t{1} << 32) ||
+      !InRange(r.delta(), 0, 1) || r.delta() == 0 || r.delta() == 1 || !InRange(r.epsilon_spent(), 0, 1e6) ||
+      !InRange(r.epsilon_max(), 0, 1e6) || r.epsilon_max() == 0) {
     return absl::InvalidArgumentError("the update's privacy report has a value out of range");
   }
   if (r.epsilon_spent() > r.epsilon_max() * (1 + 1e-9)) {
-    return absl::InvalidArgumentError(absl::StrFormat(
-        "the update's privacy report says epsilon %.4f, past the site's own epsilon_max %.4g",
-        r.epsilon_spent(), r.epsilon_max()));
+    return absl::InvalidArgumentError(
+        absl::StrFormat("the update's privacy report says epsilon %.4f, past the site's own epsilon_max %.4g",
+                        r.epsilon_spent(), r.epsilon_max()));
   }
-  return SitePrivacy{r.unit(),  r.noise_multiplier(), r.clip_norm(),       r.sampling_rate(),
-                     static_cast<int64_t>(r.steps()), r.delta(), r.epsilon_spent(), r.epsilon_max()};
+  return SitePrivacy{
+      r.unit(),  r.noise_multiplier(), r.clip_norm(),  r.sampling_rate(), static_cast<int64_t>(r.steps()),
+      r.delta(), r.epsilon_spent(),    r.epsilon_max()};
 }
 
 // A node's audit-ledger head as it reports it: both fields, or neither
@@ -65,8 +66,7 @@ absl::StatusOr<std::unique_ptr<RoundDriver>> RoundDriver::Create(const Coordinat
   absl::Status s = EnsureDirectory(config.state_dir);
   if (!s.ok()) return s;
   LedgerSigner signer{config.tls.key_pem, config.tls.certificate_pem, config.tls.common_name};
-  absl::StatusOr<std::unique_ptr<StateStore>> state =
-      StateStore::Open(config.state_dir + "/state.db", signer, NowMs());
+  absl::StatusOr<std::unique_ptr<StateStore>> state = StateStore::Open(config.state_dir + "/state.db", signer, NowMs());
   if (!state.ok()) return state.status();
   absl::StatusOr<std::unique_ptr<ModelStore>> models = ModelStore::Open(config.state_dir + "/models");
   if (!models.ok()) return models.status();
@@ -134,8 +134,8 @@ absl::Status RoundDriver::LoadOrCreateInitialModel() {
     if (!sha.ok()) return sha.status();
     absl::Status s = state_->AddInitialModel(*sha, NowMs());
     if (!s.ok()) return s;
-    spdlog::info("created the initial '{}' model ({} parameters), sha256 {}",
-                 config_.plan.model.architecture, manifest_.total_elements(), sha->substr(0, 12));
+    spdlog::info("created the initial '{}' model ({} parameters), sha256 {}", config_.plan.model.architecture,
+                 manifest_.total_elements(), sha->substr(0, 12));
     global_ = std::move(*init);
     global_round_ = 0;
     return Publish(0, *sha);
@@ -143,9 +143,9 @@ absl::Status RoundDriver::LoadOrCreateInitialModel() {
   absl::StatusOr<ModelParameters> params = models_->Load((*latest)->sha256);
   if (!params.ok()) return params.status();
   if (!(params->manifest == manifest_)) {
-    return absl::FailedPreconditionError(absl::StrCat(
-        "the stored model of round ", (*latest)->round, " does not match the plan's model '",
-        config_.plan.model.architecture, "'; was the plan changed under an existing state_dir?"));
+    return absl::FailedPreconditionError(
+        absl::StrCat("the stored model of round ", (*latest)->round, " does not match the plan's model '",
+                     config_.plan.model.architecture, "'; was the plan changed under an existing state_dir?"));
   }
   global_ = std::move(*params);
   global_round_ = (*latest)->round;
@@ -153,8 +153,7 @@ absl::Status RoundDriver::LoadOrCreateInitialModel() {
 }
 
 absl::Status RoundDriver::Publish(int round, const std::string& sha256) {
-  absl::StatusOr<std::string> signature =
-      SignModelPublication(config_.tls.key_pem, {config_.plan.name, round, sha256});
+  absl::StatusOr<std::string> signature = SignModelPublication(config_.tls.key_pem, {config_.plan.name, round, sha256});
   if (!signature.ok()) {
     return absl::InternalError(absl::StrCat("cannot sign the publication of the round ", round,
                                             " model with the coordinator's kit key: ", signature.status().message()));
@@ -186,13 +185,11 @@ absl::Status RoundDriver::Run() {
       resume = std::move(**open);
     }
   }
-  absl::StatusOr<int> abandoned =
-      state_->AbandonOpenRounds(NowMs(), resume ? std::optional(std::pair{resume->round, resume->attempt})
-                                                : std::nullopt);
+  absl::StatusOr<int> abandoned = state_->AbandonOpenRounds(
+      NowMs(), resume ? std::optional(std::pair{resume->round, resume->attempt}) : std::nullopt);
   if (!abandoned.ok()) return abandoned.status();
   if (*abandoned > 0) {
-    spdlog::warn("{} round attempt(s) left open by an earlier run were abandoned; they will be redone",
-                 *abandoned);
+    spdlog::warn("{} round attempt(s) left open by an earlier run were abandoned; they will be redone", *abandoned);
   }
   if (global_round_ > 0) {
     spdlog::info("resuming after round {} of {}", global_round_, config_.plan.rounds);
@@ -206,8 +203,8 @@ absl::Status RoundDriver::Run() {
       absl::MutexLock lock(&mu_);
       if (TrainableSites() < static_cast<size_t>(config_.plan.min_nodes)) {
         reason = absl::StrCat("only ", TrainableSites(), " site(s) have privacy budget left and min_nodes is ",
-                              config_.plan.min_nodes, "; the federation ends after round ", global_round_,
-                              " of ", config_.plan.rounds);
+                              config_.plan.min_nodes, "; the federation ends after round ", global_round_, " of ",
+                              config_.plan.rounds);
         spdlog::warn("{}", reason);
         break;
       }
@@ -365,12 +362,13 @@ absl::StatusOr<bool> RoundDriver::RunRoundAttempt(int round, std::optional<State
     std::vector<std::string> sites;
     for (const auto& [site, nonce] : round_->nonces) sites.push_back(site);
     if (resume) {
-      spdlog::info("round {}/{} (attempt {}): resumed after a restart at the {} node(s) it was opened for: {} "
-                   "(their kept updates answer it, without training or charging again)",
-                   round, config_.plan.rounds, round_->attempt, sites.size(), absl::StrJoin(sites, ", "));
+      spdlog::info(
+          "round {}/{} (attempt {}): resumed after a restart at the {} node(s) it was opened for: {} "
+          "(their kept updates answer it, without training or charging again)",
+          round, config_.plan.rounds, round_->attempt, sites.size(), absl::StrJoin(sites, ", "));
     } else {
-      spdlog::info("round {}/{} (attempt {}): training at {} node(s): {}", round, config_.plan.rounds,
-                   round_->attempt, sites.size(), absl::StrJoin(sites, ", "));
+      spdlog::info("round {}/{} (attempt {}): training at {} node(s): {}", round, config_.plan.rounds, round_->attempt,
+                   sites.size(), absl::StrJoin(sites, ", "));
     }
     for (const auto& [site, nonce] : round_->nonces) SendTrainTask(site);
     const size_t enough = static_cast<size_t>(
@@ -419,15 +417,26 @@ absl::StatusOr<bool> RoundDriver::RunRoundAttempt(int round, std::optional<State
     if (!closed.coordinator_failures.empty()) {
       // The sites did their part and paid for it: asking again would charge
       // them again for the coordinator's own failure.
-      return absl::FailedPreconditionError(absl::StrCat(
-          "round ", round, " (attempt ", closed.attempt, ") failed because this coordinator could not store the "
-          "sites' updates (", absl::StrJoin(closed.coordinator_failures, "; "), "); stopping rather than ask them "
-          "to train and spend privacy budget again. Check the state directory ", config_.state_dir,
-          " (space, permissions) and the open-file limit, then restart"));
+      return absl::FailedPreconditionError(
+          absl::StrCat("round ", round, " (attempt ", closed.attempt,
+                       ") failed because this coordinator could not store the "
+                       "sites' updates (",
+                       absl::StrJoin(closed.coordinator_failures, "; "),
+                       "); stopping rather than ask them "
+                       "to train and spend privacy budget again. Check the state directory ",
+                       config_.state_dir, " (space, permissions) and the open-file limit, then restart"));
     }
     return false;
   }
   absl::Status s = Aggregate(closed);
+  if (s.code() == absl::StatusCode::kFailedPrecondition) {
+    // The strategy refused these updates (it kept the model): resuming the
+    // attempt after a restart would only refuse them again. It is closed as
+    // failed and the sites are told to stop, which ends their kept updates.
+    absl::Status failed = state_->FailRound(round, closed.attempt, answered, std::string(s.message()), NowMs());
+    if (!failed.ok()) return failed;
+    FinishFederation(std::string(s.message()));
+  }
   if (!s.ok()) return s;
   LogPrivacy(closed);
   return true;
@@ -466,8 +475,8 @@ absl::Status RoundDriver::Aggregate(const OpenRound& r) {
     if (s.ok() && !reweighted.empty()) s = sum_->Reweight(reweighted);
     if (!s.ok()) return s;
     if (sum_->accepted() != static_cast<int>(r.accepted.size())) {
-      return absl::InternalError(absl::StrCat("the round's sum holds ", sum_->accepted(), " updates, not ",
-                                              r.accepted.size()));
+      return absl::InternalError(
+          absl::StrCat("the round's sum holds ", sum_->accepted(), " updates, not ", r.accepted.size()));
     }
     in.sum = sum_.get();
   }
@@ -489,7 +498,8 @@ absl::Status RoundDriver::AggregateInPlace(const OpenRound& r, const RoundUpdate
     // Every site paid for this round; a strategy that keeps the model would
     // make them pay again for nothing next round.
     return absl::FailedPreconditionError(absl::StrCat(
-        "round ", r.round, ": ", result->note, ": the ", strategy_->name(), " strategy kept the model, so the sites' "
+        "round ", r.round, ": ", result->note, ": the ", strategy_->name(),
+        " strategy kept the model, so the sites' "
         "charged round bought nothing; the federation stops rather than spend more of their budgets (change the "
         "plan's [strategy] or min_nodes)"));
   }
@@ -516,8 +526,10 @@ absl::Status RoundDriver::AggregateInPlace(const OpenRound& r, const RoundUpdate
     metadata["preprocessing"] = absl::StrJoin(pipelines, "\n");
     metadata["preprocessing_sha256"] = absl::StrJoin(hashes, ",");
     if (pipelines.size() > 1) {
-      spdlog::warn("round {}: the sites prepared their images {} different ways (node.toml [preprocess]); the "
-                   "model names them all", r.round, pipelines.size());
+      spdlog::warn(
+          "round {}: the sites prepared their images {} different ways (node.toml [preprocess]); the "
+          "model names them all",
+          r.round, pipelines.size());
     }
   }
   absl::StatusOr<std::string> sha = models_->Put(global_, metadata);
@@ -526,8 +538,8 @@ absl::Status RoundDriver::AggregateInPlace(const OpenRound& r, const RoundUpdate
   for (const UpdateTicket& t : r.accepted) contributions.push_back({t.site, t.update_sha256});
   std::sort(contributions.begin(), contributions.end(),
             [](const Contribution& a, const Contribution& b) { return a.site < b.site; });
-  absl::Status s = state_->ApplyRound(r.round, r.attempt, *sha, static_cast<int>(r.answered.size()),
-                                      strategy_->name(), contributions, NowMs());
+  absl::Status s = state_->ApplyRound(r.round, r.attempt, *sha, static_cast<int>(r.answered.size()), strategy_->name(),
+                                      contributions, NowMs());
   if (!s.ok()) return s;
   global_round_ = r.round;
   PruneStrategyState();
@@ -613,8 +625,7 @@ void RoundDriver::EvaluateRound(int round) {
     e.nonces = std::move(*nonces);
     eval_ = std::move(e);
     for (const auto& [site, nonce] : eval_->nonces) SendEvalTask(site);
-    while (!shutdown_ && eval_->results.size() < eval_->nonces.size() &&
-           absl::Now() < eval_->deadline) {
+    while (!shutdown_ && eval_->results.size() < eval_->nonces.size() && absl::Now() < eval_->deadline) {
       changed_.WaitWithDeadline(&mu_, eval_->deadline);
     }
     done = std::move(*eval_);
@@ -633,15 +644,13 @@ void RoundDriver::EvaluateRound(int round) {
   if (!s.ok()) spdlog::error("cannot record round {}'s evaluation: {}", round, std::string(s.message()));
   // Post-processing of the sites' releases: under DP every figure, the
   // count included, carries the sites' noise.
-  std::string agg = g.reporting_sites > 0
-                        ? absl::StrFormat("validation accuracy %.3f, loss %.4f on about %d patients", g.metrics.accuracy,
-                                          g.loss, g.metrics.count)
-                        : std::string("no validation figures");
+  std::string agg = g.reporting_sites > 0 ? absl::StrFormat("validation accuracy %.3f, loss %.4f on about %d patients",
+                                                            g.metrics.accuracy, g.loss, g.metrics.count)
+                                          : std::string("no validation figures");
   if (g.metrics.roc_auc) absl::StrAppendFormat(&agg, ", AUC %.3f", *g.metrics.roc_auc);
   if (g.reporting_sites > 0) absl::StrAppend(&agg, ", from the sites' DP releases");
-  spdlog::info("round {}/{}: {} of {} node(s) answered; {} ({}); model {}", round,
-               config_.plan.rounds, done.results.size(), selected, agg, absl::StrJoin(per_site, ", "),
-               done.model_sha256.substr(0, 12));
+  spdlog::info("round {}/{}: {} of {} node(s) answered; {} ({}); model {}", round, config_.plan.rounds,
+               done.results.size(), selected, agg, absl::StrJoin(per_site, ", "), done.model_sha256.substr(0, 12));
 }
 
 RoundEvaluation CombineEvaluations(int round, const std::string& model_sha256, int num_classes,
@@ -685,9 +694,9 @@ void RoundDriver::LogPrivacy(const OpenRound& r) {
   bool any_dp = false;
   for (const auto& [site, nonce] : r.nonces) parts[site] = absl::StrCat(site, " -");
   for (const UpdateTicket& t : r.accepted) {
-    parts[t.site] = t.privacy ? absl::StrFormat("%s %.3f/%.3g", t.site, t.privacy->epsilon_spent,
-                                                t.privacy->epsilon_max)
-                              : absl::StrCat(t.site, " not DP");
+    parts[t.site] = t.privacy
+                        ? absl::StrFormat("%s %.3f/%.3g", t.site, t.privacy->epsilon_spent, t.privacy->epsilon_max)
+                        : absl::StrCat(t.site, " not DP");
     any_dp |= t.privacy.has_value();
   }
   for (const auto& [site, p] : r.declined) {
@@ -753,8 +762,7 @@ absl::Status RoundDriver::Connect(const std::string& site, TaskChannel* channel,
         "site ", site, " is already connected from ", first.peer, " (since ", absl::FormatTime(first.since),
         "); one node per kit: stop the other one. If that node is gone, its connection closes within 40 s and "
         "this one is accepted then");
-    spdlog::warn("refused a second task stream of site {} from {}: its stream from {} is open", site, peer,
-                 first.peer);
+    spdlog::warn("refused a second task stream of site {} from {}: its stream from {} is open", site, peer, first.peer);
     return absl::AlreadyExistsError(why);
   }
   connected_[site] = channel;
@@ -786,17 +794,15 @@ void RoundDriver::Disconnect(const std::string& site, TaskChannel* channel) {
   changed_.SignalAll();
 }
 
-absl::StatusOr<UpdateTicket> RoundDriver::BeginUpdate(const std::string& site,
-                                                      const v1::UpdateHeader& h) {
+absl::StatusOr<UpdateTicket> RoundDriver::BeginUpdate(const std::string& site, const v1::UpdateHeader& h) {
   UpdateTicket t;
   absl::Status invalid;
   {
     absl::MutexLock lock(&mu_);
-    if (!round_ || static_cast<int>(h.round()) != round_->round ||
-        static_cast<int>(h.attempt()) != round_->attempt) {
-      return absl::FailedPreconditionError(absl::StrCat(
-          "round ", h.round(), " attempt ", h.attempt(), " is not open",
-          round_ ? absl::StrCat(" (open: round ", round_->round, " attempt ", round_->attempt, ")") : ""));
+    if (!round_ || static_cast<int>(h.round()) != round_->round || static_cast<int>(h.attempt()) != round_->attempt) {
+      return absl::FailedPreconditionError(
+          absl::StrCat("round ", h.round(), " attempt ", h.attempt(), " is not open",
+                       round_ ? absl::StrCat(" (open: round ", round_->round, " attempt ", round_->attempt, ")") : ""));
     }
     auto nonce = round_->nonces.find(site);
     if (nonce == round_->nonces.end()) {
@@ -847,8 +853,9 @@ absl::Status RoundDriver::CheckUpdateHeader(const v1::UpdateHeader& h, const std
   const uint64_t wire_bytes =
       static_cast<uint64_t>(manifest_.total_elements()) * BytesPerValue(config_.plan.update_dtype);
   if (h.total_bytes() != wire_bytes) {
-    return absl::InvalidArgumentError(absl::StrCat("update has ", h.total_bytes(), " bytes; the model's manifest needs ",
-                                                   wire_bytes, " in ", WireDtypeName(config_.plan.update_dtype)));
+    return absl::InvalidArgumentError(absl::StrCat("update has ", h.total_bytes(),
+                                                   " bytes; the model's manifest needs ", wire_bytes, " in ",
+                                                   WireDtypeName(config_.plan.update_dtype)));
   }
   if (!crypto::IsSha256Hex(h.update_sha256())) return absl::InvalidArgumentError("update_sha256 is not a SHA-256");
   if (absl::Status head = CheckLedgerHead(h.ledger_seq(), h.ledger_sha256()); !head.ok()) return head;
@@ -933,13 +940,14 @@ absl::Status RoundDriver::FinishUpdate(const UpdateTicket& t, const absl::Status
   if (!rec.accepted && t.sum) {
     // What was folded of it comes out again (a no-op if the round's close did that).
     absl::Status s = t.sum->Withdraw(t.upload_id);
-    if (!s.ok()) spdlog::error("round {}: cannot take back the partial update of {}: {}", t.round, t.site,
-                               std::string(s.message()));
+    if (!s.ok())
+      spdlog::error("round {}: cannot take back the partial update of {}: {}", t.round, t.site,
+                    std::string(s.message()));
   }
   if (rec.accepted && t.privacy) claims_.RecordUpdate(t.site, *t.privacy, t.update_sha256);
   if (rec.accepted) {
-    spdlog::info("round {}: accepted the update of {} ({} examples, sha256 {})", t.round, t.site,
-                 t.num_examples, t.update_sha256.substr(0, 12));
+    spdlog::info("round {}: accepted the update of {} ({} examples, sha256 {})", t.round, t.site, t.num_examples,
+                 t.update_sha256.substr(0, 12));
   } else if (interrupted) {
     spdlog::warn("round {}: the upload of {} was interrupted ({}); it may send the update again", t.round, t.site,
                  rec.reason);
@@ -976,18 +984,16 @@ absl::Status RoundDriver::Decline(const std::string& site, const v1::Decline& d)
   rec.privacy->epsilon_max = d.epsilon_max();
   if (absl::Status possible = claims_.CheckDecline(site, d.epsilon_spent()); !possible.ok()) {
     spdlog::warn("round {}: refused the decline of {}: {}", d.round(), site, std::string(possible.message()));
-    absl::Status recorded = state_->RecordRefusal("decline", site, static_cast<int>(d.round()),
-                                                  std::string(possible.message()), NowMs());
+    absl::Status recorded =
+        state_->RecordRefusal("decline", site, static_cast<int>(d.round()), std::string(possible.message()), NowMs());
     if (!recorded.ok()) return recorded;
     return possible;
   }
   int round = 0, attempt = 0;
   {
     absl::MutexLock lock(&mu_);
-    if (!round_ || static_cast<int>(d.round()) != round_->round ||
-        static_cast<int>(d.attempt()) != round_->attempt) {
-      return absl::FailedPreconditionError(absl::StrCat("round ", d.round(), " attempt ", d.attempt(),
-                                                        " is not open"));
+    if (!round_ || static_cast<int>(d.round()) != round_->round || static_cast<int>(d.attempt()) != round_->attempt) {
+      return absl::FailedPreconditionError(absl::StrCat("round ", d.round(), " attempt ", d.attempt(), " is not open"));
     }
     auto nonce = round_->nonces.find(site);
     if (nonce == round_->nonces.end() || nonce->second != d.nonce()) {
@@ -1007,13 +1013,15 @@ absl::Status RoundDriver::Decline(const std::string& site, const v1::Decline& d)
   if (model_refused) {
     spdlog::error("round {}: site {} refused the round's base model: {}", round, site, d.detail());
   } else if (policy) {
-    spdlog::warn("round {}: site {} declined: the task goes beyond its policy ({}); it will not be asked to train "
-                 "again in this run",
-                 round, site, d.detail());
+    spdlog::warn(
+        "round {}: site {} declined: the task goes beyond its policy ({}); it will not be asked to train "
+        "again in this run",
+        round, site, d.detail());
   } else {
-    spdlog::warn("round {}: site {} declined: its privacy budget is spent (epsilon {:.4f} of {:.4g}); it will not "
-                 "be asked to train again in this run",
-                 round, site, d.epsilon_spent(), d.epsilon_max());
+    spdlog::warn(
+        "round {}: site {} declined: its privacy budget is spent (epsilon {:.4f} of {:.4g}); it will not "
+        "be asked to train again in this run",
+        round, site, d.epsilon_spent(), d.epsilon_max());
   }
   return state_->RecordSubmission(round, attempt, rec, NowMs());
 }
@@ -1032,7 +1040,8 @@ absl::Status RoundDriver::CheckEvaluation(const v1::Evaluation& e, SiteEvaluatio
   const v1::EvaluationRelease& r = e.release();
   const int k = config_.plan.model.num_classes;
   if (static_cast<int>(r.num_classes()) != k) {
-    return absl::InvalidArgumentError(absl::StrCat("the release is of ", r.num_classes(), " classes; the model has ", k));
+    return absl::InvalidArgumentError(
+        absl::StrCat("the release is of ", r.num_classes(), " classes; the model has ", k));
   }
   if (!InRange(r.noise_multiplier(), 0, 1e6) || !InRange(r.epsilon_spent(), 0, 1e6) ||
       (r.noise_multiplier() > 0 && (!InRange(r.delta(), 0, 1) || r.delta() == 0))) {
@@ -1061,13 +1070,16 @@ absl::Status RoundDriver::CheckEvaluation(const v1::Evaluation& e, SiteEvaluatio
   // Every figure is post-processing of the release.
   const ReleasedFigures f = FiguresFromRelease(st);
   if (f.metrics.count < config_.plan.min_report) {
-    return absl::InvalidArgumentError(absl::StrCat("the release counts ", f.metrics.count, " case(s), below the plan's "
-                                                   "min_report of ", config_.plan.min_report, "; not recorded"));
+    return absl::InvalidArgumentError(absl::StrCat("the release counts ", f.metrics.count,
+                                                   " case(s), below the plan's "
+                                                   "min_report of ",
+                                                   config_.plan.min_report, "; not recorded"));
   }
   out->count = f.metrics.count;
   out->loss = f.loss;
   out->accuracy = f.metrics.accuracy;
-  for (const std::vector<int64_t>& row : f.metrics.confusion) out->confusion.insert(out->confusion.end(), row.begin(), row.end());
+  for (const std::vector<int64_t>& row : f.metrics.confusion)
+    out->confusion.insert(out->confusion.end(), row.begin(), row.end());
   out->roc_auc = f.metrics.roc_auc;
   out->ece = f.metrics.ece;
   out->noise_multiplier = r.noise_multiplier();
@@ -1118,8 +1130,8 @@ absl::StatusOr<std::string> RoundDriver::ModelPath(const std::string& sha256) {
   std::error_code ec;
   if (!std::filesystem::exists(path, ec)) {
     return absl::NotFoundError(absl::StrCat("model ", sha256.substr(0, 12),
-                                            " is no longer kept (coordinator.toml keep_models = ",
-                                            config_.keep_models, ")"));
+                                            " is no longer kept (coordinator.toml keep_models = ", config_.keep_models,
+                                            ")"));
   }
   return path;
 }
@@ -1146,10 +1158,9 @@ absl::StatusOr<std::string> RoundDriver::Summary() {
       }
       absl::StrAppend(&out, absl::StrFormat("%14s", cell));
     }
-    const RoundEvaluation g =
-        CombineEvaluations(r, "", config_.plan.model.num_classes, *evals);
-    absl::StrAppend(&out, absl::StrFormat("%14s\n", g.metrics.count ? absl::StrFormat("%.3f", g.metrics.accuracy)
-                                                                     : "-"));
+    const RoundEvaluation g = CombineEvaluations(r, "", config_.plan.model.num_classes, *evals);
+    absl::StrAppend(&out,
+                    absl::StrFormat("%14s\n", g.metrics.count ? absl::StrFormat("%.3f", g.metrics.accuracy) : "-"));
   }
   if (any_suppressed) {
     absl::StrAppend(&out, absl::StrFormat("((supp.): the site sent no release (fewer validation patients than "
@@ -1162,8 +1173,9 @@ absl::StatusOr<std::string> RoundDriver::Summary() {
     absl::StrAppend(&out, absl::StrFormat("%-7s", "eps"));
     for (const std::string& site : config_.plan.sites) {
       auto p = privacy->find(site);
-      absl::StrAppend(&out, absl::StrFormat("%14s", p == privacy->end() ? std::string("not DP")
-                                                                      : absl::StrFormat("%.3f", p->second.privacy.epsilon_spent)));
+      absl::StrAppend(&out, absl::StrFormat("%14s", p == privacy->end()
+                                                        ? std::string("not DP")
+                                                        : absl::StrFormat("%.3f", p->second.privacy.epsilon_spent)));
     }
     absl::StrAppend(&out, "\n(eps: each site's privacy spent, from its own accountant, at its delta)\n");
   }

@@ -52,8 +52,8 @@ struct UpdateTicket {
   std::string update_sha256;
   int64_t num_examples = 0;
   double train_loss = 0;
-  double max_norm = 0;  // the plan's bound on the update's L2 norm
-  std::string pipeline;  // the node's preprocessing description (may be empty)
+  double max_norm = 0;           // the plan's bound on the update's L2 norm
+  std::string pipeline;          // the node's preprocessing description (may be empty)
   uint64_t node_ledger_seq = 0;  // the node's audit-ledger head after recording the update
   std::string node_ledger_sha256;
   std::optional<SitePrivacy> privacy;
@@ -125,7 +125,7 @@ class RoundDriver {
     int round = 0;
     int attempt = 0;
     std::string base_sha256;
-    std::string base_signature;  // the base's publication, as every task carries it
+    std::string base_signature;                 // the base's publication, as every task carries it
     std::map<std::string, std::string> nonces;  // selected site -> nonce
     std::set<std::string> in_progress;
     std::set<std::string> answered;
@@ -145,8 +145,8 @@ class RoundDriver {
     absl::Time deadline;
   };
 
-  RoundDriver(CoordinatorConfig config, std::unique_ptr<StateStore> state,
-              std::unique_ptr<ModelStore> models, Manifest manifest);
+  RoundDriver(CoordinatorConfig config, std::unique_ptr<StateStore> state, std::unique_ptr<ModelStore> models,
+              Manifest manifest);
   // Makes `sha256` the global model of `round`, signed for the tasks that name it.
   absl::Status Publish(int round, const std::string& sha256);
 
@@ -159,8 +159,7 @@ class RoundDriver {
   absl::Status AggregateInPlace(const OpenRound& r, const RoundUpdates& in);
   // Checks a header that carries a valid round, attempt and nonce, and fills
   // the rest of `t` from it.
-  absl::Status CheckUpdateHeader(const v1::UpdateHeader& h, const std::string& base_sha256,
-                                 UpdateTicket* t) const;
+  absl::Status CheckUpdateHeader(const v1::UpdateHeader& h, const std::string& base_sha256, UpdateTicket* t) const;
   // What a published model file says of itself: the model's shape (so a
   // site can evaluate or run it without the plan), its round and origin.
   SafetensorsMetadata ModelMetadata(int round) const;
@@ -211,8 +210,8 @@ class RoundDriver {
     absl::Time since;
   };
   std::map<std::string, Connection> connections_ ABSL_GUARDED_BY(mu_);  // of connected_, by site
-  std::set<std::string> exhausted_ ABSL_GUARDED_BY(mu_);  // declined (budget spent, or its policy)
-  PrivacyClaims claims_;  // what each site may still claim (its own lock)
+  std::set<std::string> exhausted_ ABSL_GUARDED_BY(mu_);                // declined (budget spent, or its policy)
+  PrivacyClaims claims_;                                                // what each site may still claim (its own lock)
   std::optional<OpenRound> round_ ABSL_GUARDED_BY(mu_);
   std::optional<OpenEval> eval_ ABSL_GUARDED_BY(mu_);
   std::string global_sha256_ ABSL_GUARDED_BY(mu_);

@@ -2,8 +2,8 @@
 
 #include <nlohmann/json.hpp>
 
-#include "absl/strings/match.h"
 #include "absl/strings/escaping.h"
+#include "absl/strings/match.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
@@ -146,20 +146,17 @@ absl::Status StateStore::Log(const std::string& kind, const std::string& body, i
 
 absl::StatusOr<std::optional<ModelVersion>> StateStore::LatestModel() {
   absl::MutexLock lock(&mu_);
-  absl::StatusOr<std::vector<SqlRow>> rows =
-      db_->Query("SELECT round, sha256 FROM models ORDER BY round DESC LIMIT 1");
+  absl::StatusOr<std::vector<SqlRow>> rows = db_->Query("SELECT round, sha256 FROM models ORDER BY round DESC LIMIT 1");
   if (!rows.ok()) return rows.status();
   if (rows->empty()) return std::optional<ModelVersion>();
-  return std::optional<ModelVersion>(
-      ModelVersion{static_cast<int>(AsInt((*rows)[0][0])), AsText((*rows)[0][1])});
+  return std::optional<ModelVersion>(ModelVersion{static_cast<int>(AsInt((*rows)[0][0])), AsText((*rows)[0][1])});
 }
 
 absl::Status StateStore::AddInitialModel(const std::string& sha256, int64_t now_ms) {
   absl::MutexLock lock(&mu_);
   absl::StatusOr<Database::Transaction> tx = db_->Begin();
   if (!tx.ok()) return tx.status();
-  absl::Status s =
-      db_->Execute("INSERT INTO models(round, sha256, created_at_ms) VALUES(0, ?1, ?2)", {sha256, now_ms});
+  absl::Status s = db_->Execute("INSERT INTO models(round, sha256, created_at_ms) VALUES(0, ?1, ?2)", {sha256, now_ms});
   if (s.ok()) s = Log(ledger_kind::kModelPublished, nlohmann::json{{"round", 0}, {"sha256", sha256}}.dump(), now_ms);
   if (!s.ok()) return s;
   return tx->Commit();
@@ -167,8 +164,7 @@ absl::Status StateStore::AddInitialModel(const std::string& sha256, int64_t now_
 
 absl::StatusOr<bool> StateStore::HasModel(const std::string& sha256) {
   absl::MutexLock lock(&mu_);
-  absl::StatusOr<std::vector<SqlRow>> rows =
-      db_->Query("SELECT 1 FROM models WHERE sha256 = ?1", {sha256});
+  absl::StatusOr<std::vector<SqlRow>> rows = db_->Query("SELECT 1 FROM models WHERE sha256 = ?1", {sha256});
   if (!rows.ok()) return rows.status();
   return !rows->empty();
 }
@@ -193,8 +189,9 @@ absl::StatusOr<std::optional<StateStore::OpenAttempt>> StateStore::LatestOpenAtt
   a.round = static_cast<int>(AsInt((*rows)[0][0]));
   a.attempt = static_cast<int>(AsInt((*rows)[0][1]));
   a.base_sha256 = AsText((*rows)[0][2]);
-  absl::StatusOr<std::vector<SqlRow>> nonces = db_->Query(
-      "SELECT site, nonce_hex FROM round_nonces WHERE round = ?1 AND attempt = ?2", {int64_t{a.round}, int64_t{a.attempt}});
+  absl::StatusOr<std::vector<SqlRow>> nonces =
+      db_->Query("SELECT site, nonce_hex FROM round_nonces WHERE round = ?1 AND attempt = ?2",
+                 {int64_t{a.round}, int64_t{a.attempt}});
   if (!nonces.ok()) return nonces.status();
   for (const SqlRow& r : *nonces) a.nonces[AsText(r[0])] = absl::HexStringToBytes(AsText(r[1]));
   return std::optional<OpenAttempt>(std::move(a));
@@ -259,8 +256,8 @@ absl::Status StateStore::OpenRound(int round, int attempt, const std::string& ba
   }
   if (s.ok()) {
     s = Log(ledger_kind::kRoundOpened,
-            nlohmann::json{{"round", round}, {"attempt", attempt}, {"base_model_sha256", base_sha256},
-                           {"selected", selected}}
+            nlohmann::json{
+                {"round", round}, {"attempt", attempt}, {"base_model_sha256", base_sha256}, {"selected", selected}}
                 .dump(),
             now_ms);
   }
@@ -274,9 +271,8 @@ absl::Status StateStore::ApplyRound(int round, int attempt, const std::string& m
   absl::MutexLock lock(&mu_);
   absl::StatusOr<Database::Transaction> tx = db_->Begin();
   if (!tx.ok()) return tx.status();
-  absl::Status s = db_->Execute(
-      "INSERT INTO models(round, sha256, created_at_ms) VALUES(?1, ?2, ?3)",
-      {int64_t{round}, model_sha256, now_ms});
+  absl::Status s = db_->Execute("INSERT INTO models(round, sha256, created_at_ms) VALUES(?1, ?2, ?3)",
+                                {int64_t{round}, model_sha256, now_ms});
   if (s.ok()) {
     s = db_->Execute(
         "UPDATE rounds SET status = 'applied', answered = ?3, closed_at_ms = ?4, model_sha256 = ?5 "
@@ -289,24 +285,27 @@ absl::Status StateStore::ApplyRound(int round, int attempt, const std::string& m
       inputs.push_back({{"site", c.site}, {"update_sha256", c.update_sha256}});
     }
     s = Log(ledger_kind::kAggregate,
-            nlohmann::json{{"round", round}, {"attempt", attempt}, {"strategy", strategy}, {"sha256", model_sha256},
+            nlohmann::json{{"round", round},
+                           {"attempt", attempt},
+                           {"strategy", strategy},
+                           {"sha256", model_sha256},
                            {"updates", inputs}}
                 .dump(),
             now_ms);
   }
-  if (s.ok()) s = Log(ledger_kind::kModelPublished, nlohmann::json{{"round", round}, {"sha256", model_sha256}}.dump(), now_ms);
+  if (s.ok())
+    s = Log(ledger_kind::kModelPublished, nlohmann::json{{"round", round}, {"sha256", model_sha256}}.dump(), now_ms);
   if (s.ok()) {
-    s = Log(ledger_kind::kRoundClosed,
-            nlohmann::json{{"round", round}, {"attempt", attempt}, {"status", "applied"}, {"answered", answered}}
-                .dump(),
-            now_ms);
+    s = Log(
+        ledger_kind::kRoundClosed,
+        nlohmann::json{{"round", round}, {"attempt", attempt}, {"status", "applied"}, {"answered", answered}}.dump(),
+        now_ms);
   }
   if (!s.ok()) return s;
   return tx->Commit();
 }
 
-absl::Status StateStore::FailRound(int round, int attempt, int answered, const std::string& note,
-                                   int64_t now_ms) {
+absl::Status StateStore::FailRound(int round, int attempt, int answered, const std::string& note, int64_t now_ms) {
   absl::MutexLock lock(&mu_);
   absl::StatusOr<Database::Transaction> tx = db_->Begin();
   if (!tx.ok()) return tx.status();
@@ -316,8 +315,8 @@ absl::Status StateStore::FailRound(int round, int attempt, int answered, const s
       {int64_t{round}, int64_t{attempt}, int64_t{answered}, now_ms, note});
   if (s.ok()) {
     s = Log(ledger_kind::kRoundClosed,
-            nlohmann::json{{"round", round}, {"attempt", attempt}, {"status", "failed"}, {"answered", answered},
-                           {"note", note}}
+            nlohmann::json{
+                {"round", round}, {"attempt", attempt}, {"status", "failed"}, {"answered", answered}, {"note", note}}
                 .dump(),
             now_ms);
   }
@@ -325,17 +324,15 @@ absl::Status StateStore::FailRound(int round, int attempt, int answered, const s
   return tx->Commit();
 }
 
-absl::Status StateStore::RecordSubmission(int round, int attempt, const SubmissionRecord& r,
-                                          int64_t now_ms) {
+absl::Status StateStore::RecordSubmission(int round, int attempt, const SubmissionRecord& r, int64_t now_ms) {
   absl::MutexLock lock(&mu_);
   std::vector<SqlValue> dp(8, nullptr);
   if (r.privacy) {
     const SitePrivacy& p = *r.privacy;
-    dp = {p.unit, p.noise_multiplier, p.clip_norm, p.sampling_rate, p.steps, p.delta, p.epsilon_spent,
-          p.epsilon_max};
+    dp = {p.unit, p.noise_multiplier, p.clip_norm, p.sampling_rate, p.steps, p.delta, p.epsilon_spent, p.epsilon_max};
   }
-  std::vector<SqlValue> values = {int64_t{round}, int64_t{attempt}, r.site, r.update_sha256, r.num_examples,
-                                  r.train_loss, r.status(), r.reason, now_ms};
+  std::vector<SqlValue> values = {int64_t{round}, int64_t{attempt}, r.site,   r.update_sha256, r.num_examples,
+                                  r.train_loss,   r.status(),       r.reason, now_ms};
   values.insert(values.end(), dp.begin(), dp.end());
   absl::StatusOr<Database::Transaction> tx = db_->Begin();
   if (!tx.ok()) return tx.status();
@@ -374,7 +371,8 @@ absl::StatusOr<std::vector<StateStore::PrivacyAnswer>> StateStore::PrivacyHistor
   absl::MutexLock lock(&mu_);
   absl::StatusOr<std::vector<SqlRow>> rows = db_->Query(
       "SELECT site, status, dp_unit, dp_noise_multiplier, dp_clip_norm, dp_sampling_rate, dp_steps, dp_delta, "
-      "epsilon_spent, epsilon_max, COALESCE(reason, ''), COALESCE(update_sha256, '') FROM submissions WHERE epsilon_spent IS NOT NULL AND "
+      "epsilon_spent, epsilon_max, COALESCE(reason, ''), COALESCE(update_sha256, '') FROM submissions WHERE "
+      "epsilon_spent IS NOT NULL AND "
       "status != 'rejected' ORDER BY round, attempt, received_at_ms");
   if (!rows.ok()) return rows.status();
   std::vector<PrivacyAnswer> out;
@@ -384,8 +382,8 @@ absl::StatusOr<std::vector<StateStore::PrivacyAnswer>> StateStore::PrivacyHistor
     // A site that refused a round's model is asked again next round; any
     // other decline ends its part in the federation.
     a.answer.declined = AsText(r[1]) == "declined" && !absl::StartsWith(AsText(r[10]), "MODEL_REFUSED:");
-    a.answer.privacy = SitePrivacy{AsText(r[2]),   AsDouble(r[3]), AsDouble(r[4]), AsDouble(r[5]),
-                                   AsInt(r[6]),    AsDouble(r[7]), AsDouble(r[8]), AsDouble(r[9])};
+    a.answer.privacy = SitePrivacy{AsText(r[2]), AsDouble(r[3]), AsDouble(r[4]), AsDouble(r[5]),
+                                   AsInt(r[6]),  AsDouble(r[7]), AsDouble(r[8]), AsDouble(r[9])};
     a.update_sha256 = AsText(r[11]);
     out.push_back(std::move(a));
   }
@@ -400,8 +398,8 @@ absl::StatusOr<std::map<std::string, StateStore::LatestPrivacy>> StateStore::Lat
   return out;
 }
 
-absl::Status StateStore::RecordEvaluation(int round, const std::string& model_sha256,
-                                          const SiteEvaluation& e, int64_t now_ms) {
+absl::Status StateStore::RecordEvaluation(int round, const std::string& model_sha256, const SiteEvaluation& e,
+                                          int64_t now_ms) {
   absl::MutexLock lock(&mu_);
   absl::StatusOr<Database::Transaction> tx = db_->Begin();
   if (!tx.ok()) return tx.status();
@@ -422,8 +420,10 @@ absl::Status StateStore::RecordEvaluation(int round, const std::string& model_sh
                          {"count", e.count},
                          {"suppressed", e.suppressed}};
   if (e.release) {
-    const nlohmann::json release = {{"noise_multiplier", e.noise_multiplier}, {"confusion", e.release->confusion},
-                                    {"loss_sum", e.release->loss_sum},        {"confidence", e.release->confidence},
+    const nlohmann::json release = {{"noise_multiplier", e.noise_multiplier},
+                                    {"confusion", e.release->confusion},
+                                    {"loss_sum", e.release->loss_sum},
+                                    {"confidence", e.release->confidence},
                                     {"scores", e.release->scores}};
     s = db_->Execute(
         "INSERT OR REPLACE INTO evaluation_releases(round, site, noise_multiplier, release) VALUES(?1, ?2, ?3, ?4)",

@@ -36,7 +36,7 @@ struct SiteEvaluation {
   bool suppressed = false;
   double noise_multiplier = 0;                  // of the release (0: not DP)
   std::optional<EvaluationStatistics> release;  // as received
-  std::vector<int64_t> confusion;  // classes^2, [true][predicted]
+  std::vector<int64_t> confusion;               // classes^2, [true][predicted]
   std::optional<double> roc_auc;
   double ece = 0;
   // The node's audit-ledger head it reported with the figures (0/"" if not);
@@ -49,8 +49,8 @@ struct SiteEvaluation {
 struct RoundEvaluation {
   int round = 0;
   std::string model_sha256;
-  int sites = 0;             // sites that answered
-  int reporting_sites = 0;   // of them, with figures (not suppressed)
+  int sites = 0;                 // sites that answered
+  int reporting_sites = 0;       // of them, with figures (not suppressed)
   int64_t suppressed_count = 0;  // cases at suppressed sites (not in the figures)
   double loss = 0;               // count-weighted mean
   // MetricsFromConfusion of the pooled confusion matrix (exact count,
@@ -105,8 +105,8 @@ class StateStore {
   // Without a signer (reading, or tests of the tables alone) nothing is
   // written to the audit ledger.
   static absl::StatusOr<std::unique_ptr<StateStore>> Open(const std::string& path,
-                                                           const std::optional<LedgerSigner>& signer = std::nullopt,
-                                                           int64_t now_ms = 0);
+                                                          const std::optional<LedgerSigner>& signer = std::nullopt,
+                                                          int64_t now_ms = 0);
 
   // The newest model, or nullopt before the initial model exists.
   absl::StatusOr<std::optional<ModelVersion>> LatestModel();
@@ -137,10 +137,8 @@ class StateStore {
   // Commits the new model and the round's status together, with ledger
   // entries for the aggregate (its inputs), the model published and the close.
   absl::Status ApplyRound(int round, int attempt, const std::string& model_sha256, int answered,
-                          const std::string& strategy, const std::vector<Contribution>& contributions,
-                          int64_t now_ms);
-  absl::Status FailRound(int round, int attempt, int answered, const std::string& note,
-                         int64_t now_ms);
+                          const std::string& strategy, const std::vector<Contribution>& contributions, int64_t now_ms);
+  absl::Status FailRound(int round, int attempt, int answered, const std::string& note, int64_t now_ms);
 
   absl::Status RecordSubmission(int round, int attempt, const SubmissionRecord& s, int64_t now_ms);
   // A site's report refused for what it claims (an evaluation release out
@@ -149,8 +147,7 @@ class StateStore {
   // submissions (update_rejected).
   absl::Status RecordRefusal(const std::string& what, const std::string& site, int round, const std::string& reason,
                              int64_t now_ms);
-  absl::Status RecordEvaluation(int round, const std::string& model_sha256, const SiteEvaluation& e,
-                                int64_t now_ms);
+  absl::Status RecordEvaluation(int round, const std::string& model_sha256, const SiteEvaluation& e, int64_t now_ms);
   absl::StatusOr<std::vector<SiteEvaluation>> Evaluations(int round);
   absl::Status RecordRoundEvaluation(const RoundEvaluation& e, int64_t now_ms);
   absl::StatusOr<std::optional<RoundEvaluation>> GetRoundEvaluation(int round);
@@ -176,8 +173,7 @@ class StateStore {
       : db_(std::move(db)), signer_(std::move(signer)) {}
   // Appends an audit-ledger entry (nothing without a signer); the caller
   // holds mu_ and the transaction.
-  absl::Status Log(const std::string& kind, const std::string& body, int64_t now_ms)
-      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  absl::Status Log(const std::string& kind, const std::string& body, int64_t now_ms) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   absl::Mutex mu_;
   std::unique_ptr<Database> db_ ABSL_GUARDED_BY(mu_);
   const std::optional<LedgerSigner> signer_;

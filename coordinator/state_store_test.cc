@@ -1,5 +1,5 @@
-#include "coordinator/round_driver.h"
 #include "coordinator/state_store.h"
+#include "coordinator/round_driver.h"
 
 #include <gtest/gtest.h>
 

@@ -100,7 +100,8 @@ class FedAvgFamily : public Strategy {
   absl::Status RestoreState(const std::vector<float>& state) override {
     const size_t want = velocity_.size() + m_.size() + v_.size();
     if (state.size() != want) {
-      return absl::DataLossError(absl::StrCat("saved ", name_, " state has ", state.size(), " values, expected ", want));
+      return absl::DataLossError(
+          absl::StrCat("saved ", name_, " state has ", state.size(), " values, expected ", want));
     }
     auto it = state.begin();
     std::copy(it, it + static_cast<std::ptrdiff_t>(velocity_.size()), velocity_.begin());
@@ -136,29 +137,30 @@ class OrderStatistic : public Strategy {
     std::vector<float>& x = *model;  // updated in place: value i depends only on x[i] and the updates' i
     std::vector<float> column(n);
     const double eta = s_.server_learning_rate;
-    absl::Status s = ForEachSlice(updates, x.size(), kSliceValues,
-                                  [&](size_t offset, const std::vector<std::vector<float>>& slices) {
-      const size_t len = slices[0].size();
-      for (size_t j = 0; j < len; ++j) {
-        for (size_t i = 0; i < n; ++i) column[i] = slices[i][j];
-        double value;
-        if (name_ == "median") {
-          const size_t mid = n / 2;
-          std::nth_element(column.begin(), column.begin() + static_cast<std::ptrdiff_t>(mid), column.end());
-          value = column[mid];
-          if (n % 2 == 0) {
-            const float below = *std::max_element(column.begin(), column.begin() + static_cast<std::ptrdiff_t>(mid));
-            value = (value + below) / 2;
+    absl::Status s = ForEachSlice(
+        updates, x.size(), kSliceValues, [&](size_t offset, const std::vector<std::vector<float>>& slices) {
+          const size_t len = slices[0].size();
+          for (size_t j = 0; j < len; ++j) {
+            for (size_t i = 0; i < n; ++i) column[i] = slices[i][j];
+            double value;
+            if (name_ == "median") {
+              const size_t mid = n / 2;
+              std::nth_element(column.begin(), column.begin() + static_cast<std::ptrdiff_t>(mid), column.end());
+              value = column[mid];
+              if (n % 2 == 0) {
+                const float below =
+                    *std::max_element(column.begin(), column.begin() + static_cast<std::ptrdiff_t>(mid));
+                value = (value + below) / 2;
+              }
+            } else {
+              std::sort(column.begin(), column.end());
+              double sum = 0;
+              for (size_t i = trim; i < n - trim; ++i) sum += column[i];
+              value = sum / static_cast<double>(n - 2 * trim);
+            }
+            x[offset + j] = static_cast<float>(x[offset + j] + eta * value);
           }
-        } else {
-          std::sort(column.begin(), column.end());
-          double sum = 0;
-          for (size_t i = trim; i < n - trim; ++i) sum += column[i];
-          value = sum / static_cast<double>(n - 2 * trim);
-        }
-        x[offset + j] = static_cast<float>(x[offset + j] + eta * value);
-      }
-    });
+        });
     if (!s.ok()) return s;
     r.changed = true;
     r.note = name_ == "median" ? absl::StrCat("coordinate-wise median of ", n, " update(s)")
@@ -190,21 +192,21 @@ class Krum : public Strategy {
     }
     // Squared distances between every pair, accumulated slice by slice.
     std::vector<double> dist(n * n, 0.0);
-    absl::Status s = ForEachSlice(updates, model->size(), kSliceValues,
-                                  [&](size_t, const std::vector<std::vector<float>>& slices) {
-      const size_t len = slices[0].size();
-      for (size_t a = 0; a < n; ++a) {
-        for (size_t b = a + 1; b < n; ++b) {
-          double acc = 0;
-          for (size_t j = 0; j < len; ++j) {
-            const double d = static_cast<double>(slices[a][j]) - slices[b][j];
-            acc += d * d;
+    absl::Status s =
+        ForEachSlice(updates, model->size(), kSliceValues, [&](size_t, const std::vector<std::vector<float>>& slices) {
+          const size_t len = slices[0].size();
+          for (size_t a = 0; a < n; ++a) {
+            for (size_t b = a + 1; b < n; ++b) {
+              double acc = 0;
+              for (size_t j = 0; j < len; ++j) {
+                const double d = static_cast<double>(slices[a][j]) - slices[b][j];
+                acc += d * d;
+              }
+              dist[a * n + b] += acc;
+              dist[b * n + a] += acc;
+            }
           }
-          dist[a * n + b] += acc;
-          dist[b * n + a] += acc;
-        }
-      }
-    });
+        });
     if (!s.ok()) return s;
     // Score: the sum of squared distances to the n - f - 2 nearest others.
     std::vector<std::pair<double, size_t>> scores;
@@ -296,8 +298,8 @@ absl::Status ForEachSlice(const std::vector<UpdateRef>& updates, size_t num_valu
       slices[i].resize(len);
       if (std::fread(slices[i].data(), sizeof(float), len, files[i]) != len) {
         close_all();
-        return absl::DataLossError(absl::StrCat("spooled update '", updates[i].path, "' is shorter than ",
-                                                num_values, " values"));
+        return absl::DataLossError(
+            absl::StrCat("spooled update '", updates[i].path, "' is shorter than ", num_values, " values"));
       }
     }
     fn(offset, slices);

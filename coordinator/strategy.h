@@ -28,8 +28,8 @@ namespace fedrad::coordinator {
 // One accepted update of the round.
 struct UpdateRef {
   std::string site;
-  std::string path;    // spooled float32 deltas
-  double weight = 1;   // its example count (FedAvg weighting)
+  std::string path;   // spooled float32 deltas
+  double weight = 1;  // its example count (FedAvg weighting)
 };
 
 // A round's accepted updates as a strategy sees them.

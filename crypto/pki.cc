@@ -18,13 +18,27 @@
 namespace fedrad::crypto {
 namespace {
 
-struct BioFree { void operator()(BIO* b) const { BIO_free(b); } };
-struct X509Free { void operator()(X509* x) const { X509_free(x); } };
-struct PkeyFree { void operator()(EVP_PKEY* k) const { EVP_PKEY_free(k); } };
-struct ExtFree { void operator()(X509_EXTENSION* e) const { X509_EXTENSION_free(e); } };
-struct StoreFree { void operator()(X509_STORE* s) const { X509_STORE_free(s); } };
-struct StoreCtxFree { void operator()(X509_STORE_CTX* s) const { X509_STORE_CTX_free(s); } };
-struct BnFree { void operator()(BIGNUM* b) const { BN_free(b); } };
+struct BioFree {
+  void operator()(BIO* b) const { BIO_free(b); }
+};
+struct X509Free {
+  void operator()(X509* x) const { X509_free(x); }
+};
+struct PkeyFree {
+  void operator()(EVP_PKEY* k) const { EVP_PKEY_free(k); }
+};
+struct ExtFree {
+  void operator()(X509_EXTENSION* e) const { X509_EXTENSION_free(e); }
+};
+struct StoreFree {
+  void operator()(X509_STORE* s) const { X509_STORE_free(s); }
+};
+struct StoreCtxFree {
+  void operator()(X509_STORE_CTX* s) const { X509_STORE_CTX_free(s); }
+};
+struct BnFree {
+  void operator()(BIGNUM* b) const { BN_free(b); }
+};
 using BioPtr = std::unique_ptr<BIO, BioFree>;
 using X509Ptr = std::unique_ptr<X509, X509Free>;
 using PkeyPtr = std::unique_ptr<EVP_PKEY, PkeyFree>;
@@ -77,8 +91,7 @@ absl::StatusOr<X509Ptr> ReadCert(const std::string& pem, const std::string& what
   X509Ptr cert(PEM_read_bio_X509(bio.get(), nullptr, nullptr, nullptr));
   if (!cert) {
     ERR_clear_error();
-    return absl::InvalidArgumentError(
-        absl::StrCat(what, ": not a PEM certificate"));
+    return absl::InvalidArgumentError(absl::StrCat(what, ": not a PEM certificate"));
   }
   return cert;
 }
@@ -97,8 +110,7 @@ absl::Status AddExtension(X509* cert, X509* issuer, int nid, const std::string& 
   X509V3_CTX ctx;
   X509V3_set_ctx_nodb(&ctx);
   X509V3_set_ctx(&ctx, issuer, cert, nullptr, nullptr, 0);
-  std::unique_ptr<X509_EXTENSION, ExtFree> ext(
-      X509V3_EXT_conf_nid(nullptr, &ctx, nid, value.c_str()));
+  std::unique_ptr<X509_EXTENSION, ExtFree> ext(X509V3_EXT_conf_nid(nullptr, &ctx, nid, value.c_str()));
   if (!ext || !X509_add_ext(cert, ext.get(), -1)) {
     return SslFailure(absl::StrCat("adding extension ", OBJ_nid2sn(nid), "=", value));
   }
@@ -106,8 +118,7 @@ absl::Status AddExtension(X509* cert, X509* issuer, int nid, const std::string& 
 }
 
 // Builds and signs a certificate for `subject_key`. `issuer` null means self-signed.
-absl::StatusOr<X509Ptr> BuildCertificate(const std::string& common_name,
-                                         EVP_PKEY* subject_key, X509* issuer,
+absl::StatusOr<X509Ptr> BuildCertificate(const std::string& common_name, EVP_PKEY* subject_key, X509* issuer,
                                          EVP_PKEY* issuer_key, int validity_days,
                                          const std::vector<std::pair<int, std::string>>& exts) {
   X509Ptr cert(X509_new());
@@ -125,9 +136,8 @@ absl::StatusOr<X509Ptr> BuildCertificate(const std::string& common_name,
   X509_gmtime_adj(X509_getm_notAfter(cert.get()), int64_t{validity_days} * 86400);
 
   X509_NAME* name = X509_get_subject_name(cert.get());
-  if (!X509_NAME_add_entry_by_txt(
-          name, "CN", MBSTRING_UTF8,
-          reinterpret_cast<const unsigned char*>(common_name.c_str()), -1, -1, 0)) {
+  if (!X509_NAME_add_entry_by_txt(name, "CN", MBSTRING_UTF8,
+                                  reinterpret_cast<const unsigned char*>(common_name.c_str()), -1, -1, 0)) {
     return SslFailure(absl::StrCat("setting common name '", common_name, "'"));
   }
   X509_set_issuer_name(cert.get(), issuer ? X509_get_subject_name(issuer) : name);
@@ -157,37 +167,32 @@ struct CertificateAuthority::Keys {
   PkeyPtr key;
 };
 
-CertificateAuthority::CertificateAuthority(std::unique_ptr<Keys> keys,
-                                           std::string cert_pem, std::string key_pem)
-    : keys_(std::move(keys)),
-      certificate_pem_(std::move(cert_pem)),
-      private_key_pem_(std::move(key_pem)) {}
+CertificateAuthority::CertificateAuthority(std::unique_ptr<Keys> keys, std::string cert_pem, std::string key_pem)
+    : keys_(std::move(keys)), certificate_pem_(std::move(cert_pem)), private_key_pem_(std::move(key_pem)) {}
 
 CertificateAuthority::~CertificateAuthority() = default;
 
-absl::StatusOr<std::unique_ptr<CertificateAuthority>> CertificateAuthority::Create(
-    const std::string& name, int validity_days) {
+absl::StatusOr<std::unique_ptr<CertificateAuthority>> CertificateAuthority::Create(const std::string& name,
+                                                                                   int validity_days) {
   auto keys = std::make_unique<Keys>();
   absl::StatusOr<PkeyPtr> key = GenerateKey();
   if (!key.ok()) return key.status();
   keys->key = std::move(*key);
-  absl::StatusOr<X509Ptr> cert = BuildCertificate(
-      name, keys->key.get(), nullptr, keys->key.get(), validity_days,
-      {{NID_basic_constraints, "critical,CA:TRUE,pathlen:0"},
-       {NID_key_usage, "critical,keyCertSign,cRLSign"},
-       {NID_subject_key_identifier, "hash"}});
+  absl::StatusOr<X509Ptr> cert = BuildCertificate(name, keys->key.get(), nullptr, keys->key.get(), validity_days,
+                                                  {{NID_basic_constraints, "critical,CA:TRUE,pathlen:0"},
+                                                   {NID_key_usage, "critical,keyCertSign,cRLSign"},
+                                                   {NID_subject_key_identifier, "hash"}});
   if (!cert.ok()) return cert.status();
   keys->cert = std::move(*cert);
   absl::StatusOr<std::string> cert_pem = CertToPem(keys->cert.get());
   if (!cert_pem.ok()) return cert_pem.status();
   absl::StatusOr<std::string> key_pem = KeyToPem(keys->key.get());
   if (!key_pem.ok()) return key_pem.status();
-  return std::unique_ptr<CertificateAuthority>(
-      new CertificateAuthority(std::move(keys), *cert_pem, *key_pem));
+  return std::unique_ptr<CertificateAuthority>(new CertificateAuthority(std::move(keys), *cert_pem, *key_pem));
 }
 
-absl::StatusOr<std::unique_ptr<CertificateAuthority>> CertificateAuthority::Load(
-    const std::string& certificate_pem, const std::string& private_key_pem) {
+absl::StatusOr<std::unique_ptr<CertificateAuthority>> CertificateAuthority::Load(const std::string& certificate_pem,
+                                                                                 const std::string& private_key_pem) {
   auto keys = std::make_unique<Keys>();
   absl::StatusOr<X509Ptr> cert = ReadCert(certificate_pem, "CA certificate");
   if (!cert.ok()) return cert.status();
@@ -198,8 +203,7 @@ absl::StatusOr<std::unique_ptr<CertificateAuthority>> CertificateAuthority::Load
   }
   if (X509_check_private_key(cert->get(), key->get()) != 1) {
     ERR_clear_error();
-    return absl::InvalidArgumentError(
-        "CA private key does not belong to the CA certificate");
+    return absl::InvalidArgumentError("CA private key does not belong to the CA certificate");
   }
   keys->cert = std::move(*cert);
   keys->key = std::move(*key);
@@ -207,8 +211,7 @@ absl::StatusOr<std::unique_ptr<CertificateAuthority>> CertificateAuthority::Load
       new CertificateAuthority(std::move(keys), certificate_pem, private_key_pem));
 }
 
-absl::StatusOr<IssuedCertificate> CertificateAuthority::Issue(
-    const CertificateRequest& request) const {
+absl::StatusOr<IssuedCertificate> CertificateAuthority::Issue(const CertificateRequest& request) const {
   if (request.common_name.empty()) {
     return absl::InvalidArgumentError("certificate request without a common name");
   }
@@ -232,9 +235,8 @@ absl::StatusOr<IssuedCertificate> CertificateAuthority::Issue(
   for (const std::string& ip : request.ip_addresses) san.push_back("IP:" + ip);
   if (!san.empty()) exts.push_back({NID_subject_alt_name, absl::StrJoin(san, ",")});
 
-  absl::StatusOr<X509Ptr> cert =
-      BuildCertificate(request.common_name, key->get(), keys_->cert.get(),
-                       keys_->key.get(), request.validity_days, exts);
+  absl::StatusOr<X509Ptr> cert = BuildCertificate(request.common_name, key->get(), keys_->cert.get(), keys_->key.get(),
+                                                  request.validity_days, exts);
   if (!cert.ok()) return cert.status();
   IssuedCertificate out;
   absl::StatusOr<std::string> cert_pem = CertToPem(cert->get());
@@ -246,8 +248,7 @@ absl::StatusOr<IssuedCertificate> CertificateAuthority::Issue(
   return out;
 }
 
-absl::StatusOr<CertificateInfo> ParseCertificate(const std::string& pem,
-                                                 const std::string& what) {
+absl::StatusOr<CertificateInfo> ParseCertificate(const std::string& pem, const std::string& what) {
   absl::StatusOr<X509Ptr> cert = ReadCert(pem, what);
   if (!cert.ok()) return cert.status();
   CertificateInfo info;
@@ -262,14 +263,12 @@ absl::StatusOr<CertificateInfo> ParseCertificate(const std::string& pem,
       OPENSSL_free(utf8);
     }
   }
-  auto* names = static_cast<GENERAL_NAMES*>(
-      X509_get_ext_d2i(cert->get(), NID_subject_alt_name, nullptr, nullptr));
+  auto* names = static_cast<GENERAL_NAMES*>(X509_get_ext_d2i(cert->get(), NID_subject_alt_name, nullptr, nullptr));
   for (int i = 0; names && i < sk_GENERAL_NAME_num(names); ++i) {
     const GENERAL_NAME* gn = sk_GENERAL_NAME_value(names, i);
     if (gn->type == GEN_DNS) {
       const ASN1_STRING* s = gn->d.dNSName;
-      info.dns_names.emplace_back(reinterpret_cast<const char*>(ASN1_STRING_get0_data(s)),
-                                  ASN1_STRING_length(s));
+      info.dns_names.emplace_back(reinterpret_cast<const char*>(ASN1_STRING_get0_data(s)), ASN1_STRING_length(s));
     } else if (gn->type == GEN_IPADD) {
       const ASN1_OCTET_STRING* ip = gn->d.iPAddress;
       if (ASN1_STRING_length(ip) == 4) {
@@ -285,8 +284,8 @@ absl::StatusOr<CertificateInfo> ParseCertificate(const std::string& pem,
   return info;
 }
 
-absl::Status VerifyCertificateChain(const std::string& cert_pem,
-                                    const std::string& ca_pem, const std::string& what, bool at_any_time) {
+absl::Status VerifyCertificateChain(const std::string& cert_pem, const std::string& ca_pem, const std::string& what,
+                                    bool at_any_time) {
   absl::StatusOr<X509Ptr> cert = ReadCert(cert_pem, what);
   if (!cert.ok()) return cert.status();
   std::unique_ptr<X509_STORE, StoreFree> store(X509_STORE_new());
@@ -308,14 +307,12 @@ absl::Status VerifyCertificateChain(const std::string& cert_pem,
   if (X509_verify_cert(ctx.get()) != 1) {
     int err = X509_STORE_CTX_get_error(ctx.get());
     ERR_clear_error();
-    return absl::FailedPreconditionError(
-        absl::StrCat(what, ": ", X509_verify_cert_error_string(err)));
+    return absl::FailedPreconditionError(absl::StrCat(what, ": ", X509_verify_cert_error_string(err)));
   }
   return absl::OkStatus();
 }
 
-absl::Status CheckKeyMatchesCertificate(const std::string& cert_pem,
-                                        const std::string& key_pem,
+absl::Status CheckKeyMatchesCertificate(const std::string& cert_pem, const std::string& key_pem,
                                         const std::string& what) {
   absl::StatusOr<X509Ptr> cert = ReadCert(cert_pem, what);
   if (!cert.ok()) return cert.status();
@@ -323,8 +320,7 @@ absl::Status CheckKeyMatchesCertificate(const std::string& cert_pem,
   if (!key.ok()) return key.status();
   if (X509_check_private_key(cert->get(), key->get()) != 1) {
     ERR_clear_error();
-    return absl::FailedPreconditionError(
-        absl::StrCat(what, ": the private key does not belong to the certificate"));
+    return absl::FailedPreconditionError(absl::StrCat(what, ": the private key does not belong to the certificate"));
   }
   return absl::OkStatus();
 }
@@ -335,8 +331,8 @@ absl::StatusOr<std::string> SignSha256(const std::string& key_pem, std::string_v
   std::unique_ptr<EVP_MD_CTX, decltype(&EVP_MD_CTX_free)> ctx(EVP_MD_CTX_new(), EVP_MD_CTX_free);
   size_t size = 0;
   if (!ctx || EVP_DigestSignInit(ctx.get(), nullptr, EVP_sha256(), nullptr, key->get()) != 1 ||
-      EVP_DigestSign(ctx.get(), nullptr, &size, reinterpret_cast<const unsigned char*>(data.data()),
-                     data.size()) != 1) {
+      EVP_DigestSign(ctx.get(), nullptr, &size, reinterpret_cast<const unsigned char*>(data.data()), data.size()) !=
+          1) {
     ERR_clear_error();
     return absl::InternalError("cannot sign");
   }
@@ -359,9 +355,8 @@ absl::Status VerifySha256(const std::string& cert_pem, std::string_view data, st
     ERR_clear_error();
     return absl::InvalidArgumentError("the signer certificate has no usable public key");
   }
-  const int ok = EVP_DigestVerify(ctx.get(), reinterpret_cast<const unsigned char*>(signature.data()),
-                                  signature.size(), reinterpret_cast<const unsigned char*>(data.data()),
-                                  data.size());
+  const int ok = EVP_DigestVerify(ctx.get(), reinterpret_cast<const unsigned char*>(signature.data()), signature.size(),
+                                  reinterpret_cast<const unsigned char*>(data.data()), data.size());
   ERR_clear_error();
   if (ok != 1) return absl::PermissionDeniedError("the signature does not verify");
   return absl::OkStatus();

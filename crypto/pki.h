@@ -33,12 +33,11 @@ struct IssuedCertificate {
 class CertificateAuthority {
  public:
   // Creates a fresh CA named `name`.
-  static absl::StatusOr<std::unique_ptr<CertificateAuthority>> Create(
-      const std::string& name, int validity_days);
+  static absl::StatusOr<std::unique_ptr<CertificateAuthority>> Create(const std::string& name, int validity_days);
   // Loads an existing CA; fails if the key does not belong to the certificate
   // or the certificate is not a CA.
-  static absl::StatusOr<std::unique_ptr<CertificateAuthority>> Load(
-      const std::string& certificate_pem, const std::string& private_key_pem);
+  static absl::StatusOr<std::unique_ptr<CertificateAuthority>> Load(const std::string& certificate_pem,
+                                                                    const std::string& private_key_pem);
 
   ~CertificateAuthority();
   CertificateAuthority(const CertificateAuthority&) = delete;
@@ -52,8 +51,7 @@ class CertificateAuthority {
 
  private:
   struct Keys;
-  CertificateAuthority(std::unique_ptr<Keys> keys, std::string cert_pem,
-                       std::string key_pem);
+  CertificateAuthority(std::unique_ptr<Keys> keys, std::string cert_pem, std::string key_pem);
   std::unique_ptr<Keys> keys_;
   std::string certificate_pem_;
   std::string private_key_pem_;
@@ -69,19 +67,16 @@ struct CertificateInfo {
 };
 
 // Parses one PEM certificate. `what` names the source in error messages.
-absl::StatusOr<CertificateInfo> ParseCertificate(const std::string& pem,
-                                                 const std::string& what);
+absl::StatusOr<CertificateInfo> ParseCertificate(const std::string& pem, const std::string& what);
 
 // OK if `cert_pem` is signed by `ca_pem` and is valid now (or, with
 // `at_any_time`, was issued by it, expired or not: for checking records
 // signed while it was valid).
-absl::Status VerifyCertificateChain(const std::string& cert_pem,
-                                    const std::string& ca_pem,
-                                    const std::string& what, bool at_any_time = false);
+absl::Status VerifyCertificateChain(const std::string& cert_pem, const std::string& ca_pem, const std::string& what,
+                                    bool at_any_time = false);
 
 // OK if the private key in `key_pem` belongs to the certificate.
-absl::Status CheckKeyMatchesCertificate(const std::string& cert_pem,
-                                        const std::string& key_pem,
+absl::Status CheckKeyMatchesCertificate(const std::string& cert_pem, const std::string& key_pem,
                                         const std::string& what);
 
 // Signs `data` (ECDSA or RSA over SHA-256) with the PEM private key; the

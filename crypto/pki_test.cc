@@ -9,8 +9,7 @@ TEST(PkiTest, IssuesVerifiableServerAndClientCertificates) {
   auto ca = CertificateAuthority::Create("test-ca", 30);
   ASSERT_TRUE(ca.ok()) << ca.status();
 
-  CertificateRequest server{"coordinator", CertificateRequest::Usage::kServer,
-                            {"localhost"}, {"127.0.0.1"}, 30};
+  CertificateRequest server{"coordinator", CertificateRequest::Usage::kServer, {"localhost"}, {"127.0.0.1"}, 30};
   auto issued = (*ca)->Issue(server);
   ASSERT_TRUE(issued.ok()) << issued.status();
   auto info = ParseCertificate(issued->certificate_pem, "server");
@@ -59,8 +58,9 @@ TEST(PkiTest, CertificateFromAnotherCaFailsVerification) {
   EXPECT_FALSE(s.ok());
   EXPECT_NE(s.message().find("leaf"), std::string::npos);
   // A bundle holding both CAs accepts it.
-  EXPECT_TRUE(VerifyCertificateChain(leaf->certificate_pem,
-                                     (*ca)->certificate_pem() + (*other)->certificate_pem(), "leaf").ok());
+  EXPECT_TRUE(
+      VerifyCertificateChain(leaf->certificate_pem, (*ca)->certificate_pem() + (*other)->certificate_pem(), "leaf")
+          .ok());
 }
 
 TEST(PkiTest, LoadRoundTripsAndRejectsMismatchedKey) {

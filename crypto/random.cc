@@ -11,8 +11,7 @@ namespace fedrad::crypto {
 
 absl::StatusOr<std::string> SecureRandomBytes(size_t n) {
   std::string out(n, '\0');
-  if (n > 0 &&
-      RAND_bytes(reinterpret_cast<unsigned char*>(out.data()), static_cast<int>(n)) != 1) {
+  if (n > 0 && RAND_bytes(reinterpret_cast<unsigned char*>(out.data()), static_cast<int>(n)) != 1) {
     return absl::InternalError("OpenSSL RAND_bytes failed: generator not seeded");
   }
   return out;

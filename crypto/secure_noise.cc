@@ -69,7 +69,7 @@ double SecureRandom::Uniform() {
 void SecureRandom::Gaussian(double* out, size_t n, double stddev) {
   for (size_t i = 0; i < n; ++i) {
     double sum = 0;
-    for (int k = 0; k < 2; ++k) {  // two Box-Muller pairs: four N(0, 1) draws
+    for (int k = 0; k < 2; ++k) {         // two Box-Muller pairs: four N(0, 1) draws
       const double u1 = 1.0 - Uniform();  // (0, 1]
       const double u2 = Uniform();
       const double r = std::sqrt(-2.0 * std::log(u1));

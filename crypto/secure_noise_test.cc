@@ -27,7 +27,7 @@ TEST(SecureRandomTest, GaussianHasTheRequestedMomentsAndTails) {
   // Standard errors: mean 2.5/sqrt(n) = 0.004; variance about 0.014.
   EXPECT_NEAR(mean, 0.0, 0.02);
   EXPECT_NEAR(m2, 6.25, 0.07);
-  EXPECT_NEAR(m4 / (m2 * m2), 3.0, 0.05);  // Gaussian kurtosis
+  EXPECT_NEAR(m4 / (m2 * m2), 3.0, 0.05);                        // Gaussian kurtosis
   EXPECT_NEAR(static_cast<double>(beyond2) / n, 0.0455, 0.002);  // P(|Z| > 2)
 }
 

@@ -20,8 +20,7 @@ struct Sha256::Impl {
 Sha256::Sha256() : impl_(std::make_unique<Impl>()) {
   impl_->ctx = EVP_MD_CTX_new();
   // Allocation failure or a missing SHA-256 is an impossible state here.
-  if (impl_->ctx == nullptr ||
-      EVP_DigestInit_ex(impl_->ctx, EVP_sha256(), nullptr) != 1) {
+  if (impl_->ctx == nullptr || EVP_DigestInit_ex(impl_->ctx, EVP_sha256(), nullptr) != 1) {
     std::abort();
   }
 }
@@ -48,8 +47,7 @@ std::string Sha256Hex(std::string_view data) {
 absl::StatusOr<std::string> Sha256File(const std::string& path) {
   FILE* f = std::fopen(path.c_str(), "rb");
   if (f == nullptr) {
-    return absl::NotFoundError(
-        absl::StrCat("cannot open '", path, "': ", std::strerror(errno)));
+    return absl::NotFoundError(absl::StrCat("cannot open '", path, "': ", std::strerror(errno)));
   }
   Sha256 h;
   std::string buf(1 << 20, '\0');

@@ -52,9 +52,10 @@ absl::StatusOr<LabelTable> LoadLabels(const std::string& csv_path, int num_class
       } else if (header == "sop_instance_uid,label") {
         table.key = LabelTable::Key::kSopInstanceUid;
       } else {
-        return absl::InvalidArgumentError(absl::StrCat(
-            csv_path, ":1: the header must be \"path,label\" or \"sop_instance_uid,label\", optionally followed "
-            "by \",patient\""));
+        return absl::InvalidArgumentError(
+            absl::StrCat(csv_path,
+                         ":1: the header must be \"path,label\" or \"sop_instance_uid,label\", optionally followed "
+                         "by \",patient\""));
       }
       continue;
     }
@@ -62,8 +63,8 @@ absl::StatusOr<LabelTable> LoadLabels(const std::string& csv_path, int num_class
     std::vector<absl::string_view> fields = absl::StrSplit(line, ',');
     const size_t columns = table.has_patient ? 3 : 2;
     if (fields.size() != columns) {
-      return absl::InvalidArgumentError(absl::StrCat(csv_path, ":", line_no, ": expected ", columns,
-                                                     " fields, found ", fields.size()));
+      return absl::InvalidArgumentError(
+          absl::StrCat(csv_path, ":", line_no, ": expected ", columns, " fields, found ", fields.size()));
     }
     LabelTable::Row row;
     row.key = std::string(absl::StripAsciiWhitespace(fields[0]));
@@ -71,8 +72,8 @@ absl::StatusOr<LabelTable> LoadLabels(const std::string& csv_path, int num_class
     if (table.key == LabelTable::Key::kPath &&
         (row.key.empty() || row.key[0] == '/' || row.key == ".." || row.key.rfind("../", 0) == 0 ||
          row.key.find("/../") != std::string::npos)) {
-      return absl::InvalidArgumentError(absl::StrCat(
-          csv_path, ":", line_no, ": path must be relative to the data folder and stay inside it"));
+      return absl::InvalidArgumentError(
+          absl::StrCat(csv_path, ":", line_no, ": path must be relative to the data folder and stay inside it"));
     }
     if (row.key.empty()) return absl::InvalidArgumentError(absl::StrCat(csv_path, ":", line_no, ": empty key"));
     const std::string label(absl::StripAsciiWhitespace(fields[1]));
@@ -217,9 +218,9 @@ absl::StatusOr<ImageSet> LoadImageSet(const DatasetSpec& spec, LoadReport* repor
       set.pixels.insert(set.pixels.end(), frame.pixels.begin(), frame.pixels.end());
       set.labels.push_back(label);
       set.patients.push_back(patient);
-      set.sources.push_back({to_load[i], frame.index,
-                             image.facts.sop_instance_uid.empty() ? absl::StrCat("file:", to_load[i])
-                                                                  : image.facts.sop_instance_uid});
+      set.sources.push_back(
+          {to_load[i], frame.index,
+           image.facts.sop_instance_uid.empty() ? absl::StrCat("file:", to_load[i]) : image.facts.sop_instance_uid});
       ++report->images_loaded;
       ++report->labels[label];
       ++per_patient[patient];
@@ -253,22 +254,24 @@ std::string PatientKey(const DicomFacts& facts, const LabelTable::Row* row) {
 std::vector<std::string> PatientKeyWarnings(const LoadReport& r, bool key_required) {
   std::vector<std::string> out;
   if (r.files_without_patient_key > 0) {
-    out.push_back(absl::StrCat(
-        r.files_without_patient_key, " file(s) have no patient key (PatientID empty or missing, no patient column "
-        "in labels.csv): ", key_required ? "refused under patient-level DP" : "each counted as its own patient",
-        "; give labels.csv a patient column (the site's pseudonym map) to use them"));
+    out.push_back(absl::StrCat(r.files_without_patient_key,
+                               " file(s) have no patient key (PatientID empty or missing, no patient column "
+                               "in labels.csv): ",
+                               key_required ? "refused under patient-level DP" : "each counted as its own patient",
+                               "; give labels.csv a patient column (the site's pseudonym map) to use them"));
   }
   if (r.studies_with_several_patients > 0) {
     out.push_back(absl::StrCat(
-        r.studies_with_several_patients, " of ", r.studies, " stud(ies) hold images of more than one patient key: "
+        r.studies_with_several_patients, " of ", r.studies,
+        " stud(ies) hold images of more than one patient key: "
         "PatientID looks replaced per file or series by de-identification, so one patient may count as several "
         "privacy units and the patient-level epsilon would not hold for them; give labels.csv a patient column"));
   }
   // One key for a large share of a sizeable set, far above the others: a
   // constant dummy ID merges patients, whose true epsilon is then a group's.
   const int others = r.images_loaded - r.largest_patient_images;
-  const bool dominant = r.patients == 1 ||
-                        r.largest_patient_images * (r.patients - 1) > 5 * others;  // 5x the others' mean
+  const bool dominant =
+      r.patients == 1 || r.largest_patient_images * (r.patients - 1) > 5 * others;  // 5x the others' mean
   if (r.images_loaded >= 20 && r.patients >= 1 && r.largest_patient_images * 5 > r.images_loaded && dominant) {
     out.push_back(absl::StrFormat(
         "one patient key covers %d of %d images (%.0f%%): a constant PatientID (such as ANONYMOUS after "

@@ -25,10 +25,10 @@ struct SampleSource {
 struct ImageSet {
   int channels = 1;
   int size = 0;
-  std::vector<float> pixels;           // count * channels * size * size
-  std::vector<int64_t> labels;         // count
-  std::vector<std::string> patients;   // count; never leaves the node
-  std::vector<SampleSource> sources;   // count; never leaves the node
+  std::vector<float> pixels;          // count * channels * size * size
+  std::vector<int64_t> labels;        // count
+  std::vector<std::string> patients;  // count; never leaves the node
+  std::vector<SampleSource> sources;  // count; never leaves the node
 
   int64_t count() const { return static_cast<int64_t>(labels.size()); }
   void Append(const ImageSet& other, int64_t index);
@@ -77,16 +77,16 @@ struct DatasetSpec {
 // identifier of a patient or image.
 struct LoadReport {
   int label_rows = 0;
-  int files_seen = 0;                  // regular files under the data folder (not .csv)
+  int files_seen = 0;  // regular files under the data folder (not .csv)
   int files_loaded = 0;
-  int images_loaded = 0;               // frames, after the pipeline
-  int from_cache = 0;                  // files served by the cache
+  int images_loaded = 0;  // frames, after the pipeline
+  int from_cache = 0;     // files served by the cache
   int rows_without_file = 0;
   int files_without_row = 0;
   int no_image = 0;                    // DICOM objects without pixel data (SR, RT plans...)
   std::map<std::string, int> skipped;  // reason -> number of unreadable files
   int patients = 0;
-  std::map<std::string, int> modalities;        // files per modality
+  std::map<std::string, int> modalities;         // files per modality
   std::map<std::string, int> transfer_syntaxes;  // files per transfer syntax
   std::map<std::string, int> photometrics;       // files per photometric interpretation
   std::map<std::string, int> sizes;              // files per "rows x columns"
@@ -96,7 +96,7 @@ struct LoadReport {
   int files_without_patient_key = 0;  // skipped if the key is required, else each its own unit
   int studies = 0;                    // distinct StudyInstanceUIDs of the loaded files
   int studies_with_several_patients = 0;
-  int largest_patient_images = 0;     // images of the patient key that has the most
+  int largest_patient_images = 0;  // images of the patient key that has the most
   // Relative path -> reason, for each skipped or no-image file. Paths stay on
   // the node (they may contain identifiers); only `inspect --list-skipped`
   // prints them.

@@ -10,8 +10,7 @@ namespace fedrad::node {
 namespace {
 
 std::string WriteCsv(const std::string& text) {
-  std::string path = std::filesystem::temp_directory_path() /
-                     ("fedrad_labels_" + std::to_string(::getpid()) + ".csv");
+  std::string path = std::filesystem::temp_directory_path() / ("fedrad_labels_" + std::to_string(::getpid()) + ".csv");
   std::ofstream(path) << text;
   return path;
 }
@@ -27,8 +26,8 @@ TEST(LabelsTest, ParsesRows) {
 }
 
 TEST(LabelsTest, KeysBySopInstanceUidAndNamesClasses) {
-  auto table = LoadLabels(WriteCsv("\xEF\xBB\xBFSOP_Instance_UID,label\r\n1.2.3,lesion\r\n1.2.4,normal\r\n1.2.5,1\r\n"), 2,
-                          {"normal", "lesion"});
+  auto table = LoadLabels(WriteCsv("\xEF\xBB\xBFSOP_Instance_UID,label\r\n1.2.3,lesion\r\n1.2.4,normal\r\n1.2.5,1\r\n"),
+                          2, {"normal", "lesion"});
   ASSERT_TRUE(table.ok()) << table.status();
   EXPECT_EQ(table->key, LabelTable::Key::kSopInstanceUid);
   ASSERT_EQ(table->rows.size(), 3u);
@@ -41,7 +40,10 @@ TEST(LabelsTest, KeysBySopInstanceUidAndNamesClasses) {
 }
 
 TEST(LabelsTest, RejectsMalformedRowsNamingTheLine) {
-  struct Case { const char* text; const char* expect; } cases[] = {
+  struct Case {
+    const char* text;
+    const char* expect;
+  } cases[] = {
       {"file,class\na,0\n", ":1: the header must be"},
       {"path,label\na,0\nb,2\n", ":3: label '2'"},
       {"path,label\na,x\n", ":2: label 'x'"},
@@ -55,8 +57,7 @@ TEST(LabelsTest, RejectsMalformedRowsNamingTheLine) {
   for (const Case& c : cases) {
     auto rows = LoadLabels(WriteCsv(c.text), 2);
     ASSERT_FALSE(rows.ok()) << c.text;
-    EXPECT_NE(rows.status().message().find(c.expect), std::string::npos)
-        << c.text << " -> " << rows.status().message();
+    EXPECT_NE(rows.status().message().find(c.expect), std::string::npos) << c.text << " -> " << rows.status().message();
   }
   EXPECT_FALSE(LoadLabels("/nonexistent/labels.csv", 2).ok());
 }

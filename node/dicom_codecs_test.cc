@@ -26,9 +26,7 @@ namespace fs = std::filesystem;
 using testing::StoredValue;
 using Image = testing::TestImage;
 
-void WriteImage(const Image& im, const std::string& path) {
-  ASSERT_TRUE(testing::WriteTestImage(im, path)) << path;
-}
+void WriteImage(const Image& im, const std::string& path) { ASSERT_TRUE(testing::WriteTestImage(im, path)) << path; }
 
 class DicomCodecsTest : public ::testing::Test {
  protected:
@@ -39,9 +37,7 @@ class DicomCodecsTest : public ::testing::Test {
   static void TearDownTestSuite() { fs::remove_all(dir_); }
 
   static std::string P(const std::string& name) { return (dir_ / name).string(); }
-  static void Tool(const std::string& cmd) {
-    ASSERT_EQ(std::system((cmd + " > /dev/null 2>&1").c_str()), 0) << cmd;
-  }
+  static void Tool(const std::string& cmd) { ASSERT_EQ(std::system((cmd + " > /dev/null 2>&1").c_str()), 0) << cmd; }
   // Decodes `file` and compares with the decoded uncompressed `reference`.
   static void ExpectSameAs(const std::string& file, const std::string& reference, double tolerance,
                            const char* expected_uid) {
@@ -203,7 +199,8 @@ TEST_F(DicomCodecsTest, HeadersPromisingHugeImagesAreRefusedBeforeDecoding) {
     auto f = ReadDicomImage(P(name), tight);
     ASSERT_FALSE(f.ok()) << name;
     EXPECT_NE(ReasonOf(f.status()).find("image too large: Rows x Columns x Frames x Samples = 3072 pixels"),
-              std::string::npos) << ReasonOf(f.status());
+              std::string::npos)
+        << ReasonOf(f.status());
   }
   EXPECT_TRUE(ReadDicomImage(P("big-jpeg.dcm")).ok());
 }
@@ -237,8 +234,7 @@ TEST_F(DicomCodecsTest, Jpeg2000IsSkippedWithThatReason) {
   auto f = ReadDicomImage(P("j2k.dcm"));
   ASSERT_FALSE(f.ok());
   EXPECT_EQ(f.status().code(), absl::StatusCode::kUnimplemented);
-  EXPECT_EQ(ReasonOf(f.status()),
-            "JPEG 2000 is not supported (DCMTK's open edition has no JPEG 2000 decoder)");
+  EXPECT_EQ(ReasonOf(f.status()), "JPEG 2000 is not supported (DCMTK's open edition has no JPEG 2000 decoder)");
 }
 
 // A folder with good files of every syntax and broken ones: each broken file
@@ -277,7 +273,7 @@ TEST_F(DicomCodecsTest, BrokenFilesAreSkippedWithSpecificReasonsAndTheRestLoads)
   {
     DcmFileFormat file;
     ASSERT_TRUE(file.loadFile(at("rows-mismatch.dcm").c_str()).good());
-    ASSERT_TRUE(file.loadAllDataIntoMemory().good());  // before overwriting the file it reads from
+    ASSERT_TRUE(file.loadAllDataIntoMemory().good());     // before overwriting the file it reads from
     file.getDataset()->putAndInsertUint16(DCM_Rows, 80);  // pixel data holds 48 rows
     ASSERT_TRUE(file.saveFile(at("rows-mismatch.dcm").c_str(), EXS_LittleEndianExplicit).good());
   }

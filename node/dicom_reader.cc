@@ -8,8 +8,8 @@
 #include <dcmtk/dcmdata/dcrledrg.h>
 #include <dcmtk/dcmdata/dcuid.h>
 #include <dcmtk/dcmdata/dcxfer.h>
-#include <dcmtk/dcmimgle/dcmimage.h>
 #include <dcmtk/dcmimage/diregist.h>  // registers colour image support
+#include <dcmtk/dcmimgle/dcmimage.h>
 #include <dcmtk/dcmimgle/dipixel.h>
 #include <dcmtk/dcmjpeg/djdecode.h>
 #include <dcmtk/dcmjpls/djdecode.h>
@@ -17,8 +17,8 @@
 
 #include <filesystem>
 #include <memory>
-#include <type_traits>
 #include <mutex>
+#include <type_traits>
 
 #include "absl/strings/str_cat.h"
 
@@ -61,8 +61,8 @@ const char* UnsupportedSyntax(E_TransferSyntax xfer) {
 // stores its result in an integer type, which would truncate non-integer
 // slopes.
 template <typename T>
-void CopyFrames(const void* data, int rows, int cols, unsigned long frames, double slope,
-                double intercept, std::vector<ModalityFrame>* out) {
+void CopyFrames(const void* data, int rows, int cols, unsigned long frames, double slope, double intercept,
+                std::vector<ModalityFrame>* out) {
   const T* p = static_cast<const T*>(data);
   const size_t per_frame = static_cast<size_t>(rows) * static_cast<size_t>(cols);
   for (unsigned long f = 0; f < frames; ++f) {
@@ -107,9 +107,8 @@ absl::Status CheckNativeLength(DcmDataset* ds, const std::string& path) {
   // Odd lengths are padded to even in DICOM.
   if (have != want && have != want + (want % 2)) {
     return Error(absl::StatusCode::kInvalidArgument, path,
-                 absl::StrCat("pixel data has ", have, " bytes but Rows x Columns x Samples x Frames (",
-                              rows, "x", cols, "x", samples, "x", frames, ") at ", bits_allocated,
-                              " bits needs ", want));
+                 absl::StrCat("pixel data has ", have, " bytes but Rows x Columns x Samples x Frames (", rows, "x",
+                              cols, "x", samples, "x", frames, ") at ", bits_allocated, " bits needs ", want));
   }
   return absl::OkStatus();
 }
@@ -120,8 +119,8 @@ absl::Status CheckNativeLength(DcmDataset* ds, const std::string& path) {
 // PACS exports, and skipping DicomImage's intermediate copies makes it several
 // times faster. Returns false (leaving `out` alone) for layouts it does not
 // handle, which then go through DicomImage.
-absl::StatusOr<bool> ReadNativeMonochrome(DcmDataset* ds, const std::string& path, double slope,
-                                          double intercept, DicomImageFile* out) {
+absl::StatusOr<bool> ReadNativeMonochrome(DcmDataset* ds, const std::string& path, double slope, double intercept,
+                                          DicomImageFile* out) {
   Uint16 bits_allocated = 0, bits_stored = 0, high_bit = 0, samples = 1;
   ds->findAndGetUint16(DCM_BitsAllocated, bits_allocated);
   ds->findAndGetUint16(DCM_BitsStored, bits_stored);
@@ -151,16 +150,19 @@ absl::StatusOr<bool> ReadNativeMonochrome(DcmDataset* ds, const std::string& pat
       float* dst = frame.values.data();
       if (shift == 0 && bits_stored == bits_allocated) {  // the common case: no unpacking
         for (size_t i = 0; i < per_frame; ++i) {
-          const int32_t v = out->is_signed ? static_cast<int32_t>(static_cast<std::make_signed_t<
-                                                 std::remove_const_t<std::remove_pointer_t<decltype(src)>>>>(src[i]))
-                                           : static_cast<int32_t>(src[i]);
+          const int32_t v =
+              out->is_signed
+                  ? static_cast<int32_t>(
+                        static_cast<std::make_signed_t<std::remove_const_t<std::remove_pointer_t<decltype(src)>>>>(
+                            src[i]))
+                  : static_cast<int32_t>(src[i]);
           dst[i] = static_cast<float>(v) * fslope + fintercept;
         }
       } else {
         for (size_t i = 0; i < per_frame; ++i) {
           uint32_t raw = (static_cast<uint32_t>(src[i]) >> shift) & mask;
-          const int32_t v = out->is_signed && (raw & sign) ? static_cast<int32_t>(raw | ~mask)
-                                                           : static_cast<int32_t>(raw);
+          const int32_t v =
+              out->is_signed && (raw & sign) ? static_cast<int32_t>(raw | ~mask) : static_cast<int32_t>(raw);
           dst[i] = static_cast<float>(v) * fslope + fintercept;
         }
       }
@@ -317,7 +319,8 @@ absl::StatusOr<DicomImageFile> ReadDicomImage(const std::string& path, const Dic
     ds->findAndGetUint16(DCM_SamplesPerPixel, samples);
     Sint32 frames = 1;
     if (ds->findAndGetSint32(DCM_NumberOfFrames, frames).bad() || frames < 1) frames = 1;
-    const uint64_t pixels = uint64_t(out.rows) * uint64_t(out.columns) * uint64_t(frames) * std::max<uint64_t>(1, samples);
+    const uint64_t pixels =
+        uint64_t(out.rows) * uint64_t(out.columns) * uint64_t(frames) * std::max<uint64_t>(1, samples);
     if (pixels > options.max_pixels) {
       return Error(absl::StatusCode::kInvalidArgument, path,
                    absl::StrCat("image too large: Rows x Columns x Frames x Samples = ", pixels,
@@ -344,8 +347,7 @@ absl::StatusOr<DicomImageFile> ReadDicomImage(const std::string& path, const Dic
     if (!done.ok()) return done.status();
     if (*done) return out;
   }
-  auto image = std::make_unique<DicomImage>(
-      ds, xfer, CIF_MayDetachPixelData | CIF_IgnoreModalityTransformation, 0, 0);
+  auto image = std::make_unique<DicomImage>(ds, xfer, CIF_MayDetachPixelData | CIF_IgnoreModalityTransformation, 0, 0);
   if (image->getStatus() != EIS_Normal) {
     return Error(absl::StatusCode::kInvalidArgument, path,
                  absl::StrCat("cannot decode pixel data: ", DicomImage::getString(image->getStatus())));
@@ -368,19 +370,30 @@ absl::StatusOr<DicomImageFile> ReadDicomImage(const std::string& path, const Dic
   const int rows = static_cast<int>(image->getHeight());
   const int cols = static_cast<int>(image->getWidth());
   const unsigned long frames = image->getFrameCount();
-  if (rows <= 0 || cols <= 0 || frames == 0 ||
-      pixels->getCount() < static_cast<unsigned long>(rows) * cols * frames) {
+  if (rows <= 0 || cols <= 0 || frames == 0 || pixels->getCount() < static_cast<unsigned long>(rows) * cols * frames) {
     return Error(absl::StatusCode::kInvalidArgument, path,
                  "Rows x Columns x frames disagrees with the decoded pixel data");
   }
   const void* data = pixels->getData();
   switch (pixels->getRepresentation()) {
-    case EPR_Uint8: CopyFrames<Uint8>(data, rows, cols, frames, slope, intercept, &out.frames); break;
-    case EPR_Sint8: CopyFrames<Sint8>(data, rows, cols, frames, slope, intercept, &out.frames); break;
-    case EPR_Uint16: CopyFrames<Uint16>(data, rows, cols, frames, slope, intercept, &out.frames); break;
-    case EPR_Sint16: CopyFrames<Sint16>(data, rows, cols, frames, slope, intercept, &out.frames); break;
-    case EPR_Uint32: CopyFrames<Uint32>(data, rows, cols, frames, slope, intercept, &out.frames); break;
-    case EPR_Sint32: CopyFrames<Sint32>(data, rows, cols, frames, slope, intercept, &out.frames); break;
+    case EPR_Uint8:
+      CopyFrames<Uint8>(data, rows, cols, frames, slope, intercept, &out.frames);
+      break;
+    case EPR_Sint8:
+      CopyFrames<Sint8>(data, rows, cols, frames, slope, intercept, &out.frames);
+      break;
+    case EPR_Uint16:
+      CopyFrames<Uint16>(data, rows, cols, frames, slope, intercept, &out.frames);
+      break;
+    case EPR_Sint16:
+      CopyFrames<Sint16>(data, rows, cols, frames, slope, intercept, &out.frames);
+      break;
+    case EPR_Uint32:
+      CopyFrames<Uint32>(data, rows, cols, frames, slope, intercept, &out.frames);
+      break;
+    case EPR_Sint32:
+      CopyFrames<Sint32>(data, rows, cols, frames, slope, intercept, &out.frames);
+      break;
     default:
       return Error(absl::StatusCode::kUnimplemented, path, "unsupported internal pixel representation");
   }

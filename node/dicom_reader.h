@@ -62,8 +62,7 @@ struct DicomReadOptions {
 //   InvalidArgument not DICOM, truncated, malformed, pixel data of the wrong size
 //   Unimplemented   valid but unusable: no pixel data ("no image"), JPEG 2000,
 //                   video, colour when color_to_gray is off
-absl::StatusOr<DicomImageFile> ReadDicomImage(const std::string& path,
-                                              const DicomReadOptions& options = {});
+absl::StatusOr<DicomImageFile> ReadDicomImage(const std::string& path, const DicomReadOptions& options = {});
 
 // Registers DCMTK's decoders and silences its logger (problems come back as
 // statuses instead). Idempotent and thread-safe; ReadDicomImage calls it.

@@ -15,12 +15,10 @@ namespace {
 
 class DicomReaderTest : public ::testing::Test {
  protected:
-  void SetUp() override {
-  }
+  void SetUp() override {}
 
   // A 3x4 CT slice with stored values 0..11 and the given rescale.
-  std::string WriteCt(const std::string& name, const char* slope, const char* intercept,
-                      bool with_pixels = true) {
+  std::string WriteCt(const std::string& name, const char* slope, const char* intercept, bool with_pixels = true) {
     DcmFileFormat file;
     DcmDataset* ds = file.getDataset();
     ds->putAndInsertString(DCM_SOPClassUID, UID_CTImageStorage);

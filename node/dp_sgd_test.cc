@@ -2,9 +2,9 @@
 
 #include <gtest/gtest.h>
 
+#include <torch/torch.h>
 #include <algorithm>
 #include <cmath>
-#include <torch/torch.h>
 
 #include "common/model_zoo.h"
 #include "common/model_zoo_torch.h"
@@ -21,7 +21,8 @@ std::vector<torch::Tensor> NaiveClippedSum(ClassifierImpl& model, const torch::T
                                            const std::vector<int64_t>& unit, int64_t units, double clip) {
   std::vector<torch::Tensor> params = model.parameters();
   std::vector<std::vector<torch::Tensor>> per_unit(units);
-  for (auto& v : per_unit) for (auto& p : params) v.push_back(torch::zeros_like(p));
+  for (auto& v : per_unit)
+    for (auto& p : params) v.push_back(torch::zeros_like(p));
   for (int64_t i = 0; i < x.size(0); ++i) {
     torch::Tensor loss = F::cross_entropy(model.forward(x.slice(0, i, i + 1)), y.slice(0, i, i + 1),
                                           F::CrossEntropyFuncOptions().reduction(torch::kSum));
@@ -108,8 +109,8 @@ TEST(DpSgdTest, AUnitWithANonFiniteGradientContributesNothing) {
         keep_units.push_back((*units)[i] < dropped ? (*units)[i] : (*units)[i] - 1);
       }
       const torch::Tensor rows = torch::tensor(keep_rows);
-      std::vector<torch::Tensor> want = NaiveClippedSum(**model, clean.index_select(0, rows), y.index_select(0, rows),
-                                                        keep_units, n - 1, 0.05);
+      std::vector<torch::Tensor> want =
+          NaiveClippedSum(**model, clean.index_select(0, rows), y.index_select(0, rows), keep_units, n - 1, 0.05);
       GradSampler sampler;
       Backward(**model, sampler, x, y);
       auto rng = crypto::SecureRandom::ForTesting(1);

@@ -7,14 +7,14 @@
 #include <random>
 #include <unordered_set>
 
-#include <nlohmann/json.hpp>
 #include <spdlog/spdlog.h>
+#include <nlohmann/json.hpp>
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
-#include "common/model_zoo.h"
 #include "absl/strings/str_join.h"
 #include "absl/time/clock.h"
+#include "common/model_zoo.h"
 #include "common/privacy_accountant.h"
 #include "crypto/secure_noise.h"
 #include "node/local_access.h"
@@ -56,8 +56,8 @@ absl::StatusOr<std::vector<AuditedRound>> LedgerRounds(const NodeConfig& config,
           "to test the current settings",
           clip, config.path, config.privacy.clip_norm));
     }
-    *source = absl::StrCat("the site's privacy ledger (", path, "): ", rounds.size(), " DP-SGD round(s) of federation '",
-                           federation, "'");
+    *source = absl::StrCat("the site's privacy ledger (", path, "): ", rounds.size(),
+                           " DP-SGD round(s) of federation '", federation, "'");
   }
   return rounds;
 }
@@ -67,8 +67,9 @@ absl::StatusOr<std::vector<AuditedRound>> LedgerRounds(const NodeConfig& config,
 absl::StatusOr<EmpiricalAuditResult> RunEmpiricalAudit(const NodeConfig& config, const EmpiricalAuditOptions& o) {
   const PrivacySettings& privacy = config.privacy;
   if (!privacy.enabled) {
-    return absl::FailedPreconditionError(absl::StrCat(
-        config.path, " sets [privacy] enabled = false: the site's updates are not differentially private, so there "
+    return absl::FailedPreconditionError(
+        absl::StrCat(config.path,
+                     " sets [privacy] enabled = false: the site's updates are not differentially private, so there "
                      "is no guarantee to audit"));
   }
   if (o.canaries < 2 || o.canaries > 1000000) return absl::InvalidArgumentError("canaries must be in [2, 1000000]");
@@ -93,7 +94,8 @@ absl::StatusOr<EmpiricalAuditResult> RunEmpiricalAudit(const NodeConfig& config,
       r.model_source = *latest;
     }
   }
-  if (spec.num_classes == 0) spec.num_classes = config.class_names.empty() ? 2 : static_cast<int>(config.class_names.size());
+  if (spec.num_classes == 0)
+    spec.num_classes = config.class_names.empty() ? 2 : static_cast<int>(config.class_names.size());
   r.model = spec;
   // The schedule: as the site ran it, unless given.
   std::vector<AuditedRound> ledger_rounds;
@@ -107,7 +109,8 @@ absl::StatusOr<EmpiricalAuditResult> RunEmpiricalAudit(const NodeConfig& config,
   if (!manifest.ok()) return manifest.status();
   const int64_t parameters = manifest->total_elements();
   if (o.canaries > parameters) {
-    return absl::InvalidArgumentError(absl::StrCat("the model has ", parameters, " parameters: at most that many "
+    return absl::InvalidArgumentError(absl::StrCat("the model has ", parameters,
+                                                   " parameters: at most that many "
                                                    "canaries (one coordinate each)"));
   }
   DatasetSpec data_spec = SiteDataset(config);
@@ -178,11 +181,12 @@ absl::StatusOr<EmpiricalAuditResult> RunEmpiricalAudit(const NodeConfig& config,
   }
   r.epsilon = accountant.GetEpsilon(r.delta).epsilon;
   r.noise_used = o.without_noise ? 0.0 : r.noise_multiplier;
-  spdlog::info("empirical audit: {} {}s + {} canaries ({} in, {:g} C before clipping), {} round(s), {} steps, "
-               "sigma {:.4f}{}, C {:g}{}; settings from {}",
-               r.data_units, r.unit, r.canaries, r.canaries_in, r.canary_norm, r.rounds.size(), r.steps, r.noise_used,
-               o.without_noise ? " (noise switched off)" : "", r.clip_norm,
-               o.without_clipping ? " (clipping switched off)" : "", r.schedule_source);
+  spdlog::info(
+      "empirical audit: {} {}s + {} canaries ({} in, {:g} C before clipping), {} round(s), {} steps, "
+      "sigma {:.4f}{}, C {:g}{}; settings from {}",
+      r.data_units, r.unit, r.canaries, r.canaries_in, r.canary_norm, r.rounds.size(), r.steps, r.noise_used,
+      o.without_noise ? " (noise switched off)" : "", r.clip_norm, o.without_clipping ? " (clipping switched off)" : "",
+      r.schedule_source);
 
   // Round after round from the model the last one left, the canaries'
   // scores adding up.
@@ -296,8 +300,9 @@ std::string FormatEmpiricalAudit(const EmpiricalAuditResult& r) {
                                           "epsilon"),
                         100 * (1 - r.significance));
   if (r.verdict() == EmpiricalAuditResult::Verdict::kPass) {
-    absl::StrAppend(&s, "PASS: the measured leakage is within the accountant's epsilon, and the test could have "
-                        "refuted it (an audit can refute a guarantee, never prove it)\n");
+    absl::StrAppend(&s,
+                    "PASS: the measured leakage is within the accountant's epsilon, and the test could have "
+                    "refuted it (an audit can refute a guarantee, never prove it)\n");
   } else if (r.verdict() == EmpiricalAuditResult::Verdict::kInconclusive) {
     absl::StrAppendFormat(&s,
                           "INCONCLUSIVE: not refuted, but the claim of epsilon %.2f is beyond what %d canaries can "
@@ -315,7 +320,8 @@ std::string FormatEmpiricalAudit(const EmpiricalAuditResult& r) {
 std::string EmpiricalAuditJson(const EmpiricalAuditResult& r) {
   nlohmann::json rounds = nlohmann::json::array();
   for (const AuditedRound& x : r.rounds) {
-    rounds.push_back({{"noise_multiplier", x.noise_multiplier}, {"sampling_rate", x.sampling_rate}, {"steps", x.steps}});
+    rounds.push_back(
+        {{"noise_multiplier", x.noise_multiplier}, {"sampling_rate", x.sampling_rate}, {"steps", x.steps}});
   }
   nlohmann::json j = {{"unit", r.unit},
                       {"settings_from", r.schedule_source},

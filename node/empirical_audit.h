@@ -31,15 +31,15 @@ struct AuditedRound {
 struct EmpiricalAuditOptions {
   // The network. With model_from_flags false the node's newest global model
   // names it (state_dir/models), when there is one; else this.
-  ModelSpec model;           // num_classes 0: from node.toml's class_names, else 2
+  ModelSpec model;  // num_classes 0: from node.toml's class_names, else 2
   bool model_from_flags = false;
   // The schedule. With schedule_from_flags false: the DP-SGD rounds the
   // site ran, each with its σ, q and steps, from its privacy ledger (its
   // latest federation's); when the ledger holds none, the flags below.
   bool schedule_from_flags = false;
-  int64_t batch_size = 64;   // the plan's expected batch
-  double local_epochs = 3;   // the plan's local epochs per round
-  int rounds = 1;            // rounds of training the run stands for
+  int64_t batch_size = 64;  // the plan's expected batch
+  double local_epochs = 3;  // the plan's local epochs per round
+  int rounds = 1;           // rounds of training the run stands for
   double learning_rate = 0.25;
   double momentum = 0.9;
   int canaries = 5000;  // at most the model's parameter count (one coordinate each)
@@ -66,13 +66,13 @@ struct EmpiricalAuditResult {
   int64_t data_units = 0;
   int64_t canaries = 0;
   int64_t canaries_in = 0;
-  double canary_norm = 0;       // in multiples of C
+  double canary_norm = 0;  // in multiples of C
   std::vector<AuditedRound> rounds;
   double noise_multiplier = 0;  // the smallest σ of the rounds
   double noise_used = 0;        // σ the run used (0 without noise)
   bool without_clipping = false;
   double clip_norm = 0;
-  int64_t steps = 0;            // over all rounds
+  int64_t steps = 0;  // over all rounds
   double delta = 0;
   double epsilon = 0;  // the accountant's, for every round's σ, q and steps, at δ
   double significance = 0;
@@ -104,8 +104,7 @@ struct EmpiricalAuditResult {
 // detectable_noise_ratio for a run of `r`'s shape (its audit fields unused).
 double DetectableNoiseRatio(const EmpiricalAuditResult& r);
 
-absl::StatusOr<EmpiricalAuditResult> RunEmpiricalAudit(const NodeConfig& config,
-                                                        const EmpiricalAuditOptions& options);
+absl::StatusOr<EmpiricalAuditResult> RunEmpiricalAudit(const NodeConfig& config, const EmpiricalAuditOptions& options);
 
 // The verdict for people: ε_lower next to ε, what was run, pass or fail.
 std::string FormatEmpiricalAudit(const EmpiricalAuditResult& r);

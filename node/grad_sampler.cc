@@ -120,8 +120,7 @@ absl::Status GradSampler::Accumulate(const Capture& c, std::map<const void*, tor
     case Kind::kLayerNorm: {
       auto* layer = static_cast<torch::nn::LayerNormImpl*>(c.layer);
       const auto& o = layer->options;
-      const torch::Tensor normalized =
-          F::layer_norm(a, F::LayerNormFuncOptions(o.normalized_shape()).eps(o.eps()));
+      const torch::Tensor normalized = F::layer_norm(a, F::LayerNormFuncOptions(o.normalized_shape()).eps(o.eps()));
       // Sum over the dimensions between the batch and the normalised ones.
       std::vector<int64_t> middle;
       const int64_t first_normalized = a.dim() - static_cast<int64_t>(o.normalized_shape().size());
@@ -148,8 +147,7 @@ absl::StatusOr<std::vector<torch::Tensor>> GradSampler::PerSampleGradients(const
 }
 
 torch::Tensor ClipFactors(const torch::Tensor& norms, const torch::Tensor& usable, double clip) {
-  const torch::Tensor scale =
-      std::isinf(clip) ? torch::ones_like(norms) : (clip / (norms + 1e-6)).clamp_max(1.0);
+  const torch::Tensor scale = std::isinf(clip) ? torch::ones_like(norms) : (clip / (norms + 1e-6)).clamp_max(1.0);
   return torch::where(usable, scale, torch::zeros({}, norms.options()));
 }
 
@@ -173,9 +171,7 @@ absl::StatusOr<GradSampler::Clipped> GradSampler::ClippedSum(const torch::nn::Mo
   for (const Capture& c : captures_) {
     if (c.grad_output.defined()) ++uses[c.layer];
   }
-  auto ghost = [&](const Capture& c) {
-    return c.kind == Kind::kLinear && c.input.dim() == 2 && uses[c.layer] == 1;
-  };
+  auto ghost = [&](const Capture& c) { return c.kind == Kind::kLinear && c.input.dim() == 2 && uses[c.layer] == 1; };
   // Materialised per-sample gradients first: a unit is kept only if every
   // value that feeds its gradient is finite. One NaN or Inf (a corrupt image,
   // an overflow) would otherwise pass through clipping (NaN compares false)
@@ -248,7 +244,7 @@ absl::StatusOr<GradSampler::Clipped> GradSampler::ClippedSum(const torch::nn::Mo
   out.nonfinite_units = num_units - unit_ok.sum().item<int64_t>();
   out.unit_norms = torch::where(unit_ok, sq.sqrt(), torch::full({}, INFINITY, sq.options()));
   const torch::Tensor factor = ClipFactors(out.unit_norms, unit_ok, clip).to(torch::kFloat32);  // [U]
-  const torch::Tensor weight = identity ? factor : factor.index_select(0, unit_of_sample);  // [B]
+  const torch::Tensor weight = identity ? factor : factor.index_select(0, unit_of_sample);      // [B]
   std::map<const void*, torch::Tensor> sums;
   for (const auto& [layer, ag] : ghost_inputs) {
     const auto& [a, g] = ag;

@@ -30,10 +30,10 @@ class AllLayersImpl : public ClassifierImpl {
     ln_->weight.uniform_(0.5, 1.5);
   }
   torch::Tensor forward(torch::Tensor x) override {
-    x = torch::tanh(Apply(gn_, Apply(conv_, x)));       // [B, 4, 4, 4]
-    x = x.flatten(2).transpose(1, 2);                    // [B, 16, 4] tokens
-    x = torch::tanh(Apply(token_, Apply(ln_, x)));       // [B, 16, 3]
-    return Apply(fc_, x.flatten(1));                     // [B, 5]
+    x = torch::tanh(Apply(gn_, Apply(conv_, x)));   // [B, 4, 4, 4]
+    x = x.flatten(2).transpose(1, 2);               // [B, 16, 4] tokens
+    x = torch::tanh(Apply(token_, Apply(ln_, x)));  // [B, 16, 3]
+    return Apply(fc_, x.flatten(1));                // [B, 5]
   }
 
  private:

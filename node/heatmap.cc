@@ -25,8 +25,8 @@ RgbImage DrawHeatmap(const std::vector<float>& windowed, int rows, int columns, 
   const int out_rows = std::max(1, static_cast<int>(std::lround(rows * shrink)));
   const int out_columns = std::max(1, static_cast<int>(std::lround(columns * shrink)));
   cv::Mat gray;
-  cv::resize(cv::Mat(rows, columns, CV_32F, const_cast<float*>(windowed.data())), gray,
-             cv::Size(out_columns, out_rows), 0, 0, shrink > 1 ? cv::INTER_LINEAR : cv::INTER_AREA);
+  cv::resize(cv::Mat(rows, columns, CV_32F, const_cast<float*>(windowed.data())), gray, cv::Size(out_columns, out_rows),
+             0, 0, shrink > 1 ? cv::INTER_LINEAR : cv::INTER_AREA);
 
   // Output pixel centre (x + 0.5) / shrink in the frame lands at
   // frame * scale + offset in the model's input; warpAffine with
@@ -62,8 +62,7 @@ RgbImage DrawHeatmap(const std::vector<float>& windowed, int rows, int columns, 
     const cv::Size text = cv::getTextSize(caption, cv::FONT_HERSHEY_SIMPLEX, font, thickness, &baseline);
     const cv::Point at(4, 4 + text.height);
     cv::putText(out, caption, at, cv::FONT_HERSHEY_SIMPLEX, font, cv::Scalar(0, 0, 0), thickness + 2, cv::LINE_AA);
-    cv::putText(out, caption, at, cv::FONT_HERSHEY_SIMPLEX, font, cv::Scalar(255, 255, 255), thickness,
-                cv::LINE_AA);
+    cv::putText(out, caption, at, cv::FONT_HERSHEY_SIMPLEX, font, cv::Scalar(255, 255, 255), thickness, cv::LINE_AA);
   }
   RgbImage image;
   image.rows = out_rows;
@@ -116,7 +115,8 @@ absl::Status WriteSecondaryCapture(const RgbImage& image, const SecondaryCapture
   const std::string time = absl::FormatTime("%H%M%S", now, absl::LocalTimeZone());
   auto put = [ds](const DcmTagKey& tag, const std::string& value) { ds->putAndInsertString(tag, value.c_str()); };
   put(DCM_StudyInstanceUID, study_uid);
-  put(DCM_SeriesInstanceUID, crypto::UidFromKey(absl::StrCat("fedrad/gradcam-series/", c.model_sha256, "/", study_uid)));
+  put(DCM_SeriesInstanceUID,
+      crypto::UidFromKey(absl::StrCat("fedrad/gradcam-series/", c.model_sha256, "/", study_uid)));
   put(DCM_SOPClassUID, UID_SecondaryCaptureImageStorage);
   put(DCM_SOPInstanceUID,
       crypto::UidFromKey(absl::StrCat("fedrad/gradcam/", c.model_sha256, "/", source_uid, "/", c.frame)));

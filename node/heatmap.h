@@ -46,8 +46,7 @@ struct SecondaryCapture {
 // frame) in its Source Image Sequence, so the site's viewer shows it next to
 // the study. UIDs derive from (model, source image, frame): running predict
 // again replaces the same instances instead of adding copies.
-absl::Status WriteSecondaryCapture(const RgbImage& image, const SecondaryCapture& capture,
-                                   const std::string& out_path);
+absl::Status WriteSecondaryCapture(const RgbImage& image, const SecondaryCapture& capture, const std::string& out_path);
 
 }  // namespace fedrad::node
 

@@ -93,9 +93,9 @@ LoadedImage Decode(const std::string& path, const PreprocessSettings& settings) 
     out.status = file.status();
     return out;
   }
-  out.facts = {file->patient_id,  file->issuer_of_patient_id, file->study_instance_uid,
-               file->sop_instance_uid, file->modality,          file->transfer_syntax_name,
-               file->photometric, file->rows,                  file->columns};
+  out.facts = {file->patient_id, file->issuer_of_patient_id, file->study_instance_uid, file->sop_instance_uid,
+               file->modality,   file->transfer_syntax_name, file->photometric,        file->rows,
+               file->columns};
   for (const ModalityFrame& frame : file->frames) {
     out.frames.push_back({frame.index, PreprocessFrame(frame, *file, settings)});
   }
@@ -110,8 +110,8 @@ ImageLoader::ImageLoader(std::vector<std::string> paths, PreprocessSettings sett
       options_(std::move(options)),
       pipeline_sha256_(PipelineSha256(settings_)) {
   if (!options_.cache_dir.empty()) (void)EnsureDirectory(options_.cache_dir);
-  int threads = options_.threads > 0 ? options_.threads
-                                     : static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
+  int threads =
+      options_.threads > 0 ? options_.threads : static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
   threads = std::min<int>(threads, static_cast<int>(std::max<size_t>(1, paths_.size())));
   for (int i = 0; i < threads; ++i) workers_.emplace_back([this] { Work(); });
 }
@@ -146,8 +146,8 @@ LoadedImage ImageLoader::Prepare(size_t item) {
     return out;
   }
   const std::string content_sha = crypto::Sha256Hex(*bytes);
-  const std::string entry = absl::StrCat(options_.cache_dir, "/", pipeline_sha256_.substr(0, 16), "-",
-                                         content_sha, ".frc");
+  const std::string entry =
+      absl::StrCat(options_.cache_dir, "/", pipeline_sha256_.substr(0, 16), "-", content_sha, ".frc");
   const size_t per = static_cast<size_t>(settings_.output_size) * settings_.output_size;
   if (absl::StatusOr<std::string> cached = ReadFile(entry, kMaxDicomBytes); cached.ok()) {
     if (std::optional<LoadedImage> hit = DecodeCacheEntry(*cached, per)) {

@@ -36,15 +36,15 @@ struct PreparedFrame {
 };
 
 struct LoadedImage {
-  size_t item = 0;          // position in the list given to the loader
-  absl::Status status;      // not OK: skipped, with the reason
+  size_t item = 0;      // position in the list given to the loader
+  absl::Status status;  // not OK: skipped, with the reason
   DicomFacts facts;
   std::vector<PreparedFrame> frames;
   bool from_cache = false;
 };
 
 struct LoaderOptions {
-  int threads = 0;            // 0: one per core
+  int threads = 0;             // 0: one per core
   size_t queue_capacity = 64;  // decoded images waiting for the consumer
   // Folder for cached preprocessed tensors; empty disables the cache.
   std::string cache_dir;
@@ -78,8 +78,8 @@ class ImageLoader {
   const LoaderOptions options_;
   const std::string pipeline_sha256_;
   std::mutex mu_;
-  std::condition_variable ready_;   // a result was queued
-  std::condition_variable space_;   // the queue has room
+  std::condition_variable ready_;  // a result was queued
+  std::condition_variable space_;  // the queue has room
   std::deque<LoadedImage> queue_;
   size_t next_item_ = 0;  // guarded by mu_
   size_t handed_out_ = 0;

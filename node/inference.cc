@@ -40,8 +40,8 @@ class TorchPredictor : public Predictor {
     if (n == 0) return out;
     try {
       const int64_t size = spec_.input_size;
-      torch::Tensor x = torch::from_blob(const_cast<float*>(pixels), {n, spec_.in_channels, size, size},
-                                         torch::kFloat32);
+      torch::Tensor x =
+          torch::from_blob(const_cast<float*>(pixels), {n, spec_.in_channels, size, size}, torch::kFloat32);
       if (!heatmaps) {
         torch::NoGradGuard no_grad;
         Append(torch::softmax(model_->forward(x), 1), &out.probabilities);
@@ -66,11 +66,10 @@ class TorchPredictor : public Predictor {
       const torch::Tensor a = tap.activations().detach();
       const torch::Tensor weights = tap.activations().grad().mean({2, 3}, /*keepdim=*/true);
       torch::Tensor cam = torch::relu((weights * a).sum(1, /*keepdim=*/true));
-      cam = torch::nn::functional::interpolate(
-          cam, torch::nn::functional::InterpolateFuncOptions()
-                   .size(std::vector<int64_t>{size, size})
-                   .mode(torch::kBilinear)
-                   .align_corners(false));
+      cam = torch::nn::functional::interpolate(cam, torch::nn::functional::InterpolateFuncOptions()
+                                                        .size(std::vector<int64_t>{size, size})
+                                                        .mode(torch::kBilinear)
+                                                        .align_corners(false));
       const torch::Tensor peak = cam.amax({1, 2, 3}, /*keepdim=*/true);
       cam = torch::where(peak > 0, cam / peak.clamp_min(1e-30), torch::zeros_like(cam));
       Append(cam, &out.heatmaps);

@@ -61,8 +61,8 @@ absl::Status ExportRaw(const DatasetSpec& spec, const ImageSet& set, const std::
     absl::StatusOr<DicomImageFile> file = ReadDicomImage((fs::path(spec.data_dir) / last).string(), options);
     if (!file.ok()) return file.status();
     for (const ModalityFrame& frame : file->frames) {
-      s = WriteNpy(absl::StrCat(dir, "/", ExportName(last, frame.index), ".npy"), frame.values.data(),
-                   frame.rows, frame.columns);
+      s = WriteNpy(absl::StrCat(dir, "/", ExportName(last, frame.index), ".npy"), frame.values.data(), frame.rows,
+                   frame.columns);
       if (!s.ok()) return s;
     }
   }
@@ -97,9 +97,10 @@ absl::Status Inspect(const InspectOptions& options, std::ostream& out) {
   int skipped = 0;
   for (const auto& [reason, n] : r.skipped) skipped += n;
   out << "fedrad inspect: " << options.dataset.data_dir << "\n";
-  out << absl::StrFormat("files        %d under the folder (not .csv): %d loaded (%d from the cache), "
-                         "%d no image, %d unreadable\n",
-                         r.files_seen, r.files_loaded, r.from_cache, r.no_image, skipped);
+  out << absl::StrFormat(
+      "files        %d under the folder (not .csv): %d loaded (%d from the cache), "
+      "%d no image, %d unreadable\n",
+      r.files_seen, r.files_loaded, r.from_cache, r.no_image, skipped);
   for (const auto& [reason, n] : r.skipped) out << absl::StrFormat("  skipped %4d  %s\n", n, reason);
   if (r.no_image > 0) {
     out << absl::StrFormat("  no image %3d  DICOM objects without pixel data (reports, plans, DICOMDIR...)\n",
@@ -110,10 +111,10 @@ absl::Status Inspect(const InspectOptions& options, std::ostream& out) {
   out << absl::StrFormat("patients     %d (privacy units: %s)\n", r.patients,
                          options.dataset.require_patient_key ? "patients; files without a patient key are refused"
                                                              : "patients; a file without a patient key is its own");
-  out << absl::StrFormat("patient keys %d file(s) without one; %d of %d stud(ies) span several keys; the largest "
-                         "key has %d image(s)\n",
-                         r.files_without_patient_key, r.studies_with_several_patients, r.studies,
-                         r.largest_patient_images);
+  out << absl::StrFormat(
+      "patient keys %d file(s) without one; %d of %d stud(ies) span several keys; the largest "
+      "key has %d image(s)\n",
+      r.files_without_patient_key, r.studies_with_several_patients, r.studies, r.largest_patient_images);
   for (const std::string& w : PatientKeyWarnings(r, options.dataset.require_patient_key)) {
     out << "  WARNING: " << w << "\n";
   }

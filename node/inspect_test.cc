@@ -33,7 +33,8 @@ TEST(InspectTest, ReportsCountsPreviewsAndRawExports) {
   multi.sop_instance_uid = "2.25.77";
   ASSERT_TRUE(testing::WriteTestImage(multi, (dir / "data/patient-7/b.dcm").string()));
   std::ofstream((dir / "data/broken.dcm").string()) << "not dicom";
-  std::ofstream((dir / "data/labels.csv").string()) << "path,label\na.dcm,0\npatient-7/b.dcm,1\nbroken.dcm,1\ngone.dcm,0\n";
+  std::ofstream((dir / "data/labels.csv").string())
+      << "path,label\na.dcm,0\npatient-7/b.dcm,1\nbroken.dcm,1\ngone.dcm,0\n";
 
   InspectOptions options;
   options.dataset.data_dir = (dir / "data").string();

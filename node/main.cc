@@ -1,6 +1,6 @@
 // fedrad-node: a hospital's node in a fedrad federation.
-#include <CLI/CLI.hpp>
 #include <spdlog/spdlog.h>
+#include <CLI/CLI.hpp>
 
 #include <fcntl.h>
 #include <signal.h>
@@ -16,11 +16,11 @@
 #include "node/empirical_audit_command.h"
 #include "node/inspect.h"
 #include "node/local_access.h"
-#include "node/train_local.h"
 #include "node/node_config.h"
 #include "node/node_runtime.h"
 #include "node/predict.h"
 #include "node/privacy_report.h"
+#include "node/train_local.h"
 #include "node/trainer.h"
 
 namespace {
@@ -48,8 +48,9 @@ int Fail(const absl::Status& s, int code) {
 }  // namespace
 
 int main(int argc, char** argv) {
-  CLI::App app{"fedrad-node: trains the federation's model on this site's DICOM data; only DP-protected "
-               "model updates and aggregate figures leave the site"};
+  CLI::App app{
+      "fedrad-node: trains the federation's model on this site's DICOM data; only DP-protected "
+      "model updates and aggregate figures leave the site"};
   app.require_subcommand(1);
   bool verbose = false;
   app.add_flag("-v,--verbose", verbose, "More log output");
@@ -59,9 +60,10 @@ int main(int argc, char** argv) {
   CLI::App* check = app.add_subcommand(
       "check", "Check the config, then connect once: is the coordinator reachable and does it accept this site?");
   check->add_option("-c,--config", config_path, "Node config (TOML)")->capture_default_str();
-  CLI::App* privacy = app.add_subcommand(
-      "privacy", "The privacy officer's view of this site's ledger (state_dir/node.db): epsilon spent, epsilon "
-                 "left, rounds left at the current settings, and every charge. Reads no images.");
+  CLI::App* privacy =
+      app.add_subcommand("privacy",
+                         "The privacy officer's view of this site's ledger (state_dir/node.db): epsilon spent, epsilon "
+                         "left, rounds left at the current settings, and every charge. Reads no images.");
   privacy->add_option("-c,--config", config_path, "Node config (TOML)")->capture_default_str();
   bool privacy_all = false;
   privacy->add_flag("--charges", privacy_all, "Also list every charge in the ledger");
@@ -77,7 +79,8 @@ int main(int argc, char** argv) {
   inspect->add_option("--data", data_dir, "DICOM folder (instead of --config)");
   inspect->add_option("--labels", labels_csv, "labels.csv (instead of --config; default DATA/labels.csv)");
   inspect->add_option("--size", size, "Model input size (rows = columns) for the pipeline")
-      ->capture_default_str()->check(CLI::Range(16, 1024));
+      ->capture_default_str()
+      ->check(CLI::Range(16, 1024));
   inspect->add_option("--classes", classes, "Number of classes (default: any integer label)");
   inspect->add_option("--preview", inspect_options.preview_dir,
                       "Write a PNG of exactly what the model sees for each image/frame into this folder");
@@ -88,12 +91,13 @@ int main(int argc, char** argv) {
   // train-local: the central baseline, the same trainer and DP without a coordinator.
   std::string tl_data, tl_labels, tl_test_data, tl_test_labels, tl_arch = "ctnet", tl_unit = "patient", tl_save;
   int tl_size = 64, tl_classes = 2, tl_epochs = 5, tl_batch = 64, tl_threads = 0;
-  double tl_lr = 0.05, tl_momentum = 0.9, tl_center = 40, tl_width = 400, tl_clip = 1.0, tl_noise = -1,
-         tl_epsilon = -1, tl_delta = 1e-5;
+  double tl_lr = 0.05, tl_momentum = 0.9, tl_center = 40, tl_width = 400, tl_clip = 1.0, tl_noise = -1, tl_epsilon = -1,
+         tl_delta = 1e-5;
   bool tl_dp = false;
-  CLI::App* train_local = app.add_subcommand(
-      "train-local", "Train on this site's data alone (the central baseline): the node's trainer and DP-SGD, no "
-                     "coordinator, nothing sent anywhere");
+  CLI::App* train_local =
+      app.add_subcommand("train-local",
+                         "Train on this site's data alone (the central baseline): the node's trainer and DP-SGD, no "
+                         "coordinator, nothing sent anywhere");
   std::string tl_config;
   train_local->add_option("-c,--config", tl_config,
                           "Node config (TOML): its [data], [preprocess] and [privacy] (DP on unless disabled there; "
@@ -104,22 +108,32 @@ int main(int argc, char** argv) {
   train_local->add_option("--test-labels", tl_test_labels, "Its labels.csv (default TEST_DATA/labels.csv)");
   train_local->add_option("--model", tl_arch, "Model zoo architecture")->capture_default_str();
   train_local->add_option("--size", tl_size, "Input size")->capture_default_str()->check(CLI::Range(16, 1024));
-  train_local->add_option("--classes", tl_classes, "Number of classes")->capture_default_str()->check(CLI::Range(2, 100000));
+  train_local->add_option("--classes", tl_classes, "Number of classes")
+      ->capture_default_str()
+      ->check(CLI::Range(2, 100000));
   train_local->add_option("--epochs", tl_epochs, "Epochs (under DP: steps = epochs / sampling rate)")
-      ->capture_default_str()->check(CLI::Range(1, 100000));
+      ->capture_default_str()
+      ->check(CLI::Range(1, 100000));
   train_local->add_option("--batch", tl_batch, "Batch size (under DP: the expected batch)")
-      ->capture_default_str()->check(CLI::Range(1, 1 << 20));
+      ->capture_default_str()
+      ->check(CLI::Range(1, 1 << 20));
   train_local->add_option("--lr", tl_lr, "Learning rate")->capture_default_str()->check(CLI::Range(1e-8, 100.0));
-  train_local->add_option("--momentum", tl_momentum, "SGD momentum")->capture_default_str()->check(CLI::Range(0.0, 0.999));
+  train_local->add_option("--momentum", tl_momentum, "SGD momentum")
+      ->capture_default_str()
+      ->check(CLI::Range(0.0, 0.999));
   train_local->add_option("--window-center", tl_center, "Window center")->capture_default_str();
-  train_local->add_option("--window-width", tl_width, "Window width")->capture_default_str()->check(CLI::PositiveNumber);
+  train_local->add_option("--window-width", tl_width, "Window width")
+      ->capture_default_str()
+      ->check(CLI::PositiveNumber);
   train_local->add_flag("--dp", tl_dp, "Train with DP-SGD");
   train_local->add_option("--clip", tl_clip, "DP: clipping norm C")->capture_default_str()->check(CLI::PositiveNumber);
-  train_local->add_option("--noise", tl_noise, "DP: noise multiplier sigma (or give --epsilon)")->check(CLI::NonNegativeNumber);
+  train_local->add_option("--noise", tl_noise, "DP: noise multiplier sigma (or give --epsilon)")
+      ->check(CLI::NonNegativeNumber);
   train_local->add_option("--epsilon", tl_epsilon, "DP: target epsilon; sigma is the smallest that meets it")
       ->check(CLI::PositiveNumber);
   train_local->add_option("--delta", tl_delta, "DP: delta")->capture_default_str()->check(CLI::Range(1e-300, 0.999));
-  train_local->add_option("--unit", tl_unit, "DP: privacy unit, patient or image")->capture_default_str()
+  train_local->add_option("--unit", tl_unit, "DP: privacy unit, patient or image")
+      ->capture_default_str()
       ->check(CLI::IsMember({"patient", "image"}));
   train_local->add_option("--threads", tl_threads, "LibTorch threads (0: all cores)")->check(CLI::Range(0, 1024));
   train_local->add_option("--save", tl_save, "Write the trained model here (.safetensors)");
@@ -128,10 +142,11 @@ int main(int argc, char** argv) {
   int ev_size = 64, ev_classes = 2, ev_bootstrap = 1000;
   bool ev_json = false;
   double ev_center = 40, ev_width = 400;
-  CLI::App* evaluate = app.add_subcommand(
-      "evaluate", "How well a saved model (.safetensors) does on a labelled DICOM folder: accuracy, balanced "
-                  "accuracy, per-class precision/recall/F1, sensitivity/specificity, ROC AUC, calibration, with "
-                  "bootstrap 95% intervals; local only");
+  CLI::App* evaluate =
+      app.add_subcommand("evaluate",
+                         "How well a saved model (.safetensors) does on a labelled DICOM folder: accuracy, balanced "
+                         "accuracy, per-class precision/recall/F1, sensitivity/specificity, ROC AUC, calibration, with "
+                         "bootstrap 95% intervals; local only");
   evaluate->add_option("--model", ev_model, "Model file (.safetensors with an 'architecture' entry)")->required();
   evaluate->add_option("-c,--config", ev_config,
                        "Node config (TOML): evaluate on the site's validation split (its [data], [preprocess] "
@@ -139,14 +154,18 @@ int main(int argc, char** argv) {
   evaluate->add_option("--data", ev_data, "Labelled DICOM folder (all of it)");
   evaluate->add_option("--labels", ev_labels, "labels.csv (default DATA/labels.csv)");
   evaluate->add_option("--size", ev_size, "Input size, if the model file does not name it")
-      ->capture_default_str()->check(CLI::Range(16, 1024));
+      ->capture_default_str()
+      ->check(CLI::Range(16, 1024));
   evaluate->add_option("--classes", ev_classes, "Number of classes, if the model file does not name them")
-      ->capture_default_str()->check(CLI::Range(2, 100000));
+      ->capture_default_str()
+      ->check(CLI::Range(2, 100000));
   evaluate->add_option("--window-center", ev_center, "Window center (without --config)")->capture_default_str();
   evaluate->add_option("--window-width", ev_width, "Window width (without --config)")
-      ->capture_default_str()->check(CLI::PositiveNumber);
+      ->capture_default_str()
+      ->check(CLI::PositiveNumber);
   evaluate->add_option("--bootstrap", ev_bootstrap, "Bootstrap resamples for the 95% intervals")
-      ->capture_default_str()->check(CLI::Range(2, 100000));
+      ->capture_default_str()
+      ->check(CLI::Range(2, 100000));
   evaluate->add_flag("--json", ev_json, "Print the figures as JSON");
   fedrad::node::PredictOptions pr;
   std::string pr_config = "node.toml";
@@ -158,16 +177,18 @@ int main(int argc, char** argv) {
       "Secondary Capture for the site's viewer). Local only: opens no network connection.");
   predict->add_option("-c,--config", pr_config, "Node config (TOML): its [preprocess] and class names")
       ->capture_default_str();
-  predict->add_option("--model", pr.model_path,
-                      "Model file (.safetensors), or 'latest': the newest global model this node received")
+  predict
+      ->add_option("--model", pr.model_path,
+                   "Model file (.safetensors), or 'latest': the newest global model this node received")
       ->capture_default_str();
   predict->add_option("--input", pr.input, "A DICOM file, or a folder (searched recursively)")->required();
   predict->add_option("--out", pr.out_csv, "Predictions CSV to write")->required();
   predict->add_option("--heatmaps", pr.heatmap_dir, "Write a Grad-CAM overlay PNG per image/frame into this folder");
   predict->add_flag("--dicom-overlays", pr.dicom_overlays,
                     "With --heatmaps: also write each overlay as a DICOM Secondary Capture in the source's study");
-  predict->add_option("--batch", pr.batch, "Images per forward pass")->capture_default_str()->check(
-      CLI::Range(1, 4096));
+  predict->add_option("--batch", pr.batch, "Images per forward pass")
+      ->capture_default_str()
+      ->check(CLI::Range(1, 4096));
 
   CLI::App* audit = app.add_subcommand("audit", "Audits of this site's privacy that run here, on its own data");
   audit->require_subcommand(1);
@@ -208,7 +229,7 @@ int main(int argc, char** argv) {
     // still no connection). A broken kit does not stop a clinician's run.
     absl::StatusOr<fedrad::node::NodeConfig> kit = fedrad::node::LoadNodeConfig(pr_config);
     absl::Status recorded = kit.ok() ? fedrad::node::RecordLocalDataAccess(*kit, "predict", r->images, r->patients,
-                                                                            r->sop_instance_uids_sha256)
+                                                                           r->sop_instance_uids_sha256)
                                      : kit.status();
     if (!recorded.ok()) {
       std::cerr << "warning: this run is not in the site's audit ledger: " << recorded.message() << "\n";
@@ -252,8 +273,7 @@ int main(int argc, char** argv) {
     if (!e.ok()) return Fail(e.status(), 1);
     absl::StatusOr<fedrad::Metrics> metrics = fedrad::ComputeMetrics(e->scores);
     if (!metrics.ok()) return Fail(metrics.status(), 1);
-    absl::StatusOr<std::map<std::string, fedrad::Interval>> ci =
-        fedrad::BootstrapIntervals(e->scores, ev_bootstrap);
+    absl::StatusOr<std::map<std::string, fedrad::Interval>> ci = fedrad::BootstrapIntervals(e->scores, ev_bootstrap);
     if (!ci.ok()) return Fail(ci.status(), 1);
     if (ev_json) {
       std::cout << fedrad::MetricsJson(*metrics, *ci) << "\n";
@@ -335,7 +355,7 @@ int main(int argc, char** argv) {
       return 2;
     }
     spec.preprocess.output_size = size;
-    spec.num_classes = classes > 0 ? classes
+    spec.num_classes = classes > 0                 ? classes
                        : !spec.class_names.empty() ? static_cast<int>(spec.class_names.size())
                                                    : 1 << 20;
     absl::Status s = fedrad::node::Inspect(inspect_options, std::cout);
@@ -350,8 +370,7 @@ int main(int argc, char** argv) {
     if (!s.ok()) return Fail(s, 1);
     return 0;
   }
-  absl::StatusOr<std::unique_ptr<fedrad::node::NodeRuntime>> runtime =
-      fedrad::node::NodeRuntime::Create(*config);
+  absl::StatusOr<std::unique_ptr<fedrad::node::NodeRuntime>> runtime = fedrad::node::NodeRuntime::Create(*config);
   if (!runtime.ok()) return Fail(runtime.status(), 1);
   if (*check) {
     absl::StatusOr<fedrad::node::JoinedPlan> plan = (*runtime)->Check();
@@ -361,8 +380,9 @@ int main(int argc, char** argv) {
     return 0;
   }
   if (fedrad::kBenchFloor) {
-    spdlog::warn("this fedrad-node is a benchmark-floor build (FEDRAD_BENCH_FLOOR): it does not check the models it "
-                 "is sent. Never use it for a federation");
+    spdlog::warn(
+        "this fedrad-node is a benchmark-floor build (FEDRAD_BENCH_FLOOR): it does not check the models it "
+        "is sent. Never use it for a federation");
   }
   spdlog::info("site {}: connecting to {}", config->tls.common_name, config->coordinator_address);
   // SIGINT and SIGTERM reach a handler on whichever thread they land on
@@ -377,10 +397,11 @@ int main(int argc, char** argv) {
   std::thread signal_thread([&] {
     char sig = 0;
     if (::read(g_signal_pipe[0], &sig, 1) != 1 || sig == 0) return;  // 0: woken by main to exit
-    spdlog::warn("received signal {}; stopping: training stops at its next step (its charge stands), a trained "
-                 "update stays kept and is sent when the coordinator asks again after a restart. A second signal "
-                 "exits at once",
-                 static_cast<int>(sig));
+    spdlog::warn(
+        "received signal {}; stopping: training stops at its next step (its charge stands), a trained "
+        "update stays kept and is sent when the coordinator asks again after a restart. A second signal "
+        "exits at once",
+        static_cast<int>(sig));
     (*runtime)->RequestStop();
   });
   absl::Status s = (*runtime)->Run();

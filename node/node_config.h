@@ -54,8 +54,7 @@ enum class NodeConfigUse {
 // Loads node.toml and the files it names. Errors name the file and field:
 // missing files, wrong types, unknown fields, a key that does not match the
 // certificate, a certificate not issued by the CA in the kit.
-absl::StatusOr<NodeConfig> LoadNodeConfig(const std::string& path,
-                                          NodeConfigUse use = NodeConfigUse::kFederation);
+absl::StatusOr<NodeConfig> LoadNodeConfig(const std::string& path, NodeConfigUse use = NodeConfigUse::kFederation);
 
 // The site's labelled images as node.toml describes them: folder, labels,
 // class names, preprocessing, loader threads and cache. The caller sets the

@@ -38,8 +38,7 @@ int64_t NowMs() { return absl::ToUnixMillis(absl::Now()); }
 
 absl::Status FromGrpc(const grpc::Status& s, absl::string_view what) {
   if (s.ok()) return absl::OkStatus();
-  return absl::Status(static_cast<absl::StatusCode>(s.error_code()),
-                      absl::StrCat(what, ": ", s.error_message()));
+  return absl::Status(static_cast<absl::StatusCode>(s.error_code()), absl::StrCat(what, ": ", s.error_message()));
 }
 
 std::chrono::system_clock::time_point Deadline(int64_t unix_ms) {
@@ -77,8 +76,11 @@ uint64_t MaxModelBytes(const Manifest& m) { return m.total_bytes() + (uint64_t{1
 std::string ConfigFacts(const NodeConfig& config) {
   absl::StatusOr<std::string> file = ReadFile(config.path, 1 << 20);
   const PrivacySettings& p = config.privacy;
-  nlohmann::json privacy = {{"enabled", p.enabled},      {"unit", p.unit()},   {"clip_norm", p.clip_norm},
-                            {"delta", p.delta},          {"epsilon_max", p.epsilon_max}};
+  nlohmann::json privacy = {{"enabled", p.enabled},
+                            {"unit", p.unit()},
+                            {"clip_norm", p.clip_norm},
+                            {"delta", p.delta},
+                            {"epsilon_max", p.epsilon_max}};
   if (p.noise_multiplier > 0) privacy["noise_multiplier"] = p.noise_multiplier;
   if (p.target_epsilon > 0) privacy["target_epsilon"] = p.target_epsilon;
   nlohmann::json facts = {{"file", config.path},
@@ -117,8 +119,8 @@ absl::StatusOr<std::unique_ptr<NodeRuntime>> NodeRuntime::Create(const NodeConfi
     // Parallel composition of the two parts holds only while each patient
     // stays on its side of the split: with evaluation charges in the
     // ledger, the split's settings may not change.
-    const bool evaluated = std::any_of(ledger->begin(), ledger->end(),
-                                       [](const PrivacyCharge& c) { return c.kind == "evaluation"; });
+    const bool evaluated =
+        std::any_of(ledger->begin(), ledger->end(), [](const PrivacyCharge& c) { return c.kind == "evaluation"; });
     absl::StatusOr<std::string> last = (*store)->LastConfig();
     if (!last.ok()) return last.status();
     const nlohmann::json before = nlohmann::json::parse(*last, nullptr, false);
@@ -126,10 +128,12 @@ absl::StatusOr<std::unique_ptr<NodeRuntime>> NodeRuntime::Create(const NodeConfi
         (before.value("validation_fraction", -1.0) != config.validation_fraction ||
          before.value("split_seed", uint64_t{0}) != config.split_seed)) {
       return absl::FailedPreconditionError(absl::StrCat(
-          config.path, " changes [data] validation_fraction or split_seed, but this node's ledger holds evaluation "
+          config.path,
+          " changes [data] validation_fraction or split_seed, but this node's ledger holds evaluation "
           "releases: a patient moved across the split would have both parts' epsilon, which the node no longer "
-          "bounds. Set them back (", before.value("validation_fraction", -1.0), ", ",
-          before.value("split_seed", uint64_t{0}), "), or start a new state_dir, and with it a new budget, with your "
+          "bounds. Set them back (",
+          before.value("validation_fraction", -1.0), ", ", before.value("split_seed", uint64_t{0}),
+          "), or start a new state_dir, and with it a new budget, with your "
           "privacy officer's agreement"));
     }
   }
@@ -176,9 +180,9 @@ absl::StatusOr<JoinedPlan> NodeRuntime::Hello() {
     }
   }
   if (coordinator_pem.empty()) {
-    return absl::FailedPreconditionError(absl::StrCat(
-        "the coordinator at ", config_.coordinator_address,
-        " presented no certificate this node can check model signatures with"));
+    return absl::FailedPreconditionError(
+        absl::StrCat("the coordinator at ", config_.coordinator_address,
+                     " presented no certificate this node can check model signatures with"));
   }
   JoinedPlan p;
   p.federation = reply.federation();
@@ -192,20 +196,20 @@ absl::StatusOr<JoinedPlan> NodeRuntime::Hello() {
   p.rounds = static_cast<int>(reply.rounds());
   p.chunk_bytes = reply.chunk_bytes();
   if (!v1::WireDtype_IsValid(reply.update_dtype())) {
-    return absl::FailedPreconditionError(absl::StrCat("the plan's update dtype ", reply.update_dtype(),
-                                                      " is unknown to this node; update fedrad"));
+    return absl::FailedPreconditionError(
+        absl::StrCat("the plan's update dtype ", reply.update_dtype(), " is unknown to this node; update fedrad"));
   }
   p.update_dtype = static_cast<WireDtype>(reply.update_dtype());
   // 0: a coordinator from before min_report; suppress below the default.
   p.min_report = reply.min_report() > 0 ? static_cast<int>(std::min<uint32_t>(reply.min_report(), 1000000)) : 10;
   if (reply.require_dp() && !config_.privacy.enabled) {
-    return absl::FailedPreconditionError(absl::StrCat(
-        "federation '", p.federation, "' accepts only differentially private updates, and ", config_.path,
-        " sets [privacy] enabled = false"));
+    return absl::FailedPreconditionError(absl::StrCat("federation '", p.federation,
+                                                      "' accepts only differentially private updates, and ",
+                                                      config_.path, " sets [privacy] enabled = false"));
   }
   if (p.site != config_.tls.common_name) {
-    return absl::FailedPreconditionError(absl::StrCat(
-        "the coordinator sees this node as '", p.site, "' but its certificate says '", config_.tls.common_name, "'"));
+    return absl::FailedPreconditionError(absl::StrCat("the coordinator sees this node as '", p.site,
+                                                      "' but its certificate says '", config_.tls.common_name, "'"));
   }
   absl::Status spec = CheckModelSpec(p.model);
   if (!spec.ok()) {
@@ -217,12 +221,11 @@ absl::StatusOr<JoinedPlan> NodeRuntime::Hello() {
   absl::StatusOr<Manifest> manifest = ModelManifest(p.model);
   if (!manifest.ok()) return manifest.status();
   if (manifest->Sha256() != p.manifest_sha256) {
-    return absl::FailedPreconditionError(absl::StrCat(
-        "this node's '", p.model.architecture, "' has manifest ", manifest->Sha256().substr(0, 12),
-        " but the coordinator's has ", p.manifest_sha256.substr(0, 12), "; update fedrad on one side"));
+    return absl::FailedPreconditionError(absl::StrCat("this node's '", p.model.architecture, "' has manifest ",
+                                                      manifest->Sha256().substr(0, 12), " but the coordinator's has ",
+                                                      p.manifest_sha256.substr(0, 12), "; update fedrad on one side"));
   }
-  if (plan_ && (plan_->model.architecture != p.model.architecture ||
-                plan_->model.input_size != p.model.input_size ||
+  if (plan_ && (plan_->model.architecture != p.model.architecture || plan_->model.input_size != p.model.input_size ||
                 plan_->model.num_classes != p.model.num_classes)) {
     return absl::FailedPreconditionError("the federation's model changed while this node was running; restart it");
   }
@@ -287,8 +290,8 @@ absl::Status NodeRuntime::PrepareData(const JoinedPlan& plan) {
   if (split.train.count() == 0) {
     return absl::FailedPreconditionError(absl::StrCat("no readable labelled images in ", config_.dicom_dir));
   }
-  absl::Status s = store_->RecordDataAccess("load", 0, images->count(), report.patients,
-                                            SopInstanceUidsSha256(*images), NowMs());
+  absl::Status s =
+      store_->RecordDataAccess("load", 0, images->count(), report.patients, SopInstanceUidsSha256(*images), NowMs());
   if (!s.ok()) return s;
   train_uids_sha256_ = SopInstanceUidsSha256(split.train);
   validation_uids_sha256_ = SopInstanceUidsSha256(split.validation);
@@ -300,8 +303,9 @@ absl::Status NodeRuntime::StartUp() {
   if (started_) return absl::OkStatus();
   started_ = true;
   if (config_.trainer == "noop") {
-    spdlog::warn("[node] trainer = \"noop\": this node reads no data and sends the model back nearly unchanged "
-                 "(for measuring round overhead only)");
+    spdlog::warn(
+        "[node] trainer = \"noop\": this node reads no data and sends the model back nearly unchanged "
+        "(for measuring round overhead only)");
     return absl::OkStatus();
   }
   if (!config_.privacy.enabled) {
@@ -311,10 +315,11 @@ absl::Status NodeRuntime::StartUp() {
   absl::StatusOr<std::vector<PrivacyCharge>> ledger = store_->PrivacyLedger();
   if (!ledger.ok()) return ledger.status();
   const BudgetReport report = ReportBudget(config_.privacy, *ledger);
-  spdlog::info("privacy: {}-level DP, epsilon spent {:.4f} of {:.4g} (delta {:g}): training {:.4f} over {} "
-               "earlier round(s), evaluation {:.4f} over {} release(s)",
-               config_.privacy.unit(), report.site_epsilon, config_.privacy.epsilon_max, config_.privacy.delta,
-               report.spent.epsilon, report.dp_rounds, report.evaluation.epsilon, report.evaluations);
+  spdlog::info(
+      "privacy: {}-level DP, epsilon spent {:.4f} of {:.4g} (delta {:g}): training {:.4f} over {} "
+      "earlier round(s), evaluation {:.4f} over {} release(s)",
+      config_.privacy.unit(), report.site_epsilon, config_.privacy.epsilon_max, config_.privacy.delta,
+      report.spent.epsilon, report.dp_rounds, report.evaluation.epsilon, report.evaluations);
   if (BudgetSpent(config_.privacy, report.spent.epsilon)) {
     spdlog::warn("privacy budget exhausted: this node will decline to train and does not read its data for it");
     return absl::OkStatus();
@@ -324,7 +329,7 @@ absl::Status NodeRuntime::StartUp() {
 }
 
 absl::StatusOr<std::shared_ptr<const ModelParameters>> NodeRuntime::EnsureModel(const std::string& sha256, int round,
-                                                                                  int64_t deadline_ms) {
+                                                                                int64_t deadline_ms) {
   if (!crypto::IsSha256Hex(sha256)) return absl::InvalidArgumentError("the task names no valid model hash");
   if (model_ && model_sha256_ == sha256) return model_;
   const std::string path = absl::StrCat(config_.state_dir, "/models/", sha256, ".safetensors");
@@ -414,15 +419,14 @@ absl::StatusOr<std::shared_ptr<const ModelParameters>> NodeRuntime::EnsureModel(
 }
 
 absl::Status NodeRuntime::CheckPublication(const v1::ModelPublication& publication, int published_round,
-                                          const std::string& sha256, int task_round) {
+                                           const std::string& sha256, int task_round) {
   std::string why;
   if (static_cast<int64_t>(publication.round()) != published_round) {
     why = absl::StrCat("the task names model ", sha256.substr(0, 12), " as published in round ", publication.round(),
                        ", but a round ", task_round, " ", published_round == task_round ? "evaluation" : "training",
                        " task must use the model published as round ", published_round);
-  } else if (absl::Status v = VerifyModelPublication(coordinator_certificate_pem_,
-                                                     {plan_->federation, published_round, sha256},
-                                                     publication.signature());
+  } else if (absl::Status v = VerifyModelPublication(
+                 coordinator_certificate_pem_, {plan_->federation, published_round, sha256}, publication.signature());
              !v.ok()) {
     if (v.code() != absl::StatusCode::kPermissionDenied) return v;
     why = std::string(v.message());
@@ -442,7 +446,8 @@ absl::Status NodeRuntime::CheckPublication(const v1::ModelPublication& publicati
     if (!s.ok()) return s;
     recorded_coordinator_certificate_ = coordinator_certificate_pem_;
   }
-  absl::Status s = store_->RecordModelVerified(plan_->federation, published_round, sha256, crypto::HexEncode(publication.signature()),
+  absl::Status s = store_->RecordModelVerified(plan_->federation, published_round, sha256,
+                                               crypto::HexEncode(publication.signature()),
                                                crypto::Sha256Hex(coordinator_certificate_pem_), NowMs());
   if (!s.ok()) return s;
   verified_publications_.insert({published_round, sha256});
@@ -461,14 +466,16 @@ absl::Status NodeRuntime::RecordRoundFailed(const v1::RoundFailed& failed) {
   absl::StatusOr<std::optional<std::string>> sent = store_->UpdateOutcome(round, attempt);
   if (!sent.ok()) return sent.status();
   if (!sent->has_value() || **sent != "accepted") {
-    spdlog::warn("round {} (attempt {}): the coordinator says it discarded an update this node has no accepted "
-                 "record of; ignored",
-                 round, attempt);
+    spdlog::warn(
+        "round {} (attempt {}): the coordinator says it discarded an update this node has no accepted "
+        "record of; ignored",
+        round, attempt);
     return absl::OkStatus();
   }
-  spdlog::warn("round {} (attempt {}): the coordinator did not use this site's accepted update: {} (its privacy "
-               "charge stands)",
-               round, attempt, reason);
+  spdlog::warn(
+      "round {} (attempt {}): the coordinator did not use this site's accepted update: {} (its privacy "
+      "charge stands)",
+      round, attempt, reason);
   absl::Status s = store_->RecordUpdateOutcome(round, attempt, absl::StrCat("discarded: ", reason), NowMs());
   if (!s.ok()) return s;
   absl::StatusOr<std::vector<PrivacyCharge>> ledger = store_->PrivacyLedger();
@@ -477,8 +484,9 @@ absl::Status NodeRuntime::RecordRoundFailed(const v1::RoundFailed& failed) {
     // The round's charge, whichever attempt it was trained for (a kept
     // update sent again answers later attempts).
     if (c.kind == "dp-sgd" && plan_ && c.federation == plan_->federation && c.round == round) {
-      s = store_->SetChargeStatus(c.id, "discarded: the round failed its quorum (the update is kept, to send again "
-                                        "if the round is retried on the same model)");
+      s = store_->SetChargeStatus(c.id,
+                                  "discarded: the round failed its quorum (the update is kept, to send again "
+                                  "if the round is retried on the same model)");
       if (!s.ok()) return s;
     }
   }
@@ -497,12 +505,12 @@ absl::StatusOr<NodeRuntime::TaskOutcome> NodeRuntime::DeclineRound(const v1::Tra
   }
   const int round = static_cast<int>(task.round()), attempt = static_cast<int>(task.attempt());
   // A refused model has its model_refused entry already.
-  absl::Status recorded =
-      reason == DeclineReason::kBudget
-          ? store_->RecordBudgetRefusal(round, attempt, epsilon_spent, config_.privacy.epsilon_max,
-                                        config_.privacy.delta, detail, NowMs())
-      : reason == DeclineReason::kPolicy ? store_->RecordPolicyRefusal("train", round, attempt, detail, NowMs())
-                                         : absl::OkStatus();
+  absl::Status recorded = reason == DeclineReason::kBudget
+                              ? store_->RecordBudgetRefusal(round, attempt, epsilon_spent, config_.privacy.epsilon_max,
+                                                            config_.privacy.delta, detail, NowMs())
+                          : reason == DeclineReason::kPolicy
+                              ? store_->RecordPolicyRefusal("train", round, attempt, detail, NowMs())
+                              : absl::OkStatus();
   if (!recorded.ok()) return recorded;
   grpc::ClientContext ctx;
   ctx.set_deadline(Deadline(task.deadline_unix_ms()));
@@ -550,9 +558,10 @@ absl::StatusOr<std::optional<NodeRuntime::PrivateRound>> NodeRuntime::ChargeRoun
   if (!count_release_) count_release_ = CountReleaseOf(*ledger, plan_->federation);
   if (count_release_ && std::fabs(count_release_->released - static_cast<double>(units)) > 5 * kCountNoiseMultiplier) {
     // Said here only: the exact count never leaves.
-    spdlog::warn("this federation's released unit count ({:.0f}) is far from the {} units in the data now: q and "
-                 "the update's weight follow the release (a utility cost, not a privacy one)",
-                 count_release_->released, units);
+    spdlog::warn(
+        "this federation's released unit count ({:.0f}) is far from the {} units in the data now: q and "
+        "the update's weight follow the release (a utility cost, not a privacy one)",
+        count_release_->released, units);
   }
   if (!count_release_) {
     // Once per federation: the noisy unit count, charged and committed
@@ -625,11 +634,12 @@ absl::StatusOr<std::optional<NodeRuntime::PrivateRound>> NodeRuntime::ChargeRoun
   if (!s.ok()) return s;
   out.training = training;
   out.site_epsilon = std::max(training.epsilon_after, EvaluationSpentBy(*ledger).GetEpsilon(privacy.delta).epsilon);
-  spdlog::info("round {}: DP-SGD at {}-level over {} units: sigma {:.4f}, C {:g}, q {:.5f}, {} steps; epsilon "
-               "{:.4f} -> {:.4f} of {:.4g} (delta {:g}), charged before training",
-               task.round(), privacy.unit(), units, out.training.noise_multiplier, out.training.clip_norm,
-               out.training.sampling_rate, out.training.steps, planned->epsilon_before,
-               out.training.epsilon_after, privacy.epsilon_max, privacy.delta);
+  spdlog::info(
+      "round {}: DP-SGD at {}-level over {} units: sigma {:.4f}, C {:g}, q {:.5f}, {} steps; epsilon "
+      "{:.4f} -> {:.4f} of {:.4g} (delta {:g}), charged before training",
+      task.round(), privacy.unit(), units, out.training.noise_multiplier, out.training.clip_norm,
+      out.training.sampling_rate, out.training.steps, planned->epsilon_before, out.training.epsilon_after,
+      privacy.epsilon_max, privacy.delta);
   return std::optional<PrivateRound>(std::move(out));
 }
 
@@ -706,7 +716,7 @@ absl::StatusOr<NodeRuntime::TaskOutcome> NodeRuntime::HandleTrain(const v1::Trai
     if (!charged->has_value()) return TaskOutcome::kDeclined;
     dp = **charged;
     settings.dp = DpTrainingSettings{dp->training.noise_multiplier, dp->training.clip_norm,
-                                     dp->training.sampling_rate, dp->training.steps,
+                                     dp->training.sampling_rate,    dp->training.steps,
                                      config_.privacy.patient_level, 0};
     settings.dp->released_units = count_release_->released;
   } else {
@@ -726,17 +736,18 @@ absl::StatusOr<NodeRuntime::TaskOutcome> NodeRuntime::HandleTrain(const v1::Trai
                    dp ? "the round's charge stands (nothing was sent)" : "nothing was sent");
     }
     if (dp) {
-      KeepRecord(store_->SetChargeStatus(
-          dp->training.id, stopped ? absl::StrCat("interrupted: the node was stopped during training (",
-                                                  outcome.status().message(), "); nothing was sent")
-                                   : absl::StrCat("failed: ", outcome.status().message())));
+      KeepRecord(store_->SetChargeStatus(dp->training.id,
+                                         stopped ? absl::StrCat("interrupted: the node was stopped during training (",
+                                                                outcome.status().message(), "); nothing was sent")
+                                                 : absl::StrCat("failed: ", outcome.status().message())));
     }
     return outcome.status();
   }
   if (outcome->dp_nonfinite_units > 0) {
-    spdlog::warn("round {}: {} sampled unit gradient(s) were not finite (NaN or Inf) and contributed nothing; "
-                 "counted here only, never sent",
-                 round, outcome->dp_nonfinite_units);
+    spdlog::warn(
+        "round {}: {} sampled unit gradient(s) were not finite (NaN or Inf) and contributed nothing; "
+        "counted here only, never sent",
+        round, outcome->dp_nonfinite_units);
   }
   absl::StatusOr<WireUpdate> wire = Encode(std::move(outcome->delta), round);
   if (!wire.ok()) {
@@ -766,10 +777,10 @@ KeptUpdate NodeRuntime::UpdateFacts(const v1::TrainTask& task, const TrainingOut
   pipeline.output_size = plan_->model.input_size;
   k.pipeline = DescribePipeline(pipeline);
   if (dp) {
-    k.privacy = KeptUpdate::Privacy{config_.privacy.unit(),       dp->training.noise_multiplier,
-                                    dp->training.clip_norm,       dp->training.sampling_rate,
-                                    dp->training.steps,           dp->training.delta,
-                                    dp->site_epsilon,             config_.privacy.epsilon_max};
+    k.privacy = KeptUpdate::Privacy{config_.privacy.unit(), dp->training.noise_multiplier,
+                                    dp->training.clip_norm, dp->training.sampling_rate,
+                                    dp->training.steps,     dp->training.delta,
+                                    dp->site_epsilon,       config_.privacy.epsilon_max};
     k.charge_id = dp->training.id;
     k.count_charge_id = dp->count_charge_id;
   }
@@ -782,11 +793,10 @@ absl::StatusOr<NodeRuntime::WireUpdate> NodeRuntime::Encode(std::vector<float> d
   if (dtype != WireDtype::kFloat32) {
     wire.encoded.resize(delta.size() * BytesPerValue(dtype));
     if (std::optional<size_t> i = EncodeValues(delta.data(), delta.size(), dtype, wire.encoded.data())) {
-      return absl::OutOfRangeError(absl::StrCat("round ", round, ": the update's value ", delta[*i], " at parameter ",
-                                                *i, " does not fit ", WireDtypeName(dtype),
-                                                dtype == WireDtype::kFloat16
-                                                    ? " (largest 65504); the plan should use update_dtype = \"bfloat16\""
-                                                    : ""));
+      return absl::OutOfRangeError(absl::StrCat(
+          "round ", round, ": the update's value ", delta[*i], " at parameter ", *i, " does not fit ",
+          WireDtypeName(dtype),
+          dtype == WireDtype::kFloat16 ? " (largest 65504); the plan should use update_dtype = \"bfloat16\"" : ""));
     }
   } else {
     wire.delta = std::move(delta);
@@ -801,9 +811,10 @@ absl::Status NodeRuntime::Keep(const KeptUpdate& facts, const WireUpdate& wire) 
   if (s.ok()) s = store_->KeepUpdate(facts);
   if (!s.ok()) {
     // Sent all the same; only a later resend is lost.
-    spdlog::error("round {}: cannot keep the update in {} ({}); if the coordinator asks for it again, the node "
-                  "will have to train (and be charged) again",
-                  facts.round, facts.path, std::string(s.message()));
+    spdlog::error(
+        "round {}: cannot keep the update in {} ({}); if the coordinator asks for it again, the node "
+        "will have to train (and be charged) again",
+        facts.round, facts.path, std::string(s.message()));
   }
   return s;
 }
@@ -831,9 +842,10 @@ absl::StatusOr<std::optional<NodeRuntime::TaskOutcome>> NodeRuntime::ResendKept(
   if (k.base_sha256 != task.model_sha256() || k.dtype != WireDtypeName(plan_->update_dtype)) {
     // Trained on another base (or for another dtype): it does not answer
     // this task, and no later task can want it.
-    spdlog::warn("round {}: the kept update (attempt {}) was trained on model {}, this task's base is {}; training "
-                 "again",
-                 round, k.attempt, k.base_sha256.substr(0, 12), task.model_sha256().substr(0, 12));
+    spdlog::warn(
+        "round {}: the kept update (attempt {}) was trained on model {}, this task's base is {}; training "
+        "again",
+        round, k.attempt, k.base_sha256.substr(0, 12), task.model_sha256().substr(0, 12));
     std::error_code ec;
     std::filesystem::remove(k.path, ec);
     KeepRecord(store_->ForgetKeptUpdate(k.federation, k.round));
@@ -848,9 +860,10 @@ absl::StatusOr<std::optional<NodeRuntime::TaskOutcome>> NodeRuntime::ResendKept(
     return std::optional<TaskOutcome>();
   }
   wire->sha256 = k.update_sha256;
-  spdlog::info("round {} (attempt {}): sending again the update trained for attempt {} (already charged; no "
-               "training, no new charge)",
-               round, task.attempt(), k.attempt);
+  spdlog::info(
+      "round {} (attempt {}): sending again the update trained for attempt {} (already charged; no "
+      "training, no new charge)",
+      round, task.attempt(), k.attempt);
   absl::Status sent = SendUpdate(task, std::move(wire), k, /*resent=*/true, absl::Now());
   if (!sent.ok()) return sent;
   return std::optional<TaskOutcome>(TaskOutcome::kDone);
@@ -863,8 +876,8 @@ absl::Status NodeRuntime::SendUpdate(const v1::TrainTask& task, std::shared_ptr<
   const std::string_view bytes = wire->bytes();
   const std::string& update_sha = wire->sha256;
   absl::StatusOr<LedgerEntry> sent = store_->RecordUpdateSending(
-      round, attempt, task.model_sha256(), update_sha, bytes.size(), WireDtypeName(plan_->update_dtype),
-      facts.examples, facts.train_loss.value_or(0.0), resent ? facts.attempt : 0, NowMs());
+      round, attempt, task.model_sha256(), update_sha, bytes.size(), WireDtypeName(plan_->update_dtype), facts.examples,
+      facts.train_loss.value_or(0.0), resent ? facts.attempt : 0, NowMs());
   if (!sent.ok()) return sent.status();
   if (facts.charge_id) KeepRecord(store_->SetChargeStatus(facts.charge_id, "sending"));
 
@@ -937,13 +950,13 @@ absl::Status NodeRuntime::SendUpdate(const v1::TrainTask& task, std::shared_ptr<
   if (!s.ok()) return s;
   const double took = absl::ToDoubleSeconds(absl::Now() - start);
   if (facts.privacy) {
-    spdlog::info("round {}: update accepted ({} units, noised; {:.1f}s); privacy spent: epsilon {:.4f} of {:.4g} "
-                 "(delta {:g})",
-                 round, facts.examples, took, facts.privacy->epsilon_spent, config_.privacy.epsilon_max,
-                 config_.privacy.delta);
+    spdlog::info(
+        "round {}: update accepted ({} units, noised; {:.1f}s); privacy spent: epsilon {:.4f} of {:.4g} "
+        "(delta {:g})",
+        round, facts.examples, took, facts.privacy->epsilon_spent, config_.privacy.epsilon_max, config_.privacy.delta);
   } else {
-    spdlog::info("round {}: update accepted ({} examples, loss {:.4f}, {:.1f}s; NOT differentially private)",
-                 round, facts.examples, facts.train_loss.value_or(0.0), took);
+    spdlog::info("round {}: update accepted ({} examples, loss {:.4f}, {:.1f}s; NOT differentially private)", round,
+                 facts.examples, facts.train_loss.value_or(0.0), took);
   }
   return absl::OkStatus();
 }
@@ -968,14 +981,18 @@ absl::Status NodeRuntime::SendEvaluation(const v1::EvalTask& task, const Evaluat
   nlohmann::json released;
   if (release) {
     const EvaluationStatistics& st = release->statistics;
-    released = {{"noise_multiplier", release->noise_multiplier}, {"num_classes", st.num_classes},
-                {"confusion", st.confusion},                     {"loss_sum", st.loss_sum},
-                {"confidence", st.confidence},                   {"scores", st.scores},
-                {"epsilon_spent", release->epsilon_spent},       {"delta", config_.privacy.delta}};
+    released = {{"noise_multiplier", release->noise_multiplier},
+                {"num_classes", st.num_classes},
+                {"confusion", st.confusion},
+                {"loss_sum", st.loss_sum},
+                {"confidence", st.confidence},
+                {"scores", st.scores},
+                {"epsilon_spent", release->epsilon_spent},
+                {"delta", config_.privacy.delta}};
   }
-  absl::StatusOr<LedgerEntry> recorded = store_->RecordEvaluation(
-      round, task.model_sha256(), exact ? exact->loss : 0, exact ? exact->accuracy : 0, exact ? exact->count : 0,
-      release == nullptr, release ? released.dump() : "", NowMs());
+  absl::StatusOr<LedgerEntry> recorded =
+      store_->RecordEvaluation(round, task.model_sha256(), exact ? exact->loss : 0, exact ? exact->accuracy : 0,
+                               exact ? exact->count : 0, release == nullptr, release ? released.dump() : "", NowMs());
   if (!recorded.ok()) return recorded.status();
   grpc::ClientContext ctx;
   ctx.set_deadline(Deadline(task.deadline_unix_ms()));
@@ -1011,9 +1028,9 @@ absl::StatusOr<NodeRuntime::TaskOutcome> NodeRuntime::HandleEval(const v1::EvalT
     return RefuseEvaluation(task, *beyond);
   }
   if (static_cast<int64_t>(task.min_report()) < config_.policy.min_report) {
-    return RefuseEvaluation(task, absl::StrCat("[policy] min_report: the task asks figures from ", task.min_report(),
-                                               " validation patients, fewer than this site's floor of ",
-                                               config_.policy.min_report));
+    return RefuseEvaluation(
+        task, absl::StrCat("[policy] min_report: the task asks figures from ", task.min_report(),
+                           " validation patients, fewer than this site's floor of ", config_.policy.min_report));
   }
   const int min_report = EffectiveMinReport(config_.policy, static_cast<int>(task.min_report()));
   // Only the model the coordinator signed as this round's: a model it did
@@ -1048,11 +1065,12 @@ absl::StatusOr<NodeRuntime::TaskOutcome> NodeRuntime::HandleEval(const v1::EvalT
       // An earlier release came out below min_report: deciding from it is
       // post-processing, and spends nothing more.
       return RefuseEvaluation(task, absl::StrCat("an earlier release counted fewer validation patients than "
-                                                 "min_report ", min_report, "; no further evaluation is sent"));
+                                                 "min_report ",
+                                                 min_report, "; no further evaluation is sent"));
     }
     const int planned = config_.policy.rounds > 0 ? config_.policy.rounds : plan_->rounds;
-    absl::StatusOr<PrivacyCharge> planned_charge = PlanEvaluation(
-        privacy, config_.policy.evaluation_epsilon, *ledger, planned - static_cast<int>(evaluated.size()));
+    absl::StatusOr<PrivacyCharge> planned_charge = PlanEvaluation(privacy, config_.policy.evaluation_epsilon, *ledger,
+                                                                  planned - static_cast<int>(evaluated.size()));
     if (!planned_charge.ok()) {
       if (planned_charge.status().code() != absl::StatusCode::kResourceExhausted) return planned_charge.status();
       return RefuseEvaluation(task, std::string(planned_charge.status().message()));
@@ -1116,13 +1134,12 @@ absl::StatusOr<NodeRuntime::TaskOutcome> NodeRuntime::HandleEval(const v1::EvalT
   // The exact figures stay in this log; only the release left.
   spdlog::info("round {}: global model validation accuracy {:.3f}, loss {:.4f} on {} images here; {}", round,
                exact.accuracy, exact.loss, exact.count,
-               suppressed ? absl::StrFormat("the release counted fewer than min_report %d patients: not sent",
-                                            min_report)
-               : charge   ? absl::StrFormat("released under DP (sigma %.3f, evaluation epsilon %.4f): accuracy "
-                                            "%.3f",
-                                            release.noise_multiplier, release.epsilon_spent,
-                                            figures.metrics.accuracy)
-                          : std::string("sent exactly (NOT differentially private)"));
+               suppressed
+                   ? absl::StrFormat("the release counted fewer than min_report %d patients: not sent", min_report)
+               : charge ? absl::StrFormat("released under DP (sigma %.3f, evaluation epsilon %.4f): accuracy "
+                                          "%.3f",
+                                          release.noise_multiplier, release.epsilon_spent, figures.metrics.accuracy)
+                        : std::string("sent exactly (NOT differentially private)"));
   return TaskOutcome::kDone;
 }
 
@@ -1147,17 +1164,18 @@ absl::Status NodeRuntime::Run() {
     absl::StatusOr<JoinedPlan> plan = Hello();
     if (!plan.ok()) {
       if (IsPermanent(plan.status().code())) return plan.status();
-      spdlog::warn("cannot reach the coordinator at {} ({}); check the address, that it is running, and that "
-                   "this kit comes from the federation's CA; retrying in {:.1f}s",
-                   config_.coordinator_address, std::string(plan.status().message()), backoff);
+      spdlog::warn(
+          "cannot reach the coordinator at {} ({}); check the address, that it is running, and that "
+          "this kit comes from the federation's CA; retrying in {:.1f}s",
+          config_.coordinator_address, std::string(plan.status().message()), backoff);
       if (SleepUnlessStopping(absl::Seconds(backoff))) return stopped();
       backoff = std::min(backoff * 2, config_.max_backoff_s);
       continue;
     }
     plan_ = *plan;
     if (!announced) {
-      spdlog::info("joined federation '{}' as site {}: model '{}', {} round(s)", plan_->federation,
-                   plan_->site, plan_->model.architecture, plan_->rounds);
+      spdlog::info("joined federation '{}' as site {}: model '{}', {} round(s)", plan_->federation, plan_->site,
+                   plan_->model.architecture, plan_->rounds);
       announced = true;
     }
     absl::Status s = StartUp();

@@ -73,6 +73,7 @@ class NodeRuntime {
   NodeRuntime(NodeConfig config, std::unique_ptr<NodeStore> store, std::unique_ptr<Rpc> rpc);
 
   absl::StatusOr<JoinedPlan> Hello();
+
  public:
   // What became of one task that did not fail: done (trained and sent, or
   // evaluated and released), or declined (the coordinator was told no:
@@ -97,8 +98,8 @@ class NodeRuntime {
   // in the audit ledger. PermissionDenied, with a model_refused entry, if
   // not: the model is then neither fetched nor used. `task_round` is for the
   // ledger.
-  absl::Status CheckPublication(const v1::ModelPublication& publication, int published_round,
-                                const std::string& sha256, int task_round);
+  absl::Status CheckPublication(const v1::ModelPublication& publication, int published_round, const std::string& sha256,
+                                int task_round);
   absl::StatusOr<TaskOutcome> HandleTrain(const v1::TrainTask& task);
   // The coordinator did not aggregate this site's accepted update (its
   // round attempt failed the quorum): the ledger's outcome and the charge's
@@ -146,8 +147,8 @@ class NodeRuntime {
   // Streams `wire` with the header `facts` describe, as the answer to
   // `task` (`resent`: a kept update trained for facts.attempt). An upload
   // cut short is tried again while the deadline allows.
-  absl::Status SendUpdate(const v1::TrainTask& task, std::shared_ptr<const WireUpdate> wire,
-                          const KeptUpdate& facts, bool resent, absl::Time start);
+  absl::Status SendUpdate(const v1::TrainTask& task, std::shared_ptr<const WireUpdate> wire, const KeptUpdate& facts,
+                          bool resent, absl::Time start);
   // Calls RequestStop() cancels; false (not tracked) once stopping.
   bool Track(grpc::ClientContext* ctx);
   void Untrack(grpc::ClientContext* ctx);
@@ -182,12 +183,12 @@ class NodeRuntime {
   // The last model used: a round's evaluation and the next round's training
   // use the same one.
   std::string model_sha256_;
-  std::shared_ptr<ModelParameters> model_;  // handed out as const; its memory is reused for the next
+  std::shared_ptr<ModelParameters> model_;         // handed out as const; its memory is reused for the next
   std::shared_ptr<const WireUpdate> noop_update_;  // trainer = "noop": the same every round
   // The coordinator's TLS certificate, as the last Hello saw it: the key
   // model publications must be signed with.
   std::string coordinator_certificate_pem_;
-  std::string recorded_coordinator_certificate_;  // the one last put in the audit ledger
+  std::string recorded_coordinator_certificate_;                 // the one last put in the audit ledger
   std::set<std::pair<int, std::string>> verified_publications_;  // (round, sha256) recorded as verified
   // The noisy unit count released (and charged) in this federation: q,
   // steps and the update's weight derive from it (CountReleaseOf).

@@ -36,8 +36,7 @@ constexpr char kPrivacyLedgerColumns[] = R"sql((
 }  // namespace
 
 absl::StatusOr<std::unique_ptr<NodeStore>> NodeStore::Open(const std::string& path,
-                                                           const std::optional<LedgerSigner>& signer,
-                                                           int64_t now_ms) {
+                                                           const std::optional<LedgerSigner>& signer, int64_t now_ms) {
   absl::StatusOr<std::unique_ptr<Database>> db = Database::Open(path);
   if (!db.ok()) return db.status();
   absl::Status s = (*db)->ExecScript(R"sql(
@@ -96,11 +95,12 @@ CREATE TABLE IF NOT EXISTS evaluations(
       (*db)->Query("SELECT sql FROM sqlite_master WHERE type = 'table' AND name = 'privacy_ledger'");
   if (!definition.ok()) return definition.status();
   if (!definition->empty() && AsText((*definition)[0][0]).find("'evaluation'") == std::string::npos) {
-    s = (*db)->ExecScript(absl::StrCat(
-        "BEGIN IMMEDIATE; ALTER TABLE privacy_ledger RENAME TO privacy_ledger_before_evaluation; "
-        "CREATE TABLE privacy_ledger", kPrivacyLedgerColumns, "; ",
-        "INSERT INTO privacy_ledger SELECT * FROM privacy_ledger_before_evaluation; "
-        "DROP TABLE privacy_ledger_before_evaluation; COMMIT;"));
+    s = (*db)->ExecScript(
+        absl::StrCat("BEGIN IMMEDIATE; ALTER TABLE privacy_ledger RENAME TO privacy_ledger_before_evaluation; "
+                     "CREATE TABLE privacy_ledger",
+                     kPrivacyLedgerColumns, "; ",
+                     "INSERT INTO privacy_ledger SELECT * FROM privacy_ledger_before_evaluation; "
+                     "DROP TABLE privacy_ledger_before_evaluation; COMMIT;"));
     if (!s.ok()) return s;
   }
   if (signer) {
@@ -145,8 +145,8 @@ absl::Status NodeStore::RecordModelReceived(const std::string& sha256, int round
   absl::MutexLock lock(&mu_);
   absl::StatusOr<Database::Transaction> tx = db_->Begin();
   if (!tx.ok()) return tx.status();
-  absl::Status s = db_->Execute(
-      "INSERT OR IGNORE INTO models_received(sha256, received_at_ms) VALUES(?1, ?2)", {sha256, now_ms});
+  absl::Status s =
+      db_->Execute("INSERT OR IGNORE INTO models_received(sha256, received_at_ms) VALUES(?1, ?2)", {sha256, now_ms});
   if (!s.ok()) return s;
   json body = {{"sha256", sha256}, {"round", round}, {"bytes", bytes}};
   s = Log(ledger_kind::kModelReceived, body.dump(), now_ms).status();
@@ -155,7 +155,7 @@ absl::Status NodeStore::RecordModelReceived(const std::string& sha256, int round
 }
 
 absl::Status NodeStore::RecordModelRefused(const std::string& sha256, int round, const std::string& reason,
-                                          int64_t now_ms) {
+                                           int64_t now_ms) {
   absl::MutexLock lock(&mu_);
   json body = {{"sha256", sha256}, {"round", round}, {"reason", reason}};
   return Log(ledger_kind::kModelRefused, body.dump(), now_ms).status();
@@ -164,15 +164,13 @@ absl::Status NodeStore::RecordModelRefused(const std::string& sha256, int round,
 absl::Status NodeStore::RecordCoordinatorCertificate(const std::string& certificate_pem, const std::string& subject,
                                                      int64_t now_ms) {
   absl::MutexLock lock(&mu_);
-  json body = {{"certificate", certificate_pem}, {"subject", subject},
-               {"sha256", crypto::Sha256Hex(certificate_pem)}};
+  json body = {{"certificate", certificate_pem}, {"subject", subject}, {"sha256", crypto::Sha256Hex(certificate_pem)}};
   return Log(ledger_kind::kCoordinatorCertificate, body.dump(), now_ms).status();
 }
 
 absl::Status NodeStore::RecordModelVerified(const std::string& federation, int published_round,
-                                            const std::string& sha256,
-                                            const std::string& signature_hex, const std::string& certificate_sha256,
-                                            int64_t now_ms) {
+                                            const std::string& sha256, const std::string& signature_hex,
+                                            const std::string& certificate_sha256, int64_t now_ms) {
   absl::MutexLock lock(&mu_);
   json body = {{"federation", federation},
                {"round", published_round},
@@ -201,8 +199,7 @@ absl::Status NodeStore::RecordDataAccess(const std::string& purpose, int round, 
 absl::StatusOr<LedgerEntry> NodeStore::RecordUpdateSending(int round, int attempt, const std::string& base_sha256,
                                                            const std::string& update_sha256, uint64_t bytes,
                                                            const std::string& dtype, int64_t examples,
-                                                           double train_loss, int resent_from_attempt,
-                                                           int64_t now_ms) {
+                                                           double train_loss, int resent_from_attempt, int64_t now_ms) {
   absl::MutexLock lock(&mu_);
   absl::StatusOr<Database::Transaction> tx = db_->Begin();
   if (!tx.ok()) return tx.status();
@@ -211,9 +208,9 @@ absl::StatusOr<LedgerEntry> NodeStore::RecordUpdateSending(int round, int attemp
       "num_examples, train_loss, sent_at_ms) VALUES(?1, ?2, ?3, ?4, ?5, ?6, ?7)",
       {int64_t{round}, int64_t{attempt}, base_sha256, update_sha256, examples, train_loss, now_ms});
   if (!s.ok()) return s;
-  json body = {{"round", round},       {"attempt", attempt}, {"base_model_sha256", base_sha256},
-               {"update_sha256", update_sha256}, {"bytes", bytes}, {"dtype", dtype},
-               {"num_examples", examples}};
+  json body = {
+      {"round", round}, {"attempt", attempt}, {"base_model_sha256", base_sha256}, {"update_sha256", update_sha256},
+      {"bytes", bytes}, {"dtype", dtype},     {"num_examples", examples}};
   if (resent_from_attempt > 0) body["resent_from_attempt"] = resent_from_attempt;
   absl::StatusOr<LedgerEntry> e = Log(ledger_kind::kUpdateSent, body.dump(), now_ms);
   if (!e.ok()) return e.status();
@@ -261,10 +258,26 @@ absl::Status NodeStore::KeepUpdate(const KeptUpdate& k) {
       absl::StrCat("INSERT OR REPLACE INTO kept_updates(", kKeptColumns,
                    ") VALUES(?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19, "
                    "?20, ?21)"),
-      {k.federation, int64_t{k.round}, int64_t{k.attempt}, k.base_sha256, k.update_sha256, k.dtype,
-       static_cast<int64_t>(k.bytes), k.path, k.examples, k.train_loss ? SqlValue(*k.train_loss) : SqlValue(nullptr),
-       k.pipeline, or_null(p.unit), or_null(p.noise_multiplier), or_null(p.clip_norm), or_null(p.sampling_rate),
-       or_null(p.steps), or_null(p.delta), or_null(p.epsilon_spent), or_null(p.epsilon_max), k.charge_id,
+      {k.federation,
+       int64_t{k.round},
+       int64_t{k.attempt},
+       k.base_sha256,
+       k.update_sha256,
+       k.dtype,
+       static_cast<int64_t>(k.bytes),
+       k.path,
+       k.examples,
+       k.train_loss ? SqlValue(*k.train_loss) : SqlValue(nullptr),
+       k.pipeline,
+       or_null(p.unit),
+       or_null(p.noise_multiplier),
+       or_null(p.clip_norm),
+       or_null(p.sampling_rate),
+       or_null(p.steps),
+       or_null(p.delta),
+       or_null(p.epsilon_spent),
+       or_null(p.epsilon_max),
+       k.charge_id,
        k.count_charge_id});
 }
 
@@ -318,13 +331,13 @@ absl::Status NodeStore::RecordUpdateOutcome(int round, int attempt, const std::s
 absl::Status NodeStore::RecordBudgetRefusal(int round, int attempt, double epsilon_spent, double epsilon_max,
                                             double delta, const std::string& detail, int64_t now_ms) {
   absl::MutexLock lock(&mu_);
-  json body = {{"round", round},         {"attempt", attempt}, {"epsilon_spent", epsilon_spent},
-               {"epsilon_max", epsilon_max}, {"delta", delta},     {"detail", detail}};
+  json body = {{"round", round}, {"attempt", attempt}, {"epsilon_spent", epsilon_spent}, {"epsilon_max", epsilon_max},
+               {"delta", delta}, {"detail", detail}};
   return Log(ledger_kind::kBudgetRefused, body.dump(), now_ms).status();
 }
 
-absl::Status NodeStore::RecordPolicyRefusal(const std::string& task, int round, int attempt,
-                                            const std::string& detail, int64_t now_ms) {
+absl::Status NodeStore::RecordPolicyRefusal(const std::string& task, int round, int attempt, const std::string& detail,
+                                            int64_t now_ms) {
   absl::MutexLock lock(&mu_);
   json body = {{"task", task}, {"round", round}, {"attempt", attempt}, {"detail", detail}};
   return Log(ledger_kind::kPolicyRefused, body.dump(), now_ms).status();

@@ -30,8 +30,8 @@ struct KeptUpdate {
   uint64_t bytes = 0;
   std::string path;  // the file of the bytes
   // What travels with it in the update's header.
-  int64_t examples = 0;               // under DP the released count
-  std::optional<double> train_loss;   // without DP only
+  int64_t examples = 0;              // under DP the released count
+  std::optional<double> train_loss;  // without DP only
   std::string pipeline;
   struct Privacy {
     std::string unit;
@@ -54,16 +54,16 @@ class NodeStore {
   // With a signer, every record is also an audit-ledger entry; without one
   // (reading the ledger for a report), recording fails.
   static absl::StatusOr<std::unique_ptr<NodeStore>> Open(const std::string& path,
-                                                          const std::optional<LedgerSigner>& signer = std::nullopt,
-                                                          int64_t now_ms = 0);
+                                                         const std::optional<LedgerSigner>& signer = std::nullopt,
+                                                         int64_t now_ms = 0);
 
   // The facts of the node's configuration that bear on privacy (a JSON
   // object); a "config" entry is written when they differ from the last one.
   absl::Status RecordConfig(const std::string& facts, int64_t now_ms);
   // The facts of the last "config" entry, or "" before the first.
   absl::StatusOr<std::string> LastConfig();
-  absl::Status RecordRoundJoined(const std::string& federation, int round, int attempt,
-                                 const std::string& model_sha256, int64_t now_ms);
+  absl::Status RecordRoundJoined(const std::string& federation, int round, int attempt, const std::string& model_sha256,
+                                 int64_t now_ms);
   absl::Status RecordModelReceived(const std::string& sha256, int round, uint64_t bytes, int64_t now_ms);
   // A model the node will not use (e.g. a non-finite value): nothing was
   // trained or evaluated on it.
@@ -76,8 +76,9 @@ class NodeStore {
   // A publication checked before its model was used ("model_verified"):
   // the federation and round it was published as, the model, the signature (hex) and the
   // SHA-256 of the coordinator certificate it verified with.
-  absl::Status RecordModelVerified(const std::string& federation, int published_round, const std::string& sha256, const std::string& signature_hex,
-                                   const std::string& certificate_sha256, int64_t now_ms);
+  absl::Status RecordModelVerified(const std::string& federation, int published_round, const std::string& sha256,
+                                   const std::string& signature_hex, const std::string& certificate_sha256,
+                                   int64_t now_ms);
   // The data read or used: a purpose ("load", "train", "evaluate"), the
   // round (0 for load), how many images and patients, and the SHA-256 of the
   // sorted distinct SOPInstanceUIDs (DataAccessDigest), never the UIDs.
@@ -113,9 +114,9 @@ class NodeStore {
   // node's own exact figures (0 when it did not evaluate), kept in the
   // evaluations table for the site only. Returns the ledger's new head
   // ("evaluation_sent"), which the node reports with the release.
-  absl::StatusOr<LedgerEntry> RecordEvaluation(int round, const std::string& model_sha256, double loss,
-                                               double accuracy, int64_t count, bool suppressed,
-                                               const std::string& released, int64_t now_ms);
+  absl::StatusOr<LedgerEntry> RecordEvaluation(int round, const std::string& model_sha256, double loss, double accuracy,
+                                               int64_t count, bool suppressed, const std::string& released,
+                                               int64_t now_ms);
 
   // The privacy ledger. Charges are appended (and their ids set) in one
   // transaction, committed before the data is touched: a crash afterwards

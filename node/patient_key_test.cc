@@ -88,7 +88,8 @@ TEST(PatientKeyTest, FilesWithoutAPatientAreRefusedUnderPatientLevelDp) {
 TEST(PatientKeyTest, AConstantPatientIdIsWarnedAbout) {
   ScratchDir dir("patient_key_constant");
   std::vector<File> files;
-  for (int i = 0; i < 24; ++i) files.push_back({"f" + std::to_string(i) + ".dcm", "ANONYMOUS", true, "", "1.3." + std::to_string(i)});
+  for (int i = 0; i < 24; ++i)
+    files.push_back({"f" + std::to_string(i) + ".dcm", "ANONYMOUS", true, "", "1.3." + std::to_string(i)});
   LoadReport r;
   ASSERT_TRUE(Load(dir, files, true, &r).ok());
   EXPECT_EQ(r.patients, 1);
@@ -105,8 +106,8 @@ TEST(PatientKeyTest, PerFileIdsInSharedStudiesAreWarnedAboutAndAPseudonymColumnF
   // De-identified per file: ten images of five studies, each with its own ID.
   std::vector<File> files;
   for (int i = 0; i < 10; ++i) {
-    files.push_back({"f" + std::to_string(i) + ".dcm", "DEID-" + std::to_string(i), true, "",
-                     "1.4." + std::to_string(i / 2)});
+    files.push_back(
+        {"f" + std::to_string(i) + ".dcm", "DEID-" + std::to_string(i), true, "", "1.4." + std::to_string(i / 2)});
   }
   LoadReport r;
   ASSERT_TRUE(Load(dir, files, true, &r).ok());
@@ -134,13 +135,11 @@ TEST(PatientKeyTest, PerFileIdsInSharedStudiesAreWarnedAboutAndAPseudonymColumnF
 TEST(PatientKeyTest, TheIssuerIsPartOfTheKey) {
   ScratchDir dir("patient_key_issuer");
   LoadReport r;
-  ASSERT_TRUE(Load(dir, {{"a.dcm", "123", true, "HOSP-A", "1.5.1"}, {"b.dcm", "123", true, "HOSP-B", "1.5.2"}}, true,
-                   &r)
-                  .ok());
+  ASSERT_TRUE(
+      Load(dir, {{"a.dcm", "123", true, "HOSP-A", "1.5.1"}, {"b.dcm", "123", true, "HOSP-B", "1.5.2"}}, true, &r).ok());
   EXPECT_EQ(r.patients, 2);
-  ASSERT_TRUE(Load(dir, {{"a.dcm", "123", true, "HOSP-A", "1.5.1"}, {"b.dcm", "123", true, "HOSP-A", "1.5.2"}}, true,
-                   &r)
-                  .ok());
+  ASSERT_TRUE(
+      Load(dir, {{"a.dcm", "123", true, "HOSP-A", "1.5.1"}, {"b.dcm", "123", true, "HOSP-A", "1.5.2"}}, true, &r).ok());
   EXPECT_EQ(r.patients, 1);
   DicomFacts facts;
   facts.patient_id = "123";

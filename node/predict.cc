@@ -54,7 +54,11 @@ class Run {
  public:
   Run(const PredictOptions& o, const SavedModel& model, PreprocessSettings settings,
       std::unique_ptr<Predictor> predictor, std::vector<std::string> class_names)
-      : o_(o), model_(model), settings_(std::move(settings)), predictor_(std::move(predictor)), class_names_(std::move(class_names)) {}
+      : o_(o),
+        model_(model),
+        settings_(std::move(settings)),
+        predictor_(std::move(predictor)),
+        class_names_(std::move(class_names)) {}
 
   absl::StatusOr<PredictReport> Go(const std::vector<std::string>& paths, const std::vector<std::string>& relative) {
     report_.model_sha256 = model_.sha256;
@@ -160,13 +164,11 @@ class Run {
       if (frame == nullptr) return absl::InternalError(absl::StrCat("'", source, "' lost a frame"));
       const std::vector<float> map(maps.begin() + (first + i) * per, maps.begin() + (first + i + 1) * per);
       const float p = row.probabilities[row.predicted];
-      const std::string caption =
-          Printable(absl::StrFormat("%s p=%.2f | Grad-CAM | fedrad %s", ClassName(row.predicted), p,
-                                    model_.sha256.substr(0, 8)));
-      const RgbImage drawn = DrawHeatmap(WindowFrame(*frame, *file, settings_), frame->rows, frame->columns, map,
-                                         settings_, caption);
-      const std::string name =
-          multi_frame ? absl::StrCat(row.path, ".frame", row.frame) : row.path;
+      const std::string caption = Printable(
+          absl::StrFormat("%s p=%.2f | Grad-CAM | fedrad %s", ClassName(row.predicted), p, model_.sha256.substr(0, 8)));
+      const RgbImage drawn =
+          DrawHeatmap(WindowFrame(*frame, *file, settings_), frame->rows, frame->columns, map, settings_, caption);
+      const std::string name = multi_frame ? absl::StrCat(row.path, ".frame", row.frame) : row.path;
       const std::string base = absl::StrCat(o_.heatmap_dir, "/", name);
       absl::Status s = EnsureDirectory(fs::path(base).parent_path().string());
       if (!s.ok()) return s;

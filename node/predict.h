@@ -31,8 +31,8 @@ struct PredictOptions {
 
 struct PredictReport {
   std::string model_sha256;
-  int files = 0;    // files looked at
-  int images = 0;   // rows predicted (frames)
+  int files = 0;   // files looked at
+  int images = 0;  // rows predicted (frames)
   int heatmaps = 0;
   std::map<std::string, int> skipped;  // reason -> files (also in the CSV)
   std::map<int, int> predicted;        // class -> rows

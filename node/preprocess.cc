@@ -16,8 +16,8 @@ namespace {
 
 const std::map<std::string, std::pair<double, double>>& Presets() {
   static const auto* presets = new std::map<std::string, std::pair<double, double>>{
-      {"lung", {-600, 1500}},   {"mediastinum", {50, 350}}, {"bone", {400, 1800}},
-      {"brain", {40, 80}},      {"soft-tissue", {40, 400}}, {"liver", {60, 160}},
+      {"lung", {-600, 1500}}, {"mediastinum", {50, 350}}, {"bone", {400, 1800}},
+      {"brain", {40, 80}},    {"soft-tissue", {40, 400}}, {"liver", {60, 160}},
   };
   return *presets;
 }
@@ -159,8 +159,8 @@ std::vector<float> PreprocessFrame(const ModalityFrame& frame, const DicomImageF
 }
 
 std::string DescribePipeline(const PreprocessSettings& s) {
-  std::string out = absl::StrFormat("window=%s(%g,%g)|resize=%s(%d)", s.window, s.window_center,
-                                    s.window_width, s.resize, s.output_size);
+  std::string out = absl::StrFormat("window=%s(%g,%g)|resize=%s(%d)", s.window, s.window_center, s.window_width,
+                                    s.resize, s.output_size);
   if (s.denoise != "none") absl::StrAppend(&out, absl::StrFormat("|denoise=%s(%d)", s.denoise, s.denoise_size));
   if (s.clahe) absl::StrAppend(&out, absl::StrFormat("|clahe(%g,%d)", s.clahe_clip, s.clahe_tiles));
   if (s.normalize == "zscore") absl::StrAppend(&out, "|normalize=zscore");

@@ -39,7 +39,8 @@ TEST(PreprocessTest, WindowsToUnitRangeAndPadsToSquare) {
 TEST(PreprocessTest, CropKeepsTheCentreSquare) {
   // 2 rows x 6 columns, columns valued 0..5 in a window that maps v -> v/5.
   std::vector<float> v;
-  for (int r = 0; r < 2; ++r) for (int c = 0; c < 6; ++c) v.push_back(static_cast<float>(c));
+  for (int r = 0; r < 2; ++r)
+    for (int c = 0; c < 6; ++c) v.push_back(static_cast<float>(c));
   PreprocessSettings s;
   s.window_center = 2.5;
   s.window_width = 5;
@@ -114,14 +115,30 @@ TEST(PreprocessTest, PipelineHashChangesWithEverySetting) {
   PreprocessSettings base;
   std::set<std::string> hashes{PipelineSha256(base)};
   auto add = [&](PreprocessSettings s) { EXPECT_TRUE(hashes.insert(PipelineSha256(s)).second) << DescribePipeline(s); };
-  PreprocessSettings s = base; s.window = "lung"; add(s);
-  s = base; s.window_center = 41; add(s);
-  s = base; s.output_size = 65; add(s);
-  s = base; s.resize = "crop"; add(s);
-  s = base; s.denoise = "median"; add(s);
-  s = base; s.clahe = true; add(s);
-  s = base; s.normalize = "zscore"; add(s);
-  s = base; s.color_to_gray = false; add(s);
+  PreprocessSettings s = base;
+  s.window = "lung";
+  add(s);
+  s = base;
+  s.window_center = 41;
+  add(s);
+  s = base;
+  s.output_size = 65;
+  add(s);
+  s = base;
+  s.resize = "crop";
+  add(s);
+  s = base;
+  s.denoise = "median";
+  add(s);
+  s = base;
+  s.clahe = true;
+  add(s);
+  s = base;
+  s.normalize = "zscore";
+  add(s);
+  s = base;
+  s.color_to_gray = false;
+  add(s);
   EXPECT_EQ(PipelineSha256(base), PipelineSha256(PreprocessSettings{}));
 }
 

@@ -24,8 +24,8 @@ bool Reached(double epsilon, double ceiling) { return epsilon >= ceiling * (1 - 
 DpSchedule ScheduleFor(int64_t units, int64_t expected_batch, double epochs) {
   DpSchedule d;
   if (units <= 0) return d;
-  d.sampling_rate = std::min(1.0, static_cast<double>(std::max<int64_t>(expected_batch, 1)) /
-                                      static_cast<double>(units));
+  d.sampling_rate =
+      std::min(1.0, static_cast<double>(std::max<int64_t>(expected_batch, 1)) / static_cast<double>(units));
   d.steps = std::max<int64_t>(1, std::llround(epochs / d.sampling_rate));
   return d;
 }
@@ -60,12 +60,11 @@ absl::StatusOr<PrivacyCharge> PlanEvaluation(const PrivacySettings& settings, do
   const PrivacyAccountant spent = EvaluationSpentBy(ledger);
   const double before = spent.GetEpsilon(settings.delta).epsilon;
   if (!(budget > 0) || Reached(before, budget)) {
-    return absl::ResourceExhaustedError(absl::StrFormat(
-        "evaluation budget spent: epsilon %.4f of [policy] evaluation_epsilon %.4g (delta %g)", before, budget,
-        settings.delta));
+    return absl::ResourceExhaustedError(
+        absl::StrFormat("evaluation budget spent: epsilon %.4f of [policy] evaluation_epsilon %.4g (delta %g)", before,
+                        budget, settings.delta));
   }
-  absl::StatusOr<double> sigma =
-      NoiseMultiplierFor(budget, settings.delta, 1.0, std::max(1, evaluations_left), spent);
+  absl::StatusOr<double> sigma = NoiseMultiplierFor(budget, settings.delta, 1.0, std::max(1, evaluations_left), spent);
   if (!sigma.ok()) return absl::ResourceExhaustedError(sigma.status().message());
   PrivacyCharge c;
   c.kind = "evaluation";
@@ -112,10 +111,10 @@ absl::StatusOr<PrivacyCharge> PlanCountRelease(const PrivacySettings& settings,
   const PrivacyAccountant spent = SpentBy(ledger);
   const Epsilon e = With(spent, {&count}).GetEpsilon(settings.delta);
   if (e.epsilon > settings.epsilon_max) {
-    return absl::ResourceExhaustedError(absl::StrFormat(
-        "privacy budget exhausted: releasing the unit count would take epsilon from %.4f to %.4f, past "
-        "epsilon_max %.4g (delta %g)",
-        spent.GetEpsilon(settings.delta).epsilon, e.epsilon, settings.epsilon_max, settings.delta));
+    return absl::ResourceExhaustedError(
+        absl::StrFormat("privacy budget exhausted: releasing the unit count would take epsilon from %.4f to %.4f, past "
+                        "epsilon_max %.4g (delta %g)",
+                        spent.GetEpsilon(settings.delta).epsilon, e.epsilon, settings.epsilon_max, settings.delta));
   }
   count.epsilon_after = e.epsilon;
   count.order = e.order;
@@ -161,9 +160,9 @@ absl::StatusOr<RoundCharges> PlanRound(const PrivacySettings& settings, const st
       // between the target and epsilon_max.
       t.noise_multiplier = last->noise_multiplier;
     } else {
-      return absl::ResourceExhaustedError(absl::StrFormat(
-          "privacy budget exhausted: epsilon %.4f of the target %.4g is spent (delta %g)", out.epsilon_before,
-          settings.target_epsilon, settings.delta));
+      return absl::ResourceExhaustedError(
+          absl::StrFormat("privacy budget exhausted: epsilon %.4f of the target %.4g is spent (delta %g)",
+                          out.epsilon_before, settings.target_epsilon, settings.delta));
     }
   }
   PrivacyAccountant after = spent;
@@ -175,15 +174,15 @@ absl::StatusOr<RoundCharges> PlanRound(const PrivacySettings& settings, const st
     return absl::ResourceExhaustedError(absl::StrFormat(
         "privacy budget exhausted: this round would take epsilon from %.4f to %.4f, past epsilon_max %.4g "
         "(delta %g; sigma %.4f, q %.5f, %d steps)",
-        out.epsilon_before, e.epsilon, settings.epsilon_max, settings.delta, t.noise_multiplier,
-        t.sampling_rate, t.steps));
+        out.epsilon_before, e.epsilon, settings.epsilon_max, settings.delta, t.noise_multiplier, t.sampling_rate,
+        t.steps));
   }
   if (request.max_round_epsilon > 0 && e.epsilon - out.epsilon_before > request.max_round_epsilon) {
     return absl::FailedPreconditionError(absl::StrFormat(
         "[policy] max_round_epsilon: this round would cost epsilon %.4f (from %.4f to %.4f; sigma %.4f, q %.5f, "
         "%d steps), more than the site's limit of %.4g per round",
-        e.epsilon - out.epsilon_before, out.epsilon_before, e.epsilon, t.noise_multiplier, t.sampling_rate,
-        t.steps, request.max_round_epsilon));
+        e.epsilon - out.epsilon_before, out.epsilon_before, e.epsilon, t.noise_multiplier, t.sampling_rate, t.steps,
+        request.max_round_epsilon));
   }
   return out;
 }

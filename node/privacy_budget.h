@@ -120,12 +120,12 @@ std::optional<PrivacyCharge> CountReleaseOf(const std::vector<PrivacyCharge>& le
 
 // What the next round is asked to be.
 struct RoundRequest {
-  int64_t units = 0;            // exact: recorded in the node's own ledger only
-  double released_units = 0;    // the data load's released count (already in the ledger): q and steps
-                                // derive from it alone
-  int64_t expected_batch = 1;   // the plan's batch
-  double local_epochs = 1;      // the plan's local epochs
-  int rounds_left = 1;          // this one included, counted by the site (its own plan and ledger)
+  int64_t units = 0;             // exact: recorded in the node's own ledger only
+  double released_units = 0;     // the data load's released count (already in the ledger): q and steps
+                                 // derive from it alone
+  int64_t expected_batch = 1;    // the plan's batch
+  double local_epochs = 1;       // the plan's local epochs
+  int rounds_left = 1;           // this one included, counted by the site (its own plan and ledger)
   double max_round_epsilon = 0;  // the site's [policy] limit on one round's cost; 0: none
 };
 
@@ -155,13 +155,13 @@ bool BudgetSpent(const PrivacySettings& settings, double spent_epsilon);
 // last one fit (with a fixed σ; with a target ε σ adapts, so the answer is
 // the plan's remaining rounds until the target).
 struct BudgetReport {
-  Epsilon spent;               // the training part
-  Epsilon evaluation;          // the evaluation part
-  int64_t evaluations = 0;     // evaluation releases in the ledger
-  double site_epsilon = 0;     // the larger part: every patient's bound
+  Epsilon spent;            // the training part
+  Epsilon evaluation;       // the evaluation part
+  int64_t evaluations = 0;  // evaluation releases in the ledger
+  double site_epsilon = 0;  // the larger part: every patient's bound
   double left = 0;
-  int64_t dp_rounds = 0;       // training charges in the ledger
-  int64_t rounds_left = -1;    // -1: unknown (no round yet to take the schedule from)
+  int64_t dp_rounds = 0;     // training charges in the ledger
+  int64_t rounds_left = -1;  // -1: unknown (no round yet to take the schedule from)
   std::optional<PrivacyCharge> last;
 };
 BudgetReport ReportBudget(const PrivacySettings& settings, const std::vector<PrivacyCharge>& ledger);

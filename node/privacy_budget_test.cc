@@ -259,14 +259,16 @@ TEST(PrivacyBudgetTest, AnOlderNodeDbIsMigrated) {
   {
     absl::StatusOr<std::unique_ptr<Database>> db = Database::Open(path);
     ASSERT_TRUE(db.ok());
-    ASSERT_TRUE((*db)->ExecScript(R"sql(
+    ASSERT_TRUE((*db)
+                    ->ExecScript(R"sql(
 CREATE TABLE privacy_ledger(id INTEGER PRIMARY KEY, kind TEXT NOT NULL CHECK(kind IN ('dp-sgd', 'count')),
   federation TEXT NOT NULL, round INTEGER NOT NULL, attempt INTEGER NOT NULL, unit TEXT NOT NULL,
   units INTEGER NOT NULL, noise_multiplier REAL NOT NULL, clip_norm REAL NOT NULL, sampling_rate REAL NOT NULL,
   steps INTEGER NOT NULL, delta REAL NOT NULL, epsilon_after REAL NOT NULL, rdp_order REAL NOT NULL,
   released REAL NOT NULL DEFAULT 0, status TEXT NOT NULL, at_ms INTEGER NOT NULL);
 INSERT INTO privacy_ledger VALUES(7, 'count', 'f', 1, 1, 'patient', 50, 20, 1, 1, 1, 1e-5, 0.1, 10, 52, 'sent', 1);
-)sql").ok());
+)sql")
+                    .ok());
   }
   auto store = NodeStore::Open(path, TestSigner(), 1);
   ASSERT_TRUE(store.ok()) << store.status();

@@ -98,9 +98,10 @@ void SetPipelineMetadata(const PreprocessSettings& settings, SafetensorsMetadata
 absl::Status CheckPipeline(const SavedModel& model, const PreprocessSettings& settings) {
   auto it = model.metadata.find("preprocessing");
   if (it == model.metadata.end() || it->second.empty()) {
-    return absl::FailedPreconditionError(absl::StrCat(
-        "'", model.path, "' does not name the preprocessing it was trained on (an untrained round-0 model, or one "
-        "saved before fedrad recorded it), so its inputs cannot be prepared the same way"));
+    return absl::FailedPreconditionError(
+        absl::StrCat("'", model.path,
+                     "' does not name the preprocessing it was trained on (an untrained round-0 model, or one "
+                     "saved before fedrad recorded it), so its inputs cannot be prepared the same way"));
   }
   const std::string here = DescribePipeline(settings);
   // A federation's model lists every pipeline its sites used, one per line.
@@ -110,9 +111,9 @@ absl::Status CheckPipeline(const SavedModel& model, const PreprocessSettings& se
   }
   std::vector<std::string> differences;
   for (const std::string& p : pipelines) differences.push_back(PipelineDifference(p, here));
-  return absl::FailedPreconditionError(absl::StrCat(
-      "'", model.path, "' was trained on images prepared differently from this site's [preprocess]: ",
-      absl::StrJoin(differences, pipelines.size() > 1 ? " | or, for its other pipeline: " : "")));
+  return absl::FailedPreconditionError(
+      absl::StrCat("'", model.path, "' was trained on images prepared differently from this site's [preprocess]: ",
+                   absl::StrJoin(differences, pipelines.size() > 1 ? " | or, for its other pipeline: " : "")));
 }
 
 }  // namespace fedrad::node

@@ -15,9 +15,7 @@ namespace fs = std::filesystem;
 
 class SavedModelTest : public ::testing::Test {
  protected:
-  void SetUp() override {
-    site_.output_size = 16;
-  }
+  void SetUp() override { site_.output_size = 16; }
 
   // A ctnet file with `metadata` on top of its shape.
   SavedModel Save(const SafetensorsMetadata& extra) {
@@ -49,8 +47,7 @@ TEST_F(SavedModelTest, AcceptsTheSamePipelineAndNamesEachDifference) {
   other.normalize = "zscore";
   absl::Status s = CheckPipeline(Save(m), other);
   EXPECT_EQ(s.code(), absl::StatusCode::kFailedPrecondition);
-  EXPECT_NE(s.message().find("window=explicit(40,400) in the model, window=lung(40,400) here"), std::string::npos)
-      << s;
+  EXPECT_NE(s.message().find("window=explicit(40,400) in the model, window=lung(40,400) here"), std::string::npos) << s;
   EXPECT_NE(s.message().find("no normalize in the model, normalize=zscore here"), std::string::npos) << s;
   EXPECT_EQ(s.message().find("resize"), std::string::npos) << s;  // equal steps are not named
 }
@@ -86,8 +83,7 @@ TEST_F(SavedModelTest, TensorsOfAnotherShapeAreRefused) {
   ASSERT_TRUE(WriteSafetensorsFile(path, *p, m).ok());
   absl::StatusOr<SavedModel> model = LoadSavedModel(path);
   ASSERT_FALSE(model.ok());
-  EXPECT_NE(model.status().message().find("not those of ctnet with 2 classes"), std::string::npos)
-      << model.status();
+  EXPECT_NE(model.status().message().find("not those of ctnet with 2 classes"), std::string::npos) << model.status();
 }
 
 }  // namespace

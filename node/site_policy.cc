@@ -9,8 +9,7 @@ namespace fedrad::node {
 
 std::optional<std::string> ArchitectureViolation(const SitePolicy& policy, const std::string& architecture) {
   if (policy.architectures.empty() ||
-      std::find(policy.architectures.begin(), policy.architectures.end(), architecture) !=
-          policy.architectures.end()) {
+      std::find(policy.architectures.begin(), policy.architectures.end(), architecture) != policy.architectures.end()) {
     return std::nullopt;
   }
   return absl::StrCat("[policy] architectures: the plan's model '", architecture, "' is not one this site allows (",

@@ -58,17 +58,17 @@ absl::Status TrainLocal(const TrainLocalOptions& o, std::ostream& out) {
     }
     epsilon = EpsilonFor(sigma, q, steps, o.dp->delta).epsilon;
     settings.dp = DpTrainingSettings{sigma, o.dp->clip_norm, q, steps, o.dp->patient_level, 0};
-    out << absl::StrFormat("DP-SGD: %s-level, %d units, q = %.5f, %d steps, sigma = %.4f, C = %g -> epsilon = %.4f at delta = %g\n",
-                           o.dp->patient_level ? "patient" : "image", units, q, steps, sigma, o.dp->clip_norm,
-                           epsilon, o.dp->delta);
+    out << absl::StrFormat(
+        "DP-SGD: %s-level, %d units, q = %.5f, %d steps, sigma = %.4f, C = %g -> epsilon = %.4f at delta = %g\n",
+        o.dp->patient_level ? "patient" : "image", units, q, steps, sigma, o.dp->clip_norm, epsilon, o.dp->delta);
   }
   absl::StatusOr<TrainingOutcome> outcome = TrainLocally(o.model, *params, train, settings);
   if (!outcome.ok()) return outcome.status();
   for (size_t i = 0; i < params->values.size(); ++i) params->values[i] += outcome->delta[i];
   absl::StatusOr<Evaluation> eval = EvaluateModel(o.model, *params, test);
   if (!eval.ok()) return eval.status();
-  out << absl::StrFormat("held-out accuracy %.4f, loss %.4f on %d images (%s, %d epochs)\n", eval->accuracy,
-                         eval->loss, eval->count, o.model.architecture, o.epochs);
+  out << absl::StrFormat("held-out accuracy %.4f, loss %.4f on %d images (%s, %d epochs)\n", eval->accuracy, eval->loss,
+                         eval->count, o.model.architecture, o.epochs);
   if (o.dp) out << absl::StrFormat("privacy: epsilon = %.4f, delta = %g\n", epsilon, o.dp->delta);
   if (!o.save_path.empty()) {
     SafetensorsMetadata metadata = ModelShapeMetadata(o.model);

@@ -16,7 +16,7 @@ namespace fedrad::node {
 // no coordinator. Researchers compare federated runs against it.
 struct TrainLocalOptions {
   DatasetSpec spec;
-  std::optional<DatasetSpec> test;  // held-out set; default: a patient split of `spec`
+  std::optional<DatasetSpec> test;   // held-out set; default: a patient split of `spec`
   double validation_fraction = 0.2;  // of that split
   uint64_t split_seed = 42;
   ModelSpec model;

@@ -20,8 +20,8 @@ namespace fedrad::node {
 namespace {
 
 torch::Tensor ImagesTensor(const ImageSet& set) {
-  return torch::from_blob(const_cast<float*>(set.pixels.data()),
-                          {set.count(), set.channels, set.size, set.size}, torch::kFloat32);
+  return torch::from_blob(const_cast<float*>(set.pixels.data()), {set.count(), set.channels, set.size, set.size},
+                          torch::kFloat32);
 }
 
 torch::Tensor LabelsTensor(const ImageSet& set) {
@@ -30,9 +30,9 @@ torch::Tensor LabelsTensor(const ImageSet& set) {
 
 absl::Status CheckInputs(const ModelSpec& spec, const ImageSet& set) {
   if (set.size != spec.input_size || set.channels != spec.in_channels) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "images are ", set.channels, "x", set.size, "x", set.size, " but model '",
-        spec.architecture, "' takes ", spec.in_channels, "x", spec.input_size, "x", spec.input_size));
+    return absl::InvalidArgumentError(absl::StrCat("images are ", set.channels, "x", set.size, "x", set.size,
+                                                   " but model '", spec.architecture, "' takes ", spec.in_channels, "x",
+                                                   spec.input_size, "x", spec.input_size));
   }
   return absl::OkStatus();
 }
@@ -106,8 +106,8 @@ absl::StatusOr<TrainingOutcome> TrainPrivately(ClassifierImpl& model, const Mode
     if (!(c.norm_in_clips > 0) || !std::isfinite(c.norm_in_clips)) {
       return absl::InvalidArgumentError("a canary's gradient norm must be a positive multiple of C");
     }
-    canaries = CanarySteps{c.coordinates, c.signs, c.norm_in_clips * dp.clip_norm,
-                           std::vector<double>(c.coordinates.size(), 0.0), {}};
+    canaries = CanarySteps{
+        c.coordinates, c.signs, c.norm_in_clips * dp.clip_norm, std::vector<double>(c.coordinates.size(), 0.0), {}};
     canaries_in = std::count(c.included.begin(), c.included.end(), true);
   }
   std::unique_ptr<crypto::SecureRandom> rng;
@@ -127,8 +127,7 @@ absl::StatusOr<TrainingOutcome> TrainPrivately(ClassifierImpl& model, const Mode
   const torch::Tensor labels = LabelsTensor(train);
   const double divisor_units = dp.released_units > 0 ? dp.released_units : static_cast<double>(num_units);
   const DpSgdSettings step{dp.clip_norm, dp.noise_multiplier,
-                           dp.sampling_rate * (divisor_units + static_cast<double>(canaries_in)),
-                           dp.without_clipping};
+                           dp.sampling_rate * (divisor_units + static_cast<double>(canaries_in)), dp.without_clipping};
   TrainingOutcome out;
   double loss_sum = 0, norm_sum = 0;
   int64_t seen = 0, norm_steps = 0;
@@ -160,16 +159,16 @@ absl::StatusOr<TrainingOutcome> TrainPrivately(ClassifierImpl& model, const Mode
     optimizer.zero_grad();
     if (!rows.empty()) {
       const torch::Tensor idx = torch::tensor(rows, torch::kInt64);
-      torch::Tensor loss = torch::nn::functional::cross_entropy(
-          model.forward(images.index_select(0, idx)), labels.index_select(0, idx),
-          torch::nn::functional::CrossEntropyFuncOptions().reduction(torch::kSum));
+      torch::Tensor loss =
+          torch::nn::functional::cross_entropy(model.forward(images.index_select(0, idx)), labels.index_select(0, idx),
+                                               torch::nn::functional::CrossEntropyFuncOptions().reduction(torch::kSum));
       loss.backward();
       loss_sum += loss.item<double>();
       seen += static_cast<int64_t>(rows.size());
     }
-    absl::StatusOr<DpStepStats> stats = NoisyClippedGradient(
-        sampler, model, torch::tensor(unit_of_row, torch::kInt64), static_cast<int64_t>(sampled.size()), step, *rng,
-        canaries ? &*canaries : nullptr);
+    absl::StatusOr<DpStepStats> stats =
+        NoisyClippedGradient(sampler, model, torch::tensor(unit_of_row, torch::kInt64),
+                             static_cast<int64_t>(sampled.size()), step, *rng, canaries ? &*canaries : nullptr);
     if (!stats.ok()) {
       model.set_tap(nullptr);
       return stats.status();
@@ -200,8 +199,7 @@ void SetTorchThreads(int threads) {
 }
 
 absl::StatusOr<TrainingOutcome> TrainLocally(const ModelSpec& spec, const ModelParameters& global,
-                                             const ImageSet& train,
-                                             const LocalTrainingSettings& settings) {
+                                             const ImageSet& train, const LocalTrainingSettings& settings) {
   if (train.count() == 0) return absl::FailedPreconditionError("no training images");
   absl::Status s = CheckInputs(spec, train);
   if (!s.ok()) return s;
@@ -213,8 +211,7 @@ absl::StatusOr<TrainingOutcome> TrainLocally(const ModelSpec& spec, const ModelP
     (*model)->train();
     if (settings.dp) return TrainPrivately(**model, global, train, settings);
     torch::optim::SGD optimizer((*model)->parameters(),
-                                torch::optim::SGDOptions(settings.learning_rate)
-                                    .momentum(settings.momentum));
+                                torch::optim::SGDOptions(settings.learning_rate).momentum(settings.momentum));
     torch::Tensor images = ImagesTensor(train);
     torch::Tensor labels = LabelsTensor(train);
     torch::Generator gen = at::detail::createCPUGenerator(settings.seed);
@@ -226,8 +223,8 @@ absl::StatusOr<TrainingOutcome> TrainLocally(const ModelSpec& spec, const ModelP
       int64_t seen = 0;
       for (int64_t start = 0; start < train.count(); start += settings.batch_size) {
         if (settings.stop && settings.stop->load()) {
-          return absl::AbortedError(absl::StrCat("training stopped in epoch ", epoch + 1, " of ",
-                                                 settings.local_epochs));
+          return absl::AbortedError(
+              absl::StrCat("training stopped in epoch ", epoch + 1, " of ", settings.local_epochs));
         }
         const int64_t end = std::min<int64_t>(start + settings.batch_size, train.count());
         torch::Tensor idx = order.slice(0, start, end);

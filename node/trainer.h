@@ -8,10 +8,10 @@
 #include <vector>
 
 #include "absl/status/statusor.h"
+#include "common/metrics.h"
 #include "common/plan.h"
 #include "common/tensor.h"
 #include "node/dataset.h"
-#include "common/metrics.h"
 
 namespace fedrad::node {
 
@@ -54,7 +54,7 @@ struct LocalTrainingSettings {
   int batch_size = 32;
   double learning_rate = 0.05;
   double momentum = 0.9;
-  uint64_t seed = 0;  // shuffling order
+  uint64_t seed = 0;       // shuffling order
   double proximal_mu = 0;  // FedProx: adds (mu/2)·||w - w_global||² to the local loss
   // Set: DP-SGD (local_epochs and batch_size are then unused).
   std::optional<DpTrainingSettings> dp;
@@ -67,8 +67,8 @@ struct TrainingOutcome {
   std::vector<float> delta;  // trained minus global, flattened in manifest order
   double mean_loss = 0;      // over the last epoch
   int64_t examples = 0;
-  int64_t dp_steps = 0;    // steps taken under DP (each touched the data)
-  int64_t dp_units = 0;    // privacy units the sampling rate applies to
+  int64_t dp_steps = 0;     // steps taken under DP (each touched the data)
+  int64_t dp_units = 0;     // privacy units the sampling rate applies to
   double dp_mean_norm = 0;  // mean unit gradient norm before clipping
   // Sampled units whose gradient was not finite and so contributed nothing
   // (summed over steps). Stays on the node: it depends on the data.
@@ -81,8 +81,7 @@ struct TrainingOutcome {
 // Starts from `global`, trains on `train` with SGD + momentum, and returns the
 // weight delta. Torch errors become a Status.
 absl::StatusOr<TrainingOutcome> TrainLocally(const ModelSpec& spec, const ModelParameters& global,
-                                             const ImageSet& train,
-                                             const LocalTrainingSettings& settings);
+                                             const ImageSet& train, const LocalTrainingSettings& settings);
 
 struct Evaluation {
   double loss = 0;

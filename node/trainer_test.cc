@@ -65,8 +65,12 @@ TEST(TrainerTest, DpSgdStillLearnsAndCountsItsSteps) {
   LocalTrainingSettings settings;
   settings.learning_rate = 0.5;
   settings.momentum = 0.5;
-  settings.dp = DpTrainingSettings{/*noise_multiplier=*/0.8, /*clip_norm=*/1.0, /*sampling_rate=*/0.25,
-                                   /*steps=*/60, /*patient_level=*/true, /*test_seed=*/9};
+  settings.dp = DpTrainingSettings{/*noise_multiplier=*/0.8,
+                                   /*clip_norm=*/1.0,
+                                   /*sampling_rate=*/0.25,
+                                   /*steps=*/60,
+                                   /*patient_level=*/true,
+                                   /*test_seed=*/9};
   auto out = TrainLocally(spec, *global, train, settings);
   ASSERT_TRUE(out.ok()) << out.status();
   EXPECT_EQ(out->dp_steps, 60);
@@ -98,8 +102,12 @@ TEST(TrainerTest, TheUpdateIsDividedByTheReleasedCount) {
   LocalTrainingSettings settings;
   settings.learning_rate = 0.1;
   settings.momentum = 0;
-  settings.dp = DpTrainingSettings{/*noise_multiplier=*/1.0, /*clip_norm=*/1.0, /*sampling_rate=*/0.5,
-                                   /*steps=*/1, /*patient_level=*/true, /*test_seed=*/5};
+  settings.dp = DpTrainingSettings{/*noise_multiplier=*/1.0,
+                                   /*clip_norm=*/1.0,
+                                   /*sampling_rate=*/0.5,
+                                   /*steps=*/1,
+                                   /*patient_level=*/true,
+                                   /*test_seed=*/5};
   auto exact = TrainLocally(spec, *global, train, settings);  // released_units 0: the exact 20
   settings.dp->released_units = 20;
   auto same = TrainLocally(spec, *global, train, settings);

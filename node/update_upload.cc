@@ -236,8 +236,8 @@ std::string UpdateDataPrefix(size_t data_bytes) {
 }
 
 grpc::Status UploadUpdate(const std::shared_ptr<grpc::Channel>& channel, grpc::ClientContext* ctx,
-                          const std::string& header_message, std::string_view bytes,
-                          std::shared_ptr<const void> owner, size_t chunk_bytes) {
+                          const std::string& header_message, std::string_view bytes, std::shared_ptr<const void> owner,
+                          size_t chunk_bytes) {
   if (chunk_bytes == 0) return grpc::Status(grpc::StatusCode::INVALID_ARGUMENT, "chunk size 0");
   auto upload = std::make_shared<Upload>(bytes, std::move(owner), chunk_bytes);
   return upload->Run(channel, ctx, header_message);

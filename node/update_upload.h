@@ -31,8 +31,8 @@ namespace fedrad::node {
 // them alive until it lets go of the last chunk. Blocks until the call ends
 // (its deadline is `ctx`'s).
 grpc::Status UploadUpdate(const std::shared_ptr<grpc::Channel>& channel, grpc::ClientContext* ctx,
-                          const std::string& header_message, std::string_view bytes,
-                          std::shared_ptr<const void> owner, size_t chunk_bytes);
+                          const std::string& header_message, std::string_view bytes, std::shared_ptr<const void> owner,
+                          size_t chunk_bytes);
 
 // Downloads the model `sha256` from the coordinator's FetchModel: each
 // ModelChunk as it arrives is handed to `on_chunk` with its data as views

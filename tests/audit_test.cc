@@ -57,8 +57,7 @@ std::string TamperedCopy(const std::string& db, const std::string& out, const st
   }
   auto copy = Database::Open(out);
   EXPECT_TRUE(copy.ok());
-  absl::Status s =
-      (*copy)->ExecScript("DROP TRIGGER ledger_no_update; DROP TRIGGER ledger_no_delete; " + sql);
+  absl::Status s = (*copy)->ExecScript("DROP TRIGGER ledger_no_update; DROP TRIGGER ledger_no_delete; " + sql);
   EXPECT_TRUE(s.ok()) << s << "\n" << sql;
   return out;
 }
@@ -68,16 +67,16 @@ std::string TamperedCopy(const std::string& db, const std::string& out, const st
 // with `key_file` — someone else's key.
 std::string InsertedCopy(const std::string& db, const std::string& out, int64_t after_seq, const std::string& kind,
                          const std::string& body, const std::string& key_file) {
-  const std::string prev =
-      AsText(QueryDb(db, absl::StrCat("SELECT sha256 FROM ledger WHERE seq = ", after_seq))[0][0]);
+  const std::string prev = AsText(QueryDb(db, absl::StrCat("SELECT sha256 FROM ledger WHERE seq = ", after_seq))[0][0]);
   const std::string digest = LedgerEntryDigest(after_seq + 1, 5, kind, body, prev);
   absl::StatusOr<std::string> sig = crypto::SignSha256(ReadText(key_file), digest);
   EXPECT_TRUE(sig.ok()) << sig.status();
   return TamperedCopy(db, out,
                       absl::StrCat("UPDATE ledger SET seq = seq + 100000 WHERE seq > ", after_seq,
                                    "; UPDATE ledger SET seq = seq - 99999 WHERE seq > 100000; INSERT INTO ledger "
-                                   "VALUES(", after_seq + 1, ", 5, '", kind, "', '", body, "', '", prev, "', '",
-                                   digest, "', '", crypto::HexEncode(sig.value_or("")), "');"));
+                                   "VALUES(",
+                                   after_seq + 1, ", 5, '", kind, "', '", body, "', '", prev, "', '", digest, "', '",
+                                   crypto::HexEncode(sig.value_or("")), "');"));
 }
 
 // A copy with entries `a` and `b` swapped, each keeping its place's seq.
@@ -116,8 +115,8 @@ class AuditTest : public ::testing::Test {
  protected:
   void SetUp() override {
     dir_ = MakeWorkspace();
-    f_ = SetUpFederation(dir_, {.sites = 2, .rounds = 3, .min_nodes = 2, .patients = 8, .images = 2,
-                                .start_grace_s = 1});
+    f_ = SetUpFederation(dir_,
+                         {.sites = 2, .rounds = 3, .min_nodes = 2, .patients = 8, .images = 2, .start_grace_s = 1});
     ASSERT_FALSE(HasFailure());
     // The second site aims lower, so the chart's lines differ.
     ReplaceInFile(f_.NodeConfig(f_.sites[1]), "target_epsilon = 2.7", "target_epsilon = 1.5");
@@ -136,8 +135,7 @@ TEST_F(AuditTest, ACleanFederationVerifiesAndEveryKindOfTamperingInEitherLedgerI
   const Verdict clean = Verify(f_, nodes_, f_.StateDb(), "clean");
   ASSERT_EQ(clean.exit_code, 0) << clean.output;
   // 2 sites x 3 rounds of updates, each found in its site's ledger.
-  EXPECT_NE(clean.output.find("cross-checked: 6 aggregated update(s) found in their site's ledger"),
-            std::string::npos)
+  EXPECT_NE(clean.output.find("cross-checked: 6 aggregated update(s) found in their site's ledger"), std::string::npos)
       << clean.output;
   // Each site checked the coordinator's signature of the models of rounds
   // 0..3 (trained on 0-2, evaluated 1-3), and each re-verifies here.
@@ -151,8 +149,8 @@ TEST_F(AuditTest, ACleanFederationVerifiesAndEveryKindOfTamperingInEitherLedgerI
                            "update_outcome", "evaluation_sent", "coordinator_certificate", "model_verified"}) {
     EXPECT_GT(SeqOf(nodes_[0], kind), 0) << kind;
   }
-  for (const char* kind : {"round_opened", "update_accepted", "aggregate", "model_published", "round_closed",
-                           "evaluation_received"}) {
+  for (const char* kind :
+       {"round_opened", "update_accepted", "aggregate", "model_published", "round_closed", "evaluation_received"}) {
     EXPECT_GT(SeqOf(f_.StateDb(), kind), 0) << kind;
   }
   // The data access names counts and a hash, never a UID.
@@ -166,23 +164,25 @@ TEST_F(AuditTest, ACleanFederationVerifiesAndEveryKindOfTamperingInEitherLedgerI
 
   {  // Node: ε lowered in a charge.
     const int64_t seq = SeqOf(node, "dp_charge", 2);
-    const std::string copy = TamperedCopy(node, t + "/edit-node.db",
-                                          absl::StrCat("UPDATE ledger SET body = json_set(body, '$.epsilon_after', 0.01) "
-                                                       "WHERE seq = ", seq));
+    const std::string copy =
+        TamperedCopy(node, t + "/edit-node.db",
+                     absl::StrCat("UPDATE ledger SET body = json_set(body, '$.epsilon_after', 0.01) "
+                                  "WHERE seq = ",
+                                  seq));
     ExpectNamed(Verify(f_, {copy, other}, state, "edit-node"), copy, seq, "dp_charge", "it was edited");
   }
   {  // Node: a data access deleted.
     const int64_t seq = SeqOf(node, "data_access", 2);
-    const std::string copy = TamperedCopy(node, t + "/delete-node.db", absl::StrCat("DELETE FROM ledger WHERE seq = ", seq));
+    const std::string copy =
+        TamperedCopy(node, t + "/delete-node.db", absl::StrCat("DELETE FROM ledger WHERE seq = ", seq));
     ExpectNamed(Verify(f_, {copy, other}, state, "delete-node"), copy, seq, "",
                 absl::StrCat("jumps from ", seq - 1, " to ", seq + 1, ": 1 entry deleted"));
   }
   {  // Node: an update_sent inserted, signed by another site's valid key.
     const int64_t seq = SeqOf(node, "round_joined", 2);
-    const std::string copy =
-        InsertedCopy(node, t + "/insert-node.db", seq, "update_sent",
-                     "{\"round\":2,\"update_sha256\":\"" + std::string(64, 'e') + "\"}",
-                     dir_ + "/kits/" + f_.sites[1] + "/site.key");
+    const std::string copy = InsertedCopy(node, t + "/insert-node.db", seq, "update_sent",
+                                          "{\"round\":2,\"update_sha256\":\"" + std::string(64, 'e') + "\"}",
+                                          dir_ + "/kits/" + f_.sites[1] + "/site.key");
     ExpectNamed(Verify(f_, {copy, other}, state, "insert-node"), copy, seq + 1, "update_sent",
                 "signature does not verify");
   }
@@ -233,10 +233,9 @@ TEST_F(AuditTest, ACleanFederationVerifiesAndEveryKindOfTamperingInEitherLedgerI
   }
   {  // Coordinator: a model publication inserted, signed by a site's key.
     const int64_t seq = SeqOf(state, "model_published", 2);
-    const std::string copy =
-        InsertedCopy(state, t + "/insert-state.db", seq, "model_published",
-                     "{\"round\":9,\"sha256\":\"" + std::string(64, 'f') + "\"}",
-                     dir_ + "/kits/" + f_.sites[0] + "/site.key");
+    const std::string copy = InsertedCopy(state, t + "/insert-state.db", seq, "model_published",
+                                          "{\"round\":9,\"sha256\":\"" + std::string(64, 'f') + "\"}",
+                                          dir_ + "/kits/" + f_.sites[0] + "/site.key");
     ExpectNamed(Verify(f_, nodes_, copy, "insert-state"), copy, seq + 1, "model_published",
                 "signature does not verify");
   }
@@ -260,18 +259,18 @@ TEST_F(AuditTest, ACleanFederationVerifiesAndEveryKindOfTamperingInEitherLedgerI
   {  // Files that are not ledgers: named, exit 2, nothing else read.
     WriteText(t + "/not-a-db.db", "hello\n");
     std::string log = t + "/not-a-db.log";
-    EXPECT_EQ(RunCommand({FedradBin(), "audit", "verify", "--ca", dir_ + "/kits/ca/ca.pem", "--node",
-                          t + "/not-a-db.db"},
-                         log),
-              2);
+    EXPECT_EQ(
+        RunCommand({FedradBin(), "audit", "verify", "--ca", dir_ + "/kits/ca/ca.pem", "--node", t + "/not-a-db.db"},
+                   log),
+        2);
     EXPECT_NE(ReadText(log).find(t + "/not-a-db.db' is not a readable SQLite database"), std::string::npos)
         << ReadText(log);
     ASSERT_TRUE(Database::Open(t + "/plain.db").ok());
     log = t + "/plain.log";
-    EXPECT_EQ(RunCommand({FedradBin(), "audit", "verify", "--ca", dir_ + "/kits/ca/ca.pem", "--coordinator",
-                          t + "/plain.db"},
-                         log),
-              2);
+    EXPECT_EQ(
+        RunCommand({FedradBin(), "audit", "verify", "--ca", dir_ + "/kits/ca/ca.pem", "--coordinator", t + "/plain.db"},
+                   log),
+        2);
     EXPECT_NE(ReadText(log).find(t + "/plain.db has no audit ledger"), std::string::npos) << ReadText(log);
   }
   {  // A ledger verified against another federation's CA: no writer is trusted.
@@ -294,8 +293,8 @@ TEST_F(AuditTest, TheReportRendersInChromiumWithTheChartDrawnAndTheLedgersNumber
       << ReadText(log);
   const std::string dom_log = dir_ + "/dom.log";
   // --dump-dom prints the document after its scripts ran.
-  const std::vector<std::string> chromium = {"/usr/bin/chromium", "--headless", "--no-sandbox", "--disable-gpu",
-                                             "--hide-scrollbars", "--window-size=1280,2400"};
+  const std::vector<std::string> chromium = {"/usr/bin/chromium", "--headless",        "--no-sandbox",
+                                             "--disable-gpu",     "--hide-scrollbars", "--window-size=1280,2400"};
   std::vector<std::string> dump = chromium;
   dump.push_back("--dump-dom");
   dump.push_back("file://" + html);
@@ -365,9 +364,9 @@ TEST(EmpiricalAuditTest, WithNoiseTheBoundHoldsWithoutNoiseTheAuditRefutesIt) {
   MiniFederation f = SetUpFederation(dir, {.sites = 1, .rounds = 1, .min_nodes = 1, .patients = 40, .images = 1});
   ASSERT_FALSE(::testing::Test::HasFailure());
   auto run = [&](bool noise, const std::string& name, bool clipping = true) {
-    std::vector<std::string> argv = {NodeBin(), "audit",  "empirical", "--config", f.NodeConfig(f.sites[0]),
-                                     "--size",    "32",     "--batch",   "16",       "--epochs",
-                                     "2",         "--json", dir + "/" + name + ".json"};
+    std::vector<std::string> argv = {
+        NodeBin(), "audit",    "empirical", "--config", f.NodeConfig(f.sites[0]),  "--size", "32", "--batch",
+        "16",      "--epochs", "2",         "--json",   dir + "/" + name + ".json"};
     if (!noise) argv.push_back("--without-noise");
     if (!clipping) argv.push_back("--without-clipping");
     const int code = RunCommand(argv, dir + "/" + name + ".log", std::chrono::minutes(5));
@@ -413,14 +412,14 @@ TEST(EmpiricalAuditTest, WithNoiseTheBoundHoldsWithoutNoiseTheAuditRefutesIt) {
 // ledger with its own sigma, q and steps, on its newest global model's network.
 TEST(EmpiricalAuditTest, ByDefaultItAuditsTheRoundsInTheSitesLedger) {
   const std::string dir = MakeWorkspace();
-  MiniFederation f = SetUpFederation(dir, {.sites = 1, .rounds = 2, .min_nodes = 1, .patients = 40, .images = 1,
-                                           .start_grace_s = 1});
+  MiniFederation f =
+      SetUpFederation(dir, {.sites = 1, .rounds = 2, .min_nodes = 1, .patients = 40, .images = 1, .start_grace_s = 1});
   ASSERT_FALSE(::testing::Test::HasFailure());
   RunFederationToCompletion(f);
   ASSERT_FALSE(::testing::Test::HasFailure());
-  const std::vector<SqlRow> charged = QueryDb(
-      f.NodeDb(f.sites[0]),
-      "SELECT noise_multiplier, sampling_rate, steps FROM privacy_ledger WHERE kind = 'dp-sgd' ORDER BY id");
+  const std::vector<SqlRow> charged =
+      QueryDb(f.NodeDb(f.sites[0]),
+              "SELECT noise_multiplier, sampling_rate, steps FROM privacy_ledger WHERE kind = 'dp-sgd' ORDER BY id");
   ASSERT_EQ(charged.size(), 2u);
   const std::string json_path = dir + "/ledger.json";
   const int code = RunCommand({NodeBin(), "audit", "empirical", "--config", f.NodeConfig(f.sites[0]), "--canaries",

@@ -1,6 +1,6 @@
 // Nodes that send bad updates: a NaN, a wrong size, a norm past the plan's
-// bound, a preprocessing description with a control character. Each is rejected with its reason and recorded; the round goes on
-// with the good nodes and the federation finishes.
+// bound, a preprocessing description with a control character. Each is rejected with its reason and recorded; the round
+// goes on with the good nodes and the federation finishes.
 #include <gtest/gtest.h>
 
 #include <memory>
@@ -36,14 +36,13 @@ std::string RunWithRogues(const MiniFederation& f, const std::vector<std::pair<s
 
 TEST(BadUpdateTest, RejectedWithAReasonAndTheRoundGoesOn) {
   const std::string dir = MakeWorkspace();
-  MiniFederation f = SetUpFederation(dir, {.sites = 6, .rounds = 2, .min_nodes = 2, .patients = 6, .images = 2,
-                                           .start_grace_s = 20});
+  MiniFederation f =
+      SetUpFederation(dir, {.sites = 6, .rounds = 2, .min_nodes = 2, .patients = 6, .images = 2, .start_grace_s = 20});
   // (rogue nodes answer evaluations with nothing counted, so rounds close promptly)
   ASSERT_FALSE(::testing::Test::HasFailure());
   RunWithRogues(f, {{"site-c", "nan"}, {"site-d", "shape"}, {"site-e", "norm"}, {"site-f", "pipeline"}});
   ASSERT_FALSE(::testing::Test::HasFailure());
-  EXPECT_EQ(QueryDb(f.StateDb(), "SELECT COUNT(*) FROM rounds WHERE status = 'applied'")[0][0],
-            SqlValue(int64_t{2}));
+  EXPECT_EQ(QueryDb(f.StateDb(), "SELECT COUNT(*) FROM rounds WHERE status = 'applied'")[0][0], SqlValue(int64_t{2}));
   // Both rounds were applied with the two good updates, on their first attempt.
   EXPECT_TRUE(QueryDb(f.StateDb(), "SELECT 1 FROM rounds WHERE status != 'applied'").empty());
   const std::vector<std::pair<std::string, std::string>> reasons = {
@@ -53,8 +52,8 @@ TEST(BadUpdateTest, RejectedWithAReasonAndTheRoundGoesOn) {
       {"site-f", "the preprocessing pipeline is not a short printable description"}};
   for (const auto& [site, reason] : reasons) {
     SCOPED_TRACE(site);
-    std::vector<SqlRow> rows = QueryDb(
-        f.StateDb(), absl::StrCat("SELECT round, status, reason FROM submissions WHERE site = '", site, "'"));
+    std::vector<SqlRow> rows =
+        QueryDb(f.StateDb(), absl::StrCat("SELECT round, status, reason FROM submissions WHERE site = '", site, "'"));
     ASSERT_EQ(rows.size(), 2u);
     for (const SqlRow& r : rows) {
       EXPECT_EQ(AsText(r[1]), "rejected");
@@ -71,8 +70,8 @@ TEST(BadUpdateTest, RejectedWithAReasonAndTheRoundGoesOn) {
 // capped at max_weight_ratio times the round's median, logged.
 TEST(BadUpdateTest, ClaimedCountsCannotOutweighTheOthers) {
   const std::string dir = MakeWorkspace();
-  MiniFederation f = SetUpFederation(dir, {.sites = 4, .rounds = 1, .min_nodes = 3, .patients = 6, .images = 2,
-                                           .start_grace_s = 20});
+  MiniFederation f =
+      SetUpFederation(dir, {.sites = 4, .rounds = 1, .min_nodes = 3, .patients = 6, .images = 2, .start_grace_s = 20});
   ASSERT_FALSE(::testing::Test::HasFailure());
   const std::string log = RunWithRogues(f, {{"site-c", "heavy"}, {"site-d", "huge"}});
   ASSERT_FALSE(::testing::Test::HasFailure());
@@ -108,16 +107,16 @@ TEST(BadUpdateTest, BadEvaluationReportsAreRefused) {
   EXPECT_NE(lie.Log().find("refused: the release holds a value beyond any site's size"), std::string::npos)
       << lie.Log();
   EXPECT_EQ(QueryDb(f.StateDb(), "SELECT COUNT(*) FROM evaluations")[0][0], SqlValue(int64_t{0}));
-  EXPECT_EQ(QueryDb(f.StateDb(), "SELECT COUNT(*) FROM rounds WHERE status = 'applied'")[0][0],
-            SqlValue(int64_t{1}));
+  EXPECT_EQ(QueryDb(f.StateDb(), "SELECT COUNT(*) FROM rounds WHERE status = 'applied'")[0][0], SqlValue(int64_t{1}));
   // Each refusal is in the coordinator's ledger, with the site and the reason.
-  for (const auto& [site, reason] : std::vector<std::pair<std::string, std::string>>{
-           {"site-a", "below the plan"}, {"site-b", "beyond any site"}}) {
-    EXPECT_EQ(QueryDb(f.StateDb(), absl::StrCat("SELECT COUNT(*) FROM ledger WHERE kind = 'report_refused' AND "
-                                                "json_extract(body, '$.what') = 'evaluation' AND "
-                                                "json_extract(body, '$.site') = '", site,
-                                                "' AND json_extract(body, '$.reason') LIKE '%", reason, "%'"))[0][0],
-              SqlValue(int64_t{1}))
+  for (const auto& [site, reason] :
+       std::vector<std::pair<std::string, std::string>>{{"site-a", "below the plan"}, {"site-b", "beyond any site"}}) {
+    EXPECT_EQ(
+        QueryDb(f.StateDb(), absl::StrCat("SELECT COUNT(*) FROM ledger WHERE kind = 'report_refused' AND "
+                                          "json_extract(body, '$.what') = 'evaluation' AND "
+                                          "json_extract(body, '$.site') = '",
+                                          site, "' AND json_extract(body, '$.reason') LIKE '%", reason, "%'"))[0][0],
+        SqlValue(int64_t{1}))
         << site;
   }
   RemoveWorkspaceIfPassed(dir);

@@ -62,7 +62,8 @@ TEST_F(ConfigErrorsTest, NodeConfig) {
   std::string both = Edited(good, "# noise_multiplier = 1.1", "noise_multiplier = 1.1");
   out = Fails({NodeBin(), "run", "--config", both});
   EXPECT_NE(out.find("field 'privacy.target_epsilon' must not be set together with noise_multiplier; choose one"),
-            std::string::npos) << out;
+            std::string::npos)
+      << out;
   out = Fails({NodeBin(), "privacy", "--config", both});
   EXPECT_NE(out.find(both + ":"), std::string::npos) << out;
   std::string bad_unit = Edited(good, "unit = \"patient\"", "unit = \"study\"");

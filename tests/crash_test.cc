@@ -29,8 +29,13 @@ TEST(CrashTest, CoordinatorKilledMidRoundResumesTheAttemptWithTheSitesKeptUpdate
   const std::string dir = MakeWorkspace();
   // Enough local work that site-c, stopped while it trains round 2, holds
   // the round open (close_at_fraction 1) after the others' updates are in.
-  MiniFederation f = SetUpFederation(dir, {.sites = 3, .rounds = 3, .min_nodes = 2, .local_epochs = 12,
-                                           .patients = 12, .images = 4, .round_deadline_s = 120});
+  MiniFederation f = SetUpFederation(dir, {.sites = 3,
+                                           .rounds = 3,
+                                           .min_nodes = 2,
+                                           .local_epochs = 12,
+                                           .patients = 12,
+                                           .images = 4,
+                                           .round_deadline_s = 120});
   ASSERT_FALSE(::testing::Test::HasFailure());
   auto coordinator = StartCoordinator(f, "coordinator-1.log");
   auto a = StartNode(f, "site-a");
@@ -75,18 +80,19 @@ TEST(CrashTest, CoordinatorKilledMidRoundResumesTheAttemptWithTheSitesKeptUpdate
     EXPECT_EQ(ChargesByRound(f.NodeDb(site)), (std::map<int64_t, int64_t>{{1, 1}, {2, 1}, {3, 1}})) << site;
   }
   for (const std::string& site : {"site-a", "site-b"}) {
-    std::vector<SqlRow> resent = QueryDb(
-        f.NodeDb(site), "SELECT body FROM ledger WHERE kind = 'update_sent' AND body LIKE '%\"resent_from_attempt\":1%'");
+    std::vector<SqlRow> resent =
+        QueryDb(f.NodeDb(site),
+                "SELECT body FROM ledger WHERE kind = 'update_sent' AND body LIKE '%\"resent_from_attempt\":1%'");
     EXPECT_EQ(resent.size(), 1u) << site;
-    std::vector<SqlRow> round2 = QueryDb(
-        f.NodeDb(site), "SELECT status FROM privacy_ledger WHERE kind = 'dp-sgd' AND round = 2");
+    std::vector<SqlRow> round2 =
+        QueryDb(f.NodeDb(site), "SELECT status FROM privacy_ledger WHERE kind = 'dp-sgd' AND round = 2");
     ASSERT_EQ(round2.size(), 1u);
     EXPECT_EQ(AsText(round2[0][0]), "accepted (sent again in attempt 1)") << site;
     // Nothing is kept once the federation is over.
     EXPECT_TRUE(QueryDb(f.NodeDb(site), "SELECT 1 FROM kept_updates").empty()) << site;
   }
   // The ledgers agree: every aggregated update is one the sites recorded.
-  std::vector<std::string> argv = {FedradBin(), "audit", "verify", "--ca", dir + "/kits/ca/ca.pem",
+  std::vector<std::string> argv = {FedradBin(),     "audit",    "verify", "--ca", dir + "/kits/ca/ca.pem",
                                    "--coordinator", f.StateDb()};
   for (const std::string& site : f.sites) {
     argv.push_back("--node");
@@ -100,8 +106,13 @@ TEST(CrashTest, CoordinatorKilledMidRoundResumesTheAttemptWithTheSitesKeptUpdate
 // round's charge marked interrupted; restarted, it serves the round.
 TEST(CrashTest, ANodeStoppedWhileTrainingExitsCleanlyAndSaysWhatItWasCharged) {
   const std::string dir = MakeWorkspace();
-  MiniFederation f = SetUpFederation(dir, {.sites = 2, .rounds = 2, .min_nodes = 2, .local_epochs = 40,
-                                           .patients = 12, .images = 4, .round_deadline_s = 120});
+  MiniFederation f = SetUpFederation(dir, {.sites = 2,
+                                           .rounds = 2,
+                                           .min_nodes = 2,
+                                           .local_epochs = 40,
+                                           .patients = 12,
+                                           .images = 4,
+                                           .round_deadline_s = 120});
   ASSERT_FALSE(::testing::Test::HasFailure());
   auto coordinator = StartCoordinator(f, "coordinator.log");
   auto a = StartNode(f, "site-a");
@@ -136,8 +147,8 @@ TEST(CrashTest, ANodeStoppedWhileTrainingExitsCleanlyAndSaysWhatItWasCharged) {
 // file is kept (each is twice the model's size).
 TEST(CrashTest, ServerOptimizerStateSurvivesACrash) {
   auto run = [](const std::string& dir, bool crash) -> std::string {
-    MiniFederation f = SetUpFederation(dir, {.sites = 2, .rounds = 3, .min_nodes = 2, .start_grace_s = 20,
-                                             .dp = false});
+    MiniFederation f =
+        SetUpFederation(dir, {.sites = 2, .rounds = 3, .min_nodes = 2, .start_grace_s = 20, .dp = false});
     if (!std::filesystem::exists(f.CoordinatorConfig())) return "";  // SetUpFederation said why
     // The same update every round from both; site-b takes 2 s to answer, so
     // that round 2's end can be caught.

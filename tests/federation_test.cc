@@ -41,8 +41,7 @@ TEST(FederationTest, TwoNodesTwoRoundsAgreeOnTheGlobalModel) {
   EXPECT_EQ(file->metadata.at("architecture"), "ctnet");
   // ...and the preprocessing its sites trained on (both use the kit's).
   EXPECT_EQ(file->metadata.at("preprocessing").find('\n'), std::string::npos);
-  EXPECT_EQ(file->metadata.at("preprocessing_sha256"),
-            crypto::Sha256Hex(file->metadata.at("preprocessing")));
+  EXPECT_EQ(file->metadata.at("preprocessing_sha256"), crypto::Sha256Hex(file->metadata.at("preprocessing")));
 
   for (const std::string& site : f.sites) {
     // Each node recorded receiving the final model, and its own copy hashes the same.
@@ -50,8 +49,7 @@ TEST(FederationTest, TwoNodesTwoRoundsAgreeOnTheGlobalModel) {
     bool has_final = false;
     for (const SqlRow& r : got) has_final |= AsText(r[0]) == final_sha;
     EXPECT_TRUE(has_final) << site << " never received the final model";
-    EXPECT_EQ(*crypto::Sha256File(dir + "/kits/" + site + "/state/models/" + final_sha + ".safetensors"),
-              final_sha);
+    EXPECT_EQ(*crypto::Sha256File(dir + "/kits/" + site + "/state/models/" + final_sha + ".safetensors"), final_sha);
     // Both its updates were accepted.
     std::vector<SqlRow> sent = QueryDb(f.NodeDb(site), "SELECT outcome FROM updates_sent ORDER BY round");
     ASSERT_EQ(sent.size(), 2u) << site;
@@ -59,13 +57,13 @@ TEST(FederationTest, TwoNodesTwoRoundsAgreeOnTheGlobalModel) {
     // Scoring the final model locally on the site's validation split gives
     // what the node itself measured (exactly, kept on site) in the
     // federation's last evaluation.
-    std::vector<SqlRow> own = QueryDb(
-        f.NodeDb(site), "SELECT accuracy, count FROM evaluations WHERE model_sha256 = '" + final_sha + "'");
+    std::vector<SqlRow> own =
+        QueryDb(f.NodeDb(site), "SELECT accuracy, count FROM evaluations WHERE model_sha256 = '" + final_sha + "'");
     ASSERT_EQ(own.size(), 1u) << site;
     const std::string log = dir + "/evaluate-" + site + ".log";
-    ASSERT_EQ(RunCommand({NodeBin(), "evaluate", "--config", f.NodeConfig(site), "--model", path, "--bootstrap", "50"},
-                         log),
-              0)
+    ASSERT_EQ(
+        RunCommand({NodeBin(), "evaluate", "--config", f.NodeConfig(site), "--model", path, "--bootstrap", "50"}, log),
+        0)
         << ReadText(log);
     const std::string table = ReadText(log);
     EXPECT_NE(table.find(" on " + std::to_string(AsInt(own[0][1])) + " images"), std::string::npos) << table;
@@ -122,9 +120,10 @@ TEST(FederationTest, SmallSitesSendNoRelease) {
   ASSERT_GE(sent[large].second, 10) << "the large site's split changed; pick other sizes";
   ASSERT_LT(sent[small].second, 10);
 
-  std::vector<SqlRow> got = QueryDb(
-      f.StateDb(), "SELECT e.site, e.accuracy, e.count, f.suppressed, f.confusion, f.roc_auc FROM evaluations e "
-                   "JOIN evaluation_figures f USING(round, site) WHERE e.round = 1 ORDER BY e.site");
+  std::vector<SqlRow> got =
+      QueryDb(f.StateDb(),
+              "SELECT e.site, e.accuracy, e.count, f.suppressed, f.confusion, f.roc_auc FROM evaluations e "
+              "JOIN evaluation_figures f USING(round, site) WHERE e.round = 1 ORDER BY e.site");
   ASSERT_EQ(got.size(), 2u);
   for (const SqlRow& r : got) {
     const std::string site = AsText(r[0]);
@@ -199,9 +198,10 @@ TEST(FederationTest, StreamsBeyondTheLimitWaitTheirTurn) {
   const std::vector<std::string> logs = RunFederationToCompletion(f, std::chrono::minutes(3));
   ASSERT_FALSE(logs.empty());
   std::smatch m;
-  ASSERT_TRUE(std::regex_search(logs[0], m,
-                                std::regex("model downloads: at most (\\d+) at once \\(limit 1\\), (\\d+) waited for a "
-                                           "slot; update uploads: at most (\\d+) at once \\(limit 1\\), (\\d+) waited")))
+  ASSERT_TRUE(
+      std::regex_search(logs[0], m,
+                        std::regex("model downloads: at most (\\d+) at once \\(limit 1\\), (\\d+) waited for a "
+                                   "slot; update uploads: at most (\\d+) at once \\(limit 1\\), (\\d+) waited")))
       << logs[0];
   EXPECT_EQ(m[1], "1");
   EXPECT_EQ(m[3], "1");
@@ -217,16 +217,16 @@ TEST(FederationTest, StreamsBeyondTheLimitWaitTheirTurn) {
 // are accepted; both sides record the SHA-256 of the same (bfloat16) bytes.
 TEST(FederationTest, BFloat16UpdatesAreAcceptedAndHashedAsSent) {
   const std::string dir = MakeWorkspace();
-  MiniFederation f = SetUpFederation(
-      dir, {.sites = 2, .rounds = 1, .min_nodes = 2, .start_grace_s = 1, .update_dtype = "bfloat16"});
+  MiniFederation f =
+      SetUpFederation(dir, {.sites = 2, .rounds = 1, .min_nodes = 2, .start_grace_s = 1, .update_dtype = "bfloat16"});
   ASSERT_FALSE(::testing::Test::HasFailure());
   RunFederationToCompletion(f, std::chrono::minutes(3));
   EXPECT_EQ(QueryDb(f.StateDb(), "SELECT COUNT(*) FROM rounds WHERE status = 'applied'")[0][0], SqlValue(int64_t{1}));
   for (const std::string& site : f.sites) {
     auto sent = QueryDb(f.NodeDb(site), "SELECT update_sha256 FROM updates_sent WHERE outcome = 'accepted'");
     ASSERT_EQ(sent.size(), 1u) << site;
-    auto got = QueryDb(f.StateDb(), "SELECT update_sha256 FROM submissions WHERE site = '" + site +
-                                        "' AND status = 'accepted'");
+    auto got = QueryDb(f.StateDb(),
+                       "SELECT update_sha256 FROM submissions WHERE site = '" + site + "' AND status = 'accepted'");
     ASSERT_EQ(got.size(), 1u) << site;
     EXPECT_EQ(AsText(sent[0][0]), AsText(got[0][0])) << site;
   }

@@ -105,8 +105,7 @@ int FreePort() {
   return ntohs(addr.sin_port);
 }
 
-int RunCommand(const std::vector<std::string>& argv, const std::string& log_path,
-               std::chrono::milliseconds timeout) {
+int RunCommand(const std::vector<std::string>& argv, const std::string& log_path, std::chrono::milliseconds timeout) {
   Process p(argv, log_path);
   std::optional<int> code = p.Wait(timeout);
   return code.value_or(-1);
@@ -128,22 +127,24 @@ MiniFederation SetUpFederation(const std::string& dir, const MiniFederationOptio
   std::string plan = absl::StrCat(
       "[federation]\nname = \"it\"\nrounds = ", o.rounds, "\nmin_nodes = ", o.min_nodes,
       "\nround_deadline_s = ", o.round_deadline_s, "\nmax_attempts = ", o.max_attempts,
-      "\nretry_backoff_s = ", o.retry_backoff_s, "\neval_deadline_s = 30\nstart_grace_s = ",
-      o.start_grace_s, "\nseed = 3\nmin_report = ", o.min_report, "\nupdate_dtype = \"", o.update_dtype, "\"\n\n[model]\narchitecture = \"ctnet\"\ninput_size = 32\n\n",
-      "[training]\nlocal_epochs = ", o.local_epochs, "\nbatch_size = ", o.batch_size, "\nlearning_rate = 0.01\n\n",
-      "[coordinator]\naddress = \"127.0.0.1:", f.port, "\"\nhosts = [\"localhost\", \"127.0.0.1\"]\n");
+      "\nretry_backoff_s = ", o.retry_backoff_s, "\neval_deadline_s = 30\nstart_grace_s = ", o.start_grace_s,
+      "\nseed = 3\nmin_report = ", o.min_report, "\nupdate_dtype = \"", o.update_dtype,
+      "\"\n\n[model]\narchitecture = \"ctnet\"\ninput_size = 32\n\n", "[training]\nlocal_epochs = ", o.local_epochs,
+      "\nbatch_size = ", o.batch_size, "\nlearning_rate = 0.01\n\n", "[coordinator]\naddress = \"127.0.0.1:", f.port,
+      "\"\nhosts = [\"localhost\", \"127.0.0.1\"]\n");
   for (int i = 0; i < o.sites; ++i) {
     f.sites.push_back(absl::StrCat("site-", std::string(1, static_cast<char>('a' + i))));
     absl::StrAppend(&plan, "\n[[site]]\nname = \"", f.sites.back(), "\"\n");
   }
   WriteText(dir + "/plan.toml", plan);
-  std::vector<std::string> synth = {FedradBin(), "synth", "--sites", std::to_string(o.sites), "--seed", "5",
-                                    "--out", dir + "/data", "--patients", std::to_string(o.patients),
-                                    "--images", std::to_string(o.images), "--size", "64", "--names"};
+  std::vector<std::string> synth = {
+      FedradBin(), "synth",       "--sites",    std::to_string(o.sites),    "--seed",   "5",
+      "--out",     dir + "/data", "--patients", std::to_string(o.patients), "--images", std::to_string(o.images),
+      "--size",    "64",          "--names"};
   for (const std::string& s : f.sites) synth.push_back(s);
   EXPECT_EQ(RunCommand(synth, dir + "/synth.log"), 0) << ReadText(dir + "/synth.log");
-  EXPECT_EQ(RunCommand({FedradBin(), "provision", "--plan", dir + "/plan.toml", "--out", dir + "/kits",
-                        "--data-root", dir + "/data"},
+  EXPECT_EQ(RunCommand({FedradBin(), "provision", "--plan", dir + "/plan.toml", "--out", dir + "/kits", "--data-root",
+                        dir + "/data"},
                        dir + "/provision.log"),
             0)
       << ReadText(dir + "/provision.log");
@@ -196,9 +197,8 @@ std::unique_ptr<Process> StartCoordinator(const MiniFederation& f, const std::st
 }
 
 std::unique_ptr<Process> StartNode(const MiniFederation& f, const std::string& site) {
-  return std::make_unique<Process>(
-      std::vector<std::string>{NodeBin(), "run", "--config", f.NodeConfig(site)},
-      f.dir + "/" + site + ".log");
+  return std::make_unique<Process>(std::vector<std::string>{NodeBin(), "run", "--config", f.NodeConfig(site)},
+                                   f.dir + "/" + site + ".log");
 }
 
 std::vector<std::string> RunFederationToCompletion(const MiniFederation& f, std::chrono::minutes timeout) {
@@ -223,8 +223,7 @@ std::vector<SqlRow> QueryDb(const std::string& path, const std::string& sql) {
   return rows.ok() ? *rows : std::vector<SqlRow>{};
 }
 
-bool WaitForRow(const std::string& path, const std::string& sql, std::chrono::milliseconds timeout,
-                Process* watched) {
+bool WaitForRow(const std::string& path, const std::string& sql, std::chrono::milliseconds timeout, Process* watched) {
   const auto until = std::chrono::steady_clock::now() + timeout;
   while (std::chrono::steady_clock::now() < until && (watched == nullptr || watched->Running())) {
     if (!QueryDb(path, sql).empty()) return true;

@@ -21,7 +21,7 @@ std::string FedradBin();
 std::string NodeBin();
 std::string CoordinatorBin();
 std::string RogueNodeBin();  // tests/rogue_node.cc
-std::string SourceDir();    // the repository
+std::string SourceDir();     // the repository
 
 // A child process with stdout and stderr sent to `log_path`.
 class Process {

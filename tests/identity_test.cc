@@ -25,7 +25,8 @@ TEST(IdentityTest, ProvisioningWritesKeysPrivatelyWithSiteCommonNames) {
     ASSERT_TRUE(info.ok());
     EXPECT_EQ(info->common_name, site);
     EXPECT_TRUE(crypto::VerifyCertificateChain(ReadText(dir + "/kits/" + site + "/site.pem"),
-                                               ReadText(dir + "/kits/ca/ca.pem"), site).ok());
+                                               ReadText(dir + "/kits/ca/ca.pem"), site)
+                    .ok());
   }
   struct stat st {};
   ASSERT_EQ(::stat((dir + "/kits/ca/ca.key").c_str(), &st), 0);
@@ -52,10 +53,10 @@ TEST(IdentityTest, ForeignCaAndUnknownSiteAreRefused) {
   // Another federation's kit for a site with the same name: the coordinator's
   // TLS layer rejects the certificate before any RPC runs.
   std::string other = dir + "/other";
-  ASSERT_EQ(RunCommand({FedradBin(), "provision", "--plan", dir + "/plan.toml", "--out", other,
-                        "--data-root", dir + "/data"},
-                       dir + "/provision-other.log"),
-            0);
+  ASSERT_EQ(
+      RunCommand({FedradBin(), "provision", "--plan", dir + "/plan.toml", "--out", other, "--data-root", dir + "/data"},
+                 dir + "/provision-other.log"),
+      0);
   EXPECT_NE(RunCommand({NodeBin(), "check", "--config", other + "/site-a/node.toml"}, dir + "/check-foreign.log"), 0);
   EXPECT_EQ(ReadText(dir + "/check-foreign.log").find("ok: the coordinator"), std::string::npos);
 
@@ -95,9 +96,11 @@ TEST(IdentityTest, ForeignCaAndUnknownSiteAreRefused) {
   cfg.replace(cfg.find("/intruder\""), 10, "/site-a\"");
   cfg.replace(cfg.find("/intruder/labels.csv"), 20, "/site-a/labels.csv");
   WriteText(dir + "/kits/intruder/node.toml", cfg);
-  EXPECT_EQ(RunCommand({NodeBin(), "check", "--config", dir + "/kits/intruder/node.toml"}, dir + "/check-intruder.log"), 1);
-  EXPECT_NE(ReadText(dir + "/check-intruder.log").find("certificate CN 'intruder' is not a site in the federation plan"),
-            std::string::npos)
+  EXPECT_EQ(RunCommand({NodeBin(), "check", "--config", dir + "/kits/intruder/node.toml"}, dir + "/check-intruder.log"),
+            1);
+  EXPECT_NE(
+      ReadText(dir + "/check-intruder.log").find("certificate CN 'intruder' is not a site in the federation plan"),
+      std::string::npos)
       << ReadText(dir + "/check-intruder.log");
   // `run` gives up at once rather than retrying forever.
   EXPECT_EQ(RunCommand({NodeBin(), "run", "--config", dir + "/kits/intruder/node.toml"}, dir + "/run-intruder.log",
@@ -118,15 +121,15 @@ TEST(IdentityTest, ForeignCaAndUnknownSiteAreRefused) {
 // why; the first keeps its stream, so neither is asked to train twice.
 TEST(IdentityTest, ASecondNodeWithTheSameKitIsRefusedNotAlternated) {
   const std::string dir = MakeWorkspace();
-  MiniFederation f = SetUpFederation(dir, {.sites = 1, .rounds = 3, .min_nodes = 1, .patients = 4, .images = 1,
-                                           .start_grace_s = 0, .dp = false});
+  MiniFederation f = SetUpFederation(
+      dir, {.sites = 1, .rounds = 3, .min_nodes = 1, .patients = 4, .images = 1, .start_grace_s = 0, .dp = false});
   ASSERT_FALSE(::testing::Test::HasFailure());
   UseNoopTrainers(f, {{"site-a", 1.5}});
   std::filesystem::copy(dir + "/kits/site-a", dir + "/copy", std::filesystem::copy_options::recursive);
   auto coordinator = StartCoordinator(f, "coordinator.log");
   auto first = StartNode(f, "site-a");
-  ASSERT_TRUE(WaitForRow(f.StateDb(), "SELECT 1 FROM rounds WHERE round = 1", std::chrono::minutes(1),
-                         coordinator.get()))
+  ASSERT_TRUE(
+      WaitForRow(f.StateDb(), "SELECT 1 FROM rounds WHERE round = 1", std::chrono::minutes(1), coordinator.get()))
       << coordinator->Log();
   Process second({NodeBin(), "run", "--config", dir + "/copy/node.toml"}, dir + "/second.log");
   ASSERT_EQ(coordinator->Wait(std::chrono::minutes(2)), 0) << coordinator->Log();

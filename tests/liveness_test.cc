@@ -15,8 +15,8 @@ namespace {
 
 TEST(LivenessTest, LongTrainingIsNotADropout) {
   const std::string dir = MakeWorkspace();
-  MiniFederation f = SetUpFederation(dir, {.sites = 2, .rounds = 1, .min_nodes = 2, .round_deadline_s = 180,
-                                           .start_grace_s = 1});
+  MiniFederation f =
+      SetUpFederation(dir, {.sites = 2, .rounds = 1, .min_nodes = 2, .round_deadline_s = 180, .start_grace_s = 1});
   ASSERT_FALSE(::testing::Test::HasFailure());
   UseNoopTrainers(f, {{"site-b", 45}});
   std::vector<std::string> logs = RunFederationToCompletion(f, std::chrono::minutes(4));
@@ -36,8 +36,8 @@ TEST(LivenessTest, LongTrainingIsNotADropout) {
 // the round closes with the others since min_nodes still holds.
 TEST(LivenessTest, AKilledNodeIsDroppedAtTheDeadline) {
   const std::string dir = MakeWorkspace();
-  MiniFederation f = SetUpFederation(dir, {.sites = 3, .rounds = 1, .min_nodes = 2, .round_deadline_s = 8,
-                                           .start_grace_s = 5});
+  MiniFederation f =
+      SetUpFederation(dir, {.sites = 3, .rounds = 1, .min_nodes = 2, .round_deadline_s = 8, .start_grace_s = 5});
   ASSERT_FALSE(::testing::Test::HasFailure());
   UseNoopTrainers(f, {{"site-c", 600}});
   auto coordinator = StartCoordinator(f, "coordinator.log");
@@ -68,8 +68,8 @@ TEST(LivenessTest, AKilledNodeIsDroppedAtTheDeadline) {
 // that share has answered, without waiting for a slow site's deadline.
 TEST(LivenessTest, CloseAtFractionDoesNotWaitForAStraggler) {
   const std::string dir = MakeWorkspace();
-  MiniFederation f = SetUpFederation(dir, {.sites = 3, .rounds = 1, .min_nodes = 2, .round_deadline_s = 300,
-                                           .start_grace_s = 5});
+  MiniFederation f =
+      SetUpFederation(dir, {.sites = 3, .rounds = 1, .min_nodes = 2, .round_deadline_s = 300, .start_grace_s = 5});
   ASSERT_FALSE(::testing::Test::HasFailure());
   ReplaceInFile(dir + "/kits/coordinator/federation.toml", "[federation]\n", "[federation]\nclose_at_fraction = 0.6\n");
   UseNoopTrainers(f, {{"site-c", 600}});
@@ -94,8 +94,8 @@ TEST(LivenessTest, CloseAtFractionDoesNotWaitForAStraggler) {
 // the reason; the round closes with the others long before its deadline.
 TEST(LivenessTest, AStalledUploadIsCutOffAndTheRoundGoesOn) {
   const std::string dir = MakeWorkspace();
-  MiniFederation f = SetUpFederation(dir, {.sites = 3, .rounds = 1, .min_nodes = 2, .round_deadline_s = 600,
-                                           .start_grace_s = 20, .dp = false});
+  MiniFederation f = SetUpFederation(
+      dir, {.sites = 3, .rounds = 1, .min_nodes = 2, .round_deadline_s = 600, .start_grace_s = 20, .dp = false});
   ASSERT_FALSE(::testing::Test::HasFailure());
   UseNoopTrainers(f);
   ReplaceInFile(f.CoordinatorConfig(), "upload_idle_timeout_s = 60", "upload_idle_timeout_s = 2");
@@ -134,8 +134,8 @@ TEST(LivenessTest, AStalledUploadIsCutOffAndTheRoundGoesOn) {
 // more than the transport's buffers, so the stall reaches the coordinator.
 TEST(LivenessTest, AStalledDownloadIsCutOffAndFreesItsSlot) {
   const std::string dir = MakeWorkspace();
-  MiniFederation f = SetUpFederation(dir, {.sites = 1, .rounds = 1, .min_nodes = 1, .round_deadline_s = 600,
-                                           .start_grace_s = 0, .dp = false});
+  MiniFederation f = SetUpFederation(
+      dir, {.sites = 1, .rounds = 1, .min_nodes = 1, .round_deadline_s = 600, .start_grace_s = 0, .dp = false});
   ASSERT_FALSE(::testing::Test::HasFailure());
   ReplaceInFile(dir + "/kits/coordinator/federation.toml", "architecture = \"ctnet\"\ninput_size = 32",
                 "architecture = \"flat\"\nparameters = 8000000");

@@ -23,14 +23,14 @@ TEST(MixedArchiveTest, NodeTrainsFromEverySyntaxPlusBrokenFilesAndInspectTellsTh
 
   // Re-encode site-a's 24 files in turn with each lossless syntax DCMTK's tools write.
   const std::vector<std::vector<std::string>> encoders = {
-      {},                                // explicit VR little endian, as written
-      {"/usr/bin/dcmconv", "+ti"},       // implicit VR little endian
-      {"/usr/bin/dcmconv", "+tb"},       // explicit VR big endian
-      {"/usr/bin/dcmconv", "+td"},       // deflated
-      {"/usr/bin/dcmcrle"},              // RLE lossless
-      {"/usr/bin/dcmcjpeg", "+e1"},      // JPEG lossless SV1
-      {"/usr/bin/dcmcjpls"},             // JPEG-LS lossless
-  };  // (near-lossless JPEG-LS needs unsigned pixels; the unit tests cover it)
+      {},                            // explicit VR little endian, as written
+      {"/usr/bin/dcmconv", "+ti"},   // implicit VR little endian
+      {"/usr/bin/dcmconv", "+tb"},   // explicit VR big endian
+      {"/usr/bin/dcmconv", "+td"},   // deflated
+      {"/usr/bin/dcmcrle"},          // RLE lossless
+      {"/usr/bin/dcmcjpeg", "+e1"},  // JPEG lossless SV1
+      {"/usr/bin/dcmcjpls"},         // JPEG-LS lossless
+  };                                 // (near-lossless JPEG-LS needs unsigned pixels; the unit tests cover it)
   std::vector<std::string> files;
   for (const auto& e : fs::recursive_directory_iterator(data)) {
     if (e.path().extension() == ".dcm") files.push_back(e.path().string());
@@ -102,8 +102,8 @@ TEST(MixedArchiveTest, NodeTrainsFromEverySyntaxPlusBrokenFilesAndInspectTellsTh
   WriteText((data / "README.txt").string(), "exported by the PACS\n");  // a file without a row
 
   // inspect: every file accounted for, every syntax named.
-  ASSERT_EQ(RunCommand({NodeBin(), "inspect", "--config", f.NodeConfig("site-a"), "--size", "32"}, dir + "/inspect.log"),
-            0)
+  ASSERT_EQ(
+      RunCommand({NodeBin(), "inspect", "--config", f.NodeConfig("site-a"), "--size", "32"}, dir + "/inspect.log"), 0)
       << ReadText(dir + "/inspect.log");
   const std::string report = ReadText(dir + "/inspect.log");
   EXPECT_NE(report.find("34 under the folder (not .csv): 29 loaded"), std::string::npos) << report;
@@ -113,10 +113,10 @@ TEST(MixedArchiveTest, NodeTrainsFromEverySyntaxPlusBrokenFilesAndInspectTellsTh
   EXPECT_NE(report.find("MONOCHROME1: 1"), std::string::npos) << report;
   EXPECT_NE(report.find("RGB: 1"), std::string::npos) << report;
   EXPECT_NE(report.find("1 name no file; 1 files have no row"), std::string::npos) << report;
-  for (const char* syntax : {"Little Endian Explicit", "Little Endian Implicit", "Big Endian Explicit",
-                             "Deflated Explicit VR Little Endian", "RLE Lossless", "JPEG Lossless, Non-hierarchical, 1st Order Prediction",
-                             "JPEG-LS Lossless", "JPEG-LS Lossy (Near-lossless)", "JPEG Baseline",
-                             "JPEG Extended, Process 2+4"}) {
+  for (const char* syntax :
+       {"Little Endian Explicit", "Little Endian Implicit", "Big Endian Explicit", "Deflated Explicit VR Little Endian",
+        "RLE Lossless", "JPEG Lossless, Non-hierarchical, 1st Order Prediction", "JPEG-LS Lossless",
+        "JPEG-LS Lossy (Near-lossless)", "JPEG Baseline", "JPEG Extended, Process 2+4"}) {
     EXPECT_NE(report.find(syntax), std::string::npos) << syntax << "\n" << report;
   }
   EXPECT_NE(report.find("patients     13"), std::string::npos) << report;

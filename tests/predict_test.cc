@@ -25,10 +25,10 @@ class PredictCommandTest : public ::testing::Test {
     data_ = dir_ + "/data/" + f_.sites[0];
     model_ = dir_ + "/model.safetensors";
     const std::string log = dir_ + "/train-local.log";
-    ASSERT_EQ(RunCommand({NodeBin(), "train-local", "--config", config_, "--size", "32", "--epochs", "1", "--save",
-                          model_},
-                         log),
-              0)
+    ASSERT_EQ(
+        RunCommand({NodeBin(), "train-local", "--config", config_, "--size", "32", "--epochs", "1", "--save", model_},
+                   log),
+        0)
         << ReadText(log);
   }
   void TearDown() override { RemoveWorkspaceIfPassed(dir_); }
@@ -44,8 +44,8 @@ TEST_F(PredictCommandTest, RunsWithoutANetworkAndAgreesWithEvaluate) {
   ReplaceInFile(local_config, "address = \"127.0.0.1:", "address = \"not an address");
   ReplaceInFile(local_config, "key = \"site.key\"", "key = \"/nonexistent/site.key\"");
   const std::string csv = dir_ + "/predictions.csv", heatmaps = dir_ + "/heatmaps", log = dir_ + "/predict.log";
-  ASSERT_EQ(RunCommand({"/usr/bin/unshare", "-n", NodeBin(), "predict", "--config", local_config, "--model", model_, "--input",
-                        data_, "--out", csv, "--heatmaps", heatmaps, "--dicom-overlays"},
+  ASSERT_EQ(RunCommand({"/usr/bin/unshare", "-n", NodeBin(), "predict", "--config", local_config, "--model", model_,
+                        "--input", data_, "--out", csv, "--heatmaps", heatmaps, "--dicom-overlays"},
                        log),
             0)
       << ReadText(log);
@@ -72,10 +72,10 @@ TEST_F(PredictCommandTest, RunsWithoutANetworkAndAgreesWithEvaluate) {
     EXPECT_TRUE(rows[i][7].empty());
   }
   const std::string eval_log = dir_ + "/evaluate.log";
-  ASSERT_EQ(RunCommand({NodeBin(), "evaluate", "--config", config_, "--data", data_, "--model", model_,
-                        "--bootstrap", "20"},
-                       eval_log),
-            0)
+  ASSERT_EQ(
+      RunCommand({NodeBin(), "evaluate", "--config", config_, "--data", data_, "--model", model_, "--bootstrap", "20"},
+                 eval_log),
+      0)
       << ReadText(eval_log);
   const std::string table = ReadText(eval_log);
   const size_t at = table.find("\naccuracy ");
@@ -94,10 +94,10 @@ TEST_F(PredictCommandTest, RunsWithoutANetworkAndAgreesWithEvaluate) {
   // The heatmaps' DICOM files are images a DICOM reader (fedrad's own here,
   // the site's viewer there) opens; the PNGs next to them are not DICOM.
   const std::string again = dir_ + "/again.csv";
-  ASSERT_EQ(RunCommand({NodeBin(), "predict", "--config", config_, "--model", model_, "--input", heatmaps, "--out",
-                        again},
-                       dir_ + "/again.log"),
-            0)
+  ASSERT_EQ(
+      RunCommand({NodeBin(), "predict", "--config", config_, "--model", model_, "--input", heatmaps, "--out", again},
+                 dir_ + "/again.log"),
+      0)
       << ReadText(dir_ + "/again.log");
   EXPECT_NE(ReadText(dir_ + "/again.log").find("20 image(s) from 40 file(s)"), std::string::npos)
       << ReadText(dir_ + "/again.log");

@@ -46,8 +46,9 @@ void SetPrivacy(const MiniFederation& f, double epsilon_max, double sigma = 1.0)
 
 TEST(PrivacyTest, NodesStopAtTheirBudgetAndTheCoordinatorRecordsEpsilon) {
   const std::string dir = MakeWorkspace();
-  MiniFederation f = SetUpFederation(dir, {.sites = 2, .rounds = 4, .min_nodes = 2, .patients = 8, .images = 2,
-                                           .start_grace_s = 1, .batch_size = 1000});
+  MiniFederation f = SetUpFederation(
+      dir,
+      {.sites = 2, .rounds = 4, .min_nodes = 2, .patients = 8, .images = 2, .start_grace_s = 1, .batch_size = 1000});
   ASSERT_FALSE(::testing::Test::HasFailure());
   // Room for two rounds, not three.
   const double epsilon_max = (EpsilonAfter(2) + EpsilonAfter(3)) / 2;
@@ -58,16 +59,16 @@ TEST(PrivacyTest, NodesStopAtTheirBudgetAndTheCoordinatorRecordsEpsilon) {
   EXPECT_NE(coordinator.find("round 1/4: privacy, epsilon spent/max per site"), std::string::npos) << coordinator;
   EXPECT_NE(coordinator.find("round 2/4: privacy, epsilon spent/max per site"), std::string::npos);
   EXPECT_NE(coordinator.find("only 0 site(s) have privacy budget left"), std::string::npos) << coordinator;
-  EXPECT_EQ(QueryDb(f.StateDb(), "SELECT COUNT(*) FROM rounds WHERE status = 'applied'")[0][0],
-            SqlValue(int64_t{2}));
+  EXPECT_EQ(QueryDb(f.StateDb(), "SELECT COUNT(*) FROM rounds WHERE status = 'applied'")[0][0], SqlValue(int64_t{2}));
 
   for (const std::string& site : f.sites) {
     SCOPED_TRACE(site);
     // The node's ledger: the count release and two rounds, each accepted,
     // with ε as an independent composition gives it.
-    std::vector<SqlRow> ledger = QueryDb(
-        f.NodeDb(site), "SELECT kind, round, noise_multiplier, sampling_rate, steps, epsilon_after, status "
-                        "FROM privacy_ledger WHERE kind != 'evaluation' ORDER BY id");
+    std::vector<SqlRow> ledger =
+        QueryDb(f.NodeDb(site),
+                "SELECT kind, round, noise_multiplier, sampling_rate, steps, epsilon_after, status "
+                "FROM privacy_ledger WHERE kind != 'evaluation' ORDER BY id");
     ASSERT_EQ(ledger.size(), 3u);
     EXPECT_EQ(AsText(ledger[0][0]), "count");
     for (int r = 1; r <= 2; ++r) {
@@ -83,9 +84,10 @@ TEST(PrivacyTest, NodesStopAtTheirBudgetAndTheCoordinatorRecordsEpsilon) {
 
     // The coordinator's copy agrees with the node's ledger, and it recorded
     // the decline of round 3.
-    std::vector<SqlRow> sent = QueryDb(
-        f.StateDb(), absl::StrCat("SELECT round, status, epsilon_spent, dp_noise_multiplier, dp_unit, reason "
-                                  "FROM submissions WHERE site = '", site, "' ORDER BY round"));
+    std::vector<SqlRow> sent =
+        QueryDb(f.StateDb(), absl::StrCat("SELECT round, status, epsilon_spent, dp_noise_multiplier, dp_unit, reason "
+                                          "FROM submissions WHERE site = '",
+                                          site, "' ORDER BY round"));
     ASSERT_EQ(sent.size(), 3u);
     for (int r = 0; r < 2; ++r) {
       EXPECT_EQ(AsText(sent[r][1]), "accepted");
@@ -101,21 +103,19 @@ TEST(PrivacyTest, NodesStopAtTheirBudgetAndTheCoordinatorRecordsEpsilon) {
 
     // The privacy officer's view.
     const std::string out = dir + "/privacy-" + site + ".txt";
-    ASSERT_EQ(RunCommand({NodeBin(), "privacy", "--config", f.NodeConfig(site), "--charges"}, out), 0)
-        << ReadText(out);
+    ASSERT_EQ(RunCommand({NodeBin(), "privacy", "--config", f.NodeConfig(site), "--charges"}, out), 0) << ReadText(out);
     const std::string report = ReadText(out);
     EXPECT_NE(report.find(absl::StrFormat("epsilon spent: %.4f", EpsilonAfter(2))), std::string::npos) << report;
     EXPECT_NE(report.find("rounds left like the last one at sigma 1: 0"), std::string::npos) << report;
     EXPECT_NE(report.find("dp-sgd"), std::string::npos) << report;
 
     // The audit ledger holds the refusal of round 3, and both ledgers verify together.
-    std::vector<SqlRow> refused =
-        QueryDb(f.NodeDb(site), "SELECT body FROM ledger WHERE kind = 'budget_refused'");
+    std::vector<SqlRow> refused = QueryDb(f.NodeDb(site), "SELECT body FROM ledger WHERE kind = 'budget_refused'");
     ASSERT_EQ(refused.size(), 1u);
     EXPECT_NE(AsText(refused[0][0]).find("\"round\":3"), std::string::npos) << AsText(refused[0][0]);
-    std::vector<SqlRow> declined =
-        QueryDb(f.StateDb(), absl::StrCat("SELECT body FROM ledger WHERE kind = 'update_declined' AND body LIKE '%\"",
-                                          site, "\"%'"));
+    std::vector<SqlRow> declined = QueryDb(
+        f.StateDb(),
+        absl::StrCat("SELECT body FROM ledger WHERE kind = 'update_declined' AND body LIKE '%\"", site, "\"%'"));
     EXPECT_EQ(declined.size(), 1u);
   }
   const std::string audit = dir + "/audit.txt";
@@ -131,8 +131,12 @@ TEST(PrivacyTest, NodesStopAtTheirBudgetAndTheCoordinatorRecordsEpsilon) {
   for (const std::string& site : f.sites) {
     std::string cfg = ReadText(f.NodeConfig(site));
     const size_t at = cfg.find("epsilon_max = ");
-    cfg.replace(at, cfg.find('\n', at) - at, absl::StrFormat("epsilon_max = %.17g", AsDouble(QueryDb(
-        f.NodeDb(site), "SELECT MAX(epsilon_after) FROM privacy_ledger WHERE kind != 'evaluation'")[0][0])));
+    cfg.replace(
+        at, cfg.find('\n', at) - at,
+        absl::StrFormat(
+            "epsilon_max = %.17g",
+            AsDouble(QueryDb(f.NodeDb(site),
+                             "SELECT MAX(epsilon_after) FROM privacy_ledger WHERE kind != 'evaluation'")[0][0])));
     WriteText(f.NodeConfig(site), cfg);
   }
   logs = RunFederationToCompletion(f, std::chrono::minutes(2));
@@ -153,9 +157,15 @@ TEST(PrivacyTest, NodesStopAtTheirBudgetAndTheCoordinatorRecordsEpsilon) {
 // charge: the ledger over-counts, never under-counts.
 TEST(PrivacyTest, ACrashAfterTheChargeKeepsIt) {
   const std::string dir = MakeWorkspace();
-  MiniFederation f = SetUpFederation(dir, {.sites = 2, .rounds = 2, .min_nodes = 2, .local_epochs = 100,
-                                           .patients = 8, .images = 3, .round_deadline_s = 600,
-                                           .start_grace_s = 1, .batch_size = 1000});
+  MiniFederation f = SetUpFederation(dir, {.sites = 2,
+                                           .rounds = 2,
+                                           .min_nodes = 2,
+                                           .local_epochs = 100,
+                                           .patients = 8,
+                                           .images = 3,
+                                           .round_deadline_s = 600,
+                                           .start_grace_s = 1,
+                                           .batch_size = 1000});
   ASSERT_FALSE(::testing::Test::HasFailure());
   SetPrivacy(f, 100, 5.0);
   auto coordinator = StartCoordinator(f, "coordinator.log");
@@ -169,8 +179,8 @@ TEST(PrivacyTest, ACrashAfterTheChargeKeepsIt) {
         QueryDb(f.NodeDb("site-b"), "SELECT 1 FROM sqlite_master WHERE name = 'privacy_ledger'").empty()) {
       continue;
     }
-    charged = !QueryDb(f.NodeDb("site-b"),
-                       "SELECT 1 FROM privacy_ledger WHERE kind = 'dp-sgd' AND status = 'charged'").empty();
+    charged = !QueryDb(f.NodeDb("site-b"), "SELECT 1 FROM privacy_ledger WHERE kind = 'dp-sgd' AND status = 'charged'")
+                   .empty();
   }
   ASSERT_TRUE(charged) << b->Log();
   b->Signal(SIGKILL);
@@ -256,12 +266,13 @@ TEST(PrivacyTest, ATaskBeyondASitesPolicyIsDeclinedWithItsReason) {
   EXPECT_NE(AsText(refused[0][0]).find("min_batch_size"), std::string::npos);
   EXPECT_EQ(QueryDb(f.NodeDb("site-b"), "SELECT COUNT(*) FROM privacy_ledger WHERE kind != 'evaluation'")[0][0],
             SqlValue(int64_t{0}));
-  EXPECT_TRUE(
-      QueryDb(f.NodeDb("site-b"), "SELECT 1 FROM ledger WHERE kind = 'data_access' AND body LIKE '%\"purpose\":\"train\"%'")
-          .empty());
+  EXPECT_TRUE(QueryDb(f.NodeDb("site-b"),
+                      "SELECT 1 FROM ledger WHERE kind = 'data_access' AND body LIKE '%\"purpose\":\"train\"%'")
+                  .empty());
   // Refused before the round's model was fetched (the evaluations that follow fetch later ones).
-  std::vector<SqlRow> order = QueryDb(f.NodeDb("site-b"), "SELECT kind FROM ledger WHERE kind IN ('policy_refused', "
-                                                          "'model_received') ORDER BY seq LIMIT 1");
+  std::vector<SqlRow> order = QueryDb(f.NodeDb("site-b"),
+                                      "SELECT kind FROM ledger WHERE kind IN ('policy_refused', "
+                                      "'model_received') ORDER BY seq LIMIT 1");
   ASSERT_EQ(order.size(), 1u);
   EXPECT_EQ(AsText(order[0][0]), "policy_refused");
   const std::string audit = dir + "/audit.txt";
@@ -287,8 +298,9 @@ TEST(PrivacyTest, EvaluationFiguresAreADpReleaseChargedInTheLedger) {
   const std::string dir = MakeWorkspace();
   // One image per patient: the patient-weighted confusion matrix is then
   // the image counts fedrad-node evaluate prints.
-  MiniFederation f = SetUpFederation(dir, {.sites = 2, .rounds = 2, .min_nodes = 2, .patients = 120, .images = 1,
-                                           .start_grace_s = 1, .min_report = 5});
+  MiniFederation f = SetUpFederation(
+      dir,
+      {.sites = 2, .rounds = 2, .min_nodes = 2, .patients = 120, .images = 1, .start_grace_s = 1, .min_report = 5});
   ASSERT_FALSE(::testing::Test::HasFailure());
   RunFederationToCompletion(f, std::chrono::minutes(4));
   ASSERT_FALSE(::testing::Test::HasFailure());
@@ -297,9 +309,10 @@ TEST(PrivacyTest, EvaluationFiguresAreADpReleaseChargedInTheLedger) {
   int cells = 0, differ = 0;
   for (const std::string& site : f.sites) {
     SCOPED_TRACE(site);
-    std::vector<SqlRow> charges = QueryDb(
-        f.NodeDb(site), "SELECT round, noise_multiplier, epsilon_after FROM privacy_ledger WHERE kind = 'evaluation' "
-                        "ORDER BY id");
+    std::vector<SqlRow> charges =
+        QueryDb(f.NodeDb(site),
+                "SELECT round, noise_multiplier, epsilon_after FROM privacy_ledger WHERE kind = 'evaluation' "
+                "ORDER BY id");
     ASSERT_EQ(charges.size(), 2u) << "one release per round";
     for (const SqlRow& charge : charges) {
       const int64_t round = AsInt(charge[0]);
@@ -307,8 +320,8 @@ TEST(PrivacyTest, EvaluationFiguresAreADpReleaseChargedInTheLedger) {
       ASSERT_GT(sigma, 0);
       std::vector<SqlRow> stored = QueryDb(
           f.StateDb(), absl::StrCat("SELECT r.noise_multiplier, r.release, m.sha256 FROM evaluation_releases r JOIN "
-                                    "models m ON m.round = r.round WHERE r.round = ", round, " AND r.site = '", site,
-                                    "'"));
+                                    "models m ON m.round = r.round WHERE r.round = ",
+                                    round, " AND r.site = '", site, "'"));
       ASSERT_EQ(stored.size(), 1u) << round;
       EXPECT_DOUBLE_EQ(AsDouble(stored[0][0]), sigma) << "the coordinator holds the release the ledger charged";
       const nlohmann::json release = nlohmann::json::parse(AsText(stored[0][1]));
@@ -340,8 +353,9 @@ TEST(PrivacyTest, EvaluationFiguresAreADpReleaseChargedInTheLedger) {
     ASSERT_EQ(RunCommand({NodeBin(), "privacy", "--config", f.NodeConfig(site)}, report), 0);
     EXPECT_NE(ReadText(report).find("evaluation:"), std::string::npos) << ReadText(report);
     EXPECT_NE(ReadText(report).find("2 release(s)"), std::string::npos) << ReadText(report);
-    EXPECT_FALSE(QueryDb(f.NodeDb(site), "SELECT 1 FROM ledger WHERE kind = 'dp_charge' AND body LIKE "
-                                         "'%\"charge\":\"evaluation\"%'")
+    EXPECT_FALSE(QueryDb(f.NodeDb(site),
+                         "SELECT 1 FROM ledger WHERE kind = 'dp_charge' AND body LIKE "
+                         "'%\"charge\":\"evaluation\"%'")
                      .empty());
   }
   EXPECT_EQ(differ, cells) << "every released cell carries noise";
@@ -405,8 +419,14 @@ TEST(PrivacyTest, TheCoordinatorStoresOnlyReleasedCounts) {
     SCOPED_TRACE(patients);
     const std::string dir = workspace + "/patients-" + std::to_string(patients);
     std::filesystem::create_directories(dir);
-    MiniFederation f = SetUpFederation(dir, {.sites = 1, .rounds = 1, .min_nodes = 1, .patients = patients,
-                                             .images = 1, .start_grace_s = 1, .min_report = 0, .batch_size = 8});
+    MiniFederation f = SetUpFederation(dir, {.sites = 1,
+                                             .rounds = 1,
+                                             .min_nodes = 1,
+                                             .patients = patients,
+                                             .images = 1,
+                                             .start_grace_s = 1,
+                                             .min_report = 0,
+                                             .batch_size = 8});
     ASSERT_FALSE(::testing::Test::HasFailure());
     RunFederationToCompletion(f);
     ASSERT_FALSE(::testing::Test::HasFailure());
@@ -431,7 +451,7 @@ TEST(PrivacyTest, TheCoordinatorStoresOnlyReleasedCounts) {
     EXPECT_EQ(AsInt(charged[0][0]), AsInt(stored[0][2]));
     // Nowhere in the submissions is the exact count.
     EXPECT_EQ(QueryDb(f.StateDb(), absl::StrCat("SELECT 1 FROM submissions WHERE num_examples = ", exact,
-                                                 " AND num_examples != ", static_cast<int64_t>(released)))
+                                                " AND num_examples != ", static_cast<int64_t>(released)))
                   .size(),
               0u);
   }

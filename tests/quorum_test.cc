@@ -16,8 +16,13 @@ namespace {
 
 TEST(QuorumTest, RoundWithTooFewAnswersIsRetriedNeverApplied) {
   const std::string dir = MakeWorkspace();
-  MiniFederation f = SetUpFederation(dir, {.sites = 2, .rounds = 2, .min_nodes = 2, .local_epochs = 12,
-                                           .patients = 12, .images = 4, .round_deadline_s = 4,
+  MiniFederation f = SetUpFederation(dir, {.sites = 2,
+                                           .rounds = 2,
+                                           .min_nodes = 2,
+                                           .local_epochs = 12,
+                                           .patients = 12,
+                                           .images = 4,
+                                           .round_deadline_s = 4,
                                            .dp = false});
   ASSERT_FALSE(::testing::Test::HasFailure());
   auto coordinator = StartCoordinator(f, "coordinator.log");
@@ -32,8 +37,8 @@ TEST(QuorumTest, RoundWithTooFewAnswersIsRetriedNeverApplied) {
   ASSERT_EQ(b->Wait(std::chrono::seconds(10)), 128 + SIGKILL);
 
   // The deadline passes with one accepted update of the two required.
-  ASSERT_TRUE(WaitForRow(f.StateDb(), "SELECT 1 FROM rounds WHERE round = 1 AND status = 'failed'",
-                         std::chrono::minutes(1)))
+  ASSERT_TRUE(
+      WaitForRow(f.StateDb(), "SELECT 1 FROM rounds WHERE round = 1 AND status = 'failed'", std::chrono::minutes(1)))
       << coordinator->Log();
   EXPECT_TRUE(QueryDb(f.StateDb(), "SELECT 1 FROM models WHERE round = 1").empty());
 
@@ -43,7 +48,8 @@ TEST(QuorumTest, RoundWithTooFewAnswersIsRetriedNeverApplied) {
   EXPECT_EQ(a->Wait(std::chrono::seconds(30)), 0) << a->Log();
   EXPECT_EQ(b2->Wait(std::chrono::seconds(30)), 0) << b2->Log();
 
-  std::vector<SqlRow> r1 = QueryDb(f.StateDb(), "SELECT attempt, status, note FROM rounds WHERE round = 1 ORDER BY attempt");
+  std::vector<SqlRow> r1 =
+      QueryDb(f.StateDb(), "SELECT attempt, status, note FROM rounds WHERE round = 1 ORDER BY attempt");
   ASSERT_GE(r1.size(), 2u);
   EXPECT_EQ(AsText(r1[0][1]), "failed");
   EXPECT_NE(AsText(r1[0][2]).find("1 accepted update(s) of 2 selected; min_nodes is 2"), std::string::npos)
@@ -54,24 +60,28 @@ TEST(QuorumTest, RoundWithTooFewAnswersIsRetriedNeverApplied) {
   EXPECT_NE(coordinator->Log().find("round 1 (attempt 1) not applied"), std::string::npos);
   // site-a's update of the failed attempt was accepted, then not used: its
   // ledger says so last.
-  const std::vector<SqlRow> outcomes = QueryDb(
-      f.NodeDb("site-a"), "SELECT json_extract(body, '$.outcome') FROM ledger WHERE kind = 'update_outcome' AND "
-                          "json_extract(body, '$.round') = 1 AND json_extract(body, '$.attempt') = 1 ORDER BY seq");
+  const std::vector<SqlRow> outcomes =
+      QueryDb(f.NodeDb("site-a"),
+              "SELECT json_extract(body, '$.outcome') FROM ledger WHERE kind = 'update_outcome' AND "
+              "json_extract(body, '$.round') = 1 AND json_extract(body, '$.attempt') = 1 ORDER BY seq");
   ASSERT_EQ(outcomes.size(), 2u) << a->Log();
   EXPECT_EQ(AsText(outcomes[0][0]), "accepted");
   EXPECT_NE(AsText(outcomes[1][0]).find("discarded: 1 accepted update(s) of 2 selected"), std::string::npos)
       << AsText(outcomes[1][0]);
   // The retried attempts had the same base: site-a answered them with the
   // update it kept, trained once.
-  EXPECT_EQ(QueryDb(f.NodeDb("site-a"), "SELECT COUNT(*) FROM ledger WHERE kind = 'data_access' AND "
-                                        "json_extract(body, '$.purpose') = 'train' AND json_extract(body, '$.round') = 1")[0][0],
+  EXPECT_EQ(QueryDb(f.NodeDb("site-a"),
+                    "SELECT COUNT(*) FROM ledger WHERE kind = 'data_access' AND "
+                    "json_extract(body, '$.purpose') = 'train' AND json_extract(body, '$.round') = 1")[0][0],
             SqlValue(int64_t{1}));
-  const std::vector<SqlRow> sent = QueryDb(
-      f.NodeDb("site-a"), "SELECT DISTINCT json_extract(body, '$.update_sha256') FROM ledger WHERE kind = "
-                          "'update_sent' AND json_extract(body, '$.round') = 1");
+  const std::vector<SqlRow> sent =
+      QueryDb(f.NodeDb("site-a"),
+              "SELECT DISTINCT json_extract(body, '$.update_sha256') FROM ledger WHERE kind = "
+              "'update_sent' AND json_extract(body, '$.round') = 1");
   EXPECT_EQ(sent.size(), 1u);
-  EXPECT_FALSE(QueryDb(f.NodeDb("site-a"), "SELECT 1 FROM ledger WHERE kind = 'update_sent' AND "
-                                           "json_extract(body, '$.resent_from_attempt') = 1")
+  EXPECT_FALSE(QueryDb(f.NodeDb("site-a"),
+                       "SELECT 1 FROM ledger WHERE kind = 'update_sent' AND "
+                       "json_extract(body, '$.resent_from_attempt') = 1")
                    .empty());
   RemoveWorkspaceIfPassed(dir);
 }
@@ -82,12 +92,17 @@ TEST(QuorumTest, RoundWithTooFewAnswersIsRetriedNeverApplied) {
 // with the reason instead of charging the sites again and again.
 TEST(QuorumTest, ARoundThatKeepsFailingEndsAfterMaxAttempts) {
   const std::string dir = MakeWorkspace();
-  MiniFederation f = SetUpFederation(dir, {.sites = 1, .rounds = 2, .min_nodes = 1, .patients = 4, .images = 1,
-                                           .dp = false, .max_attempts = 3, .retry_backoff_s = 0.5});
+  MiniFederation f = SetUpFederation(dir, {.sites = 1,
+                                           .rounds = 2,
+                                           .min_nodes = 1,
+                                           .patients = 4,
+                                           .images = 1,
+                                           .dp = false,
+                                           .max_attempts = 3,
+                                           .retry_backoff_s = 0.5});
   ASSERT_FALSE(::testing::Test::HasFailure());
   auto coordinator = StartCoordinator(f, "coordinator.log");
-  Process rogue({RogueNodeBin(), dir + "/kits/site-a", absl::StrCat("127.0.0.1:", f.port), "nan"},
-                dir + "/site-a.log");
+  Process rogue({RogueNodeBin(), dir + "/kits/site-a", absl::StrCat("127.0.0.1:", f.port), "nan"}, dir + "/site-a.log");
   ASSERT_EQ(coordinator->Wait(std::chrono::minutes(2)), 1) << coordinator->Log();
   EXPECT_EQ(rogue.Wait(std::chrono::seconds(30)), 0) << "told to stop\n" << rogue.Log();
   EXPECT_EQ(QueryDb(f.StateDb(), "SELECT COUNT(*) FROM rounds WHERE round = 1 AND status = 'failed'")[0][0],
@@ -106,8 +121,8 @@ TEST(QuorumTest, ARoundThatKeepsFailingEndsAfterMaxAttempts) {
 // paid for it. It stops after the one attempt, saying what to fix.
 TEST(QuorumTest, ACoordinatorThatCannotStoreUpdatesStopsWithoutRetrying) {
   const std::string dir = MakeWorkspace();
-  MiniFederation f = SetUpFederation(dir, {.sites = 1, .rounds = 2, .min_nodes = 1, .patients = 4, .images = 1,
-                                           .dp = false, .retry_backoff_s = 0.1});
+  MiniFederation f = SetUpFederation(
+      dir, {.sites = 1, .rounds = 2, .min_nodes = 1, .patients = 4, .images = 1, .dp = false, .retry_backoff_s = 0.1});
   ASSERT_FALSE(::testing::Test::HasFailure());
   auto coordinator = StartCoordinator(f, "coordinator.log");
   // The spool directory replaced by a file: every spool open fails (ENOTDIR),

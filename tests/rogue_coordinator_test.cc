@@ -162,16 +162,15 @@ class RogueCoordinatorTest : public ::testing::Test {
     dir_ = MakeWorkspace();
     // ~8 validation patients (0.2 of 40), one evaluation release in the
     // site's plan ([policy] rounds = 1), and a floor of one patient.
-    f_ = SetUpFederation(dir_, {.sites = 1, .rounds = 2, .min_nodes = 1, .patients = 40, .images = 1,
-                                .min_report = 1});
+    f_ = SetUpFederation(dir_, {.sites = 1, .rounds = 2, .min_nodes = 1, .patients = 40, .images = 1, .min_report = 1});
     ASSERT_FALSE(HasFailure());
     ReplaceInFile(f_.NodeConfig(f_.sites[0]), "min_report = 1\n", "min_report = 1\nrounds = 1\n");
     const std::string kit = dir_ + "/kits/coordinator";
     absl::StatusOr<FederationPlan> plan = LoadPlan(kit + "/federation.toml");
     ASSERT_TRUE(plan.ok()) << plan.status();
     plan_ = *plan;
-    absl::StatusOr<TlsIdentity> id = LoadTlsIdentity(kit + "/coordinator.toml", kit + "/ca.pem",
-                                                     kit + "/coordinator.pem", kit + "/coordinator.key");
+    absl::StatusOr<TlsIdentity> id =
+        LoadTlsIdentity(kit + "/coordinator.toml", kit + "/ca.pem", kit + "/coordinator.pem", kit + "/coordinator.key");
     ASSERT_TRUE(id.ok()) << id.status();
     key_pem_ = id->key_pem;
     absl::StatusOr<Manifest> manifest = ModelManifest(plan_.model);
@@ -280,8 +279,9 @@ TEST_F(RogueCoordinatorTest, EveryImproperAskIsRefusedWithoutReadingTheData) {
   // Signed, but with a NaN: fetched, refused, nothing evaluated.
   Ask(Eval(1, nan_, 1, Sign(key_pem_, 1, nan_), 1), ++answers, "NaN model");
   EXPECT_TRUE(service_->evaluations().back().suppressed());
-  EXPECT_EQ(Count(db, "SELECT COUNT(*) FROM ledger WHERE kind = 'model_refused' AND json_extract(body, '$.reason') "
-                      "LIKE '%finite%'"),
+  EXPECT_EQ(Count(db,
+                  "SELECT COUNT(*) FROM ledger WHERE kind = 'model_refused' AND json_extract(body, '$.reason') "
+                  "LIKE '%finite%'"),
             1);
   EXPECT_EQ(EvaluateAccesses(), 0);
   EXPECT_EQ(Count(db, "SELECT COUNT(*) FROM privacy_ledger WHERE kind = 'evaluation'"), 0);
@@ -306,8 +306,9 @@ TEST_F(RogueCoordinatorTest, EveryImproperAskIsRefusedWithoutReadingTheData) {
   EXPECT_TRUE(service_->evaluations().back().suppressed());
   EXPECT_EQ(EvaluateAccesses(), 1);
   EXPECT_EQ(Count(db, "SELECT COUNT(*) FROM privacy_ledger WHERE kind = 'evaluation'"), 1);
-  EXPECT_EQ(Count(db, "SELECT COUNT(*) FROM ledger WHERE kind = 'policy_refused' AND json_extract(body, '$.detail') "
-                      "LIKE '%evaluation budget spent%'"),
+  EXPECT_EQ(Count(db,
+                  "SELECT COUNT(*) FROM ledger WHERE kind = 'policy_refused' AND json_extract(body, '$.detail') "
+                  "LIKE '%evaluation budget spent%'"),
             1)
       << node_->Log();
 
@@ -328,8 +329,9 @@ TEST_F(RogueCoordinatorTest, EveryImproperAskIsRefusedWithoutReadingTheData) {
   EXPECT_EQ(service_->declines()[0].reason(), v1::Decline::MODEL_REFUSED);
   EXPECT_NE(service_->declines()[0].detail().find("did not sign"), std::string::npos)
       << service_->declines()[0].detail();
-  EXPECT_EQ(Count(db, "SELECT COUNT(*) FROM ledger WHERE kind = 'data_access' AND json_extract(body, '$.purpose') = "
-                      "'train'"),
+  EXPECT_EQ(Count(db,
+                  "SELECT COUNT(*) FROM ledger WHERE kind = 'data_access' AND json_extract(body, '$.purpose') = "
+                  "'train'"),
             0);
   EXPECT_EQ(Count(db, "SELECT COUNT(*) FROM privacy_ledger WHERE kind = 'dp-sgd'"), 0);
 

@@ -99,8 +99,8 @@ int main(int argc, char** argv) {
       }
       fedrad::v1::SubmitReply reply;
       grpc::Status s = stub->SubmitEvaluation(&ctx, e, &reply);
-      std::cout << "evaluation " << task.evaluate().round() << " (" << mode << "): "
-                << (s.ok() ? "accepted" : "refused") << ": " << s.error_message() << std::endl;
+      std::cout << "evaluation " << task.evaluate().round() << " (" << mode
+                << "): " << (s.ok() ? "accepted" : "refused") << ": " << s.error_message() << std::endl;
       continue;
     }
     if (!task.has_train()) continue;
@@ -167,8 +167,8 @@ int main(int argc, char** argv) {
     }
     if (ok) writer->WritesDone();
     grpc::Status s = writer->Finish();
-    std::cout << "round " << task.train().round() << " (" << mode << "): " << (s.ok() ? "accepted" : "refused")
-              << ": " << s.error_message() << std::endl;
+    std::cout << "round " << task.train().round() << " (" << mode << "): " << (s.ok() ? "accepted" : "refused") << ": "
+              << s.error_message() << std::endl;
   }
   reader->Finish();
   return 1;

@@ -27,7 +27,6 @@ int64_t Int(const json& j, const char* key) {
   return j[key].get<int64_t>();
 }
 
-
 std::string Text(const json& j, const char* key) {
   if (!j.is_object() || !j.contains(key) || !j[key].is_string()) return "";
   return j[key].get<std::string>();
@@ -40,9 +39,9 @@ absl::StatusOr<AuditedLedger> ReadAudited(const std::string& path, const std::st
       (*db)->Query("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'ledger'");
   if (!has.ok()) return has.status();
   if (has->empty()) {
-    return absl::FailedPreconditionError(absl::StrCat(
-        path, " has no audit ledger: it is not a fedrad ", role == "node" ? "node.db" : "state.db",
-        ", or comes from a version before ledgers"));
+    return absl::FailedPreconditionError(absl::StrCat(path, " has no audit ledger: it is not a fedrad ",
+                                                      role == "node" ? "node.db" : "state.db",
+                                                      ", or comes from a version before ledgers"));
   }
   absl::StatusOr<std::vector<LedgerEntry>> entries = ReadLedger(**db);
   if (!entries.ok()) return entries.status();
@@ -90,12 +89,12 @@ void CheckPublications(AuditVerification& v, const std::string& ca_pem) {
       } else if (e.kind == ledger_kind::kModelVerified) {
         auto cert = certificates.find(Text(b, "coordinator_certificate_sha256"));
         const std::string signature = Text(b, "signature");
-        const bool hex = signature.size() % 2 == 0 && signature.find_first_not_of("0123456789abcdef") == std::string::npos;
+        const bool hex =
+            signature.size() % 2 == 0 && signature.find_first_not_of("0123456789abcdef") == std::string::npos;
         if (cert == certificates.end()) {
           v.problems.push_back(absl::StrCat(where, ": names a coordinator certificate the ledger does not hold"));
         } else if (absl::Status ok = VerifyModelPublication(
-                       cert->second,
-                       {Text(b, "federation"), static_cast<int>(Int(b, "round")), Text(b, "sha256")},
+                       cert->second, {Text(b, "federation"), static_cast<int>(Int(b, "round")), Text(b, "sha256")},
                        hex ? absl::HexStringToBytes(signature) : std::string());
                    !ok.ok() || !hex) {
           v.problems.push_back(absl::StrCat(where, ": the publication it records does not verify: ",
@@ -110,7 +109,7 @@ void CheckPublications(AuditVerification& v, const std::string& ca_pem) {
 
 struct NodeIndex {
   const AuditedLedger* ledger = nullptr;
-  std::set<std::pair<int64_t, std::string>> sent;  // (round, update sha256)
+  std::set<std::pair<int64_t, std::string>> sent;                      // (round, update sha256)
   std::map<std::pair<int64_t, int64_t>, std::string> sent_by_attempt;  // (round, attempt) -> sha256
 };
 
@@ -142,7 +141,7 @@ void CrossCheck(AuditVerification& v) {
     return;
   }
   std::set<std::string> published;
-  std::set<std::pair<int64_t, std::string>> published_as;  // (round, sha256)
+  std::set<std::pair<int64_t, std::string>> published_as;                     // (round, sha256)
   std::set<std::tuple<int64_t, int64_t, std::string, std::string>> accepted;  // round, attempt, site, sha
   std::map<std::string, int> unchecked;  // aggregated updates of sites whose ledger was not given
   for (size_t i = 0; i < coordinator->entries.size(); ++i) {
@@ -189,22 +188,22 @@ void CrossCheck(AuditVerification& v) {
       const std::vector<LedgerEntry>& theirs = n->second.ledger->entries;
       auto at = std::find_if(theirs.begin(), theirs.end(), [&](const LedgerEntry& x) { return x.seq == seq; });
       if (at == theirs.end()) {
-        v.problems.push_back(absl::StrCat(
-            n->second.ledger->path, ": the coordinator recorded this ledger's head at seq ", seq, " with the round ",
-            Int(b, "round"), " ", what, " (", where, "), but the ledger ends at seq ",
-            theirs.empty() ? 0 : theirs.back().seq, ": entries were cut off its end"));
+        v.problems.push_back(
+            absl::StrCat(n->second.ledger->path, ": the coordinator recorded this ledger's head at seq ", seq,
+                         " with the round ", Int(b, "round"), " ", what, " (", where, "), but the ledger ends at seq ",
+                         theirs.empty() ? 0 : theirs.back().seq, ": entries were cut off its end"));
         continue;
       }
       const json& mine = n->second.ledger->bodies[at - theirs.begin()];
-      const bool same = at->sha256 == Text(b, "node_ledger_sha256") &&
-                        (update ? at->kind == ledger_kind::kUpdateSent && Text(mine, "update_sha256") == Text(b, "update_sha256")
-                                : at->kind == ledger_kind::kEvaluationSent &&
-                                      Text(mine, "model_sha256") == Text(b, "model_sha256"));
+      const bool same =
+          at->sha256 == Text(b, "node_ledger_sha256") &&
+          (update ? at->kind == ledger_kind::kUpdateSent && Text(mine, "update_sha256") == Text(b, "update_sha256")
+                  : at->kind == ledger_kind::kEvaluationSent && Text(mine, "model_sha256") == Text(b, "model_sha256"));
       if (!same) {
         v.problems.push_back(absl::StrCat(Where(*n->second.ledger, *at, at - theirs.begin() + 1),
                                           ": is not the entry the coordinator recorded as this site's ledger head with "
-                                          "its round ", Int(b, "round"), " ", what, " (", where,
-                                          "): the ledger was rewritten"));
+                                          "its round ",
+                                          Int(b, "round"), " ", what, " (", where, "): the ledger was rewritten"));
       }
     }
   }
@@ -226,7 +225,8 @@ void CrossCheck(AuditVerification& v) {
           ++v.models_cross_checked;
         } else {
           v.problems.push_back(absl::StrCat(where, ": ", site, " used model ", model.substr(0, 12), " in round ",
-                                            Int(b, "round"), ", which the coordinator's ledger does not record as "
+                                            Int(b, "round"),
+                                            ", which the coordinator's ledger does not record as "
                                             "published"));
         }
       }
@@ -281,8 +281,10 @@ std::string FormatVerification(const AuditVerification& v) {
                     l.writer.empty() ? "writer unknown" : l.writer, "): ", l.entries.size(), " entries",
                     l.problems.empty() ? "" : absl::StrCat(", ", l.problems.size(), " problem(s)"), "\n");
   }
-  absl::StrAppend(&out, "cross-checked: ", v.updates_cross_checked, " aggregated update(s) found in their site's "
-                  "ledger, ", v.models_cross_checked, " model use(s) found published\n");
+  absl::StrAppend(&out, "cross-checked: ", v.updates_cross_checked,
+                  " aggregated update(s) found in their site's "
+                  "ledger, ",
+                  v.models_cross_checked, " model use(s) found published\n");
   absl::StrAppend(&out, "model publications: ", v.publications_verified,
                   " signature(s) of the coordinator verified from the sites' ledgers\n");
   // A ledger checked against the wrong CA fails every entry: the first
@@ -290,7 +292,8 @@ std::string FormatVerification(const AuditVerification& v) {
   constexpr size_t kShown = 100;
   for (size_t i = 0; i < v.problems.size() && i < kShown; ++i) absl::StrAppend(&out, "problem: ", v.problems[i], "\n");
   if (v.problems.size() > kShown) {
-    absl::StrAppend(&out, "... and ", v.problems.size() - kShown, " more problem(s); `fedrad audit report` lists "
+    absl::StrAppend(&out, "... and ", v.problems.size() - kShown,
+                    " more problem(s); `fedrad audit report` lists "
                     "them all\n");
   }
   for (const std::string& n : v.notes) absl::StrAppend(&out, "note: ", n, "\n");

@@ -33,10 +33,11 @@ json SiteFacts(const AuditedLedger& l) {
   double epsilon = 0, delta = 0, epsilon_max = 0;
   bool dp = false;
   // Entries listed as they are, with their time.
-  const std::map<std::string, json*> listed = {{ledger_kind::kDataAccess, &accesses},     {ledger_kind::kUpdateSent, &sent},
-                                               {ledger_kind::kModelReceived, &models},    {ledger_kind::kEvaluationSent, &evaluations},
-                                               {ledger_kind::kBudgetRefused, &refusals},  {ledger_kind::kModelRefused, &models_refused},
-                                               {ledger_kind::kPolicyRefused, &refusals},  {ledger_kind::kModelVerified, &models_verified}};
+  const std::map<std::string, json*> listed = {
+      {ledger_kind::kDataAccess, &accesses},    {ledger_kind::kUpdateSent, &sent},
+      {ledger_kind::kModelReceived, &models},   {ledger_kind::kEvaluationSent, &evaluations},
+      {ledger_kind::kBudgetRefused, &refusals}, {ledger_kind::kModelRefused, &models_refused},
+      {ledger_kind::kPolicyRefused, &refusals}, {ledger_kind::kModelVerified, &models_verified}};
   for (size_t i = 0; i < l.entries.size(); ++i) {
     const LedgerEntry& e = l.entries[i];
     json b = l.bodies[i];  // a copy: the report adds the time
@@ -106,7 +107,7 @@ json SiteFacts(const AuditedLedger& l) {
 json CoordinatorFacts(const AuditedLedger& l) {
   json published = json::array();
   std::map<std::pair<int64_t, int64_t>, json> rounds;  // (round, attempt)
-  std::map<std::string, json> reported;  // site -> [{round, epsilon}], as the sites told the coordinator
+  std::map<std::string, json> reported;                // site -> [{round, epsilon}], as the sites told the coordinator
   for (size_t i = 0; i < l.entries.size(); ++i) {
     const LedgerEntry& e = l.entries[i];
     const json& b = l.bodies[i];
@@ -291,8 +292,9 @@ std::string AuditReportJson(const AuditVerification& v) { return Report(v).dump(
 
 std::string AuditReportHtml(const AuditVerification& v) {
   const json r = Report(v);
-  std::string out = "<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">\n"
-                    "<title>fedrad privacy audit</title>\n<style>";
+  std::string out =
+      "<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">\n"
+      "<title>fedrad privacy audit</title>\n<style>";
   absl::StrAppend(&out, kStyle, "</style></head>\n<body>\n<h1>fedrad privacy audit</h1>\n");
   const bool pass = v.ok();
   absl::StrAppend(&out, "<p id=\"verdict\" class=\"", pass ? "pass" : "fail", "\">",
@@ -313,11 +315,12 @@ std::string AuditReportHtml(const AuditVerification& v) {
     for (const std::string& n : v.notes) absl::StrAppend(&out, "<li>", Escape(n), "</li>\n");
     absl::StrAppend(&out, "</ul>\n");
   }
-  absl::StrAppend(&out, "<h2>Ledgers</h2>\n",
-                  Table(r["verification"]["ledgers"],
-                        {{"role", "role"}, {"writer", "writer"}, {"path", "file"}, {"entries", "entries"},
-                         {"problems", "problems"}},
-                        "ledgers"));
+  absl::StrAppend(
+      &out, "<h2>Ledgers</h2>\n",
+      Table(
+          r["verification"]["ledgers"],
+          {{"role", "role"}, {"writer", "writer"}, {"path", "file"}, {"entries", "entries"}, {"problems", "problems"}},
+          "ledgers"));
   absl::StrAppend(&out, "<h2>&epsilon; spent per site</h2>\n",
                   "<svg id=\"epsilon-chart\" width=\"720\" height=\"360\" viewBox=\"0 0 720 360\" role=\"img\" "
                   "aria-label=\"epsilon spent per site over rounds\"></svg>\n",
@@ -330,79 +333,110 @@ std::string AuditReportHtml(const AuditVerification& v) {
     auto item = [&](const std::string& key, const std::string& label, const std::string& value) {
       absl::StrAppend(&out, "<dt>", label, "</dt><dd data-key=\"", key, "\">", value, "</dd>");
     };
-    item("ledger", "ledger", Escape(s.value("ledger", "")) + (s.value("ledger_intact", false) ? " (intact)" : " (BROKEN)"));
+    item("ledger", "ledger",
+         Escape(s.value("ledger", "")) + (s.value("ledger_intact", false) ? " (intact)" : " (BROKEN)"));
     item("differentially_private", "differentially private", s.value("differentially_private", false) ? "yes" : "NO");
     item("epsilon_spent", "&epsilon; spent", absl::StrFormat("%.6g", s.value("epsilon_spent", 0.0)));
     item("delta", "&delta;", absl::StrFormat("%.6g", s.value("delta", 0.0)));
     item("epsilon_max", "budget (&epsilon; max)", absl::StrFormat("%.6g", s.value("epsilon_max", 0.0)));
     item("budget_left", "budget left", absl::StrFormat("%.6g", s.value("budget_left", 0.0)));
-    absl::StrAppend(&out, "</dl>\n<h3>DP-SGD per round</h3>\n",
-                    Table(s["dp_rounds"],
-                          {{"round", "round"}, {"attempt", "attempt"}, {"unit", "unit"}, {"units", "units"},
-                           {"noise_multiplier", "σ"}, {"clip_norm", "C"}, {"sampling_rate", "q"},
-                           {"steps", "steps"}, {"delta", "δ"}, {"epsilon_after", "ε after"}, {"at", "charged at"}},
-                          "dp-rounds"),
-                    "<h3>Noised counts released</h3>\n",
-                    Table(s["count_releases"],
-                          {{"round", "round"}, {"units", "units"}, {"noise_multiplier", "σ"}, {"released", "released"},
-                           {"epsilon_after", "ε after"}},
-                          "counts"),
-                    "<h3>Evaluation releases (validation patients)</h3>\n",
-                    Table(s["evaluation_releases"],
-                          {{"round", "round"}, {"noise_multiplier", "σ"}, {"epsilon_after", "ε after (evaluation part)"}},
-                          "evaluation-releases"),
-                    "<h3>Data accesses</h3>\n",
-                    Table(s["data_accesses"],
-                          {{"at", "at"}, {"purpose", "purpose"}, {"round", "round"}, {"images", "images"},
-                           {"patients", "patients"}, {"sop_instance_uids_sha256", "SHA-256 of the sorted SOPInstanceUIDs"}},
-                          "accesses"),
-                    "<h3>Updates sent</h3>\n",
-                    Table(s["updates_sent"],
-                          {{"round", "round"}, {"attempt", "attempt"}, {"update_sha256", "update SHA-256"},
-                           {"bytes", "bytes"}, {"dtype", "dtype"}, {"num_examples", "count sent"},
-                           {"resent_from_attempt", "sent again, trained for attempt"}, {"outcome", "outcome"}},
-                          "updates"),
-                    "<h3>Models received</h3>\n",
-                    Table(s["models_received"], {{"round", "round"}, {"sha256", "SHA-256"}, {"bytes", "bytes"}},
-                          "models"),
-                    "<h3>Model publications verified (the coordinator's signature, checked before use)</h3>\n",
-                    Table(s["models_verified"],
-                          {{"round", "published as round"}, {"sha256", "SHA-256"},
-                           {"coordinator_certificate_sha256", "coordinator certificate SHA-256"}},
-                          "models-verified"),
-                    "<h3>Models refused</h3>\n",
-                    Table(s["models_refused"], {{"round", "round"}, {"sha256", "SHA-256"}, {"reason", "reason"}},
-                          "models-refused"),
-                    "<h3>Evaluation reports sent</h3>\n",
-                    Table(s["evaluations_sent"],
-                          {{"round", "round"}, {"model_sha256", "model SHA-256"},
-                           {"suppressed", "nothing sent"}},
-                          "evaluations"),
-                    "<h3>Tasks refused (budget or policy)</h3>\n",
-                    Table(s["budget_refusals"],
-                          {{"round", "round"}, {"task", "task"}, {"epsilon_spent", "ε spent"},
-                           {"epsilon_max", "ε max"}, {"detail", "detail"}},
-                          "refusals"),
-                    "<h3>Configuration changes</h3>\n",
-                    Table(s["config_changes"], {{"at", "at"}, {"file_sha256", "node.toml SHA-256"},
-                                                {"privacy", "privacy"}, {"preprocess", "preprocessing"}},
-                          "configs"),
-                    "</section>\n");
+    absl::StrAppend(
+        &out, "</dl>\n<h3>DP-SGD per round</h3>\n",
+        Table(s["dp_rounds"],
+              {{"round", "round"},
+               {"attempt", "attempt"},
+               {"unit", "unit"},
+               {"units", "units"},
+               {"noise_multiplier", "σ"},
+               {"clip_norm", "C"},
+               {"sampling_rate", "q"},
+               {"steps", "steps"},
+               {"delta", "δ"},
+               {"epsilon_after", "ε after"},
+               {"at", "charged at"}},
+              "dp-rounds"),
+        "<h3>Noised counts released</h3>\n",
+        Table(s["count_releases"],
+              {{"round", "round"},
+               {"units", "units"},
+               {"noise_multiplier", "σ"},
+               {"released", "released"},
+               {"epsilon_after", "ε after"}},
+              "counts"),
+        "<h3>Evaluation releases (validation patients)</h3>\n",
+        Table(s["evaluation_releases"],
+              {{"round", "round"}, {"noise_multiplier", "σ"}, {"epsilon_after", "ε after (evaluation part)"}},
+              "evaluation-releases"),
+        "<h3>Data accesses</h3>\n",
+        Table(s["data_accesses"],
+              {{"at", "at"},
+               {"purpose", "purpose"},
+               {"round", "round"},
+               {"images", "images"},
+               {"patients", "patients"},
+               {"sop_instance_uids_sha256", "SHA-256 of the sorted SOPInstanceUIDs"}},
+              "accesses"),
+        "<h3>Updates sent</h3>\n",
+        Table(s["updates_sent"],
+              {{"round", "round"},
+               {"attempt", "attempt"},
+               {"update_sha256", "update SHA-256"},
+               {"bytes", "bytes"},
+               {"dtype", "dtype"},
+               {"num_examples", "count sent"},
+               {"resent_from_attempt", "sent again, trained for attempt"},
+               {"outcome", "outcome"}},
+              "updates"),
+        "<h3>Models received</h3>\n",
+        Table(s["models_received"], {{"round", "round"}, {"sha256", "SHA-256"}, {"bytes", "bytes"}}, "models"),
+        "<h3>Model publications verified (the coordinator's signature, checked before use)</h3>\n",
+        Table(s["models_verified"],
+              {{"round", "published as round"},
+               {"sha256", "SHA-256"},
+               {"coordinator_certificate_sha256", "coordinator certificate SHA-256"}},
+              "models-verified"),
+        "<h3>Models refused</h3>\n",
+        Table(s["models_refused"], {{"round", "round"}, {"sha256", "SHA-256"}, {"reason", "reason"}}, "models-refused"),
+        "<h3>Evaluation reports sent</h3>\n",
+        Table(s["evaluations_sent"],
+              {{"round", "round"}, {"model_sha256", "model SHA-256"}, {"suppressed", "nothing sent"}}, "evaluations"),
+        "<h3>Tasks refused (budget or policy)</h3>\n",
+        Table(s["budget_refusals"],
+              {{"round", "round"},
+               {"task", "task"},
+               {"epsilon_spent", "ε spent"},
+               {"epsilon_max", "ε max"},
+               {"detail", "detail"}},
+              "refusals"),
+        "<h3>Configuration changes</h3>\n",
+        Table(s["config_changes"],
+              {{"at", "at"},
+               {"file_sha256", "node.toml SHA-256"},
+               {"privacy", "privacy"},
+               {"preprocess", "preprocessing"}},
+              "configs"),
+        "</section>\n");
   }
   if (r.contains("federation")) {
     const json& f = r["federation"];
-    absl::StrAppend(&out, "<section class=\"federation\">\n<h2>Coordinator ", Escape(f.value("coordinator", "")),
-                    "</h2>\n<h3>Rounds</h3>\n",
-                    Table(f["rounds"],
-                          {{"round", "round"}, {"attempt", "attempt"}, {"opened", "opened"},
-                           {"selected", "sites asked"}, {"answered", "answered"}, {"status", "status"},
-                           {"strategy", "strategy"}, {"updates", "updates aggregated"},
-                           {"model_sha256", "model SHA-256"}, {"note", "note"}},
-                          "rounds"),
-                    "<h3>Models published</h3>\n",
-                    Table(f["models_published"], {{"round", "round"}, {"sha256", "SHA-256"}, {"at", "at"}},
-                          "published"),
-                    "</section>\n");
+    absl::StrAppend(
+        &out, "<section class=\"federation\">\n<h2>Coordinator ", Escape(f.value("coordinator", "")),
+        "</h2>\n<h3>Rounds</h3>\n",
+        Table(f["rounds"],
+              {{"round", "round"},
+               {"attempt", "attempt"},
+               {"opened", "opened"},
+               {"selected", "sites asked"},
+               {"answered", "answered"},
+               {"status", "status"},
+               {"strategy", "strategy"},
+               {"updates", "updates aggregated"},
+               {"model_sha256", "model SHA-256"},
+               {"note", "note"}},
+              "rounds"),
+        "<h3>Models published</h3>\n",
+        Table(f["models_published"], {{"round", "round"}, {"sha256", "SHA-256"}, {"at", "at"}}, "published"),
+        "</section>\n");
   }
   // The facts for the chart; "</" cannot end the script element early.
   absl::StrAppend(&out, "<script type=\"application/json\" id=\"report-data\">",

@@ -1,8 +1,8 @@
 // `fedrad`: tooling around a federation — provisioning, synthetic data.
 #include <iostream>
 
-#include <CLI/CLI.hpp>
 #include <spdlog/spdlog.h>
+#include <CLI/CLI.hpp>
 
 #include <nlohmann/json.hpp>
 
@@ -24,21 +24,21 @@ int main(int argc, char** argv) {
 
   fedrad::tools::ProvisionOptions prov;
   CLI::App* provision = app.add_subcommand(
-      "provision",
-      "Create a federation CA, the coordinator's certificate and one certificate + node.toml per site");
+      "provision", "Create a federation CA, the coordinator's certificate and one certificate + node.toml per site");
   provision->add_option("--plan", prov.plan_path, "Federation plan (TOML)")->required()->check(CLI::ExistingFile);
   provision->add_option("--out", prov.out_dir, "Folder for the kits (created)")->required();
   provision->add_option("--data-root", prov.data_root,
                         "Folder with one data folder per site, written into each node.toml");
-  provision->add_option("--validity-days", prov.validity_days, "Certificate lifetime")
-      ->check(CLI::Range(1, 3650));
+  provision->add_option("--validity-days", prov.validity_days, "Certificate lifetime")->check(CLI::Range(1, 3650));
   provision->add_flag("--force", prov.force, "Replace an existing CA in --out (a new federation)");
 
   std::string kits, site, address = "127.0.0.1:50051", data_root;
   int site_days = 825;
-  CLI::App* add_site = app.add_subcommand(
-      "add-site", "Issue a certificate and node.toml for one more site from an existing CA");
-  add_site->add_option("--kits", kits, "Kits folder made by `fedrad provision`")->required()->check(CLI::ExistingDirectory);
+  CLI::App* add_site =
+      app.add_subcommand("add-site", "Issue a certificate and node.toml for one more site from an existing CA");
+  add_site->add_option("--kits", kits, "Kits folder made by `fedrad provision`")
+      ->required()
+      ->check(CLI::ExistingDirectory);
   add_site->add_option("--name", site, "Site name (the certificate's CN)")->required();
   add_site->add_option("--address", address, "host:port of the coordinator")->capture_default_str();
   add_site->add_option("--data-root", data_root, "Folder with the site's data folder");
@@ -50,16 +50,23 @@ int main(int argc, char** argv) {
   synth_cmd->add_option("--sites", synth.sites, "Number of sites")->capture_default_str()->check(CLI::Range(1, 100));
   synth_cmd->add_option("--seed", synth.seed, "Seed; the same seed gives the same files")->capture_default_str();
   synth_cmd->add_option("--out", synth.out_dir, "Output folder (one subfolder per site)")->required();
-  synth_cmd->add_option("--patients", synth.patients_per_site, "Patients per site")->capture_default_str()->check(CLI::Range(1, 100000));
-  synth_cmd->add_option("--images", synth.images_per_patient, "Images (slices) per patient")->capture_default_str()->check(CLI::Range(1, 1000));
-  synth_cmd->add_option("--size", synth.image_size, "Rows and columns of each image")->capture_default_str()->check(CLI::Range(32, 2048));
+  synth_cmd->add_option("--patients", synth.patients_per_site, "Patients per site")
+      ->capture_default_str()
+      ->check(CLI::Range(1, 100000));
+  synth_cmd->add_option("--images", synth.images_per_patient, "Images (slices) per patient")
+      ->capture_default_str()
+      ->check(CLI::Range(1, 1000));
+  synth_cmd->add_option("--size", synth.image_size, "Rows and columns of each image")
+      ->capture_default_str()
+      ->check(CLI::Range(32, 2048));
   synth_cmd->add_option("--names", synth.site_names, "Site names (default hospital-a, hospital-b, ...)");
 
   std::string idx_images, idx_labels, png_dir, import_out;
   size_t import_limit = 0;
-  CLI::App* import_cmd = app.add_subcommand(
-      "import", "Convert a labelled image set (IDX files such as Fashion-MNIST, or PNG folders) into DICOM "
-                "Secondary Capture files plus labels.csv");
+  CLI::App* import_cmd =
+      app.add_subcommand("import",
+                         "Convert a labelled image set (IDX files such as Fashion-MNIST, or PNG folders) into DICOM "
+                         "Secondary Capture files plus labels.csv");
   import_cmd->add_option("--idx-images", idx_images, "IDX image file (.gz or plain)");
   import_cmd->add_option("--idx-labels", idx_labels, "IDX label file (.gz or plain)");
   import_cmd->add_option("--png-dir", png_dir, "Folder with one sub-folder of PNG files per class");
@@ -67,9 +74,10 @@ int main(int argc, char** argv) {
   import_cmd->add_option("--limit", import_limit, "Import at most this many images");
 
   fedrad::tools::PartitionOptions part;
-  CLI::App* partition = app.add_subcommand(
-      "partition", "Split a labelled DICOM set across N sites (patients kept whole), IID or label-skewed "
-                   "with a Dirichlet(alpha) draw; prints each site's class histogram");
+  CLI::App* partition =
+      app.add_subcommand("partition",
+                         "Split a labelled DICOM set across N sites (patients kept whole), IID or label-skewed "
+                         "with a Dirichlet(alpha) draw; prints each site's class histogram");
   partition->add_option("--data", part.data_dir, "Labelled set: DICOM files and labels.csv")->required();
   partition->add_option("--labels", part.labels_csv, "labels.csv (default DATA/labels.csv)");
   partition->add_option("--sites", part.sites, "Number of sites")->capture_default_str()->check(CLI::Range(1, 1000));
@@ -87,14 +95,17 @@ int main(int argc, char** argv) {
   dp->require_subcommand(1);
   CLI::App* dp_eps = dp->add_subcommand(
       "epsilon", "epsilon after STEPS steps at noise multiplier and sampling rate (printed rounded up; --json: exact)");
-  dp_eps->add_option("--noise", dp_noise, "Noise multiplier sigma (noise std / clipping norm)")->required()
+  dp_eps->add_option("--noise", dp_noise, "Noise multiplier sigma (noise std / clipping norm)")
+      ->required()
       ->check(CLI::NonNegativeNumber);
   CLI::App* dp_sigma = dp->add_subcommand(
-      "noise", "the smallest noise multiplier that stays within (epsilon, delta) (printed rounded up, so the printed "
-               "value always meets the target; --json: exact)");
+      "noise",
+      "the smallest noise multiplier that stays within (epsilon, delta) (printed rounded up, so the printed "
+      "value always meets the target; --json: exact)");
   dp_sigma->add_option("--epsilon", dp_epsilon, "Target epsilon")->required()->check(CLI::PositiveNumber);
   for (CLI::App* c : {dp_eps, dp_sigma}) {
-    c->add_option("--rate", dp_rate, "Sampling rate q (expected batch / dataset size)")->required()
+    c->add_option("--rate", dp_rate, "Sampling rate q (expected batch / dataset size)")
+        ->required()
         ->check(CLI::Range(0.0, 1.0));
     c->add_option("--steps", dp_steps, "Number of steps")->required()->check(CLI::PositiveNumber);
     c->add_option("--delta", dp_delta, "delta")->capture_default_str()->check(CLI::Range(1e-300, 0.999));
@@ -107,17 +118,20 @@ int main(int argc, char** argv) {
       "audit", "Check what left each site and under which privacy parameters, from the signed ledgers alone");
   audit->require_subcommand(1);
   CLI::App* audit_verify = audit->add_subcommand(
-      "verify", "Recompute every ledger's hash chain and signatures and cross-check node ledgers against the "
-                "coordinator's; exit status 0 = pass, 1 = problems found (each named by file, position and kind)");
-  CLI::App* audit_report = audit->add_subcommand(
-      "report", "Write a self-contained HTML report (and JSON) of epsilon spent per site over rounds, DP "
-                "parameters, data accesses, updates sent, models received and the verification result");
+      "verify",
+      "Recompute every ledger's hash chain and signatures and cross-check node ledgers against the "
+      "coordinator's; exit status 0 = pass, 1 = problems found (each named by file, position and kind)");
+  CLI::App* audit_report =
+      audit->add_subcommand("report",
+                            "Write a self-contained HTML report (and JSON) of epsilon spent per site over rounds, DP "
+                            "parameters, data accesses, updates sent, models received and the verification result");
   for (CLI::App* c : {audit_verify, audit_report}) {
     c->add_option("--node", audit_nodes, "A site's node.db (state_dir/node.db); repeat for several sites")
         ->check(CLI::ExistingFile);
     c->add_option("--coordinator", audit_coordinator, "The coordinator's state.db")->check(CLI::ExistingFile);
-    c->add_option("--ca", audit_ca, "The federation's CA certificate (ca.pem from any kit), which every ledger's "
-                                    "writer certificate must come from")
+    c->add_option("--ca", audit_ca,
+                  "The federation's CA certificate (ca.pem from any kit), which every ledger's "
+                  "writer certificate must come from")
         ->required()
         ->check(CLI::ExistingFile);
   }
@@ -169,7 +183,7 @@ int main(int argc, char** argv) {
   if (*dp_eps) {
     fedrad::Epsilon e = fedrad::EpsilonFor(dp_noise, dp_rate, dp_steps, dp_delta);
     if (dp_json) {
-      std::cout << nlohmann::json{{"epsilon", e.epsilon}, {"delta", dp_delta}, {"noise_multiplier", dp_noise},
+      std::cout << nlohmann::json{{"epsilon", e.epsilon},     {"delta", dp_delta}, {"noise_multiplier", dp_noise},
                                   {"sampling_rate", dp_rate}, {"steps", dp_steps}, {"rdp_order", e.order}}
                        .dump()
                 << "\n";
@@ -187,8 +201,9 @@ int main(int argc, char** argv) {
     }
     fedrad::Epsilon e = fedrad::EpsilonFor(*sigma, dp_rate, dp_steps, dp_delta);
     if (dp_json) {
-      std::cout << nlohmann::json{{"noise_multiplier", *sigma}, {"epsilon", e.epsilon}, {"target_epsilon", dp_epsilon},
-                                  {"delta", dp_delta},          {"sampling_rate", dp_rate}, {"steps", dp_steps},
+      std::cout << nlohmann::json{{"noise_multiplier", *sigma},   {"epsilon", e.epsilon},
+                                  {"target_epsilon", dp_epsilon}, {"delta", dp_delta},
+                                  {"sampling_rate", dp_rate},     {"steps", dp_steps},
                                   {"rdp_order", e.order}}
                        .dump()
                 << "\n";

@@ -3,9 +3,9 @@
 #include <dcmtk/dcmdata/dcdeftag.h>
 #include <dcmtk/dcmdata/dcfilefo.h>
 #include <dcmtk/dcmdata/dcuid.h>
+#include <zlib.h>
 #include <opencv2/imgcodecs.hpp>
 #include <opencv2/imgproc.hpp>
-#include <zlib.h>
 
 #include <algorithm>
 #include <filesystem>
@@ -52,8 +52,7 @@ uint32_t BigEndian32(const std::string& s, size_t at) {
 
 }  // namespace
 
-absl::StatusOr<LabelledImages> ReadIdx(const std::string& images_path, const std::string& labels_path,
-                                       size_t limit) {
+absl::StatusOr<LabelledImages> ReadIdx(const std::string& images_path, const std::string& labels_path, size_t limit) {
   absl::StatusOr<std::string> images = ReadMaybeGzip(images_path);
   if (!images.ok()) return images.status();
   absl::StatusOr<std::string> labels = ReadMaybeGzip(labels_path);
@@ -65,14 +64,13 @@ absl::StatusOr<LabelledImages> ReadIdx(const std::string& images_path, const std
     return absl::InvalidArgumentError(absl::StrCat("'", labels_path, "': not an IDX label file (magic 0x00000801)"));
   }
   const uint32_t n = BigEndian32(*images, 4), rows = BigEndian32(*images, 8), cols = BigEndian32(*images, 12);
-  if (rows == 0 || cols == 0 || rows > 4096 || cols > 4096 ||
-      images->size() != 16 + uint64_t{n} * rows * cols) {
+  if (rows == 0 || cols == 0 || rows > 4096 || cols > 4096 || images->size() != 16 + uint64_t{n} * rows * cols) {
     return absl::InvalidArgumentError(absl::StrCat("'", images_path, "': header says ", n, " images of ", rows, "x",
                                                    cols, " but the file has ", images->size(), " bytes"));
   }
   if (BigEndian32(*labels, 4) != n || labels->size() != 8 + uint64_t{n}) {
-    return absl::InvalidArgumentError(absl::StrCat("'", labels_path, "': ", BigEndian32(*labels, 4),
-                                                   " labels for ", n, " images"));
+    return absl::InvalidArgumentError(
+        absl::StrCat("'", labels_path, "': ", BigEndian32(*labels, 4), " labels for ", n, " images"));
   }
   LabelledImages out;
   out.rows = static_cast<int>(rows);
@@ -114,8 +112,8 @@ absl::StatusOr<LabelledImages> ReadPngFolders(const std::string& dir, size_t lim
         out.columns = img.cols;
       }
       if (img.rows != out.rows || img.cols != out.columns) {
-        return absl::InvalidArgumentError(absl::StrCat("'", f, "' is ", img.rows, "x", img.cols, "; the others are ",
-                                                       out.rows, "x", out.columns));
+        return absl::InvalidArgumentError(
+            absl::StrCat("'", f, "' is ", img.rows, "x", img.cols, "; the others are ", out.rows, "x", out.columns));
       }
       out.pixels.insert(out.pixels.end(), img.datastart, img.dataend);
       out.labels.push_back(static_cast<int>(c));

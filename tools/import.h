@@ -34,8 +34,7 @@ absl::StatusOr<LabelledImages> ReadPngFolders(const std::string& dir, size_t lim
 // (one patient per image, deterministic UIDs from `uid_seed`) and
 // <out>/labels.csv ("path,label"). Class names, if any, go to
 // <out>/classes.txt, one per line in class order.
-absl::Status WriteAsDicom(const LabelledImages& images, const std::string& out_dir,
-                          const std::string& uid_seed);
+absl::Status WriteAsDicom(const LabelledImages& images, const std::string& out_dir, const std::string& uid_seed);
 
 }  // namespace fedrad::tools
 

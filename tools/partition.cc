@@ -34,8 +34,8 @@ struct Patient {
 // PatientID from the header, without reading pixel data.
 std::string PatientIdOf(const std::string& path) {
   DcmFileFormat file;
-  if (file.loadFileUntilTag(path.c_str(), EXS_Unknown, EGL_noChange, DCM_MaxReadLength, ERM_autoDetect,
-                            DCM_PixelData).bad()) {
+  if (file.loadFileUntilTag(path.c_str(), EXS_Unknown, EGL_noChange, DCM_MaxReadLength, ERM_autoDetect, DCM_PixelData)
+          .bad()) {
     return "";
   }
   OFString id;
@@ -52,7 +52,9 @@ absl::Status LinkOrCopy(const fs::path& from, const fs::path& to) {
     ec.clear();
     fs::copy_file(from, to, fs::copy_options::overwrite_existing, ec);
   }
-  if (ec) return absl::InternalError(absl::StrCat("cannot copy '", from.string(), "' to '", to.string(), "': ", ec.message()));
+  if (ec)
+    return absl::InternalError(
+        absl::StrCat("cannot copy '", from.string(), "' to '", to.string(), "': ", ec.message()));
   return absl::OkStatus();
 }
 
@@ -102,8 +104,9 @@ absl::StatusOr<PartitionResult> Partition(const PartitionOptions& o) {
   for (auto& [id, p] : by_id) {
     std::map<int64_t, int> counts;
     for (size_t r : p.rows) ++counts[rows[r].second];
-    p.label = std::max_element(counts.begin(), counts.end(),
-                               [](const auto& a, const auto& b) { return a.second < b.second; })->first;
+    p.label = std::max_element(counts.begin(), counts.end(), [](const auto& a, const auto& b) {
+                return a.second < b.second;
+              })->first;
     patients.push_back(std::move(p));
   }
 
@@ -127,8 +130,8 @@ absl::StatusOr<PartitionResult> Partition(const PartitionOptions& o) {
       size_t start = 0;
       for (int s = 0; s < o.sites; ++s) {
         cumulative += share[s] / total;
-        const size_t end = s + 1 == o.sites ? members.size()
-                                            : static_cast<size_t>(std::llround(cumulative * members.size()));
+        const size_t end =
+            s + 1 == o.sites ? members.size() : static_cast<size_t>(std::llround(cumulative * members.size()));
         for (size_t k = start; k < std::min(end, members.size()); ++k) site_of[members[k]] = s;
         start = std::max(start, end);
       }
@@ -163,7 +166,8 @@ absl::StatusOr<PartitionResult> Partition(const PartitionOptions& o) {
 
 std::string FormatHistogram(const PartitionResult& r) {
   std::set<int64_t> classes;
-  for (const auto& h : r.histogram) for (const auto& [c, n] : h) classes.insert(c);
+  for (const auto& h : r.histogram)
+    for (const auto& [c, n] : h) classes.insert(c);
   std::string out = absl::StrFormat("%-14s %9s %8s", "site", "patients", "images");
   for (int64_t c : classes) absl::StrAppend(&out, absl::StrFormat(" %6s", absl::StrCat("c", c)));
   out += "\n";

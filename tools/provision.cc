@@ -19,110 +19,77 @@ bool LooksLikeIp(const std::string& host) {
   return !host.empty() && host.find_first_not_of("0123456789.") == std::string::npos;
 }
 
-std::string NodeToml(const std::string& site, const std::string& address,
-                     const std::string& data_root) {
-  const std::string data = data_root.empty()
-                               ? std::string("/path/to/dicom")
-                               : (fs::absolute(data_root) / site).lexically_normal().string();
+std::string NodeToml(const std::string& site, const std::string& address, const std::string& data_root) {
+  const std::string data =
+      data_root.empty() ? std::string("/path/to/dicom") : (fs::absolute(data_root) / site).lexically_normal().string();
   return absl::StrCat(
       "# fedrad node configuration for site \"", site, "\".\n",
-      "# Paths are relative to this file unless absolute.\n\n",
-      "[coordinator]\n",
-      "# Where the consortium's coordinator listens. The node always dials out.\n",
-      "address = \"", address, "\"\n\n",
-      "[tls]\n",
-      "# The site's identity is the common name of this certificate.\n",
-      "ca = \"ca.pem\"\n", "certificate = \"site.pem\"\n", "key = \"site.key\"\n\n",
-      "[data]\n",
+      "# Paths are relative to this file unless absolute.\n\n", "[coordinator]\n",
+      "# Where the consortium's coordinator listens. The node always dials out.\n", "address = \"", address, "\"\n\n",
+      "[tls]\n", "# The site's identity is the common name of this certificate.\n", "ca = \"ca.pem\"\n",
+      "certificate = \"site.pem\"\n", "key = \"site.key\"\n\n", "[data]\n",
       "# Folder of DICOM files and the label file (header \"path,label\"; paths\n",
-      "# relative to dicom_dir). Nothing from here ever leaves this machine.\n",
-      "dicom_dir = \"", data, "\"\n", "labels = \"", data, "/labels.csv\"\n",
+      "# relative to dicom_dir). Nothing from here ever leaves this machine.\n", "dicom_dir = \"", data, "\"\n",
+      "labels = \"", data, "/labels.csv\"\n",
       "# If labels.csv names classes instead of numbering them: the names, in class order.\n",
       "# class_names = [\"normal\", \"lesion\"]\n",
       "# Share of patients held out for validation (split by patient, never by image).\n",
-      "validation_fraction = 0.2\n", "split_seed = 42\n\n",
-      "[preprocess]\n",
+      "validation_fraction = 0.2\n", "split_seed = 42\n\n", "[preprocess]\n",
       "# Applied in order: window -> resize -> denoise -> CLAHE -> normalize.\n",
       "# window: \"explicit\" (center/width in modality units, e.g. HU), \"file\" (the\n",
       "# file's own VOI), or a CT preset: lung, mediastinum, bone, brain, soft-tissue, liver.\n",
       "window = \"explicit\"\n", "window_center = 40\n", "window_width = 400\n",
-      "# resize to the model's input: \"pad\" (keep aspect, pad) or \"crop\" (centre square).\n",
-      "resize = \"pad\"\n",
-      "# denoise: \"none\", \"median\" or \"gaussian\" (denoise_size: odd kernel size).\n",
-      "denoise = \"none\"\n", "denoise_size = 3\n",
-      "# Contrast-limited adaptive histogram equalisation.\n",
-      "clahe = false\n", "clahe_clip = 2.0\n", "clahe_tiles = 8\n",
+      "# resize to the model's input: \"pad\" (keep aspect, pad) or \"crop\" (centre square).\n", "resize = \"pad\"\n",
+      "# denoise: \"none\", \"median\" or \"gaussian\" (denoise_size: odd kernel size).\n", "denoise = \"none\"\n",
+      "denoise_size = 3\n", "# Contrast-limited adaptive histogram equalisation.\n", "clahe = false\n",
+      "clahe_clip = 2.0\n", "clahe_tiles = 8\n",
       "# normalize: \"none\" (keep [0, 1]), \"zscore\" (per image) or \"fixed\" (mean/std).\n",
-      "normalize = \"none\"\n",
-      "# Colour images (RGB, YBR) become luminance; false skips them instead.\n",
-      "color_to_gray = true\n\n",
-      "[privacy]\n",
+      "normalize = \"none\"\n", "# Colour images (RGB, YBR) become luminance; false skips them instead.\n",
+      "color_to_gray = true\n\n", "[privacy]\n",
       "# Differential privacy of every update this node sends (DP-SGD). The budget\n",
       "# is this site's own, over everything in its ledger (state_dir/node.db);\n",
-      "# a round that would pass epsilon_max is declined before the data is read.\n",
-      "enabled = true\n",
+      "# a round that would pass epsilon_max is declined before the data is read.\n", "enabled = true\n",
       "# Privacy unit: \"patient\" (DICOM PatientID; all of a patient's images together) or \"image\".\n",
-      "unit = \"patient\"\n",
-      "epsilon_max = 3.0\n", "delta = 1e-5\n",
-      "# Per-unit gradient clipping norm C.\n", "clip_norm = 0.1\n",
-      "# Either a total epsilon to reach at the federation's last round (the noise\n",
+      "unit = \"patient\"\n", "epsilon_max = 3.0\n", "delta = 1e-5\n", "# Per-unit gradient clipping norm C.\n",
+      "clip_norm = 0.1\n", "# Either a total epsilon to reach at the federation's last round (the noise\n",
       "# is then chosen each round; retried rounds are paid from the margin up to\n",
-      "# epsilon_max), or a fixed noise multiplier sigma per step.\n",
-      "target_epsilon = 2.7\n", "# noise_multiplier = 1.1\n\n",
-      "[policy]\n",
+      "# epsilon_max), or a fixed noise multiplier sigma per step.\n", "target_epsilon = 2.7\n",
+      "# noise_multiplier = 1.1\n\n", "[policy]\n",
       "# What this site lets any coordinator ask of it; the plan cannot widen these.\n",
       "# A task beyond them is declined before the data is read, with the reason\n",
       "# in this node's ledger and the coordinator's log. Commented out: no limit.\n",
-      "# The most epsilon one training round may cost.\n",
-      "# max_round_epsilon = 0.5\n",
+      "# The most epsilon one training round may cost.\n", "# max_round_epsilon = 0.5\n",
       "# Rounds this site plans to join: target_epsilon is spread over them,\n",
-      "# whatever the plan says (default: the plan's rounds).\n",
-      "# rounds = 20\n",
-      "# Networks this site trains and evaluates.\n",
-      "# architectures = [\"ctnet\"]\n",
-      "# The largest local_epochs and the smallest batch a task may ask.\n",
-      "# max_local_epochs = 10\n", "# min_batch_size = 16\n",
-      "# Federated evaluation: fewer validation patients and no figure leaves\n",
-      "# (the plan's min_report can raise this, never lower it).\n",
-      "min_report = 10\n\n",
-      "[node]\n", "# Local state: node.db and received models.\n", "state_dir = \"state\"\n",
-      "# LibTorch threads and DICOM decoding threads; 0 uses every core.\n", "threads = 0\n",
-      "loader_threads = 0\n",
-      "# Keep preprocessed images in state_dir/cache (keyed by file content and pipeline).\n",
-      "cache = true\n",
-      "# Longest wait between reconnection attempts while the coordinator is away.\n",
-      "max_backoff_s = 10\n",
+      "# whatever the plan says (default: the plan's rounds).\n", "# rounds = 20\n",
+      "# Networks this site trains and evaluates.\n", "# architectures = [\"ctnet\"]\n",
+      "# The largest local_epochs and the smallest batch a task may ask.\n", "# max_local_epochs = 10\n",
+      "# min_batch_size = 16\n", "# Federated evaluation: fewer validation patients and no figure leaves\n",
+      "# (the plan's min_report can raise this, never lower it).\n", "min_report = 10\n\n", "[node]\n",
+      "# Local state: node.db and received models.\n", "state_dir = \"state\"\n",
+      "# LibTorch threads and DICOM decoding threads; 0 uses every core.\n", "threads = 0\n", "loader_threads = 0\n",
+      "# Keep preprocessed images in state_dir/cache (keyed by file content and pipeline).\n", "cache = true\n",
+      "# Longest wait between reconnection attempts while the coordinator is away.\n", "max_backoff_s = 10\n",
       "# \"torch\" trains on the data; \"noop\" reads no data and sends the model back\n",
-      "# nearly unchanged, to measure round overhead (benchmarks only).\n",
-      "trainer = \"torch\"\n");
+      "# nearly unchanged, to measure round overhead (benchmarks only).\n", "trainer = \"torch\"\n");
 }
 
 std::string CoordinatorToml(const std::string& listen) {
   return absl::StrCat(
-      "# fedrad coordinator configuration. Paths are relative to this file.\n\n",
-      "plan = \"federation.toml\"\n",
-      "# Address and port to listen on (mutual TLS only; there is no plaintext mode).\n",
-      "listen = \"", listen, "\"\n",
-      "# state.db (SQLite) and models/ live here; keep it on durable storage.\n",
-      "state_dir = \"state\"\n",
-      "# Seconds to keep serving after the last round so nodes receive Stop.\n",
-      "linger_s = 5\n",
+      "# fedrad coordinator configuration. Paths are relative to this file.\n\n", "plan = \"federation.toml\"\n",
+      "# Address and port to listen on (mutual TLS only; there is no plaintext mode).\n", "listen = \"", listen, "\"\n",
+      "# state.db (SQLite) and models/ live here; keep it on durable storage.\n", "state_dir = \"state\"\n",
+      "# Seconds to keep serving after the last round so nodes receive Stop.\n", "linger_s = 5\n",
       "# Model downloads, and update uploads, served at once; more wait their turn\n",
-      "# (memory stays about this many chunks however many nodes are connected).\n",
-      "max_concurrent_streams = 16\n",
+      "# (memory stays about this many chunks however many nodes are connected).\n", "max_concurrent_streams = 16\n",
       "# Seconds an upload under way may bring nothing before it is cut off and\n",
-      "# rejected (a stalled node; the round then closes with the others).\n",
-      "upload_idle_timeout_s = 60\n",
+      "# rejected (a stalled node; the round then closes with the others).\n", "upload_idle_timeout_s = 60\n",
       "# Model files kept in state/models: 0 keeps every round's; K keeps the newest\n",
-      "# K (a 1 GiB model otherwise takes 1 GiB of disk a round).\n",
-      "keep_models = 0\n\n",
-      "[tls]\n", "ca = \"ca.pem\"\n", "certificate = \"coordinator.pem\"\n",
-      "key = \"coordinator.key\"\n");
+      "# K (a 1 GiB model otherwise takes 1 GiB of disk a round).\n", "keep_models = 0\n\n", "[tls]\n",
+      "ca = \"ca.pem\"\n", "certificate = \"coordinator.pem\"\n", "key = \"coordinator.key\"\n");
 }
 
-absl::Status WriteKit(const std::string& dir, const std::string& ca_pem,
-                      const crypto::IssuedCertificate& cert, const std::string& cert_name,
-                      const std::string& key_name) {
+absl::Status WriteKit(const std::string& dir, const std::string& ca_pem, const crypto::IssuedCertificate& cert,
+                      const std::string& cert_name, const std::string& key_name) {
   absl::Status s = EnsureDirectory(dir);
   if (!s.ok()) return s;
   s = WriteFileAtomically(dir + "/ca.pem", ca_pem, 0644);
@@ -131,9 +98,8 @@ absl::Status WriteKit(const std::string& dir, const std::string& ca_pem,
   return s;
 }
 
-absl::Status IssueSiteKit(const crypto::CertificateAuthority& ca, const std::string& kits_dir,
-                          const std::string& site, const std::string& address,
-                          const std::string& data_root, int validity_days) {
+absl::Status IssueSiteKit(const crypto::CertificateAuthority& ca, const std::string& kits_dir, const std::string& site,
+                          const std::string& address, const std::string& data_root, int validity_days) {
   absl::StatusOr<crypto::IssuedCertificate> cert =
       ca.Issue({site, crypto::CertificateRequest::Usage::kClient, {}, {}, validity_days});
   if (!cert.ok()) return cert.status();
@@ -150,21 +116,21 @@ absl::Status Provision(const ProvisionOptions& options) {
   if (!plan.ok()) return plan.status();
   std::error_code ec;
   if (fs::exists(options.out_dir + "/ca/ca.key", ec) && !options.force) {
-    return absl::AlreadyExistsError(absl::StrCat(
-        "'", options.out_dir, "' already holds a federation CA; refusing to replace it "
-        "(pass --force to start a new federation, or use `fedrad provision site` to add a site)"));
+    return absl::AlreadyExistsError(
+        absl::StrCat("'", options.out_dir,
+                     "' already holds a federation CA; refusing to replace it "
+                     "(pass --force to start a new federation, or use `fedrad provision site` to add a site)"));
   }
   absl::StatusOr<std::unique_ptr<crypto::CertificateAuthority>> ca =
-      crypto::CertificateAuthority::Create(absl::StrCat(plan->name, " federation CA"),
-                                           options.validity_days + 365);
+      crypto::CertificateAuthority::Create(absl::StrCat(plan->name, " federation CA"), options.validity_days + 365);
   if (!ca.ok()) return ca.status();
   absl::Status s = EnsureDirectory(options.out_dir + "/ca");
   if (s.ok()) s = WriteFileAtomically(options.out_dir + "/ca/ca.pem", (*ca)->certificate_pem(), 0644);
   if (s.ok()) s = WriteFileAtomically(options.out_dir + "/ca/ca.key", (*ca)->private_key_pem(), 0600);
   if (!s.ok()) return s;
 
-  crypto::CertificateRequest server{"coordinator", crypto::CertificateRequest::Usage::kServer,
-                                    {}, {}, options.validity_days};
+  crypto::CertificateRequest server{
+      "coordinator", crypto::CertificateRequest::Usage::kServer, {}, {}, options.validity_days};
   for (const std::string& host : plan->coordinator_hosts) {
     (LooksLikeIp(host) ? server.ip_addresses : server.dns_names).push_back(host);
   }
@@ -180,19 +146,16 @@ absl::Status Provision(const ProvisionOptions& options) {
   if (!s.ok()) return s;
 
   for (const std::string& site : plan->sites) {
-    s = IssueSiteKit(**ca, options.out_dir, site, plan->coordinator_address, options.data_root,
-                     options.validity_days);
+    s = IssueSiteKit(**ca, options.out_dir, site, plan->coordinator_address, options.data_root, options.validity_days);
     if (!s.ok()) return s;
   }
-  spdlog::info("provisioned federation '{}': CA, coordinator ({}) and {} site kit(s) in {}",
-               plan->name, absl::StrJoin(plan->coordinator_hosts, ", "), plan->sites.size(),
-               options.out_dir);
+  spdlog::info("provisioned federation '{}': CA, coordinator ({}) and {} site kit(s) in {}", plan->name,
+               absl::StrJoin(plan->coordinator_hosts, ", "), plan->sites.size(), options.out_dir);
   return absl::OkStatus();
 }
 
-absl::Status ProvisionSite(const std::string& kits_dir, const std::string& site,
-                           const std::string& coordinator_address, const std::string& data_root,
-                           int validity_days) {
+absl::Status ProvisionSite(const std::string& kits_dir, const std::string& site, const std::string& coordinator_address,
+                           const std::string& data_root, int validity_days) {
   if (!IsValidSiteName(site)) {
     return absl::InvalidArgumentError(absl::StrCat("'", site, "' is not a valid site name"));
   }
@@ -200,8 +163,7 @@ absl::Status ProvisionSite(const std::string& kits_dir, const std::string& site,
   if (!cert.ok()) return cert.status();
   absl::StatusOr<std::string> key = ReadFile(kits_dir + "/ca/ca.key");
   if (!key.ok()) return key.status();
-  absl::StatusOr<std::unique_ptr<crypto::CertificateAuthority>> ca =
-      crypto::CertificateAuthority::Load(*cert, *key);
+  absl::StatusOr<std::unique_ptr<crypto::CertificateAuthority>> ca = crypto::CertificateAuthority::Load(*cert, *key);
   if (!ca.ok()) return ca.status();
   return IssueSiteKit(**ca, kits_dir, site, coordinator_address, data_root, validity_days);
 }

@@ -26,9 +26,8 @@ absl::Status Provision(const ProvisionOptions& options);
 
 // Issues a certificate for one more site from an existing CA in <kits>/ca and
 // writes <kits>/<site>/. The site must then be added to the plan.
-absl::Status ProvisionSite(const std::string& kits_dir, const std::string& site,
-                           const std::string& coordinator_address, const std::string& data_root,
-                           int validity_days);
+absl::Status ProvisionSite(const std::string& kits_dir, const std::string& site, const std::string& coordinator_address,
+                           const std::string& data_root, int validity_days);
 
 }  // namespace fedrad::tools
 

@@ -19,7 +19,6 @@
 
 namespace fedrad::tools {
 
-
 namespace {
 
 struct SiteStyle {
@@ -44,9 +43,9 @@ void FillEllipse(std::vector<float>& hu, int n, double cx, double cy, double ax,
   }
 }
 
-absl::Status WriteCtSlice(const std::string& path, const std::vector<float>& hu, int n,
-                          const std::string& patient_id, const std::string& study_uid,
-                          const std::string& series_uid, const std::string& sop_uid, int instance) {
+absl::Status WriteCtSlice(const std::string& path, const std::vector<float>& hu, int n, const std::string& patient_id,
+                          const std::string& study_uid, const std::string& series_uid, const std::string& sop_uid,
+                          int instance) {
   DcmFileFormat file;
   DcmDataset* ds = file.getDataset();
   std::vector<Uint16> stored(hu.size());
@@ -108,17 +107,15 @@ std::string DefaultSiteName(int index) {
 }
 
 absl::Status WriteSyntheticCohort(const SynthOptions& o) {
-  if (o.sites < 1 || o.patients_per_site < 1 || o.images_per_patient < 1 || o.image_size < 32 ||
-      o.image_size > 2048) {
+  if (o.sites < 1 || o.patients_per_site < 1 || o.images_per_patient < 1 || o.image_size < 32 || o.image_size > 2048) {
     return absl::InvalidArgumentError("synth: sites, patients and images must be positive; size in [32, 2048]");
   }
   const int n = o.image_size;
   for (int site = 0; site < o.sites; ++site) {
-    const std::string name = site < static_cast<int>(o.site_names.size()) ? o.site_names[site]
-                                                                          : DefaultSiteName(site);
+    const std::string name = site < static_cast<int>(o.site_names.size()) ? o.site_names[site] : DefaultSiteName(site);
     const SiteStyle style = StyleFor(site);
-    std::mt19937_64 rng(std::stoull(
-        crypto::Sha256Hex(absl::StrCat(o.seed, "/site/", name)).substr(0, 16), nullptr, 16));
+    std::mt19937_64 rng(
+        std::stoull(crypto::Sha256Hex(absl::StrCat(o.seed, "/site/", name)).substr(0, 16), nullptr, 16));
     std::uniform_real_distribution<double> uni(0.0, 1.0);
     std::normal_distribution<double> noise(0.0, style.noise_hu);
     const std::string site_dir = absl::StrCat(o.out_dir, "/", name);
@@ -189,8 +186,8 @@ absl::Status WriteSyntheticCohort(const SynthOptions& o) {
     }
     s = WriteFileAtomically(site_dir + "/labels.csv", labels);
     if (!s.ok()) return s;
-    spdlog::info("synth: {}: {} patients, {} images, {} with a lesion (noise {} HU, offset {} HU)",
-                 name, o.patients_per_site, images, positives, style.noise_hu, style.offset_hu);
+    spdlog::info("synth: {}: {} patients, {} images, {} with a lesion (noise {} HU, offset {} HU)", name,
+                 o.patients_per_site, images, positives, style.noise_hu, style.offset_hu);
   }
   return absl::OkStatus();
 }
