@@ -40,12 +40,12 @@ absl::StatusOr<std::vector<AuditedRound>> LedgerRounds(const NodeConfig& config,
   if (!ledger.ok()) return ledger.status();
   std::string federation;
   for (const PrivacyCharge& c : *ledger) {
-    if (c.kind == "dp-sgd") federation = c.federation;
+    if (c.kind == ChargeKind::kDpSgd) federation = c.federation;
   }
   std::vector<AuditedRound> rounds;
   double clip = 0;
   for (const PrivacyCharge& c : *ledger) {
-    if (c.kind != "dp-sgd" || c.federation != federation) continue;
+    if (c.kind != ChargeKind::kDpSgd || c.federation != federation) continue;
     rounds.push_back({c.noise_multiplier, c.sampling_rate, c.steps});
     clip = c.clip_norm;
   }

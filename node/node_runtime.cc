@@ -119,8 +119,8 @@ absl::StatusOr<std::unique_ptr<NodeRuntime>> NodeRuntime::Create(const NodeConfi
     // Parallel composition of the two parts holds only while each patient
     // stays on its side of the split: with evaluation charges in the
     // ledger, the split's settings may not change.
-    const bool evaluated =
-        std::any_of(ledger->begin(), ledger->end(), [](const PrivacyCharge& c) { return c.kind == "evaluation"; });
+    const bool evaluated = std::any_of(ledger->begin(), ledger->end(),
+                                       [](const PrivacyCharge& c) { return c.kind == ChargeKind::kEvaluation; });
     absl::StatusOr<std::string> last = (*store)->LastConfig();
     if (!last.ok()) return last.status();
     const nlohmann::json before = nlohmann::json::parse(*last, nullptr, false);
@@ -483,7 +483,7 @@ absl::Status NodeRuntime::RecordRoundFailed(const v1::RoundFailed& failed) {
   for (const PrivacyCharge& c : *ledger) {
     // The round's charge, whichever attempt it was trained for (a kept
     // update sent again answers later attempts).
-    if (c.kind == "dp-sgd" && plan_ && c.federation == plan_->federation && c.round == round) {
+    if (c.kind == ChargeKind::kDpSgd && plan_ && c.federation == plan_->federation && c.round == round) {
       s = store_->SetChargeStatus(c.id,
                                   "discarded: the round failed its quorum (the update is kept, to send again "
                                   "if the round is retried on the same model)");
@@ -596,7 +596,8 @@ absl::StatusOr<std::optional<NodeRuntime::PrivateRound>> NodeRuntime::ChargeRoun
   // new number is one more round, never a jump.
   std::set<int> trained_rounds;
   for (const PrivacyCharge& c : *ledger) {
-    if (c.kind == "dp-sgd" && c.federation == plan_->federation && c.round != static_cast<int>(task.round())) {
+    if (c.kind == ChargeKind::kDpSgd && c.federation == plan_->federation &&
+        c.round != static_cast<int>(task.round())) {
       trained_rounds.insert(c.round);
     }
   }
@@ -1056,7 +1057,7 @@ absl::StatusOr<NodeRuntime::TaskOutcome> NodeRuntime::HandleEval(const v1::EvalT
     // second look at the same patients.
     std::set<int> evaluated;
     for (const PrivacyCharge& c : *ledger) {
-      if (c.kind == "evaluation" && c.federation == plan_->federation) evaluated.insert(c.round);
+      if (c.kind == ChargeKind::kEvaluation && c.federation == plan_->federation) evaluated.insert(c.round);
     }
     if (evaluated.count(round)) {
       return RefuseEvaluation(task, absl::StrCat("round ", round, " was evaluated already: one release per round"));

@@ -373,12 +373,12 @@ absl::Status NodeStore::ChargePrivacy(std::vector<PrivacyCharge*> charges) {
         "INSERT INTO privacy_ledger(kind, federation, round, attempt, unit, units, noise_multiplier, clip_norm, "
         "sampling_rate, steps, delta, epsilon_after, rdp_order, released, status, at_ms) "
         "VALUES(?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16)",
-        {c->kind, c->federation, int64_t{c->round}, int64_t{c->attempt}, c->unit, c->units, c->noise_multiplier,
-         c->clip_norm, c->sampling_rate, c->steps, c->delta, c->epsilon_after, c->order, c->released, c->status,
-         c->at_ms});
+        {std::string(ChargeKindName(c->kind)), c->federation, int64_t{c->round}, int64_t{c->attempt}, c->unit, c->units,
+         c->noise_multiplier, c->clip_norm, c->sampling_rate, c->steps, c->delta, c->epsilon_after, c->order,
+         c->released, c->status, c->at_ms});
     if (!s.ok()) return s;
     c->id = db_->LastInsertRowId();
-    json body = {{"charge", c->kind},
+    json body = {{"charge", ChargeKindName(c->kind)},
                  {"federation", c->federation},
                  {"round", c->round},
                  {"attempt", c->attempt},
@@ -391,7 +391,7 @@ absl::Status NodeStore::ChargePrivacy(std::vector<PrivacyCharge*> charges) {
                  {"delta", c->delta},
                  {"epsilon_after", c->epsilon_after},
                  {"rdp_order", c->order}};
-    if (c->kind == "count") body["released"] = c->released;
+    if (c->kind == ChargeKind::kCount) body["released"] = c->released;
     absl::StatusOr<LedgerEntry> e = Log(ledger_kind::kDpCharge, body.dump(), c->at_ms);
     if (!e.ok()) return e.status();
   }
@@ -418,7 +418,12 @@ absl::StatusOr<std::vector<PrivacyCharge>> NodeStore::PrivacyLedger() {
   for (const SqlRow& r : *rows) {
     PrivacyCharge c;
     c.id = AsInt(r[0]);
-    c.kind = AsText(r[1]);
+    std::optional<ChargeKind> kind = ParseChargeKind(AsText(r[1]));
+    if (!kind) {
+      return absl::DataLossError(
+          absl::StrCat("node.db's privacy ledger has a charge (id ", c.id, ") of unknown kind '", AsText(r[1]), "'"));
+    }
+    c.kind = *kind;
     c.federation = AsText(r[2]);
     c.round = static_cast<int>(AsInt(r[3]));
     c.attempt = static_cast<int>(AsInt(r[4]));

@@ -7,6 +7,25 @@
 #include "absl/strings/str_format.h"
 
 namespace fedrad::node {
+
+std::string_view ChargeKindName(ChargeKind kind) {
+  switch (kind) {
+    case ChargeKind::kDpSgd:
+      return "dp-sgd";
+    case ChargeKind::kCount:
+      return "count";
+    case ChargeKind::kEvaluation:
+      return "evaluation";
+  }
+  return "unknown";
+}
+
+std::optional<ChargeKind> ParseChargeKind(std::string_view name) {
+  for (ChargeKind k : {ChargeKind::kDpSgd, ChargeKind::kCount, ChargeKind::kEvaluation}) {
+    if (ChargeKindName(k) == name) return k;
+  }
+  return std::nullopt;
+}
 namespace {
 
 // The ledger with `extra` charges added.
@@ -38,7 +57,7 @@ int64_t CountUnits(const std::vector<std::string>& patients, bool patient_level)
 PrivacyAccountant SpentBy(const std::vector<PrivacyCharge>& ledger) {
   PrivacyAccountant a;
   for (const PrivacyCharge& c : ledger) {
-    if (c.kind != "evaluation") a.Compose(c.noise_multiplier, c.sampling_rate, c.steps);
+    if (c.kind != ChargeKind::kEvaluation) a.Compose(c.noise_multiplier, c.sampling_rate, c.steps);
   }
   return a;
 }
@@ -46,7 +65,7 @@ PrivacyAccountant SpentBy(const std::vector<PrivacyCharge>& ledger) {
 PrivacyAccountant EvaluationSpentBy(const std::vector<PrivacyCharge>& ledger) {
   PrivacyAccountant a;
   for (const PrivacyCharge& c : ledger) {
-    if (c.kind == "evaluation") a.Compose(c.noise_multiplier, c.sampling_rate, c.steps);
+    if (c.kind == ChargeKind::kEvaluation) a.Compose(c.noise_multiplier, c.sampling_rate, c.steps);
   }
   return a;
 }
@@ -67,7 +86,7 @@ absl::StatusOr<PrivacyCharge> PlanEvaluation(const PrivacySettings& settings, do
   absl::StatusOr<double> sigma = NoiseMultiplierFor(budget, settings.delta, 1.0, std::max(1, evaluations_left), spent);
   if (!sigma.ok()) return absl::ResourceExhaustedError(sigma.status().message());
   PrivacyCharge c;
-  c.kind = "evaluation";
+  c.kind = ChargeKind::kEvaluation;
   c.unit = settings.unit();
   c.noise_multiplier = *sigma;
   c.clip_norm = 1;  // the release's joint sensitivity, in its own scaled units
@@ -92,7 +111,7 @@ bool BudgetSpent(const PrivacySettings& settings, double spent_epsilon) {
 
 std::optional<PrivacyCharge> CountReleaseOf(const std::vector<PrivacyCharge>& ledger, const std::string& federation) {
   for (auto it = ledger.rbegin(); it != ledger.rend(); ++it) {
-    if (it->kind == "count" && it->federation == federation) return *it;
+    if (it->kind == ChargeKind::kCount && it->federation == federation) return *it;
   }
   return std::nullopt;
 }
@@ -100,7 +119,7 @@ std::optional<PrivacyCharge> CountReleaseOf(const std::vector<PrivacyCharge>& le
 absl::StatusOr<PrivacyCharge> PlanCountRelease(const PrivacySettings& settings,
                                                const std::vector<PrivacyCharge>& ledger, int64_t units) {
   PrivacyCharge count;
-  count.kind = "count";
+  count.kind = ChargeKind::kCount;
   count.unit = settings.unit();
   count.units = units;
   count.noise_multiplier = kCountNoiseMultiplier;
@@ -135,7 +154,7 @@ absl::StatusOr<RoundCharges> PlanRound(const PrivacySettings& settings, const st
   const DpSchedule schedule = ScheduleFor(static_cast<int64_t>(std::llround(request.released_units)),
                                           request.expected_batch, request.local_epochs);
   PrivacyCharge& t = out.training;
-  t.kind = "dp-sgd";
+  t.kind = ChargeKind::kDpSgd;
   t.unit = settings.unit();
   t.units = request.units;
   t.clip_norm = settings.clip_norm;
@@ -151,7 +170,7 @@ absl::StatusOr<RoundCharges> PlanRound(const PrivacySettings& settings, const st
                                                       t.steps * std::max(1, request.rounds_left), spent);
     const PrivacyCharge* last = nullptr;
     for (const PrivacyCharge& c : ledger) {
-      if (c.kind == "dp-sgd") last = &c;
+      if (c.kind == ChargeKind::kDpSgd) last = &c;
     }
     if (sigma.ok() && !Reached(out.epsilon_before, settings.target_epsilon)) {
       t.noise_multiplier = *sigma;
@@ -213,8 +232,8 @@ BudgetReport ReportBudget(const PrivacySettings& settings, const std::vector<Pri
   r.site_epsilon = std::max(r.spent.epsilon, r.evaluation.epsilon);
   r.left = std::max(0.0, settings.epsilon_max - r.spent.epsilon);
   for (const PrivacyCharge& c : ledger) {
-    r.evaluations += c.kind == "evaluation";
-    if (c.kind != "dp-sgd") continue;
+    r.evaluations += c.kind == ChargeKind::kEvaluation;
+    if (c.kind != ChargeKind::kDpSgd) continue;
     ++r.dp_rounds;
     r.last = c;
   }

@@ -7,6 +7,7 @@
 #include <cstdint>
 #include <optional>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include "absl/status/statusor.h"
@@ -59,14 +60,20 @@ DpSchedule ScheduleFor(int64_t units, int64_t expected_batch, double epochs);
 // images when not patient-level).
 int64_t CountUnits(const std::vector<std::string>& patients, bool patient_level);
 
+// What a charge paid for. kDpSgd: a round's training; kCount: the noised
+// unit count (both on the training patients); kEvaluation: a federated
+// evaluation release (on the validation patients).
+enum class ChargeKind { kDpSgd, kCount, kEvaluation };
+// Its name in node.db (privacy_ledger.kind) and in the audit ledger's
+// dp_charge entries ("charge"): "dp-sgd", "count", "evaluation".
+std::string_view ChargeKindName(ChargeKind kind);
+std::optional<ChargeKind> ParseChargeKind(std::string_view name);
+
 // One charge in the node's privacy ledger: a run of the (subsampled)
 // Gaussian mechanism. No identifier of a patient or image is in it.
 struct PrivacyCharge {
   int64_t id = 0;
-  // "dp-sgd": a round's training; "count": the noised unit count (both on
-  // the training patients); "evaluation": a federated evaluation release
-  // (on the validation patients)
-  std::string kind;
+  ChargeKind kind = ChargeKind::kDpSgd;
   std::string federation;
   int round = 0;
   int attempt = 0;
@@ -84,7 +91,7 @@ struct PrivacyCharge {
   int64_t at_ms = 0;
 };
 
-// The ledger's two parts. Training ("dp-sgd", "count") touches only the
+// The ledger's two parts. Training (kDpSgd, kCount) touches only the
 // training patients and evaluation only the validation patients; the split
 // is a fixed function of each patient's key (the seed and fraction in
 // node.toml), so adding or removing one patient changes the data of one
@@ -105,7 +112,7 @@ absl::StatusOr<PrivacyCharge> PlanEvaluation(const PrivacySettings& settings, do
 
 // What a training round will charge, decided before it touches data.
 struct RoundCharges {
-  PrivacyCharge training;  // kind "dp-sgd"
+  PrivacyCharge training;  // kind kDpSgd
   double epsilon_before = 0;
 };
 

@@ -184,7 +184,7 @@ TEST(PrivacyBudgetTest, TheCountReleaseIsChargedAndRefusedPastTheBudget) {
   a.Compose(kCountNoiseMultiplier, 1, 1);
   absl::StatusOr<PrivacyCharge> c = PlanCountRelease(Fixed(1, 10), {}, 100);
   ASSERT_TRUE(c.ok());
-  EXPECT_EQ(c->kind, "count");
+  EXPECT_EQ(c->kind, ChargeKind::kCount);
   EXPECT_DOUBLE_EQ(c->epsilon_after, a.GetEpsilon(1e-5).epsilon);
   // A budget smaller than the count's own cost.
   EXPECT_EQ(PlanCountRelease(Fixed(1, a.GetEpsilon(1e-5).epsilon / 2), {}, 100).status().code(),
@@ -233,7 +233,7 @@ TEST(PrivacyBudgetTest, EvaluationReleasesAreTheirOwnPartOfTheLedger) {
   for (int left = 4; left >= 1; --left) {
     absl::StatusOr<PrivacyCharge> e = PlanEvaluation(s, 2.0, ledger, left);
     ASSERT_TRUE(e.ok()) << e.status();
-    EXPECT_EQ(e->kind, "evaluation");
+    EXPECT_EQ(e->kind, ChargeKind::kEvaluation);
     EXPECT_GT(e->epsilon_after, before);
     before = e->epsilon_after;
     ledger.push_back(*e);
@@ -243,7 +243,7 @@ TEST(PrivacyBudgetTest, EvaluationReleasesAreTheirOwnPartOfTheLedger) {
   EXPECT_NEAR(EvaluationSpentBy(ledger).GetEpsilon(1e-5).epsilon, 2.0, 1e-6);
   PrivacyAccountant a;
   for (const PrivacyCharge& c : ledger) {
-    if (c.kind == "evaluation") a.Compose(c.noise_multiplier, 1, 1);
+    if (c.kind == ChargeKind::kEvaluation) a.Compose(c.noise_multiplier, 1, 1);
   }
   EXPECT_DOUBLE_EQ(a.GetEpsilon(1e-5).epsilon, EvaluationSpentBy(ledger).GetEpsilon(1e-5).epsilon);
   EXPECT_DOUBLE_EQ(SiteEpsilon(ledger, 1e-5), std::max(training, EvaluationSpentBy(ledger).GetEpsilon(1e-5).epsilon));
@@ -281,7 +281,7 @@ INSERT INTO privacy_ledger VALUES(7, 'count', 'f', 1, 1, 'patient', 50, 20, 1, 1
   ASSERT_EQ(ledger->size(), 2u);
   EXPECT_EQ((*ledger)[0].id, 7);
   EXPECT_EQ((*ledger)[0].released, 52);
-  EXPECT_EQ((*ledger)[1].kind, "evaluation");
+  EXPECT_EQ((*ledger)[1].kind, ChargeKind::kEvaluation);
 }
 
 TEST(PrivacyBudgetTest, TheLedgerSurvivesReopeningNodeDb) {
@@ -310,7 +310,7 @@ TEST(PrivacyBudgetTest, TheLedgerSurvivesReopeningNodeDb) {
   absl::StatusOr<std::vector<PrivacyCharge>> ledger = (*store)->PrivacyLedger();
   ASSERT_TRUE(ledger.ok()) << ledger.status();
   ASSERT_EQ(ledger->size(), 2u);
-  EXPECT_EQ((*ledger)[0].kind, "count");
+  EXPECT_EQ((*ledger)[0].kind, ChargeKind::kCount);
   EXPECT_EQ((*ledger)[0].released, 207);
   EXPECT_EQ((*ledger)[1].status, "accepted");
   EXPECT_EQ((*ledger)[1].steps, r->training.steps);

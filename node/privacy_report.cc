@@ -73,8 +73,8 @@ absl::Status PrintPrivacyReport(const NodeConfig& config, bool charges, std::ost
     for (const PrivacyCharge& c : ledger) {
       out << absl::StrFormat("%4d  %-19s  %-12s %5d %3d  %-6s %7d %9.4f %7g %8.5f %6d %9.4f  %s\n", c.id,
                              absl::FormatTime("%Y-%m-%d %H:%M:%S", absl::FromUnixMillis(c.at_ms), absl::UTCTimeZone()),
-                             c.federation, c.round, c.attempt, c.kind, c.units, c.noise_multiplier, c.clip_norm,
-                             c.sampling_rate, c.steps, c.epsilon_after, c.status);
+                             c.federation, c.round, c.attempt, ChargeKindName(c.kind), c.units, c.noise_multiplier,
+                             c.clip_norm, c.sampling_rate, c.steps, c.epsilon_after, c.status);
     }
   }
   return absl::OkStatus();

@@ -79,7 +79,7 @@ TEST(CrashTest, CoordinatorKilledMidRoundResumesTheAttemptWithTheSitesKeptUpdate
   for (const std::string& site : f.sites) {
     EXPECT_EQ(ChargesByRound(f.NodeDb(site)), (std::map<int64_t, int64_t>{{1, 1}, {2, 1}, {3, 1}})) << site;
   }
-  for (const std::string& site : {"site-a", "site-b"}) {
+  for (const char* site : {"site-a", "site-b"}) {
     std::vector<SqlRow> resent =
         QueryDb(f.NodeDb(site),
                 "SELECT body FROM ledger WHERE kind = 'update_sent' AND body LIKE '%\"resent_from_attempt\":1%'");
