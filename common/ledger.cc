@@ -152,9 +152,8 @@ LedgerVerification VerifyLedger(const std::vector<LedgerEntry>& entries, const s
       report("no writer certificate comes before it: the ledger's start was removed or replaced");
       continue;
     }
-    const bool hex =
-        e.signature.size() % 2 == 0 && e.signature.find_first_not_of("0123456789abcdef") == std::string::npos;
-    if (!hex || !crypto::VerifySha256(certificate, e.sha256, absl::HexStringToBytes(e.signature)).ok()) {
+    const std::optional<std::string> signature = crypto::HexDecode(e.signature);
+    if (!signature || !crypto::VerifySha256(certificate, e.sha256, *signature).ok()) {
       report("its signature does not verify with the writer's certificate: forged, or re-hashed after an edit");
     }
   }

@@ -3,6 +3,7 @@
 
 #include <cstddef>
 #include <memory>
+#include <optional>
 #include <string>
 #include <string_view>
 
@@ -38,6 +39,9 @@ absl::StatusOr<std::string> Sha256File(const std::string& path);
 bool IsSha256Hex(std::string_view s);
 
 std::string HexEncode(std::string_view bytes);
+// The bytes of `hex` as HexEncode writes it (an even number of lowercase hex
+// digits); nullopt for anything else.
+std::optional<std::string> HexDecode(std::string_view hex);
 
 // A DICOM UID under the 2.25 root (ISO/IEC 9834-8: a UUID as one decimal
 // number) from the first 128 bits of SHA-256(key): the same key always gives

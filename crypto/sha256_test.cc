@@ -26,6 +26,17 @@ TEST(Sha256Test, RecognisesHexDigests) {
   EXPECT_FALSE(IsSha256Hex(std::string(64, 'g')));
 }
 
+TEST(Sha256Test, HexDecodeUndoesHexEncodeAndRefusesAnythingElse) {
+  std::string bytes(256, '\0');
+  for (size_t i = 0; i < bytes.size(); ++i) bytes[i] = static_cast<char>(i);
+  EXPECT_EQ(HexDecode(HexEncode(bytes)), bytes);
+  EXPECT_EQ(HexDecode(""), std::string());
+  EXPECT_FALSE(HexDecode("abc").has_value());  // odd
+  EXPECT_FALSE(HexDecode("AB").has_value());   // not as HexEncode writes
+  EXPECT_FALSE(HexDecode("0g").has_value());
+  EXPECT_FALSE(HexDecode(std::string("0\0", 2)).has_value());
+}
+
 TEST(Sha256Test, UidFromKeyIsTheDigestsFirst128BitsInDecimal) {
   // SHA-256("abc") begins ba7816bf8f01cfea414140de5dae2223 = this number.
   EXPECT_EQ(UidFromKey("abc"), "2.25.247859944228867399418143717509236138531");

@@ -88,14 +88,13 @@ void CheckPublications(AuditVerification& v, const std::string& ca_pem) {
         }
       } else if (e.kind == ledger_kind::kModelVerified) {
         auto cert = certificates.find(Text(b, "coordinator_certificate_sha256"));
-        const std::string signature = Text(b, "signature");
-        const bool hex =
-            signature.size() % 2 == 0 && signature.find_first_not_of("0123456789abcdef") == std::string::npos;
+        const std::optional<std::string> signature = crypto::HexDecode(Text(b, "signature"));
+        const bool hex = signature.has_value();
         if (cert == certificates.end()) {
           v.problems.push_back(absl::StrCat(where, ": names a coordinator certificate the ledger does not hold"));
         } else if (absl::Status ok = VerifyModelPublication(
                        cert->second, {Text(b, "federation"), static_cast<int>(Int(b, "round")), Text(b, "sha256")},
-                       hex ? absl::HexStringToBytes(signature) : std::string());
+                       signature.value_or(std::string()));
                    !ok.ok() || !hex) {
           v.problems.push_back(absl::StrCat(where, ": the publication it records does not verify: ",
                                             hex ? ok.message() : "the signature is not hex"));
