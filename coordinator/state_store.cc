@@ -2,13 +2,13 @@
 
 #include <nlohmann/json.hpp>
 
-#include "absl/strings/escaping.h"
 #include "absl/strings/match.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "absl/strings/str_split.h"
 #include "common/ledger_kinds.h"
+#include "crypto/sha256.h"
 
 namespace fedrad::coordinator {
 namespace {
@@ -193,7 +193,14 @@ absl::StatusOr<std::optional<StateStore::OpenAttempt>> StateStore::LatestOpenAtt
       db_->Query("SELECT site, nonce_hex FROM round_nonces WHERE round = ?1 AND attempt = ?2",
                  {int64_t{a.round}, int64_t{a.attempt}});
   if (!nonces.ok()) return nonces.status();
-  for (const SqlRow& r : *nonces) a.nonces[AsText(r[0])] = absl::HexStringToBytes(AsText(r[1]));
+  for (const SqlRow& r : *nonces) {
+    std::optional<std::string> nonce = crypto::HexDecode(AsText(r[1]));
+    if (!nonce) {
+      return absl::DataLossError(absl::StrCat("state.db: the nonce of site '", AsText(r[0]), "' in round ", a.round,
+                                              " attempt ", a.attempt, " is not hex"));
+    }
+    a.nonces[AsText(r[0])] = std::move(*nonce);
+  }
   return std::optional<OpenAttempt>(std::move(a));
 }
 
@@ -252,7 +259,7 @@ absl::Status StateStore::OpenRound(int round, int attempt, const std::string& ba
   for (const auto& [site, nonce] : nonces) {
     if (!s.ok()) break;
     s = db_->Execute("INSERT INTO round_nonces(round, attempt, site, nonce_hex) VALUES(?1, ?2, ?3, ?4)",
-                     {int64_t{round}, int64_t{attempt}, site, absl::BytesToHexString(nonce)});
+                     {int64_t{round}, int64_t{attempt}, site, crypto::HexEncode(nonce)});
   }
   if (s.ok()) {
     s = Log(ledger_kind::kRoundOpened,
