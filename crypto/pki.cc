@@ -10,10 +10,13 @@
 #include <openssl/x509v3.h>
 
 #include <ctime>
+#include <map>
+#include <memory>
 
 #include "absl/status/status.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
+#include "absl/synchronization/mutex.h"
 
 namespace fedrad::crypto {
 namespace {
@@ -325,8 +328,62 @@ absl::Status CheckKeyMatchesCertificate(const std::string& cert_pem, const std::
   return absl::OkStatus();
 }
 
+namespace {
+
+// With OpenSSL 3, reading a PEM key costs far more than the signature made
+// with it (its decoders look up providers under global locks; 1,000 node
+// runtimes in one process spent most of a round there). Keys are read once
+// and kept, by their PEM text, up to kCachedKeys (then the cache starts over).
+constexpr size_t kCachedKeys = 4096;
+
+using SharedKey = std::shared_ptr<EVP_PKEY>;
+
+class KeyCache {
+ public:
+  // `public_of_certificate`: the public key of the PEM certificate `pem`;
+  // otherwise the private key `pem`.
+  absl::StatusOr<SharedKey> Get(const std::string& pem, bool public_of_certificate) {
+    auto& keys = public_of_certificate ? public_ : private_;
+    {
+      absl::MutexLock lock(&mu_);
+      auto it = keys.find(pem);
+      if (it != keys.end()) return it->second;
+    }
+    SharedKey key;
+    if (public_of_certificate) {
+      absl::StatusOr<X509Ptr> cert = ReadCert(pem, "signer certificate");
+      if (!cert.ok()) return cert.status();
+      key = SharedKey(X509_get_pubkey(cert->get()), EVP_PKEY_free);
+      if (!key) {
+        ERR_clear_error();
+        return absl::InvalidArgumentError("the signer certificate has no usable public key");
+      }
+    } else {
+      absl::StatusOr<PkeyPtr> read = ReadKey(pem, "signing key");
+      if (!read.ok()) return read.status();
+      key = SharedKey(read->release(), EVP_PKEY_free);
+    }
+    absl::MutexLock lock(&mu_);
+    if (keys.size() >= kCachedKeys) keys.clear();
+    keys.emplace(pem, key);
+    return key;
+  }
+
+ private:
+  absl::Mutex mu_;
+  std::map<std::string, SharedKey> private_ ABSL_GUARDED_BY(mu_);
+  std::map<std::string, SharedKey> public_ ABSL_GUARDED_BY(mu_);
+};
+
+KeyCache& Keys() {
+  static KeyCache* cache = new KeyCache();
+  return *cache;
+}
+
+}  // namespace
+
 absl::StatusOr<std::string> SignSha256(const std::string& key_pem, std::string_view data) {
-  absl::StatusOr<PkeyPtr> key = ReadKey(key_pem, "signing key");
+  absl::StatusOr<SharedKey> key = Keys().Get(key_pem, /*public_of_certificate=*/false);
   if (!key.ok()) return key.status();
   std::unique_ptr<EVP_MD_CTX, decltype(&EVP_MD_CTX_free)> ctx(EVP_MD_CTX_new(), EVP_MD_CTX_free);
   size_t size = 0;
@@ -347,11 +404,10 @@ absl::StatusOr<std::string> SignSha256(const std::string& key_pem, std::string_v
 }
 
 absl::Status VerifySha256(const std::string& cert_pem, std::string_view data, std::string_view signature) {
-  absl::StatusOr<X509Ptr> cert = ReadCert(cert_pem, "signer certificate");
-  if (!cert.ok()) return cert.status();
-  PkeyPtr key(X509_get_pubkey(cert->get()));
+  absl::StatusOr<SharedKey> key = Keys().Get(cert_pem, /*public_of_certificate=*/true);
+  if (!key.ok()) return key.status();
   std::unique_ptr<EVP_MD_CTX, decltype(&EVP_MD_CTX_free)> ctx(EVP_MD_CTX_new(), EVP_MD_CTX_free);
-  if (!key || !ctx || EVP_DigestVerifyInit(ctx.get(), nullptr, EVP_sha256(), nullptr, key.get()) != 1) {
+  if (!ctx || EVP_DigestVerifyInit(ctx.get(), nullptr, EVP_sha256(), nullptr, key->get()) != 1) {
     ERR_clear_error();
     return absl::InvalidArgumentError("the signer certificate has no usable public key");
   }
