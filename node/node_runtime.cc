@@ -612,17 +612,13 @@ absl::StatusOr<std::optional<NodeRuntime::PrivateRound>> NodeRuntime::ChargeRoun
   const int planned_rounds = config_.policy.rounds > 0 ? config_.policy.rounds : plan_->rounds;
   request.rounds_left = std::max(1, planned_rounds - trained);
   request.max_round_epsilon = config_.policy.max_round_epsilon;
-  absl::StatusOr<RoundCharges> planned = PlanRound(privacy, *ledger, request);
-  if (!planned.ok()) {
-    if (planned.status().code() == absl::StatusCode::kResourceExhausted) {
-      return decline(DeclineReason::kBudget, std::string(planned.status().message()));
-    }
-    if (planned.status().code() == absl::StatusCode::kFailedPrecondition &&
-        absl::StartsWith(planned.status().message(), "[policy]")) {
-      return decline(DeclineReason::kPolicy, std::string(planned.status().message()));
-    }
-    return planned.status();
+  absl::StatusOr<RoundPlan> plan = PlanRound(privacy, *ledger, request);
+  if (!plan.ok()) return plan.status();
+  if (const RoundRefusal* refused = std::get_if<RoundRefusal>(&*plan)) {
+    return decline(refused->reason == RoundRefusal::Reason::kBudget ? DeclineReason::kBudget : DeclineReason::kPolicy,
+                   refused->detail);
   }
+  RoundCharges* planned = &std::get<RoundCharges>(*plan);
   PrivacyCharge& training = planned->training;
   training.federation = plan_->federation;
   training.round = static_cast<int>(task.round());

@@ -140,8 +140,11 @@ absl::StatusOr<PrivacyCharge> PlanCountRelease(const PrivacySettings& settings,
   return count;
 }
 
-absl::StatusOr<RoundCharges> PlanRound(const PrivacySettings& settings, const std::vector<PrivacyCharge>& ledger,
-                                       const RoundRequest& request) {
+absl::StatusOr<RoundPlan> PlanRound(const PrivacySettings& settings, const std::vector<PrivacyCharge>& ledger,
+                                    const RoundRequest& request) {
+  auto refuse = [](RoundRefusal::Reason reason, std::string detail) -> RoundPlan {
+    return RoundRefusal{reason, std::move(detail)};
+  };
   if (request.units < 1) return absl::FailedPreconditionError("no privacy units to train on");
   if (!(request.released_units >= 1)) {
     return absl::FailedPreconditionError("no released unit count to derive the sampling rate from");
@@ -179,9 +182,9 @@ absl::StatusOr<RoundCharges> PlanRound(const PrivacySettings& settings, const st
       // between the target and epsilon_max.
       t.noise_multiplier = last->noise_multiplier;
     } else {
-      return absl::ResourceExhaustedError(
-          absl::StrFormat("privacy budget exhausted: epsilon %.4f of the target %.4g is spent (delta %g)",
-                          out.epsilon_before, settings.target_epsilon, settings.delta));
+      return refuse(RoundRefusal::Reason::kBudget,
+                    absl::StrFormat("privacy budget exhausted: epsilon %.4f of the target %.4g is spent (delta %g)",
+                                    out.epsilon_before, settings.target_epsilon, settings.delta));
     }
   }
   PrivacyAccountant after = spent;
@@ -190,20 +193,24 @@ absl::StatusOr<RoundCharges> PlanRound(const PrivacySettings& settings, const st
   t.epsilon_after = e.epsilon;
   t.order = e.order;
   if (e.epsilon > settings.epsilon_max) {
-    return absl::ResourceExhaustedError(absl::StrFormat(
-        "privacy budget exhausted: this round would take epsilon from %.4f to %.4f, past epsilon_max %.4g "
-        "(delta %g; sigma %.4f, q %.5f, %d steps)",
-        out.epsilon_before, e.epsilon, settings.epsilon_max, settings.delta, t.noise_multiplier, t.sampling_rate,
-        t.steps));
+    return refuse(
+        RoundRefusal::Reason::kBudget,
+        absl::StrFormat(
+            "privacy budget exhausted: this round would take epsilon from %.4f to %.4f, past epsilon_max %.4g "
+            "(delta %g; sigma %.4f, q %.5f, %d steps)",
+            out.epsilon_before, e.epsilon, settings.epsilon_max, settings.delta, t.noise_multiplier, t.sampling_rate,
+            t.steps));
   }
   if (request.max_round_epsilon > 0 && e.epsilon - out.epsilon_before > request.max_round_epsilon) {
-    return absl::FailedPreconditionError(absl::StrFormat(
-        "[policy] max_round_epsilon: this round would cost epsilon %.4f (from %.4f to %.4f; sigma %.4f, q %.5f, "
-        "%d steps), more than the site's limit of %.4g per round",
-        e.epsilon - out.epsilon_before, out.epsilon_before, e.epsilon, t.noise_multiplier, t.sampling_rate, t.steps,
-        request.max_round_epsilon));
+    return refuse(
+        RoundRefusal::Reason::kPolicy,
+        absl::StrFormat(
+            "[policy] max_round_epsilon: this round would cost epsilon %.4f (from %.4f to %.4f; sigma %.4f, q %.5f, "
+            "%d steps), more than the site's limit of %.4g per round",
+            e.epsilon - out.epsilon_before, out.epsilon_before, e.epsilon, t.noise_multiplier, t.sampling_rate, t.steps,
+            request.max_round_epsilon));
   }
-  return out;
+  return RoundPlan(std::move(out));
 }
 
 absl::Status CheckUnitUnchanged(const PrivacySettings& settings, const std::vector<PrivacyCharge>& ledger,

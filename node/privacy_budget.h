@@ -8,6 +8,7 @@
 #include <optional>
 #include <string>
 #include <string_view>
+#include <variant>
 #include <vector>
 
 #include "absl/status/statusor.h"
@@ -136,14 +137,22 @@ struct RoundRequest {
   double max_round_epsilon = 0;  // the site's [policy] limit on one round's cost; 0: none
 };
 
-// The charge of the next round. ResourceExhausted (the node answers
-// BUDGET_EXHAUSTED) when the ledger's total would pass epsilon_max, or when
-// the target ε is reached and there is no margin above it;
-// FailedPrecondition (a policy decline) when the round alone would cost more
-// than max_round_epsilon. The fields federation/round/attempt/status/at_ms
-// are left for the caller.
-absl::StatusOr<RoundCharges> PlanRound(const PrivacySettings& settings, const std::vector<PrivacyCharge>& ledger,
-                                       const RoundRequest& request);
+// Why the next round is not charged: the budget is spent (the ledger's total
+// would pass epsilon_max, or the target is reached with no margin above it;
+// the node answers BUDGET_EXHAUSTED), or the round alone would cost more
+// than the site's [policy] max_round_epsilon (a POLICY decline). `detail`
+// says so for the site's ledger and the coordinator.
+struct RoundRefusal {
+  enum class Reason { kBudget, kPolicy };
+  Reason reason = Reason::kBudget;
+  std::string detail;
+};
+// The charge of the next round, or why there is none. An error status is
+// something else gone wrong (no units to train on). The charge's
+// federation/round/attempt/status/at_ms are left for the caller.
+using RoundPlan = std::variant<RoundCharges, RoundRefusal>;
+absl::StatusOr<RoundPlan> PlanRound(const PrivacySettings& settings, const std::vector<PrivacyCharge>& ledger,
+                                    const RoundRequest& request);
 
 // OK unless the ledger holds charges of another privacy unit than
 // `settings` names: ε per image and ε per patient do not add up to anything

@@ -15,6 +15,20 @@
 namespace fedrad::node {
 namespace {
 
+// PlanRound's outcome as these tests check it: the charges, or a refusal as
+// a status whose code says which (ResourceExhausted: the budget;
+// FailedPrecondition: the site's [policy]) with the refusal's detail.
+absl::StatusOr<RoundCharges> Planned(const PrivacySettings& s, const std::vector<PrivacyCharge>& ledger,
+                                     const RoundRequest& r) {
+  absl::StatusOr<RoundPlan> plan = PlanRound(s, ledger, r);
+  if (!plan.ok()) return plan.status();
+  if (const RoundRefusal* refused = std::get_if<RoundRefusal>(&*plan)) {
+    return refused->reason == RoundRefusal::Reason::kBudget ? absl::ResourceExhaustedError(refused->detail)
+                                                            : absl::FailedPreconditionError(refused->detail);
+  }
+  return std::get<RoundCharges>(*plan);
+}
+
 PrivacySettings Fixed(double sigma, double epsilon_max) {
   PrivacySettings s;
   s.noise_multiplier = sigma;
@@ -74,7 +88,7 @@ TEST(PrivacyBudgetTest, FixedSigmaChargesMatchTheAccountantAndStopAtTheBudget) {
   ReleaseCount(s, 500, &ledger);
   int rounds = 0;
   while (true) {
-    absl::StatusOr<RoundCharges> r = PlanRound(s, ledger, Request(500, 25, 1, 100));
+    absl::StatusOr<RoundCharges> r = Planned(s, ledger, Request(500, 25, 1, 100));
     if (!r.ok()) {
       EXPECT_EQ(r.status().code(), absl::StatusCode::kResourceExhausted);
       EXPECT_NE(r.status().message().find("epsilon_max"), std::string::npos) << r.status();
@@ -112,7 +126,7 @@ TEST(PrivacyBudgetTest, TargetEpsilonEndsTheLastRoundExactlyOnTarget) {
   ReleaseCount(s, 400, &ledger);
   double first_sigma = 0;
   for (int round = 1; round <= 5; ++round) {
-    absl::StatusOr<RoundCharges> r = PlanRound(s, ledger, Request(400, 40, 2, 5 - round + 1));
+    absl::StatusOr<RoundCharges> r = Planned(s, ledger, Request(400, 40, 2, 5 - round + 1));
     ASSERT_TRUE(r.ok()) << r.status();
     if (round == 1) first_sigma = r->training.noise_multiplier;
     // The same σ each round, since every round follows the plan.
@@ -125,7 +139,7 @@ TEST(PrivacyBudgetTest, TargetEpsilonEndsTheLastRoundExactlyOnTarget) {
   // to epsilon_max, then stop.
   int extra = 0;
   while (true) {
-    absl::StatusOr<RoundCharges> more = PlanRound(s, ledger, Request(400, 40, 2, 1));
+    absl::StatusOr<RoundCharges> more = Planned(s, ledger, Request(400, 40, 2, 1));
     if (!more.ok()) {
       EXPECT_EQ(more.status().code(), absl::StatusCode::kResourceExhausted);
       break;
@@ -139,7 +153,7 @@ TEST(PrivacyBudgetTest, TargetEpsilonEndsTheLastRoundExactlyOnTarget) {
   // With the target at epsilon_max there is no margin: a sixth round is declined.
   s.epsilon_max = 2;
   ledger.resize(ledger.size() - static_cast<size_t>(extra));
-  EXPECT_EQ(PlanRound(s, ledger, Request(400, 40, 2, 1)).status().code(), absl::StatusCode::kResourceExhausted);
+  EXPECT_EQ(Planned(s, ledger, Request(400, 40, 2, 1)).status().code(), absl::StatusCode::kResourceExhausted);
   EXPECT_TRUE(BudgetSpent(s, ledger));
 }
 
@@ -163,8 +177,8 @@ TEST(PrivacyBudgetTest, WhatLeavesDependsOnTheReleasedCountNotTheExactOne) {
         // A site with a different exact count whose release came out the same.
         std::vector<PrivacyCharge> other = ledger;
         other[0].units = units * 3 + 7;
-        absl::StatusOr<RoundCharges> a = PlanRound(s, ledger, Request(units, 32, 2, 10, released));
-        absl::StatusOr<RoundCharges> b = PlanRound(s, other, Request(units * 3 + 7, 32, 2, 10, released));
+        absl::StatusOr<RoundCharges> a = Planned(s, ledger, Request(units, 32, 2, 10, released));
+        absl::StatusOr<RoundCharges> b = Planned(s, other, Request(units * 3 + 7, 32, 2, 10, released));
         ASSERT_TRUE(a.ok() && b.ok()) << units;
         EXPECT_EQ(a->training.noise_multiplier, b->training.noise_multiplier) << units;
         EXPECT_EQ(a->training.sampling_rate, b->training.sampling_rate) << units;
@@ -196,15 +210,15 @@ TEST(PrivacyBudgetTest, ARoundCostingMoreThanThePolicyLimitIsDeclined) {
   std::vector<PrivacyCharge> ledger;
   ReleaseCount(s, 300, &ledger);
   RoundRequest r = Request(300, 30, 3, 10);
-  absl::StatusOr<RoundCharges> free = PlanRound(s, ledger, r);
+  absl::StatusOr<RoundCharges> free = Planned(s, ledger, r);
   ASSERT_TRUE(free.ok());
   const double cost = free->training.epsilon_after - free->epsilon_before;
   r.max_round_epsilon = cost * 0.9;
-  absl::StatusOr<RoundCharges> limited = PlanRound(s, ledger, r);
+  absl::StatusOr<RoundCharges> limited = Planned(s, ledger, r);
   ASSERT_EQ(limited.status().code(), absl::StatusCode::kFailedPrecondition);
   EXPECT_NE(limited.status().message().find("max_round_epsilon"), std::string::npos) << limited.status();
   r.max_round_epsilon = cost * 1.1;
-  EXPECT_TRUE(PlanRound(s, ledger, r).ok());
+  EXPECT_TRUE(Planned(s, ledger, r).ok());
 }
 
 TEST(PrivacyBudgetTest, SwitchingTheUnitUnderOneLedgerIsRefused) {
@@ -227,7 +241,7 @@ TEST(PrivacyBudgetTest, EvaluationReleasesAreTheirOwnPartOfTheLedger) {
   PrivacySettings s = Fixed(1.0, 8);
   std::vector<PrivacyCharge> ledger;
   ReleaseCount(s, 100, &ledger);
-  ledger.push_back(PlanRound(s, ledger, Request(100, 10, 1, 5))->training);
+  ledger.push_back(Planned(s, ledger, Request(100, 10, 1, 5))->training);
   const double training = SpentBy(ledger).GetEpsilon(1e-5).epsilon;
   double before = 0;
   for (int left = 4; left >= 1; --left) {
@@ -291,7 +305,7 @@ TEST(PrivacyBudgetTest, TheLedgerSurvivesReopeningNodeDb) {
   const PrivacySettings s = Fixed(1.5, 8);
   absl::StatusOr<PrivacyCharge> count = PlanCountRelease(s, {}, 200);
   ASSERT_TRUE(count.ok()) << count.status();
-  absl::StatusOr<RoundCharges> r = PlanRound(s, {*count}, Request(200, 20, 1, 3));
+  absl::StatusOr<RoundCharges> r = Planned(s, {*count}, Request(200, 20, 1, 3));
   ASSERT_TRUE(r.ok()) << r.status();
   std::string ca_pem;
   const LedgerSigner signer = TestSigner(&ca_pem);

@@ -239,6 +239,30 @@ TEST(PrivacyTest, APlanThatRequiresDpTurnsAwayANodeWithoutIt) {
 namespace fedrad::testing {
 namespace {
 
+// [policy] max_round_epsilon: a round whose charge alone would cost more is
+// declined as the site's policy (not as a spent budget), with the reason,
+// and nothing is charged or trained for it.
+TEST(PrivacyTest, ARoundCostingMoreThanTheSitesLimitIsAPolicyDecline) {
+  const std::string dir = MakeWorkspace();
+  MiniFederation f = SetUpFederation(dir, {.sites = 2, .rounds = 2, .min_nodes = 1, .start_grace_s = 1});
+  ASSERT_FALSE(::testing::Test::HasFailure());
+  ReplaceInFile(f.NodeConfig("site-b"), "min_report = 10\n", "min_report = 10\nmax_round_epsilon = 0.001\n");
+  std::vector<std::string> logs = RunFederationToCompletion(f, std::chrono::minutes(3));
+  std::vector<SqlRow> declined =
+      QueryDb(f.StateDb(), "SELECT status, reason FROM submissions WHERE site = 'site-b' ORDER BY round");
+  ASSERT_EQ(declined.size(), 1u) << logs[0];
+  EXPECT_EQ(AsText(declined[0][0]), "declined");
+  EXPECT_EQ(AsText(declined[0][1]).rfind("POLICY: [policy] max_round_epsilon: this round would cost epsilon", 0), 0u)
+      << AsText(declined[0][1]);
+  EXPECT_EQ(QueryDb(f.NodeDb("site-b"), "SELECT COUNT(*) FROM privacy_ledger WHERE kind = 'dp-sgd'")[0][0],
+            SqlValue(int64_t{0}));
+  EXPECT_TRUE(QueryDb(f.NodeDb("site-b"),
+                      "SELECT 1 FROM ledger WHERE kind = 'data_access' AND body LIKE '%\"purpose\":\"train\"%'")
+                  .empty());
+  EXPECT_EQ(QueryDb(f.StateDb(), "SELECT COUNT(*) FROM rounds WHERE status = 'applied'")[0][0], SqlValue(int64_t{2}));
+  RemoveWorkspaceIfPassed(dir);
+}
+
 // node.toml's [policy]: a task beyond it is declined before the model is
 // fetched or the data used for it, with the reason in the site's ledger, in
 // the coordinator's state and log; the others go on.
