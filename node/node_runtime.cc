@@ -567,11 +567,12 @@ absl::StatusOr<std::optional<NodeRuntime::PrivateRound>> NodeRuntime::ChargeRoun
     // Once per federation: the noisy unit count, charged and committed
     // before anything derived from it (q, steps, the weight, even a decline)
     // leaves.
-    absl::StatusOr<PrivacyCharge> count = PlanCountRelease(privacy, *ledger, units);
-    if (!count.ok()) {
-      if (count.status().code() != absl::StatusCode::kResourceExhausted) return count.status();
-      return decline(DeclineReason::kBudget, std::string(count.status().message()));
+    absl::StatusOr<ChargePlan> count_plan = PlanCountRelease(privacy, *ledger, units);
+    if (!count_plan.ok()) return count_plan.status();
+    if (const BudgetRefusal* refused = std::get_if<BudgetRefusal>(&*count_plan)) {
+      return decline(DeclineReason::kBudget, refused->detail);
     }
+    PrivacyCharge* count = &std::get<PrivacyCharge>(*count_plan);
     // Gaussian noise of std kCountNoiseMultiplier (the count's sensitivity is
     // one unit), from the OS-seeded generator.
     absl::StatusOr<std::unique_ptr<crypto::SecureRandom>> rng = crypto::SecureRandom::Create();
@@ -1066,13 +1067,13 @@ absl::StatusOr<NodeRuntime::TaskOutcome> NodeRuntime::HandleEval(const v1::EvalT
                                                  min_report, "; no further evaluation is sent"));
     }
     const int planned = config_.policy.rounds > 0 ? config_.policy.rounds : plan_->rounds;
-    absl::StatusOr<PrivacyCharge> planned_charge = PlanEvaluation(privacy, config_.policy.evaluation_epsilon, *ledger,
-                                                                  planned - static_cast<int>(evaluated.size()));
-    if (!planned_charge.ok()) {
-      if (planned_charge.status().code() != absl::StatusCode::kResourceExhausted) return planned_charge.status();
-      return RefuseEvaluation(task, std::string(planned_charge.status().message()));
+    absl::StatusOr<ChargePlan> planned_charge = PlanEvaluation(privacy, config_.policy.evaluation_epsilon, *ledger,
+                                                               planned - static_cast<int>(evaluated.size()));
+    if (!planned_charge.ok()) return planned_charge.status();
+    if (const BudgetRefusal* refused = std::get_if<BudgetRefusal>(&*planned_charge)) {
+      return RefuseEvaluation(task, refused->detail);
     }
-    charge = *planned_charge;
+    charge = std::get<PrivacyCharge>(*planned_charge);
   }
   absl::Status s = PrepareData(*plan_);
   if (!s.ok()) return s;

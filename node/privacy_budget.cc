@@ -74,17 +74,17 @@ double SiteEpsilon(const std::vector<PrivacyCharge>& ledger, double delta) {
   return std::max(SpentBy(ledger).GetEpsilon(delta).epsilon, EvaluationSpentBy(ledger).GetEpsilon(delta).epsilon);
 }
 
-absl::StatusOr<PrivacyCharge> PlanEvaluation(const PrivacySettings& settings, double budget,
-                                             const std::vector<PrivacyCharge>& ledger, int evaluations_left) {
+absl::StatusOr<ChargePlan> PlanEvaluation(const PrivacySettings& settings, double budget,
+                                          const std::vector<PrivacyCharge>& ledger, int evaluations_left) {
   const PrivacyAccountant spent = EvaluationSpentBy(ledger);
   const double before = spent.GetEpsilon(settings.delta).epsilon;
   if (!(budget > 0) || Reached(before, budget)) {
-    return absl::ResourceExhaustedError(
+    return ChargePlan(BudgetRefusal{
         absl::StrFormat("evaluation budget spent: epsilon %.4f of [policy] evaluation_epsilon %.4g (delta %g)", before,
-                        budget, settings.delta));
+                        budget, settings.delta)});
   }
   absl::StatusOr<double> sigma = NoiseMultiplierFor(budget, settings.delta, 1.0, std::max(1, evaluations_left), spent);
-  if (!sigma.ok()) return absl::ResourceExhaustedError(sigma.status().message());
+  if (!sigma.ok()) return ChargePlan(BudgetRefusal{std::string(sigma.status().message())});
   PrivacyCharge c;
   c.kind = ChargeKind::kEvaluation;
   c.unit = settings.unit();
@@ -98,7 +98,7 @@ absl::StatusOr<PrivacyCharge> PlanEvaluation(const PrivacySettings& settings, do
   const Epsilon e = after.GetEpsilon(settings.delta);
   c.epsilon_after = e.epsilon;
   c.order = e.order;
-  return c;
+  return ChargePlan(std::move(c));
 }
 
 bool BudgetSpent(const PrivacySettings& settings, const std::vector<PrivacyCharge>& ledger) {
@@ -116,8 +116,8 @@ std::optional<PrivacyCharge> CountReleaseOf(const std::vector<PrivacyCharge>& le
   return std::nullopt;
 }
 
-absl::StatusOr<PrivacyCharge> PlanCountRelease(const PrivacySettings& settings,
-                                               const std::vector<PrivacyCharge>& ledger, int64_t units) {
+absl::StatusOr<ChargePlan> PlanCountRelease(const PrivacySettings& settings, const std::vector<PrivacyCharge>& ledger,
+                                            int64_t units) {
   PrivacyCharge count;
   count.kind = ChargeKind::kCount;
   count.unit = settings.unit();
@@ -130,14 +130,14 @@ absl::StatusOr<PrivacyCharge> PlanCountRelease(const PrivacySettings& settings,
   const PrivacyAccountant spent = SpentBy(ledger);
   const Epsilon e = With(spent, {&count}).GetEpsilon(settings.delta);
   if (e.epsilon > settings.epsilon_max) {
-    return absl::ResourceExhaustedError(
+    return ChargePlan(BudgetRefusal{
         absl::StrFormat("privacy budget exhausted: releasing the unit count would take epsilon from %.4f to %.4f, past "
                         "epsilon_max %.4g (delta %g)",
-                        spent.GetEpsilon(settings.delta).epsilon, e.epsilon, settings.epsilon_max, settings.delta));
+                        spent.GetEpsilon(settings.delta).epsilon, e.epsilon, settings.epsilon_max, settings.delta)});
   }
   count.epsilon_after = e.epsilon;
   count.order = e.order;
-  return count;
+  return ChargePlan(std::move(count));
 }
 
 absl::StatusOr<RoundPlan> PlanRound(const PrivacySettings& settings, const std::vector<PrivacyCharge>& ledger,

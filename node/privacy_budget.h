@@ -104,12 +104,21 @@ PrivacyAccountant EvaluationSpentBy(const std::vector<PrivacyCharge>& ledger);  
 // The site's ε for every patient, training or validation: the larger part.
 double SiteEpsilon(const std::vector<PrivacyCharge>& ledger, double delta);
 
-// A federated evaluation release (kind "evaluation"): the noise multiplier
+// A charge the ledger cannot take: its budget is spent. `detail` says so,
+// for the site's ledger and the coordinator.
+struct BudgetRefusal {
+  std::string detail;
+};
+// A charge, or why the budget will not take it. An error status is
+// something else gone wrong.
+using ChargePlan = std::variant<PrivacyCharge, BudgetRefusal>;
+
+// A federated evaluation release (kind kEvaluation): the noise multiplier
 // at which `evaluations_left` releases, this one included, end at
-// `budget` for the evaluation part (the site's [policy] evaluation_epsilon).
-// ResourceExhausted when the budget is reached.
-absl::StatusOr<PrivacyCharge> PlanEvaluation(const PrivacySettings& settings, double budget,
-                                             const std::vector<PrivacyCharge>& ledger, int evaluations_left);
+// `budget` for the evaluation part (the site's [policy] evaluation_epsilon);
+// refused when that budget is reached.
+absl::StatusOr<ChargePlan> PlanEvaluation(const PrivacySettings& settings, double budget,
+                                          const std::vector<PrivacyCharge>& ledger, int evaluations_left);
 
 // What a training round will charge, decided before it touches data.
 struct RoundCharges {
@@ -118,10 +127,10 @@ struct RoundCharges {
 };
 
 // The release of the noisy unit count for a data load: the charge (kind
-// "count"; `released` is the caller's to draw and fill in), or
-// ResourceExhausted when it alone would take the ledger past epsilon_max.
-absl::StatusOr<PrivacyCharge> PlanCountRelease(const PrivacySettings& settings,
-                                               const std::vector<PrivacyCharge>& ledger, int64_t units);
+// kCount; `released` is the caller's to draw and fill in), or refused when
+// it alone would take the ledger past epsilon_max.
+absl::StatusOr<ChargePlan> PlanCountRelease(const PrivacySettings& settings, const std::vector<PrivacyCharge>& ledger,
+                                            int64_t units);
 
 // The latest count release of `federation` in the ledger, if any.
 std::optional<PrivacyCharge> CountReleaseOf(const std::vector<PrivacyCharge>& ledger, const std::string& federation);

@@ -15,6 +15,16 @@
 namespace fedrad::node {
 namespace {
 
+// A charge plan as these tests check it: the charge, or a refusal as
+// ResourceExhausted with its detail.
+absl::StatusOr<PrivacyCharge> AsCharge(absl::StatusOr<ChargePlan> plan) {
+  if (!plan.ok()) return plan.status();
+  if (const BudgetRefusal* refused = std::get_if<BudgetRefusal>(&*plan)) {
+    return absl::ResourceExhaustedError(refused->detail);
+  }
+  return std::get<PrivacyCharge>(*plan);
+}
+
 // PlanRound's outcome as these tests check it: the charges, or a refusal as
 // a status whose code says which (ResourceExhausted: the budget;
 // FailedPrecondition: the site's [policy]) with the refusal's detail.
@@ -60,7 +70,7 @@ RoundRequest Request(int64_t units, int64_t batch, double epochs, int rounds_lef
 
 // The count release of a data load, committed to `ledger`.
 void ReleaseCount(const PrivacySettings& s, int64_t units, std::vector<PrivacyCharge>* ledger) {
-  absl::StatusOr<PrivacyCharge> c = PlanCountRelease(s, *ledger, units);
+  absl::StatusOr<PrivacyCharge> c = AsCharge(PlanCountRelease(s, *ledger, units));
   ASSERT_TRUE(c.ok()) << c.status();
   c->released = static_cast<double>(units);
   ledger->push_back(*c);
@@ -170,7 +180,7 @@ TEST(PrivacyBudgetTest, WhatLeavesDependsOnTheReleasedCountNotTheExactOne) {
       for (double released : {static_cast<double>(units) - 17, static_cast<double>(units) + 23}) {
         if (released < 1) continue;
         std::vector<PrivacyCharge> ledger;
-        absl::StatusOr<PrivacyCharge> count = PlanCountRelease(s, ledger, units);
+        absl::StatusOr<PrivacyCharge> count = AsCharge(PlanCountRelease(s, ledger, units));
         ASSERT_TRUE(count.ok());
         count->released = released;
         ledger.push_back(*count);
@@ -196,12 +206,12 @@ TEST(PrivacyBudgetTest, WhatLeavesDependsOnTheReleasedCountNotTheExactOne) {
 TEST(PrivacyBudgetTest, TheCountReleaseIsChargedAndRefusedPastTheBudget) {
   PrivacyAccountant a;
   a.Compose(kCountNoiseMultiplier, 1, 1);
-  absl::StatusOr<PrivacyCharge> c = PlanCountRelease(Fixed(1, 10), {}, 100);
+  absl::StatusOr<PrivacyCharge> c = AsCharge(PlanCountRelease(Fixed(1, 10), {}, 100));
   ASSERT_TRUE(c.ok());
   EXPECT_EQ(c->kind, ChargeKind::kCount);
   EXPECT_DOUBLE_EQ(c->epsilon_after, a.GetEpsilon(1e-5).epsilon);
   // A budget smaller than the count's own cost.
-  EXPECT_EQ(PlanCountRelease(Fixed(1, a.GetEpsilon(1e-5).epsilon / 2), {}, 100).status().code(),
+  EXPECT_EQ(AsCharge(PlanCountRelease(Fixed(1, a.GetEpsilon(1e-5).epsilon / 2), {}, 100)).status().code(),
             absl::StatusCode::kResourceExhausted);
 }
 
@@ -245,7 +255,7 @@ TEST(PrivacyBudgetTest, EvaluationReleasesAreTheirOwnPartOfTheLedger) {
   const double training = SpentBy(ledger).GetEpsilon(1e-5).epsilon;
   double before = 0;
   for (int left = 4; left >= 1; --left) {
-    absl::StatusOr<PrivacyCharge> e = PlanEvaluation(s, 2.0, ledger, left);
+    absl::StatusOr<PrivacyCharge> e = AsCharge(PlanEvaluation(s, 2.0, ledger, left));
     ASSERT_TRUE(e.ok()) << e.status();
     EXPECT_EQ(e->kind, ChargeKind::kEvaluation);
     EXPECT_GT(e->epsilon_after, before);
@@ -261,8 +271,8 @@ TEST(PrivacyBudgetTest, EvaluationReleasesAreTheirOwnPartOfTheLedger) {
   }
   EXPECT_DOUBLE_EQ(a.GetEpsilon(1e-5).epsilon, EvaluationSpentBy(ledger).GetEpsilon(1e-5).epsilon);
   EXPECT_DOUBLE_EQ(SiteEpsilon(ledger, 1e-5), std::max(training, EvaluationSpentBy(ledger).GetEpsilon(1e-5).epsilon));
-  EXPECT_EQ(PlanEvaluation(s, 2.0, ledger, 1).status().code(), absl::StatusCode::kResourceExhausted);
-  EXPECT_EQ(PlanEvaluation(s, 0, {}, 1).status().code(), absl::StatusCode::kResourceExhausted);
+  EXPECT_EQ(AsCharge(PlanEvaluation(s, 2.0, ledger, 1)).status().code(), absl::StatusCode::kResourceExhausted);
+  EXPECT_EQ(AsCharge(PlanEvaluation(s, 0, {}, 1)).status().code(), absl::StatusCode::kResourceExhausted);
 }
 
 // A node.db written before evaluation releases existed (its CHECK lists two
@@ -286,7 +296,7 @@ INSERT INTO privacy_ledger VALUES(7, 'count', 'f', 1, 1, 'patient', 50, 20, 1, 1
   }
   auto store = NodeStore::Open(path, TestSigner(), 1);
   ASSERT_TRUE(store.ok()) << store.status();
-  PrivacyCharge e = *PlanEvaluation(Fixed(1, 8), 2, {}, 3);
+  PrivacyCharge e = *AsCharge(PlanEvaluation(Fixed(1, 8), 2, {}, 3));
   e.federation = "f";
   e.status = "charged";
   ASSERT_TRUE((*store)->ChargePrivacy({&e}).ok());
@@ -303,7 +313,7 @@ TEST(PrivacyBudgetTest, TheLedgerSurvivesReopeningNodeDb) {
   std::filesystem::remove_all(dir);
   std::filesystem::create_directories(dir);
   const PrivacySettings s = Fixed(1.5, 8);
-  absl::StatusOr<PrivacyCharge> count = PlanCountRelease(s, {}, 200);
+  absl::StatusOr<PrivacyCharge> count = AsCharge(PlanCountRelease(s, {}, 200));
   ASSERT_TRUE(count.ok()) << count.status();
   absl::StatusOr<RoundCharges> r = Planned(s, {*count}, Request(200, 20, 1, 3));
   ASSERT_TRUE(r.ok()) << r.status();
