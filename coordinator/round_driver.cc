@@ -428,16 +428,17 @@ absl::StatusOr<bool> RoundDriver::RunRoundAttempt(int round, std::optional<State
     }
     return false;
   }
-  absl::Status s = Aggregate(closed);
-  if (s.code() == absl::StatusCode::kFailedPrecondition) {
-    // The strategy refused these updates (it kept the model): resuming the
-    // attempt after a restart would only refuse them again. It is closed as
-    // failed and the sites are told to stop, which ends their kept updates.
-    absl::Status failed = state_->FailRound(round, closed.attempt, answered, std::string(s.message()), NowMs());
+  absl::StatusOr<std::optional<std::string>> kept = Aggregate(closed);
+  if (!kept.ok()) return kept.status();
+  if (kept->has_value()) {
+    // The strategy kept the model: resuming the attempt after a restart
+    // would only keep it again. It is closed as failed and the sites are
+    // told to stop, which ends their kept updates.
+    absl::Status failed = state_->FailRound(round, closed.attempt, answered, **kept, NowMs());
     if (!failed.ok()) return failed;
-    FinishFederation(std::string(s.message()));
+    FinishFederation(**kept);
+    return absl::FailedPreconditionError(**kept);
   }
-  if (!s.ok()) return s;
   LogPrivacy(closed);
   return true;
 }
@@ -446,7 +447,7 @@ double RoundDriver::WeightOf(const UpdateTicket& t) const {
   return config_.plan.strategy.weighting == "equal" ? 1.0 : static_cast<double>(t.num_examples);
 }
 
-absl::Status RoundDriver::Aggregate(const OpenRound& r) {
+absl::StatusOr<std::optional<std::string>> RoundDriver::Aggregate(const OpenRound& r) {
   RoundUpdates in;
   // Strategies that read the files read them in site order, not arrival
   // order: float addition is not associative, and the same updates should
@@ -482,26 +483,25 @@ absl::Status RoundDriver::Aggregate(const OpenRound& r) {
   }
   // The model is updated in place; if anything fails before the round
   // commits, the last committed model and strategy state are loaded again.
-  absl::Status s = AggregateInPlace(r, in);
-  if (!s.ok()) {
+  absl::StatusOr<std::optional<std::string>> kept = AggregateInPlace(r, in);
+  if (!kept.ok() || kept->has_value()) {
     absl::Status reloaded = LoadOrCreateInitialModel();
     if (reloaded.ok()) reloaded = RestoreStrategyState();
     if (!reloaded.ok()) spdlog::error("cannot reload the last model: {}", std::string(reloaded.message()));
   }
-  return s;
+  return kept;
 }
 
-absl::Status RoundDriver::AggregateInPlace(const OpenRound& r, const RoundUpdates& in) {
+absl::StatusOr<std::optional<std::string>> RoundDriver::AggregateInPlace(const OpenRound& r, const RoundUpdates& in) {
   absl::StatusOr<AggregateResult> result = strategy_->Aggregate(r.round, in, &global_.values);
   if (!result.ok()) return result.status();
   if (!result->changed) {
     // Every site paid for this round; a strategy that keeps the model would
     // make them pay again for nothing next round.
-    return absl::FailedPreconditionError(absl::StrCat(
+    return std::optional<std::string>(absl::StrCat(
         "round ", r.round, ": ", result->note, ": the ", strategy_->name(),
-        " strategy kept the model, so the sites' "
-        "charged round bought nothing; the federation stops rather than spend more of their budgets (change the "
-        "plan's [strategy] or min_nodes)"));
+        " strategy kept the model, so the sites' charged round bought nothing; the federation stops rather than "
+        "spend more of their budgets (change the plan's [strategy] or min_nodes)"));
   }
   spdlog::info("round {}: {}", r.round, result->note);
   // The strategy's state and the model file are durable before the round's
@@ -544,7 +544,9 @@ absl::Status RoundDriver::AggregateInPlace(const OpenRound& r, const RoundUpdate
   global_round_ = r.round;
   PruneStrategyState();
   PruneModels();
-  return Publish(r.round, *sha);
+  s = Publish(r.round, *sha);
+  if (!s.ok()) return s;
+  return std::optional<std::string>();  // applied
 }
 
 std::string RoundDriver::StrategyDir() const { return config_.state_dir + "/strategy"; }

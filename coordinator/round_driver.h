@@ -155,8 +155,10 @@ class RoundDriver {
   // true: applied; false: too few answers, retry. `resume`: the attempt
   // an earlier run left open, continued with its nonces.
   absl::StatusOr<bool> RunRoundAttempt(int round, std::optional<StateStore::OpenAttempt> resume);
-  absl::Status Aggregate(const OpenRound& r);
-  absl::Status AggregateInPlace(const OpenRound& r, const RoundUpdates& in);
+  // Applies the round (nullopt), or says why the strategy kept the model
+  // (then nothing is committed). An error status is a failure to do either.
+  absl::StatusOr<std::optional<std::string>> Aggregate(const OpenRound& r);
+  absl::StatusOr<std::optional<std::string>> AggregateInPlace(const OpenRound& r, const RoundUpdates& in);
   // Checks a header that carries a valid round, attempt and nonce, and fills
   // the rest of `t` from it.
   absl::Status CheckUpdateHeader(const v1::UpdateHeader& h, const std::string& base_sha256, UpdateTicket* t) const;
