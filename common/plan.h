@@ -2,6 +2,7 @@
 #define FEDRAD_COMMON_PLAN_H_
 
 #include <cstdint>
+#include <functional>
 #include <string>
 #include <vector>
 
@@ -54,10 +55,6 @@ struct StrategySettings {
   double max_weight_ratio = 10;
 };
 
-// fedavg, fedavgm, fedprox, fedadagrad, fedadam, fedyogi, median,
-// trimmed-mean, krum, multi-krum.
-std::vector<std::string> KnownStrategies();
-
 // The federation plan (configs/federation.toml): who takes part, which model,
 // how many rounds. Provisioning, the coordinator and the nodes all read it.
 struct FederationPlan {
@@ -107,7 +104,15 @@ struct FederationPlan {
 };
 
 // Loads and checks a plan; errors name the file, line and field.
-absl::StatusOr<FederationPlan> LoadPlan(const std::string& path);
+// Reports a problem with the plan: the key it is at ("strategy.name") and
+// what is wrong with it.
+using PlanFailure = std::function<void(const std::string& key, const std::string& problem)>;
+// Checks the plan's [strategy] against the strategies there are: the
+// coordinator's registry (coordinator/strategy_registry.h,
+// CheckPlanStrategy), which common/ does not see.
+using StrategyCheck = std::function<void(const FederationPlan& plan, const PlanFailure& fail)>;
+
+absl::StatusOr<FederationPlan> LoadPlan(const std::string& path, const StrategyCheck& check_strategy);
 
 // Site names become certificate CNs, folder names and log fields: letters,
 // digits, '-', '_' and '.', 1 to 64 characters, not starting with '.'.

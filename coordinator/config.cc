@@ -3,6 +3,7 @@
 #include "absl/strings/str_cat.h"
 #include "common/config.h"
 #include "common/model_zoo.h"
+#include "coordinator/strategy_registry.h"
 
 namespace fedrad::coordinator {
 
@@ -30,7 +31,7 @@ absl::StatusOr<CoordinatorConfig> LoadCoordinatorConfig(const std::string& path)
   if (!tls.ok()) return tls.status();
   out.tls = std::move(*tls);
 
-  absl::StatusOr<FederationPlan> plan = LoadPlan(out.plan_path);
+  absl::StatusOr<FederationPlan> plan = LoadPlan(out.plan_path, CheckPlanStrategy);
   if (!plan.ok()) return plan.status();
   s = CheckModelSpec(plan->model);
   if (!s.ok()) return absl::InvalidArgumentError(absl::StrCat(out.plan_path, ": [model]: ", s.message()));

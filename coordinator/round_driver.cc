@@ -15,7 +15,7 @@
 #include "common/metrics.h"
 #include "common/model_publication.h"
 #include "common/model_zoo.h"
-#include "coordinator/strategy.h"
+#include "coordinator/strategy_registry.h"
 #include "crypto/random.h"
 #include "crypto/sha256.h"
 #include "proto/federation.pb.h"

@@ -4,7 +4,9 @@
 // Aggregation strategies: pure policy. The round driver owns I/O, threads,
 // deadlines and persistence; a strategy decides the settings of a round's
 // training and turns the round's accepted updates into the next global
-// model (or keeps the previous one).
+// model (or keeps the previous one). One class per strategy, each in its
+// file under coordinator/strategies/, known by name through the registry
+// (coordinator/strategy_registry.h).
 //
 // Updates are weight deltas, spooled to files (raw float32, manifest order)
 // as they stream in. Memory is never every update at once: FedAvg-family
@@ -70,8 +72,33 @@ class Strategy {
   virtual absl::Status RestoreState(const std::vector<float>& state);
 };
 
-// The plan's [strategy].
-absl::StatusOr<std::unique_ptr<Strategy>> CreateStrategy(const StrategySettings& settings, size_t num_values);
+// The FedAvg family's shape: the round's weighted mean delta (the folded
+// sum, or the spooled files folded now), then a server step in Step.
+class MeanDelta : public Strategy {
+ public:
+  explicit MeanDelta(const StrategySettings& s) : s_(s) {}
+  bool FoldsUpdatesAsTheyArrive() const override { return true; }
+  absl::StatusOr<AggregateResult> Aggregate(int round, const RoundUpdates& in, std::vector<float>* model) final;
+
+ protected:
+  const StrategySettings& settings() const { return s_; }
+  // x <- the next model, from the round's sum (accepted() > 0).
+  virtual void Step(const UpdateSum& sum, std::vector<float>* model) = 0;
+
+ private:
+  absl::StatusOr<const UpdateSum*> RoundSum(const RoundUpdates& in, size_t num_values);
+
+  const StrategySettings s_;
+  std::unique_ptr<UpdateSum> from_files_;
+};
+
+// Copies saved state into `moments` in order, or says the sizes differ.
+absl::Status RestoreMoments(const std::string& strategy, const std::vector<float>& state,
+                            const std::vector<std::vector<float>*>& moments);
+
+// Values per slice when every update is read side by side: 64 Ki floats
+// (256 KiB) per update.
+inline constexpr size_t kSliceValues = size_t{1} << 16;
 
 // --- the arithmetic, exposed for tests ---
 

@@ -1,9 +1,12 @@
 #include "coordinator/strategy.h"
 
+#include "coordinator/strategy_registry.h"
+
 #include <unistd.h>
 
 #include <cstdio>
 #include <filesystem>
+#include <fstream>
 
 #include <gtest/gtest.h>
 
@@ -173,7 +176,70 @@ TEST_F(StrategyTest, SlicesCoverEveryValueOnceAndShortFilesAreErrors) {
   EXPECT_EQ(seen, (std::vector<float>{11, 22, 33, 44, 55}));
   EXPECT_EQ(ForEachSlice(u, 6, 2, [](size_t, const std::vector<std::vector<float>>&) {}).code(),
             absl::StatusCode::kDataLoss);
-  EXPECT_FALSE(CreateStrategy(StrategySettings{.name = "fedsgd"}, 2).ok());
+}
+
+TEST(StrategyRegistryTest, EveryStrategyIsMadeByItsNameAndNoOtherName) {
+  std::vector<std::string> names;
+  for (const StrategyEntry& e : Registry()) {
+    names.push_back(e.name);
+    absl::StatusOr<std::unique_ptr<Strategy>> s = CreateStrategy(StrategySettings{.name = e.name}, 2);
+    ASSERT_TRUE(s.ok()) << e.name << ": " << s.status();
+    EXPECT_EQ((*s)->name(), e.name);
+    EXPECT_EQ(FindStrategy(e.name), &e);
+    EXPECT_GT(std::string(e.summary).size(), 10u) << e.name;
+  }
+  EXPECT_EQ(names, (std::vector<std::string>{"fedavg", "fedavgm", "fedprox", "fedadagrad", "fedadam", "fedyogi",
+                                             "median", "trimmed-mean", "krum", "multi-krum"}));
+  absl::StatusOr<std::unique_ptr<Strategy>> unknown = CreateStrategy(StrategySettings{.name = "fedsgd"}, 2);
+  ASSERT_FALSE(unknown.ok());
+  EXPECT_NE(unknown.status().message().find("known: fedavg, fedavgm"), std::string::npos) << unknown.status();
+}
+
+class StrategyPlanTest : public ::testing::Test {
+ protected:
+  absl::StatusOr<FederationPlan> Plan(int min_nodes, const std::string& strategy) {
+    std::string text =
+        "[federation]\nname = \"d\"\nmin_nodes = " + std::to_string(min_nodes) + "\n[strategy]\n" + strategy;
+    for (const char* site : {"a", "b", "c", "d", "e"}) text += std::string("[[site]]\nname = \"") + site + "\"\n";
+    const std::string path = ::testing::TempDir() + "/strategy_plan_" + std::to_string(::getpid()) + ".toml";
+    std::ofstream(path) << text;
+    return LoadPlan(path, CheckPlanStrategy);
+  }
+};
+
+TEST_F(StrategyPlanTest, AnUnknownNameIsRefusedWithTheKnownOnes) {
+  auto unknown = Plan(2, "name = \"fedsgd\"\n");
+  ASSERT_FALSE(unknown.ok());
+  EXPECT_NE(unknown.status().message().find("field 'strategy.name' is 'fedsgd'; known: fedavg, fedavgm"),
+            std::string::npos)
+      << unknown.status();
+  EXPECT_TRUE(Plan(2, "name = \"fedadam\"\n").ok());
+}
+
+// A robust strategy the plan's quorum cannot feed is refused before anyone
+// trains (it would keep the model while every DP site pays for the round).
+TEST_F(StrategyPlanTest, RobustStrategiesNeedTheUpdatesTheyWorkWith) {
+  auto krum3 = Plan(3, "name = \"krum\"\n");  // f = 1 needs 5
+  ASSERT_FALSE(krum3.ok());
+  EXPECT_NE(krum3.status().message().find("needs at least 2f + 3 = 5 updates"), std::string::npos) << krum3.status();
+  EXPECT_TRUE(Plan(5, "name = \"krum\"\n").ok());
+  EXPECT_TRUE(Plan(3, "name = \"krum\"\nbyzantine = 0\n").ok());
+  auto multi3 = Plan(3, "name = \"multi-krum\"\n");
+  ASSERT_FALSE(multi3.ok());
+  EXPECT_NE(multi3.status().message().find("2f + 3"), std::string::npos) << multi3.status();
+  auto select = Plan(5, "name = \"multi-krum\"\nmulti_krum_select = 5\n");
+  ASSERT_FALSE(select.ok());
+  EXPECT_NE(select.status().message().find("multi_krum_select"), std::string::npos);
+  EXPECT_TRUE(Plan(5, "name = \"multi-krum\"\nmulti_krum_select = 4\n").ok());
+  auto median = Plan(2, "name = \"median\"\n");
+  ASSERT_FALSE(median.ok());
+  EXPECT_NE(median.status().message().find("fewer than 3"), std::string::npos);
+  EXPECT_TRUE(Plan(3, "name = \"median\"\n").ok());
+  auto trimmed = Plan(4, "name = \"trimmed-mean\"\ntrim_fraction = 0.2\n");  // floor(0.8) = 0
+  ASSERT_FALSE(trimmed.ok());
+  EXPECT_NE(trimmed.status().message().find("may trim nothing"), std::string::npos) << trimmed.status();
+  EXPECT_TRUE(Plan(5, "name = \"trimmed-mean\"\ntrim_fraction = 0.2\n").ok());
+  EXPECT_TRUE(Plan(2, "name = \"fedavg\"\n").ok());
 }
 
 }  // namespace

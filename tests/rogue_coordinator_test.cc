@@ -22,6 +22,7 @@
 #include "common/plan.h"
 #include "common/safetensors.h"
 #include "common/tls_identity.h"
+#include "coordinator/strategy_registry.h"
 #include "crypto/pki.h"
 #include "crypto/sha256.h"
 #include "proto/federation.grpc.pb.h"
@@ -166,7 +167,7 @@ class RogueCoordinatorTest : public ::testing::Test {
     ASSERT_FALSE(HasFailure());
     ReplaceInFile(f_.NodeConfig(f_.sites[0]), "min_report = 1\n", "min_report = 1\nrounds = 1\n");
     const std::string kit = dir_ + "/kits/coordinator";
-    absl::StatusOr<FederationPlan> plan = LoadPlan(kit + "/federation.toml");
+    absl::StatusOr<FederationPlan> plan = LoadPlan(kit + "/federation.toml", coordinator::CheckPlanStrategy);
     ASSERT_TRUE(plan.ok()) << plan.status();
     plan_ = *plan;
     absl::StatusOr<TlsIdentity> id =

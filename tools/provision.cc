@@ -8,6 +8,7 @@
 #include "absl/strings/str_join.h"
 #include "common/files.h"
 #include "common/plan.h"
+#include "coordinator/strategy_registry.h"
 #include "crypto/pki.h"
 
 namespace fedrad::tools {
@@ -112,7 +113,7 @@ absl::Status IssueSiteKit(const crypto::CertificateAuthority& ca, const std::str
 }  // namespace
 
 absl::Status Provision(const ProvisionOptions& options) {
-  absl::StatusOr<FederationPlan> plan = LoadPlan(options.plan_path);
+  absl::StatusOr<FederationPlan> plan = LoadPlan(options.plan_path, coordinator::CheckPlanStrategy);
   if (!plan.ok()) return plan.status();
   std::error_code ec;
   if (fs::exists(options.out_dir + "/ca/ca.key", ec) && !options.force) {
