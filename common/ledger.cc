@@ -1,9 +1,10 @@
 #include "common/ledger.h"
 
-#include <nlohmann/json.hpp>
+#include <variant>
 
 #include "absl/strings/escaping.h"
 #include "absl/strings/str_cat.h"
+#include "common/ledger_entries.h"
 #include "crypto/pki.h"
 #include "crypto/sha256.h"
 
@@ -64,15 +65,17 @@ absl::StatusOr<LedgerEntry> AppendLedgerEntry(Database& db, const LedgerSigner& 
 absl::Status OpenLedger(Database& db, const LedgerSigner& signer, int64_t now_ms) {
   absl::Status s = CreateLedgerTable(db);
   if (!s.ok()) return s;
-  absl::StatusOr<std::vector<SqlRow>> last =
-      db.Query("SELECT body FROM ledger WHERE kind = ?1 ORDER BY seq DESC LIMIT 1", {std::string(kWriterCertificate)});
+  using ledger::WriterCertificate;
+  absl::StatusOr<std::vector<SqlRow>> last = db.Query(
+      "SELECT body FROM ledger WHERE kind = ?1 ORDER BY seq DESC LIMIT 1", {std::string(WriterCertificate::kKind)});
   if (!last.ok()) return last.status();
   if (!last->empty()) {
-    nlohmann::json j = nlohmann::json::parse(AsText((*last)[0][0]), nullptr, false);
-    if (j.is_object() && j.value("certificate", "") == signer.certificate_pem) return absl::OkStatus();
+    absl::StatusOr<ledger::Body> b = ledger::DecodeBody(WriterCertificate::kKind, AsText((*last)[0][0]));
+    if (b.ok() && std::get<WriterCertificate>(*b).certificate == signer.certificate_pem) return absl::OkStatus();
   }
-  nlohmann::json body = {{"certificate", signer.certificate_pem}, {"subject", signer.subject}};
-  return AppendLedgerEntry(db, signer, kWriterCertificate, body.dump(), now_ms).status();
+  return AppendLedgerEntry(db, signer, WriterCertificate::kKind,
+                           ledger::Encode(WriterCertificate{signer.certificate_pem, signer.subject}), now_ms)
+      .status();
 }
 
 absl::StatusOr<std::vector<LedgerEntry>> ReadLedger(Database& db) {
@@ -88,7 +91,7 @@ absl::StatusOr<std::vector<LedgerEntry>> ReadLedger(Database& db) {
 }
 
 std::string LedgerProblem::ToString() const {
-  return absl::StrCat("entry ", position, " (seq ", seq, ", ", kind, "): ", problem);
+  return absl::StrCat("entry ", position, " (seq ", seq, ", ", absl::CEscape(kind), "): ", problem);
 }
 
 absl::StatusOr<std::optional<LedgerEntry>> LedgerHead(Database& db) {
@@ -127,11 +130,9 @@ LedgerVerification VerifyLedger(const std::vector<LedgerEntry>& entries, const s
     if (LedgerEntryDigest(e.seq, e.at_ms, e.kind, e.body, e.prev_sha256) != e.sha256) {
       report("its content does not give its hash: it was edited");
     }
-    if (e.kind == kWriterCertificate) {
-      const nlohmann::json j = nlohmann::json::parse(e.body, nullptr, false);
-      const std::string pem = j.is_object() && j.contains("certificate") && j["certificate"].is_string()
-                                  ? j["certificate"].get<std::string>()
-                                  : std::string();
+    if (e.kind == ledger::WriterCertificate::kKind) {
+      absl::StatusOr<ledger::Body> b = ledger::DecodeBody(e.kind, e.body);
+      const std::string pem = b.ok() ? std::get<ledger::WriterCertificate>(*b).certificate : std::string();
       absl::StatusOr<crypto::CertificateInfo> info = crypto::ParseCertificate(pem, "the writer certificate");
       if (!info.ok()) {
         report("it names no readable writer certificate");

@@ -38,11 +38,11 @@ std::string LedgerEntryDigest(int64_t seq, int64_t at_ms, const std::string& kin
 // (a guard against mistakes; the chain is the guard against intent).
 absl::Status CreateLedgerTable(Database& db);
 
-// The kind of the entry that names the writer: its body is
-// {"certificate": PEM, "subject": CN}. A ledger starts with one, and gains
-// another when the writer's kit is renewed; VerifyLedger checks every later
-// entry against it, and it against the federation's CA.
-inline constexpr char kWriterCertificate[] = "writer_certificate";
+// The entry that names the writer is a ledger::WriterCertificate
+// (common/ledger_entries.h): the certificate's PEM and its subject. A
+// ledger starts with one, and gains another when the writer's kit is
+// renewed; VerifyLedger checks every later entry against it, and it against
+// the federation's CA.
 
 // Who appends: the kit's key and the certificate that goes with it.
 struct LedgerSigner {

@@ -7,7 +7,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "absl/strings/str_split.h"
-#include "common/ledger_kinds.h"
+#include "common/ledger_entries.h"
 #include "crypto/sha256.h"
 
 namespace fedrad::coordinator {
@@ -139,9 +139,10 @@ absl::StatusOr<std::unique_ptr<StateStore>> StateStore::Open(const std::string& 
   return std::unique_ptr<StateStore>(new StateStore(std::move(*db), signer));
 }
 
-absl::Status StateStore::Log(const std::string& kind, const std::string& body, int64_t now_ms) {
+template <class Entry>
+absl::Status StateStore::Log(const Entry& entry, int64_t now_ms) {
   if (!signer_) return absl::OkStatus();
-  return AppendLedgerEntry(*db_, *signer_, kind, body, now_ms).status();
+  return AppendLedgerEntry(*db_, *signer_, Entry::kKind, ledger::Encode(entry), now_ms).status();
 }
 
 absl::StatusOr<std::optional<ModelVersion>> StateStore::LatestModel() {
@@ -157,7 +158,7 @@ absl::Status StateStore::AddInitialModel(const std::string& sha256, int64_t now_
   absl::StatusOr<Database::Transaction> tx = db_->Begin();
   if (!tx.ok()) return tx.status();
   absl::Status s = db_->Execute("INSERT INTO models(round, sha256, created_at_ms) VALUES(0, ?1, ?2)", {sha256, now_ms});
-  if (s.ok()) s = Log(ledger_kind::kModelPublished, nlohmann::json{{"round", 0}, {"sha256", sha256}}.dump(), now_ms);
+  if (s.ok()) s = Log(ledger::ModelPublished{0, sha256}, now_ms);
   if (!s.ok()) return s;
   return tx->Commit();
 }
@@ -221,10 +222,7 @@ absl::StatusOr<int> StateStore::AbandonOpenRounds(int64_t now_ms, std::optional<
       {now_ms, std::string(note), keep_round, keep_attempt});
   for (const SqlRow& r : *rows) {
     if (!s.ok()) break;
-    s = Log(ledger_kind::kRoundClosed,
-            nlohmann::json{{"round", AsInt(r[0])}, {"attempt", AsInt(r[1])}, {"status", "abandoned"}, {"note", note}}
-                .dump(),
-            now_ms);
+    s = Log(ledger::RoundClosed{AsInt(r[0]), AsInt(r[1]), "abandoned", std::nullopt, note}, now_ms);
   }
   if (!s.ok()) return s;
   s = tx->Commit();
@@ -234,8 +232,7 @@ absl::StatusOr<int> StateStore::AbandonOpenRounds(int64_t now_ms, std::optional<
 
 absl::Status StateStore::ResumeRound(int round, int attempt, int connected, int64_t now_ms) {
   absl::MutexLock lock(&mu_);
-  return Log(ledger_kind::kRoundResumed,
-             nlohmann::json{{"round", round}, {"attempt", attempt}, {"selected_connected", connected}}.dump(), now_ms);
+  return Log(ledger::RoundResumed{round, attempt, connected}, now_ms);
 }
 
 absl::StatusOr<int> StateStore::NextAttempt(int round) {
@@ -262,11 +259,7 @@ absl::Status StateStore::OpenRound(int round, int attempt, const std::string& ba
                      {int64_t{round}, int64_t{attempt}, site, crypto::HexEncode(nonce)});
   }
   if (s.ok()) {
-    s = Log(ledger_kind::kRoundOpened,
-            nlohmann::json{
-                {"round", round}, {"attempt", attempt}, {"base_model_sha256", base_sha256}, {"selected", selected}}
-                .dump(),
-            now_ms);
+    s = Log(ledger::RoundOpened{round, attempt, base_sha256, selected}, now_ms);
   }
   if (!s.ok()) return s;
   return tx->Commit();
@@ -287,27 +280,12 @@ absl::Status StateStore::ApplyRound(int round, int attempt, const std::string& m
         {int64_t{round}, int64_t{attempt}, int64_t{answered}, now_ms, model_sha256});
   }
   if (s.ok()) {
-    nlohmann::json inputs = nlohmann::json::array();
-    for (const Contribution& c : contributions) {
-      inputs.push_back({{"site", c.site}, {"update_sha256", c.update_sha256}});
-    }
-    s = Log(ledger_kind::kAggregate,
-            nlohmann::json{{"round", round},
-                           {"attempt", attempt},
-                           {"strategy", strategy},
-                           {"sha256", model_sha256},
-                           {"updates", inputs}}
-                .dump(),
-            now_ms);
+    ledger::Aggregate aggregate{round, attempt, strategy, model_sha256};
+    for (const Contribution& c : contributions) aggregate.updates.push_back({c.site, c.update_sha256});
+    s = Log(aggregate, now_ms);
   }
-  if (s.ok())
-    s = Log(ledger_kind::kModelPublished, nlohmann::json{{"round", round}, {"sha256", model_sha256}}.dump(), now_ms);
-  if (s.ok()) {
-    s = Log(
-        ledger_kind::kRoundClosed,
-        nlohmann::json{{"round", round}, {"attempt", attempt}, {"status", "applied"}, {"answered", answered}}.dump(),
-        now_ms);
-  }
+  if (s.ok()) s = Log(ledger::ModelPublished{round, model_sha256}, now_ms);
+  if (s.ok()) s = Log(ledger::RoundClosed{round, attempt, "applied", answered}, now_ms);
   if (!s.ok()) return s;
   return tx->Commit();
 }
@@ -321,11 +299,7 @@ absl::Status StateStore::FailRound(int round, int attempt, int answered, const s
       "WHERE round = ?1 AND attempt = ?2 AND status = 'open'",
       {int64_t{round}, int64_t{attempt}, int64_t{answered}, now_ms, note});
   if (s.ok()) {
-    s = Log(ledger_kind::kRoundClosed,
-            nlohmann::json{
-                {"round", round}, {"attempt", attempt}, {"status", "failed"}, {"answered", answered}, {"note", note}}
-                .dump(),
-            now_ms);
+    s = Log(ledger::RoundClosed{round, attempt, "failed", answered, note}, now_ms);
   }
   if (!s.ok()) return s;
   return tx->Commit();
@@ -350,26 +324,28 @@ absl::Status StateStore::RecordSubmission(int round, int attempt, const Submissi
       "VALUES(?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17)",
       values);
   if (!s.ok()) return s;
-  nlohmann::json body = {{"round", round}, {"attempt", attempt}, {"site", r.site}};
-  if (!r.declined) body["update_sha256"] = r.update_sha256;
-  if (r.accepted) body["num_examples"] = r.num_examples;
-  if (!r.accepted) body["reason"] = r.reason;
+  ledger::SiteAnswer body;
+  body.round = round;
+  body.attempt = attempt;
+  body.site = r.site;
+  if (!r.declined) body.update_sha256 = r.update_sha256;
+  if (r.accepted) body.num_examples = r.num_examples;
+  if (!r.accepted) body.reason = r.reason;
   if (r.node_ledger_seq > 0) {
-    body["node_ledger_seq"] = r.node_ledger_seq;
-    body["node_ledger_sha256"] = r.node_ledger_sha256;
+    body.node_ledger_seq = r.node_ledger_seq;
+    body.node_ledger_sha256 = r.node_ledger_sha256;
   }
   if (r.privacy) {
-    body["epsilon_spent"] = r.privacy->epsilon_spent;
-    body["epsilon_max"] = r.privacy->epsilon_max;
+    body.epsilon_spent = r.privacy->epsilon_spent;
+    body.epsilon_max = r.privacy->epsilon_max;
     if (!r.declined) {
-      body["delta"] = r.privacy->delta;
-      body["noise_multiplier"] = r.privacy->noise_multiplier;
+      body.delta = r.privacy->delta;
+      body.noise_multiplier = r.privacy->noise_multiplier;
     }
   }
-  s = Log(r.declined   ? ledger_kind::kUpdateDeclined
-          : r.accepted ? ledger_kind::kUpdateAccepted
-                       : ledger_kind::kUpdateRejected,
-          body.dump(), now_ms);
+  s = r.declined   ? Log(ledger::UpdateDeclined{body}, now_ms)
+      : r.accepted ? Log(ledger::UpdateAccepted{body}, now_ms)
+                   : Log(ledger::UpdateRejected{body}, now_ms);
   if (!s.ok()) return s;
   return tx->Commit();
 }
@@ -421,11 +397,7 @@ absl::Status StateStore::RecordEvaluation(int round, const std::string& model_sh
       {int64_t{round}, e.site, int64_t{e.suppressed}, JoinCounts(e.confusion), Optional(e.roc_auc),
        e.suppressed ? SqlValue(nullptr) : SqlValue(e.ece)});
   if (!s.ok()) return s;
-  nlohmann::json body = {{"round", round},
-                         {"site", e.site},
-                         {"model_sha256", model_sha256},
-                         {"count", e.count},
-                         {"suppressed", e.suppressed}};
+  ledger::EvaluationReceived body{round, e.site, model_sha256, e.count, e.suppressed};
   if (e.release) {
     const nlohmann::json release = {{"noise_multiplier", e.noise_multiplier},
                                     {"confusion", e.release->confusion},
@@ -436,13 +408,13 @@ absl::Status StateStore::RecordEvaluation(int round, const std::string& model_sh
         "INSERT OR REPLACE INTO evaluation_releases(round, site, noise_multiplier, release) VALUES(?1, ?2, ?3, ?4)",
         {int64_t{round}, e.site, e.noise_multiplier, release.dump()});
     if (!s.ok()) return s;
-    body["noise_multiplier"] = e.noise_multiplier;
+    body.noise_multiplier = e.noise_multiplier;
   }
   if (e.node_ledger_seq > 0) {
-    body["node_ledger_seq"] = e.node_ledger_seq;
-    body["node_ledger_sha256"] = e.node_ledger_sha256;
+    body.node_ledger_seq = e.node_ledger_seq;
+    body.node_ledger_sha256 = e.node_ledger_sha256;
   }
-  s = Log(ledger_kind::kEvaluationReceived, body.dump(), now_ms);
+  s = Log(body, now_ms);
   if (!s.ok()) return s;
   return tx->Commit();
 }
@@ -522,8 +494,7 @@ absl::StatusOr<std::vector<SiteEvaluation>> StateStore::Evaluations(int round) {
 absl::Status StateStore::RecordRefusal(const std::string& what, const std::string& site, int round,
                                        const std::string& reason, int64_t now_ms) {
   absl::MutexLock lock(&mu_);
-  return Log(ledger_kind::kReportRefused,
-             nlohmann::json{{"what", what}, {"site", site}, {"round", round}, {"reason", reason}}.dump(), now_ms);
+  return Log(ledger::ReportRefused{what, site, round, reason}, now_ms);
 }
 
 absl::Status StateStore::TouchNode(const std::string& site, int64_t now_ms) {

@@ -173,7 +173,8 @@ class StateStore {
       : db_(std::move(db)), signer_(std::move(signer)) {}
   // Appends an audit-ledger entry (nothing without a signer); the caller
   // holds mu_ and the transaction.
-  absl::Status Log(const std::string& kind, const std::string& body, int64_t now_ms) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  template <class Entry>
+  absl::Status Log(const Entry& entry, int64_t now_ms) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   absl::Mutex mu_;
   std::unique_ptr<Database> db_ ABSL_GUARDED_BY(mu_);
   const std::optional<LedgerSigner> signer_;

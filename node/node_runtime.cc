@@ -73,28 +73,24 @@ uint64_t MaxModelBytes(const Manifest& m) { return m.total_bytes() + (uint64_t{1
 
 // What the audit ledger records of node.toml: the file's hash and the
 // settings that decide what is read and what leaves the site.
-std::string ConfigFacts(const NodeConfig& config) {
+ledger::Config ConfigFacts(const NodeConfig& config) {
   absl::StatusOr<std::string> file = ReadFile(config.path, 1 << 20);
   const PrivacySettings& p = config.privacy;
-  nlohmann::json privacy = {{"enabled", p.enabled},
-                            {"unit", p.unit()},
-                            {"clip_norm", p.clip_norm},
-                            {"delta", p.delta},
-                            {"epsilon_max", p.epsilon_max}};
-  if (p.noise_multiplier > 0) privacy["noise_multiplier"] = p.noise_multiplier;
-  if (p.target_epsilon > 0) privacy["target_epsilon"] = p.target_epsilon;
-  nlohmann::json facts = {{"file", config.path},
-                          {"file_sha256", file.ok() ? crypto::Sha256Hex(*file) : std::string("unreadable")},
-                          {"coordinator", config.coordinator_address},
-                          {"site", config.tls.common_name},
-                          {"dicom_dir", config.dicom_dir},
-                          {"labels", config.labels_csv},
-                          {"trainer", config.trainer},
-                          {"validation_fraction", config.validation_fraction},
-                          {"split_seed", config.split_seed},
-                          {"preprocess", DescribePipeline(config.preprocess)},
-                          {"privacy", privacy}};
-  return facts.dump();
+  ledger::Config facts{.file = config.path,
+                       .file_sha256 = file.ok() ? crypto::Sha256Hex(*file) : std::string("unreadable"),
+                       .coordinator = config.coordinator_address,
+                       .site = config.tls.common_name,
+                       .dicom_dir = config.dicom_dir,
+                       .labels = config.labels_csv,
+                       .trainer = config.trainer,
+                       .validation_fraction = config.validation_fraction,
+                       .split_seed = static_cast<int64_t>(config.split_seed),
+                       .preprocess = DescribePipeline(config.preprocess)};
+  facts.privacy = {
+      .enabled = p.enabled, .unit = p.unit(), .clip_norm = p.clip_norm, .delta = p.delta, .epsilon_max = p.epsilon_max};
+  if (p.noise_multiplier > 0) facts.privacy.noise_multiplier = p.noise_multiplier;
+  if (p.target_epsilon > 0) facts.privacy.target_epsilon = p.target_epsilon;
+  return facts;
 }
 
 }  // namespace
@@ -121,18 +117,17 @@ absl::StatusOr<std::unique_ptr<NodeRuntime>> NodeRuntime::Create(const NodeConfi
     // ledger, the split's settings may not change.
     const bool evaluated = std::any_of(ledger->begin(), ledger->end(),
                                        [](const PrivacyCharge& c) { return c.kind == ChargeKind::kEvaluation; });
-    absl::StatusOr<std::string> last = (*store)->LastConfig();
+    absl::StatusOr<std::optional<ledger::Config>> last = (*store)->LastConfig();
     if (!last.ok()) return last.status();
-    const nlohmann::json before = nlohmann::json::parse(*last, nullptr, false);
-    if (evaluated && before.is_object() && before.contains("split_seed") &&
-        (before.value("validation_fraction", -1.0) != config.validation_fraction ||
-         before.value("split_seed", uint64_t{0}) != config.split_seed)) {
+    if (evaluated && last->has_value() &&
+        ((*last)->validation_fraction != config.validation_fraction ||
+         (*last)->split_seed != static_cast<int64_t>(config.split_seed))) {
       return absl::FailedPreconditionError(absl::StrCat(
           config.path,
           " changes [data] validation_fraction or split_seed, but this node's ledger holds evaluation "
           "releases: a patient moved across the split would have both parts' epsilon, which the node no longer "
           "bounds. Set them back (",
-          before.value("validation_fraction", -1.0), ", ", before.value("split_seed", uint64_t{0}),
+          (*last)->validation_fraction, ", ", (*last)->split_seed,
           "), or start a new state_dir, and with it a new budget, with your "
           "privacy officer's agreement"));
     }

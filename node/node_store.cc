@@ -1,14 +1,9 @@
 #include "node/node_store.h"
 
-#include <nlohmann/json.hpp>
-
 #include "absl/strings/str_cat.h"
-#include "common/ledger_kinds.h"
 #include "crypto/sha256.h"
 
 namespace fedrad::node {
-
-using nlohmann::json;
 
 namespace {
 
@@ -112,33 +107,40 @@ CREATE TABLE IF NOT EXISTS evaluations(
   return std::unique_ptr<NodeStore>(new NodeStore(std::move(*db), signer));
 }
 
-absl::StatusOr<LedgerEntry> NodeStore::Log(const std::string& kind, const std::string& body, int64_t now_ms) {
+template <class Entry>
+absl::StatusOr<LedgerEntry> NodeStore::Log(const Entry& entry, int64_t now_ms) {
   if (!signer_) return absl::FailedPreconditionError("node.db was opened for reading: no kit key to sign with");
-  return AppendLedgerEntry(*db_, *signer_, kind, body, now_ms);
+  return AppendLedgerEntry(*db_, *signer_, Entry::kKind, ledger::Encode(entry), now_ms);
 }
 
-absl::Status NodeStore::RecordConfig(const std::string& facts, int64_t now_ms) {
+absl::Status NodeStore::RecordConfig(const ledger::Config& facts, int64_t now_ms) {
   absl::MutexLock lock(&mu_);
-  absl::StatusOr<std::vector<SqlRow>> last =
-      db_->Query("SELECT body FROM ledger WHERE kind = 'config' ORDER BY seq DESC LIMIT 1");
+  absl::StatusOr<std::vector<SqlRow>> last = db_->Query(
+      "SELECT body FROM ledger WHERE kind = ?1 ORDER BY seq DESC LIMIT 1", {std::string(ledger::Config::kKind)});
   if (!last.ok()) return last.status();
-  if (!last->empty() && AsText((*last)[0][0]) == facts) return absl::OkStatus();
-  return Log(ledger_kind::kConfig, facts, now_ms).status();
+  if (!last->empty() && AsText((*last)[0][0]) == ledger::Encode(facts)) return absl::OkStatus();
+  return Log(facts, now_ms).status();
 }
 
-absl::StatusOr<std::string> NodeStore::LastConfig() {
+absl::StatusOr<std::optional<ledger::Config>> NodeStore::LastConfig() {
   absl::MutexLock lock(&mu_);
-  absl::StatusOr<std::vector<SqlRow>> last =
-      db_->Query("SELECT body FROM ledger WHERE kind = 'config' ORDER BY seq DESC LIMIT 1");
+  absl::StatusOr<std::vector<SqlRow>> last = db_->Query(
+      "SELECT seq, body FROM ledger WHERE kind = ?1 ORDER BY seq DESC LIMIT 1", {std::string(ledger::Config::kKind)});
   if (!last.ok()) return last.status();
-  return last->empty() ? std::string() : AsText((*last)[0][0]);
+  if (last->empty()) return std::optional<ledger::Config>();
+  LedgerEntry e;
+  e.seq = AsInt((*last)[0][0]);
+  e.kind = ledger::Config::kKind;
+  e.body = AsText((*last)[0][1]);
+  absl::StatusOr<ledger::Config> config = ledger::Decode<ledger::Config>(e);
+  if (!config.ok()) return absl::DataLossError(absl::StrCat("node.db's ledger: ", config.status().message()));
+  return std::optional<ledger::Config>(*std::move(config));
 }
 
 absl::Status NodeStore::RecordRoundJoined(const std::string& federation, int round, int attempt,
                                           const std::string& model_sha256, int64_t now_ms) {
   absl::MutexLock lock(&mu_);
-  json body = {{"federation", federation}, {"round", round}, {"attempt", attempt}, {"model_sha256", model_sha256}};
-  return Log(ledger_kind::kRoundJoined, body.dump(), now_ms).status();
+  return Log(ledger::RoundJoined{federation, round, attempt, model_sha256}, now_ms).status();
 }
 
 absl::Status NodeStore::RecordModelReceived(const std::string& sha256, int round, uint64_t bytes, int64_t now_ms) {
@@ -148,8 +150,7 @@ absl::Status NodeStore::RecordModelReceived(const std::string& sha256, int round
   absl::Status s =
       db_->Execute("INSERT OR IGNORE INTO models_received(sha256, received_at_ms) VALUES(?1, ?2)", {sha256, now_ms});
   if (!s.ok()) return s;
-  json body = {{"sha256", sha256}, {"round", round}, {"bytes", bytes}};
-  s = Log(ledger_kind::kModelReceived, body.dump(), now_ms).status();
+  s = Log(ledger::ModelReceived{sha256, round, static_cast<int64_t>(bytes)}, now_ms).status();
   if (!s.ok()) return s;
   return tx->Commit();
 }
@@ -157,41 +158,31 @@ absl::Status NodeStore::RecordModelReceived(const std::string& sha256, int round
 absl::Status NodeStore::RecordModelRefused(const std::string& sha256, int round, const std::string& reason,
                                            int64_t now_ms) {
   absl::MutexLock lock(&mu_);
-  json body = {{"sha256", sha256}, {"round", round}, {"reason", reason}};
-  return Log(ledger_kind::kModelRefused, body.dump(), now_ms).status();
+  return Log(ledger::ModelRefused{sha256, round, reason}, now_ms).status();
 }
 
 absl::Status NodeStore::RecordCoordinatorCertificate(const std::string& certificate_pem, const std::string& subject,
                                                      int64_t now_ms) {
   absl::MutexLock lock(&mu_);
-  json body = {{"certificate", certificate_pem}, {"subject", subject}, {"sha256", crypto::Sha256Hex(certificate_pem)}};
-  return Log(ledger_kind::kCoordinatorCertificate, body.dump(), now_ms).status();
+  return Log(ledger::CoordinatorCertificate{certificate_pem, subject, crypto::Sha256Hex(certificate_pem)}, now_ms)
+      .status();
 }
 
 absl::Status NodeStore::RecordModelVerified(const std::string& federation, int published_round,
                                             const std::string& sha256, const std::string& signature_hex,
                                             const std::string& certificate_sha256, int64_t now_ms) {
   absl::MutexLock lock(&mu_);
-  json body = {{"federation", federation},
-               {"round", published_round},
-               {"sha256", sha256},
-               {"signature", signature_hex},
-               {"coordinator_certificate_sha256", certificate_sha256}};
-  return Log(ledger_kind::kModelVerified, body.dump(), now_ms).status();
+  return Log(ledger::ModelVerified{federation, published_round, sha256, signature_hex, certificate_sha256}, now_ms)
+      .status();
 }
 
 absl::Status NodeStore::RecordDataAccess(const std::string& purpose, int round, int64_t images, int64_t patients,
                                          const std::string& sop_uids_sha256, int64_t now_ms) {
   absl::MutexLock lock(&mu_);
-  json body = {{"purpose", purpose},
-               {"round", round},
-               {"images", images},
-               {"patients", patients},
-               {"sop_instance_uids_sha256", sop_uids_sha256}};
   // In a transaction: a local command may append while the node runs.
   absl::StatusOr<Database::Transaction> tx = db_->Begin();
   if (!tx.ok()) return tx.status();
-  absl::Status s = Log(ledger_kind::kDataAccess, body.dump(), now_ms).status();
+  absl::Status s = Log(ledger::DataAccess{purpose, round, images, patients, sop_uids_sha256}, now_ms).status();
   if (!s.ok()) return s;
   return tx->Commit();
 }
@@ -208,11 +199,9 @@ absl::StatusOr<LedgerEntry> NodeStore::RecordUpdateSending(int round, int attemp
       "num_examples, train_loss, sent_at_ms) VALUES(?1, ?2, ?3, ?4, ?5, ?6, ?7)",
       {int64_t{round}, int64_t{attempt}, base_sha256, update_sha256, examples, train_loss, now_ms});
   if (!s.ok()) return s;
-  json body = {
-      {"round", round}, {"attempt", attempt}, {"base_model_sha256", base_sha256}, {"update_sha256", update_sha256},
-      {"bytes", bytes}, {"dtype", dtype},     {"num_examples", examples}};
-  if (resent_from_attempt > 0) body["resent_from_attempt"] = resent_from_attempt;
-  absl::StatusOr<LedgerEntry> e = Log(ledger_kind::kUpdateSent, body.dump(), now_ms);
+  ledger::UpdateSent sent{round, attempt, base_sha256, update_sha256, static_cast<int64_t>(bytes), dtype, examples};
+  if (resent_from_attempt > 0) sent.resent_from_attempt = resent_from_attempt;
+  absl::StatusOr<LedgerEntry> e = Log(sent, now_ms);
   if (!e.ok()) return e.status();
   s = tx->Commit();
   if (!s.ok()) return s;
@@ -322,8 +311,7 @@ absl::Status NodeStore::RecordUpdateOutcome(int round, int attempt, const std::s
   absl::Status s = db_->Execute("UPDATE updates_sent SET outcome = ?3 WHERE round = ?1 AND attempt = ?2",
                                 {int64_t{round}, int64_t{attempt}, outcome});
   if (!s.ok()) return s;
-  json body = {{"round", round}, {"attempt", attempt}, {"outcome", outcome}};
-  s = Log(ledger_kind::kUpdateOutcome, body.dump(), now_ms).status();
+  s = Log(ledger::UpdateOutcome{round, attempt, outcome}, now_ms).status();
   if (!s.ok()) return s;
   return tx->Commit();
 }
@@ -331,16 +319,13 @@ absl::Status NodeStore::RecordUpdateOutcome(int round, int attempt, const std::s
 absl::Status NodeStore::RecordBudgetRefusal(int round, int attempt, double epsilon_spent, double epsilon_max,
                                             double delta, const std::string& detail, int64_t now_ms) {
   absl::MutexLock lock(&mu_);
-  json body = {{"round", round}, {"attempt", attempt}, {"epsilon_spent", epsilon_spent}, {"epsilon_max", epsilon_max},
-               {"delta", delta}, {"detail", detail}};
-  return Log(ledger_kind::kBudgetRefused, body.dump(), now_ms).status();
+  return Log(ledger::BudgetRefused{round, attempt, epsilon_spent, epsilon_max, delta, detail}, now_ms).status();
 }
 
 absl::Status NodeStore::RecordPolicyRefusal(const std::string& task, int round, int attempt, const std::string& detail,
                                             int64_t now_ms) {
   absl::MutexLock lock(&mu_);
-  json body = {{"task", task}, {"round", round}, {"attempt", attempt}, {"detail", detail}};
-  return Log(ledger_kind::kPolicyRefused, body.dump(), now_ms).status();
+  return Log(ledger::PolicyRefused{task, round, attempt, detail}, now_ms).status();
 }
 
 absl::StatusOr<LedgerEntry> NodeStore::RecordEvaluation(int round, const std::string& model_sha256, double loss,
@@ -355,9 +340,9 @@ absl::StatusOr<LedgerEntry> NodeStore::RecordEvaluation(int round, const std::st
       {int64_t{round}, model_sha256, loss, accuracy, count, now_ms});
   if (!s.ok()) return s;
   // What left, as it left: the release (no exact count).
-  json body = {{"round", round}, {"model_sha256", model_sha256}, {"suppressed", suppressed}};
-  if (!released.empty()) body["release"] = json::parse(released, nullptr, false);
-  absl::StatusOr<LedgerEntry> e = Log(ledger_kind::kEvaluationSent, body.dump(), now_ms);
+  ledger::EvaluationSent sent{round, model_sha256, suppressed};
+  if (!released.empty()) sent.release = ledger::JsonObject{released};
+  absl::StatusOr<LedgerEntry> e = Log(sent, now_ms);
   if (!e.ok()) return e.status();
   s = tx->Commit();
   if (!s.ok()) return s;
@@ -378,21 +363,21 @@ absl::Status NodeStore::ChargePrivacy(std::vector<PrivacyCharge*> charges) {
          c->released, c->status, c->at_ms});
     if (!s.ok()) return s;
     c->id = db_->LastInsertRowId();
-    json body = {{"charge", ChargeKindName(c->kind)},
-                 {"federation", c->federation},
-                 {"round", c->round},
-                 {"attempt", c->attempt},
-                 {"unit", c->unit},
-                 {"units", c->units},
-                 {"noise_multiplier", c->noise_multiplier},
-                 {"clip_norm", c->clip_norm},
-                 {"sampling_rate", c->sampling_rate},
-                 {"steps", c->steps},
-                 {"delta", c->delta},
-                 {"epsilon_after", c->epsilon_after},
-                 {"rdp_order", c->order}};
-    if (c->kind == ChargeKind::kCount) body["released"] = c->released;
-    absl::StatusOr<LedgerEntry> e = Log(ledger_kind::kDpCharge, body.dump(), c->at_ms);
+    ledger::DpCharge body{std::string(ChargeKindName(c->kind)),
+                          c->federation,
+                          c->round,
+                          c->attempt,
+                          c->unit,
+                          c->units,
+                          c->noise_multiplier,
+                          c->clip_norm,
+                          c->sampling_rate,
+                          c->steps,
+                          c->delta,
+                          c->epsilon_after,
+                          c->order};
+    if (c->kind == ChargeKind::kCount) body.released = c->released;
+    absl::StatusOr<LedgerEntry> e = Log(body, c->at_ms);
     if (!e.ok()) return e.status();
   }
   return tx->Commit();

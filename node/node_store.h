@@ -11,6 +11,7 @@
 #include "absl/status/statusor.h"
 #include "absl/synchronization/mutex.h"
 #include "common/ledger.h"
+#include "common/ledger_entries.h"
 #include "common/sqlite.h"
 #include "node/privacy_budget.h"
 
@@ -57,11 +58,11 @@ class NodeStore {
                                                          const std::optional<LedgerSigner>& signer = std::nullopt,
                                                          int64_t now_ms = 0);
 
-  // The facts of the node's configuration that bear on privacy (a JSON
-  // object); a "config" entry is written when they differ from the last one.
-  absl::Status RecordConfig(const std::string& facts, int64_t now_ms);
-  // The facts of the last "config" entry, or "" before the first.
-  absl::StatusOr<std::string> LastConfig();
+  // The facts of the node's configuration that bear on privacy; a "config"
+  // entry is written when they differ from the last one.
+  absl::Status RecordConfig(const ledger::Config& facts, int64_t now_ms);
+  // The facts of the last "config" entry, or none before the first.
+  absl::StatusOr<std::optional<ledger::Config>> LastConfig();
   absl::Status RecordRoundJoined(const std::string& federation, int round, int attempt, const std::string& model_sha256,
                                  int64_t now_ms);
   absl::Status RecordModelReceived(const std::string& sha256, int round, uint64_t bytes, int64_t now_ms);
@@ -130,8 +131,8 @@ class NodeStore {
   NodeStore(std::unique_ptr<Database> db, std::optional<LedgerSigner> signer)
       : db_(std::move(db)), signer_(std::move(signer)) {}
   // Appends to the audit ledger; the caller holds mu_ (and the transaction).
-  absl::StatusOr<LedgerEntry> Log(const std::string& kind, const std::string& body, int64_t now_ms)
-      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  template <class Entry>
+  absl::StatusOr<LedgerEntry> Log(const Entry& entry, int64_t now_ms) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   absl::Mutex mu_;
   std::unique_ptr<Database> db_ ABSL_GUARDED_BY(mu_);
   const std::optional<LedgerSigner> signer_;

@@ -79,6 +79,24 @@ std::string InsertedCopy(const std::string& db, const std::string& out, int64_t 
                                    crypto::HexEncode(sig.value_or("")), "');"));
 }
 
+// A copy with an entry of `kind` appended, linked and validly signed with
+// `key_file`: what the ledger's own writer can always do.
+std::string AppendedCopy(const std::string& db, const std::string& out, const std::string& kind,
+                         const std::string& body, const std::string& key_file) {
+  const SqlRow last = QueryDb(db, "SELECT seq, sha256 FROM ledger ORDER BY seq DESC LIMIT 1")[0];
+  const int64_t seq = AsInt(last[0]) + 1;
+  const std::string digest = LedgerEntryDigest(seq, 5, kind, body, AsText(last[1]));
+  absl::StatusOr<std::string> sig = crypto::SignSha256(ReadText(key_file), digest);
+  EXPECT_TRUE(sig.ok()) << sig.status();
+  TamperedCopy(db, out, "SELECT 1;");
+  auto copy = Database::Open(out);
+  EXPECT_TRUE(copy.ok());
+  absl::Status s = (*copy)->Execute("INSERT INTO ledger VALUES(?1, 5, ?2, ?3, ?4, ?5, ?6)",
+                                    {seq, kind, body, AsText(last[1]), digest, crypto::HexEncode(sig.value_or(""))});
+  EXPECT_TRUE(s.ok()) << s;
+  return out;
+}
+
 // A copy with entries `a` and `b` swapped, each keeping its place's seq.
 std::string SwappedCopy(const std::string& db, const std::string& out, int64_t a, int64_t b) {
   return TamperedCopy(db, out,
@@ -185,6 +203,38 @@ TEST_F(AuditTest, ACleanFederationVerifiesAndEveryKindOfTamperingInEitherLedgerI
                                           dir_ + "/kits/" + f_.sites[1] + "/site.key");
     ExpectNamed(Verify(f_, {copy, other}, state, "insert-node"), copy, seq + 1, "update_sent",
                 "signature does not verify");
+  }
+  {  // Node: entries the site signed itself whose bodies cannot be read as
+     // their kind says (a site writes its own ledger with its own key).
+     // Each is a named problem of verify, and the report still renders.
+    const std::string key = dir_ + "/kits/" + f_.sites[0] + "/site.key";
+    struct Hostile {
+      std::string name, kind, body, problem;
+    };
+    const std::vector<Hostile> hostile = {
+        {"string-round", "update_sent", R"({"round":"2","attempt":1})", "field 'round' is not an integer"},
+        {"bool-suppressed", "evaluation_sent", R"({"round":1,"model_sha256":"a","suppressed":"yes"})",
+         "field 'suppressed' is not true or false"},
+        {"deep", "model_received", std::string(200000, '[') + std::string(200000, ']'),
+         "nested more than 16 levels deep"},
+        {"ff-kind", "\xff", "{}", "unknown kind '\\377'"},
+    };
+    for (const Hostile& h : hostile) {
+      const std::string copy = AppendedCopy(node, t + "/" + h.name + "-node.db", h.kind, h.body, key);
+      const Verdict v = Verify(f_, {copy, other}, state, h.name);
+      EXPECT_EQ(v.exit_code, 1) << h.name << "\n" << v.output;
+      EXPECT_NE(v.output.find(h.problem), std::string::npos) << h.name << "\n" << v.output;
+      EXPECT_NE(v.output.find("intact  node ledger " + copy), std::string::npos) << "the chain itself holds";
+      const std::string log = t + "/" + h.name + "-report.log";
+      EXPECT_EQ(RunCommand(
+                    {FedradBin(), "audit", "report", "--ca", dir_ + "/kits/ca/ca.pem", "--node", copy, "--node", other,
+                     "--coordinator", state, "--out", t + "/" + h.name + ".html", "--json", t + "/" + h.name + ".json"},
+                    log),
+                1)
+          << h.name << "\n"
+          << ReadText(log);
+      EXPECT_NE(ReadText(t + "/" + h.name + ".json").find(h.problem.substr(0, 12)), std::string::npos) << h.name;
+    }
   }
   {  // Node: two entries swapped.
     const int64_t a = SeqOf(node, "update_sent", 1), b = SeqOf(node, "model_received", 2);

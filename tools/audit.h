@@ -7,13 +7,13 @@
 
 #include <cstdint>
 #include <map>
+#include <optional>
 #include <string>
 #include <vector>
 
-#include <nlohmann/json.hpp>
-
 #include "absl/status/statusor.h"
 #include "common/ledger.h"
+#include "common/ledger_entries.h"
 
 namespace fedrad::tools {
 
@@ -22,9 +22,18 @@ struct AuditedLedger {
   std::string role;    // "node" or "coordinator"
   std::string writer;  // the site or coordinator its certificate names
   std::vector<LedgerEntry> entries;
-  // Each entry's body, parsed once (an empty object where it is not one).
-  std::vector<nlohmann::json> bodies;
+  // Each entry's body, read once through its kind's schema
+  // (common/ledger_entries.h); empty where it could not be read, which
+  // `unreadable` then says.
+  std::vector<std::optional<ledger::Body>> bodies;
   std::vector<LedgerProblem> problems;  // of the chain and signatures
+  std::vector<std::string> unreadable;  // entries whose body could not be read, one line each
+
+  // Entry i's body if it is a T.
+  template <class T>
+  const T* As(size_t i) const {
+    return bodies[i] ? std::get_if<T>(&*bodies[i]) : nullptr;
+  }
 };
 
 struct AuditVerification {

@@ -8,7 +8,6 @@
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_replace.h"
 #include "absl/time/time.h"
-#include "common/ledger_kinds.h"
 #include "tools/audit.h"
 
 namespace fedrad::tools {
@@ -20,66 +19,80 @@ std::string Time(int64_t at_ms) {
   return absl::FormatTime("%Y-%m-%d %H:%M:%S UTC", absl::FromUnixMillis(at_ms), absl::UTCTimeZone());
 }
 
+// An entry as the report lists it: its body, read through its kind, and
+// its time.
+json Listed(const ledger::Body& body, int64_t at_ms) {
+  json j = json::parse(ledger::EncodeBody(body), nullptr, false);
+  if (!j.is_object()) j = json::object();
+  j["at"] = Time(at_ms);
+  return j;
+}
+
 // What one site's ledger says happened.
 json SiteFacts(const AuditedLedger& l) {
   json site = {{"site", l.writer},
                {"ledger", l.path},
                {"ledger_entries", l.entries.size()},
-               {"ledger_intact", l.problems.empty()}};
+               {"ledger_intact", l.problems.empty() && l.unreadable.empty()}};
   json rounds = json::array(), counts = json::array(), accesses = json::array(), sent = json::array(),
        models = json::array(), evaluations = json::array(), refusals = json::array(), configs = json::array(),
        models_refused = json::array(), evaluation_charges = json::array(), models_verified = json::array();
   std::map<std::pair<int64_t, int64_t>, std::string> outcomes;  // (round, attempt) -> outcome
+  std::vector<std::pair<int64_t, int64_t>> sent_keys;           // (round, attempt) of each of `sent`
+  std::map<int64_t, double> by_round;                           // round -> the larger ε part after it
   double epsilon = 0, delta = 0, epsilon_max = 0;
   bool dp = false;
-  // Entries listed as they are, with their time.
-  const std::map<std::string, json*> listed = {
-      {ledger_kind::kDataAccess, &accesses},    {ledger_kind::kUpdateSent, &sent},
-      {ledger_kind::kModelReceived, &models},   {ledger_kind::kEvaluationSent, &evaluations},
-      {ledger_kind::kBudgetRefused, &refusals}, {ledger_kind::kModelRefused, &models_refused},
-      {ledger_kind::kPolicyRefused, &refusals}, {ledger_kind::kModelVerified, &models_verified}};
   for (size_t i = 0; i < l.entries.size(); ++i) {
-    const LedgerEntry& e = l.entries[i];
-    json b = l.bodies[i];  // a copy: the report adds the time
-    b["at"] = Time(e.at_ms);
-    if (auto it = listed.find(e.kind); it != listed.end()) it->second->push_back(b);
-    if (e.kind == ledger_kind::kDpCharge) {
-      epsilon = std::max(epsilon, b.value("epsilon_after", 0.0));
-      delta = b.value("delta", 0.0);
+    if (!l.bodies[i]) continue;  // unreadable: a problem of the verification
+    const ledger::Body& body = *l.bodies[i];
+    const int64_t at_ms = l.entries[i].at_ms;
+    if (std::holds_alternative<ledger::DataAccess>(body)) {
+      accesses.push_back(Listed(body, at_ms));
+    } else if (const auto* u = std::get_if<ledger::UpdateSent>(&body)) {
+      sent.push_back(Listed(body, at_ms));
+      sent_keys.push_back({u->round, u->attempt});
+    } else if (std::holds_alternative<ledger::ModelReceived>(body)) {
+      models.push_back(Listed(body, at_ms));
+    } else if (std::holds_alternative<ledger::EvaluationSent>(body)) {
+      evaluations.push_back(Listed(body, at_ms));
+    } else if (std::holds_alternative<ledger::ModelRefused>(body)) {
+      models_refused.push_back(Listed(body, at_ms));
+    } else if (std::holds_alternative<ledger::ModelVerified>(body)) {
+      models_verified.push_back(Listed(body, at_ms));
+    } else if (std::holds_alternative<ledger::PolicyRefused>(body)) {
+      refusals.push_back(Listed(body, at_ms));
+    } else if (const auto* r = std::get_if<ledger::BudgetRefused>(&body)) {
+      refusals.push_back(Listed(body, at_ms));
+      epsilon_max = r->epsilon_max;
+    } else if (const auto* c = std::get_if<ledger::DpCharge>(&body)) {
+      epsilon = std::max(epsilon, c->epsilon_after);
+      delta = c->delta;
       dp = true;
-      const std::string charge = b.value("charge", "");
-      (charge == "count" ? counts : charge == "evaluation" ? evaluation_charges : rounds).push_back(b);
-    } else if (e.kind == ledger_kind::kUpdateOutcome) {
-      outcomes[{b.value("round", 0), b.value("attempt", 0)}] = b.value("outcome", "");
-    } else if (e.kind == ledger_kind::kBudgetRefused) {
-      epsilon_max = b.value("epsilon_max", epsilon_max);
-    } else if (e.kind == ledger_kind::kConfig) {
-      if (b.contains("privacy") && b["privacy"].is_object()) {
-        epsilon_max = b["privacy"].value("epsilon_max", epsilon_max);
-        if (b["privacy"].value("enabled", true)) delta = b["privacy"].value("delta", delta);
-      }
-      configs.push_back({{"at", b["at"]},
-                         {"file_sha256", b.value("file_sha256", "")},
-                         {"privacy", b.value("privacy", json::object())},
-                         {"preprocess", b.value("preprocess", "")}});
+      // The site's ε is the larger of its training and evaluation parts
+      // (disjoint patients); neither part ever goes down.
+      by_round[c->round] = std::max(by_round[c->round], c->epsilon_after);
+      (c->charge == "count"        ? counts
+       : c->charge == "evaluation" ? evaluation_charges
+                                   : rounds)
+          .push_back(Listed(body, at_ms));
+    } else if (const auto* o = std::get_if<ledger::UpdateOutcome>(&body)) {
+      outcomes[{o->round, o->attempt}] = o->outcome;
+    } else if (const auto* config = std::get_if<ledger::Config>(&body)) {
+      epsilon_max = config->privacy.epsilon_max;
+      if (config->privacy.enabled) delta = config->privacy.delta;
+      configs.push_back({{"at", Time(at_ms)},
+                         {"file_sha256", config->file_sha256},
+                         {"privacy", Listed(body, at_ms)["privacy"]},
+                         {"preprocess", config->preprocess}});
     }
   }
-  for (json& s : sent) {
-    auto it = outcomes.find({s.value("round", 0), s.value("attempt", 0)});
-    s["outcome"] = it == outcomes.end() ? "unknown" : it->second;
+  for (size_t k = 0; k < sent.size(); ++k) {
+    auto it = outcomes.find(sent_keys[k]);
+    sent[k]["outcome"] = it == outcomes.end() ? "unknown" : it->second;
   }
   // ε after each round: the ledger's total after that round's last charge.
   json series = json::array();
-  std::map<int64_t, double> by_round;
-  for (const json& r : rounds) by_round[r.value("round", 0)] = r.value("epsilon_after", 0.0);
-  // The site's ε is the larger of its training and evaluation parts
-  // (disjoint patients).
-  for (const json* list : {&counts, &evaluation_charges}) {
-    for (const json& c : *list) {
-      by_round[c.value("round", 0)] = std::max(by_round[c.value("round", 0)], c.value("epsilon_after", 0.0));
-    }
-  }
-  double running = 0;  // neither part ever goes down
+  double running = 0;
   for (const auto& [round, eps] : by_round) {
     running = std::max(running, eps);
     series.push_back({{"round", round}, {"epsilon", running}});
@@ -109,30 +122,31 @@ json CoordinatorFacts(const AuditedLedger& l) {
   std::map<std::pair<int64_t, int64_t>, json> rounds;  // (round, attempt)
   std::map<std::string, json> reported;                // site -> [{round, epsilon}], as the sites told the coordinator
   for (size_t i = 0; i < l.entries.size(); ++i) {
-    const LedgerEntry& e = l.entries[i];
-    const json& b = l.bodies[i];
-    json& round = rounds[{b.value("round", int64_t{-1}), b.value("attempt", int64_t{-1})}];
-    if (e.kind == ledger_kind::kRoundOpened) {
-      round["round"] = b.value("round", 0);
-      round["attempt"] = b.value("attempt", 0);
-      round["selected"] = b.value("selected", 0);
-      round["opened"] = Time(e.at_ms);
+    const int64_t at_ms = l.entries[i].at_ms;
+    if (const auto* o = l.As<ledger::RoundOpened>(i)) {
+      json& round = rounds[{o->round, o->attempt}];
+      round["round"] = o->round;
+      round["attempt"] = o->attempt;
+      round["selected"] = o->selected;
+      round["opened"] = Time(at_ms);
       round["status"] = "open";
-    } else if (e.kind == ledger_kind::kAggregate) {
-      round["strategy"] = b.value("strategy", "");
-      round["model_sha256"] = b.value("sha256", "");
-      round["updates"] = b.contains("updates") && b["updates"].is_array() ? b["updates"].size() : 0;
-    } else if (e.kind == ledger_kind::kRoundClosed) {
-      round["status"] = b.value("status", "");
-      round["answered"] = b.value("answered", 0);
-      round["note"] = b.value("note", "");
-      round["closed"] = Time(e.at_ms);
-    } else if (e.kind == ledger_kind::kModelPublished) {
-      published.push_back({{"round", b.value("round", 0)}, {"sha256", b.value("sha256", "")}, {"at", Time(e.at_ms)}});
-    } else if (e.kind == ledger_kind::kUpdateAccepted && b.contains("epsilon_spent")) {
-      json& s = reported[b.value("site", "")];
+    } else if (const auto* a = l.As<ledger::Aggregate>(i)) {
+      json& round = rounds[{a->round, a->attempt}];
+      round["strategy"] = a->strategy;
+      round["model_sha256"] = a->sha256;
+      round["updates"] = a->updates.size();
+    } else if (const auto* c = l.As<ledger::RoundClosed>(i)) {
+      json& round = rounds[{c->round, c->attempt}];
+      round["status"] = c->status;
+      round["answered"] = c->answered.value_or(0);
+      round["note"] = c->note.value_or("");
+      round["closed"] = Time(at_ms);
+    } else if (const auto* p = l.As<ledger::ModelPublished>(i)) {
+      published.push_back({{"round", p->round}, {"sha256", p->sha256}, {"at", Time(at_ms)}});
+    } else if (const auto* u = l.As<ledger::UpdateAccepted>(i); u != nullptr && u->epsilon_spent) {
+      json& s = reported[u->site];
       if (s.is_null()) s = json::array();
-      s.push_back({{"round", b.value("round", 0)}, {"epsilon", b.value("epsilon_spent", 0.0)}});
+      s.push_back({{"round", u->round}, {"epsilon", *u->epsilon_spent}});
     }
   }
   json round_rows = json::array();
@@ -144,7 +158,7 @@ json CoordinatorFacts(const AuditedLedger& l) {
   return {{"coordinator", l.writer},
           {"ledger", l.path},
           {"ledger_entries", l.entries.size()},
-          {"ledger_intact", l.problems.empty()},
+          {"ledger_intact", l.problems.empty() && l.unreadable.empty()},
           {"rounds", round_rows},
           {"models_published", published},
           {"epsilon_reported_by_site", sites}};
@@ -184,7 +198,7 @@ std::string Cell(const json& j) {
   if (j.is_string()) return Escape(j.get<std::string>());
   if (j.is_number_float()) return absl::StrFormat("%.6g", j.get<double>());
   if (j.is_null()) return "";
-  return Escape(j.dump());
+  return Escape(j.dump(-1, ' ', false, json::error_handler_t::replace));
 }
 
 // A table of `rows` (objects) with the given columns (key, heading).
@@ -288,7 +302,9 @@ constexpr char kChartScript[] = R"js(
 
 }  // namespace
 
-std::string AuditReportJson(const AuditVerification& v) { return Report(v).dump(2) + "\n"; }
+std::string AuditReportJson(const AuditVerification& v) {
+  return Report(v).dump(2, ' ', false, json::error_handler_t::replace) + "\n";
+}
 
 std::string AuditReportHtml(const AuditVerification& v) {
   const json r = Report(v);
