@@ -12,14 +12,17 @@
 namespace fedrad::coordinator {
 namespace {
 
-// Reads `path` a block at a time, handing each block of floats to `fn`;
-// stops after `max_values`. Returns how many values were read.
+// Reads values [from, max_values) of `path` a block at a time, handing each
+// block of floats to `fn` with its offset. Returns how many values were read.
 absl::StatusOr<size_t> ReadFloats(const std::string& path, size_t max_values,
-                                  const std::function<void(size_t, const float*, size_t)>& fn) {
+                                  const std::function<void(size_t, const float*, size_t)>& fn, size_t from = 0) {
   std::unique_ptr<FILE, int (*)(FILE*)> f(std::fopen(path.c_str(), "rb"), &std::fclose);
   if (!f) return absl::NotFoundError(absl::StrCat("cannot open spooled update '", path, "'"));
+  if (from > 0 && std::fseek(f.get(), static_cast<long>(from * sizeof(float)), SEEK_SET) != 0) {
+    return absl::DataLossError(absl::StrCat("spooled update '", path, "' is shorter than ", from, " values"));
+  }
   std::vector<float> buf(size_t{1} << 18);
-  size_t offset = 0;
+  size_t offset = from;
   while (offset < max_values) {
     const size_t want = std::min(buf.size(), max_values - offset);
     const size_t n = std::fread(buf.data(), sizeof(float), want, f.get());
@@ -27,7 +30,12 @@ absl::StatusOr<size_t> ReadFloats(const std::string& path, size_t max_values,
     fn(offset, buf.data(), n);
     offset += n;
   }
-  return offset;
+  return offset - from;
+}
+
+absl::Status Lost(const std::string& path) {
+  return absl::DataLossError(
+      absl::StrCat("spooled update '", path, "' lost values that were folded; the round's sum is unusable"));
 }
 
 }  // namespace
@@ -45,6 +53,7 @@ std::vector<double> CappedWeights(const std::vector<double>& weights, double rat
 UpdateSum::UpdateSum(size_t num_values) : sum_(num_values, 0.0) {}
 
 void UpdateSum::Reset() {
+  absl::MutexLock serial(&refold_mu_);  // no withdrawal of the last round swaps its sum in later
   absl::MutexLock lock(&mu_);
   std::fill(sum_.begin(), sum_.end(), 0.0);
   contributions_.clear();
@@ -102,29 +111,58 @@ absl::Status UpdateSum::Accept(uint64_t id) {
   return absl::OkStatus();
 }
 
-absl::Status UpdateSum::WithdrawLocked(uint64_t id) {
-  auto c = contributions_.find(id);
-  if (c == contributions_.end() || c->second.accepted) return absl::OkStatus();
-  const size_t folded = c->second.folded;
-  contributions_.erase(c);
-  if (folded == 0) return absl::OkStatus();
-  // Subtracting it again would leave rounding residue as large as the
-  // largest value it brought; folding the others again from their spool
-  // files leaves none.
-  return RefoldLocked();
-}
-
 absl::Status UpdateSum::RefoldLocked() {
   std::fill(sum_.begin(), sum_.end(), 0.0);
   for (const auto& [other, k] : contributions_) {
     absl::StatusOr<size_t> read = ReadFloats(
         k.spool_path, k.folded, [&](size_t offset, const float* v, size_t n) { Fold(offset, v, n, k.weight); });
     if (!read.ok()) return read.status();
-    if (*read != k.folded) {
-      return absl::DataLossError(absl::StrCat("spooled update '", k.spool_path, "' lost values that were folded; ",
-                                              "the round's sum is unusable"));
-    }
+    if (*read != k.folded) return Lost(k.spool_path);
   }
+  return absl::OkStatus();
+}
+
+absl::Status UpdateSum::Withdraw(uint64_t id) {
+  absl::MutexLock serial(&refold_mu_);
+  std::map<uint64_t, Contribution> others;  // as they were folded when it was taken out
+  {
+    absl::MutexLock lock(&mu_);
+    auto c = contributions_.find(id);
+    if (c == contributions_.end() || c->second.accepted) return absl::OkStatus();
+    const size_t folded = c->second.folded;
+    contributions_.erase(c);
+    if (folded == 0) return absl::OkStatus();
+    others = contributions_;
+  }
+  // Subtracting it again would leave rounding residue as large as the
+  // largest value it brought; folding the others again from their spool
+  // files leaves none. That pass reads every other spooled update, so it
+  // runs without mu_: the other uploads' chunks keep being folded into
+  // sum_ meanwhile, and are caught up on below from their files (a chunk is
+  // spooled before it is folded).
+  std::vector<double> fresh(sum_.size(), 0.0);
+  for (const auto& [other, k] : others) {
+    absl::StatusOr<size_t> read = ReadFloats(k.spool_path, k.folded, [&](size_t offset, const float* v, size_t n) {
+      for (size_t i = 0; i < n; ++i) fresh[offset + i] += k.weight * v[i];
+    });
+    if (!read.ok()) return read.status();
+    if (*read != k.folded) return Lost(k.spool_path);
+  }
+  absl::MutexLock lock(&mu_);
+  for (const auto& [other, k] : contributions_) {
+    auto before = others.find(other);
+    const size_t from = before == others.end() ? 0 : before->second.folded;
+    if (k.folded <= from) continue;
+    absl::StatusOr<size_t> read = ReadFloats(
+        k.spool_path, k.folded,
+        [&](size_t offset, const float* v, size_t n) {
+          for (size_t i = 0; i < n; ++i) fresh[offset + i] += k.weight * v[i];
+        },
+        from);
+    if (!read.ok()) return read.status();
+    if (*read != k.folded - from) return Lost(k.spool_path);
+  }
+  sum_.swap(fresh);
   return absl::OkStatus();
 }
 
@@ -148,20 +186,22 @@ absl::Status UpdateSum::Reweight(const std::map<uint64_t, double>& weights) {
   return absl::OkStatus();
 }
 
-absl::Status UpdateSum::Withdraw(uint64_t id) {
-  absl::MutexLock lock(&mu_);
-  return WithdrawLocked(id);
-}
-
 absl::Status UpdateSum::Seal() {
+  absl::MutexLock serial(&refold_mu_);
   absl::MutexLock lock(&mu_);
   sealed_ = true;
-  std::vector<uint64_t> open;
-  for (const auto& [id, c] : contributions_) {
-    if (!c.accepted) open.push_back(id);
+  // Nothing folds any more: what was not accepted comes out in one pass.
+  bool withdrawn = false;
+  for (auto it = contributions_.begin(); it != contributions_.end();) {
+    if (it->second.accepted) {
+      ++it;
+      continue;
+    }
+    withdrawn = withdrawn || it->second.folded > 0;
+    it = contributions_.erase(it);
   }
-  for (uint64_t id : open) {
-    absl::Status s = WithdrawLocked(id);
+  if (withdrawn) {
+    absl::Status s = RefoldLocked();
     if (!s.ok()) return s;
   }
   inverse_weight_ = total_weight_ > 0 ? 1.0 / total_weight_ : 0;

@@ -49,7 +49,8 @@ class UpdateSum {
   // Counts contribution `id`, which must be complete.
   absl::Status Accept(uint64_t id);
   // Takes back what was folded of `id`, unless it was accepted. Idempotent.
-  // Reads the spool files of the other contributions.
+  // Reads the spool files of the other contributions, without holding up
+  // their Add()s meanwhile (one withdrawal at a time).
   absl::Status Withdraw(uint64_t id);
   // No more folding; every contribution not accepted is withdrawn.
   absl::Status Seal();
@@ -78,10 +79,10 @@ class UpdateSum {
     bool accepted = false;
   };
   void Fold(size_t offset, const float* values, size_t n, double weight) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
-  absl::Status WithdrawLocked(uint64_t id) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // The sum folded again from every contribution's spool file.
   absl::Status RefoldLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
 
+  absl::Mutex refold_mu_ ABSL_ACQUIRED_BEFORE(mu_);  // one refold from the spool at a time
   mutable absl::Mutex mu_;
   std::vector<double> sum_;  // guarded by mu_ until sealed, then read-only
   std::map<uint64_t, Contribution> contributions_ ABSL_GUARDED_BY(mu_);

@@ -1,12 +1,16 @@
 #include "coordinator/fedavg.h"
 
+#include <fcntl.h>
 #include <gtest/gtest.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <cmath>
 #include <cstdio>
 #include <filesystem>
+#include <future>
 #include <random>
+#include <thread>
 
 namespace fedrad::coordinator {
 namespace {
@@ -118,6 +122,54 @@ TEST_F(UpdateSumTest, UpdateRejectedPartWayLeavesNoTrace) {
   EXPECT_EQ(sum.accepted(), 2);
   EXPECT_DOUBLE_EQ(sum.total_weight(), 8);
   EXPECT_EQ(Means(sum), Means(reference));
+}
+
+// Taking a rejected upload out re-reads every other spooled update; the
+// other uploads' chunks keep being folded meanwhile, and the sum ends as if
+// the rejected one had never come. The re-read here blocks on a FIFO (the
+// spool of update 1) until the test writes it, so the chunk of update 2 is
+// folded while the withdrawal is certainly in the middle of its pass.
+TEST_F(UpdateSumTest, ChunksKeepFlowingWhileAnotherUploadIsWithdrawn) {
+  const std::vector<float> a = {1, 2, 3, 4}, b = {10, 20, 30, 40}, c = {-7, 7, -7, 7};
+  UpdateSum reference(4);
+  Stream(reference, 1, 1, a, 4);
+  Stream(reference, 2, 2, b, 4);
+  ASSERT_TRUE(reference.Accept(1).ok() && reference.Accept(2).ok() && reference.Seal().ok());
+
+  UpdateSum sum(4);
+  const std::string fifo = dir_ + "/1.fifo";
+  ASSERT_EQ(::mkfifo(fifo.c_str(), 0600), 0);
+  ASSERT_TRUE(sum.Begin(1, 1, fifo).ok());
+  ASSERT_TRUE(sum.Add(1, 0, a.data(), 4).ok());  // its bytes reach the spool below
+  Stream(sum, 2, 2, b, 2, /*stop_after=*/2);     // half of update 2 so far
+  Stream(sum, 3, 1, c, 4);                       // to be rejected
+  absl::Status withdrawn = absl::UnknownError("not run");
+  std::thread withdraw([&] { withdrawn = sum.Withdraw(3); });
+  // The withdrawal has opened the FIFO for reading once a writer can open it.
+  int writer = -1;
+  for (int i = 0; i < 20000 && writer < 0; ++i) {
+    writer = ::open(fifo.c_str(), O_WRONLY | O_NONBLOCK);
+    if (writer < 0) std::this_thread::yield();
+  }
+  ASSERT_GE(writer, 0) << "the withdrawal never read the other spooled updates";
+  // Now it waits for update 1's bytes: update 2's second half goes on.
+  {
+    FILE* f = std::fopen((dir_ + "/2.bin").c_str(), "ab");
+    std::fwrite(b.data() + 2, sizeof(float), 2, f);
+    std::fclose(f);
+  }
+  std::future<absl::Status> added = std::async(std::launch::async, [&] { return sum.Add(2, 2, b.data() + 2, 2); });
+  const bool flowed = added.wait_for(std::chrono::seconds(20)) == std::future_status::ready;
+  EXPECT_TRUE(flowed) << "a chunk of another upload waited for the withdrawal's pass over the spool";
+  ASSERT_EQ(::write(writer, a.data(), a.size() * sizeof(float)), static_cast<ssize_t>(a.size() * sizeof(float)));
+  ::close(writer);
+  withdraw.join();
+  ASSERT_TRUE(withdrawn.ok()) << withdrawn;
+  ASSERT_TRUE(added.get().ok());
+  ASSERT_TRUE(sum.Accept(1).ok() && sum.Accept(2).ok());
+  EXPECT_FALSE(sum.Accept(3).ok()) << "a withdrawn update cannot count";
+  ASSERT_TRUE(sum.Seal().ok());
+  EXPECT_EQ(Means(sum), Means(reference)) << "caught up on what arrived during the pass, and nothing of update 3";
 }
 
 // The coordinator overwrites a site's spool file in place every round, so an
