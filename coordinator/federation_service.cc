@@ -28,6 +28,7 @@
 #include "common/bench_floor.h"
 #include "common/plan.h"
 #include "common/proto_framing.h"
+#include "common/wire_codec.h"
 #include "crypto/sha256.h"
 #include "proto/federation.grpc.pb.h"
 
@@ -70,12 +71,14 @@ class TaskStream final : public grpc::ServerWriteReactor<v1::Task>, public TaskC
     }
   }
 
-  void Send(const v1::Task& task) override {
+  void Send(const protocol::Task& task) override {
+    v1::Task message;
+    protocol::Encode(task, &message);
     const v1::Task* next = nullptr;
     {
       absl::MutexLock lock(&mu_);
       if (finish_requested_) return;
-      queue_.push_back(task);
+      queue_.push_back(std::move(message));
       if (writing_) return;
       writing_ = true;
       next = &queue_.front();
@@ -399,23 +402,12 @@ class ModelSender final : public grpc::ServerWriteReactor<grpc::ByteBuffer>, pub
   grpc::ByteBuffer message_;  // the chunk being written
 };
 
-// Sum of v[i]^2 in double, in four independent lanes so the compiler can
-// vectorise it. NaN or infinity in, non-finite out.
-double SumOfSquares(const float* v, size_t n) {
-  double lane[4] = {0, 0, 0, 0};
-  size_t i = 0;
-  for (; i + 4 <= n; i += 4) {
-    for (int k = 0; k < 4; ++k) lane[k] += static_cast<double>(v[i + k]) * v[i + k];
-  }
-  for (; i < n; ++i) lane[0] += static_cast<double>(v[i]) * v[i];
-  return (lane[0] + lane[1]) + (lane[2] + lane[3]);
-}
-
 // SubmitUpdate: a header, `ready` once admitted and the header is valid,
-// then chunks of the update in its wire dtype. Every chunk is
-// checked as it arrives (size, finite values, L2 norm), written to a spool
-// file and, for strategies that fold, added to the round's running sum; the
-// hash is checked at the end. Memory stays one chunk per upload.
+// then chunks of the update in its wire dtype, each handed to the intake's
+// Upload (coordinator/update_intake.h: checks, spool, hash, fold) as it
+// arrives. Memory stays one chunk per upload. What waits on disk (recording
+// the outcome, taking a rejected update out of the sum) runs on the
+// driver's worker, which replies.
 class UpdateReceiver final : public grpc::ServerBidiReactor<v1::UpdateChunk, v1::UploadReply>, public Stallable {
  public:
   UpdateReceiver(RoundDriver* driver, StreamGate* gate, StallWatch* watch, std::string site)
@@ -456,7 +448,7 @@ class UpdateReceiver final : public grpc::ServerBidiReactor<v1::UpdateChunk, v1:
   void OnReadDone(bool ok) override {
     if (stalled_.load()) {  // already finished with StallReason()
       const std::string what =
-          ticket_ ? absl::StrCat(received_, " of ", ticket_->expected_bytes, " bytes received") : "no header yet";
+          upload_ ? absl::StrCat(upload_->received(), " of ", upload_->expected(), " bytes received") : "no header yet";
       spdlog::warn("{}: {} ({})", site_, std::string(StallReason().message()), what);
       if (ticket_) Reject(absl::DeadlineExceededError(absl::StrCat(StallReason().message(), "; ", what)));
       return;
@@ -471,19 +463,19 @@ class UpdateReceiver final : public grpc::ServerBidiReactor<v1::UpdateChunk, v1:
         Reject(absl::InvalidArgumentError("the first message must be the update header"));
         return;
       }
-      absl::StatusOr<UpdateTicket> t = driver_->BeginUpdate(site_, chunk_.header());
+      absl::StatusOr<UpdateTicket> t = driver_->BeginUpdate(site_, protocol::Decode(chunk_.header()));
       if (!t.ok()) {
         spdlog::warn("refused an update from {}: {}", site_, std::string(t.status().message()));
         End(ToGrpc(t.status()));
         return;
       }
       ticket_ = std::move(*t);
-      // The site's spool file is overwritten in place (see BeginUpdate).
-      fd_ = ::open(ticket_->spool_path.c_str(), O_WRONLY | O_CREAT | O_CLOEXEC, 0600);
-      if (fd_ < 0) {
-        Reject(absl::InternalError(absl::StrCat("coordinator cannot spool the update: ", std::strerror(errno))));
+      absl::StatusOr<std::unique_ptr<UpdateIntake::Upload>> upload = driver_->OpenUpload(*ticket_);
+      if (!upload.ok()) {
+        Reject(upload.status());
         return;
       }
+      upload_ = std::move(*upload);
       {
         absl::MutexLock lock(&finish_mu_);
         writing_ = true;
@@ -496,80 +488,16 @@ class UpdateReceiver final : public grpc::ServerBidiReactor<v1::UpdateChunk, v1:
       Reject(absl::InvalidArgumentError("a second header in one update"));
       return;
     }
-    const std::string& data = chunk_.data();
-    const size_t width = BytesPerValue(ticket_->dtype);
-    if (data.size() > kMaxChunkBytes || data.size() % width != 0 || received_ + data.size() > ticket_->expected_bytes) {
-      Reject(absl::InvalidArgumentError(absl::StrCat(
-          "malformed chunk of ", data.size(), " bytes at offset ", received_, " (chunks hold whole ",
-          WireDtypeName(ticket_->dtype), " values, at most ", kMaxChunkBytes, " bytes, within the manifest's size)")));
+    if (absl::Status taken = upload_->Take(chunk_.data()); !taken.ok()) {
+      Reject(taken);
       return;
     }
-    const size_t n = data.size() / width;
-    const size_t first = received_ / width;  // index of the chunk's first value
-    // Float32 chunks are read in place (the message's buffer comes from the
-    // heap, aligned for float); 16-bit ones are decoded into values_.
-    const float* values = nullptr;
-    if (ticket_->dtype == WireDtype::kFloat32 && reinterpret_cast<uintptr_t>(data.data()) % alignof(float) == 0) {
-      values = reinterpret_cast<const float*>(data.data());
-    } else {
-      values_.resize(n);
-      DecodeValues(data.data(), n, ticket_->dtype, values_.data());
-      values = values_.data();
-    }
-    if (kBenchFloor) {  // common/bench_floor.h: transport alone
-      if (first == 0 && ticket_->sum) {
-        if (absl::Status folded = ticket_->sum->Add(ticket_->upload_id, first, values, n); !folded.ok()) {
-          Reject(folded);
-          return;
-        }
-      }
-      received_ += data.size();
-      StartRead(&chunk_);
-      return;
-    }
-    const double squares = SumOfSquares(values, n);
-    if (!std::isfinite(squares)) {  // squares of finite floats cannot overflow a double
-      const size_t bad =
-          static_cast<size_t>(std::find_if(values, values + n, [](float v) { return !std::isfinite(v); }) - values);
-      Reject(
-          absl::InvalidArgumentError(absl::StrCat("the update holds a non-finite value at parameter ", first + bad)));
-      return;
-    }
-    sum_squares_ += squares;
-    if (std::sqrt(sum_squares_) > ticket_->max_norm) {
-      Reject(absl::InvalidArgumentError(
-          absl::StrFormat("the update's L2 norm passes the plan's max_update_norm %g", ticket_->max_norm)));
-      return;
-    }
-    hash_.Update(data);
-    // Spooled as float32, whatever the wire carried.
-    const char* spooled = reinterpret_cast<const char*>(values);
-    const size_t spooled_bytes = n * sizeof(float);
-    size_t done = 0;
-    while (done < spooled_bytes) {
-      ssize_t w = ::write(fd_, spooled + done, spooled_bytes - done);
-      if (w <= 0) {
-        Reject(absl::InternalError(
-            absl::StrCat("coordinator cannot spool the update: ", w < 0 ? std::strerror(errno) : "nothing written")));
-        return;
-      }
-      done += static_cast<size_t>(w);
-    }
-    // Folded only once spooled: a later rejection reads it back to take it out.
-    if (ticket_->sum) {
-      absl::Status folded = ticket_->sum->Add(ticket_->upload_id, first, values, n);
-      if (!folded.ok()) {
-        Reject(folded);
-        return;
-      }
-    }
-    received_ += data.size();
     StartRead(&chunk_);
   }
 
   void OnDone() override {
     watch_->Remove(this);
-    if (fd_ >= 0) ::close(fd_);
+    upload_.reset();
     place_.Leave();
     delete this;
   }
@@ -589,30 +517,21 @@ class UpdateReceiver final : public grpc::ServerBidiReactor<v1::UpdateChunk, v1:
       End(grpc::Status(grpc::StatusCode::INVALID_ARGUMENT, "empty update"));
       return;
     }
-    if (received_ != ticket_->expected_bytes) {
-      // The stream broke (the node went away, or cancelled): the node keeps
-      // the update and may send it again.
-      Reject(absl::UnavailableError(
-          absl::StrCat("the update ended after ", received_, " of ", ticket_->expected_bytes, " bytes")));
+    if (absl::Status complete = upload_->Complete(); !complete.ok()) {
+      Reject(complete);
       return;
     }
-    if (!kBenchFloor && hash_.FinishHex() != ticket_->update_sha256) {
-      Reject(absl::InvalidArgumentError("the update's bytes do not match its SHA-256"));
-      return;
-    }
-    ::close(fd_);
-    fd_ = -1;
-    End(ToGrpc(driver_->FinishUpdate(*ticket_, absl::OkStatus())));
+    driver_->FinishUpdate(*ticket_, absl::OkStatus(), [this](const absl::Status& s) { End(ToGrpc(s)); });
   }
 
   void Reject(const absl::Status& reason) {
-    if (fd_ >= 0) {
-      ::close(fd_);
-      fd_ = -1;
-    }
+    upload_.reset();  // its spool file closed
     if (ticket_) {
       ::unlink(ticket_->spool_path.c_str());
-      (void)driver_->FinishUpdate(*ticket_, reason);
+      // The node hears once it is recorded (and, if it was folded, taken
+      // out of the sum), so an upload sent again finds its slot free.
+      driver_->FinishUpdate(*ticket_, reason, [this, reason](const absl::Status&) { End(ToGrpc(reason)); });
+      return;
     }
     End(ToGrpc(reason));
   }
@@ -646,12 +565,8 @@ class UpdateReceiver final : public grpc::ServerBidiReactor<v1::UpdateChunk, v1:
   bool ended_ ABSL_GUARDED_BY(finish_mu_) = false;
   std::optional<grpc::Status> deferred_finish_ ABSL_GUARDED_BY(finish_mu_);
   v1::UpdateChunk chunk_;
-  std::vector<float> values_;  // the chunk's values
   std::optional<UpdateTicket> ticket_;
-  int fd_ = -1;
-  uint64_t received_ = 0;
-  double sum_squares_ = 0;
-  crypto::Sha256 hash_;
+  std::unique_ptr<UpdateIntake::Upload> upload_;  // once admitted
 };
 
 // Cutting off (End, hence Finish) happens under mu_: a receiver's OnDone,
@@ -692,7 +607,7 @@ class FederationServiceImpl final
   grpc::ServerUnaryReactor* Hello(grpc::CallbackServerContext* ctx, const v1::HelloRequest*, v1::Plan* plan) override {
     grpc::ServerUnaryReactor* reactor = ctx->DefaultReactor();
     absl::StatusOr<std::string> site = CallerSite(ctx, *driver_);
-    if (site.ok()) driver_->FillPlan(*site, plan);
+    if (site.ok()) protocol::Encode(driver_->PlanFor(*site), plan);
     reactor->Finish(ToGrpc(site.status()));
     return reactor;
   }
@@ -726,28 +641,36 @@ class FederationServiceImpl final
 
   grpc::ServerUnaryReactor* SubmitEvaluation(grpc::CallbackServerContext* ctx, const v1::Evaluation* evaluation,
                                              v1::SubmitReply* reply) override {
-    return Record(ctx, reply, "an evaluation",
-                  [&](const std::string& site) { return driver_->RecordEvaluation(site, *evaluation); });
+    return Record(ctx, reply, "an evaluation", [&](const std::string& site, RoundDriver::Reply done) {
+      driver_->RecordEvaluation(site, protocol::Decode(*evaluation), std::move(done));
+    });
   }
 
   grpc::ServerUnaryReactor* DeclineTask(grpc::CallbackServerContext* ctx, const v1::Decline* decline,
                                         v1::SubmitReply* reply) override {
-    return Record(ctx, reply, "a decline", [&](const std::string& site) { return driver_->Decline(site, *decline); });
+    return Record(ctx, reply, "a decline", [&](const std::string& site, RoundDriver::Reply done) {
+      driver_->Decline(site, protocol::Decode(*decline), std::move(done));
+    });
   }
 
  private:
-  // A unary report from the calling site, handed to `record`.
+  // A unary report from the calling site, handed to `record`, which
+  // replies (from the driver's worker) once it is recorded.
   template <typename Fn>
   grpc::ServerUnaryReactor* Record(grpc::CallbackServerContext* ctx, v1::SubmitReply* reply, const char* what,
                                    Fn record) {
     grpc::ServerUnaryReactor* reactor = ctx->DefaultReactor();
     absl::StatusOr<std::string> site = CallerSite(ctx, *driver_);
-    absl::Status s = site.status();
-    if (s.ok()) s = record(*site);
-    if (!s.ok())
-      spdlog::warn("refused {} from {}: {}", what, site.ok() ? *site : ctx->peer(), std::string(s.message()));
-    reply->set_message(s.ok() ? "recorded" : std::string(s.message()));
-    reactor->Finish(ToGrpc(s));
+    auto finish = [reactor, reply, what, who = site.ok() ? *site : ctx->peer()](const absl::Status& s) {
+      if (!s.ok()) spdlog::warn("refused {} from {}: {}", what, who, std::string(s.message()));
+      reply->set_message(s.ok() ? "recorded" : std::string(s.message()));
+      reactor->Finish(ToGrpc(s));
+    };
+    if (!site.ok()) {
+      finish(site.status());
+    } else {
+      record(*site, std::move(finish));
+    }
     return reactor;
   }
 

@@ -18,47 +18,13 @@
 #include "coordinator/strategy_registry.h"
 #include "crypto/random.h"
 #include "crypto/sha256.h"
-#include "proto/federation.pb.h"
 
 namespace fedrad::coordinator {
 namespace {
 
 int64_t NowMs() { return absl::ToUnixMillis(absl::Now()); }
 
-// No site has a billion patients: a count beyond is a false claim.
-constexpr int64_t kMaxExamplesPerUpdate = 1000000000;
-
 bool InRange(double v, double lo, double hi) { return std::isfinite(v) && v >= lo && v <= hi; }
-
-// A node's DP report, checked: it is a peer's claim, recorded and shown.
-absl::StatusOr<SitePrivacy> CheckPrivacyReport(const v1::PrivacyReport& r) {
-  if (r.unit() != "patient" && r.unit() != "image") {
-    return absl::InvalidArgumentError("privacy.unit must be \"patient\" or \"image\"");
-  }
-  if (!InRange(r.noise_multiplier(), 0, 1e6) || !InRange(r.clip_norm(), 0, 1e6) || r.clip_norm() == 0 ||
-      !InRange(r.sampling_rate(), 0, 1) || r.sampling_rate() == 0 || r.steps() < 1 || r.steps() > (uint64_t{1} << 32) ||
-      !InRange(r.delta(), 0, 1) || r.delta() == 0 || r.delta() == 1 || !InRange(r.epsilon_spent(), 0, 1e6) ||
-      !InRange(r.epsilon_max(), 0, 1e6) || r.epsilon_max() == 0) {
-    return absl::InvalidArgumentError("the update's privacy report has a value out of range");
-  }
-  if (r.epsilon_spent() > r.epsilon_max() * (1 + 1e-9)) {
-    return absl::InvalidArgumentError(
-        absl::StrFormat("the update's privacy report says epsilon %.4f, past the site's own epsilon_max %.4g",
-                        r.epsilon_spent(), r.epsilon_max()));
-  }
-  return SitePrivacy{
-      r.unit(),  r.noise_multiplier(), r.clip_norm(),  r.sampling_rate(), static_cast<int64_t>(r.steps()),
-      r.delta(), r.epsilon_spent(),    r.epsilon_max()};
-}
-
-// A node's audit-ledger head as it reports it: both fields, or neither
-// (nodes from before the audit ledger).
-absl::Status CheckLedgerHead(uint64_t seq, const std::string& sha256) {
-  if (seq > (uint64_t{1} << 53) || (seq > 0) != crypto::IsSha256Hex(sha256) || (seq == 0 && !sha256.empty())) {
-    return absl::InvalidArgumentError("the node's ledger head (ledger_seq, ledger_sha256) is malformed");
-  }
-  return absl::OkStatus();
-}
 
 }  // namespace
 
@@ -90,9 +56,8 @@ absl::StatusOr<std::unique_ptr<RoundDriver>> RoundDriver::Create(const Coordinat
   if (!s.ok()) return s;
   // After the model is loaded (which briefly takes twice its size), so the
   // peak stays the model plus the sum.
-  if (driver->strategy_->FoldsUpdatesAsTheyArrive()) {
-    driver->sum_ = std::make_unique<UpdateSum>(static_cast<size_t>(driver->manifest_.total_elements()));
-  }
+  driver->intake_ = std::make_unique<UpdateIntake>(static_cast<size_t>(driver->manifest_.total_elements()),
+                                                   driver->strategy_->FoldsUpdatesAsTheyArrive());
   // Sites whose budget was spent in an earlier run of this federation stay
   // so, and their earlier reports still bound what they may claim.
   absl::StatusOr<std::vector<StateStore::PrivacyAnswer>> history = driver->state_->PrivacyHistory();
@@ -288,39 +253,24 @@ absl::StatusOr<std::map<std::string, std::string>> RoundDriver::NoncesForConnect
 void RoundDriver::SendTrainTask(const std::string& site) {
   auto channel = connected_.find(site);
   if (channel == connected_.end() || !round_) return;
-  v1::Task task;
-  v1::TrainTask* t = task.mutable_train();
-  t->set_round(static_cast<uint32_t>(round_->round));
-  t->set_attempt(static_cast<uint32_t>(round_->attempt));
-  t->set_model_sha256(round_->base_sha256);
-  t->mutable_publication()->set_round(static_cast<uint32_t>(round_->round - 1));
-  t->mutable_publication()->set_signature(round_->base_signature);
-  t->set_nonce(round_->nonces.at(site));
-  t->set_deadline_unix_ms(absl::ToUnixMillis(round_->deadline));
-  v1::Hyperparameters* hp = t->mutable_hyperparameters();
-  const TrainingSettings ts = strategy_->ConfigureTraining(round_->round, config_.plan.training);
-  hp->set_local_epochs(static_cast<uint32_t>(ts.local_epochs));
-  hp->set_batch_size(static_cast<uint32_t>(ts.batch_size));
-  hp->set_learning_rate(ts.learning_rate);
-  hp->set_momentum(ts.momentum);
-  hp->set_proximal_mu(ts.proximal_mu);
-  hp->set_seed(config_.plan.seed * 1000003u + static_cast<uint64_t>(round_->round));
-  channel->second->Send(task);
+  protocol::TrainingTask t;
+  t.round = round_->round;
+  t.attempt = round_->attempt;
+  t.model_sha256 = round_->base_sha256;
+  t.publication = {round_->round - 1, round_->base_signature};
+  t.nonce = round_->nonces.at(site);
+  t.deadline_unix_ms = absl::ToUnixMillis(round_->deadline);
+  t.settings = strategy_->ConfigureTraining(round_->round, config_.plan.training);
+  t.seed = config_.plan.seed * 1000003u + static_cast<uint64_t>(round_->round);
+  channel->second->Send(t);
 }
 
 void RoundDriver::SendEvalTask(const std::string& site) {
   auto channel = connected_.find(site);
   if (channel == connected_.end() || !eval_) return;
-  v1::Task task;
-  v1::EvalTask* t = task.mutable_evaluate();
-  t->set_round(static_cast<uint32_t>(eval_->round));
-  t->set_model_sha256(eval_->model_sha256);
-  t->set_nonce(eval_->nonces.at(site));
-  t->set_deadline_unix_ms(absl::ToUnixMillis(eval_->deadline));
-  t->set_min_report(static_cast<uint32_t>(config_.plan.min_report));
-  t->mutable_publication()->set_round(static_cast<uint32_t>(eval_->round));
-  t->mutable_publication()->set_signature(eval_->signature);
-  channel->second->Send(task);
+  channel->second->Send(protocol::EvaluationTask{eval_->round, eval_->model_sha256, eval_->nonces.at(site),
+                                                 absl::ToUnixMillis(eval_->deadline), config_.plan.min_report,
+                                                 protocol::Publication{eval_->round, eval_->signature}});
 }
 
 absl::StatusOr<bool> RoundDriver::RunRoundAttempt(int round, std::optional<StateStore::OpenAttempt> resume) {
@@ -332,7 +282,7 @@ absl::StatusOr<bool> RoundDriver::RunRoundAttempt(int round, std::optional<State
     if (!next.ok()) return next.status();
     attempt = *next;
   }
-  if (sum_) sum_->Reset();
+  intake_->NewRound();
   OpenRound closed;
   {
     absl::MutexLock lock(&mu_);
@@ -407,11 +357,7 @@ absl::StatusOr<bool> RoundDriver::RunRoundAttempt(int round, std::optional<State
       for (const UpdateTicket& t : closed.accepted) {
         auto channel = connected_.find(t.site);
         if (channel == connected_.end()) continue;
-        v1::Task failed;
-        failed.mutable_failed()->set_round(static_cast<uint32_t>(round));
-        failed.mutable_failed()->set_attempt(static_cast<uint32_t>(closed.attempt));
-        failed.mutable_failed()->set_reason(note);
-        channel->second->Send(failed);
+        channel->second->Send(protocol::RoundFailedNotice{round, closed.attempt, note});
       }
     }
     if (!closed.coordinator_failures.empty()) {
@@ -443,6 +389,10 @@ absl::StatusOr<bool> RoundDriver::RunRoundAttempt(int round, std::optional<State
   return true;
 }
 
+absl::StatusOr<std::unique_ptr<UpdateIntake::Upload>> RoundDriver::OpenUpload(const UpdateTicket& t) {
+  return intake_->Open(UploadSpec{t.upload_id, t.spool_path, t.expected_bytes, t.dtype, t.update_sha256, t.max_norm});
+}
+
 double RoundDriver::WeightOf(const UpdateTicket& t) const {
   return config_.plan.strategy.weighting == "equal" ? 1.0 : static_cast<double>(t.num_examples);
 }
@@ -470,17 +420,14 @@ absl::StatusOr<std::optional<std::string>> RoundDriver::Aggregate(const OpenRoun
   }
   std::sort(in.updates.begin(), in.updates.end(),
             [](const UpdateRef& a, const UpdateRef& b) { return a.site < b.site; });
-  if (sum_) {
-    // Uploads still under way when the round closed come out of the sum.
-    absl::Status s = sum_->Seal();
-    if (s.ok() && !reweighted.empty()) s = sum_->Reweight(reweighted);
-    if (!s.ok()) return s;
-    if (sum_->accepted() != static_cast<int>(r.accepted.size())) {
-      return absl::InternalError(
-          absl::StrCat("the round's sum holds ", sum_->accepted(), " updates, not ", r.accepted.size()));
-    }
-    in.sum = sum_.get();
+  // Uploads still under way when the round closed come out of the sum.
+  absl::StatusOr<const UpdateSum*> sealed = intake_->Seal(reweighted);
+  if (!sealed.ok()) return sealed.status();
+  if (*sealed != nullptr && (*sealed)->accepted() != static_cast<int>(r.accepted.size())) {
+    return absl::InternalError(
+        absl::StrCat("the round's sum holds ", (*sealed)->accepted(), " updates, not ", r.accepted.size()));
   }
+  in.sum = *sealed;
   // The model is updated in place; if anything fails before the round
   // commits, the last committed model and strategy state are loaded again.
   absl::StatusOr<std::optional<std::string>> kept = AggregateInPlace(r, in);
@@ -722,10 +669,8 @@ void RoundDriver::FinishFederation(const std::string& reason) {
   spdlog::info("federation '{}' complete after {} round(s): {}; telling nodes to stop", config_.plan.name,
                global_round_, reason);
   finish_reason_ = reason;
-  v1::Task stop;
-  stop.mutable_stop()->set_reason(reason);
   for (const auto& [site, channel] : connected_) {
-    channel->Send(stop);
+    channel->Send(protocol::StopTask{reason});
     channel->Close();
   }
   const absl::Time until = absl::Now() + absl::Seconds(config_.linger_s);
@@ -734,28 +679,27 @@ void RoundDriver::FinishFederation(const std::string& reason) {
   }
 }
 
-void RoundDriver::FillPlan(const std::string& site, v1::Plan* plan) const {
+protocol::JoinedPlan RoundDriver::PlanFor(const std::string& site) const {
   const FederationPlan& p = config_.plan;
-  plan->set_federation(p.name);
-  plan->set_site(site);
-  v1::ModelSpec* m = plan->mutable_model();
-  m->set_architecture(p.model.architecture);
-  m->set_in_channels(static_cast<uint32_t>(p.model.in_channels));
-  m->set_input_size(static_cast<uint32_t>(p.model.input_size));
-  m->set_num_classes(static_cast<uint32_t>(p.model.num_classes));
-  m->set_parameters(static_cast<uint64_t>(p.model.parameters));
-  plan->set_manifest_sha256(manifest_sha256_);
-  plan->set_rounds(static_cast<uint32_t>(p.rounds));
-  plan->set_chunk_bytes(p.chunk_bytes);
-  plan->set_update_dtype(static_cast<v1::WireDtype>(p.update_dtype));
-  plan->set_require_dp(p.require_dp);
-  plan->set_min_report(static_cast<uint32_t>(p.min_report));
+  protocol::JoinedPlan out;
+  out.federation = p.name;
+  out.site = site;
+  out.model = p.model;
+  out.manifest_sha256 = manifest_sha256_;
+  out.rounds = p.rounds;
+  out.chunk_bytes = p.chunk_bytes;
+  out.update_dtype = p.update_dtype;
+  out.require_dp = p.require_dp;
+  out.min_report = p.min_report;
+  return out;
 }
 
 absl::Status RoundDriver::Connect(const std::string& site, TaskChannel* channel, const std::string& peer) {
-  if (absl::Status touched = state_->TouchNode(site, NowMs()); !touched.ok()) {
-    spdlog::warn("cannot record that site {} was seen: {}", site, std::string(touched.message()));
-  }
+  worker_.Post([this, site, now = NowMs()] {  // a SQLite commit: not on the reactor's thread
+    if (absl::Status touched = state_->TouchNode(site, now); !touched.ok()) {
+      spdlog::warn("cannot record that site {} was seen: {}", site, std::string(touched.message()));
+    }
+  });
   absl::MutexLock lock(&mu_);
   auto it = connected_.find(site);
   if (it != connected_.end() && it->second != channel) {
@@ -771,9 +715,7 @@ absl::Status RoundDriver::Connect(const std::string& site, TaskChannel* channel,
   connections_[site] = {peer, absl::Now()};
   spdlog::info("site {} connected ({} of {} sites)", site, connected_.size(), config_.plan.sites.size());
   if (finished_) {
-    v1::Task stop;
-    stop.mutable_stop()->set_reason(finish_reason_);
-    channel->Send(stop);
+    channel->Send(protocol::StopTask{finish_reason_});
     channel->Close();
   } else if (round_ && round_->nonces.count(site) && !round_->answered.count(site) &&
              !round_->in_progress.count(site)) {
@@ -796,34 +738,33 @@ void RoundDriver::Disconnect(const std::string& site, TaskChannel* channel) {
   changed_.SignalAll();
 }
 
-absl::StatusOr<UpdateTicket> RoundDriver::BeginUpdate(const std::string& site, const v1::UpdateHeader& h) {
+absl::StatusOr<UpdateTicket> RoundDriver::BeginUpdate(const std::string& site, const protocol::UpdateClaim& h) {
   UpdateTicket t;
   absl::Status invalid;
   {
     absl::MutexLock lock(&mu_);
-    if (!round_ || static_cast<int>(h.round()) != round_->round || static_cast<int>(h.attempt()) != round_->attempt) {
+    if (!round_ || h.round != round_->round || h.attempt != round_->attempt) {
       return absl::FailedPreconditionError(
-          absl::StrCat("round ", h.round(), " attempt ", h.attempt(), " is not open",
+          absl::StrCat("round ", h.round, " attempt ", h.attempt, " is not open",
                        round_ ? absl::StrCat(" (open: round ", round_->round, " attempt ", round_->attempt, ")") : ""));
     }
     auto nonce = round_->nonces.find(site);
     if (nonce == round_->nonces.end()) {
-      return absl::PermissionDeniedError(absl::StrCat("site ", site, " was not selected for round ", h.round()));
+      return absl::PermissionDeniedError(absl::StrCat("site ", site, " was not selected for round ", h.round));
     }
-    if (h.nonce() != nonce->second) return absl::PermissionDeniedError("wrong nonce for this round");
+    if (h.nonce != nonce->second) return absl::PermissionDeniedError("wrong nonce for this round");
     if (round_->answered.count(site) || round_->in_progress.count(site)) {
-      return absl::AlreadyExistsError(absl::StrCat("site ", site, " already submitted for round ", h.round()));
+      return absl::AlreadyExistsError(absl::StrCat("site ", site, " already submitted for round ", h.round));
     }
     // From here on it is this site's answer to this round: a bad header is
     // recorded as a rejected update and the round goes on without it.
     t.round = round_->round;
     t.attempt = round_->attempt;
     t.site = site;
-    invalid = CheckUpdateHeader(h, round_->base_sha256, &t);
-    if (invalid.ok() && sum_) {
-      t.sum = sum_.get();
+    invalid = CheckUpdateClaim(h, round_->base_sha256, &t);
+    if (invalid.ok()) {
       t.upload_id = ++next_upload_id_;
-      invalid = sum_->Begin(t.upload_id, WeightOf(t), t.spool_path);
+      invalid = intake_->Admit(t.upload_id, WeightOf(t), t.spool_path);
     }
     if (invalid.ok()) {
       round_->in_progress.insert(site);
@@ -834,46 +775,37 @@ absl::StatusOr<UpdateTicket> RoundDriver::BeginUpdate(const std::string& site, c
   }
   SubmissionRecord rec;
   rec.site = site;
-  rec.update_sha256 = h.update_sha256().substr(0, 64);
+  rec.update_sha256 = h.update_sha256.substr(0, 64);
   rec.reason = std::string(invalid.message());
-  // (the service logs the refusal with its reason)
-  absl::Status s = state_->RecordSubmission(t.round, t.attempt, rec, NowMs());
-  if (!s.ok()) spdlog::error("cannot record a submission: {}", std::string(s.message()));
+  // (the service logs the refusal with its reason; the record commits on
+  // the worker, off the reactor thread)
+  worker_.Post([this, round = t.round, attempt = t.attempt, rec] {
+    absl::Status s = state_->RecordSubmission(round, attempt, rec, NowMs());
+    if (!s.ok()) spdlog::error("cannot record a submission: {}", std::string(s.message()));
+  });
   return invalid;
 }
 
-absl::Status RoundDriver::CheckUpdateHeader(const v1::UpdateHeader& h, const std::string& base_sha256,
-                                            UpdateTicket* t) const {
-  if (h.base_model_sha256() != base_sha256) {
+absl::Status RoundDriver::CheckUpdateClaim(const protocol::UpdateClaim& h, const std::string& base_sha256,
+                                           UpdateTicket* t) const {
+  if (absl::Status own = protocol::CheckUpdateClaim(h); !own.ok()) return own;
+  if (h.base_model_sha256 != base_sha256) {
     return absl::FailedPreconditionError("the update was trained from a different model than this round's");
   }
-  if (h.dtype() != static_cast<v1::WireDtype>(config_.plan.update_dtype)) {
-    return absl::InvalidArgumentError(absl::StrCat("the update is in ", v1::WireDtype_Name(h.dtype()),
-                                                   "; the plan's update_dtype is ",
-                                                   WireDtypeName(config_.plan.update_dtype)));
+  if (h.dtype != config_.plan.update_dtype) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("the update is in ", h.dtype ? WireDtypeName(*h.dtype) : "a dtype this coordinator lacks",
+                     "; the plan's update_dtype is ", WireDtypeName(config_.plan.update_dtype)));
   }
   const uint64_t wire_bytes =
       static_cast<uint64_t>(manifest_.total_elements()) * BytesPerValue(config_.plan.update_dtype);
-  if (h.total_bytes() != wire_bytes) {
-    return absl::InvalidArgumentError(absl::StrCat("update has ", h.total_bytes(),
-                                                   " bytes; the model's manifest needs ", wire_bytes, " in ",
-                                                   WireDtypeName(config_.plan.update_dtype)));
+  if (h.total_bytes != wire_bytes) {
+    return absl::InvalidArgumentError(absl::StrCat("update has ", h.total_bytes, " bytes; the model's manifest needs ",
+                                                   wire_bytes, " in ", WireDtypeName(config_.plan.update_dtype)));
   }
-  if (!crypto::IsSha256Hex(h.update_sha256())) return absl::InvalidArgumentError("update_sha256 is not a SHA-256");
-  if (absl::Status head = CheckLedgerHead(h.ledger_seq(), h.ledger_sha256()); !head.ok()) return head;
-  if (h.num_examples() < 1 || h.num_examples() > static_cast<uint64_t>(kMaxExamplesPerUpdate)) {
-    return absl::InvalidArgumentError(absl::StrCat("num_examples ", h.num_examples(), " is out of range"));
-  }
-  if (!std::isfinite(h.train_loss())) return absl::InvalidArgumentError("train_loss is not finite");
-  if (h.pipeline().size() > 1024 ||
-      !std::all_of(h.pipeline().begin(), h.pipeline().end(), [](char c) { return c >= 0x20 && c < 0x7f; })) {
-    return absl::InvalidArgumentError("the preprocessing pipeline is not a short printable description");
-  }
-  if (h.has_privacy()) {
-    absl::StatusOr<SitePrivacy> p = CheckPrivacyReport(h.privacy());
-    if (!p.ok()) return p.status();
-    if (absl::Status possible = claims_.Check(t->site, *p, h.update_sha256()); !possible.ok()) return possible;
-    t->privacy = *p;
+  if (h.privacy) {
+    if (absl::Status possible = claims_.Check(t->site, *h.privacy, h.update_sha256); !possible.ok()) return possible;
+    t->privacy = *h.privacy;
   } else if (config_.plan.require_dp) {
     return absl::FailedPreconditionError(
         "the plan requires differential privacy and this update has no DP report; enable [privacy] in node.toml");
@@ -884,19 +816,31 @@ absl::Status RoundDriver::CheckUpdateHeader(const v1::UpdateHeader& h, const std
   // has at most one upload at a time, and readers of an in-progress upload
   // stop at what it has written.
   t->spool_path = absl::StrCat(spool_dir_, "/", t->site, ".bin");
-  t->expected_bytes = h.total_bytes();
-  t->update_sha256 = h.update_sha256();
-  t->num_examples = static_cast<int64_t>(h.num_examples());
-  t->train_loss = h.has_train_loss() ? h.train_loss() : 0;
-  t->pipeline = h.pipeline();
-  t->node_ledger_seq = h.ledger_seq();
-  t->node_ledger_sha256 = h.ledger_sha256();
+  t->expected_bytes = h.total_bytes;
+  t->update_sha256 = h.update_sha256;
+  t->num_examples = static_cast<int64_t>(h.num_examples);
+  t->train_loss = h.train_loss.value_or(0);
+  t->pipeline = h.pipeline;
+  t->node_ledger_seq = h.ledger_seq;
+  t->node_ledger_sha256 = h.ledger_sha256;
   t->max_norm = config_.plan.max_update_norm;
   t->dtype = config_.plan.update_dtype;
   return absl::OkStatus();
 }
 
-absl::Status RoundDriver::FinishUpdate(const UpdateTicket& t, const absl::Status& outcome) {
+void RoundDriver::FinishUpdate(const UpdateTicket& ticket, const absl::Status& outcome, Reply reply) {
+  worker_.Post([this, ticket, outcome, reply = std::move(reply)] { reply(FinishUpdateNow(ticket, outcome)); });
+}
+
+void RoundDriver::RecordEvaluation(const std::string& site, const protocol::EvaluationReport& evaluation, Reply reply) {
+  worker_.Post([this, site, evaluation, reply = std::move(reply)] { reply(RecordEvaluationNow(site, evaluation)); });
+}
+
+void RoundDriver::Decline(const std::string& site, const protocol::DeclineNotice& decline, Reply reply) {
+  worker_.Post([this, site, decline, reply = std::move(reply)] { reply(DeclineNow(site, decline)); });
+}
+
+absl::Status RoundDriver::FinishUpdateNow(const UpdateTicket& t, const absl::Status& outcome) {
   SubmissionRecord rec;
   rec.site = t.site;
   rec.update_sha256 = t.update_sha256;
@@ -917,8 +861,8 @@ absl::Status RoundDriver::FinishUpdate(const UpdateTicket& t, const absl::Status
       rec.reason = "the round closed before the update completed";
       reply = absl::DeadlineExceededError(rec.reason);
     } else {
-      if (rec.accepted && t.sum) {
-        absl::Status counted = t.sum->Accept(t.upload_id);
+      if (rec.accepted) {
+        absl::Status counted = intake_->Accept(t.upload_id);
         if (!counted.ok()) {
           rec.accepted = false;
           rec.reason = std::string(counted.message());
@@ -939,9 +883,9 @@ absl::Status RoundDriver::FinishUpdate(const UpdateTicket& t, const absl::Status
       changed_.SignalAll();
     }
   }
-  if (!rec.accepted && t.sum) {
+  if (!rec.accepted) {
     // What was folded of it comes out again (a no-op if the round's close did that).
-    absl::Status s = t.sum->Withdraw(t.upload_id);
+    absl::Status s = intake_->Withdraw(t.upload_id);
     if (!s.ok())
       spdlog::error("round {}: cannot take back the partial update of {}: {}", t.round, t.site,
                     std::string(s.message()));
@@ -961,48 +905,47 @@ absl::Status RoundDriver::FinishUpdate(const UpdateTicket& t, const absl::Status
   return reply;
 }
 
-absl::Status RoundDriver::Decline(const std::string& site, const v1::Decline& d) {
-  if (d.reason() != v1::Decline::BUDGET_EXHAUSTED && d.reason() != v1::Decline::POLICY &&
-      d.reason() != v1::Decline::MODEL_REFUSED) {
+absl::Status RoundDriver::DeclineNow(const std::string& site, const protocol::DeclineNotice& d) {
+  if (d.reason == protocol::DeclineReason::kUnspecified) {
     return absl::InvalidArgumentError("a decline must give its reason");
   }
-  const bool policy = d.reason() == v1::Decline::POLICY;
+  const bool policy = d.reason == protocol::DeclineReason::kPolicy;
   // A refused model ends this round for the site, not the federation: it
   // is asked again with the next model.
-  const bool model_refused = d.reason() == v1::Decline::MODEL_REFUSED;
-  if (!std::isfinite(d.epsilon_spent()) || d.epsilon_spent() < 0 || !std::isfinite(d.epsilon_max()) ||
-      d.epsilon_max() <= 0 || d.detail().size() > 1024) {
+  const bool model_refused = d.reason == protocol::DeclineReason::kModelRefused;
+  if (!std::isfinite(d.epsilon_spent) || d.epsilon_spent < 0 || !std::isfinite(d.epsilon_max) || d.epsilon_max <= 0 ||
+      d.detail.size() > 1024) {
     return absl::InvalidArgumentError("the decline's figures are out of range");
   }
-  if (!std::all_of(d.detail().begin(), d.detail().end(), [](char c) { return c >= 0x20 && c != 0x7f; })) {
+  if (!std::all_of(d.detail.begin(), d.detail.end(), [](char c) { return c >= 0x20 && c != 0x7f; })) {
     return absl::InvalidArgumentError("the decline's detail holds a control character");
   }
   SubmissionRecord rec;
   rec.site = site;
   rec.declined = true;
-  rec.reason = absl::StrCat(policy ? "POLICY: " : model_refused ? "MODEL_REFUSED: " : "BUDGET_EXHAUSTED: ", d.detail());
+  rec.reason = absl::StrCat(policy ? "POLICY: " : model_refused ? "MODEL_REFUSED: " : "BUDGET_EXHAUSTED: ", d.detail);
   rec.privacy = SitePrivacy{};
-  rec.privacy->epsilon_spent = d.epsilon_spent();
-  rec.privacy->epsilon_max = d.epsilon_max();
-  if (absl::Status possible = claims_.CheckDecline(site, d.epsilon_spent()); !possible.ok()) {
-    spdlog::warn("round {}: refused the decline of {}: {}", d.round(), site, std::string(possible.message()));
+  rec.privacy->epsilon_spent = d.epsilon_spent;
+  rec.privacy->epsilon_max = d.epsilon_max;
+  if (absl::Status possible = claims_.CheckDecline(site, d.epsilon_spent); !possible.ok()) {
+    spdlog::warn("round {}: refused the decline of {}: {}", d.round, site, std::string(possible.message()));
     absl::Status recorded =
-        state_->RecordRefusal("decline", site, static_cast<int>(d.round()), std::string(possible.message()), NowMs());
+        state_->RecordRefusal("decline", site, static_cast<int>(d.round), std::string(possible.message()), NowMs());
     if (!recorded.ok()) return recorded;
     return possible;
   }
   int round = 0, attempt = 0;
   {
     absl::MutexLock lock(&mu_);
-    if (!round_ || static_cast<int>(d.round()) != round_->round || static_cast<int>(d.attempt()) != round_->attempt) {
-      return absl::FailedPreconditionError(absl::StrCat("round ", d.round(), " attempt ", d.attempt(), " is not open"));
+    if (!round_ || d.round != round_->round || d.attempt != round_->attempt) {
+      return absl::FailedPreconditionError(absl::StrCat("round ", d.round, " attempt ", d.attempt, " is not open"));
     }
     auto nonce = round_->nonces.find(site);
-    if (nonce == round_->nonces.end() || nonce->second != d.nonce()) {
+    if (nonce == round_->nonces.end() || nonce->second != d.nonce) {
       return absl::PermissionDeniedError("wrong nonce for this round");
     }
     if (round_->answered.count(site) || round_->in_progress.count(site)) {
-      return absl::AlreadyExistsError(absl::StrCat("site ", site, " already answered round ", d.round()));
+      return absl::AlreadyExistsError(absl::StrCat("site ", site, " already answered round ", d.round));
     }
     round_->answered.insert(site);
     round_->declined[site] = *rec.privacy;
@@ -1013,52 +956,46 @@ absl::Status RoundDriver::Decline(const std::string& site, const v1::Decline& d)
     changed_.SignalAll();
   }
   if (model_refused) {
-    spdlog::error("round {}: site {} refused the round's base model: {}", round, site, d.detail());
+    spdlog::error("round {}: site {} refused the round's base model: {}", round, site, d.detail);
   } else if (policy) {
     spdlog::warn(
         "round {}: site {} declined: the task goes beyond its policy ({}); it will not be asked to train "
         "again in this run",
-        round, site, d.detail());
+        round, site, d.detail);
   } else {
     spdlog::warn(
         "round {}: site {} declined: its privacy budget is spent (epsilon {:.4f} of {:.4g}); it will not "
         "be asked to train again in this run",
-        round, site, d.epsilon_spent(), d.epsilon_max());
+        round, site, d.epsilon_spent, d.epsilon_max);
   }
   return state_->RecordSubmission(round, attempt, rec, NowMs());
 }
 
-absl::Status RoundDriver::CheckEvaluation(const v1::Evaluation& e, SiteEvaluation* out) const {
-  if (absl::Status head = CheckLedgerHead(e.ledger_seq(), e.ledger_sha256()); !head.ok()) return head;
-  out->node_ledger_seq = e.ledger_seq();
-  out->node_ledger_sha256 = e.ledger_sha256();
-  out->suppressed = e.suppressed();
-  if (e.suppressed()) {
+absl::Status RoundDriver::CheckEvaluation(const protocol::EvaluationReport& e, SiteEvaluation* out) const {
+  if (absl::Status head = protocol::CheckLedgerHead(e.ledger_seq, e.ledger_sha256); !head.ok()) return head;
+  out->node_ledger_seq = e.ledger_seq;
+  out->node_ledger_sha256 = e.ledger_sha256;
+  out->suppressed = e.suppressed;
+  if (e.suppressed) {
     // Nothing but the flag (a site may suppress more than the plan asks).
-    if (e.has_release()) return absl::InvalidArgumentError("a suppressed evaluation must carry no release");
+    if (e.release) return absl::InvalidArgumentError("a suppressed evaluation must carry no release");
     return absl::OkStatus();
   }
-  if (!e.has_release()) return absl::InvalidArgumentError("the evaluation carries no release");
-  const v1::EvaluationRelease& r = e.release();
+  if (!e.release) return absl::InvalidArgumentError("the evaluation carries no release");
+  const protocol::ReleasedEvaluation& r = *e.release;
   const int k = config_.plan.model.num_classes;
-  if (static_cast<int>(r.num_classes()) != k) {
-    return absl::InvalidArgumentError(
-        absl::StrCat("the release is of ", r.num_classes(), " classes; the model has ", k));
+  if (r.num_classes != k) {
+    return absl::InvalidArgumentError(absl::StrCat("the release is of ", r.num_classes, " classes; the model has ", k));
   }
-  if (!InRange(r.noise_multiplier(), 0, 1e6) || !InRange(r.epsilon_spent(), 0, 1e6) ||
-      (r.noise_multiplier() > 0 && (!InRange(r.delta(), 0, 1) || r.delta() == 0))) {
+  if (!InRange(r.noise_multiplier, 0, 1e6) || !InRange(r.epsilon_spent, 0, 1e6) ||
+      (r.noise_multiplier > 0 && (!InRange(r.delta, 0, 1) || r.delta == 0))) {
     return absl::InvalidArgumentError("the release's noise, epsilon or delta is out of range");
   }
-  if (config_.plan.require_dp && r.noise_multiplier() == 0) {
+  if (config_.plan.require_dp && r.noise_multiplier == 0) {
     return absl::FailedPreconditionError(
         "the plan requires differential privacy and this evaluation is not a DP release");
   }
-  EvaluationStatistics st;
-  st.num_classes = k;
-  st.confusion.assign(r.confusion().begin(), r.confusion().end());
-  st.loss_sum = r.loss_sum();
-  st.confidence.assign(r.confidence().begin(), r.confidence().end());
-  st.scores.assign(r.scores().begin(), r.scores().end());
+  const EvaluationStatistics& st = r.statistics;
   if (absl::Status shape = st.CheckShape(); !shape.ok()) return shape;
   // Plausible bounds: a statistic a billion units from zero is no site's.
   constexpr double kLargest = 1e9;
@@ -1084,26 +1021,26 @@ absl::Status RoundDriver::CheckEvaluation(const v1::Evaluation& e, SiteEvaluatio
     out->confusion.insert(out->confusion.end(), row.begin(), row.end());
   out->roc_auc = f.metrics.roc_auc;
   out->ece = f.metrics.ece;
-  out->noise_multiplier = r.noise_multiplier();
-  out->release = std::move(st);
+  out->noise_multiplier = r.noise_multiplier;
+  out->release = st;
   return absl::OkStatus();
 }
 
-absl::Status RoundDriver::RecordEvaluation(const std::string& site, const v1::Evaluation& e) {
+absl::Status RoundDriver::RecordEvaluationNow(const std::string& site, const protocol::EvaluationReport& e) {
   SiteEvaluation result;
   result.site = site;
   std::string sha;
   absl::Status valid;
   {
     absl::MutexLock lock(&mu_);
-    if (!eval_ || static_cast<int>(e.round()) != eval_->round) {
-      return absl::FailedPreconditionError(absl::StrCat("no evaluation of round ", e.round(), " is open"));
+    if (!eval_ || e.round != eval_->round) {
+      return absl::FailedPreconditionError(absl::StrCat("no evaluation of round ", e.round, " is open"));
     }
     auto nonce = eval_->nonces.find(site);
-    if (nonce == eval_->nonces.end() || nonce->second != e.nonce()) {
+    if (nonce == eval_->nonces.end() || nonce->second != e.nonce) {
       return absl::PermissionDeniedError("wrong nonce for this evaluation");
     }
-    if (e.model_sha256() != eval_->model_sha256) {
+    if (e.model_sha256 != eval_->model_sha256) {
       return absl::InvalidArgumentError("the evaluation is of a different model");
     }
     valid = CheckEvaluation(e, &result);
@@ -1116,11 +1053,11 @@ absl::Status RoundDriver::RecordEvaluation(const std::string& site, const v1::Ev
   }
   if (!valid.ok()) {
     absl::Status recorded =
-        state_->RecordRefusal("evaluation", site, static_cast<int>(e.round()), std::string(valid.message()), NowMs());
+        state_->RecordRefusal("evaluation", site, static_cast<int>(e.round), std::string(valid.message()), NowMs());
     if (!recorded.ok()) return recorded;
     return valid;
   }
-  return state_->RecordEvaluation(static_cast<int>(e.round()), sha, result, NowMs());
+  return state_->RecordEvaluation(static_cast<int>(e.round), sha, result, NowMs());
 }
 
 absl::StatusOr<std::string> RoundDriver::ModelPath(const std::string& sha256) {

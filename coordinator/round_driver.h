@@ -2,6 +2,7 @@
 #define FEDRAD_COORDINATOR_ROUND_DRIVER_H_
 
 #include <cstdint>
+#include <functional>
 #include <map>
 #include <memory>
 #include <optional>
@@ -13,21 +14,16 @@
 #include "absl/status/statusor.h"
 #include "absl/synchronization/mutex.h"
 #include "absl/time/time.h"
+#include "common/protocol.h"
 #include "common/safetensors.h"
 #include "common/tensor.h"
 #include "coordinator/config.h"
 #include "coordinator/model_store.h"
 #include "coordinator/privacy_claims.h"
+#include "coordinator/serial_worker.h"
 #include "coordinator/state_store.h"
 #include "coordinator/strategy.h"
-
-namespace fedrad::v1 {
-class Task;
-class UpdateHeader;
-class Evaluation;
-class Decline;
-class Plan;
-}  // namespace fedrad::v1
+#include "coordinator/update_intake.h"
 
 namespace fedrad::coordinator {
 
@@ -36,7 +32,7 @@ namespace fedrad::coordinator {
 class TaskChannel {
  public:
   virtual ~TaskChannel() = default;
-  virtual void Send(const v1::Task& task) = 0;
+  virtual void Send(const protocol::Task& task) = 0;
   // Ends the stream once queued tasks are written.
   virtual void Close() = 0;
 };
@@ -57,10 +53,7 @@ struct UpdateTicket {
   uint64_t node_ledger_seq = 0;  // the node's audit-ledger head after recording the update
   std::string node_ledger_sha256;
   std::optional<SitePrivacy> privacy;
-  // Where its chunks are folded as they arrive (under contribution
-  // `upload_id`), for strategies that fold; null: only spooled.
-  UpdateSum* sum = nullptr;
-  uint64_t upload_id = 0;
+  uint64_t upload_id = 0;  // its contribution in the intake
 };
 
 // A round's federated evaluation from the sites' reports: suppressed sites
@@ -74,7 +67,11 @@ RoundEvaluation CombineEvaluations(int round, const std::string& model_sha256, i
 // train and evaluation tasks, enforces deadlines and min_nodes, folds
 // accepted updates with the plan's strategy, and commits each new model before telling
 // any node. Run() is called on one thread; every other method may be called
-// from gRPC reactors on any thread and never blocks on I/O for long.
+// from gRPC reactors on any thread and never waits on disk: what does
+// (state.db commits, ledger signatures, taking a rejected update out of the
+// running sum) runs on the driver's SerialWorker, in the order it was asked,
+// and replies from there. Updates come in through the UpdateIntake, which
+// alone holds the spool and the running sum.
 class RoundDriver {
  public:
   static absl::StatusOr<std::unique_ptr<RoundDriver>> Create(const CoordinatorConfig& config);
@@ -90,7 +87,8 @@ class RoundDriver {
 
   // --- for the gRPC service ---
   bool IsSite(const std::string& site) const { return config_.plan.HasSite(site); }
-  void FillPlan(const std::string& site, v1::Plan* plan) const;
+  // The plan as Hello tells it to `site`.
+  protocol::JoinedPlan PlanFor(const std::string& site) const;
   uint32_t chunk_bytes() const { return config_.plan.chunk_bytes; }
   // A site's task stream from `peer`. AlreadyExists while another stream of
   // the site is open: two processes with one kit would otherwise take the
@@ -98,21 +96,32 @@ class RoundDriver {
   // whose node is gone closes within the keepalive's 40 s.)
   absl::Status Connect(const std::string& site, TaskChannel* channel, const std::string& peer);
   void Disconnect(const std::string& site, TaskChannel* channel);
-  // Checks an update's header against the open round: known round, attempt
-  // and nonce for this site, the round's base model, the manifest's size.
-  absl::StatusOr<UpdateTicket> BeginUpdate(const std::string& site, const v1::UpdateHeader& header);
+  // Checks an update's claim (its header) against the open round: known
+  // round, attempt and nonce for this site, then its own content
+  // (protocol::CheckUpdateClaim), the round's base model, the plan's dtype
+  // and the manifest's size.
+  absl::StatusOr<UpdateTicket> BeginUpdate(const std::string& site, const protocol::UpdateClaim& claim);
+  // What the node is told, handed over once the driver's worker has done
+  // what waits on disk; called on that worker's thread.
+  using Reply = std::function<void(const absl::Status&)>;
   // Records the outcome of a streamed update (`outcome` not OK: rejected,
-  // with its message as the reason). Returns what to tell the node.
-  absl::Status FinishUpdate(const UpdateTicket& ticket, const absl::Status& outcome);
+  // with its message as the reason; what was folded of it is taken out),
+  // then replies with what to tell the node. Never blocks.
+  void FinishUpdate(const UpdateTicket& ticket, const absl::Status& outcome, Reply reply);
+  // The upload of an admitted update: where the service puts its bytes.
+  absl::StatusOr<std::unique_ptr<UpdateIntake::Upload>> OpenUpload(const UpdateTicket& ticket);
   // An update's weight before capping: its count, or 1 with weighting = "equal".
   double WeightOf(const UpdateTicket& ticket) const;
   // Checks a site's evaluation (suppressed: the count alone; otherwise at
   // least min_report cases and figures consistent with the confusion
-  // matrix) and records it.
-  absl::Status RecordEvaluation(const std::string& site, const v1::Evaluation& evaluation);
-  // A node will not train the open round: its privacy budget is spent. It
-  // is not asked to train again in this run.
-  absl::Status Decline(const std::string& site, const v1::Decline& decline);
+  // matrix), records it, then replies. Never blocks.
+  void RecordEvaluation(const std::string& site, const protocol::EvaluationReport& evaluation, Reply reply);
+  // A node will not train the open round (its budget is spent, its policy
+  // says no, or it refused the base model): recorded, then replied to.
+  // Never blocks.
+  void Decline(const std::string& site, const protocol::DeclineNotice& decline, Reply reply);
+  // Waits until what was posted to the worker before the call has run (tests).
+  void DrainWorker() { worker_.Drain(); }
   // The file of a published model, or NotFound.
   absl::StatusOr<std::string> ModelPath(const std::string& sha256);
 
@@ -147,6 +156,10 @@ class RoundDriver {
 
   RoundDriver(CoordinatorConfig config, std::unique_ptr<StateStore> state, std::unique_ptr<ModelStore> models,
               Manifest manifest);
+  // The work FinishUpdate, RecordEvaluation and Decline hand the worker.
+  absl::Status FinishUpdateNow(const UpdateTicket& ticket, const absl::Status& outcome);
+  absl::Status RecordEvaluationNow(const std::string& site, const protocol::EvaluationReport& evaluation);
+  absl::Status DeclineNow(const std::string& site, const protocol::DeclineNotice& decline);
   // Makes `sha256` the global model of `round`, signed for the tasks that name it.
   absl::Status Publish(int round, const std::string& sha256);
 
@@ -161,11 +174,11 @@ class RoundDriver {
   absl::StatusOr<std::optional<std::string>> AggregateInPlace(const OpenRound& r, const RoundUpdates& in);
   // Checks a header that carries a valid round, attempt and nonce, and fills
   // the rest of `t` from it.
-  absl::Status CheckUpdateHeader(const v1::UpdateHeader& h, const std::string& base_sha256, UpdateTicket* t) const;
+  absl::Status CheckUpdateClaim(const protocol::UpdateClaim& h, const std::string& base_sha256, UpdateTicket* t) const;
   // What a published model file says of itself: the model's shape (so a
   // site can evaluate or run it without the plan), its round and origin.
   SafetensorsMetadata ModelMetadata(int round) const;
-  absl::Status CheckEvaluation(const v1::Evaluation& e, SiteEvaluation* out) const;
+  absl::Status CheckEvaluation(const protocol::EvaluationReport& e, SiteEvaluation* out) const;
   std::string StrategyDir() const;
   std::string StrategyStatePath(int round) const;
   absl::Status RestoreStrategyState();
@@ -196,9 +209,9 @@ class RoundDriver {
   std::unique_ptr<ModelStore> models_;
   std::unique_ptr<Strategy> strategy_;
   std::string spool_dir_;
-  // The open round's running sum, for strategies that fold updates as they
-  // arrive; reused from round to round.
-  std::unique_ptr<UpdateSum> sum_;
+  // Every update's way in: spool, checks, hash and the running sum (for
+  // strategies that fold updates as they arrive), reused from round to round.
+  std::unique_ptr<UpdateIntake> intake_;
 
   // Owned by Run()'s thread.
   ModelParameters global_;
@@ -224,6 +237,8 @@ class RoundDriver {
   std::string finish_reason_ ABSL_GUARDED_BY(mu_);
   bool shutdown_ ABSL_GUARDED_BY(mu_) = false;
   uint64_t next_upload_id_ ABSL_GUARDED_BY(mu_) = 0;
+  // Last member: destroyed (its queue run) before what its work uses.
+  SerialWorker worker_;
 };
 
 }  // namespace fedrad::coordinator

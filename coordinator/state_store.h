@@ -14,6 +14,7 @@
 #include "common/evaluation_release.h"
 #include "common/ledger.h"
 #include "common/metrics.h"
+#include "common/protocol.h"
 #include "common/sqlite.h"
 
 namespace fedrad::coordinator {
@@ -60,17 +61,9 @@ struct RoundEvaluation {
   Metrics metrics;
 };
 
-// A site's DP report for one round (its own accountant's figures).
-struct SitePrivacy {
-  std::string unit;
-  double noise_multiplier = 0;
-  double clip_norm = 0;
-  double sampling_rate = 0;
-  int64_t steps = 0;
-  double delta = 0;
-  double epsilon_spent = 0;
-  double epsilon_max = 0;
-};
+// A site's DP report for one round (its own accountant's figures), as its
+// update or decline told it.
+using SitePrivacy = protocol::PrivacyReport;
 
 struct SubmissionRecord {
   std::string site;

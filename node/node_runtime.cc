@@ -24,6 +24,7 @@
 #include "common/model_publication.h"
 #include "common/model_zoo.h"
 #include "common/safetensors.h"
+#include "common/wire_codec.h"
 #include "crypto/pki.h"
 #include "crypto/secure_noise.h"
 #include "crypto/sha256.h"
@@ -179,25 +180,12 @@ absl::StatusOr<JoinedPlan> NodeRuntime::Hello() {
         absl::StrCat("the coordinator at ", config_.coordinator_address,
                      " presented no certificate this node can check model signatures with"));
   }
-  JoinedPlan p;
-  p.federation = reply.federation();
-  p.site = reply.site();
-  p.model.architecture = reply.model().architecture();
-  p.model.in_channels = static_cast<int>(reply.model().in_channels());
-  p.model.input_size = static_cast<int>(reply.model().input_size());
-  p.model.num_classes = static_cast<int>(reply.model().num_classes());
-  p.model.parameters = static_cast<int64_t>(std::min<uint64_t>(reply.model().parameters(), uint64_t{1} << 32));
-  p.manifest_sha256 = reply.manifest_sha256();
-  p.rounds = static_cast<int>(reply.rounds());
-  p.chunk_bytes = reply.chunk_bytes();
-  if (!v1::WireDtype_IsValid(reply.update_dtype())) {
+  JoinedPlan p = protocol::Decode(reply);
+  if (!p.update_dtype) {
     return absl::FailedPreconditionError(
         absl::StrCat("the plan's update dtype ", reply.update_dtype(), " is unknown to this node; update fedrad"));
   }
-  p.update_dtype = static_cast<WireDtype>(reply.update_dtype());
-  // 0: a coordinator from before min_report; suppress below the default.
-  p.min_report = reply.min_report() > 0 ? static_cast<int>(std::min<uint32_t>(reply.min_report(), 1000000)) : 10;
-  if (reply.require_dp() && !config_.privacy.enabled) {
+  if (p.require_dp && !config_.privacy.enabled) {
     return absl::FailedPreconditionError(absl::StrCat("federation '", p.federation,
                                                       "' accepts only differentially private updates, and ",
                                                       config_.path, " sets [privacy] enabled = false"));
@@ -413,15 +401,15 @@ absl::StatusOr<std::shared_ptr<const ModelParameters>> NodeRuntime::EnsureModel(
   return model_;
 }
 
-absl::Status NodeRuntime::CheckPublication(const v1::ModelPublication& publication, int published_round,
+absl::Status NodeRuntime::CheckPublication(const protocol::Publication& publication, int published_round,
                                            const std::string& sha256, int task_round) {
   std::string why;
-  if (static_cast<int64_t>(publication.round()) != published_round) {
-    why = absl::StrCat("the task names model ", sha256.substr(0, 12), " as published in round ", publication.round(),
+  if (static_cast<int64_t>(publication.round) != published_round) {
+    why = absl::StrCat("the task names model ", sha256.substr(0, 12), " as published in round ", publication.round,
                        ", but a round ", task_round, " ", published_round == task_round ? "evaluation" : "training",
                        " task must use the model published as round ", published_round);
   } else if (absl::Status v = VerifyModelPublication(
-                 coordinator_certificate_pem_, {plan_->federation, published_round, sha256}, publication.signature());
+                 coordinator_certificate_pem_, {plan_->federation, published_round, sha256}, publication.signature);
              !v.ok()) {
     if (v.code() != absl::StatusCode::kPermissionDenied) return v;
     why = std::string(v.message());
@@ -441,18 +429,18 @@ absl::Status NodeRuntime::CheckPublication(const v1::ModelPublication& publicati
     if (!s.ok()) return s;
     recorded_coordinator_certificate_ = coordinator_certificate_pem_;
   }
-  absl::Status s = store_->RecordModelVerified(plan_->federation, published_round, sha256,
-                                               crypto::HexEncode(publication.signature()),
-                                               crypto::Sha256Hex(coordinator_certificate_pem_), NowMs());
+  absl::Status s =
+      store_->RecordModelVerified(plan_->federation, published_round, sha256, crypto::HexEncode(publication.signature),
+                                  crypto::Sha256Hex(coordinator_certificate_pem_), NowMs());
   if (!s.ok()) return s;
   verified_publications_.insert({published_round, sha256});
   return absl::OkStatus();
 }
 
-absl::Status NodeRuntime::RecordRoundFailed(const v1::RoundFailed& failed) {
-  const int round = static_cast<int>(failed.round()), attempt = static_cast<int>(failed.attempt());
+absl::Status NodeRuntime::RecordRoundFailed(const protocol::RoundFailedNotice& failed) {
+  const int round = static_cast<int>(failed.round), attempt = static_cast<int>(failed.attempt);
   // Only the node's record changes: the charge stands either way.
-  std::string reason = failed.reason().substr(0, 512);
+  std::string reason = failed.reason.substr(0, 512);
   for (char& c : reason) {
     if (static_cast<unsigned char>(c) < 0x20 || c == 0x7f) c = ' ';
   }
@@ -488,9 +476,9 @@ absl::Status NodeRuntime::RecordRoundFailed(const v1::RoundFailed& failed) {
   return absl::OkStatus();
 }
 
-absl::StatusOr<NodeRuntime::TaskOutcome> NodeRuntime::DeclineRound(const v1::TrainTask& task, DeclineReason reason,
-                                                                   const std::string& detail) {
-  spdlog::warn("round {}: not training: {}", task.round(), detail);
+absl::StatusOr<NodeRuntime::TaskOutcome> NodeRuntime::DeclineRound(const protocol::TrainingTask& task,
+                                                                   DeclineReason reason, const std::string& detail) {
+  spdlog::warn("round {}: not training: {}", task.round, detail);
   // The site's ε as every update reports it: the larger ledger part.
   double epsilon_spent = 0;
   if (config_.privacy.enabled) {
@@ -498,9 +486,9 @@ absl::StatusOr<NodeRuntime::TaskOutcome> NodeRuntime::DeclineRound(const v1::Tra
     if (!ledger.ok()) return ledger.status();
     epsilon_spent = SiteEpsilon(*ledger, config_.privacy.delta);
   }
-  const int round = static_cast<int>(task.round()), attempt = static_cast<int>(task.attempt());
+  const int round = static_cast<int>(task.round), attempt = static_cast<int>(task.attempt);
   // A refused model has its model_refused entry already.
-  absl::Status recorded = reason == DeclineReason::kBudget
+  absl::Status recorded = reason == DeclineReason::kBudgetExhausted
                               ? store_->RecordBudgetRefusal(round, attempt, epsilon_spent, config_.privacy.epsilon_max,
                                                             config_.privacy.delta, detail, NowMs())
                           : reason == DeclineReason::kPolicy
@@ -508,19 +496,13 @@ absl::StatusOr<NodeRuntime::TaskOutcome> NodeRuntime::DeclineRound(const v1::Tra
                               : absl::OkStatus();
   if (!recorded.ok()) return recorded;
   grpc::ClientContext ctx;
-  ctx.set_deadline(Deadline(task.deadline_unix_ms()));
-  v1::Decline msg;
-  msg.set_round(task.round());
-  msg.set_attempt(task.attempt());
-  msg.set_nonce(task.nonce());
-  msg.set_reason(reason == DeclineReason::kBudget   ? v1::Decline::BUDGET_EXHAUSTED
-                 : reason == DeclineReason::kPolicy ? v1::Decline::POLICY
-                                                    : v1::Decline::MODEL_REFUSED);
+  ctx.set_deadline(Deadline(task.deadline_unix_ms));
   // ε so far is what every update already reports; the detail names
   // settings, never a count (q and steps derive from the released count).
-  msg.set_epsilon_spent(epsilon_spent);
-  msg.set_epsilon_max(config_.privacy.epsilon_max);
-  msg.set_detail(detail.substr(0, 1024));
+  v1::Decline msg;
+  protocol::Encode(protocol::DeclineNotice{task.round, task.attempt, task.nonce, reason, epsilon_spent,
+                                           config_.privacy.epsilon_max, detail.substr(0, 1024)},
+                   &msg);
   v1::SubmitReply reply;
   absl::Status s = FromGrpc(rpc_->stub->DeclineTask(&ctx, msg, &reply), "declining the round");
   if (!s.ok()) return s;
@@ -528,7 +510,7 @@ absl::StatusOr<NodeRuntime::TaskOutcome> NodeRuntime::DeclineRound(const v1::Tra
 }
 
 absl::StatusOr<std::optional<NodeRuntime::PrivateRound>> NodeRuntime::ChargeRound(
-    const v1::TrainTask& task, const LocalTrainingSettings& settings) {
+    const protocol::TrainingTask& task, const LocalTrainingSettings& settings) {
   const PrivacySettings& privacy = config_.privacy;
   // The round answered with a decline: nothing to train.
   auto decline = [&](DeclineReason reason, const std::string& detail) -> absl::StatusOr<std::optional<PrivateRound>> {
@@ -541,7 +523,7 @@ absl::StatusOr<std::optional<NodeRuntime::PrivateRound>> NodeRuntime::ChargeRoun
   const double spent = SpentBy(*ledger).GetEpsilon(privacy.delta).epsilon;
   // Spent already: say so without reading the data at all.
   if (BudgetSpent(privacy, spent)) {
-    return decline(DeclineReason::kBudget,
+    return decline(DeclineReason::kBudgetExhausted,
                    absl::StrFormat("privacy budget exhausted: epsilon %.4f of %.4g is spent (delta %g)", spent,
                                    privacy.epsilon_max, privacy.delta));
   }
@@ -565,7 +547,7 @@ absl::StatusOr<std::optional<NodeRuntime::PrivateRound>> NodeRuntime::ChargeRoun
     absl::StatusOr<ChargePlan> count_plan = PlanCountRelease(privacy, *ledger, units);
     if (!count_plan.ok()) return count_plan.status();
     if (const BudgetRefusal* refused = std::get_if<BudgetRefusal>(&*count_plan)) {
-      return decline(DeclineReason::kBudget, refused->detail);
+      return decline(DeclineReason::kBudgetExhausted, refused->detail);
     }
     PrivacyCharge* count = &std::get<PrivacyCharge>(*count_plan);
     // Gaussian noise of std kCountNoiseMultiplier (the count's sensitivity is
@@ -576,8 +558,8 @@ absl::StatusOr<std::optional<NodeRuntime::PrivateRound>> NodeRuntime::ChargeRoun
     (*rng)->Gaussian(&noise, 1, kCountNoiseMultiplier);
     count->released = std::max(1.0, std::round(static_cast<double>(units) + noise));
     count->federation = plan_->federation;
-    count->round = static_cast<int>(task.round());
-    count->attempt = static_cast<int>(task.attempt());
+    count->round = static_cast<int>(task.round);
+    count->attempt = static_cast<int>(task.attempt);
     count->status = "charged";
     count->at_ms = now;
     s = store_->ChargePrivacy({&*count});
@@ -592,8 +574,7 @@ absl::StatusOr<std::optional<NodeRuntime::PrivateRound>> NodeRuntime::ChargeRoun
   // new number is one more round, never a jump.
   std::set<int> trained_rounds;
   for (const PrivacyCharge& c : *ledger) {
-    if (c.kind == ChargeKind::kDpSgd && c.federation == plan_->federation &&
-        c.round != static_cast<int>(task.round())) {
+    if (c.kind == ChargeKind::kDpSgd && c.federation == plan_->federation && c.round != static_cast<int>(task.round)) {
       trained_rounds.insert(c.round);
     }
   }
@@ -611,14 +592,15 @@ absl::StatusOr<std::optional<NodeRuntime::PrivateRound>> NodeRuntime::ChargeRoun
   absl::StatusOr<RoundPlan> plan = PlanRound(privacy, *ledger, request);
   if (!plan.ok()) return plan.status();
   if (const RoundRefusal* refused = std::get_if<RoundRefusal>(&*plan)) {
-    return decline(refused->reason == RoundRefusal::Reason::kBudget ? DeclineReason::kBudget : DeclineReason::kPolicy,
-                   refused->detail);
+    return decline(
+        refused->reason == RoundRefusal::Reason::kBudget ? DeclineReason::kBudgetExhausted : DeclineReason::kPolicy,
+        refused->detail);
   }
   RoundCharges* planned = &std::get<RoundCharges>(*plan);
   PrivacyCharge& training = planned->training;
   training.federation = plan_->federation;
-  training.round = static_cast<int>(task.round());
-  training.attempt = static_cast<int>(task.attempt());
+  training.round = static_cast<int>(task.round);
+  training.attempt = static_cast<int>(task.attempt);
   training.status = "charged";
   training.at_ms = now;
   out.reported_count = static_cast<int64_t>(count_release_->released);
@@ -630,26 +612,26 @@ absl::StatusOr<std::optional<NodeRuntime::PrivateRound>> NodeRuntime::ChargeRoun
   spdlog::info(
       "round {}: DP-SGD at {}-level over {} units: sigma {:.4f}, C {:g}, q {:.5f}, {} steps; epsilon "
       "{:.4f} -> {:.4f} of {:.4g} (delta {:g}), charged before training",
-      task.round(), privacy.unit(), units, out.training.noise_multiplier, out.training.clip_norm,
+      task.round, privacy.unit(), units, out.training.noise_multiplier, out.training.clip_norm,
       out.training.sampling_rate, out.training.steps, planned->epsilon_before, out.training.epsilon_after,
       privacy.epsilon_max, privacy.delta);
   return std::optional<PrivateRound>(std::move(out));
 }
 
-absl::StatusOr<NodeRuntime::TaskOutcome> NodeRuntime::HandleTrain(const v1::TrainTask& task) {
-  const int round = static_cast<int>(task.round());
-  const int attempt = static_cast<int>(task.attempt());
+absl::StatusOr<NodeRuntime::TaskOutcome> NodeRuntime::HandleTrain(const protocol::TrainingTask& task) {
+  const int round = static_cast<int>(task.round);
+  const int attempt = static_cast<int>(task.attempt);
   spdlog::info("round {} (attempt {}): training", round, attempt);
-  absl::Status joined = store_->RecordRoundJoined(plan_->federation, round, attempt, task.model_sha256(), NowMs());
+  absl::Status joined = store_->RecordRoundJoined(plan_->federation, round, attempt, task.model_sha256, NowMs());
   if (!joined.ok()) return joined;
-  const v1::Hyperparameters& hp = task.hyperparameters();
+  const TrainingSettings& asked = task.settings;
   LocalTrainingSettings settings;
-  settings.local_epochs = static_cast<int>(std::clamp<uint32_t>(hp.local_epochs(), 1, 1000));
-  settings.batch_size = static_cast<int>(std::clamp<uint32_t>(hp.batch_size(), 1, 65536));
-  settings.learning_rate = hp.learning_rate();
-  settings.momentum = hp.momentum();
-  settings.seed = hp.seed();
-  settings.proximal_mu = hp.proximal_mu();
+  settings.local_epochs = std::clamp(asked.local_epochs, 1, 1000);
+  settings.batch_size = std::clamp(asked.batch_size, 1, 65536);
+  settings.learning_rate = asked.learning_rate;
+  settings.momentum = asked.momentum;
+  settings.seed = task.seed;
+  settings.proximal_mu = asked.proximal_mu;
   if (!(settings.learning_rate > 0 && settings.learning_rate <= 100) ||
       !(settings.momentum >= 0 && settings.momentum < 1) ||
       !(settings.proximal_mu >= 0 && settings.proximal_mu <= 100)) {
@@ -657,16 +639,15 @@ absl::StatusOr<NodeRuntime::TaskOutcome> NodeRuntime::HandleTrain(const v1::Trai
   }
   // Before the model or the data is touched: what the site allows (the
   // task's own figures, before any clamping).
-  const auto asked = [](uint32_t v) { return static_cast<int>(std::min<uint32_t>(v, 1u << 30)); };
-  if (std::optional<std::string> beyond = PolicyViolation(
-          config_.policy, {plan_->model.architecture, asked(hp.local_epochs()), asked(hp.batch_size())})) {
+  if (std::optional<std::string> beyond =
+          PolicyViolation(config_.policy, {plan_->model.architecture, asked.local_epochs, asked.batch_size})) {
     return DeclineRound(task, DeclineReason::kPolicy, *beyond);
   }
   // The base is the model published as the round before: signed, or never
   // fetched nor trained on. A refusal's detail (sent with the decline) is
   // about the task and the model alone, public to the coordinator: no
   // patient data is read to write it.
-  if (absl::Status published = CheckPublication(task.publication(), round - 1, task.model_sha256(), round);
+  if (absl::Status published = CheckPublication(task.publication, round - 1, task.model_sha256, round);
       !published.ok()) {
     if (published.code() != absl::StatusCode::kPermissionDenied) return published;
     return DeclineRound(task, DeclineReason::kModelRefused, std::string(published.message()));
@@ -679,7 +660,7 @@ absl::StatusOr<NodeRuntime::TaskOutcome> NodeRuntime::HandleTrain(const v1::Trai
   if (!resent.ok()) return resent.status();
   if (resent->has_value()) return **resent;
   absl::StatusOr<std::shared_ptr<const ModelParameters>> global =
-      EnsureModel(task.model_sha256(), round, task.deadline_unix_ms());
+      EnsureModel(task.model_sha256, round, task.deadline_unix_ms);
   if (global.status().code() == absl::StatusCode::kPermissionDenied) {
     return DeclineRound(task, DeclineReason::kModelRefused, std::string(global.status().message()));
   }
@@ -694,7 +675,7 @@ absl::StatusOr<NodeRuntime::TaskOutcome> NodeRuntime::HandleTrain(const v1::Trai
     noop.examples = 1;
     noop.mean_loss = 0;
     const size_t n = (*global)->values.size();
-    if (!noop_update_ || noop_update_->bytes().size() != n * BytesPerValue(plan_->update_dtype)) {
+    if (!noop_update_ || noop_update_->bytes().size() != n * BytesPerValue(UpdateDtype())) {
       absl::StatusOr<WireUpdate> wire = Encode(std::vector<float>(n, 1e-7f), round);
       if (!wire.ok()) return wire.status();
       noop_update_ = std::make_shared<const WireUpdate>(std::move(*wire));
@@ -755,14 +736,14 @@ absl::StatusOr<NodeRuntime::TaskOutcome> NodeRuntime::HandleTrain(const v1::Trai
   return Done(SendUpdate(task, std::make_shared<const WireUpdate>(std::move(*wire)), facts, /*resent=*/false, start));
 }
 
-KeptUpdate NodeRuntime::UpdateFacts(const v1::TrainTask& task, const TrainingOutcome& outcome,
+KeptUpdate NodeRuntime::UpdateFacts(const protocol::TrainingTask& task, const TrainingOutcome& outcome,
                                     const std::optional<PrivateRound>& dp) const {
   KeptUpdate k;
   k.federation = plan_->federation;
-  k.round = static_cast<int>(task.round());
-  k.attempt = static_cast<int>(task.attempt());
-  k.base_sha256 = task.model_sha256();
-  k.dtype = WireDtypeName(plan_->update_dtype);
+  k.round = static_cast<int>(task.round);
+  k.attempt = static_cast<int>(task.attempt);
+  k.base_sha256 = task.model_sha256;
+  k.dtype = WireDtypeName(UpdateDtype());
   // Under DP only protected figures leave: the noised count, no loss.
   k.examples = dp ? dp->reported_count : outcome.examples;
   if (!dp) k.train_loss = outcome.mean_loss;
@@ -782,7 +763,7 @@ KeptUpdate NodeRuntime::UpdateFacts(const v1::TrainTask& task, const TrainingOut
 
 absl::StatusOr<NodeRuntime::WireUpdate> NodeRuntime::Encode(std::vector<float> delta, int round) const {
   WireUpdate wire;
-  const WireDtype dtype = plan_->update_dtype;
+  const WireDtype dtype = UpdateDtype();
   if (dtype != WireDtype::kFloat32) {
     wire.encoded.resize(delta.size() * BytesPerValue(dtype));
     if (std::optional<size_t> i = EncodeValues(delta.data(), delta.size(), dtype, wire.encoded.data())) {
@@ -826,19 +807,19 @@ void NodeRuntime::ForgetKeptUpdates(int before_round) {
   }
 }
 
-absl::StatusOr<std::optional<NodeRuntime::TaskOutcome>> NodeRuntime::ResendKept(const v1::TrainTask& task) {
-  const int round = static_cast<int>(task.round());
+absl::StatusOr<std::optional<NodeRuntime::TaskOutcome>> NodeRuntime::ResendKept(const protocol::TrainingTask& task) {
+  const int round = static_cast<int>(task.round);
   absl::StatusOr<std::optional<KeptUpdate>> kept = store_->KeptUpdateOf(plan_->federation, round);
   if (!kept.ok()) return kept.status();
   if (!kept->has_value()) return std::optional<TaskOutcome>();
   const KeptUpdate& k = **kept;
-  if (k.base_sha256 != task.model_sha256() || k.dtype != WireDtypeName(plan_->update_dtype)) {
+  if (k.base_sha256 != task.model_sha256 || k.dtype != WireDtypeName(UpdateDtype())) {
     // Trained on another base (or for another dtype): it does not answer
     // this task, and no later task can want it.
     spdlog::warn(
         "round {}: the kept update (attempt {}) was trained on model {}, this task's base is {}; training "
         "again",
-        round, k.attempt, k.base_sha256.substr(0, 12), task.model_sha256().substr(0, 12));
+        round, k.attempt, k.base_sha256.substr(0, 12), task.model_sha256.substr(0, 12));
     std::error_code ec;
     std::filesystem::remove(k.path, ec);
     KeepRecord(store_->ForgetKeptUpdate(k.federation, k.round));
@@ -856,52 +837,45 @@ absl::StatusOr<std::optional<NodeRuntime::TaskOutcome>> NodeRuntime::ResendKept(
   spdlog::info(
       "round {} (attempt {}): sending again the update trained for attempt {} (already charged; no "
       "training, no new charge)",
-      round, task.attempt(), k.attempt);
+      round, task.attempt, k.attempt);
   absl::Status sent = SendUpdate(task, std::move(wire), k, /*resent=*/true, absl::Now());
   if (!sent.ok()) return sent;
   return std::optional<TaskOutcome>(TaskOutcome::kDone);
 }
 
-absl::Status NodeRuntime::SendUpdate(const v1::TrainTask& task, std::shared_ptr<const WireUpdate> wire,
+absl::Status NodeRuntime::SendUpdate(const protocol::TrainingTask& task, std::shared_ptr<const WireUpdate> wire,
                                      const KeptUpdate& facts, bool resent, absl::Time start) {
-  const int round = static_cast<int>(task.round());
-  const int attempt = static_cast<int>(task.attempt());
+  const int round = static_cast<int>(task.round);
+  const int attempt = static_cast<int>(task.attempt);
   const std::string_view bytes = wire->bytes();
   const std::string& update_sha = wire->sha256;
   absl::StatusOr<LedgerEntry> sent = store_->RecordUpdateSending(
-      round, attempt, task.model_sha256(), update_sha, bytes.size(), WireDtypeName(plan_->update_dtype), facts.examples,
+      round, attempt, task.model_sha256, update_sha, bytes.size(), WireDtypeName(UpdateDtype()), facts.examples,
       facts.train_loss.value_or(0.0), resent ? facts.attempt : 0, NowMs());
   if (!sent.ok()) return sent.status();
   if (facts.charge_id) KeepRecord(store_->SetChargeStatus(facts.charge_id, "sending"));
 
-  v1::UpdateChunk header;
-  v1::UpdateHeader* h = header.mutable_header();
-  h->set_round(task.round());
-  h->set_attempt(task.attempt());
-  h->set_nonce(task.nonce());
-  h->set_base_model_sha256(task.model_sha256());
-  h->set_update_sha256(update_sha);
-  h->set_total_bytes(bytes.size());
-  h->set_dtype(static_cast<v1::WireDtype>(plan_->update_dtype));
-  h->set_num_examples(static_cast<uint64_t>(facts.examples));
-  h->set_pipeline(facts.pipeline);
-  h->set_ledger_seq(static_cast<uint64_t>(sent->seq));
-  h->set_ledger_sha256(sent->sha256);
+  protocol::UpdateClaim claim;
+  claim.round = task.round;
+  claim.attempt = task.attempt;
+  claim.nonce = task.nonce;
+  claim.base_model_sha256 = task.model_sha256;
+  claim.update_sha256 = update_sha;
+  claim.total_bytes = bytes.size();
+  claim.dtype = UpdateDtype();
+  claim.num_examples = static_cast<uint64_t>(facts.examples);
+  claim.pipeline = facts.pipeline;
+  claim.ledger_seq = static_cast<uint64_t>(sent->seq);
+  claim.ledger_sha256 = sent->sha256;
   if (facts.privacy) {
     const KeptUpdate::Privacy& dp = *facts.privacy;
-    v1::PrivacyReport* p = h->mutable_privacy();
-    p->set_unit(dp.unit);
-    p->set_noise_multiplier(dp.noise_multiplier);
-    p->set_clip_norm(dp.clip_norm);
-    p->set_sampling_rate(dp.sampling_rate);
-    p->set_steps(static_cast<uint64_t>(dp.steps));
-    p->set_delta(dp.delta);
-    p->set_epsilon_spent(dp.epsilon_spent);
-    p->set_epsilon_max(dp.epsilon_max);
-  } else if (facts.train_loss) {
-    h->set_train_loss(*facts.train_loss);
-    h->set_has_train_loss(true);
+    claim.privacy = protocol::PrivacyReport{dp.unit,  dp.noise_multiplier, dp.clip_norm,  dp.sampling_rate, dp.steps,
+                                            dp.delta, dp.epsilon_spent,    dp.epsilon_max};
+  } else {
+    claim.train_loss = facts.train_loss;  // without DP only: under DP it would be an unprotected statistic
   }
+  v1::UpdateChunk header;
+  protocol::Encode(claim, header.mutable_header());
   const std::string serialized = header.SerializeAsString();
   // The coordinator says when it is ready for the bytes (it receives a few
   // updates at a time); until then they stay here. An upload cut short
@@ -913,7 +887,7 @@ absl::Status NodeRuntime::SendUpdate(const v1::TrainTask& task, std::shared_ptr<
   double pause = 1;
   for (int tries = 1;; ++tries) {
     grpc::ClientContext ctx;
-    ctx.set_deadline(Deadline(task.deadline_unix_ms()));
+    ctx.set_deadline(Deadline(task.deadline_unix_ms));
     if (!Track(&ctx)) {
       s = absl::CancelledError("the node is stopping");
       break;
@@ -922,7 +896,7 @@ absl::Status NodeRuntime::SendUpdate(const v1::TrainTask& task, std::shared_ptr<
                  absl::StrCat("round ", round, " update"));
     Untrack(&ctx);
     if (s.ok() || s.code() != absl::StatusCode::kUnavailable || tries >= 5 || stopping_.load() ||
-        NowMs() + static_cast<int64_t>(pause * 1000) >= task.deadline_unix_ms()) {
+        NowMs() + static_cast<int64_t>(pause * 1000) >= task.deadline_unix_ms) {
       break;
     }
     spdlog::warn("round {}: the upload was cut short ({}); sending it again in {:.0f}s", round,
@@ -954,23 +928,23 @@ absl::Status NodeRuntime::SendUpdate(const v1::TrainTask& task, std::shared_ptr<
   return absl::OkStatus();
 }
 
-absl::StatusOr<NodeRuntime::TaskOutcome> NodeRuntime::RefuseEvaluation(const v1::EvalTask& task,
+absl::StatusOr<NodeRuntime::TaskOutcome> NodeRuntime::RefuseEvaluation(const protocol::EvaluationTask& task,
                                                                        const std::string& why) {
-  spdlog::warn("round {}: evaluation refused: {}", task.round(), why);
-  absl::Status s = store_->RecordPolicyRefusal("evaluate", static_cast<int>(task.round()), 0, why, NowMs());
+  spdlog::warn("round {}: evaluation refused: {}", task.round, why);
+  absl::Status s = store_->RecordPolicyRefusal("evaluate", static_cast<int>(task.round), 0, why, NowMs());
   if (!s.ok()) return s;
   return AnswerSuppressed(task);
 }
 
-absl::StatusOr<NodeRuntime::TaskOutcome> NodeRuntime::AnswerSuppressed(const v1::EvalTask& task) {
+absl::StatusOr<NodeRuntime::TaskOutcome> NodeRuntime::AnswerSuppressed(const protocol::EvaluationTask& task) {
   absl::Status sent = SendEvaluation(task, nullptr);
   if (!sent.ok()) return sent;
   return TaskOutcome::kDeclined;
 }
 
-absl::Status NodeRuntime::SendEvaluation(const v1::EvalTask& task, const EvaluationRelease* release,
+absl::Status NodeRuntime::SendEvaluation(const protocol::EvaluationTask& task, const EvaluationRelease* release,
                                          const Evaluation* exact) {
-  const int round = static_cast<int>(task.round());
+  const int round = static_cast<int>(task.round);
   nlohmann::json released;
   if (release) {
     const EvaluationStatistics& st = release->statistics;
@@ -984,52 +958,41 @@ absl::Status NodeRuntime::SendEvaluation(const v1::EvalTask& task, const Evaluat
                 {"delta", config_.privacy.delta}};
   }
   absl::StatusOr<LedgerEntry> recorded =
-      store_->RecordEvaluation(round, task.model_sha256(), exact ? exact->loss : 0, exact ? exact->accuracy : 0,
+      store_->RecordEvaluation(round, task.model_sha256, exact ? exact->loss : 0, exact ? exact->accuracy : 0,
                                exact ? exact->count : 0, release == nullptr, release ? released.dump() : "", NowMs());
   if (!recorded.ok()) return recorded.status();
   grpc::ClientContext ctx;
-  ctx.set_deadline(Deadline(task.deadline_unix_ms()));
-  v1::Evaluation msg;
-  msg.set_round(task.round());
-  msg.set_nonce(task.nonce());
-  msg.set_model_sha256(task.model_sha256());
-  msg.set_suppressed(release == nullptr);
-  msg.set_ledger_seq(static_cast<uint64_t>(recorded->seq));
-  msg.set_ledger_sha256(recorded->sha256);
+  ctx.set_deadline(Deadline(task.deadline_unix_ms));
+  protocol::EvaluationReport report{task.round, task.nonce, task.model_sha256, release == nullptr};
+  report.ledger_seq = static_cast<uint64_t>(recorded->seq);
+  report.ledger_sha256 = recorded->sha256;
   if (release) {
-    const EvaluationStatistics& st = release->statistics;
-    v1::EvaluationRelease* r = msg.mutable_release();
-    r->set_noise_multiplier(release->noise_multiplier);
-    r->set_num_classes(static_cast<uint32_t>(st.num_classes));
-    for (double v : st.confusion) r->add_confusion(v);
-    r->set_loss_sum(st.loss_sum);
-    for (double v : st.confidence) r->add_confidence(v);
-    for (double v : st.scores) r->add_scores(v);
-    r->set_epsilon_spent(release->epsilon_spent);
-    r->set_delta(config_.privacy.delta);
-    r->set_unit(config_.privacy.unit());
+    report.release = protocol::ReleasedEvaluation{release->noise_multiplier, release->statistics.num_classes,
+                                                  release->statistics,       release->epsilon_spent,
+                                                  config_.privacy.delta,     config_.privacy.unit()};
   }
+  v1::Evaluation msg;
+  protocol::Encode(report, &msg);
   v1::SubmitReply reply;
   return FromGrpc(rpc_->stub->SubmitEvaluation(&ctx, msg, &reply), "evaluation");
 }
 
-absl::StatusOr<NodeRuntime::TaskOutcome> NodeRuntime::HandleEval(const v1::EvalTask& task) {
-  const int round = static_cast<int>(task.round());
+absl::StatusOr<NodeRuntime::TaskOutcome> NodeRuntime::HandleEval(const protocol::EvaluationTask& task) {
+  const int round = static_cast<int>(task.round);
   const PrivacySettings& privacy = config_.privacy;
   // Refusals that need neither the model nor the data.
   if (std::optional<std::string> beyond = ArchitectureViolation(config_.policy, plan_->model.architecture)) {
     return RefuseEvaluation(task, *beyond);
   }
-  if (static_cast<int64_t>(task.min_report()) < config_.policy.min_report) {
+  if (static_cast<int64_t>(task.min_report) < config_.policy.min_report) {
     return RefuseEvaluation(
-        task, absl::StrCat("[policy] min_report: the task asks figures from ", task.min_report(),
+        task, absl::StrCat("[policy] min_report: the task asks figures from ", task.min_report,
                            " validation patients, fewer than this site's floor of ", config_.policy.min_report));
   }
-  const int min_report = EffectiveMinReport(config_.policy, static_cast<int>(task.min_report()));
+  const int min_report = EffectiveMinReport(config_.policy, static_cast<int>(task.min_report));
   // Only the model the coordinator signed as this round's: a model it did
   // not publish (a probe) is neither fetched nor run on the data.
-  if (absl::Status published = CheckPublication(task.publication(), round, task.model_sha256(), round);
-      !published.ok()) {
+  if (absl::Status published = CheckPublication(task.publication, round, task.model_sha256, round); !published.ok()) {
     if (published.code() != absl::StatusCode::kPermissionDenied) return published;
     return AnswerSuppressed(task);  // its model_refused entry is written
   }
@@ -1037,7 +1000,7 @@ absl::StatusOr<NodeRuntime::TaskOutcome> NodeRuntime::HandleEval(const v1::EvalT
   // site's clinicians can run (predict --model latest), and fetching it
   // touches no patient data.
   absl::StatusOr<std::shared_ptr<const ModelParameters>> model =
-      EnsureModel(task.model_sha256(), round, task.deadline_unix_ms());
+      EnsureModel(task.model_sha256, round, task.deadline_unix_ms);
   if (model.status().code() == absl::StatusCode::kPermissionDenied) return AnswerSuppressed(task);
   if (!model.ok()) return model.status();
   if (config_.trainer == "noop") return Done(SendEvaluation(task, nullptr));  // benchmarks: nothing counted
@@ -1177,25 +1140,28 @@ absl::Status NodeRuntime::Run() {
     grpc::ClientContext ctx;
     if (!Track(&ctx)) return stopped();
     std::unique_ptr<grpc::ClientReader<v1::Task>> reader = rpc_->stub->WaitTask(&ctx, v1::WaitTaskRequest());
-    v1::Task task;
-    while (!stopping_.load() && reader->Read(&task)) {
+    v1::Task message;
+    while (!stopping_.load() && reader->Read(&message)) {
       // A stream that delivers work is a working connection; one refused at
       // once (another node holds this kit's stream) keeps backing off.
       backoff = 0.5;
       absl::StatusOr<TaskOutcome> result = TaskOutcome::kDone;
-      if (task.has_stop()) {
-        spdlog::info("the coordinator says stop: {}", task.stop().reason());
+      const protocol::Task task = protocol::Decode(message);
+      if (const auto* stop = std::get_if<protocol::StopTask>(&task)) {
+        spdlog::info("the coordinator says stop: {}", stop->reason);
         ForgetKeptUpdates(std::numeric_limits<int>::max());  // the federation is over
         ctx.TryCancel();
         reader->Finish();
         Untrack(&ctx);
         return absl::OkStatus();
-      } else if (task.has_train()) {
-        result = HandleTrain(task.train());
-      } else if (task.has_evaluate()) {
-        result = HandleEval(task.evaluate());
-      } else if (task.has_failed()) {
-        result = Done(RecordRoundFailed(task.failed()));
+      } else if (const auto* train = std::get_if<protocol::TrainingTask>(&task)) {
+        result = HandleTrain(*train);
+      } else if (const auto* evaluate = std::get_if<protocol::EvaluationTask>(&task)) {
+        result = HandleEval(*evaluate);
+      } else if (const auto* failed = std::get_if<protocol::RoundFailedNotice>(&task)) {
+        result = Done(RecordRoundFailed(*failed));
+      } else {
+        result = absl::InvalidArgumentError("a task of a kind this node does not know; update fedrad");
       }
       if (!result.ok()) {
         // The coordinator re-asks or goes on without this site; the next

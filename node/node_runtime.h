@@ -14,6 +14,7 @@
 #include "absl/time/time.h"
 #include "common/evaluation_release.h"
 #include "common/plan.h"
+#include "common/protocol.h"
 #include "common/tensor.h"
 #include "node/dataset.h"
 #include "node/node_config.h"
@@ -24,26 +25,11 @@ namespace grpc {
 class ClientContext;
 }  // namespace grpc
 
-namespace fedrad::v1 {
-class TrainTask;
-class EvalTask;
-class ModelPublication;
-class RoundFailed;
-}  // namespace fedrad::v1
-
 namespace fedrad::node {
 
-// What the coordinator told this node in Hello.
-struct JoinedPlan {
-  std::string federation;
-  std::string site;
-  ModelSpec model;
-  std::string manifest_sha256;
-  int rounds = 0;
-  uint32_t chunk_bytes = 0;
-  WireDtype update_dtype = WireDtype::kFloat32;
-  int min_report = 10;
-};
+// What the coordinator told this node in Hello (checked there: a known
+// update dtype, this site's name, a usable model, the manifest).
+using JoinedPlan = protocol::JoinedPlan;
 
 // A hospital's node: dials out to the coordinator over mutual TLS, waits for
 // tasks, trains and evaluates locally, and sends only model deltas and
@@ -98,13 +84,13 @@ class NodeRuntime {
   // in the audit ledger. PermissionDenied, with a model_refused entry, if
   // not: the model is then neither fetched nor used. `task_round` is for the
   // ledger.
-  absl::Status CheckPublication(const v1::ModelPublication& publication, int published_round, const std::string& sha256,
-                                int task_round);
-  absl::StatusOr<TaskOutcome> HandleTrain(const v1::TrainTask& task);
+  absl::Status CheckPublication(const protocol::Publication& publication, int published_round,
+                                const std::string& sha256, int task_round);
+  absl::StatusOr<TaskOutcome> HandleTrain(const protocol::TrainingTask& task);
   // The coordinator did not aggregate this site's accepted update (its
   // round attempt failed the quorum): the ledger's outcome and the charge's
   // status say so; the charge stands.
-  absl::Status RecordRoundFailed(const v1::RoundFailed& failed);
+  absl::Status RecordRoundFailed(const protocol::RoundFailedNotice& failed);
   // Before a DP round: charges the ledger (committed) and fills the DP
   // settings and the count to report, or declines (budget, [policy]; then
   // returns nullopt and the data is not touched).
@@ -114,12 +100,13 @@ class NodeRuntime {
     int64_t count_charge_id = 0;  // a count released with this round, if any
     double site_epsilon = 0;      // what the update reports: the larger ledger part after this round
   };
-  absl::StatusOr<std::optional<PrivateRound>> ChargeRound(const v1::TrainTask& task,
+  absl::StatusOr<std::optional<PrivateRound>> ChargeRound(const protocol::TrainingTask& task,
                                                           const LocalTrainingSettings& settings);
   // Tells the coordinator this site will not train this round, after
   // recording why in the ledger; kDeclined once the coordinator has it.
-  enum class DeclineReason { kBudget, kPolicy, kModelRefused };
-  absl::StatusOr<TaskOutcome> DeclineRound(const v1::TrainTask& task, DeclineReason reason, const std::string& detail);
+  using DeclineReason = protocol::DeclineReason;
+  absl::StatusOr<TaskOutcome> DeclineRound(const protocol::TrainingTask& task, DeclineReason reason,
+                                           const std::string& detail);
   // An update as it travels: in the plan's update_dtype, with the SHA-256
   // of those bytes. Float32 is sent from the delta itself, without a copy.
   struct WireUpdate {
@@ -134,7 +121,7 @@ class NodeRuntime {
   absl::StatusOr<WireUpdate> Encode(std::vector<float> delta, int round) const;
   // What an update trained for `task` says of itself (its header's facts,
   // the charges it answers for); the bytes' hash, size and file are the caller's.
-  KeptUpdate UpdateFacts(const v1::TrainTask& task, const TrainingOutcome& outcome,
+  KeptUpdate UpdateFacts(const protocol::TrainingTask& task, const TrainingOutcome& outcome,
                          const std::optional<PrivateRound>& dp) const;
   // Writes the update's bytes (durably) and its facts to node.db.
   absl::Status Keep(const KeptUpdate& facts, const WireUpdate& wire);
@@ -143,12 +130,12 @@ class NodeRuntime {
   // Answers `task` with the update kept for its round, when it was trained
   // on the task's base: sent again with this task's attempt and nonce, no
   // training and no new charge. nullopt when there is none to send.
-  absl::StatusOr<std::optional<TaskOutcome>> ResendKept(const v1::TrainTask& task);
+  absl::StatusOr<std::optional<TaskOutcome>> ResendKept(const protocol::TrainingTask& task);
   // Streams `wire` with the header `facts` describe, as the answer to
   // `task` (`resent`: a kept update trained for facts.attempt). An upload
   // cut short is tried again while the deadline allows.
-  absl::Status SendUpdate(const v1::TrainTask& task, std::shared_ptr<const WireUpdate> wire, const KeptUpdate& facts,
-                          bool resent, absl::Time start);
+  absl::Status SendUpdate(const protocol::TrainingTask& task, std::shared_ptr<const WireUpdate> wire,
+                          const KeptUpdate& facts, bool resent, absl::Time start);
   // Calls RequestStop() cancels; false (not tracked) once stopping.
   bool Track(grpc::ClientContext* ctx);
   void Untrack(grpc::ClientContext* ctx);
@@ -158,25 +145,27 @@ class NodeRuntime {
   // without the model or the data when the site's policy, its evaluation
   // budget or the one-release-per-round rule says no; otherwise charged in
   // the privacy ledger, then released (common/evaluation_release.h).
-  absl::StatusOr<TaskOutcome> HandleEval(const v1::EvalTask& task);
+  absl::StatusOr<TaskOutcome> HandleEval(const protocol::EvaluationTask& task);
   struct EvaluationRelease {
     EvaluationStatistics statistics;  // noised (unless the node is not DP)
     double noise_multiplier = 0;
     double epsilon_spent = 0;  // the evaluation part after this release
   };
-  absl::StatusOr<TaskOutcome> RefuseEvaluation(const v1::EvalTask& task, const std::string& why);
+  absl::StatusOr<TaskOutcome> RefuseEvaluation(const protocol::EvaluationTask& task, const std::string& why);
   // Answers an evaluation task with a suppressed report (nothing released).
-  absl::StatusOr<TaskOutcome> AnswerSuppressed(const v1::EvalTask& task);
+  absl::StatusOr<TaskOutcome> AnswerSuppressed(const protocol::EvaluationTask& task);
   // Records and sends `release`, or a suppressed report when it is null;
   // `exact` (the node's own figures, kept in node.db only) when the data was
   // evaluated.
-  absl::Status SendEvaluation(const v1::EvalTask& task, const EvaluationRelease* release,
+  absl::Status SendEvaluation(const protocol::EvaluationTask& task, const EvaluationRelease* release,
                               const Evaluation* exact = nullptr);
 
   const NodeConfig config_;
   std::unique_ptr<NodeStore> store_;
   std::unique_ptr<Rpc> rpc_;
   std::optional<JoinedPlan> plan_;
+  // The plan's update dtype (Hello refuses a plan without a known one).
+  WireDtype UpdateDtype() const { return plan_->update_dtype.value_or(WireDtype::kFloat32); }
   Manifest manifest_;
   std::optional<PatientSplit> data_;
   std::string train_uids_sha256_, validation_uids_sha256_;  // SopInstanceUidsSha256 of data_'s sets
