@@ -29,6 +29,8 @@
 #include "common/plan.h"
 #include "common/proto_framing.h"
 #include "common/wire_codec.h"
+#include "coordinator/stall_watch.h"
+#include "coordinator/stream_gate.h"
 #include "crypto/sha256.h"
 #include "proto/federation.grpc.pb.h"
 
@@ -140,76 +142,6 @@ class TaskStream final : public grpc::ServerWriteReactor<v1::Task>, public TaskC
   grpc::Status finish_status_;
 };
 
-// Admission of streams that move a model's worth of bytes (downloads,
-// uploads): at most `limit` run at once, the rest wait in arrival order
-// without being read or written, so the coordinator's memory (its own chunk
-// buffers, and gRPC's and TLS's buffers behind them) does not grow with the
-// number of nodes. A site has at most one stream of each kind admitted or
-// waiting; another is refused.
-class StreamGate {
- public:
-  explicit StreamGate(int limit) : limit_(limit) {}
-  enum class Entry { kAdmitted, kWaiting, kDuplicate };
-  // kWaiting: `admit` runs (on another stream's thread) when a slot frees.
-  // `key` identifies the waiter for Withdraw.
-  Entry Enter(const std::string& site, const void* key, std::function<void()> admit) {
-    absl::MutexLock lock(&mu_);
-    if (!sites_.insert(site).second) return Entry::kDuplicate;
-    if (active_ < limit_) {
-      ++active_;
-      peak_ = std::max(peak_, active_);
-      return Entry::kAdmitted;
-    }
-    ++waited_;
-    waiting_.push_back({key, std::move(admit)});
-    return Entry::kWaiting;
-  }
-  // For the log at shutdown: the most streams admitted at once, and how many
-  // had to wait for a slot.
-  std::string Use() {
-    absl::MutexLock lock(&mu_);
-    return absl::StrCat("at most ", peak_, " at once (limit ", limit_, "), ", waited_, " waited for a slot");
-  }
-  // A waiting stream gave up (cancelled). False: it was admitted meanwhile.
-  bool Withdraw(const void* key) {
-    absl::MutexLock lock(&mu_);
-    auto it = std::find_if(waiting_.begin(), waiting_.end(), [&](const Waiter& w) { return w.key == key; });
-    if (it == waiting_.end()) return false;
-    waiting_.erase(it);
-    return true;
-  }
-  // Once per Enter that did not answer kDuplicate: frees the site, and the
-  // slot if it held one, which the next waiting stream takes over.
-  void Leave(const std::string& site, bool admitted) {
-    std::function<void()> next;
-    {
-      absl::MutexLock lock(&mu_);
-      sites_.erase(site);
-      if (!admitted) return;
-      if (waiting_.empty()) {
-        --active_;
-        return;
-      }
-      next = std::move(waiting_.front().admit);
-      waiting_.pop_front();
-    }
-    next();
-  }
-
- private:
-  struct Waiter {
-    const void* key;
-    std::function<void()> admit;
-  };
-  const int limit_;
-  absl::Mutex mu_;
-  int active_ ABSL_GUARDED_BY(mu_) = 0;
-  int peak_ ABSL_GUARDED_BY(mu_) = 0;
-  int64_t waited_ ABSL_GUARDED_BY(mu_) = 0;
-  std::deque<Waiter> waiting_ ABSL_GUARDED_BY(mu_);
-  std::set<std::string> sites_ ABSL_GUARDED_BY(mu_);
-};
-
 // A stream's place in a StreamGate.
 class GatePlace {
  public:
@@ -248,51 +180,6 @@ class GatePlace {
   const std::string site_;
   std::atomic<bool> entered_{false};
   std::atomic<bool> admitted_{false};
-};
-
-// A stream that a StallWatch can cut off when it moves no bytes.
-class Stallable {
- public:
-  virtual ~Stallable() = default;
-  // From the StallWatch, under its lock (so the stream is alive): ends the
-  // stream if it has moved nothing since `cutoff_ms`.
-  virtual void CutOffIfIdleSince(int64_t cutoff_ms) = 0;
-};
-
-// Streams that stop: an admitted upload that brings nothing (header, bytes
-// or its end) for `idle` is cut off and rejected, so that the round closes
-// with the others instead of waiting for its deadline, and its slot goes to
-// the next upload; a download whose reader takes nothing for `idle` is cut
-// off too. One thread looks every quarter of `idle` (at most 1 s).
-class StallWatch {
- public:
-  explicit StallWatch(absl::Duration idle) : idle_(idle), thread_([this] { Run(); }) {}
-  ~StallWatch() {
-    {
-      absl::MutexLock lock(&mu_);
-      stop_ = true;
-    }
-    thread_.join();
-  }
-  absl::Duration idle() const { return idle_; }
-  void Add(Stallable* r) {
-    absl::MutexLock lock(&mu_);
-    watched_.insert(r);
-  }
-  // From OnDone, before the stream is deleted.
-  void Remove(Stallable* r) {
-    absl::MutexLock lock(&mu_);
-    watched_.erase(r);
-  }
-
- private:
-  void Run();
-
-  const absl::Duration idle_;
-  absl::Mutex mu_;
-  bool stop_ ABSL_GUARDED_BY(mu_) = false;
-  std::set<Stallable*> watched_ ABSL_GUARDED_BY(mu_);
-  std::thread thread_;  // last: starts once the rest is built
 };
 
 // FetchModel: streams a model file in chunks read from disk one at a time.
@@ -341,7 +228,7 @@ class ModelSender final : public grpc::ServerWriteReactor<grpc::ByteBuffer>, pub
   }
 
  private:
-  void Touch() { last_activity_ms_.store(absl::ToUnixMillis(absl::Now())); }
+  void Touch() { last_activity_ms_.store(watch_->NowMs()); }
   void Start(const std::string& path) {
     Touch();  // watched from its admission on
     fd_ = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
@@ -503,7 +390,7 @@ class UpdateReceiver final : public grpc::ServerBidiReactor<v1::UpdateChunk, v1:
   }
 
  private:
-  void Touch() { last_activity_ms_.store(absl::ToUnixMillis(absl::Now())); }
+  void Touch() { last_activity_ms_.store(watch_->NowMs()); }
   absl::Status StallReason() const {
     // A rejection, not an interruption: the round does not wait for a
     // node that holds a slot and sends nothing.
@@ -568,18 +455,6 @@ class UpdateReceiver final : public grpc::ServerBidiReactor<v1::UpdateChunk, v1:
   std::optional<UpdateTicket> ticket_;
   std::unique_ptr<UpdateIntake::Upload> upload_;  // once admitted
 };
-
-// Cutting off (End, hence Finish) happens under mu_: a receiver's OnDone,
-// which gRPC runs later on its own thread (never inside Finish), waits in
-// Remove until the scan is over, so no receiver is deleted under it.
-void StallWatch::Run() {
-  const absl::Duration tick = std::min(idle_ / 4, absl::Seconds(1));
-  absl::MutexLock lock(&mu_);
-  while (!mu_.AwaitWithTimeout(absl::Condition(&stop_), tick)) {
-    const int64_t cutoff = absl::ToUnixMillis(absl::Now() - idle_);
-    for (Stallable* r : watched_) r->CutOffIfIdleSince(cutoff);
-  }
-}
 
 template <typename Reactor>
 Reactor* Refuse(const absl::Status& s) {

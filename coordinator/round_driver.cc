@@ -22,24 +22,23 @@
 namespace fedrad::coordinator {
 namespace {
 
-int64_t NowMs() { return absl::ToUnixMillis(absl::Now()); }
-
 bool InRange(double v, double lo, double hi) { return std::isfinite(v) && v >= lo && v <= hi; }
 
 }  // namespace
 
-absl::StatusOr<std::unique_ptr<RoundDriver>> RoundDriver::Create(const CoordinatorConfig& config) {
+absl::StatusOr<std::unique_ptr<RoundDriver>> RoundDriver::Create(const CoordinatorConfig& config, const Clock* clock) {
   absl::Status s = EnsureDirectory(config.state_dir);
   if (!s.ok()) return s;
   LedgerSigner signer{config.tls.key_pem, config.tls.certificate_pem, config.tls.common_name};
-  absl::StatusOr<std::unique_ptr<StateStore>> state = StateStore::Open(config.state_dir + "/state.db", signer, NowMs());
+  absl::StatusOr<std::unique_ptr<StateStore>> state =
+      StateStore::Open(config.state_dir + "/state.db", signer, clock->NowMs());
   if (!state.ok()) return state.status();
   absl::StatusOr<std::unique_ptr<ModelStore>> models = ModelStore::Open(config.state_dir + "/models");
   if (!models.ok()) return models.status();
   absl::StatusOr<Manifest> manifest = ModelManifest(config.plan.model);
   if (!manifest.ok()) return manifest.status();
   std::unique_ptr<RoundDriver> driver(
-      new RoundDriver(config, std::move(*state), std::move(*models), std::move(*manifest)));
+      new RoundDriver(config, clock, std::move(*state), std::move(*models), std::move(*manifest)));
   s = EnsureDirectory(driver->spool_dir_);
   if (!s.ok()) return s;
   // Spooled updates of a round that did not close belong to no round now.
@@ -78,9 +77,10 @@ absl::StatusOr<std::unique_ptr<RoundDriver>> RoundDriver::Create(const Coordinat
   return driver;
 }
 
-RoundDriver::RoundDriver(CoordinatorConfig config, std::unique_ptr<StateStore> state,
+RoundDriver::RoundDriver(CoordinatorConfig config, const Clock* clock, std::unique_ptr<StateStore> state,
                          std::unique_ptr<ModelStore> models, Manifest manifest)
     : config_(std::move(config)),
+      clock_(clock),
       manifest_(std::move(manifest)),
       manifest_sha256_(manifest_.Sha256()),
       state_(std::move(state)),
@@ -97,7 +97,7 @@ absl::Status RoundDriver::LoadOrCreateInitialModel() {
     if (!init.ok()) return init.status();
     absl::StatusOr<std::string> sha = models_->Put(*init, ModelMetadata(0));
     if (!sha.ok()) return sha.status();
-    absl::Status s = state_->AddInitialModel(*sha, NowMs());
+    absl::Status s = state_->AddInitialModel(*sha, clock_->NowMs());
     if (!s.ok()) return s;
     spdlog::info("created the initial '{}' model ({} parameters), sha256 {}", config_.plan.model.architecture,
                  manifest_.total_elements(), sha->substr(0, 12));
@@ -151,7 +151,7 @@ absl::Status RoundDriver::Run() {
     }
   }
   absl::StatusOr<int> abandoned = state_->AbandonOpenRounds(
-      NowMs(), resume ? std::optional(std::pair{resume->round, resume->attempt}) : std::nullopt);
+      clock_->NowMs(), resume ? std::optional(std::pair{resume->round, resume->attempt}) : std::nullopt);
   if (!abandoned.ok()) return abandoned.status();
   if (*abandoned > 0) {
     spdlog::warn("{} round attempt(s) left open by an earlier run were abandoned; they will be redone", *abandoned);
@@ -196,8 +196,8 @@ absl::Status RoundDriver::Run() {
     spdlog::info("round {}: attempt {} of at most {} in {:.1f}s", global_round_ + 1, failed_attempts + 1,
                  config_.plan.max_attempts, pause);
     absl::MutexLock lock(&mu_);
-    const absl::Time until = absl::Now() + absl::Seconds(pause);
-    while (!shutdown_ && absl::Now() < until) changed_.WaitWithDeadline(&mu_, until);
+    const absl::Time until = clock_->Now() + absl::Seconds(pause);
+    while (!shutdown_ && clock_->Now() < until) clock_->WaitUntil(&changed_, &mu_, until);
   }
   FinishFederation(reason);
   return absl::OkStatus();
@@ -217,10 +217,10 @@ bool RoundDriver::WaitForNodes() {
     }
     if (shutdown_) return false;
     // Give the remaining sites a moment to join before starting without them.
-    const absl::Time grace = absl::Now() + absl::Seconds(config_.plan.start_grace_s);
+    const absl::Time grace = clock_->Now() + absl::Seconds(config_.plan.start_grace_s);
     while (!shutdown_ && TrainableConnected() >= min_nodes && TrainableConnected() < TrainableSites() &&
-           absl::Now() < grace) {
-      changed_.WaitWithDeadline(&mu_, grace);
+           clock_->Now() < grace) {
+      clock_->WaitUntil(&changed_, &mu_, grace);
     }
     if (shutdown_) return false;
     if (TrainableConnected() >= min_nodes) return true;
@@ -293,19 +293,19 @@ absl::StatusOr<bool> RoundDriver::RunRoundAttempt(int round, std::optional<State
     r.base_signature = global_signature_;
     // A resumed attempt gets a whole deadline again: its sites are still
     // reconnecting.
-    r.deadline = absl::Now() + absl::Seconds(config_.plan.round_deadline_s);
+    r.deadline = clock_->Now() + absl::Seconds(config_.plan.round_deadline_s);
     if (resume) {
       // The same nonces, so the updates the sites kept answer it as sent.
       r.nonces = std::move(resume->nonces);
       int connected = 0;
       for (const auto& [site, nonce] : r.nonces) connected += connected_.count(site) ? 1 : 0;
-      absl::Status s = state_->ResumeRound(round, r.attempt, connected, NowMs());
+      absl::Status s = state_->ResumeRound(round, r.attempt, connected, clock_->NowMs());
       if (!s.ok()) return s;
     } else {
       absl::StatusOr<std::map<std::string, std::string>> nonces = NoncesForConnectedSites(true);
       if (!nonces.ok()) return nonces.status();
       r.nonces = std::move(*nonces);
-      absl::Status s = state_->OpenRound(round, r.attempt, r.base_sha256, r.nonces, NowMs());
+      absl::Status s = state_->OpenRound(round, r.attempt, r.base_sha256, r.nonces, clock_->NowMs());
       if (!s.ok()) return s;
     }
     round_ = std::move(r);
@@ -328,8 +328,8 @@ absl::StatusOr<bool> RoundDriver::RunRoundAttempt(int round, std::optional<State
              (round_->answered.size() >= enough &&
               round_->accepted.size() >= static_cast<size_t>(config_.plan.min_nodes));
     };
-    while (!shutdown_ && !closes() && absl::Now() < round_->deadline) {
-      changed_.WaitWithDeadline(&mu_, round_->deadline);
+    while (!shutdown_ && !closes() && clock_->Now() < round_->deadline) {
+      clock_->WaitUntil(&changed_, &mu_, round_->deadline);
     }
     closed = std::move(*round_);
     round_.reset();
@@ -348,7 +348,7 @@ absl::StatusOr<bool> RoundDriver::RunRoundAttempt(int round, std::optional<State
                       " update(s) itself (", absl::StrJoin(closed.coordinator_failures, "; "), ")");
     }
     spdlog::warn("round {} (attempt {}) not applied: {}", round, closed.attempt, note);
-    absl::Status s = state_->FailRound(round, closed.attempt, answered, note, NowMs());
+    absl::Status s = state_->FailRound(round, closed.attempt, answered, note, clock_->NowMs());
     if (!s.ok()) return s;
     {
       // The sites whose updates were accepted hear that they were not
@@ -380,7 +380,7 @@ absl::StatusOr<bool> RoundDriver::RunRoundAttempt(int round, std::optional<State
     // The strategy kept the model: resuming the attempt after a restart
     // would only keep it again. It is closed as failed and the sites are
     // told to stop, which ends their kept updates.
-    absl::Status failed = state_->FailRound(round, closed.attempt, answered, **kept, NowMs());
+    absl::Status failed = state_->FailRound(round, closed.attempt, answered, **kept, clock_->NowMs());
     if (!failed.ok()) return failed;
     FinishFederation(**kept);
     return absl::FailedPreconditionError(**kept);
@@ -486,7 +486,7 @@ absl::StatusOr<std::optional<std::string>> RoundDriver::AggregateInPlace(const O
   std::sort(contributions.begin(), contributions.end(),
             [](const Contribution& a, const Contribution& b) { return a.site < b.site; });
   absl::Status s = state_->ApplyRound(r.round, r.attempt, *sha, static_cast<int>(r.answered.size()), strategy_->name(),
-                                      contributions, NowMs());
+                                      contributions, clock_->NowMs());
   if (!s.ok()) return s;
   global_round_ = r.round;
   PruneStrategyState();
@@ -565,7 +565,7 @@ void RoundDriver::EvaluateRound(int round) {
     e.round = round;
     e.model_sha256 = global_sha256_;
     e.signature = global_signature_;
-    e.deadline = absl::Now() + absl::Seconds(config_.plan.eval_deadline_s);
+    e.deadline = clock_->Now() + absl::Seconds(config_.plan.eval_deadline_s);
     absl::StatusOr<std::map<std::string, std::string>> nonces = NoncesForConnectedSites(false);
     if (!nonces.ok()) {
       spdlog::error("cannot evaluate round {}: {}", round, std::string(nonces.status().message()));
@@ -574,8 +574,8 @@ void RoundDriver::EvaluateRound(int round) {
     e.nonces = std::move(*nonces);
     eval_ = std::move(e);
     for (const auto& [site, nonce] : eval_->nonces) SendEvalTask(site);
-    while (!shutdown_ && eval_->results.size() < eval_->nonces.size() && absl::Now() < eval_->deadline) {
-      changed_.WaitWithDeadline(&mu_, eval_->deadline);
+    while (!shutdown_ && eval_->results.size() < eval_->nonces.size() && clock_->Now() < eval_->deadline) {
+      clock_->WaitUntil(&changed_, &mu_, eval_->deadline);
     }
     done = std::move(*eval_);
     eval_.reset();
@@ -589,7 +589,7 @@ void RoundDriver::EvaluateRound(int round) {
                                     : absl::StrFormat("%s %.3f", site, e.accuracy));
   }
   const RoundEvaluation g = CombineEvaluations(round, done.model_sha256, config_.plan.model.num_classes, results);
-  absl::Status s = state_->RecordRoundEvaluation(g, NowMs());
+  absl::Status s = state_->RecordRoundEvaluation(g, clock_->NowMs());
   if (!s.ok()) spdlog::error("cannot record round {}'s evaluation: {}", round, std::string(s.message()));
   // Post-processing of the sites' releases: under DP every figure, the
   // count included, carries the sites' noise.
@@ -673,9 +673,9 @@ void RoundDriver::FinishFederation(const std::string& reason) {
     channel->Send(protocol::StopTask{reason});
     channel->Close();
   }
-  const absl::Time until = absl::Now() + absl::Seconds(config_.linger_s);
-  while (!shutdown_ && !connected_.empty() && absl::Now() < until) {
-    changed_.WaitWithDeadline(&mu_, until);
+  const absl::Time until = clock_->Now() + absl::Seconds(config_.linger_s);
+  while (!shutdown_ && !connected_.empty() && clock_->Now() < until) {
+    clock_->WaitUntil(&changed_, &mu_, until);
   }
 }
 
@@ -695,7 +695,7 @@ protocol::JoinedPlan RoundDriver::PlanFor(const std::string& site) const {
 }
 
 absl::Status RoundDriver::Connect(const std::string& site, TaskChannel* channel, const std::string& peer) {
-  worker_.Post([this, site, now = NowMs()] {  // a SQLite commit: not on the reactor's thread
+  worker_.Post([this, site, now = clock_->NowMs()] {  // a SQLite commit: not on the reactor's thread
     if (absl::Status touched = state_->TouchNode(site, now); !touched.ok()) {
       spdlog::warn("cannot record that site {} was seen: {}", site, std::string(touched.message()));
     }
@@ -712,7 +712,7 @@ absl::Status RoundDriver::Connect(const std::string& site, TaskChannel* channel,
     return absl::AlreadyExistsError(why);
   }
   connected_[site] = channel;
-  connections_[site] = {peer, absl::Now()};
+  connections_[site] = {peer, clock_->Now()};
   spdlog::info("site {} connected ({} of {} sites)", site, connected_.size(), config_.plan.sites.size());
   if (finished_) {
     channel->Send(protocol::StopTask{finish_reason_});
@@ -780,7 +780,7 @@ absl::StatusOr<UpdateTicket> RoundDriver::BeginUpdate(const std::string& site, c
   // (the service logs the refusal with its reason; the record commits on
   // the worker, off the reactor thread)
   worker_.Post([this, round = t.round, attempt = t.attempt, rec] {
-    absl::Status s = state_->RecordSubmission(round, attempt, rec, NowMs());
+    absl::Status s = state_->RecordSubmission(round, attempt, rec, clock_->NowMs());
     if (!s.ok()) spdlog::error("cannot record a submission: {}", std::string(s.message()));
   });
   return invalid;
@@ -900,7 +900,7 @@ absl::Status RoundDriver::FinishUpdateNow(const UpdateTicket& t, const absl::Sta
   } else {
     spdlog::warn("round {}: rejected the update of {}: {}", t.round, t.site, rec.reason);
   }
-  absl::Status s = state_->RecordSubmission(t.round, t.attempt, rec, NowMs());
+  absl::Status s = state_->RecordSubmission(t.round, t.attempt, rec, clock_->NowMs());
   if (!s.ok()) spdlog::error("cannot record a submission: {}", std::string(s.message()));
   return reply;
 }
@@ -929,8 +929,8 @@ absl::Status RoundDriver::DeclineNow(const std::string& site, const protocol::De
   rec.privacy->epsilon_max = d.epsilon_max;
   if (absl::Status possible = claims_.CheckDecline(site, d.epsilon_spent); !possible.ok()) {
     spdlog::warn("round {}: refused the decline of {}: {}", d.round, site, std::string(possible.message()));
-    absl::Status recorded =
-        state_->RecordRefusal("decline", site, static_cast<int>(d.round), std::string(possible.message()), NowMs());
+    absl::Status recorded = state_->RecordRefusal("decline", site, static_cast<int>(d.round),
+                                                  std::string(possible.message()), clock_->NowMs());
     if (!recorded.ok()) return recorded;
     return possible;
   }
@@ -968,7 +968,7 @@ absl::Status RoundDriver::DeclineNow(const std::string& site, const protocol::De
         "be asked to train again in this run",
         round, site, d.epsilon_spent, d.epsilon_max);
   }
-  return state_->RecordSubmission(round, attempt, rec, NowMs());
+  return state_->RecordSubmission(round, attempt, rec, clock_->NowMs());
 }
 
 absl::Status RoundDriver::CheckEvaluation(const protocol::EvaluationReport& e, SiteEvaluation* out) const {
@@ -1052,12 +1052,12 @@ absl::Status RoundDriver::RecordEvaluationNow(const std::string& site, const pro
     }
   }
   if (!valid.ok()) {
-    absl::Status recorded =
-        state_->RecordRefusal("evaluation", site, static_cast<int>(e.round), std::string(valid.message()), NowMs());
+    absl::Status recorded = state_->RecordRefusal("evaluation", site, static_cast<int>(e.round),
+                                                  std::string(valid.message()), clock_->NowMs());
     if (!recorded.ok()) return recorded;
     return valid;
   }
-  return state_->RecordEvaluation(static_cast<int>(e.round), sha, result, NowMs());
+  return state_->RecordEvaluation(static_cast<int>(e.round), sha, result, clock_->NowMs());
 }
 
 absl::StatusOr<std::string> RoundDriver::ModelPath(const std::string& sha256) {

@@ -14,6 +14,7 @@
 #include "absl/status/statusor.h"
 #include "absl/synchronization/mutex.h"
 #include "absl/time/time.h"
+#include "common/clock.h"
 #include "common/protocol.h"
 #include "common/safetensors.h"
 #include "common/tensor.h"
@@ -74,7 +75,10 @@ RoundEvaluation CombineEvaluations(int round, const std::string& model_sha256, i
 // alone holds the spool and the running sum.
 class RoundDriver {
  public:
-  static absl::StatusOr<std::unique_ptr<RoundDriver>> Create(const CoordinatorConfig& config);
+  // `clock`: deadlines, pauses and grace periods run on it (a FakeClock in
+  // unit tests); it outlives the driver.
+  static absl::StatusOr<std::unique_ptr<RoundDriver>> Create(const CoordinatorConfig& config,
+                                                             const Clock* clock = Clock::Real());
   ~RoundDriver();
 
   // Runs the remaining rounds, then tells connected nodes to stop. Returns
@@ -154,8 +158,8 @@ class RoundDriver {
     absl::Time deadline;
   };
 
-  RoundDriver(CoordinatorConfig config, std::unique_ptr<StateStore> state, std::unique_ptr<ModelStore> models,
-              Manifest manifest);
+  RoundDriver(CoordinatorConfig config, const Clock* clock, std::unique_ptr<StateStore> state,
+              std::unique_ptr<ModelStore> models, Manifest manifest);
   // The work FinishUpdate, RecordEvaluation and Decline hand the worker.
   absl::Status FinishUpdateNow(const UpdateTicket& ticket, const absl::Status& outcome);
   absl::Status RecordEvaluationNow(const std::string& site, const protocol::EvaluationReport& evaluation);
@@ -203,6 +207,7 @@ class RoundDriver {
   void ClearSpool();
 
   const CoordinatorConfig config_;
+  const Clock* const clock_;
   const Manifest manifest_;
   const std::string manifest_sha256_;
   std::unique_ptr<StateStore> state_;
