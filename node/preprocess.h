@@ -2,6 +2,7 @@
 #define FEDRAD_NODE_PREPROCESS_H_
 
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include "absl/status/statusor.h"
@@ -67,7 +68,12 @@ InputPlacement PlaceInput(int rows, int columns, const PreprocessSettings& setti
 // A canonical description of every setting that changes the output, and its
 // SHA-256: stored with models and cached tensors so inputs prepared
 // differently are never mixed.
+// Reading [preprocess], applying the steps and describing them all go
+// through one table of steps (preprocess.cc).
 std::string DescribePipeline(const PreprocessSettings& settings);
+// The step one part of a description belongs to ("window=lung(-600,1500)"
+// is "window", "gray" is "color").
+std::string PipelineStepName(std::string_view part);
 std::string PipelineSha256(const PreprocessSettings& settings);
 
 }  // namespace fedrad::node

@@ -6,6 +6,8 @@
 #include <numeric>
 #include <set>
 
+#include "absl/strings/str_split.h"
+
 namespace fedrad::node {
 namespace {
 
@@ -140,6 +142,26 @@ TEST(PreprocessTest, PipelineHashChangesWithEverySetting) {
   s.color_to_gray = false;
   add(s);
   EXPECT_EQ(PipelineSha256(base), PipelineSha256(PreprocessSettings{}));
+}
+
+// The description is the cache key and what models record: the table of
+// steps writes it as it always was, and names each of its parts.
+TEST(PreprocessTest, TheDescriptionNamesEveryStepInOrder) {
+  PreprocessSettings s;
+  EXPECT_EQ(DescribePipeline(s), "window=explicit(40,400)|resize=pad(64)|gray");
+  s.window = "lung";
+  s.denoise = "median";
+  s.denoise_size = 5;
+  s.clahe = true;
+  s.normalize = "fixed";
+  s.color_to_gray = false;
+  const std::string all = DescribePipeline(s);
+  EXPECT_EQ(all, "window=lung(40,400)|resize=pad(64)|denoise=median(5)|clahe(2,8)|normalize=fixed(0.5,0.25)|mono-only");
+  std::vector<std::string> names;
+  for (absl::string_view part : absl::StrSplit(all, '|'))
+    names.push_back(PipelineStepName(std::string_view(part.data(), part.size())));
+  EXPECT_EQ(names, (std::vector<std::string>{"window", "resize", "denoise", "clahe", "normalize", "color"}));
+  EXPECT_EQ(PipelineStepName("gray"), "color");
 }
 
 }  // namespace

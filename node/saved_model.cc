@@ -18,10 +18,7 @@ namespace {
 std::map<std::string, std::string> PipelineSteps(const std::string& description) {
   std::map<std::string, std::string> steps;
   for (absl::string_view part : absl::StrSplit(description, '|', absl::SkipEmpty())) {
-    std::string step(part);
-    std::string name = step.substr(0, step.find_first_of("=("));
-    if (name == "gray" || name == "mono-only") name = "color";
-    steps[name] = step;
+    steps[PipelineStepName(std::string_view(part.data(), part.size()))] = std::string(part);
   }
   return steps;
 }
