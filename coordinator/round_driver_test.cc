@@ -54,9 +54,10 @@ class FakeSite final : public TaskChannel {
     EXPECT_NE(typed, nullptr) << name_ << " got a task of another kind (index " << t->index() << ")";
     return typed ? *typed : T{};
   }
+  // Waits (in real time, briefly) for the driver to close the stream.
   bool closed() {
     absl::MutexLock lock(&mu_);
-    return closed_;
+    return mu_.AwaitWithTimeout(absl::Condition(&closed_), absl::Seconds(30));
   }
   size_t pending() {
     absl::MutexLock lock(&mu_);
@@ -164,8 +165,26 @@ class RoundDriverTest : public ::testing::Test {
       protocol::EvaluationTask e = sites_[n]->NextOf<protocol::EvaluationTask>();
       EXPECT_TRUE(Suppressed(n, e).ok());
     }
-    for (const std::string& n : names) sites_[n]->NextOf<protocol::StopTask>();
-    for (const std::string& n : names) driver_->Disconnect(n, sites_[n].get());
+    for (const std::string& n : names) StopAndLeave(n);
+  }
+  // The site hears Stop, its stream is closed after it, and it goes.
+  void StopAndLeave(const std::string& name) {
+    sites_[name]->NextOf<protocol::StopTask>();
+    EXPECT_TRUE(sites_[name]->closed()) << name << "'s stream stays open after Stop";
+    driver_->Disconnect(name, sites_[name].get());
+  }
+  // Sites a, b and c connect; the first round's training task of each.
+  std::vector<protocol::TrainingTask> ConnectAllAndTakeTheirTasks() {
+    std::vector<FakeSite*> sites = {&Connect("a"), &Connect("b"), &Connect("c")};
+    std::vector<protocol::TrainingTask> tasks;
+    for (FakeSite* s : sites) tasks.push_back(s->NextOf<protocol::TrainingTask>());
+    return tasks;
+  }
+  // Run() returns OK, with these attempts in state.db.
+  void ExpectTheRunEndsWith(const std::vector<std::tuple<int64_t, int64_t, std::string>>& attempts) {
+    ASSERT_EQ(run_.wait_for(std::chrono::seconds(30)), std::future_status::ready);
+    EXPECT_TRUE(run_.get().ok());
+    EXPECT_EQ(Attempts(), attempts);
   }
   // (round, attempt, status) of every attempt in state.db.
   std::vector<std::tuple<int64_t, int64_t, std::string>> Attempts() {
@@ -185,8 +204,6 @@ class RoundDriverTest : public ::testing::Test {
   std::future<absl::Status> run_;
   std::map<std::string, std::unique_ptr<FakeSite>> sites_;
 };
-
-using Attempt = std::tuple<int64_t, int64_t, std::string>;
 
 TEST_F(RoundDriverTest, TooFewAnswersByTheDeadlineFailTheAttemptAndTheRetryComesAfterTheBackoff) {
   config_.plan.start_grace_s = 0;  // c never comes; no wait for it
@@ -215,66 +232,51 @@ TEST_F(RoundDriverTest, TooFewAnswersByTheDeadlineFailTheAttemptAndTheRetryComes
   ASSERT_TRUE(Answer("a", ta2).ok());
   ASSERT_TRUE(Answer("b", tb2).ok());
   EvaluateAndStop({"a", "b"});
-  ASSERT_EQ(run_.wait_for(std::chrono::seconds(30)), std::future_status::ready);
-  EXPECT_TRUE(run_.get().ok());
-  EXPECT_EQ(Attempts(), (std::vector<Attempt>{{1, 1, "failed"}, {1, 2, "applied"}}));
+  ExpectTheRunEndsWith({{1, 1, "failed"}, {1, 2, "applied"}});
 }
 
 TEST_F(RoundDriverTest, CloseAtFractionDoesNotWaitForTheLastSite) {
   config_.plan.close_at_fraction = 0.6;  // 2 of 3
   Start();
-  FakeSite& a = Connect("a");
-  FakeSite& b = Connect("b");
-  FakeSite& c = Connect("c");
-  protocol::TrainingTask ta = a.NextOf<protocol::TrainingTask>();
-  protocol::TrainingTask tb = b.NextOf<protocol::TrainingTask>();
-  protocol::TrainingTask tc = c.NextOf<protocol::TrainingTask>();
-  ASSERT_TRUE(Answer("a", ta).ok());
-  ASSERT_TRUE(Answer("b", tb).ok());
+  const std::vector<protocol::TrainingTask> t = ConnectAllAndTakeTheirTasks();
+  ASSERT_TRUE(Answer("a", t[0]).ok());
+  ASSERT_TRUE(Answer("b", t[1]).ok());
   // No time passes: the round closes on the second answer.
-  protocol::EvaluationTask e = a.NextOf<protocol::EvaluationTask>();
+  protocol::EvaluationTask e = sites_["a"]->NextOf<protocol::EvaluationTask>();
   EXPECT_EQ(e.round, 1);
-  EXPECT_EQ(Answer("c", tc).code(), absl::StatusCode::kFailedPrecondition)
+  EXPECT_EQ(Answer("c", t[2]).code(), absl::StatusCode::kFailedPrecondition)
       << "the straggler's update comes after the round closed";
   ASSERT_TRUE(Suppressed("a", e).ok());
   EvaluateAndStop({"b", "c"});
-  a.NextOf<protocol::StopTask>();
-  driver_->Disconnect("a", &a);
-  ASSERT_EQ(run_.wait_for(std::chrono::seconds(30)), std::future_status::ready);
-  EXPECT_TRUE(run_.get().ok());
-  EXPECT_EQ(Attempts(), (std::vector<Attempt>{{1, 1, "applied"}}));
+  StopAndLeave("a");
+  ExpectTheRunEndsWith({{1, 1, "applied"}});
   EXPECT_EQ(clock_.Now(), absl::FromUnixSeconds(1800000000)) << "nothing waited for a deadline";
 }
 
 TEST_F(RoundDriverTest, ASiteThatDeclinesForItsBudgetIsNotAskedAgain) {
   config_.plan.rounds = 2;
   Start();
-  FakeSite& a = Connect("a");
-  FakeSite& b = Connect("b");
-  FakeSite& c = Connect("c");
-  protocol::TrainingTask ta = a.NextOf<protocol::TrainingTask>();
-  protocol::TrainingTask tb = b.NextOf<protocol::TrainingTask>();
-  protocol::TrainingTask tc = c.NextOf<protocol::TrainingTask>();
+  const std::vector<protocol::TrainingTask> t = ConnectAllAndTakeTheirTasks();
   std::promise<absl::Status> declined;
   driver_->Decline("c",
-                   protocol::DeclineNotice{tc.round, tc.attempt, tc.nonce, protocol::DeclineReason::kBudgetExhausted,
-                                           2.9, 3.0, "epsilon 2.9 of 3"},
+                   protocol::DeclineNotice{t[2].round, t[2].attempt, t[2].nonce,
+                                           protocol::DeclineReason::kBudgetExhausted, 2.9, 3.0, "epsilon 2.9 of 3"},
                    [&](const absl::Status& s) { declined.set_value(s); });
   ASSERT_TRUE(declined.get_future().get().ok());
-  ASSERT_TRUE(Answer("a", ta).ok());
-  ASSERT_TRUE(Answer("b", tb).ok());
-  for (FakeSite* s : {&a, &b, &c}) ASSERT_TRUE(Suppressed(s->name(), s->NextOf<protocol::EvaluationTask>()).ok());
+  ASSERT_TRUE(Answer("a", t[0]).ok());
+  ASSERT_TRUE(Answer("b", t[1]).ok());
+  for (const char* n : {"a", "b", "c"}) {
+    ASSERT_TRUE(Suppressed(n, sites_[n]->NextOf<protocol::EvaluationTask>()).ok());
+  }
   // Round 2 goes to a and b only; c (budget spent) hears only the end.
-  protocol::TrainingTask ta2 = a.NextOf<protocol::TrainingTask>();
-  protocol::TrainingTask tb2 = b.NextOf<protocol::TrainingTask>();
+  protocol::TrainingTask ta2 = sites_["a"]->NextOf<protocol::TrainingTask>();
+  protocol::TrainingTask tb2 = sites_["b"]->NextOf<protocol::TrainingTask>();
   EXPECT_EQ(ta2.round, 2);
-  EXPECT_EQ(c.pending(), 0u);
+  EXPECT_EQ(sites_["c"]->pending(), 0u);
   ASSERT_TRUE(Answer("a", ta2).ok());
   ASSERT_TRUE(Answer("b", tb2).ok());
   EvaluateAndStop({"a", "b", "c"});
-  ASSERT_EQ(run_.wait_for(std::chrono::seconds(30)), std::future_status::ready);
-  EXPECT_TRUE(run_.get().ok());
-  EXPECT_EQ(Attempts(), (std::vector<Attempt>{{1, 1, "applied"}, {2, 1, "applied"}}));
+  ExpectTheRunEndsWith({{1, 1, "applied"}, {2, 1, "applied"}});
 }
 
 }  // namespace

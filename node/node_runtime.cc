@@ -118,7 +118,10 @@ absl::StatusOr<std::unique_ptr<NodeRuntime>> NodeRuntime::Create(const NodeConfi
     // ledger, the split's settings may not change.
     const bool evaluated = std::any_of(ledger->begin(), ledger->end(),
                                        [](const PrivacyCharge& c) { return c.kind == ChargeKind::kEvaluation; });
-    absl::StatusOr<std::optional<ledger::Config>> last = (*store)->LastConfig();
+    // Read only then: an older node.db's config entry that the schema
+    // cannot read stops a node only where the check needs it.
+    absl::StatusOr<std::optional<ledger::Config>> last =
+        evaluated ? (*store)->LastConfig() : std::optional<ledger::Config>();
     if (!last.ok()) return last.status();
     if (evaluated && last->has_value() &&
         ((*last)->validation_fraction != config.validation_fraction ||
