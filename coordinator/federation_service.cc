@@ -6,15 +6,12 @@
 
 #include <algorithm>
 #include <atomic>
-#include <cmath>
 #include <cstdint>
 #include <cstdlib>
 #include <cstring>
 #include <deque>
 #include <functional>
 #include <optional>
-#include <set>
-#include <thread>
 
 #include <grpcpp/grpcpp.h>
 #include <grpcpp/impl/codegen/proto_utils.h>
@@ -22,16 +19,12 @@
 #include <spdlog/spdlog.h>
 
 #include "absl/strings/str_cat.h"
-#include "absl/strings/str_format.h"
-#include "absl/time/clock.h"
 #include "absl/time/time.h"
-#include "common/bench_floor.h"
 #include "common/plan.h"
 #include "common/proto_framing.h"
 #include "common/wire_codec.h"
 #include "coordinator/stall_watch.h"
 #include "coordinator/stream_gate.h"
-#include "crypto/sha256.h"
 #include "proto/federation.grpc.pb.h"
 
 namespace fedrad::coordinator {

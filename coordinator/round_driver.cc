@@ -390,7 +390,12 @@ absl::StatusOr<bool> RoundDriver::RunRoundAttempt(int round, std::optional<State
 }
 
 absl::StatusOr<std::unique_ptr<UpdateIntake::Upload>> RoundDriver::OpenUpload(const UpdateTicket& t) {
-  return intake_->Open(UploadSpec{t.upload_id, t.spool_path, t.expected_bytes, t.dtype, t.update_sha256, t.max_norm});
+  // The claim's size, dtype and norm bound were checked against the plan in
+  // BeginUpdate: the upload must be what the plan says.
+  const WireDtype dtype = config_.plan.update_dtype;
+  return intake_->Open(UploadSpec{t.upload_id, t.spool_path,
+                                  static_cast<uint64_t>(manifest_.total_elements()) * BytesPerValue(dtype), dtype,
+                                  t.update_sha256, config_.plan.max_update_norm});
 }
 
 double RoundDriver::WeightOf(const UpdateTicket& t) const {
@@ -816,15 +821,12 @@ absl::Status RoundDriver::CheckUpdateClaim(const protocol::UpdateClaim& h, const
   // has at most one upload at a time, and readers of an in-progress upload
   // stop at what it has written.
   t->spool_path = absl::StrCat(spool_dir_, "/", t->site, ".bin");
-  t->expected_bytes = h.total_bytes;
   t->update_sha256 = h.update_sha256;
   t->num_examples = static_cast<int64_t>(h.num_examples);
   t->train_loss = h.train_loss.value_or(0);
   t->pipeline = h.pipeline;
   t->node_ledger_seq = h.ledger_seq;
   t->node_ledger_sha256 = h.ledger_sha256;
-  t->max_norm = config_.plan.max_update_norm;
-  t->dtype = config_.plan.update_dtype;
   return absl::OkStatus();
 }
 

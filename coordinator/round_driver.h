@@ -44,12 +44,9 @@ struct UpdateTicket {
   int attempt = 0;
   std::string site;
   std::string spool_path;
-  uint64_t expected_bytes = 0;  // on the wire, in `dtype`
-  WireDtype dtype = WireDtype::kFloat32;
   std::string update_sha256;
   int64_t num_examples = 0;
   double train_loss = 0;
-  double max_norm = 0;           // the plan's bound on the update's L2 norm
   std::string pipeline;          // the node's preprocessing description (may be empty)
   uint64_t node_ledger_seq = 0;  // the node's audit-ledger head after recording the update
   std::string node_ledger_sha256;
