@@ -118,9 +118,6 @@ TEST(CrashTest, ANodeStoppedWhileTrainingExitsCleanlyAndSaysWhatItWasCharged) {
   auto a = StartNode(f, "site-a");
   auto b = StartNode(f, "site-b");
   // site-a's round 1 charge is committed: it is training.
-  for (int i = 0; i < 600 && !std::filesystem::exists(f.NodeDb("site-a")); ++i) {
-    std::this_thread::sleep_for(std::chrono::milliseconds(100));
-  }
   ASSERT_TRUE(WaitForRow(f.NodeDb("site-a"),
                          "SELECT 1 FROM privacy_ledger WHERE kind = 'dp-sgd' AND round = 1 AND status = 'charged'",
                          std::chrono::minutes(2), a.get()))

@@ -224,11 +224,21 @@ std::vector<SqlRow> QueryDb(const std::string& path, const std::string& sql) {
 }
 
 bool WaitForRow(const std::string& path, const std::string& sql, std::chrono::milliseconds timeout, Process* watched) {
+  // The process being watched creates the database and then its tables: until
+  // they exist the query fails, which is "not yet", not a failure. The last
+  // error is said if the row never comes.
   const auto until = std::chrono::steady_clock::now() + timeout;
+  absl::Status last = absl::NotFoundError("no row yet");
   while (std::chrono::steady_clock::now() < until && (watched == nullptr || watched->Running())) {
-    if (!QueryDb(path, sql).empty()) return true;
-    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+    if (std::filesystem::exists(path)) {
+      absl::StatusOr<std::unique_ptr<Database>> db = Database::Open(path);
+      absl::StatusOr<std::vector<SqlRow>> rows = db.ok() ? (*db)->Query(sql) : db.status();
+      if (rows.ok() && !rows->empty()) return true;
+      last = rows.ok() ? absl::NotFoundError("no row yet") : rows.status();
+    }
+    std::this_thread::sleep_for(std::chrono::milliseconds(5));
   }
+  ADD_FAILURE() << "no row of \"" << sql << "\" in " << path << ": " << last;
   return false;
 }
 

@@ -119,7 +119,9 @@ std::vector<std::string> RunFederationToCompletion(const MiniFederation& f,
 // Rows of a query against a database file (opened read-write, WAL).
 std::vector<SqlRow> QueryDb(const std::string& path, const std::string& sql);
 // Polls `sql` against the database at `path` until it returns a row: true
-// then; false after `timeout`, or as soon as `watched` (if given) has exited.
+// then; false after `timeout`, or as soon as `watched` (if given) has exited,
+// with a failure that says the last error. A database not yet created, or
+// whose tables are still being made, is polled again.
 bool WaitForRow(const std::string& path, const std::string& sql, std::chrono::milliseconds timeout,
                 Process* watched = nullptr);
 

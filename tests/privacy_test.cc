@@ -171,18 +171,10 @@ TEST(PrivacyTest, ACrashAfterTheChargeKeepsIt) {
   auto coordinator = StartCoordinator(f, "coordinator.log");
   auto a = StartNode(f, "site-a");
   auto b = StartNode(f, "site-b");
-  const auto until = std::chrono::steady_clock::now() + std::chrono::minutes(2);
-  bool charged = false;
-  while (!charged && std::chrono::steady_clock::now() < until && b->Running()) {
-    std::this_thread::sleep_for(std::chrono::milliseconds(5));
-    if (!std::filesystem::exists(f.NodeDb("site-b")) ||
-        QueryDb(f.NodeDb("site-b"), "SELECT 1 FROM sqlite_master WHERE name = 'privacy_ledger'").empty()) {
-      continue;
-    }
-    charged = !QueryDb(f.NodeDb("site-b"), "SELECT 1 FROM privacy_ledger WHERE kind = 'dp-sgd' AND status = 'charged'")
-                   .empty();
-  }
-  ASSERT_TRUE(charged) << b->Log();
+  ASSERT_TRUE(WaitForRow(f.NodeDb("site-b"),
+                         "SELECT 1 FROM privacy_ledger WHERE kind = 'dp-sgd' AND status = 'charged'",
+                         std::chrono::minutes(2), b.get()))
+      << b->Log();
   b->Signal(SIGKILL);
   ASSERT_EQ(b->Wait(std::chrono::seconds(10)), 128 + SIGKILL);
   EXPECT_TRUE(QueryDb(f.NodeDb("site-b"), "SELECT 1 FROM updates_sent").empty()) << "killed too late";
