@@ -7,7 +7,6 @@
 #include <set>
 #include <thread>
 
-#include <grpcpp/grpcpp.h>
 #include <spdlog/spdlog.h>
 
 #include <nlohmann/json.hpp>
@@ -24,27 +23,15 @@
 #include "common/model_publication.h"
 #include "common/model_zoo.h"
 #include "common/safetensors.h"
-#include "common/wire_codec.h"
 #include "crypto/pki.h"
 #include "crypto/secure_noise.h"
 #include "crypto/sha256.h"
 #include "node/trainer.h"
-#include "node/update_upload.h"
-#include "proto/federation.grpc.pb.h"
 
 namespace fedrad::node {
 namespace {
 
-int64_t NowMs() { return absl::ToUnixMillis(absl::Now()); }
-
-absl::Status FromGrpc(const grpc::Status& s, absl::string_view what) {
-  if (s.ok()) return absl::OkStatus();
-  return absl::Status(static_cast<absl::StatusCode>(s.error_code()), absl::StrCat(what, ": ", s.error_message()));
-}
-
-std::chrono::system_clock::time_point Deadline(int64_t unix_ms) {
-  return std::chrono::system_clock::time_point(std::chrono::milliseconds(unix_ms));
-}
+absl::Time Deadline(int64_t unix_ms) { return absl::FromUnixMillis(unix_ms); }
 
 // Errors after which retrying cannot help: the coordinator refused who we are
 // or what we run.
@@ -96,17 +83,14 @@ ledger::Config ConfigFacts(const NodeConfig& config) {
 
 }  // namespace
 
-struct NodeRuntime::Rpc {
-  std::shared_ptr<grpc::Channel> channel;
-  std::unique_ptr<v1::Federation::Stub> stub;
-};
-
-absl::StatusOr<std::unique_ptr<NodeRuntime>> NodeRuntime::Create(const NodeConfig& config) {
+absl::StatusOr<std::unique_ptr<NodeRuntime>> NodeRuntime::Create(const NodeConfig& config, const Clock* clock,
+                                                                 std::unique_ptr<CoordinatorClient> client) {
   absl::Status s = EnsureDirectory(config.state_dir + "/models");
   if (s.ok()) s = EnsureDirectory(config.state_dir + "/updates");
   if (!s.ok()) return s;
   LedgerSigner signer{config.tls.key_pem, config.tls.certificate_pem, config.tls.common_name};
-  absl::StatusOr<std::unique_ptr<NodeStore>> store = NodeStore::Open(config.state_dir + "/node.db", signer, NowMs());
+  absl::StatusOr<std::unique_ptr<NodeStore>> store =
+      NodeStore::Open(config.state_dir + "/node.db", signer, clock->NowMs());
   if (!store.ok()) return store.status();
   if (config.privacy.enabled) {
     absl::StatusOr<std::vector<PrivacyCharge>> ledger = (*store)->PrivacyLedger();
@@ -136,58 +120,29 @@ absl::StatusOr<std::unique_ptr<NodeRuntime>> NodeRuntime::Create(const NodeConfi
           "privacy officer's agreement"));
     }
   }
-  s = (*store)->RecordConfig(ConfigFacts(config), NowMs());
+  s = (*store)->RecordConfig(ConfigFacts(config), clock->NowMs());
   if (!s.ok()) return s;
-  grpc::SslCredentialsOptions tls;
-  tls.pem_root_certs = config.tls.ca_pem;
-  tls.pem_private_key = config.tls.key_pem;
-  tls.pem_cert_chain = config.tls.certificate_pem;
-  grpc::ChannelArguments args;
-  // Keep the idle task stream alive through NAT and firewalls while training.
-  args.SetInt(GRPC_ARG_KEEPALIVE_TIME_MS, 20000);
-  args.SetInt(GRPC_ARG_KEEPALIVE_TIMEOUT_MS, 10000);
-  args.SetInt(GRPC_ARG_KEEPALIVE_PERMIT_WITHOUT_CALLS, 1);
-  args.SetInt(GRPC_ARG_HTTP2_MAX_PINGS_WITHOUT_DATA, 0);
-  args.SetInt(GRPC_ARG_MAX_RECONNECT_BACKOFF_MS, static_cast<int>(config.max_backoff_s * 1000));
-  args.SetInt(GRPC_ARG_INITIAL_RECONNECT_BACKOFF_MS, 500);
-  auto rpc = std::make_unique<Rpc>();
-  rpc->channel = grpc::CreateCustomChannel(config.coordinator_address, grpc::SslCredentials(tls), args);
-  rpc->stub = v1::Federation::NewStub(rpc->channel);
+  if (!client) client = MakeGrpcCoordinatorClient(config);
   if (config.threads > 0) SetTorchThreads(config.threads);
-  return std::unique_ptr<NodeRuntime>(new NodeRuntime(config, std::move(*store), std::move(rpc)));
+  return std::unique_ptr<NodeRuntime>(new NodeRuntime(config, clock, std::move(*store), std::move(client)));
 }
 
-NodeRuntime::NodeRuntime(NodeConfig config, std::unique_ptr<NodeStore> store, std::unique_ptr<Rpc> rpc)
-    : config_(std::move(config)), store_(std::move(store)), rpc_(std::move(rpc)) {}
+NodeRuntime::NodeRuntime(NodeConfig config, const Clock* clock, std::unique_ptr<NodeStore> store,
+                         std::unique_ptr<CoordinatorClient> client)
+    : config_(std::move(config)), clock_(clock), store_(std::move(store)), client_(std::move(client)) {}
 
 NodeRuntime::~NodeRuntime() = default;
 
 absl::StatusOr<JoinedPlan> NodeRuntime::Hello() {
-  grpc::ClientContext ctx;
-  ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(10));
-  v1::HelloRequest req;
-  req.set_software_version("fedrad 0.1.0");
-  v1::Plan reply;
-  grpc::Status s = rpc_->stub->Hello(&ctx, req, &reply);
-  if (!s.ok()) return FromGrpc(s, absl::StrCat("coordinator ", config_.coordinator_address));
-  // The certificate TLS verified against the federation's CA: the key every
-  // model publication must be signed with.
-  std::string coordinator_pem;
-  if (std::shared_ptr<const grpc::AuthContext> auth = ctx.auth_context()) {
-    for (const grpc::string_ref& v : auth->FindPropertyValues(GRPC_X509_PEM_CERT_PROPERTY_NAME)) {
-      coordinator_pem.assign(v.data(), v.size());
-    }
-  }
+  absl::StatusOr<Joined> joined = client_->Hello(clock_->Now() + absl::Seconds(10));
+  if (!joined.ok()) return joined.status();
+  std::string coordinator_pem = std::move(joined->coordinator_certificate_pem);
   if (coordinator_pem.empty()) {
     return absl::FailedPreconditionError(
         absl::StrCat("the coordinator at ", config_.coordinator_address,
                      " presented no certificate this node can check model signatures with"));
   }
-  JoinedPlan p = protocol::Decode(reply);
-  if (!p.update_dtype) {
-    return absl::FailedPreconditionError(
-        absl::StrCat("the plan's update dtype ", reply.update_dtype(), " is unknown to this node; update fedrad"));
-  }
+  JoinedPlan p = std::move(joined->plan);
   if (p.require_dp && !config_.privacy.enabled) {
     return absl::FailedPreconditionError(absl::StrCat("federation '", p.federation,
                                                       "' accepts only differentially private updates, and ",
@@ -225,26 +180,14 @@ absl::StatusOr<JoinedPlan> NodeRuntime::Check() { return Hello(); }
 void NodeRuntime::RequestStop() {
   absl::MutexLock lock(&stop_mu_);
   stopping_.store(true);
-  for (grpc::ClientContext* ctx : calls_) ctx->TryCancel();
+  client_->CancelAll();
   stop_changed_.SignalAll();
-}
-
-bool NodeRuntime::Track(grpc::ClientContext* ctx) {
-  absl::MutexLock lock(&stop_mu_);
-  if (stopping_.load()) return false;
-  calls_.insert(ctx);
-  return true;
-}
-
-void NodeRuntime::Untrack(grpc::ClientContext* ctx) {
-  absl::MutexLock lock(&stop_mu_);
-  calls_.erase(ctx);
 }
 
 bool NodeRuntime::SleepUnlessStopping(absl::Duration d) {
   absl::MutexLock lock(&stop_mu_);
-  const absl::Time until = absl::Now() + d;
-  while (!stopping_.load() && absl::Now() < until) stop_changed_.WaitWithDeadline(&stop_mu_, until);
+  const absl::Time until = clock_->Now() + d;
+  while (!stopping_.load() && clock_->Now() < until) clock_->WaitUntil(&stop_changed_, &stop_mu_, until);
   return stopping_.load();
 }
 
@@ -276,8 +219,8 @@ absl::Status NodeRuntime::PrepareData(const JoinedPlan& plan) {
   if (split.train.count() == 0) {
     return absl::FailedPreconditionError(absl::StrCat("no readable labelled images in ", config_.dicom_dir));
   }
-  absl::Status s =
-      store_->RecordDataAccess("load", 0, images->count(), report.patients, SopInstanceUidsSha256(*images), NowMs());
+  absl::Status s = store_->RecordDataAccess("load", 0, images->count(), report.patients, SopInstanceUidsSha256(*images),
+                                            clock_->NowMs());
   if (!s.ok()) return s;
   train_uids_sha256_ = SopInstanceUidsSha256(split.train);
   validation_uids_sha256_ = SopInstanceUidsSha256(split.validation);
@@ -333,35 +276,28 @@ absl::StatusOr<std::shared_ptr<const ModelParameters>> NodeRuntime::EnsureModel(
     if (!decoded.ok()) return decoded.status();
     file = std::move(*decoded);
   } else {
-    grpc::ClientContext ctx;
-    ctx.set_deadline(Deadline(deadline_ms));
-    if (!Track(&ctx)) return absl::CancelledError("the node is stopping");
-    struct Untracked {
-      NodeRuntime* runtime;
-      grpc::ClientContext* ctx;
-      ~Untracked() { runtime->Untrack(ctx); }
-    } untracked{this, &ctx};
     crypto::Sha256 hash;
     // Decoded as it arrives: each chunk goes once, from gRPC's buffers, into
     // the values, hashed on the way.
     std::optional<SafetensorsReceiver> received;
     uint64_t offset = 0, total = 0;
-    absl::Status s = DownloadModel(rpc_->channel, &ctx, sha256, [&](const ModelChunkView& chunk) -> absl::Status {
-      if (chunk.total_bytes > MaxModelBytes(manifest_) || chunk.offset != offset ||
-          offset + chunk.data_bytes > chunk.total_bytes || (received && chunk.total_bytes != total)) {
-        return absl::DataLossError("the coordinator sent a malformed model stream");
-      }
-      if (!received) {
-        total = chunk.total_bytes;
-        received.emplace(chunk.total_bytes, what, std::move(reuse));
-      }
-      for (std::string_view piece : chunk.data) {
-        if (!kBenchFloor) hash.Update(piece);
-        if (absl::Status added = received->Add(piece); !added.ok()) return added;
-      }
-      offset += chunk.data_bytes;
-      return absl::OkStatus();
-    });
+    absl::Status s =
+        client_->FetchModel(sha256, Deadline(deadline_ms), [&](const ModelChunkView& chunk) -> absl::Status {
+          if (chunk.total_bytes > MaxModelBytes(manifest_) || chunk.offset != offset ||
+              offset + chunk.data_bytes > chunk.total_bytes || (received && chunk.total_bytes != total)) {
+            return absl::DataLossError("the coordinator sent a malformed model stream");
+          }
+          if (!received) {
+            total = chunk.total_bytes;
+            received.emplace(chunk.total_bytes, what, std::move(reuse));
+          }
+          for (std::string_view piece : chunk.data) {
+            if (!kBenchFloor) hash.Update(piece);
+            if (absl::Status added = received->Add(piece); !added.ok()) return added;
+          }
+          offset += chunk.data_bytes;
+          return absl::OkStatus();
+        });
     if (!s.ok()) return s;
     if (!received) return absl::DataLossError("the coordinator sent an empty model");
     if (!kBenchFloor && hash.FinishHex() != sha256) {
@@ -380,7 +316,7 @@ absl::StatusOr<std::shared_ptr<const ModelParameters>> NodeRuntime::EnsureModel(
           /*durable=*/false);
     }
     if (!s.ok()) return s;
-    s = store_->RecordModelReceived(sha256, round, offset, NowMs());
+    s = store_->RecordModelReceived(sha256, round, offset, clock_->NowMs());
     if (!s.ok()) return s;
     // Only the newest global model is kept: one file of the model's size,
     // not one per round (100 rounds of a 400 MB model would be 40 GB).
@@ -395,7 +331,7 @@ absl::StatusOr<std::shared_ptr<const ModelParameters>> NodeRuntime::EnsureModel(
   if (std::optional<size_t> bad = kBenchFloor ? std::nullopt : FirstNonFinite(file->parameters.values)) {
     const std::string reason = absl::StrCat("value ", *bad, " of the model is ", file->parameters.values[*bad],
                                             "; a model must be finite to train or evaluate on");
-    absl::Status recorded = store_->RecordModelRefused(sha256, round, reason, NowMs());
+    absl::Status recorded = store_->RecordModelRefused(sha256, round, reason, clock_->NowMs());
     if (!recorded.ok()) return recorded;
     return absl::PermissionDeniedError(absl::StrCat("model ", sha256.substr(0, 12), " refused: ", reason));
   }
@@ -419,7 +355,7 @@ absl::Status NodeRuntime::CheckPublication(const protocol::Publication& publicat
   }
   if (!why.empty()) {
     spdlog::error("round {}: model refused: {}", task_round, why);
-    absl::Status recorded = store_->RecordModelRefused(sha256, task_round, why, NowMs());
+    absl::Status recorded = store_->RecordModelRefused(sha256, task_round, why, clock_->NowMs());
     if (!recorded.ok()) return recorded;
     return absl::PermissionDeniedError(why);
   }
@@ -428,13 +364,14 @@ absl::Status NodeRuntime::CheckPublication(const protocol::Publication& publicat
     absl::StatusOr<crypto::CertificateInfo> info =
         crypto::ParseCertificate(coordinator_certificate_pem_, "the coordinator's certificate");
     if (!info.ok()) return info.status();
-    absl::Status s = store_->RecordCoordinatorCertificate(coordinator_certificate_pem_, info->common_name, NowMs());
+    absl::Status s =
+        store_->RecordCoordinatorCertificate(coordinator_certificate_pem_, info->common_name, clock_->NowMs());
     if (!s.ok()) return s;
     recorded_coordinator_certificate_ = coordinator_certificate_pem_;
   }
   absl::Status s =
       store_->RecordModelVerified(plan_->federation, published_round, sha256, crypto::HexEncode(publication.signature),
-                                  crypto::Sha256Hex(coordinator_certificate_pem_), NowMs());
+                                  crypto::Sha256Hex(coordinator_certificate_pem_), clock_->NowMs());
   if (!s.ok()) return s;
   verified_publications_.insert({published_round, sha256});
   return absl::OkStatus();
@@ -462,7 +399,7 @@ absl::Status NodeRuntime::RecordRoundFailed(const protocol::RoundFailedNotice& f
       "round {} (attempt {}): the coordinator did not use this site's accepted update: {} (its privacy "
       "charge stands)",
       round, attempt, reason);
-  absl::Status s = store_->RecordUpdateOutcome(round, attempt, absl::StrCat("discarded: ", reason), NowMs());
+  absl::Status s = store_->RecordUpdateOutcome(round, attempt, absl::StrCat("discarded: ", reason), clock_->NowMs());
   if (!s.ok()) return s;
   absl::StatusOr<std::vector<PrivacyCharge>> ledger = store_->PrivacyLedger();
   if (!ledger.ok()) return ledger.status();
@@ -493,21 +430,16 @@ absl::StatusOr<NodeRuntime::TaskOutcome> NodeRuntime::DeclineRound(const protoco
   // A refused model has its model_refused entry already.
   absl::Status recorded = reason == DeclineReason::kBudgetExhausted
                               ? store_->RecordBudgetRefusal(round, attempt, epsilon_spent, config_.privacy.epsilon_max,
-                                                            config_.privacy.delta, detail, NowMs())
+                                                            config_.privacy.delta, detail, clock_->NowMs())
                           : reason == DeclineReason::kPolicy
-                              ? store_->RecordPolicyRefusal("train", round, attempt, detail, NowMs())
+                              ? store_->RecordPolicyRefusal("train", round, attempt, detail, clock_->NowMs())
                               : absl::OkStatus();
   if (!recorded.ok()) return recorded;
-  grpc::ClientContext ctx;
-  ctx.set_deadline(Deadline(task.deadline_unix_ms));
   // ε so far is what every update already reports; the detail names
   // settings, never a count (q and steps derive from the released count).
-  v1::Decline msg;
-  protocol::Encode(protocol::DeclineNotice{task.round, task.attempt, task.nonce, reason, epsilon_spent,
-                                           config_.privacy.epsilon_max, detail.substr(0, 1024)},
-                   &msg);
-  v1::SubmitReply reply;
-  absl::Status s = FromGrpc(rpc_->stub->DeclineTask(&ctx, msg, &reply), "declining the round");
+  absl::Status s = client_->Decline(protocol::DeclineNotice{task.round, task.attempt, task.nonce, reason, epsilon_spent,
+                                                            config_.privacy.epsilon_max, detail.substr(0, 1024)},
+                                    Deadline(task.deadline_unix_ms));
   if (!s.ok()) return s;
   return TaskOutcome::kDeclined;
 }
@@ -533,7 +465,7 @@ absl::StatusOr<std::optional<NodeRuntime::PrivateRound>> NodeRuntime::ChargeRoun
   absl::Status s = PrepareData(*plan_);
   if (!s.ok()) return s;
   const int64_t units = CountUnits(data_->train.patients, privacy.patient_level);
-  const int64_t now = NowMs();
+  const int64_t now = clock_->NowMs();
   PrivateRound out;
   if (!count_release_) count_release_ = CountReleaseOf(*ledger, plan_->federation);
   if (count_release_ && std::fabs(count_release_->released - static_cast<double>(units)) > 5 * kCountNoiseMultiplier) {
@@ -625,7 +557,8 @@ absl::StatusOr<NodeRuntime::TaskOutcome> NodeRuntime::HandleTrain(const protocol
   const int round = static_cast<int>(task.round);
   const int attempt = static_cast<int>(task.attempt);
   spdlog::info("round {} (attempt {}): training", round, attempt);
-  absl::Status joined = store_->RecordRoundJoined(plan_->federation, round, attempt, task.model_sha256, NowMs());
+  absl::Status joined =
+      store_->RecordRoundJoined(plan_->federation, round, attempt, task.model_sha256, clock_->NowMs());
   if (!joined.ok()) return joined;
   const TrainingSettings& asked = task.settings;
   LocalTrainingSettings settings;
@@ -670,8 +603,10 @@ absl::StatusOr<NodeRuntime::TaskOutcome> NodeRuntime::HandleTrain(const protocol
   if (!global.ok()) return global.status();
   std::optional<PrivateRound> dp;
   if (config_.trainer == "noop") {
-    const absl::Time start = absl::Now();
-    if (config_.noop_seconds > 0) absl::SleepFor(absl::Seconds(config_.noop_seconds));
+    const absl::Time start = clock_->Now();
+    if (config_.noop_seconds > 0 && SleepUnlessStopping(absl::Seconds(config_.noop_seconds))) {
+      return absl::CancelledError("the node is stopping");
+    }
     // The same tiny change every round: encoded and hashed once, so the
     // benchmark measures the coordinator and the transport, not this.
     TrainingOutcome noop;  // the received model plus 1e-7 everywhere, from one example
@@ -701,9 +636,9 @@ absl::StatusOr<NodeRuntime::TaskOutcome> NodeRuntime::HandleTrain(const protocol
     if (!s.ok()) return s;
   }
   absl::Status accessed = store_->RecordDataAccess("train", round, data_->train.count(), data_->train_patients,
-                                                   train_uids_sha256_, NowMs());
+                                                   train_uids_sha256_, clock_->NowMs());
   if (!accessed.ok()) return accessed;
-  const absl::Time start = absl::Now();
+  const absl::Time start = clock_->Now();
   settings.stop = &stopping_;
   absl::StatusOr<TrainingOutcome> outcome = TrainLocally(plan_->model, **global, data_->train, settings);
   if (!outcome.ok()) {
@@ -841,7 +776,7 @@ absl::StatusOr<std::optional<NodeRuntime::TaskOutcome>> NodeRuntime::ResendKept(
       "round {} (attempt {}): sending again the update trained for attempt {} (already charged; no "
       "training, no new charge)",
       round, task.attempt, k.attempt);
-  absl::Status sent = SendUpdate(task, std::move(wire), k, /*resent=*/true, absl::Now());
+  absl::Status sent = SendUpdate(task, std::move(wire), k, /*resent=*/true, clock_->Now());
   if (!sent.ok()) return sent;
   return std::optional<TaskOutcome>(TaskOutcome::kDone);
 }
@@ -854,7 +789,7 @@ absl::Status NodeRuntime::SendUpdate(const protocol::TrainingTask& task, std::sh
   const std::string& update_sha = wire->sha256;
   absl::StatusOr<LedgerEntry> sent = store_->RecordUpdateSending(
       round, attempt, task.model_sha256, update_sha, bytes.size(), WireDtypeName(UpdateDtype()), facts.examples,
-      facts.train_loss.value_or(0.0), resent ? facts.attempt : 0, NowMs());
+      facts.train_loss.value_or(0.0), resent ? facts.attempt : 0, clock_->NowMs());
   if (!sent.ok()) return sent.status();
   if (facts.charge_id) KeepRecord(store_->SetChargeStatus(facts.charge_id, "sending"));
 
@@ -877,9 +812,6 @@ absl::Status NodeRuntime::SendUpdate(const protocol::TrainingTask& task, std::sh
   } else {
     claim.train_loss = facts.train_loss;  // without DP only: under DP it would be an unprotected statistic
   }
-  v1::UpdateChunk header;
-  protocol::Encode(claim, header.mutable_header());
-  const std::string serialized = header.SerializeAsString();
   // The coordinator says when it is ready for the bytes (it receives a few
   // updates at a time); until then they stay here. An upload cut short
   // (UNAVAILABLE: the connection broke, or the coordinator saw the stream
@@ -889,17 +821,9 @@ absl::Status NodeRuntime::SendUpdate(const protocol::TrainingTask& task, std::sh
   absl::Status s;
   double pause = 1;
   for (int tries = 1;; ++tries) {
-    grpc::ClientContext ctx;
-    ctx.set_deadline(Deadline(task.deadline_unix_ms));
-    if (!Track(&ctx)) {
-      s = absl::CancelledError("the node is stopping");
-      break;
-    }
-    s = FromGrpc(UploadUpdate(rpc_->channel, &ctx, serialized, bytes, wire, chunk),
-                 absl::StrCat("round ", round, " update"));
-    Untrack(&ctx);
+    s = client_->SubmitUpdate(claim, bytes, wire, chunk, Deadline(task.deadline_unix_ms));
     if (s.ok() || s.code() != absl::StatusCode::kUnavailable || tries >= 5 || stopping_.load() ||
-        NowMs() + static_cast<int64_t>(pause * 1000) >= task.deadline_unix_ms) {
+        clock_->Now() + absl::Seconds(pause) >= Deadline(task.deadline_unix_ms)) {
       break;
     }
     spdlog::warn("round {}: the upload was cut short ({}); sending it again in {:.0f}s", round,
@@ -908,7 +832,7 @@ absl::Status NodeRuntime::SendUpdate(const protocol::TrainingTask& task, std::sh
     pause *= 2;
   }
   std::string outcome_text = s.ok() ? "accepted" : std::string(s.message());
-  KeepRecord(store_->RecordUpdateOutcome(round, attempt, outcome_text, NowMs()));
+  KeepRecord(store_->RecordUpdateOutcome(round, attempt, outcome_text, clock_->NowMs()));
   if (facts.charge_id) {
     if (resent) outcome_text = absl::StrCat(outcome_text, " (sent again in attempt ", attempt, ")");
     if (!s.ok() && !facts.path.empty()) absl::StrAppend(&outcome_text, "; kept, to send again if asked");
@@ -918,7 +842,7 @@ absl::Status NodeRuntime::SendUpdate(const protocol::TrainingTask& task, std::sh
     }
   }
   if (!s.ok()) return s;
-  const double took = absl::ToDoubleSeconds(absl::Now() - start);
+  const double took = absl::ToDoubleSeconds(clock_->Now() - start);
   if (facts.privacy) {
     spdlog::info(
         "round {}: update accepted ({} units, noised; {:.1f}s); privacy spent: epsilon {:.4f} of {:.4g} "
@@ -934,7 +858,7 @@ absl::Status NodeRuntime::SendUpdate(const protocol::TrainingTask& task, std::sh
 absl::StatusOr<NodeRuntime::TaskOutcome> NodeRuntime::RefuseEvaluation(const protocol::EvaluationTask& task,
                                                                        const std::string& why) {
   spdlog::warn("round {}: evaluation refused: {}", task.round, why);
-  absl::Status s = store_->RecordPolicyRefusal("evaluate", static_cast<int>(task.round), 0, why, NowMs());
+  absl::Status s = store_->RecordPolicyRefusal("evaluate", static_cast<int>(task.round), 0, why, clock_->NowMs());
   if (!s.ok()) return s;
   return AnswerSuppressed(task);
 }
@@ -960,12 +884,10 @@ absl::Status NodeRuntime::SendEvaluation(const protocol::EvaluationTask& task, c
                 {"epsilon_spent", release->epsilon_spent},
                 {"delta", config_.privacy.delta}};
   }
-  absl::StatusOr<LedgerEntry> recorded =
-      store_->RecordEvaluation(round, task.model_sha256, exact ? exact->loss : 0, exact ? exact->accuracy : 0,
-                               exact ? exact->count : 0, release == nullptr, release ? released.dump() : "", NowMs());
+  absl::StatusOr<LedgerEntry> recorded = store_->RecordEvaluation(
+      round, task.model_sha256, exact ? exact->loss : 0, exact ? exact->accuracy : 0, exact ? exact->count : 0,
+      release == nullptr, release ? released.dump() : "", clock_->NowMs());
   if (!recorded.ok()) return recorded.status();
-  grpc::ClientContext ctx;
-  ctx.set_deadline(Deadline(task.deadline_unix_ms));
   protocol::EvaluationReport report{task.round, task.nonce, task.model_sha256, release == nullptr};
   report.ledger_seq = static_cast<uint64_t>(recorded->seq);
   report.ledger_sha256 = recorded->sha256;
@@ -974,10 +896,7 @@ absl::Status NodeRuntime::SendEvaluation(const protocol::EvaluationTask& task, c
                                                   release->statistics,       release->epsilon_spent,
                                                   config_.privacy.delta,     config_.privacy.unit()};
   }
-  v1::Evaluation msg;
-  protocol::Encode(report, &msg);
-  v1::SubmitReply reply;
-  return FromGrpc(rpc_->stub->SubmitEvaluation(&ctx, msg, &reply), "evaluation");
+  return client_->SubmitEvaluation(report, Deadline(task.deadline_unix_ms));
 }
 
 absl::StatusOr<NodeRuntime::TaskOutcome> NodeRuntime::HandleEval(const protocol::EvaluationTask& task) {
@@ -1044,12 +963,12 @@ absl::StatusOr<NodeRuntime::TaskOutcome> NodeRuntime::HandleEval(const protocol:
     charge->round = round;
     charge->units = data_->validation_patients;  // stays in the node's ledger
     charge->status = "charged";
-    charge->at_ms = NowMs();
+    charge->at_ms = clock_->NowMs();
     s = store_->ChargePrivacy({&*charge});
     if (!s.ok()) return s;
   }
   s = store_->RecordDataAccess("evaluate", round, data_->validation.count(), data_->validation_patients,
-                               validation_uids_sha256_, NowMs());
+                               validation_uids_sha256_, clock_->NowMs());
   if (!s.ok()) return s;
   // An empty validation split is released like any other (zeros plus the
   // noise): refusing instead would tell the coordinator it is empty.
@@ -1140,22 +1059,26 @@ absl::Status NodeRuntime::Run() {
     absl::Status s = StartUp();
     if (!s.ok()) return s;
 
-    grpc::ClientContext ctx;
-    if (!Track(&ctx)) return stopped();
-    std::unique_ptr<grpc::ClientReader<v1::Task>> reader = rpc_->stub->WaitTask(&ctx, v1::WaitTaskRequest());
-    v1::Task message;
-    while (!stopping_.load() && reader->Read(&message)) {
+    absl::StatusOr<std::unique_ptr<TaskStream>> stream = client_->WaitTask();
+    if (!stream.ok()) {
+      if (stopping_.load()) return stopped();
+      return stream.status();
+    }
+    std::optional<protocol::Task> next;
+    while (!stopping_.load() && (next = (*stream)->Next())) {
       // A stream that delivers work is a working connection; one refused at
       // once (another node holds this kit's stream) keeps backing off.
       backoff = 0.5;
       absl::StatusOr<TaskOutcome> result = TaskOutcome::kDone;
-      const protocol::Task task = protocol::Decode(message);
+      const protocol::Task& task = *next;
       if (const auto* stop = std::get_if<protocol::StopTask>(&task)) {
         spdlog::info("the coordinator says stop: {}", stop->reason);
         ForgetKeptUpdates(std::numeric_limits<int>::max());  // the federation is over
-        ctx.TryCancel();
-        reader->Finish();
-        Untrack(&ctx);
+        // Ended from this side: Cancelled is how it ends, nothing to report.
+        const absl::Status end = (*stream)->Finish();
+        if (end.code() != absl::StatusCode::kCancelled && !end.ok()) {
+          spdlog::debug("task stream after stop: {}", end.ToString());
+        }
         return absl::OkStatus();
       } else if (const auto* train = std::get_if<protocol::TrainingTask>(&task)) {
         result = HandleTrain(*train);
@@ -1174,15 +1097,13 @@ absl::Status NodeRuntime::Run() {
         spdlog::info("task declined; the coordinator was told why");
       }
     }
-    if (stopping_.load()) ctx.TryCancel();
-    grpc::Status end = reader->Finish();
-    Untrack(&ctx);
+    const absl::Status end = (*stream)->Finish();
     if (stopping_.load()) return stopped();
-    if (end.error_code() == grpc::StatusCode::ALREADY_EXISTS) {
-      spdlog::error("the coordinator refused this node's task stream: {}; retrying in {:.1f}s", end.error_message(),
-                    backoff);
+    if (end.code() == absl::StatusCode::kAlreadyExists) {
+      spdlog::error("the coordinator refused this node's task stream: {}; retrying in {:.1f}s",
+                    std::string(end.message()), backoff);
     } else {
-      spdlog::warn("task stream ended ({}); reconnecting in {:.1f}s", end.error_message(), backoff);
+      spdlog::warn("task stream ended ({}); reconnecting in {:.1f}s", std::string(end.message()), backoff);
     }
     if (SleepUnlessStopping(absl::Seconds(backoff))) return stopped();
     backoff = std::min(backoff * 2, config_.max_backoff_s);

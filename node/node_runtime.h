@@ -12,18 +12,16 @@
 #include "absl/status/statusor.h"
 #include "absl/synchronization/mutex.h"
 #include "absl/time/time.h"
+#include "common/clock.h"
 #include "common/evaluation_release.h"
 #include "common/plan.h"
 #include "common/protocol.h"
 #include "common/tensor.h"
+#include "node/coordinator_client.h"
 #include "node/dataset.h"
 #include "node/node_config.h"
 #include "node/node_store.h"
 #include "node/trainer.h"
-
-namespace grpc {
-class ClientContext;
-}  // namespace grpc
 
 namespace fedrad::node {
 
@@ -36,7 +34,11 @@ using JoinedPlan = protocol::JoinedPlan;
 // aggregate figures. Images, labels and identifiers never leave it.
 class NodeRuntime {
  public:
-  static absl::StatusOr<std::unique_ptr<NodeRuntime>> Create(const NodeConfig& config);
+  // Talks to config.coordinator_address over gRPC unless given `client`;
+  // times, deadlines and pauses are `clock`'s.
+  static absl::StatusOr<std::unique_ptr<NodeRuntime>> Create(const NodeConfig& config,
+                                                             const Clock* clock = Clock::Real(),
+                                                             std::unique_ptr<CoordinatorClient> client = nullptr);
   ~NodeRuntime();
 
   // One Hello: checks that the coordinator is reachable and accepts this
@@ -55,8 +57,8 @@ class NodeRuntime {
   void RequestStop();
 
  private:
-  struct Rpc;
-  NodeRuntime(NodeConfig config, std::unique_ptr<NodeStore> store, std::unique_ptr<Rpc> rpc);
+  NodeRuntime(NodeConfig config, const Clock* clock, std::unique_ptr<NodeStore> store,
+              std::unique_ptr<CoordinatorClient> client);
 
   absl::StatusOr<JoinedPlan> Hello();
 
@@ -136,9 +138,6 @@ class NodeRuntime {
   // cut short is tried again while the deadline allows.
   absl::Status SendUpdate(const protocol::TrainingTask& task, std::shared_ptr<const WireUpdate> wire,
                           const KeptUpdate& facts, bool resent, absl::Time start);
-  // Calls RequestStop() cancels; false (not tracked) once stopping.
-  bool Track(grpc::ClientContext* ctx);
-  void Untrack(grpc::ClientContext* ctx);
   // true if the node is stopping (at once, or during the pause).
   bool SleepUnlessStopping(absl::Duration d);
   // One federated evaluation: refused (suppressed, with a ledger entry)
@@ -161,8 +160,9 @@ class NodeRuntime {
                               const Evaluation* exact = nullptr);
 
   const NodeConfig config_;
+  const Clock* const clock_;
   std::unique_ptr<NodeStore> store_;
-  std::unique_ptr<Rpc> rpc_;
+  std::unique_ptr<CoordinatorClient> client_;
   std::optional<JoinedPlan> plan_;
   // The plan's update dtype (Hello refuses a plan without a known one).
   WireDtype UpdateDtype() const { return plan_->update_dtype.value_or(WireDtype::kFloat32); }
@@ -189,7 +189,6 @@ class NodeRuntime {
   std::atomic<bool> stopping_{false};  // RequestStop() was called
   absl::Mutex stop_mu_;
   absl::CondVar stop_changed_;
-  std::set<grpc::ClientContext*> calls_ ABSL_GUARDED_BY(stop_mu_);  // cancelled by RequestStop()
 };
 
 }  // namespace fedrad::node

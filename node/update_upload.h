@@ -12,6 +12,7 @@
 #include <grpcpp/support/status.h>
 
 #include "absl/status/status.h"
+#include "node/coordinator_client.h"
 
 namespace grpc {
 class Channel;
@@ -19,6 +20,9 @@ class ClientContext;
 }  // namespace grpc
 
 namespace fedrad::node {
+
+// The gRPC transport under MakeGrpcCoordinatorClient (coordinator_client.h);
+// the runtime never calls these itself.
 
 // Streams one update to the coordinator's SubmitUpdate: `header_message`
 // (a serialized v1::UpdateChunk holding the header), then, once the
@@ -39,12 +43,6 @@ grpc::Status UploadUpdate(const std::shared_ptr<grpc::Channel>& channel, grpc::C
 // into gRPC's buffers (common/proto_framing.h), so the data is copied once,
 // by `on_chunk`, into where it belongs. An error from `on_chunk` cancels the
 // call and is returned. Blocks until the call ends (`ctx`'s deadline).
-struct ModelChunkView {
-  uint64_t total_bytes = 0;
-  uint64_t offset = 0;
-  std::vector<std::string_view> data;  // pieces, in order
-  uint64_t data_bytes = 0;
-};
 absl::Status DownloadModel(const std::shared_ptr<grpc::Channel>& channel, grpc::ClientContext* ctx,
                            const std::string& sha256,
                            const std::function<absl::Status(const ModelChunkView&)>& on_chunk);
