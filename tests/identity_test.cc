@@ -1,12 +1,18 @@
 // Mutual TLS and identity: a node whose certificate comes from another CA is
 // refused, and so is a node with a valid certificate whose CN is not a site
 // in the plan. The positive control — a provisioned site — is accepted.
+#include <netinet/in.h>
+#include <poll.h>
 #include <signal.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
 #include <gtest/gtest.h>
 
+#include <chrono>
 #include <filesystem>
+#include <thread>
 
 #include "crypto/pki.h"
 #include "tests/harness.h"
@@ -142,6 +148,74 @@ TEST(IdentityTest, ASecondNodeWithTheSameKitIsRefusedNotAlternated) {
   // One attempt per round, each answered by the first node only.
   EXPECT_EQ(QueryDb(f.StateDb(), "SELECT COUNT(*) FROM rounds")[0][0], SqlValue(int64_t{3}));
   EXPECT_TRUE(QueryDb(dir + "/copy/state/node.db", "SELECT 1 FROM updates_sent").empty());
+  RemoveWorkspaceIfPassed(dir);
+}
+
+// A TCP connection to 127.0.0.1:`port` that sends nothing; -1 if refused.
+int ConnectSilently(int port) {
+  const int fd = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  sockaddr_in addr{};
+  addr.sin_family = AF_INET;
+  addr.sin_port = htons(static_cast<uint16_t>(port));
+  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  if (::connect(fd, reinterpret_cast<const sockaddr*>(&addr), sizeof addr) != 0) {
+    ::close(fd);
+    return -1;
+  }
+  return fd;
+}
+
+// Peers that connect and never finish the TLS handshake (a scan, or an
+// attempt to use up the coordinator's descriptors) are dropped after the
+// coordinator's handshake time (10 s; gRPC's default is 120 s), and a
+// federation running beside 200 of them completes each round in one
+// attempt: nothing the sites pay for is spent on them.
+TEST(IdentityTest, ConnectionsThatNeverAuthenticateAreDroppedAndCostTheSitesNothing) {
+  const std::string dir = MakeWorkspace();
+  MiniFederation f = SetUpFederation(dir, {.sites = 2, .rounds = 3, .min_nodes = 2, .dp = false});
+  ASSERT_FALSE(::testing::Test::HasFailure());
+  // Rounds of 7 s each: the federation outlasts the 15 s this test watches
+  // the connections for, so a drop is the coordinator's doing, not its exit.
+  UseNoopTrainers(f, {{"site-a", 7}, {"site-b", 7}});
+  auto coordinator = StartCoordinator(f, "coordinator.log");
+  int first = -1;
+  for (int i = 0; i < 3000 && first < 0 && coordinator->Running(); ++i) {
+    first = ConnectSilently(f.port);
+    if (first < 0) std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  }
+  ASSERT_GE(first, 0) << coordinator->Log();
+  const auto opened = std::chrono::steady_clock::now();
+  std::vector<pollfd> silent{{first, POLLIN, 0}};
+  while (silent.size() < 200) {
+    const int fd = ConnectSilently(f.port);
+    ASSERT_GE(fd, 0) << "connection " << silent.size() << " refused";
+    silent.push_back({fd, POLLIN, 0});
+  }
+  auto a = StartNode(f, "site-a");
+  auto b = StartNode(f, "site-b");
+  int dropped = 0;
+  while (!silent.empty() && std::chrono::steady_clock::now() < opened + std::chrono::seconds(15)) {
+    ASSERT_GE(::poll(silent.data(), silent.size(), 100), 0);
+    for (size_t i = 0; i < silent.size();) {
+      char c;
+      if (silent[i].revents != 0 && ::recv(silent[i].fd, &c, 1, MSG_DONTWAIT) <= 0) {
+        EXPECT_TRUE(coordinator->Running()) << "closed by the coordinator's exit, not by its handshake time";
+        ::close(silent[i].fd);
+        silent.erase(silent.begin() + static_cast<std::ptrdiff_t>(i));
+        ++dropped;
+      } else {
+        ++i;
+      }
+    }
+  }
+  for (const pollfd& p : silent) ::close(p.fd);
+  EXPECT_EQ(dropped, 200) << "silent connections still open 15 s after they were made";
+  ASSERT_EQ(coordinator->Wait(std::chrono::minutes(3)), 0) << coordinator->Log();
+  EXPECT_EQ(a->Wait(std::chrono::seconds(30)), 0) << a->Log();
+  EXPECT_EQ(b->Wait(std::chrono::seconds(30)), 0) << b->Log();
+  // One attempt per round, each applied.
+  EXPECT_EQ(QueryDb(f.StateDb(), "SELECT COUNT(*) FROM rounds")[0][0], SqlValue(int64_t{3}));
+  EXPECT_EQ(QueryDb(f.StateDb(), "SELECT COUNT(*) FROM rounds WHERE status = 'applied'")[0][0], SqlValue(int64_t{3}));
   RemoveWorkspaceIfPassed(dir);
 }
 
