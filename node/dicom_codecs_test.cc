@@ -308,6 +308,20 @@ TEST_F(DicomCodecsTest, BrokenFilesAreSkippedWithSpecificReasonsAndTheRestLoads)
   EXPECT_NE(reason("rows-mismatch.dcm").find("pixel data has 6144 bytes but Rows x Columns"), std::string::npos)
       << reason("rows-mismatch.dcm");
   EXPECT_TRUE(IsNoImage(ReadDicomImage(at("report.dcm")).status()));
+
+  // The problem travels as data beside the message, which names the file.
+  auto problem = [&](const std::string& path) -> std::optional<DicomProblem> {
+    std::optional<DicomError> e = DicomErrorOf(ReadDicomImage(path).status());
+    if (!e) return std::nullopt;
+    return e->problem;
+  };
+  EXPECT_EQ(problem(at("truncated.dcm")), DicomProblem::kMalformed);
+  EXPECT_EQ(problem(at("report.dcm")), DicomProblem::kNoImage);
+  EXPECT_EQ(problem(at("no-such-file.dcm")), DicomProblem::kMissing);
+  EXPECT_EQ(problem(at("good-jls.dcm")), std::nullopt);  // read: no error at all
+  const absl::Status truncated = ReadDicomImage(at("truncated.dcm")).status();
+  EXPECT_NE(truncated.message().find("truncated.dcm"), absl::string_view::npos) << truncated;
+  EXPECT_EQ(DicomErrorOf(absl::InvalidArgumentError("'x.dcm': not a readable DICOM file")), std::nullopt);
 }
 
 }  // namespace

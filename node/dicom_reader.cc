@@ -20,6 +20,7 @@
 #include <mutex>
 #include <type_traits>
 
+#include "absl/strings/cord.h"
 #include "absl/strings/str_cat.h"
 
 namespace fedrad::node {
@@ -27,8 +28,20 @@ namespace {
 
 constexpr char kNoImage[] = "no image (no pixel data)";
 
-absl::Status Error(absl::StatusCode code, const std::string& path, absl::string_view reason) {
-  return absl::Status(code, absl::StrCat("'", path, "': ", reason));
+// Where a ReadDicomImage error keeps its problem and reason, as data.
+constexpr char kDicomErrorPayload[] = "fedrad/dicom-error";
+
+absl::StatusCode CodeOf(DicomProblem problem) {
+  switch (problem) {
+    case DicomProblem::kMissing:
+      return absl::StatusCode::kNotFound;
+    case DicomProblem::kMalformed:
+      return absl::StatusCode::kInvalidArgument;
+    case DicomProblem::kNoImage:
+    case DicomProblem::kUnsupported:
+      return absl::StatusCode::kUnimplemented;
+  }
+  return absl::StatusCode::kInternal;
 }
 
 // Transfer syntaxes DCMTK's open edition cannot decode, with the reason.
@@ -96,8 +109,8 @@ absl::Status CheckNativeLength(DcmDataset* ds, const std::string& path) {
   Sint32 frames = 1;
   if (ds->findAndGetSint32(DCM_NumberOfFrames, frames).bad() || frames < 1) frames = 1;
   if (rows == 0 || cols == 0 || bits_allocated == 0) {
-    return Error(absl::StatusCode::kInvalidArgument, path,
-                 "Rows, Columns or BitsAllocated is missing, zero or of the wrong type");
+    return DicomFileError(DicomProblem::kMalformed, path,
+                          "Rows, Columns or BitsAllocated is missing, zero or of the wrong type");
   }
   DcmElement* pixel = nullptr;
   if (ds->findAndGetElement(DCM_PixelData, pixel).bad() || pixel == nullptr) return absl::OkStatus();
@@ -106,9 +119,10 @@ absl::Status CheckNativeLength(DcmDataset* ds, const std::string& path) {
   const uint64_t want = (bits + 7) / 8;
   // Odd lengths are padded to even in DICOM.
   if (have != want && have != want + (want % 2)) {
-    return Error(absl::StatusCode::kInvalidArgument, path,
-                 absl::StrCat("pixel data has ", have, " bytes but Rows x Columns x Samples x Frames (", rows, "x",
-                              cols, "x", samples, "x", frames, ") at ", bits_allocated, " bits needs ", want));
+    return DicomFileError(
+        DicomProblem::kMalformed, path,
+        absl::StrCat("pixel data has ", have, " bytes but Rows x Columns x Samples x Frames (", rows, "x", cols, "x",
+                     samples, "x", frames, ") at ", bits_allocated, " bits needs ", want));
   }
   return absl::OkStatus();
 }
@@ -226,7 +240,7 @@ absl::Status CheckEncapsulatedFrames(DcmDataset* ds, E_TransferSyntax xfer, cons
   auto* pixel = static_cast<DcmPixelData*>(element);
   DcmPixelSequence* seq = nullptr;
   if (pixel->getEncapsulatedRepresentation(xfer, nullptr, seq).bad() || seq == nullptr) {
-    return Error(absl::StatusCode::kInvalidArgument, path, "encapsulated pixel data without a pixel sequence");
+    return DicomFileError(DicomProblem::kMalformed, path, "encapsulated pixel data without a pixel sequence");
   }
   bool seen_frame = false;
   for (unsigned long k = 1; k < seq->card(); ++k) {  // item 0 is the offset table
@@ -237,15 +251,16 @@ absl::Status CheckEncapsulatedFrames(DcmDataset* ds, E_TransferSyntax xfer, cons
     if (n < 2 || data[0] != 0xFF || data[1] != 0xD8) continue;  // a continuation fragment
     int r = 0, c = 0;
     if (!JpegFrameSize(data, n, &r, &c)) {
-      return Error(absl::StatusCode::kInvalidArgument, path, "compressed frame without a readable JPEG frame header");
+      return DicomFileError(DicomProblem::kMalformed, path, "compressed frame without a readable JPEG frame header");
     }
     if (r != rows || c != cols) {
-      return Error(absl::StatusCode::kInvalidArgument, path,
-                   absl::StrCat("compressed frame is ", r, "x", c, " but Rows x Columns is ", rows, "x", cols));
+      return DicomFileError(
+          DicomProblem::kMalformed, path,
+          absl::StrCat("compressed frame is ", r, "x", c, " but Rows x Columns is ", rows, "x", cols));
     }
     seen_frame = true;
   }
-  if (!seen_frame) return Error(absl::StatusCode::kInvalidArgument, path, "no compressed frame in the pixel data");
+  if (!seen_frame) return DicomFileError(DicomProblem::kMalformed, path, "no compressed frame in the pixel data");
   return absl::OkStatus();
 }
 
@@ -261,30 +276,44 @@ void InitDcmtk() {
   });
 }
 
+// The message names the file; the payload holds the problem (one digit)
+// and the reason, for those who count or sort files by it.
+absl::Status DicomFileError(DicomProblem problem, const std::string& path, absl::string_view reason) {
+  absl::Status s(CodeOf(problem), absl::StrCat("'", path, "': ", reason));
+  s.SetPayload(kDicomErrorPayload, absl::Cord(absl::StrCat(static_cast<int>(problem), reason)));
+  return s;
+}
+
+std::optional<DicomError> DicomErrorOf(const absl::Status& status) {
+  const auto payload = status.GetPayload(kDicomErrorPayload);  // absl::optional here
+  if (!payload || payload->empty()) return std::nullopt;
+  std::string flat(*payload);
+  const int problem = flat[0] - '0';
+  if (problem < 0 || problem > static_cast<int>(DicomProblem::kUnsupported)) return std::nullopt;
+  return DicomError{static_cast<DicomProblem>(problem), flat.substr(1)};
+}
+
 std::string ReasonOf(const absl::Status& status) {
-  std::string m(status.message());
-  if (!m.empty() && m[0] == '\'') {
-    const size_t end = m.find("': ");
-    if (end != std::string::npos) return m.substr(end + 3);
-  }
-  return m;
+  if (std::optional<DicomError> e = DicomErrorOf(status)) return e->reason;
+  return std::string(status.message());
 }
 
 bool IsNoImage(const absl::Status& status) {
-  return status.code() == absl::StatusCode::kUnimplemented && ReasonOf(status) == kNoImage;
+  std::optional<DicomError> e = DicomErrorOf(status);
+  return e && e->problem == DicomProblem::kNoImage;
 }
 
 absl::StatusOr<DicomImageFile> ReadDicomImage(const std::string& path, const DicomReadOptions& options) {
   InitDcmtk();
   std::error_code ec;
   if (!std::filesystem::is_regular_file(path, ec)) {
-    return Error(absl::StatusCode::kNotFound, path, "no such file");
+    return DicomFileError(DicomProblem::kMissing, path, "no such file");
   }
   DcmFileFormat file;
   OFCondition cond = file.loadFile(path.c_str());
   if (cond.bad()) {
-    return Error(absl::StatusCode::kInvalidArgument, path,
-                 absl::StrCat("not a readable DICOM file (", cond.text(), ")"));
+    return DicomFileError(DicomProblem::kMalformed, path,
+                          absl::StrCat("not a readable DICOM file (", cond.text(), ")"));
   }
   DcmDataset* ds = file.getDataset();
   DicomImageFile out;
@@ -309,10 +338,10 @@ absl::StatusOr<DicomImageFile> ReadDicomImage(const std::string& path, const Dic
   if (ds->findAndGetFloat64(DCM_WindowWidth, v).good() && v > 0) out.window_width = v;
 
   if (!ds->tagExistsWithValue(DCM_PixelData)) {
-    return Error(absl::StatusCode::kUnimplemented, path, kNoImage);
+    return DicomFileError(DicomProblem::kNoImage, path, kNoImage);
   }
   if (const char* why = UnsupportedSyntax(xfer)) {
-    return Error(absl::StatusCode::kUnimplemented, path, why);
+    return DicomFileError(DicomProblem::kUnsupported, path, why);
   }
   {
     Uint16 samples = 1;
@@ -322,9 +351,9 @@ absl::StatusOr<DicomImageFile> ReadDicomImage(const std::string& path, const Dic
     const uint64_t pixels =
         uint64_t(out.rows) * uint64_t(out.columns) * uint64_t(frames) * std::max<uint64_t>(1, samples);
     if (pixels > options.max_pixels) {
-      return Error(absl::StatusCode::kInvalidArgument, path,
-                   absl::StrCat("image too large: Rows x Columns x Frames x Samples = ", pixels,
-                                " pixels, more than the limit of ", options.max_pixels));
+      return DicomFileError(DicomProblem::kMalformed, path,
+                            absl::StrCat("image too large: Rows x Columns x Frames x Samples = ", pixels,
+                                         " pixels, more than the limit of ", options.max_pixels));
     }
   }
   {
@@ -334,8 +363,8 @@ absl::StatusOr<DicomImageFile> ReadDicomImage(const std::string& path, const Dic
   }
   const bool color = out.photometric.rfind("MONOCHROME", 0) != 0 && out.photometric != "PALETTE COLOR";
   if (color && !options.color_to_gray) {
-    return Error(absl::StatusCode::kUnimplemented, path,
-                 absl::StrCat("colour image (", out.photometric, ") and color_to_gray is off"));
+    return DicomFileError(DicomProblem::kUnsupported, path,
+                          absl::StrCat("colour image (", out.photometric, ") and color_to_gray is off"));
   }
   out.invert = out.photometric == "MONOCHROME1";
 
@@ -349,15 +378,15 @@ absl::StatusOr<DicomImageFile> ReadDicomImage(const std::string& path, const Dic
   }
   auto image = std::make_unique<DicomImage>(ds, xfer, CIF_MayDetachPixelData | CIF_IgnoreModalityTransformation, 0, 0);
   if (image->getStatus() != EIS_Normal) {
-    return Error(absl::StatusCode::kInvalidArgument, path,
-                 absl::StrCat("cannot decode pixel data: ", DicomImage::getString(image->getStatus())));
+    return DicomFileError(DicomProblem::kMalformed, path,
+                          absl::StrCat("cannot decode pixel data: ", DicomImage::getString(image->getStatus())));
   }
   if (!image->isMonochrome()) {
     // Luminance (ITU-R BT.601 weights) of RGB; DCMTK has already converted
     // YBR and planar layouts to RGB.
     std::unique_ptr<DicomImage> gray(image->createMonochromeImage());
     if (gray == nullptr || gray->getStatus() != EIS_Normal) {
-      return Error(absl::StatusCode::kInvalidArgument, path, "cannot convert the colour image to grayscale");
+      return DicomFileError(DicomProblem::kMalformed, path, "cannot convert the colour image to grayscale");
     }
     image = std::move(gray);
     slope = 1.0;
@@ -365,14 +394,14 @@ absl::StatusOr<DicomImageFile> ReadDicomImage(const std::string& path, const Dic
   }
   const DiPixel* pixels = image->getInterData();
   if (pixels == nullptr || pixels->getData() == nullptr) {
-    return Error(absl::StatusCode::kInvalidArgument, path, "pixel data could not be read");
+    return DicomFileError(DicomProblem::kMalformed, path, "pixel data could not be read");
   }
   const int rows = static_cast<int>(image->getHeight());
   const int cols = static_cast<int>(image->getWidth());
   const unsigned long frames = image->getFrameCount();
   if (rows <= 0 || cols <= 0 || frames == 0 || pixels->getCount() < static_cast<unsigned long>(rows) * cols * frames) {
-    return Error(absl::StatusCode::kInvalidArgument, path,
-                 "Rows x Columns x frames disagrees with the decoded pixel data");
+    return DicomFileError(DicomProblem::kMalformed, path,
+                          "Rows x Columns x frames disagrees with the decoded pixel data");
   }
   const void* data = pixels->getData();
   switch (pixels->getRepresentation()) {
@@ -395,7 +424,7 @@ absl::StatusOr<DicomImageFile> ReadDicomImage(const std::string& path, const Dic
       CopyFrames<Sint32>(data, rows, cols, frames, slope, intercept, &out.frames);
       break;
     default:
-      return Error(absl::StatusCode::kUnimplemented, path, "unsupported internal pixel representation");
+      return DicomFileError(DicomProblem::kUnsupported, path, "unsupported internal pixel representation");
   }
   return out;
 }

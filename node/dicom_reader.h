@@ -8,6 +8,7 @@
 
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
+#include "absl/strings/string_view.h"
 
 namespace fedrad::node {
 
@@ -57,22 +58,37 @@ struct DicomReadOptions {
 
 // Reads and decodes `path` with DCMTK: native little/big endian (implicit or
 // explicit VR), deflated, RLE, JPEG baseline/extended/lossless and JPEG-LS.
-// Every error names the file; the reason (ReasonOf) says what was wrong:
-//   NotFound        missing file
-//   InvalidArgument not DICOM, truncated, malformed, pixel data of the wrong size
-//   Unimplemented   valid but unusable: no pixel data ("no image"), JPEG 2000,
-//                   video, colour when color_to_gray is off
+// What was wrong with a file, carried by ReadDicomImage's errors as data
+// (DicomErrorOf), with the status code beside it:
+enum class DicomProblem {
+  kMissing,      // NotFound: no such file
+  kMalformed,    // InvalidArgument: not DICOM, truncated, malformed, pixel data of the wrong size
+  kNoImage,      // Unimplemented: valid, without pixel data (a structured report, an RT plan, a DICOMDIR)
+  kUnsupported,  // Unimplemented: valid but unusable: JPEG 2000, video, colour when color_to_gray is off
+};
+struct DicomError {
+  DicomProblem problem;
+  std::string reason;  // without the file name, for counting
+};
+
+// Every error names the file in its message and carries its DicomError.
 absl::StatusOr<DicomImageFile> ReadDicomImage(const std::string& path, const DicomReadOptions& options = {});
+
+// An error about the file at `path` as ReadDicomImage makes them (for the
+// loader's own reads of the same files).
+absl::Status DicomFileError(DicomProblem problem, const std::string& path, absl::string_view reason);
+
+// The problem and reason of a ReadDicomImage error; nullopt for any other status.
+std::optional<DicomError> DicomErrorOf(const absl::Status& status);
 
 // Registers DCMTK's decoders and silences its logger (problems come back as
 // statuses instead). Idempotent and thread-safe; ReadDicomImage calls it.
 void InitDcmtk();
 
-// The reason of a ReadDicomImage error without the file name, for counting.
+// DicomErrorOf(status)->reason; the message of any other status.
 std::string ReasonOf(const absl::Status& status);
 
-// True for the "no image" case: a DICOM object without pixel data (a
-// structured report, an RT plan, a presentation state, a DICOMDIR).
+// True for kNoImage: a DICOM object without pixel data.
 bool IsNoImage(const absl::Status& status);
 
 }  // namespace fedrad::node

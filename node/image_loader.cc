@@ -142,7 +142,9 @@ LoadedImage ImageLoader::Prepare(size_t item) {
   if (!bytes.ok()) {
     LoadedImage out;
     out.item = item;
-    out.status = absl::Status(bytes.status().code(), absl::StrCat("'", path, "': ", bytes.status().message()));
+    out.status = DicomFileError(
+        bytes.status().code() == absl::StatusCode::kNotFound ? DicomProblem::kMissing : DicomProblem::kMalformed, path,
+        bytes.status().message());
     return out;
   }
   const std::string content_sha = crypto::Sha256Hex(*bytes);
