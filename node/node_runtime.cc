@@ -33,6 +33,10 @@ namespace {
 
 absl::Time Deadline(int64_t unix_ms) { return absl::FromUnixMillis(unix_ms); }
 
+// The status of a round's charge whose run a stop (SIGTERM, SIGINT: from
+// outside, whatever the data) cut short before anything was sent.
+constexpr char kInterrupted[] = "interrupted: ";
+
 // Errors after which retrying cannot help: the coordinator refused who we are
 // or what we run.
 bool IsPermanent(absl::StatusCode code) {
@@ -456,6 +460,9 @@ absl::StatusOr<std::optional<NodeRuntime::PrivateRound>> NodeRuntime::ChargeRoun
   absl::StatusOr<std::vector<PrivacyCharge>> ledger = store_->PrivacyLedger();
   if (!ledger.ok()) return ledger.status();
   const double spent = SpentBy(*ledger).GetEpsilon(privacy.delta).epsilon;
+  // Before the budget check: this round may be paid for already.
+  absl::StatusOr<std::optional<PrivateRound>> resumed = ResumeInterruptedRound(task, *ledger, spent);
+  if (!resumed.ok() || resumed->has_value()) return resumed;
   // Spent already: say so without reading the data at all.
   if (BudgetSpent(privacy, spent)) {
     return decline(DeclineReason::kBudgetExhausted,
@@ -550,6 +557,53 @@ absl::StatusOr<std::optional<NodeRuntime::PrivateRound>> NodeRuntime::ChargeRoun
       task.round, privacy.unit(), units, out.training.noise_multiplier, out.training.clip_norm,
       out.training.sampling_rate, out.training.steps, planned->epsilon_before, out.training.epsilon_after,
       privacy.epsilon_max, privacy.delta);
+  return std::optional<PrivateRound>(std::move(out));
+}
+
+absl::StatusOr<std::optional<NodeRuntime::PrivateRound>> NodeRuntime::ResumeInterruptedRound(
+    const protocol::TrainingTask& task, const std::vector<PrivacyCharge>& ledger, double spent) {
+  const PrivacySettings& privacy = config_.privacy;
+  const PrivacyCharge* interrupted = nullptr;
+  for (const PrivacyCharge& c : ledger) {
+    if (c.kind == ChargeKind::kDpSgd && c.federation == plan_->federation && c.round == static_cast<int>(task.round) &&
+        absl::StartsWith(c.status, kInterrupted)) {
+      interrupted = &c;
+    }
+  }
+  if (interrupted == nullptr) return std::optional<PrivateRound>();
+  // Why one charge covers the run again: what leaves the site is one update,
+  // the output of one complete run of the mechanism the charge was made
+  // for (its sigma, C, q and steps), with fresh noise and sampling; the run
+  // that was cut short released nothing and kept nothing (no update, no
+  // checkpoint), and where it stopped depended on the signal, not on the
+  // data. A crash (SIGKILL, a fault) leaves the charge "charged" and is paid
+  // again: its cause may be the data. Settings of node.toml that change the
+  // mechanism make it a new charge.
+  if (interrupted->unit != privacy.unit() || interrupted->clip_norm != privacy.clip_norm ||
+      interrupted->delta != privacy.delta) {
+    spdlog::warn("round {}: node.toml's [privacy] changed since the interrupted run; charging the round anew",
+                 task.round);
+    return std::optional<PrivateRound>();
+  }
+  if (!count_release_) count_release_ = CountReleaseOf(ledger, plan_->federation);
+  if (!count_release_) return std::optional<PrivateRound>();
+  absl::Status s = PrepareData(*plan_);
+  if (!s.ok()) return s;
+  s = store_->SetChargeStatus(interrupted->id, absl::StrCat("charged (trained again in attempt ", task.attempt,
+                                                            " after a stop cut the first run short; nothing had been "
+                                                            "sent)"));
+  if (!s.ok()) return s;
+  PrivateRound out;
+  out.training = *interrupted;
+  out.reported_count = static_cast<int64_t>(count_release_->released);
+  // A count charged for this federation but never sent goes with this update.
+  if (count_release_->status != "sent") out.count_charge_id = count_release_->id;
+  out.site_epsilon = std::max(spent, EvaluationSpentBy(ledger).GetEpsilon(privacy.delta).epsilon);
+  spdlog::info(
+      "round {}: training again under the charge of the run a stop interrupted (sigma {:.4f}, C {:g}, q {:.5f}, "
+      "{} steps; epsilon stays {:.4f} of {:.4g}): no second charge",
+      task.round, out.training.noise_multiplier, out.training.clip_norm, out.training.sampling_rate, out.training.steps,
+      spent, privacy.epsilon_max);
   return std::optional<PrivateRound>(std::move(out));
 }
 
@@ -649,7 +703,7 @@ absl::StatusOr<NodeRuntime::TaskOutcome> NodeRuntime::HandleTrain(const protocol
     }
     if (dp) {
       KeepRecord(store_->SetChargeStatus(dp->training.id,
-                                         stopped ? absl::StrCat("interrupted: the node was stopped during training (",
+                                         stopped ? absl::StrCat(kInterrupted, "the node was stopped during training (",
                                                                 outcome.status().message(), "); nothing was sent")
                                                  : absl::StrCat("failed: ", outcome.status().message())));
     }

@@ -104,6 +104,12 @@ class NodeRuntime {
   };
   absl::StatusOr<std::optional<PrivateRound>> ChargeRound(const protocol::TrainingTask& task,
                                                           const LocalTrainingSettings& settings);
+  // A round whose run a stop interrupted (its charge marked so, nothing
+  // sent) is trained again under that charge: nullopt when there is none
+  // to resume, or node.toml changed the mechanism since.
+  absl::StatusOr<std::optional<PrivateRound>> ResumeInterruptedRound(const protocol::TrainingTask& task,
+                                                                     const std::vector<PrivacyCharge>& ledger,
+                                                                     double spent);
   // Tells the coordinator this site will not train this round, after
   // recording why in the ledger; kDeclined once the coordinator has it.
   using DeclineReason = protocol::DeclineReason;

@@ -103,7 +103,8 @@ TEST(CrashTest, CoordinatorKilledMidRoundResumesTheAttemptWithTheSitesKeptUpdate
 }
 
 // SIGTERM while a node trains: it stops at the next step and exits 0, its
-// round's charge marked interrupted; restarted, it serves the round.
+// round's charge marked interrupted; restarted, it serves the round under
+// that charge, with no second one.
 TEST(CrashTest, ANodeStoppedWhileTrainingExitsCleanlyAndSaysWhatItWasCharged) {
   const std::string dir = MakeWorkspace();
   MiniFederation f = SetUpFederation(dir, {.sites = 2,
@@ -135,6 +136,13 @@ TEST(CrashTest, ANodeStoppedWhileTrainingExitsCleanlyAndSaysWhatItWasCharged) {
   ASSERT_EQ(coordinator->Wait(std::chrono::minutes(4)), 0) << coordinator->Log();
   EXPECT_EQ(again->Wait(std::chrono::seconds(30)), 0) << again->Log();
   EXPECT_EQ(b->Wait(std::chrono::seconds(30)), 0) << b->Log();
+  // Restarted, it trained round 1 again under the charge the stop cut
+  // short: one charge per round, and that one's update was accepted.
+  EXPECT_NE(again->Log().find("no second charge"), std::string::npos) << again->Log();
+  EXPECT_EQ(ChargesByRound(f.NodeDb("site-a")), (std::map<int64_t, int64_t>{{1, 1}, {2, 1}}));
+  charge = QueryDb(f.NodeDb("site-a"), "SELECT status FROM privacy_ledger WHERE kind = 'dp-sgd' AND round = 1");
+  ASSERT_EQ(charge.size(), 1u);
+  EXPECT_EQ(AsText(charge[0][0]), "accepted");
   RemoveWorkspaceIfPassed(dir);
 }
 
