@@ -146,6 +146,59 @@ TEST(CrashTest, ANodeStoppedWhileTrainingExitsCleanlyAndSaysWhatItWasCharged) {
   RemoveWorkspaceIfPassed(dir);
 }
 
+// SIGTERM after a node's update was accepted, while the round waits for
+// another site: the node exits 0, and restarted it neither trains nor pays
+// for that round again; the round is applied with the update it had sent.
+TEST(CrashTest, ANodeStoppedAfterItsUpdateWasAcceptedPaysOnceAndLosesNothing) {
+  const std::string dir = MakeWorkspace();
+  MiniFederation f = SetUpFederation(dir, {.sites = 2,
+                                           .rounds = 2,
+                                           .min_nodes = 2,
+                                           .local_epochs = 40,
+                                           .patients = 12,
+                                           .images = 4,
+                                           .round_deadline_s = 120});
+  ASSERT_FALSE(::testing::Test::HasFailure());
+  auto coordinator = StartCoordinator(f, "coordinator.log");
+  auto a = StartNode(f, "site-a");
+  auto b = StartNode(f, "site-b");
+  ASSERT_TRUE(WaitForRow(f.StateDb(), "SELECT 1 FROM rounds WHERE round = 1 AND status = 'open'",
+                         std::chrono::minutes(2), coordinator.get()))
+      << coordinator->Log();
+  b->Signal(SIGSTOP);  // round 1 waits for site-b (40 local epochs: it has not answered yet)
+  ASSERT_TRUE(WaitForRow(f.StateDb(),
+                         "SELECT 1 FROM submissions WHERE round = 1 AND site = 'site-a' AND status = 'accepted'",
+                         std::chrono::minutes(2), coordinator.get()))
+      << coordinator->Log();
+  // The point this test is about: round 1 still waits for site-b.
+  ASSERT_EQ(AsText(QueryDb(f.StateDb(), "SELECT status FROM rounds WHERE round = 1")[0][0]), "open");
+  a->Signal(SIGTERM);
+  EXPECT_EQ(a->Wait(std::chrono::seconds(20)), 0) << a->Log();
+  auto again = StartNode(f, "site-a");
+  b->Signal(SIGCONT);
+  ASSERT_EQ(coordinator->Wait(std::chrono::minutes(4)), 0) << coordinator->Log();
+  EXPECT_EQ(again->Wait(std::chrono::seconds(30)), 0) << again->Log();
+  EXPECT_EQ(b->Wait(std::chrono::seconds(30)), 0) << b->Log();
+
+  for (const std::string& site : f.sites) {
+    EXPECT_EQ(ChargesByRound(f.NodeDb(site)), (std::map<int64_t, int64_t>{{1, 1}, {2, 1}})) << site;
+  }
+  std::vector<SqlRow> rounds = QueryDb(f.StateDb(), "SELECT round, attempt, status FROM rounds ORDER BY round");
+  ASSERT_EQ(rounds.size(), 2u);
+  for (const SqlRow& r : rounds) {
+    EXPECT_EQ(AsInt(r[1]), 1) << "round " << AsInt(r[0]);
+    EXPECT_EQ(AsText(r[2]), "applied") << "round " << AsInt(r[0]);
+  }
+  // The update site-a sent before the stop is the one round 1 used.
+  std::vector<SqlRow> sent = QueryDb(f.NodeDb("site-a"), "SELECT update_sha256 FROM updates_sent WHERE round = 1");
+  std::vector<SqlRow> accepted = QueryDb(
+      f.StateDb(), "SELECT update_sha256 FROM submissions WHERE round = 1 AND site = 'site-a' AND status = 'accepted'");
+  ASSERT_FALSE(sent.empty());
+  ASSERT_EQ(accepted.size(), 1u);
+  EXPECT_EQ(AsText(accepted[0][0]), AsText(sent.back()[0]));
+  RemoveWorkspaceIfPassed(dir);
+}
+
 // A stateful server optimiser (FedAdam: its moments) is restored after a
 // crash: a federation whose coordinator is SIGKILLed after round 2 ends with
 // the very model of one that ran through, and only the last round's state
