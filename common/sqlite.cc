@@ -5,6 +5,7 @@
 #include <sqlite3.h>
 
 #include "absl/strings/str_cat.h"
+#include "common/local_fault.h"
 
 namespace fedrad {
 
@@ -65,7 +66,8 @@ absl::StatusOr<std::unique_ptr<Database>> Database::OpenReadOnly(const std::stri
 Database::~Database() { sqlite3_close(db_); }
 
 absl::Status Database::Error(absl::string_view action) const {
-  return absl::InternalError(absl::StrCat("database '", path_, "': ", action, ": ", sqlite3_errmsg(db_)));
+  return MarkLocalFault(
+      absl::InternalError(absl::StrCat("database '", path_, "': ", action, ": ", sqlite3_errmsg(db_))));
 }
 
 absl::Status Database::ExecScript(absl::string_view sql) {
@@ -74,7 +76,7 @@ absl::Status Database::ExecScript(absl::string_view sql) {
   if (sqlite3_exec(db_, text.c_str(), nullptr, nullptr, &err) != SQLITE_OK) {
     std::string msg = err ? err : "unknown error";
     sqlite3_free(err);
-    return absl::InternalError(absl::StrCat("database '", path_, "': ", msg));
+    return MarkLocalFault(absl::InternalError(absl::StrCat("database '", path_, "': ", msg)));
   }
   return absl::OkStatus();
 }

@@ -20,6 +20,7 @@
 #include "common/bench_floor.h"
 #include "common/evaluation_release.h"
 #include "common/files.h"
+#include "common/local_fault.h"
 #include "common/model_publication.h"
 #include "common/model_zoo.h"
 #include "common/safetensors.h"
@@ -707,7 +708,9 @@ absl::StatusOr<NodeRuntime::TaskOutcome> NodeRuntime::HandleTrain(const protocol
                                                                 outcome.status().message(), "); nothing was sent")
                                                  : absl::StrCat("failed: ", outcome.status().message())));
     }
-    return outcome.status();
+    // A stop is the node's to resume; training that failed by itself would
+    // fail again, each time after a new charge.
+    return stopped ? outcome.status() : MarkLocalFault(outcome.status());
   }
   if (outcome->dp_nonfinite_units > 0) {
     spdlog::warn(
@@ -718,7 +721,7 @@ absl::StatusOr<NodeRuntime::TaskOutcome> NodeRuntime::HandleTrain(const protocol
   absl::StatusOr<WireUpdate> wire = Encode(std::move(outcome->delta), round);
   if (!wire.ok()) {
     if (dp) KeepRecord(store_->SetChargeStatus(dp->training.id, absl::StrCat("failed: ", wire.status().message())));
-    return wire.status();
+    return MarkLocalFault(wire.status());  // the plan's dtype cannot carry this site's updates
   }
   KeptUpdate facts = UpdateFacts(task, *outcome, dp);
   facts.update_sha256 = wire->sha256;
@@ -1075,6 +1078,16 @@ absl::StatusOr<NodeRuntime::TaskOutcome> NodeRuntime::HandleEval(const protocol:
   return TaskOutcome::kDone;
 }
 
+NodeRuntime::TaskResult NodeRuntime::Resolve(const absl::StatusOr<TaskOutcome>& outcome) {
+  if (outcome.ok()) {
+    return {*outcome == TaskOutcome::kDeclined ? TaskResult::Kind::kDeclined : TaskResult::Kind::kDone,
+            absl::OkStatus()};
+  }
+  // A stop cancels what is under way: not the node's fault.
+  if (stopping_.load()) return {TaskResult::Kind::kRetry, outcome.status()};
+  return {IsLocalFault(outcome.status()) ? TaskResult::Kind::kFatal : TaskResult::Kind::kRetry, outcome.status()};
+}
+
 absl::Status NodeRuntime::Run() {
   double backoff = 0.5;
   bool announced = false;
@@ -1143,12 +1156,25 @@ absl::Status NodeRuntime::Run() {
       } else {
         result = absl::InvalidArgumentError("a task of a kind this node does not know; update fedrad");
       }
-      if (!result.ok()) {
-        // The coordinator re-asks or goes on without this site; the next
-        // task is served as usual.
-        spdlog::warn("task failed: {}", std::string(result.status().message()));
-      } else if (*result == TaskOutcome::kDeclined) {
-        spdlog::info("task declined; the coordinator was told why");
+      switch (const TaskResult r = Resolve(result); r.kind) {
+        case TaskResult::Kind::kFatal: {
+          spdlog::error("this node cannot go on: {}", std::string(r.why.message()));
+          const absl::Status end = (*stream)->Finish();
+          if (!end.ok() && end.code() != absl::StatusCode::kCancelled) {
+            spdlog::debug("task stream after a fatal task: {}", end.ToString());
+          }
+          return r.why;
+        }
+        case TaskResult::Kind::kRetry:
+          // The coordinator re-asks or goes on without this site; the next
+          // task is served as usual.
+          spdlog::warn("task failed: {}", std::string(r.why.message()));
+          break;
+        case TaskResult::Kind::kDeclined:
+          spdlog::info("task declined; the coordinator was told why");
+          break;
+        case TaskResult::Kind::kDone:
+          break;
       }
     }
     const absl::Status end = (*stream)->Finish();

@@ -47,8 +47,8 @@ class NodeRuntime {
 
   // Serves tasks until the coordinator says Stop (OK), RequestStop() (OK),
   // or a permanent error (identity refused, model mismatch, unreadable
-  // data). While the coordinator is unreachable it retries with exponential
-  // backoff.
+  // data, a fatal task: see TaskResult). While the coordinator is
+  // unreachable it retries with exponential backoff.
   absl::Status Run();
   // From a signal thread: Run() returns soon. Training stops at its next
   // step (its charge stands and is marked interrupted); an upload under way
@@ -68,6 +68,19 @@ class NodeRuntime {
   // budget, [policy], a refused model, an improper evaluation ask; no data
   // was read for it). A failure is an error status.
   enum class TaskOutcome { kDone, kDeclined };
+
+  // What Run() does after a task: kDone and kDeclined as the handler said;
+  // a failure is kFatal when it is this node's own (common/local_fault.h:
+  // its records cannot be written, training itself failed; going on would
+  // charge round after round for work that fails), and Run() ends with it;
+  // any other failure is kRetry: the coordinator re-asks or goes on without
+  // this site, and the next task is served.
+  struct TaskResult {
+    enum class Kind { kDone, kDeclined, kRetry, kFatal };
+    Kind kind;
+    absl::Status why;  // OK unless kRetry or kFatal
+  };
+  TaskResult Resolve(const absl::StatusOr<TaskOutcome>& outcome);
 
  private:
   // Once per process, after the first Hello: reports the budget and reads

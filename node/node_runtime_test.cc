@@ -21,6 +21,7 @@
 #include "common/model_publication.h"
 #include "common/model_zoo.h"
 #include "common/safetensors.h"
+#include "common/sqlite.h"
 #include "crypto/pki.h"
 #include "crypto/sha256.h"
 
@@ -224,10 +225,14 @@ class NodeRuntimeTest : public ::testing::Test {
     script_->streams.push_back({{tasks.begin(), tasks.end()}, std::move(end)});
   }
 
-  void Start() {
+  void Create() {
     auto runtime = NodeRuntime::Create(config_, &clock_, std::make_unique<FakeCoordinator>(script_));
     ASSERT_TRUE(runtime.ok()) << runtime.status();
     runtime_ = std::move(*runtime);
+  }
+  void Start() {
+    if (!runtime_) Create();
+    if (!runtime_) return;
     run_ = std::async(std::launch::async, [this] { return runtime_->Run(); });
   }
   // Lets Run() go to its end, moving the fake clock to each deadline the
@@ -392,6 +397,26 @@ TEST_F(NodeRuntimeTest, AnUnknownTaskFailsAloneAndTheNextIsServed) {
   Start();
   ASSERT_TRUE(RunToEnd().ok());
   EXPECT_EQ(script_->submitted.size(), 1u);
+}
+
+// A node whose own records cannot be written stops (Run returns the
+// error) instead of serving the next task: the next would fail the same
+// way, under DP after a new charge.
+TEST_F(NodeRuntimeTest, ANodeThatCannotWriteItsRecordsStopsInsteadOfServingTheNextTask) {
+  Create();
+  ASSERT_NE(runtime_, nullptr);
+  {
+    auto db = Database::Open(config_.state_dir + "/node.db");
+    ASSERT_TRUE(db.ok()) << db.status();
+    ASSERT_TRUE((*db)->ExecScript("DROP TABLE updates_sent").ok());
+  }
+  AddStream({Train(1, 1), Train(2, 1), protocol::StopTask{"done"}}, absl::OkStatus());
+  Start();
+  absl::Status s = RunToEnd();
+  EXPECT_EQ(s.code(), absl::StatusCode::kInternal) << s;
+  EXPECT_NE(s.message().find("updates_sent"), absl::string_view::npos) << s;
+  EXPECT_TRUE(script_->submitted.empty());
+  EXPECT_EQ(script_->fetched.size(), 1u) << "the second task was served";
 }
 
 // A stop asked while the node waits to reconnect ends Run at once, with no
