@@ -4,6 +4,8 @@
 #include <cmath>
 #include <set>
 
+#include "absl/strings/ascii.h"
+#include "absl/strings/escaping.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_join.h"
@@ -15,15 +17,23 @@ bool FederationPlan::HasSite(const std::string& site) const {
   return std::find(sites.begin(), sites.end(), site) != sites.end();
 }
 
-bool IsValidSiteName(const std::string& name) {
-  if (name.empty() || name.size() > 64 || name[0] == '.') return false;
+std::optional<std::string> SiteNameProblem(const std::string& name) {
+  static constexpr char kRule[] = "letters, digits, '-', '_', '.'; 1 to 64 characters, not starting with '.'";
+  bool ok = !name.empty() && name.size() <= 64 && name[0] != '.';
   for (char c : name) {
-    const bool ok =
-        (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '-' || c == '_' || c == '.';
-    if (!ok) return false;
+    ok = ok && ((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '-' || c == '_' ||
+                c == '.');
   }
-  return true;
+  if (!ok) return absl::StrCat("'", absl::CEscape(name), "' is not a valid site name (", kRule, ")");
+  const std::string folded = absl::AsciiStrToLower(name);
+  if (folded == "ca" || folded == "coordinator") {
+    return absl::StrCat("'", name, "' is reserved: provisioning writes the ", folded == "ca" ? "CA's" : "coordinator's",
+                        " kit under that name; choose another for the site");
+  }
+  return std::nullopt;
 }
+
+bool IsValidSiteName(const std::string& name) { return !SiteNameProblem(name).has_value(); }
 
 absl::StatusOr<FederationPlan> LoadPlan(const std::string& path, const StrategyCheck& check_strategy) {
   absl::StatusOr<std::unique_ptr<ConfigReader>> opened = ConfigReader::Open(path);
@@ -97,12 +107,13 @@ absl::StatusOr<FederationPlan> LoadPlan(const std::string& path, const StrategyC
   for (size_t i = 0; i < n; ++i) {
     const std::string key = absl::StrCat("site[", i, "].name");
     std::string name = c.GetString(key);
-    if (!name.empty() && !IsValidSiteName(name)) {
-      c.Fail(key, absl::StrCat("'", name,
-                               "' is not a valid site name (letters, digits, "
-                               "'-', '_', '.'; at most 64 characters)"));
-    } else if (!seen.insert(name).second) {
-      c.Fail(key, absl::StrCat("names site '", name, "' twice"));
+    // A missing name is GetString's error already.
+    if (std::optional<std::string> problem = SiteNameProblem(name); problem && c.Has(key)) {
+      c.Fail(key, *problem);
+    } else if (!seen.insert(absl::AsciiStrToLower(name)).second) {
+      // Kits are folders: two names one case apart would share one on a
+      // case-insensitive file system (the USB stick a kit travels on).
+      c.Fail(key, absl::StrCat("names site '", name, "' twice (site names are compared ignoring case)"));
     }
     p.sites.push_back(name);
   }

@@ -3,6 +3,7 @@
 
 #include <cstdint>
 #include <functional>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -114,8 +115,13 @@ using StrategyCheck = std::function<void(const FederationPlan& plan, const PlanF
 
 absl::StatusOr<FederationPlan> LoadPlan(const std::string& path, const StrategyCheck& check_strategy);
 
-// Site names become certificate CNs, folder names and log fields: letters,
-// digits, '-', '_' and '.', 1 to 64 characters, not starting with '.'.
+// Site names become certificate CNs, folder names under kits/ and log
+// fields: letters, digits, '-', '_' and '.', 1 to 64 characters, not
+// starting with '.', and not a name provisioning uses itself: `ca` and
+// `coordinator` in any case (a site so named would get its kit in the CA's
+// folder, beside ca.key, or the coordinator's CN). nullopt when `name` can
+// be a site's; else why not.
+std::optional<std::string> SiteNameProblem(const std::string& name);
 bool IsValidSiteName(const std::string& name);
 
 // Largest chunk any stream may carry, and gRPC's default message limit

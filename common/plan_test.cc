@@ -110,6 +110,28 @@ TEST(PlanTest, SiteNames) {
   EXPECT_FALSE(IsValidSiteName(".hidden"));
   EXPECT_FALSE(IsValidSiteName("a/b"));
   EXPECT_FALSE(IsValidSiteName(std::string(65, 'a')));
+  // The names provisioning gives its own kits, in any case (issue 18, 1).
+  for (const char* reserved : {"ca", "CA", "coordinator", "Coordinator"}) {
+    std::optional<std::string> problem = SiteNameProblem(reserved);
+    ASSERT_TRUE(problem.has_value()) << reserved;
+    EXPECT_NE(problem->find("is reserved"), std::string::npos) << *problem;
+  }
+  EXPECT_TRUE(IsValidSiteName("ca-west"));
+}
+
+// The plan refuses what provisioning would refuse: a reserved name, an
+// empty one, and two names one case apart (one kit folder on a
+// case-insensitive file system).
+TEST(PlanTest, RefusesReservedEmptyAndCaseTwinSiteNames) {
+  const std::string head = "[federation]\nname = \"d\"\nmin_nodes = 1\n";
+  for (const std::string& sites :
+       {std::string("[[site]]\nname = \"ca\"\n"), std::string("[[site]]\nname = \"Coordinator\"\n"),
+        std::string("[[site]]\nname = \"\"\n"),
+        std::string("[[site]]\nname = \"Site-A\"\n[[site]]\nname = \"site-a\"\n")}) {
+    auto p = LoadPlan(WritePlan(head + sites));
+    ASSERT_FALSE(p.ok()) << sites;
+    EXPECT_NE(p.status().message().find("site["), std::string::npos) << p.status();
+  }
 }
 
 }  // namespace

@@ -12,6 +12,7 @@
 
 #include <chrono>
 #include <filesystem>
+#include <set>
 #include <thread>
 
 #include "crypto/pki.h"
@@ -148,6 +149,34 @@ TEST(IdentityTest, ASecondNodeWithTheSameKitIsRefusedNotAlternated) {
   // One attempt per round, each answered by the first node only.
   EXPECT_EQ(QueryDb(f.StateDb(), "SELECT COUNT(*) FROM rounds")[0][0], SqlValue(int64_t{3}));
   EXPECT_TRUE(QueryDb(dir + "/copy/state/node.db", "SELECT 1 FROM updates_sent").empty());
+  RemoveWorkspaceIfPassed(dir);
+}
+
+// A site named `ca` or `coordinator` would get its kit in the CA's folder
+// (beside ca.key, which the operator would then hand to a hospital) or the
+// coordinator's CN: `add-site` refuses them in any case, and a name one
+// case apart from an existing kit; the CA's folder is left as it was.
+TEST(IdentityTest, AddSiteRefusesReservedAndCaseTwinNames) {
+  const std::string dir = MakeWorkspace();
+  MiniFederation f = SetUpFederation(dir, {.sites = 1, .min_nodes = 1});
+  ASSERT_FALSE(::testing::Test::HasFailure());
+  auto listing = [&](const std::string& folder) {
+    std::set<std::string> names;
+    for (const auto& e : std::filesystem::directory_iterator(folder)) names.insert(e.path().filename().string());
+    return names;
+  };
+  const std::set<std::string> ca_before = listing(dir + "/kits/ca");
+  int n = 0;
+  for (const std::string& name : {"ca", "CA", "coordinator", "COORDINATOR", "Site-A"}) {
+    const std::string log = dir + "/add-" + std::to_string(n++) + ".log";
+    EXPECT_EQ(RunCommand({FedradBin(), "add-site", "--kits", dir + "/kits", "--name", name}, log), 1) << name;
+    EXPECT_NE(ReadText(log).find(name == "Site-A" ? "compared ignoring case" : "is reserved"), std::string::npos)
+        << ReadText(log);
+  }
+  EXPECT_EQ(listing(dir + "/kits/ca"), ca_before);
+  EXPECT_FALSE(std::filesystem::exists(dir + "/kits/Site-A"));
+  EXPECT_EQ(RunCommand({FedradBin(), "add-site", "--kits", dir + "/kits", "--name", "site-z"}, dir + "/add-z.log"), 0)
+      << ReadText(dir + "/add-z.log");
   RemoveWorkspaceIfPassed(dir);
 }
 

@@ -4,6 +4,7 @@
 
 #include <spdlog/spdlog.h>
 
+#include "absl/strings/ascii.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "common/files.h"
@@ -157,8 +158,16 @@ absl::Status Provision(const ProvisionOptions& options) {
 
 absl::Status ProvisionSite(const std::string& kits_dir, const std::string& site, const std::string& coordinator_address,
                            const std::string& data_root, int validity_days) {
-  if (!IsValidSiteName(site)) {
-    return absl::InvalidArgumentError(absl::StrCat("'", site, "' is not a valid site name"));
+  if (std::optional<std::string> problem = SiteNameProblem(site)) return absl::InvalidArgumentError(*problem);
+  // A kit one case apart would share its folder on a case-insensitive file
+  // system (and its name in every case-blind log).
+  std::error_code ec;
+  for (const auto& e : fs::directory_iterator(kits_dir, ec)) {
+    const std::string name = e.path().filename().string();
+    if (name != site && absl::AsciiStrToLower(name) == absl::AsciiStrToLower(site)) {
+      return absl::AlreadyExistsError(absl::StrCat("'", kits_dir, "' holds a kit for '", name, "'; site names are ",
+                                                   "compared ignoring case, so '", site, "' would collide with it"));
+    }
   }
   absl::StatusOr<std::string> cert = ReadFile(kits_dir + "/ca/ca.pem");
   if (!cert.ok()) return cert.status();
