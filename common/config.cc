@@ -55,6 +55,25 @@ void CollectLeaves(const toml::node& node, const std::string& prefix,
 
 }  // namespace
 
+std::optional<std::string> HostPortProblem(const std::string& address) {
+  const size_t colon = address.rfind(':');
+  if (colon == std::string::npos || colon == 0) return std::string("must be host:port");
+  const std::string host = address.substr(0, colon), port = address.substr(colon + 1);
+  if (host.find(':') != std::string::npos && (host.front() != '[' || host.back() != ']')) {
+    return std::string("must be host:port, with an IPv6 host in brackets ([::1]:50051)");
+  }
+  int value = 0;
+  bool digits = !port.empty() && port.size() <= 5;
+  for (char c : port) {
+    digits = digits && c >= '0' && c <= '9';
+    if (digits) value = value * 10 + (c - '0');
+  }
+  if (!digits || value < 1 || value > 65535) {
+    return absl::StrCat("has port '", port, "'; a port is a number from 1 to 65535");
+  }
+  return std::nullopt;
+}
+
 std::string ResolvePath(const std::string& base_dir, const std::string& path) {
   if (path.empty() || path[0] == '/') return path;
   return (std::filesystem::path(base_dir) / path).lexically_normal().string();

@@ -63,6 +63,11 @@ class ConfigReader {
   absl::Status error_;
 };
 
+// Why `address` is not host:port (a host, then a port of 1 to 65535 in
+// decimal; an IPv6 host in brackets), or nullopt when it is. gRPC would
+// take port 99999 modulo 65536 and dial another port without a word.
+std::optional<std::string> HostPortProblem(const std::string& address);
+
 // Joins `path` to `base_dir` unless it is absolute.
 std::string ResolvePath(const std::string& base_dir, const std::string& path);
 

@@ -78,5 +78,16 @@ TEST_F(ConfigTest, MissingFileAndBadSyntax) {
   EXPECT_NE(bad.status().message().find("not valid TOML"), std::string::npos);
 }
 
+TEST(HostPortTest, APortIsOneTo65535AndAHostIsNamed) {
+  EXPECT_EQ(HostPortProblem("127.0.0.1:50051"), std::nullopt);
+  EXPECT_EQ(HostPortProblem("coordinator.example.org:1"), std::nullopt);
+  EXPECT_EQ(HostPortProblem("[::1]:65535"), std::nullopt);
+  for (const char* bad : {"127.0.0.1", ":50051", "host:", "host:0", "host:65536", "host:99999", "host:+80", "host:80a",
+                          "host:000000080", "::1:50051"}) {
+    EXPECT_NE(HostPortProblem(bad), std::nullopt) << bad;
+  }
+  EXPECT_EQ(*HostPortProblem("host:99999"), "has port '99999'; a port is a number from 1 to 65535");
+}
+
 }  // namespace
 }  // namespace fedrad

@@ -98,8 +98,8 @@ absl::StatusOr<FederationPlan> LoadPlan(const std::string& path, const StrategyC
   p.coordinator_hosts = c.GetStringArray("coordinator.hosts", std::vector<std::string>{"localhost", "127.0.0.1"});
 
   p.coordinator_address = c.GetString("coordinator.address", "127.0.0.1:50051");
-  if (p.coordinator_address.rfind(':') == std::string::npos) {
-    c.Fail("coordinator.address", "must be host:port");
+  if (std::optional<std::string> problem = HostPortProblem(p.coordinator_address)) {
+    c.Fail("coordinator.address", *problem);
   }
 
   const size_t n = c.TableArraySize("site");

@@ -23,7 +23,7 @@ absl::StatusOr<CoordinatorConfig> LoadCoordinatorConfig(const std::string& path)
   const std::string ca = c.GetPath("tls.ca");
   const std::string cert = c.GetPath("tls.certificate");
   const std::string key = c.GetPath("tls.key");
-  if (out.listen.rfind(':') == std::string::npos) c.Fail("listen", "must be host:port");
+  if (std::optional<std::string> problem = HostPortProblem(out.listen)) c.Fail("listen", *problem);
   absl::Status s = c.Finish();
   if (!s.ok()) return s;
 

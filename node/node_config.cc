@@ -81,8 +81,9 @@ absl::StatusOr<NodeConfig> LoadNodeConfig(const std::string& path, NodeConfigUse
   } else if (out.policy.evaluation_epsilon > out.privacy.epsilon_max) {
     c.Fail("policy.evaluation_epsilon", "is larger than [privacy] epsilon_max; the site's epsilon would pass it");
   }
-  if (!out.coordinator_address.empty() && out.coordinator_address.rfind(':') == std::string::npos) {
-    c.Fail("coordinator.address", "must be host:port");
+  if (std::optional<std::string> problem = HostPortProblem(out.coordinator_address);
+      !out.coordinator_address.empty() && problem) {
+    c.Fail("coordinator.address", *problem);
   }
   absl::Status s = c.Finish();
   if (!s.ok()) return s;

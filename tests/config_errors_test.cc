@@ -53,6 +53,13 @@ TEST_F(ConfigErrorsTest, NodeConfig) {
   EXPECT_NE(out.find("unknown field 'data.validation_fractoin'"), std::string::npos) << out;
   EXPECT_NE(out.find(unknown + ":"), std::string::npos) << out;
 
+  // gRPC would take port 99999 modulo 65536 and dial 34463 without a word.
+  const std::string address = "address = \"127.0.0.1:" + std::to_string(f_.port) + "\"";
+  std::string bad_port = Edited(good, address, "address = \"127.0.0.1:99999\"");
+  out = Fails({NodeBin(), "run", "--config", bad_port});
+  EXPECT_NE(out.find("'coordinator.address' has port '99999'; a port is a number from 1 to 65535"), std::string::npos)
+      << out;
+
   std::string missing_key = Edited(good, "key = \"site.key\"", "key = \"nope.key\"");
   out = Fails({NodeBin(), "run", "--config", missing_key});
   EXPECT_NE(out.find("field 'tls.key'"), std::string::npos) << out;
