@@ -3,6 +3,7 @@
 #include <spdlog/spdlog.h>
 
 #include <algorithm>
+#include <cmath>
 #include <filesystem>
 #include <memory>
 #include <tuple>
@@ -125,6 +126,13 @@ class Run {
         patients_.insert(PatientKey(image.facts, nullptr));
         row.frame = f.index + 1;
         row.probabilities.assign(out->probabilities.begin() + at * k, out->probabilities.begin() + (at + 1) * k);
+        // A model whose weights overflow gives NaN: no row would be true.
+        if (!std::all_of(row.probabilities.begin(), row.probabilities.end(),
+                         [](float p) { return std::isfinite(p); })) {
+          return absl::FailedPreconditionError(
+              absl::StrCat("the model '", o_.model_path, "' gives a non-finite probability for ", row.path, " frame ",
+                           row.frame, ": it is broken (its weights overflow), and no prediction of it is written"));
+        }
         row.predicted = static_cast<int>(std::max_element(row.probabilities.begin(), row.probabilities.end()) -
                                          row.probabilities.begin());
         ++report_.predicted[row.predicted];

@@ -2,6 +2,7 @@
 
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <cmath>
 #include <filesystem>
 #include <fstream>
@@ -167,6 +168,25 @@ TEST_F(PredictTest, RefusesAnotherPipelineAndWritesNothing) {
             std::string::npos)
       << r.status();
   EXPECT_FALSE(fs::exists(o_.out_csv));
+}
+
+// A broken model gives no confident-looking rows (issue 18, defect 5): a NaN
+// weight is refused on load, and weights that overflow (1e38: finite, but
+// every output NaN) are refused at the first prediction; no CSV is written.
+TEST_F(PredictTest, ABrokenModelIsRefusedAndWritesNothing) {
+  absl::StatusOr<SavedModel> saved = LoadSavedModel(model_path_);
+  ASSERT_TRUE(saved.ok()) << saved.status();
+  for (float value : {std::nanf(""), 1e38f}) {
+    ModelParameters broken = saved->parameters;
+    std::fill(broken.values.begin(), broken.values.end(), value);
+    ASSERT_TRUE(WriteSafetensorsFile(model_path_, broken, saved->metadata).ok());
+    absl::StatusOr<PredictReport> r = Predict(o_);
+    ASSERT_FALSE(r.ok()) << value;
+    EXPECT_NE(r.status().message().find(std::isnan(value) ? "a model must be finite" : "non-finite probability"),
+              std::string::npos)
+        << r.status();
+    EXPECT_FALSE(fs::exists(o_.out_csv)) << value;
+  }
 }
 
 TEST_F(PredictTest, ClassNamesMustMatchTheModel) {

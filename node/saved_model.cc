@@ -1,6 +1,7 @@
 #include "node/saved_model.h"
 
 #include <map>
+#include <optional>
 #include <vector>
 
 #include "absl/strings/numbers.h"
@@ -9,6 +10,7 @@
 #include "absl/strings/str_split.h"
 #include "common/files.h"
 #include "common/model_zoo.h"
+#include "common/tensor.h"
 #include "crypto/sha256.h"
 
 namespace fedrad::node {
@@ -81,6 +83,12 @@ absl::StatusOr<SavedModel> LoadSavedModel(const std::string& path, const SavedMo
   if (!(*manifest == file->parameters.manifest)) {
     return absl::InvalidArgumentError(absl::StrCat("'", path, "': its tensors are not those of ", out.spec.architecture,
                                                    " with ", *classes, " classes"));
+  }
+  // A NaN or infinite weight makes every output NaN: refused here, for
+  // every command that loads a saved model (predict, train-local, audit).
+  if (std::optional<size_t> bad = FirstNonFinite(file->parameters.values)) {
+    return absl::InvalidArgumentError(absl::StrCat("'", path, "': value ", *bad, " of the model is ",
+                                                   file->parameters.values[*bad], "; a model must be finite"));
   }
   out.parameters = std::move(file->parameters);
   out.metadata = std::move(file->metadata);
