@@ -76,8 +76,7 @@ class TrackedContext {
 class GrpcTaskStream final : public TaskStream {
  public:
   GrpcTaskStream(Calls* calls, v1::Federation::Stub* stub) : calls_(calls) {
-    tracked_ = calls_->Track(&ctx_);
-    if (tracked_) reader_ = stub->WaitTask(&ctx_, v1::WaitTaskRequest());
+    if (calls_->Track(&ctx_)) reader_ = stub->WaitTask(&ctx_, v1::WaitTaskRequest());  // else: stopping
   }
   ~GrpcTaskStream() override {
     if (finished_) return;
@@ -110,7 +109,6 @@ class GrpcTaskStream final : public TaskStream {
  private:
   Calls* calls_;
   grpc::ClientContext ctx_;
-  bool tracked_ = false;
   bool ended_ = false;  // Read() saw the end
   bool finished_ = false;
   std::unique_ptr<grpc::ClientReader<v1::Task>> reader_;

@@ -25,6 +25,10 @@ std::map<int64_t, int64_t> ChargesByRound(const std::string& node_db) {
   return out;
 }
 
+// Two DP sites whose 40 local epochs leave time to stop one mid-round.
+const MiniFederationOptions kTwoSitesTrainingLong = {
+    .sites = 2, .rounds = 2, .min_nodes = 2, .local_epochs = 40, .patients = 12, .images = 4, .round_deadline_s = 120};
+
 TEST(CrashTest, CoordinatorKilledMidRoundResumesTheAttemptWithTheSitesKeptUpdates) {
   const std::string dir = MakeWorkspace();
   // Enough local work that site-c, stopped while it trains round 2, holds
@@ -107,13 +111,7 @@ TEST(CrashTest, CoordinatorKilledMidRoundResumesTheAttemptWithTheSitesKeptUpdate
 // that charge, with no second one.
 TEST(CrashTest, ANodeStoppedWhileTrainingExitsCleanlyAndSaysWhatItWasCharged) {
   const std::string dir = MakeWorkspace();
-  MiniFederation f = SetUpFederation(dir, {.sites = 2,
-                                           .rounds = 2,
-                                           .min_nodes = 2,
-                                           .local_epochs = 40,
-                                           .patients = 12,
-                                           .images = 4,
-                                           .round_deadline_s = 120});
+  MiniFederation f = SetUpFederation(dir, kTwoSitesTrainingLong);
   ASSERT_FALSE(::testing::Test::HasFailure());
   auto coordinator = StartCoordinator(f, "coordinator.log");
   auto a = StartNode(f, "site-a");
@@ -151,13 +149,7 @@ TEST(CrashTest, ANodeStoppedWhileTrainingExitsCleanlyAndSaysWhatItWasCharged) {
 // for that round again; the round is applied with the update it had sent.
 TEST(CrashTest, ANodeStoppedAfterItsUpdateWasAcceptedPaysOnceAndLosesNothing) {
   const std::string dir = MakeWorkspace();
-  MiniFederation f = SetUpFederation(dir, {.sites = 2,
-                                           .rounds = 2,
-                                           .min_nodes = 2,
-                                           .local_epochs = 40,
-                                           .patients = 12,
-                                           .images = 4,
-                                           .round_deadline_s = 120});
+  MiniFederation f = SetUpFederation(dir, kTwoSitesTrainingLong);
   ASSERT_FALSE(::testing::Test::HasFailure());
   auto coordinator = StartCoordinator(f, "coordinator.log");
   auto a = StartNode(f, "site-a");
