@@ -10,6 +10,7 @@
 
 #include "absl/strings/escaping.h"
 #include "absl/strings/str_cat.h"
+#include "common/json_depth.h"
 
 namespace fedrad::ledger {
 namespace {
@@ -175,34 +176,6 @@ void FromJson(const json& in, const std::string& prefix, std::string* error, T* 
   out->Fields(Reader{in, prefix, error});
 }
 
-// Nesting depth of a JSON text, counted without parsing it, or -1 once it
-// passes `limit`.
-int Depth(const std::string& text, int limit) {
-  int depth = 0, deepest = 0;
-  bool in_string = false, escaped = false;
-  for (char c : text) {
-    if (in_string) {
-      if (escaped) {
-        escaped = false;
-      } else if (c == '\\') {
-        escaped = true;
-      } else if (c == '"') {
-        in_string = false;
-      }
-      continue;
-    }
-    if (c == '"') {
-      in_string = true;
-    } else if (c == '{' || c == '[') {
-      if (++depth > limit) return -1;
-      deepest = std::max(deepest, depth);
-    } else if (c == '}' || c == ']') {
-      --depth;
-    }
-  }
-  return deepest;
-}
-
 template <size_t... I>
 absl::StatusOr<Body> DecodeAs(const std::string& kind, const json& j, std::index_sequence<I...>) {
   absl::StatusOr<Body> out = absl::InvalidArgumentError(absl::StrCat("unknown kind '", absl::CEscape(kind), "'"));
@@ -235,7 +208,7 @@ absl::StatusOr<Body> DecodeBody(const std::string& kind, const std::string& body
   if (body.size() > kMaxBodyBytes) {
     return absl::InvalidArgumentError(absl::StrCat(what, " has ", body.size(), " bytes, more than ", kMaxBodyBytes));
   }
-  if (Depth(body, kMaxBodyDepth) < 0) {
+  if (JsonDepth(body, kMaxBodyDepth) < 0) {
     return absl::InvalidArgumentError(absl::StrCat(what, " is nested more than ", kMaxBodyDepth, " levels deep"));
   }
   const json j = json::parse(body, nullptr, /*allow_exceptions=*/false);

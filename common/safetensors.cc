@@ -8,11 +8,19 @@
 
 #include "absl/strings/str_cat.h"
 #include "common/files.h"
+#include "common/json_depth.h"
 
 namespace fedrad {
 namespace {
 
 constexpr uint64_t kMaxHeaderBytes = 100 << 20;  // as in the reference reader
+// A header is an object of tensors (or __metadata__), each an object holding
+// arrays of numbers: three levels. Deeper text is refused before it is
+// parsed (json_depth.h says why).
+constexpr int kMaxHeaderDepth = 3;
+// Far above any network's tensor count (ResNet-152 has about 900), far below
+// what a 100 MB header of one-letter names could declare.
+constexpr size_t kMaxTensors = 65536;
 
 absl::Status Bad(absl::string_view what, absl::string_view problem) {
   return absl::InvalidArgumentError(absl::StrCat(what, ": not a valid safetensors file: ", problem));
@@ -55,8 +63,16 @@ absl::StatusOr<SafetensorsFile> DecodeSafetensorsHeader(std::string_view header_
   absl::StatusOr<uint64_t> header_len = SafetensorsHeaderLength(header_bytes, file_bytes, what);
   if (!header_len.ok()) return header_len.status();
   if (header_bytes.size() != 8 + *header_len) return Bad(what, "the header is incomplete");
-  nlohmann::json header = nlohmann::json::parse(header_bytes.substr(8), nullptr, false);
+  const std::string_view text = header_bytes.substr(8);
+  if (JsonDepth(text, kMaxHeaderDepth) < 0) {
+    return Bad(what, absl::StrCat("header is nested more than ", kMaxHeaderDepth, " levels deep"));
+  }
+  nlohmann::json header = nlohmann::json::parse(text, nullptr, false);
   if (header.is_discarded() || !header.is_object()) return Bad(what, "header is not a JSON object");
+  const size_t tensors = header.size() - header.count("__metadata__");
+  if (tensors > kMaxTensors) {
+    return Bad(what, absl::StrCat("header declares ", tensors, " tensors, more than ", kMaxTensors));
+  }
 
   struct Entry {
     TensorSpec spec;

@@ -5,6 +5,7 @@
 #include <cstring>
 #include <filesystem>
 
+#include "absl/strings/str_cat.h"
 #include "crypto/sha256.h"
 
 namespace fedrad {
@@ -88,6 +89,44 @@ TEST(SafetensorsTest, RejectsHostileFiles) {
   ASSERT_FALSE(bad.ok());
   EXPECT_NE(bad.status().message().find("upd.bin"), std::string::npos);
   EXPECT_TRUE(DecodeSafetensors(with_header(R"({"a":{"dtype":"F32","shape":[1],"data_offsets":[0,4]}})", 4), "x").ok());
+}
+
+// A header nested deeper than any safetensors file is (a dtype 100,000
+// levels deep: 264 KB that once overflowed the stack of predict and of a
+// node receiving a model) and one declaring more tensors than any network
+// has are refused with the reason, whole or in pieces, before they become
+// values.
+TEST(SafetensorsTest, RefusesHeadersNestedTooDeepOrWithTooManyTensors) {
+  auto with_header = [](const std::string& json) {
+    std::string out(8, '\0');
+    uint64_t len = json.size();
+    std::memcpy(out.data(), &len, 8);
+    return out + json;
+  };
+  const std::string deep = with_header(R"({"a":{"dtype":)" + std::string(100000, '[') + std::string(100000, ']') +
+                                       R"(,"shape":[0],"data_offsets":[0,0]}})");
+  absl::StatusOr<SafetensorsFile> whole = DecodeSafetensors(deep, "deep.safetensors");
+  ASSERT_FALSE(whole.ok());
+  EXPECT_NE(whole.status().message().find("deep.safetensors: not a valid safetensors file: header is nested more "
+                                          "than 3 levels deep"),
+            std::string::npos)
+      << whole.status();
+  SafetensorsReceiver r(deep.size(), "download");
+  const absl::Status pieces = r.Add(deep);
+  EXPECT_NE(pieces.message().find("nested more than 3 levels"), std::string::npos) << pieces;
+
+  std::string many = "{";
+  for (int i = 0; i <= 65536; ++i) {
+    many += absl::StrCat(i ? "," : "", "\"t", i, R"(":{"dtype":"F32","shape":[0],"data_offsets":[0,0]})");
+  }
+  many += "}";
+  absl::StatusOr<SafetensorsFile> crowded = DecodeSafetensors(with_header(many), "x");
+  ASSERT_FALSE(crowded.ok());
+  EXPECT_NE(crowded.status().message().find("declares 65537 tensors, more than 65536"), std::string::npos)
+      << crowded.status();
+  // The limits leave every real header alone: three levels and 65,536 tensors.
+  many.resize(many.rfind(",\"t65536\""));
+  EXPECT_TRUE(DecodeSafetensors(with_header(many + "}"), "x").ok());
 }
 
 // A file received in pieces of every size decodes as the whole file does

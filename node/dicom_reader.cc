@@ -303,12 +303,29 @@ bool IsNoImage(const absl::Status& status) {
   return e && e->problem == DicomProblem::kNoImage;
 }
 
-absl::StatusOr<DicomImageFile> ReadDicomImage(const std::string& path, const DicomReadOptions& options) {
-  InitDcmtk();
+uint64_t MaxDicomFileBytes(const DicomReadOptions& options) {
+  return options.max_pixels * 4 * 2 + (uint64_t{64} << 20);
+}
+
+absl::Status CheckDicomFileSize(const std::string& path, const DicomReadOptions& options) {
   std::error_code ec;
   if (!std::filesystem::is_regular_file(path, ec)) {
     return DicomFileError(DicomProblem::kMissing, path, "no such file");
   }
+  const uintmax_t bytes = std::filesystem::file_size(path, ec);
+  if (ec) return DicomFileError(DicomProblem::kMissing, path, absl::StrCat("cannot be read (", ec.message(), ")"));
+  if (bytes > MaxDicomFileBytes(options)) {
+    return DicomFileError(
+        DicomProblem::kMalformed, path,
+        absl::StrCat("file of ", bytes, " bytes is larger than any image the node reads (at most ", options.max_pixels,
+                     " pixels) could be: ", MaxDicomFileBytes(options), " bytes at most"));
+  }
+  return absl::OkStatus();
+}
+
+absl::StatusOr<DicomImageFile> ReadDicomImage(const std::string& path, const DicomReadOptions& options) {
+  InitDcmtk();
+  if (absl::Status size = CheckDicomFileSize(path, options); !size.ok()) return size;
   DcmFileFormat file;
   OFCondition cond = file.loadFile(path.c_str());
   if (cond.bad()) {

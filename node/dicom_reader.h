@@ -56,6 +56,15 @@ struct DicomReadOptions {
   uint64_t max_pixels = uint64_t{64} << 20;
 };
 
+// The largest file that could hold an image within `options.max_pixels`:
+// every pixel at 32 bits, twice over (encapsulated data may be larger than
+// raw), plus 64 MiB of other elements. A larger file is refused from its
+// size alone, before a byte of it is read or hashed.
+uint64_t MaxDicomFileBytes(const DicomReadOptions& options);
+// OK for a regular file within MaxDicomFileBytes; otherwise a DicomFileError
+// (kMissing, or kMalformed naming the size and the limit).
+absl::Status CheckDicomFileSize(const std::string& path, const DicomReadOptions& options);
+
 // Reads and decodes `path` with DCMTK: native little/big endian (implicit or
 // explicit VR), deflated, RLE, JPEG baseline/extended/lossless and JPEG-LS.
 // What was wrong with a file, carried by ReadDicomImage's errors as data

@@ -8,10 +8,14 @@
 #include <filesystem>
 #include <fstream>
 
+#include "absl/strings/str_cat.h"
 #include "common/scratch_dir.h"
+#include "node/image_loader.h"
 
 namespace fedrad::node {
 namespace {
+
+namespace fs = std::filesystem;
 
 class DicomReaderTest : public ::testing::Test {
  protected:
@@ -82,6 +86,37 @@ TEST_F(DicomReaderTest, NamesWhatIsWrong) {
   std::ofstream(empty).close();
   EXPECT_FALSE(ReadDicomImage(empty).ok());
   EXPECT_FALSE(ReadDicomImage((dir_ / "missing.dcm").string()).ok());
+}
+
+// A file larger than any image the reader accepts could be (a 2 GB file in
+// the image folder once cost 85 s and 2.3 GB of memory before being called
+// "no image") is refused from its size: sparse here, so the test writes no
+// data. Through the loader with a cache, whose key hashes the file, too.
+TEST_F(DicomReaderTest, RefusesAFileLargerThanAnyImageFromItsSize) {
+  const DicomReadOptions options;
+  EXPECT_EQ(MaxDicomFileBytes(options), (uint64_t{64} << 20) * 8 + (uint64_t{64} << 20));
+  const std::string big = (dir_ / "big.dcm").string();
+  std::ofstream(big).close();
+  fs::resize_file(big, MaxDicomFileBytes(options) + 1);
+  auto refused = ReadDicomImage(big);
+  ASSERT_FALSE(refused.ok());
+  ASSERT_TRUE(DicomErrorOf(refused.status()));
+  EXPECT_EQ(DicomErrorOf(refused.status())->problem, DicomProblem::kMalformed);
+  EXPECT_NE(refused.status().message().find(absl::StrCat("'", big, "': file of ", MaxDicomFileBytes(options) + 1,
+                                                         " bytes is larger than any image the node reads")),
+            std::string::npos)
+      << refused.status();
+
+  PreprocessSettings settings;
+  settings.output_size = 8;
+  LoaderOptions cached;
+  cached.cache_dir = (dir_ / "cache").string();
+  ImageLoader loader({big}, settings, cached);
+  std::optional<LoadedImage> image = loader.Next();
+  ASSERT_TRUE(image);
+  EXPECT_NE(image->status.message().find("is larger than any image the node reads"), std::string::npos)
+      << image->status;
+  EXPECT_TRUE(fs::is_empty(cached.cache_dir));
 }
 
 }  // namespace

@@ -7,6 +7,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "common/files.h"
+#include "common/json_depth.h"
 #include "crypto/random.h"
 #include "crypto/sha256.h"
 
@@ -16,7 +17,7 @@ namespace {
 // Version 2 holds the patient key's issuer and the study: entries of
 // version 1 are decoded again rather than read without them.
 constexpr char kCacheMagic[4] = {'F', 'R', 'C', '2'};
-constexpr uint64_t kMaxDicomBytes = uint64_t{4} << 30;
+constexpr uint64_t kMaxCacheEntryBytes = uint64_t{4} << 30;
 
 // Cache file: magic, u32 JSON length, JSON (facts and frame indices), then
 // the frames' floats back to back. A file that does not parse is ignored
@@ -52,7 +53,9 @@ std::optional<LoadedImage> DecodeCacheEntry(const std::string& bytes, size_t exp
   uint32_t n;
   std::memcpy(&n, bytes.data() + 4, 4);
   if (n > bytes.size() - 8) return std::nullopt;
-  nlohmann::json j = nlohmann::json::parse(bytes.substr(8, n), nullptr, false);
+  const std::string_view header = std::string_view(bytes).substr(8, n);
+  if (JsonDepth(header, 2) < 0) return std::nullopt;  // ours is an object holding one list
+  nlohmann::json j = nlohmann::json::parse(header, nullptr, false);
   if (j.is_discarded() || !j.is_object()) return std::nullopt;
   try {
     LoadedImage out;
@@ -84,11 +87,15 @@ std::optional<LoadedImage> DecodeCacheEntry(const std::string& bytes, size_t exp
   }
 }
 
-LoadedImage Decode(const std::string& path, const PreprocessSettings& settings) {
-  LoadedImage out;
+DicomReadOptions ReadOptions(const PreprocessSettings& settings) {
   DicomReadOptions options;
   options.color_to_gray = settings.color_to_gray;
-  absl::StatusOr<DicomImageFile> file = ReadDicomImage(path, options);
+  return options;
+}
+
+LoadedImage Decode(const std::string& path, const PreprocessSettings& settings) {
+  LoadedImage out;
+  absl::StatusOr<DicomImageFile> file = ReadDicomImage(path, ReadOptions(settings));
   if (!file.ok()) {
     out.status = file.status();
     return out;
@@ -138,26 +145,27 @@ LoadedImage ImageLoader::Prepare(size_t item) {
   }
   // The cache key is the file's content, so a renamed or re-exported
   // identical file hits and an edited one misses.
-  absl::StatusOr<std::string> bytes = ReadFile(path, kMaxDicomBytes);
-  if (!bytes.ok()) {
-    LoadedImage out;
-    out.item = item;
-    out.status = DicomFileError(
-        bytes.status().code() == absl::StatusCode::kNotFound ? DicomProblem::kMissing : DicomProblem::kMalformed, path,
-        bytes.status().message());
+  // The file is hashed in blocks, never held whole, and only once its size
+  // could be an image's.
+  LoadedImage out;
+  out.item = item;
+  out.status = CheckDicomFileSize(path, ReadOptions(settings_));
+  if (!out.status.ok()) return out;
+  absl::StatusOr<std::string> content_sha = crypto::Sha256File(path);
+  if (!content_sha.ok()) {
+    out.status = DicomFileError(DicomProblem::kMissing, path, content_sha.status().message());
     return out;
   }
-  const std::string content_sha = crypto::Sha256Hex(*bytes);
   const std::string entry =
-      absl::StrCat(options_.cache_dir, "/", pipeline_sha256_.substr(0, 16), "-", content_sha, ".frc");
+      absl::StrCat(options_.cache_dir, "/", pipeline_sha256_.substr(0, 16), "-", *content_sha, ".frc");
   const size_t per = static_cast<size_t>(settings_.output_size) * settings_.output_size;
-  if (absl::StatusOr<std::string> cached = ReadFile(entry, kMaxDicomBytes); cached.ok()) {
+  if (absl::StatusOr<std::string> cached = ReadFile(entry, kMaxCacheEntryBytes); cached.ok()) {
     if (std::optional<LoadedImage> hit = DecodeCacheEntry(*cached, per)) {
       hit->item = item;
       return std::move(*hit);
     }
   }
-  LoadedImage out = Decode(path, settings_);
+  out = Decode(path, settings_);
   out.item = item;
   if (out.status.ok()) {
     // Written without fsync: losing a cache entry in a crash costs a decode.
