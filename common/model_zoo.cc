@@ -82,6 +82,10 @@ absl::Status CheckModelSpec(const ModelSpec& spec) {
   if (spec.num_classes < 2 || spec.num_classes > 1000) {
     return absl::InvalidArgumentError(absl::StrCat("model num_classes must be 2 to 1000, not ", spec.num_classes));
   }
+  if (spec.input_size < 1 || spec.input_size > kMaxInputSize) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("model input_size must be 1 to ", kMaxInputSize, ", not ", spec.input_size));
+  }
   if (spec.architecture == "ctnet") {
     if (spec.input_size < 16) {
       return absl::InvalidArgumentError("model 'ctnet' needs input_size of at least 16");

@@ -18,7 +18,13 @@ namespace fedrad {
 
 std::vector<std::string> KnownArchitectures();
 
-// OK if `spec` names a known architecture with sizes it supports.
+// The largest image side a model takes: a plan, a model file's metadata and
+// the node all refuse more (a 99,999,999-pixel side once reached OpenCV).
+inline constexpr int kMaxInputSize = 1024;
+
+// OK if `spec` names a known architecture with sizes it supports; every
+// dimension is bounded (in_channels 1..4, input_size 1..kMaxInputSize,
+// num_classes 2..1000, a flat model's parameters 1..2^31).
 absl::Status CheckModelSpec(const ModelSpec& spec);
 
 // The safetensors metadata that describes a model's shape (architecture,

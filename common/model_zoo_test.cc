@@ -32,6 +32,21 @@ TEST(ModelZooTest, TramerBonehCnnHasPublishedShape) {
   EXPECT_FALSE(CheckModelSpec(spec).ok());
 }
 
+// Every dimension is bounded (issue 18, defect 4): an input_size of
+// 99,999,999 in a plan or a model file once reached OpenCV's resize.
+TEST(ModelZooTest, EveryDimensionIsBounded) {
+  EXPECT_TRUE(CheckModelSpec(ModelSpec{"ctnet", 1, kMaxInputSize, 2}).ok());
+  const absl::Status big = CheckModelSpec(ModelSpec{"ctnet", 1, 99999999, 2});
+  EXPECT_NE(big.message().find("input_size must be 1 to 1024, not 99999999"), std::string::npos) << big;
+  EXPECT_FALSE(CheckModelSpec(ModelSpec{"ctnet", 1, kMaxInputSize + 1, 2}).ok());
+  EXPECT_FALSE(CheckModelSpec(ModelSpec{"ctnet", 1, 0, 2}).ok());
+  EXPECT_FALSE(CheckModelSpec(ModelSpec{"ctnet", 5, 64, 2}).ok());
+  EXPECT_FALSE(CheckModelSpec(ModelSpec{"ctnet", 1, 64, 1001}).ok());
+  ModelSpec flat{"flat", 1, 64, 2};
+  flat.parameters = (int64_t{1} << 31) + 1;
+  EXPECT_FALSE(CheckModelSpec(flat).ok());
+}
+
 TEST(ModelZooTest, UnknownArchitectureIsNamed) {
   ModelSpec spec{"resnet999", 1, 64, 2};
   absl::Status s = CheckModelSpec(spec);

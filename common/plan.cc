@@ -10,6 +10,7 @@
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_join.h"
 #include "common/config.h"
+#include "common/model_zoo.h"
 
 namespace fedrad {
 
@@ -62,7 +63,7 @@ absl::StatusOr<FederationPlan> LoadPlan(const std::string& path, const StrategyC
   p.max_update_norm = c.GetDouble("federation.max_update_norm", 1000, 1e-6, 1e12);
   p.model.architecture = c.GetString("model.architecture", "ctnet");
   p.model.in_channels = static_cast<int>(c.GetInt("model.in_channels", 1, 1, 4));
-  p.model.input_size = static_cast<int>(c.GetInt("model.input_size", 64, 16, 1024));
+  p.model.input_size = static_cast<int>(c.GetInt("model.input_size", 64, 16, kMaxInputSize));
   p.model.num_classes = static_cast<int>(c.GetInt("model.num_classes", 2, 2, 1000));
   p.model.parameters = c.GetInt("model.parameters", 0, 0, int64_t{1} << 31);
   if (p.model.parameters != 0 && p.model.architecture != "flat") {

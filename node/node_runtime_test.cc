@@ -289,6 +289,20 @@ TEST_F(NodeRuntimeTest, APlanForAnotherSiteIsRefused) {
   EXPECT_NE(s.message().find("'site-b'"), absl::string_view::npos) << s;
 }
 
+// A coordinator's plan asking for an image side no model takes is refused
+// before anything is allocated or trained (issue 18, defect 4).
+TEST_F(NodeRuntimeTest, APlanAskingForAHugeInputIsRefused) {
+  script_->joined.plan.model.architecture = "ctnet";
+  script_->joined.plan.model.input_size = 99999999;
+  Start();
+  absl::Status s = RunToEnd();
+  EXPECT_EQ(s.code(), absl::StatusCode::kFailedPrecondition) << s;
+  EXPECT_NE(s.message().find("the plan's model is not usable here: model input_size must be 1 to 1024"),
+            absl::string_view::npos)
+      << s;
+  EXPECT_TRUE(script_->streams_opened.empty());
+}
+
 // A stream refused at once (another node holds this kit's) keeps backing
 // off; one that delivered work resets the pause.
 TEST_F(NodeRuntimeTest, ARefusedTaskStreamBacksOffAndAWorkingOneResetsThePause) {

@@ -7,6 +7,7 @@
 #include <filesystem>
 #include <fstream>
 
+#include "absl/strings/str_cat.h"
 #include "common/model_zoo.h"
 #include "common/safetensors.h"
 #include "common/scratch_dir.h"
@@ -187,6 +188,23 @@ TEST_F(PredictTest, ABrokenModelIsRefusedAndWritesNothing) {
         << r.status();
     EXPECT_FALSE(fs::exists(o_.out_csv)) << value;
   }
+}
+
+// A model file whose metadata asks for an image side no model takes
+// (issue 18, defect 4: it once ended in an uncaught OpenCV exception) is
+// refused on load, naming the file and the field.
+TEST_F(PredictTest, AModelAskingForAHugeInputIsRefused) {
+  absl::StatusOr<SavedModel> saved = LoadSavedModel(model_path_);
+  ASSERT_TRUE(saved.ok()) << saved.status();
+  SafetensorsMetadata metadata = saved->metadata;
+  metadata["input_size"] = "99999999";
+  ASSERT_TRUE(WriteSafetensorsFile(model_path_, saved->parameters, metadata).ok());
+  absl::StatusOr<PredictReport> r = Predict(o_);
+  ASSERT_FALSE(r.ok());
+  EXPECT_NE(r.status().message().find(absl::StrCat("'", model_path_, "': model input_size must be 1 to 1024")),
+            std::string::npos)
+      << r.status();
+  EXPECT_FALSE(fs::exists(o_.out_csv));
 }
 
 TEST_F(PredictTest, ClassNamesMustMatchTheModel) {
