@@ -15,6 +15,7 @@
 #include "common/metrics.h"
 #include "common/model_publication.h"
 #include "common/model_zoo.h"
+#include "common/system_memory.h"
 #include "coordinator/strategy_registry.h"
 #include "crypto/random.h"
 #include "crypto/sha256.h"
@@ -27,7 +28,20 @@ bool InRange(double v, double lo, double hi) { return std::isfinite(v) && v >= l
 }  // namespace
 
 absl::StatusOr<std::unique_ptr<RoundDriver>> RoundDriver::Create(const CoordinatorConfig& config, const Clock* clock) {
-  absl::Status s = EnsureDirectory(config.state_dir);
+  // What the plan asks the coordinator to hold, against what the machine
+  // can give, before a byte of it is allocated or the state touched (the
+  // largest flat model a plan allows, 2^31 values, ended in bad_alloc).
+  absl::StatusOr<Manifest> manifest = ModelManifest(config.plan.model);
+  if (!manifest.ok()) return manifest.status();
+  absl::StatusOr<MemoryNeed> need =
+      CoordinatorMemoryNeed(config.plan.strategy, static_cast<size_t>(manifest->total_elements()));
+  if (!need.ok()) return need.status();
+  absl::Status s =
+      CheckMemoryFits(absl::StrCat("federation '", config.plan.name, "' with a model of ", manifest->total_elements(),
+                                   " values and strategy '", config.plan.strategy.name, "'"),
+                      need->bytes, need->parts, AvailableMemoryBytes());
+  if (!s.ok()) return s;
+  s = EnsureDirectory(config.state_dir);
   if (!s.ok()) return s;
   LedgerSigner signer{config.tls.key_pem, config.tls.certificate_pem, config.tls.common_name};
   absl::StatusOr<std::unique_ptr<StateStore>> state =
@@ -35,8 +49,6 @@ absl::StatusOr<std::unique_ptr<RoundDriver>> RoundDriver::Create(const Coordinat
   if (!state.ok()) return state.status();
   absl::StatusOr<std::unique_ptr<ModelStore>> models = ModelStore::Open(config.state_dir + "/models");
   if (!models.ok()) return models.status();
-  absl::StatusOr<Manifest> manifest = ModelManifest(config.plan.model);
-  if (!manifest.ok()) return manifest.status();
   std::unique_ptr<RoundDriver> driver(
       new RoundDriver(config, clock, std::move(*state), std::move(*models), std::move(*manifest)));
   s = EnsureDirectory(driver->spool_dir_);

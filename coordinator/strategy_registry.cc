@@ -2,6 +2,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
+#include "common/system_memory.h"
 
 namespace fedrad::coordinator {
 
@@ -36,6 +37,24 @@ absl::StatusOr<std::unique_ptr<Strategy>> CreateStrategy(const StrategySettings&
     return absl::InvalidArgumentError(absl::StrCat("unknown strategy '", settings.name, "'; known: ", KnownNames()));
   }
   return e->create(settings, num_values);
+}
+
+absl::StatusOr<MemoryNeed> CoordinatorMemoryNeed(const StrategySettings& settings, size_t num_values) {
+  const StrategyEntry* e = FindStrategy(settings.name);
+  if (e == nullptr) {
+    return absl::InvalidArgumentError(absl::StrCat("unknown strategy '", settings.name, "'; known: ", KnownNames()));
+  }
+  // An instance for no values allocates nothing and says how it aggregates.
+  const bool folds = e->create(settings, 0)->FoldsUpdatesAsTheyArrive();
+  const uint64_t n = num_values, model = n * sizeof(float), sum = folds ? n * sizeof(double) : 0,
+                 state = n * sizeof(float) * static_cast<uint64_t>(e->state_vectors), process = uint64_t{128} << 20;
+  MemoryNeed need;
+  need.bytes = model + 2 * sum + 2 * state + process;
+  need.parts = absl::StrCat("the model ", HumanBytes(model));
+  if (folds) absl::StrAppend(&need.parts, ", its running sum ", HumanBytes(sum), " twice while refolding");
+  if (state > 0) absl::StrAppend(&need.parts, ", ", e->name, "'s state ", HumanBytes(state), " twice while saved");
+  absl::StrAppend(&need.parts, ", the process ", HumanBytes(process));
+  return need;
 }
 
 void CheckPlanStrategy(const FederationPlan& plan, const PlanFailure& fail) {

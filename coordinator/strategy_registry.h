@@ -27,6 +27,9 @@ struct StrategyEntry {
   // strategy would keep the model while every DP site pays for the round.
   // Null: it works with any.
   void (*check)(const StrategySettings& settings, int min_nodes, const PlanFailure& fail);
+  // Model-sized float vectors the strategy keeps (optimizer moments): its
+  // SaveState holds this many times the model's values.
+  int state_vectors = 0;
 };
 
 // Every strategy, in the order the docs list them.
@@ -37,6 +40,19 @@ const StrategyEntry* FindStrategy(const std::string& name);
 
 // The plan's [strategy], made for a model of `num_values` values.
 absl::StatusOr<std::unique_ptr<Strategy>> CreateStrategy(const StrategySettings& settings, size_t num_values);
+
+// What the coordinator holds at its peak for the plan's [strategy] on a
+// model of `num_values` values, and what that is made of (for a refusal's
+// message): the global model (4 bytes a value); for strategies that fold
+// updates as they arrive the running sum (8), taken twice while a withdrawn
+// update is refolded; the strategy's state vectors, twice while saved; plus
+// 128 MiB for the process itself. Robust strategies read slices of the
+// spooled updates, not whole ones.
+struct MemoryNeed {
+  uint64_t bytes = 0;
+  std::string parts;  // "model 4.0 GiB, running sum 8.0 GiB x 2, ..."
+};
+absl::StatusOr<MemoryNeed> CoordinatorMemoryNeed(const StrategySettings& settings, size_t num_values);
 
 // The StrategyCheck LoadPlan runs (common/plan.h): an unknown name, and
 // what the named strategy's check finds.

@@ -1,5 +1,6 @@
 #include "coordinator/strategy.h"
 
+#include "common/system_memory.h"
 #include "coordinator/strategy_registry.h"
 
 #include <unistd.h>
@@ -193,6 +194,37 @@ TEST(StrategyRegistryTest, EveryStrategyIsMadeByItsNameAndNoOtherName) {
   absl::StatusOr<std::unique_ptr<Strategy>> unknown = CreateStrategy(StrategySettings{.name = "fedsgd"}, 2);
   ASSERT_FALSE(unknown.ok());
   EXPECT_NE(unknown.status().message().find("known: fedavg, fedavgm"), std::string::npos) << unknown.status();
+}
+
+// Each entry's state_vectors is what its strategy saves, so the memory a
+// plan asks of the coordinator is counted from what the strategies hold.
+TEST(StrategyRegistryTest, TheMemoryNeedCountsWhatEachStrategyHolds) {
+  const size_t n = 1000;
+  for (const StrategyEntry& e : Registry()) {
+    absl::StatusOr<std::unique_ptr<Strategy>> s = CreateStrategy(StrategySettings{.name = e.name}, n);
+    ASSERT_TRUE(s.ok()) << e.name;
+    EXPECT_EQ((*s)->SaveState().size(), n * static_cast<size_t>(e.state_vectors)) << e.name;
+    absl::StatusOr<MemoryNeed> need = CoordinatorMemoryNeed(StrategySettings{.name = e.name}, n);
+    ASSERT_TRUE(need.ok()) << e.name;
+    const uint64_t sum = (*s)->FoldsUpdatesAsTheyArrive() ? 2 * 8 * n : 0;
+    EXPECT_EQ(need->bytes, 4 * n + sum + 2 * 4 * n * e.state_vectors + (uint64_t{128} << 20)) << e.name;
+  }
+  // The largest flat model a plan allows, 2^31 values: 4 + 16 + 16 bytes a
+  // value under fedadam, 72 GiB and 128 MiB, named part by part.
+  absl::StatusOr<MemoryNeed> adam = CoordinatorMemoryNeed(StrategySettings{.name = "fedadam"}, size_t{1} << 31);
+  ASSERT_TRUE(adam.ok());
+  EXPECT_EQ(adam->bytes, (uint64_t{72} << 30) + (uint64_t{128} << 20));
+  EXPECT_EQ(adam->parts,
+            "the model 8.0 GiB, its running sum 16.0 GiB twice while refolding, fedadam's state 16.0 GiB twice while "
+            "saved, the process 128.0 MiB");
+  const absl::Status refused = CheckMemoryFits("federation 'x'", adam->bytes, adam->parts, uint64_t{20} << 30);
+  EXPECT_EQ(refused.code(), absl::StatusCode::kResourceExhausted);
+  EXPECT_NE(refused.message().find("federation 'x' needs about 72.1 GiB at its peak (the model 8.0 GiB"),
+            std::string::npos)
+      << refused;
+  EXPECT_NE(refused.message().find("); this machine has 20.0 GiB available"), std::string::npos) << refused;
+  EXPECT_TRUE(CheckMemoryFits("x", adam->bytes, adam->parts, adam->bytes).ok());
+  EXPECT_TRUE(CheckMemoryFits("x", adam->bytes, adam->parts, std::nullopt).ok());
 }
 
 class StrategyPlanTest : public ::testing::Test {

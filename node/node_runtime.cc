@@ -24,6 +24,7 @@
 #include "common/model_publication.h"
 #include "common/model_zoo.h"
 #include "common/safetensors.h"
+#include "common/system_memory.h"
 #include "crypto/pki.h"
 #include "crypto/secure_noise.h"
 #include "crypto/sha256.h"
@@ -166,6 +167,23 @@ absl::StatusOr<JoinedPlan> NodeRuntime::Hello() {
   }
   absl::StatusOr<Manifest> manifest = ModelManifest(p.model);
   if (!manifest.ok()) return manifest.status();
+  // What a round makes the node hold, against what the machine can give,
+  // before any of it is allocated: the model, its update and the update as
+  // sent, 4 bytes a value each, and 256 MiB for the process (LibTorch).
+  // Measured 2026-12-02 with trainer = "noop" (bench/round_overhead.sh and
+  // /usr/bin/time -v on the nodes): peak RSS 285 MiB at 10M values, 620 MiB
+  // at 50M, 8.8 bytes a value on top of the process.
+  {
+    const uint64_t values = static_cast<uint64_t>(manifest->total_elements());
+    const absl::Status fits =
+        CheckMemoryFits(absl::StrCat("the plan's model of ", values, " values"), values * 12 + (uint64_t{256} << 20),
+                        absl::StrCat("the model, its update and the update as sent, ", HumanBytes(values * 4),
+                                     " each, and the process 256.0 MiB"),
+                        AvailableMemoryBytes());
+    if (!fits.ok()) {
+      return absl::FailedPreconditionError(absl::StrCat("the plan's model is not usable here: ", fits.message()));
+    }
+  }
   if (manifest->Sha256() != p.manifest_sha256) {
     return absl::FailedPreconditionError(absl::StrCat("this node's '", p.model.architecture, "' has manifest ",
                                                       manifest->Sha256().substr(0, 12), " but the coordinator's has ",

@@ -22,6 +22,7 @@
 #include "common/model_zoo.h"
 #include "common/safetensors.h"
 #include "common/sqlite.h"
+#include "common/system_memory.h"
 #include "crypto/pki.h"
 #include "crypto/sha256.h"
 
@@ -298,6 +299,25 @@ TEST_F(NodeRuntimeTest, APlanAskingForAHugeInputIsRefused) {
   absl::Status s = RunToEnd();
   EXPECT_EQ(s.code(), absl::StatusCode::kFailedPrecondition) << s;
   EXPECT_NE(s.message().find("the plan's model is not usable here: model input_size must be 1 to 1024"),
+            absl::string_view::npos)
+      << s;
+  EXPECT_TRUE(script_->streams_opened.empty());
+}
+
+// A plan whose model this machine cannot hold is refused before a value of
+// it is allocated (issue 18, defect 6): a flat model of 2^31 values, 24 GiB
+// and 256 MiB with its update and the update as sent.
+TEST_F(NodeRuntimeTest, APlanLargerThanTheMachineIsRefusedBeforeAllocating) {
+  if (std::optional<uint64_t> room = AvailableMemoryBytes(); room && *room > (uint64_t{25} << 30)) {
+    GTEST_SKIP() << "this machine could hold the plan: " << HumanBytes(*room) << " available";
+  }
+  script_->joined.plan.model.parameters = int64_t{1} << 31;
+  Start();
+  absl::Status s = RunToEnd();
+  EXPECT_EQ(s.code(), absl::StatusCode::kFailedPrecondition) << s;
+  EXPECT_NE(s.message().find("the plan's model is not usable here: the plan's model of 2147483648 values needs about "
+                             "24.2 GiB at its peak (the model, its update and the update as sent, 8.0 GiB each, and "
+                             "the process 256.0 MiB); this machine has "),
             absl::string_view::npos)
       << s;
   EXPECT_TRUE(script_->streams_opened.empty());

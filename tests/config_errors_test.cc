@@ -4,6 +4,7 @@
 
 #include <filesystem>
 
+#include "common/system_memory.h"
 #include "tests/harness.h"
 
 namespace fedrad::testing {
@@ -101,6 +102,29 @@ TEST_F(ConfigErrorsTest, CoordinatorConfigAndPlan) {
   out = Fails({CoordinatorBin(), "serve", "--config", good});
   EXPECT_NE(out.find(plan), std::string::npos) << out;
   EXPECT_NE(out.find("'federation.rounds' must be an integer"), std::string::npos) << out;
+}
+
+// The largest model a plan allows (a flat one of 2^31 values, under
+// fedadam) once ended the coordinator in std::bad_alloc; it is refused at
+// start with what it would need and what the machine has, and touches no
+// state (issue 18, defect 6).
+TEST_F(ConfigErrorsTest, APlanLargerThanTheMachineIsRefusedBeforeAllocating) {
+  if (std::optional<uint64_t> room = AvailableMemoryBytes(); room && *room > (uint64_t{73} << 30)) {
+    GTEST_SKIP() << "this machine could hold the plan: " << HumanBytes(*room) << " available";
+  }
+  const std::string plan = dir_ + "/kits/coordinator/federation.toml";
+  ReplaceInFile(plan, "architecture = \"ctnet\"", "architecture = \"flat\"\nparameters = 2147483648");
+  std::string text = ReadText(plan);
+  text += "\n[strategy]\nname = \"fedadam\"\n";
+  WriteText(plan, text);
+  const std::string out = Fails({CoordinatorBin(), "serve", "--config", f_.CoordinatorConfig()});
+  EXPECT_NE(out.find("federation 'it' with a model of 2147483648 values and strategy 'fedadam' needs about 72.1 GiB "
+                     "at its peak (the model 8.0 GiB, its running sum 16.0 GiB twice while refolding, fedadam's "
+                     "state 16.0 GiB twice while saved, the process 128.0 MiB); this machine has "),
+            std::string::npos)
+      << out;
+  EXPECT_EQ(out.find("bad_alloc"), std::string::npos) << out;
+  EXPECT_FALSE(std::filesystem::exists(f_.StateDb()));
 }
 
 TEST_F(ConfigErrorsTest, BrokenConfigTouchesNothing) {

@@ -123,7 +123,7 @@ StrategyEntry FedAvgMEntry() {
   return {
       "fedavgm", "fedavg with server momentum, strategy.server_momentum (Hsu et al. 2019)",
       [](const StrategySettings& s, size_t n) -> std::unique_ptr<Strategy> { return std::make_unique<FedAvgM>(s, n); },
-      nullptr};
+      nullptr, /*state_vectors=*/1};
 }
 
 }  // namespace fedrad::coordinator

@@ -93,17 +93,17 @@ std::unique_ptr<Strategy> Make(const StrategySettings& s, size_t n) {
 
 StrategyEntry FedAdagradEntry() {
   return {"fedadagrad", "adaptive server steps, Adagrad (Reddi et al. 2021): strategy.beta1, tau", &Make<FedAdagrad>,
-          nullptr};
+          nullptr, /*state_vectors=*/2};
 }
 
 StrategyEntry FedAdamEntry() {
   return {"fedadam", "adaptive server steps, Adam (Reddi et al. 2021): strategy.beta1, beta2, tau", &Make<FedAdam>,
-          nullptr};
+          nullptr, /*state_vectors=*/2};
 }
 
 StrategyEntry FedYogiEntry() {
   return {"fedyogi", "adaptive server steps, Yogi (Reddi et al. 2021): strategy.beta1, beta2, tau", &Make<FedYogi>,
-          nullptr};
+          nullptr, /*state_vectors=*/2};
 }
 
 }  // namespace fedrad::coordinator
