@@ -51,10 +51,38 @@ struct LedgerSigner {
   std::string subject;  // the certificate's common name
 };
 
+// A ledger outlives its database file. A marker file beside it names the
+// ledger's first entry (its SHA-256 and time), written once that entry is
+// in; a database later found empty (0 bytes, deleted, re-created) while the
+// marker stands, or holding another ledger, is refused instead of taken for
+// a new one, which would forget what was recorded (a node's privacy spent,
+// a coordinator's rounds). Only the operator's account of the loss
+// (--ledger-lost "what happened") starts a new ledger there, and its
+// second entry records that account (ledger::LedgerRestarted) for the audit.
+struct LedgerContinuity {
+  std::string db_path;  // the database's file, whose marker is LedgerMarkerPath(db_path); empty: none kept
+  // Folders whose files show the state directory held a ledger already (a
+  // state directory from before markers): an empty database beside them is
+  // refused as a lost one, too.
+  std::vector<std::string> history_folders;
+  std::string restart_reason;   // the operator's account of a lost ledger; empty: none
+  std::string restart_command;  // how the operator gives it, for the refusal's message
+};
+
 // Creates the table if missing and, unless the newest writer_certificate
-// entry already holds `signer`'s certificate, appends one. Call once when
-// the store opens.
-absl::Status OpenLedger(Database& db, const LedgerSigner& signer, int64_t now_ms);
+// entry already holds `signer`'s certificate, appends one; keeps the
+// ledger's continuity as `continuity` says (FailedPrecondition naming the
+// database, the marker and what to do for a ledger lost or replaced). Call
+// once when the store opens.
+absl::Status OpenLedger(Database& db, const LedgerSigner& signer, int64_t now_ms,
+                        const LedgerContinuity& continuity = {});
+
+// The marker's path for a ledger database: "<db>.origin".
+std::string LedgerMarkerPath(const std::string& db_path);
+
+// For readers (reports, audits): OK unless `db`'s ledger is empty or another
+// one than its marker names; then FailedPrecondition saying so.
+absl::Status CheckLedgerContinuity(Database& db, const std::string& db_path);
 
 // Appends an entry signed with the signer's key. The caller serialises
 // access to `db`, and may hold a transaction so the entry commits with the

@@ -232,6 +232,31 @@ std::string EncodeBody(const Body& body) {
   return std::visit([](const auto& e) { return Encode(e); }, body);
 }
 
+namespace {
+
+// The position of T among Body's alternatives.
+template <class T, size_t... I>
+constexpr size_t IndexInBody(std::index_sequence<I...>) {
+  size_t at = 0;
+  ((std::is_same_v<T, std::variant_alternative_t<I, Body>> ? (at = I, true) : false) || ...);
+  return at;
+}
+
+}  // namespace
+
+EntryWriter WriterOf(const Body& body) {
+  // Body lists the kinds for both first, then the node's, then from
+  // ModelPublished on the coordinator's (ledger_entries.h).
+  constexpr size_t kFirstNode = 2;
+  constexpr size_t kFirstCoordinator =
+      IndexInBody<ModelPublished>(std::make_index_sequence<std::variant_size_v<Body>>{});
+  static_assert(std::is_same_v<std::variant_alternative_t<0, Body>, WriterCertificate> &&
+                std::is_same_v<std::variant_alternative_t<1, Body>, LedgerRestarted> &&
+                std::is_same_v<std::variant_alternative_t<kFirstNode, Body>, Config>);
+  if (body.index() < kFirstNode) return EntryWriter::kEither;
+  return body.index() < kFirstCoordinator ? EntryWriter::kNode : EntryWriter::kCoordinator;
+}
+
 const char* KindOf(const Body& body) {
   return std::visit([](const auto& e) -> const char* { return std::decay_t<decltype(e)>::kKind; }, body);
 }
@@ -241,6 +266,7 @@ const char* KindOf(const Body& body) {
   template std::string Encode<T>(const T& entry); \
   template absl::StatusOr<T> Decode<T>(const LedgerEntry& entry);
 FEDRAD_LEDGER_ENTRY(WriterCertificate)
+FEDRAD_LEDGER_ENTRY(LedgerRestarted)
 FEDRAD_LEDGER_ENTRY(Config)
 FEDRAD_LEDGER_ENTRY(RoundJoined)
 FEDRAD_LEDGER_ENTRY(ModelReceived)
@@ -265,6 +291,6 @@ FEDRAD_LEDGER_ENTRY(UpdateDeclined)
 FEDRAD_LEDGER_ENTRY(EvaluationReceived)
 FEDRAD_LEDGER_ENTRY(ReportRefused)
 #undef FEDRAD_LEDGER_ENTRY
-static_assert(std::variant_size_v<Body> == 24, "every kind of Body is instantiated above");
+static_assert(std::variant_size_v<Body> == 25, "every kind of Body is instantiated above");
 
 }  // namespace fedrad::ledger

@@ -49,6 +49,25 @@ struct WriterCertificate {
   }
 };
 
+// A ledger that starts over where an earlier one was lost, in the
+// operator's words (--ledger-lost): what that ledger recorded (a node's
+// privacy spent, a coordinator's rounds) is not in this one. Written right
+// after the first writer_certificate; the audit names it as a gap.
+struct LedgerRestarted {
+  static constexpr char kKind[] = "ledger_restarted";
+  std::string reason;                  // the operator's account
+  std::string previous_first_sha256;   // the lost ledger's first entry, "unknown" without a marker
+  int64_t previous_started_at_ms = 0;  // when it started, 0 if unknown
+  std::string evidence;                // what showed that one existed (its marker, files)
+  template <class V>
+  void Fields(V&& v) {
+    v("reason", reason);
+    v("previous_first_sha256", previous_first_sha256);
+    v("previous_started_at_ms", previous_started_at_ms);
+    v("evidence", evidence);
+  }
+};
+
 // ----- the node's ledger (node/node_store.h) -----
 
 struct ConfigPrivacy {
@@ -477,10 +496,11 @@ struct ReportRefused {
 };
 
 // Any entry's body, by its kind.
-using Body = std::variant<WriterCertificate, Config, RoundJoined, ModelReceived, ModelRefused, CoordinatorCertificate,
-                          ModelVerified, DataAccess, UpdateSent, UpdateOutcome, BudgetRefused, PolicyRefused,
-                          EvaluationSent, DpCharge, ModelPublished, RoundOpened, RoundResumed, RoundClosed, Aggregate,
-                          UpdateAccepted, UpdateRejected, UpdateDeclined, EvaluationReceived, ReportRefused>;
+using Body =
+    std::variant<WriterCertificate, LedgerRestarted, Config, RoundJoined, ModelReceived, ModelRefused,
+                 CoordinatorCertificate, ModelVerified, DataAccess, UpdateSent, UpdateOutcome, BudgetRefused,
+                 PolicyRefused, EvaluationSent, DpCharge, ModelPublished, RoundOpened, RoundResumed, RoundClosed,
+                 Aggregate, UpdateAccepted, UpdateRejected, UpdateDeclined, EvaluationReceived, ReportRefused>;
 
 // The body's JSON text. Defined for every alternative of Body.
 template <class T>
@@ -494,6 +514,11 @@ absl::StatusOr<Body> DecodeBody(const std::string& kind, const std::string& body
 // The same, for an entry expected to be of kind T::kKind.
 template <class T>
 absl::StatusOr<T> Decode(const LedgerEntry& entry);
+
+// Which ledger an entry belongs in: writer certificates and restarts in
+// either, the others in the node's or the coordinator's alone.
+enum class EntryWriter { kEither, kNode, kCoordinator };
+EntryWriter WriterOf(const Body& body);
 
 // The kind of a Body, and its JSON text.
 const char* KindOf(const Body& body);

@@ -4,8 +4,12 @@
 #include <unistd.h>
 
 #include <filesystem>
+#include <fstream>
+#include <iterator>
 #include <set>
 
+#include "absl/strings/str_cat.h"
+#include "common/ledger_entries.h"
 #include "crypto/pki.h"
 #include "crypto/sha256.h"
 
@@ -200,6 +204,140 @@ TEST_F(LedgerTest, ALedgerWithoutItsWriterCertificateFailsEveryEntry) {
   const std::vector<LedgerProblem> p = Verify();
   ASSERT_FALSE(p.empty());
   EXPECT_NE(All(p).find("no writer certificate comes before it"), std::string::npos) << All(p);
+}
+
+}  // namespace
+}  // namespace fedrad
+
+namespace fedrad {
+namespace {
+
+// A ledger outlives its database file (issue 18, defect 7): a database found
+// empty, replaced or re-created beside the marker is refused, and only the
+// operator's account starts a new ledger, which records it.
+class LedgerContinuityTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    dir_ = ::testing::TempDir() + "/ledger_continuity_" + std::to_string(::getpid());
+    std::filesystem::remove_all(dir_);
+    std::filesystem::create_directories(dir_ + "/models");
+    auto ca = crypto::CertificateAuthority::Create("ca", 30);
+    ASSERT_TRUE(ca.ok());
+    auto site = (*ca)->Issue({"hospital-a", crypto::CertificateRequest::Usage::kClient, {}, {}, 30});
+    ASSERT_TRUE(site.ok());
+    signer_ = {site->private_key_pem, site->certificate_pem, "hospital-a"};
+  }
+  void TearDown() override { std::filesystem::remove_all(dir_); }
+
+  // Opens `name` (a fresh connection) as a store would.
+  absl::Status Open(const std::string& name, const std::string& reason = "", int64_t now_ms = 1000) {
+    auto db = Database::Open(dir_ + "/" + name);
+    if (!db.ok()) return db.status();
+    return OpenLedger(**db, signer_, now_ms, {dir_ + "/" + name, {dir_ + "/models"}, reason, "serve --ledger-lost X"});
+  }
+  std::vector<LedgerEntry> Entries(const std::string& name) {
+    auto db = Database::Open(dir_ + "/" + name);
+    EXPECT_TRUE(db.ok());
+    auto entries = ReadLedger(**db);
+    EXPECT_TRUE(entries.ok());
+    return entries.value_or(std::vector<LedgerEntry>{});
+  }
+  std::string ReadMarker(const std::string& name) {
+    std::ifstream in(LedgerMarkerPath(dir_ + "/" + name));
+    return std::string(std::istreambuf_iterator<char>(in), {});
+  }
+
+  std::string dir_;
+  LedgerSigner signer_;
+};
+
+TEST_F(LedgerContinuityTest, AMarkerNamesTheFirstEntryAndReopeningKeepsIt) {
+  ASSERT_TRUE(Open("state.db").ok());
+  const std::vector<LedgerEntry> entries = Entries("state.db");
+  ASSERT_EQ(entries.size(), 1u);
+  EXPECT_EQ(ReadMarker("state.db"),
+            "fedrad ledger origin v1\nfirst_sha256 " + entries[0].sha256 + "\nstarted_at_ms 1000\n");
+  ASSERT_TRUE(Open("state.db", "", 2000).ok());
+  EXPECT_EQ(Entries("state.db").size(), 1u) << "the same writer certificate is not appended again";
+}
+
+TEST_F(LedgerContinuityTest, AnEmptiedOrReplacedDatabaseIsRefusedAndNothingWritten) {
+  ASSERT_TRUE(Open("state.db").ok());
+  const std::string first = Entries("state.db")[0].sha256;
+  const std::string marker = ReadMarker("state.db");
+  std::filesystem::remove(dir_ + "/state.db");
+  std::ofstream(dir_ + "/state.db").close();  // 0 bytes
+  absl::Status lost = Open("state.db");
+  EXPECT_EQ(lost.code(), absl::StatusCode::kFailedPrecondition);
+  EXPECT_NE(lost.message().find(absl::StrCat("'", dir_,
+                                             "/state.db' holds no ledger, but this state directory held one "
+                                             "(ledger ",
+                                             first.substr(0, 12), ", started 1970-01-01 00:00:01 UTC, named by '")),
+            std::string::npos)
+      << lost;
+  EXPECT_NE(lost.message().find("start once with serve --ledger-lost X"), std::string::npos) << lost;
+  EXPECT_TRUE(Entries("state.db").empty());
+  EXPECT_EQ(ReadMarker("state.db"), marker);
+  EXPECT_FALSE(CheckLedgerContinuity(**Database::Open(dir_ + "/state.db"), dir_ + "/state.db").ok());
+
+  // Another ledger put in its place (a site's node.db swapped for another's).
+  ASSERT_TRUE(Open("other.db", "", 5000).ok());
+  std::filesystem::copy_file(dir_ + "/other.db", dir_ + "/state.db", std::filesystem::copy_options::overwrite_existing);
+  absl::Status swapped = Open("state.db");
+  EXPECT_NE(swapped.message().find("the database was replaced"), std::string::npos) << swapped;
+  EXPECT_NE(CheckLedgerContinuity(**Database::Open(dir_ + "/state.db"), dir_ + "/state.db")
+                .message()
+                .find("the database was replaced"),
+            std::string::npos);
+  EXPECT_EQ(ReadMarker("state.db"), marker);
+
+  // A marker that is not one is refused too, not overwritten.
+  std::ofstream(LedgerMarkerPath(dir_ + "/other.db")) << "garbage";
+  EXPECT_NE(Open("other.db").message().find("is not a ledger marker"), std::string::npos);
+}
+
+TEST_F(LedgerContinuityTest, WithoutAMarkerFilesOfAnEarlierLedgerAreEvidenceToo) {
+  std::ofstream(dir_ + "/models/3f2a.safetensors") << "x";
+  absl::Status lost = Open("state.db");
+  EXPECT_NE(lost.message().find(absl::StrCat("held one ('", dir_, "/models' holds 1 file(s))")), std::string::npos)
+      << lost;
+  EXPECT_FALSE(std::filesystem::exists(LedgerMarkerPath(dir_ + "/state.db")));
+  // A ledger from before markers is adopted: its marker is written.
+  std::filesystem::remove(dir_ + "/models/3f2a.safetensors");
+  ASSERT_TRUE(Open("state.db").ok());
+  std::filesystem::remove(LedgerMarkerPath(dir_ + "/state.db"));
+  std::ofstream(dir_ + "/models/3f2a.safetensors") << "x";
+  ASSERT_TRUE(Open("state.db").ok());
+  EXPECT_NE(ReadMarker("state.db").find(Entries("state.db")[0].sha256), std::string::npos);
+}
+
+TEST_F(LedgerContinuityTest, TheOperatorsAccountStartsANewLedgerThatRecordsIt) {
+  ASSERT_TRUE(Open("state.db").ok());
+  const std::string first = Entries("state.db")[0].sha256;
+  std::filesystem::remove(dir_ + "/state.db");
+  absl::Status early = Open("state.db", "", 3000);
+  ASSERT_FALSE(early.ok());
+  std::filesystem::remove(dir_ + "/state.db");
+  ASSERT_TRUE(Open("state.db", "disk failed", 4000).ok());
+  const std::vector<LedgerEntry> entries = Entries("state.db");
+  ASSERT_EQ(entries.size(), 2u);
+  EXPECT_EQ(entries[0].kind, "writer_certificate");
+  EXPECT_EQ(entries[1].kind, "ledger_restarted");
+  absl::StatusOr<ledger::LedgerRestarted> r = ledger::Decode<ledger::LedgerRestarted>(entries[1]);
+  ASSERT_TRUE(r.ok()) << r.status();
+  EXPECT_EQ(r->reason, "disk failed");
+  EXPECT_EQ(r->previous_first_sha256, first);
+  EXPECT_EQ(r->previous_started_at_ms, 1000);
+  EXPECT_NE(ReadMarker("state.db").find(entries[0].sha256), std::string::npos);
+  ASSERT_TRUE(Open("state.db", "", 5000).ok());
+  // The account again, with a ledger there: refused.
+  EXPECT_NE(Open("state.db", "again").message().find("--ledger-lost is for a ledger that is gone"), std::string::npos);
+  // Stopped after the new ledger committed but before its marker was
+  // rewritten: the ledger that says it replaced the marker's is this one.
+  std::ofstream(LedgerMarkerPath(dir_ + "/state.db"))
+      << "fedrad ledger origin v1\nfirst_sha256 " << first << "\nstarted_at_ms 1000\n";
+  ASSERT_TRUE(Open("state.db", "", 6000).ok());
+  EXPECT_NE(ReadMarker("state.db").find(entries[0].sha256), std::string::npos);
 }
 
 }  // namespace

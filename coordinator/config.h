@@ -28,6 +28,10 @@ struct CoordinatorConfig {
   // the newest K (the hashes of all stay in state.db and its ledger).
   int keep_models = 0;
   TlsIdentity tls;
+  // Not from coordinator.toml: `serve --ledger-lost`, the operator's
+  // account of a state.db lost for good, which starts a new ledger (and a
+  // new federation at round 0) there (common/ledger.h).
+  std::string ledger_lost;
 };
 
 // Loads coordinator.toml and everything it points to. Any problem — missing

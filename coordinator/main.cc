@@ -18,13 +18,14 @@
 
 namespace {
 
-int Serve(const std::string& config_path) {
+int Serve(const std::string& config_path, const std::string& ledger_lost) {
   absl::StatusOr<fedrad::coordinator::CoordinatorConfig> config =
       fedrad::coordinator::LoadCoordinatorConfig(config_path);
   if (!config.ok()) {
     spdlog::error("{}", std::string(config.status().message()));
     return 2;
   }
+  config->ledger_lost = ledger_lost;
   if (fedrad::kBenchFloor) {
     spdlog::warn(
         "this fedrad-coordinator is a benchmark-floor build (FEDRAD_BENCH_FLOOR): it does not check, hash "
@@ -90,7 +91,11 @@ int main(int argc, char** argv) {
   CLI::App* serve =
       app.add_subcommand("serve", "Run the federation's remaining rounds (resumes after a crash), then exit");
   serve->add_option("-c,--config", config, "Coordinator config (TOML)")->capture_default_str();
+  std::string ledger_lost;
+  serve->add_option("--ledger-lost", ledger_lost,
+                    "Only when state.db (rounds and ledger) is gone for good: what happened. A new ledger and a new "
+                    "federation at round 0 start there, and the ledger records this for the audit");
   CLI11_PARSE(app, argc, argv);
   fedrad::InitProgram("coordinator", verbose);
-  return Serve(config);
+  return Serve(config, ledger_lost);
 }

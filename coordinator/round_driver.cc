@@ -45,7 +45,7 @@ absl::StatusOr<std::unique_ptr<RoundDriver>> RoundDriver::Create(const Coordinat
   if (!s.ok()) return s;
   LedgerSigner signer{config.tls.key_pem, config.tls.certificate_pem, config.tls.common_name};
   absl::StatusOr<std::unique_ptr<StateStore>> state =
-      StateStore::Open(config.state_dir + "/state.db", signer, clock->NowMs());
+      StateStore::Open(config.state_dir + "/state.db", signer, clock->NowMs(), config.ledger_lost);
   if (!state.ok()) return state.status();
   absl::StatusOr<std::unique_ptr<ModelStore>> models = ModelStore::Open(config.state_dir + "/models");
   if (!models.ok()) return models.status();

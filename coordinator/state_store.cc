@@ -1,5 +1,7 @@
 #include "coordinator/state_store.h"
 
+#include <filesystem>
+
 #include <nlohmann/json.hpp>
 
 #include "absl/strings/match.h"
@@ -128,13 +130,20 @@ std::optional<double> OptionalDouble(const SqlValue& v) {
 }  // namespace
 
 absl::StatusOr<std::unique_ptr<StateStore>> StateStore::Open(const std::string& path,
-                                                             const std::optional<LedgerSigner>& signer,
-                                                             int64_t now_ms) {
+                                                             const std::optional<LedgerSigner>& signer, int64_t now_ms,
+                                                             const std::string& ledger_lost) {
   absl::StatusOr<std::unique_ptr<Database>> db = Database::Open(path);
   if (!db.ok()) return db.status();
   absl::Status s = (*db)->ExecScript(kSchema);
   if (!s.ok()) return s;
-  s = signer ? OpenLedger(**db, *signer, now_ms) : CreateLedgerTable(**db);
+  if (signer) {
+    const std::string dir = std::filesystem::path(path).parent_path().string();
+    s = OpenLedger(
+        **db, *signer, now_ms,
+        {path, {dir + "/models"}, ledger_lost, "fedrad-coordinator serve --ledger-lost \"<what happened>\""});
+  } else {
+    s = CreateLedgerTable(**db);
+  }
   if (!s.ok()) return s;
   return std::unique_ptr<StateStore>(new StateStore(std::move(*db), signer));
 }

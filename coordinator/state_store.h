@@ -96,10 +96,14 @@ struct Contribution {
 class StateStore {
  public:
   // Without a signer (reading, or tests of the tables alone) nothing is
-  // written to the audit ledger.
+  // written to the audit ledger. With one the ledger's continuity is kept
+  // (common/ledger.h: a marker beside the file; the folder's models/ as
+  // evidence of one from before markers): a state.db found empty or
+  // replaced is refused, unless `ledger_lost` gives the operator's account
+  // of the loss (--ledger-lost).
   static absl::StatusOr<std::unique_ptr<StateStore>> Open(const std::string& path,
                                                           const std::optional<LedgerSigner>& signer = std::nullopt,
-                                                          int64_t now_ms = 0);
+                                                          int64_t now_ms = 0, const std::string& ledger_lost = "");
 
   // The newest model, or nullopt before the initial model exists.
   absl::StatusOr<std::optional<ModelVersion>> LatestModel();

@@ -49,11 +49,15 @@ bool NodeCommand::chosen() const { return command_->parsed(); }
 RunCommand::RunCommand(CLI::App* app) {
   command_ = app->add_subcommand("run", "Join the federation and serve its rounds until it finishes");
   command_->add_option("-c,--config", config_, "Node config (TOML)")->capture_default_str();
+  command_->add_option("--ledger-lost", ledger_lost_,
+                       "Only when node.db (the privacy ledger) is gone for good: what happened. A new ledger starts "
+                       "and records this for the audit; the privacy spent before is not in it");
 }
 
 int RunCommand::Run() {
   absl::StatusOr<NodeConfig> config = LoadNodeConfig(config_);
   if (!config.ok()) return Fail(config.status(), 2);
+  config->ledger_lost = ledger_lost_;
   absl::StatusOr<std::unique_ptr<NodeRuntime>> runtime = NodeRuntime::Create(*config);
   if (!runtime.ok()) return Fail(runtime.status(), 1);
   if (kBenchFloor) {

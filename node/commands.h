@@ -36,6 +36,7 @@ class RunCommand final : public NodeCommand {
 
  private:
   std::string config_ = "node.toml";
+  std::string ledger_lost_;
 };
 
 // `fedrad-node check`: the config, then one Hello.

@@ -36,6 +36,9 @@ struct NodeConfig {
   double noop_seconds = 0;  // "noop": how long each round pretends to train
   PrivacySettings privacy;
   SitePolicy policy;
+  // Not from node.toml: `run --ledger-lost`, the operator's account of a
+  // node.db lost for good, which starts a new ledger (common/ledger.h).
+  std::string ledger_lost;
 };
 
 // [privacy]: DP on unless `enabled = false`; σ or a target ε (default: the

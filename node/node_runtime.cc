@@ -96,7 +96,7 @@ absl::StatusOr<std::unique_ptr<NodeRuntime>> NodeRuntime::Create(const NodeConfi
   if (!s.ok()) return s;
   LedgerSigner signer{config.tls.key_pem, config.tls.certificate_pem, config.tls.common_name};
   absl::StatusOr<std::unique_ptr<NodeStore>> store =
-      NodeStore::Open(config.state_dir + "/node.db", signer, clock->NowMs());
+      NodeStore::Open(config.state_dir + "/node.db", signer, clock->NowMs(), config.ledger_lost);
   if (!store.ok()) return store.status();
   if (config.privacy.enabled) {
     absl::StatusOr<std::vector<PrivacyCharge>> ledger = (*store)->PrivacyLedger();

@@ -1,5 +1,7 @@
 #include "node/node_store.h"
 
+#include <filesystem>
+
 #include "absl/strings/str_cat.h"
 #include "crypto/sha256.h"
 
@@ -31,7 +33,8 @@ constexpr char kPrivacyLedgerColumns[] = R"sql((
 }  // namespace
 
 absl::StatusOr<std::unique_ptr<NodeStore>> NodeStore::Open(const std::string& path,
-                                                           const std::optional<LedgerSigner>& signer, int64_t now_ms) {
+                                                           const std::optional<LedgerSigner>& signer, int64_t now_ms,
+                                                           const std::string& ledger_lost) {
   absl::StatusOr<std::unique_ptr<Database>> db = Database::Open(path);
   if (!db.ok()) return db.status();
   absl::Status s = (*db)->ExecScript(R"sql(
@@ -99,7 +102,10 @@ CREATE TABLE IF NOT EXISTS evaluations(
     if (!s.ok()) return s;
   }
   if (signer) {
-    s = OpenLedger(**db, *signer, now_ms);
+    const std::string dir = std::filesystem::path(path).parent_path().string();
+    s = OpenLedger(
+        **db, *signer, now_ms,
+        {path, {dir + "/models", dir + "/updates"}, ledger_lost, "fedrad-node run --ledger-lost \"<what happened>\""});
   } else {
     s = CreateLedgerTable(**db);
   }
@@ -111,6 +117,11 @@ template <class Entry>
 absl::StatusOr<LedgerEntry> NodeStore::Log(const Entry& entry, int64_t now_ms) {
   if (!signer_) return absl::FailedPreconditionError("node.db was opened for reading: no kit key to sign with");
   return AppendLedgerEntry(*db_, *signer_, Entry::kKind, ledger::Encode(entry), now_ms);
+}
+
+absl::Status NodeStore::CheckContinuity(const std::string& path) {
+  absl::MutexLock lock(&mu_);
+  return CheckLedgerContinuity(*db_, path);
 }
 
 absl::Status NodeStore::RecordConfig(const ledger::Config& facts, int64_t now_ms) {

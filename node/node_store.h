@@ -53,10 +53,18 @@ struct KeptUpdate {
 class NodeStore {
  public:
   // With a signer, every record is also an audit-ledger entry; without one
-  // (reading the ledger for a report), recording fails.
+  // (reading the ledger for a report), recording fails. With a signer the
+  // ledger's continuity is kept (common/ledger.h: a marker beside the file;
+  // the folder's models/ and updates/ as evidence of one from before
+  // markers): a node.db found empty or replaced is refused, unless
+  // `ledger_lost` gives the operator's account of the loss (--ledger-lost).
+  // OK unless the ledger is empty or another than its marker at `path`
+  // names (common/ledger.h), for readers.
+  absl::Status CheckContinuity(const std::string& path);
+
   static absl::StatusOr<std::unique_ptr<NodeStore>> Open(const std::string& path,
                                                          const std::optional<LedgerSigner>& signer = std::nullopt,
-                                                         int64_t now_ms = 0);
+                                                         int64_t now_ms = 0, const std::string& ledger_lost = "");
 
   // The facts of the node's configuration that bear on privacy; a "config"
   // entry is written when they differ from the last one.

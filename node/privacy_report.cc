@@ -22,9 +22,13 @@ absl::Status PrintPrivacyReport(const NodeConfig& config, bool charges, std::ost
       p.noise_multiplier >= 0 ? absl::StrFormat("fixed sigma %g", p.noise_multiplier)
                               : absl::StrFormat("target epsilon %g at the federation's last round", p.target_epsilon));
   std::vector<PrivacyCharge> ledger;
-  if (std::filesystem::exists(db)) {
+  // A node.db that vanished beside its ledger's marker spent what it
+  // recorded: never reported as a budget untouched.
+  if (std::filesystem::exists(db) || std::filesystem::exists(LedgerMarkerPath(db))) {
     absl::StatusOr<std::unique_ptr<NodeStore>> store = NodeStore::Open(db);
     if (!store.ok()) return store.status();
+    absl::Status continuity = (*store)->CheckContinuity(db);
+    if (!continuity.ok()) return continuity;
     absl::StatusOr<std::vector<PrivacyCharge>> rows = (*store)->PrivacyLedger();
     if (!rows.ok()) return rows.status();
     ledger = std::move(*rows);

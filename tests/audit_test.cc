@@ -8,6 +8,7 @@
 
 #include <filesystem>
 #include <regex>
+#include <thread>
 
 #include <nlohmann/json.hpp>
 #include <opencv2/imgcodecs.hpp>
@@ -323,6 +324,23 @@ TEST_F(AuditTest, ACleanFederationVerifiesAndEveryKindOfTamperingInEitherLedgerI
         2);
     EXPECT_NE(ReadText(log).find(t + "/plain.db has no audit ledger"), std::string::npos) << ReadText(log);
   }
+  {  // Ledgers given as the wrong role, and an empty one: named, not read as
+     // the other (issue 18, defect 8).
+    const Verdict swapped = Verify(f_, {state}, node, "swapped");
+    EXPECT_EQ(swapped.exit_code, 1) << swapped.output;
+    EXPECT_NE(swapped.output.find(state + ": entry "), std::string::npos) << swapped.output;
+    EXPECT_NE(swapped.output.find("given as the node's ledger, but this is an entry of the coordinator's ledger: were "
+                                  "--node and --coordinator swapped?"),
+              std::string::npos)
+        << swapped.output;
+    EXPECT_NE(swapped.output.find("given as the coordinator's ledger, but this is an entry of the node's ledger"),
+              std::string::npos)
+        << swapped.output;
+    const std::string empty = TamperedCopy(node, t + "/empty-node.db", "DELETE FROM ledger;");
+    const Verdict none = Verify(f_, {empty, other}, state, "empty");
+    EXPECT_EQ(none.exit_code, 1) << none.output;
+    EXPECT_NE(none.output.find(empty + ": the ledger is empty"), std::string::npos) << none.output;
+  }
   {  // A ledger verified against another federation's CA: no writer is trusted.
     auto ca = crypto::CertificateAuthority::Create("another federation", 30);
     ASSERT_TRUE(ca.ok());
@@ -333,11 +351,104 @@ TEST_F(AuditTest, ACleanFederationVerifiesAndEveryKindOfTamperingInEitherLedgerI
   }
 }
 
+// A ledger whose database was lost (issue 18, defect 7: a 0-byte node.db
+// once reset the site's privacy ledger to epsilon 0, and `audit verify`
+// passed it; a 0-byte state.db beside models/ started a new federation at
+// round 0) is refused by every command that would write or report it, until
+// the operator says what happened; the new ledger records that account, and
+// the audit names the gap in verify and in the report.
+TEST_F(AuditTest, ALostLedgerIsRefusedUntilTheOperatorSaysWhatHappenedAndTheAuditShowsTheGap) {
+  const std::string site = f_.sites[0], db = nodes_[0];
+  const std::string first = AsText(QueryDb(db, "SELECT sha256 FROM ledger WHERE seq = 1")[0][0]);
+  for (const char* suffix : {"", "-wal", "-shm"}) std::filesystem::remove(db + suffix);
+  WriteText(db, "");  // 0 bytes, as a failed disk or a careless restore leaves it
+  const std::string refused_log = dir_ + "/lost-run.log";
+  EXPECT_EQ(RunCommand({NodeBin(), "run", "--config", f_.NodeConfig(site)}, refused_log, std::chrono::seconds(30)), 1);
+  const std::string refused = ReadText(refused_log);
+  EXPECT_NE(refused.find(absl::StrCat("'", db, "' holds no ledger, but this state directory held one (ledger ",
+                                      first.substr(0, 12), ", started ")),
+            std::string::npos)
+      << refused;
+  EXPECT_NE(refused.find("named by '" + db + ".origin'"), std::string::npos) << refused;
+  EXPECT_NE(refused.find("start once with fedrad-node run --ledger-lost \"<what happened>\""), std::string::npos)
+      << refused;
+  EXPECT_EQ(AsInt(QueryDb(db, "SELECT COUNT(*) FROM ledger")[0][0]), 0) << "nothing was written";
+  const std::string privacy_log = dir_ + "/lost-privacy.log";
+  EXPECT_NE(RunCommand({NodeBin(), "privacy", "--config", f_.NodeConfig(site)}, privacy_log), 0);
+  EXPECT_NE(ReadText(privacy_log).find("holds no ledger, but this state directory held one"), std::string::npos)
+      << ReadText(privacy_log);
+  EXPECT_EQ(ReadText(privacy_log).find("epsilon spent: 0.0000"), std::string::npos) << ReadText(privacy_log);
+
+  {  // The operator's account starts a new ledger (the federation is over:
+     // the node opens its ledger, then retries the coordinator until stopped).
+    Process node(
+        {NodeBin(), "run", "--config", f_.NodeConfig(site), "--ledger-lost", "the disk failed; no backup (ticket 42)"},
+        dir_ + "/lost-restart.log");
+    ASSERT_TRUE(WaitForRow(db, "SELECT 1 FROM ledger WHERE seq = 2 AND kind = 'ledger_restarted'",
+                           std::chrono::seconds(30), &node))
+        << node.Log();
+    // The marker is rewritten just after the new ledger commits (a stop in
+    // between is covered: the new ledger names the one it replaced).
+    for (int i = 0; i < 100 && ReadText(db + ".origin").find(first) != std::string::npos; ++i) {
+      std::this_thread::sleep_for(std::chrono::milliseconds(100));
+    }
+  }
+  const std::string body = AsText(QueryDb(db, "SELECT body FROM ledger WHERE kind = 'ledger_restarted'")[0][0]);
+  EXPECT_NE(body.find("\"previous_first_sha256\":\"" + first + "\""), std::string::npos) << body;
+  EXPECT_NE(body.find("ticket 42"), std::string::npos) << body;
+  EXPECT_EQ(ReadText(db + ".origin").find(first), std::string::npos) << "the marker names the new ledger";
+
+  const Verdict v = Verify(f_, nodes_, f_.StateDb(), "lost");
+  EXPECT_EQ(v.exit_code, 1) << v.output;
+  EXPECT_NE(v.output.find(db + ": entry 2 (seq 2, ledger_restarted): the ledger started over here, "),
+            std::string::npos)
+      << v.output;
+  EXPECT_NE(v.output.find(absl::StrCat("in place of ledger ", first.substr(0, 12), " (started ")), std::string::npos)
+      << v.output;
+  EXPECT_NE(v.output.find("the operator said: \"the disk failed; no backup (ticket 42)\". What that ledger recorded "
+                          "(for a site, the privacy it spent) is not in this one"),
+            std::string::npos)
+      << v.output;
+  const std::string json = dir_ + "/lost.json";
+  EXPECT_EQ(RunCommand({FedradBin(), "audit", "report", "--ca", f_.dir + "/kits/ca/ca.pem", "--node", db, "--node",
+                        nodes_[1], "--coordinator", f_.StateDb(), "--out", dir_ + "/lost.html", "--json", json},
+                       dir_ + "/lost-report.log"),
+            1);
+  const nlohmann::json report = nlohmann::json::parse(ReadText(json));
+  const nlohmann::json& restarts = report["verification"]["ledgers"][0]["restarts"];
+  ASSERT_EQ(restarts.size(), 1u) << report["verification"].dump();
+  EXPECT_EQ(restarts[0]["previous_first_sha256"], first);
+  EXPECT_EQ(restarts[0]["reason"], "the disk failed; no backup (ticket 42)");
+
+  // The coordinator's state.db lost beside its models: refused, not a new
+  // federation at round 0.
+  const std::string state = f_.StateDb();
+  for (const char* suffix : {"", "-wal", "-shm"}) std::filesystem::remove(state + suffix);
+  WriteText(state, "");
+  const std::string serve_log = dir_ + "/lost-serve.log";
+  EXPECT_EQ(
+      RunCommand({CoordinatorBin(), "serve", "--config", f_.CoordinatorConfig()}, serve_log, std::chrono::seconds(30)),
+      1);
+  EXPECT_NE(ReadText(serve_log).find(absl::StrCat("'", state, "' holds no ledger, but this state directory held one")),
+            std::string::npos)
+      << ReadText(serve_log);
+  EXPECT_NE(ReadText(serve_log).find("fedrad-coordinator serve --ledger-lost"), std::string::npos)
+      << ReadText(serve_log);
+  EXPECT_EQ(AsInt(QueryDb(state, "SELECT COUNT(*) FROM ledger")[0][0]), 0);
+}
+
 TEST_F(AuditTest, TheReportRendersInChromiumWithTheChartDrawnAndTheLedgersNumbers) {
   const std::string html = dir_ + "/report.html", json = dir_ + "/report.json";
   const std::string log = dir_ + "/report.log";
-  ASSERT_EQ(RunCommand({FedradBin(), "audit", "report", "--ca", f_.dir + "/kits/ca/ca.pem", "--node", nodes_[0],
-                        "--node", nodes_[1], "--coordinator", f_.StateDb(), "--out", html, "--json", json},
+  // A site writes its own ledger: a string of its that opens an HTML comment
+  // and a script ("<!--<script>") must not stop the chart's script (issue
+  // 18, defect 8), nor one that closes the element.
+  const std::string hostile = AppendedCopy(
+      nodes_[0], dir_ + "/hostile-node.db", "data_access",
+      R"({"purpose":"<!--<script>","round":0,"images":1,"patients":1,"sop_instance_uids_sha256":"</script>"})",
+      dir_ + "/kits/" + f_.sites[0] + "/site.key");
+  ASSERT_EQ(RunCommand({FedradBin(), "audit", "report", "--ca", f_.dir + "/kits/ca/ca.pem", "--node", hostile, "--node",
+                        nodes_[1], "--coordinator", f_.StateDb(), "--out", html, "--json", json},
                        log),
             0)
       << ReadText(log);

@@ -9,6 +9,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_join.h"
+#include "absl/time/time.h"
 #include "common/model_publication.h"
 #include "common/sqlite.h"
 #include "crypto/pki.h"
@@ -95,6 +96,48 @@ void CheckPublications(AuditVerification& v, const std::string& ca_pem) {
         }
       }
     }
+  }
+}
+
+// What a ledger is, beyond its chain: not empty (a database created anew,
+// or one whose ledger was lost, proves nothing), of the role it was given
+// as (a state.db given as --node, or the reverse, is named, not read as the
+// other), and without restarts (a ledger started over where one was lost
+// holds none of what that one recorded).
+void CheckLedgerShape(AuditVerification& v, const AuditedLedger& l) {
+  if (l.entries.empty()) {
+    v.problems.push_back(absl::StrCat(l.path,
+                                      ": the ledger is empty: a database created anew, or one whose ledger "
+                                      "was lost, holds nothing to verify"));
+    return;
+  }
+  const ledger::EntryWriter own = l.role == "node" ? ledger::EntryWriter::kNode : ledger::EntryWriter::kCoordinator;
+  for (size_t i = 0; i < l.entries.size(); ++i) {
+    if (!l.bodies[i]) continue;
+    const ledger::EntryWriter writer = ledger::WriterOf(*l.bodies[i]);
+    if (writer != ledger::EntryWriter::kEither && writer != own) {
+      v.problems.push_back(absl::StrCat(Where(l, l.entries[i], static_cast<int64_t>(i) + 1), ": given as the ", l.role,
+                                        "'s ledger, but this is an entry of the ",
+                                        l.role == "node" ? "coordinator's" : "node's",
+                                        " ledger: were --node and --coordinator swapped?"));
+      break;
+    }
+  }
+  for (size_t i = 0; i < l.entries.size(); ++i) {
+    const auto* r = l.As<ledger::LedgerRestarted>(i);
+    if (r == nullptr) continue;
+    v.problems.push_back(absl::StrCat(
+        Where(l, l.entries[i], static_cast<int64_t>(i) + 1), ": the ledger started over here, ",
+        absl::FormatTime("%Y-%m-%d %H:%M:%S UTC", absl::FromUnixMillis(l.entries[i].at_ms), absl::UTCTimeZone()),
+        ", in place of ledger ", absl::CEscape(r->previous_first_sha256.substr(0, 12)),
+        r->previous_started_at_ms > 0
+            ? absl::StrCat(" (started ",
+                           absl::FormatTime("%Y-%m-%d %H:%M:%S UTC", absl::FromUnixMillis(r->previous_started_at_ms),
+                                            absl::UTCTimeZone()),
+                           ")")
+            : "",
+        ", lost; the operator said: \"", absl::CEscape(r->reason),
+        "\". What that ledger recorded (for a site, the privacy it spent) is not in this one"));
   }
 }
 
@@ -265,7 +308,7 @@ absl::StatusOr<AuditVerification> VerifyAudit(const std::vector<std::string>& no
     // An entry whose body its kind cannot read is a problem of its own: the
     // cross-checks below cannot see what it says.
     for (const std::string& p : l.unreadable) v.problems.push_back(p);
-    if (l.entries.empty()) v.notes.push_back(absl::StrCat(l.path, ": the ledger is empty"));
+    CheckLedgerShape(v, l);
   }
   CheckPublications(v, ca_pem);
   CrossCheck(v);

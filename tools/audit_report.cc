@@ -168,11 +168,17 @@ json Report(const AuditVerification& v) {
   json ledgers = json::array(), sites = json::array();
   json coordinator;
   for (const AuditedLedger& l : v.ledgers) {
+    // Where the ledger started over in place of a lost one: its gaps.
+    json restarts = json::array();
+    for (size_t i = 0; i < l.entries.size(); ++i) {
+      if (l.As<ledger::LedgerRestarted>(i) != nullptr) restarts.push_back(Listed(*l.bodies[i], l.entries[i].at_ms));
+    }
     ledgers.push_back({{"path", l.path},
                        {"role", l.role},
                        {"writer", l.writer},
                        {"entries", l.entries.size()},
-                       {"problems", l.problems.size()}});
+                       {"problems", l.problems.size()},
+                       {"restarts", restarts}});
     if (l.role == "node") sites.push_back(SiteFacts(l));
     if (l.role == "coordinator") coordinator = CoordinatorFacts(l);
   }
@@ -454,10 +460,12 @@ std::string AuditReportHtml(const AuditVerification& v) {
         Table(f["models_published"], {{"round", "round"}, {"sha256", "SHA-256"}, {"at", "at"}}, "published"),
         "</section>\n");
   }
-  // The facts for the chart; "</" cannot end the script element early.
+  // The facts for the chart. Every '<' and '>' (only ever inside strings, some
+  // of them site-written) is escaped, so no "</script>" ends the element and
+  // no "<!--<script>" makes the parser swallow the script after it.
   absl::StrAppend(&out, "<script type=\"application/json\" id=\"report-data\">",
-                  absl::StrReplaceAll(r.dump(-1, ' ', true), {{"</", "<\\/"}}), "</script>\n<script>", kChartScript,
-                  "</script>\n</body></html>\n");
+                  absl::StrReplaceAll(r.dump(-1, ' ', true), {{"<", "\\u003c"}, {">", "\\u003e"}}),
+                  "</script>\n<script>", kChartScript, "</script>\n</body></html>\n");
   return out;
 }
 
