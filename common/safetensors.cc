@@ -37,7 +37,9 @@ std::string EncodeSafetensorsHeader(const Manifest& manifest, const SafetensorsM
     offset += bytes;
   }
   if (!metadata.empty()) header["__metadata__"] = metadata;
-  std::string json = header.dump();
+  // Names and metadata are ours or read from a parsed header (UTF-8); an
+  // invalid byte would be replaced, never thrown on.
+  std::string json = header.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace);
   while ((8 + json.size()) % 8 != 0) json.push_back(' ');
   std::string out(8, '\0');
   const uint64_t n = json.size();

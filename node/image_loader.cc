@@ -15,22 +15,32 @@ namespace fedrad::node {
 namespace {
 
 // Version 2 holds the patient key's issuer and the study: entries of
-// version 1 are decoded again rather than read without them.
-constexpr char kCacheMagic[4] = {'F', 'R', 'C', '2'};
+// version 1 are decoded again rather than read without them. Version 3
+// holds the DICOM strings hex-encoded: they are bytes in the file's
+// character set (ISO 8859-1 is common), which JSON's UTF-8 cannot carry
+// unchanged, and the patient key of a cached pass must be the decoded one's.
+constexpr char kCacheMagic[4] = {'F', 'R', 'C', '3'};
 constexpr uint64_t kMaxCacheEntryBytes = uint64_t{4} << 30;
+
+// The string facts a cache entry holds, by key.
+const std::vector<std::pair<const char*, std::string DicomFacts::*>>& StringFacts() {
+  static const auto* const facts = new std::vector<std::pair<const char*, std::string DicomFacts::*>>{
+      {"patient_id", &DicomFacts::patient_id},
+      {"issuer_of_patient_id", &DicomFacts::issuer_of_patient_id},
+      {"study_instance_uid", &DicomFacts::study_instance_uid},
+      {"sop_instance_uid", &DicomFacts::sop_instance_uid},
+      {"modality", &DicomFacts::modality},
+      {"transfer_syntax", &DicomFacts::transfer_syntax},
+      {"photometric", &DicomFacts::photometric}};
+  return *facts;
+}
 
 // Cache file: magic, u32 JSON length, JSON (facts and frame indices), then
 // the frames' floats back to back. A file that does not parse is ignored
 // (and rewritten), so a torn write can cost a decode but never a wrong image.
 std::string EncodeCacheEntry(const LoadedImage& image) {
   nlohmann::json j;
-  j["patient_id"] = image.facts.patient_id;
-  j["issuer_of_patient_id"] = image.facts.issuer_of_patient_id;
-  j["study_instance_uid"] = image.facts.study_instance_uid;
-  j["sop_instance_uid"] = image.facts.sop_instance_uid;
-  j["modality"] = image.facts.modality;
-  j["transfer_syntax"] = image.facts.transfer_syntax;
-  j["photometric"] = image.facts.photometric;
+  for (const auto& [key, field] : StringFacts()) j[key] = crypto::HexEncode(image.facts.*field);
   j["rows"] = image.facts.rows;
   j["columns"] = image.facts.columns;
   std::vector<int> indices;
@@ -59,13 +69,11 @@ std::optional<LoadedImage> DecodeCacheEntry(const std::string& bytes, size_t exp
   if (j.is_discarded() || !j.is_object()) return std::nullopt;
   try {
     LoadedImage out;
-    out.facts.patient_id = j.at("patient_id").get<std::string>();
-    out.facts.issuer_of_patient_id = j.at("issuer_of_patient_id").get<std::string>();
-    out.facts.study_instance_uid = j.at("study_instance_uid").get<std::string>();
-    out.facts.sop_instance_uid = j.at("sop_instance_uid").get<std::string>();
-    out.facts.modality = j.at("modality").get<std::string>();
-    out.facts.transfer_syntax = j.at("transfer_syntax").get<std::string>();
-    out.facts.photometric = j.at("photometric").get<std::string>();
+    for (const auto& [key, field] : StringFacts()) {
+      std::optional<std::string> value = crypto::HexDecode(j.at(key).get<std::string>());
+      if (!value) return std::nullopt;
+      out.facts.*field = std::move(*value);
+    }
     out.facts.rows = j.at("rows").get<int>();
     out.facts.columns = j.at("columns").get<int>();
     const std::vector<int> indices = j.at("frames").get<std::vector<int>>();

@@ -86,6 +86,25 @@ TEST_F(ImageLoaderTest, SecondPassComesFromTheCacheUnchanged) {
   EXPECT_EQ(healed[0].frames[0].pixels, first[0].frames[0].pixels);
 }
 
+// DICOM strings are bytes in the file's character set (ISO 8859-1 is
+// common), not UTF-8: an identifier such as "M\xfcller" goes through the cache
+// byte for byte, so the patient key of a later pass is that of the first.
+TEST_F(ImageLoaderTest, IdentifiersThatAreNotUtf8GoThroughTheCacheUnchanged) {
+  testing::TestImage im;
+  im.patient_id = "M\xfcller^J\xf6rg\x01";
+  im.sop_instance_uid = "2.25.999";
+  const std::string path = (dir_ / "latin1.dcm").string();
+  ASSERT_TRUE(testing::WriteTestImage(im, path));
+  paths_ = {path};
+  const std::string cache = (dir_ / "cache").string();
+  std::vector<LoadedImage> first = LoadAll({1, 8, cache});
+  std::vector<LoadedImage> second = LoadAll({1, 8, cache});
+  ASSERT_TRUE(first[0].status.ok()) << first[0].status;
+  EXPECT_EQ(first[0].facts.patient_id, "M\xfcller^J\xf6rg\x01");
+  EXPECT_TRUE(second[0].from_cache);
+  EXPECT_EQ(second[0].facts.patient_id, first[0].facts.patient_id);
+}
+
 TEST_F(ImageLoaderTest, DatasetBySopInstanceUidCountsEveryRowAndFile) {
   // Label 10 of the 12 files by UID, plus one UID that matches nothing.
   std::string csv = "sop_instance_uid,label\n";

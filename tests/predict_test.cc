@@ -7,6 +7,7 @@
 #include <fstream>
 #include <map>
 
+#include "common/safetensors.h"
 #include "node/test_dicom.h"
 #include "tests/harness.h"
 
@@ -114,6 +115,27 @@ TEST_F(PredictCommandTest, RefusesAModelOfAnotherPipeline) {
             std::string::npos)
       << ReadText(log);
   EXPECT_FALSE(fs::exists(dir_ + "/p.csv"));
+}
+
+// A model's metadata is outside text: an escape sequence in it reaches the
+// clinician's terminal as text, not as a command (issue 18, defect 8).
+TEST_F(PredictCommandTest, EscapeSequencesInAModelReachTheTerminalAsText) {
+  absl::StatusOr<SafetensorsFile> file = ReadSafetensorsFile(model_);
+  ASSERT_TRUE(file.ok()) << file.status();
+  file->metadata["preprocessing"] =
+      "window=\x1b[2J\x1b]0;owned\x07\xc2\x9b"
+      "31m(1,2)|resize=area";
+  ASSERT_TRUE(WriteSafetensorsFile(model_, file->parameters, file->metadata).ok());
+  const std::string log = dir_ + "/predict.log";
+  EXPECT_EQ(RunCommand({NodeBin(), "predict", "--config", config_, "--model", model_, "--input", data_, "--out",
+                        dir_ + "/p.csv"},
+                       log),
+            1);
+  const std::string out = ReadText(log);
+  EXPECT_NE(out.find("window=\\x1b[2J\\x1b]0;owned\\x07\\u009b31m(1,2) in the model"), std::string::npos) << out;
+  EXPECT_EQ(out.find('\x1b'), std::string::npos) << out;
+  EXPECT_EQ(out.find('\x07'), std::string::npos) << out;
+  EXPECT_EQ(out.find("\xc2\x9b"), std::string::npos) << out;
 }
 
 TEST_F(PredictCommandTest, LatestNeedsAModelFromTheFederation) {
