@@ -33,7 +33,7 @@ cd "$work"
   --idx-labels $fm/train-labels-idx1-ubyte.gz --out train > /dev/null 2>&1
 [ -d test ] || "$bin/tools/fedrad" import --idx-images $fm/t10k-images-idx3-ubyte.gz \
   --idx-labels $fm/t10k-labels-idx1-ubyte.gz --out test > /dev/null 2>&1
-rm -rf sites kits
+rm -rf sites kits kits-ca
 "$bin/tools/fedrad" partition --data train --sites 4 --mode dirichlet --alpha "$alpha" --seed 1 --out sites
 port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
 cat > plan.toml <<PLAN

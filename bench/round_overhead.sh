@@ -35,7 +35,7 @@ esac
 work="${FEDRAD_BENCH_WORK:-$(mktemp -d)}"
 mkdir -p "$work"
 cd "$work"
-rm -rf kits logs plan.toml
+rm -rf kits kits-ca logs plan.toml
 mkdir -p logs
 port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
 {

@@ -68,7 +68,7 @@ cat logs/coordinator.out
 final=$(awk '/^[0-9]+ /{acc=$NF} END{print acc}' logs/coordinator.out)
 echo
 echo "Privacy audit of the run (every ledger's chain and signatures, cross-checked):"
-"$bin/tools/fedrad" audit report --ca kits/ca/ca.pem --coordinator kits/coordinator/state/state.db \
+"$bin/tools/fedrad" audit report --ca kits/coordinator/ca.pem --coordinator kits/coordinator/state/state.db \
   --node kits/hospital-a/state/node.db --node kits/hospital-b/state/node.db --node kits/hospital-c/state/node.db \
   --out audit-report.html --json audit-report.json | sed 's/^/   /'
 echo

@@ -31,7 +31,7 @@ struct Verdict {
 
 Verdict Verify(const MiniFederation& f, const std::vector<std::string>& node_dbs, const std::string& state_db,
                const std::string& name) {
-  std::vector<std::string> argv = {FedradBin(), "audit", "verify", "--ca", f.dir + "/kits/ca/ca.pem"};
+  std::vector<std::string> argv = {FedradBin(), "audit", "verify", "--ca", f.dir + "/kits/coordinator/ca.pem"};
   for (const std::string& db : node_dbs) {
     argv.push_back("--node");
     argv.push_back(db);
@@ -227,10 +227,10 @@ TEST_F(AuditTest, ACleanFederationVerifiesAndEveryKindOfTamperingInEitherLedgerI
       EXPECT_NE(v.output.find(h.problem), std::string::npos) << h.name << "\n" << v.output;
       EXPECT_NE(v.output.find("intact  node ledger " + copy), std::string::npos) << "the chain itself holds";
       const std::string log = t + "/" + h.name + "-report.log";
-      EXPECT_EQ(RunCommand(
-                    {FedradBin(), "audit", "report", "--ca", dir_ + "/kits/ca/ca.pem", "--node", copy, "--node", other,
-                     "--coordinator", state, "--out", t + "/" + h.name + ".html", "--json", t + "/" + h.name + ".json"},
-                    log),
+      EXPECT_EQ(RunCommand({FedradBin(), "audit", "report", "--ca", dir_ + "/kits/coordinator/ca.pem", "--node", copy,
+                            "--node", other, "--coordinator", state, "--out", t + "/" + h.name + ".html", "--json",
+                            t + "/" + h.name + ".json"},
+                           log),
                 1)
           << h.name << "\n"
           << ReadText(log);
@@ -310,18 +310,18 @@ TEST_F(AuditTest, ACleanFederationVerifiesAndEveryKindOfTamperingInEitherLedgerI
   {  // Files that are not ledgers: named, exit 2, nothing else read.
     WriteText(t + "/not-a-db.db", "hello\n");
     std::string log = t + "/not-a-db.log";
-    EXPECT_EQ(
-        RunCommand({FedradBin(), "audit", "verify", "--ca", dir_ + "/kits/ca/ca.pem", "--node", t + "/not-a-db.db"},
-                   log),
-        2);
+    EXPECT_EQ(RunCommand({FedradBin(), "audit", "verify", "--ca", dir_ + "/kits/coordinator/ca.pem", "--node",
+                          t + "/not-a-db.db"},
+                         log),
+              2);
     EXPECT_NE(ReadText(log).find(t + "/not-a-db.db' is not a readable SQLite database"), std::string::npos)
         << ReadText(log);
     ASSERT_TRUE(Database::Open(t + "/plain.db").ok());
     log = t + "/plain.log";
-    EXPECT_EQ(
-        RunCommand({FedradBin(), "audit", "verify", "--ca", dir_ + "/kits/ca/ca.pem", "--coordinator", t + "/plain.db"},
-                   log),
-        2);
+    EXPECT_EQ(RunCommand({FedradBin(), "audit", "verify", "--ca", dir_ + "/kits/coordinator/ca.pem", "--coordinator",
+                          t + "/plain.db"},
+                         log),
+              2);
     EXPECT_NE(ReadText(log).find(t + "/plain.db has no audit ledger"), std::string::npos) << ReadText(log);
   }
   {  // Ledgers given as the wrong role, and an empty one: named, not read as
@@ -410,10 +410,11 @@ TEST_F(AuditTest, ALostLedgerIsRefusedUntilTheOperatorSaysWhatHappenedAndTheAudi
             std::string::npos)
       << v.output;
   const std::string json = dir_ + "/lost.json";
-  EXPECT_EQ(RunCommand({FedradBin(), "audit", "report", "--ca", f_.dir + "/kits/ca/ca.pem", "--node", db, "--node",
-                        nodes_[1], "--coordinator", f_.StateDb(), "--out", dir_ + "/lost.html", "--json", json},
-                       dir_ + "/lost-report.log"),
-            1);
+  EXPECT_EQ(
+      RunCommand({FedradBin(), "audit", "report", "--ca", f_.dir + "/kits/coordinator/ca.pem", "--node", db, "--node",
+                  nodes_[1], "--coordinator", f_.StateDb(), "--out", dir_ + "/lost.html", "--json", json},
+                 dir_ + "/lost-report.log"),
+      1);
   const nlohmann::json report = nlohmann::json::parse(ReadText(json));
   const nlohmann::json& restarts = report["verification"]["ledgers"][0]["restarts"];
   ASSERT_EQ(restarts.size(), 1u) << report["verification"].dump();
@@ -447,8 +448,8 @@ TEST_F(AuditTest, TheReportRendersInChromiumWithTheChartDrawnAndTheLedgersNumber
       nodes_[0], dir_ + "/hostile-node.db", "data_access",
       R"({"purpose":"<!--<script>","round":0,"images":1,"patients":1,"sop_instance_uids_sha256":"</script>"})",
       dir_ + "/kits/" + f_.sites[0] + "/site.key");
-  ASSERT_EQ(RunCommand({FedradBin(), "audit", "report", "--ca", f_.dir + "/kits/ca/ca.pem", "--node", hostile, "--node",
-                        nodes_[1], "--coordinator", f_.StateDb(), "--out", html, "--json", json},
+  ASSERT_EQ(RunCommand({FedradBin(), "audit", "report", "--ca", f_.dir + "/kits/coordinator/ca.pem", "--node", hostile,
+                        "--node", nodes_[1], "--coordinator", f_.StateDb(), "--out", html, "--json", json},
                        log),
             0)
       << ReadText(log);

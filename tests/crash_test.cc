@@ -96,7 +96,7 @@ TEST(CrashTest, CoordinatorKilledMidRoundResumesTheAttemptWithTheSitesKeptUpdate
     EXPECT_TRUE(QueryDb(f.NodeDb(site), "SELECT 1 FROM kept_updates").empty()) << site;
   }
   // The ledgers agree: every aggregated update is one the sites recorded.
-  std::vector<std::string> argv = {FedradBin(),     "audit",    "verify", "--ca", dir + "/kits/ca/ca.pem",
+  std::vector<std::string> argv = {FedradBin(),     "audit",    "verify", "--ca", dir + "/kits/coordinator/ca.pem",
                                    "--coordinator", f.StateDb()};
   for (const std::string& site : f.sites) {
     argv.push_back("--node");

@@ -71,6 +71,9 @@ struct MiniFederation {
   std::string CoordinatorConfig() const { return dir + "/kits/coordinator/coordinator.toml"; }
   std::string NodeConfig(const std::string& site) const { return dir + "/kits/" + site + "/node.toml"; }
   std::string StateDb() const { return dir + "/kits/coordinator/state/state.db"; }
+  // The federation's CA certificate, as in every kit (the CA's own folder,
+  // with its key, is kits-ca/, outside the kits).
+  std::string CaPem() const { return dir + "/kits/coordinator/ca.pem"; }
   std::string NodeDb(const std::string& site) const { return dir + "/kits/" + site + "/state/node.db"; }
 };
 

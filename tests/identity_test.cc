@@ -32,12 +32,17 @@ TEST(IdentityTest, ProvisioningWritesKeysPrivatelyWithSiteCommonNames) {
     ASSERT_TRUE(info.ok());
     EXPECT_EQ(info->common_name, site);
     EXPECT_TRUE(crypto::VerifyCertificateChain(ReadText(dir + "/kits/" + site + "/site.pem"),
-                                               ReadText(dir + "/kits/ca/ca.pem"), site)
+                                               ReadText(dir + "/kits/coordinator/ca.pem"), site)
                     .ok());
   }
   struct stat st {};
-  ASSERT_EQ(::stat((dir + "/kits/ca/ca.key").c_str(), &st), 0);
+  // The CA's key is outside the kits folder, whose folders are handed out.
+  ASSERT_EQ(::stat((dir + "/kits-ca/ca.key").c_str(), &st), 0);
   EXPECT_EQ(st.st_mode & 0777, 0600u);
+  EXPECT_FALSE(std::filesystem::exists(dir + "/kits/ca"));
+  for (const auto& e : std::filesystem::recursive_directory_iterator(dir + "/kits")) {
+    EXPECT_NE(e.path().filename(), "ca.key") << e.path();
+  }
   ASSERT_EQ(::stat((dir + "/kits/coordinator/coordinator.key").c_str(), &st), 0);
   EXPECT_EQ(st.st_mode & 0777, 0600u);
   auto coord = crypto::ParseCertificate(ReadText(dir + "/kits/coordinator/coordinator.pem"), "c");
@@ -72,7 +77,7 @@ TEST(IdentityTest, ForeignCaAndUnknownSiteAreRefused) {
   // certificate: only the coordinator's client verification stands in the way.
   std::string mixed = dir + "/mixed";
   std::filesystem::create_directories(mixed);
-  WriteText(mixed + "/ca.pem", ReadText(other + "/ca/ca.pem") + ReadText(dir + "/kits/ca/ca.pem"));
+  WriteText(mixed + "/ca.pem", ReadText(other + "/coordinator/ca.pem") + ReadText(dir + "/kits/coordinator/ca.pem"));
   WriteText(mixed + "/site.pem", ReadText(other + "/site-a/site.pem"));
   WriteText(mixed + "/site.key", ReadText(other + "/site-a/site.key"));
   WriteText(mixed + "/node.toml", ReadText(f.NodeConfig("site-a")));
@@ -88,7 +93,7 @@ TEST(IdentityTest, ForeignCaAndUnknownSiteAreRefused) {
   EXPECT_EQ(ReadText(dir + "/check-mixed.log").find("ok: the coordinator"), std::string::npos)
       << ReadText(dir + "/check-mixed.log");
   // With only our CA, the node's own config check names the problem.
-  WriteText(mixed + "/ca.pem", ReadText(dir + "/kits/ca/ca.pem"));
+  WriteText(mixed + "/ca.pem", ReadText(dir + "/kits/coordinator/ca.pem"));
   EXPECT_EQ(RunCommand({NodeBin(), "check", "--config", mixed + "/node.toml"}, dir + "/check-mixed2.log"), 2);
   EXPECT_NE(ReadText(dir + "/check-mixed2.log").find("tls.certificate against tls.ca"), std::string::npos)
       << ReadText(dir + "/check-mixed2.log");
@@ -165,7 +170,7 @@ TEST(IdentityTest, AddSiteRefusesReservedAndCaseTwinNames) {
     for (const auto& e : std::filesystem::directory_iterator(folder)) names.insert(e.path().filename().string());
     return names;
   };
-  const std::set<std::string> ca_before = listing(dir + "/kits/ca");
+  const std::set<std::string> ca_before = listing(dir + "/kits-ca");
   int n = 0;
   for (const std::string& name : {"ca", "CA", "coordinator", "COORDINATOR", "Site-A"}) {
     const std::string log = dir + "/add-" + std::to_string(n++) + ".log";
@@ -173,10 +178,35 @@ TEST(IdentityTest, AddSiteRefusesReservedAndCaseTwinNames) {
     EXPECT_NE(ReadText(log).find(name == "Site-A" ? "compared ignoring case" : "is reserved"), std::string::npos)
         << ReadText(log);
   }
-  EXPECT_EQ(listing(dir + "/kits/ca"), ca_before);
+  EXPECT_EQ(listing(dir + "/kits-ca"), ca_before);
   EXPECT_FALSE(std::filesystem::exists(dir + "/kits/Site-A"));
   EXPECT_EQ(RunCommand({FedradBin(), "add-site", "--kits", dir + "/kits", "--name", "site-z"}, dir + "/add-z.log"), 0)
       << ReadText(dir + "/add-z.log");
+
+  // The CA's key is never put inside the kits folder, whose folders are
+  // handed out (issue 18, defect 1): provision refuses such a --ca-dir, and
+  // add-site refuses a key found there (the layout before the CA moved out).
+  for (const std::string& inside : {dir + "/k2/ca", dir + "/k2", dir + "/k2/sub/../ca"}) {
+    const std::string log = dir + "/provision-inside.log";
+    EXPECT_EQ(
+        RunCommand({FedradBin(), "provision", "--plan", dir + "/plan.toml", "--out", dir + "/k2", "--ca-dir", inside},
+                   log),
+        1)
+        << inside;
+    EXPECT_NE(ReadText(log).find("is inside the kits folder '" + dir + "/k2', whose folders are handed out"),
+              std::string::npos)
+        << ReadText(log);
+    EXPECT_FALSE(std::filesystem::exists(dir + "/k2"));
+  }
+  std::filesystem::rename(dir + "/kits-ca", dir + "/kits/ca");
+  const std::string old_layout = dir + "/add-old.log";
+  EXPECT_EQ(RunCommand({FedradBin(), "add-site", "--kits", dir + "/kits", "--name", "site-y"}, old_layout), 1);
+  EXPECT_NE(ReadText(old_layout)
+                .find("/kits/ca/ca.key' is the CA's key inside the kits folder, which is handed out: "
+                      "move the folder out (mv '"),
+            std::string::npos)
+      << ReadText(old_layout);
+  EXPECT_FALSE(std::filesystem::exists(dir + "/kits/site-y"));
   RemoveWorkspaceIfPassed(dir);
 }
 

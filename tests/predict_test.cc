@@ -187,7 +187,8 @@ TEST_F(PredictCommandTest, LocalCommandsRecordTheirDataAccess) {
     if (row.size() > 1 && row[1].rfind("2.", 0) == 0) EXPECT_EQ(ledger.find(row[1]), std::string::npos) << row[1];
   }
   const std::string audit = dir_ + "/audit.log";
-  EXPECT_EQ(RunCommand({FedradBin(), "audit", "verify", "--ca", dir_ + "/kits/ca/ca.pem", "--node", db}, audit), 0)
+  EXPECT_EQ(
+      RunCommand({FedradBin(), "audit", "verify", "--ca", dir_ + "/kits/coordinator/ca.pem", "--node", db}, audit), 0)
       << ReadText(audit);
 }
 

@@ -119,8 +119,8 @@ TEST(PrivacyTest, NodesStopAtTheirBudgetAndTheCoordinatorRecordsEpsilon) {
     EXPECT_EQ(declined.size(), 1u);
   }
   const std::string audit = dir + "/audit.txt";
-  EXPECT_EQ(RunCommand({FedradBin(), "audit", "verify", "--ca", dir + "/kits/ca/ca.pem", "--coordinator", f.StateDb(),
-                        "--node", f.NodeDb(f.sites[0]), "--node", f.NodeDb(f.sites[1])},
+  EXPECT_EQ(RunCommand({FedradBin(), "audit", "verify", "--ca", dir + "/kits/coordinator/ca.pem", "--coordinator",
+                        f.StateDb(), "--node", f.NodeDb(f.sites[0]), "--node", f.NodeDb(f.sites[1])},
                        audit),
             0)
       << ReadText(audit);
@@ -292,8 +292,8 @@ TEST(PrivacyTest, ATaskBeyondASitesPolicyIsDeclinedWithItsReason) {
   ASSERT_EQ(order.size(), 1u);
   EXPECT_EQ(AsText(order[0][0]), "policy_refused");
   const std::string audit = dir + "/audit.txt";
-  EXPECT_EQ(RunCommand({FedradBin(), "audit", "verify", "--ca", dir + "/kits/ca/ca.pem", "--coordinator", f.StateDb(),
-                        "--node", f.NodeDb("site-a"), "--node", f.NodeDb("site-b")},
+  EXPECT_EQ(RunCommand({FedradBin(), "audit", "verify", "--ca", dir + "/kits/coordinator/ca.pem", "--coordinator",
+                        f.StateDb(), "--node", f.NodeDb("site-a"), "--node", f.NodeDb("site-b")},
                        audit),
             0)
       << ReadText(audit);
@@ -381,9 +381,9 @@ TEST(PrivacyTest, EvaluationFiguresAreADpReleaseChargedInTheLedger) {
   EXPECT_GT(rms, 0.45);
   EXPECT_LT(rms, 1.6);
   const std::string audit = dir + "/audit.txt", json = dir + "/audit.json";
-  EXPECT_EQ(RunCommand({FedradBin(), "audit", "report", "--ca", dir + "/kits/ca/ca.pem", "--coordinator", f.StateDb(),
-                        "--node", f.NodeDb(f.sites[0]), "--node", f.NodeDb(f.sites[1]), "--out", dir + "/audit.html",
-                        "--json", json},
+  EXPECT_EQ(RunCommand({FedradBin(), "audit", "report", "--ca", dir + "/kits/coordinator/ca.pem", "--coordinator",
+                        f.StateDb(), "--node", f.NodeDb(f.sites[0]), "--node", f.NodeDb(f.sites[1]), "--out",
+                        dir + "/audit.html", "--json", json},
                        audit),
             0)
       << ReadText(audit);

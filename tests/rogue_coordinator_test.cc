@@ -353,7 +353,8 @@ TEST_F(RogueCoordinatorTest, EveryImproperAskIsRefusedWithoutReadingTheData) {
   // What the node verified re-verifies from its ledger alone: the proper
   // publications of rounds 1 (the model and the NaN one) and 2.
   const std::string out = dir_ + "/verify.log";
-  EXPECT_EQ(RunCommand({FedradBin(), "audit", "verify", "--ca", dir_ + "/kits/ca/ca.pem", "--node", db}, out), 0)
+  EXPECT_EQ(RunCommand({FedradBin(), "audit", "verify", "--ca", dir_ + "/kits/coordinator/ca.pem", "--node", db}, out),
+            0)
       << ReadText(out);
   EXPECT_NE(ReadText(out).find("model publications: 3 signature(s)"), std::string::npos) << ReadText(out);
 }

@@ -28,11 +28,13 @@ ProvisionCommand::ProvisionCommand(CLI::App* app) {
   command_ = app->add_subcommand(
       "provision", "Create a federation CA, the coordinator's certificate and one certificate + node.toml per site");
   command_->add_option("--plan", options_.plan_path, "Federation plan (TOML)")->required()->check(CLI::ExistingFile);
-  command_->add_option("--out", options_.out_dir, "Folder for the kits (created)")->required();
+  command_->add_option("--out", options_.out_dir, "Folder for the kits to hand out (created)")->required();
+  command_->add_option("--ca-dir", options_.ca_dir,
+                       "Folder for the federation CA (ca.key, ca.pem); never inside --out. Default: OUT-ca");
   command_->add_option("--data-root", options_.data_root,
                        "Folder with one data folder per site, written into each node.toml");
   command_->add_option("--validity-days", options_.validity_days, "Certificate lifetime")->check(CLI::Range(1, 3650));
-  command_->add_flag("--force", options_.force, "Replace an existing CA in --out (a new federation)");
+  command_->add_flag("--force", options_.force, "Replace an existing CA (a new federation)");
 }
 
 int ProvisionCommand::Run() {
@@ -45,6 +47,7 @@ AddSiteCommand::AddSiteCommand(CLI::App* app) {
   command_->add_option("--kits", kits_, "Kits folder made by `fedrad provision`")
       ->required()
       ->check(CLI::ExistingDirectory);
+  command_->add_option("--ca-dir", ca_dir_, "The federation CA's folder (default: KITS-ca)");
   command_->add_option("--name", site_, "Site name (the certificate's CN)")->required();
   command_->add_option("--address", address_, "host:port of the coordinator")->capture_default_str();
   command_->add_option("--data-root", data_root_, "Folder with the site's data folder");
@@ -52,7 +55,7 @@ AddSiteCommand::AddSiteCommand(CLI::App* app) {
 }
 
 int AddSiteCommand::Run() {
-  absl::Status s = ProvisionSite(kits_, site_, address_, data_root_, validity_days_);
+  absl::Status s = ProvisionSite(kits_, ca_dir_, site_, address_, data_root_, validity_days_);
   if (!s.ok()) return Fail(s, 1);
   spdlog::info("issued a certificate for site '{}' in {}/{}; add it to the plan", site_, kits_, site_);
   return 0;

@@ -48,7 +48,7 @@ class AddSiteCommand final : public ToolCommand {
   int Run() override;
 
  private:
-  std::string kits_, site_, address_ = "127.0.0.1:50051", data_root_;
+  std::string kits_, ca_dir_, site_, address_ = "127.0.0.1:50051", data_root_;
   int validity_days_ = 825;
 };
 

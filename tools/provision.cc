@@ -100,6 +100,19 @@ absl::Status WriteKit(const std::string& dir, const std::string& ca_pem, const c
   return s;
 }
 
+// A CA folder inside the kits folder would go out with the kits.
+absl::Status CheckOutside(const std::string& ca_dir, const std::string& kits_dir) {
+  std::error_code ec;
+  const fs::path ca = fs::weakly_canonical(fs::absolute(ca_dir, ec), ec);
+  const fs::path kits = fs::weakly_canonical(fs::absolute(kits_dir, ec), ec);
+  const fs::path relative = ca.lexically_relative(kits);  // "." for the same folder
+  if (!relative.empty() && *relative.begin() != "..") {
+    return absl::InvalidArgumentError(absl::StrCat("the CA's folder '", ca_dir, "' is inside the kits folder '",
+                                                   kits_dir, "', whose folders are handed out; choose one outside it"));
+  }
+  return absl::OkStatus();
+}
+
 absl::Status IssueSiteKit(const crypto::CertificateAuthority& ca, const std::string& kits_dir, const std::string& site,
                           const std::string& address, const std::string& data_root, int validity_days) {
   absl::StatusOr<crypto::IssuedCertificate> cert =
@@ -113,23 +126,35 @@ absl::Status IssueSiteKit(const crypto::CertificateAuthority& ca, const std::str
 
 }  // namespace
 
+std::string DefaultCaDir(const std::string& out_dir) {
+  std::string trimmed = out_dir;
+  while (trimmed.size() > 1 && trimmed.back() == '/') trimmed.pop_back();
+  return trimmed + "-ca";
+}
+
 absl::Status Provision(const ProvisionOptions& options) {
   absl::StatusOr<FederationPlan> plan = LoadPlan(options.plan_path, coordinator::CheckPlanStrategy);
   if (!plan.ok()) return plan.status();
+  const std::string ca_dir = options.ca_dir.empty() ? DefaultCaDir(options.out_dir) : options.ca_dir;
+  if (absl::Status inside = CheckOutside(ca_dir, options.out_dir); !inside.ok()) return inside;
   std::error_code ec;
-  if (fs::exists(options.out_dir + "/ca/ca.key", ec) && !options.force) {
-    return absl::AlreadyExistsError(
-        absl::StrCat("'", options.out_dir,
-                     "' already holds a federation CA; refusing to replace it "
-                     "(pass --force to start a new federation, or use `fedrad provision site` to add a site)"));
+  for (const std::string& held : {ca_dir + "/ca.key", options.out_dir + "/ca/ca.key"}) {
+    if (fs::exists(held, ec) && !options.force) {
+      return absl::AlreadyExistsError(
+          absl::StrCat("'", held,
+                       "' is a federation CA's key; refusing to replace it "
+                       "(pass --force to start a new federation, or use `fedrad add-site` to add a site)"));
+    }
   }
   absl::StatusOr<std::unique_ptr<crypto::CertificateAuthority>> ca =
       crypto::CertificateAuthority::Create(absl::StrCat(plan->name, " federation CA"), options.validity_days + 365);
   if (!ca.ok()) return ca.status();
-  absl::Status s = EnsureDirectory(options.out_dir + "/ca");
-  if (s.ok()) s = WriteFileAtomically(options.out_dir + "/ca/ca.pem", (*ca)->certificate_pem(), 0644);
-  if (s.ok()) s = WriteFileAtomically(options.out_dir + "/ca/ca.key", (*ca)->private_key_pem(), 0600);
+  absl::Status s = EnsureDirectory(ca_dir);
+  if (s.ok()) s = WriteFileAtomically(ca_dir + "/ca.pem", (*ca)->certificate_pem(), 0644);
+  if (s.ok()) s = WriteFileAtomically(ca_dir + "/ca.key", (*ca)->private_key_pem(), 0600);
   if (!s.ok()) return s;
+  // A kits folder provisioned before the CA moved out of it.
+  fs::remove_all(options.out_dir + "/ca", ec);
 
   crypto::CertificateRequest server{
       "coordinator", crypto::CertificateRequest::Usage::kServer, {}, {}, options.validity_days};
@@ -151,13 +176,17 @@ absl::Status Provision(const ProvisionOptions& options) {
     s = IssueSiteKit(**ca, options.out_dir, site, plan->coordinator_address, options.data_root, options.validity_days);
     if (!s.ok()) return s;
   }
-  spdlog::info("provisioned federation '{}': CA, coordinator ({}) and {} site kit(s) in {}", plan->name,
-               absl::StrJoin(plan->coordinator_hosts, ", "), plan->sites.size(), options.out_dir);
+  spdlog::info(
+      "provisioned federation '{}': coordinator ({}) and {} site kit(s) in {}; the CA in {} (keep it offline: "
+      "its key issues identities)",
+      plan->name, absl::StrJoin(plan->coordinator_hosts, ", "), plan->sites.size(), options.out_dir, ca_dir);
   return absl::OkStatus();
 }
 
-absl::Status ProvisionSite(const std::string& kits_dir, const std::string& site, const std::string& coordinator_address,
-                           const std::string& data_root, int validity_days) {
+absl::Status ProvisionSite(const std::string& kits_dir, const std::string& ca_dir_given, const std::string& site,
+                           const std::string& coordinator_address, const std::string& data_root, int validity_days) {
+  const std::string ca_dir = ca_dir_given.empty() ? DefaultCaDir(kits_dir) : ca_dir_given;
+  if (absl::Status inside = CheckOutside(ca_dir, kits_dir); !inside.ok()) return inside;
   if (std::optional<std::string> problem = SiteNameProblem(site)) return absl::InvalidArgumentError(*problem);
   // A kit one case apart would share its folder on a case-insensitive file
   // system (and its name in every case-blind log).
@@ -169,9 +198,16 @@ absl::Status ProvisionSite(const std::string& kits_dir, const std::string& site,
                                                    "compared ignoring case, so '", site, "' would collide with it"));
     }
   }
-  absl::StatusOr<std::string> cert = ReadFile(kits_dir + "/ca/ca.pem");
+  if (fs::exists(kits_dir + "/ca/ca.key", ec)) {
+    return absl::FailedPreconditionError(
+        absl::StrCat("'", kits_dir,
+                     "/ca/ca.key' is the CA's key inside the kits folder, which is handed out: move the folder out "
+                     "(mv '",
+                     kits_dir, "/ca' '", ca_dir, "') and keep it offline"));
+  }
+  absl::StatusOr<std::string> cert = ReadFile(ca_dir + "/ca.pem");
   if (!cert.ok()) return cert.status();
-  absl::StatusOr<std::string> key = ReadFile(kits_dir + "/ca/ca.key");
+  absl::StatusOr<std::string> key = ReadFile(ca_dir + "/ca.key");
   if (!key.ok()) return key.status();
   absl::StatusOr<std::unique_ptr<crypto::CertificateAuthority>> ca = crypto::CertificateAuthority::Load(*cert, *key);
   if (!ca.ok()) return ca.status();
