@@ -25,7 +25,9 @@ absl::Status ErrnoStatus(absl::string_view action, const std::string& path) {
 }
 
 absl::StatusOr<std::string> ReadFile(const std::string& path, uint64_t max_bytes) {
-  const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+  // O_NONBLOCK: opening a FIFO named where a file is expected returns at once
+  // (and is refused below) instead of waiting for a writer.
+  const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC | O_NONBLOCK);
   if (fd < 0) return ErrnoStatus("cannot open", path);
   struct stat st {};
   if (::fstat(fd, &st) != 0) {

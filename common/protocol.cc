@@ -3,8 +3,10 @@
 #include <algorithm>
 #include <cmath>
 
+#include "absl/strings/escaping.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
+#include "common/model_zoo.h"
 #include "crypto/sha256.h"
 
 namespace fedrad::protocol {
@@ -51,6 +53,88 @@ absl::Status CheckUpdateClaim(const UpdateClaim& c) {
     return absl::InvalidArgumentError("the preprocessing pipeline is not a short printable description");
   }
   if (c.privacy) return CheckPrivacyReport(*c.privacy);
+  return absl::OkStatus();
+}
+
+absl::Status CheckEvaluationReport(const EvaluationReport& e, const EvaluationRules& rules,
+                                   std::optional<ReleasedFigures>* figures) {
+  figures->reset();
+  if (absl::Status head = CheckLedgerHead(e.ledger_seq, e.ledger_sha256); !head.ok()) return head;
+  if (e.suppressed) {
+    // Nothing but the flag (a site may suppress more than the plan asks).
+    if (e.release) return absl::InvalidArgumentError("a suppressed evaluation must carry no release");
+    return absl::OkStatus();
+  }
+  if (!e.release) return absl::InvalidArgumentError("the evaluation carries no release");
+  const ReleasedEvaluation& r = *e.release;
+  if (r.num_classes != rules.num_classes) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("the release is of ", r.num_classes, " classes; the model has ", rules.num_classes));
+  }
+  if (!InRange(r.noise_multiplier, 0, 1e6) || !InRange(r.epsilon_spent, 0, 1e6) ||
+      (r.noise_multiplier > 0 && (!InRange(r.delta, 0, 1) || r.delta == 0))) {
+    return absl::InvalidArgumentError("the release's noise, epsilon or delta is out of range");
+  }
+  if (rules.require_dp && r.noise_multiplier == 0) {
+    return absl::FailedPreconditionError(
+        "the plan requires differential privacy and this evaluation is not a DP release");
+  }
+  const EvaluationStatistics& st = r.statistics;
+  if (absl::Status shape = st.CheckShape(); !shape.ok()) return shape;
+  // Plausible bounds: a statistic a billion units from zero is no site's.
+  constexpr double kLargest = 1e9;
+  auto plausible = [&](const std::vector<double>& v) {
+    return std::all_of(v.begin(), v.end(), [&](double x) { return std::fabs(x) <= kLargest; });
+  };
+  if (!plausible(st.confusion) || !plausible(st.confidence) || !plausible(st.scores) ||
+      !(std::fabs(st.loss_sum) <= kLargest * kLossClip)) {
+    return absl::InvalidArgumentError("the release holds a value beyond any site's size");
+  }
+  // Every figure is post-processing of the release.
+  ReleasedFigures f = FiguresFromRelease(st);
+  if (f.metrics.count < rules.min_report) {
+    return absl::InvalidArgumentError(absl::StrCat("the release counts ", f.metrics.count,
+                                                   " case(s), below the plan's min_report of ", rules.min_report,
+                                                   "; not recorded"));
+  }
+  *figures = std::move(f);
+  return absl::OkStatus();
+}
+
+absl::Status CheckDeclineNotice(const DeclineNotice& d) {
+  if (d.reason == DeclineReason::kUnspecified) return absl::InvalidArgumentError("a decline must give its reason");
+  if (!std::isfinite(d.epsilon_spent) || d.epsilon_spent < 0 || !std::isfinite(d.epsilon_max) || d.epsilon_max <= 0 ||
+      d.detail.size() > 1024) {
+    return absl::InvalidArgumentError("the decline's figures are out of range");
+  }
+  if (!std::all_of(d.detail.begin(), d.detail.end(), [](char c) { return c >= 0x20 && c != 0x7f; })) {
+    return absl::InvalidArgumentError("the decline's detail holds a control character");
+  }
+  return absl::OkStatus();
+}
+
+absl::Status CheckJoinedPlan(const JoinedPlan& p) {
+  if (absl::Status spec = CheckModelSpec(p.model); !spec.ok()) {
+    return absl::FailedPreconditionError(absl::StrCat("the plan's model is not usable here: ", spec.message()));
+  }
+  if (p.chunk_bytes < 4096 || p.chunk_bytes > kMaxChunkBytes) {
+    return absl::FailedPreconditionError(absl::StrCat("the plan's chunk size ", p.chunk_bytes, " is out of range"));
+  }
+  absl::StatusOr<Manifest> manifest = ModelManifest(p.model);
+  if (!manifest.ok()) return manifest.status();
+  if (manifest->Sha256() != p.manifest_sha256) {
+    return absl::FailedPreconditionError(absl::StrCat(
+        "this node's '", p.model.architecture, "' has manifest ", manifest->Sha256().substr(0, 12),
+        " but the coordinator's has ", absl::CEscape(p.manifest_sha256.substr(0, 12)), "; update fedrad on one side"));
+  }
+  return absl::OkStatus();
+}
+
+absl::Status CheckTrainingSettings(const TrainingSettings& t) {
+  if (!(t.learning_rate > 0 && t.learning_rate <= 100) || !(t.momentum >= 0 && t.momentum < 1) ||
+      !(t.proximal_mu >= 0 && t.proximal_mu <= 100)) {
+    return absl::InvalidArgumentError("the task's hyperparameters are out of range");
+  }
   return absl::OkStatus();
 }
 

@@ -155,6 +155,33 @@ absl::Status CheckPrivacyReport(const PrivacyReport& r);
 // privacy report.
 absl::Status CheckUpdateClaim(const UpdateClaim& c);
 
+// What the plan requires of a site's evaluation report.
+struct EvaluationRules {
+  int num_classes = 2;
+  bool require_dp = false;
+  int64_t min_report = 10;
+};
+// Everything in an evaluation report that does not depend on the round
+// (the ledger head; a suppressed report carries no release; the release's
+// classes, noise, ε, δ and statistics in range, DP if the plan requires it,
+// counting at least min_report cases). The release's figures are set in
+// `figures` (left empty for a suppressed report).
+absl::Status CheckEvaluationReport(const EvaluationReport& e, const EvaluationRules& rules,
+                                   std::optional<ReleasedFigures>* figures);
+
+// A decline's reason is given and its figures and detail are in range
+// (printable, at most 1024 bytes).
+absl::Status CheckDeclineNotice(const DeclineNotice& d);
+
+// What a node checks of the coordinator's plan before anything else: a model
+// the zoo supports within its bounds, a chunk size in range, and a manifest
+// the node computes the same.
+absl::Status CheckJoinedPlan(const JoinedPlan& p);
+
+// A training task's hyperparameters: the learning rate (0, 100], the
+// momentum [0, 1), the proximal term [0, 100].
+absl::Status CheckTrainingSettings(const TrainingSettings& t);
+
 }  // namespace fedrad::protocol
 
 #endif  // FEDRAD_COMMON_PROTOCOL_H_

@@ -192,6 +192,38 @@ absl::StatusOr<SafetensorsFile> SafetensorsReceiver::Finish() {
   return std::move(*file_);
 }
 
+ModelStream::ModelStream(uint64_t max_bytes, std::string what, std::vector<float> reuse, bool hash)
+    : max_bytes_(max_bytes), what_(std::move(what)), reuse_(std::move(reuse)), hash_(hash) {}
+
+absl::Status ModelStream::Add(uint64_t total_bytes, uint64_t offset, const std::vector<std::string_view>& pieces) {
+  uint64_t bytes = 0;
+  for (std::string_view piece : pieces) bytes += piece.size();
+  if (total_bytes > max_bytes_ || offset != offset_ || bytes > total_bytes || offset > total_bytes - bytes ||
+      (receiver_ && total_bytes != total_)) {
+    return absl::DataLossError(absl::StrCat(what_, ": the coordinator sent a malformed model stream"));
+  }
+  if (!receiver_) {
+    total_ = total_bytes;
+    receiver_.emplace(total_bytes, what_, std::move(reuse_));
+    if (hash_) sha_.emplace();
+  }
+  for (std::string_view piece : pieces) {
+    if (sha_) sha_->Update(piece);
+    if (absl::Status added = receiver_->Add(piece); !added.ok()) return added;
+  }
+  offset_ += bytes;
+  return absl::OkStatus();
+}
+
+absl::StatusOr<SafetensorsFile> ModelStream::Finish(const std::string& sha256, std::string* header) {
+  if (!receiver_) return absl::DataLossError(absl::StrCat(what_, ": the coordinator sent an empty model"));
+  if (sha_ && sha_->FinishHex() != sha256) {
+    return absl::DataLossError(absl::StrCat("the model received does not match its SHA-256 ", sha256));
+  }
+  *header = std::string(receiver_->header());
+  return receiver_->Finish();
+}
+
 absl::Status WriteSafetensorsFile(const std::string& path, const ModelParameters& parameters,
                                   const SafetensorsMetadata& metadata) {
   if (static_cast<int64_t>(parameters.values.size()) != parameters.manifest.total_elements()) {

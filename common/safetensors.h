@@ -11,6 +11,7 @@
 #include "absl/status/statusor.h"
 #include "absl/strings/string_view.h"
 #include "common/tensor.h"
+#include "crypto/sha256.h"
 
 namespace fedrad {
 
@@ -60,6 +61,31 @@ class SafetensorsReceiver {
   uint64_t received_ = 0;
   std::optional<SafetensorsFile> file_;  // once the header is decoded (no values yet)
   std::vector<float> values_;
+};
+
+// A model file as the coordinator streams it, in chunks of (the file's
+// total size, the chunk's offset, its bytes): the chunks must run in order,
+// each within the total, which stays the same and never passes
+// `max_bytes`; their bytes are decoded as they come (SafetensorsReceiver)
+// and hashed. A malformed stream is DataLoss.
+class ModelStream {
+ public:
+  // `hash`: false only in benchmark-floor builds, which skip the check.
+  ModelStream(uint64_t max_bytes, std::string what, std::vector<float> reuse = {}, bool hash = true);
+  absl::Status Add(uint64_t total_bytes, uint64_t offset, const std::vector<std::string_view>& pieces);
+  // After the last chunk: the file, if all of it came and (with `hash`) its
+  // SHA-256 is `sha256`; `header` gets the prefix and JSON header as sent.
+  absl::StatusOr<SafetensorsFile> Finish(const std::string& sha256, std::string* header);
+  uint64_t received() const { return offset_; }
+
+ private:
+  const uint64_t max_bytes_;
+  const std::string what_;
+  std::vector<float> reuse_;
+  const bool hash_;
+  std::optional<SafetensorsReceiver> receiver_;
+  std::optional<crypto::Sha256> sha_;
+  uint64_t offset_ = 0, total_ = 0;
 };
 
 // Writes `parameters` durably (temp file, fsync, rename) to `path`.

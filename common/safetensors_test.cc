@@ -172,3 +172,64 @@ TEST(SafetensorsTest, AFileReceivedInPiecesDecodesAsAWholeOne) {
 
 }  // namespace
 }  // namespace fedrad
+
+namespace fedrad {
+namespace {
+
+// A model as the coordinator streams it: chunks in order within one total,
+// hashed; anything else is refused as a malformed stream.
+TEST(ModelStreamTest, ChunksInOrderMakeTheFileAndAnythingElseIsRefused) {
+  ModelParameters p;
+  p.manifest.tensors = {{"w", {6}}};
+  p.values = {1, 2, 3, 4, 5, 6};
+  const std::string file = EncodeSafetensorsHeader(p.manifest, {{"round", "2"}}) +
+                           std::string(reinterpret_cast<const char*>(p.values.data()), 24);
+  const std::string sha = crypto::Sha256Hex(file);
+  auto send = [&](ModelStream& s, size_t at, size_t n, uint64_t total) {
+    return s.Add(total, at, {std::string_view(file).substr(at, n)});
+  };
+  {
+    ModelStream s(1 << 20, "m");
+    for (size_t at = 0; at < file.size(); at += 10) ASSERT_TRUE(send(s, at, 10, file.size()).ok()) << at;
+    std::string header;
+    absl::StatusOr<SafetensorsFile> f = s.Finish(sha, &header);
+    ASSERT_TRUE(f.ok()) << f.status();
+    EXPECT_EQ(f->parameters.values, p.values);
+    EXPECT_EQ(header + file.substr(header.size()), file);
+    EXPECT_EQ(s.received(), file.size());
+  }
+  {
+    ModelStream s(1 << 20, "m");
+    ASSERT_TRUE(send(s, 0, 10, file.size()).ok());
+    EXPECT_EQ(send(s, 20, 10, file.size()).code(), absl::StatusCode::kDataLoss);  // a gap
+  }
+  {
+    ModelStream s(1 << 20, "m");
+    ASSERT_TRUE(send(s, 0, 10, file.size()).ok());
+    EXPECT_EQ(send(s, 10, 10, file.size() + 1).code(), absl::StatusCode::kDataLoss);  // the total changes
+  }
+  {
+    ModelStream s(file.size() - 1, "m");
+    EXPECT_EQ(send(s, 0, 10, file.size()).code(), absl::StatusCode::kDataLoss);  // larger than the model can be
+  }
+  {
+    ModelStream s(1 << 20, "m");
+    EXPECT_EQ(s.Add(8, 0, {std::string_view(file).substr(0, 10)}).code(), absl::StatusCode::kDataLoss);
+    EXPECT_EQ(s.Add(~uint64_t{0}, 0, {}).code(), absl::StatusCode::kDataLoss);
+  }
+  {
+    ModelStream s(1 << 20, "m");
+    std::string header;
+    EXPECT_NE(s.Finish(sha, &header).status().message().find("an empty model"), std::string::npos);
+  }
+  {
+    ModelStream s(1 << 20, "m");
+    ASSERT_TRUE(send(s, 0, file.size(), file.size()).ok());
+    std::string header;
+    EXPECT_NE(s.Finish(std::string(64, '0'), &header).status().message().find("does not match its SHA-256"),
+              std::string::npos);
+  }
+}
+
+}  // namespace
+}  // namespace fedrad

@@ -113,7 +113,8 @@ absl::Status UpdateSum::Accept(uint64_t id) {
 
 absl::Status UpdateSum::RefoldLocked() {
   std::fill(sum_.begin(), sum_.end(), 0.0);
-  for (const auto& [other, k] : contributions_) {
+  for (const auto& entry : contributions_) {
+    const Contribution& k = entry.second;  // a plain reference: lambdas may not capture bindings in C++17
     absl::StatusOr<size_t> read = ReadFloats(
         k.spool_path, k.folded, [&](size_t offset, const float* v, size_t n) { Fold(offset, v, n, k.weight); });
     if (!read.ok()) return read.status();
@@ -141,7 +142,8 @@ absl::Status UpdateSum::Withdraw(uint64_t id) {
   // sum_ meanwhile, and are caught up on below from their files (a chunk is
   // spooled before it is folded).
   std::vector<double> fresh(sum_.size(), 0.0);
-  for (const auto& [other, k] : others) {
+  for (const auto& entry : others) {
+    const Contribution& k = entry.second;
     absl::StatusOr<size_t> read = ReadFloats(k.spool_path, k.folded, [&](size_t offset, const float* v, size_t n) {
       for (size_t i = 0; i < n; ++i) fresh[offset + i] += k.weight * v[i];
     });
@@ -149,7 +151,9 @@ absl::Status UpdateSum::Withdraw(uint64_t id) {
     if (*read != k.folded) return Lost(k.spool_path);
   }
   absl::MutexLock lock(&mu_);
-  for (const auto& [other, k] : contributions_) {
+  for (const auto& entry : contributions_) {
+    const uint64_t other = entry.first;
+    const Contribution& k = entry.second;
     auto before = others.find(other);
     const size_t from = before == others.end() ? 0 : before->second.folded;
     if (k.folded <= from) continue;

@@ -21,11 +21,6 @@
 #include "crypto/sha256.h"
 
 namespace fedrad::coordinator {
-namespace {
-
-bool InRange(double v, double lo, double hi) { return std::isfinite(v) && v >= lo && v <= hi; }
-
-}  // namespace
 
 absl::StatusOr<std::unique_ptr<RoundDriver>> RoundDriver::Create(const CoordinatorConfig& config, const Clock* clock) {
   // What the plan asks the coordinator to hold, against what the machine
@@ -920,20 +915,11 @@ absl::Status RoundDriver::FinishUpdateNow(const UpdateTicket& t, const absl::Sta
 }
 
 absl::Status RoundDriver::DeclineNow(const std::string& site, const protocol::DeclineNotice& d) {
-  if (d.reason == protocol::DeclineReason::kUnspecified) {
-    return absl::InvalidArgumentError("a decline must give its reason");
-  }
+  if (absl::Status valid = protocol::CheckDeclineNotice(d); !valid.ok()) return valid;
   const bool policy = d.reason == protocol::DeclineReason::kPolicy;
   // A refused model ends this round for the site, not the federation: it
   // is asked again with the next model.
   const bool model_refused = d.reason == protocol::DeclineReason::kModelRefused;
-  if (!std::isfinite(d.epsilon_spent) || d.epsilon_spent < 0 || !std::isfinite(d.epsilon_max) || d.epsilon_max <= 0 ||
-      d.detail.size() > 1024) {
-    return absl::InvalidArgumentError("the decline's figures are out of range");
-  }
-  if (!std::all_of(d.detail.begin(), d.detail.end(), [](char c) { return c >= 0x20 && c != 0x7f; })) {
-    return absl::InvalidArgumentError("the decline's detail holds a control character");
-  }
   SubmissionRecord rec;
   rec.site = site;
   rec.declined = true;
@@ -986,48 +972,15 @@ absl::Status RoundDriver::DeclineNow(const std::string& site, const protocol::De
 }
 
 absl::Status RoundDriver::CheckEvaluation(const protocol::EvaluationReport& e, SiteEvaluation* out) const {
-  if (absl::Status head = protocol::CheckLedgerHead(e.ledger_seq, e.ledger_sha256); !head.ok()) return head;
+  std::optional<ReleasedFigures> figures;
+  absl::Status valid = protocol::CheckEvaluationReport(
+      e, {config_.plan.model.num_classes, config_.plan.require_dp, config_.plan.min_report}, &figures);
+  if (!valid.ok()) return valid;
   out->node_ledger_seq = e.ledger_seq;
   out->node_ledger_sha256 = e.ledger_sha256;
   out->suppressed = e.suppressed;
-  if (e.suppressed) {
-    // Nothing but the flag (a site may suppress more than the plan asks).
-    if (e.release) return absl::InvalidArgumentError("a suppressed evaluation must carry no release");
-    return absl::OkStatus();
-  }
-  if (!e.release) return absl::InvalidArgumentError("the evaluation carries no release");
-  const protocol::ReleasedEvaluation& r = *e.release;
-  const int k = config_.plan.model.num_classes;
-  if (r.num_classes != k) {
-    return absl::InvalidArgumentError(absl::StrCat("the release is of ", r.num_classes, " classes; the model has ", k));
-  }
-  if (!InRange(r.noise_multiplier, 0, 1e6) || !InRange(r.epsilon_spent, 0, 1e6) ||
-      (r.noise_multiplier > 0 && (!InRange(r.delta, 0, 1) || r.delta == 0))) {
-    return absl::InvalidArgumentError("the release's noise, epsilon or delta is out of range");
-  }
-  if (config_.plan.require_dp && r.noise_multiplier == 0) {
-    return absl::FailedPreconditionError(
-        "the plan requires differential privacy and this evaluation is not a DP release");
-  }
-  const EvaluationStatistics& st = r.statistics;
-  if (absl::Status shape = st.CheckShape(); !shape.ok()) return shape;
-  // Plausible bounds: a statistic a billion units from zero is no site's.
-  constexpr double kLargest = 1e9;
-  auto plausible = [&](const std::vector<double>& v) {
-    return std::all_of(v.begin(), v.end(), [&](double x) { return std::fabs(x) <= kLargest; });
-  };
-  if (!plausible(st.confusion) || !plausible(st.confidence) || !plausible(st.scores) ||
-      std::fabs(st.loss_sum) > kLargest * kLossClip) {
-    return absl::InvalidArgumentError("the release holds a value beyond any site's size");
-  }
-  // Every figure is post-processing of the release.
-  const ReleasedFigures f = FiguresFromRelease(st);
-  if (f.metrics.count < config_.plan.min_report) {
-    return absl::InvalidArgumentError(absl::StrCat("the release counts ", f.metrics.count,
-                                                   " case(s), below the plan's "
-                                                   "min_report of ",
-                                                   config_.plan.min_report, "; not recorded"));
-  }
+  if (!figures) return absl::OkStatus();
+  const ReleasedFigures& f = *figures;
   out->count = f.metrics.count;
   out->loss = f.loss;
   out->accuracy = f.metrics.accuracy;
@@ -1035,8 +988,8 @@ absl::Status RoundDriver::CheckEvaluation(const protocol::EvaluationReport& e, S
     out->confusion.insert(out->confusion.end(), row.begin(), row.end());
   out->roc_auc = f.metrics.roc_auc;
   out->ece = f.metrics.ece;
-  out->noise_multiplier = r.noise_multiplier;
-  out->release = st;
+  out->noise_multiplier = e.release->noise_multiplier;
+  out->release = e.release->statistics;
   return absl::OkStatus();
 }
 

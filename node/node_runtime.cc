@@ -158,13 +158,7 @@ absl::StatusOr<JoinedPlan> NodeRuntime::Hello() {
     return absl::FailedPreconditionError(absl::StrCat("the coordinator sees this node as '", p.site,
                                                       "' but its certificate says '", config_.tls.common_name, "'"));
   }
-  absl::Status spec = CheckModelSpec(p.model);
-  if (!spec.ok()) {
-    return absl::FailedPreconditionError(absl::StrCat("the plan's model is not usable here: ", spec.message()));
-  }
-  if (p.chunk_bytes < 4096 || p.chunk_bytes > kMaxChunkBytes) {
-    return absl::FailedPreconditionError(absl::StrCat("the plan's chunk size ", p.chunk_bytes, " is out of range"));
-  }
+  if (absl::Status plan = protocol::CheckJoinedPlan(p); !plan.ok()) return plan;
   absl::StatusOr<Manifest> manifest = ModelManifest(p.model);
   if (!manifest.ok()) return manifest.status();
   // What a round makes the node hold, against what the machine can give,
@@ -183,11 +177,6 @@ absl::StatusOr<JoinedPlan> NodeRuntime::Hello() {
     if (!fits.ok()) {
       return absl::FailedPreconditionError(absl::StrCat("the plan's model is not usable here: ", fits.message()));
     }
-  }
-  if (manifest->Sha256() != p.manifest_sha256) {
-    return absl::FailedPreconditionError(absl::StrCat("this node's '", p.model.architecture, "' has manifest ",
-                                                      manifest->Sha256().substr(0, 12), " but the coordinator's has ",
-                                                      p.manifest_sha256.substr(0, 12), "; update fedrad on one side"));
   }
   if (plan_ && (plan_->model.architecture != p.model.architecture || plan_->model.input_size != p.model.input_size ||
                 plan_->model.num_classes != p.model.num_classes)) {
@@ -299,35 +288,15 @@ absl::StatusOr<std::shared_ptr<const ModelParameters>> NodeRuntime::EnsureModel(
     if (!decoded.ok()) return decoded.status();
     file = std::move(*decoded);
   } else {
-    crypto::Sha256 hash;
     // Decoded as it arrives: each chunk goes once, from gRPC's buffers, into
     // the values, hashed on the way.
-    std::optional<SafetensorsReceiver> received;
-    uint64_t offset = 0, total = 0;
-    absl::Status s =
-        client_->FetchModel(sha256, Deadline(deadline_ms), [&](const ModelChunkView& chunk) -> absl::Status {
-          if (chunk.total_bytes > MaxModelBytes(manifest_) || chunk.offset != offset ||
-              offset + chunk.data_bytes > chunk.total_bytes || (received && chunk.total_bytes != total)) {
-            return absl::DataLossError("the coordinator sent a malformed model stream");
-          }
-          if (!received) {
-            total = chunk.total_bytes;
-            received.emplace(chunk.total_bytes, what, std::move(reuse));
-          }
-          for (std::string_view piece : chunk.data) {
-            if (!kBenchFloor) hash.Update(piece);
-            if (absl::Status added = received->Add(piece); !added.ok()) return added;
-          }
-          offset += chunk.data_bytes;
-          return absl::OkStatus();
-        });
+    ModelStream stream(MaxModelBytes(manifest_), what, std::move(reuse), /*hash=*/!kBenchFloor);
+    absl::Status s = client_->FetchModel(sha256, Deadline(deadline_ms), [&](const ModelChunkView& chunk) {
+      return stream.Add(chunk.total_bytes, chunk.offset, chunk.data);
+    });
     if (!s.ok()) return s;
-    if (!received) return absl::DataLossError("the coordinator sent an empty model");
-    if (!kBenchFloor && hash.FinishHex() != sha256) {
-      return absl::DataLossError(absl::StrCat("the model received does not match its SHA-256 ", sha256));
-    }
-    const std::string header(received->header());
-    absl::StatusOr<SafetensorsFile> decoded = received->Finish();
+    std::string header;
+    absl::StatusOr<SafetensorsFile> decoded = stream.Finish(sha256, &header);
     if (!decoded.ok()) return decoded.status();
     file = std::move(*decoded);
     // A cache, checked against the hash when read: no fsync. Written from
@@ -339,7 +308,7 @@ absl::StatusOr<std::shared_ptr<const ModelParameters>> NodeRuntime::EnsureModel(
           /*durable=*/false);
     }
     if (!s.ok()) return s;
-    s = store_->RecordModelReceived(sha256, round, offset, clock_->NowMs());
+    s = store_->RecordModelReceived(sha256, round, stream.received(), clock_->NowMs());
     if (!s.ok()) return s;
     // Only the newest global model is kept: one file of the model's size,
     // not one per round (100 rounds of a 400 MB model would be 40 GB).
@@ -641,11 +610,7 @@ absl::StatusOr<NodeRuntime::TaskOutcome> NodeRuntime::HandleTrain(const protocol
   settings.momentum = asked.momentum;
   settings.seed = task.seed;
   settings.proximal_mu = asked.proximal_mu;
-  if (!(settings.learning_rate > 0 && settings.learning_rate <= 100) ||
-      !(settings.momentum >= 0 && settings.momentum < 1) ||
-      !(settings.proximal_mu >= 0 && settings.proximal_mu <= 100)) {
-    return absl::InvalidArgumentError("the task's hyperparameters are out of range");
-  }
+  if (absl::Status valid = protocol::CheckTrainingSettings(asked); !valid.ok()) return valid;
   // Before the model or the data is touched: what the site allows (the
   // task's own figures, before any clamping).
   if (std::optional<std::string> beyond =

@@ -312,6 +312,7 @@ TEST_F(NodeRuntimeTest, APlanLargerThanTheMachineIsRefusedBeforeAllocating) {
     GTEST_SKIP() << "this machine could hold the plan: " << HumanBytes(*room) << " available";
   }
   script_->joined.plan.model.parameters = int64_t{1} << 31;
+  script_->joined.plan.manifest_sha256 = ModelManifest(script_->joined.plan.model)->Sha256();
   Start();
   absl::Status s = RunToEnd();
   EXPECT_EQ(s.code(), absl::StatusCode::kFailedPrecondition) << s;

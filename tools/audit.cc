@@ -24,6 +24,33 @@ std::string Where(const std::string& path, const LedgerEntry& e, int64_t positio
 
 std::string Where(const AuditedLedger& l, const LedgerEntry& e, int64_t position) { return Where(l.path, e, position); }
 
+}  // namespace
+
+AuditedLedger AuditEntries(const std::string& path, const std::string& role, std::vector<LedgerEntry> entries,
+                           const std::string& ca_pem) {
+  AuditedLedger out;
+  out.path = path;
+  out.role = role;
+  LedgerVerification v = VerifyLedger(entries, ca_pem);
+  out.writer = v.writer;
+  out.problems = std::move(v.problems);
+  out.entries = std::move(entries);
+  for (size_t i = 0; i < out.entries.size(); ++i) {
+    const LedgerEntry& e = out.entries[i];
+    absl::StatusOr<ledger::Body> body = ledger::DecodeBody(e.kind, e.body);
+    if (body.ok()) {
+      out.bodies.push_back(*std::move(body));
+    } else {
+      out.bodies.push_back(std::nullopt);
+      out.unreadable.push_back(
+          absl::StrCat(Where(path, e, static_cast<int64_t>(i) + 1), ": ", body.status().message()));
+    }
+  }
+  return out;
+}
+
+namespace {
+
 absl::StatusOr<AuditedLedger> ReadAudited(const std::string& path, const std::string& role, const std::string& ca_pem) {
   absl::StatusOr<std::unique_ptr<Database>> db = Database::OpenReadOnly(path);
   if (!db.ok()) return db.status();
@@ -37,25 +64,7 @@ absl::StatusOr<AuditedLedger> ReadAudited(const std::string& path, const std::st
   }
   absl::StatusOr<std::vector<LedgerEntry>> entries = ReadLedger(**db);
   if (!entries.ok()) return entries.status();
-  AuditedLedger out;
-  out.path = path;
-  out.role = role;
-  LedgerVerification v = VerifyLedger(*entries, ca_pem);
-  out.writer = v.writer;
-  out.problems = std::move(v.problems);
-  out.entries = std::move(*entries);
-  for (size_t i = 0; i < out.entries.size(); ++i) {
-    const LedgerEntry& e = out.entries[i];
-    absl::StatusOr<ledger::Body> body = ledger::DecodeBody(e.kind, e.body);
-    if (body.ok()) {
-      out.bodies.push_back(*std::move(body));
-    } else {
-      out.bodies.push_back(std::nullopt);
-      out.unreadable.push_back(
-          absl::StrCat(Where(path, e, static_cast<int64_t>(i) + 1), ": ", body.status().message()));
-    }
-  }
-  return out;
+  return AuditEntries(path, role, std::move(*entries), ca_pem);
 }
 
 // Every model publication a node's ledger records as verified is re-checked
@@ -292,17 +301,23 @@ void CrossCheck(AuditVerification& v) {
 
 absl::StatusOr<AuditVerification> VerifyAudit(const std::vector<std::string>& node_dbs,
                                               const std::string& coordinator_db, const std::string& ca_pem) {
-  AuditVerification v;
+  std::vector<AuditedLedger> ledgers;
   for (const std::string& path : node_dbs) {
     absl::StatusOr<AuditedLedger> l = ReadAudited(path, "node", ca_pem);
     if (!l.ok()) return l.status();
-    v.ledgers.push_back(std::move(*l));
+    ledgers.push_back(std::move(*l));
   }
   if (!coordinator_db.empty()) {
     absl::StatusOr<AuditedLedger> l = ReadAudited(coordinator_db, "coordinator", ca_pem);
     if (!l.ok()) return l.status();
-    v.ledgers.push_back(std::move(*l));
+    ledgers.push_back(std::move(*l));
   }
+  return VerifyAudited(std::move(ledgers), ca_pem);
+}
+
+AuditVerification VerifyAudited(std::vector<AuditedLedger> ledgers, const std::string& ca_pem) {
+  AuditVerification v;
+  v.ledgers = std::move(ledgers);
   for (const AuditedLedger& l : v.ledgers) {
     for (const LedgerProblem& p : l.problems) v.problems.push_back(absl::StrCat(l.path, ": ", p.ToString()));
     // An entry whose body its kind cannot read is a problem of its own: the

@@ -66,6 +66,14 @@ struct AuditVerification {
 absl::StatusOr<AuditVerification> VerifyAudit(const std::vector<std::string>& node_dbs,
                                               const std::string& coordinator_db, const std::string& ca_pem);
 
+// The steps of VerifyAudit after the files are read, for ledgers already in
+// memory (and the fuzz target of the audit): one ledger's entries checked
+// and their bodies decoded; then every ledger's problems, publications and
+// cross-checks. The coordinator's ledger, if any, comes last.
+AuditedLedger AuditEntries(const std::string& path, const std::string& role, std::vector<LedgerEntry> entries,
+                           const std::string& ca_pem);
+AuditVerification VerifyAudited(std::vector<AuditedLedger> ledgers, const std::string& ca_pem);
+
 // The human-readable verdict: one line per ledger, then problems and notes.
 std::string FormatVerification(const AuditVerification& v);
 
