@@ -5,6 +5,10 @@
 #include "absl/time/clock.h"
 
 namespace fedrad {
+
+std::string UtcTime(int64_t unix_ms) {
+  return absl::FormatTime("%Y-%m-%d %H:%M:%S UTC", absl::FromUnixMillis(unix_ms), absl::UTCTimeZone());
+}
 namespace {
 
 class RealClock final : public Clock {

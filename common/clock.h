@@ -8,6 +8,7 @@
 #include <cstdint>
 #include <map>
 #include <optional>
+#include <string>
 
 #include "absl/base/thread_annotations.h"
 #include "absl/synchronization/mutex.h"
@@ -27,6 +28,9 @@ class Clock {
   // The system's clock (absl::Now), shared.
   static const Clock* Real();
 };
+
+// A Unix time in milliseconds as the audit shows it: "2026-12-02 19:15:29 UTC".
+std::string UtcTime(int64_t unix_ms);
 
 // Time that moves only when a test says so. Waiters whose deadline passes
 // wake up at once (no real time passes).

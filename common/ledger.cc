@@ -9,7 +9,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "absl/strings/str_split.h"
-#include "absl/time/time.h"
+#include "common/clock.h"
 #include "common/files.h"
 #include "common/ledger_entries.h"
 #include "crypto/pki.h"
@@ -81,9 +81,7 @@ struct Origin {
 };
 
 std::string DescribeOrigin(const Origin& o) {
-  return absl::StrCat(
-      "ledger ", o.first_sha256.substr(0, 12), ", started ",
-      absl::FormatTime("%Y-%m-%d %H:%M:%S UTC", absl::FromUnixMillis(o.started_at_ms), absl::UTCTimeZone()));
+  return absl::StrCat("ledger ", o.first_sha256.substr(0, 12), ", started ", UtcTime(o.started_at_ms));
 }
 
 // The marker at `path`: nullopt if there is none, an error if it cannot be

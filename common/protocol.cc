@@ -113,7 +113,7 @@ absl::Status CheckDeclineNotice(const DeclineNotice& d) {
   return absl::OkStatus();
 }
 
-absl::Status CheckJoinedPlan(const JoinedPlan& p) {
+absl::StatusOr<Manifest> CheckJoinedPlan(const JoinedPlan& p) {
   if (absl::Status spec = CheckModelSpec(p.model); !spec.ok()) {
     return absl::FailedPreconditionError(absl::StrCat("the plan's model is not usable here: ", spec.message()));
   }
@@ -127,7 +127,7 @@ absl::Status CheckJoinedPlan(const JoinedPlan& p) {
         "this node's '", p.model.architecture, "' has manifest ", manifest->Sha256().substr(0, 12),
         " but the coordinator's has ", absl::CEscape(p.manifest_sha256.substr(0, 12)), "; update fedrad on one side"));
   }
-  return absl::OkStatus();
+  return manifest;
 }
 
 absl::Status CheckTrainingSettings(const TrainingSettings& t) {

@@ -14,8 +14,10 @@
 #include <variant>
 
 #include "absl/status/status.h"
+#include "absl/status/statusor.h"
 #include "common/evaluation_release.h"
 #include "common/plan.h"
+#include "common/tensor.h"
 #include "common/wire_dtype.h"
 
 namespace fedrad::protocol {
@@ -175,8 +177,8 @@ absl::Status CheckDeclineNotice(const DeclineNotice& d);
 
 // What a node checks of the coordinator's plan before anything else: a model
 // the zoo supports within its bounds, a chunk size in range, and a manifest
-// the node computes the same.
-absl::Status CheckJoinedPlan(const JoinedPlan& p);
+// the node computes the same. Returns that manifest.
+absl::StatusOr<Manifest> CheckJoinedPlan(const JoinedPlan& p);
 
 // A training task's hyperparameters: the learning rate (0, 100], the
 // momentum [0, 1), the proximal term [0, 100].

@@ -158,8 +158,7 @@ absl::StatusOr<JoinedPlan> NodeRuntime::Hello() {
     return absl::FailedPreconditionError(absl::StrCat("the coordinator sees this node as '", p.site,
                                                       "' but its certificate says '", config_.tls.common_name, "'"));
   }
-  if (absl::Status plan = protocol::CheckJoinedPlan(p); !plan.ok()) return plan;
-  absl::StatusOr<Manifest> manifest = ModelManifest(p.model);
+  absl::StatusOr<Manifest> manifest = protocol::CheckJoinedPlan(p);
   if (!manifest.ok()) return manifest.status();
   // What a round makes the node hold, against what the machine can give,
   // before any of it is allocated: the model, its update and the update as

@@ -25,10 +25,6 @@ std::map<int64_t, int64_t> ChargesByRound(const std::string& node_db) {
   return out;
 }
 
-// Two DP sites whose 40 local epochs leave time to stop one mid-round.
-const MiniFederationOptions kTwoSitesTrainingLong = {
-    .sites = 2, .rounds = 2, .min_nodes = 2, .local_epochs = 40, .patients = 12, .images = 4, .round_deadline_s = 120};
-
 TEST(CrashTest, CoordinatorKilledMidRoundResumesTheAttemptWithTheSitesKeptUpdates) {
   const std::string dir = MakeWorkspace();
   // Enough local work that site-c, stopped while it trains round 2, holds
@@ -106,89 +102,101 @@ TEST(CrashTest, CoordinatorKilledMidRoundResumesTheAttemptWithTheSitesKeptUpdate
   RemoveWorkspaceIfPassed(dir);
 }
 
+// A federation of two DP sites whose 40 local epochs leave time to stop one
+// mid-round, running: its coordinator and both nodes started.
+class NodeStopTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    dir_ = MakeWorkspace();
+    f_ = SetUpFederation(dir_, {.sites = 2,
+                                .rounds = 2,
+                                .min_nodes = 2,
+                                .local_epochs = 40,
+                                .patients = 12,
+                                .images = 4,
+                                .round_deadline_s = 120});
+    ASSERT_FALSE(HasFailure());
+    coordinator_ = StartCoordinator(f_, "coordinator.log");
+    a_ = StartNode(f_, "site-a");
+    b_ = StartNode(f_, "site-b");
+  }
+  void TearDown() override { RemoveWorkspaceIfPassed(dir_); }
+
+  std::string dir_;
+  MiniFederation f_;
+  std::unique_ptr<Process> coordinator_, a_, b_;
+};
+
 // SIGTERM while a node trains: it stops at the next step and exits 0, its
 // round's charge marked interrupted; restarted, it serves the round under
 // that charge, with no second one.
-TEST(CrashTest, ANodeStoppedWhileTrainingExitsCleanlyAndSaysWhatItWasCharged) {
-  const std::string dir = MakeWorkspace();
-  MiniFederation f = SetUpFederation(dir, kTwoSitesTrainingLong);
-  ASSERT_FALSE(::testing::Test::HasFailure());
-  auto coordinator = StartCoordinator(f, "coordinator.log");
-  auto a = StartNode(f, "site-a");
-  auto b = StartNode(f, "site-b");
+TEST_F(NodeStopTest, ANodeStoppedWhileTrainingExitsCleanlyAndSaysWhatItWasCharged) {
   // site-a's round 1 charge is committed: it is training.
-  ASSERT_TRUE(WaitForRow(f.NodeDb("site-a"),
+  ASSERT_TRUE(WaitForRow(f_.NodeDb("site-a"),
                          "SELECT 1 FROM privacy_ledger WHERE kind = 'dp-sgd' AND round = 1 AND status = 'charged'",
-                         std::chrono::minutes(2), a.get()))
-      << a->Log();
-  a->Signal(SIGTERM);
-  EXPECT_EQ(a->Wait(std::chrono::seconds(20)), 0) << a->Log();
-  EXPECT_NE(a->Log().find("because the node is stopping; the round's charge stands"), std::string::npos) << a->Log();
+                         std::chrono::minutes(2), a_.get()))
+      << a_->Log();
+  a_->Signal(SIGTERM);
+  EXPECT_EQ(a_->Wait(std::chrono::seconds(20)), 0) << a_->Log();
+  EXPECT_NE(a_->Log().find("because the node is stopping; the round's charge stands"), std::string::npos) << a_->Log();
   std::vector<SqlRow> charge =
-      QueryDb(f.NodeDb("site-a"), "SELECT status FROM privacy_ledger WHERE kind = 'dp-sgd' AND round = 1");
+      QueryDb(f_.NodeDb("site-a"), "SELECT status FROM privacy_ledger WHERE kind = 'dp-sgd' AND round = 1");
   ASSERT_EQ(charge.size(), 1u);
   EXPECT_EQ(AsText(charge[0][0]).rfind("interrupted: the node was stopped during training", 0), 0u)
       << AsText(charge[0][0]);
 
-  auto again = StartNode(f, "site-a");
-  ASSERT_EQ(coordinator->Wait(std::chrono::minutes(4)), 0) << coordinator->Log();
+  auto again = StartNode(f_, "site-a");
+  ASSERT_EQ(coordinator_->Wait(std::chrono::minutes(4)), 0) << coordinator_->Log();
   EXPECT_EQ(again->Wait(std::chrono::seconds(30)), 0) << again->Log();
-  EXPECT_EQ(b->Wait(std::chrono::seconds(30)), 0) << b->Log();
+  EXPECT_EQ(b_->Wait(std::chrono::seconds(30)), 0) << b_->Log();
   // Restarted, it trained round 1 again under the charge the stop cut
   // short: one charge per round, and that one's update was accepted.
   EXPECT_NE(again->Log().find("no second charge"), std::string::npos) << again->Log();
-  EXPECT_EQ(ChargesByRound(f.NodeDb("site-a")), (std::map<int64_t, int64_t>{{1, 1}, {2, 1}}));
-  charge = QueryDb(f.NodeDb("site-a"), "SELECT status FROM privacy_ledger WHERE kind = 'dp-sgd' AND round = 1");
+  EXPECT_EQ(ChargesByRound(f_.NodeDb("site-a")), (std::map<int64_t, int64_t>{{1, 1}, {2, 1}}));
+  charge = QueryDb(f_.NodeDb("site-a"), "SELECT status FROM privacy_ledger WHERE kind = 'dp-sgd' AND round = 1");
   ASSERT_EQ(charge.size(), 1u);
   EXPECT_EQ(AsText(charge[0][0]), "accepted");
-  RemoveWorkspaceIfPassed(dir);
 }
 
 // SIGTERM after a node's update was accepted, while the round waits for
 // another site: the node exits 0, and restarted it neither trains nor pays
 // for that round again; the round is applied with the update it had sent.
-TEST(CrashTest, ANodeStoppedAfterItsUpdateWasAcceptedPaysOnceAndLosesNothing) {
-  const std::string dir = MakeWorkspace();
-  MiniFederation f = SetUpFederation(dir, kTwoSitesTrainingLong);
-  ASSERT_FALSE(::testing::Test::HasFailure());
-  auto coordinator = StartCoordinator(f, "coordinator.log");
-  auto a = StartNode(f, "site-a");
-  auto b = StartNode(f, "site-b");
-  ASSERT_TRUE(WaitForRow(f.StateDb(), "SELECT 1 FROM rounds WHERE round = 1 AND status = 'open'",
-                         std::chrono::minutes(2), coordinator.get()))
-      << coordinator->Log();
-  b->Signal(SIGSTOP);  // round 1 waits for site-b (40 local epochs: it has not answered yet)
-  ASSERT_TRUE(WaitForRow(f.StateDb(),
+TEST_F(NodeStopTest, ANodeStoppedAfterItsUpdateWasAcceptedPaysOnceAndLosesNothing) {
+  ASSERT_TRUE(WaitForRow(f_.StateDb(), "SELECT 1 FROM rounds WHERE round = 1 AND status = 'open'",
+                         std::chrono::minutes(2), coordinator_.get()))
+      << coordinator_->Log();
+  b_->Signal(SIGSTOP);  // round 1 waits for site-b (40 local epochs: it has not answered yet)
+  ASSERT_TRUE(WaitForRow(f_.StateDb(),
                          "SELECT 1 FROM submissions WHERE round = 1 AND site = 'site-a' AND status = 'accepted'",
-                         std::chrono::minutes(2), coordinator.get()))
-      << coordinator->Log();
+                         std::chrono::minutes(2), coordinator_.get()))
+      << coordinator_->Log();
   // The point this test is about: round 1 still waits for site-b.
-  ASSERT_EQ(AsText(QueryDb(f.StateDb(), "SELECT status FROM rounds WHERE round = 1")[0][0]), "open");
-  a->Signal(SIGTERM);
-  EXPECT_EQ(a->Wait(std::chrono::seconds(20)), 0) << a->Log();
-  auto again = StartNode(f, "site-a");
-  b->Signal(SIGCONT);
-  ASSERT_EQ(coordinator->Wait(std::chrono::minutes(4)), 0) << coordinator->Log();
+  ASSERT_EQ(AsText(QueryDb(f_.StateDb(), "SELECT status FROM rounds WHERE round = 1")[0][0]), "open");
+  a_->Signal(SIGTERM);
+  EXPECT_EQ(a_->Wait(std::chrono::seconds(20)), 0) << a_->Log();
+  auto again = StartNode(f_, "site-a");
+  b_->Signal(SIGCONT);
+  ASSERT_EQ(coordinator_->Wait(std::chrono::minutes(4)), 0) << coordinator_->Log();
   EXPECT_EQ(again->Wait(std::chrono::seconds(30)), 0) << again->Log();
-  EXPECT_EQ(b->Wait(std::chrono::seconds(30)), 0) << b->Log();
+  EXPECT_EQ(b_->Wait(std::chrono::seconds(30)), 0) << b_->Log();
 
-  for (const std::string& site : f.sites) {
-    EXPECT_EQ(ChargesByRound(f.NodeDb(site)), (std::map<int64_t, int64_t>{{1, 1}, {2, 1}})) << site;
+  for (const std::string& site : f_.sites) {
+    EXPECT_EQ(ChargesByRound(f_.NodeDb(site)), (std::map<int64_t, int64_t>{{1, 1}, {2, 1}})) << site;
   }
-  std::vector<SqlRow> rounds = QueryDb(f.StateDb(), "SELECT round, attempt, status FROM rounds ORDER BY round");
+  std::vector<SqlRow> rounds = QueryDb(f_.StateDb(), "SELECT round, attempt, status FROM rounds ORDER BY round");
   ASSERT_EQ(rounds.size(), 2u);
   for (const SqlRow& r : rounds) {
     EXPECT_EQ(AsInt(r[1]), 1) << "round " << AsInt(r[0]);
     EXPECT_EQ(AsText(r[2]), "applied") << "round " << AsInt(r[0]);
   }
   // The update site-a sent before the stop is the one round 1 used.
-  std::vector<SqlRow> sent = QueryDb(f.NodeDb("site-a"), "SELECT update_sha256 FROM updates_sent WHERE round = 1");
-  std::vector<SqlRow> accepted = QueryDb(
-      f.StateDb(), "SELECT update_sha256 FROM submissions WHERE round = 1 AND site = 'site-a' AND status = 'accepted'");
+  std::vector<SqlRow> sent = QueryDb(f_.NodeDb("site-a"), "SELECT update_sha256 FROM updates_sent WHERE round = 1");
+  std::vector<SqlRow> accepted =
+      QueryDb(f_.StateDb(),
+              "SELECT update_sha256 FROM submissions WHERE round = 1 AND site = 'site-a' AND status = 'accepted'");
   ASSERT_FALSE(sent.empty());
   ASSERT_EQ(accepted.size(), 1u);
   EXPECT_EQ(AsText(accepted[0][0]), AsText(sent.back()[0]));
-  RemoveWorkspaceIfPassed(dir);
 }
 
 // A stateful server optimiser (FedAdam: its moments) is restored after a

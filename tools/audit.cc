@@ -9,7 +9,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_join.h"
-#include "absl/time/time.h"
+#include "common/clock.h"
 #include "common/model_publication.h"
 #include "common/sqlite.h"
 #include "crypto/pki.h"
@@ -137,14 +137,8 @@ void CheckLedgerShape(AuditVerification& v, const AuditedLedger& l) {
     if (r == nullptr) continue;
     v.problems.push_back(absl::StrCat(
         Where(l, l.entries[i], static_cast<int64_t>(i) + 1), ": the ledger started over here, ",
-        absl::FormatTime("%Y-%m-%d %H:%M:%S UTC", absl::FromUnixMillis(l.entries[i].at_ms), absl::UTCTimeZone()),
-        ", in place of ledger ", absl::CEscape(r->previous_first_sha256.substr(0, 12)),
-        r->previous_started_at_ms > 0
-            ? absl::StrCat(" (started ",
-                           absl::FormatTime("%Y-%m-%d %H:%M:%S UTC", absl::FromUnixMillis(r->previous_started_at_ms),
-                                            absl::UTCTimeZone()),
-                           ")")
-            : "",
+        UtcTime(l.entries[i].at_ms), ", in place of ledger ", absl::CEscape(r->previous_first_sha256.substr(0, 12)),
+        r->previous_started_at_ms > 0 ? absl::StrCat(" (started ", UtcTime(r->previous_started_at_ms), ")") : "",
         ", lost; the operator said: \"", absl::CEscape(r->reason),
         "\". What that ledger recorded (for a site, the privacy it spent) is not in this one"));
   }

@@ -7,7 +7,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_replace.h"
-#include "absl/time/time.h"
+#include "common/clock.h"
 #include "tools/audit.h"
 
 namespace fedrad::tools {
@@ -15,16 +15,12 @@ namespace {
 
 using nlohmann::json;
 
-std::string Time(int64_t at_ms) {
-  return absl::FormatTime("%Y-%m-%d %H:%M:%S UTC", absl::FromUnixMillis(at_ms), absl::UTCTimeZone());
-}
-
 // An entry as the report lists it: its body, read through its kind, and
 // its time.
 json Listed(const ledger::Body& body, int64_t at_ms) {
   json j = json::parse(ledger::EncodeBody(body), nullptr, false);
   if (!j.is_object()) j = json::object();
-  j["at"] = Time(at_ms);
+  j["at"] = UtcTime(at_ms);
   return j;
 }
 
@@ -80,7 +76,7 @@ json SiteFacts(const AuditedLedger& l) {
     } else if (const auto* config = std::get_if<ledger::Config>(&body)) {
       epsilon_max = config->privacy.epsilon_max;
       if (config->privacy.enabled) delta = config->privacy.delta;
-      configs.push_back({{"at", Time(at_ms)},
+      configs.push_back({{"at", UtcTime(at_ms)},
                          {"file_sha256", config->file_sha256},
                          {"privacy", Listed(body, at_ms)["privacy"]},
                          {"preprocess", config->preprocess}});
@@ -128,7 +124,7 @@ json CoordinatorFacts(const AuditedLedger& l) {
       round["round"] = o->round;
       round["attempt"] = o->attempt;
       round["selected"] = o->selected;
-      round["opened"] = Time(at_ms);
+      round["opened"] = UtcTime(at_ms);
       round["status"] = "open";
     } else if (const auto* a = l.As<ledger::Aggregate>(i)) {
       json& round = rounds[{a->round, a->attempt}];
@@ -140,9 +136,9 @@ json CoordinatorFacts(const AuditedLedger& l) {
       round["status"] = c->status;
       round["answered"] = c->answered.value_or(0);
       round["note"] = c->note.value_or("");
-      round["closed"] = Time(at_ms);
+      round["closed"] = UtcTime(at_ms);
     } else if (const auto* p = l.As<ledger::ModelPublished>(i)) {
-      published.push_back({{"round", p->round}, {"sha256", p->sha256}, {"at", Time(at_ms)}});
+      published.push_back({{"round", p->round}, {"sha256", p->sha256}, {"at", UtcTime(at_ms)}});
     } else if (const auto* u = l.As<ledger::UpdateAccepted>(i); u != nullptr && u->epsilon_spent) {
       json& s = reported[u->site];
       if (s.is_null()) s = json::array();

@@ -11,6 +11,8 @@
 #include <string>
 #include <vector>
 
+#include <nlohmann/json.hpp>
+
 #include "absl/strings/str_split.h"
 #include "common/ledger.h"
 #include "common/ledger_entries.h"
@@ -86,9 +88,12 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   ledgers.push_back(
       fedrad::tools::AuditEntries("state.db", "coordinator", Ledger(f.coordinator, coordinator), f.ca_pem));
   const fedrad::tools::AuditVerification v = fedrad::tools::VerifyAudited(std::move(ledgers), f.ca_pem);
-  (void)fedrad::tools::FormatVerification(v);
-  (void)fedrad::tools::AuditReportJson(v);
-  (void)fedrad::tools::AuditReportHtml(v);
+  // Each rendering comes out whole: the verdict's last line, JSON that
+  // parses, a page that ends.
+  const std::string verdict = fedrad::tools::FormatVerification(v);
+  if (verdict.find(v.ok() ? "PASS: " : "FAIL: ") == std::string::npos) __builtin_trap();
+  if (nlohmann::json::parse(fedrad::tools::AuditReportJson(v), nullptr, false).is_discarded()) __builtin_trap();
+  if (fedrad::tools::AuditReportHtml(v).find("</html>") == std::string::npos) __builtin_trap();
   // Every body that decodes writes itself back as a body that decodes.
   for (const auto& [kind, body] : site) {
     absl::StatusOr<fedrad::ledger::Body> decoded = fedrad::ledger::DecodeBody(kind, body);

@@ -31,6 +31,7 @@
 #include "crypto/sha256.h"
 #include "google/protobuf/stubs/logging.h"
 #include "proto/federation.pb.h"
+#include "tests/fuzz/fuzz_support.h"
 
 namespace {
 
@@ -60,6 +61,11 @@ std::string Framed(const std::vector<std::string>& messages) {
   return out;
 }
 
+// Taking an update back is the intake's own step: it must work.
+void Withdraw(coordinator::UpdateIntake& intake) {
+  if (!intake.Withdraw(1).ok()) __builtin_trap();
+}
+
 void Upload(std::string_view in) {
   if (in.empty()) return;
   const WireDtype dtype = static_cast<WireDtype>(static_cast<uint8_t>(in[0]) % 3);
@@ -80,17 +86,18 @@ void Upload(std::string_view in) {
       if (!opened.ok()) return;
       upload = std::move(*opened);
     } else if (upload) {
-      if (!upload->Take(chunk.data()).ok()) {
-        (void)intake.Withdraw(1);
+      if (absl::Status taken = upload->Take(chunk.data()); !taken.ok()) {
+        fuzz::ExpectOkOrNamed(taken);
+        Withdraw(intake);
         return;
       }
     }
   }
   if (upload && upload->Complete().ok()) {
-    if (!intake.Accept(1).ok()) __builtin_trap();
-    (void)intake.Seal({{1, 1.0}});
-  } else {
-    (void)intake.Withdraw(1);
+    // A complete upload is counted and sealed: the intake's own steps.
+    if (!intake.Accept(1).ok() || !intake.Seal({{1, 1.0}}).ok()) __builtin_trap();
+  } else if (upload) {
+    Withdraw(intake);
   }
 }
 
@@ -99,11 +106,13 @@ void ModelDownload(std::string_view in) {
   for (std::string_view m : Messages(in)) {
     v1::ModelChunk chunk;
     if (!chunk.ParseFromArray(m.data(), static_cast<int>(m.size()))) return;
-    if (!stream.Add(chunk.total_bytes(), chunk.offset(), {chunk.data()}).ok()) return;
+    if (absl::Status added = stream.Add(chunk.total_bytes(), chunk.offset(), {chunk.data()}); !added.ok()) {
+      fuzz::ExpectOkOrNamed(added);
+      return;
+    }
   }
   std::string header;
-  absl::StatusOr<SafetensorsFile> file = stream.Finish(std::string(64, '0'), &header);
-  (void)file;
+  fuzz::ExpectOkOrNamed(stream.Finish(std::string(64, '0'), &header));
 }
 
 template <class Message>
@@ -235,18 +244,18 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
       if (!Parse(in, &m)) break;
       const protocol::EvaluationReport e = protocol::Decode(m);
       std::optional<ReleasedFigures> figures;
-      (void)protocol::CheckEvaluationReport(e, {2, false, 1}, &figures);
-      (void)protocol::CheckEvaluationReport(e, {3, true, 10}, &figures);
+      fuzz::ExpectOkOrNamed(protocol::CheckEvaluationReport(e, {2, false, 1}, &figures));
+      fuzz::ExpectOkOrNamed(protocol::CheckEvaluationReport(e, {3, true, 10}, &figures));
       break;
     }
     case 2: {
       v1::Decline m;
-      if (Parse(in, &m)) (void)protocol::CheckDeclineNotice(protocol::Decode(m));
+      if (Parse(in, &m)) fuzz::ExpectOkOrNamed(protocol::CheckDeclineNotice(protocol::Decode(m)));
       break;
     }
     case 3: {
       v1::Plan m;
-      if (Parse(in, &m)) (void)protocol::CheckJoinedPlan(protocol::Decode(m));
+      if (Parse(in, &m)) fuzz::ExpectOkOrNamed(protocol::CheckJoinedPlan(protocol::Decode(m)));
       break;
     }
     case 4: {
@@ -254,7 +263,7 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
       if (!Parse(in, &m)) break;
       const protocol::Task task = protocol::Decode(m);
       if (const auto* t = std::get_if<protocol::TrainingTask>(&task))
-        (void)protocol::CheckTrainingSettings(t->settings);
+        fuzz::ExpectOkOrNamed(protocol::CheckTrainingSettings(t->settings));
       break;
     }
     default:

@@ -1,11 +1,14 @@
-#ifndef FEDRAD_TESTS_FUZZ_FUZZ_FILE_H_
-#define FEDRAD_TESTS_FUZZ_FUZZ_FILE_H_
+#ifndef FEDRAD_TESTS_FUZZ_FUZZ_SUPPORT_H_
+#define FEDRAD_TESTS_FUZZ_FUZZ_SUPPORT_H_
 
 #include <unistd.h>
 
 #include <cstdint>
 #include <cstdio>
 #include <string>
+
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
 
 namespace fedrad::fuzz {
 
@@ -20,6 +23,17 @@ inline std::string WriteInput(const uint8_t* data, size_t size, const std::strin
   return path;
 }
 
+// What a parser answers garbage with: OK, or a refusal whose message says
+// what was wrong. A refusal without a message (which would reach an
+// operator as a bare error) is a finding.
+inline void ExpectOkOrNamed(const absl::Status& s) {
+  if (!s.ok() && s.message().empty()) __builtin_trap();
+}
+template <class T>
+void ExpectOkOrNamed(const absl::StatusOr<T>& s) {
+  ExpectOkOrNamed(s.status());
+}
+
 }  // namespace fedrad::fuzz
 
-#endif  // FEDRAD_TESTS_FUZZ_FUZZ_FILE_H_
+#endif  // FEDRAD_TESTS_FUZZ_FUZZ_SUPPORT_H_
