@@ -18,9 +18,9 @@ namespace {
 namespace F = torch::nn::functional;
 using fedrad::ModelSpec;
 
-std::shared_ptr<fedrad::ClassifierImpl> Model() {
+std::shared_ptr<fedrad::NetworkImpl> Model() {
   torch::manual_seed(1);
-  return *fedrad::CreateClassifier(ModelSpec{"tbcnn28", 1, 28, 10});
+  return *fedrad::CreateNetwork(ModelSpec{"tbcnn28", 1, 28, 10});
 }
 
 void BM_PlainStep(benchmark::State& state) {

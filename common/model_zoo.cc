@@ -1,8 +1,14 @@
 #include "common/model_zoo.h"
 
+#include <algorithm>
 #include <cmath>
 #include <random>
 
+#include <set>
+
+#include <nlohmann/json.hpp>
+
+#include "absl/strings/escaping.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 
@@ -60,6 +66,29 @@ absl::StatusOr<Layout> LayoutOf(const ModelSpec& spec) {
     l.GroupNorm("norm3", 32);
     l.Linear("fc1", 32, 32);
     l.Linear("fc2", 32, spec.num_classes);
+  } else if (spec.architecture == "unet2d") {
+    // As UNet2dImpl registers them: per level down a double convolution
+    // (the first input's channels, then base_width · 2^level); per level
+    // up, from the deepest, the double convolution over the skip
+    // connection and the upsampled path, then the 3x3 convolution (with
+    // its norm) that halves the upsampled channels (it runs first); a 1x1
+    // head to the classes.
+    auto double_conv = [&](const std::string& name, int64_t in, int64_t out) {
+      l.Conv2d(name + ".conv1", in, out, 3);
+      l.GroupNorm(name + ".norm1", out);
+      l.Conv2d(name + ".conv2", out, out, 3);
+      l.GroupNorm(name + ".norm2", out);
+    };
+    const int64_t w = spec.base_width;
+    double_conv("down0", spec.in_channels, w);
+    for (int d = 1; d <= spec.depth; ++d) double_conv(absl::StrCat("down", d), w << (d - 1), w << d);
+    for (int d = spec.depth - 1; d >= 0; --d) {
+      const std::string name = absl::StrCat("up", d);
+      double_conv(name, w << (d + 1), w << d);
+      l.Conv2d(name + ".upconv", w << (d + 1), w << d, 3);
+      l.GroupNorm(name + ".upnorm", w << d);
+    }
+    l.Conv2d("head", w, spec.num_classes, 1);
   } else if (spec.architecture == "tbcnn28") {
     l.Conv2d("conv1", spec.in_channels, 16, 8);
     l.Conv2d("conv2", 16, 32, 4);
@@ -73,18 +102,76 @@ absl::StatusOr<Layout> LayoutOf(const ModelSpec& spec) {
 
 }  // namespace
 
-std::vector<std::string> KnownArchitectures() { return {"ctnet", "tbcnn28", "flat"}; }
+std::vector<std::string> KnownArchitectures() { return {"ctnet", "tbcnn28", "unet2d", "flat"}; }
+
+namespace {
+
+absl::Status CheckClassNames(const ModelSpec& spec) {
+  if (spec.class_names.empty()) return absl::OkStatus();
+  if (static_cast<int64_t>(spec.class_names.size()) != spec.num_classes) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("the model names ", spec.class_names.size(), " classes but has num_classes ", spec.num_classes));
+  }
+  std::set<std::string> seen;
+  for (const std::string& name : spec.class_names) {
+    const bool printable = std::all_of(name.begin(), name.end(),
+                                       [](char c) { return static_cast<unsigned char>(c) >= 0x20 && c != 0x7f; });
+    if (name.empty() || name.size() > kMaxClassNameBytes || !printable) {
+      return absl::InvalidArgumentError(absl::StrCat("class name '", absl::CEscape(name.substr(0, kMaxClassNameBytes)),
+                                                     "' must be 1 to ", kMaxClassNameBytes, " printable characters"));
+    }
+    if (!seen.insert(name).second) {
+      return absl::InvalidArgumentError(absl::StrCat("class name '", name, "' is given twice"));
+    }
+  }
+  return absl::OkStatus();
+}
+
+// The task each architecture does.
+ModelTask TaskOf(const std::string& architecture) {
+  return architecture == "unet2d" ? ModelTask::kSegmentation : ModelTask::kClassification;
+}
+
+}  // namespace
 
 absl::Status CheckModelSpec(const ModelSpec& spec) {
   if (spec.in_channels < 1 || spec.in_channels > 4) {
     return absl::InvalidArgumentError(absl::StrCat("model in_channels must be 1 to 4, not ", spec.in_channels));
   }
-  if (spec.num_classes < 2 || spec.num_classes > 1000) {
-    return absl::InvalidArgumentError(absl::StrCat("model num_classes must be 2 to 1000, not ", spec.num_classes));
+  if (spec.num_classes < 2 || spec.num_classes > kMaxClasses) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("model num_classes must be 2 to ", kMaxClasses, ", not ", spec.num_classes));
   }
+  if (spec.task != ModelTask::kClassification && spec.task != ModelTask::kSegmentation) {
+    return absl::InvalidArgumentError(absl::StrCat("model ", TaskName(spec.task), " is not a task fedrad knows"));
+  }
+  if (absl::Status names = CheckClassNames(spec); !names.ok()) return names;
   if (spec.input_size < 1 || spec.input_size > kMaxInputSize) {
     return absl::InvalidArgumentError(
         absl::StrCat("model input_size must be 1 to ", kMaxInputSize, ", not ", spec.input_size));
+  }
+  const bool known = std::find(KnownArchitectures().begin(), KnownArchitectures().end(), spec.architecture) !=
+                     KnownArchitectures().end();
+  if (known && spec.architecture != "flat" && spec.task != TaskOf(spec.architecture)) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "model '", spec.architecture, "' does ", TaskName(TaskOf(spec.architecture)), ", not ", TaskName(spec.task),
+        spec.task == ModelTask::kSegmentation ? " (segmentation takes architecture = \"unet2d\")" : ""));
+  }
+  if (spec.architecture == "unet2d") {
+    if (spec.depth < 1 || spec.depth > kMaxUnetDepth) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("model 'unet2d' depth must be 1 to ", kMaxUnetDepth, ", not ", spec.depth));
+    }
+    if (spec.base_width < 4 || spec.base_width > kMaxUnetBaseWidth || spec.base_width % 4 != 0) {
+      return absl::InvalidArgumentError(absl::StrCat("model 'unet2d' base_width must be a multiple of 4 from 4 to ",
+                                                     kMaxUnetBaseWidth, ", not ", spec.base_width));
+    }
+    if (spec.input_size % (1 << spec.depth) != 0) {
+      return absl::InvalidArgumentError(absl::StrCat("model 'unet2d' of depth ", spec.depth,
+                                                     " needs an input_size that is a multiple of ", 1 << spec.depth,
+                                                     "; the plan asks for ", spec.input_size));
+    }
+    return absl::OkStatus();
   }
   if (spec.architecture == "ctnet") {
     if (spec.input_size < 16) {
@@ -137,10 +224,17 @@ absl::StatusOr<ModelParameters> InitialParameters(const ModelSpec& spec, uint64_
 }
 
 SafetensorsMetadata ModelShapeMetadata(const ModelSpec& model) {
-  return {{"architecture", model.architecture},
-          {"in_channels", std::to_string(model.in_channels)},
-          {"input_size", std::to_string(model.input_size)},
-          {"num_classes", std::to_string(model.num_classes)}};
+  SafetensorsMetadata m{{"architecture", model.architecture},
+                        {"task", TaskName(model.task)},
+                        {"in_channels", std::to_string(model.in_channels)},
+                        {"input_size", std::to_string(model.input_size)},
+                        {"num_classes", std::to_string(model.num_classes)}};
+  if (model.architecture == "unet2d") {
+    m["depth"] = std::to_string(model.depth);
+    m["base_width"] = std::to_string(model.base_width);
+  }
+  if (!model.class_names.empty()) m["class_names"] = nlohmann::json(model.class_names).dump();
+  return m;
 }
 
 }  // namespace fedrad

@@ -21,14 +21,20 @@ std::vector<std::string> KnownArchitectures();
 // The largest image side a model takes: a plan, a model file's metadata and
 // the node all refuse more (a 99,999,999-pixel side once reached OpenCV).
 inline constexpr int kMaxInputSize = 1024;
+inline constexpr int kMaxClasses = 1000;
+inline constexpr size_t kMaxClassNameBytes = 64;
 
-// OK if `spec` names a known architecture with sizes it supports; every
-// dimension is bounded (in_channels 1..4, input_size 1..kMaxInputSize,
-// num_classes 2..1000, a flat model's parameters 1..2^31).
+// OK if `spec` names a known architecture with sizes it supports and the
+// task it does; every dimension is bounded (in_channels 1..4, input_size
+// 1..kMaxInputSize, num_classes 2..kMaxClasses, a flat model's parameters
+// 1..2^31, a U-Net's depth 1..kMaxUnetDepth with input_size a multiple of
+// 2^depth, base_width 4..kMaxUnetBaseWidth in multiples of 4); class names,
+// if any, one per class, distinct, 1..64 printable bytes.
 absl::Status CheckModelSpec(const ModelSpec& spec);
 
 // The safetensors metadata that describes a model's shape (architecture,
-// in_channels, input_size, num_classes): published models carry it, so a
+// task, in_channels, input_size, num_classes, a U-Net's depth and
+// base_width, class_names as a JSON array): published models carry it, so a
 // site can evaluate or run one without the plan.
 SafetensorsMetadata ModelShapeMetadata(const ModelSpec& model);
 

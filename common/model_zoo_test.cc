@@ -47,6 +47,57 @@ TEST(ModelZooTest, EveryDimensionIsBounded) {
   EXPECT_FALSE(CheckModelSpec(flat).ok());
 }
 
+// unet2d: its sizes are bounded, the input must halve depth times, the task
+// must be segmentation (and a classifier's classification), class names
+// one per class, distinct and printable.
+TEST(ModelZooTest, UNetSpecIsCheckedAndItsManifestHasEveryLevel) {
+  ModelSpec spec{"unet2d", 1, 64, 2};
+  spec.task = ModelTask::kSegmentation;
+  ASSERT_TRUE(CheckModelSpec(spec).ok()) << CheckModelSpec(spec);
+  absl::StatusOr<Manifest> m = ModelManifest(spec);
+  ASSERT_TRUE(m.ok());
+  EXPECT_EQ(m->tensors.front().name, "down0.conv1.weight");
+  EXPECT_EQ(m->tensors.back().name, "head.bias");
+  // 4 per down level (conv1, norm1, conv2, norm2: 8 tensors), 6 layers per up level, the head.
+  EXPECT_EQ(m->tensors.size(), static_cast<size_t>(8 * (spec.depth + 1) + 12 * spec.depth + 2));
+  ModelSpec bad = spec;
+  bad.input_size = 60;  // not a multiple of 8
+  EXPECT_NE(CheckModelSpec(bad).message().find("multiple of 8"), std::string::npos) << CheckModelSpec(bad);
+  bad = spec;
+  bad.depth = 6;
+  EXPECT_FALSE(CheckModelSpec(bad).ok());
+  bad = spec;
+  bad.base_width = 6;
+  EXPECT_FALSE(CheckModelSpec(bad).ok());
+  bad = spec;
+  bad.task = ModelTask::kClassification;
+  EXPECT_NE(CheckModelSpec(bad).message().find("does segmentation"), std::string::npos) << CheckModelSpec(bad);
+  bad = spec;
+  bad.task = static_cast<ModelTask>(7);
+  EXPECT_NE(CheckModelSpec(bad).message().find("task 7"), std::string::npos) << CheckModelSpec(bad);
+  ModelSpec classifier{"ctnet", 1, 64, 2};
+  classifier.task = ModelTask::kSegmentation;
+  EXPECT_NE(CheckModelSpec(classifier).message().find("unet2d"), std::string::npos) << CheckModelSpec(classifier);
+  ModelSpec named = spec;
+  named.class_names = {"background", "lesion"};
+  EXPECT_TRUE(CheckModelSpec(named).ok());
+  named.class_names = {"background"};
+  EXPECT_FALSE(CheckModelSpec(named).ok());
+  named.class_names = {"lesion", "lesion"};
+  EXPECT_FALSE(CheckModelSpec(named).ok());
+  named.class_names = {"background", "bad\nname"};
+  EXPECT_FALSE(CheckModelSpec(named).ok());
+  named.class_names = {"background", ""};
+  EXPECT_FALSE(CheckModelSpec(named).ok());
+  // The shape travels in the metadata, class names as JSON.
+  named.class_names = {"background", "lesion"};
+  const SafetensorsMetadata meta = ModelShapeMetadata(named);
+  EXPECT_EQ(meta.at("task"), "segmentation");
+  EXPECT_EQ(meta.at("depth"), "3");
+  EXPECT_EQ(meta.at("base_width"), "16");
+  EXPECT_EQ(meta.at("class_names"), "[\"background\",\"lesion\"]");
+}
+
 TEST(ModelZooTest, UnknownArchitectureIsNamed) {
   ModelSpec spec{"resnet999", 1, 64, 2};
   absl::Status s = CheckModelSpec(spec);

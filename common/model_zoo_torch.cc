@@ -1,5 +1,6 @@
 #include <torch/nn/functional/activation.h>
 #include <torch/nn/functional/pooling.h>
+#include <torch/nn/functional/upsampling.h>
 #include <torch/nn/modules/conv.h>
 #include <torch/nn/modules/linear.h>
 #include <torch/nn/modules/normalization.h>
@@ -21,7 +22,7 @@ namespace F = torch::nn::functional;
 // GroupNorm rather than BatchNorm because per-example gradients are undefined
 // with batch statistics. An adaptive pool makes it work for any input size
 // from 16 up.
-class CtNetImpl : public ClassifierImpl {
+class CtNetImpl : public NetworkImpl {
  public:
   CtNetImpl(int in_channels, int num_classes)
       : conv1_(register_module("conv1", torch::nn::Conv2d(torch::nn::Conv2dOptions(in_channels, 16, 5).padding(2)))),
@@ -54,7 +55,7 @@ class CtNetImpl : public ClassifierImpl {
 
 // "tbcnn28": the end-to-end CNN of Tramèr & Boneh (ICLR 2021) for 28x28
 // images (Fashion-MNIST), as listed in shared/REFERENCES.md.
-class TbCnn28Impl : public ClassifierImpl {
+class TbCnn28Impl : public NetworkImpl {
  public:
   TbCnn28Impl(int in_channels, int num_classes)
       : conv1_(register_module("conv1",
@@ -75,10 +76,87 @@ class TbCnn28Impl : public ClassifierImpl {
   torch::nn::Linear fc1_, fc2_;
 };
 
+// "unet2d": the U-Net of Ronneberger et al. (MICCAI 2015) for segmentation,
+// sized for DP-SGD: GroupNorm instead of BatchNorm (per-sample gradients
+// need samples that do not mix), and upsampling by nearest-neighbour
+// interpolation followed by a 3x3 convolution instead of a transposed
+// convolution (Odena et al. 2016: no checkerboard artefacts), so every
+// parametric layer is a Conv2d or GroupNorm the per-sample gradient
+// sampler knows. Images [N, C, S, S] in, per-pixel class logits
+// [N, classes, S, S] out; S a multiple of 2^depth.
+class UNet2dImpl : public NetworkImpl {
+ public:
+  // A container only: UNet2dImpl applies its layers (so the tap sees them).
+  struct DoubleConvImpl : torch::nn::Module {
+    DoubleConvImpl(int64_t in, int64_t out)
+        : conv1(register_module("conv1", torch::nn::Conv2d(torch::nn::Conv2dOptions(in, out, 3).padding(1)))),
+          norm1(register_module("norm1", torch::nn::GroupNorm(torch::nn::GroupNormOptions(Groups(out), out)))),
+          conv2(register_module("conv2", torch::nn::Conv2d(torch::nn::Conv2dOptions(out, out, 3).padding(1)))),
+          norm2(register_module("norm2", torch::nn::GroupNorm(torch::nn::GroupNormOptions(Groups(out), out)))) {}
+    torch::nn::Conv2d conv1;
+    torch::nn::GroupNorm norm1;
+    torch::nn::Conv2d conv2;
+    torch::nn::GroupNorm norm2;
+  };
+  struct UpImpl : DoubleConvImpl {
+    explicit UpImpl(int64_t out)
+        : DoubleConvImpl(2 * out, out),
+          upconv(register_module("upconv", torch::nn::Conv2d(torch::nn::Conv2dOptions(2 * out, out, 3).padding(1)))),
+          upnorm(register_module("upnorm", torch::nn::GroupNorm(torch::nn::GroupNormOptions(Groups(out), out)))) {}
+    torch::nn::Conv2d upconv;
+    torch::nn::GroupNorm upnorm;
+  };
+
+  UNet2dImpl(int in_channels, int num_classes, int depth, int base_width) {
+    const int64_t w = base_width;
+    down_.push_back(register_module("down0", std::make_shared<DoubleConvImpl>(in_channels, w)));
+    for (int d = 1; d <= depth; ++d) {
+      down_.push_back(register_module(absl::StrCat("down", d), std::make_shared<DoubleConvImpl>(w << (d - 1), w << d)));
+    }
+    // Registered from the deepest level up, the order they run in (and the
+    // manifest's, common/model_zoo.cc).
+    up_.resize(static_cast<size_t>(depth));
+    for (int d = depth - 1; d >= 0; --d) {
+      up_[static_cast<size_t>(d)] = register_module(absl::StrCat("up", d), std::make_shared<UpImpl>(w << d));
+    }
+    head_ = register_module("head", torch::nn::Conv2d(torch::nn::Conv2dOptions(w, num_classes, 1)));
+  }
+
+  torch::Tensor forward(torch::Tensor x) override {
+    std::vector<torch::Tensor> skips;
+    for (size_t d = 0; d < down_.size(); ++d) {
+      if (d > 0) x = F::max_pool2d(x, F::MaxPool2dFuncOptions(2));
+      x = Block(*down_[d], x);
+      skips.push_back(x);
+    }
+    for (size_t d = up_.size(); d-- > 0;) {
+      UpImpl& up = *up_[d];
+      x = F::interpolate(x, F::InterpolateFuncOptions().scale_factor(std::vector<double>{2, 2}).mode(torch::kNearest));
+      x = torch::relu(Apply(up.upnorm, Apply(up.upconv, x)));
+      x = Block(up, torch::cat({skips[d], x}, 1));
+    }
+    return Apply(head_, x);
+  }
+
+ private:
+  // GroupNorm's groups: 8 where the channels allow (Wu & He 2018 found
+  // 8 to 32 best), else 4 (base_width is a multiple of 4).
+  static int64_t Groups(int64_t channels) { return channels % 8 == 0 ? 8 : 4; }
+
+  torch::Tensor Block(DoubleConvImpl& b, torch::Tensor x) {
+    x = torch::relu(Apply(b.norm1, Apply(b.conv1, x)));
+    return torch::relu(Apply(b.norm2, Apply(b.conv2, x)));
+  }
+
+  std::vector<std::shared_ptr<DoubleConvImpl>> down_;
+  std::vector<std::shared_ptr<UpImpl>> up_;
+  torch::nn::Conv2d head_{nullptr};
+};
+
 // "flat": one parameter vector of the plan's `parameters` length and no
 // network: a model of any size for measuring round overhead with
 // trainer = "noop" nodes. It cannot be trained or evaluated.
-class FlatImpl : public ClassifierImpl {
+class FlatImpl : public NetworkImpl {
  public:
   explicit FlatImpl(int64_t parameters) : weights_(register_parameter("weights", torch::zeros({parameters}))) {}
 
@@ -92,14 +170,18 @@ class FlatImpl : public ClassifierImpl {
 
 }  // namespace
 
-absl::StatusOr<std::shared_ptr<ClassifierImpl>> CreateClassifier(const ModelSpec& spec) {
+absl::StatusOr<std::shared_ptr<NetworkImpl>> CreateNetwork(const ModelSpec& spec) {
   absl::Status s = CheckModelSpec(spec);
   if (!s.ok()) return s;
   if (spec.architecture == "tbcnn28") {
-    return std::shared_ptr<ClassifierImpl>(std::make_shared<TbCnn28Impl>(spec.in_channels, spec.num_classes));
+    return std::shared_ptr<NetworkImpl>(std::make_shared<TbCnn28Impl>(spec.in_channels, spec.num_classes));
   }
-  if (spec.architecture == "flat") return std::shared_ptr<ClassifierImpl>(std::make_shared<FlatImpl>(spec.parameters));
-  return std::shared_ptr<ClassifierImpl>(std::make_shared<CtNetImpl>(spec.in_channels, spec.num_classes));
+  if (spec.architecture == "unet2d") {
+    return std::shared_ptr<NetworkImpl>(
+        std::make_shared<UNet2dImpl>(spec.in_channels, spec.num_classes, spec.depth, spec.base_width));
+  }
+  if (spec.architecture == "flat") return std::shared_ptr<NetworkImpl>(std::make_shared<FlatImpl>(spec.parameters));
+  return std::shared_ptr<NetworkImpl>(std::make_shared<CtNetImpl>(spec.in_channels, spec.num_classes));
 }
 
 Manifest ManifestOf(const torch::nn::Module& module) {

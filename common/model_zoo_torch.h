@@ -31,7 +31,7 @@ class LayerTap {
 
 // A classifier: images [N, C, H, W] in, logits [N, classes] out. Layers are
 // applied through Apply() so an installed LayerTap sees each of them.
-class ClassifierImpl : public torch::nn::Module {
+class NetworkImpl : public torch::nn::Module {
  public:
   virtual torch::Tensor forward(torch::Tensor x) = 0;
   // Not owned; nullptr removes it.
@@ -63,7 +63,7 @@ class ClassifierImpl : public torch::nn::Module {
   LayerTap* tap_ = nullptr;
 };
 
-absl::StatusOr<std::shared_ptr<ClassifierImpl>> CreateClassifier(const ModelSpec& spec);
+absl::StatusOr<std::shared_ptr<NetworkImpl>> CreateNetwork(const ModelSpec& spec);
 
 // Manifest of `module`'s parameters in registration order.
 Manifest ManifestOf(const torch::nn::Module& module);

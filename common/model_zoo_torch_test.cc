@@ -9,6 +9,7 @@
 #include <cmath>
 #include <cstring>
 #include <random>
+#include <tuple>
 
 #include "common/model_zoo.h"
 #include "common/wire_dtype.h"
@@ -25,6 +26,13 @@ std::vector<ModelSpec> SpecsToCheck() {
   ModelSpec flat{"flat", 1, 64, 2};
   flat.parameters = 1234;
   specs.push_back(flat);
+  for (auto [depth, width, classes] : {std::tuple{3, 16, 2}, std::tuple{1, 4, 3}, std::tuple{2, 12, 2}}) {
+    ModelSpec unet{"unet2d", 1, 32, classes};
+    unet.task = ModelTask::kSegmentation;
+    unet.depth = depth;
+    unet.base_width = width;
+    specs.push_back(unet);
+  }
   return specs;
 }
 
@@ -35,7 +43,7 @@ std::string Describe(const ModelSpec& s) {
 // The torch-free manifest (what the coordinator serves) is the network's own.
 TEST(ModelZooTorchTest, TorchFreeManifestMatchesTheNetworkForEveryArchitecture) {
   for (const ModelSpec& spec : SpecsToCheck()) {
-    absl::StatusOr<std::shared_ptr<ClassifierImpl>> net = CreateClassifier(spec);
+    absl::StatusOr<std::shared_ptr<NetworkImpl>> net = CreateNetwork(spec);
     ASSERT_TRUE(net.ok()) << net.status();
     absl::StatusOr<Manifest> manifest = ModelManifest(spec);
     ASSERT_TRUE(manifest.ok()) << manifest.status();
@@ -52,13 +60,36 @@ TEST(ModelZooTorchTest, TorchFreeManifestMatchesTheNetworkForEveryArchitecture) 
   }
 }
 
+// A U-Net gives per-pixel logits at the input's size, and each output pixel
+// sees the whole receptive field through the skip connections and the
+// bottleneck: changing one input pixel far away changes it.
+TEST(ModelZooTorchTest, UNetGivesPerPixelLogitsAtTheInputSize) {
+  ModelSpec spec{"unet2d", 2, 32, 4};
+  spec.task = ModelTask::kSegmentation;
+  spec.depth = 3;
+  spec.base_width = 8;
+  absl::StatusOr<std::shared_ptr<NetworkImpl>> net = CreateNetwork(spec);
+  ASSERT_TRUE(net.ok()) << net.status();
+  torch::NoGradGuard no_grad;
+  torch::Tensor x = torch::rand({3, 2, 32, 32});
+  torch::Tensor y = (*net)->forward(x);
+  EXPECT_EQ(y.sizes(), (std::vector<int64_t>{3, 4, 32, 32}));
+  torch::Tensor x2 = x.clone();
+  x2[0][0][31][31] = 5.0;
+  torch::Tensor y2 = (*net)->forward(x2);
+  EXPECT_GT((y2[0].select(1, 0).select(1, 0) - y[0].select(1, 0).select(1, 0)).abs().max().item<double>(), 0);
+  EXPECT_TRUE(torch::equal(y2[1], y[1]));  // images do not mix (GroupNorm is per image)
+}
+
 // The torch-free initialisation draws from PyTorch's default distributions:
 // per tensor, the same range (uniform within 1/sqrt(fan_in) for convolutions
 // and linear layers, constants for GroupNorm).
 TEST(ModelZooTorchTest, InitialisationHasTorchDefaultRanges) {
-  for (const ModelSpec& spec : {ModelSpec{"ctnet", 1, 32, 2}, ModelSpec{"tbcnn28", 1, 28, 10}}) {
+  ModelSpec unet{"unet2d", 1, 32, 2};
+  unet.task = ModelTask::kSegmentation;
+  for (const ModelSpec& spec : {ModelSpec{"ctnet", 1, 32, 2}, ModelSpec{"tbcnn28", 1, 28, 10}, unet}) {
     torch::manual_seed(1);
-    absl::StatusOr<std::shared_ptr<ClassifierImpl>> net = CreateClassifier(spec);
+    absl::StatusOr<std::shared_ptr<NetworkImpl>> net = CreateNetwork(spec);
     ASSERT_TRUE(net.ok());
     ModelParameters torch_init = ExtractParameters(**net);
     absl::StatusOr<ModelParameters> ours = InitialParameters(spec, 1);

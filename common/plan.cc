@@ -36,6 +36,22 @@ std::optional<std::string> SiteNameProblem(const std::string& name) {
 
 bool IsValidSiteName(const std::string& name) { return !SiteNameProblem(name).has_value(); }
 
+std::string TaskName(ModelTask task) {
+  switch (task) {
+    case ModelTask::kClassification:
+      return "classification";
+    case ModelTask::kSegmentation:
+      return "segmentation";
+  }
+  return absl::StrCat("task ", static_cast<int>(task));
+}
+
+std::optional<ModelTask> ParseTask(const std::string& name) {
+  if (name == "classification") return ModelTask::kClassification;
+  if (name == "segmentation") return ModelTask::kSegmentation;
+  return std::nullopt;
+}
+
 absl::StatusOr<FederationPlan> LoadPlan(const std::string& path, const StrategyCheck& check_strategy) {
   absl::StatusOr<std::unique_ptr<ConfigReader>> opened = ConfigReader::Open(path);
   if (!opened.ok()) return opened.status();
@@ -68,6 +84,24 @@ absl::StatusOr<FederationPlan> LoadPlan(const std::string& path, const StrategyC
   p.model.parameters = c.GetInt("model.parameters", 0, 0, int64_t{1} << 31);
   if (p.model.parameters != 0 && p.model.architecture != "flat") {
     c.Fail("model.parameters", "applies only to architecture \"flat\"; the others have a fixed size");
+  }
+  const std::string task = c.GetString("model.task", "classification");
+  if (std::optional<ModelTask> t = ParseTask(task)) {
+    p.model.task = *t;
+  } else {
+    c.Fail("model.task", "must be \"classification\" or \"segmentation\"");
+  }
+  if (c.Has("model.depth") || c.Has("model.base_width")) {
+    if (p.model.architecture != "unet2d") {
+      c.Fail(c.Has("model.depth") ? "model.depth" : "model.base_width", "applies only to architecture \"unet2d\"");
+    }
+  }
+  p.model.depth = static_cast<int>(c.GetInt("model.depth", 3, 1, kMaxUnetDepth));
+  p.model.base_width = static_cast<int>(c.GetInt("model.base_width", 16, 4, kMaxUnetBaseWidth));
+  p.model.class_names = c.GetStringArray("model.class_names", std::vector<std::string>{});
+  if (!p.model.class_names.empty() && static_cast<int>(p.model.class_names.size()) != p.model.num_classes) {
+    c.Fail("model.class_names",
+           absl::StrCat("names ", p.model.class_names.size(), " classes, but num_classes is ", p.model.num_classes));
   }
 
   p.training.local_epochs = static_cast<int>(c.GetInt("training.local_epochs", 1, 1, 1000));

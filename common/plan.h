@@ -12,13 +12,32 @@
 
 namespace fedrad {
 
+// What a model is trained to say of an image: one class for the whole image,
+// or one class per pixel (class 0 the background). The wire carries the
+// number; CheckModelSpec refuses any other value.
+enum class ModelTask : int { kClassification = 0, kSegmentation = 1 };
+std::string TaskName(ModelTask task);
+std::optional<ModelTask> ParseTask(const std::string& name);
+
 // Which network from the model zoo, and its input/output shape.
+inline constexpr int kMaxUnetDepth = 5;
+inline constexpr int kMaxUnetBaseWidth = 128;
+
 struct ModelSpec {
   std::string architecture = "ctnet";
   int in_channels = 1;
   int input_size = 64;
   int num_classes = 2;
   int64_t parameters = 0;  // "flat" only: the length of its one parameter vector
+  ModelTask task = ModelTask::kClassification;
+  // "unet2d" only: how many times the encoder halves the image, and the
+  // channels of its first level (doubled at each level down).
+  int depth = 3;
+  int base_width = 16;
+  // The classes' names, by index (segmentation: index 0 is the background);
+  // empty: numbered. Public: they go into the model's metadata and the
+  // segment labels of the SEG objects predict writes.
+  std::vector<std::string> class_names;
 };
 
 // Local training settings the coordinator sends with every task. Under DP a

@@ -90,6 +90,31 @@ TEST(PlanTest, TheStrategyCheckSpeaksThroughThePlan) {
   EXPECT_NE(p.status().message().find("field 'strategy.name' is not one I know"), std::string::npos) << p.status();
 }
 
+TEST(PlanTest, SegmentationTaskAndUNetShape) {
+  const std::string sites = "[[site]]\nname = \"a\"\n[[site]]\nname = \"b\"\n";
+  auto p =
+      LoadPlan(WritePlan("[federation]\nname = \"d\"\n[model]\ntask = \"segmentation\"\narchitecture = \"unet2d\"\n"
+                         "depth = 2\nbase_width = 8\nclass_names = [\"background\", \"lesion\"]\n" +
+                         sites));
+  ASSERT_TRUE(p.ok()) << p.status();
+  EXPECT_EQ(p->model.task, ModelTask::kSegmentation);
+  EXPECT_EQ(p->model.depth, 2);
+  EXPECT_EQ(p->model.base_width, 8);
+  EXPECT_EQ(p->model.class_names, (std::vector<std::string>{"background", "lesion"}));
+  auto defaults = LoadPlan(WritePlan("[federation]\nname = \"d\"\n" + sites));
+  ASSERT_TRUE(defaults.ok());
+  EXPECT_EQ(defaults->model.task, ModelTask::kClassification);
+  auto unknown = LoadPlan(WritePlan("[federation]\nname = \"d\"\n[model]\ntask = \"detection\"\n" + sites));
+  ASSERT_FALSE(unknown.ok());
+  EXPECT_NE(unknown.status().message().find("model.task"), std::string::npos) << unknown.status();
+  auto depth = LoadPlan(WritePlan("[federation]\nname = \"d\"\n[model]\ndepth = 2\n" + sites));
+  ASSERT_FALSE(depth.ok());
+  EXPECT_NE(depth.status().message().find("model.depth"), std::string::npos) << depth.status();
+  auto names = LoadPlan(WritePlan("[federation]\nname = \"d\"\n[model]\nclass_names = [\"a\"]\n" + sites));
+  ASSERT_FALSE(names.ok());
+  EXPECT_NE(names.status().message().find("model.class_names"), std::string::npos) << names.status();
+}
+
 TEST(PlanTest, UpdateDtype) {
   const std::string sites = "[[site]]\nname = \"a\"\n[[site]]\nname = \"b\"\n";
   auto p = LoadPlan(WritePlan("[federation]\nname = \"d\"\n" + sites));

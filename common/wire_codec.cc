@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <cmath>
 
+#include "common/model_zoo.h"
 #include "proto/federation.pb.h"
 
 namespace fedrad::protocol {
@@ -36,6 +37,10 @@ void Encode(const JoinedPlan& in, v1::Plan* out) {
   m->set_input_size(static_cast<uint32_t>(in.model.input_size));
   m->set_num_classes(static_cast<uint32_t>(in.model.num_classes));
   m->set_parameters(static_cast<uint64_t>(in.model.parameters));
+  m->set_task(static_cast<uint32_t>(in.model.task));
+  m->set_depth(static_cast<uint32_t>(in.model.depth));
+  m->set_base_width(static_cast<uint32_t>(in.model.base_width));
+  for (const std::string& name : in.model.class_names) m->add_class_names(name);
   out->set_manifest_sha256(in.manifest_sha256);
   out->set_rounds(static_cast<uint32_t>(in.rounds));
   out->set_chunk_bytes(in.chunk_bytes);
@@ -54,6 +59,13 @@ JoinedPlan Decode(const v1::Plan& in) {
   p.model.input_size = Clamped(in.model().input_size(), 1 << 30);
   p.model.num_classes = Clamped(in.model().num_classes(), 1 << 30);
   p.model.parameters = static_cast<int64_t>(std::min<uint64_t>(in.model().parameters(), uint64_t{1} << 32));
+  p.model.task = static_cast<ModelTask>(Clamped(in.model().task(), 1 << 30));
+  p.model.depth = Clamped(in.model().depth(), 1 << 30);
+  p.model.base_width = Clamped(in.model().base_width(), 1 << 30);
+  // More names than classes are refused by CheckModelSpec; none is copied past that.
+  for (int i = 0; i < in.model().class_names_size() && i <= kMaxClasses; ++i) {
+    p.model.class_names.push_back(in.model().class_names(i));
+  }
   p.manifest_sha256 = in.manifest_sha256();
   p.rounds = Clamped(in.rounds(), 1 << 30);
   p.chunk_bytes = in.chunk_bytes();

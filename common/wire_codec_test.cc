@@ -43,14 +43,31 @@ TEST(WireCodecTest, ThePlanTravelsWhole) {
   EXPECT_TRUE(q.require_dp);
   EXPECT_EQ(q.update_dtype, WireDtype::kBFloat16);
   EXPECT_EQ(q.min_report, 25);
+  EXPECT_EQ(q.model.task, ModelTask::kClassification);
+
+  p.model = {.architecture = "unet2d",
+             .in_channels = 1,
+             .input_size = 64,
+             .num_classes = 2,
+             .task = ModelTask::kSegmentation,
+             .depth = 4,
+             .base_width = 8,
+             .class_names = {"background", "lesion"}};
+  q = RoundTrip<JoinedPlan, v1::Plan>(p);
+  EXPECT_EQ(q.model.task, ModelTask::kSegmentation);
+  EXPECT_EQ(q.model.depth, 4);
+  EXPECT_EQ(q.model.base_width, 8);
+  EXPECT_EQ(q.model.class_names, p.model.class_names);
 
   v1::Plan odd;
+  odd.mutable_model()->set_task(9);
   odd.set_update_dtype(static_cast<v1::WireDtype>(9));
   odd.set_rounds(std::numeric_limits<uint32_t>::max());
   JoinedPlan o = Decode(odd);
   EXPECT_FALSE(o.update_dtype.has_value()) << "a dtype this build lacks is not read as another";
   EXPECT_GT(o.rounds, 0) << "no wrap into a negative count";
   EXPECT_EQ(o.min_report, 10) << "0: a coordinator from before min_report";
+  EXPECT_EQ(static_cast<int>(o.model.task), 9) << "an unknown task stays unknown, for CheckModelSpec to refuse";
 }
 
 TEST(WireCodecTest, EveryTaskKindTravelsWhole) {

@@ -17,7 +17,7 @@ namespace F = torch::nn::functional;
 
 // The slow reference for patient-level clipping: a backward pass per image,
 // summed per patient, clipped, summed.
-std::vector<torch::Tensor> NaiveClippedSum(ClassifierImpl& model, const torch::Tensor& x, const torch::Tensor& y,
+std::vector<torch::Tensor> NaiveClippedSum(NetworkImpl& model, const torch::Tensor& x, const torch::Tensor& y,
                                            const std::vector<int64_t>& unit, int64_t units, double clip) {
   std::vector<torch::Tensor> params = model.parameters();
   std::vector<std::vector<torch::Tensor>> per_unit(units);
@@ -41,7 +41,7 @@ std::vector<torch::Tensor> NaiveClippedSum(ClassifierImpl& model, const torch::T
 }
 
 // One summed-loss forward and backward pass with `sampler` installed.
-void Backward(ClassifierImpl& model, GradSampler& sampler, const torch::Tensor& x, const torch::Tensor& y) {
+void Backward(NetworkImpl& model, GradSampler& sampler, const torch::Tensor& x, const torch::Tensor& y) {
   model.set_tap(&sampler);
   model.zero_grad();
   F::cross_entropy(model.forward(x), y, F::CrossEntropyFuncOptions().reduction(torch::kSum)).backward();
@@ -50,7 +50,7 @@ void Backward(ClassifierImpl& model, GradSampler& sampler, const torch::Tensor& 
 
 TEST(DpSgdTest, PatientLevelClippedSumEqualsNaiveLoop) {
   torch::manual_seed(5);
-  auto model = CreateClassifier(ModelSpec{"ctnet", 1, 32, 2});
+  auto model = CreateNetwork(ModelSpec{"ctnet", 1, 32, 2});
   ASSERT_TRUE(model.ok());
   torch::Tensor x = torch::rand({7, 1, 32, 32});
   torch::Tensor y = torch::randint(0, 2, {7}, torch::kInt64);
@@ -88,7 +88,7 @@ TEST(DpSgdTest, PatientLevelClippedSumEqualsNaiveLoop) {
 // the other units, finite, each still moving it by at most C.
 TEST(DpSgdTest, AUnitWithANonFiniteGradientContributesNothing) {
   torch::manual_seed(6);
-  auto model = CreateClassifier(ModelSpec{"ctnet", 1, 32, 2});
+  auto model = CreateNetwork(ModelSpec{"ctnet", 1, 32, 2});
   ASSERT_TRUE(model.ok());
   const torch::Tensor clean = torch::rand({7, 1, 32, 32});
   const torch::Tensor y = torch::randint(0, 2, {7}, torch::kInt64);
@@ -135,7 +135,7 @@ TEST(DpSgdTest, AUnitWithANonFiniteGradientContributesNothing) {
 
 TEST(DpSgdTest, NoiseHasStandardDeviationSigmaTimesClipOverExpectedBatch) {
   // A linear layer whose inputs are zero has zero gradients: what is left is noise.
-  class ZeroImpl : public ClassifierImpl {
+  class ZeroImpl : public NetworkImpl {
    public:
     ZeroImpl() : fc_(register_module("fc", torch::nn::Linear(300, 200))) {}
     torch::Tensor forward(torch::Tensor x) override { return Apply(fc_, x * 0); }

@@ -18,7 +18,7 @@ namespace fedrad::node {
 // gradients for Conv2d, normalised activations times output gradients for
 // GroupNorm and LayerNorm), materialised as [batch, ...parameter shape].
 //
-// Use: install with ClassifierImpl::set_tap, run forward and backward on a
+// Use: install with NetworkImpl::set_tap, run forward and backward on a
 // batch, call PerSampleGradients(), then Clear() before the next batch.
 // Not thread-safe.
 // The factor DP-SGD scales each unit's gradient by: min(1, clip / norm)

@@ -33,7 +33,7 @@ class LastSpatialLayer : public LayerTap {
 
 class TorchPredictor : public Predictor {
  public:
-  TorchPredictor(ModelSpec spec, std::shared_ptr<ClassifierImpl> model) : spec_(spec), model_(std::move(model)) {}
+  TorchPredictor(ModelSpec spec, std::shared_ptr<NetworkImpl> model) : spec_(spec), model_(std::move(model)) {}
 
   absl::StatusOr<BatchOutput> Run(const float* pixels, int64_t n, bool heatmaps) override {
     BatchOutput out;
@@ -87,14 +87,14 @@ class TorchPredictor : public Predictor {
   }
 
   const ModelSpec spec_;
-  std::shared_ptr<ClassifierImpl> model_;
+  std::shared_ptr<NetworkImpl> model_;
 };
 
 }  // namespace
 
 absl::StatusOr<std::unique_ptr<Predictor>> Predictor::Create(const SavedModel& saved) {
   try {
-    absl::StatusOr<std::shared_ptr<ClassifierImpl>> model = CreateClassifier(saved.spec);
+    absl::StatusOr<std::shared_ptr<NetworkImpl>> model = CreateNetwork(saved.spec);
     if (!model.ok()) return model.status();
     absl::Status s = LoadParameters(**model, saved.parameters);
     if (!s.ok()) return s;

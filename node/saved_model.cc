@@ -1,14 +1,19 @@
 #include "node/saved_model.h"
 
+#include <algorithm>
 #include <map>
 #include <optional>
 #include <vector>
 
+#include <nlohmann/json.hpp>
+
+#include "absl/strings/escaping.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "absl/strings/str_split.h"
 #include "common/files.h"
+#include "common/json_depth.h"
 #include "common/model_zoo.h"
 #include "common/tensor.h"
 #include "crypto/sha256.h"
@@ -76,6 +81,34 @@ absl::StatusOr<SavedModel> LoadSavedModel(const std::string& path, const SavedMo
   out.path = path;
   out.sha256 = crypto::Sha256Hex(*bytes);
   out.spec = ModelSpec{arch->second, *channels, *size, *classes};
+  if (auto task = file->metadata.find("task"); task != file->metadata.end()) {
+    std::optional<ModelTask> t = ParseTask(task->second);
+    if (!t) {
+      return absl::InvalidArgumentError(absl::StrCat("'", path, "': metadata task = '",
+                                                     absl::CEscape(task->second.substr(0, 64)),
+                                                     "' is not \"classification\" or \"segmentation\""));
+    }
+    out.spec.task = *t;
+  }
+  if (out.spec.architecture == "unet2d") {
+    absl::StatusOr<int> depth = shape("depth", 0, out.spec.depth, "");
+    if (!depth.ok()) return depth.status();
+    absl::StatusOr<int> width = shape("base_width", 0, out.spec.base_width, "");
+    if (!width.ok()) return width.status();
+    out.spec.depth = *depth;
+    out.spec.base_width = *width;
+  }
+  if (auto names = file->metadata.find("class_names"); names != file->metadata.end()) {
+    const nlohmann::json j = JsonDepth(names->second, 1) == 1
+                                 ? nlohmann::json::parse(names->second, nullptr, /*allow_exceptions=*/false)
+                                 : nlohmann::json();
+    if (!j.is_array() || j.size() > static_cast<size_t>(kMaxClasses) ||
+        !std::all_of(j.begin(), j.end(), [](const nlohmann::json& e) { return e.is_string(); })) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("'", path, "': metadata class_names is not a JSON array of at most ", kMaxClasses, " names"));
+    }
+    for (const nlohmann::json& e : j) out.spec.class_names.push_back(e.get<std::string>());
+  }
   absl::Status s = CheckModelSpec(out.spec);
   if (!s.ok()) return absl::InvalidArgumentError(absl::StrCat("'", path, "': ", s.message()));
   absl::StatusOr<Manifest> manifest = ModelManifest(out.spec);

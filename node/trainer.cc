@@ -69,8 +69,8 @@ class ProximalTerm {
 };
 
 // DP-SGD over privacy units; see DpTrainingSettings.
-absl::StatusOr<TrainingOutcome> TrainPrivately(ClassifierImpl& model, const ModelParameters& global,
-                                               const ImageSet& train, const LocalTrainingSettings& settings) {
+absl::StatusOr<TrainingOutcome> TrainPrivately(NetworkImpl& model, const ModelParameters& global, const ImageSet& train,
+                                               const LocalTrainingSettings& settings) {
   const DpTrainingSettings& dp = *settings.dp;
   if (!(dp.sampling_rate > 0 && dp.sampling_rate <= 1) || dp.steps < 1 || !(dp.clip_norm > 0) ||
       !(dp.noise_multiplier >= 0)) {
@@ -204,7 +204,7 @@ absl::StatusOr<TrainingOutcome> TrainLocally(const ModelSpec& spec, const ModelP
   absl::Status s = CheckInputs(spec, train);
   if (!s.ok()) return s;
   try {
-    absl::StatusOr<std::shared_ptr<ClassifierImpl>> model = CreateClassifier(spec);
+    absl::StatusOr<std::shared_ptr<NetworkImpl>> model = CreateNetwork(spec);
     if (!model.ok()) return model.status();
     s = LoadParameters(**model, global);
     if (!s.ok()) return s;
@@ -256,7 +256,7 @@ absl::StatusOr<Evaluation> EvaluateModel(const ModelSpec& spec, const ModelParam
   absl::Status s = CheckInputs(spec, images);
   if (!s.ok()) return s;
   try {
-    absl::StatusOr<std::shared_ptr<ClassifierImpl>> model = CreateClassifier(spec);
+    absl::StatusOr<std::shared_ptr<NetworkImpl>> model = CreateNetwork(spec);
     if (!model.ok()) return model.status();
     s = LoadParameters(**model, parameters);
     if (!s.ok()) return s;

@@ -2,7 +2,8 @@
 
 A fedrad model is a .safetensors file: float32 tensors named as PyTorch names
 a module's parameters ("conv1.weight", ...), and header metadata that says
-what it is: architecture, in_channels, input_size, num_classes, round,
+what it is: architecture, task, in_channels, input_size, num_classes (and
+for unet2d depth and base_width), class_names, round,
 manifest_sha256 and preprocessing (how DICOM became the model's input, in the
 order window -> resize -> denoise -> CLAHE -> normalize). The classes below
 are the same networks as common/model_zoo_torch.cc, layer for layer:
@@ -69,7 +70,63 @@ class TbCnn28(nn.Module):
         return self.fc2(x)
 
 
-ARCHITECTURES = {"ctnet": CtNet, "tbcnn28": TbCnn28}
+def _groups(channels):
+    return 8 if channels % 8 == 0 else 4
+
+
+class _DoubleConv(nn.Module):
+    def __init__(self, cin, cout):
+        super().__init__()
+        self.conv1 = nn.Conv2d(cin, cout, 3, padding=1)
+        self.norm1 = nn.GroupNorm(_groups(cout), cout)
+        self.conv2 = nn.Conv2d(cout, cout, 3, padding=1)
+        self.norm2 = nn.GroupNorm(_groups(cout), cout)
+
+    def block(self, x):
+        x = F.relu(self.norm1(self.conv1(x)))
+        return F.relu(self.norm2(self.conv2(x)))
+
+
+class _Up(_DoubleConv):
+    def __init__(self, cout):
+        super().__init__(2 * cout, cout)
+        self.upconv = nn.Conv2d(2 * cout, cout, 3, padding=1)
+        self.upnorm = nn.GroupNorm(_groups(cout), cout)
+
+
+class UNet2d(nn.Module):
+    """"unet2d": U-Net with GroupNorm and ReLU; nearest upsampling then a 3x3 convolution on the way up.
+
+    Images [N, C, S, S] in, per-pixel class logits [N, classes, S, S] out.
+    """
+
+    def __init__(self, in_channels, num_classes, depth=3, base_width=16):
+        super().__init__()
+        w = base_width
+        self.depth = depth
+        self.down0 = _DoubleConv(in_channels, w)
+        for d in range(1, depth + 1):
+            setattr(self, f"down{d}", _DoubleConv(w << (d - 1), w << d))
+        for d in range(depth - 1, -1, -1):
+            setattr(self, f"up{d}", _Up(w << d))
+        self.head = nn.Conv2d(w, num_classes, 1)
+
+    def forward(self, x):
+        skips = []
+        for d in range(self.depth + 1):
+            if d > 0:
+                x = F.max_pool2d(x, 2)
+            x = getattr(self, f"down{d}").block(x)
+            skips.append(x)
+        for d in range(self.depth - 1, -1, -1):
+            up = getattr(self, f"up{d}")
+            x = F.interpolate(x, scale_factor=2, mode="nearest")
+            x = F.relu(up.upnorm(up.upconv(x)))
+            x = up.block(torch.cat([skips[d], x], 1))
+        return self.head(x)
+
+
+ARCHITECTURES = {"ctnet": CtNet, "tbcnn28": TbCnn28, "unet2d": UNet2d}
 
 
 def build(metadata):
@@ -77,7 +134,10 @@ def build(metadata):
     arch = metadata["architecture"]
     if arch not in ARCHITECTURES:
         raise ValueError(f"architecture {arch!r} has no PyTorch twin here (known: {', '.join(ARCHITECTURES)})")
-    return ARCHITECTURES[arch](int(metadata.get("in_channels", 1)), int(metadata["num_classes"]))
+    in_channels, classes = int(metadata.get("in_channels", 1)), int(metadata["num_classes"])
+    if arch == "unet2d":
+        return UNet2d(in_channels, classes, int(metadata.get("depth", 3)), int(metadata.get("base_width", 16)))
+    return ARCHITECTURES[arch](in_channels, classes)
 
 
 def read_safetensors(path):
