@@ -266,6 +266,18 @@ absl::Status CheckEncapsulatedFrames(DcmDataset* ds, E_TransferSyntax xfer, cons
 
 }  // namespace
 
+absl::Status SaveDicomFile(DcmFileFormat& file, const std::string& path) {
+  const std::string tmp = absl::StrCat(path, ".tmp");
+  if (OFCondition c = file.saveFile(tmp.c_str(), EXS_LittleEndianExplicit); c.bad()) {
+    std::remove(tmp.c_str());
+    return absl::InternalError(absl::StrCat("cannot write '", path, "': ", c.text()));
+  }
+  std::error_code ec;
+  std::filesystem::rename(tmp, path, ec);
+  if (ec) return absl::InternalError(absl::StrCat("cannot write '", path, "': ", ec.message()));
+  return absl::OkStatus();
+}
+
 void InitDcmtk() {
   static std::once_flag once;
   std::call_once(once, [] {

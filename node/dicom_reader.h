@@ -10,6 +10,8 @@
 #include "absl/status/statusor.h"
 #include "absl/strings/string_view.h"
 
+class DcmFileFormat;
+
 namespace fedrad::node {
 
 // One frame's modality values (after RescaleSlope/Intercept, e.g. Hounsfield
@@ -89,6 +91,10 @@ absl::Status DicomFileError(DicomProblem problem, const std::string& path, absl:
 
 // The problem and reason of a ReadDicomImage error; nullopt for any other status.
 std::optional<DicomError> DicomErrorOf(const absl::Status& status);
+
+// Writes `file` to `path` in explicit little endian through a temporary file
+// renamed into place, so `path` is never half written; errors name it.
+absl::Status SaveDicomFile(DcmFileFormat& file, const std::string& path);
 
 // Registers DCMTK's decoders and silences its logger (problems come back as
 // statuses instead). Idempotent and thread-safe; ReadDicomImage calls it.

@@ -7,7 +7,6 @@
 #include <opencv2/imgproc.hpp>
 
 #include <algorithm>
-#include <filesystem>
 
 #include "absl/strings/str_cat.h"
 #include "absl/time/clock.h"
@@ -153,13 +152,7 @@ absl::Status WriteSecondaryCapture(const RgbImage& image, const SecondaryCapture
     item->putAndInsertString(DCM_ReferencedSOPInstanceUID, source_uid.c_str());
     if (multi_frame) item->putAndInsertString(DCM_ReferencedFrameNumber, std::to_string(c.frame + 1).c_str());
   }
-  const std::string tmp = out_path + ".tmp";
-  OFCondition saved = file.saveFile(tmp.c_str(), EXS_LittleEndianExplicit);
-  if (saved.bad()) return absl::InternalError(absl::StrCat("cannot write '", out_path, "': ", saved.text()));
-  std::error_code ec;
-  std::filesystem::rename(tmp, out_path, ec);
-  if (ec) return absl::InternalError(absl::StrCat("cannot write '", out_path, "': ", ec.message()));
-  return absl::OkStatus();
+  return SaveDicomFile(file, out_path);
 }
 
 }  // namespace fedrad::node

@@ -7,6 +7,8 @@
 #include <dcmtk/dcmdata/dcpxitem.h>
 #include <dcmtk/dcmdata/dcuid.h>
 
+#include <cstdio>
+#include <cstdlib>
 #include <fstream>
 #include <vector>
 
@@ -97,6 +99,25 @@ std::vector<std::vector<std::string>> ReadCsvRows(const std::string& path) {
   std::string line;
   while (std::getline(in, line)) rows.push_back(absl::StrSplit(line, ','));
   return rows;
+}
+
+Dciodvfy RunDciodvfy(const std::string& path) {
+  Dciodvfy out;
+  const std::string log = path + ".dciodvfy.txt";
+  const std::string command = "dciodvfy '" + path + "' > '" + log + "' 2>&1";
+  // dciodvfy's exit status does not tell errors from warnings: its lines do.
+  if (std::system(command.c_str()) == -1) return out;
+  std::ifstream in(log);
+  for (std::string line; std::getline(in, line);) {
+    out.output += line + "\n";
+    if (line.rfind("Error", 0) == 0) {
+      out.errors.push_back(line);
+    } else if (out.iod.empty() && !line.empty() && line.find(' ') == std::string::npos) {
+      out.iod = line;  // the IOD's name stands alone on its line
+    }
+  }
+  std::remove(log.c_str());
+  return out;
 }
 
 }  // namespace fedrad::node::testing

@@ -42,6 +42,17 @@ bool WriteJpeg2000Stub(const std::string& path, const std::string& patient_id = 
 // what the tools write.
 std::vector<std::vector<std::string>> ReadCsvRows(const std::string& path);
 
+// What dciodvfy (Debian's dicom3tools) says of a file: the IOD it checked
+// the file against (its line naming it, e.g. "CTImage", "Segmentation";
+// empty if it named none, as when it could not run), its error lines, and
+// its whole output for the failure message.
+struct Dciodvfy {
+  std::string iod;
+  std::vector<std::string> errors;
+  std::string output;
+};
+Dciodvfy RunDciodvfy(const std::string& path);
+
 }  // namespace fedrad::node::testing
 
 #endif  // FEDRAD_NODE_TEST_DICOM_H_

@@ -14,7 +14,7 @@ packages=(
   nlohmann-json3-dev libcpp-httplib-dev
   libgtest-dev libgmock-dev libbenchmark-dev
   sqlite3 procps time python3 python3-numpy python3-pydicom python3-torch
-  chromium
+  chromium dicom3tools
 )
 
 missing=()

@@ -77,6 +77,12 @@ SynthCommand::SynthCommand(CLI::App* app) {
       ->capture_default_str()
       ->check(CLI::Range(32, 2048));
   command_->add_option("--names", options_.site_names, "Site names (default hospital-a, hospital-b, ...)");
+  command_
+      ->add_option("--task", options_.task,
+                   "classification: labels.csv says which slices show a lesion; segmentation: each patient's "
+                   "series also gets its lesion masks as a DICOM SEG object (seg.dcm beside its slices)")
+      ->capture_default_str()
+      ->check(CLI::IsMember({"classification", "segmentation"}));
 }
 
 int SynthCommand::Run() {

@@ -1,9 +1,5 @@
 #include "tools/synth.h"
 
-#include <dcmtk/dcmdata/dcdeftag.h>
-#include <dcmtk/dcmdata/dcfilefo.h>
-#include <dcmtk/dcmdata/dcuid.h>
-
 #include <algorithm>
 #include <cmath>
 #include <cstring>
@@ -16,6 +12,8 @@
 #include "absl/strings/str_format.h"
 #include "common/files.h"
 #include "crypto/sha256.h"
+#include "node/dicom_seg.h"
+#include "node/synthetic_ct.h"
 
 namespace fedrad::tools {
 
@@ -43,57 +41,6 @@ void FillEllipse(std::vector<float>& hu, int n, double cx, double cy, double ax,
   }
 }
 
-absl::Status WriteCtSlice(const std::string& path, const std::vector<float>& hu, int n, const std::string& patient_id,
-                          const std::string& study_uid, const std::string& series_uid, const std::string& sop_uid,
-                          int instance) {
-  DcmFileFormat file;
-  DcmDataset* ds = file.getDataset();
-  std::vector<Uint16> stored(hu.size());
-  for (size_t i = 0; i < hu.size(); ++i) {
-    const long v = std::lround(std::clamp(hu[i], -1024.0f, 3071.0f)) + 1024;  // intercept -1024
-    const Sint16 s = static_cast<Sint16>(v);
-    std::memcpy(&stored[i], &s, sizeof s);
-  }
-  const std::string z = absl::StrFormat("%.1f", instance * 5.0);
-  OFCondition c = ds->putAndInsertString(DCM_SOPClassUID, UID_CTImageStorage);
-  auto put = [&](const DcmTagKey& tag, const std::string& v) {
-    if (c.good()) c = ds->putAndInsertString(tag, v.c_str());
-  };
-  put(DCM_SOPInstanceUID, sop_uid);
-  put(DCM_StudyInstanceUID, study_uid);
-  put(DCM_SeriesInstanceUID, series_uid);
-  put(DCM_Modality, "CT");
-  put(DCM_PatientID, patient_id);
-  put(DCM_PatientName, "Synthetic^" + patient_id);
-  put(DCM_StudyDate, "20260101");
-  put(DCM_SeriesNumber, "1");
-  put(DCM_InstanceNumber, std::to_string(instance));
-  put(DCM_ImageType, "ORIGINAL\\PRIMARY\\AXIAL");
-  put(DCM_PhotometricInterpretation, "MONOCHROME2");
-  put(DCM_PixelSpacing, "0.8\\0.8");
-  put(DCM_SliceThickness, "5");
-  put(DCM_ImagePositionPatient, "0\\0\\" + z);
-  put(DCM_ImageOrientationPatient, "1\\0\\0\\0\\1\\0");
-  put(DCM_RescaleIntercept, "-1024");
-  put(DCM_RescaleSlope, "1");
-  put(DCM_RescaleType, "HU");
-  put(DCM_WindowCenter, "40");
-  put(DCM_WindowWidth, "400");
-  if (c.good()) c = ds->putAndInsertUint16(DCM_SamplesPerPixel, 1);
-  if (c.good()) c = ds->putAndInsertUint16(DCM_Rows, static_cast<Uint16>(n));
-  if (c.good()) c = ds->putAndInsertUint16(DCM_Columns, static_cast<Uint16>(n));
-  if (c.good()) c = ds->putAndInsertUint16(DCM_BitsAllocated, 16);
-  if (c.good()) c = ds->putAndInsertUint16(DCM_BitsStored, 16);
-  if (c.good()) c = ds->putAndInsertUint16(DCM_HighBit, 15);
-  if (c.good()) c = ds->putAndInsertUint16(DCM_PixelRepresentation, 1);
-  if (c.good()) c = ds->putAndInsertUint16Array(DCM_PixelData, stored.data(), stored.size());
-  if (c.good()) c = file.saveFile(path.c_str(), EXS_LittleEndianExplicit);
-  if (c.bad()) {
-    return absl::InternalError(absl::StrCat("writing '", path, "': ", c.text()));
-  }
-  return absl::OkStatus();
-}
-
 }  // namespace
 
 std::string DefaultSiteName(int index) {
@@ -110,6 +57,11 @@ absl::Status WriteSyntheticCohort(const SynthOptions& o) {
   if (o.sites < 1 || o.patients_per_site < 1 || o.images_per_patient < 1 || o.image_size < 32 || o.image_size > 2048) {
     return absl::InvalidArgumentError("synth: sites, patients and images must be positive; size in [32, 2048]");
   }
+  if (o.task != "classification" && o.task != "segmentation") {
+    return absl::InvalidArgumentError(
+        absl::StrCat("synth: --task must be classification or segmentation, not '", o.task, "'"));
+  }
+  const bool segmentation = o.task == "segmentation";
   const int n = o.image_size;
   for (int site = 0; site < o.sites; ++site) {
     const std::string name = site < static_cast<int>(o.site_names.size()) ? o.site_names[site] : DefaultSiteName(site);
@@ -146,6 +98,13 @@ absl::Status WriteSyntheticCohort(const SynthOptions& o) {
       const std::string patient_dir = absl::StrCat(site_dir, "/", pid);
       s = EnsureDirectory(patient_dir);
       if (!s.ok()) return s;
+      node::SegWrite seg;
+      seg.segment_labels = {"lesion"};
+      seg.automatic = false;  // the ground truth, as if drawn
+      seg.series_description = "lesion ground truth";
+      seg.sop_instance_uid = crypto::UidFromKey(absl::StrCat(o.seed, "/seg/", pid));
+      seg.series_instance_uid = crypto::UidFromKey(absl::StrCat(o.seed, "/seg-series/", pid));
+      seg.content_date_time = "20260101120000";  // byte-identical reruns
       for (int k = 0; k < o.images_per_patient; ++k) {
         std::vector<float> hu(static_cast<size_t>(n) * n, -1000.0f);
         const double shrink = 1.0 - 0.03 * std::abs(k - (o.images_per_patient - 1) / 2.0);
@@ -176,16 +135,45 @@ absl::Status WriteSyntheticCohort(const SynthOptions& o) {
         }
         for (float& v : hu) v += static_cast<float>(noise(rng));
         const std::string rel = absl::StrFormat("%s/%02d.dcm", pid, k + 1);
-        s = WriteCtSlice(absl::StrCat(site_dir, "/", rel), hu, n, pid, study, series,
-                         crypto::UidFromKey(absl::StrCat(o.seed, "/sop/", pid, "/", k)), k + 1);
+        node::CtSlice slice;
+        slice.size = n;
+        slice.hu = std::move(hu);
+        slice.patient_id = pid;
+        slice.study_uid = study;
+        slice.series_uid = series;
+        slice.frame_of_reference_uid = crypto::UidFromKey(absl::StrCat(o.seed, "/frame-of-reference/", pid));
+        slice.sop_uid = crypto::UidFromKey(absl::StrCat(o.seed, "/sop/", pid, "/", k));
+        slice.instance = k + 1;
+        slice.accession_number = absl::StrFormat("A%07d", p + 1);
+        s = node::WriteCtSlice(slice, absl::StrCat(site_dir, "/", rel));
         if (!s.ok()) return s;
+        if (segmentation) {
+          seg.source_paths.push_back(absl::StrCat(site_dir, "/", rel));
+          if (visible) {
+            // The lesion is the disc up to its radius (the rim's midpoint).
+            node::SegFrame frame{slice.sop_uid, 0, 1, std::vector<uint8_t>(static_cast<size_t>(n) * n, 0)};
+            for (int y = 0; y < n; ++y) {
+              for (int x = 0; x < n; ++x) {
+                frame.mask[static_cast<size_t>(y) * n + x] = (x - lx) * (x - lx) + (y - ly) * (y - ly) <= r * r;
+              }
+            }
+            seg.frames.push_back(std::move(frame));
+          }
+        }
         absl::StrAppend(&labels, rel, ",", visible ? 1 : 0, "\n");
         positives += visible;
         ++images;
       }
+      if (segmentation) {
+        s = node::WriteSegmentation(seg, absl::StrCat(patient_dir, "/seg.dcm"));
+        if (!s.ok()) return s;
+      }
     }
-    s = WriteFileAtomically(site_dir + "/labels.csv", labels);
-    if (!s.ok()) return s;
+    // Segmentation's labels are the SEG objects, which the node finds itself.
+    if (!segmentation) {
+      s = WriteFileAtomically(site_dir + "/labels.csv", labels);
+      if (!s.ok()) return s;
+    }
     spdlog::info("synth: {}: {} patients, {} images, {} with a lesion (noise {} HU, offset {} HU)", name,
                  o.patients_per_site, images, positives, style.noise_hu, style.offset_hu);
   }

@@ -17,10 +17,16 @@ struct SynthOptions {
   int image_size = 128;
   // Site names; empty means hospital-a, hospital-b, ...
   std::vector<std::string> site_names;
+  // "segmentation": each patient's series also gets its ground truth as a
+  // DICOM SEG object, <patient>/seg.dcm: segment 1 "lesion", one frame per
+  // slice the lesion shows on (the disc up to its radius), referencing every
+  // slice of the series (a slice without a frame has no lesion).
+  std::string task = "classification";
 };
 
 // Writes a synthetic CT cohort: per site, <out>/<site>/<patient>/<n>.dcm
-// (int16, RescaleIntercept -1024, real DICOM via DCMTK) and
+// (int16, RescaleIntercept -1024, real DICOM via DCMTK, valid CT Image
+// IODs) and
 // <out>/<site>/labels.csv. Label 1 means a lesion is visible in the slice.
 // Sites differ in noise, intensity offset and lesion prevalence (non-IID).
 // The same options always give byte-identical files.

@@ -6,6 +6,7 @@
 
 #include "common/files.h"
 #include "crypto/sha256.h"
+#include "node/dicom_seg.h"
 
 namespace fedrad::tools {
 namespace {
@@ -44,6 +45,47 @@ TEST(SynthTest, SameSeedSameBytesAndEveryImageLabelled) {
   auto labels = ReadFile(base + "/one/hospital-b/labels.csv");
   ASSERT_TRUE(labels.ok());
   EXPECT_EQ(std::count(labels->begin(), labels->end(), '\n'), 7);
+  fs::remove_all(base);
+}
+
+// --task segmentation: every patient's series gets a SEG object that
+// references each of its slices and reads back with the lesion's frames,
+// agreeing with the classification labels of the same seed (a slice shows
+// a lesion exactly when it has a non-empty frame); reruns are byte-identical.
+TEST(SynthTest, SegmentationWritesGroundTruthSegObjects) {
+  const std::string base = fs::temp_directory_path() / ("fedrad_synth_seg_" + std::to_string(::getpid()));
+  SynthOptions o;
+  o.sites = 1;
+  o.patients_per_site = 4;
+  o.images_per_patient = 5;
+  o.image_size = 32;
+  o.out_dir = base + "/classification";
+  ASSERT_TRUE(WriteSyntheticCohort(o).ok());
+  o.task = "segmentation";
+  o.out_dir = base + "/segmentation";
+  ASSERT_TRUE(WriteSyntheticCohort(o).ok());
+  o.out_dir = base + "/again";
+  ASSERT_TRUE(WriteSyntheticCohort(o).ok());
+  EXPECT_EQ(Snapshot(base + "/segmentation"), Snapshot(base + "/again"));
+  auto labels = ReadFile(base + "/classification/hospital-a/labels.csv");
+  ASSERT_TRUE(labels.ok());
+  int lesion_frames = 0, referenced = 0;
+  for (int p = 1; p <= 4; ++p) {
+    const std::string dir = base + "/segmentation/hospital-a/hospital-a-P000" + std::to_string(p);
+    absl::StatusOr<node::SegObject> seg = node::ReadSegmentation(dir + "/seg.dcm");
+    ASSERT_TRUE(seg.ok()) << seg.status();
+    EXPECT_EQ(seg->segments, (std::map<int, std::string>{{1, "lesion"}}));
+    referenced += static_cast<int>(seg->referenced_instances.size());
+    for (const node::SegFrame& f : seg->frames) {
+      lesion_frames += std::count(f.mask.begin(), f.mask.end(), 1) > 0;
+    }
+  }
+  EXPECT_EQ(referenced, 4 * 5);
+  int positives = 0;
+  for (size_t i = labels->find(",1\n"); i != std::string::npos; i = labels->find(",1\n", i + 1)) ++positives;
+  EXPECT_GT(positives, 0);
+  EXPECT_EQ(lesion_frames, positives);
+  EXPECT_FALSE(fs::exists(base + "/segmentation/hospital-a/labels.csv"));
   fs::remove_all(base);
 }
 
