@@ -1,5 +1,7 @@
 #include "node/commands.h"
 
+#include "common/model_zoo.h"
+
 #include <fcntl.h>
 #include <signal.h>
 #include <spdlog/spdlog.h>
@@ -185,7 +187,17 @@ TrainLocalCommand::TrainLocalCommand(CLI::App* app) {
   command_->add_option("--labels", tl_labels_, "labels.csv (default DATA/labels.csv)");
   command_->add_option("--test-data", tl_test_data_, "Held-out DICOM folder (default: a patient split of --data)");
   command_->add_option("--test-labels", tl_test_labels_, "Its labels.csv (default TEST_DATA/labels.csv)");
-  command_->add_option("--model", tl_arch_, "Model zoo architecture")->capture_default_str();
+  command_
+      ->add_option("--model", tl_arch_,
+                   "Model zoo architecture: ctnet or tbcnn28 classify images; unet2d segments them (its labels "
+                   "are the DICOM SEG objects in the data folder)")
+      ->capture_default_str();
+  command_->add_option("--depth", tl_depth_, "unet2d: levels down (the input size must be a multiple of 2^depth)")
+      ->capture_default_str()
+      ->check(CLI::Range(1, fedrad::kMaxUnetDepth));
+  command_->add_option("--width", tl_base_width_, "unet2d: channels of the first level (doubled per level)")
+      ->capture_default_str()
+      ->check(CLI::Range(4, fedrad::kMaxUnetBaseWidth));
   command_->add_option("--size", tl_size_, "Input size")->capture_default_str()->check(CLI::Range(16, 1024));
   command_->add_option("--classes", tl_classes_, "Number of classes")
       ->capture_default_str()
@@ -258,6 +270,15 @@ int TrainLocalCommand::Run() {
     o.test->labels_csv = tl_test_labels_.empty() ? tl_test_data_ + "/labels.csv" : tl_test_labels_;
   }
   o.model = {tl_arch_, 1, tl_size_, tl_classes_};
+  if (tl_arch_ == "unet2d") {
+    o.model.task = fedrad::ModelTask::kSegmentation;
+    o.model.depth = tl_depth_;
+    o.model.base_width = tl_base_width_;
+  }
+  o.model.class_names = o.spec.class_names;
+  o.spec.task = o.model.task;
+  if (o.test) o.test->task = o.model.task;
+  if (absl::Status s = fedrad::CheckModelSpec(o.model); !s.ok()) return Fail(s, 2);
   o.epochs = tl_epochs_;
   o.batch = tl_batch_;
   o.learning_rate = tl_lr_;

@@ -13,6 +13,7 @@
 #include "absl/strings/strip.h"
 #include "common/files.h"
 #include "crypto/sha256.h"
+#include "node/dicom_seg.h"
 
 namespace fedrad::node {
 
@@ -23,6 +24,10 @@ void ImageSet::Append(const ImageSet& other, int64_t index) {
   channels = other.channels;
   size = other.size;
   pixels.insert(pixels.end(), other.pixels.begin() + index * per, other.pixels.begin() + (index + 1) * per);
+  if (!other.masks.empty()) {
+    const size_t m = static_cast<size_t>(other.size) * other.size;
+    masks.insert(masks.end(), other.masks.begin() + index * m, other.masks.begin() + (index + 1) * m);
+  }
   labels.push_back(other.labels[index]);
   patients.push_back(other.patients[index]);
   if (static_cast<int64_t>(other.sources.size()) > index) sources.push_back(other.sources[index]);
@@ -125,11 +130,148 @@ std::vector<std::string> ListDataFiles(const std::string& dir, const std::string
   return files;
 }
 
+namespace {
+
+// The report's bookkeeping both loaders share: files that did not load,
+// each loaded file's facts, and the patient figures at the end.
+class Tally {
+ public:
+  explicit Tally(LoadReport* report) : report_(report) {}
+  // Decodes the files (relative to the data folder) with the threaded loader.
+  static std::vector<LoadedImage> LoadAll(const DatasetSpec& spec, const std::vector<std::string>& to_load) {
+    std::vector<std::string> paths;
+    for (const std::string& rel : to_load) paths.push_back((fs::path(spec.data_dir) / rel).string());
+    std::vector<LoadedImage> loaded(paths.size());
+    ImageLoader loader(paths, spec.preprocess, spec.loader);
+    while (std::optional<LoadedImage> image = loader.Next()) loaded[image->item] = std::move(*image);
+    return loaded;
+  }
+  // False (and counted) when `image` did not load.
+  bool Loaded(const LoadedImage& image, const std::string& rel) {
+    if (image.status.ok()) return true;
+    if (IsNoImage(image.status)) {
+      ++report_->no_image;
+    } else {
+      ++report_->skipped[ReasonOf(image.status)];
+    }
+    report_->unusable[rel] = ReasonOf(image.status);
+    return false;
+  }
+  // The image's privacy unit; "" (and counted) when it has none and one is required.
+  std::string Patient(const DatasetSpec& spec, const LoadedImage& image, const LabelTable::Row* row,
+                      const std::string& rel) {
+    std::string patient = PatientKey(image.facts, row);
+    if (!patient.empty()) return patient;
+    ++report_->files_without_patient_key;
+    if (spec.require_patient_key) {
+      ++report_->skipped[kNoPatientKey];
+      report_->unusable[rel] = kNoPatientKey;
+      return "";
+    }
+    return absl::StrCat("file:", rel);  // its own unit
+  }
+  void File(const LoadedImage& image, const std::string& patient) {
+    ++report_->files_loaded;
+    report_->from_cache += image.from_cache ? 1 : 0;
+    ++report_->modalities[image.facts.modality.empty() ? "(none)" : image.facts.modality];
+    ++report_->transfer_syntaxes[image.facts.transfer_syntax];
+    ++report_->photometrics[image.facts.photometric];
+    ++report_->sizes[absl::StrCat(image.facts.rows, "x", image.facts.columns)];
+    if (!image.facts.study_instance_uid.empty()) study_patients_[image.facts.study_instance_uid].insert(patient);
+  }
+  void Image(const std::string& patient, int64_t label) {
+    ++report_->images_loaded;
+    ++report_->labels[label];
+    ++per_patient_[patient];
+  }
+  void Finish() {
+    report_->patients = static_cast<int>(per_patient_.size());
+    for (const auto& [patient, n] : per_patient_) {
+      ++report_->images_per_patient[n];
+      report_->largest_patient_images = std::max(report_->largest_patient_images, n);
+    }
+    report_->studies = static_cast<int>(study_patients_.size());
+    for (const auto& [study, patients] : study_patients_) {
+      report_->studies_with_several_patients += patients.size() > 1;
+    }
+  }
+
+ private:
+  LoadReport* report_;
+  std::map<std::string, int> per_patient_;
+  std::map<std::string, std::set<std::string>> study_patients_;
+};
+
+// What the folder's SEG objects say of one source image: its mask per frame
+// (class indices, at the SEG's size), or only that it is labelled (an image
+// referenced without a frame shows none of any segment).
+struct SourceMasks {
+  int rows = 0, columns = 0;
+  std::map<int, std::vector<uint8_t>> frames;  // frame index -> rows * columns classes
+};
+
+// Reads every SEG object among `files` (relative to `dir`) and maps its
+// segments to classes: by the class names (past the background) when there
+// are any, else segment n is class n.
+std::map<std::string, SourceMasks> ReadMaskObjects(const DatasetSpec& spec, const std::vector<std::string>& files,
+                                                   std::set<std::string>* label_files, LoadReport* report) {
+  std::map<std::string, SourceMasks> out;
+  for (const std::string& rel : files) {
+    const std::string path = (fs::path(spec.data_dir) / rel).string();
+    if (!IsSegmentationFile(path)) continue;
+    label_files->insert(rel);
+    absl::StatusOr<SegObject> seg = ReadSegmentation(path);
+    if (!seg.ok()) {
+      ++report->masks.unreadable_label_objects;
+      ++report->skipped[ReasonOf(seg.status())];
+      report->unusable[rel] = ReasonOf(seg.status());
+      continue;
+    }
+    ++report->masks.label_objects;
+    std::map<int, int> class_of_segment;
+    for (const auto& [number, label] : seg->segments) {
+      int c = -1;
+      if (!spec.class_names.empty()) {
+        for (size_t i = 1; i < spec.class_names.size(); ++i) {
+          if (spec.class_names[i] == label) c = static_cast<int>(i);
+        }
+      } else if (number >= 1 && number < spec.num_classes) {
+        c = number;
+      }
+      if (c < 0) {
+        ++report->masks.unknown_segments[label.empty() ? absl::StrCat("segment ", number) : label];
+      } else {
+        class_of_segment[number] = c;
+      }
+    }
+    for (const std::string& uid : seg->referenced_instances) {
+      SourceMasks& m = out[uid];
+      m.rows = seg->rows;
+      m.columns = seg->columns;
+    }
+    for (SegFrame& f : seg->frames) {
+      auto c = class_of_segment.find(f.segment);
+      if (c == class_of_segment.end()) continue;
+      SourceMasks& m = out[f.source_sop_instance_uid];
+      std::vector<uint8_t>& mask = m.frames[f.source_frame];
+      if (mask.empty()) mask.assign(f.mask.size(), 0);
+      // Overlapping segments: the higher class wins, whatever the file order.
+      for (size_t i = 0; i < mask.size() && i < f.mask.size(); ++i) {
+        if (f.mask[i] && c->second > mask[i]) mask[i] = static_cast<uint8_t>(c->second);
+      }
+    }
+  }
+  return out;
+}
+
+}  // namespace
+
 absl::StatusOr<ImageSet> LoadImageSet(const DatasetSpec& spec, LoadReport* report) {
   std::error_code ec;
   if (!fs::is_directory(spec.data_dir, ec)) {
     return absl::NotFoundError(absl::StrCat("data folder '", spec.data_dir, "' does not exist"));
   }
+  if (spec.task == ModelTask::kSegmentation) return LoadSegmentationSet(spec, report);
   absl::StatusOr<LabelTable> labels = LoadLabels(spec.labels_csv, spec.num_classes, spec.class_names);
   if (!labels.ok()) return labels.status();
   *report = LoadReport{};
@@ -160,30 +302,14 @@ absl::StatusOr<ImageSet> LoadImageSet(const DatasetSpec& spec, LoadReport* repor
     for (const LabelTable::Row& row : labels->rows) by_uid[row.key] = &row;
   }
 
-  std::vector<std::string> paths;
-  for (const std::string& rel : to_load) paths.push_back((fs::path(spec.data_dir) / rel).string());
-  std::vector<LoadedImage> loaded(paths.size());
-  {
-    ImageLoader loader(paths, spec.preprocess, spec.loader);
-    while (std::optional<LoadedImage> image = loader.Next()) loaded[image->item] = std::move(*image);
-  }
-
+  std::vector<LoadedImage> loaded = Tally::LoadAll(spec, to_load);
   ImageSet set;
   set.size = spec.preprocess.output_size;
   std::set<std::string> uids_matched;
-  std::map<std::string, int> per_patient;
-  std::map<std::string, std::set<std::string>> study_patients;
+  Tally tally(report);
   for (size_t i = 0; i < loaded.size(); ++i) {
     LoadedImage& image = loaded[i];
-    if (!image.status.ok()) {
-      if (IsNoImage(image.status)) {
-        ++report->no_image;
-      } else {
-        ++report->skipped[ReasonOf(image.status)];
-      }
-      report->unusable[to_load[i]] = ReasonOf(image.status);
-      continue;
-    }
+    if (!tally.Loaded(image, to_load[i])) continue;
     const LabelTable::Row* row;
     if (labels->key == LabelTable::Key::kPath) {
       row = path_rows[i];
@@ -197,23 +323,9 @@ absl::StatusOr<ImageSet> LoadImageSet(const DatasetSpec& spec, LoadReport* repor
       row = it->second;
     }
     const int64_t label = row->label;
-    std::string patient = PatientKey(image.facts, row);
-    if (patient.empty()) {
-      ++report->files_without_patient_key;
-      if (spec.require_patient_key) {
-        ++report->skipped[kNoPatientKey];
-        report->unusable[to_load[i]] = kNoPatientKey;
-        continue;
-      }
-      patient = absl::StrCat("file:", to_load[i]);  // its own unit
-    }
-    ++report->files_loaded;
-    report->from_cache += image.from_cache ? 1 : 0;
-    ++report->modalities[image.facts.modality.empty() ? "(none)" : image.facts.modality];
-    ++report->transfer_syntaxes[image.facts.transfer_syntax];
-    ++report->photometrics[image.facts.photometric];
-    ++report->sizes[absl::StrCat(image.facts.rows, "x", image.facts.columns)];
-    if (!image.facts.study_instance_uid.empty()) study_patients[image.facts.study_instance_uid].insert(patient);
+    const std::string patient = tally.Patient(spec, image, row, to_load[i]);
+    if (patient.empty()) continue;
+    tally.File(image, patient);
     for (PreparedFrame& frame : image.frames) {
       set.pixels.insert(set.pixels.end(), frame.pixels.begin(), frame.pixels.end());
       set.labels.push_back(label);
@@ -221,21 +333,68 @@ absl::StatusOr<ImageSet> LoadImageSet(const DatasetSpec& spec, LoadReport* repor
       set.sources.push_back(
           {to_load[i], frame.index,
            image.facts.sop_instance_uid.empty() ? absl::StrCat("file:", to_load[i]) : image.facts.sop_instance_uid});
-      ++report->images_loaded;
-      ++report->labels[label];
-      ++per_patient[patient];
+      tally.Image(patient, label);
     }
   }
   if (labels->key == LabelTable::Key::kSopInstanceUid) {
     report->rows_without_file = static_cast<int>(labels->rows.size() - uids_matched.size());
   }
-  report->patients = static_cast<int>(per_patient.size());
-  for (const auto& [patient, n] : per_patient) {
-    ++report->images_per_patient[n];
-    report->largest_patient_images = std::max(report->largest_patient_images, n);
+  tally.Finish();
+  if (spec.on_loaded) spec.on_loaded(set);
+  return set;
+}
+
+absl::StatusOr<ImageSet> LoadSegmentationSet(const DatasetSpec& spec, LoadReport* report) {
+  *report = LoadReport{};
+  const std::vector<std::string> files = ListDataFiles(spec.data_dir);
+  report->files_seen = static_cast<int>(files.size());
+  std::set<std::string> label_files;
+  const std::map<std::string, SourceMasks> masks = ReadMaskObjects(spec, files, &label_files, report);
+  std::vector<std::string> to_load;
+  for (const std::string& f : files) {
+    if (!label_files.count(f)) to_load.push_back(f);
   }
-  report->studies = static_cast<int>(study_patients.size());
-  for (const auto& [study, patients] : study_patients) report->studies_with_several_patients += patients.size() > 1;
+  std::vector<LoadedImage> loaded = Tally::LoadAll(spec, to_load);
+  ImageSet set;
+  set.size = spec.preprocess.output_size;
+  std::set<std::string> matched;
+  Tally tally(report);
+  const size_t square = static_cast<size_t>(set.size) * set.size;
+  for (size_t i = 0; i < loaded.size(); ++i) {
+    LoadedImage& image = loaded[i];
+    if (!tally.Loaded(image, to_load[i])) continue;
+    auto m = masks.find(image.facts.sop_instance_uid);
+    if (m == masks.end()) {
+      ++report->masks.images_without_mask;
+      report->unusable[to_load[i]] = "no segmentation references it";
+      continue;
+    }
+    matched.insert(m->first);
+    if (m->second.rows != image.facts.rows || m->second.columns != image.facts.columns) {
+      ++report->masks.geometry_mismatch;
+      report->unusable[to_load[i]] = "its segmentation's size differs from the image's";
+      continue;
+    }
+    const std::string patient = tally.Patient(spec, image, nullptr, to_load[i]);
+    if (patient.empty()) continue;
+    tally.File(image, patient);
+    const std::vector<uint8_t> background(static_cast<size_t>(image.facts.rows) * image.facts.columns, 0);
+    for (PreparedFrame& frame : image.frames) {
+      auto f = m->second.frames.find(frame.index);
+      const std::vector<uint8_t> mask = PreprocessMask(f == m->second.frames.end() ? background : f->second,
+                                                       image.facts.rows, image.facts.columns, spec.preprocess);
+      const bool foreground = std::any_of(mask.begin(), mask.end(), [](uint8_t c) { return c != 0; });
+      set.pixels.insert(set.pixels.end(), frame.pixels.begin(), frame.pixels.end());
+      set.masks.insert(set.masks.end(), mask.begin(), mask.begin() + static_cast<std::ptrdiff_t>(square));
+      set.labels.push_back(foreground ? 1 : 0);
+      set.patients.push_back(patient);
+      set.sources.push_back({to_load[i], frame.index, image.facts.sop_instance_uid});
+      report->masks.images_with_foreground += foreground;
+      tally.Image(patient, foreground ? 1 : 0);
+    }
+  }
+  for (const auto& [uid, m] : masks) report->masks.references_without_image += matched.count(uid) ? 0 : 1;
+  tally.Finish();
   if (spec.on_loaded) spec.on_loaded(set);
   return set;
 }

@@ -9,6 +9,7 @@
 #include <vector>
 
 #include "absl/status/statusor.h"
+#include "common/plan.h"
 #include "node/image_loader.h"
 #include "node/preprocess.h"
 
@@ -25,7 +26,11 @@ struct SampleSource {
 struct ImageSet {
   int channels = 1;
   int size = 0;
-  std::vector<float> pixels;          // count * channels * size * size
+  std::vector<float> pixels;  // count * channels * size * size
+  // Segmentation: count * size * size class indices (0 the background);
+  // labels then say whether an image shows any foreground (1) or not (0).
+  // Empty for classification.
+  std::vector<uint8_t> masks;
   std::vector<int64_t> labels;        // count
   std::vector<std::string> patients;  // count; never leaves the node
   std::vector<SampleSource> sources;  // count; never leaves the node
@@ -71,6 +76,9 @@ struct DatasetSpec {
   // Called with what was read, before LoadImageSet returns (the site's
   // local commands record their data access with it).
   std::function<void(const ImageSet&)> on_loaded;
+  // Segmentation: the labels are masks, from the DICOM SEG objects in the
+  // data folder that reference its images (labels_csv is not read).
+  ModelTask task = ModelTask::kClassification;
 };
 
 // What loading found: every file and row is accounted for. Counts only; no
@@ -97,6 +105,17 @@ struct LoadReport {
   int studies = 0;                    // distinct StudyInstanceUIDs of the loaded files
   int studies_with_several_patients = 0;
   int largest_patient_images = 0;  // images of the patient key that has the most
+  // Segmentation: what the label objects said, each case counted (never
+  // silently dropped).
+  struct Masks {
+    int label_objects = 0;                        // SEG files read
+    int unreadable_label_objects = 0;             // SEG files refused (their reasons are in `skipped`)
+    int images_without_mask = 0;                  // no label object references them: not used
+    int references_without_image = 0;             // referenced images that are not in the folder
+    int geometry_mismatch = 0;                    // frames whose mask is not the size of its image: not used
+    std::map<std::string, int> unknown_segments;  // segment label -> objects naming it, not a class
+    int images_with_foreground = 0;
+  } masks;
   // Relative path -> reason, for each skipped or no-image file. Paths stay on
   // the node (they may contain identifiers); only `inspect --list-skipped`
   // prints them.
@@ -126,7 +145,18 @@ std::vector<std::string> ListDataFiles(const std::string& dir, const std::string
 // Loads every labelled DICOM file under spec.data_dir with the threaded,
 // cached loader. Files that cannot be read are skipped and counted by
 // reason, never fatal; only a missing folder or a bad labels file fails.
+// With spec.task segmentation: LoadSegmentationSet.
 absl::StatusOr<ImageSet> LoadImageSet(const DatasetSpec& spec, LoadReport* report);
+
+// Segmentation: every DICOM SEG object under spec.data_dir is read (node/
+// dicom_seg.h), its segments mapped to classes (by the class names past the
+// background, else segment n is class n), and every image it references is
+// loaded with its masks brought through the image's own geometry
+// (PreprocessMask); an image referenced without a frame of a segment shows
+// none of it. Images no SEG references, references to images not in the
+// folder, masks whose size is not their image's and segments that are not a
+// class are counted in report->masks, never silently dropped.
+absl::StatusOr<ImageSet> LoadSegmentationSet(const DatasetSpec& spec, LoadReport* report);
 
 struct PatientSplit {
   ImageSet train;

@@ -27,6 +27,7 @@ namespace fedrad::node {
 namespace {
 
 constexpr char kNoImage[] = "no image (no pixel data)";
+constexpr char kSegmentationStorageUid[] = "1.2.840.10008.5.1.4.1.1.66.4";
 
 // Where a ReadDicomImage error keeps its problem and reason, as data.
 constexpr char kDicomErrorPayload[] = "fedrad/dicom-error";
@@ -368,6 +369,10 @@ absl::StatusOr<DicomImageFile> ReadDicomImage(const std::string& path, const Dic
 
   if (!ds->tagExistsWithValue(DCM_PixelData)) {
     return DicomFileError(DicomProblem::kNoImage, path, kNoImage);
+  }
+  // A segmentation's pixel data is labels of other images, not an image.
+  if (out.sop_class_uid == kSegmentationStorageUid) {
+    return DicomFileError(DicomProblem::kNoImage, path, kSegmentationObject);
   }
   if (const char* why = UnsupportedSyntax(xfer)) {
     return DicomFileError(DicomProblem::kUnsupported, path, why);

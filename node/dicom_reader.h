@@ -92,6 +92,10 @@ absl::Status DicomFileError(DicomProblem problem, const std::string& path, absl:
 // The problem and reason of a ReadDicomImage error; nullopt for any other status.
 std::optional<DicomError> DicomErrorOf(const absl::Status& status);
 
+// The reason ReadDicomImage gives a DICOM Segmentation object: its pixel
+// data are labels of other images (node/dicom_seg.h reads them).
+inline constexpr char kSegmentationObject[] = "a segmentation object (labels of other images, not an image)";
+
 // Writes `file` to `path` in explicit little endian through a temporary file
 // renamed into place, so `path` is never half written; errors name it.
 absl::Status SaveDicomFile(DcmFileFormat& file, const std::string& path);

@@ -14,6 +14,7 @@
 #include <dcmtk/dcmseg/segment.h>
 #include <dcmtk/dcmseg/segutils.h>
 
+#include <algorithm>
 #include <memory>
 
 #include "absl/strings/str_cat.h"
@@ -34,6 +35,18 @@ absl::Status Bad(const std::string& path, const std::string& why) {
 }
 
 }  // namespace
+
+bool IsSegmentationFile(const std::string& path) {
+  InitDcmtk();
+  if (!CheckDicomFileSize(path, DicomReadOptions{}).ok()) return false;
+  DcmFileFormat file;
+  // Only the elements before SOPInstanceUID are parsed: a file truncated
+  // later is still recognised, and then refused by ReadSegmentation.
+  if (file.loadFileUntilTag(path.c_str(), EXS_Unknown, EGL_noChange, 256, ERM_autoDetect, DCM_SOPInstanceUID).bad()) {
+    return false;
+  }
+  return Get(*file.getDataset(), DCM_SOPClassUID) == kSegmentationStorage;
+}
 
 absl::StatusOr<SegObject> ReadSegmentation(const std::string& path, uint64_t max_pixels) {
   InitDcmtk();
@@ -238,13 +251,15 @@ absl::Status WriteSegmentation(const SegWrite& w, const std::string& path) {
     std::sort(order.begin(), order.end());
     for (size_t i = 0; i < order.size(); ++i) position_index[order[i].second] = static_cast<Uint32>(i + 1);
   }
-  // A SEG holds at least one frame: nothing found anywhere is an empty
-  // frame of segment 1 on the first source.
-  std::vector<SegFrame> empty;
-  if (w.frames.empty()) {
-    empty.push_back(SegFrame{Get(first, DCM_SOPInstanceUID), 0, 1, std::vector<uint8_t>(size_t{rows} * columns, 0)});
+  // Every segment has a frame (DCMTK and the standard want one): a segment
+  // found nowhere gets an empty frame on the first source.
+  std::vector<SegFrame> frames = w.frames;
+  for (int n = 1; n <= static_cast<int>(w.segment_labels.size()); ++n) {
+    if (std::none_of(frames.begin(), frames.end(), [n](const SegFrame& f) { return f.segment == n; })) {
+      frames.push_back(SegFrame{Get(first, DCM_SOPInstanceUID), 0, n, std::vector<uint8_t>(size_t{rows} * columns, 0)});
+    }
   }
-  for (const SegFrame& frame : w.frames.empty() ? empty : w.frames) {
+  for (const SegFrame& frame : frames) {
     auto source = by_uid.find(frame.source_sop_instance_uid);
     if (source == by_uid.end()) {
       return absl::InvalidArgumentError(

@@ -12,6 +12,7 @@
 #include <vector>
 
 #include "absl/status/statusor.h"
+#include "node/dicom_reader.h"
 
 namespace fedrad::node {
 
@@ -39,6 +40,10 @@ struct SegObject {
   std::set<std::string> referenced_instances;
 };
 
+// True when `path` is a DICOM file of the Segmentation SOP class (its header
+// alone is read).
+bool IsSegmentationFile(const std::string& path);
+
 // Reads a SEG file; errors name the file and what is wrong (not a SEG, a
 // frame without its segment or source image, a segment number out of range,
 // more frames than the pixel data holds). At most `max_pixels` mask pixels
@@ -54,9 +59,9 @@ struct SegWrite {
   // past the background).
   std::vector<std::string> segment_labels;
   // The frames to store: only those with anything in them, by convention;
-  // a source image without a frame for a segment has none of it. None at
-  // all: one empty frame of segment 1 on the first source (a SEG has at
-  // least one frame).
+  // a source image without a frame for a segment has none of it. A segment
+  // without any frame gets an empty one on the first source (a SEG gives
+  // every segment a frame).
   std::vector<SegFrame> frames;
   std::string sop_instance_uid;
   std::string series_instance_uid;

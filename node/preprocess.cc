@@ -233,6 +233,19 @@ std::vector<float> PreprocessFrame(const ModalityFrame& frame, const DicomImageF
   return std::vector<float>(square.begin<float>(), square.end<float>());
 }
 
+std::vector<uint8_t> PreprocessMask(const std::vector<uint8_t>& mask, int rows, int columns,
+                                    const PreprocessSettings& s) {
+  const int size = s.output_size;
+  const InputPlacement p = PlaceInput(rows, columns, s);
+  const cv::Mat source(rows, columns, CV_8U, const_cast<uint8_t*>(mask.data()));
+  cv::Mat resized;
+  cv::resize(source, resized, cv::Size(p.width, p.height), 0, 0, cv::INTER_NEAREST);
+  cv::Mat square = cv::Mat::zeros(size, size, CV_8U);
+  const cv::Rect inside = cv::Rect(p.offset_x, p.offset_y, p.width, p.height) & cv::Rect(0, 0, size, size);
+  resized(inside - cv::Point(p.offset_x, p.offset_y)).copyTo(square(inside));
+  return std::vector<uint8_t>(square.begin<uint8_t>(), square.end<uint8_t>());
+}
+
 std::string DescribePipeline(const PreprocessSettings& s) {
   std::vector<std::string> parts;
   for (const Step& step : Steps()) {

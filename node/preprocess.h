@@ -1,6 +1,7 @@
 #ifndef FEDRAD_NODE_PREPROCESS_H_
 #define FEDRAD_NODE_PREPROCESS_H_
 
+#include <cstdint>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -49,6 +50,13 @@ absl::StatusOr<std::pair<double, double>> WindowPreset(const std::string& name);
 // Returns output_size * output_size floats, row-major.
 std::vector<float> PreprocessFrame(const ModalityFrame& frame, const DicomImageFile& file,
                                    const PreprocessSettings& settings);
+
+// A label mask (rows * columns class indices, row-major) through the same
+// geometry as PreprocessFrame gives its image: scaled by nearest neighbour
+// (classes never blend), padded with background (0) or cropped alike.
+// Returns output_size * output_size classes.
+std::vector<uint8_t> PreprocessMask(const std::vector<uint8_t>& mask, int rows, int columns,
+                                    const PreprocessSettings& settings);
 
 // The first steps of PreprocessFrame alone: the frame windowed to [0, 1] at
 // its own resolution (rows * columns floats), as heatmaps are drawn on it.

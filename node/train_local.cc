@@ -67,8 +67,16 @@ absl::Status TrainLocal(const TrainLocalOptions& o, std::ostream& out) {
   for (size_t i = 0; i < params->values.size(); ++i) params->values[i] += outcome->delta[i];
   absl::StatusOr<Evaluation> eval = EvaluateModel(o.model, *params, test);
   if (!eval.ok()) return eval.status();
-  out << absl::StrFormat("held-out accuracy %.4f, loss %.4f on %d images (%s, %d epochs)\n", eval->accuracy, eval->loss,
-                         eval->count, o.model.architecture, o.epochs);
+  if (o.model.task == ModelTask::kSegmentation) {
+    double dice = 0;
+    for (double d : eval->dice) dice += d;
+    out << absl::StrFormat("held-out mean Dice %.4f, pixel accuracy %.4f, loss %.4f on %d images (%s, %d epochs)\n",
+                           eval->dice.empty() ? 0.0 : dice / static_cast<double>(eval->dice.size()), eval->accuracy,
+                           eval->loss, eval->count, o.model.architecture, o.epochs);
+  } else {
+    out << absl::StrFormat("held-out accuracy %.4f, loss %.4f on %d images (%s, %d epochs)\n", eval->accuracy,
+                           eval->loss, eval->count, o.model.architecture, o.epochs);
+  }
   if (o.dp) out << absl::StrFormat("privacy: epsilon = %.4f, delta = %g\n", epsilon, o.dp->delta);
   if (!o.save_path.empty()) {
     SafetensorsMetadata metadata = ModelShapeMetadata(o.model);
@@ -91,6 +99,8 @@ absl::StatusOr<Evaluation> EvaluateModelFile(const std::string& model_path, Eval
   if (!model.ok()) return model.status();
   o.spec.preprocess.output_size = model->spec.input_size;
   o.spec.num_classes = model->spec.num_classes;
+  o.spec.task = model->spec.task;
+  if (o.spec.class_names.empty()) o.spec.class_names = model->spec.class_names;
   if (absl::Status s = CheckPipeline(*model, o.spec.preprocess); !s.ok()) {
     spdlog::warn("{}; the figures describe the model on this site's pipeline", std::string(s.message()));
   }

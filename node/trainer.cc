@@ -15,6 +15,7 @@
 #include "common/model_zoo_torch.h"
 #include "node/dp_sgd.h"
 #include "node/grad_sampler.h"
+#include "node/losses.h"
 
 namespace fedrad::node {
 namespace {
@@ -24,11 +25,21 @@ torch::Tensor ImagesTensor(const ImageSet& set) {
                           torch::kFloat32);
 }
 
-torch::Tensor LabelsTensor(const ImageSet& set) {
+// What the loss compares the model's output with: the labels [N], or for
+// segmentation the masks [N, S, S] (as int64 class indices).
+torch::Tensor TargetsTensor(const ModelSpec& spec, const ImageSet& set) {
+  if (spec.task == ModelTask::kSegmentation) {
+    return torch::from_blob(const_cast<uint8_t*>(set.masks.data()), {set.count(), set.size, set.size}, torch::kUInt8)
+        .to(torch::kInt64);
+  }
   return torch::from_blob(const_cast<int64_t*>(set.labels.data()), {set.count()}, torch::kInt64);
 }
 
 absl::Status CheckInputs(const ModelSpec& spec, const ImageSet& set) {
+  if (spec.task == ModelTask::kSegmentation &&
+      set.masks.size() != static_cast<size_t>(set.count()) * set.size * set.size) {
+    return absl::InvalidArgumentError("a segmentation model needs a mask for every image");
+  }
   if (set.size != spec.input_size || set.channels != spec.in_channels) {
     return absl::InvalidArgumentError(absl::StrCat("images are ", set.channels, "x", set.size, "x", set.size,
                                                    " but model '", spec.architecture, "' takes ", spec.in_channels, "x",
@@ -69,8 +80,8 @@ class ProximalTerm {
 };
 
 // DP-SGD over privacy units; see DpTrainingSettings.
-absl::StatusOr<TrainingOutcome> TrainPrivately(NetworkImpl& model, const ModelParameters& global, const ImageSet& train,
-                                               const LocalTrainingSettings& settings) {
+absl::StatusOr<TrainingOutcome> TrainPrivately(const ModelSpec& spec, NetworkImpl& model, const ModelParameters& global,
+                                               const ImageSet& train, const LocalTrainingSettings& settings) {
   const DpTrainingSettings& dp = *settings.dp;
   if (!(dp.sampling_rate > 0 && dp.sampling_rate <= 1) || dp.steps < 1 || !(dp.clip_norm > 0) ||
       !(dp.noise_multiplier >= 0)) {
@@ -124,7 +135,7 @@ absl::StatusOr<TrainingOutcome> TrainPrivately(NetworkImpl& model, const ModelPa
   GradSampler sampler;
   model.set_tap(&sampler);
   const torch::Tensor images = ImagesTensor(train);
-  const torch::Tensor labels = LabelsTensor(train);
+  const torch::Tensor labels = TargetsTensor(spec, train);
   const double divisor_units = dp.released_units > 0 ? dp.released_units : static_cast<double>(num_units);
   const DpSgdSettings step{dp.clip_norm, dp.noise_multiplier,
                            dp.sampling_rate * (divisor_units + static_cast<double>(canaries_in)), dp.without_clipping};
@@ -159,9 +170,7 @@ absl::StatusOr<TrainingOutcome> TrainPrivately(NetworkImpl& model, const ModelPa
     optimizer.zero_grad();
     if (!rows.empty()) {
       const torch::Tensor idx = torch::tensor(rows, torch::kInt64);
-      torch::Tensor loss =
-          torch::nn::functional::cross_entropy(model.forward(images.index_select(0, idx)), labels.index_select(0, idx),
-                                               torch::nn::functional::CrossEntropyFuncOptions().reduction(torch::kSum));
+      torch::Tensor loss = TaskLoss(spec.task, model.forward(images.index_select(0, idx)), labels.index_select(0, idx));
       loss.backward();
       loss_sum += loss.item<double>();
       seen += static_cast<int64_t>(rows.size());
@@ -192,7 +201,51 @@ absl::StatusOr<TrainingOutcome> TrainPrivately(NetworkImpl& model, const ModelPa
   return out;
 }
 
+// Segmentation: the loss, pixel accuracy, each image's predicted mask and
+// its Dice (SegmentationDice).
+absl::StatusOr<Evaluation> EvaluateSegmentation(const ModelSpec& spec, NetworkImpl& model, const torch::Tensor& x,
+                                                const torch::Tensor& y, const ImageSet& images) {
+  Evaluation out;
+  out.count = images.count();
+  double loss_sum = 0;
+  int64_t correct = 0;
+  const int64_t pixels = int64_t{images.size} * images.size;
+  out.predicted_masks.reserve(static_cast<size_t>(out.count * pixels));
+  for (int64_t start = 0; start < images.count(); start += 64) {
+    const int64_t end = std::min<int64_t>(start + 64, images.count());
+    const torch::Tensor logits = model.forward(x.slice(0, start, end));
+    const torch::Tensor yy = y.slice(0, start, end);
+    loss_sum += TaskLoss(spec.task, logits, yy).item<double>();
+    const torch::Tensor predicted = logits.argmax(1).to(torch::kUInt8).contiguous();
+    correct += predicted.to(torch::kInt64).eq(yy).sum().item<int64_t>();
+    out.predicted_masks.insert(out.predicted_masks.end(), predicted.data_ptr<uint8_t>(),
+                               predicted.data_ptr<uint8_t>() + predicted.numel());
+  }
+  out.loss = loss_sum / static_cast<double>(images.count());
+  out.accuracy = static_cast<double>(correct) / static_cast<double>(images.count() * pixels);
+  for (int64_t i = 0; i < images.count(); ++i) {
+    out.dice.push_back(SegmentationDice(out.predicted_masks.data() + i * pixels, images.masks.data() + i * pixels,
+                                        static_cast<size_t>(pixels), spec.num_classes));
+  }
+  return out;
+}
+
 }  // namespace
+
+double SegmentationDice(const uint8_t* predicted, const uint8_t* truth, size_t pixels, int num_classes) {
+  double sum = 0;
+  for (int c = 1; c < num_classes; ++c) {
+    int64_t both = 0, p = 0, t = 0;
+    for (size_t i = 0; i < pixels; ++i) {
+      const bool in_p = predicted[i] == c, in_t = truth[i] == c;
+      both += in_p && in_t;
+      p += in_p;
+      t += in_t;
+    }
+    sum += p + t == 0 ? 1.0 : 2.0 * static_cast<double>(both) / static_cast<double>(p + t);
+  }
+  return sum / (num_classes - 1);
+}
 
 void SetTorchThreads(int threads) {
   if (threads > 0) at::set_num_threads(threads);
@@ -209,11 +262,11 @@ absl::StatusOr<TrainingOutcome> TrainLocally(const ModelSpec& spec, const ModelP
     s = LoadParameters(**model, global);
     if (!s.ok()) return s;
     (*model)->train();
-    if (settings.dp) return TrainPrivately(**model, global, train, settings);
+    if (settings.dp) return TrainPrivately(spec, **model, global, train, settings);
     torch::optim::SGD optimizer((*model)->parameters(),
                                 torch::optim::SGDOptions(settings.learning_rate).momentum(settings.momentum));
     torch::Tensor images = ImagesTensor(train);
-    torch::Tensor labels = LabelsTensor(train);
+    torch::Tensor labels = TargetsTensor(spec, train);
     torch::Generator gen = at::detail::createCPUGenerator(settings.seed);
     ProximalTerm proximal(**model, settings.proximal_mu);
     TrainingOutcome out;
@@ -231,7 +284,7 @@ absl::StatusOr<TrainingOutcome> TrainLocally(const ModelSpec& spec, const ModelP
         torch::Tensor x = images.index_select(0, idx);
         torch::Tensor y = labels.index_select(0, idx);
         optimizer.zero_grad();
-        torch::Tensor loss = torch::nn::functional::cross_entropy((*model)->forward(x), y);
+        torch::Tensor loss = TaskLoss(spec.task, (*model)->forward(x), y) / static_cast<double>(end - start);
         loss.backward();
         proximal.AddToGradients();
         optimizer.step();
@@ -263,7 +316,8 @@ absl::StatusOr<Evaluation> EvaluateModel(const ModelSpec& spec, const ModelParam
     (*model)->eval();
     torch::NoGradGuard no_grad;
     torch::Tensor x = ImagesTensor(images);
-    torch::Tensor y = LabelsTensor(images);
+    torch::Tensor y = TargetsTensor(spec, images);
+    if (spec.task == ModelTask::kSegmentation) return EvaluateSegmentation(spec, **model, x, y, images);
     double loss_sum = 0;
     int64_t correct = 0;
     out.scores.num_classes = spec.num_classes;

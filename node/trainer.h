@@ -87,9 +87,19 @@ struct Evaluation {
   double loss = 0;
   double accuracy = 0;
   int64_t count = 0;
-  // Every image's label and softmax probabilities, for ComputeMetrics.
+  // Every image's label and softmax probabilities, for ComputeMetrics
+  // (classification).
   Scores scores;
+  // Segmentation: accuracy is per pixel; each image's predicted classes
+  // (count * size * size) and its Dice (SegmentationDice).
+  std::vector<uint8_t> predicted_masks;
+  std::vector<double> dice;
 };
+
+// The Dice coefficient of a predicted mask against the truth, averaged over
+// the foreground classes 1..num_classes-1: 2|P ∩ T| / (|P| + |T|) per
+// class, 1 where both are empty (nothing there, nothing found).
+double SegmentationDice(const uint8_t* predicted, const uint8_t* truth, size_t pixels, int num_classes);
 
 absl::StatusOr<Evaluation> EvaluateModel(const ModelSpec& spec, const ModelParameters& parameters,
                                          const ImageSet& images);

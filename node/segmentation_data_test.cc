@@ -1,0 +1,155 @@
+// Segmentation data: masks from DICOM SEG objects, through the images' own
+// geometry, with every mismatch counted.
+
+#include <gtest/gtest.h>
+
+#include <filesystem>
+#include <fstream>
+
+#include "common/scratch_dir.h"
+#include "node/dataset.h"
+#include "node/dicom_seg.h"
+#include "node/preprocess.h"
+#include "node/synthetic_ct.h"
+
+namespace fedrad::node {
+namespace {
+
+namespace fs = std::filesystem;
+
+CtSlice Slice(const std::string& patient, int k, int size) {
+  CtSlice s;
+  s.size = size;
+  s.hu.assign(static_cast<size_t>(size) * size, -1000.0f);
+  s.patient_id = patient;
+  s.study_uid = "2.25.1" + std::to_string(patient.size());
+  s.series_uid = "2.25.2" + patient.substr(1);
+  s.frame_of_reference_uid = "2.25.3" + patient.substr(1);
+  s.sop_uid = "2.25.4" + patient.substr(1) + "0" + std::to_string(k);
+  s.instance = k + 1;
+  return s;
+}
+
+class SegmentationDataTest : public ::testing::Test {
+ protected:
+  // Patient P1: two 32x32 slices, a SEG with a 4x4 lesion square on slice 0
+  // and nothing on slice 1. Patient P2: one slice nobody segmented.
+  void SetUp() override {
+    fs::create_directories(dir_.path() / "P1");
+    fs::create_directories(dir_.path() / "P2");
+    std::vector<std::string> sources;
+    for (int k = 0; k < 2; ++k) {
+      const std::string path = (dir_.path() / "P1" / (std::to_string(k) + ".dcm")).string();
+      ASSERT_TRUE(WriteCtSlice(Slice("P1", k, 32), path).ok());
+      sources.push_back(path);
+    }
+    ASSERT_TRUE(WriteCtSlice(Slice("P2", 0, 32), (dir_.path() / "P2" / "0.dcm").string()).ok());
+    SegWrite w;
+    w.source_paths = sources;
+    w.segment_labels = {"lesion"};
+    w.sop_instance_uid = "2.25.900";
+    w.series_instance_uid = "2.25.901";
+    SegFrame f{Slice("P1", 0, 32).sop_uid, 0, 1, std::vector<uint8_t>(32 * 32, 0)};
+    for (int y = 8; y < 12; ++y) {
+      for (int x = 20; x < 24; ++x) f.mask[y * 32 + x] = 1;
+    }
+    w.frames = {f};
+    lesion_ = f.mask;
+    ASSERT_TRUE(WriteSegmentation(w, (dir_.path() / "P1" / "seg.dcm").string()).ok());
+  }
+  DatasetSpec Spec() const {
+    DatasetSpec spec;
+    spec.data_dir = dir_.path().string();
+    spec.task = ModelTask::kSegmentation;
+    spec.preprocess.output_size = 16;  // half size: the masks follow by nearest neighbour
+    return spec;
+  }
+  ScratchDir dir_{"segmentation_data_test"};
+  std::vector<uint8_t> lesion_;
+};
+
+TEST_F(SegmentationDataTest, MasksComeFromSegObjectsThroughTheImageGeometry) {
+  LoadReport report;
+  absl::StatusOr<ImageSet> set = LoadImageSet(Spec(), &report);
+  ASSERT_TRUE(set.ok()) << set.status();
+  ASSERT_EQ(set->count(), 2);
+  ASSERT_EQ(set->masks.size(), 2u * 16 * 16);
+  EXPECT_EQ(report.masks.label_objects, 1);
+  EXPECT_EQ(report.masks.images_without_mask, 1);  // P2's slice
+  EXPECT_EQ(report.masks.images_with_foreground, 1);
+  EXPECT_EQ(report.no_image, 0) << "the SEG object is a label, not an image without pixels";
+  const std::vector<uint8_t> expected = PreprocessMask(lesion_, 32, 32, Spec().preprocess);
+  EXPECT_EQ(std::count(expected.begin(), expected.end(), 1), 4);  // 4x4 at half size
+  for (int64_t i = 0; i < set->count(); ++i) {
+    const std::vector<uint8_t> mask(set->masks.begin() + i * 256, set->masks.begin() + (i + 1) * 256);
+    if (set->sources[i].path == "P1/0.dcm") {
+      EXPECT_EQ(mask, expected);
+      EXPECT_EQ(set->labels[i], 1);
+    } else {
+      EXPECT_EQ(set->sources[i].path, "P1/1.dcm");
+      EXPECT_EQ(std::count(mask.begin(), mask.end(), 0), 256) << "referenced without a frame: no lesion";
+      EXPECT_EQ(set->labels[i], 0);
+    }
+  }
+  // A patient split keeps each image's mask with it.
+  PatientSplit split = SplitByPatient(*set, 0.5, 1);
+  EXPECT_EQ(split.train.masks.size() + split.validation.masks.size(), set->masks.size());
+}
+
+// Unknown segment names, references to absent images, masks of the wrong
+// size and unreadable SEG files are each counted; the folder still loads.
+TEST_F(SegmentationDataTest, EveryMismatchIsCountedAndTheRestLoads) {
+  // A second SEG on P2 at a different size (a 16x16 source), naming a
+  // segment the classes do not have.
+  fs::create_directories(dir_.path() / "other");
+  const std::string small = (dir_.path() / "other" / "small.dcm").string();
+  ASSERT_TRUE(WriteCtSlice(Slice("P3", 0, 16), small).ok());
+  SegWrite w;
+  w.source_paths = {small};
+  w.segment_labels = {"lesion", "vessel"};
+  w.sop_instance_uid = "2.25.910";
+  w.series_instance_uid = "2.25.911";
+  w.frames = {SegFrame{Slice("P3", 0, 16).sop_uid, 0, 2, std::vector<uint8_t>(256, 1)}};
+  const absl::Status written = WriteSegmentation(w, (dir_.path() / "other" / "seg.dcm").string());
+  ASSERT_TRUE(written.ok()) << written;
+  fs::remove(small);  // the SEG now references an image that is not there
+  // A truncated SEG.
+  std::ifstream in((dir_.path() / "P1" / "seg.dcm").string(), std::ios::binary);
+  std::string bytes((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  std::ofstream((dir_.path() / "other" / "broken.dcm").string(), std::ios::binary)
+      << bytes.substr(0, bytes.size() - 40);
+  DatasetSpec spec = Spec();
+  spec.class_names = {"background", "lesion"};
+  LoadReport report;
+  absl::StatusOr<ImageSet> set = LoadImageSet(spec, &report);
+  ASSERT_TRUE(set.ok()) << set.status();
+  EXPECT_EQ(set->count(), 2);  // P1's slices, as before
+  EXPECT_EQ(report.masks.label_objects, 2);
+  EXPECT_EQ(report.masks.unreadable_label_objects, 1);
+  EXPECT_EQ(report.masks.unknown_segments, (std::map<std::string, int>{{"vessel", 1}}));
+  EXPECT_EQ(report.masks.references_without_image, 1);
+  EXPECT_EQ(report.unusable.count("other/broken.dcm"), 1u);
+}
+
+TEST(PreprocessMaskTest, PadAndCropMoveMasksAsTheyMoveImages) {
+  // A 4x8 mask (rows x columns) with column 7 set, into an 8x8 input.
+  std::vector<uint8_t> mask(4 * 8, 0);
+  for (int y = 0; y < 4; ++y) mask[y * 8 + 7] = 2;
+  PreprocessSettings s;
+  s.output_size = 8;
+  s.resize = "pad";  // centred: rows 2..5
+  std::vector<uint8_t> padded = PreprocessMask(mask, 4, 8, s);
+  for (int y = 0; y < 8; ++y) EXPECT_EQ(padded[y * 8 + 7], (y >= 2 && y < 6) ? 2 : 0) << y;
+  s.resize = "crop";  // scaled to 8x16, the centre columns 4..11 kept: column 7 (now 14, 15) is cut
+  std::vector<uint8_t> cropped = PreprocessMask(mask, 4, 8, s);
+  EXPECT_EQ(std::count(cropped.begin(), cropped.end(), 2), 0);
+  s.output_size = 16;
+  s.resize = "pad";  // doubled: columns 14, 15 of rows 4..11
+  std::vector<uint8_t> doubled = PreprocessMask(mask, 4, 8, s);
+  EXPECT_EQ(std::count(doubled.begin(), doubled.end(), 2), 2 * 8);
+  EXPECT_EQ(doubled[4 * 16 + 14], 2);
+  EXPECT_EQ(doubled[11 * 16 + 15], 2);
+}
+
+}  // namespace
+}  // namespace fedrad::node
