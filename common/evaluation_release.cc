@@ -14,9 +14,10 @@ namespace {
 int Bin(double v) { return std::clamp(static_cast<int>(std::ceil(v * kReleaseBins)) - 1, 0, kReleaseBins - 1); }
 
 // The whole vector's L2 sensitivity after each block is scaled to its weight.
-double JointSensitivity() {
+double JointSensitivity(bool segmentation) {
   return std::sqrt(kConfusionWeight * kConfusionWeight + kLossWeight * kLossWeight +
-                   kConfidenceWeight * kConfidenceWeight + kScoresWeight * kScoresWeight);
+                   kConfidenceWeight * kConfidenceWeight + kScoresWeight * kScoresWeight +
+                   (segmentation ? kDiceSumWeight * kDiceSumWeight + kDiceWeight * kDiceWeight : 0.0));
 }
 
 double Clamped(double v) { return std::max(0.0, v); }
@@ -29,12 +30,13 @@ void AddNoise(std::vector<double>* v, double stddev, crypto::SecureRandom& rng) 
 
 }  // namespace
 
-EvaluationStatistics EvaluationStatistics::Empty(int k) {
+EvaluationStatistics EvaluationStatistics::Empty(int k, bool segmentation) {
   EvaluationStatistics s;
   s.num_classes = k;
   s.confusion.assign(static_cast<size_t>(k) * k, 0.0);
   s.confidence.assign(2 * kReleaseBins, 0.0);
   s.scores.assign(static_cast<size_t>(ScoreClasses(k)) * 2 * kReleaseBins, 0.0);
+  if (segmentation) s.dice.assign(kReleaseBins, 0.0);
   return s;
 }
 
@@ -53,7 +55,12 @@ absl::Status EvaluationStatistics::CheckShape() const {
   auto finite = [](const std::vector<double>& v) {
     return std::all_of(v.begin(), v.end(), [](double x) { return std::isfinite(x); });
   };
-  if (!std::isfinite(loss_sum) || !finite(confusion) || !finite(confidence) || !finite(scores)) {
+  if (!dice.empty() && dice.size() != kReleaseBins) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("the release's Dice histogram has ", dice.size(), " bins, not ", kReleaseBins));
+  }
+  if (!std::isfinite(loss_sum) || !std::isfinite(dice_sum) || !finite(confusion) || !finite(confidence) ||
+      !finite(scores) || !finite(dice)) {
     return absl::InvalidArgumentError("the release holds a value that is not finite");
   }
   return absl::OkStatus();
@@ -95,37 +102,78 @@ absl::StatusOr<EvaluationStatistics> CollectStatistics(const Scores& scores, con
   return s;
 }
 
-ReleaseNoise NoiseFor(double sigma, int num_classes) {
+absl::StatusOr<EvaluationStatistics> CollectSegmentationStatistics(const Scores& pixels,
+                                                                   const std::vector<double>& losses,
+                                                                   const std::vector<double>& dice,
+                                                                   const std::vector<std::string>& units) {
+  if (dice.empty() || units.size() != dice.size() || pixels.size() % dice.size() != 0) {
+    return absl::InvalidArgumentError(
+        absl::StrCat(pixels.size(), " pixels for ", dice.size(), " images and ", units.size(), " units"));
+  }
+  const size_t per_image = pixels.size() / dice.size();
+  // Each pixel row belongs to its image's unit: the unit's rows share one
+  // unit of weight, as its images do.
+  std::vector<std::string> pixel_units;
+  pixel_units.reserve(pixels.size());
+  for (const std::string& u : units) pixel_units.insert(pixel_units.end(), per_image, u);
+  absl::StatusOr<EvaluationStatistics> s = CollectStatistics(pixels, losses, pixel_units);
+  if (!s.ok()) return s;
+  std::map<std::string, int> images;
+  for (const std::string& u : units) ++images[u];
+  s->dice.assign(kReleaseBins, 0.0);
+  for (size_t i = 0; i < dice.size(); ++i) {
+    const double w = 1.0 / images[units[i]];
+    const double d = std::isfinite(dice[i]) ? std::clamp(dice[i], 0.0, 1.0) : 0.0;
+    s->dice_sum += w * d;
+    s->dice[Bin(d)] += w;
+  }
+  return s;
+}
+
+ReleaseNoise NoiseFor(double sigma, int num_classes, bool segmentation) {
   // Block b's noise: σ Δ (the joint sensitivity) in scaled units, times
   // sensitivity_b / weight_b back in the block's own units.
-  const double base = sigma * JointSensitivity();
+  const double base = sigma * JointSensitivity(segmentation);
   ReleaseNoise n;
   n.confusion = base * 1.0 / kConfusionWeight;
   n.loss_sum = base * kLossClip / kLossWeight;
   n.confidence = base * 1.0 / kConfidenceWeight;
   n.scores = base * std::sqrt(static_cast<double>(EvaluationStatistics::ScoreClasses(num_classes))) / kScoresWeight;
+  if (segmentation) {
+    n.dice_sum = base / kDiceSumWeight;
+    n.dice = base / kDiceWeight;
+  }
   return n;
 }
 
 void AddReleaseNoise(double sigma, crypto::SecureRandom& rng, EvaluationStatistics* s) {
-  const ReleaseNoise n = NoiseFor(sigma, s->num_classes);
+  const ReleaseNoise n = NoiseFor(sigma, s->num_classes, s->segmentation());
   AddNoise(&s->confusion, n.confusion, rng);
   double loss_noise = 0;
   rng.Gaussian(&loss_noise, 1, n.loss_sum);
   s->loss_sum += loss_noise;
   AddNoise(&s->confidence, n.confidence, rng);
   AddNoise(&s->scores, n.scores, rng);
+  if (s->segmentation()) {
+    double dice_noise = 0;
+    rng.Gaussian(&dice_noise, 1, n.dice_sum);
+    s->dice_sum += dice_noise;
+    AddNoise(&s->dice, n.dice, rng);
+  }
 }
 
 absl::Status AddInto(const EvaluationStatistics& other, EvaluationStatistics* sum) {
   if (other.num_classes != sum->num_classes || other.confusion.size() != sum->confusion.size() ||
-      other.confidence.size() != sum->confidence.size() || other.scores.size() != sum->scores.size()) {
+      other.confidence.size() != sum->confidence.size() || other.scores.size() != sum->scores.size() ||
+      other.dice.size() != sum->dice.size()) {
     return absl::InvalidArgumentError("releases of different shapes do not pool");
   }
   for (size_t i = 0; i < sum->confusion.size(); ++i) sum->confusion[i] += other.confusion[i];
   for (size_t i = 0; i < sum->confidence.size(); ++i) sum->confidence[i] += other.confidence[i];
   for (size_t i = 0; i < sum->scores.size(); ++i) sum->scores[i] += other.scores[i];
   sum->loss_sum += other.loss_sum;
+  for (size_t i = 0; i < sum->dice.size(); ++i) sum->dice[i] += other.dice[i];
+  sum->dice_sum += other.dice_sum;
   return absl::OkStatus();
 }
 
@@ -143,6 +191,10 @@ ReleasedFigures FiguresFromRelease(const EvaluationStatistics& s) {
   }
   out.metrics = MetricsFromConfusion(std::move(confusion));
   out.loss = total > 0 ? std::clamp(s.loss_sum / total, 0.0, kLossClip) : 0;
+  if (s.segmentation()) {
+    // The units' weight: the whole confusion block (each unit adds 1).
+    out.mean_dice = total >= 1 ? std::clamp(s.dice_sum / total, 0.0, 1.0) : 0.0;
+  }
   // ROC AUC per score class from its histograms: P(score of a positive >
   // score of a negative), ties in a bin one half.
   double auc_sum = 0;

@@ -17,11 +17,18 @@
 //   loss_sum    weighted per-image loss, clipped at kLossClip   kLossClip
 //   confidence  [correct][bin of the top probability]    1
 //   scores      [score class][positive][bin of P(class)] sqrt(score classes)
+// Segmentation is released the same way, its pixels as the rows: each
+// image's pixels share the image's weight, so the blocks above are the
+// pixel-level figures (a unit still adds at most 1), and two more blocks
+// carry each unit's Dice (each image's Dice is in [0, 1]):
+//   dice_sum    weighted Dice                            1
+//   dice        [bin of the image's Dice]                1
 // Block b is scaled by kBlockWeight_b / sensitivity_b before the noise, so
 // the whole vector has sensitivity sqrt(sum of the weights squared); the
 // Gaussian noise N(0, σ² Δ²) on it makes one release one Gaussian mechanism
 // with noise multiplier σ (RDP α / (2σ²)), charged once in the ledger.
 
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -40,6 +47,8 @@ inline constexpr double kConfusionWeight = 1.0;
 inline constexpr double kLossWeight = 1.0;
 inline constexpr double kConfidenceWeight = 0.5;
 inline constexpr double kScoresWeight = 0.5;
+inline constexpr double kDiceSumWeight = 1.0;
+inline constexpr double kDiceWeight = 0.5;
 
 struct EvaluationStatistics {
   int num_classes = 0;
@@ -47,12 +56,17 @@ struct EvaluationStatistics {
   double loss_sum = 0;             // weighted, each image's loss clipped at kLossClip
   std::vector<double> confidence;  // 2*B, [wrong=0 / right=1][bin of the top probability]
   std::vector<double> scores;      // A*2*B, [score class][negative=0 / positive=1][bin of its probability]
+  // Segmentation only (empty for classification): the weighted Dice and its
+  // histogram over B bins.
+  double dice_sum = 0;
+  std::vector<double> dice;
 
+  bool segmentation() const { return !dice.empty(); }
   // Binary tasks: class 1's probability only; otherwise every class (one
   // versus the rest).
   static int ScoreClasses(int num_classes) { return num_classes == 2 ? 1 : num_classes; }
   // Zeros of the right sizes.
-  static EvaluationStatistics Empty(int num_classes);
+  static EvaluationStatistics Empty(int num_classes, bool segmentation = false);
   // Sizes match num_classes (2..1000) and every value is finite.
   absl::Status CheckShape() const;
 };
@@ -62,6 +76,15 @@ struct EvaluationStatistics {
 absl::StatusOr<EvaluationStatistics> CollectStatistics(const Scores& scores, const std::vector<double>& losses,
                                                        const std::vector<std::string>& units);
 
+// Segmentation: `pixels` holds every pixel of every image as a row (labels
+// the true classes, probabilities the model's), `losses` each pixel's,
+// `units` each image's unit and `dice` each image's Dice; each image has
+// pixels.size() / dice.size() pixels. Stays on the node.
+absl::StatusOr<EvaluationStatistics> CollectSegmentationStatistics(const Scores& pixels,
+                                                                   const std::vector<double>& losses,
+                                                                   const std::vector<double>& dice,
+                                                                   const std::vector<std::string>& units);
+
 // The noise each block gets at noise multiplier σ: per-coordinate standard
 // deviations, in the block's own units.
 struct ReleaseNoise {
@@ -69,8 +92,10 @@ struct ReleaseNoise {
   double loss_sum = 0;
   double confidence = 0;
   double scores = 0;
+  double dice_sum = 0;
+  double dice = 0;
 };
-ReleaseNoise NoiseFor(double noise_multiplier, int num_classes);
+ReleaseNoise NoiseFor(double noise_multiplier, int num_classes, bool segmentation = false);
 
 // Adds the release's Gaussian noise (NoiseFor) from `rng` in place.
 void AddReleaseNoise(double noise_multiplier, crypto::SecureRandom& rng, EvaluationStatistics* s);
@@ -87,6 +112,8 @@ absl::Status AddInto(const EvaluationStatistics& other, EvaluationStatistics* su
 struct ReleasedFigures {
   Metrics metrics;  // count, accuracy, per-class figures, confusion; roc_auc and ece
   double loss = 0;  // mean clipped loss per unit of weight
+  // Segmentation: the mean over units of their images' mean Dice, in [0, 1].
+  std::optional<double> mean_dice;
 };
 ReleasedFigures FiguresFromRelease(const EvaluationStatistics& s);
 

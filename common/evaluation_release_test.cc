@@ -2,6 +2,7 @@
 
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <cmath>
 #include <random>
 
@@ -149,6 +150,138 @@ TEST(EvaluationReleaseTest, ShapesAreCheckedAndReleasesPool) {
   // Noisy negative cells are clamped before the figures.
   sum.confusion = {-3, 0, 0, 4};
   EXPECT_EQ(FiguresFromRelease(sum).metrics.count, 4);
+}
+
+}  // namespace
+}  // namespace fedrad
+
+namespace fedrad {
+namespace {
+
+// A segmentation case: `images` images of `pixels` pixels each, two
+// classes, image i of unit i / per_unit, and each image's Dice.
+struct SegmentationCase {
+  Scores pixels;
+  std::vector<double> losses, dice;
+  std::vector<std::string> units;
+};
+SegmentationCase RandomSegmentation(int images, int pixels, int per_unit, uint64_t seed, const std::string& prefix) {
+  std::mt19937_64 rng(seed);
+  std::uniform_real_distribution<double> u(0.01, 0.99);
+  SegmentationCase c;
+  c.pixels.num_classes = 2;
+  for (int i = 0; i < images; ++i) {
+    for (int p = 0; p < pixels; ++p) {
+      const double q = u(rng);
+      c.pixels.labels.push_back(u(rng) < 0.2 ? 1 : 0);
+      c.pixels.probabilities.push_back(static_cast<float>(1 - q));
+      c.pixels.probabilities.push_back(static_cast<float>(q));
+      c.losses.push_back(3 * u(rng));
+    }
+    c.dice.push_back(u(rng));
+    c.units.push_back(prefix + std::to_string(i / per_unit));
+  }
+  return c;
+}
+
+// The release's mean Dice is the mean over patients of their images' mean
+// Dice (each patient weighs 1, whatever its images), and the pixel blocks
+// still count each patient once.
+TEST(SegmentationReleaseTest, WithoutNoiseTheMeanDiceIsThePatientsMean) {
+  SegmentationCase c = RandomSegmentation(40, 16, 4, 5, "u");
+  // Patient 0's images all score 1: its mean is 1 however many images it has.
+  for (int i = 0; i < 4; ++i) c.dice[i] = 1.0;
+  absl::StatusOr<EvaluationStatistics> s = CollectSegmentationStatistics(c.pixels, c.losses, c.dice, c.units);
+  ASSERT_TRUE(s.ok()) << s.status();
+  ASSERT_TRUE(s->CheckShape().ok());
+  ASSERT_TRUE(s->segmentation());
+  double expected = 0;
+  for (int unit = 0; unit < 10; ++unit) {
+    double m = 0;
+    for (int i = 0; i < 4; ++i) m += c.dice[unit * 4 + i] / 4;
+    expected += m / 10;
+  }
+  const ReleasedFigures f = FiguresFromRelease(*s);
+  ASSERT_TRUE(f.mean_dice.has_value());
+  EXPECT_NEAR(*f.mean_dice, expected, 1e-9);
+  EXPECT_EQ(f.metrics.count, 10);  // patients, not images or pixels
+  double histogram = 0;
+  for (double v : s->dice) histogram += v;
+  EXPECT_NEAR(histogram, 10, 1e-9);
+  // A classification release has no Dice.
+  EXPECT_FALSE(FiguresFromRelease(EvaluationStatistics::Empty(2)).mean_dice.has_value());
+}
+
+// One more patient, with any number of images of any Dice, moves every
+// block (the pixel blocks and the two Dice blocks) by at most its
+// sensitivity: the joint sensitivity the noise is calibrated to holds.
+TEST(SegmentationReleaseTest, OnePatientMovesEachBlockByAtMostItsSensitivity) {
+  for (int extra : {1, 6}) {
+    SegmentationCase base = RandomSegmentation(30, 9, 3, 21, "u");
+    SegmentationCase added = RandomSegmentation(extra, 9, extra, 77 + extra, "new");
+    SegmentationCase more = base;
+    more.pixels.labels.insert(more.pixels.labels.end(), added.pixels.labels.begin(), added.pixels.labels.end());
+    more.pixels.probabilities.insert(more.pixels.probabilities.end(), added.pixels.probabilities.begin(),
+                                     added.pixels.probabilities.end());
+    more.losses.insert(more.losses.end(), added.losses.size(), 1e9);
+    more.dice.insert(more.dice.end(), extra, 5.0);  // out of range: clipped to 1
+    more.units.insert(more.units.end(), added.units.begin(), added.units.end());
+    auto a = CollectSegmentationStatistics(base.pixels, base.losses, base.dice, base.units);
+    auto b = CollectSegmentationStatistics(more.pixels, more.losses, more.dice, more.units);
+    ASSERT_TRUE(a.ok() && b.ok()) << a.status() << b.status();
+    EXPECT_LE(L2(a->confusion, b->confusion), 1 + 1e-9);
+    EXPECT_LE(std::fabs(a->loss_sum - b->loss_sum), kLossClip + 1e-9);
+    EXPECT_LE(L2(a->confidence, b->confidence), 1 + 1e-9);
+    EXPECT_LE(L2(a->scores, b->scores), 1 + 1e-9);
+    EXPECT_LE(std::fabs(a->dice_sum - b->dice_sum), 1 + 1e-9);
+    EXPECT_LE(L2(a->dice, b->dice), 1 + 1e-9);
+  }
+}
+
+TEST(SegmentationReleaseTest, NoiseCoversTheDiceBlocksAndShapesAreChecked) {
+  const ReleaseNoise n = NoiseFor(2, 2, /*segmentation=*/true);
+  const double joint = std::sqrt(2.5 + kDiceSumWeight * kDiceSumWeight + kDiceWeight * kDiceWeight);
+  EXPECT_NEAR(n.confusion, 2 * joint, 1e-12);
+  EXPECT_NEAR(n.dice_sum, 2 * joint / kDiceSumWeight, 1e-12);
+  EXPECT_NEAR(n.dice, 2 * joint / kDiceWeight, 1e-12);
+  EXPECT_EQ(NoiseFor(2, 2).dice, 0);
+  auto rng = crypto::SecureRandom::ForTesting(9);
+  EvaluationStatistics s = EvaluationStatistics::Empty(2, true);
+  AddReleaseNoise(2, *rng, &s);
+  EXPECT_NE(s.dice_sum, 0);
+  EXPECT_TRUE(std::any_of(s.dice.begin(), s.dice.end(), [](double v) { return v != 0; }));
+  s.dice.pop_back();
+  EXPECT_FALSE(s.CheckShape().ok());
+  EvaluationStatistics classification = EvaluationStatistics::Empty(2);
+  EXPECT_FALSE(AddInto(EvaluationStatistics::Empty(2, true), &classification).ok()) << "shapes differ";
+}
+
+}  // namespace
+}  // namespace fedrad
+
+#include "common/protocol.h"
+
+namespace fedrad {
+namespace {
+
+// The coordinator takes a release only in its plan's task's shape: Dice from
+// a segmentation site, none from a classification site.
+TEST(SegmentationReleaseTest, TheReleaseMustMatchThePlansTask) {
+  protocol::EvaluationReport e;
+  e.release = protocol::ReleasedEvaluation{};
+  e.release->num_classes = 2;
+  e.release->statistics = EvaluationStatistics::Empty(2, true);
+  e.release->statistics.confusion[0] = 20;  // twenty patients
+  e.release->statistics.dice_sum = 15;
+  std::optional<ReleasedFigures> figures;
+  EXPECT_TRUE(protocol::CheckEvaluationReport(e, {2, false, 10, true}, &figures).ok());
+  ASSERT_TRUE(figures && figures->mean_dice);
+  EXPECT_NEAR(*figures->mean_dice, 0.75, 1e-12);
+  const absl::Status wrong = protocol::CheckEvaluationReport(e, {2, false, 10, false}, &figures);
+  EXPECT_NE(wrong.message().find("carries Dice"), std::string::npos) << wrong;
+  e.release->statistics = EvaluationStatistics::Empty(2);
+  e.release->statistics.confusion[0] = 20;
+  EXPECT_FALSE(protocol::CheckEvaluationReport(e, {2, false, 10, true}, &figures).ok());
 }
 
 }  // namespace

@@ -81,13 +81,17 @@ absl::Status CheckEvaluationReport(const EvaluationReport& e, const EvaluationRu
   }
   const EvaluationStatistics& st = r.statistics;
   if (absl::Status shape = st.CheckShape(); !shape.ok()) return shape;
+  if (st.segmentation() != rules.segmentation) {
+    return absl::InvalidArgumentError(rules.segmentation ? "a segmentation model's release must carry its Dice"
+                                                         : "a classification model's release carries Dice");
+  }
   // Plausible bounds: a statistic a billion units from zero is no site's.
   constexpr double kLargest = 1e9;
   auto plausible = [&](const std::vector<double>& v) {
     return std::all_of(v.begin(), v.end(), [&](double x) { return std::fabs(x) <= kLargest; });
   };
-  if (!plausible(st.confusion) || !plausible(st.confidence) || !plausible(st.scores) ||
-      !(std::fabs(st.loss_sum) <= kLargest * kLossClip)) {
+  if (!plausible(st.confusion) || !plausible(st.confidence) || !plausible(st.scores) || !plausible(st.dice) ||
+      !(std::fabs(st.loss_sum) <= kLargest * kLossClip) || !(std::fabs(st.dice_sum) <= kLargest)) {
     return absl::InvalidArgumentError("the release holds a value beyond any site's size");
   }
   // Every figure is post-processing of the release.

@@ -162,6 +162,9 @@ struct EvaluationRules {
   int num_classes = 2;
   bool require_dp = false;
   int64_t min_report = 10;
+  // A segmentation plan's releases carry the Dice blocks; a classification
+  // plan's do not.
+  bool segmentation = false;
 };
 // Everything in an evaluation report that does not depend on the round
 // (the ledger head; a suppressed report carries no release; the release's

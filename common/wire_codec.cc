@@ -268,6 +268,8 @@ void Encode(const EvaluationReport& in, v1::Evaluation* out) {
     m->set_loss_sum(r.statistics.loss_sum);
     for (double v : r.statistics.confidence) m->add_confidence(v);
     for (double v : r.statistics.scores) m->add_scores(v);
+    m->set_dice_sum(r.statistics.dice_sum);
+    for (double v : r.statistics.dice) m->add_dice(v);
     m->set_epsilon_spent(r.epsilon_spent);
     m->set_delta(r.delta);
     m->set_unit(r.unit);
@@ -292,6 +294,8 @@ EvaluationReport Decode(const v1::Evaluation& in) {
     r.statistics.loss_sum = m.loss_sum();
     r.statistics.confidence.assign(m.confidence().begin(), m.confidence().end());
     r.statistics.scores.assign(m.scores().begin(), m.scores().end());
+    r.statistics.dice_sum = m.dice_sum();
+    r.statistics.dice.assign(m.dice().begin(), m.dice().end());
     r.epsilon_spent = m.epsilon_spent();
     r.delta = m.delta();
     r.unit = m.unit();

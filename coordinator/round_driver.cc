@@ -597,8 +597,9 @@ void RoundDriver::EvaluateRound(int round) {
   std::vector<std::string> per_site;
   for (const auto& [site, e] : done.results) {
     results.push_back(e);
-    per_site.push_back(e.suppressed ? absl::StrFormat("%s suppressed", site)
-                                    : absl::StrFormat("%s %.3f", site, e.accuracy));
+    per_site.push_back(e.suppressed  ? absl::StrFormat("%s suppressed", site)
+                       : e.mean_dice ? absl::StrFormat("%s Dice %.3f", site, *e.mean_dice)
+                                     : absl::StrFormat("%s %.3f", site, e.accuracy));
   }
   const RoundEvaluation g = CombineEvaluations(round, done.model_sha256, config_.plan.model.num_classes, results);
   absl::Status s = state_->RecordRoundEvaluation(g, clock_->NowMs());
@@ -609,6 +610,7 @@ void RoundDriver::EvaluateRound(int round) {
                                                             g.metrics.accuracy, g.loss, g.metrics.count)
                                           : std::string("no validation figures");
   if (g.metrics.roc_auc) absl::StrAppendFormat(&agg, ", AUC %.3f", *g.metrics.roc_auc);
+  if (g.mean_dice) agg = absl::StrFormat("validation mean Dice %.3f (%s)", *g.mean_dice, agg);
   if (g.reporting_sites > 0) absl::StrAppend(&agg, ", from the sites' DP releases");
   spdlog::info("round {}/{}: {} of {} node(s) answered; {} ({}); model {}", round, config_.plan.rounds,
                done.results.size(), selected, agg, absl::StrJoin(per_site, ", "), done.model_sha256.substr(0, 12));
@@ -621,7 +623,7 @@ RoundEvaluation CombineEvaluations(int round, const std::string& model_sha256, i
   g.model_sha256 = model_sha256;
   g.sites = static_cast<int>(sites.size());
   std::vector<std::vector<int64_t>> pooled(num_classes, std::vector<int64_t>(num_classes, 0));
-  double loss = 0, auc = 0, auc_count = 0, ece = 0;
+  double loss = 0, auc = 0, auc_count = 0, ece = 0, dice = 0, dice_count = 0;
   for (const SiteEvaluation& e : sites) {
     if (e.suppressed) {
       g.suppressed_count += e.count;
@@ -635,6 +637,10 @@ RoundEvaluation CombineEvaluations(int round, const std::string& model_sha256, i
       auc += *e.roc_auc * n;
       auc_count += n;
     }
+    if (e.mean_dice) {
+      dice += *e.mean_dice * n;
+      dice_count += n;
+    }
     for (size_t i = 0; i < e.confusion.size() && static_cast<int>(i) < num_classes * num_classes; ++i) {
       pooled[i / num_classes][i % num_classes] += e.confusion[i];
     }
@@ -645,6 +651,7 @@ RoundEvaluation CombineEvaluations(int round, const std::string& model_sha256, i
   g.loss = loss / n;
   g.metrics.ece = ece / n;
   if (auc_count > 0) g.metrics.roc_auc = auc / auc_count;
+  if (dice_count > 0) g.mean_dice = dice / dice_count;
   return g;
 }
 
@@ -973,8 +980,11 @@ absl::Status RoundDriver::DeclineNow(const std::string& site, const protocol::De
 
 absl::Status RoundDriver::CheckEvaluation(const protocol::EvaluationReport& e, SiteEvaluation* out) const {
   std::optional<ReleasedFigures> figures;
-  absl::Status valid = protocol::CheckEvaluationReport(
-      e, {config_.plan.model.num_classes, config_.plan.require_dp, config_.plan.min_report}, &figures);
+  absl::Status valid =
+      protocol::CheckEvaluationReport(e,
+                                      {config_.plan.model.num_classes, config_.plan.require_dp, config_.plan.min_report,
+                                       config_.plan.model.task == ModelTask::kSegmentation},
+                                      &figures);
   if (!valid.ok()) return valid;
   out->node_ledger_seq = e.ledger_seq;
   out->node_ledger_sha256 = e.ledger_sha256;
@@ -988,6 +998,7 @@ absl::Status RoundDriver::CheckEvaluation(const protocol::EvaluationReport& e, S
     out->confusion.insert(out->confusion.end(), row.begin(), row.end());
   out->roc_auc = f.metrics.roc_auc;
   out->ece = f.metrics.ece;
+  out->mean_dice = f.mean_dice;
   out->noise_multiplier = e.release->noise_multiplier;
   out->release = e.release->statistics;
   return absl::OkStatus();

@@ -408,11 +408,15 @@ absl::Status StateStore::RecordEvaluation(int round, const std::string& model_sh
   if (!s.ok()) return s;
   ledger::EvaluationReceived body{round, e.site, model_sha256, e.count, e.suppressed};
   if (e.release) {
-    const nlohmann::json release = {{"noise_multiplier", e.noise_multiplier},
-                                    {"confusion", e.release->confusion},
-                                    {"loss_sum", e.release->loss_sum},
-                                    {"confidence", e.release->confidence},
-                                    {"scores", e.release->scores}};
+    nlohmann::json release = {{"noise_multiplier", e.noise_multiplier},
+                              {"confusion", e.release->confusion},
+                              {"loss_sum", e.release->loss_sum},
+                              {"confidence", e.release->confidence},
+                              {"scores", e.release->scores}};
+    if (e.release->segmentation()) {
+      release["dice_sum"] = e.release->dice_sum;
+      release["dice"] = e.release->dice;
+    }
     s = db_->Execute(
         "INSERT OR REPLACE INTO evaluation_releases(round, site, noise_multiplier, release) VALUES(?1, ?2, ?3, ?4)",
         {int64_t{round}, e.site, e.noise_multiplier, release.dump()});

@@ -40,6 +40,7 @@ struct SiteEvaluation {
   std::vector<int64_t> confusion;               // classes^2, [true][predicted]
   std::optional<double> roc_auc;
   double ece = 0;
+  std::optional<double> mean_dice;  // segmentation: the release's mean Dice over patients
   // The node's audit-ledger head it reported with the figures (0/"" if not);
   // kept in the coordinator's ledger only.
   uint64_t node_ledger_seq = 0;
@@ -59,6 +60,8 @@ struct RoundEvaluation {
   // specificity); roc_auc and ece are count-weighted means of the sites'
   // values, which do not pool from counts.
   Metrics metrics;
+  // Segmentation: the count-weighted mean of the sites' mean Dice.
+  std::optional<double> mean_dice;
 };
 
 // A site's DP report for one round (its own accountant's figures), as its

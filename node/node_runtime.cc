@@ -177,14 +177,6 @@ absl::StatusOr<JoinedPlan> NodeRuntime::Hello() {
       return absl::FailedPreconditionError(absl::StrCat("the plan's model is not usable here: ", fits.message()));
     }
   }
-  if (p.model.task == ModelTask::kSegmentation) {
-    // The node can train a U-Net, but the release of federated evaluation
-    // figures for segmentation (per-patient Dice) is not built yet, and
-    // no round runs without that release: refused before anything is charged.
-    return absl::UnimplementedError(
-        "the plan asks for segmentation; this node trains segmentation models only locally so far "
-        "(fedrad-node train-local --model unet2d); a federation of them needs a newer fedrad");
-  }
   if (plan_ && (plan_->model.architecture != p.model.architecture || plan_->model.input_size != p.model.input_size ||
                 plan_->model.num_classes != p.model.num_classes || plan_->model.task != p.model.task)) {
     return absl::FailedPreconditionError("the federation's model changed while this node was running; restart it");
@@ -1022,7 +1014,8 @@ absl::StatusOr<NodeRuntime::TaskOutcome> NodeRuntime::HandleEval(const protocol:
   // An empty validation split is released like any other (zeros plus the
   // noise): refusing instead would tell the coordinator it is empty.
   Evaluation exact;
-  absl::StatusOr<EvaluationStatistics> statistics = EvaluationStatistics::Empty(plan_->model.num_classes);
+  const bool segmentation = plan_->model.task == ModelTask::kSegmentation;
+  absl::StatusOr<EvaluationStatistics> statistics = EvaluationStatistics::Empty(plan_->model.num_classes, segmentation);
   if (data_->validation.count() > 0) {
     absl::StatusOr<Evaluation> e = EvaluateModel(plan_->model, **model, data_->validation);
     if (!e.ok()) return e.status();
@@ -1035,7 +1028,8 @@ absl::StatusOr<NodeRuntime::TaskOutcome> NodeRuntime::HandleEval(const protocol:
     if (!privacy.patient_level) {
       for (size_t i = 0; i < units.size(); ++i) units[i] = absl::StrCat("image:", i);
     }
-    statistics = CollectStatistics(exact.scores, losses, units);
+    statistics = segmentation ? CollectSegmentationStatistics(exact.scores, losses, exact.dice, units)
+                              : CollectStatistics(exact.scores, losses, units);
     if (!statistics.ok()) return statistics.status();
   }
   EvaluationRelease release{std::move(*statistics), charge ? charge->noise_multiplier : 0.0, 0.0};
@@ -1059,14 +1053,19 @@ absl::StatusOr<NodeRuntime::TaskOutcome> NodeRuntime::HandleEval(const protocol:
   }
   if (!s.ok()) return s;
   // The exact figures stay in this log; only the release left.
-  spdlog::info("round {}: global model validation accuracy {:.3f}, loss {:.4f} on {} images here; {}", round,
-               exact.accuracy, exact.loss, exact.count,
-               suppressed
-                   ? absl::StrFormat("the release counted fewer than min_report %d patients: not sent", min_report)
-               : charge ? absl::StrFormat("released under DP (sigma %.3f, evaluation epsilon %.4f): accuracy "
-                                          "%.3f",
-                                          release.noise_multiplier, release.epsilon_spent, figures.metrics.accuracy)
-                        : std::string("sent exactly (NOT differentially private)"));
+  double mean_dice = 0;
+  for (double d : exact.dice) mean_dice += d / static_cast<double>(exact.dice.size());
+  const std::string here = segmentation
+                               ? absl::StrFormat("mean Dice %.3f, pixel accuracy %.3f", mean_dice, exact.accuracy)
+                               : absl::StrFormat("accuracy %.3f", exact.accuracy);
+  const std::string released = segmentation ? absl::StrFormat("mean Dice %.3f", figures.mean_dice.value_or(0))
+                                            : absl::StrFormat("accuracy %.3f", figures.metrics.accuracy);
+  spdlog::info(
+      "round {}: global model validation {}, loss {:.4f} on {} images here; {}", round, here, exact.loss, exact.count,
+      suppressed ? absl::StrFormat("the release counted fewer than min_report %d patients: not sent", min_report)
+      : charge   ? absl::StrFormat("released under DP (sigma %.3f, evaluation epsilon %.4f): %s",
+                                   release.noise_multiplier, release.epsilon_spent, released)
+                 : std::string("sent exactly (NOT differentially private)"));
   return TaskOutcome::kDone;
 }
 

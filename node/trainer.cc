@@ -211,10 +211,17 @@ absl::StatusOr<Evaluation> EvaluateSegmentation(const ModelSpec& spec, NetworkIm
   int64_t correct = 0;
   const int64_t pixels = int64_t{images.size} * images.size;
   out.predicted_masks.reserve(static_cast<size_t>(out.count * pixels));
+  out.scores.num_classes = spec.num_classes;
+  out.scores.labels.assign(images.masks.begin(), images.masks.end());
+  out.scores.probabilities.reserve(static_cast<size_t>(out.count * pixels * spec.num_classes));
   for (int64_t start = 0; start < images.count(); start += 64) {
     const int64_t end = std::min<int64_t>(start + 64, images.count());
     const torch::Tensor logits = model.forward(x.slice(0, start, end));
     const torch::Tensor yy = y.slice(0, start, end);
+    // Every pixel's class probabilities, pixel by pixel (N, S, S, K).
+    const torch::Tensor p = torch::softmax(logits, 1).permute({0, 2, 3, 1}).to(torch::kFloat32).contiguous();
+    out.scores.probabilities.insert(out.scores.probabilities.end(), p.data_ptr<float>(),
+                                    p.data_ptr<float>() + p.numel());
     loss_sum += TaskLoss(spec.task, logits, yy).item<double>();
     const torch::Tensor predicted = logits.argmax(1).to(torch::kUInt8).contiguous();
     correct += predicted.to(torch::kInt64).eq(yy).sum().item<int64_t>();

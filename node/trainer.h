@@ -87,8 +87,8 @@ struct Evaluation {
   double loss = 0;
   double accuracy = 0;
   int64_t count = 0;
-  // Every image's label and softmax probabilities, for ComputeMetrics
-  // (classification).
+  // Every image's label and softmax probabilities, for ComputeMetrics;
+  // for segmentation, every pixel's (image by image, row-major).
   Scores scores;
   // Segmentation: accuracy is per pixel; each image's predicted classes
   // (count * size * size) and its Dice (SegmentationDice).

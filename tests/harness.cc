@@ -128,19 +128,27 @@ MiniFederation SetUpFederation(const std::string& dir, const MiniFederationOptio
       "[federation]\nname = \"it\"\nrounds = ", o.rounds, "\nmin_nodes = ", o.min_nodes,
       "\nround_deadline_s = ", o.round_deadline_s, "\nmax_attempts = ", o.max_attempts,
       "\nretry_backoff_s = ", o.retry_backoff_s, "\neval_deadline_s = 30\nstart_grace_s = ", o.start_grace_s,
-      "\nseed = 3\nmin_report = ", o.min_report, "\nupdate_dtype = \"", o.update_dtype,
-      "\"\n\n[model]\narchitecture = \"ctnet\"\ninput_size = 32\n\n", "[training]\nlocal_epochs = ", o.local_epochs,
-      "\nbatch_size = ", o.batch_size, "\nlearning_rate = 0.01\n\n", "[coordinator]\naddress = \"127.0.0.1:", f.port,
+      "\nseed = 3\nmin_report = ", o.min_report, "\nupdate_dtype = \"", o.update_dtype, "\"\n\n[model]\n",
+      o.task == "segmentation" ? "task = \"segmentation\"\narchitecture = \"unet2d\"\ndepth = 2\nbase_width = 8\n"
+                                 "class_names = [\"background\", \"lesion\"]\n"
+                               : "architecture = \"ctnet\"\n",
+      "input_size = 32\n\n", "[training]\nlocal_epochs = ", o.local_epochs, "\nbatch_size = ", o.batch_size,
+      "\nlearning_rate = 0.01\n\n", "[coordinator]\naddress = \"127.0.0.1:", f.port,
       "\"\nhosts = [\"localhost\", \"127.0.0.1\"]\n");
   for (int i = 0; i < o.sites; ++i) {
     f.sites.push_back(absl::StrCat("site-", std::string(1, static_cast<char>('a' + i))));
     absl::StrAppend(&plan, "\n[[site]]\nname = \"", f.sites.back(), "\"\n");
   }
   WriteText(dir + "/plan.toml", plan);
-  std::vector<std::string> synth = {
-      FedradBin(), "synth",       "--sites",    std::to_string(o.sites),    "--seed",   "5",
-      "--out",     dir + "/data", "--patients", std::to_string(o.patients), "--images", std::to_string(o.images),
-      "--size",    "64",          "--names"};
+  std::vector<std::string> synth = {FedradBin(),  "synth",
+                                    "--sites",    std::to_string(o.sites),
+                                    "--seed",     "5",
+                                    "--out",      dir + "/data",
+                                    "--patients", std::to_string(o.patients),
+                                    "--images",   std::to_string(o.images),
+                                    "--size",     "64",
+                                    "--task",     o.task,
+                                    "--names"};
   for (const std::string& s : f.sites) synth.push_back(s);
   EXPECT_EQ(RunCommand(synth, dir + "/synth.log"), 0) << ReadText(dir + "/synth.log");
   EXPECT_EQ(RunCommand({FedradBin(), "provision", "--plan", dir + "/plan.toml", "--out", dir + "/kits", "--data-root",

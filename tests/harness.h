@@ -99,6 +99,9 @@ struct MiniFederationOptions {
   // The plan's retry policy (tests retry quickly, and as often as they need).
   int max_attempts = 20;
   double retry_backoff_s = 0.2;
+  // "segmentation": a small unet2d, and `fedrad synth --task segmentation`
+  // data (the sites' labels are DICOM SEG objects).
+  std::string task = "classification";
 };
 
 // Writes a plan, synthesizes data and provisions kits with `fedrad`.
