@@ -1,5 +1,8 @@
 // Training-step throughput (samples/s), plain SGD vs DP-SGD, for the
-// Tramèr & Boneh end-to-end CNN on 28x28 inputs (model zoo "tbcnn28").
+// Tramèr & Boneh end-to-end CNN on 28x28 inputs (model zoo "tbcnn28") and
+// for the segmentation U-Net ("unet2d", depth 3, base width 16) on 64x64
+// inputs with its loss (cross-entropy + soft Dice per image); the U-Net's
+// runs are named BM_PlainStep/unet2d/32 and BM_DpSgdStep/unet2d/32.
 // BM_DpSgdStep is a full image-level DP-SGD step: forward, backward with
 // per-layer capture, per-sample gradient norms (Gram matrices for the linear
 // layers, materialised per-sample gradients for the convolutions), per-sample
@@ -12,37 +15,59 @@
 #include "common/model_zoo_torch.h"
 #include "node/dp_sgd.h"
 #include "node/grad_sampler.h"
+#include "node/losses.h"
 
 namespace {
 
 namespace F = torch::nn::functional;
 using fedrad::ModelSpec;
 
-std::shared_ptr<fedrad::NetworkImpl> Model() {
-  torch::manual_seed(1);
-  return *fedrad::CreateNetwork(ModelSpec{"tbcnn28", 1, 28, 10});
+ModelSpec Classifier() { return ModelSpec{"tbcnn28", 1, 28, 10}; }
+
+ModelSpec UNet() {
+  ModelSpec spec{"unet2d", 1, 64, 2};
+  spec.task = fedrad::ModelTask::kSegmentation;
+  spec.depth = 3;
+  spec.base_width = 16;
+  return spec;
 }
 
-void BM_PlainStep(benchmark::State& state) {
+std::shared_ptr<fedrad::NetworkImpl> Model(const ModelSpec& spec) {
+  torch::manual_seed(1);
+  return *fedrad::CreateNetwork(spec);
+}
+
+// A batch and its targets: labels, or masks (a lesion disc in half the images).
+std::pair<torch::Tensor, torch::Tensor> Batch(const ModelSpec& spec, int64_t batch) {
+  torch::Tensor x = torch::rand({batch, 1, spec.input_size, spec.input_size});
+  if (spec.task != fedrad::ModelTask::kSegmentation) {
+    return {x, torch::randint(0, spec.num_classes, {batch}, torch::kInt64)};
+  }
+  const torch::Tensor grid = torch::arange(spec.input_size, torch::kFloat32);
+  const torch::Tensor d2 = (grid.unsqueeze(0) - 20).pow(2) + (grid.unsqueeze(1) - 30).pow(2);
+  torch::Tensor y = (d2 < 36).to(torch::kInt64).unsqueeze(0).repeat({batch, 1, 1});
+  y.slice(0, 0, batch / 2).zero_();
+  return {x, y};
+}
+
+void BM_PlainStep(benchmark::State& state, ModelSpec spec) {
   const int64_t batch = state.range(0);
-  auto model = Model();
+  auto model = Model(spec);
   torch::optim::SGD opt(model->parameters(), torch::optim::SGDOptions(0.1).momentum(0.9));
-  torch::Tensor x = torch::rand({batch, 1, 28, 28});
-  torch::Tensor y = torch::randint(0, 10, {batch}, torch::kInt64);
+  auto [x, y] = Batch(spec, batch);
   for (auto _ : state) {
     opt.zero_grad();
-    F::cross_entropy(model->forward(x), y).backward();
+    (fedrad::node::TaskLoss(spec.task, model->forward(x), y) / static_cast<double>(batch)).backward();
     opt.step();
   }
   state.SetItemsProcessed(state.iterations() * batch);
 }
 
-void BM_DpSgdStep(benchmark::State& state) {
+void BM_DpSgdStep(benchmark::State& state, ModelSpec spec) {
   const int64_t batch = state.range(0);
-  auto model = Model();
+  auto model = Model(spec);
   torch::optim::SGD opt(model->parameters(), torch::optim::SGDOptions(0.1).momentum(0.9));
-  torch::Tensor x = torch::rand({batch, 1, 28, 28});
-  torch::Tensor y = torch::randint(0, 10, {batch}, torch::kInt64);
+  auto [x, y] = Batch(spec, batch);
   torch::Tensor units = torch::arange(batch, torch::kInt64);  // image-level: one unit per image
   auto rng = *fedrad::crypto::SecureRandom::Create();
   fedrad::node::GradSampler sampler;
@@ -51,7 +76,7 @@ void BM_DpSgdStep(benchmark::State& state) {
   for (auto _ : state) {
     sampler.Clear();
     opt.zero_grad();
-    F::cross_entropy(model->forward(x), y, F::CrossEntropyFuncOptions().reduction(torch::kSum)).backward();
+    fedrad::node::TaskLoss(spec.task, model->forward(x), y).backward();
     if (!fedrad::node::NoisyClippedGradient(sampler, *model, units, batch, dp, *rng).ok()) {
       state.SkipWithError("DP step failed");
     }
@@ -60,8 +85,10 @@ void BM_DpSgdStep(benchmark::State& state) {
   state.SetItemsProcessed(state.iterations() * batch);
 }
 
-BENCHMARK(BM_PlainStep)->Arg(64)->Arg(256)->Unit(benchmark::kMillisecond)->UseRealTime();
-BENCHMARK(BM_DpSgdStep)->Arg(64)->Arg(256)->Unit(benchmark::kMillisecond)->UseRealTime();
+BENCHMARK_CAPTURE(BM_PlainStep, tbcnn28, Classifier())->Arg(64)->Arg(256)->Unit(benchmark::kMillisecond)->UseRealTime();
+BENCHMARK_CAPTURE(BM_DpSgdStep, tbcnn28, Classifier())->Arg(64)->Arg(256)->Unit(benchmark::kMillisecond)->UseRealTime();
+BENCHMARK_CAPTURE(BM_PlainStep, unet2d, UNet())->Arg(32)->Unit(benchmark::kMillisecond)->UseRealTime();
+BENCHMARK_CAPTURE(BM_DpSgdStep, unet2d, UNet())->Arg(32)->Unit(benchmark::kMillisecond)->UseRealTime();
 
 }  // namespace
 

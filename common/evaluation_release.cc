@@ -191,10 +191,7 @@ ReleasedFigures FiguresFromRelease(const EvaluationStatistics& s) {
   }
   out.metrics = MetricsFromConfusion(std::move(confusion));
   out.loss = total > 0 ? std::clamp(s.loss_sum / total, 0.0, kLossClip) : 0;
-  if (s.segmentation()) {
-    // The units' weight: the whole confusion block (each unit adds 1).
-    out.mean_dice = total >= 1 ? std::clamp(s.dice_sum / total, 0.0, 1.0) : 0.0;
-  }
+  out.mean_dice = MeanDice(s);
   // ROC AUC per score class from its histograms: P(score of a positive >
   // score of a negative), ties in a bin one half.
   double auc_sum = 0;
@@ -226,6 +223,13 @@ ReleasedFigures FiguresFromRelease(const EvaluationStatistics& s) {
     }
   }
   return out;
+}
+
+std::optional<double> MeanDice(const EvaluationStatistics& s) {
+  if (!s.segmentation()) return std::nullopt;
+  double total = 0;
+  for (double v : s.confusion) total += Clamped(v);
+  return total >= 1 ? std::clamp(s.dice_sum / total, 0.0, 1.0) : 0.0;
 }
 
 }  // namespace fedrad

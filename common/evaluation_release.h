@@ -117,6 +117,12 @@ struct ReleasedFigures {
 };
 ReleasedFigures FiguresFromRelease(const EvaluationStatistics& s);
 
+// A segmentation release's mean Dice over units: its weighted Dice over the
+// units' weight (the confusion block's total, each unit adding 1), clamped
+// to [0, 1]; nullopt for a classification release. Needs only the
+// confusion and Dice blocks.
+std::optional<double> MeanDice(const EvaluationStatistics& s);
+
 }  // namespace fedrad
 
 #endif  // FEDRAD_COMMON_EVALUATION_RELEASE_H_

@@ -1054,10 +1054,11 @@ absl::StatusOr<std::string> RoundDriver::ModelPath(const std::string& sha256) {
 }
 
 absl::StatusOr<std::string> RoundDriver::Summary() {
+  const bool segmentation = config_.plan.model.task == ModelTask::kSegmentation;
   std::string out = absl::StrFormat(
-      "\nFederation '%s': validation accuracy per round (post-processing of each site's differentially private "
+      "\nFederation '%s': validation %s per round (post-processing of each site's differentially private "
       "evaluation release)\n",
-      config_.plan.name);
+      config_.plan.name, segmentation ? "mean Dice over patients" : "accuracy");
   absl::StrAppend(&out, absl::StrFormat("%-7s", "round"));
   for (const std::string& site : config_.plan.sites) absl::StrAppend(&out, absl::StrFormat("%14s", site));
   absl::StrAppend(&out, absl::StrFormat("%14s\n", "overall"));
@@ -1070,14 +1071,15 @@ absl::StatusOr<std::string> RoundDriver::Summary() {
       std::string cell = "-";
       for (const SiteEvaluation& e : *evals) {
         if (e.site != site) continue;
-        cell = e.suppressed ? std::string("(supp.)") : absl::StrFormat("%.3f", e.accuracy);
+        cell = e.suppressed ? std::string("(supp.)")
+                            : absl::StrFormat("%.3f", segmentation ? e.mean_dice.value_or(0) : e.accuracy);
         any_suppressed |= e.suppressed;
       }
       absl::StrAppend(&out, absl::StrFormat("%14s", cell));
     }
     const RoundEvaluation g = CombineEvaluations(r, "", config_.plan.model.num_classes, *evals);
-    absl::StrAppend(&out,
-                    absl::StrFormat("%14s\n", g.metrics.count ? absl::StrFormat("%.3f", g.metrics.accuracy) : "-"));
+    const double overall = segmentation ? g.mean_dice.value_or(0) : g.metrics.accuracy;
+    absl::StrAppend(&out, absl::StrFormat("%14s\n", g.metrics.count ? absl::StrFormat("%.3f", overall) : "-"));
   }
   if (any_suppressed) {
     absl::StrAppend(&out, absl::StrFormat("((supp.): the site sent no release (fewer validation patients than "

@@ -1,5 +1,6 @@
 #include "coordinator/state_store.h"
 
+#include <algorithm>
 #include <filesystem>
 
 #include <nlohmann/json.hpp>
@@ -484,8 +485,9 @@ absl::StatusOr<std::optional<RoundEvaluation>> StateStore::GetRoundEvaluation(in
 absl::StatusOr<std::vector<SiteEvaluation>> StateStore::Evaluations(int round) {
   absl::MutexLock lock(&mu_);
   absl::StatusOr<std::vector<SqlRow>> rows = db_->Query(
-      "SELECT e.site, e.loss, e.accuracy, e.count, f.suppressed, f.confusion, f.roc_auc, f.ece "
+      "SELECT e.site, e.loss, e.accuracy, e.count, f.suppressed, f.confusion, f.roc_auc, f.ece, r.release "
       "FROM evaluations e LEFT JOIN evaluation_figures f ON f.round = e.round AND f.site = e.site "
+      "LEFT JOIN evaluation_releases r ON r.round = e.round AND r.site = e.site "
       "WHERE e.round = ?1 ORDER BY e.site",
       {int64_t{round}});
   if (!rows.ok()) return rows.status();
@@ -498,6 +500,23 @@ absl::StatusOr<std::vector<SiteEvaluation>> StateStore::Evaluations(int round) {
       e.confusion = SplitCounts(AsText(r[5]));
       e.roc_auc = OptionalDouble(r[6]);
       e.ece = OptionalDouble(r[7]).value_or(0);
+    }
+    // A segmentation release's mean Dice is post-processing of the release
+    // as recorded (this store wrote it; it was checked when received).
+    if (!std::holds_alternative<std::nullptr_t>(r[8])) {
+      const nlohmann::json release = nlohmann::json::parse(AsText(r[8]), nullptr, /*allow_exceptions=*/false);
+      auto numbers = [&](const char* key) {
+        return release.contains(key) && release[key].is_array() &&
+               std::all_of(release[key].begin(), release[key].end(),
+                           [](const nlohmann::json& v) { return v.is_number(); });
+      };
+      if (release.is_object() && numbers("dice") && numbers("confusion")) {
+        EvaluationStatistics st;
+        st.confusion = release["confusion"].get<std::vector<double>>();
+        st.dice = release["dice"].get<std::vector<double>>();
+        st.dice_sum = release.value("dice_sum", 0.0);
+        e.mean_dice = MeanDice(st);
+      }
     }
     out.push_back(std::move(e));
   }

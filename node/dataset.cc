@@ -13,6 +13,7 @@
 #include "absl/strings/strip.h"
 #include "common/files.h"
 #include "crypto/sha256.h"
+#include "node/dicom_rtstruct.h"
 #include "node/dicom_seg.h"
 
 namespace fedrad::node {
@@ -206,44 +207,90 @@ class Tally {
 // (class indices, at the SEG's size), or only that it is labelled (an image
 // referenced without a frame shows none of any segment).
 struct SourceMasks {
-  int rows = 0, columns = 0;
+  int rows = 0, columns = 0;                   // of the SEG frames (0: none)
   std::map<int, std::vector<uint8_t>> frames;  // frame index -> rows * columns classes
+  std::vector<RtContour> contours;             // RTSTRUCT contours on it, `roi` holding their class
 };
 
-// Reads every SEG object among `files` (relative to `dir`) and maps its
-// segments to classes: by the class names (past the background) when there
-// are any, else segment n is class n.
+// Segment or ROI names to classes: by the class names past the background
+// when there are any, else by number (segment n, or the n-th ROI by ROI
+// Number, is class n); unknown names are counted.
+std::map<int, int> ClassesOf(const DatasetSpec& spec, const std::map<int, std::string>& names, LoadReport* report) {
+  std::map<int, int> out;
+  int position = 0;
+  for (const auto& [number, label] : names) {
+    ++position;
+    int c = -1;
+    if (!spec.class_names.empty()) {
+      for (size_t i = 1; i < spec.class_names.size(); ++i) {
+        if (spec.class_names[i] == label) c = static_cast<int>(i);
+      }
+    } else if (position < spec.num_classes) {
+      c = position;
+    }
+    if (c < 0) {
+      ++report->masks.unknown_segments[label.empty() ? absl::StrCat("number ", number) : label];
+    } else {
+      out[number] = c;
+    }
+  }
+  return out;
+}
+
+// An image's RTSTRUCT contours as a mask on its grid.
+absl::StatusOr<std::vector<uint8_t>> RasterizeSourceContours(const SourceMasks& m, const DicomFacts& facts) {
+  absl::StatusOr<ImageGeometry> geometry =
+      ParseGeometry(facts.image_position, facts.image_orientation, facts.pixel_spacing);
+  if (!geometry.ok()) return geometry.status();
+  std::vector<const RtContour*> contours;
+  std::map<int, int> identity;
+  for (const RtContour& c : m.contours) {
+    contours.push_back(&c);
+    identity[c.roi] = c.roi;  // `roi` holds the class already
+  }
+  return RasterizeContours(contours, identity, *geometry, facts.rows, facts.columns);
+}
+
+// Reads every SEG object and RT Structure Set among `files` (relative to
+// the data folder) and maps their segments and ROIs to classes (ClassesOf).
 std::map<std::string, SourceMasks> ReadMaskObjects(const DatasetSpec& spec, const std::vector<std::string>& files,
                                                    std::set<std::string>* label_files, LoadReport* report) {
   std::map<std::string, SourceMasks> out;
   for (const std::string& rel : files) {
     const std::string path = (fs::path(spec.data_dir) / rel).string();
-    if (!IsSegmentationFile(path)) continue;
+    const std::string sop_class = SopClassOfFile(path);
+    if (sop_class != kRtStructureSetStorage && sop_class != kSegmentationStorage) continue;
     label_files->insert(rel);
+    // An unreadable label object is counted with its reason; the rest load.
+    auto refused = [&](const absl::Status& status) {
+      ++report->masks.unreadable_label_objects;
+      ++report->skipped[ReasonOf(status)];
+      report->unusable[rel] = ReasonOf(status);
+    };
+    if (sop_class == kRtStructureSetStorage) {
+      absl::StatusOr<RtStructObject> rt = ReadRtStruct(path);
+      if (!rt.ok()) {
+        refused(rt.status());
+        continue;
+      }
+      ++report->masks.label_objects;
+      const std::map<int, int> class_of_roi = ClassesOf(spec, rt->rois, report);
+      for (const std::string& uid : rt->referenced_instances) out[uid];
+      for (RtContour& c : rt->contours) {
+        auto cls = class_of_roi.find(c.roi);
+        if (cls == class_of_roi.end()) continue;
+        c.roi = cls->second;
+        out[c.image_sop_instance_uid].contours.push_back(std::move(c));
+      }
+      continue;
+    }
     absl::StatusOr<SegObject> seg = ReadSegmentation(path);
     if (!seg.ok()) {
-      ++report->masks.unreadable_label_objects;
-      ++report->skipped[ReasonOf(seg.status())];
-      report->unusable[rel] = ReasonOf(seg.status());
+      refused(seg.status());
       continue;
     }
     ++report->masks.label_objects;
-    std::map<int, int> class_of_segment;
-    for (const auto& [number, label] : seg->segments) {
-      int c = -1;
-      if (!spec.class_names.empty()) {
-        for (size_t i = 1; i < spec.class_names.size(); ++i) {
-          if (spec.class_names[i] == label) c = static_cast<int>(i);
-        }
-      } else if (number >= 1 && number < spec.num_classes) {
-        c = number;
-      }
-      if (c < 0) {
-        ++report->masks.unknown_segments[label.empty() ? absl::StrCat("segment ", number) : label];
-      } else {
-        class_of_segment[number] = c;
-      }
-    }
+    const std::map<int, int> class_of_segment = ClassesOf(spec, seg->segments, report);
     for (const std::string& uid : seg->referenced_instances) {
       SourceMasks& m = out[uid];
       m.rows = seg->rows;
@@ -370,10 +417,21 @@ absl::StatusOr<ImageSet> LoadSegmentationSet(const DatasetSpec& spec, LoadReport
       continue;
     }
     matched.insert(m->first);
-    if (m->second.rows != image.facts.rows || m->second.columns != image.facts.columns) {
+    if (!m->second.frames.empty() && (m->second.rows != image.facts.rows || m->second.columns != image.facts.columns)) {
       ++report->masks.geometry_mismatch;
       report->unusable[to_load[i]] = "its segmentation's size differs from the image's";
       continue;
+    }
+    // RTSTRUCT contours on it, rasterised on its own grid.
+    std::optional<std::vector<uint8_t>> drawn;
+    if (!m->second.contours.empty()) {
+      absl::StatusOr<std::vector<uint8_t>> raster = RasterizeSourceContours(m->second, image.facts);
+      if (!raster.ok()) {
+        ++report->masks.geometry_mismatch;
+        report->unusable[to_load[i]] = std::string(raster.status().message());
+        continue;
+      }
+      drawn = std::move(*raster);
     }
     const std::string patient = tally.Patient(spec, image, nullptr, to_load[i]);
     if (patient.empty()) continue;
@@ -381,8 +439,11 @@ absl::StatusOr<ImageSet> LoadSegmentationSet(const DatasetSpec& spec, LoadReport
     const std::vector<uint8_t> background(static_cast<size_t>(image.facts.rows) * image.facts.columns, 0);
     for (PreparedFrame& frame : image.frames) {
       auto f = m->second.frames.find(frame.index);
-      const std::vector<uint8_t> mask = PreprocessMask(f == m->second.frames.end() ? background : f->second,
-                                                       image.facts.rows, image.facts.columns, spec.preprocess);
+      std::vector<uint8_t> source = f == m->second.frames.end() ? background : f->second;
+      if (drawn && frame.index == 0) {  // contours are on single-frame images
+        for (size_t p = 0; p < source.size(); ++p) source[p] = std::max(source[p], (*drawn)[p]);
+      }
+      const std::vector<uint8_t> mask = PreprocessMask(source, image.facts.rows, image.facts.columns, spec.preprocess);
       const bool foreground = std::any_of(mask.begin(), mask.end(), [](uint8_t c) { return c != 0; });
       set.pixels.insert(set.pixels.end(), frame.pixels.begin(), frame.pixels.end());
       set.masks.insert(set.masks.end(), mask.begin(), mask.begin() + static_cast<std::ptrdiff_t>(square));

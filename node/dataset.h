@@ -148,12 +148,14 @@ std::vector<std::string> ListDataFiles(const std::string& dir, const std::string
 // With spec.task segmentation: LoadSegmentationSet.
 absl::StatusOr<ImageSet> LoadImageSet(const DatasetSpec& spec, LoadReport* report);
 
-// Segmentation: every DICOM SEG object under spec.data_dir is read (node/
-// dicom_seg.h), its segments mapped to classes (by the class names past the
-// background, else segment n is class n), and every image it references is
-// loaded with its masks brought through the image's own geometry
-// (PreprocessMask); an image referenced without a frame of a segment shows
-// none of it. Images no SEG references, references to images not in the
+// Segmentation: every DICOM SEG object (node/dicom_seg.h) and RT Structure
+// Set (node/dicom_rtstruct.h) under spec.data_dir is read, its segments or
+// ROIs mapped to classes (by the class names past the background, else the
+// n-th by number is class n), and every image it references is loaded with
+// its mask (an RTSTRUCT's contours rasterised on the image's own grid from
+// its position, orientation and spacing) brought through the image's own
+// geometry (PreprocessMask); an image referenced without a frame or
+// contour of a segment shows none of it. Images no SEG references, references to images not in the
 // folder, masks whose size is not their image's and segments that are not a
 // class are counted in report->masks, never silently dropped.
 absl::StatusOr<ImageSet> LoadSegmentationSet(const DatasetSpec& spec, LoadReport* report);

@@ -99,6 +99,13 @@ std::string GetString(DcmDataset* ds, const DcmTagKey& tag) {
   return "";
 }
 
+// Every value of a multi-valued element, backslash-separated.
+std::string GetStringArray(DcmDataset* ds, const DcmTagKey& tag) {
+  OFString v;
+  if (ds->findAndGetOFStringArray(tag, v).good()) return std::string(v.c_str());
+  return "";
+}
+
 // For native (uncompressed) pixel data, the length DCMTK would silently pad
 // or truncate must match Rows x Columns x Samples x Frames exactly.
 absl::Status CheckNativeLength(DcmDataset* ds, const std::string& path) {
@@ -267,6 +274,16 @@ absl::Status CheckEncapsulatedFrames(DcmDataset* ds, E_TransferSyntax xfer, cons
 
 }  // namespace
 
+std::string SopClassOfFile(const std::string& path) {
+  InitDcmtk();
+  if (!CheckDicomFileSize(path, DicomReadOptions{}).ok()) return "";
+  DcmFileFormat file;
+  if (file.loadFileUntilTag(path.c_str(), EXS_Unknown, EGL_noChange, 256, ERM_autoDetect, DCM_SOPInstanceUID).bad()) {
+    return "";
+  }
+  return GetString(file.getDataset(), DCM_SOPClassUID);
+}
+
 absl::Status SaveDicomFile(DcmFileFormat& file, const std::string& path) {
   const std::string tmp = absl::StrCat(path, ".tmp");
   if (OFCondition c = file.saveFile(tmp.c_str(), EXS_LittleEndianExplicit); c.bad()) {
@@ -354,6 +371,9 @@ absl::StatusOr<DicomImageFile> ReadDicomImage(const std::string& path, const Dic
   out.sop_class_uid = GetString(ds, DCM_SOPClassUID);
   out.modality = GetString(ds, DCM_Modality);
   out.photometric = GetString(ds, DCM_PhotometricInterpretation);
+  out.image_position = GetStringArray(ds, DCM_ImagePositionPatient);
+  out.image_orientation = GetStringArray(ds, DCM_ImageOrientationPatient);
+  out.pixel_spacing = GetStringArray(ds, DCM_PixelSpacing);
   const E_TransferSyntax xfer = ds->getOriginalXfer();
   DcmXfer xfer_info(xfer);
   out.transfer_syntax_uid = xfer_info.getXferID();

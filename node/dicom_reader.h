@@ -42,6 +42,11 @@ struct DicomImageFile {
   // MONOCHROME1 stores "bright means less dense"; preprocessing inverts it
   // after windowing so bright always means dense.
   bool invert = false;
+  // ImagePositionPatient, ImageOrientationPatient, PixelSpacing as stored
+  // (backslash-separated decimals); empty when absent.
+  std::string image_position;
+  std::string image_orientation;
+  std::string pixel_spacing;
   std::optional<double> window_center;  // the file's own VOI, if any
   std::optional<double> window_width;
   std::vector<ModalityFrame> frames;
@@ -95,6 +100,11 @@ std::optional<DicomError> DicomErrorOf(const absl::Status& status);
 // The reason ReadDicomImage gives a DICOM Segmentation object: its pixel
 // data are labels of other images (node/dicom_seg.h reads them).
 inline constexpr char kSegmentationObject[] = "a segmentation object (labels of other images, not an image)";
+
+// The SOPClassUID of the DICOM file at `path`, from its first elements alone
+// (parsing stops before SOPInstanceUID, so a file truncated later still
+// answers); "" when it is not DICOM or names none.
+std::string SopClassOfFile(const std::string& path);
 
 // Writes `file` to `path` in explicit little endian through a temporary file
 // renamed into place, so `path` is never half written; errors name it.

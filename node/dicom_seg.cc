@@ -36,17 +36,7 @@ absl::Status Bad(const std::string& path, const std::string& why) {
 
 }  // namespace
 
-bool IsSegmentationFile(const std::string& path) {
-  InitDcmtk();
-  if (!CheckDicomFileSize(path, DicomReadOptions{}).ok()) return false;
-  DcmFileFormat file;
-  // Only the elements before SOPInstanceUID are parsed: a file truncated
-  // later is still recognised, and then refused by ReadSegmentation.
-  if (file.loadFileUntilTag(path.c_str(), EXS_Unknown, EGL_noChange, 256, ERM_autoDetect, DCM_SOPInstanceUID).bad()) {
-    return false;
-  }
-  return Get(*file.getDataset(), DCM_SOPClassUID) == kSegmentationStorage;
-}
+bool IsSegmentationFile(const std::string& path) { return SopClassOfFile(path) == kSegmentationStorage; }
 
 absl::StatusOr<SegObject> ReadSegmentation(const std::string& path, uint64_t max_pixels) {
   InitDcmtk();

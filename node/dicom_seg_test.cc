@@ -15,15 +15,7 @@ class DicomSegTest : public ::testing::Test {
  protected:
   void SetUp() override {
     for (int k = 0; k < 3; ++k) {
-      CtSlice s;
-      s.size = 32;
-      s.hu.assign(32 * 32, -1000.0f);
-      s.patient_id = "P1";
-      s.study_uid = "2.25.100";
-      s.series_uid = "2.25.101";
-      s.frame_of_reference_uid = "2.25.102";
-      s.sop_uid = "2.25.200" + std::to_string(k);
-      s.instance = k + 1;
+      const CtSlice s = testing::BlankCtSlice("2.25.200" + std::to_string(k), k + 1, 32);
       const std::string path = dir_.path().string() + "/" + std::to_string(k) + ".dcm";
       ASSERT_TRUE(WriteCtSlice(s, path).ok());
       sources_.push_back(path);

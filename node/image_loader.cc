@@ -19,7 +19,8 @@ namespace {
 // holds the DICOM strings hex-encoded: they are bytes in the file's
 // character set (ISO 8859-1 is common), which JSON's UTF-8 cannot carry
 // unchanged, and the patient key of a cached pass must be the decoded one's.
-constexpr char kCacheMagic[4] = {'F', 'R', 'C', '3'};
+// Version 4 holds the image's geometry (position, orientation, spacing).
+constexpr char kCacheMagic[4] = {'F', 'R', 'C', '4'};
 constexpr uint64_t kMaxCacheEntryBytes = uint64_t{4} << 30;
 
 // The string facts a cache entry holds, by key.
@@ -31,7 +32,10 @@ const std::vector<std::pair<const char*, std::string DicomFacts::*>>& StringFact
       {"sop_instance_uid", &DicomFacts::sop_instance_uid},
       {"modality", &DicomFacts::modality},
       {"transfer_syntax", &DicomFacts::transfer_syntax},
-      {"photometric", &DicomFacts::photometric}};
+      {"photometric", &DicomFacts::photometric},
+      {"image_position", &DicomFacts::image_position},
+      {"image_orientation", &DicomFacts::image_orientation},
+      {"pixel_spacing", &DicomFacts::pixel_spacing}};
   return *facts;
 }
 
@@ -110,7 +114,7 @@ LoadedImage Decode(const std::string& path, const PreprocessSettings& settings) 
   }
   out.facts = {file->patient_id, file->issuer_of_patient_id, file->study_instance_uid, file->sop_instance_uid,
                file->modality,   file->transfer_syntax_name, file->photometric,        file->rows,
-               file->columns};
+               file->columns,    file->image_position,       file->image_orientation,  file->pixel_spacing};
   for (const ModalityFrame& frame : file->frames) {
     out.frames.push_back({frame.index, PreprocessFrame(frame, *file, settings)});
   }

@@ -27,6 +27,12 @@ struct DicomFacts {
   std::string photometric;
   int rows = 0;
   int columns = 0;
+  // Where the pixels lie in patient space, as the DICOM strings
+  // (ImagePositionPatient, ImageOrientationPatient, PixelSpacing); empty
+  // when absent. RT Structure Sets are rasterised with them.
+  std::string image_position;
+  std::string image_orientation;
+  std::string pixel_spacing;
 };
 
 // One preprocessed frame: output_size * output_size floats.

@@ -101,6 +101,19 @@ std::vector<std::vector<std::string>> ReadCsvRows(const std::string& path) {
   return rows;
 }
 
+CtSlice BlankCtSlice(const std::string& sop_uid, int instance, int size) {
+  CtSlice s;
+  s.size = size;
+  s.hu.assign(static_cast<size_t>(size) * size, -1000.0f);
+  s.patient_id = "P1";
+  s.study_uid = "2.25.100";
+  s.series_uid = "2.25.101";
+  s.frame_of_reference_uid = "2.25.102";
+  s.sop_uid = sop_uid;
+  s.instance = instance;
+  return s;
+}
+
 Dciodvfy RunDciodvfy(const std::string& path) {
   Dciodvfy out;
   const std::string log = path + ".dciodvfy.txt";

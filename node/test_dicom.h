@@ -6,6 +6,8 @@
 #include <string>
 #include <vector>
 
+#include "node/synthetic_ct.h"
+
 namespace fedrad::node::testing {
 
 struct TestImage {
@@ -41,6 +43,12 @@ bool WriteJpeg2000Stub(const std::string& path, const std::string& patient_id = 
 // The rows of a small CSV file split at commas (no quoting), for checking
 // what the tools write.
 std::vector<std::vector<std::string>> ReadCsvRows(const std::string& path);
+
+// A 'size'-pixel air-filled CT slice of patient P1's one series (study
+// 2.25.100, series 2.25.101, frame of reference 2.25.102), for
+// node/synthetic_ct.h's WriteCtSlice: slice `instance` lies at z = 5 mm x
+// instance, pixels 0.8 mm apart.
+CtSlice BlankCtSlice(const std::string& sop_uid, int instance, int size);
 
 // What dciodvfy (Debian's dicom3tools) says of a file: the IOD it checked
 // the file against (its line naming it, e.g. "CTImage", "Segmentation";

@@ -44,6 +44,8 @@ TEST(SegmentationFederationTest, TwoSitesTrainAUNetFromSegLabelsAndReleaseDice) 
   const std::string& coordinator_log = logs[0];
   EXPECT_TRUE(std::regex_search(coordinator_log, std::regex("site-a Dice [0-9.]+"))) << coordinator_log;
   EXPECT_NE(coordinator_log.find("validation mean Dice"), std::string::npos) << coordinator_log;
+  // Its closing summary tabulates the released Dice per site and round.
+  EXPECT_NE(coordinator_log.find("validation mean Dice over patients per round"), std::string::npos) << coordinator_log;
   RemoveWorkspaceIfPassed(dir);
 }
 
