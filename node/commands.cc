@@ -355,6 +355,19 @@ int EvaluateCommand::Run() {
   eo.default_classes = ev_classes_;
   absl::StatusOr<fedrad::node::Evaluation> e = fedrad::node::EvaluateModelFile(ev_model_, eo);
   if (!e.ok()) return Fail(e.status(), 1);
+  if (!e->mask_metrics.empty()) {
+    absl::StatusOr<fedrad::SegmentationSummary> summary =
+        fedrad::SummarizeSegmentation(e->mask_metrics, e->patients, ev_bootstrap_);
+    if (!summary.ok()) return Fail(summary.status(), 1);
+    if (ev_json_) {
+      std::cout << fedrad::SegmentationSummaryJson(*summary) << "\n";
+    } else {
+      std::cout << ev_model_ << " on " << e->count << " images, loss " << e->loss << ", pixel accuracy " << e->accuracy
+                << "\n\n"
+                << fedrad::FormatSegmentationSummary(*summary);
+    }
+    return 0;
+  }
   absl::StatusOr<fedrad::Metrics> metrics = fedrad::ComputeMetrics(e->scores);
   if (!metrics.ok()) return Fail(metrics.status(), 1);
   absl::StatusOr<std::map<std::string, fedrad::Interval>> ci = fedrad::BootstrapIntervals(e->scores, ev_bootstrap_);
@@ -383,9 +396,15 @@ PredictCommand::PredictCommand(CLI::App* app) {
       ->capture_default_str();
   command_->add_option("--input", pr_.input, "A DICOM file, or a folder (searched recursively)")->required();
   command_->add_option("--out", pr_.out_csv, "Predictions CSV to write")->required();
-  command_->add_option("--heatmaps", pr_.heatmap_dir, "Write a Grad-CAM overlay PNG per image/frame into this folder");
+  command_->add_option("--heatmaps", pr_.heatmap_dir,
+                       "Write a Grad-CAM overlay PNG per image/frame into this folder (a segmentation model: the "
+                       "predicted outline over the image)");
   command_->add_flag("--dicom-overlays", pr_.dicom_overlays,
-                     "With --heatmaps: also write each overlay as a DICOM Secondary Capture in the source's study");
+                     "With --heatmaps: also write each overlay as a DICOM Secondary Capture (RLE lossless) in the "
+                     "source's study; for a segmentation model, one DICOM SEG object per series");
+  command_->add_flag("--heatmap-negatives", pr_.heatmap_negatives,
+                     "Also draw heatmaps of images predicted as class 0 (by default they get none: a Grad-CAM of "
+                     "'nothing there' points anywhere)");
   command_->add_option("--batch", pr_.batch, "Images per forward pass")
       ->capture_default_str()
       ->check(CLI::Range(1, 4096));

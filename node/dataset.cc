@@ -1,6 +1,7 @@
 #include "node/dataset.h"
 
 #include <algorithm>
+#include <cmath>
 #include <filesystem>
 #include <set>
 #include <unordered_map>
@@ -437,6 +438,19 @@ absl::StatusOr<ImageSet> LoadSegmentationSet(const DatasetSpec& spec, LoadReport
     if (patient.empty()) continue;
     tally.File(image, patient);
     const std::vector<uint8_t> background(static_cast<size_t>(image.facts.rows) * image.facts.columns, 0);
+    // The input's pixel spacing: the file's, over the pipeline's scale.
+    double spacing[2] = {0, 0};
+    {
+      const std::vector<std::string> parts = absl::StrSplit(image.facts.pixel_spacing, '\\');
+      const double scale = PlaceInput(image.facts.rows, image.facts.columns, spec.preprocess).scale;
+      if (parts.size() == 2 && absl::SimpleAtod(parts[0], &spacing[0]) && absl::SimpleAtod(parts[1], &spacing[1]) &&
+          spacing[0] > 0 && spacing[1] > 0 && std::isfinite(spacing[0]) && std::isfinite(spacing[1])) {
+        spacing[0] /= scale;
+        spacing[1] /= scale;
+      } else {
+        spacing[0] = spacing[1] = 0;
+      }
+    }
     for (PreparedFrame& frame : image.frames) {
       auto f = m->second.frames.find(frame.index);
       std::vector<uint8_t> source = f == m->second.frames.end() ? background : f->second;
@@ -449,7 +463,7 @@ absl::StatusOr<ImageSet> LoadSegmentationSet(const DatasetSpec& spec, LoadReport
       set.masks.insert(set.masks.end(), mask.begin(), mask.begin() + static_cast<std::ptrdiff_t>(square));
       set.labels.push_back(foreground ? 1 : 0);
       set.patients.push_back(patient);
-      set.sources.push_back({to_load[i], frame.index, image.facts.sop_instance_uid});
+      set.sources.push_back({to_load[i], frame.index, image.facts.sop_instance_uid, spacing[0], spacing[1]});
       report->masks.images_with_foreground += foreground;
       tally.Image(patient, foreground ? 1 : 0);
     }

@@ -20,6 +20,11 @@ struct SampleSource {
   std::string path;
   int frame = 0;
   std::string sop_instance_uid;  // "file:<path>" when the file has none
+  // Segmentation: the model input's pixel spacing in mm (the file's
+  // PixelSpacing over the pipeline's scale), between rows and between
+  // columns; 0 when the file gives none.
+  double row_spacing_mm = 0;
+  double column_spacing_mm = 0;
 };
 
 // Preprocessed images held in memory, ready for the trainer.

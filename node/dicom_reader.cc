@@ -6,6 +6,7 @@
 #include <dcmtk/dcmdata/dcpixseq.h>
 #include <dcmtk/dcmdata/dcpxitem.h>
 #include <dcmtk/dcmdata/dcrledrg.h>
+#include <dcmtk/dcmdata/dcrleerg.h>
 #include <dcmtk/dcmdata/dcuid.h>
 #include <dcmtk/dcmdata/dcxfer.h>
 #include <dcmtk/dcmimage/diregist.h>  // registers colour image support
@@ -284,9 +285,17 @@ std::string SopClassOfFile(const std::string& path) {
   return GetString(file.getDataset(), DCM_SOPClassUID);
 }
 
-absl::Status SaveDicomFile(DcmFileFormat& file, const std::string& path) {
+absl::Status SaveDicomFile(DcmFileFormat& file, const std::string& path, bool compress) {
+  InitDcmtk();
+  E_TransferSyntax xfer = EXS_LittleEndianExplicit;
+  if (compress) {
+    if (OFCondition c = file.getDataset()->chooseRepresentation(EXS_RLELossless, nullptr); c.bad()) {
+      return absl::InternalError(absl::StrCat("cannot compress '", path, "': ", c.text()));
+    }
+    xfer = EXS_RLELossless;
+  }
   const std::string tmp = absl::StrCat(path, ".tmp");
-  if (OFCondition c = file.saveFile(tmp.c_str(), EXS_LittleEndianExplicit); c.bad()) {
+  if (OFCondition c = file.saveFile(tmp.c_str(), xfer); c.bad()) {
     std::remove(tmp.c_str());
     return absl::InternalError(absl::StrCat("cannot write '", path, "': ", c.text()));
   }
@@ -303,6 +312,7 @@ void InitDcmtk() {
     DJDecoderRegistration::registerCodecs();
     DJLSDecoderRegistration::registerCodecs();
     DcmRLEDecoderRegistration::registerCodecs();
+    DcmRLEEncoderRegistration::registerCodecs();  // heatmaps are written RLE Lossless
   });
 }
 
@@ -367,6 +377,7 @@ absl::StatusOr<DicomImageFile> ReadDicomImage(const std::string& path, const Dic
   out.patient_id = GetString(ds, DCM_PatientID);
   out.issuer_of_patient_id = GetString(ds, DCM_IssuerOfPatientID);
   out.study_instance_uid = GetString(ds, DCM_StudyInstanceUID);
+  out.series_instance_uid = GetString(ds, DCM_SeriesInstanceUID);
   out.sop_instance_uid = GetString(ds, DCM_SOPInstanceUID);
   out.sop_class_uid = GetString(ds, DCM_SOPClassUID);
   out.modality = GetString(ds, DCM_Modality);

@@ -29,6 +29,7 @@ struct DicomImageFile {
   std::string patient_id;
   std::string issuer_of_patient_id;  // (0010,0021): who assigned patient_id, if given
   std::string study_instance_uid;
+  std::string series_instance_uid;
   std::string sop_instance_uid;
   std::string sop_class_uid;
   std::string modality;
@@ -99,7 +100,7 @@ std::optional<DicomError> DicomErrorOf(const absl::Status& status);
 
 // The reason ReadDicomImage gives a DICOM Segmentation object: its pixel
 // data are labels of other images (node/dicom_seg.h reads them).
-inline constexpr char kSegmentationObject[] = "a segmentation object (labels of other images, not an image)";
+inline constexpr char kSegmentationObject[] = "a segmentation object (labels of other images; not an image itself)";
 
 // The SOPClassUID of the DICOM file at `path`, from its first elements alone
 // (parsing stops before SOPInstanceUID, so a file truncated later still
@@ -108,7 +109,9 @@ std::string SopClassOfFile(const std::string& path);
 
 // Writes `file` to `path` in explicit little endian through a temporary file
 // renamed into place, so `path` is never half written; errors name it.
-absl::Status SaveDicomFile(DcmFileFormat& file, const std::string& path);
+// `compress`: RLE Lossless (DCMTK's encoder; every viewer decodes it)
+// instead of uncompressed explicit little endian.
+absl::Status SaveDicomFile(DcmFileFormat& file, const std::string& path, bool compress = false);
 
 // Registers DCMTK's decoders and silences its logger (problems come back as
 // statuses instead). Idempotent and thread-safe; ReadDicomImage calls it.

@@ -16,16 +16,53 @@
 
 namespace fedrad::node {
 
+namespace {
+
+// The frame scaled so that its longest side is within [min_side, max_side].
+struct Canvas {
+  double shrink = 1;
+  int rows = 0, columns = 0;
+  cv::Mat gray;  // CV_32F in [0, 1]
+};
+Canvas ScaledFrame(const std::vector<float>& windowed, int rows, int columns, int min_side, int max_side) {
+  Canvas c;
+  const int longest = std::max(rows, columns);
+  c.shrink = longest < min_side ? static_cast<double>(min_side) / longest
+                                : std::min(1.0, static_cast<double>(max_side) / longest);
+  c.rows = std::max(1, static_cast<int>(std::lround(rows * c.shrink)));
+  c.columns = std::max(1, static_cast<int>(std::lround(columns * c.shrink)));
+  cv::resize(cv::Mat(rows, columns, CV_32F, const_cast<float*>(windowed.data())), c.gray, cv::Size(c.columns, c.rows),
+             0, 0, c.shrink > 1 ? cv::INTER_LINEAR : cv::INTER_AREA);
+  return c;
+}
+
+void Caption(cv::Mat& out, const std::string& caption) {
+  if (caption.empty()) return;
+  const double font = std::max(0.35, out.cols / 900.0);
+  const int thickness = std::max(1, static_cast<int>(font * 2));
+  int baseline = 0;
+  const cv::Size text = cv::getTextSize(caption, cv::FONT_HERSHEY_SIMPLEX, font, thickness, &baseline);
+  const cv::Point at(4, 4 + text.height);
+  cv::putText(out, caption, at, cv::FONT_HERSHEY_SIMPLEX, font, cv::Scalar(0, 0, 0), thickness + 2, cv::LINE_AA);
+  cv::putText(out, caption, at, cv::FONT_HERSHEY_SIMPLEX, font, cv::Scalar(255, 255, 255), thickness, cv::LINE_AA);
+}
+
+RgbImage ToRgb(const cv::Mat& bgr_or_rgb) {
+  RgbImage image;
+  image.rows = bgr_or_rgb.rows;
+  image.columns = bgr_or_rgb.cols;
+  image.pixels.assign(bgr_or_rgb.data, bgr_or_rgb.data + bgr_or_rgb.total() * 3);
+  return image;
+}
+
+}  // namespace
+
 RgbImage DrawHeatmap(const std::vector<float>& windowed, int rows, int columns, const std::vector<float>& heatmap,
                      const PreprocessSettings& settings, const std::string& caption, int min_side, int max_side) {
-  const int longest = std::max(rows, columns);
-  const double shrink = longest < min_side ? static_cast<double>(min_side) / longest
-                                           : std::min(1.0, static_cast<double>(max_side) / longest);
-  const int out_rows = std::max(1, static_cast<int>(std::lround(rows * shrink)));
-  const int out_columns = std::max(1, static_cast<int>(std::lround(columns * shrink)));
-  cv::Mat gray;
-  cv::resize(cv::Mat(rows, columns, CV_32F, const_cast<float*>(windowed.data())), gray, cv::Size(out_columns, out_rows),
-             0, 0, shrink > 1 ? cv::INTER_LINEAR : cv::INTER_AREA);
+  const Canvas canvas = ScaledFrame(windowed, rows, columns, min_side, max_side);
+  const double shrink = canvas.shrink;
+  const int out_rows = canvas.rows, out_columns = canvas.columns;
+  const cv::Mat& gray = canvas.gray;
 
   // Output pixel centre (x + 0.5) / shrink in the frame lands at
   // frame * scale + offset in the model's input; warpAffine with
@@ -54,20 +91,66 @@ RgbImage DrawHeatmap(const std::vector<float>& windowed, int rows, int columns, 
       for (int ch = 0; ch < 3; ++ch) o[x][2 - ch] = cv::saturate_cast<uint8_t>(v + a * c[x][ch]);  // to RGB
     }
   }
-  if (!caption.empty()) {
-    const double font = std::max(0.35, out_columns / 900.0);
-    const int thickness = std::max(1, static_cast<int>(font * 2));
-    int baseline = 0;
-    const cv::Size text = cv::getTextSize(caption, cv::FONT_HERSHEY_SIMPLEX, font, thickness, &baseline);
-    const cv::Point at(4, 4 + text.height);
-    cv::putText(out, caption, at, cv::FONT_HERSHEY_SIMPLEX, font, cv::Scalar(0, 0, 0), thickness + 2, cv::LINE_AA);
-    cv::putText(out, caption, at, cv::FONT_HERSHEY_SIMPLEX, font, cv::Scalar(255, 255, 255), thickness, cv::LINE_AA);
+  // The colour bar: the map's scale, strongest at the top, on the right edge.
+  const int bar_width = std::max(6, out_columns / 48), bar_height = std::max(8, out_rows / 2);
+  const int bar_x = out_columns - bar_width - 4, bar_y = (out_rows - bar_height) / 2;
+  if (out_columns >= 128) {  // a figure too small for a legible bar gets none
+    cv::Mat ramp(bar_height, 1, CV_8U), ramp_colour;
+    for (int y = 0; y < bar_height; ++y)
+      ramp.at<uint8_t>(y) = cv::saturate_cast<uint8_t>(255.0 * (bar_height - 1 - y) / (bar_height - 1));
+    cv::applyColorMap(ramp, ramp_colour, cv::COLORMAP_JET);
+    cv::cvtColor(ramp_colour, ramp_colour, cv::COLOR_BGR2RGB);
+    cv::Mat bar;
+    cv::resize(ramp_colour, bar, cv::Size(bar_width, bar_height), 0, 0, cv::INTER_NEAREST);
+    bar.copyTo(out(cv::Rect(bar_x, bar_y, bar_width, bar_height)));
+    cv::rectangle(out, cv::Rect(bar_x, bar_y, bar_width, bar_height), cv::Scalar(255, 255, 255), 1);
+    const double font = std::max(0.3, out_columns / 1400.0);
+    for (const auto& [text, y] : {std::pair<const char*, int>{"high", bar_y - 4}, {"low", bar_y + bar_height + 14}}) {
+      int baseline = 0;
+      const cv::Size size = cv::getTextSize(text, cv::FONT_HERSHEY_SIMPLEX, font, 1, &baseline);
+      cv::putText(out, text, cv::Point(std::max(0, bar_x + bar_width - size.width), y), cv::FONT_HERSHEY_SIMPLEX, font,
+                  cv::Scalar(255, 255, 255), 1, cv::LINE_AA);
+    }
   }
-  RgbImage image;
-  image.rows = out_rows;
-  image.columns = out_columns;
-  image.pixels.assign(out.data, out.data + out.total() * 3);
-  return image;
+  Caption(out, caption);
+  return ToRgb(out);
+}
+
+std::vector<uint8_t> MaskToFrame(const std::vector<uint8_t>& input_mask, int rows, int columns,
+                                 const PreprocessSettings& settings) {
+  // As DrawHeatmap's map, with no scaling of the frame: frame pixel centre
+  // x + 0.5 lands at x * scale + offset (+ the half pixel) in the input.
+  const InputPlacement p = PlaceInput(rows, columns, settings);
+  const double k = p.scale;
+  const cv::Matx23d to_input(k, 0, 0.5 * k - 0.5 + p.offset_x, 0, k, 0.5 * k - 0.5 + p.offset_y);
+  const int size = settings.output_size;
+  cv::Mat frame;
+  cv::warpAffine(cv::Mat(size, size, CV_8U, const_cast<uint8_t*>(input_mask.data())), frame, to_input,
+                 cv::Size(columns, rows), cv::INTER_NEAREST | cv::WARP_INVERSE_MAP, cv::BORDER_CONSTANT, 0);
+  return std::vector<uint8_t>(frame.data, frame.data + frame.total());
+}
+
+RgbImage DrawMaskContours(const std::vector<float>& windowed, int rows, int columns, const std::vector<uint8_t>& mask,
+                          const std::string& caption, int min_side, int max_side) {
+  const Canvas canvas = ScaledFrame(windowed, rows, columns, min_side, max_side);
+  cv::Mat gray8, out;
+  canvas.gray.convertTo(gray8, CV_8U, 255.0);
+  cv::cvtColor(gray8, out, cv::COLOR_GRAY2RGB);
+  cv::Mat scaled;
+  cv::resize(cv::Mat(rows, columns, CV_8U, const_cast<uint8_t*>(mask.data())), scaled,
+             cv::Size(canvas.columns, canvas.rows), 0, 0, cv::INTER_NEAREST);
+  // Class 1 red, 2 green, 3 yellow, 4 cyan, then around again (RGB).
+  static const cv::Scalar kColours[] = {{255, 40, 40}, {40, 220, 40}, {255, 220, 0}, {0, 220, 255}};
+  double top = 0;
+  cv::minMaxLoc(scaled, nullptr, &top);
+  const int thickness = std::max(1, canvas.columns / 256);
+  for (int c = 1; c <= static_cast<int>(top); ++c) {
+    std::vector<std::vector<cv::Point>> outline;
+    cv::findContours(scaled == c, outline, cv::RETR_LIST, cv::CHAIN_APPROX_SIMPLE);
+    cv::drawContours(out, outline, -1, kColours[(c - 1) % 4], thickness, cv::LINE_AA);
+  }
+  Caption(out, caption);
+  return ToRgb(out);
 }
 
 absl::Status WritePng(const RgbImage& image, const std::string& path) {
@@ -103,11 +186,15 @@ absl::Status WriteSecondaryCapture(const RgbImage& image, const SecondaryCapture
 
   DcmFileFormat file;
   DcmDataset* ds = file.getDataset();
-  for (const DcmTagKey& tag : {DCM_SpecificCharacterSet, DCM_PatientName, DCM_PatientID, DCM_IssuerOfPatientID,
-                               DCM_PatientBirthDate, DCM_PatientSex, DCM_StudyDate, DCM_StudyTime, DCM_StudyID,
-                               DCM_AccessionNumber, DCM_ReferringPhysicianName, DCM_StudyDescription}) {
+  // Copied when the source has them; the Type 2 ones (present, possibly
+  // empty) always, as PACS and RIS match on AccessionNumber and the rest.
+  for (const DcmTagKey& tag : {DCM_SpecificCharacterSet, DCM_IssuerOfPatientID, DCM_StudyDescription}) {
     const std::string value = get(tag);
     if (!value.empty()) ds->putAndInsertString(tag, value.c_str());
+  }
+  for (const DcmTagKey& tag : {DCM_PatientName, DCM_PatientID, DCM_PatientBirthDate, DCM_PatientSex, DCM_StudyDate,
+                               DCM_StudyTime, DCM_StudyID, DCM_AccessionNumber, DCM_ReferringPhysicianName}) {
+    ds->putAndInsertString(tag, get(tag).c_str());
   }
   const absl::Time now = absl::Now();
   const std::string date = absl::FormatTime("%Y%m%d", now, absl::LocalTimeZone());
@@ -132,6 +219,8 @@ absl::Status WriteSecondaryCapture(const RgbImage& image, const SecondaryCapture
   put(DCM_DateOfSecondaryCapture, date);
   put(DCM_TimeOfSecondaryCapture, time);
   put(DCM_BurnedInAnnotation, "NO");  // the caption names a class, no person
+  put(DCM_PatientOrientation, "");    // Type 2: a heatmap has no patient axes
+  put(DCM_Laterality, get(DCM_Laterality));
   put(DCM_PhotometricInterpretation, "RGB");
   ds->putAndInsertUint16(DCM_SamplesPerPixel, 3);
   ds->putAndInsertUint16(DCM_PlanarConfiguration, 0);
@@ -152,7 +241,7 @@ absl::Status WriteSecondaryCapture(const RgbImage& image, const SecondaryCapture
     item->putAndInsertString(DCM_ReferencedSOPInstanceUID, source_uid.c_str());
     if (multi_frame) item->putAndInsertString(DCM_ReferencedFrameNumber, std::to_string(c.frame + 1).c_str());
   }
-  return SaveDicomFile(file, out_path);
+  return SaveDicomFile(file, out_path, /*compress=*/true);
 }
 
 }  // namespace fedrad::node

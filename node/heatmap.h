@@ -31,6 +31,19 @@ RgbImage DrawHeatmap(const std::vector<float>& windowed, int rows, int columns, 
 
 absl::Status WritePng(const RgbImage& image, const std::string& path);
 
+// A predicted mask of the model's input (settings.output_size squared class
+// indices) brought back onto the frame it was made from (rows x columns):
+// each frame pixel takes the class of the input pixel it landed on
+// (PlaceInput, nearest neighbour); where the pipeline cropped, background.
+std::vector<uint8_t> MaskToFrame(const std::vector<uint8_t>& input_mask, int rows, int columns,
+                                 const PreprocessSettings& settings);
+
+// The outline of each foreground class of `mask` (rows x columns, the
+// frame's own grid) drawn over the windowed frame, one colour per class,
+// scaled like DrawHeatmap, with `caption` in the top-left corner.
+RgbImage DrawMaskContours(const std::vector<float>& windowed, int rows, int columns, const std::vector<uint8_t>& mask,
+                          const std::string& caption, int min_side = 512, int max_side = 1024);
+
 // What a DICOM heatmap says of itself and where it belongs.
 struct SecondaryCapture {
   std::string source_path;  // the DICOM file the image was made from

@@ -130,6 +130,9 @@ TEST(HeatmapTest, SecondaryCaptureBelongsToTheSourceStudyAndRefersToTheImage) {
     EXPECT_EQ(std::string(uid.c_str()), "2.25.777");
     EXPECT_EQ(std::string(frame.c_str()), "3");  // DICOM counts frames from 1
   }
+  // Written RLE Lossless (dciodvfy checks real ones: tests/predict_test.cc).
+  EXPECT_EQ(ds->getOriginalXfer(), EXS_RLELossless);
+  ASSERT_TRUE(ds->chooseRepresentation(EXS_LittleEndianExplicit, nullptr).good());
   const Uint8* pixels = nullptr;
   unsigned long count = 0;
   ASSERT_TRUE(ds->findAndGetUint8Array(DCM_PixelData, pixels, &count).good());

@@ -19,7 +19,8 @@ namespace {
 // holds the DICOM strings hex-encoded: they are bytes in the file's
 // character set (ISO 8859-1 is common), which JSON's UTF-8 cannot carry
 // unchanged, and the patient key of a cached pass must be the decoded one's.
-// Version 4 holds the image's geometry (position, orientation, spacing).
+// Version 4 holds the image's geometry (position, orientation, spacing) and
+// its series.
 constexpr char kCacheMagic[4] = {'F', 'R', 'C', '4'};
 constexpr uint64_t kMaxCacheEntryBytes = uint64_t{4} << 30;
 
@@ -35,7 +36,8 @@ const std::vector<std::pair<const char*, std::string DicomFacts::*>>& StringFact
       {"photometric", &DicomFacts::photometric},
       {"image_position", &DicomFacts::image_position},
       {"image_orientation", &DicomFacts::image_orientation},
-      {"pixel_spacing", &DicomFacts::pixel_spacing}};
+      {"pixel_spacing", &DicomFacts::pixel_spacing},
+      {"series_instance_uid", &DicomFacts::series_instance_uid}};
   return *facts;
 }
 

@@ -33,6 +33,7 @@ struct DicomFacts {
   std::string image_position;
   std::string image_orientation;
   std::string pixel_spacing;
+  std::string series_instance_uid;
 };
 
 // One preprocessed frame: output_size * output_size floats.

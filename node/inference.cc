@@ -42,6 +42,20 @@ class TorchPredictor : public Predictor {
       const int64_t size = spec_.input_size;
       torch::Tensor x =
           torch::from_blob(const_cast<float*>(pixels), {n, spec_.in_channels, size, size}, torch::kFloat32);
+      if (spec_.task == ModelTask::kSegmentation) {
+        torch::NoGradGuard no_grad;
+        const torch::Tensor logits = model_->forward(x);
+        if (!torch::isfinite(logits).all().item<bool>()) {
+          return absl::FailedPreconditionError("the model gives non-finite scores: it is broken");
+        }
+        const torch::Tensor predicted = logits.argmax(1).to(torch::kUInt8).contiguous();
+        out.masks.assign(predicted.data_ptr<uint8_t>(), predicted.data_ptr<uint8_t>() + predicted.numel());
+        const torch::Tensor shares = torch::nn::functional::one_hot(predicted.to(torch::kInt64), spec_.num_classes)
+                                         .to(torch::kFloat32)
+                                         .mean({1, 2});
+        Append(shares, &out.probabilities);
+        return out;
+      }
       if (!heatmaps) {
         torch::NoGradGuard no_grad;
         Append(torch::softmax(model_->forward(x), 1), &out.probabilities);

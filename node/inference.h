@@ -12,7 +12,11 @@ namespace fedrad::node {
 
 // What the model says of a batch of images.
 struct BatchOutput {
-  std::vector<float> probabilities;  // n * classes, softmax
+  // n * classes, softmax; for a segmentation model, the share of each
+  // image's input pixels predicted as each class.
+  std::vector<float> probabilities;
+  // Segmentation: n * size * size predicted classes (the most probable).
+  std::vector<uint8_t> masks;
   // With heatmaps: n * size * size Grad-CAM maps (Selvaraju et al., ICCV
   // 2017) of the predicted class at the last spatial layer, upsampled to the
   // input and scaled to [0, 1] per image (all 0 where nothing supports it).

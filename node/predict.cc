@@ -3,6 +3,7 @@
 #include <spdlog/spdlog.h>
 
 #include <algorithm>
+#include <cctype>
 #include <cmath>
 #include <filesystem>
 #include <memory>
@@ -13,8 +14,10 @@
 #include "absl/strings/str_join.h"
 #include "absl/time/clock.h"
 #include "common/files.h"
+#include "crypto/sha256.h"
 #include "node/dataset.h"
 #include "node/dicom_reader.h"
+#include "node/dicom_seg.h"
 #include "node/heatmap.h"
 #include "node/inference.h"
 #include "node/saved_model.h"
@@ -31,7 +34,18 @@ struct Row {
   int predicted = -1;
   std::vector<float> probabilities;
   std::string heatmap;
+  std::string segmentation;  // the SEG object that holds its mask, when written
   std::string error;
+};
+
+// What a segmentation run keeps of each series for its SEG object: the
+// source files and, for each image with anything found, its mask on the
+// image's own grid.
+struct SeriesMasks {
+  std::vector<std::string> sources;  // absolute paths
+  std::vector<SegFrame> frames;
+  std::vector<size_t> rows;  // CSV rows of its images
+  std::string first_relative;
 };
 
 std::string CsvField(const std::string& s) {
@@ -49,6 +63,19 @@ std::string Printable(const std::string& s) {
   std::string out;
   for (char c : s) out += (c >= 0x20 && c < 0x7f) ? c : '?';
   return out;
+}
+
+// Where an image's outputs go: its path relative to the input, without a
+// .dcm extension (01.dcm -> 01, so no 01.dcm.dcm), a frame suffix for
+// multi-frame files, and what the output is.
+std::string OutputName(const std::string& relative, bool multi_frame, int frame, const char* what) {
+  fs::path p(relative);
+  std::string ext = p.extension().string();
+  std::transform(ext.begin(), ext.end(), ext.begin(), [](unsigned char c) { return std::tolower(c); });
+  if (ext == ".dcm" || ext == ".dicom") p.replace_extension();
+  std::string name = p.string();
+  if (multi_frame) absl::StrAppend(&name, ".frame", frame);
+  return absl::StrCat(name, ".", what);
 }
 
 class Run {
@@ -95,6 +122,8 @@ class Run {
     }
     absl::Status s = Flush();
     if (!s.ok()) return s;
+    s = WriteSegmentations();
+    if (!s.ok()) return s;
     s = WriteCsv();
     if (!s.ok()) return s;
     report_.patients = static_cast<int>(patients_.size());
@@ -111,7 +140,8 @@ class Run {
     for (const LoadedImage& image : batch_) {
       for (const PreparedFrame& f : image.frames) pixels.insert(pixels.end(), f.pixels.begin(), f.pixels.end());
     }
-    const bool heatmaps = !o_.heatmap_dir.empty();
+    const bool segmentation = model_.spec.task == ModelTask::kSegmentation;
+    const bool heatmaps = !o_.heatmap_dir.empty() && !segmentation;
     absl::StatusOr<BatchOutput> out = predictor_->Run(pixels.data(), frames_, heatmaps);
     if (!out.ok()) return out.status();
     const int k = model_.spec.num_classes;
@@ -133,8 +163,11 @@ class Run {
               absl::StrCat("the model '", o_.model_path, "' gives a non-finite probability for ", row.path, " frame ",
                            row.frame, ": it is broken (its weights overflow), and no prediction of it is written"));
         }
-        row.predicted = static_cast<int>(std::max_element(row.probabilities.begin(), row.probabilities.end()) -
-                                         row.probabilities.begin());
+        // A segmentation's image is of the foreground class covering most of
+        // it, or background when nothing was found.
+        const auto first = row.probabilities.begin() + (segmentation ? 1 : 0);
+        row.predicted = static_cast<int>(std::max_element(first, row.probabilities.end()) - row.probabilities.begin());
+        if (segmentation && row.probabilities[row.predicted] == 0) row.predicted = 0;
         ++report_.predicted[row.predicted];
         ++report_.images;
         rows_of_image.push_back(rows_.size());
@@ -145,13 +178,21 @@ class Run {
         absl::Status s = DrawHeatmaps(image, rows_of_image, out->heatmaps, at - image.frames.size());
         if (!s.ok()) return s;
       }
+      if (segmentation && !o_.heatmap_dir.empty()) {
+        absl::Status s = DrawMasks(image, rows_of_image, out->masks, at - image.frames.size());
+        if (!s.ok()) return s;
+      }
     }
     batch_.clear();
     frames_ = 0;
     return absl::OkStatus();
   }
 
-  std::string ClassName(int c) const { return class_names_.empty() ? std::to_string(c) : class_names_[c]; }
+  std::string ClassName(int c) const {
+    if (!class_names_.empty()) return class_names_[c];
+    if (!model_.spec.class_names.empty()) return model_.spec.class_names[c];
+    return std::to_string(c);
+  }
 
   // Decodes the file again at full resolution and draws each frame's map on it.
   absl::Status DrawHeatmaps(const LoadedImage& image, const std::vector<size_t>& rows, const std::vector<float>& maps,
@@ -170,13 +211,15 @@ class Run {
         if (f.index == image.frames[i].index) frame = &f;
       }
       if (frame == nullptr) return absl::InternalError(absl::StrCat("'", source, "' lost a frame"));
+      // A predicted negative gets no heatmap unless asked (PredictOptions).
+      if (row.predicted == 0 && !o_.heatmap_negatives) continue;
       const std::vector<float> map(maps.begin() + (first + i) * per, maps.begin() + (first + i + 1) * per);
       const float p = row.probabilities[row.predicted];
       const std::string caption = Printable(
           absl::StrFormat("%s p=%.2f | Grad-CAM | fedrad %s", ClassName(row.predicted), p, model_.sha256.substr(0, 8)));
       const RgbImage drawn =
           DrawHeatmap(WindowFrame(*frame, *file, settings_), frame->rows, frame->columns, map, settings_, caption);
-      const std::string name = multi_frame ? absl::StrCat(row.path, ".frame", row.frame) : row.path;
+      const std::string name = OutputName(row.path, multi_frame, row.frame, "heatmap");
       const std::string base = absl::StrCat(o_.heatmap_dir, "/", name);
       absl::Status s = EnsureDirectory(fs::path(base).parent_path().string());
       if (!s.ok()) return s;
@@ -203,13 +246,93 @@ class Run {
     return absl::OkStatus();
   }
 
+  // Segmentation: each frame's predicted mask brought back onto the frame,
+  // its outline drawn over the windowed frame (a PNG), and kept for the
+  // series' SEG object.
+  absl::Status DrawMasks(const LoadedImage& image, const std::vector<size_t>& rows, const std::vector<uint8_t>& masks,
+                         size_t first) {
+    const std::string& source = (*paths_)[image.item];
+    DicomReadOptions read;
+    read.color_to_gray = settings_.color_to_gray;
+    absl::StatusOr<DicomImageFile> file = ReadDicomImage(source, read);
+    if (!file.ok()) return file.status();
+    const size_t per = static_cast<size_t>(settings_.output_size) * settings_.output_size;
+    const bool multi_frame = file->frames.size() > 1;
+    SeriesMasks& series = series_[file->series_instance_uid.empty() ? "file:" + source : file->series_instance_uid];
+    if (series.sources.empty()) series.first_relative = (*relative_)[image.item];
+    series.sources.push_back(source);
+    for (size_t i = 0; i < image.frames.size(); ++i) {
+      Row& row = rows_[rows[i]];
+      const ModalityFrame* frame = nullptr;
+      for (const ModalityFrame& f : file->frames) {
+        if (f.index == image.frames[i].index) frame = &f;
+      }
+      if (frame == nullptr) return absl::InternalError(absl::StrCat("'", source, "' lost a frame"));
+      const std::vector<uint8_t> input(masks.begin() + (first + i) * per, masks.begin() + (first + i + 1) * per);
+      const std::vector<uint8_t> on_frame = MaskToFrame(input, frame->rows, frame->columns, settings_);
+      const std::string caption =
+          Printable(absl::StrFormat("%s %.1f%% of the input | fedrad %s",
+                                    row.predicted == 0 ? std::string("nothing found") : ClassName(row.predicted),
+                                    100.0 * (1 - row.probabilities[0]), model_.sha256.substr(0, 8)));
+      const RgbImage drawn =
+          DrawMaskContours(WindowFrame(*frame, *file, settings_), frame->rows, frame->columns, on_frame, caption);
+      const std::string name = OutputName(row.path, multi_frame, row.frame, "overlay");
+      const std::string base = absl::StrCat(o_.heatmap_dir, "/", name);
+      absl::Status s = EnsureDirectory(fs::path(base).parent_path().string());
+      if (!s.ok()) return s;
+      s = WritePng(drawn, base + ".png");
+      if (!s.ok()) return s;
+      row.heatmap = name + ".png";
+      ++report_.heatmaps;
+      series.rows.push_back(rows[i]);
+      for (int c = 1; c < model_.spec.num_classes; ++c) {
+        SegFrame f{file->sop_instance_uid, image.frames[i].index, c, std::vector<uint8_t>(on_frame.size(), 0)};
+        bool any = false;
+        for (size_t p = 0; p < on_frame.size(); ++p) any |= (f.mask[p] = on_frame[p] == c) != 0;
+        if (any) series.frames.push_back(std::move(f));
+      }
+    }
+    return absl::OkStatus();
+  }
+
+  // With dicom_overlays: one SEG object per series, in the source's study,
+  // beside the series' first overlay. UIDs derive from the model and the
+  // series, so a rerun replaces the object instead of adding another.
+  absl::Status WriteSegmentations() {
+    if (!o_.dicom_overlays || model_.spec.task != ModelTask::kSegmentation) return absl::OkStatus();
+    for (auto& [series_uid, series] : series_) {
+      SegWrite w;
+      w.source_paths = series.sources;
+      for (int c = 1; c < model_.spec.num_classes; ++c) w.segment_labels.push_back(ClassName(c));
+      w.frames = std::move(series.frames);
+      w.sop_instance_uid = crypto::UidFromKey(absl::StrCat("fedrad/seg/", model_.sha256, "/", series_uid));
+      w.series_instance_uid = crypto::UidFromKey(absl::StrCat("fedrad/seg-series/", model_.sha256, "/", series_uid));
+      w.series_description = absl::StrCat("fedrad segmentation, model ", model_.sha256.substr(0, 12));
+      w.algorithm_name = absl::StrCat("fedrad ", model_.spec.architecture);
+      w.algorithm_version = model_.sha256.substr(0, 12);
+      const std::string name = absl::StrCat(fs::path(series.first_relative).parent_path().string(), "/fedrad-seg-",
+                                            crypto::Sha256Hex(series_uid).substr(0, 12), ".dcm");
+      absl::Status s = WriteSegmentation(w, absl::StrCat(o_.heatmap_dir, "/", name));
+      if (!s.ok()) return s;
+      for (size_t r : series.rows) rows_[r].segmentation = name;
+      ++report_.segmentations;
+    }
+    return absl::OkStatus();
+  }
+
   absl::Status WriteCsv() {
     std::sort(rows_.begin(), rows_.end(),
               [](const Row& a, const Row& b) { return std::tie(a.path, a.frame) < std::tie(b.path, b.frame); });
     const bool heatmaps = !o_.heatmap_dir.empty();
+    const bool segmentation = model_.spec.task == ModelTask::kSegmentation;
+    const bool seg_objects = segmentation && o_.dicom_overlays;
     std::string csv = "path,sop_instance_uid,frame,predicted_class";
-    for (int c = 0; c < model_.spec.num_classes; ++c) absl::StrAppend(&csv, ",", CsvField("p_" + ClassName(c)));
-    if (heatmaps) absl::StrAppend(&csv, ",heatmap");
+    // Segmentation: the share of the input predicted as each class.
+    for (int c = 0; c < model_.spec.num_classes; ++c) {
+      absl::StrAppend(&csv, ",", CsvField((segmentation ? "share_" : "p_") + ClassName(c)));
+    }
+    if (heatmaps) absl::StrAppend(&csv, segmentation ? ",overlay" : ",heatmap");
+    if (seg_objects) absl::StrAppend(&csv, ",segmentation");
     absl::StrAppend(&csv, ",error\n");
     for (const Row& r : rows_) {
       absl::StrAppend(&csv, CsvField(r.path), ",", CsvField(r.sop_instance_uid), ",");
@@ -221,6 +344,7 @@ class Run {
         for (int c = 0; c < model_.spec.num_classes; ++c) absl::StrAppend(&csv, ",");
       }
       if (heatmaps) absl::StrAppend(&csv, ",", CsvField(r.heatmap));
+      if (seg_objects) absl::StrAppend(&csv, ",", CsvField(r.segmentation));
       absl::StrAppend(&csv, ",", CsvField(r.error), "\n");
     }
     return WriteFileAtomically(o_.out_csv, csv);
@@ -238,6 +362,7 @@ class Run {
   std::vector<Row> rows_;
   PredictReport report_;
   std::set<std::string> uids_, patients_;
+  std::map<std::string, SeriesMasks> series_;  // segmentation, by SeriesInstanceUID
 };
 
 }  // namespace

@@ -23,17 +23,27 @@ struct PredictOptions {
   std::vector<std::string> class_names;  // empty: classes are numbered
   int loader_threads = 0;
   int batch = 32;
-  // Non-empty: a Grad-CAM PNG per image/frame here, and with
-  // dicom_overlays a DICOM Secondary Capture next to it.
+  // Non-empty: a Grad-CAM PNG per image/frame here (<name>.heatmap.png, the
+  // source's .dcm extension dropped), and with
+  // dicom_overlays a DICOM Secondary Capture next to it. For a segmentation
+  // model: a PNG per image/frame with the predicted mask's outline over the
+  // windowed image, and with dicom_overlays one DICOM SEG object per series
+  // (fedrad-seg-<series>.dcm beside its first image's PNG), in the source's
+  // study, referencing every image of the series predicted.
   std::string heatmap_dir;
   bool dicom_overlays = false;
+  // Classification: heatmaps of images predicted as class 0 (the negative:
+  // "normal") too. Off by default: Grad-CAM of "nothing there", scaled per
+  // image, puts its hottest point anywhere, even in the air outside the body.
+  bool heatmap_negatives = false;
 };
 
 struct PredictReport {
   std::string model_sha256;
-  int files = 0;   // files looked at
-  int images = 0;  // rows predicted (frames)
-  int heatmaps = 0;
+  int files = 0;                       // files looked at
+  int images = 0;                      // rows predicted (frames)
+  int heatmaps = 0;                    // heatmap or mask PNGs
+  int segmentations = 0;               // SEG objects written
   std::map<std::string, int> skipped;  // reason -> files (also in the CSV)
   std::map<int, int> predicted;        // class -> rows
   // For the site's audit ledger: the distinct patient keys and the SHA-256

@@ -66,6 +66,7 @@ class PredictTest : public ::testing::Test {
 TEST_F(PredictTest, OneRowPerFrameWithTheEvaluatorsProbabilities) {
   o_.heatmap_dir = (dir_ / "heatmaps").string();
   o_.dicom_overlays = true;
+  o_.heatmap_negatives = true;  // every image gets its heatmap here
   absl::StatusOr<PredictReport> r = Predict(o_);
   ASSERT_TRUE(r.ok()) << r.status();
   EXPECT_EQ(r->files, 8);
@@ -85,11 +86,12 @@ TEST_F(PredictTest, OneRowPerFrameWithTheEvaluatorsProbabilities) {
   EXPECT_TRUE(rows[7][3].empty());
   EXPECT_EQ(rows[8][0], "sub/multi.dcm");
   EXPECT_EQ(rows[10][2], "3");
-  EXPECT_EQ(rows[10][6], "sub/multi.dcm.frame3.png");
-  EXPECT_TRUE(fs::exists(dir_ / "heatmaps/sub/multi.dcm.frame3.png"));
-  EXPECT_TRUE(fs::exists(dir_ / "heatmaps/sub/multi.dcm.frame3.dcm"));
-  EXPECT_TRUE(fs::exists(dir_ / "heatmaps/i0.dcm.png"));
-  EXPECT_TRUE(fs::exists(dir_ / "heatmaps/i0.dcm.dcm"));
+  // Named without the source's .dcm (no "i0.dcm.dcm").
+  EXPECT_EQ(rows[10][6], "sub/multi.frame3.heatmap.png");
+  EXPECT_TRUE(fs::exists(dir_ / "heatmaps/sub/multi.frame3.heatmap.png"));
+  EXPECT_TRUE(fs::exists(dir_ / "heatmaps/sub/multi.frame3.heatmap.dcm"));
+  EXPECT_TRUE(fs::exists(dir_ / "heatmaps/i0.heatmap.png"));
+  EXPECT_TRUE(fs::exists(dir_ / "heatmaps/i0.heatmap.dcm"));
 
   // The same images through the evaluator's own forward pass.
   ImageSet set;
@@ -151,6 +153,13 @@ TEST_F(PredictTest, HeatmapsOfABatchAreEachImagesOwn) {
     EXPECT_NEAR(all->probabilities[2 * i], one->probabilities[0], 1e-5);
   }
   EXPECT_GT(nonzero_maps, 0);
+  // Without heatmap_negatives, images predicted as class 0 get none.
+  PredictOptions skip = o_;
+  skip.heatmap_dir = (dir_ / "skip").string();
+  skip.out_csv = (dir_ / "skip.csv").string();
+  absl::StatusOr<PredictReport> skipped = Predict(skip);
+  ASSERT_TRUE(skipped.ok()) << skipped.status();
+  EXPECT_EQ(skipped->heatmaps, skipped->images - skipped->predicted[0]);
   // Without heatmaps, the same probabilities.
   absl::StatusOr<BatchOutput> plain = (*predictor)->Run(pixels.data(), 6, false);
   ASSERT_TRUE(plain.ok());

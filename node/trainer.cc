@@ -230,9 +230,16 @@ absl::StatusOr<Evaluation> EvaluateSegmentation(const ModelSpec& spec, NetworkIm
   }
   out.loss = loss_sum / static_cast<double>(images.count());
   out.accuracy = static_cast<double>(correct) / static_cast<double>(images.count() * pixels);
+  out.patients = images.patients;
   for (int64_t i = 0; i < images.count(); ++i) {
-    out.dice.push_back(SegmentationDice(out.predicted_masks.data() + i * pixels, images.masks.data() + i * pixels,
-                                        static_cast<size_t>(pixels), spec.num_classes));
+    const uint8_t* predicted = out.predicted_masks.data() + i * pixels;
+    const uint8_t* truth = images.masks.data() + i * pixels;
+    out.dice.push_back(SegmentationDice(predicted, truth, static_cast<size_t>(pixels), spec.num_classes));
+    const SampleSource* source = static_cast<size_t>(i) < images.sources.size() ? &images.sources[i] : nullptr;
+    const bool mm = source && source->row_spacing_mm > 0 && source->column_spacing_mm > 0;
+    out.mask_metrics.push_back(ComputeMaskMetrics(predicted, truth, images.size, images.size, spec.num_classes,
+                                                  mm ? source->row_spacing_mm : 1.0,
+                                                  mm ? source->column_spacing_mm : 1.0));
   }
   return out;
 }

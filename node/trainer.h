@@ -10,6 +10,7 @@
 #include "absl/status/statusor.h"
 #include "common/metrics.h"
 #include "common/plan.h"
+#include "common/segmentation_metrics.h"
 #include "common/tensor.h"
 #include "node/dataset.h"
 
@@ -94,6 +95,10 @@ struct Evaluation {
   // (count * size * size) and its Dice (SegmentationDice).
   std::vector<uint8_t> predicted_masks;
   std::vector<double> dice;
+  // Each image's full figures (HD95 in mm where its spacing is known, else
+  // in input pixels) and its patient, for SummarizeSegmentation.
+  std::vector<MaskMetrics> mask_metrics;
+  std::vector<std::string> patients;
 };
 
 // The Dice coefficient of a predicted mask against the truth, averaged over

@@ -3,11 +3,15 @@
 // reach the coordinator or anything else would fail.
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <filesystem>
 #include <fstream>
 #include <map>
+#include <set>
 
+#include "absl/strings/str_join.h"
 #include "common/safetensors.h"
+#include "node/dicom_seg.h"
 #include "node/test_dicom.h"
 #include "tests/harness.h"
 
@@ -46,7 +50,8 @@ TEST_F(PredictCommandTest, RunsWithoutANetworkAndAgreesWithEvaluate) {
   ReplaceInFile(local_config, "key = \"site.key\"", "key = \"/nonexistent/site.key\"");
   const std::string csv = dir_ + "/predictions.csv", heatmaps = dir_ + "/heatmaps", log = dir_ + "/predict.log";
   ASSERT_EQ(RunCommand({"/usr/bin/unshare", "-n", NodeBin(), "predict", "--config", local_config, "--model", model_,
-                        "--input", data_, "--out", csv, "--heatmaps", heatmaps, "--dicom-overlays"},
+                        "--input", data_, "--out", csv, "--heatmaps", heatmaps, "--dicom-overlays",
+                        "--heatmap-negatives"},
                        log),
             0)
       << ReadText(log);
@@ -62,14 +67,23 @@ TEST_F(PredictCommandTest, RunsWithoutANetworkAndAgreesWithEvaluate) {
   const auto rows = node::testing::ReadCsvRows(csv);
   ASSERT_EQ(rows.size(), 21u);
   EXPECT_EQ(rows[0][0], "path");
-  int correct = 0;
+  int correct = 0, positives = 0;  // images with a heatmap
   for (size_t i = 1; i < rows.size(); ++i) {
     ASSERT_EQ(rows[i].size(), 8u);
     ASSERT_TRUE(labels.count(rows[i][0])) << rows[i][0];
     correct += rows[i][3] == labels[rows[i][0]];
     EXPECT_NEAR(std::stod(rows[i][4]) + std::stod(rows[i][5]), 1.0, 1e-5);
-    EXPECT_TRUE(fs::exists(heatmaps + "/" + rows[i][6])) << rows[i][6];
-    EXPECT_TRUE(fs::exists(heatmaps + "/" + rows[i][0] + ".dcm")) << rows[i][0];
+    // A heatmap, PNG and compressed DICOM that dciodvfy passes, for every
+    // image (--heatmap-negatives: predicted negatives too).
+    {
+      ++positives;
+      ASSERT_EQ(rows[i][6], rows[i][0].substr(0, rows[i][0].size() - 4) + ".heatmap.png");
+      EXPECT_TRUE(fs::exists(heatmaps + "/" + rows[i][6])) << rows[i][6];
+      const std::string sc = heatmaps + "/" + rows[i][6].substr(0, rows[i][6].size() - 4) + ".dcm";
+      const node::testing::Dciodvfy check = node::testing::RunDciodvfy(sc);
+      EXPECT_EQ(check.iod, "SCImage") << check.output;
+      EXPECT_TRUE(check.errors.empty()) << sc << "\n" << check.output;
+    }
     EXPECT_TRUE(rows[i][7].empty());
   }
   const std::string eval_log = dir_ + "/evaluate.log";
@@ -190,6 +204,95 @@ TEST_F(PredictCommandTest, LocalCommandsRecordTheirDataAccess) {
   EXPECT_EQ(
       RunCommand({FedradBin(), "audit", "verify", "--ca", dir_ + "/kits/coordinator/ca.pem", "--node", db}, audit), 0)
       << ReadText(audit);
+}
+
+}  // namespace
+}  // namespace fedrad::testing
+
+namespace fedrad::testing {
+namespace {
+
+// A segmentation model on a site's folder: one PNG per image with the
+// predicted outline, and one DICOM SEG object per series that dciodvfy
+// passes and that reads back (through DCMTK's dcmseg) to the masks predict
+// computed: each frame's lesion pixels are the CSV's share of the input,
+// brought back to the 64x64 images (4 frame pixels per 32x32 input pixel).
+TEST(PredictSegmentationTest, WritesOverlaysAndValidSegObjectsOfItsOwnMasks) {
+  const std::string dir = MakeWorkspace();
+  MiniFederation f = SetUpFederation(
+      dir, {.sites = 1, .rounds = 1, .min_nodes = 1, .patients = 40, .images = 2, .dp = false, .task = "segmentation"});
+  ASSERT_FALSE(::testing::Test::HasFailure());
+  const std::string config = f.NodeConfig(f.sites[0]), data = dir + "/data/" + f.sites[0];
+  const std::string model = dir + "/unet.safetensors";
+  std::string log = dir + "/train-local.log";
+  ASSERT_EQ(RunCommand(
+                {NodeBin(), "train-local", "--config", config, "--model", "unet2d", "--size", "32",   "--depth", "2",
+                 "--width", "8",           "--epochs", "40",   "--batch", "4",      "--lr",   "0.03", "--save",  model},
+                log),
+            0)
+      << ReadText(log);
+  const std::string csv = dir + "/predictions.csv", out = dir + "/overlays";
+  log = dir + "/predict.log";
+  ASSERT_EQ(RunCommand({NodeBin(), "predict", "--config", config, "--model", model, "--input", data, "--out", csv,
+                        "--heatmaps", out, "--dicom-overlays"},
+                       log),
+            0)
+      << ReadText(log);
+  const std::vector<std::vector<std::string>> rows = node::testing::ReadCsvRows(csv);
+  ASSERT_GT(rows.size(), 1u);
+  const std::vector<std::string>& header = rows[0];
+  auto column = [&](const std::string& name) {
+    return static_cast<size_t>(std::find(header.begin(), header.end(), name) - header.begin());
+  };
+  // train-local's model numbers its classes (the site's node.toml names none).
+  const size_t uid = column("sop_instance_uid"), share = column("share_1"), overlay = column("overlay"),
+               seg = column("segmentation");
+  for (size_t c : {uid, share, overlay, seg}) ASSERT_LT(c, header.size()) << absl::StrJoin(header, ",");
+  std::map<std::string, double> expected;  // SOP instance -> lesion pixels on the frame
+  std::set<std::string> objects;
+  const size_t error = column("error");
+  int label_objects = 0;
+  for (size_t r = 1; r < rows.size(); ++r) {
+    ASSERT_EQ(rows[r].size(), header.size()) << absl::StrJoin(rows[r], ",");
+    if (!rows[r][error].empty()) {  // the ground truth's own SEG objects: not images
+      EXPECT_NE(rows[r][error].find("segmentation object"), std::string::npos) << rows[r][error];
+      ++label_objects;
+      continue;
+    }
+    expected[rows[r][uid]] = std::stod(rows[r][share]) * 32 * 32 * 4;
+    EXPECT_TRUE(fs::exists(out + "/" + rows[r][overlay])) << rows[r][overlay];
+    objects.insert(rows[r][seg]);
+  }
+  EXPECT_EQ(label_objects, 40);
+  EXPECT_EQ(objects.size(), 40u) << "one SEG per patient's series";
+  double found = 0;
+  for (const std::string& name : objects) {
+    const std::string path = out + "/" + name;
+    const node::testing::Dciodvfy check = node::testing::RunDciodvfy(path);
+    EXPECT_EQ(check.iod, "Segmentation") << check.output;
+    EXPECT_TRUE(check.errors.empty()) << path << "\n" << check.output;
+    absl::StatusOr<node::SegObject> object = node::ReadSegmentation(path);
+    ASSERT_TRUE(object.ok()) << object.status();
+    EXPECT_EQ(object->segments, (std::map<int, std::string>{{1, "1"}}));
+    EXPECT_EQ(object->referenced_instances.size(), 2u);
+    for (const node::SegFrame& frame : object->frames) {
+      const double pixels = static_cast<double>(std::count(frame.mask.begin(), frame.mask.end(), 1));
+      EXPECT_NEAR(pixels, expected.at(frame.source_sop_instance_uid), 0.5) << frame.source_sop_instance_uid;
+      found += pixels;
+    }
+  }
+  EXPECT_GT(found, 0) << "the model found no lesion anywhere: the comparison would be empty";
+  // A rerun replaces the same objects (UIDs and names derive from model and series).
+  ASSERT_EQ(RunCommand({NodeBin(), "predict", "--config", config, "--model", model, "--input", data, "--out", csv,
+                        "--heatmaps", out, "--dicom-overlays"},
+                       log),
+            0);
+  int seg_files = 0;
+  for (const auto& e : fs::recursive_directory_iterator(out)) {
+    seg_files += e.path().filename().string().rfind("fedrad-seg-", 0) == 0;
+  }
+  EXPECT_EQ(seg_files, 40);
+  RemoveWorkspaceIfPassed(dir);
 }
 
 }  // namespace
