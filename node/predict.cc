@@ -194,23 +194,34 @@ class Run {
     return std::to_string(c);
   }
 
+  // The image's file decoded again at full resolution (it was read a
+  // moment ago), and the frame of it that `prepared` was made from.
+  absl::StatusOr<DicomImageFile> ReadSource(const LoadedImage& image) const {
+    DicomReadOptions read;
+    read.color_to_gray = settings_.color_to_gray;
+    return ReadDicomImage((*paths_)[image.item], read);
+  }
+  static absl::StatusOr<const ModalityFrame*> FrameOf(const DicomImageFile& file, const PreparedFrame& prepared,
+                                                      const std::string& source) {
+    for (const ModalityFrame& f : file.frames) {
+      if (f.index == prepared.index) return &f;
+    }
+    return absl::InternalError(absl::StrCat("'", source, "' lost a frame"));
+  }
+
   // Decodes the file again at full resolution and draws each frame's map on it.
   absl::Status DrawHeatmaps(const LoadedImage& image, const std::vector<size_t>& rows, const std::vector<float>& maps,
                             size_t first) {
     const std::string& source = (*paths_)[image.item];
-    DicomReadOptions read;
-    read.color_to_gray = settings_.color_to_gray;
-    absl::StatusOr<DicomImageFile> file = ReadDicomImage(source, read);
-    if (!file.ok()) return file.status();  // it was read a moment ago
+    absl::StatusOr<DicomImageFile> file = ReadSource(image);
+    if (!file.ok()) return file.status();
     const size_t per = static_cast<size_t>(settings_.output_size) * settings_.output_size;
     const bool multi_frame = file->frames.size() > 1;
     for (size_t i = 0; i < image.frames.size(); ++i) {
       Row& row = rows_[rows[i]];
-      const ModalityFrame* frame = nullptr;
-      for (const ModalityFrame& f : file->frames) {
-        if (f.index == image.frames[i].index) frame = &f;
-      }
-      if (frame == nullptr) return absl::InternalError(absl::StrCat("'", source, "' lost a frame"));
+      absl::StatusOr<const ModalityFrame*> found = FrameOf(*file, image.frames[i], source);
+      if (!found.ok()) return found.status();
+      const ModalityFrame* frame = *found;
       // A predicted negative gets no heatmap unless asked (PredictOptions).
       if (row.predicted == 0 && !o_.heatmap_negatives) continue;
       const std::vector<float> map(maps.begin() + (first + i) * per, maps.begin() + (first + i + 1) * per);
@@ -252,9 +263,7 @@ class Run {
   absl::Status DrawMasks(const LoadedImage& image, const std::vector<size_t>& rows, const std::vector<uint8_t>& masks,
                          size_t first) {
     const std::string& source = (*paths_)[image.item];
-    DicomReadOptions read;
-    read.color_to_gray = settings_.color_to_gray;
-    absl::StatusOr<DicomImageFile> file = ReadDicomImage(source, read);
+    absl::StatusOr<DicomImageFile> file = ReadSource(image);
     if (!file.ok()) return file.status();
     const size_t per = static_cast<size_t>(settings_.output_size) * settings_.output_size;
     const bool multi_frame = file->frames.size() > 1;
@@ -263,11 +272,9 @@ class Run {
     series.sources.push_back(source);
     for (size_t i = 0; i < image.frames.size(); ++i) {
       Row& row = rows_[rows[i]];
-      const ModalityFrame* frame = nullptr;
-      for (const ModalityFrame& f : file->frames) {
-        if (f.index == image.frames[i].index) frame = &f;
-      }
-      if (frame == nullptr) return absl::InternalError(absl::StrCat("'", source, "' lost a frame"));
+      absl::StatusOr<const ModalityFrame*> found = FrameOf(*file, image.frames[i], source);
+      if (!found.ok()) return found.status();
+      const ModalityFrame* frame = *found;
       const std::vector<uint8_t> input(masks.begin() + (first + i) * per, masks.begin() + (first + i + 1) * per);
       const std::vector<uint8_t> on_frame = MaskToFrame(input, frame->rows, frame->columns, settings_);
       const std::string caption =

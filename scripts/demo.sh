@@ -98,6 +98,23 @@ echo "Privacy audit of the run (every ledger's chain and signatures, cross-check
 "$bin/tools/fedrad" audit report --ca kits/coordinator/ca.pem --coordinator kits/coordinator/state/state.db \
   --node kits/hospital-a/state/node.db --node kits/hospital-b/state/node.db --node kits/hospital-c/state/node.db \
   --out audit-report.html --json audit-report.json | sed 's/^/   /'
+if [ "$task" = segmentation ]; then
+  # The released figures carry the evaluation's DP noise; each site can also
+  # score the final model exactly on its own validation patients, locally
+  # (nothing is sent): fedrad-node evaluate.
+  model=$(sqlite3 kits/coordinator/state/state.db "SELECT sha256 FROM models ORDER BY round DESC LIMIT 1")
+  echo
+  echo "The final model scored at each site on its own validation patients (fedrad-node evaluate, local, exact):"
+  sum=0
+  for site in hospital-a hospital-b hospital-c; do
+    dice=$("$bin/node/fedrad-node" evaluate --config "kits/$site/node.toml" --bootstrap 200 --json \
+      --model "kits/coordinator/state/models/$model.safetensors" 2>/dev/null \
+      | python3 -c 'import json, sys; print("%.4f" % json.load(sys.stdin)["metrics"]["dice"]["per_patient"])')
+    echo "   $site: mean Dice over patients $dice"
+    sum=$(awk -v a="$sum" -v b="$dice" 'BEGIN { print a + b }')
+  done
+  final=$(awk -v a="$sum" 'BEGIN { printf "%.4f", a / 3 }')
+fi
 echo
 echo "Final global validation $figure: $final"
 echo "Everything is in demo/: plan.toml, kits/ (CA, certificates, configs), data/ (DICOM),"

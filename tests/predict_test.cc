@@ -49,11 +49,11 @@ TEST_F(PredictCommandTest, RunsWithoutANetworkAndAgreesWithEvaluate) {
   ReplaceInFile(local_config, "address = \"127.0.0.1:", "address = \"not an address");
   ReplaceInFile(local_config, "key = \"site.key\"", "key = \"/nonexistent/site.key\"");
   const std::string csv = dir_ + "/predictions.csv", heatmaps = dir_ + "/heatmaps", log = dir_ + "/predict.log";
-  ASSERT_EQ(RunCommand({"/usr/bin/unshare", "-n", NodeBin(), "predict", "--config", local_config, "--model", model_,
-                        "--input", data_, "--out", csv, "--heatmaps", heatmaps, "--dicom-overlays",
-                        "--heatmap-negatives"},
-                       log),
-            0)
+  ASSERT_EQ(
+      RunCommand({"/usr/bin/unshare", "-n", NodeBin(), "predict", "--config", local_config, "--model", model_,
+                  "--input", data_, "--out", csv, "--heatmaps", heatmaps, "--dicom-overlays", "--heatmap-negatives"},
+                 log),
+      0)
       << ReadText(log);
   EXPECT_NE(ReadText(log).find("20 image(s) from 20 file(s)"), std::string::npos) << ReadText(log);
 
