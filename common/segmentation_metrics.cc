@@ -150,6 +150,15 @@ absl::StatusOr<SegmentationSummary> SummarizeSegmentation(const std::vector<Mask
     }
     if (!v.empty()) s.per_image[name] = Mean(v);
   }
+  // Dice over the images that show a lesion (sensitivity defined): an
+  // empty image predicted empty scores 1, which the overall figures count.
+  {
+    std::vector<double> v;
+    for (const MaskMetrics& m : images) {
+      if (m.sensitivity) v.push_back(m.dice);
+    }
+    if (!v.empty()) s.per_image["dice_lesion_images"] = Mean(v);
+  }
   std::mt19937_64 rng(seed);
   std::uniform_int_distribution<size_t> pick(0, per_patient.size() - 1);
   std::map<std::string, std::vector<double>> samples;
@@ -179,6 +188,9 @@ std::string FormatSegmentationSummary(const SegmentationSummary& s) {
                           i == s.per_image.end() ? "-" : absl::StrFormat("%.4f", i->second),
                           ci == s.ci.end() ? "" : absl::StrFormat("[%.4f, %.4f]", ci->second.low, ci->second.high));
   }
+  if (auto d = s.per_image.find("dice_lesion_images"); d != s.per_image.end()) {
+    absl::StrAppendFormat(&out, "%-20s %12s %12.4f\n", "Dice, lesion images", "-", d->second);
+  }
   absl::StrAppendFormat(&out, "(%d images of %d patients; an image without lesion predicted empty scores Dice 1)\n",
                         s.images, s.patients);
   return out;
@@ -189,6 +201,9 @@ std::string SegmentationSummaryJson(const SegmentationSummary& s) {
   j["images"] = s.images;
   j["patients"] = s.patients;
   nlohmann::json metrics = nlohmann::json::object();
+  for (const auto& [name, v] : s.per_image) {
+    if (!s.per_patient.count(name)) metrics[name] = {{"per_image", v}};
+  }
   for (const auto& [name, v] : s.per_patient) {
     nlohmann::json m{{"per_patient", v}};
     if (auto i = s.per_image.find(name); i != s.per_image.end()) m["per_image"] = i->second;

@@ -44,6 +44,8 @@ struct SegmentationSummary {
   // Overall figures by name ("dice", "iou", "sensitivity", "precision",
   // "hd95_mm"): the mean over patients of their mean, and over images.
   std::map<std::string, double> per_patient;
+  // per_image also holds "dice_lesion_images": the mean Dice of the images
+  // whose truth shows foreground.
   std::map<std::string, double> per_image;
   // 95% percentile-bootstrap intervals of the per-patient figures,
   // resampling patients.

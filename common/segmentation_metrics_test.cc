@@ -80,6 +80,9 @@ TEST(SegmentationMetricsTest, SummaryWeighsPatientsEqually) {
   EXPECT_DOUBLE_EQ(s->per_image.at("dice"), 1.75 / 3);
   EXPECT_DOUBLE_EQ(s->per_patient.at("hd95_mm"), 4.0);  // only where defined
   EXPECT_FALSE(s->per_patient.count("sensitivity"));
+  EXPECT_FALSE(s->per_image.count("dice_lesion_images")) << "no image has a sensitivity here";
+  images[1].sensitivity = 0.5;  // image 1 shows a lesion
+  EXPECT_DOUBLE_EQ(SummarizeSegmentation(images, {"a", "a", "b"}, 10)->per_image.at("dice_lesion_images"), 0.5);
   EXPECT_GE(s->ci.at("dice").low, 0.25);
   EXPECT_LE(s->ci.at("dice").high, 0.75);
   EXPECT_LT(s->ci.at("dice").low, s->ci.at("dice").high);

@@ -143,6 +143,12 @@ InspectCommand::InspectCommand(CLI::App* app) {
       ->capture_default_str()
       ->check(CLI::Range(16, 1024));
   command_->add_option("--classes", classes_, "Number of classes (default: any integer label)");
+  command_
+      ->add_option("--task", task_,
+                   "classification (labels.csv) or segmentation (masks from the folder's DICOM SEG and RT "
+                   "Structure Set objects)")
+      ->capture_default_str()
+      ->check(CLI::IsMember({"classification", "segmentation"}));
   command_->add_option("--preview", inspect_options_.preview_dir,
                        "Write a PNG of exactly what the model sees for each image/frame into this folder");
   command_->add_option("--export-raw", inspect_options_.export_raw_dir,
@@ -169,6 +175,7 @@ int InspectCommand::Run() {
   spec.num_classes = classes_ > 0                ? classes_
                      : !spec.class_names.empty() ? static_cast<int>(spec.class_names.size())
                                                  : 1 << 20;
+  if (task_ == "segmentation") inspect_options_.dataset.task = fedrad::ModelTask::kSegmentation;
   absl::Status s = fedrad::node::Inspect(inspect_options_, std::cout);
   if (!s.ok()) return Fail(s, 1);
   return 0;

@@ -67,6 +67,7 @@ class InspectCommand final : public NodeCommand {
   int Run() override;
 
  private:
+  std::string task_ = "classification";
   fedrad::node::InspectOptions inspect_options_;
   std::string inspect_config_, data_dir_, labels_csv_;
   int size_ = 64, classes_ = 0;

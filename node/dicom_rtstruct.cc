@@ -5,10 +5,13 @@
 #include <dcmtk/dcmrt/drtstrct.h>
 
 #include <cmath>
+#include <memory>
 #include <opencv2/imgproc.hpp>
 
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
+#include "absl/strings/str_join.h"
 #include "absl/strings/str_split.h"
 #include "node/dicom_reader.h"
 
@@ -189,6 +192,141 @@ absl::StatusOr<std::vector<uint8_t>> RasterizeContours(const std::vector<const R
     }
   }
   return mask;
+}
+
+absl::Status WriteRtStruct(const RtStructWrite& w, const std::string& path) {
+  InitDcmtk();
+  if (w.source_paths.empty() || w.roi_names.empty()) {
+    return absl::InvalidArgumentError(absl::StrCat("'", path, "': a structure set needs source images and ROIs"));
+  }
+  // The sources' headers, by SOPInstanceUID, with their geometry.
+  struct Source {
+    std::unique_ptr<DcmFileFormat> file;
+    ImageGeometry geometry;
+    std::string sop_class;
+  };
+  std::map<std::string, Source> sources;
+  DcmDataset* first = nullptr;
+  for (const std::string& p : w.source_paths) {
+    auto f = std::make_unique<DcmFileFormat>();
+    if (OFCondition c = f->loadFile(p.c_str(), EXS_Unknown, EGL_noChange, 4096); c.bad()) {
+      return absl::InvalidArgumentError(absl::StrCat("'", p, "': ", c.text()));
+    }
+    DcmDataset* ds = f->getDataset();
+    auto get = [ds](const DcmTagKey& tag) {
+      OFString v;
+      ds->findAndGetOFStringArray(tag, v);
+      return std::string(v.c_str());
+    };
+    absl::StatusOr<ImageGeometry> g =
+        ParseGeometry(get(DCM_ImagePositionPatient), get(DCM_ImageOrientationPatient), get(DCM_PixelSpacing));
+    if (!g.ok()) return absl::InvalidArgumentError(absl::StrCat("'", p, "': ", g.status().message()));
+    if (first == nullptr) first = ds;
+    sources[get(DCM_SOPInstanceUID)] = Source{std::move(f), *g, get(DCM_SOPClassUID)};
+  }
+  auto from_first = [first](const DcmTagKey& tag) {
+    OFString v;
+    first->findAndGetOFStringArray(tag, v);
+    return std::string(v.c_str());
+  };
+  DcmFileFormat file;
+  DcmDataset* ds = file.getDataset();
+  OFCondition c = EC_Normal;
+  auto put = [&c](DcmItem* item, const DcmTagKey& tag, const std::string& value) {
+    if (c.good()) c = item->putAndInsertString(tag, value.c_str());
+  };
+  auto item_of = [&c](DcmItem* parent, const DcmTagKey& sequence) -> DcmItem* {
+    DcmItem* item = nullptr;
+    if (c.good()) c = parent->findOrCreateSequenceItem(sequence, item, -2);
+    return c.good() ? item : nullptr;
+  };
+  put(ds, DCM_SOPClassUID, kRtStructureSetStorage);
+  put(ds, DCM_SOPInstanceUID, w.sop_instance_uid);
+  for (const DcmTagKey& tag : {DCM_SpecificCharacterSet, DCM_PatientName, DCM_PatientID, DCM_PatientBirthDate,
+                               DCM_PatientSex, DCM_StudyInstanceUID, DCM_StudyDate, DCM_StudyTime,
+                               DCM_ReferringPhysicianName, DCM_StudyID, DCM_AccessionNumber}) {
+    const std::string value = from_first(tag);
+    if (tag != DCM_SpecificCharacterSet || !value.empty()) put(ds, tag, value);
+  }
+  put(ds, DCM_Modality, "RTSTRUCT");
+  put(ds, DCM_SeriesInstanceUID, w.series_instance_uid);
+  put(ds, DCM_SeriesNumber, "901");
+  put(ds, DCM_OperatorsName, "");
+  put(ds, DCM_Manufacturer, "fedrad");
+  put(ds, DCM_InstanceNumber, "1");
+  put(ds, DCM_StructureSetLabel, w.label.substr(0, 16));
+  put(ds, DCM_StructureSetDate, w.date_time.substr(0, 8));
+  put(ds, DCM_StructureSetTime, w.date_time.substr(8));
+  const std::string frame_of_reference = from_first(DCM_FrameOfReferenceUID);
+  put(ds, DCM_FrameOfReferenceUID, frame_of_reference);
+  put(ds, DCM_PositionReferenceIndicator, from_first(DCM_PositionReferenceIndicator));
+  // Referenced Frame of Reference > Study > Series > every source image.
+  DcmItem* frame = item_of(ds, DCM_ReferencedFrameOfReferenceSequence);
+  if (frame) put(frame, DCM_FrameOfReferenceUID, frame_of_reference);
+  DcmItem* study = frame ? item_of(frame, DCM_RTReferencedStudySequence) : nullptr;
+  if (study) {
+    put(study, DCM_ReferencedSOPClassUID, "1.2.840.10008.3.1.2.3.1");  // Detached Study Management (as PS3.3 asks)
+    put(study, DCM_ReferencedSOPInstanceUID, from_first(DCM_StudyInstanceUID));
+  }
+  DcmItem* series = study ? item_of(study, DCM_RTReferencedSeriesSequence) : nullptr;
+  if (series) put(series, DCM_SeriesInstanceUID, from_first(DCM_SeriesInstanceUID));
+  for (const auto& [uid, source] : sources) {
+    DcmItem* image = series ? item_of(series, DCM_ContourImageSequence) : nullptr;
+    if (image) {
+      put(image, DCM_ReferencedSOPClassUID, source.sop_class);
+      put(image, DCM_ReferencedSOPInstanceUID, uid);
+    }
+  }
+  for (size_t r = 0; r < w.roi_names.size(); ++r) {
+    const std::string number = std::to_string(r + 1);
+    DcmItem* roi = item_of(ds, DCM_StructureSetROISequence);
+    if (roi) {
+      put(roi, DCM_ROINumber, number);
+      put(roi, DCM_ReferencedFrameOfReferenceUID, frame_of_reference);
+      put(roi, DCM_ROIName, w.roi_names[r].substr(0, 64));
+      put(roi, DCM_ROIGenerationAlgorithm, "MANUAL");
+    }
+    DcmItem* roi_contour = item_of(ds, DCM_ROIContourSequence);
+    if (roi_contour) {
+      put(roi_contour, DCM_ReferencedROINumber, number);
+      put(roi_contour, DCM_ROIDisplayColor, "255\\0\\0");
+    }
+    for (const RtStructWrite::Contour& contour : w.contours) {
+      if (contour.roi != static_cast<int>(r + 1) || !roi_contour) continue;
+      auto source = sources.find(contour.image_sop_instance_uid);
+      if (source == sources.end() || contour.points.size() < 3) {
+        return absl::InvalidArgumentError(
+            absl::StrCat("'", path, "': a contour refers to an image not among the sources, or has under 3 points"));
+      }
+      const ImageGeometry& g = source->second.geometry;
+      std::vector<std::string> xyz;
+      for (const auto& [column, row] : contour.points) {
+        for (int a = 0; a < 3; ++a) {
+          xyz.push_back(absl::StrFormat("%.4f", g.position[a] + g.row_direction[a] * column * g.column_spacing +
+                                                    g.column_direction[a] * row * g.row_spacing));
+        }
+      }
+      DcmItem* item = item_of(roi_contour, DCM_ContourSequence);
+      if (!item) break;
+      DcmItem* image = item_of(item, DCM_ContourImageSequence);
+      if (image) {
+        put(image, DCM_ReferencedSOPClassUID, source->second.sop_class);
+        put(image, DCM_ReferencedSOPInstanceUID, contour.image_sop_instance_uid);
+      }
+      put(item, DCM_ContourGeometricType, "CLOSED_PLANAR");
+      put(item, DCM_NumberOfContourPoints, std::to_string(contour.points.size()));
+      put(item, DCM_ContourData, absl::StrJoin(xyz, "\\"));
+    }
+    DcmItem* observation = item_of(ds, DCM_RTROIObservationsSequence);
+    if (observation) {
+      put(observation, DCM_ObservationNumber, number);
+      put(observation, DCM_ReferencedROINumber, number);
+      put(observation, DCM_RTROIInterpretedType, "GTV");
+      put(observation, DCM_ROIInterpreter, "");
+    }
+  }
+  if (c.bad()) return absl::InternalError(absl::StrCat("building the structure set '", path, "': ", c.text()));
+  return SaveDicomFile(file, path);
 }
 
 }  // namespace fedrad::node

@@ -70,6 +70,28 @@ absl::StatusOr<std::vector<uint8_t>> RasterizeContours(const std::vector<const R
                                                        const std::map<int, int>& class_of_roi,
                                                        const ImageGeometry& geometry, int rows, int columns);
 
+// An RT Structure Set to write: ROIs, and closed contours given in each
+// source image's pixel coordinates (column, row; pixel centres at integers),
+// placed in patient space by the image's own geometry.
+struct RtStructWrite {
+  std::vector<std::string> source_paths;  // one series
+  std::vector<std::string> roi_names;     // ROI n + 1 is roi_names[n]
+  struct Contour {
+    int roi = 1;
+    std::string image_sop_instance_uid;
+    std::vector<std::pair<double, double>> points;  // (column, row), at least 3
+  };
+  std::vector<Contour> contours;
+  std::string sop_instance_uid;
+  std::string series_instance_uid;
+  std::string label = "GROUND TRUTH";
+  std::string date_time = "20260101120000";  // StructureSetDate/Time
+};
+
+// Writes it (explicit little endian, temporary file renamed); it passes
+// dciodvfy. Errors name the path.
+absl::Status WriteRtStruct(const RtStructWrite& rt, const std::string& path);
+
 }  // namespace fedrad::node
 
 #endif  // FEDRAD_NODE_DICOM_RTSTRUCT_H_

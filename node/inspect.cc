@@ -106,8 +106,23 @@ absl::Status Inspect(const InspectOptions& options, std::ostream& out) {
     out << absl::StrFormat("  no image %3d  DICOM objects without pixel data (reports, plans, DICOMDIR...)\n",
                            r.no_image);
   }
-  out << absl::StrFormat("labels       %d rows in %s; %d name no file; %d files have no row\n", r.label_rows,
-                         options.dataset.labels_csv, r.rows_without_file, r.files_without_row);
+  if (options.dataset.task == ModelTask::kSegmentation) {
+    const LoadReport::Masks& m = r.masks;
+    out << absl::StrFormat(
+        "masks        %d label object(s) read (DICOM SEG, RT Structure Sets), %d unreadable; %d image(s) with "
+        "foreground\n",
+        m.label_objects, m.unreadable_label_objects, m.images_with_foreground);
+    out << absl::StrFormat(
+        "             %d image(s) no label object references (not used); %d reference(s) to images not in the "
+        "folder; %d image(s) whose mask does not fit (size, plane or geometry; not used)\n",
+        m.images_without_mask, m.references_without_image, m.geometry_mismatch);
+    for (const auto& [name, n] : m.unknown_segments) {
+      out << absl::StrFormat("  unknown segment '%s' in %d object(s): not a class (give it in class_names)\n", name, n);
+    }
+  } else {
+    out << absl::StrFormat("labels       %d rows in %s; %d name no file; %d files have no row\n", r.label_rows,
+                           options.dataset.labels_csv, r.rows_without_file, r.files_without_row);
+  }
   out << absl::StrFormat("patients     %d (privacy units: %s)\n", r.patients,
                          options.dataset.require_patient_key ? "patients; files without a patient key are refused"
                                                              : "patients; a file without a patient key is its own");

@@ -5,10 +5,12 @@
 
 #include <filesystem>
 #include <fstream>
+#include <sstream>
 
 #include "common/scratch_dir.h"
 #include "node/dataset.h"
 #include "node/dicom_seg.h"
+#include "node/inspect.h"
 #include "node/preprocess.h"
 #include "node/synthetic_ct.h"
 
@@ -91,6 +93,13 @@ TEST_F(SegmentationDataTest, MasksComeFromSegObjectsThroughTheImageGeometry) {
       EXPECT_EQ(set->labels[i], 0);
     }
   }
+  // inspect says what the masks came from, and what found none.
+  InspectOptions inspect;
+  inspect.dataset = Spec();
+  std::ostringstream text;
+  ASSERT_TRUE(Inspect(inspect, text).ok());
+  EXPECT_NE(text.str().find("masks        1 label object(s) read"), std::string::npos) << text.str();
+  EXPECT_NE(text.str().find("1 image(s) no label object references"), std::string::npos) << text.str();
   // A patient split keeps each image's mask with it.
   PatientSplit split = SplitByPatient(*set, 0.5, 1);
   EXPECT_EQ(split.train.masks.size() + split.validation.masks.size(), set->masks.size());

@@ -83,6 +83,8 @@ SynthCommand::SynthCommand(CLI::App* app) {
                    "series also gets its lesion masks as a DICOM SEG object (seg.dcm beside its slices)")
       ->capture_default_str()
       ->check(CLI::IsMember({"classification", "segmentation"}));
+  command_->add_flag("--rtstruct", options_.rtstruct,
+                     "With --task segmentation: the ground truth also as an RT Structure Set (rtstruct.dcm)");
 }
 
 int SynthCommand::Run() {

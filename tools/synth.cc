@@ -12,6 +12,7 @@
 #include "absl/strings/str_format.h"
 #include "common/files.h"
 #include "crypto/sha256.h"
+#include "node/dicom_rtstruct.h"
 #include "node/dicom_seg.h"
 #include "node/synthetic_ct.h"
 
@@ -62,6 +63,9 @@ absl::Status WriteSyntheticCohort(const SynthOptions& o) {
         absl::StrCat("synth: --task must be classification or segmentation, not '", o.task, "'"));
   }
   const bool segmentation = o.task == "segmentation";
+  if (o.rtstruct && !segmentation) {
+    return absl::InvalidArgumentError("synth: --rtstruct applies to --task segmentation");
+  }
   const int n = o.image_size;
   for (int site = 0; site < o.sites; ++site) {
     const std::string name = site < static_cast<int>(o.site_names.size()) ? o.site_names[site] : DefaultSiteName(site);
@@ -105,6 +109,10 @@ absl::Status WriteSyntheticCohort(const SynthOptions& o) {
       seg.sop_instance_uid = crypto::UidFromKey(absl::StrCat(o.seed, "/seg/", pid));
       seg.series_instance_uid = crypto::UidFromKey(absl::StrCat(o.seed, "/seg-series/", pid));
       seg.content_date_time = "20260101120000";  // byte-identical reruns
+      node::RtStructWrite rt;
+      rt.roi_names = {"lesion"};
+      rt.sop_instance_uid = crypto::UidFromKey(absl::StrCat(o.seed, "/rtstruct/", pid));
+      rt.series_instance_uid = crypto::UidFromKey(absl::StrCat(o.seed, "/rtstruct-series/", pid));
       for (int k = 0; k < o.images_per_patient; ++k) {
         std::vector<float> hu(static_cast<size_t>(n) * n, -1000.0f);
         const double shrink = 1.0 - 0.03 * std::abs(k - (o.images_per_patient - 1) / 2.0);
@@ -149,6 +157,15 @@ absl::Status WriteSyntheticCohort(const SynthOptions& o) {
         if (!s.ok()) return s;
         if (segmentation) {
           seg.source_paths.push_back(absl::StrCat(site_dir, "/", rel));
+          rt.source_paths.push_back(absl::StrCat(site_dir, "/", rel));
+          if (visible) {
+            node::RtStructWrite::Contour contour{1, slice.sop_uid, {}};
+            for (int v = 0; v < 36; ++v) {
+              const double a = 2 * M_PI * v / 36;
+              contour.points.emplace_back(lx + r * std::cos(a), ly + r * std::sin(a));
+            }
+            rt.contours.push_back(std::move(contour));
+          }
           if (visible) {
             // The lesion is the disc up to its radius (the rim's midpoint).
             node::SegFrame frame{slice.sop_uid, 0, 1, std::vector<uint8_t>(static_cast<size_t>(n) * n, 0)};
@@ -167,6 +184,10 @@ absl::Status WriteSyntheticCohort(const SynthOptions& o) {
       if (segmentation) {
         s = node::WriteSegmentation(seg, absl::StrCat(patient_dir, "/seg.dcm"));
         if (!s.ok()) return s;
+        if (o.rtstruct) {
+          s = node::WriteRtStruct(rt, absl::StrCat(patient_dir, "/rtstruct.dcm"));
+          if (!s.ok()) return s;
+        }
       }
     }
     // Segmentation's labels are the SEG objects, which the node finds itself.

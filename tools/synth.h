@@ -22,6 +22,10 @@ struct SynthOptions {
   // slice the lesion shows on (the disc up to its radius), referencing every
   // slice of the series (a slice without a frame has no lesion).
   std::string task = "classification";
+  // Segmentation: the ground truth also as an RT Structure Set,
+  // <patient>/rtstruct.dcm (ROI "lesion", a 36-point contour of the disc on
+  // each slice it shows on), as a planning system would draw it.
+  bool rtstruct = false;
 };
 
 // Writes a synthetic CT cohort: per site, <out>/<site>/<patient>/<n>.dcm
