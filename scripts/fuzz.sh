@@ -5,7 +5,8 @@
 # Targets (tests/fuzz/): dicom (a file from the image folder), safetensors
 # (a model file, whole and in download chunks), ledger (audit-ledger entries
 # through verify and report), config (node.toml, coordinator.toml, the plan),
-# labels (labels.csv), protocol (the messages each side decodes). Defaults:
+# labels (labels.csv), protocol (the messages each side decodes),
+# labelobjects (DICOM SEG and RT Structure Sets, read and rasterised). Defaults:
 # all, 600 s, 2 workers. Builds into build-fuzz/ with clang, makes each
 # target's seed corpus in build-fuzz/corpus/TARGET (from the real tools where
 # they write the format), then runs it; findings go to build-fuzz/findings/TARGET.
@@ -16,7 +17,7 @@
 # -malloc_limit_mb sits just above it rather than flagging it.
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
-all_targets="dicom safetensors ledger config labels protocol"
+all_targets="dicom safetensors ledger config labels protocol labelobjects"
 smoke=0
 if [ "${1:-}" = "--smoke" ]; then
   smoke=1
@@ -74,6 +75,19 @@ seeds_dicom() {
   head -c 256 /dev/urandom > "$c/random.bin"
   # Inputs that once found a bug stay in the corpus.
   cp "$root"/tests/fuzz/regressions/* "$c/"
+}
+
+seeds_labelobjects() {
+  # synth's ground truth: a SEG and an RTSTRUCT per patient, and cut copies.
+  local c="$1"
+  "$fedrad" synth --task segmentation --rtstruct --sites 1 --patients 2 --images 2 --size 32 --out "$work/g" \
+    > /dev/null 2>&1
+  local i=0
+  for f in $(find "$work/g" -name 'seg.dcm' -o -name 'rtstruct.dcm' | sort); do
+    i=$((i + 1))
+    cp "$f" "$c/object$i.dcm"
+    head -c $(( $(stat -c %s "$f") * 2 / 3 )) "$f" > "$c/cut$i.dcm"
+  done
 }
 
 seeds_safetensors() {
@@ -174,11 +188,21 @@ run() {
     "dict_$name" "$build/$name.dict"
     extra+=("-dict=$build/$name.dict")
   fi
+  # DCMTK 3.6.7's dcmseg leaks the segment it was reading when a SEG's
+  # Segment Sequence is malformed (DcmSegmentation::readSegments, found by
+  # this target on 2026-12-02): bounded, once per file a node loads, and
+  # outside fedrad, so leaks are not findings of this target. Crashes,
+  # sanitizer errors, timeouts and memory growth still are.
+  local asan="${ASAN_OPTIONS:-}"
+  if [ "$name" = labelobjects ]; then
+    extra+=("-detect_leaks=0")
+    asan="${asan:+$asan:}detect_leaks=0"  # the workers' exit-time check too
+  fi
   echo "== $name: $(ls "$corpus" | wc -l) seeds, ${seconds} s, $workers worker(s)"
   # -fork: the workers are child processes; the parent merges their coverage
   # into the corpus and stops at the first crash, leak, timeout or OOM.
   local status=0
-  "$bin" "$corpus" -fork="$workers" "${extra[@]}" -max_total_time="$seconds" -artifact_prefix="$findings/" \
+  ASAN_OPTIONS="$asan" "$bin" "$corpus" -fork="$workers" "${extra[@]}" -max_total_time="$seconds" -artifact_prefix="$findings/" \
     -max_len=65536 -rss_limit_mb=2048 -malloc_limit_mb=4200 -timeout=25 \
     > "$build/fuzz-$name.log" 2>&1 || status=$?
   grep -E "^#[0-9]+: cov:" "$build/fuzz-$name.log" | tail -1 || true
