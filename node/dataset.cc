@@ -1,6 +1,7 @@
 #include "node/dataset.h"
 
 #include <algorithm>
+#include <cctype>
 #include <cmath>
 #include <filesystem>
 #include <set>
@@ -17,9 +18,21 @@
 #include "node/dicom_rtstruct.h"
 #include "node/dicom_seg.h"
 
+#include <opencv2/imgcodecs.hpp>
+
 namespace fedrad::node {
 
 namespace fs = std::filesystem;
+
+namespace {
+
+// A labels.csv path: relative to the data folder and staying inside it.
+bool StaysInside(const std::string& path) {
+  return !path.empty() && path[0] != '/' && path != ".." && path.rfind("../", 0) != 0 &&
+         path.find("/../") == std::string::npos && (path.size() < 3 || path.substr(path.size() - 3) != "/..");
+}
+
+}  // namespace
 
 void ImageSet::Append(const ImageSet& other, int64_t index) {
   const size_t per = static_cast<size_t>(other.channels) * other.size * other.size;
@@ -76,9 +89,7 @@ absl::StatusOr<LabelTable> LoadLabels(const std::string& csv_path, int num_class
     LabelTable::Row row;
     row.key = std::string(absl::StripAsciiWhitespace(fields[0]));
     row.line = line_no;
-    if (table.key == LabelTable::Key::kPath &&
-        (row.key.empty() || row.key[0] == '/' || row.key == ".." || row.key.rfind("../", 0) == 0 ||
-         row.key.find("/../") != std::string::npos)) {
+    if (table.key == LabelTable::Key::kPath && !StaysInside(row.key)) {
       return absl::InvalidArgumentError(
           absl::StrCat(csv_path, ":", line_no, ": path must be relative to the data folder and stay inside it"));
     }
@@ -392,11 +403,93 @@ absl::StatusOr<ImageSet> LoadImageSet(const DatasetSpec& spec, LoadReport* repor
   return set;
 }
 
+absl::StatusOr<std::vector<uint8_t>> ReadPngMask(const std::string& path, int rows, int columns, int num_classes) {
+  absl::StatusOr<std::string> bytes = ReadFile(path, 256 << 20);
+  if (!bytes.ok()) return bytes.status();
+  const std::vector<uint8_t> encoded(bytes->begin(), bytes->end());
+  cv::Mat mask;
+  try {
+    mask = cv::imdecode(encoded, cv::IMREAD_UNCHANGED);
+  } catch (const cv::Exception&) {
+    mask = cv::Mat();
+  }
+  if (mask.empty() || mask.type() != CV_8UC1) {
+    return absl::InvalidArgumentError(absl::StrCat("the mask '", path, "' is not an 8-bit single-channel PNG"));
+  }
+  if (mask.rows != rows || mask.cols != columns) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("the mask '", path, "' is ", mask.rows, " x ", mask.cols, ", its image ", rows, " x ", columns));
+  }
+  std::vector<uint8_t> out(mask.datastart, mask.dataend);
+  // 0/255 (what most tools save) is background/class 1; else class indices.
+  const bool binary = std::all_of(out.begin(), out.end(), [](uint8_t v) { return v == 0 || v == 255; });
+  for (uint8_t& v : out) {
+    if (binary) {
+      v = v ? 1 : 0;
+    } else if (v >= num_classes) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("the mask '", path, "' holds class ", int{v}, "; the model has ", num_classes));
+    }
+  }
+  return out;
+}
+
+absl::StatusOr<MaskTable> LoadMaskTable(const std::string& csv_path) {
+  MaskTable table;
+  std::error_code ec;
+  if (csv_path.empty() || !fs::exists(csv_path, ec)) return table;
+  absl::StatusOr<std::string> text = ReadFile(csv_path, 256 << 20);
+  if (!text.ok()) return absl::Status(text.status().code(), absl::StrCat("labels: ", text.status().message()));
+  int line_no = 0;
+  bool patient = false;
+  for (absl::string_view line : absl::StrSplit(*text, '\n')) {
+    ++line_no;
+    line = absl::StripTrailingAsciiWhitespace(line);
+    if (line_no == 1) {
+      const std::string header =
+          absl::AsciiStrToLower(absl::StripAsciiWhitespace(absl::StripPrefix(line, "\xEF\xBB\xBF")));
+      if (header != "path,mask" && header != "path,mask,patient") return table;  // not a mask table
+      table.present = true;
+      patient = header == "path,mask,patient";
+      continue;
+    }
+    if (line.empty()) continue;
+    const std::vector<std::string> fields = absl::StrSplit(line, ',');
+    if (fields.size() != (patient ? 3u : 2u)) {
+      return absl::InvalidArgumentError(
+          absl::StrCat(csv_path, ":", line_no, ": expected ", patient ? 3 : 2, " fields, found ", fields.size()));
+    }
+    MaskTable::Row row;
+    const std::string image(absl::StripAsciiWhitespace(fields[0]));
+    row.mask = std::string(absl::StripAsciiWhitespace(fields[1]));
+    if (patient) row.patient = std::string(absl::StripAsciiWhitespace(fields[2]));
+    if (!StaysInside(image) || !StaysInside(row.mask)) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          csv_path, ":", line_no, ": the image and the mask must be paths relative to the data folder, inside it"));
+    }
+    if (patient && row.patient.empty()) {
+      return absl::InvalidArgumentError(absl::StrCat(csv_path, ":", line_no, ": empty patient"));
+    }
+    if (!table.rows.emplace(image, std::move(row)).second) {
+      return absl::InvalidArgumentError(absl::StrCat(csv_path, ":", line_no, ": '", image, "' is listed twice"));
+    }
+  }
+  return table;
+}
+
 absl::StatusOr<ImageSet> LoadSegmentationSet(const DatasetSpec& spec, LoadReport* report) {
   *report = LoadReport{};
+  absl::StatusOr<MaskTable> table = LoadMaskTable(spec.labels_csv);
+  if (!table.ok()) return table.status();
   const std::vector<std::string> files = ListDataFiles(spec.data_dir);
   report->files_seen = static_cast<int>(files.size());
   std::set<std::string> label_files;
+  // A mask table's PNG masks are labels, not images.
+  for (const auto& [image, row] : table->rows) {
+    std::string ext = fs::path(row.mask).extension().string();
+    for (char& c : ext) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+    if (ext == ".png") label_files.insert(row.mask);
+  }
   const std::map<std::string, SourceMasks> masks = ReadMaskObjects(spec, files, &label_files, report);
   std::vector<std::string> to_load;
   for (const std::string& f : files) {
@@ -411,12 +504,34 @@ absl::StatusOr<ImageSet> LoadSegmentationSet(const DatasetSpec& spec, LoadReport
   for (size_t i = 0; i < loaded.size(); ++i) {
     LoadedImage& image = loaded[i];
     if (!tally.Loaded(image, to_load[i])) continue;
+    const auto listed = table->rows.find(to_load[i]);
+    // With a mask table only its images are used.
+    if (table->present && listed == table->rows.end()) {
+      ++report->masks.images_without_mask;
+      report->unusable[to_load[i]] = "labels.csv names no mask for it";
+      continue;
+    }
+    std::optional<std::vector<uint8_t>> png;
+    const bool png_mask = listed != table->rows.end() && label_files.count(listed->second.mask) &&
+                          fs::path(listed->second.mask).extension() != ".dcm";
+    if (png_mask) {
+      absl::StatusOr<std::vector<uint8_t>> read = ReadPngMask((fs::path(spec.data_dir) / listed->second.mask).string(),
+                                                              image.facts.rows, image.facts.columns, spec.num_classes);
+      if (!read.ok()) {
+        ++report->masks.geometry_mismatch;
+        report->unusable[to_load[i]] = std::string(read.status().message());
+        continue;
+      }
+      png = std::move(*read);
+    }
+    static const SourceMasks kNone;
     auto m = masks.find(image.facts.sop_instance_uid);
-    if (m == masks.end()) {
+    if (m == masks.end() && !png) {
       ++report->masks.images_without_mask;
       report->unusable[to_load[i]] = "no segmentation references it";
       continue;
     }
+    const SourceMasks& found = m == masks.end() ? kNone : m->second;
     matched.insert(m->first);
     if (!m->second.frames.empty() && (m->second.rows != image.facts.rows || m->second.columns != image.facts.columns)) {
       ++report->masks.geometry_mismatch;
@@ -424,17 +539,23 @@ absl::StatusOr<ImageSet> LoadSegmentationSet(const DatasetSpec& spec, LoadReport
       continue;
     }
     // RTSTRUCT contours on it, rasterised on its own grid.
-    std::optional<std::vector<uint8_t>> drawn;
-    if (!m->second.contours.empty()) {
-      absl::StatusOr<std::vector<uint8_t>> raster = RasterizeSourceContours(m->second, image.facts);
+    std::optional<std::vector<uint8_t>> drawn = png;
+    if (!found.contours.empty()) {
+      absl::StatusOr<std::vector<uint8_t>> raster = RasterizeSourceContours(found, image.facts);
       if (!raster.ok()) {
         ++report->masks.geometry_mismatch;
         report->unusable[to_load[i]] = std::string(raster.status().message());
         continue;
       }
-      drawn = std::move(*raster);
+      if (drawn) {
+        for (size_t p = 0; p < drawn->size(); ++p) (*drawn)[p] = std::max((*drawn)[p], (*raster)[p]);
+      } else {
+        drawn = std::move(*raster);
+      }
     }
-    const std::string patient = tally.Patient(spec, image, nullptr, to_load[i]);
+    LabelTable::Row pseudonym;  // the mask table's patient column, if any
+    if (listed != table->rows.end()) pseudonym.patient = listed->second.patient;
+    const std::string patient = tally.Patient(spec, image, &pseudonym, to_load[i]);
     if (patient.empty()) continue;
     tally.File(image, patient);
     const std::vector<uint8_t> background(static_cast<size_t>(image.facts.rows) * image.facts.columns, 0);
@@ -452,8 +573,8 @@ absl::StatusOr<ImageSet> LoadSegmentationSet(const DatasetSpec& spec, LoadReport
       }
     }
     for (PreparedFrame& frame : image.frames) {
-      auto f = m->second.frames.find(frame.index);
-      std::vector<uint8_t> source = f == m->second.frames.end() ? background : f->second;
+      auto f = found.frames.find(frame.index);
+      std::vector<uint8_t> source = f == found.frames.end() ? background : f->second;
       if (drawn && frame.index == 0) {  // contours are on single-frame images
         for (size_t p = 0; p < source.size(); ++p) source[p] = std::max(source[p], (*drawn)[p]);
       }

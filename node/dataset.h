@@ -150,6 +150,27 @@ std::vector<std::string> ListDataFiles(const std::string& dir, const std::string
 // Loads every labelled DICOM file under spec.data_dir with the threaded,
 // cached loader. Files that cannot be read are skipped and counted by
 // reason, never fatal; only a missing folder or a bad labels file fails.
+// A segmentation folder's labels.csv, when its header is "path,mask" (or
+// "path,mask,patient"): each image's mask, a PNG (8-bit: 0/255 for one
+// class, else class indices; the image's size) or a DICOM SEG/RTSTRUCT in
+// the folder, and the site's pseudonym of its patient. `present` is false
+// when the file is absent or has another header (then the folder's label
+// objects are discovered). Malformed rows are errors naming file and line.
+struct MaskTable {
+  struct Row {
+    std::string mask;  // relative to the data folder
+    std::string patient;
+  };
+  bool present = false;
+  std::map<std::string, Row> rows;  // image path (relative) -> its row
+};
+absl::StatusOr<MaskTable> LoadMaskTable(const std::string& csv_path);
+
+// A PNG mask of a rows x columns image, as class indices; errors name the
+// file (not a single-channel 8-bit PNG, another size, a class beyond
+// num_classes - 1).
+absl::StatusOr<std::vector<uint8_t>> ReadPngMask(const std::string& path, int rows, int columns, int num_classes);
+
 // With spec.task segmentation: LoadSegmentationSet.
 absl::StatusOr<ImageSet> LoadImageSet(const DatasetSpec& spec, LoadReport* report);
 
@@ -160,7 +181,9 @@ absl::StatusOr<ImageSet> LoadImageSet(const DatasetSpec& spec, LoadReport* repor
 // its mask (an RTSTRUCT's contours rasterised on the image's own grid from
 // its position, orientation and spacing) brought through the image's own
 // geometry (PreprocessMask); an image referenced without a frame or
-// contour of a segment shows none of it. Images no SEG references, references to images not in the
+// contour of a segment shows none of it. With a mask table in labels_csv
+// (LoadMaskTable) only its images are used, with their PNG masks (and any
+// label objects that reference them). Images no SEG references, references to images not in the
 // folder, masks whose size is not their image's and segments that are not a
 // class are counted in report->masks, never silently dropped.
 absl::StatusOr<ImageSet> LoadSegmentationSet(const DatasetSpec& spec, LoadReport* report);

@@ -14,6 +14,9 @@
 #include "node/preprocess.h"
 #include "node/synthetic_ct.h"
 
+#include <opencv2/core.hpp>
+#include <opencv2/imgcodecs.hpp>
+
 namespace fedrad::node {
 namespace {
 
@@ -158,6 +161,55 @@ TEST(PreprocessMaskTest, PadAndCropMoveMasksAsTheyMoveImages) {
   EXPECT_EQ(std::count(doubled.begin(), doubled.end(), 2), 2 * 8);
   EXPECT_EQ(doubled[4 * 16 + 14], 2);
   EXPECT_EQ(doubled[11 * 16 + 15], 2);
+}
+
+}  // namespace
+}  // namespace fedrad::node
+
+namespace fedrad::node {
+namespace {
+
+// labels.csv "path,mask,patient": PNG masks (0/255) by path, the patient
+// column as the privacy unit; an unlisted image, a mask of the wrong size and
+// a mask with a class beyond the model's are each counted.
+TEST(MaskTableTest, PngMasksByPathWithTheSitesPseudonyms) {
+  ScratchDir dir("mask_table_test");
+  const std::string root = dir.path().string();
+  for (int k = 0; k < 4; ++k) {
+    ASSERT_TRUE(WriteCtSlice(Slice("P1", k, 32), root + "/" + std::to_string(k) + ".dcm").ok());
+  }
+  cv::Mat square = cv::Mat::zeros(32, 32, CV_8U);
+  square(cv::Rect(4, 6, 8, 8)).setTo(255);
+  ASSERT_TRUE(cv::imwrite(root + "/0.png", square));
+  ASSERT_TRUE(cv::imwrite(root + "/1.png", cv::Mat::zeros(16, 16, CV_8U)));  // wrong size
+  cv::Mat classes = cv::Mat::zeros(32, 32, CV_8U);
+  classes.at<uint8_t>(3, 3) = 7;  // class 7 of a 2-class model
+  ASSERT_TRUE(cv::imwrite(root + "/2.png", classes));
+  std::ofstream(root + "/labels.csv")
+      << "path,mask,patient\n0.dcm,0.png,anon-1\n1.dcm,1.png,anon-1\n2.dcm,2.png,anon-2\n";
+  DatasetSpec spec;
+  spec.data_dir = root;
+  spec.labels_csv = root + "/labels.csv";
+  spec.task = ModelTask::kSegmentation;
+  spec.preprocess.output_size = 32;
+  LoadReport report;
+  absl::StatusOr<ImageSet> set = LoadImageSet(spec, &report);
+  ASSERT_TRUE(set.ok()) << set.status();
+  ASSERT_EQ(set->count(), 1);
+  EXPECT_EQ(set->sources[0].path, "0.dcm");
+  EXPECT_EQ(set->patients[0], "anon-1");
+  EXPECT_EQ(std::count(set->masks.begin(), set->masks.end(), 1), 64);
+  EXPECT_EQ(set->masks[7 * 32 + 5], 1);
+  EXPECT_EQ(report.masks.images_without_mask, 1);  // 3.dcm
+  EXPECT_EQ(report.masks.geometry_mismatch, 2);    // 1.png's size, 2.png's class
+  EXPECT_NE(report.unusable.at("1.dcm").find("16 x 16"), std::string::npos) << report.unusable.at("1.dcm");
+  EXPECT_NE(report.unusable.at("2.dcm").find("class 7"), std::string::npos) << report.unusable.at("2.dcm");
+  EXPECT_EQ(report.skipped.size(), 0u) << "the PNGs are masks, not images that failed to load";
+  // A malformed table is an error naming file and line.
+  std::ofstream(root + "/labels.csv") << "path,mask\n0.dcm,../outside.png\n";
+  absl::StatusOr<ImageSet> refused = LoadImageSet(spec, &report);
+  ASSERT_FALSE(refused.ok());
+  EXPECT_NE(refused.status().message().find("labels.csv:2"), std::string::npos) << refused.status();
 }
 
 }  // namespace
