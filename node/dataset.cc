@@ -532,8 +532,8 @@ absl::StatusOr<ImageSet> LoadSegmentationSet(const DatasetSpec& spec, LoadReport
       continue;
     }
     const SourceMasks& found = m == masks.end() ? kNone : m->second;
-    matched.insert(m->first);
-    if (!m->second.frames.empty() && (m->second.rows != image.facts.rows || m->second.columns != image.facts.columns)) {
+    if (m != masks.end()) matched.insert(m->first);
+    if (!found.frames.empty() && (found.rows != image.facts.rows || found.columns != image.facts.columns)) {
       ++report->masks.geometry_mismatch;
       report->unusable[to_load[i]] = "its segmentation's size differs from the image's";
       continue;
