@@ -37,8 +37,6 @@ double Dot(const std::array<double, 3>& a, const std::array<double, 3>& b) {
 
 }  // namespace
 
-bool IsRtStructFile(const std::string& path) { return SopClassOfFile(path) == kRtStructureSetStorage; }
-
 absl::StatusOr<RtStructObject> ReadRtStruct(const std::string& path, uint64_t max_points) {
   InitDcmtk();
   if (absl::Status size = CheckDicomFileSize(path, DicomReadOptions{}); !size.ok()) return size;

@@ -34,10 +34,6 @@ struct RtStructObject {
   std::set<std::string> referenced_instances;
 };
 
-// True when `path` is a DICOM file of the RT Structure Set SOP class (its
-// header alone is read).
-bool IsRtStructFile(const std::string& path);
-
 // Reads an RT Structure Set; errors name the file and what is wrong (not an
 // RTSTRUCT, a contour whose point count disagrees with its data, a contour
 // of an ROI the set does not define). At most `max_points` points are read.

@@ -36,8 +36,6 @@ absl::Status Bad(const std::string& path, const std::string& why) {
 
 }  // namespace
 
-bool IsSegmentationFile(const std::string& path) { return SopClassOfFile(path) == kSegmentationStorage; }
-
 absl::StatusOr<SegObject> ReadSegmentation(const std::string& path, uint64_t max_pixels) {
   InitDcmtk();
   if (absl::Status size = CheckDicomFileSize(path, DicomReadOptions{}); !size.ok()) return size;

@@ -40,10 +40,6 @@ struct SegObject {
   std::set<std::string> referenced_instances;
 };
 
-// True when `path` is a DICOM file of the Segmentation SOP class (its header
-// alone is read).
-bool IsSegmentationFile(const std::string& path);
-
 // Reads a SEG file; errors name the file and what is wrong (not a SEG, a
 // frame without its segment or source image, a segment number out of range,
 // more frames than the pixel data holds). At most `max_pixels` mask pixels

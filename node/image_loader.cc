@@ -114,9 +114,19 @@ LoadedImage Decode(const std::string& path, const PreprocessSettings& settings) 
     out.status = file.status();
     return out;
   }
-  out.facts = {file->patient_id, file->issuer_of_patient_id, file->study_instance_uid, file->sop_instance_uid,
-               file->modality,   file->transfer_syntax_name, file->photometric,        file->rows,
-               file->columns,    file->image_position,       file->image_orientation,  file->pixel_spacing};
+  out.facts = {file->patient_id,
+               file->issuer_of_patient_id,
+               file->study_instance_uid,
+               file->sop_instance_uid,
+               file->modality,
+               file->transfer_syntax_name,
+               file->photometric,
+               file->rows,
+               file->columns,
+               file->image_position,
+               file->image_orientation,
+               file->pixel_spacing,
+               file->series_instance_uid};
   for (const ModalityFrame& frame : file->frames) {
     out.frames.push_back({frame.index, PreprocessFrame(frame, *file, settings)});
   }

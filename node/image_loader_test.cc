@@ -86,6 +86,24 @@ TEST_F(ImageLoaderTest, SecondPassComesFromTheCacheUnchanged) {
   EXPECT_EQ(healed[0].frames[0].pixels, first[0].frames[0].pixels);
 }
 
+// Segmentation needs where an image lies (RT Structure Sets are rasterised
+// with it) and its series (predicted SEG objects are written per series):
+// both come from the file, decoded or cached.
+TEST_F(ImageLoaderTest, GeometryAndSeriesComeThroughTheCache) {
+  const std::string path = (dir_ / "ct.dcm").string();
+  ASSERT_TRUE(WriteCtSlice(testing::BlankCtSlice("2.25.555", 2, 32), path).ok());
+  const std::string cache = (dir_ / "cache").string();
+  for (bool cached : {false, true}) {
+    std::optional<LoadedImage> im = ImageLoader({path}, settings_, {1, 8, cache}).Next();
+    ASSERT_TRUE(im && im->status.ok());
+    EXPECT_EQ(im->from_cache, cached);
+    EXPECT_EQ(im->facts.series_instance_uid, "2.25.101");
+    EXPECT_EQ(im->facts.pixel_spacing, "0.8\\0.8");
+    EXPECT_EQ(im->facts.image_orientation, "1\\0\\0\\0\\1\\0");
+    EXPECT_EQ(im->facts.image_position, "0\\0\\10.0");
+  }
+}
+
 // DICOM strings are bytes in the file's character set (ISO 8859-1 is
 // common), not UTF-8: an identifier such as "M\xfcller" goes through the cache
 // byte for byte, so the patient key of a later pass is that of the first.

@@ -202,7 +202,7 @@ absl::StatusOr<TrainingOutcome> TrainPrivately(const ModelSpec& spec, NetworkImp
 }
 
 // Segmentation: the loss, pixel accuracy, each image's predicted mask and
-// its Dice (SegmentationDice).
+// its figures (ComputeMaskMetrics).
 absl::StatusOr<Evaluation> EvaluateSegmentation(const ModelSpec& spec, NetworkImpl& model, const torch::Tensor& x,
                                                 const torch::Tensor& y, const ImageSet& images) {
   Evaluation out;
@@ -234,32 +234,17 @@ absl::StatusOr<Evaluation> EvaluateSegmentation(const ModelSpec& spec, NetworkIm
   for (int64_t i = 0; i < images.count(); ++i) {
     const uint8_t* predicted = out.predicted_masks.data() + i * pixels;
     const uint8_t* truth = images.masks.data() + i * pixels;
-    out.dice.push_back(SegmentationDice(predicted, truth, static_cast<size_t>(pixels), spec.num_classes));
     const SampleSource* source = static_cast<size_t>(i) < images.sources.size() ? &images.sources[i] : nullptr;
     const bool mm = source && source->row_spacing_mm > 0 && source->column_spacing_mm > 0;
     out.mask_metrics.push_back(ComputeMaskMetrics(predicted, truth, images.size, images.size, spec.num_classes,
                                                   mm ? source->row_spacing_mm : 1.0,
                                                   mm ? source->column_spacing_mm : 1.0));
+    out.dice.push_back(out.mask_metrics.back().dice);
   }
   return out;
 }
 
 }  // namespace
-
-double SegmentationDice(const uint8_t* predicted, const uint8_t* truth, size_t pixels, int num_classes) {
-  double sum = 0;
-  for (int c = 1; c < num_classes; ++c) {
-    int64_t both = 0, p = 0, t = 0;
-    for (size_t i = 0; i < pixels; ++i) {
-      const bool in_p = predicted[i] == c, in_t = truth[i] == c;
-      both += in_p && in_t;
-      p += in_p;
-      t += in_t;
-    }
-    sum += p + t == 0 ? 1.0 : 2.0 * static_cast<double>(both) / static_cast<double>(p + t);
-  }
-  return sum / (num_classes - 1);
-}
 
 void SetTorchThreads(int threads) {
   if (threads > 0) at::set_num_threads(threads);

@@ -92,7 +92,7 @@ struct Evaluation {
   // for segmentation, every pixel's (image by image, row-major).
   Scores scores;
   // Segmentation: accuracy is per pixel; each image's predicted classes
-  // (count * size * size) and its Dice (SegmentationDice).
+  // (count * size * size) and its Dice (MaskMetrics::dice).
   std::vector<uint8_t> predicted_masks;
   std::vector<double> dice;
   // Each image's full figures (HD95 in mm where its spacing is known, else
@@ -100,11 +100,6 @@ struct Evaluation {
   std::vector<MaskMetrics> mask_metrics;
   std::vector<std::string> patients;
 };
-
-// The Dice coefficient of a predicted mask against the truth, averaged over
-// the foreground classes 1..num_classes-1: 2|P ∩ T| / (|P| + |T|) per
-// class, 1 where both are empty (nothing there, nothing found).
-double SegmentationDice(const uint8_t* predicted, const uint8_t* truth, size_t pixels, int num_classes);
 
 absl::StatusOr<Evaluation> EvaluateModel(const ModelSpec& spec, const ModelParameters& parameters,
                                          const ImageSet& images);

@@ -85,17 +85,6 @@ TEST(TrainerTest, UNetLearnsToSegment) {
   EXPECT_GE(MeanDice(*after), 0.9) << "before: " << MeanDice(*before);
 }
 
-TEST(SegmentationDiceTest, HandComputedCases) {
-  const uint8_t truth[] = {0, 1, 1, 0, 2, 0};
-  const uint8_t same[] = {0, 1, 1, 0, 2, 0};
-  const uint8_t half[] = {0, 1, 0, 0, 0, 0};  // class 1: 2*1/(1+2); class 2: 0
-  const uint8_t none[] = {0, 0, 0, 0, 0, 0};
-  EXPECT_DOUBLE_EQ(SegmentationDice(same, truth, 6, 3), 1.0);
-  EXPECT_DOUBLE_EQ(SegmentationDice(half, truth, 6, 3), (2.0 / 3 + 0) / 2);
-  EXPECT_DOUBLE_EQ(SegmentationDice(none, none, 6, 3), 1.0);  // nothing there, nothing found
-  EXPECT_DOUBLE_EQ(SegmentationDice(truth, none, 6, 3), 0.0);
-}
-
 TEST(TrainerTest, LearnsASeparableTaskAndReturnsADeltaOfTheModelsShape) {
   SetTorchThreads(1);
   ModelSpec spec;
