@@ -3,9 +3,10 @@
 // for the segmentation U-Net ("unet2d", depth 3, base width 16) on 64x64
 // inputs with its loss (cross-entropy + soft Dice per image); the U-Net's
 // runs are named BM_PlainStep/unet2d/32 and BM_DpSgdStep/unet2d/32.
-// BM_DpSgdStep is a full image-level DP-SGD step: forward, backward with
-// per-layer capture, per-sample gradient norms (Gram matrices for the linear
-// layers, materialised per-sample gradients for the convolutions), per-sample
+// BM_DpSgdStep is a full image-level DP-SGD step: forward, backward to the
+// layers' outputs only (GradSampler::Backward), per-sample gradient norms
+// (Gram matrices for the linear layers, materialised per-sample gradients
+// for the convolutions), per-sample
 // clipping, secure Gaussian noise, and the optimizer step. Uses OpenBLAS when installed
 // (scripts/setup.sh installs libopenblas0-pthread).
 #include <benchmark/benchmark.h>
@@ -76,8 +77,8 @@ void BM_DpSgdStep(benchmark::State& state, ModelSpec spec) {
   for (auto _ : state) {
     sampler.Clear();
     opt.zero_grad();
-    fedrad::node::TaskLoss(spec.task, model->forward(x), y).backward();
-    if (!fedrad::node::NoisyClippedGradient(sampler, *model, units, batch, dp, *rng).ok()) {
+    if (!sampler.Backward(fedrad::node::TaskLoss(spec.task, model->forward(x), y)).ok() ||
+        !fedrad::node::NoisyClippedGradient(sampler, *model, units, batch, dp, *rng).ok()) {
       state.SkipWithError("DP step failed");
     }
     opt.step();

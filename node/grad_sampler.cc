@@ -3,6 +3,7 @@
 #include <cmath>
 
 #include <c10/util/variant.h>
+#include <torch/autograd.h>
 #include <torch/nn/functional/fold.h>
 #include <torch/nn/functional/normalization.h>
 
@@ -12,6 +13,14 @@ namespace fedrad::node {
 namespace {
 
 namespace F = torch::nn::functional;
+
+// Output positions from which a Conv2d's per-sample weight gradients come
+// from a backward call per sample rather than an unfolded batch: at 169
+// positions (the Tramer-Boneh CNN's first layer at batch 256) both take the
+// same time, at 4 the unfold is five times faster, at 1,024 and more the
+// calls are 4 to 16 times faster (bench/RESULTS.md, "per-sample
+// convolution gradients").
+constexpr int64_t kPerSampleConvPositions = 128;
 
 void AddTo(std::map<const void*, torch::Tensor>* out, const torch::Tensor& param, torch::Tensor grad) {
   auto it = out->find(param.unsafeGetTensorImpl());
@@ -44,10 +53,35 @@ absl::StatusOr<std::vector<torch::Tensor>> InParameterOrder(const torch::nn::Mod
 
 void GradSampler::Add(Kind kind, void* layer, const torch::Tensor& input, const torch::Tensor& output) {
   const size_t index = captures_.size();
-  captures_.push_back({kind, layer, input.detach(), torch::Tensor()});
+  captures_.push_back({kind, layer, input.detach(), torch::Tensor(), torch::Tensor()});
   if (output.requires_grad()) {
+    captures_.back().output = output;
     output.register_hook([this, index](torch::Tensor grad) { captures_[index].grad_output = grad.detach(); });
   }
+}
+
+absl::Status GradSampler::Backward(const torch::Tensor& loss) {
+  if (!loss.requires_grad()) return absl::InvalidArgumentError("the loss has no gradient to back-propagate");
+  std::vector<torch::Tensor> outputs;
+  std::vector<size_t> index;
+  for (size_t i = 0; i < captures_.size(); ++i) {
+    if (!captures_[i].output.defined()) continue;
+    outputs.push_back(captures_[i].output);
+    index.push_back(i);
+  }
+  if (outputs.empty()) return absl::OkStatus();
+  // Only the gradients reaching the requested tensors are computed; the
+  // engine skips each layer's weight gradient, whose parameter is not asked
+  // for. The hooks fire on the way with the same values.
+  const std::vector<torch::Tensor> grads =
+      torch::autograd::grad({loss}, outputs, /*grad_outputs=*/{}, /*retain_graph=*/false, /*create_graph=*/false,
+                            /*allow_unused=*/true);
+  for (size_t k = 0; k < grads.size(); ++k) {
+    // An output the loss does not reach keeps no gradient, as with backward().
+    if (grads[k].defined()) captures_[index[k]].grad_output = grads[k].detach();
+    captures_[index[k]].output = torch::Tensor();  // the graph is spent
+  }
+  return absl::OkStatus();
 }
 
 void GradSampler::Linear(torch::nn::LinearImpl& l, const torch::Tensor& in, const torch::Tensor& out) {
@@ -94,14 +128,30 @@ absl::Status GradSampler::Accumulate(const Capture& c, std::map<const void*, tor
         return absl::UnimplementedError("per-sample gradients support Conv2d with groups = 1 and zero padding only");
       }
       const auto& padding = c10::get<torch::ExpandingArray<2>>(o.padding());
-      // Unfolded input [B, C*kh*kw, L] times output gradients [B, O, L].
-      const torch::Tensor cols = F::unfold(
-          a, F::UnfoldFuncOptions(*o.kernel_size()).dilation(*o.dilation()).padding(*padding).stride(*o.stride()));
       const torch::Tensor g3 = g.reshape({batch, g.size(1), -1});
-      const torch::Tensor gw = torch::bmm(g3, cols.transpose(1, 2));
       std::vector<int64_t> shape{batch};
       for (int64_t d : layer->weight.sizes()) shape.push_back(d);
-      AddTo(out, layer->weight, gw.reshape(shape));
+      torch::Tensor gw;
+      if (g3.size(2) >= kPerSampleConvPositions) {
+        // Large outputs: the convolution's own weight gradient, one sample at
+        // a time (a backward that computes nothing else). It reads the
+        // input in place, where the unfolded copy below would be kh*kw
+        // times its size: about 16 times faster for the U-Net's 64x64
+        // layers (measured with bench/fedrad-bench-dpsgd).
+        gw = torch::empty(shape, layer->weight.options());
+        for (int64_t b = 0; b < batch; ++b) {
+          gw[b].copy_(std::get<1>(at::convolution_backward(
+              g.narrow(0, b, 1), a.narrow(0, b, 1), layer->weight, c10::nullopt, *o.stride(), *padding, *o.dilation(),
+              /*transposed=*/false, /*output_padding=*/{0, 0}, /*groups=*/1, {false, true, false})));
+        }
+      } else {
+        // Small outputs, where a call per sample would cost more than the
+        // copy: unfolded input [B, C*kh*kw, L] times output gradients [B, O, L].
+        const torch::Tensor cols = F::unfold(
+            a, F::UnfoldFuncOptions(*o.kernel_size()).dilation(*o.dilation()).padding(*padding).stride(*o.stride()));
+        gw = torch::bmm(g3, cols.transpose(1, 2)).reshape(shape);
+      }
+      AddTo(out, layer->weight, gw);
       if (layer->bias.defined()) AddTo(out, layer->bias, g3.sum(2));
       return absl::OkStatus();
     }
@@ -188,7 +238,16 @@ absl::StatusOr<GradSampler::Clipped> GradSampler::ClippedSum(const torch::nn::Mo
     if (!c.grad_output.defined() || !ghost(c)) continue;
     sample_ok = sample_ok & rows_finite(c.input) & rows_finite(c.grad_output);
   }
-  for (auto& [param, per_sample] : materialised) sample_ok = sample_ok & rows_finite(per_sample);
+  // A materialised gradient's row is finite exactly when its norm is (a NaN
+  // or Inf makes the norm so), save rows so large that the norm overflows,
+  // which are dropped as well. The norms serve again below when each sample
+  // is its own unit.
+  std::map<const void*, torch::Tensor> sample_sq;  // parameter -> [B] squared norms, float64
+  for (auto& [param, per_sample] : materialised) {
+    torch::Tensor n2 = per_sample.reshape({batch, -1}).norm(2, {1}).to(torch::kFloat64).pow(2);
+    sample_ok = sample_ok & torch::isfinite(n2);
+    sample_sq[param] = std::move(n2);
+  }
   // A unit with one bad sample is dropped whole: its other samples are not
   // a gradient of that unit.
   torch::Tensor unit_ok =
@@ -231,8 +290,14 @@ absl::StatusOr<GradSampler::Clipped> GradSampler::ClippedSum(const torch::nn::Mo
   }
   std::map<const void*, torch::Tensor> per_unit;
   for (auto& [param, per_sample] : materialised) {
-    torch::Tensor flat = zero_dropped(per_sample.reshape({batch, -1}));
-    torch::Tensor u = identity ? flat : one_hot.to(flat.dtype()).mm(flat);
+    torch::Tensor flat = per_sample.reshape({batch, -1});
+    if (identity) {
+      // Dropped units' rows are zeroed when summed (below).
+      sq += torch::where(keep, sample_sq[param], torch::zeros({}, torch::kFloat64));
+      per_unit[param] = std::move(flat);
+      continue;
+    }
+    torch::Tensor u = one_hot.to(flat.dtype()).mm(zero_dropped(flat));
     sq += u.norm(2, {1}).to(torch::kFloat64).pow(2);
     per_unit[param] = std::move(u);
   }
@@ -253,8 +318,10 @@ absl::StatusOr<GradSampler::Clipped> GradSampler::ClippedSum(const torch::nn::Mo
     if (layer->bias.defined()) sums[layer->bias.unsafeGetTensorImpl()] = wg.sum(0);
   }
   for (auto& [param, u] : per_unit) {
-    // Rows of dropped units may hold an overflow: zeroed, not multiplied by 0.
-    const torch::Tensor kept = torch::where(unit_ok.unsqueeze(1), u, torch::zeros({}, u.options()));
+    // Rows of dropped units may hold an overflow or a NaN: zeroed, not
+    // multiplied by 0 (which leaves NaN). With none dropped, no copy.
+    const torch::Tensor kept =
+        out.nonfinite_units == 0 ? u : torch::where(unit_ok.unsqueeze(1), u, torch::zeros({}, u.options()));
     sums[param] = factor.to(u.dtype()).unsqueeze(0).mm(kept).squeeze(0);
   }
   absl::StatusOr<std::vector<torch::Tensor>> ordered = InParameterOrder(model, sums);

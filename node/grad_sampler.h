@@ -14,13 +14,16 @@ namespace fedrad::node {
 // Per-sample gradients by per-layer capture: during the forward pass it keeps
 // each parametric layer's input and hooks its output's gradient; after
 // backward() it forms every parameter's gradient for each sample separately
-// (an outer product per sample for Linear, unfolded activations times output
-// gradients for Conv2d, normalised activations times output gradients for
-// GroupNorm and LayerNorm), materialised as [batch, ...parameter shape].
+// (an outer product per sample for Linear; for Conv2d the convolution's own
+// weight-gradient kernel run per sample where the output has many positions,
+// else unfolded activations times output gradients; normalised activations
+// times output gradients for GroupNorm and LayerNorm), materialised as
+// [batch, ...parameter shape].
 //
-// Use: install with NetworkImpl::set_tap, run forward and backward on a
-// batch, call PerSampleGradients(), then Clear() before the next batch.
-// Not thread-safe.
+// Use: install with NetworkImpl::set_tap, run forward on a batch, then
+// Backward(loss) (or the loss's own backward()), call PerSampleGradients()
+// or ClippedSum(), then Clear() before the next batch. Layers' outputs must
+// not be modified in place. Not thread-safe.
 // The factor DP-SGD scales each unit's gradient by: min(1, clip / norm)
 // where `usable` (a finite gradient), else 0. `norms` [U] float64; `clip`
 // +inf leaves every usable unit unscaled (audits only: the broken clipping
@@ -35,6 +38,13 @@ class GradSampler : public LayerTap {
   void Conv2d(torch::nn::Conv2dImpl& layer, const torch::Tensor& input, const torch::Tensor& output) override;
   void GroupNorm(torch::nn::GroupNormImpl& layer, const torch::Tensor& input, const torch::Tensor& output) override;
   void LayerNorm(torch::nn::LayerNormImpl& layer, const torch::Tensor& input, const torch::Tensor& output) override;
+
+  // Back-propagates `loss` to the captured layers' outputs only: their
+  // gradients are all per-sample gradients are formed from, so the batch
+  // gradients of the parameters (which DP-SGD replaces with its noisy clipped
+  // sum) are never computed, and the parameters' .grad is left as it was.
+  // Fails if `loss` has no gradient.
+  absl::Status Backward(const torch::Tensor& loss);
 
   // One tensor per parameter of `model`, in named_parameters order, each
   // [batch, ...shape]. Fails if a parameter was not seen (a layer type the
@@ -69,6 +79,7 @@ class GradSampler : public LayerTap {
     Kind kind;
     void* layer;  // the LinearImpl*, Conv2dImpl*, ... that `kind` names
     torch::Tensor input;
+    torch::Tensor output;  // kept for Backward(); undefined if it has no gradient
     torch::Tensor grad_output;
   };
   void Add(Kind kind, void* layer, const torch::Tensor& input, const torch::Tensor& output);

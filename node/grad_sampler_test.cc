@@ -59,14 +59,24 @@ std::vector<torch::Tensor> NaivePerSample(NetworkImpl& model, const torch::Tenso
   return out;
 }
 
+// Per-sample gradients after the loss's own backward() (hooks) and after
+// GradSampler::Backward (to the layers' outputs only, leaving the
+// parameters' gradients as they were) must both match batch-size-1 passes.
 void ExpectMatchesNaive(NetworkImpl& model, const torch::Tensor& x, const torch::Tensor& y,
                         ModelTask task = ModelTask::kClassification) {
   std::vector<torch::Tensor> naive = NaivePerSample(model, x, y, task);
+  GradSampler to_outputs;
+  model.set_tap(&to_outputs);
+  for (auto& p : model.parameters()) p.mutable_grad() = torch::Tensor();
+  ASSERT_TRUE(to_outputs.Backward(TaskLoss(task, model.forward(x), y)).ok());
+  for (const auto& p : model.named_parameters(true)) EXPECT_FALSE(p.value().grad().defined()) << p.key();
   GradSampler sampler;
   model.set_tap(&sampler);
   model.zero_grad();
   TaskLoss(task, model.forward(x), y).backward();
   model.set_tap(nullptr);
+  auto by_outputs = to_outputs.PerSampleGradients(model);
+  ASSERT_TRUE(by_outputs.ok()) << by_outputs.status();
   auto fast = sampler.PerSampleGradients(model);
   ASSERT_TRUE(fast.ok()) << fast.status();
   ASSERT_EQ(fast->size(), naive.size());
@@ -85,6 +95,7 @@ void ExpectMatchesNaive(NetworkImpl& model, const torch::Tensor& x, const torch:
     const double scale = std::max(naive[p].abs().max().item<double>(), floor) + 1e-12;
     const double err = ((*fast)[p] - naive[p]).abs().max().item<double>();
     EXPECT_LE(err, 1e-5 * scale) << names[p];
+    EXPECT_LE(((*by_outputs)[p] - naive[p]).abs().max().item<double>(), 1e-5 * scale) << names[p];
     // And the per-sample gradients sum to the batch gradient autograd computed.
     const std::vector<torch::Tensor> params = model.parameters();
     EXPECT_LE(((*fast)[p].sum(0) - params[p].grad()).abs().max().item<double>(), 1e-5 * (scale * x.size(0)))

@@ -171,7 +171,11 @@ absl::StatusOr<TrainingOutcome> TrainPrivately(const ModelSpec& spec, NetworkImp
     if (!rows.empty()) {
       const torch::Tensor idx = torch::tensor(rows, torch::kInt64);
       torch::Tensor loss = TaskLoss(spec.task, model.forward(images.index_select(0, idx)), labels.index_select(0, idx));
-      loss.backward();
+      // To the layers' outputs only: the batch gradients are replaced below.
+      if (absl::Status s = sampler.Backward(loss); !s.ok()) {
+        model.set_tap(nullptr);
+        return s;
+      }
       loss_sum += loss.item<double>();
       seen += static_cast<int64_t>(rows.size());
     }
