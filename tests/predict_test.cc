@@ -9,6 +9,8 @@
 #include <map>
 #include <set>
 
+#include <opencv2/imgcodecs.hpp>
+
 #include "absl/strings/str_join.h"
 #include "common/safetensors.h"
 #include "node/dicom_seg.h"
@@ -292,6 +294,94 @@ TEST(PredictSegmentationTest, WritesOverlaysAndValidSegObjectsOfItsOwnMasks) {
     seg_files += e.path().filename().string().rfind("fedrad-seg-", 0) == 0;
   }
   EXPECT_EQ(seg_files, 40);
+  RemoveWorkspaceIfPassed(dir);
+}
+
+}  // namespace
+}  // namespace fedrad::testing
+
+namespace fedrad::testing {
+namespace {
+
+// Every kind of DICOM object fedrad writes passes dciodvfy (Debian's
+// dicom3tools) with no error: synth's CT slices, SEG and RT Structure Set
+// objects; import's Secondary Captures, of a class-folder set and of a
+// segmentation set; predict's heatmap Secondary Captures and its SEG objects.
+// dciodvfy's warnings (what a DICOMDIR would want) are allowed; its errors
+// are what a PACS may refuse an object for.
+TEST(DicomObjectsTest, EveryKindFedradWritesPassesDciodvfy) {
+  const std::string dir = MakeWorkspace();
+  std::map<std::string, std::vector<std::string>> files;  // kind -> a few files of it
+  auto first_named = [](const std::string& folder, const std::string& name_part, size_t n) {
+    std::vector<std::string> out;
+    for (const auto& e : fs::recursive_directory_iterator(folder)) {
+      const std::string name = e.path().filename().string();
+      if (e.is_regular_file() && name.find(name_part) != std::string::npos) out.push_back(e.path().string());
+    }
+    std::sort(out.begin(), out.end());
+    if (out.size() > n) out.resize(n);
+    return out;
+  };
+  // synth.
+  const std::string synth = dir + "/synth";
+  ASSERT_EQ(RunCommand({FedradBin(), "synth", "--sites", "1", "--patients", "2", "--images", "2", "--size", "32",
+                        "--task", "segmentation", "--rtstruct", "--out", synth},
+                       dir + "/synth.log"),
+            0)
+      << ReadText(dir + "/synth.log");
+  for (const std::string& f : first_named(synth, ".dcm", 100)) {
+    const std::string name = fs::path(f).filename().string();
+    files[name == "seg.dcm" ? "synth SEG" : name == "rtstruct.dcm" ? "synth RTSTRUCT" : "synth CT"].push_back(f);
+  }
+  // import: class folders, and images with masks.
+  for (const char* cls : {"a", "b"}) {
+    fs::create_directories(dir + "/png/" + cls);
+    cv::imwrite(dir + "/png/" + cls + "/1.png", cv::Mat(8, 8, CV_8U, cv::Scalar(cls[0] == 'a' ? 10 : 200)));
+  }
+  fs::create_directories(dir + "/seg/images");
+  fs::create_directories(dir + "/seg/masks");
+  cv::imwrite(dir + "/seg/images/1.png", cv::Mat(8, 8, CV_8U, cv::Scalar(90)));
+  cv::imwrite(dir + "/seg/masks/1.png", cv::Mat(8, 8, CV_8U, cv::Scalar(255)));
+  for (const std::vector<std::string>& argv :
+       {std::vector<std::string>{FedradBin(), "import", "--png-dir", dir + "/png", "--out", dir + "/imported"},
+        std::vector<std::string>{FedradBin(), "import", "--images", dir + "/seg/images", "--masks", dir + "/seg/masks",
+                                 "--out", dir + "/imported-seg"}}) {
+    ASSERT_EQ(RunCommand(argv, dir + "/import.log"), 0) << ReadText(dir + "/import.log");
+  }
+  files["import SC"] = first_named(dir + "/imported", ".dcm", 2);
+  files["import SC, segmentation"] = first_named(dir + "/imported-seg", ".dcm", 1);
+  // predict: a classifier's heatmaps and a U-Net's SEG objects.
+  for (const std::string task : {"classification", "segmentation"}) {
+    const std::string fdir = dir + "/" + task;
+    fs::create_directories(fdir);
+    MiniFederation f = SetUpFederation(
+        fdir, {.sites = 1, .rounds = 1, .min_nodes = 1, .patients = 2, .images = 2, .dp = false, .task = task});
+    ASSERT_FALSE(::testing::Test::HasFailure());
+    const std::string config = f.NodeConfig(f.sites[0]), model = fdir + "/model.safetensors";
+    std::vector<std::string> train = {NodeBin(), "train-local", "--config", config,   "--size",
+                                      "32",      "--epochs",    "1",        "--save", model};
+    if (task == "segmentation") train.insert(train.end(), {"--model", "unet2d", "--depth", "1", "--width", "4"});
+    ASSERT_EQ(RunCommand(train, fdir + "/train.log"), 0) << ReadText(fdir + "/train.log");
+    ASSERT_EQ(RunCommand({NodeBin(), "predict", "--config", config, "--model", model, "--input",
+                          fdir + "/data/" + f.sites[0], "--out", fdir + "/p.csv", "--heatmaps", fdir + "/overlays",
+                          "--dicom-overlays", "--heatmap-negatives"},
+                         fdir + "/predict.log"),
+              0)
+        << ReadText(fdir + "/predict.log");
+    files[task == "segmentation" ? "predict SEG" : "predict heatmap SC"] = first_named(fdir + "/overlays", ".dcm", 2);
+  }
+  const std::map<std::string, std::string> iod = {
+      {"synth CT", "CTImage"},        {"synth SEG", "Segmentation"},          {"synth RTSTRUCT", "RTStructureSet"},
+      {"import SC", "SCImage"},       {"import SC, segmentation", "SCImage"}, {"predict heatmap SC", "SCImage"},
+      {"predict SEG", "Segmentation"}};
+  for (const auto& [kind, want] : iod) {
+    ASSERT_FALSE(files[kind].empty()) << "no " << kind << " was written";
+    for (const std::string& path : files[kind]) {
+      const node::testing::Dciodvfy check = node::testing::RunDciodvfy(path);
+      EXPECT_EQ(check.iod, want) << kind << ": " << path << "\n" << check.output;
+      EXPECT_TRUE(check.errors.empty()) << kind << ": " << path << "\n" << check.output;
+    }
+  }
   RemoveWorkspaceIfPassed(dir);
 }
 

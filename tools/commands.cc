@@ -93,24 +93,46 @@ int SynthCommand::Run() {
 }
 
 ImportCommand::ImportCommand(CLI::App* app) {
-  command_ = app->add_subcommand("import",
-                                 "Convert a labelled image set (IDX files such as Fashion-MNIST, or PNG folders) into "
-                                 "DICOM Secondary Capture files plus labels.csv");
+  command_ = app->add_subcommand(
+      "import",
+      "Convert a labelled image set (IDX files such as Fashion-MNIST, PNG folders, or images with segmentation "
+      "masks) into DICOM Secondary Capture files plus labels.csv");
   command_->add_option("--idx-images", idx_images_, "IDX image file (.gz or plain)");
   command_->add_option("--idx-labels", idx_labels_, "IDX label file (.gz or plain)");
   command_->add_option("--png-dir", png_dir_, "Folder with one sub-folder of PNG files per class");
+  command_->add_option("--images", images_,
+                       "Segmentation: folder of PNG or JPEG images, each with its mask in --masks (train with "
+                       "task = \"segmentation\"; labels.csv is then headed path,mask)");
+  command_->add_option("--masks", masks_,
+                       "Segmentation: folder of PNG masks named as the images (<stem>.png), each the image's size: "
+                       "0/255 for one class, else class indices");
   command_->add_option("--out", out_, "Output folder")->required();
   command_->add_option("--limit", limit_, "Import at most this many images");
 }
 
 int ImportCommand::Run() {
+  const bool segmentation = !images_.empty() || !masks_.empty();
+  if (segmentation) {
+    if (images_.empty() || masks_.empty() || !idx_images_.empty() || !idx_labels_.empty() || !png_dir_.empty()) {
+      return Fail(absl::InvalidArgumentError("a segmentation import needs --images and --masks, and nothing else"), 1);
+    }
+    absl::StatusOr<SegmentationImport> imported = ImportSegmentation(images_, masks_, out_, images_, limit_);
+    if (!imported.ok()) return Fail(imported.status(), 1);
+    spdlog::info(
+        "imported {} images with their masks into {} (DICOM Secondary Capture, masks as class-index PNGs, "
+        "labels.csv headed path,mask); {} show a class above 0; classes 0..{}: train with task = \"segmentation\" "
+        "and num_classes = {}",
+        imported->images, out_, imported->with_foreground, imported->classes - 1, imported->classes);
+    return 0;
+  }
   absl::StatusOr<LabelledImages> images;
   if (!idx_images_.empty() && !idx_labels_.empty() && png_dir_.empty()) {
     images = ReadIdx(idx_images_, idx_labels_, limit_);
   } else if (!png_dir_.empty() && idx_images_.empty() && idx_labels_.empty()) {
     images = ReadPngFolders(png_dir_, limit_);
   } else {
-    images = absl::InvalidArgumentError("import needs either --idx-images and --idx-labels, or --png-dir");
+    images = absl::InvalidArgumentError(
+        "import needs --idx-images and --idx-labels, or --png-dir, or (segmentation) --images and --masks");
   }
   if (!images.ok()) return Fail(images.status(), 1);
   // UIDs derive from the source, so re-importing the same data gives the same files.

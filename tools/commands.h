@@ -62,14 +62,15 @@ class SynthCommand final : public ToolCommand {
   SynthOptions options_;
 };
 
-// `fedrad import`: IDX files or PNG folders into DICOM Secondary Capture.
+// `fedrad import`: IDX files, PNG folders or images with masks into DICOM
+// Secondary Capture.
 class ImportCommand final : public ToolCommand {
  public:
   explicit ImportCommand(CLI::App* app);
   int Run() override;
 
  private:
-  std::string idx_images_, idx_labels_, png_dir_, out_;
+  std::string idx_images_, idx_labels_, png_dir_, images_, masks_, out_;
   size_t limit_ = 0;
 };
 

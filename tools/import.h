@@ -36,6 +36,25 @@ absl::StatusOr<LabelledImages> ReadPngFolders(const std::string& dir, size_t lim
 // <out>/classes.txt, one per line in class order.
 absl::Status WriteAsDicom(const LabelledImages& images, const std::string& out_dir, const std::string& uid_seed);
 
+// A segmentation set: images in `images_dir` (PNG or JPEG, any size,
+// converted to 8-bit gray) and, in `masks_dir`, each image's mask under its
+// stem with ".png" (lossless: a JPEG's artefacts would be classes): 8-bit,
+// one channel (or equal colour channels), the image's size, 0/255 for one
+// class, else class indices. Each image becomes a Secondary Capture
+// <out>/<nnnnn>/<i>.dcm (one patient per image, UIDs from `uid_seed`), its
+// mask class indices beside it (<i>.mask.png), and <out>/labels.csv is
+// headed "path,mask": the node's mask table (node/dataset.h LoadMaskTable).
+// An image without a mask, a mask of another size or with other values is
+// an error naming both files; nothing is written until every pair is read.
+struct SegmentationImport {
+  int images = 0;
+  int with_foreground = 0;  // images whose mask has a class above 0
+  int classes = 0;          // the largest class index seen, plus one
+};
+absl::StatusOr<SegmentationImport> ImportSegmentation(const std::string& images_dir, const std::string& masks_dir,
+                                                      const std::string& out_dir, const std::string& uid_seed,
+                                                      size_t limit = 0);
+
 }  // namespace fedrad::tools
 
 #endif  // FEDRAD_TOOLS_IMPORT_H_

@@ -6,10 +6,16 @@
 
 #include <filesystem>
 #include <fstream>
+#include <functional>
 
+#include <opencv2/imgproc.hpp>
+
+#include "absl/strings/str_format.h"
 #include "common/files.h"
 #include "common/scratch_dir.h"
+#include "node/dataset.h"
 #include "node/dicom_reader.h"
+#include "node/test_dicom.h"
 
 namespace fedrad::tools {
 namespace {
@@ -97,6 +103,134 @@ TEST_F(ImportTest, PngFoldersBecomeClassesInSortedOrder) {
   auto bad = ReadPngFolders((dir_ / "png").string());
   ASSERT_FALSE(bad.ok());
   EXPECT_NE(bad.status().message().find("odd.png"), std::string::npos);
+}
+
+// A public segmentation set as it is shipped: images of several sizes (PNG
+// and JPEG), masks as 0/255 PNGs named after them, one of them with equal
+// colour channels. Imported, the node loads every image with its own mask,
+// class indices in place; the Secondary Captures pass dciodvfy.
+TEST_F(ImportTest, SegmentationImagesAndMasksBecomeAMaskTableTheNodeLoads) {
+  fs::create_directories(dir_ / "images");
+  fs::create_directories(dir_ / "masks");
+  std::vector<cv::Mat> truth;  // class indices per image, in import order
+  for (int i = 0; i < 3; ++i) {
+    const int rows = 16 + 8 * i, cols = 32;
+    cv::Mat image(rows, cols, CV_8U, cv::Scalar(40)), mask(rows, cols, CV_8U, cv::Scalar(0));
+    cv::circle(mask, {8 + i, 8}, 3 + i, cv::Scalar(255), cv::FILLED);
+    image.setTo(200, mask);
+    const std::string stem = "case" + std::to_string(i);
+    ASSERT_TRUE(cv::imwrite((dir_ / "images" / (stem + (i == 1 ? ".jpg" : ".png"))).string(), image));
+    if (i == 2) {
+      cv::Mat colour;
+      cv::cvtColor(mask, colour, cv::COLOR_GRAY2BGR);
+      ASSERT_TRUE(cv::imwrite((dir_ / "masks" / (stem + ".png")).string(), colour));
+    } else {
+      ASSERT_TRUE(cv::imwrite((dir_ / "masks" / (stem + ".png")).string(), mask));
+    }
+    truth.push_back(mask / 255);
+  }
+  const std::string out = (dir_ / "out").string();
+  absl::StatusOr<SegmentationImport> imported =
+      ImportSegmentation((dir_ / "images").string(), (dir_ / "masks").string(), out, "seg");
+  ASSERT_TRUE(imported.ok()) << imported.status();
+  EXPECT_EQ(imported->images, 3);
+  EXPECT_EQ(imported->with_foreground, 3);
+  EXPECT_EQ(imported->classes, 2);
+  EXPECT_EQ(*ReadFile(out + "/labels.csv"),
+            "path,mask\n00000/000000.dcm,00000/000000.mask.png\n00000/000001.dcm,00000/000001.mask.png\n"
+            "00000/000002.dcm,00000/000002.mask.png\n");
+  for (int i = 0; i < 3; ++i) {
+    const std::string sc = absl::StrFormat("%s/00000/%06d.dcm", out, i);
+    const node::testing::Dciodvfy check = node::testing::RunDciodvfy(sc);
+    EXPECT_EQ(check.iod, "SCImage") << check.output;
+    EXPECT_TRUE(check.errors.empty()) << check.output;
+    // The mask beside it holds class indices (255 became 1).
+    const cv::Mat written = cv::imread(absl::StrFormat("%s/00000/%06d.mask.png", out, i), cv::IMREAD_UNCHANGED);
+    ASSERT_EQ(written.size(), truth[i].size());
+    EXPECT_EQ(cv::countNonZero(written != truth[i]), 0) << i;
+  }
+  // The node reads the table; at the images' width (padded, not scaled)
+  // each mask lands where its image does.
+  node::DatasetSpec spec;
+  spec.data_dir = out;
+  spec.labels_csv = out + "/labels.csv";
+  spec.task = ModelTask::kSegmentation;
+  spec.preprocess.output_size = 32;
+  spec.preprocess.window = "explicit";
+  spec.preprocess.window_center = 128;
+  spec.preprocess.window_width = 256;
+  node::LoadReport report;
+  absl::StatusOr<node::ImageSet> set = node::LoadImageSet(spec, &report);
+  ASSERT_TRUE(set.ok()) << set.status();
+  ASSERT_EQ(set->count(), 3u);
+  EXPECT_EQ(report.masks.images_without_mask, 0);
+  for (size_t k = 0; k < set->count(); ++k) {
+    const int i = std::stoi(set->sources[k].path.substr(6, 6));
+    const size_t foreground = std::count(set->masks.begin() + k * 32 * 32, set->masks.begin() + (k + 1) * 32 * 32, 1);
+    EXPECT_EQ(foreground, static_cast<size_t>(cv::countNonZero(truth[i]))) << set->sources[k].path;
+  }
+}
+
+TEST_F(ImportTest, SegmentationRefusesMasksItCannotTrustAndWritesNothing) {
+  struct Case {
+    const char* what;
+    std::function<void(const fs::path& images, const fs::path& masks)> make;
+    const char* error;  // part of the message, with the file named
+  };
+  const cv::Mat image(8, 8, CV_8U, cv::Scalar(50));
+  const std::vector<Case> cases = {
+      {"no mask", [&](const fs::path& i, const fs::path&) { cv::imwrite((i / "a.png").string(), image); },
+       "has no mask"},
+      {"another size",
+       [&](const fs::path& i, const fs::path& m) {
+         cv::imwrite((i / "a.png").string(), image);
+         cv::imwrite((m / "a.png").string(), cv::Mat(8, 9, CV_8U, cv::Scalar(0)));
+       },
+       "is 8x9; its image"},
+      {"grey levels",
+       [&](const fs::path& i, const fs::path& m) {
+         cv::imwrite((i / "a.png").string(), image);
+         cv::Mat mask(8, 8, CV_8U, cv::Scalar(0));
+         mask.at<uint8_t>(0, 0) = 255;
+         mask.at<uint8_t>(0, 1) = 128;  // an anti-aliased edge
+         cv::imwrite((m / "a.png").string(), mask);
+       },
+       "neither 0/255 nor class indices"},
+      {"colours",
+       [&](const fs::path& i, const fs::path& m) {
+         cv::imwrite((i / "a.png").string(), image);
+         cv::imwrite((m / "a.png").string(), cv::Mat(8, 8, CV_8UC3, cv::Scalar(0, 0, 255)));
+       },
+       "colour channels differ"},
+      {"16-bit",
+       [&](const fs::path& i, const fs::path& m) {
+         cv::imwrite((i / "a.png").string(), image);
+         cv::imwrite((m / "a.png").string(), cv::Mat(8, 8, CV_16U, cv::Scalar(1)));
+       },
+       "not 8-bit"},
+      {"not an image",
+       [&](const fs::path& i, const fs::path& m) {
+         cv::imwrite((i / "a.png").string(), image);
+         std::ofstream((m / "a.png").string()) << "not a png";
+       },
+       "not a readable PNG"},
+  };
+  for (size_t k = 0; k < cases.size(); ++k) {
+    const fs::path base = dir_ / ("case" + std::to_string(k));
+    fs::create_directories(base / "images");
+    fs::create_directories(base / "masks");
+    // A good pair first: the bad one must stop the import before it is written.
+    cv::Mat good(8, 8, CV_8U, cv::Scalar(0));
+    cv::imwrite((base / "images/0.png").string(), image);
+    cv::imwrite((base / "masks/0.png").string(), good);
+    cases[k].make(base / "images", base / "masks");
+    absl::StatusOr<SegmentationImport> r =
+        ImportSegmentation((base / "images").string(), (base / "masks").string(), (base / "out").string(), "x");
+    ASSERT_FALSE(r.ok()) << cases[k].what;
+    EXPECT_NE(r.status().message().find(cases[k].error), std::string::npos) << cases[k].what << ": " << r.status();
+    EXPECT_NE(r.status().message().find("a.png"), std::string::npos) << cases[k].what << ": " << r.status();
+    EXPECT_FALSE(fs::exists(base / "out")) << cases[k].what;
+  }
 }
 
 }  // namespace
