@@ -17,6 +17,7 @@
 #include "crypto/sha256.h"
 #include "node/dicom_rtstruct.h"
 #include "node/dicom_seg.h"
+#include "node/label_cache.h"
 
 #include <opencv2/imgcodecs.hpp>
 
@@ -280,7 +281,9 @@ std::map<std::string, SourceMasks> ReadMaskObjects(const DatasetSpec& spec, cons
       report->unusable[rel] = ReasonOf(status);
     };
     if (sop_class == kRtStructureSetStorage) {
-      absl::StatusOr<RtStructObject> rt = ReadRtStruct(path);
+      bool cached = false;
+      absl::StatusOr<RtStructObject> rt = ReadRtStructCached(path, spec.loader.cache_dir, &cached);
+      report->masks.label_objects_from_cache += cached;
       if (!rt.ok()) {
         refused(rt.status());
         continue;
@@ -296,7 +299,9 @@ std::map<std::string, SourceMasks> ReadMaskObjects(const DatasetSpec& spec, cons
       }
       continue;
     }
-    absl::StatusOr<SegObject> seg = ReadSegmentation(path);
+    bool cached = false;
+    absl::StatusOr<SegObject> seg = ReadSegmentationCached(path, spec.loader.cache_dir, &cached);
+    report->masks.label_objects_from_cache += cached;
     if (!seg.ok()) {
       refused(seg.status());
       continue;

@@ -113,7 +113,8 @@ struct LoadReport {
   // Segmentation: what the label objects said, each case counted (never
   // silently dropped).
   struct Masks {
-    int label_objects = 0;                        // SEG files read
+    int label_objects = 0;                        // SEG and RTSTRUCT files read
+    int label_objects_from_cache = 0;             // of those, served by the cache (node/label_cache.h)
     int unreadable_label_objects = 0;             // SEG files refused (their reasons are in `skipped`)
     int images_without_mask = 0;                  // no label object references them: not used
     int references_without_image = 0;             // referenced images that are not in the folder

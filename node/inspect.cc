@@ -109,9 +109,9 @@ absl::Status Inspect(const InspectOptions& options, std::ostream& out) {
   if (options.dataset.task == ModelTask::kSegmentation) {
     const LoadReport::Masks& m = r.masks;
     out << absl::StrFormat(
-        "masks        %d label object(s) read (DICOM SEG, RT Structure Sets), %d unreadable; %d image(s) with "
-        "foreground\n",
-        m.label_objects, m.unreadable_label_objects, m.images_with_foreground);
+        "masks        %d label object(s) read (DICOM SEG, RT Structure Sets; %d from the cache), %d unreadable; %d "
+        "image(s) with foreground\n",
+        m.label_objects, m.label_objects_from_cache, m.unreadable_label_objects, m.images_with_foreground);
     out << absl::StrFormat(
         "             %d image(s) no label object references (not used); %d reference(s) to images not in the "
         "folder; %d image(s) whose mask does not fit (size, plane or geometry; not used)\n",

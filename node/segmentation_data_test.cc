@@ -42,21 +42,22 @@ class SegmentationDataTest : public ::testing::Test {
   void SetUp() override {
     fs::create_directories(dir_.path() / "P1");
     fs::create_directories(dir_.path() / "P2");
-    std::vector<std::string> sources;
     for (int k = 0; k < 2; ++k) {
-      const std::string path = (dir_.path() / "P1" / (std::to_string(k) + ".dcm")).string();
-      ASSERT_TRUE(WriteCtSlice(Slice("P1", k, 32), path).ok());
-      sources.push_back(path);
+      ASSERT_TRUE(WriteCtSlice(Slice("P1", k, 32), (dir_.path() / "P1" / (std::to_string(k) + ".dcm")).string()).ok());
     }
     ASSERT_TRUE(WriteCtSlice(Slice("P2", 0, 32), (dir_.path() / "P2" / "0.dcm").string()).ok());
+    WriteLesion(8, 20, 4);
+  }
+  // P1/seg.dcm: a side x side lesion square at (row, column) on P1's slice 0.
+  void WriteLesion(int row, int column, int side) {
     SegWrite w;
-    w.source_paths = sources;
+    w.source_paths = {(dir_.path() / "P1" / "0.dcm").string(), (dir_.path() / "P1" / "1.dcm").string()};
     w.segment_labels = {"lesion"};
     w.sop_instance_uid = "2.25.900";
     w.series_instance_uid = "2.25.901";
     SegFrame f{Slice("P1", 0, 32).sop_uid, 0, 1, std::vector<uint8_t>(32 * 32, 0)};
-    for (int y = 8; y < 12; ++y) {
-      for (int x = 20; x < 24; ++x) f.mask[y * 32 + x] = 1;
+    for (int y = row; y < row + side; ++y) {
+      for (int x = column; x < column + side; ++x) f.mask[y * 32 + x] = 1;
     }
     w.frames = {f};
     lesion_ = f.mask;
@@ -106,6 +107,34 @@ TEST_F(SegmentationDataTest, MasksComeFromSegObjectsThroughTheImageGeometry) {
   // A patient split keeps each image's mask with it.
   PatientSplit split = SplitByPatient(*set, 0.5, 1);
   EXPECT_EQ(split.train.masks.size() + split.validation.masks.size(), set->masks.size());
+}
+
+// With the node's cache, the second load takes the SEG from its entry (no
+// DCMTK parse) and gets the same masks; the entry is the file's content, so
+// an edited SEG is read again, never served stale.
+TEST_F(SegmentationDataTest, ASecondLoadTakesTheLabelObjectsFromTheCache) {
+  DatasetSpec spec = Spec();
+  spec.loader.cache_dir = (dir_.path() / "cache").string();
+  std::vector<uint8_t> first;
+  for (int pass = 0; pass < 2; ++pass) {
+    LoadReport report;
+    absl::StatusOr<ImageSet> set = LoadImageSet(spec, &report);
+    ASSERT_TRUE(set.ok()) << set.status();
+    EXPECT_EQ(report.masks.label_objects, 1);
+    EXPECT_EQ(report.masks.label_objects_from_cache, pass);
+    EXPECT_EQ(report.from_cache, 2 * pass) << "P1's slices come from their own entries";
+    if (pass == 0) first = set->masks;
+    EXPECT_EQ(set->masks, first);
+    EXPECT_EQ(std::count(set->masks.begin(), set->masks.end(), 1), 4);
+  }
+  // The lesion grows to 8x8: a new file, a new entry.
+  WriteLesion(8, 16, 8);
+  ASSERT_FALSE(HasFatalFailure());
+  LoadReport report;
+  absl::StatusOr<ImageSet> set = LoadImageSet(spec, &report);
+  ASSERT_TRUE(set.ok()) << set.status();
+  EXPECT_EQ(report.masks.label_objects_from_cache, 0);
+  EXPECT_EQ(std::count(set->masks.begin(), set->masks.end(), 1), 16);
 }
 
 // Unknown segment names, references to absent images, masks of the wrong
