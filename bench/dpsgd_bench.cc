@@ -2,7 +2,8 @@
 // Tramèr & Boneh end-to-end CNN on 28x28 inputs (model zoo "tbcnn28") and
 // for the segmentation U-Net ("unet2d", depth 3, base width 16) on 64x64
 // inputs with its loss (cross-entropy + soft Dice per image); the U-Net's
-// runs are named BM_PlainStep/unet2d/32 and BM_DpSgdStep/unet2d/32.
+// runs are named BM_PlainStep/unet2d/32 and BM_DpSgdStep/unet2d/32; and for
+// ResNet-18 with GroupNorm ("resnet18", width 64) on 64x64 inputs, batch 64.
 // BM_DpSgdStep is a full image-level DP-SGD step: forward, backward to the
 // layers' outputs only (GradSampler::Backward), per-sample gradient norms
 // (Gram matrices for the linear layers, materialised per-sample gradients
@@ -30,6 +31,14 @@ ModelSpec UNet() {
   spec.task = fedrad::ModelTask::kSegmentation;
   spec.depth = 3;
   spec.base_width = 16;
+  return spec;
+}
+
+// ResNet-18 with GroupNorm at 64x64, one channel, two classes: the network
+// of ../shared/anchors/opacus --model resnet18gn.
+ModelSpec ResNet18() {
+  ModelSpec spec{"resnet18", 1, 64, 2};
+  spec.base_width = 64;
   return spec;
 }
 
@@ -89,6 +98,8 @@ void BM_DpSgdStep(benchmark::State& state, ModelSpec spec) {
 BENCHMARK_CAPTURE(BM_PlainStep, tbcnn28, Classifier())->Arg(64)->Arg(256)->Unit(benchmark::kMillisecond)->UseRealTime();
 BENCHMARK_CAPTURE(BM_DpSgdStep, tbcnn28, Classifier())->Arg(64)->Arg(256)->Unit(benchmark::kMillisecond)->UseRealTime();
 BENCHMARK_CAPTURE(BM_PlainStep, unet2d, UNet())->Arg(32)->Unit(benchmark::kMillisecond)->UseRealTime();
+BENCHMARK_CAPTURE(BM_PlainStep, resnet18, ResNet18())->Arg(64)->Unit(benchmark::kMillisecond)->UseRealTime();
+BENCHMARK_CAPTURE(BM_DpSgdStep, resnet18, ResNet18())->Arg(64)->Unit(benchmark::kMillisecond)->UseRealTime();
 BENCHMARK_CAPTURE(BM_DpSgdStep, unet2d, UNet())->Arg(32)->Unit(benchmark::kMillisecond)->UseRealTime();
 
 }  // namespace

@@ -27,10 +27,10 @@ struct ParameterLayout {
 
 class Layout {
  public:
-  void Conv2d(const std::string& name, int64_t in, int64_t out, int64_t kernel) {
+  void Conv2d(const std::string& name, int64_t in, int64_t out, int64_t kernel, bool bias = true) {
     const double bound = 1.0 / std::sqrt(static_cast<double>(in * kernel * kernel));
     Add(name + ".weight", {out, in, kernel, kernel}, bound, 0);
-    Add(name + ".bias", {out}, bound, 0);
+    if (bias) Add(name + ".bias", {out}, bound, 0);
   }
   void Linear(const std::string& name, int64_t in, int64_t out) {
     const double bound = 1.0 / std::sqrt(static_cast<double>(in));
@@ -89,6 +89,34 @@ absl::StatusOr<Layout> LayoutOf(const ModelSpec& spec) {
       l.GroupNorm(name + ".upnorm", w << d);
     }
     l.Conv2d("head", w, spec.num_classes, 1);
+  } else if (IsResNet(spec.architecture)) {
+    // torchvision's names, so that its state_dicts map one to one
+    // (python/convert_state_dict.py): the stem, four stages of basic blocks
+    // (each conv1, bn1, conv2, bn2, and where the shape changes a 1x1
+    // downsample.0 with its norm downsample.1), the classifier fc. The
+    // convolutions have no bias (a norm follows each); the norms are
+    // GroupNorms.
+    const int64_t w = spec.base_width;
+    l.Conv2d("conv1", spec.in_channels, w, 7, /*bias=*/false);
+    l.GroupNorm("bn1", w);
+    int64_t in = w;
+    const std::vector<int>& blocks = ResNetBlocks(spec.architecture);
+    for (int stage = 0; stage < 4; ++stage) {
+      const int64_t out = w << stage;
+      for (int b = 0; b < blocks[static_cast<size_t>(stage)]; ++b) {
+        const std::string name = absl::StrCat("layer", stage + 1, ".", b);
+        l.Conv2d(name + ".conv1", in, out, 3, false);
+        l.GroupNorm(name + ".bn1", out);
+        l.Conv2d(name + ".conv2", out, out, 3, false);
+        l.GroupNorm(name + ".bn2", out);
+        if (in != out) {  // the first block of stages 2-4: stride 2
+          l.Conv2d(name + ".downsample.0", in, out, 1, false);
+          l.GroupNorm(name + ".downsample.1", out);
+        }
+        in = out;
+      }
+    }
+    l.Linear("fc", in, spec.num_classes);
   } else if (spec.architecture == "tbcnn28") {
     l.Conv2d("conv1", spec.in_channels, 16, 8);
     l.Conv2d("conv2", 16, 32, 4);
@@ -102,7 +130,16 @@ absl::StatusOr<Layout> LayoutOf(const ModelSpec& spec) {
 
 }  // namespace
 
-std::vector<std::string> KnownArchitectures() { return {"ctnet", "tbcnn28", "unet2d", "flat"}; }
+std::vector<std::string> KnownArchitectures() { return {"ctnet", "tbcnn28", "resnet18", "resnet34", "unet2d", "flat"}; }
+
+bool IsResNet(const std::string& architecture) { return architecture == "resnet18" || architecture == "resnet34"; }
+
+const std::vector<int>& ResNetBlocks(const std::string& architecture) {
+  static const std::vector<int> kResNet18 = {2, 2, 2, 2}, kResNet34 = {3, 4, 6, 3};
+  return architecture == "resnet34" ? kResNet34 : kResNet18;
+}
+
+int64_t ResNetGroups(int64_t channels) { return std::min<int64_t>(32, channels / 2); }
 
 namespace {
 
@@ -173,6 +210,24 @@ absl::Status CheckModelSpec(const ModelSpec& spec) {
     }
     return absl::OkStatus();
   }
+  if (IsResNet(spec.architecture)) {
+    if (spec.in_channels > 3) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("model '", spec.architecture, "' takes 1 to 3 input channels, not ", spec.in_channels));
+    }
+    if (spec.base_width < 8 || spec.base_width > kMaxResNetWidth || spec.base_width % 8 != 0) {
+      return absl::InvalidArgumentError(absl::StrCat("model '", spec.architecture,
+                                                     "' base_width must be a multiple of 8 from 8 to ", kMaxResNetWidth,
+                                                     ", not ", spec.base_width));
+    }
+    if (spec.input_size < 32) {
+      return absl::InvalidArgumentError(absl::StrCat("model '", spec.architecture,
+                                                     "' needs input_size of at least 32 (it halves the image five "
+                                                     "times); the plan asks for ",
+                                                     spec.input_size));
+    }
+    return absl::OkStatus();
+  }
   if (spec.architecture == "ctnet") {
     if (spec.input_size < 16) {
       return absl::InvalidArgumentError("model 'ctnet' needs input_size of at least 16");
@@ -229,8 +284,8 @@ SafetensorsMetadata ModelShapeMetadata(const ModelSpec& model) {
                         {"in_channels", std::to_string(model.in_channels)},
                         {"input_size", std::to_string(model.input_size)},
                         {"num_classes", std::to_string(model.num_classes)}};
-  if (model.architecture == "unet2d") {
-    m["depth"] = std::to_string(model.depth);
+  if (model.architecture == "unet2d") m["depth"] = std::to_string(model.depth);
+  if (model.architecture == "unet2d" || IsResNet(model.architecture)) {
     m["base_width"] = std::to_string(model.base_width);
   }
   if (!model.class_names.empty()) m["class_names"] = nlohmann::json(model.class_names).dump();

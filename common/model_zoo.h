@@ -18,6 +18,14 @@ namespace fedrad {
 
 std::vector<std::string> KnownArchitectures();
 
+// ResNet-18 and -34 (He et al. 2016) with GroupNorm: blocks per stage, and
+// the groups of a norm over `channels` (32, Wu & He 2018's choice, where the
+// channels allow; half the channels below 64, so 2 per group).
+bool IsResNet(const std::string& architecture);
+const std::vector<int>& ResNetBlocks(const std::string& architecture);
+int64_t ResNetGroups(int64_t channels);
+inline constexpr int kMaxResNetWidth = 128;
+
 // The largest image side a model takes: a plan, a model file's metadata and
 // the node all refuse more (a 99,999,999-pixel side once reached OpenCV).
 inline constexpr int kMaxInputSize = 1024;
@@ -28,7 +36,9 @@ inline constexpr size_t kMaxClassNameBytes = 64;
 // task it does; every dimension is bounded (in_channels 1..4, input_size
 // 1..kMaxInputSize, num_classes 2..kMaxClasses, a flat model's parameters
 // 1..2^31, a U-Net's depth 1..kMaxUnetDepth with input_size a multiple of
-// 2^depth, base_width 4..kMaxUnetBaseWidth in multiples of 4); class names,
+// 2^depth, base_width 4..kMaxUnetBaseWidth in multiples of 4; a ResNet's
+// in_channels 1..3, base_width 8..kMaxResNetWidth in multiples of 8,
+// input_size at least 32); class names,
 // if any, one per class, distinct, 1..64 printable bytes.
 absl::Status CheckModelSpec(const ModelSpec& spec);
 

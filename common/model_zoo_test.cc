@@ -2,6 +2,8 @@
 
 #include <gtest/gtest.h>
 
+#include <map>
+
 namespace fedrad {
 namespace {
 
@@ -96,6 +98,46 @@ TEST(ModelZooTest, UNetSpecIsCheckedAndItsManifestHasEveryLevel) {
   EXPECT_EQ(meta.at("depth"), "3");
   EXPECT_EQ(meta.at("base_width"), "16");
   EXPECT_EQ(meta.at("class_names"), "[\"background\",\"lesion\"]");
+}
+
+// resnet18 and resnet34 at He et al.'s width on ImageNet's shape have
+// torchvision's parameter counts (11,689,512 and 21,797,672: a GroupNorm has
+// BatchNorm's weight and bias) and its names, so its state_dicts map one to
+// one; the ResNet's sizes are bounded.
+TEST(ModelZooTest, ResNetsHaveTorchvisionsShapeAndNames) {
+  for (auto [arch, count] : {std::pair{"resnet18", int64_t{11689512}}, std::pair{"resnet34", int64_t{21797672}}}) {
+    ModelSpec spec{arch, 3, 224, 1000};
+    spec.base_width = 64;
+    absl::StatusOr<Manifest> m = ModelManifest(spec);
+    ASSERT_TRUE(m.ok()) << m.status();
+    EXPECT_EQ(m->total_elements(), count) << arch;
+    std::map<std::string, std::vector<int64_t>> shape;
+    for (const TensorSpec& t : m->tensors) shape[t.name] = t.shape;
+    EXPECT_EQ(shape["conv1.weight"], (std::vector<int64_t>{64, 3, 7, 7}));
+    EXPECT_FALSE(shape.count("conv1.bias")) << "torchvision's convolutions have no bias";
+    EXPECT_EQ(shape["bn1.weight"], (std::vector<int64_t>{64}));
+    EXPECT_EQ(shape["layer1.0.conv1.weight"], (std::vector<int64_t>{64, 64, 3, 3}));
+    EXPECT_FALSE(shape.count("layer1.0.downsample.0.weight"));
+    EXPECT_EQ(shape["layer2.0.downsample.0.weight"], (std::vector<int64_t>{128, 64, 1, 1}));
+    EXPECT_EQ(shape["layer2.0.downsample.1.bias"], (std::vector<int64_t>{128}));
+    EXPECT_EQ(shape["layer4.1.bn2.weight"], (std::vector<int64_t>{512}));
+    EXPECT_EQ(shape["fc.weight"], (std::vector<int64_t>{1000, 512}));
+  }
+  EXPECT_EQ(ModelManifest(ModelSpec{"resnet34", 1, 64, 2})->tensors.back().name, "fc.bias");
+  ModelSpec spec{"resnet18", 1, 64, 2};
+  spec.base_width = 12;
+  EXPECT_NE(CheckModelSpec(spec).message().find("multiple of 8"), std::string::npos) << CheckModelSpec(spec);
+  spec.base_width = 8;
+  EXPECT_TRUE(CheckModelSpec(spec).ok());
+  spec.in_channels = 4;
+  EXPECT_NE(CheckModelSpec(spec).message().find("1 to 3 input channels"), std::string::npos);
+  spec.in_channels = 1;
+  spec.input_size = 16;
+  EXPECT_NE(CheckModelSpec(spec).message().find("at least 32"), std::string::npos);
+  spec.input_size = 64;
+  spec.task = ModelTask::kSegmentation;
+  EXPECT_FALSE(CheckModelSpec(spec).ok()) << "a ResNet classifies";
+  EXPECT_EQ(ModelShapeMetadata(ModelSpec{"resnet18", 1, 64, 2}).count("base_width"), 1u);
 }
 
 TEST(ModelZooTest, UnknownArchitectureIsNamed) {

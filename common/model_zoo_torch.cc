@@ -153,6 +153,84 @@ class UNet2dImpl : public NetworkImpl {
   torch::nn::Conv2d head_{nullptr};
 };
 
+// "resnet18" and "resnet34": He et al. (CVPR 2016)'s networks of basic
+// blocks, with GroupNorm in place of BatchNorm (per-sample gradients need
+// samples that do not mix) and torchvision's parameter names, so its
+// state_dicts convert one to one. The stem (7x7 stride 2, max pool) and the
+// three stride-2 stages halve the image five times; the classifier sees an
+// adaptive average of the last stage, so any input from 32 up works.
+class ResNetImpl : public NetworkImpl {
+ public:
+  // Containers only: ResNetImpl applies their layers (so the tap sees them).
+  struct DownsampleImpl : torch::nn::Module {
+    DownsampleImpl(int64_t in, int64_t out, int64_t stride)
+        : conv(
+              register_module("0", torch::nn::Conv2d(torch::nn::Conv2dOptions(in, out, 1).stride(stride).bias(false)))),
+          norm(register_module("1", torch::nn::GroupNorm(torch::nn::GroupNormOptions(ResNetGroups(out), out)))) {}
+    torch::nn::Conv2d conv;
+    torch::nn::GroupNorm norm;
+  };
+  struct BlockImpl : torch::nn::Module {
+    BlockImpl(int64_t in, int64_t out, int64_t stride)
+        : conv1(register_module(
+              "conv1", torch::nn::Conv2d(torch::nn::Conv2dOptions(in, out, 3).stride(stride).padding(1).bias(false)))),
+          bn1(register_module("bn1", torch::nn::GroupNorm(torch::nn::GroupNormOptions(ResNetGroups(out), out)))),
+          conv2(register_module("conv2",
+                                torch::nn::Conv2d(torch::nn::Conv2dOptions(out, out, 3).padding(1).bias(false)))),
+          bn2(register_module("bn2", torch::nn::GroupNorm(torch::nn::GroupNormOptions(ResNetGroups(out), out)))) {
+      if (in != out) downsample = register_module("downsample", std::make_shared<DownsampleImpl>(in, out, stride));
+    }
+    torch::nn::Conv2d conv1;
+    torch::nn::GroupNorm bn1;
+    torch::nn::Conv2d conv2;
+    torch::nn::GroupNorm bn2;
+    std::shared_ptr<DownsampleImpl> downsample;
+  };
+  struct StageImpl : torch::nn::Module {
+    std::vector<std::shared_ptr<BlockImpl>> blocks;
+  };
+
+  ResNetImpl(const std::string& architecture, int in_channels, int num_classes, int width)
+      : conv1_(register_module(
+            "conv1",
+            torch::nn::Conv2d(torch::nn::Conv2dOptions(in_channels, width, 7).stride(2).padding(3).bias(false)))),
+        bn1_(register_module("bn1", torch::nn::GroupNorm(torch::nn::GroupNormOptions(ResNetGroups(width), width)))) {
+    int64_t in = width;
+    const std::vector<int>& blocks = ResNetBlocks(architecture);
+    for (int stage = 0; stage < 4; ++stage) {
+      auto s = std::make_shared<StageImpl>();
+      const int64_t out = int64_t{width} << stage;
+      for (int b = 0; b < blocks[static_cast<size_t>(stage)]; ++b) {
+        s->blocks.push_back(
+            s->register_module(std::to_string(b), std::make_shared<BlockImpl>(in, out, in == out ? 1 : 2)));
+        in = out;
+      }
+      stages_.push_back(register_module(absl::StrCat("layer", stage + 1), s));
+    }
+    fc_ = register_module("fc", torch::nn::Linear(in, num_classes));
+  }
+
+  torch::Tensor forward(torch::Tensor x) override {
+    x = torch::relu(Apply(bn1_, Apply(conv1_, x)));
+    x = F::max_pool2d(x, F::MaxPool2dFuncOptions(3).stride(2).padding(1));
+    for (const auto& stage : stages_) {
+      for (const auto& b : stage->blocks) {
+        torch::Tensor y = torch::relu(Apply(b->bn1, Apply(b->conv1, x)));
+        y = Apply(b->bn2, Apply(b->conv2, y));
+        x = torch::relu(y + (b->downsample ? Apply(b->downsample->norm, Apply(b->downsample->conv, x)) : x));
+      }
+    }
+    x = F::adaptive_avg_pool2d(x, F::AdaptiveAvgPool2dFuncOptions(1)).flatten(1);
+    return Apply(fc_, x);
+  }
+
+ private:
+  torch::nn::Conv2d conv1_;
+  torch::nn::GroupNorm bn1_;
+  std::vector<std::shared_ptr<StageImpl>> stages_;
+  torch::nn::Linear fc_{nullptr};
+};
+
 // "flat": one parameter vector of the plan's `parameters` length and no
 // network: a model of any size for measuring round overhead with
 // trainer = "noop" nodes. It cannot be trained or evaluated.
@@ -179,6 +257,10 @@ absl::StatusOr<std::shared_ptr<NetworkImpl>> CreateNetwork(const ModelSpec& spec
   if (spec.architecture == "unet2d") {
     return std::shared_ptr<NetworkImpl>(
         std::make_shared<UNet2dImpl>(spec.in_channels, spec.num_classes, spec.depth, spec.base_width));
+  }
+  if (IsResNet(spec.architecture)) {
+    return std::shared_ptr<NetworkImpl>(
+        std::make_shared<ResNetImpl>(spec.architecture, spec.in_channels, spec.num_classes, spec.base_width));
   }
   if (spec.architecture == "flat") return std::shared_ptr<NetworkImpl>(std::make_shared<FlatImpl>(spec.parameters));
   return std::shared_ptr<NetworkImpl>(std::make_shared<CtNetImpl>(spec.in_channels, spec.num_classes));

@@ -26,6 +26,13 @@ std::vector<ModelSpec> SpecsToCheck() {
   ModelSpec flat{"flat", 1, 64, 2};
   flat.parameters = 1234;
   specs.push_back(flat);
+  for (auto [arch, channels, size, classes, width] :
+       {std::tuple{"resnet18", 1, 64, 2, 64}, std::tuple{"resnet34", 3, 32, 5, 8},
+        std::tuple{"resnet18", 2, 96, 2, 16}}) {
+    ModelSpec resnet{arch, channels, size, classes};
+    resnet.base_width = width;
+    specs.push_back(resnet);
+  }
   for (auto [depth, width, classes] : {std::tuple{3, 16, 2}, std::tuple{1, 4, 3}, std::tuple{2, 12, 2}}) {
     ModelSpec unet{"unet2d", 1, 32, classes};
     unet.task = ModelTask::kSegmentation;
@@ -57,6 +64,21 @@ TEST(ModelZooTorchTest, TorchFreeManifestMatchesTheNetworkForEveryArchitecture) 
     bool covered = false;
     for (const ModelSpec& spec : SpecsToCheck()) covered |= spec.architecture == arch;
     EXPECT_TRUE(covered) << "add " << arch << " to SpecsToCheck()";
+  }
+}
+
+// A ResNet gives one logit per class for any input from 32 up (an adaptive
+// average of its last stage, 32 times smaller than the input).
+TEST(ModelZooTorchTest, ResNetGivesClassLogitsForEveryInputSize) {
+  for (int size : {32, 64, 100}) {
+    ModelSpec spec{"resnet18", 1, size, 3};
+    spec.base_width = 8;
+    absl::StatusOr<std::shared_ptr<NetworkImpl>> net = CreateNetwork(spec);
+    ASSERT_TRUE(net.ok()) << net.status();
+    torch::NoGradGuard no_grad;
+    const torch::Tensor logits = (*net)->forward(torch::rand({2, 1, size, size}));
+    EXPECT_EQ(logits.sizes(), (std::vector<int64_t>{2, 3})) << size;
+    EXPECT_TRUE(torch::isfinite(logits).all().item<bool>()) << size;
   }
 }
 

@@ -91,13 +91,16 @@ absl::StatusOr<FederationPlan> LoadPlan(const std::string& path, const StrategyC
   } else {
     c.Fail("model.task", "must be \"classification\" or \"segmentation\"");
   }
-  if (c.Has("model.depth") || c.Has("model.base_width")) {
-    if (p.model.architecture != "unet2d") {
-      c.Fail(c.Has("model.depth") ? "model.depth" : "model.base_width", "applies only to architecture \"unet2d\"");
-    }
+  const bool resnet = IsResNet(p.model.architecture);
+  if (c.Has("model.depth") && p.model.architecture != "unet2d") {
+    c.Fail("model.depth", "applies only to architecture \"unet2d\"");
+  }
+  if (c.Has("model.base_width") && p.model.architecture != "unet2d" && !resnet) {
+    c.Fail("model.base_width", "applies only to architectures \"unet2d\", \"resnet18\" and \"resnet34\"");
   }
   p.model.depth = static_cast<int>(c.GetInt("model.depth", 3, 1, kMaxUnetDepth));
-  p.model.base_width = static_cast<int>(c.GetInt("model.base_width", 16, 4, kMaxUnetBaseWidth));
+  p.model.base_width = static_cast<int>(resnet ? c.GetInt("model.base_width", 64, 8, kMaxResNetWidth)
+                                               : c.GetInt("model.base_width", 16, 4, kMaxUnetBaseWidth));
   p.model.class_names = c.GetStringArray("model.class_names", std::vector<std::string>{});
   if (!p.model.class_names.empty() && static_cast<int>(p.model.class_names.size()) != p.model.num_classes) {
     c.Fail("model.class_names",

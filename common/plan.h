@@ -30,8 +30,10 @@ struct ModelSpec {
   int num_classes = 2;
   int64_t parameters = 0;  // "flat" only: the length of its one parameter vector
   ModelTask task = ModelTask::kClassification;
-  // "unet2d" only: how many times the encoder halves the image, and the
-  // channels of its first level (doubled at each level down).
+  // "unet2d": how many times the encoder halves the image (depth), and the
+  // channels of its first level (doubled at each level down). "resnet18" and
+  // "resnet34": base_width is the channels of the stem and first stage
+  // (doubled at each of the next three; He et al.'s networks have 64).
   int depth = 3;
   int base_width = 16;
   // The classes' names, by index (segmentation: index 0 is the background);

@@ -115,6 +115,29 @@ TEST(PlanTest, SegmentationTaskAndUNetShape) {
   EXPECT_NE(names.status().message().find("model.class_names"), std::string::npos) << names.status();
 }
 
+// A ResNet's width: 64 unless the plan says (up to 128; CheckModelSpec,
+// when the model is built, asks for a multiple of 8); depth is a U-Net's
+// alone, and base_width not ctnet's.
+TEST(PlanTest, ResNetWidth) {
+  const std::string sites = "[[site]]\nname = \"a\"\n[[site]]\nname = \"b\"\n";
+  auto plan = [&](const std::string& model) {
+    return LoadPlan(WritePlan("[federation]\nname = \"d\"\n[model]\n" + model + sites));
+  };
+  auto standard = plan("architecture = \"resnet18\"\n");
+  ASSERT_TRUE(standard.ok()) << standard.status();
+  EXPECT_EQ(standard->model.base_width, 64);
+  auto narrow = plan("architecture = \"resnet34\"\nbase_width = 16\n");
+  ASSERT_TRUE(narrow.ok()) << narrow.status();
+  EXPECT_EQ(narrow->model.base_width, 16);
+  for (const std::string& bad : {std::string("architecture = \"resnet18\"\nbase_width = 256\n"),
+                                 std::string("architecture = \"resnet18\"\ndepth = 2\n"),
+                                 std::string("architecture = \"ctnet\"\nbase_width = 16\n")}) {
+    auto p = plan(bad);
+    EXPECT_FALSE(p.ok()) << bad;
+    EXPECT_NE(p.status().message().find("model."), std::string::npos) << p.status();
+  }
+}
+
 TEST(PlanTest, UpdateDtype) {
   const std::string sites = "[[site]]\nname = \"a\"\n[[site]]\nname = \"b\"\n";
   auto p = LoadPlan(WritePlan("[federation]\nname = \"d\"\n" + sites));

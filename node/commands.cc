@@ -196,15 +196,17 @@ TrainLocalCommand::TrainLocalCommand(CLI::App* app) {
   command_->add_option("--test-labels", tl_test_labels_, "Its labels.csv (default TEST_DATA/labels.csv)");
   command_
       ->add_option("--model", tl_arch_,
-                   "Model zoo architecture: ctnet or tbcnn28 classify images; unet2d segments them (its labels "
-                   "are the DICOM SEG objects in the data folder)")
+                   "Model zoo architecture: ctnet, tbcnn28, resnet18 or resnet34 classify images; unet2d segments "
+                   "them (its labels are the DICOM SEG objects in the data folder)")
       ->capture_default_str();
   command_->add_option("--depth", tl_depth_, "unet2d: levels down (the input size must be a multiple of 2^depth)")
       ->capture_default_str()
       ->check(CLI::Range(1, fedrad::kMaxUnetDepth));
-  command_->add_option("--width", tl_base_width_, "unet2d: channels of the first level (doubled per level)")
-      ->capture_default_str()
-      ->check(CLI::Range(4, fedrad::kMaxUnetBaseWidth));
+  command_
+      ->add_option("--width", tl_base_width_,
+                   "unet2d: channels of the first level (doubled per level; default 16); resnet18/34: of the stem "
+                   "and first stage (default 64)")
+      ->check(CLI::Range(4, std::max(fedrad::kMaxUnetBaseWidth, fedrad::kMaxResNetWidth)));
   command_->add_option("--size", tl_size_, "Input size")->capture_default_str()->check(CLI::Range(16, 1024));
   command_->add_option("--classes", tl_classes_, "Number of classes")
       ->capture_default_str()
@@ -280,7 +282,9 @@ int TrainLocalCommand::Run() {
   if (tl_arch_ == "unet2d") {
     o.model.task = fedrad::ModelTask::kSegmentation;
     o.model.depth = tl_depth_;
-    o.model.base_width = tl_base_width_;
+    o.model.base_width = tl_base_width_ > 0 ? tl_base_width_ : 16;
+  } else if (fedrad::IsResNet(tl_arch_)) {
+    o.model.base_width = tl_base_width_ > 0 ? tl_base_width_ : 64;
   }
   o.model.class_names = o.spec.class_names;
   o.spec.task = o.model.task;

@@ -24,8 +24,10 @@ struct Case {
 };
 
 // ctnet (convolutions, GroupNorm, then linear layers on the Gram path), in
-// float32 as training runs, and a U-Net (convolutions and GroupNorm only,
-// per-sample gradients at 32x32 and 16x16) in float64: in float32 a ReLU
+// float32 as training runs, a U-Net (convolutions and GroupNorm only,
+// per-sample gradients at 32x32 and 16x16) and a ResNet-18 (its later
+// stages' convolutions, 4 and 1 output positions, on the Gram path: ghost
+// norms and one weighted weight-gradient call) in float64: in float32 a ReLU
 // input or a max-pool tie within rounding of zero can fall on the other side
 // in a batch-size-1 pass, which changes that image's gradient by far more
 // than rounding. Both at 32x32.
@@ -52,6 +54,12 @@ std::vector<Case> Cases() {
   model->to(torch::kFloat64);
   out.push_back({model, ModelTask::kSegmentation, torch::rand({7, 1, 32, 32}, torch::kFloat64),
                  (torch::rand({7, 32, 32}) < 0.2).to(torch::kInt64)});
+  ModelSpec resnet{"resnet18", 1, 32, 3};
+  resnet.base_width = 8;
+  std::shared_ptr<NetworkImpl> res = *CreateNetwork(resnet);
+  res->to(torch::kFloat64);
+  out.push_back({res, ModelTask::kClassification, torch::rand({7, 1, 32, 32}, torch::kFloat64),
+                 torch::randint(0, 3, {7}, torch::kInt64)});
   return out;
 }
 

@@ -51,6 +51,23 @@ absl::StatusOr<std::vector<torch::Tensor>> InParameterOrder(const torch::nn::Mod
 
 }  // namespace
 
+bool GradSampler::GhostConvIsCheaper(const Capture& c, double samples_per_unit) {
+  auto* layer = static_cast<torch::nn::Conv2dImpl*>(c.layer);
+  const auto& o = layer->options;
+  if (o.groups() != 1 || !c10::holds_alternative<torch::ExpandingArray<2>>(o.padding()) ||
+      !c10::holds_alternative<torch::enumtype::kZeros>(o.padding_mode())) {
+    return false;  // Accumulate says why it cannot take them either
+  }
+  // Per sample, materialising costs T·P (P = C·kh·kw·O, the weight's size,
+  // and P floats to hold) and the ghost norm (n·T)²·(C·kh·kw + O) over a
+  // unit of n samples: the ghost wins where the output has few positions
+  // for its width, as in a ResNet's later stages (T = 4 to 64 at 64x64).
+  const double positions = static_cast<double>(c.grad_output.numel() / (c.grad_output.size(0) * c.grad_output.size(1)));
+  const double patch = static_cast<double>(c.input.size(1) * (*o.kernel_size())[0] * (*o.kernel_size())[1]);
+  const double out = static_cast<double>(c.grad_output.size(1));
+  return samples_per_unit * positions * (patch + out) < patch * out;
+}
+
 void GradSampler::Add(Kind kind, void* layer, const torch::Tensor& input, const torch::Tensor& output) {
   const size_t index = captures_.size();
   captures_.push_back({kind, layer, input.detach(), torch::Tensor(), torch::Tensor()});
@@ -221,7 +238,13 @@ absl::StatusOr<GradSampler::Clipped> GradSampler::ClippedSum(const torch::nn::Mo
   for (const Capture& c : captures_) {
     if (c.grad_output.defined()) ++uses[c.layer];
   }
-  auto ghost = [&](const Capture& c) { return c.kind == Kind::kLinear && c.input.dim() == 2 && uses[c.layer] == 1; };
+  const double samples_per_unit = static_cast<double>(batch) / static_cast<double>(num_units);
+  auto ghost = [&](const Capture& c) {
+    if (uses[c.layer] != 1) return false;
+    if (c.kind == Kind::kLinear) return c.input.dim() == 2;
+    if (c.kind == Kind::kConv2d) return GhostConvIsCheaper(c, samples_per_unit);
+    return false;
+  };
   // Materialised per-sample gradients first: a unit is kept only if every
   // value that feeds its gradient is finite. One NaN or Inf (a corrupt image,
   // an overflow) would otherwise pass through clipping (NaN compares false)
@@ -265,10 +288,53 @@ absl::StatusOr<GradSampler::Clipped> GradSampler::ClippedSum(const torch::nn::Mo
   torch::Tensor sq = torch::zeros({num_units}, torch::kFloat64);
   // Each Gram-path layer's input and output gradient, dropped units zeroed.
   std::map<torch::nn::LinearImpl*, std::pair<torch::Tensor, torch::Tensor>> ghost_inputs;
+  std::vector<std::pair<const Capture*, std::pair<torch::Tensor, torch::Tensor>>> ghost_convs;
   const torch::Tensor same_unit =
       identity ? torch::Tensor() : unit_of_sample.unsqueeze(0) == unit_of_sample.unsqueeze(1);  // [B, B]
+  // The samples of each unit, for the convolutions' Gram path.
+  std::vector<std::vector<int64_t>> members;
+  if (!identity) {
+    members.resize(static_cast<size_t>(num_units));
+    const torch::Tensor units = unit_of_sample.contiguous();
+    const int64_t* u = units.data_ptr<int64_t>();
+    for (int64_t i = 0; i < batch; ++i) members[static_cast<size_t>(u[i])].push_back(i);
+  }
   for (const Capture& c : captures_) {
-    if (!c.grad_output.defined() || !ghost(c)) continue;
+    if (!c.grad_output.defined() || !ghost(c) || c.kind != Kind::kConv2d) continue;
+    auto* layer = static_cast<torch::nn::Conv2dImpl*>(c.layer);
+    const torch::Tensor a = zero_dropped(c.input);
+    const torch::Tensor g = zero_dropped(c.grad_output);
+    // A sample's weight gradient is Σ_t g_t a_tᵀ over output positions t
+    // (a_t the unfolded input patch), so its squared norm is
+    // Σ_{t,t'} (a_t·a_t')(g_t·g_t') (Li et al. 2022's ghost norm), and the
+    // bias's is Σ_{t,t'} g_t·g_t'. Over a unit's samples the pairs run over
+    // all their positions.
+    const auto& o = layer->options;
+    const torch::Tensor cols = F::unfold(a, F::UnfoldFuncOptions(*o.kernel_size())
+                                                .dilation(*o.dilation())
+                                                .padding(*c10::get<torch::ExpandingArray<2>>(o.padding()))
+                                                .stride(*o.stride()));  // [B, C*kh*kw, T]
+    const torch::Tensor g3 = g.reshape({batch, g.size(1), -1});         // [B, O, T]
+    const double bias = layer->bias.defined() ? 1.0 : 0.0;
+    if (identity) {
+      const torch::Tensor ga = torch::bmm(cols.transpose(1, 2), cols);  // [B, T, T]
+      const torch::Tensor gg = torch::bmm(g3.transpose(1, 2), g3);
+      sq += ((ga + bias) * gg).sum({1, 2}).to(torch::kFloat64);
+    } else {
+      for (int64_t u = 0; u < num_units; ++u) {
+        const std::vector<int64_t>& m = members[static_cast<size_t>(u)];
+        if (m.empty()) continue;
+        const torch::Tensor idx = torch::tensor(m, torch::kInt64);
+        // The unit's positions as rows: [n*T, C*kh*kw] and [n*T, O].
+        const torch::Tensor au = cols.index_select(0, idx).transpose(1, 2).reshape({-1, cols.size(1)});
+        const torch::Tensor gu = g3.index_select(0, idx).transpose(1, 2).reshape({-1, g3.size(1)});
+        sq[u] += ((au.mm(au.t()) + bias) * gu.mm(gu.t())).sum().to(torch::kFloat64);
+      }
+    }
+    ghost_convs.push_back({&c, {a, g}});
+  }
+  for (const Capture& c : captures_) {
+    if (!c.grad_output.defined() || !ghost(c) || c.kind != Kind::kLinear) continue;
     auto* layer = static_cast<torch::nn::LinearImpl*>(c.layer);
     const torch::Tensor a = zero_dropped(c.input);
     const torch::Tensor g = zero_dropped(c.grad_output);
@@ -316,6 +382,20 @@ absl::StatusOr<GradSampler::Clipped> GradSampler::ClippedSum(const torch::nn::Mo
     const torch::Tensor wg = g * weight.to(g.dtype()).unsqueeze(1);
     sums[layer->weight.unsafeGetTensorImpl()] = wg.t().mm(a);
     if (layer->bias.defined()) sums[layer->bias.unsafeGetTensorImpl()] = wg.sum(0);
+  }
+  for (const auto& [capture, ag] : ghost_convs) {
+    // The clipped sum in one weight-gradient call, each sample's output
+    // gradient scaled by its unit's factor (dropped samples are zero).
+    const auto& [a, g] = ag;
+    auto* layer = static_cast<torch::nn::Conv2dImpl*>(capture->layer);
+    const auto& o = layer->options;
+    std::vector<int64_t> shape(static_cast<size_t>(g.dim()), 1);
+    shape[0] = batch;
+    const torch::Tensor wg = g * weight.to(g.dtype()).reshape(shape);
+    sums[layer->weight.unsafeGetTensorImpl()] = std::get<1>(at::convolution_backward(
+        wg, a, layer->weight, c10::nullopt, *o.stride(), *c10::get<torch::ExpandingArray<2>>(o.padding()),
+        *o.dilation(), /*transposed=*/false, /*output_padding=*/{0, 0}, /*groups=*/1, {false, true, false}));
+    if (layer->bias.defined()) sums[layer->bias.unsafeGetTensorImpl()] = wg.sum({0, 2, 3});
   }
   for (auto& [param, u] : per_unit) {
     // Rows of dropped units may hold an overflow or a NaN: zeroed, not

@@ -57,8 +57,11 @@ class GradSampler : public LayerTap {
   // min(1, clip / norm) and the scaled gradients are summed. For a Linear
   // layer on [B, I] inputs the per-unit norms come from Gram matrices,
   // ||Σ_{i∈u} g_i a_iᵀ||² = Σ_{i,j∈u} (g_i·g_j)(a_i·a_j) (just ||g_i||·||a_i||
-  // with one sample per unit), and the sum is one GEMM (w ⊙ g)ᵀ a; other
-  // layers go through per-sample gradients.
+  // with one sample per unit), and the sum is one GEMM (w ⊙ g)ᵀ a. A Conv2d
+  // whose output has few positions for its width does the same over its
+  // positions (Li et al. 2022's ghost norm), its sum one weight-gradient call
+  // on the factor-scaled output gradients (Bu et al. 2023's book-keeping);
+  // other layers go through per-sample gradients.
   //
   // A unit any of whose values (layer inputs, output gradients, per-sample
   // gradients) is not finite, or whose norm overflows, contributes exactly
@@ -83,6 +86,9 @@ class GradSampler : public LayerTap {
     torch::Tensor grad_output;
   };
   void Add(Kind kind, void* layer, const torch::Tensor& input, const torch::Tensor& output);
+  // Whether a Conv2d capture's unit norms are cheaper by Gram matrices of
+  // its positions than by materialised per-sample gradients.
+  static bool GhostConvIsCheaper(const Capture& c, double samples_per_unit);
   // Per-sample gradients of one capture, keyed by parameter.
   absl::Status Accumulate(const Capture& c, std::map<const void*, torch::Tensor>* out);
 

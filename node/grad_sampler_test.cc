@@ -147,6 +147,26 @@ TEST(GradSamplerTest, UNetLayersMatchBatchSizeOneBackwardPasses) {
   }
 }
 
+// A ResNet: bias-free convolutions, stride 2 in the stem and the stages'
+// first blocks, 1x1 downsampling shortcuts, GroupNorm, a linear classifier
+// on an adaptive average. In float64: its ReLUs and max pool decide ties
+// near zero that float32 rounding could flip between a batch and a
+// batch-size-1 pass.
+TEST(GradSamplerTest, ResNetLayersMatchBatchSizeOneBackwardPasses) {
+  torch::manual_seed(8);
+  for (const char* arch : {"resnet18", "resnet34"}) {
+    ModelSpec spec{arch, 2, 32, 3};
+    spec.base_width = 8;
+    auto model = CreateNetwork(spec);
+    ASSERT_TRUE(model.ok()) << model.status();
+    (*model)->to(torch::kFloat64);
+    torch::Tensor x = torch::randn({3, 2, 32, 32}, torch::kFloat64);
+    torch::Tensor y = torch::randint(0, 3, {3}, torch::kInt64);
+    SCOPED_TRACE(arch);
+    ExpectMatchesNaive(**model, x, y);
+  }
+}
+
 // The loss stays finite, and its gradient too, on images whose mask is empty
 // (a perfect prediction there scores Dice 1, not 0/0).
 TEST(SegmentationLossTest, EmptyMasksGiveFiniteLossAndGradients) {

@@ -9,7 +9,12 @@ namespace fedrad::node {
 namespace {
 
 // Keeps the output of the last layer with a spatial output (a convolution
-// or the normalisation after it), so its gradient can be read.
+// or the normalisation after it) of at least kMinCamSide x kMinCamSide
+// positions, else of the last with any, so its gradient can be read. A
+// ResNet's last stage is 32 times smaller than its input (7x7 at 224, where
+// Grad-CAM is usually drawn, but 2x2 at 64): its heatmap would be a few
+// blocks; an earlier stage's shows where.
+constexpr int64_t kMinCamSide = 5;
 class LastSpatialLayer : public LayerTap {
  public:
   void Linear(torch::nn::LinearImpl&, const torch::Tensor&, const torch::Tensor&) override {}
@@ -20,15 +25,16 @@ class LastSpatialLayer : public LayerTap {
   void GroupNorm(torch::nn::GroupNormImpl&, const torch::Tensor&, const torch::Tensor& output) override {
     Keep(output);
   }
-  const torch::Tensor& activations() const { return activations_; }
+  const torch::Tensor& activations() const { return fine_.defined() ? fine_ : last_; }
 
  private:
   void Keep(const torch::Tensor& output) {
     if (output.dim() != 4) return;
-    activations_ = output;
-    activations_.retain_grad();
+    output.retain_grad();
+    last_ = output;
+    if (output.size(2) >= kMinCamSide && output.size(3) >= kMinCamSide) fine_ = output;
   }
-  torch::Tensor activations_;
+  torch::Tensor fine_, last_;
 };
 
 class TorchPredictor : public Predictor {

@@ -169,6 +169,41 @@ TEST_F(PredictTest, HeatmapsOfABatchAreEachImagesOwn) {
   }
 }
 
+// A ResNet at 64x64 ends in a 2x2 stage; its heatmaps come from the last
+// layer of at least 5x5 (the second stage, 8x8). Bilinear upsampling to 64
+// with align_corners = false copies a source row over the border rows: from
+// a 2x2 map rows 0 to 15 would all be alike, from an 8x8 one only rows 0 to 3.
+TEST_F(PredictTest, AResNetsHeatmapsComeFromAStageFinerThanItsLast) {
+  ModelSpec spec{"resnet18", 1, 64, 2};
+  spec.base_width = 8;
+  absl::StatusOr<ModelParameters> p = InitialParameters(spec, 5);
+  ASSERT_TRUE(p.ok()) << p.status();
+  SafetensorsMetadata m = ModelShapeMetadata(spec);
+  PreprocessSettings settings = settings_;
+  settings.output_size = 64;
+  SetPipelineMetadata(settings, &m);
+  const std::string path = (dir_ / "resnet.safetensors").string();
+  ASSERT_TRUE(WriteSafetensorsFile(path, *p, m).ok());
+  absl::StatusOr<SavedModel> model = LoadSavedModel(path);
+  ASSERT_TRUE(model.ok()) << model.status();
+  absl::StatusOr<std::unique_ptr<Predictor>> predictor = Predictor::Create(*model);
+  ASSERT_TRUE(predictor.ok()) << predictor.status();
+  std::vector<float> pixels(4 * 64 * 64);
+  for (size_t i = 0; i < pixels.size(); ++i) pixels[i] = static_cast<float>((i * 7919) % 101) / 100.0f;
+  absl::StatusOr<BatchOutput> out = (*predictor)->Run(pixels.data(), 4, true);
+  ASSERT_TRUE(out.ok()) << out.status();
+  int compared = 0;
+  for (int n = 0; n < 4; ++n) {
+    const float* map = out->heatmaps.data() + n * 64 * 64;
+    if (*std::max_element(map, map + 64 * 64) == 0) continue;  // nothing supports the class
+    ++compared;
+    float row_difference = 0;
+    for (int x = 0; x < 64; ++x) row_difference = std::max(row_difference, std::abs(map[x] - map[8 * 64 + x]));
+    EXPECT_GT(row_difference, 1e-4) << "image " << n << ": rows 0 and 8 alike, as from a 2x2 map";
+  }
+  EXPECT_GT(compared, 0);
+}
+
 TEST_F(PredictTest, RefusesAnotherPipelineAndWritesNothing) {
   o_.preprocess.window_width = 1500;
   absl::StatusOr<PredictReport> r = Predict(o_);

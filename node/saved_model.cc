@@ -93,9 +93,11 @@ absl::StatusOr<SavedModel> LoadSavedModel(const std::string& path, const SavedMo
   if (out.spec.architecture == "unet2d") {
     absl::StatusOr<int> depth = shape("depth", 0, out.spec.depth, "");
     if (!depth.ok()) return depth.status();
+    out.spec.depth = *depth;
+  }
+  if (out.spec.architecture == "unet2d" || IsResNet(out.spec.architecture)) {
     absl::StatusOr<int> width = shape("base_width", 0, out.spec.base_width, "");
     if (!width.ok()) return width.status();
-    out.spec.depth = *depth;
     out.spec.base_width = *width;
   }
   if (auto names = file->metadata.find("class_names"); names != file->metadata.end()) {

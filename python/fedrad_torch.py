@@ -3,7 +3,7 @@
 A fedrad model is a .safetensors file: float32 tensors named as PyTorch names
 a module's parameters ("conv1.weight", ...), and header metadata that says
 what it is: architecture, task, in_channels, input_size, num_classes (and
-for unet2d depth and base_width), class_names, round,
+for unet2d depth and base_width, for resnet18/34 base_width), class_names, round,
 manifest_sha256 and preprocessing (how DICOM became the model's input, in the
 order window -> resize -> denoise -> CLAHE -> normalize). The classes below
 are the same networks as common/model_zoo_torch.cc, layer for layer:
@@ -126,7 +126,59 @@ class UNet2d(nn.Module):
         return self.head(x)
 
 
-ARCHITECTURES = {"ctnet": CtNet, "tbcnn28": TbCnn28, "unet2d": UNet2d}
+def _resnet_groups(channels):
+    return min(32, channels // 2)
+
+
+class _Downsample(nn.Sequential):
+    def __init__(self, cin, cout, stride):
+        super().__init__(nn.Conv2d(cin, cout, 1, stride=stride, bias=False), nn.GroupNorm(_resnet_groups(cout), cout))
+
+
+class _BasicBlock(nn.Module):
+    def __init__(self, cin, cout):
+        super().__init__()
+        stride = 1 if cin == cout else 2
+        self.conv1 = nn.Conv2d(cin, cout, 3, stride=stride, padding=1, bias=False)
+        self.bn1 = nn.GroupNorm(_resnet_groups(cout), cout)
+        self.conv2 = nn.Conv2d(cout, cout, 3, padding=1, bias=False)
+        self.bn2 = nn.GroupNorm(_resnet_groups(cout), cout)
+        self.downsample = _Downsample(cin, cout, stride) if cin != cout else None
+
+    def forward(self, x):
+        y = F.relu(self.bn1(self.conv1(x)))
+        y = self.bn2(self.conv2(y))
+        return F.relu(y + (x if self.downsample is None else self.downsample(x)))
+
+
+class ResNet(nn.Module):
+    """"resnet18" / "resnet34": He et al.'s basic-block ResNets with GroupNorm, torchvision's parameter names."""
+
+    BLOCKS = {"resnet18": (2, 2, 2, 2), "resnet34": (3, 4, 6, 3)}
+
+    def __init__(self, architecture, in_channels, num_classes, base_width=64):
+        super().__init__()
+        w = base_width
+        self.conv1 = nn.Conv2d(in_channels, w, 7, stride=2, padding=3, bias=False)
+        self.bn1 = nn.GroupNorm(_resnet_groups(w), w)
+        cin = w
+        for stage, n in enumerate(self.BLOCKS[architecture]):
+            cout = w << stage
+            blocks = []
+            for _ in range(n):
+                blocks.append(_BasicBlock(cin, cout))
+                cin = cout
+            setattr(self, f"layer{stage + 1}", nn.Sequential(*blocks))
+        self.fc = nn.Linear(cin, num_classes)
+
+    def forward(self, x):
+        x = F.max_pool2d(F.relu(self.bn1(self.conv1(x))), 3, stride=2, padding=1)
+        for stage in range(1, 5):
+            x = getattr(self, f"layer{stage}")(x)
+        return self.fc(F.adaptive_avg_pool2d(x, 1).flatten(1))
+
+
+ARCHITECTURES = {"ctnet": CtNet, "tbcnn28": TbCnn28, "unet2d": UNet2d, "resnet18": ResNet, "resnet34": ResNet}
 
 
 def build(metadata):
@@ -137,6 +189,8 @@ def build(metadata):
     in_channels, classes = int(metadata.get("in_channels", 1)), int(metadata["num_classes"])
     if arch == "unet2d":
         return UNet2d(in_channels, classes, int(metadata.get("depth", 3)), int(metadata.get("base_width", 16)))
+    if arch in ResNet.BLOCKS:
+        return ResNet(arch, in_channels, classes, int(metadata.get("base_width", 64)))
     return ARCHITECTURES[arch](in_channels, classes)
 
 

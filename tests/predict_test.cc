@@ -120,6 +120,32 @@ TEST_F(PredictCommandTest, RunsWithoutANetworkAndAgreesWithEvaluate) {
       << ReadText(dir_ + "/again.log");
 }
 
+// A ResNet trains, predicts with heatmaps (Grad-CAM on its last stage), and
+// loads in Python's twin (torchvision's names, GroupNorm) to the same
+// probabilities.
+TEST_F(PredictCommandTest, AResNetPredictsWithHeatmapsAndTheSameInPython) {
+  const std::string model = dir_ + "/resnet.safetensors", log = dir_ + "/resnet.log";
+  ASSERT_EQ(RunCommand({NodeBin(), "train-local", "--config", config_, "--model", "resnet18", "--width", "8", "--size",
+                        "32", "--epochs", "1", "--save", model},
+                       log),
+            0)
+      << ReadText(log);
+  const std::string csv = dir_ + "/resnet.csv", heatmaps = dir_ + "/resnet-heatmaps";
+  ASSERT_EQ(RunCommand({NodeBin(), "predict", "--config", config_, "--model", model, "--input", data_, "--out", csv,
+                        "--heatmaps", heatmaps, "--heatmap-negatives"},
+                       log),
+            0)
+      << ReadText(log);
+  int pngs = 0;
+  for (const auto& e : fs::recursive_directory_iterator(heatmaps)) pngs += e.path().extension() == ".png";
+  EXPECT_EQ(pngs, 20);
+  const std::string py_log = dir_ + "/resnet-python.log";
+  EXPECT_EQ(RunCommand({"/usr/bin/python3", SourceDir() + "/tests/python_export_check.py", model, csv, data_}, py_log),
+            0)
+      << ReadText(py_log);
+  EXPECT_NE(ReadText(py_log).find("20 images, resnet18"), std::string::npos) << ReadText(py_log);
+}
+
 TEST_F(PredictCommandTest, RefusesAModelOfAnotherPipeline) {
   ReplaceInFile(config_, "window_width = 400", "window_width = 1500");
   const std::string log = dir_ + "/predict.log";
