@@ -24,7 +24,8 @@ namespace fedrad::crypto {
 // discrete Gaussian on a 2^-k grid because it is vectorisable at the
 // gradient sizes DP-SGD needs every step.
 //
-// Not thread-safe; one generator per training loop.
+// Not thread-safe (Gaussian's own threads aside); one generator per
+// training loop.
 class SecureRandom {
  public:
   // Keyed from the OS. Fails only if OpenSSL cannot be seeded.
@@ -37,6 +38,10 @@ class SecureRandom {
   double Uniform();
   // Fills `out[0..n)` with N(0, stddev²) noise (the secure construction above).
   void Gaussian(double* out, size_t n, double stddev);
+  // The same on `threads` threads (0: one per core, at most 16): the values,
+  // and where the generator goes on after them, are those of one thread,
+  // whatever the count (each thread seeks the keystream to its share).
+  void Gaussian(double* out, size_t n, double stddev, int threads);
   // True with probability p.
   bool Bernoulli(double p) { return Uniform() < p; }
 

@@ -2,7 +2,9 @@
 
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <cmath>
+#include <cstring>
 #include <vector>
 
 namespace fedrad::crypto {
@@ -29,6 +31,28 @@ TEST(SecureRandomTest, GaussianHasTheRequestedMomentsAndTails) {
   EXPECT_NEAR(m2, 6.25, 0.07);
   EXPECT_NEAR(m4 / (m2 * m2), 3.0, 0.05);                        // Gaussian kurtosis
   EXPECT_NEAR(static_cast<double>(beyond2) / n, 0.0455, 0.002);  // P(|Z| > 2)
+}
+
+// Noise drawn on several threads is the one thread's stream exactly, value
+// for value and bit for bit, from any position (here an odd word into the
+// keystream, so the threads' shares start mid-block), and the generator goes
+// on from the same place afterwards. A share off by one word would repeat
+// or skip keystream: noise values correlated or shifted.
+TEST(SecureRandomTest, ThreadsDrawExactlyTheOneThreadStream) {
+  auto one = SecureRandom::ForTesting(7), many = SecureRandom::ForTesting(7);
+  for (int k = 0; k < 3; ++k) EXPECT_EQ(one->Uniform(), many->Uniform());
+  for (size_t n : {size_t{200003}, size_t{70001}, size_t{5}}) {
+    std::vector<double> a(n), b(n);
+    one->Gaussian(a.data(), n, 1.5, /*threads=*/1);
+    many->Gaussian(b.data(), n, 1.5, /*threads=*/3);
+    EXPECT_EQ(std::memcmp(a.data(), b.data(), n * sizeof(double)), 0) << n;
+    for (int k = 0; k < 5; ++k) EXPECT_EQ(one->Uniform(), many->Uniform()) << n;
+  }
+  // Distinct values: no share repeats another's words.
+  std::vector<double> c(300000);
+  many->Gaussian(c.data(), c.size(), 1.0, 4);
+  std::sort(c.begin(), c.end());
+  EXPECT_EQ(std::adjacent_find(c.begin(), c.end()), c.end());
 }
 
 TEST(SecureRandomTest, OsSeededGeneratorsDiffer) {
