@@ -242,7 +242,30 @@ std::string FormatMetrics(const Metrics& m, const std::map<std::string, Interval
     for (int64_t v : row) absl::StrAppendFormat(&out, " %8d", v);
     out += "\n";
   }
+  if (std::optional<std::string> warning = SingleClassWarning(m)) absl::StrAppend(&out, "\nwarning: ", *warning, "\n");
   return out;
+}
+
+std::optional<std::string> SingleClassWarning(const Metrics& m) {
+  int occurring = 0, predicted = 0, only = -1;
+  for (size_t t = 0; t < m.confusion.size(); ++t) {
+    int64_t row = 0, column = 0;
+    for (size_t p = 0; p < m.confusion.size(); ++p) {
+      row += m.confusion[t][p];
+      column += m.confusion[p][t];
+    }
+    occurring += row > 0;
+    if (column > 0) {
+      ++predicted;
+      only = static_cast<int>(t);
+    }
+  }
+  if (occurring < 2 || predicted != 1) return std::nullopt;
+  return absl::StrFormat(
+      "every one of the %d images is predicted as class %d although %d classes occur: the model has learned the "
+      "class prior, not the task (balanced accuracy %.4f); train longer, with a larger learning rate, or with less "
+      "noise",
+      m.count, only, occurring, m.balanced_accuracy);
 }
 
 std::string MetricsJson(const Metrics& m, const std::map<std::string, Interval>& ci) {

@@ -95,6 +95,12 @@ absl::StatusOr<std::map<std::string, Interval>> BootstrapIntervals(const Scores&
 // A table for the terminal: the overall figures with their intervals (those
 // in `ci`), per-class figures, and the confusion matrix.
 std::string FormatMetrics(const Metrics& m, const std::map<std::string, Interval>& ci);
+
+// When several classes occur but every example is predicted as one class:
+// a sentence saying so (the model holds the class prior, not the task; its
+// accuracy is that class's share and its balanced accuracy 1 / classes).
+// FormatMetrics ends with it; train-local prints it.
+std::optional<std::string> SingleClassWarning(const Metrics& m);
 // The same figures as a JSON object: {"count", "metrics": {name: {"value",
 // "ci95": [low, high]}}, "per_class": [...], "confusion": [[...]]}.
 std::string MetricsJson(const Metrics& m, const std::map<std::string, Interval>& ci);

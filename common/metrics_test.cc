@@ -37,6 +37,22 @@ TEST(MetricsTest, BinaryByHand) {
   EXPECT_DOUBLE_EQ(*m->roc_auc, 0.75);
 }
 
+// A model that says one class for everything, while two occur, is named
+// as such (accuracy is then the class's share: 0.75 here looks good); a model
+// with any spread of predictions, or a set of one class, is not.
+TEST(MetricsTest, AModelPredictingOneClassIsNamed) {
+  absl::StatusOr<Metrics> prior = ComputeMetrics(Binary({0, 0, 0, 1}, {0.1f, 0.2f, 0.3f, 0.4f}));
+  ASSERT_TRUE(prior.ok());
+  std::optional<std::string> w = SingleClassWarning(*prior);
+  ASSERT_TRUE(w.has_value());
+  EXPECT_NE(w->find("every one of the 4 images is predicted as class 0 although 2 classes occur"), std::string::npos)
+      << *w;
+  EXPECT_NE(w->find("balanced accuracy 0.5000"), std::string::npos) << *w;
+  EXPECT_NE(FormatMetrics(*prior, {}).find("warning: every one"), std::string::npos);
+  EXPECT_FALSE(SingleClassWarning(*ComputeMetrics(Binary({0, 0, 0, 1}, {0.1f, 0.2f, 0.3f, 0.6f}))).has_value());
+  EXPECT_FALSE(SingleClassWarning(*ComputeMetrics(Binary({0, 0, 0, 0}, {0.1f, 0.2f, 0.3f, 0.4f}))).has_value());
+}
+
 TEST(MetricsTest, AucTiesCountOneHalf) {
   // Positives {0.5, 0.9}, negatives {0.5, 0.2}: 1/2 + 1 + 1 + 1 over 4 pairs.
   EXPECT_DOUBLE_EQ(*RocAuc({0.5f, 0.5f, 0.2f, 0.9f}, {false, true, false, true}), 0.875);

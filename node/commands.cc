@@ -13,7 +13,9 @@
 #include <iostream>
 #include <thread>
 
+#include "absl/strings/str_cat.h"
 #include "common/bench_floor.h"
+#include "common/plan.h"
 #include "node/local_access.h"
 #include "node/node_config.h"
 #include "node/node_runtime.h"
@@ -192,6 +194,10 @@ TrainLocalCommand::TrainLocalCommand(CLI::App* app) {
                        "the ledger is not charged: nothing leaves the site)");
   command_->add_option("--data", tl_data_, "DICOM folder (instead of --config)");
   command_->add_option("--labels", tl_labels_, "labels.csv (default DATA/labels.csv)");
+  command_->add_option("--plan", tl_plan_,
+                       "Federation plan (TOML): train its [model] with its [training] batch, learning rate and "
+                       "momentum for rounds x local_epochs epochs, the central baseline of that federation "
+                       "(--epochs may differ; the other model and training flags must agree with it)");
   command_->add_option("--test-data", tl_test_data_, "Held-out DICOM folder (default: a patient split of --data)");
   command_->add_option("--test-labels", tl_test_labels_, "Its labels.csv (default TEST_DATA/labels.csv)");
   command_
@@ -271,6 +277,44 @@ int TrainLocalCommand::Run() {
     std::cerr << "train-local needs --config node.toml, or --data DIR [--labels CSV]\n";
     return 2;
   }
+  std::optional<fedrad::FederationPlan> plan;
+  if (!tl_plan_.empty()) {
+    // The strategy is the coordinator's business, not checked here.
+    absl::StatusOr<fedrad::FederationPlan> loaded =
+        fedrad::LoadPlan(tl_plan_, [](const fedrad::FederationPlan&, const fedrad::PlanFailure&) {});
+    if (!loaded.ok()) return Fail(loaded.status(), 2);
+    plan = std::move(*loaded);
+    // A flag given as well must say what the plan says: a baseline of
+    // another model or step would not be the federation's.
+    std::string conflict;
+    auto agree = [&](const char* flag, const std::string& given, const std::string& planned, const char* key) {
+      if (conflict.empty() && command_->count(flag) > 0 && given != planned) {
+        conflict = absl::StrCat(flag, " ", given, " disagrees with the plan's ", key, " ", planned, " (", tl_plan_,
+                                "): drop the flag or change the plan");
+      }
+    };
+    const fedrad::ModelSpec& m = plan->model;
+    agree("--model", tl_arch_, m.architecture, "[model] architecture");
+    agree("--size", std::to_string(tl_size_), std::to_string(m.input_size), "[model] input_size");
+    agree("--classes", std::to_string(tl_classes_), std::to_string(m.num_classes), "[model] num_classes");
+    agree("--depth", std::to_string(tl_depth_), std::to_string(m.depth), "[model] depth");
+    agree("--width", std::to_string(tl_base_width_), std::to_string(m.base_width), "[model] base_width");
+    agree("--batch", std::to_string(tl_batch_), std::to_string(plan->training.batch_size), "[training] batch_size");
+    agree("--lr", absl::StrCat(tl_lr_), absl::StrCat(plan->training.learning_rate), "[training] learning_rate");
+    agree("--momentum", absl::StrCat(tl_momentum_), absl::StrCat(plan->training.momentum), "[training] momentum");
+    if (!conflict.empty()) {
+      std::cerr << "error: " << conflict << "\n";
+      return 2;
+    }
+    tl_arch_ = m.architecture;
+    tl_size_ = m.input_size;
+    tl_classes_ = m.num_classes;
+    tl_batch_ = plan->training.batch_size;
+    tl_lr_ = plan->training.learning_rate;
+    tl_momentum_ = plan->training.momentum;
+    if (command_->count("--epochs") == 0) tl_epochs_ = plan->rounds * plan->training.local_epochs;
+    if (!m.class_names.empty()) o.spec.class_names = m.class_names;
+  }
   o.spec.num_classes = tl_classes_;
   o.spec.preprocess.output_size = tl_size_;
   if (!tl_test_data_.empty()) {
@@ -287,6 +331,10 @@ int TrainLocalCommand::Run() {
     o.model.base_width = tl_base_width_ > 0 ? tl_base_width_ : 64;
   }
   o.model.class_names = o.spec.class_names;
+  if (plan) {
+    o.model = plan->model;  // in_channels, depth, base_width and task as well
+    if (o.model.class_names.empty()) o.model.class_names = o.spec.class_names;
+  }
   o.spec.task = o.model.task;
   if (o.test) o.test->task = o.model.task;
   if (absl::Status s = fedrad::CheckModelSpec(o.model); !s.ok()) return Fail(s, 2);

@@ -86,7 +86,7 @@ class TrainLocalCommand final : public NodeCommand {
   double tl_lr_ = 0.05, tl_momentum_ = 0.9, tl_center_ = 40, tl_width_ = 400, tl_clip_ = 1.0, tl_noise_ = -1,
          tl_epsilon_ = -1, tl_delta_ = 1e-5;
   bool tl_dp_ = false;
-  std::string tl_config_;
+  std::string tl_config_, tl_plan_;
 };
 
 // `fedrad-node evaluate`: a saved model's figures on labelled local data.

@@ -74,8 +74,12 @@ absl::Status TrainLocal(const TrainLocalOptions& o, std::ostream& out) {
                            eval->dice.empty() ? 0.0 : dice / static_cast<double>(eval->dice.size()), eval->accuracy,
                            eval->loss, eval->count, o.model.architecture, o.epochs);
   } else {
-    out << absl::StrFormat("held-out accuracy %.4f, loss %.4f on %d images (%s, %d epochs)\n", eval->accuracy,
-                           eval->loss, eval->count, o.model.architecture, o.epochs);
+    absl::StatusOr<Metrics> metrics = ComputeMetrics(eval->scores);
+    if (!metrics.ok()) return metrics.status();
+    out << absl::StrFormat("held-out accuracy %.4f, balanced accuracy %.4f, loss %.4f on %d images (%s, %d epochs)\n",
+                           eval->accuracy, metrics->balanced_accuracy, eval->loss, eval->count, o.model.architecture,
+                           o.epochs);
+    if (std::optional<std::string> warning = SingleClassWarning(*metrics)) out << "warning: " << *warning << "\n";
   }
   if (o.dp) out << absl::StrFormat("privacy: epsilon = %.4f, delta = %g\n", epsilon, o.dp->delta);
   if (!o.save_path.empty()) {

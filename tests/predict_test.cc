@@ -146,6 +146,22 @@ TEST_F(PredictCommandTest, AResNetPredictsWithHeatmapsAndTheSameInPython) {
   EXPECT_NE(ReadText(py_log).find("20 images, resnet18"), std::string::npos) << ReadText(py_log);
 }
 
+// train-local --plan trains the federation's model with its training
+// settings for rounds x local_epochs epochs (the plan here: ctnet at 32, one
+// round of one local epoch), prints balanced accuracy beside accuracy, and
+// refuses a flag that contradicts the plan.
+TEST_F(PredictCommandTest, TrainLocalTakesThePlan) {
+  const std::string plan = dir_ + "/plan.toml", log = dir_ + "/plan-train.log";
+  ASSERT_EQ(RunCommand({NodeBin(), "train-local", "--config", config_, "--plan", plan}, log), 0) << ReadText(log);
+  EXPECT_NE(ReadText(log).find("balanced accuracy"), std::string::npos) << ReadText(log);
+  EXPECT_NE(ReadText(log).find("(ctnet, 1 epochs)"), std::string::npos) << ReadText(log);
+  ASSERT_EQ(RunCommand({NodeBin(), "train-local", "--config", config_, "--plan", plan, "--epochs", "2"}, log), 0);
+  EXPECT_NE(ReadText(log).find("(ctnet, 2 epochs)"), std::string::npos) << ReadText(log);
+  EXPECT_EQ(RunCommand({NodeBin(), "train-local", "--config", config_, "--plan", plan, "--size", "64"}, log), 2);
+  EXPECT_NE(ReadText(log).find("--size 64 disagrees with the plan's [model] input_size 32"), std::string::npos)
+      << ReadText(log);
+}
+
 TEST_F(PredictCommandTest, RefusesAModelOfAnotherPipeline) {
   ReplaceInFile(config_, "window_width = 400", "window_width = 1500");
   const std::string log = dir_ + "/predict.log";
