@@ -8,7 +8,8 @@
 // layers' outputs only (GradSampler::Backward), per-sample gradient norms
 // (Gram matrices for the linear layers, materialised per-sample gradients
 // for the convolutions), per-sample
-// clipping, secure Gaussian noise, and the optimizer step. Uses OpenBLAS when installed
+// clipping, secure Gaussian noise, and the optimizer step. On every core
+// (SetTorchThreads(0)); OMP_NUM_THREADS does not change it. Uses OpenBLAS when installed
 // (scripts/setup.sh installs libopenblas0-pthread).
 #include <benchmark/benchmark.h>
 #include <torch/torch.h>
@@ -18,6 +19,7 @@
 #include "node/dp_sgd.h"
 #include "node/grad_sampler.h"
 #include "node/losses.h"
+#include "node/trainer.h"
 
 namespace {
 
@@ -43,6 +45,7 @@ ModelSpec ResNet18() {
 }
 
 std::shared_ptr<fedrad::NetworkImpl> Model(const ModelSpec& spec) {
+  fedrad::node::SetTorchThreads(0);  // every core, as a node with threads = 0
   torch::manual_seed(1);
   return *fedrad::CreateNetwork(spec);
 }

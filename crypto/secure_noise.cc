@@ -124,37 +124,23 @@ void SecureRandom::Gaussian(double* out, size_t n, double stddev, int threads) {
     }
     return;
   }
-  // The same values as one thread: value i takes keystream words
-  // first + 4i .. first + 4i + 3, wherever it is computed. Each thread seeks
-  // its own cipher context to its share's first word; no word is used
-  // twice, and the generator goes on after the last word taken.
-  const uint64_t first = impl_->generated - (impl_->buffer.size() - impl_->next);
+  const uint64_t first = Reserve(n);
   const size_t per_thread = (n + static_cast<size_t>(threads) - 1) / static_cast<size_t>(threads);
-  auto work = [&](size_t begin, size_t end) {
-    const uint64_t word = first + 4 * begin;
-    EVP_CIPHER_CTX* ctx = ContextAt(impl_->key, word / 2);
-    constexpr size_t kChunk = 4096;  // values per keystream fill: 128 KiB of words
-    std::vector<uint64_t> words(4 * kChunk);
-    // CTR mode is a byte stream: a share that starts in a block's second
-    // word drops the first, and each fill goes on from the byte after the last.
-    if (word % 2) Keystream(ctx, words.data(), 1);
-    for (size_t i = begin; i < end; i += kChunk) {
-      const size_t m = std::min(kChunk, end - i);
-      Keystream(ctx, words.data(), 4 * m);
-      for (size_t j = 0; j < m; ++j) out[i + j] = GaussianOf(words.data() + 4 * j, stddev);
-    }
-    EVP_CIPHER_CTX_free(ctx);
-  };
   std::vector<std::thread> pool;
   for (int t = 1; t < threads; ++t) {
     const size_t begin = std::min(n, per_thread * static_cast<size_t>(t));
     const size_t end = std::min(n, begin + per_thread);
-    if (begin < end) pool.emplace_back(work, begin, end);
+    if (begin < end) pool.emplace_back([=] { GaussianAt(first, begin, end, stddev, out); });
   }
-  work(0, std::min(n, per_thread));
+  GaussianAt(first, 0, std::min(n, per_thread), stddev, out);
   for (std::thread& t : pool) t.join();
-  // Go on from the word after the last one taken.
-  const uint64_t after = first + 4 * static_cast<uint64_t>(n);
+}
+
+uint64_t SecureRandom::Reserve(size_t values) {
+  // Value i of the draw takes keystream words first + 4i .. first + 4i + 3;
+  // the generator goes on from the word after the last.
+  const uint64_t first = impl_->generated - (impl_->buffer.size() - impl_->next);
+  const uint64_t after = first + 4 * static_cast<uint64_t>(values);
   EVP_CIPHER_CTX_free(impl_->ctx);
   impl_->ctx = ContextAt(impl_->key, after / 2);
   impl_->generated = after - after % 2;
@@ -163,6 +149,26 @@ void SecureRandom::Gaussian(double* out, size_t n, double stddev, int threads) {
     Refill();
     impl_->next = 1;
   }
+  return first;
+}
+
+void SecureRandom::GaussianAt(uint64_t first, size_t begin, size_t end, double stddev, double* out) const {
+  if (begin >= end) return;
+  const uint64_t word = first + 4 * static_cast<uint64_t>(begin);
+  // Its own cipher context, sought to the share's first word: no state is
+  // shared with other shares or the generator.
+  EVP_CIPHER_CTX* ctx = ContextAt(impl_->key, word / 2);
+  constexpr size_t kChunk = 4096;  // values per keystream fill: 128 KiB of words
+  std::vector<uint64_t> words(4 * kChunk);
+  // CTR mode is a byte stream: a share that starts in a block's second
+  // word drops the first, and each fill goes on from the byte after the last.
+  if (word % 2) Keystream(ctx, words.data(), 1);
+  for (size_t i = begin; i < end; i += kChunk) {
+    const size_t m = std::min(kChunk, end - i);
+    Keystream(ctx, words.data(), 4 * m);
+    for (size_t j = 0; j < m; ++j) out[i + j] = GaussianOf(words.data() + 4 * j, stddev);
+  }
+  EVP_CIPHER_CTX_free(ctx);
 }
 
 }  // namespace fedrad::crypto

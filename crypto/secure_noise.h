@@ -42,6 +42,13 @@ class SecureRandom {
   // and where the generator goes on after them, are those of one thread,
   // whatever the count (each thread seeks the keystream to its share).
   void Gaussian(double* out, size_t n, double stddev, int threads);
+  // The same draw, computed where the caller likes (its own thread pool):
+  // Reserve(n) takes the keystream of n values and returns where it starts;
+  // GaussianAt(first, begin, end, ...) writes values begin..end of that
+  // draw into out[begin..end). GaussianAt is const and may run on several
+  // threads at once, for disjoint ranges; the values are Gaussian(out, n)'s.
+  uint64_t Reserve(size_t values);
+  void GaussianAt(uint64_t first, size_t begin, size_t end, double stddev, double* out) const;
   // True with probability p.
   bool Bernoulli(double p) { return Uniform() < p; }
 

@@ -48,6 +48,14 @@ TEST(SecureRandomTest, ThreadsDrawExactlyTheOneThreadStream) {
     EXPECT_EQ(std::memcmp(a.data(), b.data(), n * sizeof(double)), 0) << n;
     for (int k = 0; k < 5; ++k) EXPECT_EQ(one->Uniform(), many->Uniform()) << n;
   }
+  // Reserve + GaussianAt in pieces, in any order, give the same values too.
+  std::vector<double> a(100001), b(100001);
+  one->Gaussian(a.data(), a.size(), 2.0, 1);
+  const uint64_t first = many->Reserve(b.size());
+  many->GaussianAt(first, 50001, b.size(), 2.0, b.data());
+  many->GaussianAt(first, 0, 50001, 2.0, b.data());
+  EXPECT_EQ(std::memcmp(a.data(), b.data(), a.size() * sizeof(double)), 0);
+  EXPECT_EQ(one->Uniform(), many->Uniform());
   // Distinct values: no share repeats another's words.
   std::vector<double> c(300000);
   many->Gaussian(c.data(), c.size(), 1.0, 4);

@@ -486,7 +486,7 @@ int PredictCommand::Run() {
   pr_.preprocess = config->preprocess;
   pr_.class_names = config->class_names;
   pr_.loader_threads = config->loader_threads;
-  if (config->threads > 0) fedrad::node::SetTorchThreads(config->threads);
+  fedrad::node::SetTorchThreads(config->threads);
   absl::StatusOr<fedrad::node::PredictReport> r = fedrad::node::Predict(pr_);
   if (!r.ok()) return Fail(r.status(), 1);
   std::cout << r->images << " image(s) from " << r->files << " file(s) -> " << pr_.out_csv << "\n";

@@ -129,7 +129,7 @@ absl::StatusOr<std::unique_ptr<NodeRuntime>> NodeRuntime::Create(const NodeConfi
   s = (*store)->RecordConfig(ConfigFacts(config), clock->NowMs());
   if (!s.ok()) return s;
   if (!client) client = MakeGrpcCoordinatorClient(config);
-  if (config.threads > 0) SetTorchThreads(config.threads);
+  SetTorchThreads(config.threads);
   return std::unique_ptr<NodeRuntime>(new NodeRuntime(config, clock, std::move(*store), std::move(client)));
 }
 

@@ -17,7 +17,7 @@
 namespace fedrad::node {
 
 absl::Status TrainLocal(const TrainLocalOptions& o, std::ostream& out) {
-  if (o.threads > 0) SetTorchThreads(o.threads);
+  SetTorchThreads(o.threads);
   LoadReport report;
   absl::StatusOr<ImageSet> data = LoadImageSet(o.spec, &report);
   if (!data.ok()) return data.status();

@@ -8,6 +8,7 @@
 
 #include <cmath>
 #include <map>
+#include <thread>
 
 #include <spdlog/spdlog.h>
 
@@ -251,7 +252,13 @@ absl::StatusOr<Evaluation> EvaluateSegmentation(const ModelSpec& spec, NetworkIm
 }  // namespace
 
 void SetTorchThreads(int threads) {
-  if (threads > 0) at::set_num_threads(threads);
+  // 0 is every core, set explicitly: LibTorch's own default is the physical
+  // cores as its CPU probe finds them, which on this project's 2-core machines
+  // comes out as 1 (at::get_num_threads() = 1, in Python too), so "all cores"
+  // trained on one (ResNet-18's plain step: 151 samples/s on one thread, 219
+  // on two; bench/RESULTS.md).
+  const unsigned cores = std::max(1u, std::thread::hardware_concurrency());
+  at::set_num_threads(threads > 0 ? threads : static_cast<int>(cores));
 }
 
 absl::StatusOr<TrainingOutcome> TrainLocally(const ModelSpec& spec, const ModelParameters& global,

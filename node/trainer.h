@@ -104,7 +104,8 @@ struct Evaluation {
 absl::StatusOr<Evaluation> EvaluateModel(const ModelSpec& spec, const ModelParameters& parameters,
                                          const ImageSet& images);
 
-// Limits LibTorch's intra-op threads (several nodes may share one machine).
+// Sets LibTorch's intra-op threads: `threads`, or with 0 one per core
+// (several nodes sharing one machine give each a share).
 void SetTorchThreads(int threads);
 
 }  // namespace fedrad::node
