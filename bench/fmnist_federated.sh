@@ -11,6 +11,8 @@
 # per-round log; the score is on the 10,000 test images).
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+source "$root/bench/lib.sh"
+bash "$root/scripts/setup.sh" --bench  # Debian's dataset-fashion-mnist
 rounds="${1:-30}"
 alpha="${2:-1.0}"
 bin="${3:-$root/build}"
@@ -29,10 +31,10 @@ mkdir -p "$work"
 fm=/usr/share/datasets/fashion-mnist
 echo "workspace: $work"
 cd "$work"
-[ -d train ] || "$bin/tools/fedrad" import --idx-images $fm/train-images-idx3-ubyte.gz \
-  --idx-labels $fm/train-labels-idx1-ubyte.gz --out train > /dev/null 2>&1
-[ -d test ] || "$bin/tools/fedrad" import --idx-images $fm/t10k-images-idx3-ubyte.gz \
-  --idx-labels $fm/t10k-labels-idx1-ubyte.gz --out test > /dev/null 2>&1
+[ -d train ] || quiet "$bin/tools/fedrad" import --idx-images $fm/train-images-idx3-ubyte.gz \
+  --idx-labels $fm/train-labels-idx1-ubyte.gz --out train
+[ -d test ] || quiet "$bin/tools/fedrad" import --idx-images $fm/t10k-images-idx3-ubyte.gz \
+  --idx-labels $fm/t10k-labels-idx1-ubyte.gz --out test
 rm -rf sites kits kits-ca
 "$bin/tools/fedrad" partition --data train --sites 4 --mode dirichlet --alpha "$alpha" --seed 1 --out sites
 port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
@@ -74,7 +76,7 @@ name = "hospital-c"
 [[site]]
 name = "hospital-d"
 PLAN
-"$bin/tools/fedrad" provision --plan plan.toml --out kits --data-root sites > /dev/null 2>&1
+quiet "$bin/tools/fedrad" provision --plan plan.toml --out kits --data-root sites
 for s in hospital-a hospital-b hospital-c hospital-d; do
   # 8-bit images: the window maps 0..255 to [0, 1]; four nodes share two cores.
   sed -i "s/^window_center = .*/window_center = 127.5/; s/^window_width = .*/window_width = 255/; s/^threads = 0/threads = 1/; s/^loader_threads = 0/loader_threads = 1/; s/^validation_fraction = .*/validation_fraction = $validation/" kits/$s/node.toml

@@ -3,10 +3,11 @@
 # Usage: bench/loader.sh [build-dir]
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+source "$root/bench/lib.sh"
 build="${1:-$root/build}"
 data="$(mktemp -d)/ct512"
 trap 'rm -rf "$(dirname "$data")"' EXIT
-"$build/tools/fedrad" synth --sites 1 --patients 50 --images 4 --size 512 --seed 3 --out "$data" > /dev/null 2>&1
+quiet "$build/tools/fedrad" synth --sites 1 --patients 50 --images 4 --size 512 --seed 3 --out "$data"
 export FEDRAD_BENCH_DATA="$data"
 "$build/bench/fedrad-bench-loader" --benchmark_repetitions=3 --benchmark_report_aggregates_only=true \
   --benchmark_format=console 2>&1 | tee /tmp/fedrad-bench-loader.txt

@@ -11,6 +11,7 @@
 # PATIENTS (per site, 400), ROUNDS (20).
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+source "$root/bench/lib.sh"
 bin="${1:-$root/build}"
 epsilon="${EPSILON:-8}"
 patients="${PATIENTS:-400}"
@@ -23,8 +24,8 @@ rm -rf data kits kits-ca
 port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
 sed -e "s/127.0.0.1:50051/127.0.0.1:$port/" -e "s/^rounds = .*/rounds = $rounds/" "$root/configs/segmentation.toml" > plan.toml
 [ "$epsilon" = none ] && sed -i 's/^require_dp = true/require_dp = false/' plan.toml
-"$bin/tools/fedrad" synth --task segmentation --sites 3 --seed 7 --patients "$patients" --images 2 --out data > /dev/null 2>&1
-"$bin/tools/fedrad" provision --plan plan.toml --out kits --data-root data > /dev/null 2>&1
+quiet "$bin/tools/fedrad" synth --task segmentation --sites 3 --seed 7 --patients "$patients" --images 2 --out data
+quiet "$bin/tools/fedrad" provision --plan plan.toml --out kits --data-root data
 sites="hospital-a hospital-b hospital-c"
 for s in $sites; do
   sed -i 's/^threads = 0/threads = 1/' "kits/$s/node.toml"

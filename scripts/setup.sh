@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # Installs every Debian 12 package fedrad needs to build, test and run its demo.
 # Idempotent: installs only what is missing, so a second run is a no-op.
+# With --bench, also what the scripts under bench/ and the peers' harnesses
+# in ../shared/anchors need (the Fashion-MNIST files, SciPy for Opacus).
 set -euo pipefail
 
 packages=(
@@ -16,6 +18,9 @@ packages=(
   sqlite3 procps time python3 python3-numpy python3-pydicom python3-torch
   chromium dicom3tools
 )
+if [ "${1:-}" = "--bench" ]; then
+  packages+=(dataset-fashion-mnist python3-scipy)
+fi
 
 missing=()
 for p in "${packages[@]}"; do
