@@ -187,8 +187,9 @@ absl::Status CheckModelSpec(const ModelSpec& spec) {
     return absl::InvalidArgumentError(
         absl::StrCat("model input_size must be 1 to ", kMaxInputSize, ", not ", spec.input_size));
   }
-  const bool known = std::find(KnownArchitectures().begin(), KnownArchitectures().end(), spec.architecture) !=
-                     KnownArchitectures().end();
+  // One list: begin() and end() of two calls' vectors would be two ranges.
+  const std::vector<std::string> architectures = KnownArchitectures();
+  const bool known = std::find(architectures.begin(), architectures.end(), spec.architecture) != architectures.end();
   if (known && spec.architecture != "flat" && spec.task != TaskOf(spec.architecture)) {
     return absl::InvalidArgumentError(absl::StrCat(
         "model '", spec.architecture, "' does ", TaskName(TaskOf(spec.architecture)), ", not ", TaskName(spec.task),
@@ -274,6 +275,73 @@ absl::StatusOr<ModelParameters> InitialParameters(const ModelSpec& spec, uint64_
     } else {
       out.values.insert(out.values.end(), static_cast<size_t>(n), p.constant);
     }
+  }
+  return out;
+}
+
+namespace {
+
+// The classifier head's parameter prefix: the one layer whose shape follows
+// the class count.
+std::string HeadOf(const ModelSpec& spec) {
+  if (IsResNet(spec.architecture)) return "fc.";
+  if (spec.architecture == "unet2d") return "head.";
+  return "fc2.";
+}
+
+}  // namespace
+
+absl::StatusOr<InitialWeights> WeightsFromFile(const ModelSpec& spec, const std::string& path, uint64_t seed) {
+  absl::StatusOr<ModelParameters> fresh = InitialParameters(spec, seed);
+  if (!fresh.ok()) return fresh.status();
+  absl::StatusOr<SafetensorsFile> file = ReadSafetensorsFile(path);
+  if (!file.ok()) return file.status();
+  std::map<std::string, std::pair<const TensorSpec*, int64_t>> in_file;  // name -> (spec, offset)
+  int64_t offset = 0;
+  for (const TensorSpec& t : file->parameters.manifest.tensors) {
+    in_file[t.name] = {&t, offset};
+    offset += t.numel();
+  }
+  const std::string head = HeadOf(spec);
+  std::vector<std::string> missing, mismatched, unexpected;
+  InitialWeights out;
+  out.parameters = *fresh;
+  std::set<std::string> head_reset;
+  int64_t at = 0;
+  for (const TensorSpec& t : fresh->manifest.tensors) {
+    auto f = in_file.find(t.name);
+    if (f == in_file.end()) {
+      missing.push_back(t.name);
+    } else if (f->second.first->shape != t.shape) {
+      if (t.name.rfind(head, 0) == 0) {
+        head_reset.insert(t.name);  // keeps the fresh values
+      } else {
+        mismatched.push_back(absl::StrCat(t.name, " (", absl::StrJoin(f->second.first->shape, "x"), " in the file, ",
+                                          absl::StrJoin(t.shape, "x"), " in the plan's model)"));
+      }
+    } else {
+      std::copy_n(file->parameters.values.begin() + f->second.second, t.numel(), out.parameters.values.begin() + at);
+    }
+    if (f != in_file.end()) in_file.erase(f);
+    at += t.numel();
+  }
+  for (const auto& [name, unused] : in_file) unexpected.push_back(name);
+  auto list = [](const std::vector<std::string>& v) {
+    std::vector<std::string> shown(v.begin(), v.begin() + std::min<size_t>(v.size(), 8));
+    return absl::StrCat(absl::StrJoin(shown, ", "), v.size() > 8 ? absl::StrCat(" and ", v.size() - 8, " more") : "");
+  };
+  std::vector<std::string> problems;
+  if (!missing.empty()) problems.push_back(absl::StrCat("missing: ", list(missing)));
+  if (!mismatched.empty()) problems.push_back(absl::StrCat("of another shape: ", list(mismatched)));
+  if (!unexpected.empty()) problems.push_back(absl::StrCat("not in the model: ", list(unexpected)));
+  if (!problems.empty()) {
+    return absl::InvalidArgumentError(absl::StrCat("'", path, "' does not fit model '", spec.architecture,
+                                                   "': tensors ", absl::StrJoin(problems, "; tensors ")));
+  }
+  if (!head_reset.empty()) {
+    out.notes.push_back(absl::StrCat("the classifier head (", absl::StrJoin(head_reset, ", "),
+                                     ") has another class count in '", path, "': freshly initialised for ",
+                                     spec.num_classes, " classes"));
   }
   return out;
 }

@@ -53,6 +53,19 @@ absl::StatusOr<Manifest> ModelManifest(const ModelSpec& spec);
 // Freshly initialised parameters; the same seed gives the same values.
 absl::StatusOr<ModelParameters> InitialParameters(const ModelSpec& spec, uint64_t seed);
 
+// A federation's starting weights from a safetensors file (transfer
+// learning): every tensor of the manifest must be in the file with its
+// shape, and the file may hold no other; each missing, unexpected or
+// mismatched tensor is named. The classifier head alone (ctnet and tbcnn28's
+// fc2, a ResNet's fc, a U-Net's head) may have another class count: it is
+// then freshly initialised (from `seed`, as InitialParameters) and `notes`
+// says so.
+struct InitialWeights {
+  ModelParameters parameters;
+  std::vector<std::string> notes;
+};
+absl::StatusOr<InitialWeights> WeightsFromFile(const ModelSpec& spec, const std::string& path, uint64_t seed);
+
 }  // namespace fedrad
 
 #endif  // FEDRAD_COMMON_MODEL_ZOO_H_

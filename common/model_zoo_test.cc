@@ -2,7 +2,11 @@
 
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <map>
+
+#include "common/safetensors.h"
+#include "common/scratch_dir.h"
 
 namespace fedrad {
 namespace {
@@ -138,6 +142,56 @@ TEST(ModelZooTest, ResNetsHaveTorchvisionsShapeAndNames) {
   spec.task = ModelTask::kSegmentation;
   EXPECT_FALSE(CheckModelSpec(spec).ok()) << "a ResNet classifies";
   EXPECT_EQ(ModelShapeMetadata(ModelSpec{"resnet18", 1, 64, 2}).count("base_width"), 1u);
+}
+
+// Starting weights from a file: taken as they are where everything fits; a
+// classifier head of another class count is freshly initialised and said
+// so; a tensor the model lacks, or one missing, stops it, named.
+TEST(ModelZooTest, WeightsFromAFileFitTheManifestOrSayWhyNot) {
+  ScratchDir dir("weights_from_file");
+  ModelSpec spec{"resnet18", 1, 64, 2};
+  spec.base_width = 8;
+  const std::string same = (dir.path() / "same.safetensors").string();
+  absl::StatusOr<ModelParameters> trained = InitialParameters(spec, 41);
+  ASSERT_TRUE(trained.ok());
+  ASSERT_TRUE(WriteSafetensorsFile(same, *trained, {}).ok());
+  absl::StatusOr<InitialWeights> w = WeightsFromFile(spec, same, 1);
+  ASSERT_TRUE(w.ok()) << w.status();
+  EXPECT_EQ(w->parameters.values, trained->values);
+  EXPECT_TRUE(w->notes.empty());
+  // Pretrained on 10 classes, federated on 2: the head starts fresh, the rest as given.
+  ModelSpec ten = spec;
+  ten.num_classes = 10;
+  const std::string pretrained = (dir.path() / "ten.safetensors").string();
+  absl::StatusOr<ModelParameters> ten_values = InitialParameters(ten, 41);
+  ASSERT_TRUE(WriteSafetensorsFile(pretrained, *ten_values, {}).ok());
+  w = WeightsFromFile(spec, pretrained, 1);
+  ASSERT_TRUE(w.ok()) << w.status();
+  ASSERT_EQ(w->notes.size(), 1u);
+  EXPECT_NE(w->notes[0].find("fc.bias, fc.weight"), std::string::npos) << w->notes[0];
+  EXPECT_NE(w->notes[0].find("freshly initialised for 2 classes"), std::string::npos) << w->notes[0];
+  const absl::StatusOr<ModelParameters> fresh = InitialParameters(spec, 1);
+  const int64_t head = spec.base_width * 8 * 2 + 2;  // fc's weight and bias, the last tensors
+  const size_t body = w->parameters.values.size() - static_cast<size_t>(head);
+  EXPECT_TRUE(std::equal(w->parameters.values.begin(), w->parameters.values.begin() + body, trained->values.begin()));
+  EXPECT_TRUE(
+      std::equal(w->parameters.values.begin() + body, w->parameters.values.end(), fresh->values.begin() + body));
+  // An extra tensor, and one gone.
+  ModelParameters extra = *trained;
+  extra.manifest.tensors.push_back(TensorSpec{"bn1.running_mean", {8}});
+  extra.values.insert(extra.values.end(), 8, 0.0f);
+  ASSERT_TRUE(WriteSafetensorsFile((dir.path() / "extra.safetensors").string(), extra, {}).ok());
+  w = WeightsFromFile(spec, (dir.path() / "extra.safetensors").string(), 1);
+  ASSERT_FALSE(w.ok());
+  EXPECT_NE(w.status().message().find("not in the model: bn1.running_mean"), std::string::npos) << w.status();
+  ModelParameters short_of_one = *trained;
+  short_of_one.manifest.tensors.erase(short_of_one.manifest.tensors.begin());  // conv1.weight, the first
+  short_of_one.values.erase(short_of_one.values.begin(), short_of_one.values.begin() + 8 * 49);
+  ASSERT_TRUE(WriteSafetensorsFile((dir.path() / "short.safetensors").string(), short_of_one, {}).ok());
+  w = WeightsFromFile(spec, (dir.path() / "short.safetensors").string(), 1);
+  ASSERT_FALSE(w.ok());
+  EXPECT_NE(w.status().message().find("missing: conv1.weight"), std::string::npos) << w.status();
+  EXPECT_FALSE(WeightsFromFile(spec, (dir.path() / "none.safetensors").string(), 1).ok());
 }
 
 TEST(ModelZooTest, UnknownArchitectureIsNamed) {

@@ -109,6 +109,12 @@ struct FederationPlan {
   // Updates whose L2 norm (over every parameter) passes this are rejected.
   double max_update_norm = 1000;
   ModelSpec model;
+  // [model] init: a safetensors file (resolved against the plan's folder)
+  // the federation starts from instead of fresh weights (InitialWeights,
+  // common/model_zoo.h); empty: fresh. The coordinator's alone: the sites get
+  // the round-0 model it makes, like any other.
+  std::string model_init;
+  std::string model_init_as_written;  // the plan's own string (provision copies the file beside its copy of the plan)
   TrainingSettings training;
   StrategySettings strategy;
   // Refuse updates that do not come with a DP report. (Each site's own

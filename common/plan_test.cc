@@ -138,6 +138,19 @@ TEST(PlanTest, ResNetWidth) {
   }
 }
 
+// [model] init is resolved against the plan's folder; kept as written too.
+TEST(PlanTest, ModelInitIsAPathBesideThePlan) {
+  const std::string sites = "[[site]]\nname = \"a\"\n[[site]]\nname = \"b\"\n";
+  auto p = LoadPlan(WritePlan("[federation]\nname = \"d\"\n[model]\ninit = \"w/start.safetensors\"\n" + sites));
+  ASSERT_TRUE(p.ok()) << p.status();
+  EXPECT_EQ(p->model_init_as_written, "w/start.safetensors");
+  EXPECT_TRUE(std::filesystem::path(p->model_init).is_absolute()) << p->model_init;
+  EXPECT_NE(p->model_init.find("/w/start.safetensors"), std::string::npos) << p->model_init;
+  auto none = LoadPlan(WritePlan("[federation]\nname = \"d\"\n" + sites));
+  ASSERT_TRUE(none.ok());
+  EXPECT_TRUE(none->model_init.empty());
+}
+
 TEST(PlanTest, UpdateDtype) {
   const std::string sites = "[[site]]\nname = \"a\"\n[[site]]\nname = \"b\"\n";
   auto p = LoadPlan(WritePlan("[federation]\nname = \"d\"\n" + sites));

@@ -100,7 +100,17 @@ absl::Status RoundDriver::LoadOrCreateInitialModel() {
   absl::StatusOr<std::optional<ModelVersion>> latest = state_->LatestModel();
   if (!latest.ok()) return latest.status();
   if (!latest->has_value()) {
-    absl::StatusOr<ModelParameters> init = InitialParameters(config_.plan.model, config_.plan.seed);
+    absl::StatusOr<ModelParameters> init;
+    if (config_.plan.model_init.empty()) {
+      init = InitialParameters(config_.plan.model, config_.plan.seed);
+    } else {
+      absl::StatusOr<InitialWeights> given =
+          WeightsFromFile(config_.plan.model, config_.plan.model_init, config_.plan.seed);
+      if (!given.ok()) return given.status();
+      for (const std::string& note : given->notes) spdlog::warn("initial model: {}", note);
+      spdlog::info("the initial model starts from {} (the plan's [model] init)", config_.plan.model_init);
+      init = std::move(given->parameters);
+    }
     if (!init.ok()) return init.status();
     absl::StatusOr<std::string> sha = models_->Put(*init, ModelMetadata(0));
     if (!sha.ok()) return sha.status();

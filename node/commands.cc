@@ -195,8 +195,9 @@ TrainLocalCommand::TrainLocalCommand(CLI::App* app) {
   command_->add_option("--data", tl_data_, "DICOM folder (instead of --config)");
   command_->add_option("--labels", tl_labels_, "labels.csv (default DATA/labels.csv)");
   command_->add_option("--plan", tl_plan_,
-                       "Federation plan (TOML): train its [model] with its [training] batch, learning rate and "
-                       "momentum for rounds x local_epochs epochs, the central baseline of that federation "
+                       "Federation plan (TOML): train its [model] (from its init weights, if any) with its [training] "
+                       "batch, learning rate and momentum for rounds x local_epochs epochs, the central baseline of "
+                       "that federation "
                        "(--epochs may differ; the other model and training flags must agree with it)");
   command_->add_option("--test-data", tl_test_data_, "Held-out DICOM folder (default: a patient split of --data)");
   command_->add_option("--test-labels", tl_test_labels_, "Its labels.csv (default TEST_DATA/labels.csv)");
@@ -332,7 +333,8 @@ int TrainLocalCommand::Run() {
   }
   o.model.class_names = o.spec.class_names;
   if (plan) {
-    o.model = plan->model;  // in_channels, depth, base_width and task as well
+    o.init_path = plan->model_init;  // the federation's starting weights, if it has them
+    o.model = plan->model;           // in_channels, depth, base_width and task as well
     if (o.model.class_names.empty()) o.model.class_names = o.spec.class_names;
   }
   o.spec.task = o.model.task;

@@ -34,7 +34,16 @@ absl::Status TrainLocal(const TrainLocalOptions& o, std::ostream& out) {
     test = std::move(split.validation);
   }
   spdlog::info("train-local: {} training images, {} held out", train.count(), test.count());
-  absl::StatusOr<ModelParameters> params = InitialParameters(o.model, 1);
+  absl::StatusOr<ModelParameters> params;
+  if (o.init_path.empty()) {
+    params = InitialParameters(o.model, 1);
+  } else {
+    absl::StatusOr<InitialWeights> given = WeightsFromFile(o.model, o.init_path, 1);
+    if (!given.ok()) return given.status();
+    for (const std::string& note : given->notes) out << "initial model: " << note << "\n";
+    out << "starting from " << o.init_path << "\n";
+    params = std::move(given->parameters);
+  }
   if (!params.ok()) return params.status();
 
   LocalTrainingSettings settings;

@@ -20,6 +20,9 @@ struct TrainLocalOptions {
   double validation_fraction = 0.2;  // of that split
   uint64_t split_seed = 42;
   ModelSpec model;
+  // Starting weights (a plan's [model] init, common/model_zoo.h
+  // WeightsFromFile); empty: fresh ones.
+  std::string init_path;
   int epochs = 5;
   int batch = 64;  // under DP: the expected batch (sampling rate = batch / units)
   double learning_rate = 0.05;

@@ -11,6 +11,7 @@
 #include "absl/strings/str_join.h"
 #include "absl/strings/str_split.h"
 
+#include "common/model_zoo.h"
 #include "common/safetensors.h"
 #include "crypto/sha256.h"
 #include "tests/harness.h"
@@ -253,6 +254,67 @@ TEST(FederationTest, OnlyTheNewestModelFilesAreKeptWhenAsked) {
   std::vector<std::string> newest = {AsText(models[3][1]), AsText(models[4][1])};
   std::sort(newest.begin(), newest.end());
   EXPECT_EQ(files, newest);
+  RemoveWorkspaceIfPassed(dir);
+}
+
+}  // namespace
+}  // namespace fedrad::testing
+
+namespace fedrad::testing {
+namespace {
+
+// [model] init: provision checks the file and copies it beside the
+// coordinator's plan; the federation's round-0 model holds its values.
+TEST(FederationInitTest, TheFederationStartsFromTheGivenWeights) {
+  const std::string dir = MakeWorkspace();
+  const ModelSpec spec{"ctnet", 1, 32, 2};
+  absl::StatusOr<ModelParameters> start = InitialParameters(spec, 99);
+  ASSERT_TRUE(start.ok());
+  std::filesystem::create_directories(dir + "/weights");
+  ASSERT_TRUE(WriteSafetensorsFile(dir + "/weights/start.safetensors", *start, ModelShapeMetadata(spec)).ok());
+  MiniFederation f = SetUpFederation(
+      dir, {.sites = 1, .rounds = 1, .min_nodes = 1, .dp = false, .model_init = "weights/start.safetensors"});
+  ASSERT_FALSE(::testing::Test::HasFailure());
+  EXPECT_TRUE(std::filesystem::exists(dir + "/kits/coordinator/weights/start.safetensors"));
+  RunFederationToCompletion(f);
+  const std::vector<SqlRow> round0 = QueryDb(f.StateDb(), "SELECT sha256 FROM models WHERE round = 0");
+  ASSERT_EQ(round0.size(), 1u);
+  absl::StatusOr<SafetensorsFile> model =
+      ReadSafetensorsFile(dir + "/kits/coordinator/state/models/" + AsText(round0[0][0]) + ".safetensors");
+  ASSERT_TRUE(model.ok()) << model.status();
+  EXPECT_EQ(model->parameters.values, start->values);
+  // Fresh weights (the plan's seed) would differ.
+  EXPECT_NE(InitialParameters(spec, 3)->values, start->values);
+  // train-local --plan, the federation's central baseline, starts there too.
+  const std::string log = dir + "/train-local.log";
+  ASSERT_EQ(
+      RunCommand({NodeBin(), "train-local", "--config", f.NodeConfig(f.sites[0]), "--plan", dir + "/plan.toml"}, log),
+      0)
+      << ReadText(log);
+  EXPECT_NE(ReadText(log).find("starting from " + dir + "/weights/start.safetensors"), std::string::npos)
+      << ReadText(log);
+  RemoveWorkspaceIfPassed(dir);
+}
+
+// A file that does not fit the plan's model stops provision, naming what.
+TEST(FederationInitTest, WeightsThatDoNotFitStopProvision) {
+  const std::string dir = MakeWorkspace();
+  MiniFederation f = SetUpFederation(dir, {.sites = 1, .rounds = 1, .min_nodes = 1, .dp = false});
+  ASSERT_FALSE(::testing::Test::HasFailure());
+  absl::StatusOr<ModelParameters> other = InitialParameters(ModelSpec{"tbcnn28", 1, 28, 2}, 1);
+  ASSERT_TRUE(other.ok());
+  ASSERT_TRUE(WriteSafetensorsFile(dir + "/other.safetensors", *other, {}).ok());
+  ReplaceInFile(dir + "/plan.toml", "input_size = 32\n", "input_size = 32\ninit = \"other.safetensors\"\n");
+  const std::string log = dir + "/provision-init.log";
+  EXPECT_NE(RunCommand({FedradBin(), "provision", "--plan", dir + "/plan.toml", "--out", dir + "/kits2", "--data-root",
+                        dir + "/data"},
+                       log),
+            0);
+  const std::string text = ReadText(log);
+  EXPECT_NE(text.find("[model] init: '"), std::string::npos) << text;
+  EXPECT_NE(text.find("does not fit model 'ctnet'"), std::string::npos) << text;
+  EXPECT_NE(text.find("missing: norm1.weight"), std::string::npos) << text;
+  EXPECT_NE(text.find("conv1.weight (16x1x8x8 in the file, 16x1x5x5 in the plan's model)"), std::string::npos) << text;
   RemoveWorkspaceIfPassed(dir);
 }
 

@@ -102,6 +102,8 @@ struct MiniFederationOptions {
   // "segmentation": a small unet2d, and `fedrad synth --task segmentation`
   // data (the sites' labels are DICOM SEG objects).
   std::string task = "classification";
+  // [model] init: starting weights, relative to the plan's folder (`dir`).
+  std::string model_init;
 };
 
 // Writes a plan, synthesizes data and provisions kits with `fedrad`.

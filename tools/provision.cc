@@ -8,6 +8,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "common/files.h"
+#include "common/model_zoo.h"
 #include "common/plan.h"
 #include "coordinator/strategy_registry.h"
 #include "crypto/pki.h"
@@ -169,6 +170,31 @@ absl::Status Provision(const ProvisionOptions& options) {
   absl::StatusOr<std::string> plan_text = ReadFile(options.plan_path);
   if (!plan_text.ok()) return plan_text.status();
   s = WriteFileAtomically(coord_dir + "/federation.toml", *plan_text);
+  if (s.ok() && !plan->model_init.empty()) {
+    // The starting weights are checked now, and go with the coordinator's
+    // copy of the plan, where its relative path will be resolved.
+    absl::StatusOr<InitialWeights> weights = WeightsFromFile(plan->model, plan->model_init, plan->seed);
+    if (!weights.ok()) {
+      return absl::InvalidArgumentError(
+          absl::StrCat(options.plan_path, ": [model] init: ", weights.status().message()));
+    }
+    for (const std::string& note : weights->notes) spdlog::warn("[model] init: {}", note);
+    const std::filesystem::path written(plan->model_init_as_written);
+    if (written.is_relative()) {
+      if (!written.empty() && *written.begin() == "..") {
+        return absl::InvalidArgumentError(
+            absl::StrCat(options.plan_path, ": [model] init '", plan->model_init_as_written,
+                         "' leaves the plan's folder: give an absolute path, or put the file beside the plan"));
+      }
+      const std::filesystem::path to = std::filesystem::path(coord_dir) / written;
+      std::error_code ec;
+      std::filesystem::create_directories(to.parent_path(), ec);
+      std::filesystem::copy_file(plan->model_init, to, std::filesystem::copy_options::overwrite_existing, ec);
+      if (ec)
+        return absl::InternalError(
+            absl::StrCat("cannot copy '", plan->model_init, "' to '", to.string(), "': ", ec.message()));
+    }
+  }
   if (s.ok()) s = WriteFileAtomically(coord_dir + "/coordinator.toml", CoordinatorToml(plan->coordinator_address));
   if (!s.ok()) return s;
 
