@@ -4,10 +4,12 @@
 #include <gtest/gtest.h>
 
 #include <algorithm>
+#include <cstring>
 #include <filesystem>
 #include <map>
 #include <regex>
 
+#include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "absl/strings/str_split.h"
 
@@ -293,6 +295,45 @@ TEST(FederationInitTest, TheFederationStartsFromTheGivenWeights) {
       << ReadText(log);
   EXPECT_NE(ReadText(log).find("starting from " + dir + "/weights/start.safetensors"), std::string::npos)
       << ReadText(log);
+  RemoveWorkspaceIfPassed(dir);
+}
+
+// python/convert_state_dict.py turns a PyTorch state_dict (made here by
+// Debian's python3-torch from python/fedrad_torch.py's ResNet-18, with
+// torchvision's BatchNorm statistics beside it and 10 classes) into a file
+// [model] init takes for a 2-class plan: the statistics dropped, every
+// parameter as it was, the head re-initialised; a name the network lacks
+// stops the converter, named.
+TEST(FederationInitTest, AStateDictConvertsToStartingWeights) {
+  const std::string dir = MakeWorkspace();
+  const std::string make = absl::StrCat(
+      "import sys, torch\nsys.path.insert(0, '", SourceDir(), "/python')\nimport fedrad_torch\n",
+      "torch.manual_seed(4)\nm = fedrad_torch.ResNet('resnet18', 1, 10, 8)\nsd = m.state_dict()\n",
+      "sd['bn1.running_mean'] = torch.zeros(8)\nsd['layer1.0.bn1.num_batches_tracked'] = torch.tensor(3)\n",
+      "torch.save(sd, '", dir, "/sd.pt')\n", "open('", dir,
+      "/conv1.bin', 'wb').write(sd['conv1.weight'].numpy().tobytes())\n",
+      "sd['extra.weight'] = torch.zeros(2)\ntorch.save(sd, '", dir, "/bad.pt')\n");
+  ASSERT_EQ(RunCommand({"/usr/bin/python3", "-c", make}, dir + "/make.log"), 0) << ReadText(dir + "/make.log");
+  const std::string log = dir + "/convert.log", out = dir + "/start.safetensors";
+  ASSERT_EQ(RunCommand({"/usr/bin/python3", SourceDir() + "/python/convert_state_dict.py", dir + "/sd.pt", out,
+                        "--architecture", "resnet18", "--input-size", "64", "--num-classes", "10", "--base-width", "8"},
+                       log),
+            0)
+      << ReadText(log);
+  EXPECT_NE(ReadText(log).find("dropped 2 BatchNorm statistics"), std::string::npos) << ReadText(log);
+  ModelSpec spec{"resnet18", 1, 64, 2};
+  spec.base_width = 8;
+  absl::StatusOr<InitialWeights> w = WeightsFromFile(spec, out, 3);
+  ASSERT_TRUE(w.ok()) << w.status();
+  ASSERT_EQ(w->notes.size(), 1u);  // the head: 10 classes in the file, 2 in the plan
+  const std::string conv1 = ReadText(dir + "/conv1.bin");
+  ASSERT_EQ(conv1.size(), 8u * 49 * sizeof(float));
+  EXPECT_EQ(std::memcmp(conv1.data(), w->parameters.values.data(), conv1.size()), 0);
+  EXPECT_NE(RunCommand({"/usr/bin/python3", SourceDir() + "/python/convert_state_dict.py", dir + "/bad.pt",
+                        dir + "/bad.safetensors", "--architecture", "resnet18", "--base-width", "8"},
+                       log),
+            0);
+  EXPECT_NE(ReadText(log).find("not in the network: extra.weight"), std::string::npos) << ReadText(log);
   RemoveWorkspaceIfPassed(dir);
 }
 
