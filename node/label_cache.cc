@@ -2,6 +2,7 @@
 
 #include <cstring>
 
+#include <spdlog/spdlog.h>
 #include <nlohmann/json.hpp>
 
 #include "absl/strings/str_cat.h"
@@ -173,9 +174,11 @@ absl::StatusOr<T> Cached(const std::string& path, const std::string& cache_dir, 
   if (out.ok() && EnsureDirectory(cache_dir).ok()) {
     // Not durable: a lost entry costs a parse, and a torn one is ignored.
     // A failed write (a full disk) costs the same and nothing else, so the
-    // load goes on; the entry is tried again next time.
+    // load goes on, saying so; the entry is tried again next time.
     const std::string data = encode(*out);
-    (void)WriteFileAtomically(entry, {std::string_view(data)}, 0600, /*durable=*/false);
+    if (absl::Status w = WriteFileAtomically(entry, {std::string_view(data)}, 0600, /*durable=*/false); !w.ok()) {
+      spdlog::warn("label cache: {} (the label object is read again next time)", std::string(w.message()));
+    }
   }
   return out;
 }
