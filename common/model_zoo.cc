@@ -4,6 +4,7 @@
 #include <cmath>
 #include <random>
 
+#include <map>
 #include <set>
 
 #include <nlohmann/json.hpp>
@@ -53,9 +54,8 @@ class Layout {
 // The parameters of each network in the order its torch module registers
 // them (common/model_zoo_torch.cc builds the modules; a unit test checks that
 // both sides agree for every architecture).
-absl::StatusOr<Layout> LayoutOf(const ModelSpec& spec) {
-  absl::Status s = CheckModelSpec(spec);
-  if (!s.ok()) return s;
+// Unchecked: LayoutOf checks the spec first.
+Layout BuildLayout(const ModelSpec& spec) {
   Layout l;
   if (spec.architecture == "ctnet") {
     l.Conv2d("conv1", spec.in_channels, 16, 5);
@@ -128,6 +128,12 @@ absl::StatusOr<Layout> LayoutOf(const ModelSpec& spec) {
   return l;
 }
 
+absl::StatusOr<Layout> LayoutOf(const ModelSpec& spec) {
+  absl::Status s = CheckModelSpec(spec);
+  if (!s.ok()) return s;
+  return BuildLayout(spec);
+}
+
 }  // namespace
 
 std::vector<std::string> KnownArchitectures() { return {"ctnet", "tbcnn28", "resnet18", "resnet34", "unet2d", "flat"}; }
@@ -171,7 +177,9 @@ ModelTask TaskOf(const std::string& architecture) {
 
 }  // namespace
 
-absl::Status CheckModelSpec(const ModelSpec& spec) {
+namespace {
+
+absl::Status CheckShape(const ModelSpec& spec) {
   if (spec.in_channels < 1 || spec.in_channels > 4) {
     return absl::InvalidArgumentError(absl::StrCat("model in_channels must be 1 to 4, not ", spec.in_channels));
   }
@@ -250,6 +258,130 @@ absl::Status CheckModelSpec(const ModelSpec& spec) {
   }
   return absl::InvalidArgumentError(absl::StrCat("unknown model architecture '", spec.architecture,
                                                  "'; known: ", absl::StrJoin(KnownArchitectures(), ", ")));
+}
+
+// The layer a tensor belongs to: its name less the last component
+// ("layer1.0.conv1.weight" -> "layer1.0.conv1").
+std::string LayerOf(const std::string& tensor) {
+  const size_t dot = tensor.rfind('.');
+  return dot == std::string::npos ? tensor : tensor.substr(0, dot);
+}
+
+// Every prefix names at least one tensor, whole layers only (a layer half
+// frozen would need per-sample norms of part of a layer), and something is
+// left to train.
+absl::Status CheckFreeze(const ModelSpec& spec, const Layout& layout) {
+  if (spec.freeze.empty()) return absl::OkStatus();
+  if (spec.freeze.size() > kMaxFreezePrefixes) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("model freeze lists ", spec.freeze.size(), " prefixes; at most ", kMaxFreezePrefixes));
+  }
+  std::vector<std::string> layers;  // in order, for the error message
+  for (const ParameterLayout& p : layout.parameters()) {
+    const std::string layer = LayerOf(p.tensor.name);
+    if (layers.empty() || layers.back() != layer) layers.push_back(layer);
+  }
+  auto frozen = [&](const std::string& tensor) {
+    return std::any_of(spec.freeze.begin(), spec.freeze.end(),
+                       [&](const std::string& prefix) { return FreezePrefixMatches(prefix, tensor); });
+  };
+  for (const std::string& prefix : spec.freeze) {
+    const bool printable = std::all_of(prefix.begin(), prefix.end(),
+                                       [](char c) { return static_cast<unsigned char>(c) > 0x20 && c != 0x7f; });
+    if (prefix.empty() || prefix.size() > 256 || !printable) {
+      return absl::InvalidArgumentError(absl::StrCat("model freeze prefix '", absl::CEscape(prefix.substr(0, 256)),
+                                                     "' must be 1 to 256 printable characters without spaces"));
+    }
+    bool names_one = false;
+    for (const ParameterLayout& p : layout.parameters())
+      names_one = names_one || FreezePrefixMatches(prefix, p.tensor.name);
+    if (!names_one) {
+      return absl::InvalidArgumentError(absl::StrCat("model freeze prefix '", prefix, "' names no parameter of '",
+                                                     spec.architecture, "' (its layers: ", absl::StrJoin(layers, ", "),
+                                                     ")"));
+    }
+  }
+  bool any_trained = false;
+  std::map<std::string, std::pair<std::vector<std::string>, std::vector<std::string>>> by_layer;  // frozen, trained
+  for (const ParameterLayout& p : layout.parameters()) {
+    const bool f = frozen(p.tensor.name);
+    any_trained = any_trained || !f;
+    auto& [frozen_names, trained_names] = by_layer[LayerOf(p.tensor.name)];
+    (f ? frozen_names : trained_names).push_back(p.tensor.name);
+  }
+  for (const auto& [layer, names] : by_layer) {
+    if (!names.first.empty() && !names.second.empty()) {
+      return absl::InvalidArgumentError(absl::StrCat("model freeze freezes part of layer '", layer, "' (",
+                                                     absl::StrJoin(names.first, ", "), " but not ",
+                                                     absl::StrJoin(names.second, ", "), "); freeze whole layers"));
+    }
+  }
+  if (!any_trained) {
+    return absl::InvalidArgumentError("model freeze freezes every parameter: nothing would train");
+  }
+  return absl::OkStatus();
+}
+
+}  // namespace
+
+absl::Status CheckModelSpec(const ModelSpec& spec) {
+  if (absl::Status s = CheckShape(spec); !s.ok()) return s;
+  return CheckFreeze(spec, BuildLayout(spec));
+}
+
+bool FreezePrefixMatches(const std::string& prefix, const std::string& tensor) {
+  if (prefix.empty() || tensor.compare(0, prefix.size(), prefix) != 0) return false;
+  return tensor.size() == prefix.size() || prefix.back() == '.' || tensor[prefix.size()] == '.';
+}
+
+int64_t TrainedParameters::elements() const { return trained.total_elements(); }
+
+std::vector<float> TrainedParameters::Gather(const std::vector<float>& full) const {
+  std::vector<float> out;
+  out.reserve(static_cast<size_t>(elements()));
+  for (const auto& [offset, count] : spans) out.insert(out.end(), full.begin() + offset, full.begin() + offset + count);
+  return out;
+}
+
+void TrainedParameters::Scatter(const std::vector<float>& part, std::vector<float>* full) const {
+  size_t k = 0;
+  for (const auto& [offset, count] : spans) {
+    std::copy(part.begin() + static_cast<std::ptrdiff_t>(k), part.begin() + static_cast<std::ptrdiff_t>(k + count),
+              full->begin() + offset);
+    k += static_cast<size_t>(count);
+  }
+}
+
+void TrainedParameters::AddTo(const std::vector<float>& delta, std::vector<float>* full) const {
+  size_t k = 0;
+  for (const auto& [offset, count] : spans) {
+    for (int64_t i = 0; i < count; ++i) (*full)[static_cast<size_t>(offset + i)] += delta[k++];
+  }
+}
+
+absl::StatusOr<TrainedParameters> TrainedParametersOf(const ModelSpec& spec) {
+  absl::StatusOr<Layout> layout = LayoutOf(spec);
+  if (!layout.ok()) return layout.status();
+  TrainedParameters out;
+  int64_t offset = 0;
+  for (const ParameterLayout& p : layout->parameters()) {
+    const int64_t n = p.tensor.numel();
+    const bool frozen = std::any_of(spec.freeze.begin(), spec.freeze.end(), [&](const std::string& prefix) {
+      return FreezePrefixMatches(prefix, p.tensor.name);
+    });
+    if (frozen) {
+      out.frozen.push_back(p.tensor.name);
+    } else {
+      out.trained.tensors.push_back(p.tensor);
+      if (!out.spans.empty() && out.spans.back().first + out.spans.back().second == offset) {
+        out.spans.back().second += n;
+      } else {
+        out.spans.emplace_back(offset, n);
+      }
+    }
+    offset += n;
+  }
+  return out;
 }
 
 absl::StatusOr<Manifest> ModelManifest(const ModelSpec& spec) {

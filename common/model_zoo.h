@@ -3,6 +3,7 @@
 
 #include <cstdint>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "absl/status/statusor.h"
@@ -40,7 +41,34 @@ inline constexpr size_t kMaxClassNameBytes = 64;
 // in_channels 1..3, base_width 8..kMaxResNetWidth in multiples of 8,
 // input_size at least 32); class names,
 // if any, one per class, distinct, 1..64 printable bytes.
+// [model] freeze is checked too: each prefix names at least one parameter,
+// whole layers only, not every parameter, at most kMaxFreezePrefixes.
 absl::Status CheckModelSpec(const ModelSpec& spec);
+
+inline constexpr size_t kMaxFreezePrefixes = 1024;
+
+// True if the freeze prefix names the tensor: the whole name, or a prefix
+// ending at a component boundary ("conv1" names conv1.weight, not
+// conv10.weight; "layer1" every tensor of a ResNet's first stage).
+bool FreezePrefixMatches(const std::string& prefix, const std::string& tensor);
+
+// Which of a model's tensors train: all but those [model] freeze names.
+// Updates hold the trained ones only, flattened in manifest order; `trained`
+// is their manifest (its hash is in the plan nodes join), `spans` where they
+// lie in the full parameter vector (offset, count), `frozen` the rest by name.
+struct TrainedParameters {
+  Manifest trained;
+  std::vector<std::pair<int64_t, int64_t>> spans;
+  std::vector<std::string> frozen;
+
+  int64_t elements() const;
+  // The trained values of a full parameter vector, and back.
+  std::vector<float> Gather(const std::vector<float>& full) const;
+  void Scatter(const std::vector<float>& part, std::vector<float>* full) const;
+  // full += delta on the trained values (delta as Gather orders them).
+  void AddTo(const std::vector<float>& delta, std::vector<float>* full) const;
+};
+absl::StatusOr<TrainedParameters> TrainedParametersOf(const ModelSpec& spec);
 
 // The safetensors metadata that describes a model's shape (architecture,
 // task, in_channels, input_size, num_classes, a U-Net's depth and

@@ -221,5 +221,71 @@ TEST(ModelZooFlatTest, FlatModelHasItsPlannedLength) {
   EXPECT_FALSE(CheckModelSpec(spec).ok());
 }
 
+// [model] freeze: prefixes end at a name component, name whole layers, and
+// leave something to train; the trained parameters gather and scatter back.
+TEST(ModelZooTest, FreezeNamesWholeLayersAndTheRestTrains) {
+  EXPECT_TRUE(FreezePrefixMatches("conv1", "conv1.weight"));
+  EXPECT_TRUE(FreezePrefixMatches("layer1", "layer1.0.conv1.weight"));
+  EXPECT_TRUE(FreezePrefixMatches("layer1.", "layer1.0.conv1.weight"));
+  EXPECT_TRUE(FreezePrefixMatches("fc.weight", "fc.weight"));
+  EXPECT_FALSE(FreezePrefixMatches("conv1", "conv10.weight"));
+  EXPECT_FALSE(FreezePrefixMatches("layer1", "layer10.0.conv1.weight"));
+  EXPECT_FALSE(FreezePrefixMatches("", "conv1.weight"));
+
+  ModelSpec spec{"resnet18", 1, 64, 2};
+  spec.base_width = 8;
+  spec.freeze = {"conv1", "bn1", "layer1", "layer2"};
+  absl::StatusOr<TrainedParameters> t = TrainedParametersOf(spec);
+  ASSERT_TRUE(t.ok()) << t.status();
+  absl::StatusOr<Manifest> all = ModelManifest(spec);
+  ASSERT_TRUE(all.ok());
+  for (const TensorSpec& tensor : t->trained.tensors) {
+    EXPECT_TRUE(tensor.name.rfind("layer3", 0) == 0 || tensor.name.rfind("layer4", 0) == 0 ||
+                tensor.name.rfind("fc.", 0) == 0)
+        << tensor.name;
+  }
+  EXPECT_EQ(t->trained.tensors.size() + t->frozen.size(), all->tensors.size());
+  EXPECT_EQ(t->spans.size(), 1u);  // the trained stages and the head are contiguous
+  std::vector<float> full(static_cast<size_t>(all->total_elements()));
+  for (size_t i = 0; i < full.size(); ++i) full[i] = static_cast<float>(i);
+  std::vector<float> part = t->Gather(full);
+  ASSERT_EQ(part.size(), static_cast<size_t>(t->elements()));
+  EXPECT_EQ(part.front(), static_cast<float>(t->spans[0].first));
+  std::vector<float> back(full.size(), -1.0f);
+  t->Scatter(part, &back);
+  for (size_t i = 0; i < full.size(); ++i) {
+    ASSERT_EQ(back[i], i < static_cast<size_t>(t->spans[0].first) ? -1.0f : full[i]) << i;
+  }
+  t->AddTo(std::vector<float>(part.size(), 1.0f), &full);
+  EXPECT_EQ(full[0], 0.0f);
+  EXPECT_EQ(full.back(), static_cast<float>(full.size()));  // (size - 1) + 1
+
+  // Gaps: ctnet with norm2 frozen trains conv1 .. conv2 and conv3 .. fc2.
+  ModelSpec ct{"ctnet", 1, 32, 2};
+  ct.freeze = {"norm2"};
+  absl::StatusOr<TrainedParameters> gap = TrainedParametersOf(ct);
+  ASSERT_TRUE(gap.ok()) << gap.status();
+  EXPECT_EQ(gap->spans.size(), 2u);
+  EXPECT_EQ(gap->frozen, (std::vector<std::string>{"norm2.weight", "norm2.bias"}));
+
+  ct.freeze = {"conv9"};
+  absl::Status s = CheckModelSpec(ct);
+  EXPECT_NE(s.message().find("'conv9' names no parameter of 'ctnet' (its layers: conv1, norm1, conv2"),
+            std::string::npos)
+      << s;
+  ct.freeze = {"fc2.bias"};
+  s = CheckModelSpec(ct);
+  EXPECT_NE(s.message().find("freezes part of layer 'fc2' (fc2.bias but not fc2.weight); freeze whole layers"),
+            std::string::npos)
+      << s;
+  ct.freeze = {"conv", "norm", "fc"};
+  EXPECT_FALSE(CheckModelSpec(ct).ok()) << "conv names no layer: prefixes end at a component";
+  ct.freeze = {"conv1", "norm1", "conv2", "norm2", "conv3", "norm3", "fc1", "fc2"};
+  s = CheckModelSpec(ct);
+  EXPECT_NE(s.message().find("freezes every parameter"), std::string::npos) << s;
+  ct.freeze = {"conv1 "};
+  EXPECT_FALSE(CheckModelSpec(ct).ok());
+}
+
 }  // namespace
 }  // namespace fedrad

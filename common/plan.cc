@@ -102,6 +102,7 @@ absl::StatusOr<FederationPlan> LoadPlan(const std::string& path, const StrategyC
   p.model.base_width = static_cast<int>(resnet ? c.GetInt("model.base_width", 64, 8, kMaxResNetWidth)
                                                : c.GetInt("model.base_width", 16, 4, kMaxUnetBaseWidth));
   p.model.class_names = c.GetStringArray("model.class_names", std::vector<std::string>{});
+  p.model.freeze = c.GetStringArray("model.freeze", std::vector<std::string>{});
   p.model_init_as_written = c.GetString("model.init", std::string());
   p.model_init = p.model_init_as_written.empty() ? std::string() : c.GetPath("model.init");
   if (!p.model.class_names.empty() && static_cast<int>(p.model.class_names.size()) != p.model.num_classes) {

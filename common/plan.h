@@ -40,6 +40,10 @@ struct ModelSpec {
   // empty: numbered. Public: they go into the model's metadata and the
   // segment labels of the SEG objects predict writes.
   std::vector<std::string> class_names;
+  // Layers that do not train ([model] freeze: name prefixes, "conv1" or
+  // "layer1"): no gradient, no per-sample work, no noise, and not in updates,
+  // which hold the trained parameters only (TrainedParametersOf).
+  std::vector<std::string> freeze;
 };
 
 // Local training settings the coordinator sends with every task. Under DP a

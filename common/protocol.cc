@@ -131,6 +131,17 @@ absl::StatusOr<Manifest> CheckJoinedPlan(const JoinedPlan& p) {
         "this node's '", p.model.architecture, "' has manifest ", manifest->Sha256().substr(0, 12),
         " but the coordinator's has ", absl::CEscape(p.manifest_sha256.substr(0, 12)), "; update fedrad on one side"));
   }
+  absl::StatusOr<TrainedParameters> trained = TrainedParametersOf(p.model);
+  if (!trained.ok()) return trained.status();
+  // A coordinator from before [model] freeze sends no hash: with nothing
+  // frozen the trained parameters are the manifest's, checked above.
+  const bool unsent = p.trained_sha256.empty() && p.model.freeze.empty();
+  if (!unsent && trained->trained.Sha256() != p.trained_sha256) {
+    return absl::FailedPreconditionError(
+        absl::StrCat("this node trains the parameters of manifest ", trained->trained.Sha256().substr(0, 12),
+                     " under the plan's freeze, but the coordinator expects updates of ",
+                     absl::CEscape(p.trained_sha256.substr(0, 12)), "; update fedrad on one side"));
+  }
   return manifest;
 }
 

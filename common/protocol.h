@@ -28,6 +28,8 @@ struct JoinedPlan {
   std::string site;  // the name the coordinator read from the caller's certificate
   ModelSpec model;
   std::string manifest_sha256;
+  // Of TrainedParametersOf(model).trained; may be empty when nothing is frozen.
+  std::string trained_sha256;
   int rounds = 0;
   uint32_t chunk_bytes = 0;
   bool require_dp = false;

@@ -41,7 +41,9 @@ void Encode(const JoinedPlan& in, v1::Plan* out) {
   m->set_depth(static_cast<uint32_t>(in.model.depth));
   m->set_base_width(static_cast<uint32_t>(in.model.base_width));
   for (const std::string& name : in.model.class_names) m->add_class_names(name);
+  for (const std::string& prefix : in.model.freeze) m->add_freeze(prefix);
   out->set_manifest_sha256(in.manifest_sha256);
+  out->set_trained_sha256(in.trained_sha256);
   out->set_rounds(static_cast<uint32_t>(in.rounds));
   out->set_chunk_bytes(in.chunk_bytes);
   out->set_require_dp(in.require_dp);
@@ -66,7 +68,12 @@ JoinedPlan Decode(const v1::Plan& in) {
   for (int i = 0; i < in.model().class_names_size() && i <= kMaxClasses; ++i) {
     p.model.class_names.push_back(in.model().class_names(i));
   }
+  // More prefixes than the limit are refused by CheckModelSpec; none is copied past that.
+  for (int i = 0; i < in.model().freeze_size() && static_cast<size_t>(i) <= kMaxFreezePrefixes; ++i) {
+    p.model.freeze.push_back(in.model().freeze(i));
+  }
   p.manifest_sha256 = in.manifest_sha256();
+  p.trained_sha256 = in.trained_sha256();
   p.rounds = Clamped(in.rounds(), 1 << 30);
   p.chunk_bytes = in.chunk_bytes();
   p.require_dp = in.require_dp();

@@ -58,6 +58,11 @@ TEST(WireCodecTest, ThePlanTravelsWhole) {
   EXPECT_EQ(q.model.depth, 4);
   EXPECT_EQ(q.model.base_width, 8);
   EXPECT_EQ(q.model.class_names, p.model.class_names);
+  p.model.freeze = {"down0", "down1"};
+  p.trained_sha256 = std::string(64, 'b');
+  q = RoundTrip<JoinedPlan, v1::Plan>(p);
+  EXPECT_EQ(q.model.freeze, p.model.freeze);
+  EXPECT_EQ(q.trained_sha256, p.trained_sha256);
 
   v1::Plan odd;
   odd.mutable_model()->set_task(9);

@@ -28,6 +28,8 @@ absl::StatusOr<std::unique_ptr<RoundDriver>> RoundDriver::Create(const Coordinat
   // largest flat model a plan allows, 2^31 values, ended in bad_alloc).
   absl::StatusOr<Manifest> manifest = ModelManifest(config.plan.model);
   if (!manifest.ok()) return manifest.status();
+  absl::StatusOr<TrainedParameters> trained = TrainedParametersOf(config.plan.model);
+  if (!trained.ok()) return trained.status();
   absl::StatusOr<MemoryNeed> need =
       CoordinatorMemoryNeed(config.plan.strategy, static_cast<size_t>(manifest->total_elements()));
   if (!need.ok()) return need.status();
@@ -45,15 +47,20 @@ absl::StatusOr<std::unique_ptr<RoundDriver>> RoundDriver::Create(const Coordinat
   absl::StatusOr<std::unique_ptr<ModelStore>> models = ModelStore::Open(config.state_dir + "/models");
   if (!models.ok()) return models.status();
   std::unique_ptr<RoundDriver> driver(
-      new RoundDriver(config, clock, std::move(*state), std::move(*models), std::move(*manifest)));
+      new RoundDriver(config, clock, std::move(*state), std::move(*models), std::move(*manifest), std::move(*trained)));
   s = EnsureDirectory(driver->spool_dir_);
   if (!s.ok()) return s;
   // Spooled updates of a round that did not close belong to no round now.
   driver->ClearSpool();
   absl::StatusOr<std::unique_ptr<Strategy>> strategy =
-      CreateStrategy(config.plan.strategy, driver->manifest_.total_elements());
+      CreateStrategy(config.plan.strategy, driver->trained_.elements());
   if (!strategy.ok()) return strategy.status();
   driver->strategy_ = std::move(*strategy);
+  if (!driver->trained_.frozen.empty()) {
+    spdlog::info("[model] freeze: {} of {} parameters train and travel in updates; frozen: {}",
+                 driver->trained_.elements(), driver->manifest_.total_elements(),
+                 absl::StrJoin(driver->trained_.frozen, ", "));
+  }
   s = EnsureDirectory(driver->StrategyDir());
   if (!s.ok()) return s;
   s = driver->LoadOrCreateInitialModel();
@@ -62,7 +69,7 @@ absl::StatusOr<std::unique_ptr<RoundDriver>> RoundDriver::Create(const Coordinat
   if (!s.ok()) return s;
   // After the model is loaded (which briefly takes twice its size), so the
   // peak stays the model plus the sum.
-  driver->intake_ = std::make_unique<UpdateIntake>(static_cast<size_t>(driver->manifest_.total_elements()),
+  driver->intake_ = std::make_unique<UpdateIntake>(static_cast<size_t>(driver->trained_.elements()),
                                                    driver->strategy_->FoldsUpdatesAsTheyArrive());
   // Sites whose budget was spent in an earlier run of this federation stay
   // so, and their earlier reports still bound what they may claim.
@@ -85,11 +92,12 @@ absl::StatusOr<std::unique_ptr<RoundDriver>> RoundDriver::Create(const Coordinat
 }
 
 RoundDriver::RoundDriver(CoordinatorConfig config, const Clock* clock, std::unique_ptr<StateStore> state,
-                         std::unique_ptr<ModelStore> models, Manifest manifest)
+                         std::unique_ptr<ModelStore> models, Manifest manifest, TrainedParameters trained)
     : config_(std::move(config)),
       clock_(clock),
       manifest_(std::move(manifest)),
       manifest_sha256_(manifest_.Sha256()),
+      trained_(std::move(trained)),
       state_(std::move(state)),
       models_(std::move(models)),
       spool_dir_(config_.state_dir + "/spool") {}
@@ -411,7 +419,7 @@ absl::StatusOr<std::unique_ptr<UpdateIntake::Upload>> RoundDriver::OpenUpload(co
   // BeginUpdate: the upload must be what the plan says.
   const WireDtype dtype = config_.plan.update_dtype;
   return intake_->Open(UploadSpec{t.upload_id, t.spool_path,
-                                  static_cast<uint64_t>(manifest_.total_elements()) * BytesPerValue(dtype), dtype,
+                                  static_cast<uint64_t>(trained_.elements()) * BytesPerValue(dtype), dtype,
                                   t.update_sha256, config_.plan.max_update_norm});
 }
 
@@ -462,7 +470,16 @@ absl::StatusOr<std::optional<std::string>> RoundDriver::Aggregate(const OpenRoun
 }
 
 absl::StatusOr<std::optional<std::string>> RoundDriver::AggregateInPlace(const OpenRound& r, const RoundUpdates& in) {
-  absl::StatusOr<AggregateResult> result = strategy_->Aggregate(r.round, in, &global_.values);
+  // Strategies see the trained parameters only (updates hold nothing else);
+  // frozen ones stay as they are.
+  absl::StatusOr<AggregateResult> result;
+  if (trained_.frozen.empty()) {
+    result = strategy_->Aggregate(r.round, in, &global_.values);
+  } else {
+    std::vector<float> part = trained_.Gather(global_.values);
+    result = strategy_->Aggregate(r.round, in, &part);
+    if (result.ok()) trained_.Scatter(part, &global_.values);
+  }
   if (!result.ok()) return result.status();
   if (!result->changed) {
     // Every site paid for this round; a strategy that keeps the model would
@@ -715,6 +732,7 @@ protocol::JoinedPlan RoundDriver::PlanFor(const std::string& site) const {
   out.site = site;
   out.model = p.model;
   out.manifest_sha256 = manifest_sha256_;
+  out.trained_sha256 = trained_.trained.Sha256();
   out.rounds = p.rounds;
   out.chunk_bytes = p.chunk_bytes;
   out.update_dtype = p.update_dtype;
@@ -826,11 +844,12 @@ absl::Status RoundDriver::CheckUpdateClaim(const protocol::UpdateClaim& h, const
         absl::StrCat("the update is in ", h.dtype ? WireDtypeName(*h.dtype) : "a dtype this coordinator lacks",
                      "; the plan's update_dtype is ", WireDtypeName(config_.plan.update_dtype)));
   }
-  const uint64_t wire_bytes =
-      static_cast<uint64_t>(manifest_.total_elements()) * BytesPerValue(config_.plan.update_dtype);
+  const uint64_t wire_bytes = static_cast<uint64_t>(trained_.elements()) * BytesPerValue(config_.plan.update_dtype);
   if (h.total_bytes != wire_bytes) {
-    return absl::InvalidArgumentError(absl::StrCat("update has ", h.total_bytes, " bytes; the model's manifest needs ",
-                                                   wire_bytes, " in ", WireDtypeName(config_.plan.update_dtype)));
+    return absl::InvalidArgumentError(
+        absl::StrCat("update has ", h.total_bytes, " bytes; the model's ",
+                     trained_.frozen.empty() ? "manifest needs" : "trained parameters need", " ", wire_bytes, " in ",
+                     WireDtypeName(config_.plan.update_dtype)));
   }
   if (h.privacy) {
     if (absl::Status possible = claims_.Check(t->site, *h.privacy, h.update_sha256); !possible.ok()) return possible;

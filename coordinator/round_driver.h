@@ -15,6 +15,7 @@
 #include "absl/synchronization/mutex.h"
 #include "absl/time/time.h"
 #include "common/clock.h"
+#include "common/model_zoo.h"
 #include "common/protocol.h"
 #include "common/safetensors.h"
 #include "common/tensor.h"
@@ -156,7 +157,7 @@ class RoundDriver {
   };
 
   RoundDriver(CoordinatorConfig config, const Clock* clock, std::unique_ptr<StateStore> state,
-              std::unique_ptr<ModelStore> models, Manifest manifest);
+              std::unique_ptr<ModelStore> models, Manifest manifest, TrainedParameters trained);
   // The work FinishUpdate, RecordEvaluation and Decline hand the worker.
   absl::Status FinishUpdateNow(const UpdateTicket& ticket, const absl::Status& outcome);
   absl::Status RecordEvaluationNow(const std::string& site, const protocol::EvaluationReport& evaluation);
@@ -207,6 +208,8 @@ class RoundDriver {
   const Clock* const clock_;
   const Manifest manifest_;
   const std::string manifest_sha256_;
+  // What updates hold: all parameters but the plan's frozen ones.
+  const TrainedParameters trained_;
   std::unique_ptr<StateStore> state_;
   std::unique_ptr<ModelStore> models_;
   std::unique_ptr<Strategy> strategy_;

@@ -209,7 +209,9 @@ absl::StatusOr<EmpiricalAuditResult> RunEmpiricalAudit(const NodeConfig& config,
     if (r.rounds.size() > 1) spdlog::info("empirical audit: round {}/{}", k + 1, r.rounds.size());
     absl::StatusOr<TrainingOutcome> outcome = TrainLocally(spec, current, split.train, settings);
     if (!outcome.ok()) return outcome.status();
-    for (size_t i = 0; i < current.values.size(); ++i) current.values[i] += outcome->delta[i];
+    absl::StatusOr<TrainedParameters> trained = TrainedParametersOf(spec);
+    if (!trained.ok()) return trained.status();
+    trained->AddTo(outcome->delta, &current.values);
     for (int i = 0; i < o.canaries; ++i) scores[i] += outcome->canary_scores[i];
   }
   std::vector<double> in, out;

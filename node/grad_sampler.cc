@@ -101,17 +101,20 @@ absl::Status GradSampler::Backward(const torch::Tensor& loss) {
   return absl::OkStatus();
 }
 
+// A frozen layer ([model] freeze: its parameters take no gradient) is not
+// captured: no per-sample work is done for it, and the gradient still flows
+// through it to the layers before. [model] freeze names whole layers only.
 void GradSampler::Linear(torch::nn::LinearImpl& l, const torch::Tensor& in, const torch::Tensor& out) {
-  Add(Kind::kLinear, &l, in, out);
+  if (l.weight.requires_grad()) Add(Kind::kLinear, &l, in, out);
 }
 void GradSampler::Conv2d(torch::nn::Conv2dImpl& l, const torch::Tensor& in, const torch::Tensor& out) {
-  Add(Kind::kConv2d, &l, in, out);
+  if (l.weight.requires_grad()) Add(Kind::kConv2d, &l, in, out);
 }
 void GradSampler::GroupNorm(torch::nn::GroupNormImpl& l, const torch::Tensor& in, const torch::Tensor& out) {
-  Add(Kind::kGroupNorm, &l, in, out);
+  if (l.weight.defined() && l.weight.requires_grad()) Add(Kind::kGroupNorm, &l, in, out);
 }
 void GradSampler::LayerNorm(torch::nn::LayerNormImpl& l, const torch::Tensor& in, const torch::Tensor& out) {
-  Add(Kind::kLayerNorm, &l, in, out);
+  if (l.weight.defined() && l.weight.requires_grad()) Add(Kind::kLayerNorm, &l, in, out);
 }
 
 void GradSampler::Clear() { captures_.clear(); }

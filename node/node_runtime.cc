@@ -178,8 +178,13 @@ absl::StatusOr<JoinedPlan> NodeRuntime::Hello() {
     }
   }
   if (plan_ && (plan_->model.architecture != p.model.architecture || plan_->model.input_size != p.model.input_size ||
-                plan_->model.num_classes != p.model.num_classes || plan_->model.task != p.model.task)) {
+                plan_->model.num_classes != p.model.num_classes || plan_->model.task != p.model.task ||
+                plan_->model.freeze != p.model.freeze)) {
     return absl::FailedPreconditionError("the federation's model changed while this node was running; restart it");
+  }
+  if (!p.model.freeze.empty() && !plan_) {
+    spdlog::info("the plan freezes {}: those layers do not train, and updates hold the other parameters only",
+                 absl::StrJoin(p.model.freeze, ", "));
   }
   manifest_ = std::move(*manifest);
   coordinator_certificate_pem_ = std::move(coordinator_pem);

@@ -73,7 +73,9 @@ absl::Status TrainLocal(const TrainLocalOptions& o, std::ostream& out) {
   }
   absl::StatusOr<TrainingOutcome> outcome = TrainLocally(o.model, *params, train, settings);
   if (!outcome.ok()) return outcome.status();
-  for (size_t i = 0; i < params->values.size(); ++i) params->values[i] += outcome->delta[i];
+  absl::StatusOr<TrainedParameters> trained = TrainedParametersOf(o.model);
+  if (!trained.ok()) return trained.status();
+  trained->AddTo(outcome->delta, &params->values);
   absl::StatusOr<Evaluation> eval = EvaluateModel(o.model, *params, test);
   if (!eval.ok()) return eval.status();
   if (o.model.task == ModelTask::kSegmentation) {

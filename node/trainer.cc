@@ -6,6 +6,7 @@
 #include <torch/optim/sgd.h>
 #include <torch/utils.h>
 
+#include <algorithm>
 #include <cmath>
 #include <map>
 #include <thread>
@@ -13,6 +14,7 @@
 #include <spdlog/spdlog.h>
 
 #include "absl/strings/str_cat.h"
+#include "common/model_zoo.h"
 #include "common/model_zoo_torch.h"
 #include "node/dp_sgd.h"
 #include "node/grad_sampler.h"
@@ -49,12 +51,30 @@ absl::Status CheckInputs(const ModelSpec& spec, const ImageSet& set) {
   return absl::OkStatus();
 }
 
-// Trained minus starting weights, flattened in manifest order.
-std::vector<float> DeltaFrom(const torch::nn::Module& model, const ModelParameters& global) {
-  ModelParameters trained = ExtractParameters(model);
-  std::vector<float> delta(trained.values.size());
-  for (size_t i = 0; i < delta.size(); ++i) delta[i] = trained.values[i] - global.values[i];
+// Trained minus starting weights of the trained parameters, flattened in
+// manifest order (what an update holds).
+std::vector<float> DeltaFrom(const torch::nn::Module& model, const ModelParameters& global,
+                             const TrainedParameters& trained) {
+  const std::vector<float> now = trained.Gather(ExtractParameters(model).values);
+  const std::vector<float> before = trained.Gather(global.values);
+  std::vector<float> delta(now.size());
+  for (size_t i = 0; i < delta.size(); ++i) delta[i] = now[i] - before[i];
   return delta;
+}
+
+// [model] freeze: the frozen parameters take no gradient, so plain SGD never
+// moves them and DP-SGD neither samples, clips nor noises them (GradSampler
+// skips their layers; NoisyClippedGradient and the optimizer see only the
+// parameters that train, which it returns in named_parameters order).
+std::vector<torch::Tensor> FreezeLayers(torch::nn::Module& model, const ModelSpec& spec) {
+  std::vector<torch::Tensor> trained;
+  for (auto& item : model.named_parameters(true)) {
+    const bool frozen = std::any_of(spec.freeze.begin(), spec.freeze.end(),
+                                    [&](const std::string& prefix) { return FreezePrefixMatches(prefix, item.key()); });
+    item.value().set_requires_grad(!frozen);
+    if (!frozen) trained.push_back(item.value());
+  }
+  return trained;
 }
 
 // FedProx (Li et al. 2020): the local loss gains (mu/2)·||w - w_global||²,
@@ -82,7 +102,8 @@ class ProximalTerm {
 
 // DP-SGD over privacy units; see DpTrainingSettings.
 absl::StatusOr<TrainingOutcome> TrainPrivately(const ModelSpec& spec, NetworkImpl& model, const ModelParameters& global,
-                                               const ImageSet& train, const LocalTrainingSettings& settings) {
+                                               const TrainedParameters& trained, const ImageSet& train,
+                                               const LocalTrainingSettings& settings) {
   const DpTrainingSettings& dp = *settings.dp;
   if (!(dp.sampling_rate > 0 && dp.sampling_rate <= 1) || dp.steps < 1 || !(dp.clip_norm > 0) ||
       !(dp.noise_multiplier >= 0)) {
@@ -106,7 +127,7 @@ absl::StatusOr<TrainingOutcome> TrainPrivately(const ModelSpec& spec, NetworkImp
   int64_t canaries_in = 0;
   if (dp.canaries) {
     const GradientCanaries& c = *dp.canaries;
-    const int64_t parameters = static_cast<int64_t>(global.values.size());
+    const int64_t parameters = trained.elements();
     std::vector<int64_t> sorted = c.coordinates;
     std::sort(sorted.begin(), sorted.end());
     if (c.signs.size() != c.coordinates.size() || c.included.size() != c.coordinates.size() ||
@@ -130,7 +151,7 @@ absl::StatusOr<TrainingOutcome> TrainPrivately(const ModelSpec& spec, NetworkImp
     if (!created.ok()) return created.status();
     rng = std::move(*created);
   }
-  torch::optim::SGD optimizer(model.parameters(),
+  torch::optim::SGD optimizer(FreezeLayers(model, spec),
                               torch::optim::SGDOptions(settings.learning_rate).momentum(settings.momentum));
   ProximalTerm proximal(model, settings.proximal_mu);
   GradSampler sampler;
@@ -196,7 +217,7 @@ absl::StatusOr<TrainingOutcome> TrainPrivately(const ModelSpec& spec, NetworkImp
     optimizer.step();
   }
   model.set_tap(nullptr);
-  out.delta = DeltaFrom(model, global);
+  out.delta = DeltaFrom(model, global, trained);
   out.examples = train.count();
   out.mean_loss = seen > 0 ? loss_sum / static_cast<double>(seen) : 0;
   out.dp_steps = dp.steps;
@@ -272,8 +293,10 @@ absl::StatusOr<TrainingOutcome> TrainLocally(const ModelSpec& spec, const ModelP
     s = LoadParameters(**model, global);
     if (!s.ok()) return s;
     (*model)->train();
-    if (settings.dp) return TrainPrivately(spec, **model, global, train, settings);
-    torch::optim::SGD optimizer((*model)->parameters(),
+    absl::StatusOr<TrainedParameters> trained = TrainedParametersOf(spec);
+    if (!trained.ok()) return trained.status();
+    if (settings.dp) return TrainPrivately(spec, **model, global, *trained, train, settings);
+    torch::optim::SGD optimizer(FreezeLayers(**model, spec),
                                 torch::optim::SGDOptions(settings.learning_rate).momentum(settings.momentum));
     torch::Tensor images = ImagesTensor(train);
     torch::Tensor labels = TargetsTensor(spec, train);
@@ -303,7 +326,7 @@ absl::StatusOr<TrainingOutcome> TrainLocally(const ModelSpec& spec, const ModelP
       }
       out.mean_loss = loss_sum / static_cast<double>(seen);
     }
-    out.delta = DeltaFrom(**model, global);
+    out.delta = DeltaFrom(**model, global, *trained);
     out.examples = train.count();
     return out;
   } catch (const c10::Error& e) {

@@ -22,7 +22,7 @@ namespace fedrad::node {
 // batch (sampling_rate × units).
 // Audits only (`fedrad audit empirical`): Dirac gradient canaries, each a
 // privacy unit of its own whose gradient is signs[i] · norm_in_clips · C at
-// coordinates[i] of the flattened parameters (manifest order), clipped like
+// coordinates[i] of the flattened trained parameters (manifest order), clipped like
 // every unit; see node/dp_sgd.h.
 struct GradientCanaries {
   std::vector<int64_t> coordinates;  // distinct, below the model's parameter count
@@ -65,8 +65,10 @@ struct LocalTrainingSettings {
 };
 
 struct TrainingOutcome {
-  std::vector<float> delta;  // trained minus global, flattened in manifest order
-  double mean_loss = 0;      // over the last epoch
+  // Trained minus global, of the parameters that train (all but [model]
+  // freeze's), flattened in manifest order: TrainedParametersOf(spec).
+  std::vector<float> delta;
+  double mean_loss = 0;  // over the last epoch
   int64_t examples = 0;
   int64_t dp_steps = 0;     // steps taken under DP (each touched the data)
   int64_t dp_units = 0;     // privacy units the sampling rate applies to

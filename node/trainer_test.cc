@@ -145,6 +145,56 @@ TEST(TrainerTest, DpSgdStillLearnsAndCountsItsSteps) {
   EXPECT_NE(a->delta, b->delta);
 }
 
+// [model] freeze: frozen layers do not move, under plain SGD and DP-SGD
+// alike, and the delta holds the trained parameters only. The first step's
+// gradient of the trained ones is the same whether the others are frozen or
+// not; from the second step on it differs, because unfrozen layers moved in
+// the first (with nothing frozen, the two runs would agree at every step).
+// Under DP the unit norms leave the frozen layers out: the same first step's
+// mean norm is smaller with them frozen.
+TEST(TrainerTest, FrozenLayersDoNotTrainAndLeaveTheDelta) {
+  SetTorchThreads(1);
+  ModelSpec spec;
+  spec.input_size = 16;
+  ModelSpec frozen = spec;
+  frozen.freeze = {"conv1", "norm1", "fc1"};
+  auto global = InitialParameters(spec, 1);
+  ASSERT_TRUE(global.ok());
+  auto trained = TrainedParametersOf(frozen);
+  ASSERT_TRUE(trained.ok()) << trained.status();
+  ImageSet train = ToySet(32, 16);
+  for (bool dp : {false, true}) {
+    SCOPED_TRACE(dp ? "DP-SGD" : "SGD");
+    auto run = [&](const ModelSpec& s, int steps) {
+      LocalTrainingSettings settings;
+      settings.learning_rate = 0.05;
+      settings.momentum = 0;
+      settings.batch_size = 32;  // one full batch a step
+      settings.local_epochs = steps;
+      // q = 1 takes every unit at each step; no noise, no clipping in effect.
+      if (dp) settings.dp = DpTrainingSettings{0.0, 1e6, 1.0, steps, /*patient_level=*/false, /*test_seed=*/3};
+      auto out = TrainLocally(s, *global, train, settings);
+      EXPECT_TRUE(out.ok()) << out.status();
+      return *out;
+    };
+    const TrainingOutcome one_frozen = run(frozen, 1), one_all = run(spec, 1);
+    ASSERT_EQ(one_frozen.delta.size(), static_cast<size_t>(trained->elements()));
+    ASSERT_EQ(one_all.delta.size(), global->values.size());
+    const std::vector<float> one_all_trained = trained->Gather(one_all.delta);
+    for (size_t i = 0; i < one_frozen.delta.size(); ++i) {
+      ASSERT_NEAR(one_frozen.delta[i], one_all_trained[i], 1e-6 + 1e-4 * std::fabs(one_all_trained[i])) << i;
+    }
+    const TrainingOutcome two_frozen = run(frozen, 2), two_all = run(spec, 2);
+    const std::vector<float> two_all_trained = trained->Gather(two_all.delta);
+    double differ = 0;
+    for (size_t i = 0; i < two_frozen.delta.size(); ++i) {
+      differ = std::max(differ, static_cast<double>(std::fabs(two_frozen.delta[i] - two_all_trained[i])));
+    }
+    EXPECT_GT(differ, 1e-4);
+    if (dp) EXPECT_LT(one_frozen.dp_mean_norm, 0.99 * one_all.dp_mean_norm);
+  }
+}
+
 // What leaves is divided by q x the released count, not the exact one: the
 // update's scale (its noise std is σC over that divisor) would otherwise
 // tell the coordinator the exact count. One SGD step without momentum, the

@@ -337,6 +337,65 @@ TEST(FederationInitTest, AStateDictConvertsToStartingWeights) {
   RemoveWorkspaceIfPassed(dir);
 }
 
+// [model] freeze over mTLS with DP: the frozen layers of the round-1 model
+// are byte for byte those of round 0, the others moved, and each update
+// held the trained parameters only (the coordinator's spool size check
+// accepted them; its log says how many travel).
+TEST(FederationFreezeTest, FrozenLayersStayAndOnlyTrainedParametersTravel) {
+  const std::string dir = MakeWorkspace();
+  MiniFederation f = SetUpFederation(
+      dir, {.sites = 1, .rounds = 1, .min_nodes = 1, .model_lines = "freeze = [\"conv1\", \"norm1\", \"conv2\"]\n"});
+  ASSERT_FALSE(::testing::Test::HasFailure());
+  const std::vector<std::string> logs = RunFederationToCompletion(f);
+  auto model_of = [&](int round) {
+    const std::vector<SqlRow> rows =
+        QueryDb(f.StateDb(), absl::StrCat("SELECT sha256 FROM models WHERE round = ", round));
+    EXPECT_EQ(rows.size(), 1u) << "round " << round;
+    absl::StatusOr<SafetensorsFile> file =
+        ReadSafetensorsFile(dir + "/kits/coordinator/state/models/" + AsText(rows.at(0)[0]) + ".safetensors");
+    EXPECT_TRUE(file.ok()) << file.status();
+    return file->parameters;
+  };
+  const ModelParameters before = model_of(0), after = model_of(1);
+  ModelSpec spec{"ctnet", 1, 32, 2};
+  spec.freeze = {"conv1", "norm1", "conv2"};
+  absl::StatusOr<TrainedParameters> trained = TrainedParametersOf(spec);
+  ASSERT_TRUE(trained.ok()) << trained.status();
+  EXPECT_EQ(trained->frozen, (std::vector<std::string>{"conv1.weight", "conv1.bias", "norm1.weight", "norm1.bias",
+                                                       "conv2.weight", "conv2.bias"}));
+  const int64_t frozen_values = before.manifest.total_elements() - trained->elements();
+  EXPECT_EQ(frozen_values, 16 * 25 + 16 + 32 + 32 * 16 * 9 + 32);
+  // The frozen layers come first in ctnet's manifest.
+  EXPECT_TRUE(std::equal(before.values.begin(), before.values.begin() + frozen_values, after.values.begin()));
+  EXPECT_EQ(trained->Gather(before.values).size(), static_cast<size_t>(trained->elements()));
+  EXPECT_NE(trained->Gather(before.values), trained->Gather(after.values));
+  const std::string& log = logs.at(0);
+  EXPECT_NE(log.find(absl::StrCat("[model] freeze: ", trained->elements(), " of ", before.manifest.total_elements(),
+                                  " parameters train")),
+            std::string::npos)
+      << log;
+  RemoveWorkspaceIfPassed(dir);
+}
+
+// A freeze prefix that names no layer stops provision before anything is written.
+TEST(FederationFreezeTest, AnUnknownPrefixStopsProvision) {
+  const std::string dir = MakeWorkspace();
+  MiniFederation f = SetUpFederation(dir, {.sites = 1, .rounds = 1, .min_nodes = 1, .dp = false});
+  ASSERT_FALSE(::testing::Test::HasFailure());
+  ReplaceInFile(dir + "/plan.toml", "input_size = 32\n", "input_size = 32\nfreeze = [\"conv9\"]\n");
+  const std::string log = dir + "/provision-freeze.log";
+  EXPECT_NE(RunCommand({FedradBin(), "provision", "--plan", dir + "/plan.toml", "--out", dir + "/kits2", "--data-root",
+                        dir + "/data"},
+                       log),
+            0);
+  const std::string text = ReadText(log);
+  EXPECT_NE(text.find("[model]: model freeze prefix 'conv9' names no parameter of 'ctnet' (its layers: conv1, norm1"),
+            std::string::npos)
+      << text;
+  EXPECT_FALSE(std::filesystem::exists(dir + "/kits2"));
+  RemoveWorkspaceIfPassed(dir);
+}
+
 // A file that does not fit the plan's model stops provision, naming what.
 TEST(FederationInitTest, WeightsThatDoNotFitStopProvision) {
   const std::string dir = MakeWorkspace();

@@ -132,9 +132,10 @@ MiniFederation SetUpFederation(const std::string& dir, const MiniFederationOptio
       o.task == "segmentation" ? "task = \"segmentation\"\narchitecture = \"unet2d\"\ndepth = 2\nbase_width = 8\n"
                                  "class_names = [\"background\", \"lesion\"]\n"
                                : "architecture = \"ctnet\"\n",
-      "input_size = 32\n", o.model_init.empty() ? "" : absl::StrCat("init = \"", o.model_init, "\"\n"), "\n",
-      "[training]\nlocal_epochs = ", o.local_epochs, "\nbatch_size = ", o.batch_size, "\nlearning_rate = 0.01\n\n",
-      "[coordinator]\naddress = \"127.0.0.1:", f.port, "\"\nhosts = [\"localhost\", \"127.0.0.1\"]\n");
+      "input_size = 32\n", o.model_init.empty() ? "" : absl::StrCat("init = \"", o.model_init, "\"\n"), o.model_lines,
+      "\n", "[training]\nlocal_epochs = ", o.local_epochs, "\nbatch_size = ", o.batch_size,
+      "\nlearning_rate = 0.01\n\n", "[coordinator]\naddress = \"127.0.0.1:", f.port,
+      "\"\nhosts = [\"localhost\", \"127.0.0.1\"]\n");
   for (int i = 0; i < o.sites; ++i) {
     f.sites.push_back(absl::StrCat("site-", std::string(1, static_cast<char>('a' + i))));
     absl::StrAppend(&plan, "\n[[site]]\nname = \"", f.sites.back(), "\"\n");

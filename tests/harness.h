@@ -104,6 +104,8 @@ struct MiniFederationOptions {
   std::string task = "classification";
   // [model] init: starting weights, relative to the plan's folder (`dir`).
   std::string model_init;
+  // More lines for the plan's [model] (e.g. freeze = [...]).
+  std::string model_lines;
 };
 
 // Writes a plan, synthesizes data and provisions kits with `fedrad`.

@@ -136,6 +136,9 @@ std::string DefaultCaDir(const std::string& out_dir) {
 absl::Status Provision(const ProvisionOptions& options) {
   absl::StatusOr<FederationPlan> plan = LoadPlan(options.plan_path, coordinator::CheckPlanStrategy);
   if (!plan.ok()) return plan.status();
+  if (absl::Status spec = CheckModelSpec(plan->model); !spec.ok()) {
+    return absl::InvalidArgumentError(absl::StrCat(options.plan_path, ": [model]: ", spec.message()));
+  }
   const std::string ca_dir = options.ca_dir.empty() ? DefaultCaDir(options.out_dir) : options.ca_dir;
   if (absl::Status inside = CheckOutside(ca_dir, options.out_dir); !inside.ok()) return inside;
   std::error_code ec;
