@@ -8,7 +8,9 @@
 # 0.1), LOCAL_EPOCHS (1), BATCH (64; under DP the expected batch), LR (0.05),
 # MOMENTUM (0.9), STRATEGY (fedavg), SERVER_LR (1), SERVER_MOMENTUM (0.9),
 # VALIDATION (0.1: each site's held-out share of patients, used only for the
-# per-round log; the score is on the 10,000 test images).
+# per-round log; the score is on the 10,000 test images), LIMIT and
+# TEST_LIMIT (import at most this many training / test images; all by
+# default; bench/smoke.sh runs a few hundred).
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 source "$root/bench/lib.sh"
@@ -26,15 +28,19 @@ strategy="${STRATEGY:-fedavg}"
 server_lr="${SERVER_LR:-1}"
 server_momentum="${SERVER_MOMENTUM:-0.9}"
 validation="${VALIDATION:-0.1}"
+limit=()
+[ -n "${LIMIT:-}" ] && limit+=(--limit "$LIMIT")
+test_limit=()
+[ -n "${TEST_LIMIT:-}" ] && test_limit+=(--limit "$TEST_LIMIT")
 work="${FEDRAD_BENCH_WORK:-$(mktemp -d)}"
 mkdir -p "$work"
 fm=/usr/share/datasets/fashion-mnist
 echo "workspace: $work"
 cd "$work"
 [ -d train ] || quiet "$bin/tools/fedrad" import --idx-images $fm/train-images-idx3-ubyte.gz \
-  --idx-labels $fm/train-labels-idx1-ubyte.gz --out train
+  --idx-labels $fm/train-labels-idx1-ubyte.gz "${limit[@]}" --out train
 [ -d test ] || quiet "$bin/tools/fedrad" import --idx-images $fm/t10k-images-idx3-ubyte.gz \
-  --idx-labels $fm/t10k-labels-idx1-ubyte.gz --out test
+  --idx-labels $fm/t10k-labels-idx1-ubyte.gz "${test_limit[@]}" --out test
 rm -rf sites kits kits-ca
 "$bin/tools/fedrad" partition --data train --sites 4 --mode dirichlet --alpha "$alpha" --seed 1 --out sites
 port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')

@@ -4,7 +4,8 @@
 # SEG), the plan of configs/segmentation.toml (unet2d), through the real
 # coordinator and nodes over mutual TLS on 127.0.0.1. The final model is
 # scored at each site on its own validation patients with fedrad-node
-# evaluate (exact, local), and centrally with train-local on the pooled data.
+# evaluate (exact, local). The central baselines of bench/RESULTS.md come from
+# train-local on the pooled folders, with the command given there.
 # Usage: bench/segmentation_federated.sh [build-dir]
 # Environment: EPSILON (each site's patient-level budget at delta 1e-5 over
 # the run, reached at the last round; "none": non-private; default 8),
@@ -56,7 +57,9 @@ for s in $sites; do
     --model "kits/coordinator/state/models/$model.safetensors" 2>/dev/null | python3 -c '
 import json, sys
 m = json.load(sys.stdin)["metrics"]
-print("%s federated: Dice per patient %.4f [%.4f, %.4f], per image %.4f, IoU %.4f, HD95 %.2f mm" % (sys.argv[1],
+# HD95 needs an image where both the prediction and the truth have a lesion.
+hd95 = "%.2f mm" % m["hd95_mm"]["per_patient"] if "hd95_mm" in m else "undefined (no lesion predicted where there is one)"
+print("%s federated: Dice per patient %.4f [%.4f, %.4f], per image %.4f, IoU %.4f, HD95 %s" % (sys.argv[1],
       m["dice"]["per_patient"], m["dice"]["ci95"][0], m["dice"]["ci95"][1], m["dice"]["per_image"],
-      m["iou"]["per_patient"], m["hd95_mm"]["per_patient"]))' "$s"
+      m["iou"]["per_patient"], hd95))' "$s"
 done
