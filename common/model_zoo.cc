@@ -10,6 +10,7 @@
 #include <nlohmann/json.hpp>
 
 #include "absl/strings/escaping.h"
+#include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 
@@ -41,6 +42,13 @@ class Layout {
   void GroupNorm(const std::string& name, int64_t channels) {
     Add(name + ".weight", {channels}, 0, 1);
     Add(name + ".bias", {channels}, 0, 0);
+  }
+  // As FrozenBatchNorm2dImpl registers them: the identity until pretrained
+  // weights and statistics are loaded.
+  void FrozenBatchNorm(const std::string& name, int64_t channels) {
+    GroupNorm(name, channels);
+    Add(name + ".running_mean", {channels}, 0, 0);
+    Add(name + ".running_var", {channels}, 0, 1);
   }
   void Add(const std::string& name, std::vector<int64_t> shape, double bound, float constant) {
     parameters_.push_back(ParameterLayout{TensorSpec{name, std::move(shape)}, bound, constant});
@@ -95,10 +103,18 @@ Layout BuildLayout(const ModelSpec& spec) {
     // (each conv1, bn1, conv2, bn2, and where the shape changes a 1x1
     // downsample.0 with its norm downsample.1), the classifier fc. The
     // convolutions have no bias (a norm follows each); the norms are
-    // GroupNorms.
+    // GroupNorms, or with norm = "frozen_batch" frozen BatchNorms (weight,
+    // bias, running_mean, running_var: torchvision's names).
     const int64_t w = spec.base_width;
+    auto norm = [&](const std::string& name, int64_t channels) {
+      if (spec.norm == kFrozenBatchNorm) {
+        l.FrozenBatchNorm(name, channels);
+      } else {
+        l.GroupNorm(name, channels);
+      }
+    };
     l.Conv2d("conv1", spec.in_channels, w, 7, /*bias=*/false);
-    l.GroupNorm("bn1", w);
+    norm("bn1", w);
     int64_t in = w;
     const std::vector<int>& blocks = ResNetBlocks(spec.architecture);
     for (int stage = 0; stage < 4; ++stage) {
@@ -106,12 +122,12 @@ Layout BuildLayout(const ModelSpec& spec) {
       for (int b = 0; b < blocks[static_cast<size_t>(stage)]; ++b) {
         const std::string name = absl::StrCat("layer", stage + 1, ".", b);
         l.Conv2d(name + ".conv1", in, out, 3, false);
-        l.GroupNorm(name + ".bn1", out);
+        norm(name + ".bn1", out);
         l.Conv2d(name + ".conv2", out, out, 3, false);
-        l.GroupNorm(name + ".bn2", out);
+        norm(name + ".bn2", out);
         if (in != out) {  // the first block of stages 2-4: stride 2
           l.Conv2d(name + ".downsample.0", in, out, 1, false);
-          l.GroupNorm(name + ".downsample.1", out);
+          norm(name + ".downsample.1", out);
         }
         in = out;
       }
@@ -219,6 +235,12 @@ absl::Status CheckShape(const ModelSpec& spec) {
     }
     return absl::OkStatus();
   }
+  if (spec.norm != "group" && !(spec.norm == kFrozenBatchNorm && IsResNet(spec.architecture))) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("model norm '", absl::CEscape(spec.norm.substr(0, 32)), "' is not ",
+                     IsResNet(spec.architecture) ? "\"group\" or \"frozen_batch\"" : "\"group\" (the only one of '",
+                     IsResNet(spec.architecture) ? "" : spec.architecture + "')"));
+  }
   if (IsResNet(spec.architecture)) {
     if (spec.in_channels > 3) {
       return absl::InvalidArgumentError(
@@ -304,6 +326,7 @@ absl::Status CheckFreeze(const ModelSpec& spec, const Layout& layout) {
   bool any_trained = false;
   std::map<std::string, std::pair<std::vector<std::string>, std::vector<std::string>>> by_layer;  // frozen, trained
   for (const ParameterLayout& p : layout.parameters()) {
+    if (IsStatistic(p.tensor.name)) continue;  // never trained, whatever the layer's parameters do
     const bool f = frozen(p.tensor.name);
     any_trained = any_trained || !f;
     auto& [frozen_names, trained_names] = by_layer[LayerOf(p.tensor.name)];
@@ -327,6 +350,10 @@ absl::Status CheckFreeze(const ModelSpec& spec, const Layout& layout) {
 absl::Status CheckModelSpec(const ModelSpec& spec) {
   if (absl::Status s = CheckShape(spec); !s.ok()) return s;
   return CheckFreeze(spec, BuildLayout(spec));
+}
+
+bool IsStatistic(const std::string& tensor) {
+  return absl::EndsWith(tensor, ".running_mean") || absl::EndsWith(tensor, ".running_var");
 }
 
 bool FreezePrefixMatches(const std::string& prefix, const std::string& tensor) {
@@ -366,9 +393,10 @@ absl::StatusOr<TrainedParameters> TrainedParametersOf(const ModelSpec& spec) {
   int64_t offset = 0;
   for (const ParameterLayout& p : layout->parameters()) {
     const int64_t n = p.tensor.numel();
-    const bool frozen = std::any_of(spec.freeze.begin(), spec.freeze.end(), [&](const std::string& prefix) {
-      return FreezePrefixMatches(prefix, p.tensor.name);
-    });
+    const bool frozen = IsStatistic(p.tensor.name) ||
+                        std::any_of(spec.freeze.begin(), spec.freeze.end(), [&](const std::string& prefix) {
+                          return FreezePrefixMatches(prefix, p.tensor.name);
+                        });
     if (frozen) {
       out.frozen.push_back(p.tensor.name);
     } else {
@@ -488,6 +516,7 @@ SafetensorsMetadata ModelShapeMetadata(const ModelSpec& model) {
   if (model.architecture == "unet2d" || IsResNet(model.architecture)) {
     m["base_width"] = std::to_string(model.base_width);
   }
+  if (IsResNet(model.architecture) && model.norm != "group") m["norm"] = model.norm;
   if (!model.class_names.empty()) m["class_names"] = nlohmann::json(model.class_names).dump();
   return m;
 }

@@ -41,6 +41,13 @@ inline constexpr size_t kMaxClassNameBytes = 64;
 // in_channels 1..3, base_width 8..kMaxResNetWidth in multiples of 8,
 // input_size at least 32); class names,
 // if any, one per class, distinct, 1..64 printable bytes.
+// A ResNet's norm = "frozen_batch" (ModelSpec::norm).
+inline constexpr const char* kFrozenBatchNorm = "frozen_batch";
+
+// True for the running statistics of a frozen BatchNorm layer
+// (".running_mean", ".running_var"): in the manifest, never trained.
+bool IsStatistic(const std::string& tensor);
+
 // [model] freeze is checked too: each prefix names at least one parameter,
 // whole layers only, not every parameter, at most kMaxFreezePrefixes.
 absl::Status CheckModelSpec(const ModelSpec& spec);
@@ -52,7 +59,8 @@ inline constexpr size_t kMaxFreezePrefixes = 1024;
 // conv10.weight; "layer1" every tensor of a ResNet's first stage).
 bool FreezePrefixMatches(const std::string& prefix, const std::string& tensor);
 
-// Which of a model's tensors train: all but those [model] freeze names.
+// Which of a model's tensors train: all but those [model] freeze names and
+// the statistics (IsStatistic).
 // Updates hold the trained ones only, flattened in manifest order; `trained`
 // is their manifest (its hash is in the plan nodes join), `spans` where they
 // lie in the full parameter vector (offset, count), `frozen` the rest by name.

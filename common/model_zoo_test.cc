@@ -287,5 +287,43 @@ TEST(ModelZooTest, FreezeNamesWholeLayersAndTheRestTrains) {
   EXPECT_FALSE(CheckModelSpec(ct).ok());
 }
 
+// norm = "frozen_batch": a ResNet's norms are BatchNorm's four tensors
+// (torchvision's names and order); the statistics are in the manifest, in
+// no update, and a freeze of the whole layer is not a partial one. Other
+// architectures and norms are refused, named.
+TEST(ModelZooTest, FrozenBatchNormKeepsItsStatisticsOutOfUpdates) {
+  ModelSpec spec{"resnet18", 1, 64, 2};
+  spec.base_width = 8;
+  spec.norm = kFrozenBatchNorm;
+  absl::StatusOr<Manifest> m = ModelManifest(spec);
+  ASSERT_TRUE(m.ok()) << m.status();
+  ASSERT_GE(m->tensors.size(), 5u);
+  EXPECT_EQ(m->tensors[1].name, "bn1.weight");
+  EXPECT_EQ(m->tensors[2].name, "bn1.bias");
+  EXPECT_EQ(m->tensors[3].name, "bn1.running_mean");
+  EXPECT_EQ(m->tensors[4].name, "bn1.running_var");
+  absl::StatusOr<ModelParameters> init = InitialParameters(spec, 1);
+  ASSERT_TRUE(init.ok());
+  EXPECT_EQ(init->values[static_cast<size_t>(8 * 49 + 8 * 3)], 1.0f);  // running_var starts at 1
+  absl::StatusOr<TrainedParameters> t = TrainedParametersOf(spec);
+  ASSERT_TRUE(t.ok()) << t.status();
+  for (const TensorSpec& tensor : t->trained.tensors) EXPECT_FALSE(IsStatistic(tensor.name)) << tensor.name;
+  EXPECT_EQ(t->frozen.size(), 40u);
+  spec.freeze = {"bn1"};
+  EXPECT_TRUE(CheckModelSpec(spec).ok()) << CheckModelSpec(spec);
+  spec.freeze.clear();
+  ModelSpec ct{"ctnet", 1, 32, 2};
+  ct.norm = kFrozenBatchNorm;
+  EXPECT_NE(CheckModelSpec(ct).message().find("model norm 'frozen_batch' is not \"group\" (the only one of 'ctnet')"),
+            std::string::npos)
+      << CheckModelSpec(ct);
+  spec.norm = "batch";
+  EXPECT_NE(CheckModelSpec(spec).message().find("is not \"group\" or \"frozen_batch\""), std::string::npos)
+      << CheckModelSpec(spec);
+  EXPECT_EQ(ModelShapeMetadata(ModelSpec{"resnet18", 1, 64, 2}).count("norm"), 0u);
+  spec.norm = kFrozenBatchNorm;
+  EXPECT_EQ(ModelShapeMetadata(spec).at("norm"), "frozen_batch");
+}
+
 }  // namespace
 }  // namespace fedrad

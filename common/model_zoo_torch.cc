@@ -159,50 +159,70 @@ class UNet2dImpl : public NetworkImpl {
 // state_dicts convert one to one. The stem (7x7 stride 2, max pool) and the
 // three stride-2 stages halve the image five times; the classifier sees an
 // adaptive average of the last stage, so any input from 32 up works.
+// A ResNet's normalisation: GroupNorm, or a pretrained BatchNorm kept as a
+// frozen affine map ([model] norm = "frozen_batch").
+struct ResNetNorm {
+  torch::nn::GroupNorm group{nullptr};
+  FrozenBatchNorm2d frozen{nullptr};
+};
+
+ResNetNorm RegisterNorm(torch::nn::Module& m, const std::string& name, int64_t channels, bool frozen_batch) {
+  ResNetNorm n;
+  if (frozen_batch) {
+    n.frozen = m.register_module(name, FrozenBatchNorm2d(channels));
+  } else {
+    n.group =
+        m.register_module(name, torch::nn::GroupNorm(torch::nn::GroupNormOptions(ResNetGroups(channels), channels)));
+  }
+  return n;
+}
+
 class ResNetImpl : public NetworkImpl {
  public:
   // Containers only: ResNetImpl applies their layers (so the tap sees them).
   struct DownsampleImpl : torch::nn::Module {
-    DownsampleImpl(int64_t in, int64_t out, int64_t stride)
+    DownsampleImpl(int64_t in, int64_t out, int64_t stride, bool frozen_batch)
         : conv(
               register_module("0", torch::nn::Conv2d(torch::nn::Conv2dOptions(in, out, 1).stride(stride).bias(false)))),
-          norm(register_module("1", torch::nn::GroupNorm(torch::nn::GroupNormOptions(ResNetGroups(out), out)))) {}
+          norm(RegisterNorm(*this, "1", out, frozen_batch)) {}
     torch::nn::Conv2d conv;
-    torch::nn::GroupNorm norm;
+    ResNetNorm norm;
   };
   struct BlockImpl : torch::nn::Module {
-    BlockImpl(int64_t in, int64_t out, int64_t stride)
+    BlockImpl(int64_t in, int64_t out, int64_t stride, bool frozen_batch)
         : conv1(register_module(
               "conv1", torch::nn::Conv2d(torch::nn::Conv2dOptions(in, out, 3).stride(stride).padding(1).bias(false)))),
-          bn1(register_module("bn1", torch::nn::GroupNorm(torch::nn::GroupNormOptions(ResNetGroups(out), out)))),
+          bn1(RegisterNorm(*this, "bn1", out, frozen_batch)),
           conv2(register_module("conv2",
                                 torch::nn::Conv2d(torch::nn::Conv2dOptions(out, out, 3).padding(1).bias(false)))),
-          bn2(register_module("bn2", torch::nn::GroupNorm(torch::nn::GroupNormOptions(ResNetGroups(out), out)))) {
-      if (in != out) downsample = register_module("downsample", std::make_shared<DownsampleImpl>(in, out, stride));
+          bn2(RegisterNorm(*this, "bn2", out, frozen_batch)) {
+      if (in != out) {
+        downsample = register_module("downsample", std::make_shared<DownsampleImpl>(in, out, stride, frozen_batch));
+      }
     }
     torch::nn::Conv2d conv1;
-    torch::nn::GroupNorm bn1;
+    ResNetNorm bn1;
     torch::nn::Conv2d conv2;
-    torch::nn::GroupNorm bn2;
+    ResNetNorm bn2;
     std::shared_ptr<DownsampleImpl> downsample;
   };
   struct StageImpl : torch::nn::Module {
     std::vector<std::shared_ptr<BlockImpl>> blocks;
   };
 
-  ResNetImpl(const std::string& architecture, int in_channels, int num_classes, int width)
+  ResNetImpl(const std::string& architecture, int in_channels, int num_classes, int width, bool frozen_batch)
       : conv1_(register_module(
             "conv1",
             torch::nn::Conv2d(torch::nn::Conv2dOptions(in_channels, width, 7).stride(2).padding(3).bias(false)))),
-        bn1_(register_module("bn1", torch::nn::GroupNorm(torch::nn::GroupNormOptions(ResNetGroups(width), width)))) {
+        bn1_(RegisterNorm(*this, "bn1", width, frozen_batch)) {
     int64_t in = width;
     const std::vector<int>& blocks = ResNetBlocks(architecture);
     for (int stage = 0; stage < 4; ++stage) {
       auto s = std::make_shared<StageImpl>();
       const int64_t out = int64_t{width} << stage;
       for (int b = 0; b < blocks[static_cast<size_t>(stage)]; ++b) {
-        s->blocks.push_back(
-            s->register_module(std::to_string(b), std::make_shared<BlockImpl>(in, out, in == out ? 1 : 2)));
+        s->blocks.push_back(s->register_module(std::to_string(b),
+                                               std::make_shared<BlockImpl>(in, out, in == out ? 1 : 2, frozen_batch)));
         in = out;
       }
       stages_.push_back(register_module(absl::StrCat("layer", stage + 1), s));
@@ -211,13 +231,13 @@ class ResNetImpl : public NetworkImpl {
   }
 
   torch::Tensor forward(torch::Tensor x) override {
-    x = torch::relu(Apply(bn1_, Apply(conv1_, x)));
+    x = torch::relu(Norm(bn1_, Apply(conv1_, x)));
     x = F::max_pool2d(x, F::MaxPool2dFuncOptions(3).stride(2).padding(1));
     for (const auto& stage : stages_) {
       for (const auto& b : stage->blocks) {
-        torch::Tensor y = torch::relu(Apply(b->bn1, Apply(b->conv1, x)));
-        y = Apply(b->bn2, Apply(b->conv2, y));
-        x = torch::relu(y + (b->downsample ? Apply(b->downsample->norm, Apply(b->downsample->conv, x)) : x));
+        torch::Tensor y = torch::relu(Norm(b->bn1, Apply(b->conv1, x)));
+        y = Norm(b->bn2, Apply(b->conv2, y));
+        x = torch::relu(y + (b->downsample ? Norm(b->downsample->norm, Apply(b->downsample->conv, x)) : x));
       }
     }
     x = F::adaptive_avg_pool2d(x, F::AdaptiveAvgPool2dFuncOptions(1)).flatten(1);
@@ -225,8 +245,12 @@ class ResNetImpl : public NetworkImpl {
   }
 
  private:
+  torch::Tensor Norm(ResNetNorm& n, const torch::Tensor& x) {
+    return n.frozen.is_empty() ? Apply(n.group, x) : Apply(n.frozen, x);
+  }
+
   torch::nn::Conv2d conv1_;
-  torch::nn::GroupNorm bn1_;
+  ResNetNorm bn1_;
   std::vector<std::shared_ptr<StageImpl>> stages_;
   torch::nn::Linear fc_{nullptr};
 };
@@ -248,6 +272,24 @@ class FlatImpl : public NetworkImpl {
 
 }  // namespace
 
+FrozenBatchNorm2dImpl::FrozenBatchNorm2dImpl(int64_t channels)
+    : weight(register_parameter("weight", torch::ones({channels}))),
+      bias(register_parameter("bias", torch::zeros({channels}))),
+      running_mean(register_parameter("running_mean", torch::zeros({channels}), /*requires_grad=*/false)),
+      running_var(register_parameter("running_var", torch::ones({channels}), /*requires_grad=*/false)) {}
+
+torch::Tensor FrozenBatchNorm2dImpl::Normalized(const torch::Tensor& x) const {
+  std::vector<int64_t> shape(static_cast<size_t>(x.dim()), 1);
+  shape[1] = -1;
+  return (x - running_mean.detach().view(shape)) * torch::rsqrt(running_var.detach() + kEps).view(shape);
+}
+
+torch::Tensor FrozenBatchNorm2dImpl::forward(const torch::Tensor& x) const {
+  std::vector<int64_t> shape(static_cast<size_t>(x.dim()), 1);
+  shape[1] = -1;
+  return Normalized(x) * weight.view(shape) + bias.view(shape);
+}
+
 absl::StatusOr<std::shared_ptr<NetworkImpl>> CreateNetwork(const ModelSpec& spec) {
   absl::Status s = CheckModelSpec(spec);
   if (!s.ok()) return s;
@@ -259,8 +301,8 @@ absl::StatusOr<std::shared_ptr<NetworkImpl>> CreateNetwork(const ModelSpec& spec
         std::make_shared<UNet2dImpl>(spec.in_channels, spec.num_classes, spec.depth, spec.base_width));
   }
   if (IsResNet(spec.architecture)) {
-    return std::shared_ptr<NetworkImpl>(
-        std::make_shared<ResNetImpl>(spec.architecture, spec.in_channels, spec.num_classes, spec.base_width));
+    return std::shared_ptr<NetworkImpl>(std::make_shared<ResNetImpl>(
+        spec.architecture, spec.in_channels, spec.num_classes, spec.base_width, spec.norm == kFrozenBatchNorm));
   }
   if (spec.architecture == "flat") return std::shared_ptr<NetworkImpl>(std::make_shared<FlatImpl>(spec.parameters));
   return std::shared_ptr<NetworkImpl>(std::make_shared<CtNetImpl>(spec.in_channels, spec.num_classes));

@@ -17,6 +17,26 @@
 
 namespace fedrad {
 
+// A pretrained BatchNorm layer kept as the fixed per-channel affine map it
+// computes in eval mode: y = (x - running_mean) / sqrt(running_var + eps) *
+// weight + bias, eps 1e-5 (BatchNorm2d's). No batch statistics, so samples
+// do not mix and per-sample gradients exist (DP-safe); the running
+// statistics never train: they are registered as parameters without a
+// gradient only so that they live in the manifest and travel with the model
+// (IsStatistic; TrainedParametersOf never counts them). weight and bias
+// train unless frozen.
+class FrozenBatchNorm2dImpl : public torch::nn::Module {
+ public:
+  static constexpr double kEps = 1e-5;
+  explicit FrozenBatchNorm2dImpl(int64_t channels);
+  // (x - running_mean) / sqrt(running_var + eps), per channel of [N, C, ...].
+  torch::Tensor Normalized(const torch::Tensor& x) const;
+  torch::Tensor forward(const torch::Tensor& x) const;
+
+  torch::Tensor weight, bias, running_mean, running_var;
+};
+TORCH_MODULE(FrozenBatchNorm2d);
+
 // Sees every parametric layer's input and output during a forward pass
 // (DP-SGD uses it to compute per-sample gradients). A layer type a tap does
 // not support must make it fail loudly, never be skipped.
@@ -27,6 +47,8 @@ class LayerTap {
   virtual void Conv2d(torch::nn::Conv2dImpl& layer, const torch::Tensor& input, const torch::Tensor& output) = 0;
   virtual void GroupNorm(torch::nn::GroupNormImpl& layer, const torch::Tensor& input, const torch::Tensor& output) = 0;
   virtual void LayerNorm(torch::nn::LayerNormImpl& layer, const torch::Tensor& input, const torch::Tensor& output) = 0;
+  virtual void FrozenBatchNorm(FrozenBatchNorm2dImpl& layer, const torch::Tensor& input,
+                               const torch::Tensor& output) = 0;
 };
 
 // A classifier: images [N, C, H, W] in, logits [N, classes] out. Layers are
@@ -56,6 +78,11 @@ class NetworkImpl : public torch::nn::Module {
   torch::Tensor Apply(torch::nn::LayerNorm& layer, const torch::Tensor& x) {
     torch::Tensor y = layer->forward(x);
     if (tap_) tap_->LayerNorm(*layer, x, y);
+    return y;
+  }
+  torch::Tensor Apply(FrozenBatchNorm2d& layer, const torch::Tensor& x) {
+    torch::Tensor y = layer->forward(x);
+    if (tap_) tap_->FrozenBatchNorm(*layer, x, y);
     return y;
   }
 

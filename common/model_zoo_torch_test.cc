@@ -32,6 +32,8 @@ std::vector<ModelSpec> SpecsToCheck() {
     ModelSpec resnet{arch, channels, size, classes};
     resnet.base_width = width;
     specs.push_back(resnet);
+    resnet.norm = kFrozenBatchNorm;
+    specs.push_back(resnet);
   }
   for (auto [depth, width, classes] : {std::tuple{3, 16, 2}, std::tuple{1, 4, 3}, std::tuple{2, 12, 2}}) {
     ModelSpec unet{"unet2d", 1, 32, classes};

@@ -103,6 +103,12 @@ absl::StatusOr<FederationPlan> LoadPlan(const std::string& path, const StrategyC
                                                : c.GetInt("model.base_width", 16, 4, kMaxUnetBaseWidth));
   p.model.class_names = c.GetStringArray("model.class_names", std::vector<std::string>{});
   p.model.freeze = c.GetStringArray("model.freeze", std::vector<std::string>{});
+  if (c.Has("model.norm") && !resnet)
+    c.Fail("model.norm", "applies only to architectures \"resnet18\" and \"resnet34\"");
+  p.model.norm = c.GetString("model.norm", "group");
+  if (p.model.norm != "group" && p.model.norm != "frozen_batch") {
+    c.Fail("model.norm", "must be \"group\" (GroupNorm) or \"frozen_batch\" (pretrained BatchNorm, kept fixed)");
+  }
   p.model_init_as_written = c.GetString("model.init", std::string());
   p.model_init = p.model_init_as_written.empty() ? std::string() : c.GetPath("model.init");
   if (!p.model.class_names.empty() && static_cast<int>(p.model.class_names.size()) != p.model.num_classes) {

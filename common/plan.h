@@ -44,6 +44,10 @@ struct ModelSpec {
   // "layer1"): no gradient, no per-sample work, no noise, and not in updates,
   // which hold the trained parameters only (TrainedParametersOf).
   std::vector<std::string> freeze;
+  // "resnet18"/"resnet34": "group" (GroupNorm) or "frozen_batch" (pretrained
+  // BatchNorm layers as fixed per-channel affine maps: their running
+  // statistics are in the manifest and never train; FrozenBatchNorm2dImpl).
+  std::string norm = "group";
 };
 
 // Local training settings the coordinator sends with every task. Under DP a

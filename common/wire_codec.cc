@@ -42,6 +42,7 @@ void Encode(const JoinedPlan& in, v1::Plan* out) {
   m->set_base_width(static_cast<uint32_t>(in.model.base_width));
   for (const std::string& name : in.model.class_names) m->add_class_names(name);
   for (const std::string& prefix : in.model.freeze) m->add_freeze(prefix);
+  m->set_norm(in.model.norm);
   out->set_manifest_sha256(in.manifest_sha256);
   out->set_trained_sha256(in.trained_sha256);
   out->set_rounds(static_cast<uint32_t>(in.rounds));
@@ -72,6 +73,8 @@ JoinedPlan Decode(const v1::Plan& in) {
   for (int i = 0; i < in.model().freeze_size() && static_cast<size_t>(i) <= kMaxFreezePrefixes; ++i) {
     p.model.freeze.push_back(in.model().freeze(i));
   }
+  // Empty from a coordinator from before norm: GroupNorm, all it had.
+  if (!in.model().norm().empty()) p.model.norm = in.model().norm();
   p.manifest_sha256 = in.manifest_sha256();
   p.trained_sha256 = in.trained_sha256();
   p.rounds = Clamped(in.rounds(), 1 << 30);

@@ -6,6 +6,7 @@
 #include <algorithm>
 #include <cmath>
 
+#include "absl/strings/match.h"
 #include "common/model_zoo.h"
 #include "common/model_zoo_torch.h"
 #include "node/grad_sampler.h"
@@ -30,7 +31,8 @@ struct Case {
 // norms and one weighted weight-gradient call) in float64: in float32 a ReLU
 // input or a max-pool tie within rounding of zero can fall on the other side
 // in a batch-size-1 pass, which changes that image's gradient by far more
-// than rounding. Both at 32x32.
+// than rounding. Both at 32x32. The same ResNet with frozen BatchNorm
+// layers (per-channel affine maps of fixed statistics) in float64 too.
 //
 // Tolerance: 1e-5 of each parameter's own gradient in float64; in float32 of
 // the largest (a parameter whose true gradient is zero keeps only rounding
@@ -60,6 +62,34 @@ std::vector<Case> Cases() {
   res->to(torch::kFloat64);
   out.push_back({res, ModelTask::kClassification, torch::rand({7, 1, 32, 32}, torch::kFloat64),
                  torch::randint(0, 3, {7}, torch::kInt64)});
+  // Frozen BatchNorm layers (norm = "frozen_batch") with statistics and
+  // affine parameters away from the identity, as pretrained ones are.
+  resnet.norm = kFrozenBatchNorm;
+  std::shared_ptr<NetworkImpl> frozen_bn = *CreateNetwork(resnet);
+  frozen_bn->to(torch::kFloat64);
+  {
+    torch::NoGradGuard no_grad;
+    for (auto& item : frozen_bn->named_parameters(true)) {
+      const std::string& name = item.key();
+      if (absl::EndsWith(name, "running_mean")) item.value().uniform_(-0.3, 0.3);
+      if (absl::EndsWith(name, "running_var")) item.value().uniform_(0.5, 2.0);
+      if (name.find("bn") != std::string::npos || name.find("downsample.1") != std::string::npos) {
+        if (absl::EndsWith(name, ".weight")) item.value().uniform_(0.5, 1.5);
+        if (absl::EndsWith(name, ".bias")) item.value().uniform_(-0.2, 0.2);
+      }
+    }
+  }
+  out.push_back({frozen_bn, ModelTask::kClassification, torch::rand({7, 1, 32, 32}, torch::kFloat64),
+                 torch::randint(0, 3, {7}, torch::kInt64)});
+  return out;
+}
+
+// The parameters that train, in order (not a frozen BatchNorm's statistics).
+std::vector<torch::Tensor> Trained(NetworkImpl& model) {
+  std::vector<torch::Tensor> out;
+  for (const torch::Tensor& p : model.parameters()) {
+    if (p.requires_grad()) out.push_back(p);
+  }
   return out;
 }
 
@@ -68,7 +98,7 @@ std::vector<Case> Cases() {
 std::vector<torch::Tensor> NaiveClippedSum(const Case& c, const torch::Tensor& x, const torch::Tensor& y,
                                            const std::vector<int64_t>& unit, int64_t units, double clip) {
   NetworkImpl& model = *c.model;
-  std::vector<torch::Tensor> params = model.parameters();
+  std::vector<torch::Tensor> params = Trained(model);
   std::vector<std::vector<torch::Tensor>> per_unit(units);
   for (auto& v : per_unit)
     for (auto& p : params) v.push_back(torch::zeros_like(p));
@@ -117,7 +147,7 @@ TEST(DpSgdTest, PatientLevelClippedSumEqualsNaiveLoop) {
         ASSERT_TRUE(stats.ok()) << stats.status();
         EXPECT_EQ(stats->units, n);
         EXPECT_EQ(stats->clipped_fraction, clip < 1 ? 1.0 : 0.0);
-        std::vector<torch::Tensor> params = c.model->parameters();
+        std::vector<torch::Tensor> params = Trained(*c.model);
         for (size_t p = 0; p < params.size(); ++p) {
           // The result is divided by the expected batch (2.5), not the actual one.
           torch::Tensor got = params[p].grad() * 2.5;
@@ -164,7 +194,7 @@ TEST(DpSgdTest, AUnitWithANonFiniteGradientContributesNothing) {
         EXPECT_EQ(stats->nonfinite_units, 1) << bad;
         EXPECT_TRUE(std::isfinite(stats->mean_norm));
         double sq = 0;
-        std::vector<torch::Tensor> params = c.model->parameters();
+        std::vector<torch::Tensor> params = Trained(*c.model);
         for (size_t p = 0; p < params.size(); ++p) {
           const torch::Tensor got = params[p].grad();
           ASSERT_TRUE(torch::isfinite(got).all().item<bool>()) << "param " << p << " value " << bad;

@@ -116,6 +116,9 @@ void GradSampler::GroupNorm(torch::nn::GroupNormImpl& l, const torch::Tensor& in
 void GradSampler::LayerNorm(torch::nn::LayerNormImpl& l, const torch::Tensor& in, const torch::Tensor& out) {
   if (l.weight.defined() && l.weight.requires_grad()) Add(Kind::kLayerNorm, &l, in, out);
 }
+void GradSampler::FrozenBatchNorm(FrozenBatchNorm2dImpl& l, const torch::Tensor& in, const torch::Tensor& out) {
+  if (l.weight.requires_grad()) Add(Kind::kFrozenBatchNorm, &l, in, out);
+}
 
 void GradSampler::Clear() { captures_.clear(); }
 
@@ -199,6 +202,18 @@ absl::Status GradSampler::Accumulate(const Capture& c, std::map<const void*, tor
         AddTo(out, layer->weight, middle.empty() ? g * normalized : (g * normalized).sum(middle));
         AddTo(out, layer->bias, middle.empty() ? g : g.sum(middle));
       }
+      return absl::OkStatus();
+    }
+    case Kind::kFrozenBatchNorm: {
+      // A per-channel affine map of fixed statistics: per sample, weight's
+      // gradient is the output gradient times the normalised input, bias's
+      // the output gradient, each summed over the positions.
+      auto* layer = static_cast<FrozenBatchNorm2dImpl*>(c.layer);
+      std::vector<int64_t> spatial;
+      for (int64_t d = 2; d < a.dim(); ++d) spatial.push_back(d);
+      const torch::Tensor normalized = layer->Normalized(a);
+      AddTo(out, layer->weight, spatial.empty() ? g * normalized : (g * normalized).sum(spatial));
+      AddTo(out, layer->bias, spatial.empty() ? g : g.sum(spatial));
       return absl::OkStatus();
     }
   }

@@ -38,6 +38,7 @@ class GradSampler : public LayerTap {
   void Conv2d(torch::nn::Conv2dImpl& layer, const torch::Tensor& input, const torch::Tensor& output) override;
   void GroupNorm(torch::nn::GroupNormImpl& layer, const torch::Tensor& input, const torch::Tensor& output) override;
   void LayerNorm(torch::nn::LayerNormImpl& layer, const torch::Tensor& input, const torch::Tensor& output) override;
+  void FrozenBatchNorm(FrozenBatchNorm2dImpl& layer, const torch::Tensor& input, const torch::Tensor& output) override;
 
   // Back-propagates `loss` to the captured layers' outputs only: their
   // gradients are all per-sample gradients are formed from, so the batch
@@ -77,7 +78,7 @@ class GradSampler : public LayerTap {
   void Clear();
 
  private:
-  enum class Kind { kLinear, kConv2d, kGroupNorm, kLayerNorm };
+  enum class Kind { kLinear, kConv2d, kGroupNorm, kLayerNorm, kFrozenBatchNorm };
   struct Capture {
     Kind kind;
     void* layer;  // the LinearImpl*, Conv2dImpl*, ... that `kind` names

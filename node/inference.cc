@@ -25,6 +25,9 @@ class LastSpatialLayer : public LayerTap {
   void GroupNorm(torch::nn::GroupNormImpl&, const torch::Tensor&, const torch::Tensor& output) override {
     Keep(output);
   }
+  void FrozenBatchNorm(FrozenBatchNorm2dImpl&, const torch::Tensor&, const torch::Tensor& output) override {
+    Keep(output);
+  }
   const torch::Tensor& activations() const { return fine_.defined() ? fine_ : last_; }
 
  private:

@@ -100,6 +100,9 @@ absl::StatusOr<SavedModel> LoadSavedModel(const std::string& path, const SavedMo
     if (!width.ok()) return width.status();
     out.spec.base_width = *width;
   }
+  if (auto norm = file->metadata.find("norm"); norm != file->metadata.end() && IsResNet(out.spec.architecture)) {
+    out.spec.norm = norm->second;  // CheckModelSpec below names one it does not know
+  }
   if (auto names = file->metadata.find("class_names"); names != file->metadata.end()) {
     const nlohmann::json j = JsonDepth(names->second, 1) == 1
                                  ? nlohmann::json::parse(names->second, nullptr, /*allow_exceptions=*/false)

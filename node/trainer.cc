@@ -62,14 +62,15 @@ std::vector<float> DeltaFrom(const torch::nn::Module& model, const ModelParamete
   return delta;
 }
 
-// [model] freeze: the frozen parameters take no gradient, so plain SGD never
+// [model] freeze and frozen BatchNorm statistics: the frozen parameters take no gradient, so plain SGD never
 // moves them and DP-SGD neither samples, clips nor noises them (GradSampler
 // skips their layers; NoisyClippedGradient and the optimizer see only the
 // parameters that train, which it returns in named_parameters order).
 std::vector<torch::Tensor> FreezeLayers(torch::nn::Module& model, const ModelSpec& spec) {
   std::vector<torch::Tensor> trained;
   for (auto& item : model.named_parameters(true)) {
-    const bool frozen = std::any_of(spec.freeze.begin(), spec.freeze.end(),
+    const bool frozen = IsStatistic(item.key()) ||
+                        std::any_of(spec.freeze.begin(), spec.freeze.end(),
                                     [&](const std::string& prefix) { return FreezePrefixMatches(prefix, item.key()); });
     item.value().set_requires_grad(!frozen);
     if (!frozen) trained.push_back(item.value());

@@ -3,14 +3,18 @@
 
 usage: convert_state_dict.py STATE_DICT OUT.safetensors --architecture A
            [--in-channels N] [--input-size S] [--num-classes K] [--base-width W]
+           [--norm group|frozen_batch]
 
 The state_dict (torch.save of a module's state_dict(), e.g. a torchvision
 ResNet's) is checked against python/fedrad_torch.py's network of the same
 shape: every parameter by name and shape. Buffers of BatchNorm layers
 (running_mean, running_var, num_batches_tracked) are statistics, not
-parameters of fedrad's GroupNorm networks, and are dropped with a note; any
-other name the network lacks, or a parameter missing or of another shape, is
-an error naming it. A classifier head of another class count is written as
+parameters of fedrad's GroupNorm networks, and are dropped with a note;
+with --norm frozen_batch (a ResNet whose BatchNorm layers stay as their
+pretrained per-channel affine maps, DP-safe) running_mean and running_var
+are kept, and only num_batches_tracked is dropped. Any other name the
+network lacks, or a parameter missing or of another shape, is an error
+naming it. A classifier head of another class count is written as
 it is: fedrad's [model] init re-initialises it for the plan's classes.
 
 The output holds float32 tensors in the network's own order and the metadata
@@ -62,7 +66,11 @@ def main():
     ap.add_argument("--input-size", type=int, default=64)
     ap.add_argument("--num-classes", type=int, default=2)
     ap.add_argument("--base-width", type=int, default=None)
+    ap.add_argument("--norm", choices=["group", "frozen_batch"], default="group",
+                    help="ResNets: GroupNorm, or the state_dict's BatchNorm layers kept frozen")
     args = ap.parse_args()
+    if args.norm != "group" and args.architecture not in fedrad_torch.ResNet.BLOCKS:
+        sys.exit(f"--norm {args.norm} applies only to resnet18 and resnet34")
 
     state = torch.load(args.state_dict, map_location="cpu")
     if not isinstance(state, dict) or not all(isinstance(k, str) for k in state):
@@ -72,11 +80,17 @@ def main():
             "task": "segmentation" if args.architecture == "unet2d" else "classification"}
     if args.base_width is not None:
         meta["base_width"] = str(args.base_width)
+    if args.norm != "group":
+        meta["norm"] = args.norm
     model = fedrad_torch.build(meta)
     head = {"resnet18": "fc.", "resnet34": "fc.", "unet2d": "head."}.get(args.architecture, "fc2.")
-    dropped = sorted(k for k in state if k.rsplit(".", 1)[-1] in BUFFERS)
+    # fedrad's tensors in its order: parameters, and a frozen BatchNorm's
+    # statistics right after its weight and bias (as the C++ network registers them).
+    wanted = list(model.state_dict().items())
+    kept = {n for n, _ in wanted}
+    dropped = sorted(k for k in state if k.rsplit(".", 1)[-1] in BUFFERS and k not in kept)
     problems, out = [], []
-    for name, p in model.named_parameters():
+    for name, p in wanted:
         if name not in state:
             problems.append(f"missing: {name}")
             continue
@@ -85,12 +99,12 @@ def main():
             problems.append(f"of another shape: {name} ({tuple(t.shape)} in the file, {tuple(p.shape)} in the network)")
             continue
         out.append((name, t))
-    names = {n for n, _ in model.named_parameters()}
-    problems += [f"not in the network: {k}" for k in sorted(state) if k not in names and k not in dropped]
+    problems += [f"not in the network: {k}" for k in sorted(state) if k not in kept and k not in dropped]
     if problems:
         sys.exit(f"{args.state_dict} does not fit {args.architecture}:\n  " + "\n  ".join(problems))
     if dropped:
-        print(f"dropped {len(dropped)} BatchNorm statistics (not parameters of GroupNorm): {', '.join(dropped[:4])}"
+        why = "not parameters of GroupNorm" if args.norm == "group" else "not used by a frozen BatchNorm"
+        print(f"dropped {len(dropped)} BatchNorm statistics ({why}): {', '.join(dropped[:4])}"
               + (" ..." if len(dropped) > 4 else ""))
     write_safetensors(args.out, out, meta)
     print(f"wrote {args.out}: {len(out)} tensors, {sum(t.numel() for _, t in out)} values ({args.architecture})")

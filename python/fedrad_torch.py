@@ -130,20 +130,47 @@ def _resnet_groups(channels):
     return min(32, channels // 2)
 
 
+class FrozenBatchNorm2d(nn.Module):
+    """A pretrained BatchNorm as the fixed affine map it computes in eval mode (norm = "frozen_batch").
+
+    weight and bias are parameters; running_mean and running_var are buffers
+    (torchvision's names, so its state_dicts load as they are) that never
+    change: batch statistics are never used, in training or not.
+    """
+
+    def __init__(self, channels):
+        super().__init__()
+        self.weight = nn.Parameter(torch.ones(channels))
+        self.bias = nn.Parameter(torch.zeros(channels))
+        self.register_buffer("running_mean", torch.zeros(channels))
+        self.register_buffer("running_var", torch.ones(channels))
+
+    def forward(self, x):
+        return F.batch_norm(x, self.running_mean, self.running_var, self.weight, self.bias, False, 0.0, 1e-5)
+
+
+def _resnet_norm(channels, norm):
+    if norm == "frozen_batch":
+        return FrozenBatchNorm2d(channels)
+    if norm != "group":
+        raise ValueError(f"norm {norm!r} is not 'group' or 'frozen_batch'")
+    return nn.GroupNorm(_resnet_groups(channels), channels)
+
+
 class _Downsample(nn.Sequential):
-    def __init__(self, cin, cout, stride):
-        super().__init__(nn.Conv2d(cin, cout, 1, stride=stride, bias=False), nn.GroupNorm(_resnet_groups(cout), cout))
+    def __init__(self, cin, cout, stride, norm):
+        super().__init__(nn.Conv2d(cin, cout, 1, stride=stride, bias=False), _resnet_norm(cout, norm))
 
 
 class _BasicBlock(nn.Module):
-    def __init__(self, cin, cout):
+    def __init__(self, cin, cout, norm):
         super().__init__()
         stride = 1 if cin == cout else 2
         self.conv1 = nn.Conv2d(cin, cout, 3, stride=stride, padding=1, bias=False)
-        self.bn1 = nn.GroupNorm(_resnet_groups(cout), cout)
+        self.bn1 = _resnet_norm(cout, norm)
         self.conv2 = nn.Conv2d(cout, cout, 3, padding=1, bias=False)
-        self.bn2 = nn.GroupNorm(_resnet_groups(cout), cout)
-        self.downsample = _Downsample(cin, cout, stride) if cin != cout else None
+        self.bn2 = _resnet_norm(cout, norm)
+        self.downsample = _Downsample(cin, cout, stride, norm) if cin != cout else None
 
     def forward(self, x):
         y = F.relu(self.bn1(self.conv1(x)))
@@ -152,21 +179,24 @@ class _BasicBlock(nn.Module):
 
 
 class ResNet(nn.Module):
-    """"resnet18" / "resnet34": He et al.'s basic-block ResNets with GroupNorm, torchvision's parameter names."""
+    """"resnet18" / "resnet34": He et al.'s basic-block ResNets, torchvision's parameter names.
+
+    norm: "group" (GroupNorm) or "frozen_batch" (FrozenBatchNorm2d).
+    """
 
     BLOCKS = {"resnet18": (2, 2, 2, 2), "resnet34": (3, 4, 6, 3)}
 
-    def __init__(self, architecture, in_channels, num_classes, base_width=64):
+    def __init__(self, architecture, in_channels, num_classes, base_width=64, norm="group"):
         super().__init__()
         w = base_width
         self.conv1 = nn.Conv2d(in_channels, w, 7, stride=2, padding=3, bias=False)
-        self.bn1 = nn.GroupNorm(_resnet_groups(w), w)
+        self.bn1 = _resnet_norm(w, norm)
         cin = w
         for stage, n in enumerate(self.BLOCKS[architecture]):
             cout = w << stage
             blocks = []
             for _ in range(n):
-                blocks.append(_BasicBlock(cin, cout))
+                blocks.append(_BasicBlock(cin, cout, norm))
                 cin = cout
             setattr(self, f"layer{stage + 1}", nn.Sequential(*blocks))
         self.fc = nn.Linear(cin, num_classes)
@@ -190,7 +220,7 @@ def build(metadata):
     if arch == "unet2d":
         return UNet2d(in_channels, classes, int(metadata.get("depth", 3)), int(metadata.get("base_width", 16)))
     if arch in ResNet.BLOCKS:
-        return ResNet(arch, in_channels, classes, int(metadata.get("base_width", 64)))
+        return ResNet(arch, in_channels, classes, int(metadata.get("base_width", 64)), metadata.get("norm", "group"))
     return ARCHITECTURES[arch](in_channels, classes)
 
 

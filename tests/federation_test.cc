@@ -16,6 +16,7 @@
 #include "common/model_zoo.h"
 #include "common/safetensors.h"
 #include "crypto/sha256.h"
+#include "node/trainer.h"
 #include "tests/harness.h"
 
 namespace fedrad::testing {
@@ -393,6 +394,66 @@ TEST(FederationFreezeTest, AnUnknownPrefixStopsProvision) {
             std::string::npos)
       << text;
   EXPECT_FALSE(std::filesystem::exists(dir + "/kits2"));
+  RemoveWorkspaceIfPassed(dir);
+}
+
+// A torchvision-style ResNet with real BatchNorm layers (statistics from
+// training-mode batches, affine parameters away from the identity) converts
+// with --norm frozen_batch, its statistics kept: fedrad's network of the same
+// shape computes what PyTorch computes in eval mode, to 1e-4, and trains
+// only the affine parameters (the statistics never enter an update).
+TEST(FederationInitTest, ATorchvisionBatchNormResNetRunsAsFrozenAffineMaps) {
+  const std::string dir = MakeWorkspace();
+  const std::string make = absl::StrCat(
+      "import sys, torch\nsys.path.insert(0, '", SourceDir(), "/python')\nimport fedrad_torch\n",
+      "torch.manual_seed(6)\nm = fedrad_torch.ResNet('resnet18', 1, 3, 8, norm='frozen_batch')\n",
+      "for mod in list(m.modules()):\n", "    for name, child in list(mod.named_children()):\n",
+      "        if isinstance(child, fedrad_torch.FrozenBatchNorm2d):\n",
+      "            setattr(mod, name, torch.nn.BatchNorm2d(child.weight.numel()))\n",
+      "m.train()\nwith torch.no_grad():\n", "    for _ in range(3):\n        m(torch.randn(8, 1, 64, 64) * 2 + 0.5)\n",
+      "    for mod in m.modules():\n        if isinstance(mod, torch.nn.BatchNorm2d):\n",
+      "            mod.weight.uniform_(0.5, 1.5)\n            mod.bias.uniform_(-0.2, 0.2)\n",
+      "m.eval()\nx = torch.randn(2, 1, 64, 64)\nwith torch.no_grad():\n    y = torch.softmax(m(x), 1)\n",
+      "torch.save(m.state_dict(), '", dir, "/sd.pt')\n", "open('", dir, "/x.bin', 'wb').write(x.numpy().tobytes())\n",
+      "open('", dir, "/y.bin', 'wb').write(y.numpy().tobytes())\n");
+  ASSERT_EQ(RunCommand({"/usr/bin/python3", "-c", make}, dir + "/make.log"), 0) << ReadText(dir + "/make.log");
+  const std::string log = dir + "/convert.log", out = dir + "/start.safetensors";
+  ASSERT_EQ(RunCommand({"/usr/bin/python3", SourceDir() + "/python/convert_state_dict.py", dir + "/sd.pt", out,
+                        "--architecture", "resnet18", "--input-size", "64", "--num-classes", "3", "--base-width", "8",
+                        "--norm", "frozen_batch"},
+                       log),
+            0)
+      << ReadText(log);
+  EXPECT_NE(ReadText(log).find("dropped 20 BatchNorm statistics (not used by a frozen BatchNorm): "
+                               "bn1.num_batches_tracked"),
+            std::string::npos)
+      << ReadText(log);
+  ModelSpec spec{"resnet18", 1, 64, 3};
+  spec.base_width = 8;
+  spec.norm = kFrozenBatchNorm;
+  absl::StatusOr<InitialWeights> w = WeightsFromFile(spec, out, 3);
+  ASSERT_TRUE(w.ok()) << w.status();
+  EXPECT_TRUE(w->notes.empty());
+  const std::string x = ReadText(dir + "/x.bin"), y = ReadText(dir + "/y.bin");
+  ASSERT_EQ(x.size(), 2u * 64 * 64 * sizeof(float));
+  ASSERT_EQ(y.size(), 2u * 3 * sizeof(float));
+  std::vector<float> pixels(2 * 64 * 64), expected(6);
+  std::memcpy(pixels.data(), x.data(), x.size());
+  std::memcpy(expected.data(), y.data(), y.size());
+  node::ImageSet images;
+  images.size = 64;
+  images.pixels = std::move(pixels);
+  images.labels = {0, 1};
+  images.patients = {"p1", "p2"};
+  absl::StatusOr<node::Evaluation> eval = node::EvaluateModel(spec, w->parameters, images);
+  ASSERT_TRUE(eval.ok()) << eval.status();
+  ASSERT_EQ(eval->scores.probabilities.size(), 6u);
+  for (size_t i = 0; i < 6; ++i) EXPECT_NEAR(eval->scores.probabilities[i], expected[i], 1e-4) << i;
+  // The statistics are in the manifest and never in an update.
+  absl::StatusOr<TrainedParameters> trained = TrainedParametersOf(spec);
+  ASSERT_TRUE(trained.ok()) << trained.status();
+  EXPECT_EQ(trained->frozen.size(), 40u);  // running_mean and running_var of 20 norms
+  for (const std::string& name : trained->frozen) EXPECT_TRUE(IsStatistic(name)) << name;
   RemoveWorkspaceIfPassed(dir);
 }
 
