@@ -246,26 +246,37 @@ std::string FormatMetrics(const Metrics& m, const std::map<std::string, Interval
   return out;
 }
 
-std::optional<std::string> SingleClassWarning(const Metrics& m) {
+std::optional<std::string> SingleClassWarning(const Metrics& m, double share) {
+  if (m.count <= 0) return std::nullopt;
+  const double n = static_cast<double>(m.count);
   int occurring = 0, predicted = 0, only = -1;
+  int64_t only_column = 0;
   for (size_t t = 0; t < m.confusion.size(); ++t) {
     int64_t row = 0, column = 0;
     for (size_t p = 0; p < m.confusion.size(); ++p) {
       row += m.confusion[t][p];
       column += m.confusion[p][t];
     }
-    occurring += row > 0;
-    if (column > 0) {
+    occurring += share >= 1 ? row > 0 : static_cast<double>(row) > (1 - share) * n;
+    if (share >= 1 ? column > 0 : static_cast<double>(column) >= share * n) {
       ++predicted;
       only = static_cast<int>(t);
+      only_column = column;
     }
+  }
+  if (share >= 1) {
+    if (occurring < 2 || predicted != 1) return std::nullopt;
+    return absl::StrFormat(
+        "every one of the %d images is predicted as class %d although %d classes occur: the model has learned the "
+        "class prior, not the task (balanced accuracy %.4f); train longer, with a larger learning rate, or with less "
+        "noise",
+        m.count, only, occurring, m.balanced_accuracy);
   }
   if (occurring < 2 || predicted != 1) return std::nullopt;
   return absl::StrFormat(
-      "every one of the %d images is predicted as class %d although %d classes occur: the model has learned the "
-      "class prior, not the task (balanced accuracy %.4f); train longer, with a larger learning rate, or with less "
-      "noise",
-      m.count, only, occurring, m.balanced_accuracy);
+      "%.1f%% of about %d images are predicted as class %d although %d classes occur: the model holds the class "
+      "prior, not the task (balanced accuracy %.3f)",
+      100.0 * static_cast<double>(only_column) / n, m.count, only, occurring, m.balanced_accuracy);
 }
 
 std::string MetricsJson(const Metrics& m, const std::map<std::string, Interval>& ci) {

@@ -99,8 +99,12 @@ std::string FormatMetrics(const Metrics& m, const std::map<std::string, Interval
 // When several classes occur but every example is predicted as one class:
 // a sentence saying so (the model holds the class prior, not the task; its
 // accuracy is that class's share and its balanced accuracy 1 / classes).
-// FormatMetrics ends with it; train-local prints it.
-std::optional<std::string> SingleClassWarning(const Metrics& m);
+// FormatMetrics ends with it; train-local and the node's round log print it.
+// `share` below 1 is for counts that carry noise (the coordinator's view of
+// the sites' DP releases, where a class never predicted still shows a few
+// counts): then one class holding at least that share of the predictions
+// counts, and a class occurs if it is the truth of more than 1 - share.
+std::optional<std::string> SingleClassWarning(const Metrics& m, double share = 1.0);
 // The same figures as a JSON object: {"count", "metrics": {name: {"value",
 // "ci95": [low, high]}}, "per_class": [...], "confusion": [[...]]}.
 std::string MetricsJson(const Metrics& m, const std::map<std::string, Interval>& ci);

@@ -53,6 +53,21 @@ TEST(MetricsTest, AModelPredictingOneClassIsNamed) {
   EXPECT_FALSE(SingleClassWarning(*ComputeMetrics(Binary({0, 0, 0, 0}, {0.1f, 0.2f, 0.3f, 0.4f}))).has_value());
 }
 
+// Noisy counts (the coordinator's pooled view of DP releases): a class never
+// predicted still shows a few counts; with share 0.98, 99% of the
+// predictions in one class while two classes occur is named, 90% is not, and
+// a class that is the truth of only 1% does not count as occurring.
+TEST(MetricsTest, NoisyCountsPredictingOneClassAreNamedWithAShare) {
+  const Metrics nearly = MetricsFromConfusion({{396, 4}, {594, 6}});
+  EXPECT_FALSE(SingleClassWarning(nearly).has_value()) << "exact counts: two classes are predicted";
+  std::optional<std::string> w = SingleClassWarning(nearly, 0.98);
+  ASSERT_TRUE(w.has_value());
+  EXPECT_NE(w->find("99.0% of about 1000 images are predicted as class 0 although 2 classes occur"), std::string::npos)
+      << *w;
+  EXPECT_FALSE(SingleClassWarning(MetricsFromConfusion({{360, 40}, {540, 60}}), 0.98).has_value());
+  EXPECT_FALSE(SingleClassWarning(MetricsFromConfusion({{985, 5}, {10, 0}}), 0.98).has_value());
+}
+
 TEST(MetricsTest, AucTiesCountOneHalf) {
   // Positives {0.5, 0.9}, negatives {0.5, 0.2}: 1/2 + 1 + 1 + 1 over 4 pairs.
   EXPECT_DOUBLE_EQ(*RocAuc({0.5f, 0.5f, 0.2f, 0.9f}, {false, true, false, true}), 0.875);

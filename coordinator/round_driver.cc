@@ -633,14 +633,40 @@ void RoundDriver::EvaluateRound(int round) {
   if (!s.ok()) spdlog::error("cannot record round {}'s evaluation: {}", round, std::string(s.message()));
   // Post-processing of the sites' releases: under DP every figure, the
   // count included, carries the sites' noise.
-  std::string agg = g.reporting_sites > 0 ? absl::StrFormat("validation accuracy %.3f, loss %.4f on about %d patients",
-                                                            g.metrics.accuracy, g.loss, g.metrics.count)
-                                          : std::string("no validation figures");
+  std::string agg = g.reporting_sites > 0
+                        ? absl::StrFormat("validation accuracy %.3f (balanced %.3f), loss %.4f on about %d patients",
+                                          g.metrics.accuracy, g.metrics.balanced_accuracy, g.loss, g.metrics.count)
+                        : std::string("no validation figures");
   if (g.metrics.roc_auc) absl::StrAppendFormat(&agg, ", AUC %.3f", *g.metrics.roc_auc);
   if (g.mean_dice) agg = absl::StrFormat("validation mean Dice %.3f (%s)", *g.mean_dice, agg);
   if (g.reporting_sites > 0) absl::StrAppend(&agg, ", from the sites' DP releases");
   spdlog::info("round {}/{}: {} of {} node(s) answered; {} ({}); model {}", round, config_.plan.rounds,
                done.results.size(), selected, agg, absl::StrJoin(per_site, ", "), done.model_sha256.substr(0, 12));
+  if (g.reporting_sites == 0) return;
+  // The releases' counts carry noise: "one class" allows a few elsewhere.
+  if (!g.mean_dice) {
+    if (std::optional<std::string> one = SingleClassWarning(g.metrics, kOneClassShare)) {
+      spdlog::warn("round {}/{}: from the sites' DP releases: {}", round, config_.plan.rounds, *one);
+    }
+  }
+  if (std::optional<std::string> stalled = progress_.Note(round, g.loss)) {
+    spdlog::warn("round {}/{}: {}", round, config_.plan.rounds, *stalled);
+  }
+}
+
+std::optional<std::string> ValidationProgress::Note(int round, double loss) {
+  if (!std::isfinite(loss)) return std::nullopt;
+  if (best_round_ == 0 || loss < best_loss_ * (1 - kMinRelativeImprovement)) {
+    best_loss_ = loss;
+    best_round_ = round;
+    return std::nullopt;
+  }
+  const int since = round - best_round_;
+  if (since < kStallRounds) return std::nullopt;
+  return absl::StrFormat(
+      "the validation loss has not improved for %d rounds (best %.4f at round %d, now %.4f): the federation may have "
+      "stalled; the learning rate, the clip norm and the noise per round decide how it learns",
+      since, best_loss_, best_round_, loss);
 }
 
 RoundEvaluation CombineEvaluations(int round, const std::string& model_sha256, int num_classes,

@@ -71,6 +71,25 @@ RoundEvaluation CombineEvaluations(int round, const std::string& model_sha256, i
 // running sum) runs on the driver's SerialWorker, in the order it was asked,
 // and replies from there. Updates come in through the UpdateIntake, which
 // alone holds the spool and the running sum.
+// Whether the federated evaluation's validation loss still improves: a
+// round whose loss is not below the best by kMinRelativeImprovement for
+// kStallRounds rounds or more is said (each round, until it improves).
+class ValidationProgress {
+ public:
+  static constexpr int kStallRounds = 5;
+  static constexpr double kMinRelativeImprovement = 1e-3;
+  // A sentence when the loss has stalled, else nothing.
+  std::optional<std::string> Note(int round, double loss);
+
+ private:
+  double best_loss_ = 0;
+  int best_round_ = 0;
+};
+
+// A global model that predicts one class for this share of the pooled
+// (noisy) validation counts is said to hold the class prior.
+inline constexpr double kOneClassShare = 0.98;
+
 class RoundDriver {
  public:
   // `clock`: deadlines, pauses and grace periods run on it (a FakeClock in
@@ -210,6 +229,8 @@ class RoundDriver {
   const std::string manifest_sha256_;
   // What updates hold: all parameters but the plan's frozen ones.
   const TrainedParameters trained_;
+  // Touched only by EvaluateRound, which rounds call one at a time.
+  ValidationProgress progress_;
   std::unique_ptr<StateStore> state_;
   std::unique_ptr<ModelStore> models_;
   std::unique_ptr<Strategy> strategy_;

@@ -21,6 +21,7 @@
 #include "common/evaluation_release.h"
 #include "common/files.h"
 #include "common/local_fault.h"
+#include "common/metrics.h"
 #include "common/model_publication.h"
 #include "common/model_zoo.h"
 #include "common/safetensors.h"
@@ -1060,9 +1061,16 @@ absl::StatusOr<NodeRuntime::TaskOutcome> NodeRuntime::HandleEval(const protocol:
   // The exact figures stay in this log; only the release left.
   double mean_dice = 0;
   for (double d : exact.dice) mean_dice += d / static_cast<double>(exact.dice.size());
-  const std::string here = segmentation
-                               ? absl::StrFormat("mean Dice %.3f, pixel accuracy %.3f", mean_dice, exact.accuracy)
-                               : absl::StrFormat("accuracy %.3f", exact.accuracy);
+  std::optional<Metrics> exact_metrics;
+  if (!segmentation && exact.count > 0) {
+    absl::StatusOr<Metrics> m = ComputeMetrics(exact.scores);
+    if (m.ok()) exact_metrics = std::move(*m);
+  }
+  const std::string here =
+      segmentation ? absl::StrFormat("mean Dice %.3f, pixel accuracy %.3f", mean_dice, exact.accuracy)
+      : exact_metrics
+          ? absl::StrFormat("accuracy %.3f (balanced %.3f)", exact.accuracy, exact_metrics->balanced_accuracy)
+          : absl::StrFormat("accuracy %.3f", exact.accuracy);
   const std::string released = segmentation ? absl::StrFormat("mean Dice %.3f", figures.mean_dice.value_or(0))
                                             : absl::StrFormat("accuracy %.3f", figures.metrics.accuracy);
   spdlog::info(
@@ -1071,6 +1079,11 @@ absl::StatusOr<NodeRuntime::TaskOutcome> NodeRuntime::HandleEval(const protocol:
       : charge   ? absl::StrFormat("released under DP (sigma %.3f, evaluation epsilon %.4f): %s",
                                    release.noise_multiplier, release.epsilon_spent, released)
                  : std::string("sent exactly (NOT differentially private)"));
+  if (exact_metrics) {
+    if (std::optional<std::string> one = SingleClassWarning(*exact_metrics)) {
+      spdlog::warn("round {}: the global model on this site's validation images: {}", round, *one);
+    }
+  }
   return TaskOutcome::kDone;
 }
 

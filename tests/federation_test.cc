@@ -457,6 +457,37 @@ TEST(FederationInitTest, ATorchvisionBatchNormResNetRunsAsFrozenAffineMaps) {
   RemoveWorkspaceIfPassed(dir);
 }
 
+// A federation that does not learn says so: with a learning rate that moves
+// nothing, the global model keeps the initial one's single-class
+// predictions, which the coordinator names from the pooled releases and the
+// node from its exact figures each round (balanced accuracy beside
+// accuracy), and from the sixth round the coordinator says the validation
+// loss has not improved for five.
+TEST(FederationProgressTest, AModelThatPredictsOneClassAndAStalledLossAreSaid) {
+  const std::string dir = MakeWorkspace();
+  MiniFederation f =
+      SetUpFederation(dir, {.sites = 1, .rounds = 6, .min_nodes = 1, .patients = 30, .dp = false, .min_report = 0});
+  ASSERT_FALSE(::testing::Test::HasFailure());
+  ReplaceInFile(dir + "/kits/coordinator/federation.toml", "learning_rate = 0.01", "learning_rate = 1e-8");
+  const std::vector<std::string> logs = RunFederationToCompletion(f);
+  const std::string& coordinator = logs.at(0);
+  const std::string& node = logs.at(1);
+  EXPECT_NE(coordinator.find("round 1/6: from the sites' DP releases: 100.0% of about"), std::string::npos)
+      << coordinator;
+  EXPECT_NE(coordinator.find("the model holds the class prior, not the task (balanced accuracy 0.500)"),
+            std::string::npos)
+      << coordinator;
+  EXPECT_NE(coordinator.find("(balanced 0.500)"), std::string::npos) << coordinator;
+  EXPECT_EQ(coordinator.find("round 5/6: the validation loss has not improved"), std::string::npos) << coordinator;
+  EXPECT_NE(coordinator.find("round 6/6: the validation loss has not improved for 5 rounds (best "), std::string::npos)
+      << coordinator;
+  EXPECT_NE(node.find("round 1: the global model on this site's validation images: every one of the"),
+            std::string::npos)
+      << node;
+  EXPECT_NE(node.find("(balanced 0.500)"), std::string::npos) << node;
+  RemoveWorkspaceIfPassed(dir);
+}
+
 // A file that does not fit the plan's model stops provision, naming what.
 TEST(FederationInitTest, WeightsThatDoNotFitStopProvision) {
   const std::string dir = MakeWorkspace();
