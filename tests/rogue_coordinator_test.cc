@@ -161,9 +161,12 @@ class RogueCoordinatorTest : public ::testing::Test {
  protected:
   void SetUp() override {
     dir_ = MakeWorkspace();
-    // ~8 validation patients (0.2 of 40), one evaluation release in the
-    // site's plan ([policy] rounds = 1), and a floor of one patient.
-    f_ = SetUpFederation(dir_, {.sites = 1, .rounds = 2, .min_nodes = 1, .patients = 40, .images = 1, .min_report = 1});
+    // ~30 validation patients (0.2 of 150), one evaluation release in the
+    // site's plan ([policy] rounds = 1), and a floor of one patient. (With
+    // 40 patients the split once held 6, and the release's noisy count fell
+    // below the floor: the proper ask came back suppressed.)
+    f_ =
+        SetUpFederation(dir_, {.sites = 1, .rounds = 2, .min_nodes = 1, .patients = 150, .images = 1, .min_report = 1});
     ASSERT_FALSE(HasFailure());
     ReplaceInFile(f_.NodeConfig(f_.sites[0]), "min_report = 1\n", "min_report = 1\nrounds = 1\n");
     const std::string kit = dir_ + "/kits/coordinator";
