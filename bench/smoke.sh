@@ -49,6 +49,9 @@ smoke fmnist_federated_dp '^test accuracy [0-9.]+ 95% CI' \
   env LIMIT=400 TEST_LIMIT=200 EPSILON=3 bash "$root/bench/fmnist_federated.sh" 1 1.0 "$build"
 smoke segmentation_federated '^hospital-c federated: Dice per patient [0-9.]+' \
   env PATIENTS=12 ROUNDS=1 bash "$root/bench/segmentation_federated.sh" "$build"
+smoke transfer_learning '^  public-ct hospital-c: accuracy [0-9.]+, balanced accuracy [0-9.]+, ROC AUC [0-9.]+' \
+  env PATIENTS=40 ROUNDS=2 PRETRAIN_IMAGES=300 PRETRAIN_EPOCHS=1 PUBLIC_PATIENTS=40 \
+  bash "$root/bench/transfer_learning.sh" "$build"
 smoke loader '^fedrad_2_threads_images_per_second=[0-9.]+ pydicom_numpy_images_per_second=[0-9.]+ ratio=[0-9.]+' \
   env PATIENTS=2 REPETITIONS=2 bash "$root/bench/loader.sh" "$build"
 # The Google Benchmark binaries: every benchmark once, briefly.
