@@ -230,6 +230,12 @@ TrainLocalCommand::TrainLocalCommand(CLI::App* app) {
       ->check(CLI::Range(0.0, 0.999));
   command_->add_option("--window-center", tl_center_, "Window center")->capture_default_str();
   command_->add_option("--window-width", tl_width_, "Window width")->capture_default_str()->check(CLI::PositiveNumber);
+  command_
+      ->add_option("--normalize", tl_normalize_,
+                   "Without --config: none (keep [0, 1]) or zscore (each image mean 0, std 1), as node.toml's "
+                   "[preprocess] normalize")
+      ->capture_default_str()
+      ->check(CLI::IsMember({"none", "zscore"}));
   command_->add_flag("--dp", tl_dp_, "Train with DP-SGD");
   command_->add_option("--clip", tl_clip_, "DP: clipping norm C")->capture_default_str()->check(CLI::PositiveNumber);
   command_->add_option("--noise", tl_noise_, "DP: noise multiplier sigma (or give --epsilon)")
@@ -247,6 +253,10 @@ TrainLocalCommand::TrainLocalCommand(CLI::App* app) {
 int TrainLocalCommand::Run() {
   fedrad::node::TrainLocalOptions o;
   if (!tl_config_.empty()) {
+    if (command_->count("--normalize") > 0) {
+      std::cerr << "--normalize applies only without --config: " << tl_config_ << "'s [preprocess] normalize says it\n";
+      return 2;
+    }
     absl::StatusOr<fedrad::node::NodeConfig> config = fedrad::node::LoadNodeConfig(tl_config_);
     if (!config.ok()) return Fail(config.status(), 2);
     o.spec = fedrad::node::SiteDataset(*config);
@@ -274,6 +284,7 @@ int TrainLocalCommand::Run() {
     o.spec.labels_csv = tl_labels_.empty() ? tl_data_ + "/labels.csv" : tl_labels_;
     o.spec.preprocess.window_center = tl_center_;
     o.spec.preprocess.window_width = tl_width_;
+    o.spec.preprocess.normalize = tl_normalize_;
   } else {
     std::cerr << "train-local needs --config node.toml, or --data DIR [--labels CSV]\n";
     return 2;

@@ -83,6 +83,7 @@ class TrainLocalCommand final : public NodeCommand {
   std::string tl_data_, tl_labels_, tl_test_data_, tl_test_labels_, tl_arch_ = "ctnet", tl_unit_ = "patient", tl_save_;
   int tl_depth_ = 3, tl_base_width_ = 0;  // 0: the architecture's default
   int tl_size_ = 64, tl_classes_ = 2, tl_epochs_ = 5, tl_batch_ = 64, tl_threads_ = 0;
+  std::string tl_normalize_ = "none";
   double tl_lr_ = 0.05, tl_momentum_ = 0.9, tl_center_ = 40, tl_width_ = 400, tl_clip_ = 1.0, tl_noise_ = -1,
          tl_epsilon_ = -1, tl_delta_ = 1e-5;
   bool tl_dp_ = false;

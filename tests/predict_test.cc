@@ -162,6 +162,24 @@ TEST_F(PredictCommandTest, TrainLocalTakesThePlan) {
       << ReadText(log);
 }
 
+// train-local on a bare folder (public data, no node.toml) takes the
+// normalisation a federation's sites use, and the model says so; with a
+// node.toml its [preprocess] decides, and the flag is refused.
+TEST_F(PredictCommandTest, TrainLocalOnAFolderTakesANormalisation) {
+  const std::string model = dir_ + "/zscore.safetensors", log = dir_ + "/zscore.log";
+  ASSERT_EQ(RunCommand({NodeBin(), "train-local", "--data", data_, "--size", "32", "--epochs", "1", "--normalize",
+                        "zscore", "--save", model},
+                       log),
+            0)
+      << ReadText(log);
+  absl::StatusOr<SafetensorsFile> file = ReadSafetensorsFile(model);
+  ASSERT_TRUE(file.ok()) << file.status();
+  EXPECT_NE(file->metadata.at("preprocessing").find("normalize=zscore"), std::string::npos)
+      << file->metadata.at("preprocessing");
+  EXPECT_EQ(RunCommand({NodeBin(), "train-local", "--config", config_, "--normalize", "zscore"}, log), 2);
+  EXPECT_NE(ReadText(log).find("--normalize applies only without --config"), std::string::npos) << ReadText(log);
+}
+
 TEST_F(PredictCommandTest, RefusesAModelOfAnotherPipeline) {
   ReplaceInFile(config_, "window_width = 400", "window_width = 1500");
   const std::string log = dir_ + "/predict.log";
