@@ -9,10 +9,12 @@
 // (Gram matrices for the linear layers, materialised per-sample gradients
 // for the convolutions), per-sample
 // clipping, secure Gaussian noise, and the optimizer step. On every core
-// (SetTorchThreads(0)); OMP_NUM_THREADS does not change it. Uses OpenBLAS when installed
+// (SetTorchThreads(0)) unless FEDRAD_BENCH_THREADS=N; OMP_NUM_THREADS does not change it. Uses OpenBLAS when installed
 // (scripts/setup.sh installs libopenblas0-pthread).
 #include <benchmark/benchmark.h>
 #include <torch/torch.h>
+
+#include <cstdlib>
 
 #include "common/model_zoo.h"
 #include "common/model_zoo_torch.h"
@@ -45,7 +47,10 @@ ModelSpec ResNet18() {
 }
 
 std::shared_ptr<fedrad::NetworkImpl> Model(const ModelSpec& spec) {
-  fedrad::node::SetTorchThreads(0);  // every core, as a node with threads = 0
+  // Every core, as a node with threads = 0, unless FEDRAD_BENCH_THREADS says
+  // how many (to compare with a peer on the same threads).
+  const char* threads = std::getenv("FEDRAD_BENCH_THREADS");
+  fedrad::node::SetTorchThreads(threads ? std::atoi(threads) : 0);
   torch::manual_seed(1);
   return *fedrad::CreateNetwork(spec);
 }
