@@ -6,6 +6,8 @@
 #include <torch/optim/sgd.h>
 #include <torch/utils.h>
 
+#include <dlfcn.h>
+
 #include <algorithm>
 #include <cmath>
 #include <map>
@@ -281,6 +283,16 @@ void SetTorchThreads(int threads) {
   // on two; bench/RESULTS.md).
   const unsigned cores = std::max(1u, std::thread::hardware_concurrency());
   at::set_num_threads(threads > 0 ? threads : static_cast<int>(cores));
+  // OpenBLAS (Debian's libopenblas0-pthread behind libblas.so.3) keeps a
+  // pool of its own, one thread per core, which at::set_num_threads does not
+  // reach: each GEMM from LibTorch's threads woke it, and on 2 cores the
+  // threads spun in sched_yield against each other (perf: 43% of a DP-SGD
+  // step's samples in the scheduler). LibTorch's threads are the
+  // parallelism; OpenBLAS gets one (tbcnn28 DP-SGD at batch 256: 4.2-4.7k
+  // samples/s before, 6.7-7.1k after; bench/RESULTS.md). Another BLAS has
+  // no such symbol and is left as it is.
+  using SetBlasThreads = void (*)(int);
+  if (auto set = reinterpret_cast<SetBlasThreads>(dlsym(RTLD_DEFAULT, "openblas_set_num_threads"))) set(1);
 }
 
 absl::StatusOr<TrainingOutcome> TrainLocally(const ModelSpec& spec, const ModelParameters& global,
