@@ -264,15 +264,14 @@ std::optional<std::string> SingleClassWarning(const Metrics& m, double share) {
       only_column = column;
     }
   }
+  if (occurring < 2 || predicted != 1) return std::nullopt;
   if (share >= 1) {
-    if (occurring < 2 || predicted != 1) return std::nullopt;
     return absl::StrFormat(
         "every one of the %d images is predicted as class %d although %d classes occur: the model has learned the "
         "class prior, not the task (balanced accuracy %.4f); train longer, with a larger learning rate, or with less "
         "noise",
         m.count, only, occurring, m.balanced_accuracy);
   }
-  if (occurring < 2 || predicted != 1) return std::nullopt;
   return absl::StrFormat(
       "%.1f%% of about %d images are predicted as class %d although %d classes occur: the model holds the class "
       "prior, not the task (balanced accuracy %.3f)",

@@ -236,10 +236,11 @@ absl::Status CheckShape(const ModelSpec& spec) {
     return absl::OkStatus();
   }
   if (spec.norm != "group" && !(spec.norm == kFrozenBatchNorm && IsResNet(spec.architecture))) {
+    const std::string known = IsResNet(spec.architecture)
+                                  ? std::string("\"group\" or \"frozen_batch\"")
+                                  : absl::StrCat("\"group\" (the only one of '", spec.architecture, "')");
     return absl::InvalidArgumentError(
-        absl::StrCat("model norm '", absl::CEscape(spec.norm.substr(0, 32)), "' is not ",
-                     IsResNet(spec.architecture) ? "\"group\" or \"frozen_batch\"" : "\"group\" (the only one of '",
-                     IsResNet(spec.architecture) ? "" : spec.architecture + "')"));
+        absl::StrCat("model norm '", absl::CEscape(spec.norm.substr(0, 32)), "' is not ", known));
   }
   if (IsResNet(spec.architecture)) {
     if (spec.in_channels > 3) {
@@ -293,7 +294,6 @@ std::string LayerOf(const std::string& tensor) {
 // frozen would need per-sample norms of part of a layer), and something is
 // left to train.
 absl::Status CheckFreeze(const ModelSpec& spec, const Layout& layout) {
-  if (spec.freeze.empty()) return absl::OkStatus();
   if (spec.freeze.size() > kMaxFreezePrefixes) {
     return absl::InvalidArgumentError(
         absl::StrCat("model freeze lists ", spec.freeze.size(), " prefixes; at most ", kMaxFreezePrefixes));
@@ -303,10 +303,6 @@ absl::Status CheckFreeze(const ModelSpec& spec, const Layout& layout) {
     const std::string layer = LayerOf(p.tensor.name);
     if (layers.empty() || layers.back() != layer) layers.push_back(layer);
   }
-  auto frozen = [&](const std::string& tensor) {
-    return std::any_of(spec.freeze.begin(), spec.freeze.end(),
-                       [&](const std::string& prefix) { return FreezePrefixMatches(prefix, tensor); });
-  };
   for (const std::string& prefix : spec.freeze) {
     const bool printable = std::all_of(prefix.begin(), prefix.end(),
                                        [](char c) { return static_cast<unsigned char>(c) > 0x20 && c != 0x7f; });
@@ -327,7 +323,7 @@ absl::Status CheckFreeze(const ModelSpec& spec, const Layout& layout) {
   std::map<std::string, std::pair<std::vector<std::string>, std::vector<std::string>>> by_layer;  // frozen, trained
   for (const ParameterLayout& p : layout.parameters()) {
     if (IsStatistic(p.tensor.name)) continue;  // never trained, whatever the layer's parameters do
-    const bool f = frozen(p.tensor.name);
+    const bool f = IsFrozen(spec, p.tensor.name);
     any_trained = any_trained || !f;
     auto& [frozen_names, trained_names] = by_layer[LayerOf(p.tensor.name)];
     (f ? frozen_names : trained_names).push_back(p.tensor.name);
@@ -349,11 +345,17 @@ absl::Status CheckFreeze(const ModelSpec& spec, const Layout& layout) {
 
 absl::Status CheckModelSpec(const ModelSpec& spec) {
   if (absl::Status s = CheckShape(spec); !s.ok()) return s;
-  return CheckFreeze(spec, BuildLayout(spec));
+  return spec.freeze.empty() ? absl::OkStatus() : CheckFreeze(spec, BuildLayout(spec));
 }
 
 bool IsStatistic(const std::string& tensor) {
   return absl::EndsWith(tensor, ".running_mean") || absl::EndsWith(tensor, ".running_var");
+}
+
+bool IsFrozen(const ModelSpec& spec, const std::string& tensor) {
+  return IsStatistic(tensor) || std::any_of(spec.freeze.begin(), spec.freeze.end(), [&](const std::string& prefix) {
+           return FreezePrefixMatches(prefix, tensor);
+         });
 }
 
 bool FreezePrefixMatches(const std::string& prefix, const std::string& tensor) {
@@ -393,11 +395,7 @@ absl::StatusOr<TrainedParameters> TrainedParametersOf(const ModelSpec& spec) {
   int64_t offset = 0;
   for (const ParameterLayout& p : layout->parameters()) {
     const int64_t n = p.tensor.numel();
-    const bool frozen = IsStatistic(p.tensor.name) ||
-                        std::any_of(spec.freeze.begin(), spec.freeze.end(), [&](const std::string& prefix) {
-                          return FreezePrefixMatches(prefix, p.tensor.name);
-                        });
-    if (frozen) {
+    if (IsFrozen(spec, p.tensor.name)) {
       out.frozen.push_back(p.tensor.name);
     } else {
       out.trained.tensors.push_back(p.tensor);

@@ -54,6 +54,11 @@ absl::Status CheckModelSpec(const ModelSpec& spec);
 
 inline constexpr size_t kMaxFreezePrefixes = 1024;
 
+// True if the tensor does not train under `spec`: a statistic, or named by
+// a [model] freeze prefix. The one rule the checks, the trained manifest and
+// the trainer share.
+bool IsFrozen(const ModelSpec& spec, const std::string& tensor);
+
 // True if the freeze prefix names the tensor: the whole name, or a prefix
 // ending at a component boundary ("conv1" names conv1.weight, not
 // conv10.weight; "layer1" every tensor of a ResNet's first stage).

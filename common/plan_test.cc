@@ -138,6 +138,28 @@ TEST(PlanTest, ResNetWidth) {
   }
 }
 
+// [model] norm and freeze: read as written; norm only for a ResNet and one
+// of its two values, each refusal naming the field.
+TEST(PlanTest, ModelNormAndFreeze) {
+  const std::string sites = "[[site]]\nname = \"a\"\n[[site]]\nname = \"b\"\n";
+  auto plan = [&](const std::string& model) {
+    return LoadPlan(WritePlan("[federation]\nname = \"d\"\n[model]\n" + model + sites));
+  };
+  auto frozen = plan("architecture = \"resnet18\"\nnorm = \"frozen_batch\"\nfreeze = [\"conv1\", \"layer1\"]\n");
+  ASSERT_TRUE(frozen.ok()) << frozen.status();
+  EXPECT_EQ(frozen->model.norm, "frozen_batch");
+  EXPECT_EQ(frozen->model.freeze, (std::vector<std::string>{"conv1", "layer1"}));
+  EXPECT_EQ(plan("architecture = \"resnet18\"\n")->model.norm, "group");
+  auto ctnet = plan("architecture = \"ctnet\"\nnorm = \"frozen_batch\"\n");
+  ASSERT_FALSE(ctnet.ok());
+  EXPECT_NE(ctnet.status().message().find("model.norm"), std::string::npos) << ctnet.status();
+  EXPECT_NE(ctnet.status().message().find("applies only to architectures"), std::string::npos) << ctnet.status();
+  auto batch = plan("architecture = \"resnet18\"\nnorm = \"batch\"\n");
+  ASSERT_FALSE(batch.ok());
+  EXPECT_NE(batch.status().message().find("must be \"group\" (GroupNorm) or \"frozen_batch\""), std::string::npos)
+      << batch.status();
+}
+
 // [model] init is resolved against the plan's folder; kept as written too.
 TEST(PlanTest, ModelInitIsAPathBesideThePlan) {
   const std::string sites = "[[site]]\nname = \"a\"\n[[site]]\nname = \"b\"\n";

@@ -71,9 +71,7 @@ std::vector<float> DeltaFrom(const torch::nn::Module& model, const ModelParamete
 std::vector<torch::Tensor> FreezeLayers(torch::nn::Module& model, const ModelSpec& spec) {
   std::vector<torch::Tensor> trained;
   for (auto& item : model.named_parameters(true)) {
-    const bool frozen = IsStatistic(item.key()) ||
-                        std::any_of(spec.freeze.begin(), spec.freeze.end(),
-                                    [&](const std::string& prefix) { return FreezePrefixMatches(prefix, item.key()); });
+    const bool frozen = IsFrozen(spec, item.key());
     item.value().set_requires_grad(!frozen);
     if (!frozen) trained.push_back(item.value());
   }
@@ -288,8 +286,8 @@ void SetTorchThreads(int threads) {
   // reach: each GEMM from LibTorch's threads woke it, and on 2 cores the
   // threads spun in sched_yield against each other (perf: 43% of a DP-SGD
   // step's samples in the scheduler). LibTorch's threads are the
-  // parallelism; OpenBLAS gets one (tbcnn28 DP-SGD at batch 256: 4.2-4.7k
-  // samples/s before, 6.7-7.1k after; bench/RESULTS.md). Another BLAS has
+  // parallelism; OpenBLAS gets one (tbcnn28 DP-SGD at batch 256: 5,835
+  // samples/s before, 7,939 after; bench/RESULTS.md). Another BLAS has
   // no such symbol and is left as it is.
   using SetBlasThreads = void (*)(int);
   if (auto set = reinterpret_cast<SetBlasThreads>(dlsym(RTLD_DEFAULT, "openblas_set_num_threads"))) set(1);
