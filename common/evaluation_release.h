@@ -23,6 +23,14 @@
 // carry each unit's Dice (each image's Dice is in [0, 1]):
 //   dice_sum    weighted Dice                            1
 //   dice        [bin of the image's Dice]                1
+// Multilabel (L labels, each its own binary decision) releases the same
+// blocks label by label: a unit's images put their weight once in each
+// label's 2x2 matrix and each label's score histograms, so those blocks'
+// sensitivity grows to sqrt(L), and the noise per cell with it; the
+// calibration block counts each image-label decision at 1/L of its image's
+// weight (sensitivity 1) and the loss is the image's mean over labels:
+//   confusion   [label][true][predicted] weighted counts  sqrt(L)
+//   scores      [label][positive][bin of P(label)]        sqrt(L)
 // Block b is scaled by kBlockWeight_b / sensitivity_b before the noise, so
 // the whole vector has sensitivity sqrt(sum of the weights squared); the
 // Gaussian noise N(0, σ² Δ²) on it makes one release one Gaussian mechanism
@@ -34,6 +42,7 @@
 
 #include "absl/status/statusor.h"
 #include "common/metrics.h"
+#include "common/multilabel_metrics.h"
 
 namespace fedrad {
 namespace crypto {
@@ -60,13 +69,22 @@ struct EvaluationStatistics {
   // histogram over B bins.
   double dice_sum = 0;
   std::vector<double> dice;
+  // Multilabel: num_classes labels; confusion is labels x 2 x 2 and scores
+  // labels x 2 x B (see above).
+  bool multilabel = false;
 
   bool segmentation() const { return !dice.empty(); }
   // Binary tasks: class 1's probability only; otherwise every class (one
   // versus the rest).
   static int ScoreClasses(int num_classes) { return num_classes == 2 ? 1 : num_classes; }
+  // The score histograms' classes: ScoreClasses, or every label.
+  int score_classes() const { return multilabel ? num_classes : ScoreClasses(num_classes); }
+  size_t confusion_cells() const {
+    const size_t k = static_cast<size_t>(num_classes);
+    return multilabel ? 4 * k : k * k;
+  }
   // Zeros of the right sizes.
-  static EvaluationStatistics Empty(int num_classes, bool segmentation = false);
+  static EvaluationStatistics Empty(int num_classes, bool segmentation = false, bool multilabel = false);
   // Sizes match num_classes (2..1000) and every value is finite.
   absl::Status CheckShape() const;
 };
@@ -85,6 +103,12 @@ absl::StatusOr<EvaluationStatistics> CollectSegmentationStatistics(const Scores&
                                                                    const std::vector<double>& dice,
                                                                    const std::vector<std::string>& units);
 
+// Multilabel: `scores` holds each image's labels' sigmoids and targets
+// (Scores::multilabel), `losses` each image's loss. Stays on the node.
+absl::StatusOr<EvaluationStatistics> CollectMultilabelStatistics(const Scores& scores,
+                                                                 const std::vector<double>& losses,
+                                                                 const std::vector<std::string>& units);
+
 // The noise each block gets at noise multiplier σ: per-coordinate standard
 // deviations, in the block's own units.
 struct ReleaseNoise {
@@ -95,7 +119,7 @@ struct ReleaseNoise {
   double dice_sum = 0;
   double dice = 0;
 };
-ReleaseNoise NoiseFor(double noise_multiplier, int num_classes, bool segmentation = false);
+ReleaseNoise NoiseFor(double noise_multiplier, int num_classes, bool segmentation = false, bool multilabel = false);
 
 // Adds the release's Gaussian noise (NoiseFor) from `rng` in place.
 void AddReleaseNoise(double noise_multiplier, crypto::SecureRandom& rng, EvaluationStatistics* s);
@@ -114,6 +138,11 @@ struct ReleasedFigures {
   double loss = 0;  // mean clipped loss per unit of weight
   // Segmentation: the mean over units of their images' mean Dice, in [0, 1].
   std::optional<double> mean_dice;
+  // Multilabel: each label's figures (AUC from its histograms), the macro
+  // and micro averages (the micro AUC from the labels' pooled histograms).
+  // `metrics` then holds the count of units, the micro accuracy, the macro
+  // AUC and the calibration, and its confusion matrix is the micro one.
+  std::optional<MultilabelMetrics> multilabel;
 };
 ReleasedFigures FiguresFromRelease(const EvaluationStatistics& s);
 

@@ -9,6 +9,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
+#include "common/multilabel_metrics.h"
 
 namespace fedrad {
 namespace {
@@ -40,19 +41,14 @@ Metrics Compute(const Scores& s) {
   const int k = s.num_classes;
   const size_t n = s.size();
   std::vector<std::vector<int64_t>> confusion(k, std::vector<int64_t>(k, 0));
-  std::vector<double> bin_confidence(kCalibrationBins, 0), bin_correct(kCalibrationBins, 0);
-  std::vector<int64_t> bin_count(kCalibrationBins, 0);
+  std::vector<double> confidence(n);
+  std::vector<bool> correct(n);
   for (size_t i = 0; i < n; ++i) {
     const int t = s.labels[i];
     const int p = s.Predicted(i);
     ++confusion[t][p];
-    const double confidence = s.row(i)[p];
-    // Bin i holds confidences in (i/B, (i+1)/B]; 0 goes to the first bin.
-    int bin = static_cast<int>(std::ceil(confidence * kCalibrationBins)) - 1;
-    bin = std::clamp(bin, 0, kCalibrationBins - 1);
-    bin_confidence[bin] += confidence;
-    bin_correct[bin] += t == p ? 1 : 0;
-    ++bin_count[bin];
+    confidence[i] = s.row(i)[p];
+    correct[i] = t == p;
   }
   Metrics m = MetricsFromConfusion(std::move(confusion));
   // One-vs-rest AUCs (for two classes, class 1's is the AUC).
@@ -72,11 +68,7 @@ Metrics Compute(const Scores& s) {
     }
   }
   if (aucs > 0) m.roc_auc = auc_sum / aucs;
-  for (int b = 0; b < kCalibrationBins; ++b) {
-    if (bin_count[b] == 0) continue;
-    const double count = static_cast<double>(bin_count[b]);
-    m.ece += count / static_cast<double>(n) * std::fabs(bin_correct[b] / count - bin_confidence[b] / count);
-  }
+  m.ece = ExpectedCalibrationError(confidence, correct);
   return m;
 }
 
@@ -90,6 +82,37 @@ double Quantile(const std::vector<double>& sorted, double q) {
 }
 
 }  // namespace
+
+double ExpectedCalibrationError(const std::vector<double>& confidence, const std::vector<bool>& correct) {
+  std::vector<double> bin_confidence(kCalibrationBins, 0), bin_correct(kCalibrationBins, 0);
+  std::vector<int64_t> bin_count(kCalibrationBins, 0);
+  for (size_t i = 0; i < confidence.size(); ++i) {
+    // Bin i holds confidences in (i/B, (i+1)/B]; 0 goes to the first bin.
+    const int bin =
+        std::clamp(static_cast<int>(std::ceil(confidence[i] * kCalibrationBins)) - 1, 0, kCalibrationBins - 1);
+    bin_confidence[bin] += confidence[i];
+    bin_correct[bin] += correct[i] ? 1 : 0;
+    ++bin_count[bin];
+  }
+  double ece = 0;
+  for (int b = 0; b < kCalibrationBins; ++b) {
+    if (bin_count[b] == 0) continue;
+    const double count = static_cast<double>(bin_count[b]);
+    ece +=
+        count / static_cast<double>(confidence.size()) * std::fabs(bin_correct[b] / count - bin_confidence[b] / count);
+  }
+  return ece;
+}
+
+double ExampleLoss(const Scores& scores, size_t i) {
+  auto log_of = [](double p) { return std::log(std::max(1e-12, p)); };
+  const float* p = scores.row(i);
+  if (!scores.multilabel()) return -log_of(p[scores.labels[i]]);
+  const uint8_t* t = scores.target_row(i);
+  double sum = 0;
+  for (int c = 0; c < scores.num_classes; ++c) sum -= t[c] ? log_of(p[c]) : log_of(1.0 - p[c]);
+  return sum / scores.num_classes;
+}
 
 int Scores::Predicted(size_t i) const {
   const float* p = row(i);
@@ -190,25 +213,46 @@ absl::StatusOr<Metrics> ComputeMetrics(const Scores& scores) {
 }
 
 absl::StatusOr<std::map<std::string, Interval>> BootstrapIntervals(const Scores& scores, int resamples, uint64_t seed) {
+  if (resamples < 2) return absl::InvalidArgumentError("a bootstrap needs at least two resamples");
+  if (scores.multilabel()) {
+    absl::StatusOr<MultilabelMetrics> checked = ComputeMultilabelMetrics(scores);
+    if (!checked.ok()) return checked.status();
+    return BootstrapScalars(scores, resamples, seed,
+                            [](const Scores& r) { return ComputeMultilabelMetrics(r)->Scalars(); });
+  }
   absl::Status s = CheckScores(scores);
   if (!s.ok()) return s;
-  if (resamples < 2) return absl::InvalidArgumentError("a bootstrap needs at least two resamples");
+  return BootstrapScalars(scores, resamples, seed, [](const Scores& r) { return Compute(r).Scalars(); });
+}
+
+std::map<std::string, Interval> BootstrapScalars(
+    const Scores& scores, int resamples, uint64_t seed,
+    const std::function<std::map<std::string, double>(const Scores&)>& scalars) {
   const size_t n = scores.size();
   const size_t k = static_cast<size_t>(scores.num_classes);
   std::mt19937_64 rng(seed);
   std::uniform_int_distribution<size_t> pick(0, n - 1);
   Scores r;
   r.num_classes = scores.num_classes;
-  r.labels.resize(n);
+  if (scores.multilabel()) {
+    r.targets.resize(n * k);
+  } else {
+    r.labels.resize(n);
+  }
   r.probabilities.resize(n * k);
   std::map<std::string, std::vector<double>> samples;
   for (int b = 0; b < resamples; ++b) {
     for (size_t i = 0; i < n; ++i) {
       const size_t j = pick(rng);
-      r.labels[i] = scores.labels[j];
+      if (scores.multilabel()) {
+        std::copy(scores.target_row(j), scores.target_row(j) + k,
+                  r.targets.begin() + static_cast<std::ptrdiff_t>(i * k));
+      } else {
+        r.labels[i] = scores.labels[j];
+      }
       std::copy(scores.row(j), scores.row(j) + k, r.probabilities.begin() + static_cast<std::ptrdiff_t>(i * k));
     }
-    for (const auto& [name, value] : Compute(r).Scalars()) samples[name].push_back(value);
+    for (const auto& [name, value] : scalars(r)) samples[name].push_back(value);
   }
   std::map<std::string, Interval> out;
   for (auto& [name, values] : samples) {
@@ -278,17 +322,21 @@ std::optional<std::string> SingleClassWarning(const Metrics& m, double share) {
       100.0 * static_cast<double>(only_column) / n, m.count, only, occurring, m.balanced_accuracy);
 }
 
-std::string MetricsJson(const Metrics& m, const std::map<std::string, Interval>& ci) {
-  nlohmann::json j;
-  j["count"] = m.count;
+std::string ScalarsJson(const std::map<std::string, double>& scalars, const std::map<std::string, Interval>& ci) {
   nlohmann::json figures = nlohmann::json::object();
-  for (const auto& [name, value] : m.Scalars()) {
+  for (const auto& [name, value] : scalars) {
     nlohmann::json f{{"value", value}};
     auto i = ci.find(name);
     if (i != ci.end()) f["ci95"] = {i->second.low, i->second.high};
     figures[name] = f;
   }
-  j["metrics"] = figures;
+  return figures.dump();
+}
+
+std::string MetricsJson(const Metrics& m, const std::map<std::string, Interval>& ci) {
+  nlohmann::json j;
+  j["count"] = m.count;
+  j["metrics"] = nlohmann::json::parse(ScalarsJson(m.Scalars(), ci));
   nlohmann::json classes = nlohmann::json::array();
   for (const ClassMetrics& k : m.per_class) {
     classes.push_back({{"support", k.support},

@@ -2,6 +2,7 @@
 #define FEDRAD_COMMON_METRICS_H_
 
 #include <cstdint>
+#include <functional>
 #include <map>
 #include <optional>
 #include <string>
@@ -13,12 +14,18 @@ namespace fedrad {
 
 // A model's outputs on labelled examples: the true class of each example and
 // its class probabilities (row-major, num_classes per example).
+// Multilabel: `targets` holds each example's 0/1 per label (num_classes of
+// them, row-major), `probabilities` each label's own sigmoid, and `labels`
+// is empty.
 struct Scores {
   int num_classes = 0;
   std::vector<int> labels;
   std::vector<float> probabilities;
+  std::vector<uint8_t> targets;
 
-  size_t size() const { return labels.size(); }
+  bool multilabel() const { return !targets.empty(); }
+  size_t size() const { return multilabel() ? targets.size() / static_cast<size_t>(num_classes) : labels.size(); }
+  const uint8_t* target_row(size_t i) const { return targets.data() + i * static_cast<size_t>(num_classes); }
   const float* row(size_t i) const { return probabilities.data() + i * static_cast<size_t>(num_classes); }
   // The predicted class: the most probable, the lowest index on a tie.
   int Predicted(size_t i) const;
@@ -80,6 +87,15 @@ absl::StatusOr<Metrics> ComputeMetrics(const Scores& scores);
 // against the rest, with ties counting one half; unset without both kinds.
 std::optional<double> RocAuc(const std::vector<float>& score, const std::vector<bool>& positive);
 
+// Expected calibration error of confidences against whether each was right,
+// over kCalibrationBins equal-width bins (Guo et al. 2017); 0 without any.
+double ExpectedCalibrationError(const std::vector<double>& confidence, const std::vector<bool>& correct);
+
+// Example i's loss from its scores: the cross-entropy -log p[label], or
+// multilabel the binary cross-entropy averaged over the labels (what the
+// trainer minimises); probabilities floored at 1e-12.
+double ExampleLoss(const Scores& scores, size_t i);
+
 struct Interval {
   double low = 0;
   double high = 0;
@@ -88,9 +104,15 @@ struct Interval {
 // Percentile bootstrap: `resamples` resamples of the examples with
 // replacement (std::mt19937_64 seeded with `seed`), the metrics of each, and
 // for every scalar the 2.5th and 97.5th percentiles of the resamples where it
-// is defined.
+// is defined. Multilabel scores: MultilabelMetrics' scalars.
 absl::StatusOr<std::map<std::string, Interval>> BootstrapIntervals(const Scores& scores, int resamples = 1000,
                                                                    uint64_t seed = 1);
+
+// The bootstrap above for any figures of checked scores: `scalars` of each
+// resample (labels, targets and probabilities resampled by example).
+std::map<std::string, Interval> BootstrapScalars(
+    const Scores& scores, int resamples, uint64_t seed,
+    const std::function<std::map<std::string, double>(const Scores&)>& scalars);
 
 // A table for the terminal: the overall figures with their intervals (those
 // in `ci`), per-class figures, and the confusion matrix.
@@ -105,6 +127,9 @@ std::string FormatMetrics(const Metrics& m, const std::map<std::string, Interval
 // counts): then one class holding at least that share of the predictions
 // counts, and a class occurs if it is the truth of more than 1 - share.
 std::optional<std::string> SingleClassWarning(const Metrics& m, double share = 1.0);
+// Figures by name with their intervals (those in `ci`) as a JSON object
+// {name: {"value", "ci95": [low, high]}}.
+std::string ScalarsJson(const std::map<std::string, double>& scalars, const std::map<std::string, Interval>& ci);
 // The same figures as a JSON object: {"count", "metrics": {name: {"value",
 // "ci95": [low, high]}}, "per_class": [...], "confusion": [[...]]}.
 std::string MetricsJson(const Metrics& m, const std::map<std::string, Interval>& ci);

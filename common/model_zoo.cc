@@ -203,7 +203,8 @@ absl::Status CheckShape(const ModelSpec& spec) {
     return absl::InvalidArgumentError(
         absl::StrCat("model num_classes must be 2 to ", kMaxClasses, ", not ", spec.num_classes));
   }
-  if (spec.task != ModelTask::kClassification && spec.task != ModelTask::kSegmentation) {
+  if (spec.task != ModelTask::kClassification && spec.task != ModelTask::kSegmentation &&
+      spec.task != ModelTask::kMultilabel) {
     return absl::InvalidArgumentError(absl::StrCat("model ", TaskName(spec.task), " is not a task fedrad knows"));
   }
   if (absl::Status names = CheckClassNames(spec); !names.ok()) return names;
@@ -214,7 +215,9 @@ absl::Status CheckShape(const ModelSpec& spec) {
   // One list: begin() and end() of two calls' vectors would be two ranges.
   const std::vector<std::string> architectures = KnownArchitectures();
   const bool known = std::find(architectures.begin(), architectures.end(), spec.architecture) != architectures.end();
-  if (known && spec.architecture != "flat" && spec.task != TaskOf(spec.architecture)) {
+  // A classifier's head serves multilabel as well: one output per label.
+  const ModelTask task = spec.task == ModelTask::kMultilabel ? ModelTask::kClassification : spec.task;
+  if (known && spec.architecture != "flat" && task != TaskOf(spec.architecture)) {
     return absl::InvalidArgumentError(absl::StrCat(
         "model '", spec.architecture, "' does ", TaskName(TaskOf(spec.architecture)), ", not ", TaskName(spec.task),
         spec.task == ModelTask::kSegmentation ? " (segmentation takes architecture = \"unet2d\")" : ""));

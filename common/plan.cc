@@ -42,6 +42,8 @@ std::string TaskName(ModelTask task) {
       return "classification";
     case ModelTask::kSegmentation:
       return "segmentation";
+    case ModelTask::kMultilabel:
+      return "multilabel";
   }
   return absl::StrCat("task ", static_cast<int>(task));
 }
@@ -49,6 +51,7 @@ std::string TaskName(ModelTask task) {
 std::optional<ModelTask> ParseTask(const std::string& name) {
   if (name == "classification") return ModelTask::kClassification;
   if (name == "segmentation") return ModelTask::kSegmentation;
+  if (name == "multilabel") return ModelTask::kMultilabel;
   return std::nullopt;
 }
 
@@ -89,7 +92,7 @@ absl::StatusOr<FederationPlan> LoadPlan(const std::string& path, const StrategyC
   if (std::optional<ModelTask> t = ParseTask(task)) {
     p.model.task = *t;
   } else {
-    c.Fail("model.task", "must be \"classification\" or \"segmentation\"");
+    c.Fail("model.task", "must be \"classification\", \"segmentation\" or \"multilabel\"");
   }
   const bool resnet = IsResNet(p.model.architecture);
   if (c.Has("model.depth") && p.model.architecture != "unet2d") {
@@ -114,6 +117,10 @@ absl::StatusOr<FederationPlan> LoadPlan(const std::string& path, const StrategyC
   if (!p.model.class_names.empty() && static_cast<int>(p.model.class_names.size()) != p.model.num_classes) {
     c.Fail("model.class_names",
            absl::StrCat("names ", p.model.class_names.size(), " classes, but num_classes is ", p.model.num_classes));
+  }
+  if (p.model.task == ModelTask::kMultilabel && p.model.class_names.empty()) {
+    c.Fail("model.class_names",
+           "task \"multilabel\" needs the labels' names (labels.csv's columns, or the names its lists use)");
   }
 
   p.training.local_epochs = static_cast<int>(c.GetInt("training.local_epochs", 1, 1, 1000));

@@ -13,9 +13,11 @@
 namespace fedrad {
 
 // What a model is trained to say of an image: one class for the whole image,
-// or one class per pixel (class 0 the background). The wire carries the
+// one class per pixel (class 0 the background), or for each of several
+// findings whether the image shows it (multilabel: num_classes independent
+// sigmoid outputs, the labels named by class_names). The wire carries the
 // number; CheckModelSpec refuses any other value.
-enum class ModelTask : int { kClassification = 0, kSegmentation = 1 };
+enum class ModelTask : int { kClassification = 0, kSegmentation = 1, kMultilabel = 2 };
 std::string TaskName(ModelTask task);
 std::optional<ModelTask> ParseTask(const std::string& name);
 
@@ -36,7 +38,8 @@ struct ModelSpec {
   // (doubled at each of the next three; He et al.'s networks have 64).
   int depth = 3;
   int base_width = 16;
-  // The classes' names, by index (segmentation: index 0 is the background);
+  // The classes' names, by index (segmentation: index 0 is the background;
+  // multilabel: the labels, which it requires, as labels.csv's columns);
   // empty: numbered. Public: they go into the model's metadata and the
   // segment labels of the SEG objects predict writes.
   std::vector<std::string> class_names;

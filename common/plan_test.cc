@@ -5,6 +5,8 @@
 #include <filesystem>
 #include <fstream>
 
+#include "common/model_zoo.h"
+
 namespace fedrad {
 namespace {
 
@@ -158,6 +160,30 @@ TEST(PlanTest, ModelNormAndFreeze) {
   ASSERT_FALSE(batch.ok());
   EXPECT_NE(batch.status().message().find("must be \"group\" (GroupNorm) or \"frozen_batch\""), std::string::npos)
       << batch.status();
+}
+
+// task = "multilabel": a classifier's head, one output per named label;
+// the labels must be named, and a U-Net does not do it.
+TEST(PlanTest, MultilabelNeedsNamedLabelsAndAClassifier) {
+  const std::string sites = "[[site]]\nname = \"a\"\n[[site]]\nname = \"b\"\n";
+  auto plan = [&](const std::string& model) {
+    return LoadPlan(WritePlan("[federation]\nname = \"d\"\n[model]\n" + model + sites));
+  };
+  auto ok = plan("task = \"multilabel\"\nnum_classes = 3\nclass_names = [\"lesion\", \"effusion\", \"clip\"]\n");
+  ASSERT_TRUE(ok.ok()) << ok.status();
+  EXPECT_EQ(ok->model.task, ModelTask::kMultilabel);
+  EXPECT_EQ(TaskName(ok->model.task), "multilabel");
+  auto unnamed = plan("task = \"multilabel\"\nnum_classes = 3\n");
+  ASSERT_FALSE(unnamed.ok());
+  EXPECT_NE(unnamed.status().message().find("model.class_names"), std::string::npos) << unnamed.status();
+  EXPECT_TRUE(CheckModelSpec(ok->model).ok());
+  // The coordinator's check of the plan's model (coordinator/config.cc).
+  ModelSpec unet = ok->model;
+  unet.architecture = "unet2d";
+  const absl::Status refused = CheckModelSpec(unet);
+  EXPECT_NE(refused.message().find("does segmentation, not multilabel"), std::string::npos) << refused;
+  auto other = plan("task = \"detection\"\n");
+  EXPECT_NE(other.status().message().find("\"multilabel\""), std::string::npos) << other.status();
 }
 
 // [model] init is resolved against the plan's folder; kept as written too.

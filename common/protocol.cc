@@ -85,6 +85,10 @@ absl::Status CheckEvaluationReport(const EvaluationReport& e, const EvaluationRu
     return absl::InvalidArgumentError(rules.segmentation ? "a segmentation model's release must carry its Dice"
                                                          : "a classification model's release carries Dice");
   }
+  if (st.multilabel != rules.multilabel) {
+    return absl::InvalidArgumentError(rules.multilabel ? "a multilabel model's release must be per label"
+                                                       : "the release is per label, but the model is not multilabel");
+  }
   // Plausible bounds: a statistic a billion units from zero is no site's.
   constexpr double kLargest = 1e9;
   auto plausible = [&](const std::vector<double>& v) {

@@ -167,6 +167,8 @@ struct EvaluationRules {
   // A segmentation plan's releases carry the Dice blocks; a classification
   // plan's do not.
   bool segmentation = false;
+  // A multilabel plan's releases are multilabel, and only those.
+  bool multilabel = false;
 };
 // Everything in an evaluation report that does not depend on the round
 // (the ledger head; a suppressed report carries no release; the release's

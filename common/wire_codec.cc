@@ -280,6 +280,7 @@ void Encode(const EvaluationReport& in, v1::Evaluation* out) {
     for (double v : r.statistics.scores) m->add_scores(v);
     m->set_dice_sum(r.statistics.dice_sum);
     for (double v : r.statistics.dice) m->add_dice(v);
+    m->set_multilabel(r.statistics.multilabel);
     m->set_epsilon_spent(r.epsilon_spent);
     m->set_delta(r.delta);
     m->set_unit(r.unit);
@@ -306,6 +307,7 @@ EvaluationReport Decode(const v1::Evaluation& in) {
     r.statistics.scores.assign(m.scores().begin(), m.scores().end());
     r.statistics.dice_sum = m.dice_sum();
     r.statistics.dice.assign(m.dice().begin(), m.dice().end());
+    r.statistics.multilabel = m.multilabel();
     r.epsilon_spent = m.epsilon_spent();
     r.delta = m.delta();
     r.unit = m.unit();

@@ -622,14 +622,18 @@ void RoundDriver::EvaluateRound(int round) {
   }
   std::vector<SiteEvaluation> results;
   std::vector<std::string> per_site;
+  const bool multilabel = config_.plan.model.task == ModelTask::kMultilabel;
   for (const auto& [site, e] : done.results) {
     results.push_back(e);
     per_site.push_back(e.suppressed  ? absl::StrFormat("%s suppressed", site)
                        : e.mean_dice ? absl::StrFormat("%s Dice %.3f", site, *e.mean_dice)
-                                     : absl::StrFormat("%s %.3f", site, e.accuracy));
+                       : multilabel
+                           ? absl::StrFormat("%s AUC %s", site, e.roc_auc ? absl::StrFormat("%.3f", *e.roc_auc) : "-")
+                           : absl::StrFormat("%s %.3f", site, e.accuracy));
   }
-  const RoundEvaluation g = CombineEvaluations(round, done.model_sha256, config_.plan.model.num_classes, results);
-  absl::Status s = state_->RecordRoundEvaluation(g, clock_->NowMs());
+  const RoundEvaluation g =
+      CombineEvaluations(round, done.model_sha256, config_.plan.model.num_classes, results, config_.plan.model.task);
+  absl::Status s = state_->RecordRoundEvaluation(g, clock_->NowMs(), config_.plan.model.class_names);
   if (!s.ok()) spdlog::error("cannot record round {}'s evaluation: {}", round, std::string(s.message()));
   // Post-processing of the sites' releases: under DP every figure, the
   // count included, carries the sites' noise.
@@ -639,12 +643,26 @@ void RoundDriver::EvaluateRound(int round) {
                         : std::string("no validation figures");
   if (g.metrics.roc_auc) absl::StrAppendFormat(&agg, ", AUC %.3f", *g.metrics.roc_auc);
   if (g.mean_dice) agg = absl::StrFormat("validation mean Dice %.3f (%s)", *g.mean_dice, agg);
+  if (g.multilabel && g.reporting_sites > 0) {
+    const MultilabelMetrics& m = *g.multilabel;
+    auto figure = [](const std::optional<double>& v) { return v ? absl::StrFormat("%.3f", *v) : std::string("-"); };
+    agg = absl::StrFormat(
+        "validation macro AUC %s, macro sensitivity %s, macro specificity %s, micro sensitivity %s, micro "
+        "specificity %s, loss %.4f on about %d patients",
+        figure(m.macro_roc_auc), figure(m.macro_sensitivity), figure(m.macro_specificity), figure(m.micro.sensitivity),
+        figure(m.micro.specificity), g.loss, m.count);
+  }
   if (g.reporting_sites > 0) absl::StrAppend(&agg, ", from the sites' DP releases");
   spdlog::info("round {}/{}: {} of {} node(s) answered; {} ({}); model {}", round, config_.plan.rounds,
                done.results.size(), selected, agg, absl::StrJoin(per_site, ", "), done.model_sha256.substr(0, 12));
   if (g.reporting_sites == 0) return;
   // The releases' counts carry noise: "one class" allows a few elsewhere.
-  if (!g.mean_dice) {
+  if (g.multilabel) {
+    if (std::optional<std::string> constant =
+            ConstantLabelWarning(*g.multilabel, config_.plan.model.class_names, kOneClassShare)) {
+      spdlog::warn("round {}/{}: from the sites' DP releases: {}", round, config_.plan.rounds, *constant);
+    }
+  } else if (!g.mean_dice) {
     if (std::optional<std::string> one = SingleClassWarning(g.metrics, kOneClassShare)) {
       spdlog::warn("round {}/{}: from the sites' DP releases: {}", round, config_.plan.rounds, *one);
     }
@@ -670,7 +688,9 @@ std::optional<std::string> ValidationProgress::Note(int round, double loss) {
 }
 
 RoundEvaluation CombineEvaluations(int round, const std::string& model_sha256, int num_classes,
-                                   const std::vector<SiteEvaluation>& sites) {
+                                   const std::vector<SiteEvaluation>& sites, ModelTask task) {
+  const bool multilabel = task == ModelTask::kMultilabel;
+  std::vector<int64_t> label_cells(multilabel ? static_cast<size_t>(num_classes) * 4 : 0, 0);
   RoundEvaluation g;
   g.round = round;
   g.model_sha256 = model_sha256;
@@ -694,17 +714,31 @@ RoundEvaluation CombineEvaluations(int round, const std::string& model_sha256, i
       dice += *e.mean_dice * n;
       dice_count += n;
     }
+    if (multilabel) {
+      for (size_t i = 0; i < e.confusion.size() && i < label_cells.size(); ++i) label_cells[i] += e.confusion[i];
+      continue;
+    }
     for (size_t i = 0; i < e.confusion.size() && static_cast<int>(i) < num_classes * num_classes; ++i) {
       pooled[i / num_classes][i % num_classes] += e.confusion[i];
     }
   }
-  g.metrics = MetricsFromConfusion(std::move(pooled));
+  if (multilabel) {
+    g.multilabel = MultilabelFromCounts(num_classes, label_cells);
+    g.metrics = g.multilabel->micro;
+    g.metrics.count = g.multilabel->count;
+  } else {
+    g.metrics = MetricsFromConfusion(std::move(pooled));
+  }
   if (g.metrics.count == 0) return g;
   const double n = static_cast<double>(g.metrics.count);
   g.loss = loss / n;
   g.metrics.ece = ece / n;
   if (auc_count > 0) g.metrics.roc_auc = auc / auc_count;
   if (dice_count > 0) g.mean_dice = dice / dice_count;
+  if (g.multilabel) {
+    g.multilabel->macro_roc_auc = g.metrics.roc_auc;
+    g.multilabel->micro.ece = g.metrics.ece;
+  }
   return g;
 }
 
@@ -1035,11 +1069,11 @@ absl::Status RoundDriver::DeclineNow(const std::string& site, const protocol::De
 
 absl::Status RoundDriver::CheckEvaluation(const protocol::EvaluationReport& e, SiteEvaluation* out) const {
   std::optional<ReleasedFigures> figures;
-  absl::Status valid =
-      protocol::CheckEvaluationReport(e,
-                                      {config_.plan.model.num_classes, config_.plan.require_dp, config_.plan.min_report,
-                                       config_.plan.model.task == ModelTask::kSegmentation},
-                                      &figures);
+  absl::Status valid = protocol::CheckEvaluationReport(
+      e,
+      {config_.plan.model.num_classes, config_.plan.require_dp, config_.plan.min_report,
+       config_.plan.model.task == ModelTask::kSegmentation, config_.plan.model.task == ModelTask::kMultilabel},
+      &figures);
   if (!valid.ok()) return valid;
   out->node_ledger_seq = e.ledger_seq;
   out->node_ledger_sha256 = e.ledger_sha256;
@@ -1049,8 +1083,12 @@ absl::Status RoundDriver::CheckEvaluation(const protocol::EvaluationReport& e, S
   out->count = f.metrics.count;
   out->loss = f.loss;
   out->accuracy = f.metrics.accuracy;
-  for (const std::vector<int64_t>& row : f.metrics.confusion)
-    out->confusion.insert(out->confusion.end(), row.begin(), row.end());
+  if (f.multilabel) {
+    out->confusion = MultilabelCells(*f.multilabel);
+  } else {
+    for (const std::vector<int64_t>& row : f.metrics.confusion)
+      out->confusion.insert(out->confusion.end(), row.begin(), row.end());
+  }
   out->roc_auc = f.metrics.roc_auc;
   out->ece = f.metrics.ece;
   out->mean_dice = f.mean_dice;
@@ -1110,10 +1148,14 @@ absl::StatusOr<std::string> RoundDriver::ModelPath(const std::string& sha256) {
 
 absl::StatusOr<std::string> RoundDriver::Summary() {
   const bool segmentation = config_.plan.model.task == ModelTask::kSegmentation;
+  const bool multilabel = config_.plan.model.task == ModelTask::kMultilabel;
   std::string out = absl::StrFormat(
       "\nFederation '%s': validation %s per round (post-processing of each site's differentially private "
       "evaluation release)\n",
-      config_.plan.name, segmentation ? "mean Dice over patients" : "accuracy");
+      config_.plan.name,
+      segmentation ? "mean Dice over patients"
+      : multilabel ? "macro ROC AUC over the labels"
+                   : "accuracy");
   absl::StrAppend(&out, absl::StrFormat("%-7s", "round"));
   for (const std::string& site : config_.plan.sites) absl::StrAppend(&out, absl::StrFormat("%14s", site));
   absl::StrAppend(&out, absl::StrFormat("%14s\n", "overall"));
@@ -1127,13 +1169,17 @@ absl::StatusOr<std::string> RoundDriver::Summary() {
       for (const SiteEvaluation& e : *evals) {
         if (e.site != site) continue;
         cell = e.suppressed ? std::string("(supp.)")
+               : multilabel ? (e.roc_auc ? absl::StrFormat("%.3f", *e.roc_auc) : std::string("-"))
                             : absl::StrFormat("%.3f", segmentation ? e.mean_dice.value_or(0) : e.accuracy);
         any_suppressed |= e.suppressed;
       }
       absl::StrAppend(&out, absl::StrFormat("%14s", cell));
     }
-    const RoundEvaluation g = CombineEvaluations(r, "", config_.plan.model.num_classes, *evals);
-    const double overall = segmentation ? g.mean_dice.value_or(0) : g.metrics.accuracy;
+    const RoundEvaluation g =
+        CombineEvaluations(r, "", config_.plan.model.num_classes, *evals, config_.plan.model.task);
+    const double overall = segmentation ? g.mean_dice.value_or(0)
+                           : multilabel ? g.metrics.roc_auc.value_or(0)
+                                        : g.metrics.accuracy;
     absl::StrAppend(&out, absl::StrFormat("%14s\n", g.metrics.count ? absl::StrFormat("%.3f", overall) : "-"));
   }
   if (any_suppressed) {

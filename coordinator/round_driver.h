@@ -58,9 +58,13 @@ struct UpdateTicket {
 // A round's federated evaluation from the sites' reports: suppressed sites
 // add only to suppressed_count; the others' confusion matrices are pooled
 // (exact accuracy, balanced accuracy, F1, sensitivity, specificity), loss,
-// AUC and ECE are count-weighted means.
+// AUC and ECE are count-weighted means. Multilabel: the sites' per-label
+// 2x2 matrices are pooled label by label (RoundEvaluation::multilabel) and
+// `metrics` holds the micro figures; the AUC is the count-weighted mean of
+// the sites' macro AUCs.
 RoundEvaluation CombineEvaluations(int round, const std::string& model_sha256, int num_classes,
-                                   const std::vector<SiteEvaluation>& sites);
+                                   const std::vector<SiteEvaluation>& sites,
+                                   ModelTask task = ModelTask::kClassification);
 
 // The coordinator's server loop: waits for nodes, opens rounds, hands out
 // train and evaluation tasks, enforces deadlines and min_nodes, folds

@@ -108,6 +108,22 @@ CREATE TABLE IF NOT EXISTS round_evaluations(
   ece REAL,
   confusion TEXT NOT NULL,
   recorded_at_ms INTEGER NOT NULL);
+-- Multilabel plans: round_evaluations holds the micro figures (every
+-- image-label decision pooled; its confusion the pooled 2x2 matrix, its
+-- count the patients) with the macro AUC and macro F1, and this table each
+-- label's, from the sites' pooled per-label matrices (roc_auc: the
+-- count-weighted mean of the sites' AUCs of the label).
+CREATE TABLE IF NOT EXISTS round_label_evaluations(
+  round INTEGER NOT NULL,
+  label INTEGER NOT NULL,
+  name TEXT NOT NULL,
+  showing INTEGER NOT NULL,
+  sensitivity REAL,
+  specificity REAL,
+  f1 REAL,
+  roc_auc REAL,
+  confusion TEXT NOT NULL,
+  PRIMARY KEY(round, label));
 )sql";
 
 std::string JoinCounts(const std::vector<int64_t>& v) { return absl::StrJoin(v, ","); }
@@ -409,11 +425,9 @@ absl::Status StateStore::RecordEvaluation(int round, const std::string& model_sh
   if (!s.ok()) return s;
   ledger::EvaluationReceived body{round, e.site, model_sha256, e.count, e.suppressed};
   if (e.release) {
-    nlohmann::json release = {{"noise_multiplier", e.noise_multiplier},
-                              {"confusion", e.release->confusion},
-                              {"loss_sum", e.release->loss_sum},
-                              {"confidence", e.release->confidence},
-                              {"scores", e.release->scores}};
+    nlohmann::json release = {{"noise_multiplier", e.noise_multiplier}, {"multilabel", e.release->multilabel},
+                              {"confusion", e.release->confusion},      {"loss_sum", e.release->loss_sum},
+                              {"confidence", e.release->confidence},    {"scores", e.release->scores}};
     if (e.release->segmentation()) {
       release["dice_sum"] = e.release->dice_sum;
       release["dice"] = e.release->dice;
@@ -433,7 +447,8 @@ absl::Status StateStore::RecordEvaluation(int round, const std::string& model_sh
   return tx->Commit();
 }
 
-absl::Status StateStore::RecordRoundEvaluation(const RoundEvaluation& e, int64_t now_ms) {
+absl::Status StateStore::RecordRoundEvaluation(const RoundEvaluation& e, int64_t now_ms,
+                                               const std::vector<std::string>& label_names) {
   absl::MutexLock lock(&mu_);
   const Metrics& m = e.metrics;
   // Every figure is kept as a column for the privacy officer's SQL; the
@@ -442,13 +457,35 @@ absl::Status StateStore::RecordRoundEvaluation(const RoundEvaluation& e, int64_t
   auto figure = [any](double v) { return any ? SqlValue(v) : SqlValue(nullptr); };
   std::vector<int64_t> confusion;
   for (const std::vector<int64_t>& row : m.confusion) confusion.insert(confusion.end(), row.begin(), row.end());
-  return db_->Execute(
+  absl::StatusOr<Database::Transaction> tx = db_->Begin();
+  if (!tx.ok()) return tx.status();
+  absl::Status s = db_->Execute(
       "INSERT OR REPLACE INTO round_evaluations(round, model_sha256, sites, reporting_sites, suppressed_count, "
       "count, loss, accuracy, balanced_accuracy, macro_f1, sensitivity, specificity, roc_auc, ece, confusion, "
       "recorded_at_ms) VALUES(?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16)",
       {int64_t{e.round}, e.model_sha256, int64_t{e.sites}, int64_t{e.reporting_sites}, e.suppressed_count, m.count,
-       figure(e.loss), figure(m.accuracy), figure(m.balanced_accuracy), figure(m.MacroF1()), Optional(m.sensitivity),
-       Optional(m.specificity), Optional(m.roc_auc), figure(m.ece), JoinCounts(confusion), now_ms});
+       figure(e.loss), figure(m.accuracy), figure(m.balanced_accuracy),
+       figure(e.multilabel ? e.multilabel->macro_f1 : m.MacroF1()), Optional(m.sensitivity), Optional(m.specificity),
+       Optional(m.roc_auc), figure(m.ece), JoinCounts(confusion), now_ms});
+  if (!s.ok()) return s;
+  if (e.multilabel) {
+    const std::vector<int64_t> cells = MultilabelCells(*e.multilabel);
+    for (size_t c = 0; c < e.multilabel->per_label.size(); ++c) {
+      const Metrics& l = e.multilabel->per_label[c];
+      const std::vector<int64_t> own(cells.begin() + static_cast<std::ptrdiff_t>(4 * c),
+                                     cells.begin() + static_cast<std::ptrdiff_t>(4 * c + 4));
+      s = db_->Execute(
+          "INSERT OR REPLACE INTO round_label_evaluations(round, label, name, showing, sensitivity, specificity, f1, "
+          "roc_auc, confusion) VALUES(?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+          {int64_t{e.round}, static_cast<int64_t>(c),
+           c < label_names.size() ? label_names[c] : absl::StrCat("label ", c),
+           l.per_class.size() == 2 ? l.per_class[1].support : int64_t{0}, Optional(l.sensitivity),
+           Optional(l.specificity), l.per_class.size() == 2 ? SqlValue(l.per_class[1].f1) : SqlValue(nullptr),
+           Optional(l.roc_auc), JoinCounts(own)});
+      if (!s.ok()) return s;
+    }
+  }
+  return tx->Commit();
 }
 
 absl::StatusOr<std::optional<RoundEvaluation>> StateStore::GetRoundEvaluation(int round) {

@@ -14,6 +14,7 @@
 #include "common/evaluation_release.h"
 #include "common/ledger.h"
 #include "common/metrics.h"
+#include "common/multilabel_metrics.h"
 #include "common/protocol.h"
 #include "common/sqlite.h"
 
@@ -37,7 +38,7 @@ struct SiteEvaluation {
   bool suppressed = false;
   double noise_multiplier = 0;                  // of the release (0: not DP)
   std::optional<EvaluationStatistics> release;  // as received
-  std::vector<int64_t> confusion;               // classes^2, [true][predicted]
+  std::vector<int64_t> confusion;               // classes^2, [true][predicted]; multilabel labels x 2 x 2
   std::optional<double> roc_auc;
   double ece = 0;
   std::optional<double> mean_dice;  // segmentation: the release's mean Dice over patients
@@ -62,6 +63,10 @@ struct RoundEvaluation {
   Metrics metrics;
   // Segmentation: the count-weighted mean of the sites' mean Dice.
   std::optional<double> mean_dice;
+  // Multilabel: each label's pooled figures, the macro and micro averages
+  // (macro_roc_auc the count-weighted mean of the sites'); `metrics` is
+  // then the micro one, its count the images.
+  std::optional<MultilabelMetrics> multilabel;
 };
 
 // A site's DP report for one round (its own accountant's figures), as its
@@ -149,7 +154,10 @@ class StateStore {
                              int64_t now_ms);
   absl::Status RecordEvaluation(int round, const std::string& model_sha256, const SiteEvaluation& e, int64_t now_ms);
   absl::StatusOr<std::vector<SiteEvaluation>> Evaluations(int round);
-  absl::Status RecordRoundEvaluation(const RoundEvaluation& e, int64_t now_ms);
+  // Multilabel (e.multilabel): each label's figures as well, named by
+  // `label_names` (the plan's class_names).
+  absl::Status RecordRoundEvaluation(const RoundEvaluation& e, int64_t now_ms,
+                                     const std::vector<std::string>& label_names = {});
   absl::StatusOr<std::optional<RoundEvaluation>> GetRoundEvaluation(int round);
   // Each site's latest DP report (from an accepted update or a decline), and
   // whether that latest answer was a decline.

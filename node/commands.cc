@@ -15,6 +15,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "common/bench_floor.h"
+#include "common/multilabel_metrics.h"
 #include "common/plan.h"
 #include "node/local_access.h"
 #include "node/node_config.h"
@@ -147,10 +148,11 @@ InspectCommand::InspectCommand(CLI::App* app) {
   command_->add_option("--classes", classes_, "Number of classes (default: any integer label)");
   command_
       ->add_option("--task", task_,
-                   "classification (labels.csv) or segmentation (masks from the folder's DICOM SEG and RT "
-                   "Structure Set objects)")
+                   "classification (labels.csv), segmentation (masks from the folder's DICOM SEG and RT "
+                   "Structure Set objects) or multilabel (labels.csv with several findings per image; the labels "
+                   "are [data] class_names, or the header's columns)")
       ->capture_default_str()
-      ->check(CLI::IsMember({"classification", "segmentation"}));
+      ->check(CLI::IsMember({"classification", "segmentation", "multilabel"}));
   command_->add_option("--preview", inspect_options_.preview_dir,
                        "Write a PNG of exactly what the model sees for each image/frame into this folder");
   command_->add_option("--export-raw", inspect_options_.export_raw_dir,
@@ -174,6 +176,14 @@ int InspectCommand::Run() {
     return 2;
   }
   spec.preprocess.output_size = size_;
+  if (task_ == "multilabel") {
+    spec.task = fedrad::ModelTask::kMultilabel;
+    if (spec.class_names.empty()) {
+      absl::StatusOr<std::vector<std::string>> names = fedrad::node::LabelColumnNames(spec.labels_csv);
+      if (!names.ok()) return Fail(names.status(), 2);
+      spec.class_names = std::move(*names);
+    }
+  }
   spec.num_classes = classes_ > 0                ? classes_
                      : !spec.class_names.empty() ? static_cast<int>(spec.class_names.size())
                                                  : 1 << 20;
@@ -370,7 +380,8 @@ EvaluateCommand::EvaluateCommand(CLI::App* app) {
       "evaluate",
       "How well a saved model (.safetensors) does on a labelled DICOM folder: accuracy, balanced "
       "accuracy, per-class precision/recall/F1, sensitivity/specificity, ROC AUC, calibration, with "
-      "bootstrap 95% intervals; local only");
+      "bootstrap 95% intervals (a multilabel model: each label's sensitivity, specificity, F1 and AUC, "
+      "and their macro and micro averages); local only");
   command_->add_option("--model", ev_model_, "Model file (.safetensors with an 'architecture' entry)")->required();
   command_->add_option("-c,--config", ev_config_,
                        "Node config (TOML): evaluate on the site's validation split (its [data], [preprocess] "
@@ -440,10 +451,21 @@ int EvaluateCommand::Run() {
     }
     return 0;
   }
-  absl::StatusOr<fedrad::Metrics> metrics = fedrad::ComputeMetrics(e->scores);
-  if (!metrics.ok()) return Fail(metrics.status(), 1);
   absl::StatusOr<std::map<std::string, fedrad::Interval>> ci = fedrad::BootstrapIntervals(e->scores, ev_bootstrap_);
   if (!ci.ok()) return Fail(ci.status(), 1);
+  if (e->scores.multilabel()) {
+    absl::StatusOr<fedrad::MultilabelMetrics> labels = fedrad::ComputeMultilabelMetrics(e->scores);
+    if (!labels.ok()) return Fail(labels.status(), 1);
+    if (ev_json_) {
+      std::cout << fedrad::MultilabelMetricsJson(*labels, *ci, e->class_names) << "\n";
+    } else {
+      std::cout << ev_model_ << " on " << e->count << " images, loss " << e->loss << "\n\n"
+                << fedrad::FormatMultilabelMetrics(*labels, *ci, e->class_names);
+    }
+    return 0;
+  }
+  absl::StatusOr<fedrad::Metrics> metrics = fedrad::ComputeMetrics(e->scores);
+  if (!metrics.ok()) return Fail(metrics.status(), 1);
   if (ev_json_) {
     std::cout << fedrad::MetricsJson(*metrics, *ci) << "\n";
   } else {

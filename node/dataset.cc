@@ -8,9 +8,11 @@
 #include <unordered_map>
 
 #include "absl/strings/ascii.h"
+#include "absl/strings/match.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
+#include "absl/strings/str_join.h"
 #include "absl/strings/str_split.h"
 #include "absl/strings/strip.h"
 #include "common/files.h"
@@ -44,20 +46,134 @@ void ImageSet::Append(const ImageSet& other, int64_t index) {
     const size_t m = static_cast<size_t>(other.size) * other.size;
     masks.insert(masks.end(), other.masks.begin() + index * m, other.masks.begin() + (index + 1) * m);
   }
+  if (!other.targets.empty()) {
+    const size_t k = other.targets.size() / other.labels.size();
+    targets.insert(targets.end(), other.targets.begin() + index * k, other.targets.begin() + (index + 1) * k);
+  }
   labels.push_back(other.labels[index]);
   patients.push_back(other.patients[index]);
   if (static_cast<int64_t>(other.sources.size()) > index) sources.push_back(other.sources[index]);
 }
 
+namespace {
+
+// labels.csv's header: the key column, the label column(s), an optional
+// patient column last. Multilabel: "labels" (a list per row) or one column
+// per label, each named as one of the model's labels, in any order.
+struct LabelHeader {
+  LabelTable::Key key = LabelTable::Key::kPath;
+  bool has_patient = false;
+  bool list = false;              // multilabel: one "labels" column holding a list
+  std::vector<int> column_label;  // multilabel with label columns: each column's label
+};
+
+absl::StatusOr<LabelHeader> ParseLabelHeader(const std::string& csv_path, absl::string_view line, ModelTask task,
+                                             const std::vector<std::string>& class_names) {
+  const bool multilabel = task == ModelTask::kMultilabel;
+  const std::string usage =
+      multilabel ? "\"path,labels\" (a list per row, names separated by '|'), or \"path,\" and one column per label "
+                   "(0 or 1), with \"sop_instance_uid\" for \"path\" if you like"
+                 : "\"path,label\" or \"sop_instance_uid,label\"";
+  std::vector<std::string> columns;
+  for (absl::string_view f : absl::StrSplit(line, ',')) columns.emplace_back(absl::StripAsciiWhitespace(f));
+  LabelHeader h;
+  const std::string first = columns.empty() ? "" : absl::AsciiStrToLower(columns.front());
+  if (first == "path") {
+    h.key = LabelTable::Key::kPath;
+  } else if (first == "sop_instance_uid") {
+    h.key = LabelTable::Key::kSopInstanceUid;
+  } else {
+    return absl::InvalidArgumentError(
+        absl::StrCat(csv_path, ":1: the header must be ", usage, ", optionally followed by \",patient\""));
+  }
+  columns.erase(columns.begin());
+  h.has_patient = !columns.empty() && absl::AsciiStrToLower(columns.back()) == "patient";
+  if (h.has_patient) columns.pop_back();
+  if (!multilabel) {
+    if (columns.size() != 1 || absl::AsciiStrToLower(columns[0]) != "label") {
+      return absl::InvalidArgumentError(
+          absl::StrCat(csv_path, ":1: the header must be ", usage, ", optionally followed by \",patient\""));
+    }
+    return h;
+  }
+  if (columns.size() == 1 && absl::AsciiStrToLower(columns[0]) == "labels") {
+    h.list = true;
+    return h;
+  }
+  std::vector<bool> named(class_names.size(), false);
+  for (const std::string& column : columns) {
+    int found = -1;
+    for (size_t c = 0; c < class_names.size(); ++c) {
+      if (absl::EqualsIgnoreCase(class_names[c], column)) found = static_cast<int>(c);
+    }
+    if (found < 0) {
+      return absl::InvalidArgumentError(
+          absl::StrCat(csv_path, ":1: column '", column, "' is not one of the model's labels (",
+                       absl::StrJoin(class_names, ", "), "); the header must be ", usage));
+    }
+    if (named[found]) {
+      return absl::InvalidArgumentError(absl::StrCat(csv_path, ":1: label '", class_names[found], "' has two columns"));
+    }
+    named[found] = true;
+    h.column_label.push_back(found);
+  }
+  std::vector<std::string> missing;
+  for (size_t c = 0; c < class_names.size(); ++c) {
+    if (!named[c]) missing.push_back(class_names[c]);
+  }
+  if (!missing.empty()) {
+    return absl::InvalidArgumentError(absl::StrCat(csv_path, ":1: no column for label(s) ",
+                                                   absl::StrJoin(missing, ", "), "; the header must be ", usage));
+  }
+  return h;
+}
+
+// A label by name (exact) or by its index.
+std::optional<int> ClassByName(absl::string_view cell, int num_classes, const std::vector<std::string>& class_names) {
+  int64_t index = 0;
+  if (absl::SimpleAtoi(cell, &index) && index >= 0 && index < num_classes) return static_cast<int>(index);
+  for (size_t i = 0; i < class_names.size(); ++i) {
+    if (class_names[i] == cell) return static_cast<int>(i);
+  }
+  return std::nullopt;
+}
+
+}  // namespace
+
+absl::StatusOr<std::vector<std::string>> LabelColumnNames(const std::string& csv_path) {
+  absl::StatusOr<std::string> text = ReadFile(csv_path, 256 << 20);
+  if (!text.ok()) return absl::Status(text.status().code(), absl::StrCat("labels: ", text.status().message()));
+  const absl::string_view first = absl::StripPrefix(
+      absl::StripTrailingAsciiWhitespace(absl::string_view(*text).substr(0, text->find('\n'))), "\xEF\xBB\xBF");
+  std::vector<std::string> columns;
+  for (absl::string_view f : absl::StrSplit(first, ',')) columns.emplace_back(absl::StripAsciiWhitespace(f));
+  if (!columns.empty()) columns.erase(columns.begin());
+  if (!columns.empty() && absl::AsciiStrToLower(columns.back()) == "patient") columns.pop_back();
+  if (columns.size() < 2) {
+    return absl::InvalidArgumentError(
+        absl::StrCat(csv_path,
+                     ":1: the header names no labels (one column per label, e.g. \"path,lesion,effusion\"); "
+                     "with a list column give the labels' names in [data] class_names"));
+  }
+  return columns;
+}
+
 absl::StatusOr<LabelTable> LoadLabels(const std::string& csv_path, int num_classes,
-                                      const std::vector<std::string>& class_names) {
+                                      const std::vector<std::string>& class_names, ModelTask task) {
+  const bool multilabel = task == ModelTask::kMultilabel;
+  if (multilabel && static_cast<int>(class_names.size()) != num_classes) {
+    return absl::InvalidArgumentError(
+        absl::StrCat(csv_path, ": a multilabel model needs its ", num_classes, " labels named ([model] class_names)"));
+  }
   absl::StatusOr<std::string> text = ReadFile(csv_path, 256 << 20);
   if (!text.ok()) return absl::Status(text.status().code(), absl::StrCat("labels: ", text.status().message()));
   if (absl::StripAsciiWhitespace(*text).empty()) {
-    return absl::InvalidArgumentError(
-        absl::StrCat(csv_path, ": empty file; expected a header \"path,label\" or \"sop_instance_uid,label\""));
+    return absl::InvalidArgumentError(absl::StrCat(csv_path, ": empty file; expected a header ",
+                                                   multilabel ? "\"path,labels\" or \"path,\" and one column per label"
+                                                              : "\"path,label\" or \"sop_instance_uid,label\""));
   }
   LabelTable table;
+  LabelHeader header;
   std::set<std::string> seen;
   int line_no = 0;
   for (absl::string_view line : absl::StrSplit(*text, '\n')) {
@@ -65,24 +181,17 @@ absl::StatusOr<LabelTable> LoadLabels(const std::string& csv_path, int num_class
     line = absl::StripTrailingAsciiWhitespace(line);
     if (line_no == 1) {
       line = absl::StripPrefix(line, "\xEF\xBB\xBF");  // a BOM from spreadsheet exports
-      const std::string lowered = absl::AsciiStrToLower(absl::StripAsciiWhitespace(line));
-      absl::string_view header = lowered;
-      table.has_patient = absl::ConsumeSuffix(&header, ",patient");
-      if (header == "path,label") {
-        table.key = LabelTable::Key::kPath;
-      } else if (header == "sop_instance_uid,label") {
-        table.key = LabelTable::Key::kSopInstanceUid;
-      } else {
-        return absl::InvalidArgumentError(
-            absl::StrCat(csv_path,
-                         ":1: the header must be \"path,label\" or \"sop_instance_uid,label\", optionally followed "
-                         "by \",patient\""));
-      }
+      absl::StatusOr<LabelHeader> h = ParseLabelHeader(csv_path, line, task, class_names);
+      if (!h.ok()) return h.status();
+      header = std::move(*h);
+      table.key = header.key;
+      table.has_patient = header.has_patient;
       continue;
     }
     if (line.empty()) continue;
     std::vector<absl::string_view> fields = absl::StrSplit(line, ',');
-    const size_t columns = table.has_patient ? 3 : 2;
+    const size_t label_columns = multilabel && !header.list ? header.column_label.size() : 1;
+    const size_t columns = 1 + label_columns + (table.has_patient ? 1 : 0);
     if (fields.size() != columns) {
       return absl::InvalidArgumentError(
           absl::StrCat(csv_path, ":", line_no, ": expected ", columns, " fields, found ", fields.size()));
@@ -95,23 +204,51 @@ absl::StatusOr<LabelTable> LoadLabels(const std::string& csv_path, int num_class
           absl::StrCat(csv_path, ":", line_no, ": path must be relative to the data folder and stay inside it"));
     }
     if (row.key.empty()) return absl::InvalidArgumentError(absl::StrCat(csv_path, ":", line_no, ": empty key"));
-    const std::string label(absl::StripAsciiWhitespace(fields[1]));
-    bool known = absl::SimpleAtoi(label, &row.label) && row.label >= 0 && row.label < num_classes;
-    if (!known && !class_names.empty()) {
-      for (size_t i = 0; i < class_names.size(); ++i) {
-        if (class_names[i] == label) {
-          row.label = static_cast<int64_t>(i);
-          known = true;
+    if (!multilabel) {
+      const std::string label(absl::StripAsciiWhitespace(fields[1]));
+      std::optional<int> known = ClassByName(label, num_classes, class_names);
+      if (!known) {
+        return absl::InvalidArgumentError(absl::StrCat(
+            csv_path, ":", line_no, ": label '", label, "' is not a class: use an integer in [0, ", num_classes, ")",
+            class_names.empty() ? " or list class names in [data] class_names" : " or one of the class_names"));
+      }
+      row.label = *known;
+    } else if (header.list) {
+      // "Effusion|Infiltration"; an empty cell: none of the labels.
+      row.targets.assign(static_cast<size_t>(num_classes), 0);
+      const absl::string_view cell = absl::StripAsciiWhitespace(fields[1]);
+      if (!cell.empty()) {
+        for (absl::string_view item : absl::StrSplit(cell, '|')) {
+          item = absl::StripAsciiWhitespace(item);
+          std::optional<int> known = ClassByName(item, num_classes, class_names);
+          if (!known) {
+            return absl::InvalidArgumentError(
+                absl::StrCat(csv_path, ":", line_no, ": '", item, "' is not one of the model's labels (",
+                             absl::StrJoin(class_names, ", "), "); an image with none of them has an empty cell"));
+          }
+          if (row.targets[*known]) {
+            return absl::InvalidArgumentError(
+                absl::StrCat(csv_path, ":", line_no, ": label '", class_names[*known], "' is listed twice"));
+          }
+          row.targets[*known] = 1;
         }
       }
+    } else {
+      row.targets.assign(static_cast<size_t>(num_classes), 0);
+      for (size_t c = 0; c < header.column_label.size(); ++c) {
+        const absl::string_view cell = absl::StripAsciiWhitespace(fields[1 + c]);
+        double v = -1;
+        if (!absl::SimpleAtod(cell, &v) || (v != 0 && v != 1)) {
+          return absl::InvalidArgumentError(absl::StrCat(
+              csv_path, ":", line_no, ": label '", class_names[header.column_label[c]], "' is '", cell,
+              "'; each label column holds 0 or 1 (map uncertain or missing findings to one of them first)"));
+        }
+        row.targets[header.column_label[c]] = v == 1 ? 1 : 0;
+      }
     }
-    if (!known) {
-      return absl::InvalidArgumentError(absl::StrCat(
-          csv_path, ":", line_no, ": label '", label, "' is not a class: use an integer in [0, ", num_classes, ")",
-          class_names.empty() ? " or list class names in [data] class_names" : " or one of the class_names"));
-    }
+    if (multilabel) row.label = std::count(row.targets.begin(), row.targets.end(), 1) > 0 ? 1 : 0;
     if (table.has_patient) {
-      row.patient = std::string(absl::StripAsciiWhitespace(fields[2]));
+      row.patient = std::string(absl::StripAsciiWhitespace(fields[columns - 1]));
       if (row.patient.empty()) {
         return absl::InvalidArgumentError(absl::StrCat(
             csv_path, ":", line_no, ": empty patient: with a patient column every image needs its patient"));
@@ -193,9 +330,14 @@ class Tally {
     ++report_->sizes[absl::StrCat(image.facts.rows, "x", image.facts.columns)];
     if (!image.facts.study_instance_uid.empty()) study_patients_[image.facts.study_instance_uid].insert(patient);
   }
-  void Image(const std::string& patient, int64_t label) {
+  // Multilabel (`targets` not empty): each label the image shows.
+  void Image(const std::string& patient, int64_t label, const std::vector<uint8_t>& targets = {}) {
     ++report_->images_loaded;
-    ++report_->labels[label];
+    if (targets.empty()) {
+      ++report_->labels[label];
+    } else {
+      for (size_t c = 0; c < targets.size(); ++c) report_->labels[static_cast<int64_t>(c)] += targets[c];
+    }
     ++per_patient_[patient];
   }
   void Finish() {
@@ -336,7 +478,7 @@ absl::StatusOr<ImageSet> LoadImageSet(const DatasetSpec& spec, LoadReport* repor
     return absl::NotFoundError(absl::StrCat("data folder '", spec.data_dir, "' does not exist"));
   }
   if (spec.task == ModelTask::kSegmentation) return LoadSegmentationSet(spec, report);
-  absl::StatusOr<LabelTable> labels = LoadLabels(spec.labels_csv, spec.num_classes, spec.class_names);
+  absl::StatusOr<LabelTable> labels = LoadLabels(spec.labels_csv, spec.num_classes, spec.class_names, spec.task);
   if (!labels.ok()) return labels.status();
   *report = LoadReport{};
   report->label_rows = static_cast<int>(labels->rows.size());
@@ -393,11 +535,12 @@ absl::StatusOr<ImageSet> LoadImageSet(const DatasetSpec& spec, LoadReport* repor
     for (PreparedFrame& frame : image.frames) {
       set.pixels.insert(set.pixels.end(), frame.pixels.begin(), frame.pixels.end());
       set.labels.push_back(label);
+      set.targets.insert(set.targets.end(), row->targets.begin(), row->targets.end());
       set.patients.push_back(patient);
       set.sources.push_back(
           {to_load[i], frame.index,
            image.facts.sop_instance_uid.empty() ? absl::StrCat("file:", to_load[i]) : image.facts.sop_instance_uid});
-      tally.Image(patient, label);
+      tally.Image(patient, label, row->targets);
     }
   }
   if (labels->key == LabelTable::Key::kSopInstanceUid) {

@@ -36,6 +36,9 @@ struct ImageSet {
   // labels then say whether an image shows any foreground (1) or not (0).
   // Empty for classification.
   std::vector<uint8_t> masks;
+  // Multilabel: count * labels, 1 where the image shows the label, else 0;
+  // labels then say whether it shows any (1) or none (0). Empty otherwise.
+  std::vector<uint8_t> targets;
   std::vector<int64_t> labels;        // count
   std::vector<std::string> patients;  // count; never leaves the node
   std::vector<SampleSource> sources;  // count; never leaves the node
@@ -47,9 +50,10 @@ struct ImageSet {
 struct LabelTable {
   enum class Key { kPath, kSopInstanceUid };
   struct Row {
-    std::string key;  // relative path or SOPInstanceUID
-    int64_t label = 0;
-    std::string patient;  // the site's pseudonym for the image's patient, with a patient column
+    std::string key;               // relative path or SOPInstanceUID
+    int64_t label = 0;             // multilabel: 1 if any target is 1
+    std::vector<uint8_t> targets;  // multilabel: one 0/1 per label, in class_names order
+    std::string patient;           // the site's pseudonym for the image's patient, with a patient column
     int line = 0;
   };
   Key key = Key::kPath;
@@ -63,9 +67,22 @@ struct LabelTable {
 // or, if `class_names` is given, one of the names (its position is the
 // class). A patient column is the site's pseudonym map: it names each
 // image's patient, overriding the DICOM PatientID, and no cell may be empty.
-// Any malformed row is an error naming the file and line.
+// Multilabel (`task`; class_names then names every label): the key column,
+// then either "labels", each row a list of label names (or indices)
+// separated by '|' and empty for an image with none, as ChestX-ray14's
+// "Finding Labels", or one column per label, named as the label (any order,
+// any case), each cell 0 or 1, as CheXpert's. Any malformed row is an error
+// naming the file and line.
 absl::StatusOr<LabelTable> LoadLabels(const std::string& csv_path, int num_classes,
-                                      const std::vector<std::string>& class_names = {});
+                                      const std::vector<std::string>& class_names = {},
+                                      ModelTask task = ModelTask::kClassification);
+
+// The label columns of a multilabel labels.csv headed by one column per
+// label ("path,lesion,effusion[,patient]"): their names as written, for
+// tools that are given no label names (inspect). An error names the file when
+// the header is a list ("labels") or a single "label", whose names it cannot
+// tell.
+absl::StatusOr<std::vector<std::string>> LabelColumnNames(const std::string& csv_path);
 
 struct DatasetSpec {
   std::string data_dir;
@@ -83,6 +100,7 @@ struct DatasetSpec {
   std::function<void(const ImageSet&)> on_loaded;
   // Segmentation: the labels are masks, from the DICOM SEG objects in the
   // data folder that reference its images (labels_csv is not read).
+  // Multilabel: labels_csv has several labels per image (LoadLabels).
   ModelTask task = ModelTask::kClassification;
 };
 
@@ -103,7 +121,7 @@ struct LoadReport {
   std::map<std::string, int> transfer_syntaxes;  // files per transfer syntax
   std::map<std::string, int> photometrics;       // files per photometric interpretation
   std::map<std::string, int> sizes;              // files per "rows x columns"
-  std::map<int64_t, int> labels;                 // images per class
+  std::map<int64_t, int> labels;                 // images per class (multilabel: showing the label)
   std::map<int, int> images_per_patient;         // how many patients have n images
   // The privacy unit's health (PatientKeyWarnings turns these into words).
   int files_without_patient_key = 0;  // skipped if the key is required, else each its own unit

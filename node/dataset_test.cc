@@ -62,6 +62,65 @@ TEST(LabelsTest, RejectsMalformedRowsNamingTheLine) {
   EXPECT_FALSE(LoadLabels("/nonexistent/labels.csv", 2).ok());
 }
 
+// Multilabel: one 0/1 column per label, in any order and case, or a list
+// per row; both give the same targets in the model's label order.
+TEST(LabelsTest, MultilabelColumnsAndListsGiveTheSameTargets) {
+  const std::vector<std::string> names = {"Effusion", "Nodule", "Edema"};
+  auto columns = LoadLabels(WriteCsv("path,edema,EFFUSION,Nodule,patient\na.dcm,1,0,1,p1\nb.dcm,0,0,0,p2\n"
+                                     "c.dcm,0.0,1.0,0,p2\n"),
+                            3, names, ModelTask::kMultilabel);
+  ASSERT_TRUE(columns.ok()) << columns.status();
+  ASSERT_EQ(columns->rows.size(), 3u);
+  EXPECT_TRUE(columns->has_patient);
+  EXPECT_EQ(columns->rows[0].targets, (std::vector<uint8_t>{0, 1, 1}));
+  EXPECT_EQ(columns->rows[0].label, 1);
+  EXPECT_EQ(columns->rows[1].targets, (std::vector<uint8_t>{0, 0, 0}));
+  EXPECT_EQ(columns->rows[1].label, 0);
+  EXPECT_EQ(columns->rows[2].targets, (std::vector<uint8_t>{1, 0, 0}));
+  EXPECT_EQ(columns->rows[2].patient, "p2");
+  auto lists = LoadLabels(WriteCsv("path,labels\na.dcm,Nodule|Edema\nb.dcm,\nc.dcm, Effusion \nd.dcm,1\n"), 3, names,
+                          ModelTask::kMultilabel);
+  ASSERT_TRUE(lists.ok()) << lists.status();
+  ASSERT_EQ(lists->rows.size(), 4u);
+  for (int i = 0; i < 3; ++i) EXPECT_EQ(lists->rows[i].targets, columns->rows[i].targets) << i;
+  EXPECT_EQ(lists->rows[3].targets, (std::vector<uint8_t>{0, 1, 0})) << "an index names a label too";
+}
+
+TEST(LabelsTest, MultilabelRejectsWhatItCannotReadNamingTheLine) {
+  const std::vector<std::string> names = {"effusion", "nodule"};
+  struct Case {
+    const char* text;
+    const char* expect;
+  } cases[] = {
+      {"path,label\na,1\n", ":1: column 'label' is not one of the model's labels"},
+      {"path,effusion\na,1\n", ":1: no column for label(s) nodule"},
+      {"path,effusion,nodule,Effusion\na,1,0,1\n", ":1: label 'effusion' has two columns"},
+      {"path,effusion,nodule\na,1,-1\n", ":2: label 'nodule' is '-1'; each label column holds 0 or 1"},
+      {"path,effusion,nodule\na,1,\n", ":2: label 'nodule' is ''"},
+      {"path,effusion,nodule\na,1\n", ":2: expected 3 fields, found 2"},
+      {"path,labels\na,effusion|mass\n", ":2: 'mass' is not one of the model's labels"},
+      {"path,labels\na,nodule|nodule\n", ":2: label 'nodule' is listed twice"},
+      {"path,labels,patient\na,nodule,\n", ":2: empty patient"},
+      {"", "\"path,labels\""},
+  };
+  for (const Case& c : cases) {
+    auto rows = LoadLabels(WriteCsv(c.text), 2, names, ModelTask::kMultilabel);
+    ASSERT_FALSE(rows.ok()) << c.text;
+    EXPECT_NE(rows.status().message().find(c.expect), std::string::npos) << c.text << " -> " << rows.status().message();
+  }
+  auto unnamed = LoadLabels(WriteCsv("path,labels\na,1\n"), 2, {}, ModelTask::kMultilabel);
+  EXPECT_NE(unnamed.status().message().find("needs its 2 labels named"), std::string::npos) << unnamed.status();
+}
+
+// inspect --task multilabel without names takes them from the header.
+TEST(LabelsTest, LabelColumnNamesComeFromAColumnPerLabelHeader) {
+  auto names = LabelColumnNames(WriteCsv("\xEF\xBB\xBFpath, Lesion ,effusion,patient\na,1,0,p\n"));
+  ASSERT_TRUE(names.ok()) << names.status();
+  EXPECT_EQ(*names, (std::vector<std::string>{"Lesion", "effusion"}));
+  auto list = LabelColumnNames(WriteCsv("path,labels\na,lesion\n"));
+  EXPECT_NE(list.status().message().find("[data] class_names"), std::string::npos) << list.status();
+}
+
 ImageSet MakeSet(int patients, int images_per_patient) {
   ImageSet s;
   s.size = 2;

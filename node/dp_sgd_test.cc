@@ -32,7 +32,8 @@ struct Case {
 // input or a max-pool tie within rounding of zero can fall on the other side
 // in a batch-size-1 pass, which changes that image's gradient by far more
 // than rounding. Both at 32x32. The same ResNet with frozen BatchNorm
-// layers (per-channel affine maps of fixed statistics) in float64 too.
+// layers (per-channel affine maps of fixed statistics) in float64 too, and
+// ctnet as a multilabel model in float32.
 //
 // Tolerance: 1e-5 of each parameter's own gradient in float64; in float32 of
 // the largest (a parameter whose true gradient is zero keeps only rounding
@@ -81,6 +82,12 @@ std::vector<Case> Cases() {
   }
   out.push_back({frozen_bn, ModelTask::kClassification, torch::rand({7, 1, 32, 32}, torch::kFloat64),
                  torch::randint(0, 3, {7}, torch::kInt64)});
+  // Multilabel: ctnet's head as three sigmoid outputs, the loss each
+  // image's binary cross-entropy averaged over its labels.
+  ModelSpec labels{"ctnet", 1, 32, 3};
+  labels.task = ModelTask::kMultilabel;
+  out.push_back({*CreateNetwork(labels), ModelTask::kMultilabel, torch::rand({7, 1, 32, 32}),
+                 (torch::rand({7, 3}) < 0.4).to(torch::kFloat32)});
   return out;
 }
 

@@ -67,7 +67,7 @@ class TorchPredictor : public Predictor {
       }
       if (!heatmaps) {
         torch::NoGradGuard no_grad;
-        Append(torch::softmax(model_->forward(x), 1), &out.probabilities);
+        Append(Probabilities(model_->forward(x)), &out.probabilities);
         return out;
       }
       // The weights do not track gradients; the input does, so the
@@ -77,13 +77,14 @@ class TorchPredictor : public Predictor {
       model_->set_tap(&tap);
       torch::Tensor logits = model_->forward(x);
       model_->set_tap(nullptr);
-      Append(torch::softmax(logits.detach(), 1), &out.probabilities);
+      Append(Probabilities(logits.detach()), &out.probabilities);
       if (!tap.activations().defined()) {
         return absl::FailedPreconditionError(
             absl::StrCat("model '", spec_.architecture, "' has no convolutional layer to draw a heatmap from"));
       }
       // Images are independent in eval mode (GroupNorm is per image), so the
-      // gradient of the summed predicted logits is each image's own.
+      // gradient of the summed predicted logits is each image's own (a
+      // multilabel model's: its most probable label's).
       const torch::Tensor predicted = logits.detach().argmax(1, /*keepdim=*/true);
       logits.gather(1, predicted).sum().backward();
       const torch::Tensor a = tap.activations().detach();
@@ -104,6 +105,10 @@ class TorchPredictor : public Predictor {
   }
 
  private:
+  // Each class's softmax, or each label's own sigmoid (multilabel).
+  torch::Tensor Probabilities(const torch::Tensor& logits) const {
+    return spec_.task == ModelTask::kMultilabel ? torch::sigmoid(logits) : torch::softmax(logits, 1);
+  }
   static void Append(const torch::Tensor& t, std::vector<float>* out) {
     const torch::Tensor c = t.to(torch::kFloat32).contiguous();
     out->insert(out->end(), c.data_ptr<float>(), c.data_ptr<float>() + c.numel());

@@ -142,7 +142,7 @@ absl::Status Inspect(const InspectOptions& options, std::ostream& out) {
   PrintCounts(out, "transfer syntax", r.transfer_syntaxes);
   PrintCounts(out, "photometric", r.photometrics);
   PrintCounts(out, "size (rows x cols)", r.sizes);
-  out << "labels      ";
+  out << (options.dataset.task == ModelTask::kMultilabel ? "showing     " : "labels      ");
   for (const auto& [label, n] : r.labels) {
     std::string name = label < static_cast<int64_t>(options.dataset.class_names.size())
                            ? absl::StrCat(" (", options.dataset.class_names[label], ")")

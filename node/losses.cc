@@ -16,6 +16,12 @@ at::Tensor SoftDice(const at::Tensor& logits, const at::Tensor& masks) {
 }
 
 at::Tensor TaskLoss(ModelTask task, const at::Tensor& logits, const at::Tensor& targets) {
+  if (task == ModelTask::kMultilabel) {
+    return F::binary_cross_entropy_with_logits(logits, targets.to(logits.dtype()),
+                                               F::BinaryCrossEntropyWithLogitsFuncOptions().reduction(torch::kNone))
+        .mean(1)
+        .sum();
+  }
   if (task != ModelTask::kSegmentation) {
     return F::cross_entropy(logits, targets, F::CrossEntropyFuncOptions().reduction(torch::kSum));
   }

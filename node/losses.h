@@ -20,6 +20,9 @@ namespace fedrad::node {
 // [N, K, S, S] and t the one-hot of masks [N, S, S] (Milletari et al.
 // 2016, smoothed by 1 so that an image without foreground, where a perfect
 // prediction has Σ p = Σ t = 0, scores 1 and stays finite).
+// Multilabel: per image, the binary cross-entropy of each label's sigmoid
+// (logits [N, L] against 0/1 targets [N, L]) averaged over the L labels, so
+// an image's loss keeps the scale of one binary decision whatever L.
 at::Tensor TaskLoss(ModelTask task, const at::Tensor& logits, const at::Tensor& targets);
 
 // Per image soft Dice of each foreground class, [N, K - 1], as above.

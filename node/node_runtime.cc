@@ -24,6 +24,7 @@
 #include "common/metrics.h"
 #include "common/model_publication.h"
 #include "common/model_zoo.h"
+#include "common/multilabel_metrics.h"
 #include "common/safetensors.h"
 #include "common/system_memory.h"
 #include "crypto/pki.h"
@@ -928,6 +929,7 @@ absl::Status NodeRuntime::SendEvaluation(const protocol::EvaluationTask& task, c
                 {"loss_sum", st.loss_sum},
                 {"confidence", st.confidence},
                 {"scores", st.scores},
+                {"multilabel", st.multilabel},
                 {"epsilon_spent", release->epsilon_spent},
                 {"delta", config_.privacy.delta}};
   }
@@ -1021,20 +1023,21 @@ absl::StatusOr<NodeRuntime::TaskOutcome> NodeRuntime::HandleEval(const protocol:
   // noise): refusing instead would tell the coordinator it is empty.
   Evaluation exact;
   const bool segmentation = plan_->model.task == ModelTask::kSegmentation;
-  absl::StatusOr<EvaluationStatistics> statistics = EvaluationStatistics::Empty(plan_->model.num_classes, segmentation);
+  const bool multilabel = plan_->model.task == ModelTask::kMultilabel;
+  absl::StatusOr<EvaluationStatistics> statistics =
+      EvaluationStatistics::Empty(plan_->model.num_classes, segmentation, multilabel);
   if (data_->validation.count() > 0) {
     absl::StatusOr<Evaluation> e = EvaluateModel(plan_->model, **model, data_->validation);
     if (!e.ok()) return e.status();
     exact = std::move(*e);
     std::vector<double> losses(exact.scores.size());
-    for (size_t i = 0; i < losses.size(); ++i) {
-      losses[i] = -std::log(std::max(1e-12, static_cast<double>(exact.scores.row(i)[exact.scores.labels[i]])));
-    }
+    for (size_t i = 0; i < losses.size(); ++i) losses[i] = ExampleLoss(exact.scores, i);
     std::vector<std::string> units = data_->validation.patients;
     if (!privacy.patient_level) {
       for (size_t i = 0; i < units.size(); ++i) units[i] = absl::StrCat("image:", i);
     }
     statistics = segmentation ? CollectSegmentationStatistics(exact.scores, losses, exact.dice, units)
+                 : multilabel ? CollectMultilabelStatistics(exact.scores, losses, units)
                               : CollectStatistics(exact.scores, losses, units);
     if (!statistics.ok()) return statistics.status();
   }
@@ -1062,16 +1065,26 @@ absl::StatusOr<NodeRuntime::TaskOutcome> NodeRuntime::HandleEval(const protocol:
   double mean_dice = 0;
   for (double d : exact.dice) mean_dice += d / static_cast<double>(exact.dice.size());
   std::optional<Metrics> exact_metrics;
-  if (!segmentation && exact.count > 0) {
+  std::optional<MultilabelMetrics> exact_labels;
+  if (multilabel && exact.count > 0) {
+    absl::StatusOr<MultilabelMetrics> m = ComputeMultilabelMetrics(exact.scores);
+    if (m.ok()) exact_labels = std::move(*m);
+  } else if (!segmentation && exact.count > 0) {
     absl::StatusOr<Metrics> m = ComputeMetrics(exact.scores);
     if (m.ok()) exact_metrics = std::move(*m);
   }
+  auto auc = [](const std::optional<double>& v) { return v ? absl::StrFormat("%.3f", *v) : std::string("-"); };
   const std::string here =
       segmentation ? absl::StrFormat("mean Dice %.3f, pixel accuracy %.3f", mean_dice, exact.accuracy)
+      : exact_labels
+          ? absl::StrFormat("macro AUC %s, micro AUC %s, label accuracy %.3f", auc(exact_labels->macro_roc_auc),
+                            auc(exact_labels->micro.roc_auc), exact.accuracy)
       : exact_metrics
           ? absl::StrFormat("accuracy %.3f (balanced %.3f)", exact.accuracy, exact_metrics->balanced_accuracy)
           : absl::StrFormat("accuracy %.3f", exact.accuracy);
   const std::string released = segmentation ? absl::StrFormat("mean Dice %.3f", figures.mean_dice.value_or(0))
+                               : multilabel ? absl::StrFormat("macro AUC %s, label accuracy %.3f",
+                                                              auc(figures.metrics.roc_auc), figures.metrics.accuracy)
                                             : absl::StrFormat("accuracy %.3f", figures.metrics.accuracy);
   spdlog::info(
       "round {}: global model validation {}, loss {:.4f} on {} images here; {}", round, here, exact.loss, exact.count,
@@ -1082,6 +1095,11 @@ absl::StatusOr<NodeRuntime::TaskOutcome> NodeRuntime::HandleEval(const protocol:
   if (exact_metrics) {
     if (std::optional<std::string> one = SingleClassWarning(*exact_metrics)) {
       spdlog::warn("round {}: the global model on this site's validation images: {}", round, *one);
+    }
+  }
+  if (exact_labels) {
+    if (std::optional<std::string> constant = ConstantLabelWarning(*exact_labels, plan_->model.class_names)) {
+      spdlog::warn("round {}: the global model on this site's validation images: {}", round, *constant);
     }
   }
   return TaskOutcome::kDone;

@@ -14,6 +14,7 @@
 #include "absl/strings/str_join.h"
 #include "absl/time/clock.h"
 #include "common/files.h"
+#include "common/multilabel_metrics.h"
 #include "crypto/sha256.h"
 #include "node/dataset.h"
 #include "node/dicom_reader.h"
@@ -32,6 +33,9 @@ struct Row {
   std::string sop_instance_uid;
   int frame = 0;  // from 1
   int predicted = -1;
+  // The model found something: a class other than 0, or a multilabel
+  // model's label at kMultilabelThreshold or more.
+  bool positive = false;
   std::vector<float> probabilities;
   std::string heatmap;
   std::string segmentation;  // the SEG object that holds its mask, when written
@@ -141,6 +145,7 @@ class Run {
       for (const PreparedFrame& f : image.frames) pixels.insert(pixels.end(), f.pixels.begin(), f.pixels.end());
     }
     const bool segmentation = model_.spec.task == ModelTask::kSegmentation;
+    const bool multilabel = model_.spec.task == ModelTask::kMultilabel;
     const bool heatmaps = !o_.heatmap_dir.empty() && !segmentation;
     absl::StatusOr<BatchOutput> out = predictor_->Run(pixels.data(), frames_, heatmaps);
     if (!out.ok()) return out.status();
@@ -168,7 +173,14 @@ class Run {
         const auto first = row.probabilities.begin() + (segmentation ? 1 : 0);
         row.predicted = static_cast<int>(std::max_element(first, row.probabilities.end()) - row.probabilities.begin());
         if (segmentation && row.probabilities[row.predicted] == 0) row.predicted = 0;
-        ++report_.predicted[row.predicted];
+        if (multilabel) {
+          // Each label the image shows counts; predicted is the most probable.
+          for (int c = 0; c < k; ++c) report_.predicted[c] += row.probabilities[c] >= kMultilabelThreshold ? 1 : 0;
+          row.positive = row.probabilities[row.predicted] >= kMultilabelThreshold;
+        } else {
+          ++report_.predicted[row.predicted];
+          row.positive = row.predicted != 0;
+        }
         ++report_.images;
         rows_of_image.push_back(rows_.size());
         rows_.push_back(std::move(row));
@@ -223,7 +235,7 @@ class Run {
       if (!found.ok()) return found.status();
       const ModalityFrame* frame = *found;
       // A predicted negative gets no heatmap unless asked (PredictOptions).
-      if (row.predicted == 0 && !o_.heatmap_negatives) continue;
+      if (!row.positive && !o_.heatmap_negatives) continue;
       const std::vector<float> map(maps.begin() + (first + i) * per, maps.begin() + (first + i + 1) * per);
       const float p = row.probabilities[row.predicted];
       const std::string caption = Printable(
@@ -333,7 +345,11 @@ class Run {
     const bool heatmaps = !o_.heatmap_dir.empty();
     const bool segmentation = model_.spec.task == ModelTask::kSegmentation;
     const bool seg_objects = segmentation && o_.dicom_overlays;
-    std::string csv = "path,sop_instance_uid,frame,predicted_class";
+    const bool multilabel = model_.spec.task == ModelTask::kMultilabel;
+    // Multilabel: the labels at kMultilabelThreshold or more, '|'-separated
+    // (labels.csv's list form); empty when none.
+    std::string csv =
+        multilabel ? "path,sop_instance_uid,frame,predicted_labels" : "path,sop_instance_uid,frame,predicted_class";
     // Segmentation: the share of the input predicted as each class.
     for (int c = 0; c < model_.spec.num_classes; ++c) {
       absl::StrAppend(&csv, ",", CsvField((segmentation ? "share_" : "p_") + ClassName(c)));
@@ -344,7 +360,15 @@ class Run {
     for (const Row& r : rows_) {
       absl::StrAppend(&csv, CsvField(r.path), ",", CsvField(r.sop_instance_uid), ",");
       if (r.error.empty()) {
-        absl::StrAppend(&csv, r.frame, ",", CsvField(ClassName(r.predicted)));
+        std::string predicted = ClassName(r.predicted);
+        if (multilabel) {
+          std::vector<std::string> found;
+          for (int c = 0; c < model_.spec.num_classes; ++c) {
+            if (r.probabilities[c] >= kMultilabelThreshold) found.push_back(ClassName(c));
+          }
+          predicted = absl::StrJoin(found, "|");
+        }
+        absl::StrAppend(&csv, r.frame, ",", CsvField(predicted));
         for (float p : r.probabilities) absl::StrAppend(&csv, ",", absl::StrFormat("%.6f", p));
       } else {
         absl::StrAppend(&csv, ",");

@@ -33,7 +33,7 @@ struct PredictOptions {
   std::string heatmap_dir;
   bool dicom_overlays = false;
   // Classification: heatmaps of images predicted as class 0 (the negative:
-  // "normal") too. Off by default: Grad-CAM of "nothing there", scaled per
+  // "normal"), or multilabel with no label found, too. Off by default: Grad-CAM of "nothing there", scaled per
   // image, puts its hottest point anywhere, even in the air outside the body.
   bool heatmap_negatives = false;
 };
@@ -45,7 +45,7 @@ struct PredictReport {
   int heatmaps = 0;                    // heatmap or mask PNGs
   int segmentations = 0;               // SEG objects written
   std::map<std::string, int> skipped;  // reason -> files (also in the CSV)
-  std::map<int, int> predicted;        // class -> rows
+  std::map<int, int> predicted;        // class -> rows (multilabel: rows showing the label)
   // For the site's audit ledger: the distinct patient keys and the SHA-256
   // of the sorted SOPInstanceUIDs of the images predicted (never the UIDs).
   int patients = 0;
@@ -54,7 +54,9 @@ struct PredictReport {
 
 // The CSV: path (relative to `input`), sop_instance_uid, frame (from 1),
 // predicted_class, probability of each class (p_<name>), and error (the
-// reason a file could not be read; its other fields are empty). Rows are
+// reason a file could not be read; its other fields are empty). A multilabel
+// model writes predicted_labels (the labels found, '|'-separated, empty for
+// none) and each label's own sigmoid (p_<label>) instead. Rows are
 // sorted by path and frame. Written atomically: a crash leaves no half file.
 absl::StatusOr<PredictReport> Predict(const PredictOptions& options);
 

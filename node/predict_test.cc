@@ -56,6 +56,22 @@ class PredictTest : public ::testing::Test {
     o_.class_names = {"normal", "lesion"};
     o_.batch = 4;  // several batches, one spanning files
   }
+  // The input folder's images, frame by frame in the CSV's order, as the
+  // pipeline prepares them (labels 0; `labels` zero targets each).
+  ImageSet InputImages(int labels) const {
+    ImageSet set;
+    set.size = 16;
+    for (const std::string name : {"i0.dcm", "i1.dcm", "i2.dcm", "i3.dcm", "i4.dcm", "i5.dcm", "sub/multi.dcm"}) {
+      LoadedImage image = ImageLoader::Load((dir_ / "in" / name).string(), o_.preprocess);
+      EXPECT_TRUE(image.status.ok()) << name;
+      for (const PreparedFrame& f : image.frames) {
+        set.pixels.insert(set.pixels.end(), f.pixels.begin(), f.pixels.end());
+        set.labels.push_back(0);
+        set.targets.insert(set.targets.end(), static_cast<size_t>(labels), 0);
+      }
+    }
+    return set;
+  }
   ScratchDir scratch_{"predict"};
   const fs::path dir_ = scratch_.path();
   std::string model_path_;
@@ -94,16 +110,7 @@ TEST_F(PredictTest, OneRowPerFrameWithTheEvaluatorsProbabilities) {
   EXPECT_TRUE(fs::exists(dir_ / "heatmaps/i0.heatmap.dcm"));
 
   // The same images through the evaluator's own forward pass.
-  ImageSet set;
-  set.size = 16;
-  for (const std::string name : {"i0.dcm", "i1.dcm", "i2.dcm", "i3.dcm", "i4.dcm", "i5.dcm", "sub/multi.dcm"}) {
-    LoadedImage image = ImageLoader::Load((dir_ / "in" / name).string(), o_.preprocess);
-    ASSERT_TRUE(image.status.ok());
-    for (const PreparedFrame& f : image.frames) {
-      set.pixels.insert(set.pixels.end(), f.pixels.begin(), f.pixels.end());
-      set.labels.push_back(0);
-    }
-  }
+  ImageSet set = InputImages(0);
   absl::StatusOr<SavedModel> model = LoadSavedModel(model_path_);
   ASSERT_TRUE(model.ok());
   absl::StatusOr<Evaluation> e = EvaluateModel(model->spec, model->parameters, set);
@@ -202,6 +209,57 @@ TEST_F(PredictTest, AResNetsHeatmapsComeFromAStageFinerThanItsLast) {
     EXPECT_GT(row_difference, 1e-4) << "image " << n << ": rows 0 and 8 alike, as from a 2x2 map";
   }
   EXPECT_GT(compared, 0);
+}
+
+// A multilabel model: each label's own sigmoid (not a softmax: the row need
+// not sum to 1), the labels found at 0.5 or more '|'-separated, as the
+// evaluator's forward pass gives them, and a heatmap only where one is found.
+TEST_F(PredictTest, AMultilabelModelListsTheLabelsItFinds) {
+  ModelSpec spec{"ctnet", 1, 16, 3};
+  spec.task = ModelTask::kMultilabel;
+  spec.class_names = {"lesion", "effusion", "clip"};
+  absl::StatusOr<ModelParameters> p = InitialParameters(spec, 11);
+  ASSERT_TRUE(p.ok());
+  // A head bias that puts the labels on both sides of 0.5.
+  const std::string head = p->manifest.tensors.back().name;
+  ASSERT_NE(head.find("bias"), std::string::npos) << head;
+  const size_t bias_at = p->values.size() - 3;
+  p->values[bias_at] = 3;
+  p->values[bias_at + 1] = -3;
+  p->values[bias_at + 2] = 0;
+  SafetensorsMetadata m = ModelShapeMetadata(spec);
+  SetPipelineMetadata(settings_, &m);
+  o_.model_path = (dir_ / "labels.safetensors").string();
+  ASSERT_TRUE(WriteSafetensorsFile(o_.model_path, *p, m).ok());
+  o_.class_names.clear();
+  o_.heatmap_dir = (dir_ / "heatmaps").string();
+  absl::StatusOr<PredictReport> r = Predict(o_);
+  ASSERT_TRUE(r.ok()) << r.status();
+  const auto rows = testing::ReadCsvRows(o_.out_csv);
+  ASSERT_EQ(rows.size(), 11u);
+  EXPECT_EQ(rows[0], (std::vector<std::string>{"path", "sop_instance_uid", "frame", "predicted_labels", "p_lesion",
+                                               "p_effusion", "p_clip", "heatmap", "error"}));
+  ImageSet set = InputImages(3);
+  absl::StatusOr<Evaluation> e = EvaluateModel(spec, *p, set);
+  ASSERT_TRUE(e.ok()) << e.status();
+  const std::vector<size_t> csv_row = {1, 2, 3, 4, 5, 6, 8, 9, 10};
+  for (size_t i = 0; i < 9; ++i) {
+    const auto& row = rows[csv_row[i]];
+    std::vector<std::string> found;
+    for (int c = 0; c < 3; ++c) {
+      const double got = std::stod(row[4 + c]);
+      EXPECT_NEAR(got, e->scores.probabilities[3 * i + c], 1e-5) << i << " " << c;
+      if (got >= 0.5) found.push_back(spec.class_names[c]);
+    }
+    EXPECT_GT(std::stod(row[4]), 0.9);
+    EXPECT_LT(std::stod(row[5]), 0.1);
+    std::string joined;
+    for (const std::string& f : found) joined += (joined.empty() ? "" : "|") + f;
+    EXPECT_EQ(row[3], joined) << i;
+    EXPECT_FALSE(row[7].empty()) << "lesion is found in every image, so each has its heatmap";
+  }
+  EXPECT_EQ(r->predicted.at(0), 9) << "every row shows lesion";
+  EXPECT_EQ(r->predicted.count(1) ? r->predicted.at(1) : 0, 0);
 }
 
 TEST_F(PredictTest, RefusesAnotherPipelineAndWritesNothing) {

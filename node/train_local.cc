@@ -8,6 +8,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "common/model_zoo.h"
+#include "common/multilabel_metrics.h"
 #include "common/privacy_accountant.h"
 #include "common/safetensors.h"
 #include "node/privacy_budget.h"
@@ -84,6 +85,18 @@ absl::Status TrainLocal(const TrainLocalOptions& o, std::ostream& out) {
     out << absl::StrFormat("held-out mean Dice %.4f, pixel accuracy %.4f, loss %.4f on %d images (%s, %d epochs)\n",
                            eval->dice.empty() ? 0.0 : dice / static_cast<double>(eval->dice.size()), eval->accuracy,
                            eval->loss, eval->count, o.model.architecture, o.epochs);
+  } else if (o.model.task == ModelTask::kMultilabel) {
+    absl::StatusOr<MultilabelMetrics> m = ComputeMultilabelMetrics(eval->scores);
+    if (!m.ok()) return m.status();
+    auto figure = [](const std::optional<double>& v) { return v ? absl::StrFormat("%.4f", *v) : std::string("-"); };
+    out << absl::StrFormat(
+        "held-out macro AUC %s, micro AUC %s, macro sensitivity %s, macro specificity %s, label accuracy %.4f, loss "
+        "%.4f on %d images (%s, %d epochs)\n",
+        figure(m->macro_roc_auc), figure(m->micro.roc_auc), figure(m->macro_sensitivity), figure(m->macro_specificity),
+        eval->accuracy, eval->loss, eval->count, o.model.architecture, o.epochs);
+    if (std::optional<std::string> warning = ConstantLabelWarning(*m, o.model.class_names)) {
+      out << "warning: " << *warning << "\n";
+    }
   } else {
     absl::StatusOr<Metrics> metrics = ComputeMetrics(eval->scores);
     if (!metrics.ok()) return metrics.status();

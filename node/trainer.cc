@@ -18,6 +18,7 @@
 #include "absl/strings/str_cat.h"
 #include "common/model_zoo.h"
 #include "common/model_zoo_torch.h"
+#include "common/multilabel_metrics.h"
 #include "node/dp_sgd.h"
 #include "node/grad_sampler.h"
 #include "node/losses.h"
@@ -30,9 +31,14 @@ torch::Tensor ImagesTensor(const ImageSet& set) {
                           torch::kFloat32);
 }
 
-// What the loss compares the model's output with: the labels [N], or for
-// segmentation the masks [N, S, S] (as int64 class indices).
+// What the loss compares the model's output with: the labels [N], for
+// segmentation the masks [N, S, S] (as int64 class indices), for multilabel
+// the 0/1 targets [N, L] (as float).
 torch::Tensor TargetsTensor(const ModelSpec& spec, const ImageSet& set) {
+  if (spec.task == ModelTask::kMultilabel) {
+    return torch::from_blob(const_cast<uint8_t*>(set.targets.data()), {set.count(), spec.num_classes}, torch::kUInt8)
+        .to(torch::kFloat32);
+  }
   if (spec.task == ModelTask::kSegmentation) {
     return torch::from_blob(const_cast<uint8_t*>(set.masks.data()), {set.count(), set.size, set.size}, torch::kUInt8)
         .to(torch::kInt64);
@@ -44,6 +50,11 @@ absl::Status CheckInputs(const ModelSpec& spec, const ImageSet& set) {
   if (spec.task == ModelTask::kSegmentation &&
       set.masks.size() != static_cast<size_t>(set.count()) * set.size * set.size) {
     return absl::InvalidArgumentError("a segmentation model needs a mask for every image");
+  }
+  if (spec.task == ModelTask::kMultilabel &&
+      set.targets.size() != static_cast<size_t>(set.count()) * spec.num_classes) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("a multilabel model of ", spec.num_classes, " labels needs that many targets for every image"));
   }
   if (set.size != spec.input_size || set.channels != spec.in_channels) {
     return absl::InvalidArgumentError(absl::StrCat("images are ", set.channels, "x", set.size, "x", set.size,
@@ -271,7 +282,38 @@ absl::StatusOr<Evaluation> EvaluateSegmentation(const ModelSpec& spec, NetworkIm
   return out;
 }
 
+// Multilabel: each label's sigmoid, the loss (TaskLoss's, per image) and
+// accuracy over every image-label decision.
+absl::StatusOr<Evaluation> EvaluateMultilabel(const ModelSpec& spec, NetworkImpl& model, const torch::Tensor& x,
+                                              const torch::Tensor& y, const ImageSet& images) {
+  Evaluation out;
+  out.count = images.count();
+  out.scores.num_classes = spec.num_classes;
+  out.scores.targets = images.targets;
+  out.scores.probabilities.reserve(images.targets.size());
+  double loss_sum = 0;
+  int64_t correct = 0;
+  for (int64_t start = 0; start < images.count(); start += 256) {
+    const int64_t end = std::min<int64_t>(start + 256, images.count());
+    const torch::Tensor logits = model.forward(x.slice(0, start, end));
+    const torch::Tensor yy = y.slice(0, start, end);
+    const torch::Tensor p = torch::sigmoid(logits).to(torch::kFloat32).contiguous();
+    out.scores.probabilities.insert(out.scores.probabilities.end(), p.data_ptr<float>(),
+                                    p.data_ptr<float>() + p.numel());
+    loss_sum += TaskLoss(spec.task, logits, yy).item<double>();
+    correct += p.ge(kMultilabelThreshold).to(torch::kFloat32).eq(yy).sum().item<int64_t>();
+  }
+  out.loss = loss_sum / static_cast<double>(images.count());
+  out.accuracy = static_cast<double>(correct) / static_cast<double>(images.count() * spec.num_classes);
+  out.patients = images.patients;
+  return out;
+}
+
 }  // namespace
+
+// EvaluateModel without the names.
+absl::StatusOr<Evaluation> EvaluateWith(const ModelSpec& spec, const ModelParameters& parameters,
+                                        const ImageSet& images);
 
 void SetTorchThreads(int threads) {
   // 0 is every core, set explicitly: LibTorch's own default is the physical
@@ -347,6 +389,13 @@ absl::StatusOr<TrainingOutcome> TrainLocally(const ModelSpec& spec, const ModelP
 
 absl::StatusOr<Evaluation> EvaluateModel(const ModelSpec& spec, const ModelParameters& parameters,
                                          const ImageSet& images) {
+  absl::StatusOr<Evaluation> out = EvaluateWith(spec, parameters, images);
+  if (out.ok()) out->class_names = spec.class_names;
+  return out;
+}
+
+absl::StatusOr<Evaluation> EvaluateWith(const ModelSpec& spec, const ModelParameters& parameters,
+                                        const ImageSet& images) {
   Evaluation out;
   out.count = images.count();
   if (images.count() == 0) return out;
@@ -362,6 +411,7 @@ absl::StatusOr<Evaluation> EvaluateModel(const ModelSpec& spec, const ModelParam
     torch::Tensor x = ImagesTensor(images);
     torch::Tensor y = TargetsTensor(spec, images);
     if (spec.task == ModelTask::kSegmentation) return EvaluateSegmentation(spec, **model, x, y, images);
+    if (spec.task == ModelTask::kMultilabel) return EvaluateMultilabel(spec, **model, x, y, images);
     double loss_sum = 0;
     int64_t correct = 0;
     out.scores.num_classes = spec.num_classes;

@@ -101,6 +101,8 @@ struct Evaluation {
   // in input pixels) and its patient, for SummarizeSegmentation.
   std::vector<MaskMetrics> mask_metrics;
   std::vector<std::string> patients;
+  // The model's class names (multilabel: its labels), for the reports.
+  std::vector<std::string> class_names;
 };
 
 absl::StatusOr<Evaluation> EvaluateModel(const ModelSpec& spec, const ModelParameters& parameters,

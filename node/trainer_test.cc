@@ -7,6 +7,7 @@
 #include <memory>
 
 #include "common/model_zoo.h"
+#include "common/multilabel_metrics.h"
 
 namespace fedrad::node {
 namespace {
@@ -143,6 +144,71 @@ TEST(TrainerTest, DpSgdStillLearnsAndCountsItsSteps) {
   auto b = TrainLocally(spec, *global, train, settings);
   ASSERT_TRUE(a.ok() && b.ok());
   EXPECT_NE(a->delta, b->delta);
+}
+
+// Multilabel: two findings drawn independently (a bright centre, a bright
+// left edge) in images that may show both, one or none: the trainer learns
+// each from its own sigmoid, with plain SGD and under DP-SGD, and the
+// evaluation's scores hold one sigmoid per label.
+ImageSet ToyMultilabelSet(int n, int size) {
+  ImageSet s;
+  s.size = size;
+  for (int i = 0; i < n; ++i) {
+    const bool centre = i % 2 == 1, edge = (i / 2) % 2 == 1;
+    for (int y = 0; y < size; ++y) {
+      for (int x = 0; x < size; ++x) {
+        const bool in_centre = centre && std::abs(y - size / 2) < 3 && std::abs(x - size / 2) < 3;
+        const bool in_edge = edge && x < 3;
+        s.pixels.push_back(in_centre || in_edge ? 1.0f : 0.2f + 0.01f * static_cast<float>((x * 7 + y * 3 + i) % 10));
+      }
+    }
+    s.targets.push_back(centre);
+    s.targets.push_back(edge);
+    s.labels.push_back(centre || edge);
+    s.patients.push_back("p" + std::to_string(i / 2));
+  }
+  return s;
+}
+
+TEST(TrainerTest, MultilabelLearnsEachLabelPlainAndUnderDp) {
+  SetTorchThreads(1);
+  ModelSpec spec{"ctnet", 1, 16, 2};
+  spec.task = ModelTask::kMultilabel;
+  spec.class_names = {"centre", "edge"};
+  auto global = InitialParameters(spec, 1);
+  ASSERT_TRUE(global.ok());
+  ImageSet train = ToyMultilabelSet(128, 16);
+  auto before = EvaluateModel(spec, *global, train);
+  ASSERT_TRUE(before.ok()) << before.status();
+  ASSERT_TRUE(before->scores.multilabel());
+  ASSERT_EQ(before->scores.probabilities.size(), 256u);
+  EXPECT_EQ(before->class_names, spec.class_names);
+  LocalTrainingSettings plain;
+  plain.local_epochs = 15;
+  plain.batch_size = 16;
+  plain.learning_rate = 0.05;
+  LocalTrainingSettings dp;
+  dp.learning_rate = 0.5;
+  dp.momentum = 0.5;
+  dp.dp = DpTrainingSettings{0.8, 1.0, 0.25, 80, true, 9};
+  for (const LocalTrainingSettings* settings : {&plain, &dp}) {
+    auto out = TrainLocally(spec, *global, train, *settings);
+    ASSERT_TRUE(out.ok()) << out.status();
+    ModelParameters trained = *global;
+    for (size_t i = 0; i < trained.values.size(); ++i) trained.values[i] += out->delta[i];
+    auto after = EvaluateModel(spec, trained, train);
+    ASSERT_TRUE(after.ok());
+    EXPECT_LT(after->loss, before->loss) << (settings->dp ? "DP" : "plain");
+    absl::StatusOr<MultilabelMetrics> m = ComputeMultilabelMetrics(after->scores);
+    ASSERT_TRUE(m.ok()) << m.status();
+    for (int l = 0; l < 2; ++l) {
+      EXPECT_GE(*m->per_label[l].roc_auc, 0.95) << "label " << l << (settings->dp ? " DP" : " plain");
+    }
+    EXPECT_GE(after->accuracy, 0.9) << (settings->dp ? "DP" : "plain");
+  }
+  // Targets that do not cover every label are refused, not read past.
+  train.targets.pop_back();
+  EXPECT_FALSE(TrainLocally(spec, *global, train, plain).ok());
 }
 
 // [model] freeze: frozen layers do not move, under plain SGD and DP-SGD

@@ -131,6 +131,8 @@ MiniFederation SetUpFederation(const std::string& dir, const MiniFederationOptio
       "\nseed = 3\nmin_report = ", o.min_report, "\nupdate_dtype = \"", o.update_dtype, "\"\n\n[model]\n",
       o.task == "segmentation" ? "task = \"segmentation\"\narchitecture = \"unet2d\"\ndepth = 2\nbase_width = 8\n"
                                  "class_names = [\"background\", \"lesion\"]\n"
+      : o.task == "multilabel" ? "task = \"multilabel\"\narchitecture = \"ctnet\"\nnum_classes = 3\n"
+                                 "class_names = [\"lesion\", \"effusion\", \"clip\"]\n"
                                : "architecture = \"ctnet\"\n",
       "input_size = 32\n", o.model_init.empty() ? "" : absl::StrCat("init = \"", o.model_init, "\"\n"), o.model_lines,
       "\n", "[training]\nlocal_epochs = ", o.local_epochs, "\nbatch_size = ", o.batch_size,

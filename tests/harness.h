@@ -100,7 +100,8 @@ struct MiniFederationOptions {
   int max_attempts = 20;
   double retry_backoff_s = 0.2;
   // "segmentation": a small unet2d, and `fedrad synth --task segmentation`
-  // data (the sites' labels are DICOM SEG objects).
+  // data (the sites' labels are DICOM SEG objects). "multilabel": ctnet
+  // with synth's three findings (lesion, effusion, clip) as its labels.
   std::string task = "classification";
   // [model] init: starting weights, relative to the plan's folder (`dir`).
   std::string model_init;

@@ -80,9 +80,11 @@ SynthCommand::SynthCommand(CLI::App* app) {
   command_
       ->add_option("--task", options_.task,
                    "classification: labels.csv says which slices show a lesion; segmentation: each patient's "
-                   "series also gets its lesion masks as a DICOM SEG object (seg.dcm beside its slices)")
+                   "series also gets its lesion masks as a DICOM SEG object (seg.dcm beside its slices); "
+                   "multilabel: labels.csv has a 0/1 column per finding (lesion, effusion, clip), for a plan "
+                   "with task = \"multilabel\", num_classes = 3 and those class_names")
       ->capture_default_str()
-      ->check(CLI::IsMember({"classification", "segmentation"}));
+      ->check(CLI::IsMember({"classification", "segmentation", "multilabel"}));
   command_->add_flag("--rtstruct", options_.rtstruct,
                      "With --task segmentation: the ground truth also as an RT Structure Set (rtstruct.dcm)");
 }

@@ -10,6 +10,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
+#include "absl/strings/str_join.h"
 #include "common/files.h"
 #include "crypto/sha256.h"
 #include "node/dicom_rtstruct.h"
@@ -58,11 +59,12 @@ absl::Status WriteSyntheticCohort(const SynthOptions& o) {
   if (o.sites < 1 || o.patients_per_site < 1 || o.images_per_patient < 1 || o.image_size < 32 || o.image_size > 2048) {
     return absl::InvalidArgumentError("synth: sites, patients and images must be positive; size in [32, 2048]");
   }
-  if (o.task != "classification" && o.task != "segmentation") {
+  if (o.task != "classification" && o.task != "segmentation" && o.task != "multilabel") {
     return absl::InvalidArgumentError(
-        absl::StrCat("synth: --task must be classification or segmentation, not '", o.task, "'"));
+        absl::StrCat("synth: --task must be classification, segmentation or multilabel, not '", o.task, "'"));
   }
   const bool segmentation = o.task == "segmentation";
+  const bool multilabel = o.task == "multilabel";
   if (o.rtstruct && !segmentation) {
     return absl::InvalidArgumentError("synth: --rtstruct applies to --task segmentation");
   }
@@ -77,8 +79,8 @@ absl::Status WriteSyntheticCohort(const SynthOptions& o) {
     const std::string site_dir = absl::StrCat(o.out_dir, "/", name);
     absl::Status s = EnsureDirectory(site_dir);
     if (!s.ok()) return s;
-    std::string labels = "path,label\n";
-    int positives = 0, images = 0;
+    std::string labels = multilabel ? absl::StrCat("path,", absl::StrJoin(kSynthFindings, ","), "\n") : "path,label\n";
+    int positives = 0, images = 0, effusions = 0, clips = 0;
     for (int p = 0; p < o.patients_per_site; ++p) {
       const std::string pid = absl::StrFormat("%s-P%04d", name, p + 1);
       const std::string study = crypto::UidFromKey(absl::StrCat(o.seed, "/study/", pid));
@@ -99,6 +101,22 @@ absl::Status WriteSyntheticCohort(const SynthOptions& o) {
       const double lx = cx + std::cos(angle) * ax * dist;
       const double ly = cy + std::sin(angle) * ay * dist;
       const double lesion_hu = 130 + 50 * uni(rng) + style.offset_hu;
+      // Multilabel's other findings, per patient (drawn only then: the
+      // other tasks' cohorts stay byte-identical): fluid filling the base
+      // of the left lung, and a metal clip in the soft tissue of the anterior
+      // chest wall (the upper half, away from the spine, which is as bright
+      // once windowed).
+      bool effusion = false, clip = false;
+      double clip_x = 0, clip_y = 0;
+      if (multilabel) {
+        effusion = uni(rng) < 0.35;
+        clip = uni(rng) < 0.3;
+        const double a = M_PI * (1.15 + 0.7 * uni(rng));
+        clip_x = cx + std::cos(a) * ax * 0.85;
+        clip_y = cy + std::sin(a) * ay * 0.85;
+        effusions += effusion;
+        clips += clip;
+      }
       const std::string patient_dir = absl::StrCat(site_dir, "/", pid);
       s = EnsureDirectory(patient_dir);
       if (!s.ok()) return s;
@@ -120,6 +138,19 @@ absl::Status WriteSyntheticCohort(const SynthOptions& o) {
         FillEllipse(hu, n, cx - ax * 0.45, cy - ay * 0.1, ax * 0.3, ay * 0.55, -850.0f);
         FillEllipse(hu, n, cx + ax * 0.45, cy - ay * 0.1, ax * 0.3, ay * 0.55, -850.0f);
         FillEllipse(hu, n, cx, cy + ay * 0.7, n * 0.05, n * 0.05, static_cast<float>(450 + style.offset_hu));
+        if (effusion) {
+          // The lung's lower half, as fluid (water-dense).
+          const double lx0 = cx - ax * 0.45, ly0 = cy - ay * 0.1, rx = ax * 0.3, ry = ay * 0.55;
+          for (int y = static_cast<int>(ly0); y < n; ++y) {
+            for (int x = 0; x < n; ++x) {
+              const double u = (x - lx0) / rx, v = (y - ly0) / ry;
+              if (u * u + v * v <= 1) hu[static_cast<size_t>(y) * n + x] = static_cast<float>(15 + style.offset_hu);
+            }
+          }
+        }
+        // A surgical clip: a bright bar, longer than the spine is wide and
+        // more than a pixel thick at 32 x 32.
+        if (clip) FillEllipse(hu, n, clip_x, clip_y, n * 0.12, n * 0.03, 2500.0f);
         double r = 0;
         if (has_lesion) {
           const double dz = (k - lesion_z) / lesion_extent;
@@ -177,7 +208,9 @@ absl::Status WriteSyntheticCohort(const SynthOptions& o) {
             seg.frames.push_back(std::move(frame));
           }
         }
-        absl::StrAppend(&labels, rel, ",", visible ? 1 : 0, "\n");
+        absl::StrAppend(&labels, rel, ",", visible ? 1 : 0);
+        if (multilabel) absl::StrAppend(&labels, ",", effusion ? 1 : 0, ",", clip ? 1 : 0);
+        absl::StrAppend(&labels, "\n");
         positives += visible;
         ++images;
       }
@@ -197,6 +230,9 @@ absl::Status WriteSyntheticCohort(const SynthOptions& o) {
     }
     spdlog::info("synth: {}: {} patients, {} images, {} with a lesion (noise {} HU, offset {} HU)", name,
                  o.patients_per_site, images, positives, style.noise_hu, style.offset_hu);
+    if (multilabel) {
+      spdlog::info("synth: {}: {} patients with an effusion, {} with a clip", name, effusions, clips);
+    }
   }
   return absl::OkStatus();
 }

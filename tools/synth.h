@@ -3,10 +3,13 @@
 
 #include <cstdint>
 #include <string>
+#include <vector>
 
 #include "absl/status/status.h"
 
 namespace fedrad::tools {
+
+inline const std::vector<std::string> kSynthFindings = {"lesion", "effusion", "clip"};
 
 struct SynthOptions {
   int sites = 3;
@@ -21,6 +24,11 @@ struct SynthOptions {
   // DICOM SEG object, <patient>/seg.dcm: segment 1 "lesion", one frame per
   // slice the lesion shows on (the disc up to its radius), referencing every
   // slice of the series (a slice without a frame has no lesion).
+  // "multilabel": labels.csv has a column per finding (kSynthFindings):
+  // "lesion" as for classification, "effusion" (fluid in the base of the
+  // left lung, on every slice of a patient who has it) and "clip" (a small
+  // metal clip in the soft tissue, likewise), each patient's findings
+  // drawn independently.
   std::string task = "classification";
   // Segmentation: the ground truth also as an RT Structure Set,
   // <patient>/rtstruct.dcm (ROI "lesion", a 36-point contour of the disc on
